@@ -1,0 +1,45 @@
+# Every target bootstraps .venv by itself, so a fresh clone needs only Python 3.11 and make.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck unit protos demo bench clean system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The multi-host tests need iproute2 and nftables; install them when we are root and they are missing.
+system-deps:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null && \
+	   { ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! command -v iptables >/dev/null; }; then \
+	  echo "installing nftables iptables iproute2 for the multi-host tests" >&2; \
+	  (apt-get install -y -q nftables iptables iproute2 >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables iptables iproute2 >/dev/null 2>&1)) || \
+	  echo "could not install nftables/iproute2; multi-host tests will skip" >&2; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check controller agent tests bench protos/corral/__init__.py
+	$(BIN)/ruff format --check controller agent tests bench protos/corral/__init__.py
+
+typecheck: $(STAMP)
+	$(BIN)/mypy -p corral.controller -p corral.agent
+
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+protos: $(STAMP)
+	tools/gen_protos.sh
+
+demo: $(STAMP)
+	$(BIN)/python -m corral.controller.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

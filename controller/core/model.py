@@ -1,0 +1,254 @@
+"""The domain model: workflows, tasks, attempts and agents as plain data.
+
+Pure standard library. Times are float seconds since the epoch, always injected by the caller.
+JSON values (payloads, results, metadata) are kept as the encoded ``bytes`` they arrived as, so
+they are stored and forwarded without re-encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "RESOURCE_NAMES",
+    "Agent",
+    "AgentState",
+    "Attempt",
+    "AttemptState",
+    "Inventory",
+    "Resources",
+    "Task",
+    "TaskState",
+    "TaskType",
+    "Workflow",
+    "WorkflowEvent",
+    "WorkflowState",
+]
+
+
+class TaskType(StrEnum):
+    COMPUTE = "compute"
+    IO = "io"
+    NETWORK = "network"
+    HYBRID = "hybrid"
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"  # waiting on dependencies, or its workflow has not started
+    READY = "ready"  # queued for placement
+    ASSIGNED = "assigned"  # an attempt was handed to an agent or worker
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # an upstream task failed
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_TASK
+
+
+_TERMINAL_TASK = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED})
+
+
+class WorkflowState(StrEnum):
+    PENDING = "pending"  # submitted, not started
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"  # graceful cancel in progress
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED)
+
+
+class AttemptState(StrEnum):
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"  # its agent went silent or never re-reported it; the task was requeued
+
+    @property
+    def active(self) -> bool:
+        return self in (AttemptState.ASSIGNED, AttemptState.RUNNING)
+
+
+class AgentState(StrEnum):
+    CONNECTED = "connected"
+    DRAINING = "draining"
+    LOST = "lost"
+    DISCONNECTED = "disconnected"  # left cleanly
+
+
+RESOURCE_NAMES = ("cpu_cores", "memory_mb", "disk_mb", "network_bandwidth_mbps", "gpu_count")
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """An amount of resources: a task's requirement, an agent's capacity or an allocation."""
+
+    cpu_cores: float = 0.0
+    memory_mb: int = 0
+    disk_mb: int = 0
+    network_bandwidth_mbps: int = 0
+    gpu_count: int = 0
+    custom: Mapping[str, float] = field(default_factory=dict)
+
+    def __add__(self, other: Resources) -> Resources:
+        custom = dict(self.custom)
+        for key, value in other.custom.items():
+            custom[key] = custom.get(key, 0.0) + value
+        return Resources(
+            self.cpu_cores + other.cpu_cores,
+            self.memory_mb + other.memory_mb,
+            self.disk_mb + other.disk_mb,
+            self.network_bandwidth_mbps + other.network_bandwidth_mbps,
+            self.gpu_count + other.gpu_count,
+            custom,
+        )
+
+    def __sub__(self, other: Resources) -> Resources:
+        custom = dict(self.custom)
+        for key, value in other.custom.items():
+            custom[key] = custom.get(key, 0.0) - value
+        return Resources(
+            self.cpu_cores - other.cpu_cores,
+            self.memory_mb - other.memory_mb,
+            self.disk_mb - other.disk_mb,
+            self.network_bandwidth_mbps - other.network_bandwidth_mbps,
+            self.gpu_count - other.gpu_count,
+            custom,
+        )
+
+    def shortfall(self, available: Resources) -> list[str]:
+        """Names of the resources of which ``available`` holds less than this requirement.
+
+        Custom resources are named ``custom:NAME``. An empty list means the requirement fits.
+        """
+        missing = [
+            name
+            for name in RESOURCE_NAMES
+            if getattr(self, name) > 0 and getattr(self, name) > getattr(available, name) + 1e-9
+        ]
+        for key, value in self.custom.items():
+            if value > 0 and value > available.custom.get(key, 0.0) + 1e-9:
+                missing.append(f"custom:{key}")
+        return missing
+
+    def is_zero(self) -> bool:
+        return not any(getattr(self, name) for name in RESOURCE_NAMES) and not any(self.custom.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """What an agent offers: total capacity, concurrent attempt slots and GPU indexes."""
+
+    capacity: Resources = field(default_factory=Resources)
+    slots: int = 1
+    gpu_ids: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Task:
+    id: str
+    workflow_id: str
+    name: str
+    index: int  # position in its workflow, for a stable order
+    agent_type: str
+    payload: bytes  # JSON
+    type: TaskType = TaskType.COMPUTE
+    resources: Resources = field(default_factory=Resources)
+    priority: int = 50
+    timeout_s: float | None = None
+    max_retries: int = 0
+    retry_backoff_s: float = 1.0
+    dependencies: tuple[str, ...] = ()  # task ids in the same workflow
+    constraints: Mapping[str, str] = field(default_factory=dict)
+    estimated_duration_s: float = 0.0
+    state: TaskState = TaskState.PENDING
+    retries_used: int = 0  # failed attempts that spent a retry
+    attempts: int = 0  # attempts made, lost ones included
+    current_attempt_id: str | None = None
+    agent_id: str | None = None
+    result: bytes | None = None  # JSON
+    error: str = ""
+    exit_code: int | None = None
+    created_at: float = 0.0
+    ready_at: float | None = None  # when it last entered READY (priority ageing counts from here)
+    not_before: float | None = None  # retry backoff: not placed before this time
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(slots=True)
+class Workflow:
+    id: str
+    name: str
+    task_ids: list[str]  # in submission order
+    state: WorkflowState = WorkflowState.PENDING
+    metadata: bytes = b"{}"  # JSON
+    labels: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    standalone: bool = False  # created by Scheduler.ScheduleTask
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class Attempt:
+    id: str
+    task_id: str
+    workflow_id: str
+    agent_id: str  # an agent id, or an external worker id for pulled attempts
+    number: int  # 1-based, per task
+    state: AttemptState = AttemptState.ASSIGNED
+    resources: Resources = field(default_factory=Resources)
+    gpu_ids: tuple[int, ...] = ()
+    pulled: bool = False  # handed out through Scheduler.GetNextTask
+    assigned_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    deadline: float | None = None  # controller-side timeout backstop
+    exit_code: int | None = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class Agent:
+    id: str
+    name: str
+    hostname: str = ""
+    agent_types: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    inventory: Inventory = field(default_factory=Inventory)
+    state: AgentState = AgentState.CONNECTED
+    session_epoch: int = 0
+    connected_at: float = 0.0
+    last_seen: float = 0.0
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowEvent:
+    """A state change published to watchers (task fields empty for workflow-level changes)."""
+
+    seq: int
+    at: float
+    workflow_id: str
+    workflow_state: WorkflowState
+    task_id: str = ""
+    task_name: str = ""
+    task_state: TaskState | None = None
+    attempt_id: str = ""
+    agent_id: str = ""
+    message: str = ""

@@ -1,0 +1,69 @@
+"""The domain error vocabulary of the controller.
+
+Every error a caller can cause is one of these; the rpc layer maps each to one gRPC status code in
+a single interceptor, so handlers never pick status codes themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "AlreadyExists",
+    "CorralError",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "NotFound",
+    "ResourceExhausted",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field: ``field`` is a path such as ``tasks[2].resources.cpu_cores``."""
+
+    field: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.description}" if self.field else self.description
+
+
+class CorralError(Exception):
+    """Base of all domain errors; ``message`` is safe to show to the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(CorralError):
+    """The request is malformed; nothing was changed. Carries every field violation found."""
+
+    def __init__(self, violations: Iterable[FieldViolation] | str) -> None:
+        if isinstance(violations, str):
+            violations = [FieldViolation("", violations)]
+        self.violations: tuple[FieldViolation, ...] = tuple(violations)
+        super().__init__("; ".join(str(v) for v in self.violations) or "invalid argument")
+
+    @classmethod
+    def field(cls, path: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(path, description)])
+
+
+class NotFound(CorralError):
+    """An id (or prefix) that names nothing."""
+
+
+class FailedPrecondition(CorralError):
+    """The request is well-formed but the target's state does not allow it (e.g. a finished workflow)."""
+
+
+class AlreadyExists(CorralError):
+    """Something with that identity exists already."""
+
+
+class ResourceExhausted(CorralError):
+    """A size or rate limit was exceeded."""

@@ -1,0 +1,277 @@
+"""The workflow file format: pydantic models shared by the YAML/JSON loader, the SDK builder and the rpc edge.
+
+One source of truth for what a valid workflow is. ``parse_workflow`` turns any mapping (a parsed
+file, a built SDK workflow, a decoded wire message) into a validated :class:`WorkflowSpec` or raises
+:class:`~corral.controller.errors.InvalidArgument` listing every problem with its field path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from corral.controller.core.graph import graph_problems
+from corral.controller.errors import FieldViolation, InvalidArgument
+
+__all__ = [
+    "LIMITS",
+    "Limits",
+    "ResourceSpec",
+    "TaskSpec",
+    "WorkflowSpec",
+    "check_json_value",
+    "format_loc",
+    "load_workflow_file",
+    "parse_workflow",
+    "parse_workflow_text",
+]
+
+
+class Limits:
+    """Size limits on everything a caller sends. Named so that errors can say which one was hit."""
+
+    max_tasks = 200_000
+    max_dependencies = 10_000
+    max_payload_bytes = 64 * 1024
+    max_result_bytes = 256 * 1024
+    max_metadata_bytes = 64 * 1024
+    max_json_depth = 32
+    max_name_length = 128
+    max_labels = 64
+    max_label_length = 256
+    max_timeout_s = 7 * 24 * 3600.0
+    max_retries = 100
+    max_cpu_cores = 4096.0
+    max_memory_mb = 1 << 40
+    max_disk_mb = 1 << 44
+    max_gpu_count = 256
+    max_custom_resource = 1e12
+
+
+LIMITS = Limits()
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+Name = Annotated[str, Field(min_length=1, max_length=Limits.max_name_length, pattern=NAME_PATTERN)]
+
+
+def _json_depth(value: Any, depth: int = 1) -> int:
+    if isinstance(value, Mapping):
+        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth)
+    if isinstance(value, list | tuple):
+        return max((_json_depth(v, depth + 1) for v in value), default=depth)
+    return depth
+
+
+def check_json_value(value: Any, what: str, max_bytes: int, limit_name: str) -> bytes:
+    """Encode ``value`` as JSON, enforcing the size and nesting limits; raise ValueError naming the limit."""
+    if _json_depth(value) > Limits.max_json_depth:
+        raise ValueError(f"{what} nests deeper than max_json_depth={Limits.max_json_depth}")
+    try:
+        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
+    if len(encoded) > max_bytes:
+        raise ValueError(f"{what} is {len(encoded)} bytes, over the {limit_name}={max_bytes} bytes limit")
+    return encoded
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _finite(value: float, field_name: str, maximum: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{field_name} must be a finite number")
+    if value < 0:
+        raise ValueError(f"{field_name} must be >= 0")
+    if value > maximum:
+        raise ValueError(f"{field_name} must be <= {maximum:g}")
+    return value
+
+
+class ResourceSpec(_Strict):
+    """What one task needs on the agent that runs it. Zero means 'none needed'."""
+
+    cpu_cores: float = 0.0
+    memory_mb: int = Field(0, ge=0, le=Limits.max_memory_mb)
+    disk_mb: int = Field(0, ge=0, le=Limits.max_disk_mb)
+    network_bandwidth_mbps: int = Field(0, ge=0, le=1_000_000_000)
+    gpu_count: int = Field(0, ge=0, le=Limits.max_gpu_count)
+    custom_resources: dict[Name, float] = Field(default_factory=dict, max_length=Limits.max_labels)
+
+    @field_validator("cpu_cores")
+    @classmethod
+    def _cpu(cls, value: float) -> float:
+        return _finite(value, "cpu_cores", Limits.max_cpu_cores)
+
+    @field_validator("custom_resources")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, amount in value.items():
+            _finite(amount, f"custom_resources[{key!r}]", Limits.max_custom_resource)
+        return value
+
+
+TaskTypeName = Literal["compute", "io", "network", "hybrid"]
+
+
+class TaskSpec(_Strict):
+    """One task of a workflow file."""
+
+    name: Name
+    agent_type: Name = "shell"
+    type: TaskTypeName = "compute"
+    payload: dict[str, Any] = Field(default_factory=dict)
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    priority: int | None = Field(None, ge=0, le=100)
+    timeout: float | None = Field(None, description="seconds; none means no limit")
+    retries: int = Field(0, ge=0, le=Limits.max_retries)
+    retry_backoff: float = Field(1.0, description="base of the exponential retry backoff, seconds")
+    dependencies: list[Name] = Field(default_factory=list, max_length=Limits.max_dependencies)
+    constraints: dict[Name, Annotated[str, Field(max_length=Limits.max_label_length)]] = Field(
+        default_factory=dict, max_length=Limits.max_labels
+    )
+    estimated_duration: float = Field(0.0, description="seconds, for planning (critical path)")
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float | None) -> float | None:
+        if value is None:
+            return None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError("timeout must be a finite number of seconds > 0")
+        if value > Limits.max_timeout_s:
+            raise ValueError(f"timeout must be <= max_timeout_s={Limits.max_timeout_s:g}")
+        return value
+
+    @field_validator("retry_backoff", "estimated_duration")
+    @classmethod
+    def _seconds(cls, value: float) -> float:
+        return _finite(value, "seconds", Limits.max_timeout_s)
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_value(value, "payload", Limits.max_payload_bytes, "max_payload_bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _payload_shape(self) -> TaskSpec:
+        payload = self.payload
+        if self.agent_type == "shell":
+            command = payload.get("command")
+            shell = payload.get("shell")
+            if (command is None) == (shell is None):
+                raise ValueError("a shell task's payload needs exactly one of 'command' (argv list) or 'shell'")
+            if command is not None and (
+                not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command)
+            ):
+                raise ValueError("payload.command must be a non-empty list of strings")
+            if shell is not None and (not isinstance(shell, str) or not shell.strip()):
+                raise ValueError("payload.shell must be a non-empty string")
+            _check_env_cwd(payload)
+        elif self.agent_type == "python":
+            function = payload.get("function")
+            if not isinstance(function, str) or not re.fullmatch(r"[\w.]+:[\w.]+", function):
+                raise ValueError("a python task's payload needs 'function' as 'module:function'")
+            if not isinstance(payload.get("args", []), list):
+                raise ValueError("payload.args must be a list")
+            if not isinstance(payload.get("kwargs", {}), dict):
+                raise ValueError("payload.kwargs must be a mapping")
+        return self
+
+    def payload_json(self) -> bytes:
+        return json.dumps(self.payload, separators=(",", ":")).encode()
+
+
+def _check_env_cwd(payload: Mapping[str, Any]) -> None:
+    env = payload.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ValueError("payload.env must map strings to strings")
+    cwd = payload.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ValueError("payload.cwd must be a string")
+
+
+class WorkflowSpec(_Strict):
+    """A workflow file: a named DAG of tasks."""
+
+    name: Name
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=Limits.max_tasks)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[Name, Annotated[str, Field(max_length=Limits.max_label_length)]] = Field(
+        default_factory=dict, max_length=Limits.max_labels
+    )
+    priority: int | None = Field(None, ge=0, le=100, description="default priority of its tasks")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_value(value, "metadata", Limits.max_metadata_bytes, "max_metadata_bytes")
+        return value
+
+    def task_priority(self, task: TaskSpec) -> int:
+        if task.priority is not None:
+            return task.priority
+        return self.priority if self.priority is not None else 50
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as a field path: ``("tasks", 2, "name")`` -> ``tasks[2].name``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-after") or part.startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _violations(exc: ValidationError) -> list[FieldViolation]:
+    result = []
+    for err in exc.errors(include_url=False):
+        message = str(err["msg"]).removeprefix("Value error, ")
+        result.append(FieldViolation(format_loc(tuple(err["loc"])), message))
+    return result
+
+
+def parse_workflow(data: Any) -> WorkflowSpec:
+    """Validate a mapping as a workflow, structure and graph; raise InvalidArgument with every problem."""
+    if not isinstance(data, Mapping):
+        raise InvalidArgument.field("", "a workflow must be a mapping with 'name' and 'tasks'")
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidArgument(_violations(exc)) from None
+    problems = graph_problems([t.name for t in spec.tasks], [t.dependencies for t in spec.tasks])
+    if problems:
+        raise InvalidArgument(problems)
+    return spec
+
+
+def parse_workflow_text(text: str, source: str = "<workflow>") -> WorkflowSpec:
+    """Parse YAML (a superset of JSON) text and validate it as a workflow."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidArgument.field("", f"{source}: malformed YAML{where}: {problem}") from None
+    return parse_workflow(data)
+
+
+def load_workflow_file(path: str | Path) -> WorkflowSpec:
+    """Read and validate a workflow file (``.yaml``, ``.yml`` or ``.json``)."""
+    file = Path(path)
+    return parse_workflow_text(file.read_text(encoding="utf-8"), str(file))

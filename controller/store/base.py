@@ -1,0 +1,73 @@
+"""The storage contract: everything the controller must not lose, behind one narrow protocol.
+
+The controller keeps its working state in memory (the core) and writes every change through a
+:class:`Store` in one transaction per tick (group commit). At boot it loads a :class:`Snapshot`
+and rebuilds memory from it. Nothing leaves the process before the commit that recorded it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from corral.controller.core.model import Agent, Attempt, Task, Workflow
+
+__all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
+
+
+@dataclass(slots=True)
+class LogChunk:
+    """Captured output of an attempt, appended in order."""
+
+    attempt_id: str
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class ChangeBatch:
+    """All changes of one tick. Records are full rows (upserts), latest state wins."""
+
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    attempts: dict[str, Attempt] = field(default_factory=dict)
+    agents: dict[str, Agent] = field(default_factory=dict)
+    logs: list[LogChunk] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.workflows or self.tasks or self.attempts or self.agents or self.logs or self.meta)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything needed to rebuild the controller's memory at boot."""
+
+    workflows: list[Workflow] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    agents: list[Agent] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """Durable state. Implementations: ``sqlite.SqliteStore`` (the truth) and ``memory.MemoryStore``.
+
+    ``commit`` is atomic: after it returns every record of the batch is durable (for SQLite: WAL,
+    synchronous=FULL); if it raises, none is. Calls come from one writer at a time.
+    """
+
+    def load(self) -> Snapshot:
+        """Every workflow, task, attempt and agent, plus the meta key/values."""
+        ...
+
+    def commit(self, batch: ChangeBatch) -> None:
+        """Apply one batch of upserts and log appends in a single transaction."""
+        ...
+
+    def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:
+        """Output of an attempt after the given byte offsets (``truncated`` if capture was cut)."""
+        ...
+
+    def close(self) -> None: ...

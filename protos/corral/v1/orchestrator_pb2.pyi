@@ -1,0 +1,199 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from corral.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SubmitWorkflowRequest(_message.Message):
+    __slots__ = ("spec", "idempotency_key", "start")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    spec: _types_pb2.WorkflowSpec
+    idempotency_key: str
+    start: bool
+    def __init__(self, spec: _Optional[_Union[_types_pb2.WorkflowSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., start: _Optional[bool] = ...) -> None: ...
+
+class SubmitWorkflowResponse(_message.Message):
+    __slots__ = ("workflow_id", "plan", "deduplicated")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    plan: _types_pb2.ExecutionPlan
+    deduplicated: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
+
+class ExecuteWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "wait", "wait_timeout_s")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    wait: bool
+    wait_timeout_s: float
+    def __init__(self, workflow_id: _Optional[str] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ...) -> None: ...
+
+class ExecuteWorkflowResponse(_message.Message):
+    __slots__ = ("status", "result")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    status: _types_pb2.WorkflowStatus
+    result: _types_pb2.WorkflowResult
+    def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ..., result: _Optional[_Union[_types_pb2.WorkflowResult, _Mapping]] = ...) -> None: ...
+
+class CancelWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "force", "reason")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    force: bool
+    reason: str
+    def __init__(self, workflow_id: _Optional[str] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelWorkflowResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _types_pb2.WorkflowStatus
+    def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
+
+class GetWorkflowStatusRequest(_message.Message):
+    __slots__ = ("workflow_id", "include_tasks")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TASKS_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    include_tasks: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., include_tasks: _Optional[bool] = ...) -> None: ...
+
+class GetWorkflowStatusResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _types_pb2.WorkflowStatus
+    def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
+
+class PauseWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id",)
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    def __init__(self, workflow_id: _Optional[str] = ...) -> None: ...
+
+class PauseWorkflowResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _types_pb2.WorkflowStatus
+    def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
+
+class ResumeWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id",)
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    def __init__(self, workflow_id: _Optional[str] = ...) -> None: ...
+
+class ResumeWorkflowResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _types_pb2.WorkflowStatus
+    def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
+
+class ListWorkflowsRequest(_message.Message):
+    __slots__ = ("states", "name_prefix", "limit", "page_token")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[_types_pb2.WorkflowState]
+    name_prefix: str
+    limit: int
+    page_token: str
+    def __init__(self, states: _Optional[_Iterable[_Union[_types_pb2.WorkflowState, str]]] = ..., name_prefix: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListWorkflowsResponse(_message.Message):
+    __slots__ = ("workflows", "next_page_token")
+    WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    workflows: _containers.RepeatedCompositeFieldContainer[_types_pb2.WorkflowSummary]
+    next_page_token: str
+    def __init__(self, workflows: _Optional[_Iterable[_Union[_types_pb2.WorkflowSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "after_seq")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    after_seq: int
+    def __init__(self, workflow_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class WorkflowEvent(_message.Message):
+    __slots__ = ("seq", "at", "workflow_id", "workflow_state", "task_id", "task_name", "task_state", "attempt_id", "agent_id", "message")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_STATE_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: _timestamp_pb2.Timestamp
+    workflow_id: str
+    workflow_state: _types_pb2.WorkflowState
+    task_id: str
+    task_name: str
+    task_state: _types_pb2.TaskState
+    attempt_id: str
+    agent_id: str
+    message: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workflow_id: _Optional[str] = ..., workflow_state: _Optional[_Union[_types_pb2.WorkflowState, str]] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., task_state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GetExecutionPlanRequest(_message.Message):
+    __slots__ = ("workflow_id", "spec")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    spec: _types_pb2.WorkflowSpec
+    def __init__(self, workflow_id: _Optional[str] = ..., spec: _Optional[_Union[_types_pb2.WorkflowSpec, _Mapping]] = ...) -> None: ...
+
+class GetExecutionPlanResponse(_message.Message):
+    __slots__ = ("plan",)
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    plan: _types_pb2.ExecutionPlan
+    def __init__(self, plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ...) -> None: ...
+
+class GetTaskLogsRequest(_message.Message):
+    __slots__ = ("task_id", "attempt_id", "stdout_offset", "stderr_offset")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt_id: str
+    stdout_offset: int
+    stderr_offset: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt_id: _Optional[str] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ...) -> None: ...
+
+class GetTaskLogsResponse(_message.Message):
+    __slots__ = ("attempt_id", "stdout", "stderr", "stdout_offset", "stderr_offset", "finished", "truncated")
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    attempt_id: str
+    stdout: bytes
+    stderr: bytes
+    stdout_offset: int
+    stderr_offset: int
+    finished: bool
+    truncated: bool
+    def __init__(self, attempt_id: _Optional[str] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., finished: _Optional[bool] = ..., truncated: _Optional[bool] = ...) -> None: ...
