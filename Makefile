@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check controller agent tests bench protos/corral/__init__.py
 
 typecheck: $(STAMP)
+	tools/mypy_tree.sh >/dev/null
 	$(BIN)/mypy -p corral.controller -p corral.agent
 
 test: $(STAMP) system-deps lint typecheck

@@ -170,7 +170,9 @@ class TaskSpec(_Strict):
             command = payload.get("command")
             shell = payload.get("shell")
             if (command is None) == (shell is None):
-                raise ValueError("a shell task's payload needs exactly one of 'command' (argv list) or 'shell'")
+                raise ValueError(
+                    "a shell task's payload needs exactly one of 'command' (argv list) or 'shell'"
+                )
             if command is not None and (
                 not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command)
             ):
@@ -194,7 +196,9 @@ class TaskSpec(_Strict):
 
 def _check_env_cwd(payload: Mapping[str, Any]) -> None:
     env = payload.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
         raise ValueError("payload.env must map strings to strings")
     cwd = payload.get("cwd")
     if cwd is not None and not isinstance(cwd, str):

@@ -47,7 +47,5 @@ def graph_problems(names: Sequence[str], dependencies: Sequence[Sequence[str]]) 
         if cycle:
             loop = [edge[0] for edge in cycle] + [cycle[0][0]]
             first = index[loop[1]]
-            problems.append(
-                FieldViolation(f"tasks[{first}].dependencies", "dependency cycle: " + " -> ".join(loop))
-            )
+            problems.append(FieldViolation(f"tasks[{first}].dependencies", "dependency cycle: " + " -> ".join(loop)))
     return problems

@@ -1,1 +1,1 @@
-"""corral."""
+"""gRPC servicers: translate messages and delegate to the runtime, nothing more."""

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from corral.v1 import types_pb2 as corral_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63orral/v1/agent.proto\x12\tcorral.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x63orral/v1/types.proto\"\x8d\x01\n\x0c\x41gentMessage\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.corral.v1.HelloH\x00\x12)\n\theartbeat\x18\x02 \x01(\x0b\x32\x14.corral.v1.HeartbeatH\x00\x12\'\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x15.corral.v1.TaskEventsH\x00\x42\x06\n\x04kind\"\xce\x01\n\x11\x43ontrollerMessage\x12%\n\x07welcome\x18\x01 \x01(\x0b\x32\x12.corral.v1.WelcomeH\x00\x12#\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x11.corral.v1.AssignH\x00\x12#\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x11.corral.v1.CancelH\x00\x12!\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x10.corral.v1.DrainH\x00\x12\x1d\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x0e.corral.v1.AckH\x00\x42\x06\n\x04kind\"\x94\x02\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x13\n\x0b\x61gent_types\x18\x04 \x03(\t\x12,\n\x06labels\x18\x05 \x03(\x0b\x32\x1c.corral.v1.Hello.LabelsEntry\x12\'\n\tinventory\x18\x06 \x01(\x0b\x32\x14.corral.v1.Inventory\x12\x1b\n\x13running_attempt_ids\x18\x07 \x03(\t\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x10\n\x08\x64raining\x18\t \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"{\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rsession_epoch\x18\x02 \x01(\x03\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12\x0f\n\x07lease_s\x18\x04 \x01(\x01\x12\x18\n\x10kill_attempt_ids\x18\x05 \x03(\t\"U\n\tHeartbeat\x12\x1f\n\x05usage\x18\x01 \x01(\x0b\x32\x10.corral.v1.Usage\x12\'\n\tinventory\x18\x02 \x01(\x0b\x32\x14.corral.v1.Inventory\"2\n\nTaskEvents\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.corral.v1.TaskEvent\"\xf1\x01\n\tTaskEvent\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07started\x18\x03 \x01(\x0b\x32\x12.corral.v1.StartedH\x00\x12\'\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x13.corral.v1.FinishedH\x00\x12#\n\x06output\x18\x05 \x01(\x0b\x32\x11.corral.v1.OutputH\x00\x12+\n\ncheckpoint\x18\x06 \x01(\x0b\x32\x15.corral.v1.CheckpointH\x00\x42\x06\n\x04kind\"\x16\n\x07Started\x12\x0b\n\x03pid\x18\x01 \x01(\x05\"\x80\x01\n\x08\x46inished\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.corral.v1.AttemptOutcome\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x13\n\x0bresult_json\x18\x03 \x01(\x0c\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x11\n\tretryable\x18\x05 \x01(\x08\";\n\x06Output\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"\x1f\n\nCheckpoint\x12\x11\n\tdata_json\x18\x01 \x01(\x0c\"8\n\x06\x41ssign\x12.\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x19.corral.v1.TaskAssignment\"=\n\x06\x43\x61ncel\x12\x13\n\x0b\x61ttempt_ids\x18\x01 \x03(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x0f\n\x07grace_s\x18\x03 \x01(\x01\"\x18\n\x05\x44rain\x12\x0f\n\x07grace_s\x18\x01 \x01(\x01\"\x1a\n\x03\x41\x63k\x12\x13\n\x0b\x61ttempt_ids\x18\x01 \x03(\t\":\n\x11ListAgentsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.corral.v1.AgentState\":\n\x12ListAgentsResponse\x12$\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x14.corral.v1.AgentInfo\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"7\n\x10GetAgentResponse\x12#\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.corral.v1.AgentInfo\"6\n\x11\x44rainAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07grace_s\x18\x02 \x01(\x01\"9\n\x12\x44rainAgentResponse\x12#\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.corral.v1.AgentInfo2T\n\x0c\x41gentGateway\x12\x44\n\x07\x43onnect\x12\x17.corral.v1.AgentMessage\x1a\x1c.corral.v1.ControllerMessage(\x01\x30\x01\x32\xe4\x01\n\x07\x43luster\x12I\n\nListAgents\x12\x1c.corral.v1.ListAgentsRequest\x1a\x1d.corral.v1.ListAgentsResponse\x12\x43\n\x08GetAgent\x12\x1a.corral.v1.GetAgentRequest\x1a\x1b.corral.v1.GetAgentResponse\x12I\n\nDrainAgent\x12\x1c.corral.v1.DrainAgentRequest\x1a\x1d.corral.v1.DrainAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63orral/v1/agent.proto\x12\tcorral.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x63orral/v1/types.proto\"\x8d\x01\n\x0c\x41gentMessage\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.corral.v1.HelloH\x00\x12)\n\theartbeat\x18\x02 \x01(\x0b\x32\x14.corral.v1.HeartbeatH\x00\x12\'\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x15.corral.v1.TaskEventsH\x00\x42\x06\n\x04kind\"\xce\x01\n\x11\x43ontrollerMessage\x12%\n\x07welcome\x18\x01 \x01(\x0b\x32\x12.corral.v1.WelcomeH\x00\x12#\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x11.corral.v1.AssignH\x00\x12#\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x11.corral.v1.CancelH\x00\x12!\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x10.corral.v1.DrainH\x00\x12\x1d\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x0e.corral.v1.AckH\x00\x42\x06\n\x04kind\"\x94\x02\n\x05Hello\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x13\n\x0b\x61gent_types\x18\x04 \x03(\t\x12,\n\x06labels\x18\x05 \x03(\x0b\x32\x1c.corral.v1.Hello.LabelsEntry\x12\'\n\tinventory\x18\x06 \x01(\x0b\x32\x14.corral.v1.Inventory\x12\x1b\n\x13running_attempt_ids\x18\x07 \x03(\t\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x10\n\x08\x64raining\x18\t \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"{\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rsession_epoch\x18\x02 \x01(\x03\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12\x0f\n\x07lease_s\x18\x04 \x01(\x01\x12\x18\n\x10kill_attempt_ids\x18\x05 \x03(\t\"g\n\tHeartbeat\x12\x1f\n\x05usage\x18\x01 \x01(\x0b\x32\x10.corral.v1.Usage\x12\'\n\tinventory\x18\x02 \x01(\x0b\x32\x14.corral.v1.Inventory\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\"2\n\nTaskEvents\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.corral.v1.TaskEvent\"\xf1\x01\n\tTaskEvent\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07started\x18\x03 \x01(\x0b\x32\x12.corral.v1.StartedH\x00\x12\'\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x13.corral.v1.FinishedH\x00\x12#\n\x06output\x18\x05 \x01(\x0b\x32\x11.corral.v1.OutputH\x00\x12+\n\ncheckpoint\x18\x06 \x01(\x0b\x32\x15.corral.v1.CheckpointH\x00\x42\x06\n\x04kind\"\x16\n\x07Started\x12\x0b\n\x03pid\x18\x01 \x01(\x05\"\x80\x01\n\x08\x46inished\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.corral.v1.AttemptOutcome\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x13\n\x0bresult_json\x18\x03 \x01(\x0c\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x11\n\tretryable\x18\x05 \x01(\x08\";\n\x06Output\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"\x1f\n\nCheckpoint\x12\x11\n\tdata_json\x18\x01 \x01(\x0c\"8\n\x06\x41ssign\x12.\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x19.corral.v1.TaskAssignment\"=\n\x06\x43\x61ncel\x12\x13\n\x0b\x61ttempt_ids\x18\x01 \x03(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x0f\n\x07grace_s\x18\x03 \x01(\x01\"\x18\n\x05\x44rain\x12\x0f\n\x07grace_s\x18\x01 \x01(\x01\"\x1a\n\x03\x41\x63k\x12\x13\n\x0b\x61ttempt_ids\x18\x01 \x03(\t\":\n\x11ListAgentsRequest\x12%\n\x06states\x18\x01 \x03(\x0e\x32\x15.corral.v1.AgentState\":\n\x12ListAgentsResponse\x12$\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x14.corral.v1.AgentInfo\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"7\n\x10GetAgentResponse\x12#\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.corral.v1.AgentInfo\"6\n\x11\x44rainAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07grace_s\x18\x02 \x01(\x01\"9\n\x12\x44rainAgentResponse\x12#\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.corral.v1.AgentInfo2T\n\x0c\x41gentGateway\x12\x44\n\x07\x43onnect\x12\x17.corral.v1.AgentMessage\x1a\x1c.corral.v1.ControllerMessage(\x01\x30\x01\x32\xe4\x01\n\x07\x43luster\x12I\n\nListAgents\x12\x1c.corral.v1.ListAgentsRequest\x1a\x1d.corral.v1.ListAgentsResponse\x12\x43\n\x08GetAgent\x12\x1a.corral.v1.GetAgentRequest\x1a\x1b.corral.v1.GetAgentResponse\x12I\n\nDrainAgent\x12\x1c.corral.v1.DrainAgentRequest\x1a\x1d.corral.v1.DrainAgentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,41 +46,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WELCOME']._serialized_start=724
   _globals['_WELCOME']._serialized_end=847
   _globals['_HEARTBEAT']._serialized_start=849
-  _globals['_HEARTBEAT']._serialized_end=934
-  _globals['_TASKEVENTS']._serialized_start=936
-  _globals['_TASKEVENTS']._serialized_end=986
-  _globals['_TASKEVENT']._serialized_start=989
-  _globals['_TASKEVENT']._serialized_end=1230
-  _globals['_STARTED']._serialized_start=1232
-  _globals['_STARTED']._serialized_end=1254
-  _globals['_FINISHED']._serialized_start=1257
-  _globals['_FINISHED']._serialized_end=1385
-  _globals['_OUTPUT']._serialized_start=1387
-  _globals['_OUTPUT']._serialized_end=1446
-  _globals['_CHECKPOINT']._serialized_start=1448
-  _globals['_CHECKPOINT']._serialized_end=1479
-  _globals['_ASSIGN']._serialized_start=1481
-  _globals['_ASSIGN']._serialized_end=1537
-  _globals['_CANCEL']._serialized_start=1539
-  _globals['_CANCEL']._serialized_end=1600
-  _globals['_DRAIN']._serialized_start=1602
-  _globals['_DRAIN']._serialized_end=1626
-  _globals['_ACK']._serialized_start=1628
-  _globals['_ACK']._serialized_end=1654
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1656
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1714
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1716
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1774
-  _globals['_GETAGENTREQUEST']._serialized_start=1776
-  _globals['_GETAGENTREQUEST']._serialized_end=1811
-  _globals['_GETAGENTRESPONSE']._serialized_start=1813
-  _globals['_GETAGENTRESPONSE']._serialized_end=1868
-  _globals['_DRAINAGENTREQUEST']._serialized_start=1870
-  _globals['_DRAINAGENTREQUEST']._serialized_end=1924
-  _globals['_DRAINAGENTRESPONSE']._serialized_start=1926
-  _globals['_DRAINAGENTRESPONSE']._serialized_end=1983
-  _globals['_AGENTGATEWAY']._serialized_start=1985
-  _globals['_AGENTGATEWAY']._serialized_end=2069
-  _globals['_CLUSTER']._serialized_start=2072
-  _globals['_CLUSTER']._serialized_end=2300
+  _globals['_HEARTBEAT']._serialized_end=952
+  _globals['_TASKEVENTS']._serialized_start=954
+  _globals['_TASKEVENTS']._serialized_end=1004
+  _globals['_TASKEVENT']._serialized_start=1007
+  _globals['_TASKEVENT']._serialized_end=1248
+  _globals['_STARTED']._serialized_start=1250
+  _globals['_STARTED']._serialized_end=1272
+  _globals['_FINISHED']._serialized_start=1275
+  _globals['_FINISHED']._serialized_end=1403
+  _globals['_OUTPUT']._serialized_start=1405
+  _globals['_OUTPUT']._serialized_end=1464
+  _globals['_CHECKPOINT']._serialized_start=1466
+  _globals['_CHECKPOINT']._serialized_end=1497
+  _globals['_ASSIGN']._serialized_start=1499
+  _globals['_ASSIGN']._serialized_end=1555
+  _globals['_CANCEL']._serialized_start=1557
+  _globals['_CANCEL']._serialized_end=1618
+  _globals['_DRAIN']._serialized_start=1620
+  _globals['_DRAIN']._serialized_end=1644
+  _globals['_ACK']._serialized_start=1646
+  _globals['_ACK']._serialized_end=1672
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1674
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1732
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1734
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1792
+  _globals['_GETAGENTREQUEST']._serialized_start=1794
+  _globals['_GETAGENTREQUEST']._serialized_end=1829
+  _globals['_GETAGENTRESPONSE']._serialized_start=1831
+  _globals['_GETAGENTRESPONSE']._serialized_end=1886
+  _globals['_DRAINAGENTREQUEST']._serialized_start=1888
+  _globals['_DRAINAGENTREQUEST']._serialized_end=1942
+  _globals['_DRAINAGENTRESPONSE']._serialized_start=1944
+  _globals['_DRAINAGENTRESPONSE']._serialized_end=2001
+  _globals['_AGENTGATEWAY']._serialized_start=2003
+  _globals['_AGENTGATEWAY']._serialized_end=2087
+  _globals['_CLUSTER']._serialized_start=2090
+  _globals['_CLUSTER']._serialized_end=2318
 # @@protoc_insertion_point(module_scope)

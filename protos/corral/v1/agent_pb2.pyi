@@ -78,12 +78,14 @@ class Welcome(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., session_epoch: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ..., kill_attempt_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("usage", "inventory")
+    __slots__ = ("usage", "inventory", "draining")
     USAGE_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     usage: _types_pb2.Usage
     inventory: _types_pb2.Inventory
-    def __init__(self, usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., inventory: _Optional[_Union[_types_pb2.Inventory, _Mapping]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., inventory: _Optional[_Union[_types_pb2.Inventory, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class TaskEvents(_message.Message):
     __slots__ = ("events",)

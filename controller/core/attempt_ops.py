@@ -1,0 +1,195 @@
+"""Attempts: placing ready tasks, pulled work, reports from agents and workers, retries and timeouts."""
+
+from __future__ import annotations
+
+from corral.controller.core.events import (
+    Assign,
+    Assignment,
+    AttemptFinished,
+    AttemptStarted,
+    CancelAttempts,
+    PullTask,
+)
+from corral.controller.core.model import Attempt, AttemptState, Task, TaskState, WorkflowState
+from corral.controller.core.scheduling import plan
+from corral.controller.core.transitions import move_attempt
+from corral.controller.core.workflow_ops import WorkflowOps
+
+__all__ = ["AttemptOps"]
+
+A = AttemptState
+T = TaskState
+_MAX_PULL_SCAN = 256
+
+
+class AttemptOps(WorkflowOps):
+    """Handlers that create, confirm and end attempts."""
+
+    def dispatch(self, task: Task, agent_id: str, gpu_ids: tuple[int, ...], now: float, pulled: bool) -> Assignment:
+        """Create the next attempt of ``task`` on ``agent_id`` (allocation already taken)."""
+        task.attempts += 1
+        attempt = Attempt(
+            id=self.new_id(),
+            task_id=task.id,
+            workflow_id=task.workflow_id,
+            agent_id=agent_id,
+            number=task.attempts,
+            resources=task.resources,
+            gpu_ids=gpu_ids,
+            pulled=pulled,
+            assigned_at=now,
+        )
+        self.attempts[attempt.id] = attempt
+        self.active.setdefault(agent_id, set()).add(attempt.id)
+        self.touch_attempt(attempt)
+        task.current_attempt_id = attempt.id
+        task.agent_id = agent_id
+        self.set_task_state(task, T.ASSIGNED, now)
+        inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
+        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids)
+
+    def schedule(self, now: float) -> None:
+        """Place as many queued tasks as the online agents have room for; one Assign per agent."""
+        if not self.queue:
+            return
+        roomy = [view for view in self.views.values() if view.has_room()]
+        if not roomy:
+            return
+        placements = plan(self.queue, lambda tid: self.demand(self.tasks[tid]), roomy, now, self.config.strategy)
+        batches: dict[str, list[Assignment]] = {}
+        for placement in placements:
+            task = self.tasks[placement.task_id]
+            self.queue.discard(task.id)
+            gpu_ids = self.views[placement.agent_id].allocate(task.resources)
+            batches.setdefault(placement.agent_id, []).append(
+                self.dispatch(task, placement.agent_id, gpu_ids, now, pulled=False)
+            )
+        for agent_id, assignments in batches.items():
+            self.emit(Assign(agent_id, assignments))
+
+    def pull(self, event: PullTask, now: float) -> Assignment | None:
+        """Hand the best queued task an external worker can run to it, or None."""
+        self.queue.promote(now)
+        for scanned, task_id in enumerate(self.queue.candidates(event.agent_types, now)):
+            if scanned >= _MAX_PULL_SCAN:
+                break
+            task = self.tasks[task_id]
+            if any(event.labels.get(k) != v for k, v in task.constraints.items()):
+                continue
+            if event.capacity is not None and task.resources.shortfall(event.capacity):
+                continue
+            self.queue.discard(task_id)
+            assignment = self.dispatch(task, event.worker_id, (), now, pulled=True)
+            attempt = self.attempts[assignment.attempt_id]
+            self.mark_running(attempt, task, now)
+            # Nobody heartbeats for a pulled attempt: its timeout (or a long lease) bounds it.
+            limit = task.timeout_s + self.config.kill_grace_s if task.timeout_s else self.config.pull_lease_s
+            self.deadlines[attempt.id] = now + limit
+            return assignment
+        return None
+
+    def owned_active(self, reporter: str, attempt_id: str) -> Attempt | None:
+        """The attempt if it is still active and belongs to ``reporter``: the fence on every report."""
+        attempt = self.attempts.get(attempt_id)
+        if attempt is None or not attempt.state.active or attempt.agent_id != reporter:
+            return None
+        task = self.tasks[attempt.task_id]
+        if task.current_attempt_id != attempt.id:
+            return None
+        return attempt
+
+    def mark_running(self, attempt: Attempt, task: Task, now: float) -> None:
+        if attempt.state is A.ASSIGNED:
+            move_attempt(attempt, A.RUNNING)
+        attempt.started_at = now
+        self.touch_attempt(attempt)
+        task.started_at = now
+        if task.state is T.ASSIGNED:
+            self.set_task_state(task, T.RUNNING, now)
+
+    def started(self, event: AttemptStarted, now: float) -> bool:
+        attempt = self.owned_active(event.reporter, event.attempt_id)
+        if attempt is None:
+            return False
+        self.unconfirmed.pop(attempt.id, None)
+        if attempt.state is A.RUNNING:
+            return True
+        task = self.tasks[attempt.task_id]
+        self.mark_running(attempt, task, now)
+        if task.timeout_s:
+            # Backstop only: the agent enforces the timeout itself and reports TIMED_OUT.
+            self.deadlines[attempt.id] = now + task.timeout_s + self.config.kill_grace_s + self.config.lease_s
+        return True
+
+    def finished(self, event: AttemptFinished, now: float) -> bool:
+        """Apply a final report; False (and nothing changed) when the fence rejects it."""
+        attempt = self.owned_active(event.reporter, event.attempt_id)
+        if attempt is None:
+            return False
+        task = self.tasks[attempt.task_id]
+        workflow = self.workflows[task.workflow_id]
+        attempt.exit_code = event.exit_code
+        task.exit_code = event.exit_code
+        if event.outcome is A.SUCCEEDED:
+            self.end_attempt(attempt, A.SUCCEEDED, now)
+            task.result = event.result if event.result is not None else b"null"
+            task.error = ""
+            task.finished_at = now
+            self.set_task_state(task, T.COMPLETED, now)
+            self.release_dependents(task, now)
+        elif workflow.state is WorkflowState.CANCELLING:
+            self.end_attempt(attempt, event.outcome, now, event.error)
+            task.finished_at = now
+            self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
+        elif event.outcome is A.CANCELLED:
+            # Stopped by its agent (drain, shutdown) rather than by us: run it elsewhere, free of charge.
+            self.end_attempt(attempt, A.CANCELLED, now, event.error or "stopped by its agent")
+            self.make_ready(task, now)
+        else:
+            self.fail_attempt(attempt, task, event.outcome, event.error, event.retryable, now)
+        self.finish_if_done(workflow, now)
+        return True
+
+    def fail_attempt(
+        self, attempt: Attempt, task: Task, outcome: AttemptState, error: str, retryable: bool, now: float
+    ) -> None:
+        """A failed or timed-out attempt: retry with exponential backoff and jitter, or fail the task."""
+        self.end_attempt(attempt, outcome, now, error)
+        task.error = error or str(outcome)
+        if retryable and task.retries_used < task.max_retries:
+            task.retries_used += 1
+            backoff = min(self.config.max_backoff_s, task.retry_backoff_s * 2 ** (task.retries_used - 1))
+            jitter = self.config.backoff_jitter
+            backoff *= 1.0 + self.rng.uniform(-jitter, jitter)
+            self.make_ready(task, now, not_before=now + backoff)
+        else:
+            task.finished_at = now
+            self.set_task_state(task, T.FAILED, now, task.error)
+            self.skip_descendants(task, now)
+
+    def lose_attempt(self, attempt: Attempt, now: float, why: str) -> None:
+        """Its agent is gone or never re-reported it: requeue without spending a retry."""
+        task = self.tasks[attempt.task_id]
+        workflow = self.workflows[task.workflow_id]
+        self.end_attempt(attempt, A.LOST, now, why)
+        if workflow.state is WorkflowState.CANCELLING:
+            task.finished_at = now
+            self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
+        else:
+            self.make_ready(task, now)
+        self.finish_if_done(workflow, now)
+
+    def expire_deadlines(self, now: float) -> None:
+        """Controller-side timeouts: pulled attempts past their limit, agents that never reported one."""
+        for attempt_id, deadline in list(self.deadlines.items()):
+            if deadline > now:
+                continue
+            attempt = self.attempts[attempt_id]
+            task = self.tasks[attempt.task_id]
+            if not attempt.pulled:
+                self.emit(CancelAttempts(attempt.agent_id, [attempt.id], True, 0.0))
+            self.fail_attempt(attempt, task, A.TIMED_OUT, "timed out (no report before the deadline)", True, now)
+            self.finish_if_done(self.workflows[task.workflow_id], now)
+        for attempt_id, deadline in list(self.unconfirmed.items()):
+            if deadline <= now:
+                self.lose_attempt(self.attempts[attempt_id], now, "not reported by its agent after reconnect")

@@ -1,0 +1,219 @@
+"""Inputs (events) of the state machine and the actions it asks its shell to carry out.
+
+Events are facts or requests handed to :meth:`Machine.handle`; actions are instructions the runtime
+executes *after* the tick's changes are committed: messages to agents, watch notifications and
+wake-ups of waiting callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from corral.controller.core.model import AttemptState, Inventory, Resources, Task, Workflow, WorkflowEvent
+
+__all__ = [
+    "Ack",
+    "Action",
+    "AgentGone",
+    "AgentHeartbeat",
+    "AgentHello",
+    "Assign",
+    "Assignment",
+    "AttemptFinished",
+    "AttemptStarted",
+    "CancelAttempts",
+    "CancelWorkflow",
+    "DrainAgent",
+    "DrainOrder",
+    "Event",
+    "PauseWorkflow",
+    "Publish",
+    "PullTask",
+    "ResumeWorkflow",
+    "StartWorkflow",
+    "SubmitWorkflow",
+    "Welcome",
+    "WorkflowDone",
+]
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitWorkflow:
+    """A validated workflow with ids already assigned by the edge."""
+
+    workflow: Workflow
+    tasks: list[Task]
+    start: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartWorkflow:
+    workflow_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelWorkflow:
+    workflow_id: str
+    force: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PauseWorkflow:
+    workflow_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeWorkflow:
+    workflow_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHello:
+    """An agent opened a stream. ``running_attempt_ids`` are the attempts it still runs."""
+
+    agent_id: str
+    name: str
+    hostname: str = ""
+    agent_types: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    inventory: Inventory = field(default_factory=Inventory)
+    running_attempt_ids: tuple[str, ...] = ()
+    version: str = ""
+    draining: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHeartbeat:
+    agent_id: str
+    session_epoch: int
+    draining: bool = False
+    inventory: Inventory | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentGone:
+    """The stream of that session closed (cleanly or not); the lease decides what is lost."""
+
+    agent_id: str
+    session_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class DrainAgent:
+    agent_id: str
+    grace_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    reporter: str  # the agent or worker id the report came from
+    attempt_id: str
+    at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    reporter: str
+    attempt_id: str
+    outcome: AttemptState  # SUCCEEDED, FAILED, TIMED_OUT or CANCELLED
+    exit_code: int | None = None
+    result: bytes | None = None
+    error: str = ""
+    retryable: bool = True
+    session_epoch: int | None = None  # set for agent reports, which are acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class PullTask:
+    """An external worker asks for one task it can run (Scheduler.GetNextTask)."""
+
+    worker_id: str
+    agent_types: tuple[str, ...]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    capacity: Resources | None = None  # None: anything
+
+
+Event = (
+    SubmitWorkflow
+    | StartWorkflow
+    | CancelWorkflow
+    | PauseWorkflow
+    | ResumeWorkflow
+    | AgentHello
+    | AgentHeartbeat
+    | AgentGone
+    | DrainAgent
+    | AttemptStarted
+    | AttemptFinished
+    | PullTask
+)
+
+
+# --- actions ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One attempt handed out, with the results of its dependencies as inputs."""
+
+    attempt_id: str
+    attempt_number: int
+    task: Task
+    inputs: Mapping[str, bytes]
+    gpu_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The answer to AgentHello."""
+
+    agent_id: str
+    session_epoch: int
+    kill_attempt_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    agent_id: str
+    assignments: list[Assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAttempts:
+    agent_id: str
+    attempt_ids: list[str]
+    force: bool
+    grace_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DrainOrder:
+    agent_id: str
+    grace_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Finished reports durably applied (or rejected): the agent may forget them."""
+
+    agent_id: str
+    session_epoch: int
+    attempt_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    event: WorkflowEvent
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDone:
+    workflow_id: str
+
+
+Action = Assign | CancelAttempts | DrainOrder | Ack | Publish | WorkflowDone

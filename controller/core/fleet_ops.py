@@ -1,0 +1,120 @@
+"""Agents: sessions, heartbeats, leases, drains, and re-adoption of attempts after a reconnect."""
+
+from __future__ import annotations
+
+from corral.controller.core.attempt_ops import AttemptOps
+from corral.controller.core.events import (
+    AgentGone,
+    AgentHeartbeat,
+    AgentHello,
+    DrainAgent,
+    DrainOrder,
+    Welcome,
+)
+from corral.controller.core.model import Agent, AgentState
+from corral.controller.errors import FailedPrecondition
+
+__all__ = ["FleetOps"]
+
+S = AgentState
+
+
+class FleetOps(AttemptOps):
+    """Handlers for the agent gateway's session events and the Cluster API."""
+
+    def hello(self, event: AgentHello, now: float) -> Welcome:
+        """A (re)connecting agent: new session epoch, re-adopt what it still runs, kill what moved on."""
+        self.epoch += 1
+        self.set_meta("session_epoch", str(self.epoch))
+        agent = self.agents.get(event.agent_id)
+        if agent is None:
+            agent = Agent(id=event.agent_id, name=event.name)
+            self.agents[agent.id] = agent
+        agent.name = event.name
+        agent.hostname = event.hostname
+        agent.agent_types = event.agent_types
+        agent.labels = dict(event.labels)
+        agent.inventory = event.inventory
+        agent.version = event.version
+        agent.state = S.DRAINING if event.draining else S.CONNECTED
+        agent.session_epoch = self.epoch
+        agent.connected_at = now
+        agent.last_seen = now
+        self.touch_agent(agent)
+
+        reported = set(event.running_attempt_ids)
+        owned = self.active.get(agent.id, set())
+        kill = tuple(sorted(reported - owned))
+        for attempt_id in owned:
+            if attempt_id in reported:
+                self.unconfirmed.pop(attempt_id, None)  # re-adopted
+            else:
+                # Not running any more: its Finished report may follow (it was never acked), so
+                # give it a moment before declaring it lost.
+                deadline = now + self.config.reconnect_grace_s
+                self.unconfirmed[attempt_id] = min(self.unconfirmed.get(attempt_id, deadline), deadline)
+        self.rebuild_view(agent)
+        return Welcome(agent.id, self.epoch, kill)
+
+    def current(self, agent_id: str, session_epoch: int) -> Agent | None:
+        """The agent if ``session_epoch`` is its live session (stale streams are ignored)."""
+        agent = self.agents.get(agent_id)
+        if agent is None or agent.session_epoch != session_epoch or agent.state not in (S.CONNECTED, S.DRAINING):
+            return None
+        return agent
+
+    def heartbeat(self, event: AgentHeartbeat, now: float) -> bool:
+        agent = self.current(event.agent_id, event.session_epoch)
+        if agent is None:
+            return False
+        agent.last_seen = now
+        if event.draining and agent.state is S.CONNECTED:
+            agent.state = S.DRAINING
+            self.touch_agent(agent)
+            self.rebuild_view(agent)
+        if event.inventory is not None and event.inventory != agent.inventory:
+            agent.inventory = event.inventory
+            self.touch_agent(agent)
+            self.rebuild_view(agent)
+        return True
+
+    def gone(self, event: AgentGone, now: float) -> None:
+        """The session's stream closed. Its attempts stay owned until the lease says otherwise."""
+        agent = self.current(event.agent_id, event.session_epoch)
+        if agent is None:
+            return
+        agent.state = S.DISCONNECTED
+        self.views.pop(agent.id, None)
+        self.touch_agent(agent)
+
+    def drain(self, event: DrainAgent, now: float) -> Agent:
+        agent = self.agent(event.agent_id)
+        if agent.state not in (S.CONNECTED, S.DRAINING):
+            raise FailedPrecondition(f"agent {agent.name} is {agent.state}; only a connected agent drains")
+        if agent.state is S.CONNECTED:
+            agent.state = S.DRAINING
+            self.touch_agent(agent)
+            self.rebuild_view(agent)
+        self.emit(DrainOrder(agent.id, event.grace_s))
+        return agent
+
+    def expire_leases(self, now: float) -> None:
+        """Agents silent past their lease are lost, and their attempts requeued (no retry spent).
+
+        Nobody is declared lost during the adoption grace after a controller start: agents need
+        that long to notice the restart and reconnect.
+        """
+        if now < self.boot_time + self.config.adopt_grace_s:
+            return
+        lease = self.config.lease_s
+        for agent in self.agents.values():
+            if agent.state is S.LOST or now - agent.last_seen <= lease:
+                continue
+            held = self.active.get(agent.id)
+            if agent.state is S.DISCONNECTED and not held:
+                continue  # left cleanly with nothing running
+            agent.state = S.LOST
+            self.views.pop(agent.id, None)
+            self.touch_agent(agent)
+            for attempt_id in sorted(held or ()):
+                self.lose_attempt(self.attempts[attempt_id], now, f"agent {agent.name} lost (silent for {lease:g}s)")

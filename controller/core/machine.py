@@ -1,0 +1,203 @@
+"""The controller's state machine: ``handle(event, now)`` plus timers, as a pure object.
+
+Usage by the runtime, once per tick::
+
+    result = machine.handle(event, now)      # for each event of the tick (may raise CorralError)
+    machine.tick(now)                        # timers (leases, deadlines, backoff) and placement
+    store.commit(machine.take_changes())     # one transaction
+    for action in machine.take_actions(): ...  # only after the commit
+
+No I/O, no clock, no randomness except the injected seeded RNG and id factory.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from corral.controller.core import events as ev
+from corral.controller.core.fleet_ops import FleetOps
+from corral.controller.core.model import AgentState, Task, TaskState, WorkflowState
+from corral.controller.core.placement import AgentView, explain
+from corral.controller.core.state import MachineConfig
+from corral.controller.store.base import Snapshot
+
+__all__ = ["Explanation", "Machine", "MachineConfig"]
+
+T = TaskState
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a task is (not) running."""
+
+    reason: str
+    waiting_on: tuple[str, ...] = ()
+    agents: tuple[tuple[str, str, str], ...] = ()  # (agent id, name, reason or "")
+    unschedulable: bool = False
+
+
+class Machine(FleetOps):
+    """All workflow, task, attempt and agent state of one controller, and every transition of it."""
+
+    def __init__(
+        self,
+        config: MachineConfig | None = None,
+        *,
+        new_id: Callable[[], str],
+        rng: random.Random | None = None,
+        boot_time: float = 0.0,
+    ) -> None:
+        super().__init__(config or MachineConfig(), new_id, rng or random.Random(0), boot_time)
+        self._handlers: dict[type, Callable[[Any, float], Any]] = {
+            ev.SubmitWorkflow: self.submit,
+            ev.StartWorkflow: lambda e, now: self.start(e.workflow_id, now),
+            ev.CancelWorkflow: self.cancel,
+            ev.PauseWorkflow: lambda e, now: self.pause(e.workflow_id, now),
+            ev.ResumeWorkflow: lambda e, now: self.resume(e.workflow_id, now),
+            ev.AgentHello: self.hello,
+            ev.AgentHeartbeat: self.heartbeat,
+            ev.AgentGone: self.gone,
+            ev.DrainAgent: self.drain,
+            ev.AttemptStarted: self.started,
+            ev.AttemptFinished: self.finished,
+            ev.PullTask: self.pull,
+        }
+
+    def handle(self, event: ev.Event, now: float) -> Any:
+        """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""
+        return self._handlers[type(event)](event, now)
+
+    def tick(self, now: float) -> None:
+        """Timers, then placement of ready tasks onto agents with room."""
+        self.expire_leases(now)
+        self.expire_deadlines(now)
+        self.schedule(now)
+
+    def next_timer(self) -> float | None:
+        """The earliest time at which :meth:`tick` has something to do without any new event."""
+        times = [t for t in (self.queue.next_wakeup(),) if t is not None]
+        times.extend(self.deadlines.values())
+        times.extend(self.unconfirmed.values())
+        return min(times) if times else None
+
+    # --- boot -----------------------------------------------------------------------------------
+
+    def restore(self, snapshot: Snapshot, now: float) -> None:
+        """Rebuild memory from the store. Agents must reconnect; unreported attempts wait for them."""
+        self.epoch = int(snapshot.meta.get("session_epoch", "0"))
+        for workflow in snapshot.workflows:
+            self.workflows[workflow.id] = workflow
+            if workflow.idempotency_key:
+                self.idempotency[workflow.idempotency_key] = workflow.id
+        for task in snapshot.tasks:
+            self.track_task(task)
+        self.count_unfinished(self.tasks)
+        for agent in snapshot.agents:
+            if agent.state in (AgentState.CONNECTED, AgentState.DRAINING):
+                agent.state = AgentState.DISCONNECTED
+            agent.last_seen = max(agent.last_seen, now)
+            self.agents[agent.id] = agent
+        adopt_deadline = now + self.config.adopt_grace_s
+        for attempt in snapshot.attempts:
+            self.attempts[attempt.id] = attempt
+            if attempt.state.active:
+                self.active.setdefault(attempt.agent_id, set()).add(attempt.id)
+                if attempt.pulled:
+                    self.deadlines[attempt.id] = now + self.config.pull_lease_s
+                else:
+                    self.unconfirmed[attempt.id] = adopt_deadline
+        for task in self.tasks.values():
+            if task.state is T.READY and self.workflows[task.workflow_id].state is WorkflowState.RUNNING:
+                self.enqueue(task)
+
+    # --- explanations ---------------------------------------------------------------------------
+
+    def explain(self, task_id: str, now: float) -> Explanation:
+        """Why this task is not running (or what it is doing)."""
+        task = self.task(task_id)
+        workflow = self.workflows[task.workflow_id]
+        views = list(self.views.values())
+        names = {agent.id: agent.name for agent in self.agents.values()}
+        if task.state is T.PENDING:
+            waiting = tuple(self.tasks[d].name for d in task.dependencies if self.tasks[d].state is not T.COMPLETED)
+            if workflow.state is WorkflowState.PENDING:
+                return Explanation("workflow not started (ExecuteWorkflow starts it)", waiting)
+            total = len(task.dependencies)
+            return Explanation(f"waiting on dependencies: {', '.join(waiting)} ({len(waiting)} of {total})", waiting)
+        if task.state is T.READY:
+            summary, per_agent = explain(self.demand(task), views)
+            verdicts = tuple((aid, names.get(aid, aid), reason) for aid, reason in per_agent)
+            unschedulable = bool(summary) and not summary.startswith("waiting for free capacity")
+            if workflow.state is WorkflowState.PAUSED:
+                return Explanation("workflow paused", (), verdicts, unschedulable)
+            if task.not_before is not None and task.not_before > now:
+                return Explanation(
+                    f"retry backoff: attempt {task.attempts} failed ({task.error}); "
+                    f"next try in {task.not_before - now:.1f}s",
+                    (),
+                    verdicts,
+                    unschedulable,
+                )
+            return Explanation(
+                summary or "queued: will be placed on the next scheduling tick", (), verdicts, unschedulable
+            )
+        if task.state in (T.ASSIGNED, T.RUNNING):
+            where = names.get(task.agent_id or "", task.agent_id or "?")
+            return Explanation(f"{task.state} on {where} (attempt {task.attempts})")
+        return Explanation(f"{task.state}" + (f": {task.error}" if task.error else ""))
+
+    def waiting_reasons(self, tasks: list[Task], now: float) -> Iterator[tuple[Task, str, bool]]:
+        """``(task, reason, unschedulable)`` for status listings; placement verdicts cached per demand."""
+        cache: dict[object, tuple[str, bool]] = {}
+        views: list[AgentView] = list(self.views.values())
+        for task in tasks:
+            if task.state is not T.READY:
+                yield task, "", False
+                continue
+            key = (task.agent_type, task.resources, tuple(sorted(task.constraints.items())))
+            if key not in cache:
+                summary, _ = explain(self.demand(task), views)
+                cache[key] = (summary, bool(summary) and not summary.startswith("waiting for free capacity"))
+            summary, unschedulable = cache[key]
+            if self.workflows[task.workflow_id].state is WorkflowState.PAUSED:
+                summary = "workflow paused"
+            elif task.not_before is not None and task.not_before > now:
+                summary = "retry backoff"
+            yield task, summary, unschedulable
+
+    # --- invariants -----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check every invariant of the state; raises AssertionError naming the first broken one."""
+        for task in self.tasks.values():
+            workflow = self.workflows[task.workflow_id]
+            queued = task.id in self.queue
+            should_queue = task.state is T.READY and workflow.state is WorkflowState.RUNNING
+            assert queued == should_queue, f"task {task.name}: queued={queued}, state {task.state}/{workflow.state}"
+            if task.state in (T.ASSIGNED, T.RUNNING):
+                attempt = self.attempts.get(task.current_attempt_id or "")
+                assert attempt is not None and attempt.state.active, f"task {task.name} {task.state} without attempt"
+            unfinished = sum(1 for d in task.dependencies if self.tasks[d].state is not T.COMPLETED)
+            assert unfinished == self.unfinished_deps[task.id], f"task {task.name}: dependency count"
+            if task.state is not T.PENDING and not task.state.terminal:
+                assert unfinished == 0, f"task {task.name} is {task.state} with unfinished dependencies"
+        for workflow in self.workflows.values():
+            counted = sum(self.counts[workflow.id].values())
+            assert counted == len(workflow.task_ids), f"workflow {workflow.id}: counts"
+            if workflow.state.terminal:
+                assert self.remaining(workflow.id) == 0, f"workflow {workflow.id} ended with live tasks"
+        for attempt in self.attempts.values():
+            owned = attempt.id in self.active.get(attempt.agent_id, set())
+            assert owned == attempt.state.active, f"attempt {attempt.id}: active index"
+            if attempt.state.active:
+                task = self.tasks[attempt.task_id]
+                assert task.current_attempt_id == attempt.id, f"attempt {attempt.id} is not its task's current one"
+        for agent_id, view in self.views.items():
+            held = [self.attempts[a] for a in self.active.get(agent_id, ())]
+            assert view.outstanding == len(held), f"agent {agent_id}: outstanding {view.outstanding} != {len(held)}"
+            for name in ("cpu_cores", "memory_mb", "gpu_count"):
+                total = sum(getattr(a.resources, name) for a in held)
+                assert abs(getattr(view.allocated, name) - total) < 1e-6, f"agent {agent_id}: {name} allocation"

@@ -1,0 +1,206 @@
+"""The indexed ready queue: one heap per agent type, priority ageing, retry backoff, no full scans.
+
+Effective priority is ``priority + ageing_per_s * (now - ready_at)``. Comparing two tasks at the
+same ``now`` the ``now`` terms cancel, so the order is fixed by the static key
+``priority - ageing_per_s * ready_at``: heaps built once stay correct as time passes, and a
+priority-0 task that waited long enough overtakes fresh priority-100 ones (no starvation).
+
+Removal is lazy: ``discard`` drops the index entry and the heap item becomes stale, skipped when
+met and swept when stale items outnumber live ones. Every operation is O(log n) amortised.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+
+__all__ = ["QueueEntry", "ReadyQueue"]
+
+# A heap item: (order key, ready_at, sequence, task id). Smaller sorts first. The sequence number is
+# unique per push, so it identifies the live version of an entry and gives FIFO among equals.
+_Item = tuple[float, float, int, str]
+# A delayed item: (not_before, sequence, task id).
+_Delayed = tuple[float, int, str]
+
+_SWEEP_MIN = 64  # never sweep tiny heaps: the rebuild would cost more than the stale items
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One queued task as the queue sees it."""
+
+    task_id: str
+    agent_type: str
+    priority: int
+    ready_at: float
+    not_before: float | None
+    seq: int
+    delayed: bool  # still waiting for its backoff to pass
+
+    def effective_priority(self, now: float, ageing_per_s: float) -> float:
+        """Priority raised by ageing: ``priority + ageing_per_s * (now - ready_at)``."""
+        return self.priority + ageing_per_s * (now - self.ready_at)
+
+
+class ReadyQueue:
+    """Ready tasks indexed by agent type, ordered by aged priority, FIFO among equals.
+
+    Tasks pushed with a ``not_before`` wait in a backoff heap until :meth:`promote` (or
+    :meth:`candidates`, which promotes first) moves them to their agent type's ready heap.
+    Do not push or discard while iterating :meth:`candidates`.
+    """
+
+    def __init__(self, ageing_per_s: float = 0.5) -> None:
+        if ageing_per_s < 0:
+            raise ValueError("ageing_per_s must be >= 0")
+        self.ageing_per_s = ageing_per_s
+        self._entries: dict[str, QueueEntry] = {}
+        self._heaps: dict[str, list[_Item]] = {}
+        self._ready_counts: dict[str, int] = {}  # live, not delayed entries per agent type
+        self._counts: dict[str, int] = {}  # all live entries per agent type
+        self._delayed: list[_Delayed] = []
+        self._delayed_count = 0
+        self._seq = 0
+
+    # -- contents -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._entries
+
+    def entry(self, task_id: str) -> QueueEntry | None:
+        """The queued entry of ``task_id``, or None."""
+        return self._entries.get(task_id)
+
+    def delayed(self, task_id: str) -> float | None:
+        """The ``not_before`` of a task still waiting for its backoff, else None."""
+        entry = self._entries.get(task_id)
+        return entry.not_before if entry is not None and entry.delayed else None
+
+    def agent_types(self) -> set[str]:
+        """Agent types with at least one queued task (delayed ones included)."""
+        return {agent_type for agent_type, count in self._counts.items() if count}
+
+    def ready_count(self, agent_type: str) -> int:
+        """How many tasks of ``agent_type`` are ready (not delayed)."""
+        return self._ready_counts.get(agent_type, 0)
+
+    def order_key(self, task_id: str) -> tuple[float, float, int]:
+        """The sort key of a queued task: smaller goes first. Raises KeyError when absent."""
+        entry = self._entries[task_id]
+        return (self._key(entry.priority, entry.ready_at), entry.ready_at, entry.seq)
+
+    # -- changes --------------------------------------------------------------------------------
+
+    def push(
+        self, task_id: str, agent_type: str, priority: int, ready_at: float, not_before: float | None = None
+    ) -> None:
+        """Queue a task; pushing an id already present replaces its entry."""
+        self.discard(task_id)
+        self._seq += 1
+        seq = self._seq
+        delayed = not_before is not None
+        entry = QueueEntry(task_id, agent_type, priority, ready_at, not_before, seq, delayed)
+        self._entries[task_id] = entry
+        self._counts[agent_type] = self._counts.get(agent_type, 0) + 1
+        if not_before is not None:
+            heapq.heappush(self._delayed, (not_before, seq, task_id))
+            self._delayed_count += 1
+        else:
+            self._enqueue(entry)
+
+    def discard(self, task_id: str) -> None:
+        """Remove a task if present (its heap item goes stale and is swept later)."""
+        entry = self._entries.pop(task_id, None)
+        if entry is None:
+            return
+        self._counts[entry.agent_type] -= 1
+        if entry.delayed:
+            self._delayed_count -= 1
+            if len(self._delayed) > _SWEEP_MIN and len(self._delayed) > 2 * self._delayed_count:
+                self._delayed = [item for item in self._delayed if self._live_delayed(item)]
+                heapq.heapify(self._delayed)
+        else:
+            self._ready_counts[entry.agent_type] -= 1
+            heap = self._heaps[entry.agent_type]
+            live = self._ready_counts[entry.agent_type]
+            if len(heap) > _SWEEP_MIN and len(heap) > 2 * live:
+                heap[:] = [item for item in heap if self._live(item)]
+                heapq.heapify(heap)
+
+    def promote(self, now: float) -> None:
+        """Move tasks whose backoff has passed (``not_before <= now``) into the ready heaps."""
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            item = heapq.heappop(delayed)
+            if not self._live_delayed(item):
+                continue
+            old = self._entries[item[2]]
+            entry = QueueEntry(old.task_id, old.agent_type, old.priority, old.ready_at, old.not_before, old.seq, False)
+            self._entries[entry.task_id] = entry
+            self._delayed_count -= 1
+            self._enqueue(entry)
+
+    def next_wakeup(self) -> float | None:
+        """The earliest ``not_before`` among tasks still in backoff, or None."""
+        delayed = self._delayed
+        while delayed and not self._live_delayed(delayed[0]):
+            heapq.heappop(delayed)
+        return delayed[0][0] if delayed else None
+
+    # -- reading in order -----------------------------------------------------------------------
+
+    def candidates(self, agent_types: Collection[str], now: float) -> Iterator[str]:
+        """Ready task ids of ``agent_types``, highest effective priority first, FIFO among equals.
+
+        Nothing is removed: the caller discards what it places. Tasks whose backoff has passed by
+        ``now`` are promoted first; tasks still in backoff are not yielded. The walk is lazy, so
+        taking k ids costs O(k log n) whatever the queue's length.
+        """
+        self.promote(now)
+        # A frontier over the heap arrays: the heap property means a node's children never sort
+        # before it, so expanding from the roots visits items in order without popping anything.
+        frontier: list[tuple[_Item, int, int]] = []  # (item, heap number, index in that heap)
+        heaps: list[list[_Item]] = []
+        for agent_type in dict.fromkeys(agent_types):
+            heap = self._heaps.get(agent_type)
+            if not heap:
+                continue
+            # Stale items at the top are the common case (placed tasks are discarded): drop them so
+            # every walk does not step over them again.
+            while heap and not self._live(heap[0]):
+                heapq.heappop(heap)
+            if heap:
+                heaps.append(heap)
+                frontier.append((heap[0], len(heaps) - 1, 0))
+        heapq.heapify(frontier)
+        while frontier:
+            item, number, position = heapq.heappop(frontier)
+            heap = heaps[number]
+            for child in (2 * position + 1, 2 * position + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], number, child))
+            if self._live(item):
+                yield item[3]
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _key(self, priority: int, ready_at: float) -> float:
+        # Negated so a min-heap yields the highest effective priority first.
+        return self.ageing_per_s * ready_at - priority
+
+    def _enqueue(self, entry: QueueEntry) -> None:
+        heap = self._heaps.setdefault(entry.agent_type, [])
+        heapq.heappush(heap, (self._key(entry.priority, entry.ready_at), entry.ready_at, entry.seq, entry.task_id))
+        self._ready_counts[entry.agent_type] = self._ready_counts.get(entry.agent_type, 0) + 1
+
+    def _live(self, item: _Item) -> bool:
+        entry = self._entries.get(item[3])
+        return entry is not None and entry.seq == item[2] and not entry.delayed
+
+    def _live_delayed(self, item: _Delayed) -> bool:
+        entry = self._entries.get(item[2])
+        return entry is not None and entry.seq == item[1] and entry.delayed

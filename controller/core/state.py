@@ -1,0 +1,266 @@
+"""The in-memory state the machine works on, its indexes, and the bookkeeping shared by its parts.
+
+Everything here is derived from the stored records plus the live agent sessions; ``restore``
+rebuilds it from a snapshot at boot. Changed records are tracked so one tick's changes commit in
+one transaction, and actions are collected until the runtime takes them after that commit.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from corral.controller.core.events import Action, Publish, WorkflowDone
+from corral.controller.core.model import (
+    Agent,
+    Attempt,
+    AttemptState,
+    Resources,
+    Task,
+    TaskState,
+    Workflow,
+    WorkflowEvent,
+    WorkflowState,
+)
+from corral.controller.core.placement import AgentView, Demand
+from corral.controller.core.queues import ReadyQueue
+from corral.controller.core.transitions import move_attempt, move_task, move_workflow
+from corral.controller.errors import NotFound
+from corral.controller.store.base import ChangeBatch, LogChunk
+
+__all__ = ["MachineConfig", "MachineState"]
+
+
+@dataclass(frozen=True, slots=True)
+class MachineConfig:
+    """Timing and policy knobs. Defaults follow DESIGN.md §5."""
+
+    heartbeat_interval_s: float = 2.0
+    lease_s: float = 15.0
+    adopt_grace_s: float = 30.0  # after boot: no agent is lost, unreported attempts wait this long
+    reconnect_grace_s: float = 5.0  # after a Hello: attempts it did not report may still be finishing
+    kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL for cancels and timeouts
+    prefetch: int = 1  # attempts queued on an agent beyond its slots
+    ageing_per_s: float = 0.5  # priority points gained per second of waiting
+    max_backoff_s: float = 300.0
+    backoff_jitter: float = 0.25  # +- fraction of the backoff
+    pull_lease_s: float = 3600.0  # pulled attempts without a timeout are lost after this long
+    strategy: str = "binpack"
+
+
+class MachineState:
+    """State, indexes and helpers; the handler mixins of :class:`Machine` build on it."""
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        new_id: Callable[[], str],
+        rng: random.Random,
+        boot_time: float,
+    ) -> None:
+        self.config = config
+        self.new_id = new_id
+        self.rng = rng
+        self.boot_time = boot_time
+        self.workflows: dict[str, Workflow] = {}
+        self.tasks: dict[str, Task] = {}
+        self.attempts: dict[str, Attempt] = {}
+        self.agents: dict[str, Agent] = {}
+        # derived indexes
+        self.by_name: dict[tuple[str, str], str] = {}  # (workflow id, task name) -> task id
+        self.dependents: dict[str, list[str]] = {}
+        self.unfinished_deps: dict[str, int] = {}
+        self.counts: dict[str, Counter[TaskState]] = {}
+        self.idempotency: dict[str, str] = {}
+        self.queue = ReadyQueue(config.ageing_per_s)
+        self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
+        self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
+        self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
+        self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop
+        self.watched: set[str] = set()  # workflow ids with watchers: only these publish events
+        self.epoch = 0
+        self.event_seq = 0
+        # outputs of the current tick
+        self._actions: list[Action] = []
+        self._dirty_workflows: dict[str, Workflow] = {}
+        self._dirty_tasks: dict[str, Task] = {}
+        self._dirty_attempts: dict[str, Attempt] = {}
+        self._dirty_agents: dict[str, Agent] = {}
+        self._logs: list[LogChunk] = []
+        self._meta: dict[str, str] = {}
+
+    # --- lookups --------------------------------------------------------------------------------
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        found = self.workflows.get(workflow_id)
+        if found is None:
+            raise NotFound(f"workflow {workflow_id!r} not found")
+        return found
+
+    def task(self, task_id: str) -> Task:
+        found = self.tasks.get(task_id)
+        if found is None:
+            raise NotFound(f"task {task_id!r} not found")
+        return found
+
+    def agent(self, agent_id: str) -> Agent:
+        found = self.agents.get(agent_id)
+        if found is None:
+            raise NotFound(f"agent {agent_id!r} not found")
+        return found
+
+    def task_name(self, task_id: str) -> str:
+        return self.tasks[task_id].name
+
+    @staticmethod
+    def demand(task: Task) -> Demand:
+        return Demand(task.agent_type, task.resources, task.constraints)
+
+    # --- change tracking ------------------------------------------------------------------------
+
+    def touch_workflow(self, workflow: Workflow) -> None:
+        self._dirty_workflows[workflow.id] = workflow
+
+    def touch_task(self, task: Task) -> None:
+        self._dirty_tasks[task.id] = task
+
+    def touch_attempt(self, attempt: Attempt) -> None:
+        self._dirty_attempts[attempt.id] = attempt
+
+    def touch_agent(self, agent: Agent) -> None:
+        self._dirty_agents[agent.id] = agent
+
+    def add_logs(self, chunk: LogChunk) -> None:
+        self._logs.append(chunk)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+
+    def emit(self, action: Action) -> None:
+        self._actions.append(action)
+
+    def take_actions(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    def take_changes(self) -> ChangeBatch:
+        """This tick's changed records as copies, so the commit may run while the state moves on."""
+        batch = ChangeBatch(
+            workflows={k: copy.copy(v) for k, v in self._dirty_workflows.items()},
+            tasks={k: copy.copy(v) for k, v in self._dirty_tasks.items()},
+            attempts={k: copy.copy(v) for k, v in self._dirty_attempts.items()},
+            agents={k: copy.copy(v) for k, v in self._dirty_agents.items()},
+            logs=self._logs,
+            meta=self._meta,
+        )
+        self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
+        self._logs, self._meta = [], {}
+        return batch
+
+    # --- shared transitions ---------------------------------------------------------------------
+
+    def publish(self, workflow: Workflow, now: float, task: Task | None = None, **extra: str) -> None:
+        if workflow.id not in self.watched:
+            return
+        self.event_seq += 1
+        self.emit(
+            Publish(
+                WorkflowEvent(
+                    seq=self.event_seq,
+                    at=now,
+                    workflow_id=workflow.id,
+                    workflow_state=workflow.state,
+                    task_id=task.id if task else "",
+                    task_name=task.name if task else "",
+                    task_state=task.state if task else None,
+                    **extra,
+                )
+            )
+        )
+
+    def set_task_state(self, task: Task, new: TaskState, now: float, message: str = "") -> None:
+        """The one place a task changes state: the transition table, counters, record and event."""
+        old = task.state
+        move_task(task, new)
+        counts = self.counts[task.workflow_id]
+        counts[old] -= 1
+        counts[new] += 1
+        self.touch_task(task)
+        workflow = self.workflows[task.workflow_id]
+        if workflow.id in self.watched:
+            self.publish(
+                workflow,
+                now,
+                task,
+                attempt_id=task.current_attempt_id or "",
+                agent_id=task.agent_id or "",
+                message=message,
+            )
+
+    def set_workflow_state(self, workflow: Workflow, new: WorkflowState, now: float, message: str = "") -> None:
+        move_workflow(workflow, new)
+        if new.terminal:
+            workflow.finished_at = now
+            self.emit(WorkflowDone(workflow.id))
+        self.touch_workflow(workflow)
+        self.publish(workflow, now, message=message)
+
+    def enqueue(self, task: Task) -> None:
+        """Put a READY task of a running workflow on the ready queue."""
+        self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before)
+
+    def track_task(self, task: Task) -> None:
+        """Index a task (submission or restore)."""
+        self.tasks[task.id] = task
+        self.by_name[(task.workflow_id, task.name)] = task.id
+        self.dependents.setdefault(task.id, [])
+        for dep in task.dependencies:
+            self.dependents.setdefault(dep, []).append(task.id)
+        self.counts.setdefault(task.workflow_id, Counter())[task.state] += 1
+
+    def count_unfinished(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            task = self.tasks[task_id]
+            self.unfinished_deps[task_id] = sum(
+                1 for dep in task.dependencies if self.tasks[dep].state is not TaskState.COMPLETED
+            )
+
+    def remaining(self, workflow_id: str) -> int:
+        """Tasks of a workflow not yet in a terminal state."""
+        counts = self.counts[workflow_id]
+        return sum(n for state, n in counts.items() if not state.terminal)
+
+    def end_attempt(self, attempt: Attempt, new: AttemptState, now: float, error: str = "") -> None:
+        """Close an attempt: the transition, its timestamps, and the release of what it held."""
+        move_attempt(attempt, new)
+        attempt.finished_at = now
+        if error:
+            attempt.error = error
+        view = self.views.get(attempt.agent_id)
+        if view is not None:
+            view.release(attempt.resources, attempt.gpu_ids)
+        owned = self.active.get(attempt.agent_id)
+        if owned is not None:
+            owned.discard(attempt.id)
+        self.unconfirmed.pop(attempt.id, None)
+        self.deadlines.pop(attempt.id, None)
+        self.touch_attempt(attempt)
+
+    def rebuild_view(self, agent: Agent) -> AgentView:
+        """The scheduler's view of an online agent from the attempts it holds."""
+        held = [self.attempts[a] for a in self.active.get(agent.id, ())]
+        allocated = Resources()
+        for attempt in held:
+            allocated = allocated + attempt.resources
+        view = AgentView.of(
+            agent,
+            allocated=allocated,
+            outstanding=len(held),
+            used_gpu_ids=[g for attempt in held for g in attempt.gpu_ids],
+            prefetch=self.config.prefetch,
+        )
+        self.views[agent.id] = view
+        return view

@@ -1,0 +1,88 @@
+"""Every legal state transition of tasks, attempts and workflows, in one table each.
+
+The state machine changes a state only through :func:`move_task`, :func:`move_attempt` and
+:func:`move_workflow`; a transition missing from these tables is a bug and raises at once.
+"""
+
+from __future__ import annotations
+
+from corral.controller.core.model import (
+    Attempt,
+    AttemptState,
+    Task,
+    TaskState,
+    Workflow,
+    WorkflowState,
+)
+
+__all__ = [
+    "ATTEMPT_TRANSITIONS",
+    "TASK_TRANSITIONS",
+    "WORKFLOW_TRANSITIONS",
+    "IllegalTransition",
+    "move_attempt",
+    "move_task",
+    "move_workflow",
+]
+
+T = TaskState
+A = AttemptState
+W = WorkflowState
+
+
+class IllegalTransition(RuntimeError):
+    """A transition absent from the tables: a bug in the state machine, never a user error."""
+
+
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    # PENDING -> READY: dependencies done and the workflow runs; SKIPPED: an upstream failed.
+    T.PENDING: frozenset({T.READY, T.SKIPPED, T.CANCELLED}),
+    T.READY: frozenset({T.ASSIGNED, T.CANCELLED}),
+    # -> READY: retry after a failure, or requeue after a lost agent / drained attempt.
+    T.ASSIGNED: frozenset({T.RUNNING, T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
+    T.RUNNING: frozenset({T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
+    T.COMPLETED: frozenset(),
+    T.FAILED: frozenset(),
+    T.CANCELLED: frozenset(),
+    T.SKIPPED: frozenset(),
+}
+
+_ATTEMPT_ENDS = frozenset({A.SUCCEEDED, A.FAILED, A.TIMED_OUT, A.CANCELLED, A.LOST})
+ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
+    A.ASSIGNED: _ATTEMPT_ENDS | {A.RUNNING},
+    A.RUNNING: _ATTEMPT_ENDS,
+    A.SUCCEEDED: frozenset(),
+    A.FAILED: frozenset(),
+    A.TIMED_OUT: frozenset(),
+    A.CANCELLED: frozenset(),
+    A.LOST: frozenset(),
+}
+
+WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
+    W.PENDING: frozenset({W.RUNNING, W.CANCELLED}),
+    W.RUNNING: frozenset({W.PAUSED, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED}),
+    # Attempts already running when a workflow pauses may still finish it.
+    W.PAUSED: frozenset({W.RUNNING, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED}),
+    W.CANCELLING: frozenset({W.CANCELLED}),
+    W.COMPLETED: frozenset(),
+    W.FAILED: frozenset(),
+    W.CANCELLED: frozenset(),
+}
+
+
+def move_task(task: Task, new: TaskState) -> None:
+    if new not in TASK_TRANSITIONS[task.state]:
+        raise IllegalTransition(f"task {task.id} ({task.name}): {task.state} -> {new}")
+    task.state = new
+
+
+def move_attempt(attempt: Attempt, new: AttemptState) -> None:
+    if new not in ATTEMPT_TRANSITIONS[attempt.state]:
+        raise IllegalTransition(f"attempt {attempt.id}: {attempt.state} -> {new}")
+    attempt.state = new
+
+
+def move_workflow(workflow: Workflow, new: WorkflowState) -> None:
+    if new not in WORKFLOW_TRANSITIONS[workflow.state]:
+        raise IllegalTransition(f"workflow {workflow.id}: {workflow.state} -> {new}")
+    workflow.state = new

@@ -1,0 +1,168 @@
+"""Workflow lifecycle: submit, start, pause, resume, cancel, and how task outcomes move a workflow."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
+from corral.controller.core.model import (
+    AttemptState,
+    Task,
+    TaskState,
+    Workflow,
+    WorkflowState,
+)
+from corral.controller.core.state import MachineState
+from corral.controller.errors import FailedPrecondition
+
+__all__ = ["WorkflowOps"]
+
+W = WorkflowState
+T = TaskState
+
+
+class WorkflowOps(MachineState):
+    """Handlers for the Orchestrator's workflow requests and the workflow-level consequences of tasks."""
+
+    def submit(self, event: SubmitWorkflow, now: float) -> tuple[str, bool]:
+        """Store a new workflow; returns ``(workflow id, deduplicated)``."""
+        workflow = event.workflow
+        key = workflow.idempotency_key
+        if key and key in self.idempotency:
+            existing = self.workflows[self.idempotency[key]]
+            if event.start and existing.state is W.PENDING:
+                self.start(existing.id, now)
+            return existing.id, True
+        workflow.created_at = now
+        self.workflows[workflow.id] = workflow
+        if key:
+            self.idempotency[key] = workflow.id
+        for task in event.tasks:
+            task.created_at = now
+            self.track_task(task)
+            self.touch_task(task)
+        self.count_unfinished(workflow.task_ids)
+        self.touch_workflow(workflow)
+        if event.start:
+            self.start(workflow.id, now)
+        return workflow.id, False
+
+    def start(self, workflow_id: str, now: float) -> Workflow:
+        workflow = self.workflow(workflow_id)
+        if workflow.state.terminal:
+            raise FailedPrecondition(f"workflow {workflow_id} already {workflow.state}; it cannot start again")
+        if workflow.state is not W.PENDING:
+            return workflow  # already started: starting is idempotent
+        workflow.started_at = now
+        self.set_workflow_state(workflow, W.RUNNING, now)
+        for task_id in workflow.task_ids:
+            if self.unfinished_deps[task_id] == 0:
+                self.make_ready(self.tasks[task_id], now)
+        return workflow
+
+    def pause(self, workflow_id: str, now: float) -> Workflow:
+        workflow = self.workflow(workflow_id)
+        if workflow.state is W.PAUSED:
+            return workflow
+        if workflow.state is not W.RUNNING:
+            raise FailedPrecondition(f"workflow {workflow_id} is {workflow.state}; only a running workflow pauses")
+        self.set_workflow_state(workflow, W.PAUSED, now)
+        for task_id in workflow.task_ids:
+            if self.tasks[task_id].state is T.READY:
+                self.queue.discard(task_id)
+        return workflow
+
+    def resume(self, workflow_id: str, now: float) -> Workflow:
+        workflow = self.workflow(workflow_id)
+        if workflow.state is W.RUNNING:
+            return workflow
+        if workflow.state is not W.PAUSED:
+            raise FailedPrecondition(f"workflow {workflow_id} is {workflow.state}; only a paused workflow resumes")
+        self.set_workflow_state(workflow, W.RUNNING, now)
+        for task_id in workflow.task_ids:
+            task = self.tasks[task_id]
+            if task.state is T.READY:
+                self.enqueue(task)
+        self.finish_if_done(workflow, now)
+        return workflow
+
+    def cancel(self, event: CancelWorkflow, now: float) -> Workflow:
+        workflow = self.workflow(event.workflow_id)
+        if workflow.state.terminal:
+            raise FailedPrecondition(f"workflow {workflow.id} already {workflow.state}; nothing to cancel")
+        if workflow.state is W.CANCELLING and not event.force:
+            return workflow
+        workflow.error = event.reason or ("cancelled (forced)" if event.force else "cancelled")
+        by_agent: dict[str, list[str]] = {}
+        for task_id in workflow.task_ids:
+            task = self.tasks[task_id]
+            if task.state in (T.PENDING, T.READY):
+                self.queue.discard(task_id)
+                self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
+                task.finished_at = now
+            elif task.state in (T.ASSIGNED, T.RUNNING) and task.current_attempt_id:
+                attempt = self.attempts[task.current_attempt_id]
+                if not attempt.pulled:
+                    by_agent.setdefault(attempt.agent_id, []).append(attempt.id)
+                if event.force or attempt.pulled:
+                    # External workers cannot be told to stop; their late reports are rejected.
+                    self.end_attempt(attempt, AttemptState.CANCELLED, now, "workflow cancelled")
+                    self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
+                    task.finished_at = now
+        for agent_id, attempt_ids in by_agent.items():
+            self.emit(CancelAttempts(agent_id, attempt_ids, event.force, self.config.kill_grace_s))
+        if self.remaining(workflow.id) == 0:
+            self.set_workflow_state(workflow, W.CANCELLED, now, workflow.error)
+        elif workflow.state is not W.CANCELLING:
+            self.set_workflow_state(workflow, W.CANCELLING, now, workflow.error)
+        return workflow
+
+    # --- consequences of task outcomes ----------------------------------------------------------
+
+    def make_ready(self, task: Task, now: float, not_before: float | None = None) -> None:
+        """Move a task to READY; queue it when its workflow runs (paused ones queue on resume)."""
+        task.ready_at = now
+        task.not_before = not_before
+        task.agent_id = None
+        self.set_task_state(task, T.READY, now)
+        if self.workflows[task.workflow_id].state is W.RUNNING:
+            self.enqueue(task)
+
+    def release_dependents(self, task: Task, now: float) -> None:
+        """A task completed: dependents whose last dependency this was become ready."""
+        workflow = self.workflows[task.workflow_id]
+        for child_id in self.dependents[task.id]:
+            self.unfinished_deps[child_id] -= 1
+            child = self.tasks[child_id]
+            ready = self.unfinished_deps[child_id] == 0 and child.state is T.PENDING
+            if ready and workflow.state in (W.RUNNING, W.PAUSED):
+                self.make_ready(child, now)
+
+    def skip_descendants(self, task: Task, now: float) -> None:
+        """A task failed for good: everything downstream of it can never run."""
+        pending = deque(self.dependents[task.id])
+        message = f"upstream task {task.name!r} failed"
+        while pending:
+            child = self.tasks[pending.popleft()]
+            if child.state is T.PENDING:
+                self.set_task_state(child, T.SKIPPED, now, message)
+                child.finished_at = now
+                child.error = message
+                pending.extend(self.dependents[child.id])
+
+    def finish_if_done(self, workflow: Workflow, now: float) -> None:
+        """End the workflow once every task is terminal."""
+        if workflow.state.terminal or workflow.state is W.PENDING or self.remaining(workflow.id):
+            return
+        counts = self.counts[workflow.id]
+        if workflow.state is W.CANCELLING:
+            self.set_workflow_state(workflow, W.CANCELLED, now, workflow.error)
+        elif counts[T.FAILED] or counts[T.SKIPPED] or counts[T.CANCELLED]:
+            if not workflow.error:
+                failed = [self.tasks[t] for t in workflow.task_ids if self.tasks[t].state is T.FAILED]
+                workflow.error = (
+                    f"task {failed[0].name!r} failed: {failed[0].error}" if failed else "tasks did not complete"
+                )
+            self.set_workflow_state(workflow, W.FAILED, now, workflow.error)
+        else:
+            self.set_workflow_state(workflow, W.COMPLETED, now)

@@ -1,0 +1,33 @@
+"""Resolve what a caller typed — a full id, a unique prefix, or an agent's name — to one id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from corral.controller.errors import InvalidArgument, NotFound
+
+__all__ = ["resolve"]
+
+_MAX_SHOWN = 5
+
+
+def resolve(ids: Iterable[str], typed: str, what: str, field: str) -> str:
+    """The id equal to ``typed``, else the only one starting with it.
+
+    Raises NotFound when nothing matches and InvalidArgument (naming some matches) when the prefix
+    is ambiguous or empty.
+    """
+    if not typed:
+        raise InvalidArgument.field(field, f"a {what} id is required")
+    matches = []
+    for candidate in ids:
+        if candidate == typed:
+            return candidate
+        if candidate.startswith(typed):
+            matches.append(candidate)
+    if not matches:
+        raise NotFound(f"{what} {typed!r} not found")
+    if len(matches) > 1:
+        shown = ", ".join(sorted(matches)[:_MAX_SHOWN])
+        raise InvalidArgument.field(field, f"{what} prefix {typed!r} is ambiguous: {len(matches)} match ({shown} ...)")
+    return matches[0]

@@ -1,0 +1,243 @@
+"""Orchestrator API: the lifecycle of workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from corral.controller import wire
+from corral.controller.core import events as ev
+from corral.controller.core.analysis import analyze
+from corral.controller.core.machine import Machine
+from corral.controller.core.model import TaskState, WorkflowEvent
+from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.lookup import resolve
+from corral.controller.runtime import Runtime
+from corral.controller.spec import WorkflowSpec
+from corral.controller.submission import build_workflow, plan_of
+from corral.controller.wire_spec import spec_from_proto
+from corral.v1 import orchestrator_pb2 as pb
+from corral.v1 import orchestrator_pb2_grpc, types_pb2
+
+__all__ = ["OrchestratorService", "decode_spec"]
+
+_MAX_KEY = 256
+_MAX_LIST = 1000
+
+
+def decode_spec(message: types_pb2.WorkflowSpec, present: bool, field: str = "spec") -> WorkflowSpec:
+    """Validate a WorkflowSpec field of a request; violation paths are prefixed with ``field``."""
+    if not present:
+        raise InvalidArgument.field(field, "a workflow spec is required")
+    try:
+        return spec_from_proto(message)
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            FieldViolation(
+                f"{field}.{v.field}" if v.field and not v.field.startswith(field) else v.field or field, v.description
+            )
+            for v in exc.violations
+        ) from None
+
+
+def workflow_id_of(machine: Machine, typed: str, field: str = "workflow_id") -> str:
+    return resolve(machine.workflows, typed, "workflow", field)
+
+
+class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def SubmitWorkflow(self, request: pb.SubmitWorkflowRequest, context: Any) -> pb.SubmitWorkflowResponse:
+        spec = decode_spec(request.spec, request.HasField("spec"))
+        if len(request.idempotency_key) > _MAX_KEY:
+            raise InvalidArgument.field("idempotency_key", f"longer than {_MAX_KEY} characters")
+        plan = plan_of(spec)
+        workflow, tasks = build_workflow(spec, self.rt.machine.new_id, idempotency_key=request.idempotency_key)
+        workflow_id, deduplicated = await self.rt.handle(ev.SubmitWorkflow(workflow, tasks, start=request.start))
+        return pb.SubmitWorkflowResponse(
+            workflow_id=workflow_id, plan=wire.plan_to_proto(plan), deduplicated=deduplicated
+        )
+
+    async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.ExecuteWorkflowResponse:
+        rt = self.rt
+
+        def start(machine: Machine, now: float) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[None] | None]:
+            workflow = machine.start(workflow_id_of(machine, request.workflow_id), now)
+            waiter = rt.waiter(workflow.id) if request.wait and not workflow.state.terminal else None
+            return workflow.id, wire.workflow_status(machine, workflow, False, now), waiter
+
+        workflow_id, status, waiter = await rt.call(start)
+        if not request.wait:
+            return pb.ExecuteWorkflowResponse(status=status)
+        if waiter is not None:
+            timeout = request.wait_timeout_s if request.wait_timeout_s > 0 else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+        def finish(machine: Machine, now: float) -> pb.ExecuteWorkflowResponse:
+            workflow = machine.workflows[workflow_id]
+            response = pb.ExecuteWorkflowResponse(status=wire.workflow_status(machine, workflow, True, now))
+            if workflow.state.terminal:
+                response.result.CopyFrom(wire.workflow_result(machine, workflow, now))
+            return response
+
+        return await rt.call(finish)
+
+    async def CancelWorkflow(self, request: pb.CancelWorkflowRequest, context: Any) -> pb.CancelWorkflowResponse:
+        if len(request.reason) > 1024:
+            raise InvalidArgument.field("reason", "longer than 1024 characters")
+
+        def cancel(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
+            workflow_id = workflow_id_of(machine, request.workflow_id)
+            workflow = machine.cancel(ev.CancelWorkflow(workflow_id, request.force, request.reason), now)
+            return wire.workflow_status(machine, workflow, False, now)
+
+        return pb.CancelWorkflowResponse(status=await self.rt.call(cancel))
+
+    async def GetWorkflowStatus(
+        self, request: pb.GetWorkflowStatusRequest, context: Any
+    ) -> pb.GetWorkflowStatusResponse:
+        def status(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
+            workflow = machine.workflows[workflow_id_of(machine, request.workflow_id)]
+            return wire.workflow_status(machine, workflow, request.include_tasks, now)
+
+        return pb.GetWorkflowStatusResponse(status=await self.rt.call(status))
+
+    async def PauseWorkflow(self, request: pb.PauseWorkflowRequest, context: Any) -> pb.PauseWorkflowResponse:
+        def pause(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
+            workflow = machine.pause(workflow_id_of(machine, request.workflow_id), now)
+            return wire.workflow_status(machine, workflow, False, now)
+
+        return pb.PauseWorkflowResponse(status=await self.rt.call(pause))
+
+    async def ResumeWorkflow(self, request: pb.ResumeWorkflowRequest, context: Any) -> pb.ResumeWorkflowResponse:
+        def resume(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
+            workflow = machine.resume(workflow_id_of(machine, request.workflow_id), now)
+            return wire.workflow_status(machine, workflow, False, now)
+
+        return pb.ResumeWorkflowResponse(status=await self.rt.call(resume))
+
+    async def ListWorkflows(self, request: pb.ListWorkflowsRequest, context: Any) -> pb.ListWorkflowsResponse:
+        limit = request.limit or 100
+        if not 0 < limit <= _MAX_LIST:
+            raise InvalidArgument.field("limit", f"must be between 1 and {_MAX_LIST}")
+        try:
+            offset = int(request.page_token or "0")
+        except ValueError:
+            raise InvalidArgument.field("page_token", "not a page token from an earlier answer") from None
+        states = set()
+        for i, state in enumerate(request.states):
+            if state not in wire.WORKFLOW_STATE_FROM_PB:
+                raise InvalidArgument.field(f"states[{i}]", f"unknown workflow state {state}")
+            states.add(wire.WORKFLOW_STATE_FROM_PB[state])
+
+        def listing(machine: Machine, now: float) -> pb.ListWorkflowsResponse:
+            chosen = [
+                w
+                for w in machine.workflows.values()
+                if (not states or w.state in states) and w.name.startswith(request.name_prefix)
+            ]
+            chosen.sort(key=lambda w: (-w.created_at, w.id))
+            page = chosen[offset : offset + limit]
+            token = str(offset + limit) if offset + limit < len(chosen) else ""
+            return pb.ListWorkflowsResponse(
+                workflows=[wire.workflow_summary(machine, w) for w in page], next_page_token=token
+            )
+
+        return await self.rt.call(listing)
+
+    async def WatchWorkflow(self, request: pb.WatchWorkflowRequest, context: Any) -> AsyncIterator[pb.WorkflowEvent]:
+        rt = self.rt
+
+        def subscribe(
+            machine: Machine, now: float
+        ) -> tuple[str, list[WorkflowEvent], asyncio.Queue[WorkflowEvent | None] | None]:
+            workflow = machine.workflows[workflow_id_of(machine, request.workflow_id)]
+            # The current state first, as events, so a late watcher sees the whole picture.
+            snapshot = [WorkflowEvent(0, now, workflow.id, workflow.state, message="current state")]
+            for task_id in workflow.task_ids:
+                task = machine.tasks[task_id]
+                if task.state is not TaskState.PENDING:
+                    snapshot.append(
+                        WorkflowEvent(
+                            0,
+                            now,
+                            workflow.id,
+                            workflow.state,
+                            task.id,
+                            task.name,
+                            task.state,
+                            task.current_attempt_id or "",
+                            task.agent_id or "",
+                            "current state",
+                        )
+                    )
+            queue = None if workflow.state.terminal else rt.watch(workflow.id)
+            return workflow.id, snapshot, queue
+
+        workflow_id, snapshot, queue = await rt.call(subscribe)
+        for event in snapshot:
+            yield wire.event_to_proto(event)
+        if queue is None:
+            return
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if item.seq <= request.after_seq:
+                    continue
+                yield wire.event_to_proto(item)
+                if not item.task_id and item.workflow_state.terminal:
+                    return
+        finally:
+            rt.unwatch(workflow_id, queue)
+
+    async def GetExecutionPlan(self, request: pb.GetExecutionPlanRequest, context: Any) -> pb.GetExecutionPlanResponse:
+        if request.WhichOneof("source") == "spec":
+            plan = plan_of(decode_spec(request.spec, True))
+            return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(plan))
+        if request.WhichOneof("source") != "workflow_id":
+            raise InvalidArgument.field("source", "give a workflow_id or a spec")
+
+        def stored(machine: Machine, now: float) -> tuple[list[str], list[list[str]], list[float]]:
+            workflow = machine.workflows[workflow_id_of(machine, request.workflow_id)]
+            tasks = [machine.tasks[t] for t in workflow.task_ids]
+            return (
+                [t.name for t in tasks],
+                [[machine.tasks[d].name for d in t.dependencies] for t in tasks],
+                [t.estimated_duration_s for t in tasks],
+            )
+
+        names, deps, durations = await self.rt.call(stored)
+        return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(analyze(names, deps, durations)))
+
+    async def GetTaskLogs(self, request: pb.GetTaskLogsRequest, context: Any) -> pb.GetTaskLogsResponse:
+        if request.stdout_offset < 0 or request.stderr_offset < 0:
+            raise InvalidArgument.field("stdout_offset", "offsets must be >= 0")
+        store = self.rt.store
+
+        def logs(machine: Machine, now: float) -> pb.GetTaskLogsResponse:
+            task = machine.tasks[resolve(machine.tasks, request.task_id, "task", "task_id")]
+            attempt_id = request.attempt_id or task.current_attempt_id or ""
+            attempt = machine.attempts.get(attempt_id)
+            if attempt is None or attempt.task_id != task.id:
+                if request.attempt_id:
+                    raise InvalidArgument.field("attempt_id", f"not an attempt of task {task.id}")
+                return pb.GetTaskLogsResponse(finished=task.state.terminal)
+            # Reads run inside the loop, between commits, so they never race the writer.
+            chunk = store.read_logs(attempt.id, request.stdout_offset, request.stderr_offset)
+            return pb.GetTaskLogsResponse(
+                attempt_id=attempt.id,
+                stdout=chunk.stdout,
+                stderr=chunk.stderr,
+                stdout_offset=request.stdout_offset + len(chunk.stdout),
+                stderr_offset=request.stderr_offset + len(chunk.stderr),
+                finished=not attempt.state.active,
+                truncated=chunk.truncated,
+            )
+
+        return await self.rt.call(logs)

@@ -1,0 +1,278 @@
+"""The thin shell around the state machine: one loop, group commit, then notify.
+
+Every request — a submission, an agent report, even a status read — becomes a command on one
+inbox. The loop takes all commands waiting, applies them to the machine, runs its timers and
+placement, commits the tick's changes in ONE transaction, and only then delivers what the tick
+produced: answers, assignments on agent streams, watch events. So nothing a caller or agent sees
+was not durable first, and a burst of work costs one fsync, not one per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from corral.controller.core import events as ev
+from corral.controller.core.machine import Machine, MachineConfig
+from corral.controller.core.model import WorkflowEvent
+from corral.controller.errors import CorralError
+from corral.controller.store.base import Store
+
+__all__ = ["AgentSession", "Runtime", "new_id"]
+
+log = logging.getLogger("corral.controller")
+R = TypeVar("R")
+Command = Callable[[Machine, float], Any]
+_MAX_BATCH = 10_000
+_IDLE_TICK_S = 0.25  # leases and adoption deadlines are checked at least this often
+
+
+def new_id(prefix: str = "") -> Callable[[], str]:
+    """An id factory: random 80-bit hex ids, short enough to type a prefix of."""
+
+    def make() -> str:
+        return prefix + uuid.uuid4().hex[:20]
+
+    return make
+
+
+@dataclass(eq=False)
+class AgentSession:
+    """One live agent stream: its epoch and the messages waiting to be written to it."""
+
+    agent_id: str
+    epoch: int
+    outbound: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+    def send(self, message: Any) -> None:
+        if not self.closed:
+            self.outbound.put_nowait(message)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.outbound.put_nowait(None)
+
+
+@dataclass(eq=False)
+class _Pull:
+    event: ev.PullTask
+    future: asyncio.Future[ev.Assignment | None]
+    deadline: float
+
+
+class Runtime:
+    """Owns the machine, the store and the delivery of actions. All machine access goes through :meth:`call`."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: MachineConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        encode_actions: Callable[[Runtime, list[ev.Action]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.machine = Machine(config, new_id=new_id(), rng=random.Random(), boot_time=clock())
+        self.sessions: dict[str, AgentSession] = {}
+        self.watchers: dict[str, set[asyncio.Queue[WorkflowEvent | None]]] = {}
+        self.waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.usage: dict[str, Any] = {}  # agent id -> last Usage message
+        self._pulls: list[_Pull] = []
+        self._inbox: asyncio.Queue[tuple[Command, asyncio.Future[Any] | None]] = asyncio.Queue()
+        self.deliver_to_agents = encode_actions
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.failure: BaseException | None = None
+        self.ticks = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load state from the store and start the loop."""
+        snapshot = await asyncio.to_thread(self.store.load)
+        now = self.clock()
+        self.machine.restore(snapshot, now)
+        self.machine.set_meta("last_boot", repr(now))
+        self._task = asyncio.create_task(self._loop(), name="corral-runtime")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._inbox.put_nowait((lambda m, now: None, None))
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 5)
+        for session in list(self.sessions.values()):
+            session.close()
+        for queues in self.watchers.values():
+            for queue in queues:
+                queue.put_nowait(None)
+        await asyncio.to_thread(self.store.close)
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def call(self, command: Callable[[Machine, float], R]) -> R:
+        """Run ``command(machine, now)`` in the loop; the answer arrives after the tick is committed."""
+        if self.failure is not None:
+            raise RuntimeError("the controller's state loop has stopped") from self.failure
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait((command, future))
+        return await future
+
+    def post(self, command: Command) -> asyncio.Future[Any]:
+        """Queue a command without waiting; the returned future resolves after its commit."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait((command, future))
+        return future
+
+    async def handle(self, event: ev.Event) -> Any:
+        return await self.call(lambda m, now: m.handle(event, now))
+
+    async def pull(self, event: ev.PullTask, wait_s: float) -> ev.Assignment | None:
+        """Long-poll for a task an external worker can run."""
+        future: asyncio.Future[ev.Assignment | None] = asyncio.get_running_loop().create_future()
+        deadline = self.clock() + max(0.0, wait_s)
+
+        def register(machine: Machine, now: float) -> None:
+            self._pulls.append(_Pull(event, future, deadline))
+
+        await self.call(register)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller went away: if a task was handed out meanwhile, it is lost via its deadline.
+            raise
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        try:
+            while not self._stopping:
+                batch = await self._next_batch()
+                await self._tick(batch)
+        except Exception as exc:  # a failed commit: stop rather than run on unrecorded state
+            self.failure = exc
+            log.exception("state loop stopped")
+            while not self._inbox.empty():
+                _, future = self._inbox.get_nowait()
+                if future is not None and not future.done():
+                    future.set_exception(RuntimeError("the controller's state loop has stopped"))
+            raise
+
+    async def _next_batch(self) -> list[tuple[Command, asyncio.Future[Any] | None]]:
+        wake = self.machine.next_timer()
+        timeout = _IDLE_TICK_S
+        if wake is not None:
+            timeout = min(timeout, max(0.0, wake - self.clock()))
+        if self._pulls:
+            timeout = min(timeout, max(0.0, min(p.deadline for p in self._pulls) - self.clock()))
+        batch = []
+        try:
+            batch.append(
+                await asyncio.wait_for(self._inbox.get(), timeout) if timeout > 0 else self._inbox.get_nowait()
+            )
+        except (TimeoutError, asyncio.QueueEmpty):
+            return batch
+        while len(batch) < _MAX_BATCH:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    async def _tick(self, batch: list[tuple[Command, asyncio.Future[Any] | None]]) -> None:
+        machine = self.machine
+        now = self.clock()
+        answers: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        for command, future in batch:
+            try:
+                result = command(machine, now)
+                ok = True
+            except CorralError as exc:
+                result, ok = exc, False
+            except Exception as exc:  # a bug in one command must not take the controller down
+                log.exception("command failed")
+                result, ok = exc, False
+            if future is not None:
+                answers.append((future, result, ok))
+        pulled = self._serve_pulls(now)
+        machine.tick(now)
+        changes = machine.take_changes()
+        actions = machine.take_actions()
+        if changes:
+            await asyncio.to_thread(self.store.commit, changes)
+        self.ticks += 1
+        # Everything below happens only after the commit.
+        self._apply(actions)
+        for future, result, ok in answers:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(result)
+            else:
+                future.set_exception(result)
+        for future, assignment in pulled:
+            if not future.done():
+                future.set_result(assignment)
+
+    def _serve_pulls(self, now: float) -> list[tuple[asyncio.Future[ev.Assignment | None], ev.Assignment | None]]:
+        served: list[tuple[asyncio.Future[ev.Assignment | None], ev.Assignment | None]] = []
+        waiting: list[_Pull] = []
+        for pending in self._pulls:
+            if pending.future.done():
+                continue  # the caller gave up
+            assignment = self.machine.pull(pending.event, now)
+            if assignment is not None or now >= pending.deadline:
+                served.append((pending.future, assignment))
+            else:
+                waiting.append(pending)
+        self._pulls = waiting
+        return served
+
+    def _apply(self, actions: list[ev.Action]) -> None:
+        agent_actions: list[ev.Action] = []
+        for action in actions:
+            if isinstance(action, ev.Publish):
+                for queue in self.watchers.get(action.event.workflow_id, ()):
+                    queue.put_nowait(action.event)
+            elif isinstance(action, ev.WorkflowDone):
+                for waiter in self.waiters.pop(action.workflow_id, []):
+                    if not waiter.done():
+                        waiter.set_result(None)
+            else:
+                agent_actions.append(action)
+        if agent_actions and self.deliver_to_agents is not None:
+            self.deliver_to_agents(self, agent_actions)
+
+    # --- watchers and waiters -------------------------------------------------------------------
+
+    def watch(self, workflow_id: str) -> asyncio.Queue[WorkflowEvent | None]:
+        """Register a watcher (call inside a command, so no event of the workflow is missed)."""
+        queue: asyncio.Queue[WorkflowEvent | None] = asyncio.Queue()
+        self.watchers.setdefault(workflow_id, set()).add(queue)
+        self.machine.watched.add(workflow_id)
+        return queue
+
+    def unwatch(self, workflow_id: str, queue: asyncio.Queue[WorkflowEvent | None]) -> None:
+        queues = self.watchers.get(workflow_id)
+        if queues is None:
+            return
+        queues.discard(queue)
+        if not queues:
+            del self.watchers[workflow_id]
+            self.machine.watched.discard(workflow_id)
+
+    def waiter(self, workflow_id: str) -> asyncio.Future[None]:
+        """A future resolved when the workflow ends (register inside a command)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(workflow_id, []).append(future)
+        return future

@@ -1,0 +1,77 @@
+"""Assemble the controller's gRPC server: services, health, reflection, keepalive and limits."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from corral.controller.rpc.cluster import ClusterService
+from corral.controller.rpc.errors import ErrorInterceptor
+from corral.controller.rpc.gateway import AgentGatewayService
+from corral.controller.rpc.orchestrator import OrchestratorService
+from corral.controller.rpc.scheduler import SchedulerService
+from corral.controller.runtime import Runtime
+from corral.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+__all__ = ["MAX_MESSAGE_BYTES", "SERVICE_NAMES", "Server", "build_server"]
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVICE_NAMES = (
+    orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name,
+    scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+)
+
+# Agents ping every 5 s (DESIGN.md §5); the server must allow that or it answers GOAWAY
+# "too_many_pings". The server pings too, so a dead peer is noticed within seconds.
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 4_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class Server:
+    """A running controller endpoint: the gRPC server plus its health service."""
+
+    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, port: int) -> None:
+        self.grpc = server
+        self.health = health_servicer
+        self.port = port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.grpc.stop(grace)
+
+
+async def build_server(runtime: Runtime, listen: str) -> Server:
+    """Bind ``listen`` (host:port, port 0 for any), register every service and start serving."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+    orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(runtime), server)
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(runtime), server)
+    agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayService(runtime), server)
+    agent_pb2_grpc.add_ClusterServicer_to_server(ClusterService(runtime), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return Server(server, health_servicer, port)

@@ -1,0 +1,481 @@
+"""Row <-> dataclass conversion shared by the SQLite and memory stores.
+
+A row is a plain tuple in the column order of :data:`COLUMNS`, holding only values SQLite stores
+natively: ``str``, ``int``, ``float``, ``bytes`` and ``None``. Enums become their string values,
+booleans integers, tuples and mappings JSON text, and JSON ``bytes`` stay BLOBs. Decoding restores
+the exact types of the model, so ``decode_task(encode_task(t)) == t``.
+
+Encoding is on the commit hot path (tens of thousands of rows per tick), so the encoders are
+hand-written tuple builders with fast paths for the common empty values rather than generic
+reflection over ``dataclasses.fields``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from corral.controller.core.model import (
+    Agent,
+    AgentState,
+    Attempt,
+    AttemptState,
+    Inventory,
+    Resources,
+    Task,
+    TaskState,
+    TaskType,
+    Workflow,
+    WorkflowState,
+)
+from corral.controller.store.base import LogChunk
+
+__all__ = [
+    "COLUMNS",
+    "MAX_LOG_BYTES_PER_STREAM",
+    "Row",
+    "decode_agent",
+    "decode_attempt",
+    "decode_inventory",
+    "decode_resources",
+    "decode_task",
+    "decode_workflow",
+    "encode_agent",
+    "encode_attempt",
+    "encode_inventory",
+    "encode_resources",
+    "encode_task",
+    "encode_workflow",
+    "fit_log",
+    "merge_log_chunks",
+]
+
+Row = tuple[Any, ...]
+
+#: Bytes of stdout (and, separately, of stderr) kept per attempt; the rest is dropped and the
+#: attempt's output is marked truncated. Large outputs belong in files, not in the state database.
+MAX_LOG_BYTES_PER_STREAM: Final = 1024 * 1024
+
+#: Column names per table, in row order. They match the current schema of the SQLite store (a
+#: contract test checks it), so a new model field needs a migration and an entry here.
+COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
+    "workflows": (
+        "id",
+        "name",
+        "task_ids",
+        "state",
+        "metadata",
+        "labels",
+        "idempotency_key",
+        "standalone",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+    ),
+    "tasks": (
+        "id",
+        "workflow_id",
+        "name",
+        "index",
+        "agent_type",
+        "payload",
+        "type",
+        "resources",
+        "priority",
+        "timeout_s",
+        "max_retries",
+        "retry_backoff_s",
+        "dependencies",
+        "constraints",
+        "estimated_duration_s",
+        "state",
+        "retries_used",
+        "attempts",
+        "current_attempt_id",
+        "agent_id",
+        "result",
+        "error",
+        "exit_code",
+        "created_at",
+        "ready_at",
+        "not_before",
+        "started_at",
+        "finished_at",
+    ),
+    "attempts": (
+        "id",
+        "task_id",
+        "workflow_id",
+        "agent_id",
+        "number",
+        "state",
+        "resources",
+        "gpu_ids",
+        "pulled",
+        "assigned_at",
+        "started_at",
+        "finished_at",
+        "deadline",
+        "exit_code",
+        "error",
+    ),
+    "agents": (
+        "id",
+        "name",
+        "hostname",
+        "agent_types",
+        "labels",
+        "inventory",
+        "state",
+        "session_epoch",
+        "connected_at",
+        "last_seen",
+        "version",
+    ),
+}
+
+_EMPTY_OBJECT: Final = "{}"
+_EMPTY_ARRAY: Final = "[]"
+
+# Enum lookups through a plain dict: ``TaskState(value)`` goes through EnumMeta.__call__, which
+# costs several times more and shows up when loading tens of thousands of rows at boot.
+_TASK_TYPES: Final = {m.value: m for m in TaskType}
+_TASK_STATES: Final = {m.value: m for m in TaskState}
+_WORKFLOW_STATES: Final = {m.value: m for m in WorkflowState}
+_ATTEMPT_STATES: Final = {m.value: m for m in AttemptState}
+_AGENT_STATES: Final = {m.value: m for m in AgentState}
+
+
+# allow_nan=False: NaN and infinities are not JSON and would not compare equal after a round trip;
+# refusing them makes the whole commit fail instead of storing a value that lies. One encoder is
+# built once: ``json.dumps`` with keyword arguments constructs a new encoder on every call.
+_dumps: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+# Characters that a JSON string cannot hold verbatim. Ids and names almost never contain them, so
+# string arrays are usually joined by hand, several times faster than the generic encoder.
+_JSON_UNSAFE: Final = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')
+
+# Requirements repeat across the tasks of a workflow; their JSON is cached by value. The key holds
+# the field types too, so that 2 and 2.0 (equal, same hash) keep distinct encodings.
+_RESOURCES_CACHE: dict[tuple[Any, ...], str] = {}
+_RESOURCES_CACHE_MAX: Final = 4096
+
+
+def _enum_value(value: str, kind: type[Any], members: Mapping[str, Any]) -> str:
+    # StrEnum members are str; a plain string is accepted only if it names a member, so that a
+    # typo cannot reach the database and break the next boot.
+    if value not in members:
+        raise ValueError(f"{value!r} is not a valid {kind.__name__}")
+    return str.__str__(value)
+
+
+def _blob(value: bytes) -> bytes:
+    # Exact bytes pass through untouched (the hot path); other buffers are copied so a stored row
+    # never aliases a caller's mutable object. Anything else (notably ``str`` or ``int``, which
+    # ``bytes()`` would happily convert) is a bug in the caller.
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"expected bytes holding JSON, got {type(value).__name__}")
+
+
+def _encode_mapping(value: Mapping[str, Any]) -> str:
+    return _dumps(dict(value)) if value else _EMPTY_OBJECT
+
+
+def _decode_str_mapping(text: str) -> dict[str, Any]:
+    if text == _EMPTY_OBJECT:
+        return {}
+    decoded: dict[str, Any] = json.loads(text)
+    return decoded
+
+
+def _encode_strs(value: Sequence[str]) -> str:
+    if not value:
+        return _EMPTY_ARRAY
+    joined = '","'.join(value)  # TypeError for anything but strings
+    if _JSON_UNSAFE.search(joined) is None:
+        return '["' + joined + '"]'
+    return _dumps(list(value))
+
+
+def _decode_str_tuple(text: str) -> tuple[str, ...]:
+    return () if text == _EMPTY_ARRAY else tuple(json.loads(text))
+
+
+def _decode_int_tuple(text: str) -> tuple[int, ...]:
+    return () if text == _EMPTY_ARRAY else tuple(json.loads(text))
+
+
+def _resources_dict(r: Resources) -> dict[str, Any]:
+    # Sparse: only non-zero fields are written, so the common requirement stays a few bytes.
+    d: dict[str, Any] = {}
+    if r.cpu_cores:
+        d["cpu_cores"] = r.cpu_cores
+    if r.memory_mb:
+        d["memory_mb"] = r.memory_mb
+    if r.disk_mb:
+        d["disk_mb"] = r.disk_mb
+    if r.network_bandwidth_mbps:
+        d["network_bandwidth_mbps"] = r.network_bandwidth_mbps
+    if r.gpu_count:
+        d["gpu_count"] = r.gpu_count
+    if r.custom:
+        d["custom"] = dict(r.custom)
+    return d
+
+
+def _resources_from(d: Mapping[str, Any]) -> Resources:
+    return Resources(
+        d.get("cpu_cores", 0.0),
+        d.get("memory_mb", 0),
+        d.get("disk_mb", 0),
+        d.get("network_bandwidth_mbps", 0),
+        d.get("gpu_count", 0),
+        dict(d.get("custom", {})),
+    )
+
+
+def encode_resources(r: Resources) -> str:
+    """JSON text of a :class:`Resources` (``{}`` when all zero)."""
+    if r.custom:
+        return _dumps(_resources_dict(r))
+    cpu, mem, disk, net, gpu = r.cpu_cores, r.memory_mb, r.disk_mb, r.network_bandwidth_mbps, r.gpu_count
+    key = (cpu, mem, disk, net, gpu, type(cpu), type(mem), type(disk), type(net), type(gpu))
+    text = _RESOURCES_CACHE.get(key)
+    if text is None:
+        d = _resources_dict(r)
+        text = _dumps(d) if d else _EMPTY_OBJECT
+        if len(_RESOURCES_CACHE) >= _RESOURCES_CACHE_MAX:
+            _RESOURCES_CACHE.clear()
+        _RESOURCES_CACHE[key] = text
+    return text
+
+
+def decode_resources(text: str) -> Resources:
+    """Inverse of :func:`encode_resources`."""
+    if text == _EMPTY_OBJECT:
+        return Resources()
+    return _resources_from(json.loads(text))
+
+
+def encode_inventory(inv: Inventory) -> str:
+    """JSON text of an :class:`Inventory`."""
+    return _dumps({"capacity": _resources_dict(inv.capacity), "slots": inv.slots, "gpu_ids": list(inv.gpu_ids)})
+
+
+def decode_inventory(text: str) -> Inventory:
+    """Inverse of :func:`encode_inventory`."""
+    d = json.loads(text)
+    return Inventory(_resources_from(d["capacity"]), d["slots"], tuple(d["gpu_ids"]))
+
+
+def encode_workflow(w: Workflow) -> Row:
+    """Row of the ``workflows`` table."""
+    return (
+        w.id,
+        w.name,
+        _encode_strs(w.task_ids),
+        _enum_value(w.state, WorkflowState, _WORKFLOW_STATES),
+        _blob(w.metadata),
+        _encode_mapping(w.labels),
+        w.idempotency_key,
+        int(w.standalone),
+        w.created_at,
+        w.started_at,
+        w.finished_at,
+        w.error,
+    )
+
+
+def decode_workflow(row: Sequence[Any]) -> Workflow:
+    """Inverse of :func:`encode_workflow`."""
+    return Workflow(
+        row[0],
+        row[1],
+        [] if row[2] == _EMPTY_ARRAY else json.loads(row[2]),
+        _WORKFLOW_STATES[row[3]],
+        row[4],
+        _decode_str_mapping(row[5]),
+        row[6],
+        bool(row[7]),
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+    )
+
+
+def encode_task(t: Task) -> Row:
+    """Row of the ``tasks`` table."""
+    result = t.result
+    return (
+        t.id,
+        t.workflow_id,
+        t.name,
+        t.index,
+        t.agent_type,
+        _blob(t.payload),
+        _enum_value(t.type, TaskType, _TASK_TYPES),
+        encode_resources(t.resources),
+        t.priority,
+        t.timeout_s,
+        t.max_retries,
+        t.retry_backoff_s,
+        _encode_strs(t.dependencies),
+        _encode_mapping(t.constraints),
+        t.estimated_duration_s,
+        _enum_value(t.state, TaskState, _TASK_STATES),
+        t.retries_used,
+        t.attempts,
+        t.current_attempt_id,
+        t.agent_id,
+        None if result is None else _blob(result),
+        t.error,
+        t.exit_code,
+        t.created_at,
+        t.ready_at,
+        t.not_before,
+        t.started_at,
+        t.finished_at,
+    )
+
+
+def decode_task(row: Sequence[Any]) -> Task:
+    """Inverse of :func:`encode_task`."""
+    return Task(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        _TASK_TYPES[row[6]],
+        decode_resources(row[7]),
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        _decode_str_tuple(row[12]),
+        _decode_str_mapping(row[13]),
+        row[14],
+        _TASK_STATES[row[15]],
+        row[16],
+        row[17],
+        row[18],
+        row[19],
+        row[20],
+        row[21],
+        row[22],
+        row[23],
+        row[24],
+        row[25],
+        row[26],
+        row[27],
+    )
+
+
+def encode_attempt(a: Attempt) -> Row:
+    """Row of the ``attempts`` table."""
+    return (
+        a.id,
+        a.task_id,
+        a.workflow_id,
+        a.agent_id,
+        a.number,
+        _enum_value(a.state, AttemptState, _ATTEMPT_STATES),
+        encode_resources(a.resources),
+        _dumps(list(a.gpu_ids)) if a.gpu_ids else _EMPTY_ARRAY,
+        int(a.pulled),
+        a.assigned_at,
+        a.started_at,
+        a.finished_at,
+        a.deadline,
+        a.exit_code,
+        a.error,
+    )
+
+
+def decode_attempt(row: Sequence[Any]) -> Attempt:
+    """Inverse of :func:`encode_attempt`."""
+    return Attempt(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        _ATTEMPT_STATES[row[5]],
+        decode_resources(row[6]),
+        _decode_int_tuple(row[7]),
+        bool(row[8]),
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
+    )
+
+
+def encode_agent(a: Agent) -> Row:
+    """Row of the ``agents`` table."""
+    return (
+        a.id,
+        a.name,
+        a.hostname,
+        _encode_strs(a.agent_types),
+        _encode_mapping(a.labels),
+        encode_inventory(a.inventory),
+        _enum_value(a.state, AgentState, _AGENT_STATES),
+        a.session_epoch,
+        a.connected_at,
+        a.last_seen,
+        a.version,
+    )
+
+
+def decode_agent(row: Sequence[Any]) -> Agent:
+    """Inverse of :func:`encode_agent`."""
+    return Agent(
+        row[0],
+        row[1],
+        row[2],
+        _decode_str_tuple(row[3]),
+        _decode_str_mapping(row[4]),
+        decode_inventory(row[5]),
+        _AGENT_STATES[row[6]],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+    )
+
+
+def merge_log_chunks(chunks: Sequence[LogChunk]) -> dict[str, tuple[bytes, bytes, bool]]:
+    """Concatenate the chunks of one batch per attempt, in order: ``{attempt_id: (out, err, cut)}``.
+
+    Done before a store touches its state, so a chunk holding something other than bytes fails the
+    commit while nothing has been written yet.
+    """
+    merged: dict[str, tuple[bytearray, bytearray, list[bool]]] = {}
+    for chunk in chunks:
+        entry = merged.get(chunk.attempt_id)
+        if entry is None:
+            entry = merged[chunk.attempt_id] = (bytearray(), bytearray(), [False])
+        entry[0].extend(_blob(chunk.stdout))
+        entry[1].extend(_blob(chunk.stderr))
+        if chunk.truncated:
+            entry[2][0] = True
+    return {key: (bytes(out), bytes(err), cut[0]) for key, (out, err, cut) in merged.items()}
+
+
+def fit_log(data: bytes, stored: int) -> tuple[bytes, bool]:
+    """The part of ``data`` that fits after ``stored`` bytes of a stream, and whether some was cut."""
+    room = max(0, MAX_LOG_BYTES_PER_STREAM - stored)
+    if len(data) <= room:
+        return data, False
+    return data[:room], True

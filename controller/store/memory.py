@@ -1,0 +1,109 @@
+"""An in-process store with the same contract as the SQLite one, for tests and ephemeral runs.
+
+Records are kept as encoded rows (the codec shared with SQLite), not as the caller's objects:
+that makes every stored record a deep copy for free, so mutating an object after committing it,
+or a record returned by ``load``, never changes what is stored. It also means both backends
+accept and refuse exactly the same values.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Final
+
+from corral.controller.store import codec
+from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
+
+__all__ = ["MemoryStore"]
+
+
+class _Output:
+    """Captured output of one attempt."""
+
+    __slots__ = ("stderr", "stdout", "truncated")
+
+    def __init__(self) -> None:
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.truncated = False
+
+
+class MemoryStore:
+    """The :class:`~corral.controller.store.base.Store` in dictionaries. Not durable."""
+
+    MAX_LOG_BYTES_PER_STREAM: Final = codec.MAX_LOG_BYTES_PER_STREAM
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[str, dict[str, codec.Row]] = {table: {} for table in codec.COLUMNS}
+        self._logs: dict[str, _Output] = {}
+        self._meta: dict[str, str] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+
+    def load(self) -> Snapshot:
+        """Every record, decoded afresh; tasks ordered by (workflow_id, index), the rest by id."""
+        with self._lock:
+            self._check_open()
+            rows = {table: list(table_rows.values()) for table, table_rows in self._rows.items()}
+            meta = dict(self._meta)
+        tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
+        attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
+        return Snapshot(
+            workflows=[codec.decode_workflow(r) for r in sorted(rows["workflows"])],
+            tasks=[codec.decode_task(r) for r in tasks],
+            attempts=[codec.decode_attempt(r) for r in attempts],
+            agents=[codec.decode_agent(r) for r in sorted(rows["agents"])],
+            meta=meta,
+        )
+
+    def commit(self, batch: ChangeBatch) -> None:
+        """Apply the batch; everything is encoded first, so a bad value changes nothing."""
+        if not batch:
+            return
+        encoded = {
+            "workflows": [codec.encode_workflow(w) for w in batch.workflows.values()],
+            "tasks": [codec.encode_task(t) for t in batch.tasks.values()],
+            "attempts": [codec.encode_attempt(a) for a in batch.attempts.values()],
+            "agents": [codec.encode_agent(a) for a in batch.agents.values()],
+        }
+        logs = codec.merge_log_chunks(batch.logs)
+        meta = {str(k): str(v) for k, v in batch.meta.items()}
+        with self._lock:
+            self._check_open()
+            for table, rows in encoded.items():
+                self._rows[table].update((row[0], row) for row in rows)
+            for attempt_id, (out, err, truncated) in logs.items():
+                output = self._logs.get(attempt_id)
+                if output is None:
+                    output = self._logs[attempt_id] = _Output()
+                for buffer, data in ((output.stdout, out), (output.stderr, err)):
+                    kept, cut = codec.fit_log(data, len(buffer))
+                    buffer.extend(kept)
+                    truncated = truncated or cut
+                output.truncated = output.truncated or truncated
+            self._meta.update(meta)
+
+    def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:
+        """Output of an attempt after the given byte offsets; empty for an unknown attempt."""
+        if stdout_offset < 0 or stderr_offset < 0:
+            raise ValueError("log offsets must not be negative")
+        with self._lock:
+            self._check_open()
+            output = self._logs.get(attempt_id)
+            if output is None:
+                return LogChunk(attempt_id)
+            return LogChunk(
+                attempt_id,
+                bytes(output.stdout[stdout_offset:]),
+                bytes(output.stderr[stderr_offset:]),
+                output.truncated,
+            )
+
+    def close(self) -> None:
+        """Mark the store closed; further calls raise."""
+        with self._lock:
+            self._closed = True

@@ -1,0 +1,421 @@
+"""The durable store: one SQLite file in WAL mode, one writer, one transaction per commit.
+
+Schema and migrations go through sqlite-utils; the hot path (``commit``) uses the raw ``sqlite3``
+connection with ``executemany`` upserts, which is an order of magnitude faster than
+``Table.upsert_all`` for the tens of thousands of rows a large submission produces.
+
+Migrations are plain functions applied in order; ``PRAGMA user_version`` records how many ran. To
+change the schema, append a function to :data:`MIGRATIONS` (never edit a released one) and update
+:data:`corral.controller.store.codec.COLUMNS` to match.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+import sqlite_utils
+
+from corral.controller.store import codec
+from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
+
+__all__ = ["MIGRATIONS", "Migration", "SchemaVersionError", "SqliteStore"]
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+_SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_BUSY_TIMEOUT_MS: Final = 10_000
+
+# Stream numbers of the ``logs`` table. A row of stream 0 (empty data) marks the attempt's output
+# as truncated, so the flag needs no table of its own and survives with the chunks.
+_TRUNCATED: Final = 0
+_STDOUT: Final = 1
+_STDERR: Final = 2
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written by a newer corral whose schema this version does not know."""
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    """The initial schema."""
+    db.create_table(
+        "workflows",
+        {
+            "id": str,
+            "name": str,
+            "task_ids": str,  # JSON array
+            "state": str,
+            "metadata": bytes,  # JSON
+            "labels": str,  # JSON object
+            "idempotency_key": str,
+            "standalone": int,
+            "created_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "error": str,
+        },
+        pk="id",
+        not_null=["name", "task_ids", "state", "metadata", "labels", "standalone", "created_at", "error"],
+        strict=True,
+    )
+    db.create_table(
+        "tasks",
+        {
+            "id": str,
+            "workflow_id": str,
+            "name": str,
+            "index": int,
+            "agent_type": str,
+            "payload": bytes,  # JSON
+            "type": str,
+            "resources": str,  # JSON object
+            "priority": int,
+            "timeout_s": float,
+            "max_retries": int,
+            "retry_backoff_s": float,
+            "dependencies": str,  # JSON array of task ids
+            "constraints": str,  # JSON object
+            "estimated_duration_s": float,
+            "state": str,
+            "retries_used": int,
+            "attempts": int,
+            "current_attempt_id": str,
+            "agent_id": str,
+            "result": bytes,  # JSON
+            "error": str,
+            "exit_code": int,
+            "created_at": float,
+            "ready_at": float,
+            "not_before": float,
+            "started_at": float,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null=[
+            "workflow_id",
+            "name",
+            "index",
+            "agent_type",
+            "payload",
+            "type",
+            "resources",
+            "priority",
+            "max_retries",
+            "retry_backoff_s",
+            "dependencies",
+            "constraints",
+            "estimated_duration_s",
+            "state",
+            "retries_used",
+            "attempts",
+            "error",
+            "created_at",
+        ],
+        strict=True,
+    )
+    db.table("tasks").create_index(["workflow_id", "index"], index_name="tasks_by_workflow")
+    db.create_table(
+        "attempts",
+        {
+            "id": str,
+            "task_id": str,
+            "workflow_id": str,
+            "agent_id": str,
+            "number": int,
+            "state": str,
+            "resources": str,  # JSON object
+            "gpu_ids": str,  # JSON array
+            "pulled": int,
+            "assigned_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "deadline": float,
+            "exit_code": int,
+            "error": str,
+        },
+        pk="id",
+        not_null=[
+            "task_id",
+            "workflow_id",
+            "agent_id",
+            "number",
+            "state",
+            "resources",
+            "gpu_ids",
+            "pulled",
+            "assigned_at",
+            "error",
+        ],
+        strict=True,
+    )
+    db.table("attempts").create_index(["task_id", "number"], index_name="attempts_by_task")
+    db.create_table(
+        "agents",
+        {
+            "id": str,
+            "name": str,
+            "hostname": str,
+            "agent_types": str,  # JSON array
+            "labels": str,  # JSON object
+            "inventory": str,  # JSON object
+            "state": str,
+            "session_epoch": int,
+            "connected_at": float,
+            "last_seen": float,
+            "version": str,
+        },
+        pk="id",
+        not_null=[
+            "name",
+            "hostname",
+            "agent_types",
+            "labels",
+            "inventory",
+            "state",
+            "session_epoch",
+            "connected_at",
+            "last_seen",
+            "version",
+        ],
+        strict=True,
+    )
+    # Captured output as append-only chunks: appending never rewrites what is already stored.
+    db.create_table(
+        "logs",
+        {"attempt_id": str, "stream": int, "offset": int, "data": bytes},
+        pk=("attempt_id", "stream", "offset"),
+        not_null=["data"],
+        strict=True,
+    )
+    db.create_table("meta", {"key": str, "value": str}, pk="key", not_null=["value"], strict=True)
+
+
+#: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1,)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _upsert_sql(table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(_quote(c) for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns[1:])
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}"
+
+
+def _select_sql(table: str, columns: Sequence[str], order: str) -> str:
+    return f"SELECT {', '.join(_quote(c) for c in columns)} FROM {table} ORDER BY {order}"
+
+
+_UPSERT: Final = {table: _upsert_sql(table, cols) for table, cols in codec.COLUMNS.items()}
+_SELECT: Final = {
+    "workflows": _select_sql("workflows", codec.COLUMNS["workflows"], "id"),
+    "tasks": _select_sql("tasks", codec.COLUMNS["tasks"], 'workflow_id, "index"'),
+    "attempts": _select_sql("attempts", codec.COLUMNS["attempts"], "task_id, number, id"),
+    "agents": _select_sql("agents", codec.COLUMNS["agents"], "id"),
+}
+_UPSERT_META: Final = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+_LOG_SIZE: Final = (
+    'SELECT "offset" + length(data) FROM logs WHERE attempt_id = ? AND stream = ? ORDER BY "offset" DESC LIMIT 1'
+)
+_LOG_INSERT: Final = 'INSERT INTO logs (attempt_id, stream, "offset", data) VALUES (?, ?, ?, ?)'
+_LOG_MARK_TRUNCATED: Final = "INSERT OR IGNORE INTO logs (attempt_id, stream, \"offset\", data) VALUES (?, 0, 0, X'')"
+_LOG_READ: Final = (
+    'SELECT "offset", data FROM logs WHERE attempt_id = ? AND stream = ? AND "offset" + length(data) > ? '
+    'ORDER BY "offset"'
+)
+_LOG_IS_TRUNCATED: Final = "SELECT 1 FROM logs WHERE attempt_id = ? AND stream = 0 LIMIT 1"
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: no implicit BEGIN from the sqlite3 module; every transaction here is
+    # explicit. check_same_thread=False: the runtime commits from a worker thread (to_thread).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+class SqliteStore:
+    """The :class:`~corral.controller.store.base.Store` over one SQLite file.
+
+    ``synchronous`` is the SQLite ``synchronous`` pragma; the default ``FULL`` makes a returned
+    ``commit`` survive power loss. ``migrations`` exists for tests of the migration machinery.
+    Writes are serialised on one connection; ``load`` and ``read_logs`` use a second one, so they
+    see committed state only and never wait behind a running commit.
+    """
+
+    MAX_LOG_BYTES_PER_STREAM: Final = codec.MAX_LOG_BYTES_PER_STREAM
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in _SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}, got {synchronous!r}")
+        self.path = str(path)
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._conn = _connect(self.path)
+        try:
+            # Refuse a newer file before changing anything in it (even its journal mode).
+            self._check_version(_user_version(self._conn), len(migrations))
+            in_memory = self.path == ":memory:"
+            journal = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if journal != "wal" and not in_memory:
+                # Without WAL, readers block the writer and group commit loses its point; some
+                # network file systems cannot do WAL at all. Better to refuse than to limp.
+                raise RuntimeError(f"{self.path}: SQLite could not enable WAL (journal_mode={journal})")
+            self._conn.execute(f"PRAGMA synchronous = {mode}")
+            self._migrate(migrations)
+            if in_memory:
+                # A second connection to ":memory:" would open another, empty, database.
+                self._reader, self._read_lock = self._conn, self._write_lock
+            else:
+                self._reader = _connect(self.path)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        """The ``user_version`` of the open database."""
+        with self._write_lock:
+            return _user_version(self._conn)
+
+    def _check_version(self, version: int, known: int) -> None:
+        if version > known:
+            raise SchemaVersionError(
+                f"{self.path} has schema version {version}, newer than the {known} this corral knows; "
+                "upgrade corral to open it"
+            )
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        db = sqlite_utils.Database(self._conn, recursive_triggers=False, execute_plugins=False)
+        # BEGIN IMMEDIATE takes the write lock before reading the version, so two processes
+        # opening the same old file cannot both run the same migration.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _user_version(self._conn)
+            self._check_version(version, len(migrations))
+            for migration in migrations[version:]:
+                migration(db)
+            if version != len(migrations):
+                self._conn.execute(f"PRAGMA user_version = {len(migrations)}")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    def load(self) -> Snapshot:
+        """Every row, read in one transaction so the snapshot is consistent."""
+        with self._read_lock:
+            conn = self._reader
+            conn.execute("BEGIN")
+            try:
+                snapshot = Snapshot(
+                    workflows=[codec.decode_workflow(r) for r in conn.execute(_SELECT["workflows"])],
+                    tasks=[codec.decode_task(r) for r in conn.execute(_SELECT["tasks"])],
+                    attempts=[codec.decode_attempt(r) for r in conn.execute(_SELECT["attempts"])],
+                    agents=[codec.decode_agent(r) for r in conn.execute(_SELECT["agents"])],
+                    meta=dict(conn.execute("SELECT key, value FROM meta")),
+                )
+            finally:
+                conn.execute("COMMIT")
+        return snapshot
+
+    def commit(self, batch: ChangeBatch) -> None:
+        """Write the whole batch in one ``BEGIN IMMEDIATE`` transaction, or nothing of it."""
+        if not batch:
+            return
+        # Encode everything first: a value that cannot be stored fails here, before the
+        # transaction starts, and the lock is held only for the writes themselves.
+        rows = {
+            "workflows": [codec.encode_workflow(w) for w in batch.workflows.values()],
+            "tasks": [codec.encode_task(t) for t in batch.tasks.values()],
+            "attempts": [codec.encode_attempt(a) for a in batch.attempts.values()],
+            "agents": [codec.encode_agent(a) for a in batch.agents.values()],
+        }
+        logs = codec.merge_log_chunks(batch.logs)
+        meta = [(str(k), str(v)) for k, v in batch.meta.items()]
+        with self._write_lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for table, table_rows in rows.items():
+                    if table_rows:
+                        conn.executemany(_UPSERT[table], table_rows)
+                if logs:
+                    self._append_logs(logs)
+                if meta:
+                    conn.executemany(_UPSERT_META, meta)
+                conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT may leave the transaction open; a constraint error inside
+                # executemany always does. Either way nothing of this batch may remain.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _append_logs(self, logs: dict[str, tuple[bytes, bytes, bool]]) -> None:
+        conn = self._conn
+        for attempt_id, (out, err, truncated) in logs.items():
+            for stream, data in ((_STDOUT, out), (_STDERR, err)):
+                if not data:
+                    continue
+                row = conn.execute(_LOG_SIZE, (attempt_id, stream)).fetchone()
+                stored = row[0] if row else 0
+                kept, cut = codec.fit_log(data, stored)
+                truncated = truncated or cut
+                if kept:
+                    conn.execute(_LOG_INSERT, (attempt_id, stream, stored, kept))
+            if truncated:
+                conn.execute(_LOG_MARK_TRUNCATED, (attempt_id,))
+
+    def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:
+        """Output of an attempt after the given byte offsets; empty for an unknown attempt."""
+        if stdout_offset < 0 or stderr_offset < 0:
+            raise ValueError("log offsets must not be negative")
+        with self._read_lock:
+            conn = self._reader
+            conn.execute("BEGIN")
+            try:
+                stdout = self._read_stream(attempt_id, _STDOUT, stdout_offset)
+                stderr = self._read_stream(attempt_id, _STDERR, stderr_offset)
+                truncated = conn.execute(_LOG_IS_TRUNCATED, (attempt_id,)).fetchone() is not None
+            finally:
+                conn.execute("COMMIT")
+        return LogChunk(attempt_id, stdout, stderr, truncated)
+
+    def _read_stream(self, attempt_id: str, stream: int, offset: int) -> bytes:
+        rows = self._reader.execute(_LOG_READ, (attempt_id, stream, offset)).fetchall()
+        if not rows:
+            return b""
+        # Chunks are contiguous, so the first one returned starts at or before ``offset``.
+        data = b"".join(chunk for _, chunk in rows)
+        return data[offset - rows[0][0] :]
+
+    def close(self) -> None:
+        """Close the connections; further calls fail. Closing twice is harmless."""
+        with self._write_lock:
+            self._conn.close()
+        if self._reader is not self._conn:
+            with self._read_lock:
+                self._reader.close()

@@ -1,0 +1,342 @@
+"""The only place domain objects become protobuf messages and back (spec conversion: wire_spec)."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from corral.controller.core import events as ev
+from corral.controller.core.analysis import ExecutionPlan, analyze
+from corral.controller.core.machine import Machine
+from corral.controller.core.model import (
+    Agent,
+    AgentState,
+    AttemptState,
+    Inventory,
+    Resources,
+    Task,
+    TaskState,
+    Workflow,
+    WorkflowEvent,
+    WorkflowState,
+)
+from corral.controller.core.placement import AgentView
+from corral.v1 import agent_pb2, orchestrator_pb2
+from corral.v1 import types_pb2 as pb
+
+__all__ = [
+    "AGENT_STATE_FROM_PB",
+    "AGENT_STATE_TO_PB",
+    "TASK_STATE_TO_PB",
+    "WORKFLOW_STATE_FROM_PB",
+    "WORKFLOW_STATE_TO_PB",
+    "agent_info",
+    "assignment_to_proto",
+    "event_to_proto",
+    "executed_plan",
+    "hello_from_proto",
+    "inventory_from_proto",
+    "plan_to_proto",
+    "resources_from_proto",
+    "resources_to_proto",
+    "task_event_from_proto",
+    "task_status",
+    "timestamp",
+    "workflow_result",
+    "workflow_status",
+    "workflow_summary",
+]
+
+TASK_STATE_TO_PB = {
+    TaskState.PENDING: pb.TASK_STATE_PENDING,
+    TaskState.READY: pb.TASK_STATE_READY,
+    TaskState.ASSIGNED: pb.TASK_STATE_ASSIGNED,
+    TaskState.RUNNING: pb.TASK_STATE_RUNNING,
+    TaskState.COMPLETED: pb.TASK_STATE_COMPLETED,
+    TaskState.FAILED: pb.TASK_STATE_FAILED,
+    TaskState.CANCELLED: pb.TASK_STATE_CANCELLED,
+    TaskState.SKIPPED: pb.TASK_STATE_SKIPPED,
+}
+WORKFLOW_STATE_TO_PB = {
+    WorkflowState.PENDING: pb.WORKFLOW_STATE_PENDING,
+    WorkflowState.RUNNING: pb.WORKFLOW_STATE_RUNNING,
+    WorkflowState.PAUSED: pb.WORKFLOW_STATE_PAUSED,
+    WorkflowState.CANCELLING: pb.WORKFLOW_STATE_CANCELLING,
+    WorkflowState.COMPLETED: pb.WORKFLOW_STATE_COMPLETED,
+    WorkflowState.FAILED: pb.WORKFLOW_STATE_FAILED,
+    WorkflowState.CANCELLED: pb.WORKFLOW_STATE_CANCELLED,
+}
+WORKFLOW_STATE_FROM_PB = {v: k for k, v in WORKFLOW_STATE_TO_PB.items()}
+AGENT_STATE_TO_PB = {
+    AgentState.CONNECTED: pb.AGENT_STATE_CONNECTED,
+    AgentState.DRAINING: pb.AGENT_STATE_DRAINING,
+    AgentState.LOST: pb.AGENT_STATE_LOST,
+    AgentState.DISCONNECTED: pb.AGENT_STATE_DISCONNECTED,
+}
+AGENT_STATE_FROM_PB = {v: k for k, v in AGENT_STATE_TO_PB.items()}
+_OUTCOME_FROM_PB = {
+    pb.ATTEMPT_OUTCOME_SUCCEEDED: AttemptState.SUCCEEDED,
+    pb.ATTEMPT_OUTCOME_FAILED: AttemptState.FAILED,
+    pb.ATTEMPT_OUTCOME_TIMED_OUT: AttemptState.TIMED_OUT,
+    pb.ATTEMPT_OUTCOME_CANCELLED: AttemptState.CANCELLED,
+}
+
+
+def timestamp(value: float | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    seconds = int(value)
+    stamp.seconds = seconds
+    stamp.nanos = int((value - seconds) * 1e9)
+    return stamp
+
+
+def seconds_of(stamp: Timestamp) -> float:
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def resources_to_proto(res: Resources) -> pb.ResourceRequirements:
+    return pb.ResourceRequirements(
+        cpu_cores=res.cpu_cores,
+        memory_mb=res.memory_mb,
+        disk_mb=res.disk_mb,
+        network_bandwidth_mbps=res.network_bandwidth_mbps,
+        gpu_count=res.gpu_count,
+        custom_resources=dict(res.custom),
+    )
+
+
+def resources_from_proto(message: pb.ResourceRequirements) -> Resources:
+    return Resources(
+        cpu_cores=message.cpu_cores,
+        memory_mb=message.memory_mb,
+        disk_mb=message.disk_mb,
+        network_bandwidth_mbps=message.network_bandwidth_mbps,
+        gpu_count=message.gpu_count,
+        custom=dict(message.custom_resources),
+    )
+
+
+def inventory_from_proto(message: pb.Inventory) -> Inventory:
+    gpu_ids = tuple(g.index for g in message.gpus) or tuple(range(message.gpu_count))
+    return Inventory(
+        capacity=Resources(
+            cpu_cores=message.cpu_cores,
+            memory_mb=message.memory_mb,
+            disk_mb=message.disk_mb,
+            network_bandwidth_mbps=message.network_bandwidth_mbps,
+            gpu_count=message.gpu_count,
+            custom=dict(message.custom_resources),
+        ),
+        slots=max(1, message.slots),
+        gpu_ids=gpu_ids,
+    )
+
+
+def inventory_to_proto(inventory: Inventory) -> pb.Inventory:
+    cap = inventory.capacity
+    return pb.Inventory(
+        cpu_cores=cap.cpu_cores,
+        memory_mb=cap.memory_mb,
+        disk_mb=cap.disk_mb,
+        network_bandwidth_mbps=cap.network_bandwidth_mbps,
+        gpu_count=cap.gpu_count,
+        gpus=[pb.GpuInfo(index=i) for i in inventory.gpu_ids],
+        custom_resources=dict(cap.custom),
+        slots=inventory.slots,
+    )
+
+
+def hello_from_proto(message: agent_pb2.Hello) -> ev.AgentHello:
+    return ev.AgentHello(
+        agent_id=message.agent_id or message.name,
+        name=message.name or message.agent_id,
+        hostname=message.hostname,
+        agent_types=tuple(message.agent_types),
+        labels=dict(message.labels),
+        inventory=inventory_from_proto(message.inventory),
+        running_attempt_ids=tuple(message.running_attempt_ids),
+        version=message.version,
+        draining=message.draining,
+    )
+
+
+def task_event_from_proto(
+    agent_id: str, session_epoch: int, message: agent_pb2.TaskEvent
+) -> ev.AttemptStarted | ev.AttemptFinished | None:
+    """A Started or Finished report as a machine event (Output and Checkpoint are handled apart)."""
+    kind = message.WhichOneof("kind")
+    at = seconds_of(message.at) if message.HasField("at") else None
+    if kind == "started":
+        return ev.AttemptStarted(agent_id, message.attempt_id, at)
+    if kind == "finished":
+        done = message.finished
+        return ev.AttemptFinished(
+            reporter=agent_id,
+            attempt_id=message.attempt_id,
+            outcome=_OUTCOME_FROM_PB.get(done.outcome, AttemptState.FAILED),
+            exit_code=done.exit_code,
+            result=done.result_json or None,
+            error=done.error,
+            retryable=done.retryable,
+            session_epoch=session_epoch,
+        )
+    return None
+
+
+def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
+    task = assignment.task
+    return pb.TaskAssignment(
+        attempt_id=assignment.attempt_id,
+        task_id=task.id,
+        workflow_id=task.workflow_id,
+        task_name=task.name,
+        agent_type=task.agent_type,
+        payload_json=task.payload,
+        resources=resources_to_proto(task.resources),
+        timeout_s=task.timeout_s or 0.0,
+        inputs_json=dict(assignment.inputs),
+        gpu_ids=assignment.gpu_ids,
+        attempt_number=assignment.attempt_number,
+    )
+
+
+def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: bool = False) -> pb.TaskStatus:
+    tasks = machine.tasks
+    message = pb.TaskStatus(
+        task_id=task.id,
+        name=task.name,
+        state=TASK_STATE_TO_PB[task.state],
+        agent_type=task.agent_type,
+        priority=task.priority,
+        attempts=task.attempts,
+        retries_used=task.retries_used,
+        attempt_id=task.current_attempt_id or "",
+        agent_id=task.agent_id or "",
+        result_json=task.result or b"",
+        error=task.error,
+        waiting_reason=reason,
+        created_at=timestamp(task.created_at),
+        started_at=timestamp(task.started_at),
+        finished_at=timestamp(task.finished_at),
+        dependencies=[tasks[d].name for d in task.dependencies],
+        workflow_id=task.workflow_id,
+        exit_code=task.exit_code or 0,
+        unschedulable=unschedulable,
+    )
+    return message
+
+
+def _counts(machine: Machine, workflow: Workflow) -> dict[str, int]:
+    return {str(state): n for state, n in machine.counts[workflow.id].items() if n}
+
+
+def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, now: float) -> pb.WorkflowStatus:
+    message = pb.WorkflowStatus(
+        workflow_id=workflow.id,
+        name=workflow.name,
+        state=WORKFLOW_STATE_TO_PB[workflow.state],
+        task_counts=_counts(machine, workflow),
+        created_at=timestamp(workflow.created_at),
+        started_at=timestamp(workflow.started_at),
+        finished_at=timestamp(workflow.finished_at),
+        error=workflow.error,
+        metadata_json=workflow.metadata,
+        labels=dict(workflow.labels),
+        task_total=len(workflow.task_ids),
+    )
+    if include_tasks:
+        tasks = [machine.tasks[t] for t in workflow.task_ids]
+        message.tasks.extend(
+            task_status(machine, task, reason, unschedulable)
+            for task, reason, unschedulable in machine.waiting_reasons(tasks, now)
+        )
+    return message
+
+
+def workflow_summary(machine: Machine, workflow: Workflow) -> pb.WorkflowSummary:
+    return pb.WorkflowSummary(
+        workflow_id=workflow.id,
+        name=workflow.name,
+        state=WORKFLOW_STATE_TO_PB[workflow.state],
+        task_counts=_counts(machine, workflow),
+        task_total=len(workflow.task_ids),
+        created_at=timestamp(workflow.created_at),
+        started_at=timestamp(workflow.started_at),
+        finished_at=timestamp(workflow.finished_at),
+    )
+
+
+def plan_to_proto(plan: ExecutionPlan) -> pb.ExecutionPlan:
+    return pb.ExecutionPlan(
+        stages=[
+            pb.ExecutionStage(
+                index=stage.index, task_names=stage.task_names, estimated_duration_s=stage.estimated_duration_s
+            )
+            for stage in plan.stages
+        ],
+        critical_path=plan.critical_path,
+        estimated_duration_s=plan.estimated_duration_s,
+        parallelism_factor=plan.parallelism_factor,
+        task_count=plan.task_count,
+        total_work_s=plan.total_work_s,
+    )
+
+
+def executed_plan(machine: Machine, workflow: Workflow) -> ExecutionPlan:
+    """The workflow's DAG weighted by measured run times (the critical path as executed)."""
+    tasks = [machine.tasks[t] for t in workflow.task_ids]
+    durations = [
+        (t.finished_at - t.started_at) if t.finished_at is not None and t.started_at is not None else 0.0 for t in tasks
+    ]
+    return analyze([t.name for t in tasks], [[machine.tasks[d].name for d in t.dependencies] for t in tasks], durations)
+
+
+def workflow_result(machine: Machine, workflow: Workflow, now: float) -> pb.WorkflowResult:
+    tasks = [machine.tasks[t] for t in workflow.task_ids]
+    start = workflow.started_at or workflow.created_at
+    end = workflow.finished_at or now
+    return pb.WorkflowResult(
+        workflow_id=workflow.id,
+        state=WORKFLOW_STATE_TO_PB[workflow.state],
+        results_json={t.name: t.result for t in tasks if t.state is TaskState.COMPLETED and t.result is not None},
+        tasks=[task_status(machine, t) for t in tasks],
+        critical_path=executed_plan(machine, workflow).critical_path,
+        duration_s=max(0.0, end - start),
+        error=workflow.error,
+    )
+
+
+def event_to_proto(event: WorkflowEvent) -> orchestrator_pb2.WorkflowEvent:
+    return orchestrator_pb2.WorkflowEvent(
+        seq=event.seq,
+        at=timestamp(event.at),
+        workflow_id=event.workflow_id,
+        workflow_state=WORKFLOW_STATE_TO_PB[event.workflow_state],
+        task_id=event.task_id,
+        task_name=event.task_name,
+        task_state=TASK_STATE_TO_PB[event.task_state] if event.task_state else pb.TASK_STATE_UNSPECIFIED,
+        attempt_id=event.attempt_id,
+        agent_id=event.agent_id,
+        message=event.message,
+    )
+
+
+def agent_info(agent: Agent, view: AgentView | None, running: int, usage: pb.Usage | None) -> pb.AgentInfo:
+    message = pb.AgentInfo(
+        agent_id=agent.id,
+        name=agent.name,
+        state=AGENT_STATE_TO_PB[agent.state],
+        agent_types=agent.agent_types,
+        labels=dict(agent.labels),
+        inventory=inventory_to_proto(agent.inventory),
+        allocated=resources_to_proto(view.allocated if view else Resources()),
+        running_attempts=running,
+        last_heartbeat=timestamp(agent.last_seen),
+        connected_at=timestamp(agent.connected_at),
+        hostname=agent.hostname,
+        version=agent.version,
+    )
+    if usage is not None:
+        message.usage.CopyFrom(usage)
+    return message

@@ -1,0 +1,151 @@
+"""Workflow specs on the wire: pydantic :mod:`spec` models <-> ``corral.v1`` protobuf messages.
+
+Used by both sides: the client SDK encodes, the rpc edge decodes and validates. Decoding never
+trusts the message: it rebuilds a plain mapping and runs it through :func:`spec.parse_workflow`,
+so every field error carries its path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from corral.controller.errors import InvalidArgument
+from corral.controller.spec import Limits, TaskSpec, WorkflowSpec, parse_workflow
+from corral.v1 import types_pb2 as pb
+
+__all__ = [
+    "TASK_TYPE_FROM_PB",
+    "TASK_TYPE_TO_PB",
+    "decode_json_field",
+    "spec_from_proto",
+    "spec_to_proto",
+    "task_spec_from_proto",
+    "task_spec_to_proto",
+]
+
+TASK_TYPE_TO_PB = {
+    "compute": pb.TASK_TYPE_COMPUTE,
+    "io": pb.TASK_TYPE_IO,
+    "network": pb.TASK_TYPE_NETWORK,
+    "hybrid": pb.TASK_TYPE_HYBRID,
+}
+TASK_TYPE_FROM_PB = {value: key for key, value in TASK_TYPE_TO_PB.items()}
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> pb.TaskSpec:
+    """Encode one validated task."""
+    message = pb.TaskSpec(
+        name=task.name,
+        type=TASK_TYPE_TO_PB[task.type],
+        agent_type=task.agent_type,
+        payload_json=_json_bytes(task.payload),
+        resources=pb.ResourceRequirements(
+            cpu_cores=task.resources.cpu_cores,
+            memory_mb=task.resources.memory_mb,
+            disk_mb=task.resources.disk_mb,
+            network_bandwidth_mbps=task.resources.network_bandwidth_mbps,
+            gpu_count=task.resources.gpu_count,
+            custom_resources=task.resources.custom_resources,
+        ),
+        retries=task.retries,
+        dependencies=task.dependencies,
+        constraints=task.constraints,
+        estimated_duration_s=task.estimated_duration,
+        retry_backoff_s=task.retry_backoff,
+    )
+    priority = task.priority if task.priority is not None else default_priority
+    if priority is not None:
+        message.priority = priority
+    if task.timeout is not None:
+        message.timeout_s = task.timeout
+    return message
+
+
+def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
+    """Encode a validated workflow for SubmitWorkflow / GetExecutionPlan / AnalyzeDependencies."""
+    message = pb.WorkflowSpec(
+        name=spec.name,
+        tasks=[task_spec_to_proto(task) for task in spec.tasks],
+        metadata_json=_json_bytes(spec.metadata),
+        labels=spec.labels,
+    )
+    if spec.priority is not None:
+        message.priority = spec.priority
+    return message
+
+
+def decode_json_field(raw: bytes, path: str, max_bytes: int, limit_name: str) -> Any:
+    """Decode a JSON ``bytes`` field of a message, enforcing its size limit before parsing."""
+    if not raw:
+        return None
+    if len(raw) > max_bytes:
+        raise InvalidArgument.field(path, f"{len(raw)} bytes, over the {limit_name}={max_bytes} bytes limit")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgument.field(path, f"not valid JSON: {exc}") from None
+
+
+def _task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
+    payload = decode_json_field(
+        message.payload_json, f"{path}.payload", Limits.max_payload_bytes, "max_payload_bytes"
+    )
+    res = message.resources
+    data: dict[str, Any] = {
+        "name": message.name,
+        "agent_type": message.agent_type or "shell",
+        "payload": {} if payload is None else payload,
+        "resources": {
+            "cpu_cores": res.cpu_cores,
+            "memory_mb": res.memory_mb,
+            "disk_mb": res.disk_mb,
+            "network_bandwidth_mbps": res.network_bandwidth_mbps,
+            "gpu_count": res.gpu_count,
+            "custom_resources": dict(res.custom_resources),
+        },
+        "dependencies": list(message.dependencies),
+        "constraints": dict(message.constraints),
+        "estimated_duration": message.estimated_duration_s,
+    }
+    if message.type != pb.TASK_TYPE_UNSPECIFIED:
+        data["type"] = TASK_TYPE_FROM_PB.get(message.type, f"unknown({message.type})")
+    if message.HasField("priority"):
+        data["priority"] = message.priority
+    if message.HasField("timeout_s"):
+        data["timeout"] = message.timeout_s
+    if message.HasField("retries"):
+        data["retries"] = message.retries
+    if message.HasField("retry_backoff_s"):
+        data["retry_backoff"] = message.retry_backoff_s
+    return data
+
+
+def spec_from_proto(message: pb.WorkflowSpec) -> WorkflowSpec:
+    """Decode and fully validate a workflow message; raise InvalidArgument with field paths."""
+    if len(message.tasks) > Limits.max_tasks:
+        raise InvalidArgument.field(
+            "spec.tasks", f"{len(message.tasks)} tasks, over max_tasks={Limits.max_tasks}"
+        )
+    metadata = decode_json_field(
+        message.metadata_json, "spec.metadata", Limits.max_metadata_bytes, "max_metadata_bytes"
+    )
+    data: dict[str, Any] = {
+        "name": message.name,
+        "tasks": [_task_mapping(task, f"tasks[{i}]") for i, task in enumerate(message.tasks)],
+        "metadata": {} if metadata is None else metadata,
+        "labels": dict(message.labels),
+    }
+    if message.HasField("priority"):
+        data["priority"] = message.priority
+    return parse_workflow(data)
+
+
+def task_spec_from_proto(message: pb.TaskSpec) -> TaskSpec:
+    """Decode and validate a standalone task (Scheduler.ScheduleTask) as a one-task workflow."""
+    spec = parse_workflow({"name": message.name or "task", "tasks": [_task_mapping(message, "task")]})
+    return spec.tasks[0]

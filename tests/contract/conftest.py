@@ -1,0 +1,63 @@
+"""Fixtures of the storage contract suite: every backend behind one ``Backend`` handle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from corral.controller.store.base import Store
+from corral.controller.store.memory import MemoryStore
+from corral.controller.store.sqlite import SqliteStore
+
+__all__ = ["Backend"]
+
+
+@dataclass
+class Backend:
+    """Opens a store of one kind and, for durable kinds, reopens it from disk."""
+
+    name: str
+    open_store: Callable[[], Store]
+    durable: bool
+    store: Store = field(init=False)
+    _opened: list[Store] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = self._open()
+
+    def _open(self) -> Store:
+        store = self.open_store()
+        self._opened.append(store)
+        return store
+
+    def reopen(self) -> Store:
+        """The same data through a fresh store: close and reopen for SQLite, the same object in memory."""
+        if self.durable:
+            self.store.close()
+            self.store = self._open()
+        return self.store
+
+    def close_all(self) -> None:
+        for store in self._opened:
+            store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "memory":
+        b = Backend("memory", MemoryStore, durable=False)
+    else:
+        path = tmp_path / "corral.db"
+        b = Backend("sqlite", lambda: SqliteStore(path), durable=True)
+    try:
+        yield b
+    finally:
+        b.close_all()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.store
