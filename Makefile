@@ -23,12 +23,13 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check controller agent tests bench protos/corral/__init__.py
-	$(BIN)/ruff format --check controller agent tests bench protos/corral/__init__.py
+	$(BIN)/ruff check controller agent tests bench examples protos/corral/__init__.py
+	$(BIN)/ruff format --check controller agent tests bench examples protos/corral/__init__.py
 
 typecheck: $(STAMP)
 	tools/mypy_tree.sh >/dev/null
 	$(BIN)/mypy -p corral.controller -p corral.agent
+	MYPYPATH=examples $(BIN)/mypy examples tests/cluster tests/test_deploy.py tests/e2e/test_demo.py
 
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -37,7 +38,7 @@ protos: $(STAMP)
 	tools/gen_protos.sh
 
 demo: $(STAMP)
-	$(BIN)/python -m corral.controller.demo
+	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -109,6 +110,9 @@ async def _wait_failure(runtime: Runtime) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The controller holds many long-lived records and allocates in bursts (a 20k-task submission);
+    # the default thresholds would rescan the whole heap many times per burst.
+    gc.set_threshold(100_000, 50, 1000)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from corral.controller.core.graph import graph_problems
 from corral.controller.errors import FieldViolation, InvalidArgument
@@ -157,10 +166,16 @@ class TaskSpec(_Strict):
     def _seconds(cls, value: float) -> float:
         return _finite(value, "seconds", Limits.max_timeout_s)
 
+    _payload_json: bytes | None = PrivateAttr(default=None)
+
     @field_validator("payload")
     @classmethod
-    def _payload(cls, value: dict[str, Any]) -> dict[str, Any]:
-        check_json_value(value, "payload", Limits.max_payload_bytes, "max_payload_bytes")
+    def _payload(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.context and info.context.get("payload_size_checked"):
+            if _json_depth(value) > Limits.max_json_depth:
+                raise ValueError(f"payload nests deeper than max_json_depth={Limits.max_json_depth}")
+        else:
+            check_json_value(value, "payload", Limits.max_payload_bytes, "max_payload_bytes")
         return value
 
     @model_validator(mode="after")
@@ -170,9 +185,7 @@ class TaskSpec(_Strict):
             command = payload.get("command")
             shell = payload.get("shell")
             if (command is None) == (shell is None):
-                raise ValueError(
-                    "a shell task's payload needs exactly one of 'command' (argv list) or 'shell'"
-                )
+                raise ValueError("a shell task's payload needs exactly one of 'command' (argv list) or 'shell'")
             if command is not None and (
                 not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command)
             ):
@@ -191,14 +204,19 @@ class TaskSpec(_Strict):
         return self
 
     def payload_json(self) -> bytes:
+        """The payload as JSON: the bytes it arrived as when it came off the wire."""
+        if self._payload_json is not None:
+            return self._payload_json
         return json.dumps(self.payload, separators=(",", ":")).encode()
+
+    def keep_payload_json(self, raw: bytes) -> None:
+        """Remember the encoded payload it was decoded from, to store and forward it unchanged."""
+        self._payload_json = raw
 
 
 def _check_env_cwd(payload: Mapping[str, Any]) -> None:
     env = payload.get("env", {})
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-    ):
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise ValueError("payload.env must map strings to strings")
     cwd = payload.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
@@ -249,12 +267,16 @@ def _violations(exc: ValidationError) -> list[FieldViolation]:
     return result
 
 
-def parse_workflow(data: Any) -> WorkflowSpec:
-    """Validate a mapping as a workflow, structure and graph; raise InvalidArgument with every problem."""
+def parse_workflow(data: Any, *, payload_size_checked: bool = False) -> WorkflowSpec:
+    """Validate a mapping as a workflow, structure and graph; raise InvalidArgument with every problem.
+
+    ``payload_size_checked`` says the caller already enforced max_payload_bytes on the encoded
+    payloads (the wire does, on the bytes it received), which spares re-encoding every payload.
+    """
     if not isinstance(data, Mapping):
         raise InvalidArgument.field("", "a workflow must be a mapping with 'name' and 'tasks'")
     try:
-        spec = WorkflowSpec.model_validate(data)
+        spec = WorkflowSpec.model_validate(data, context={"payload_size_checked": payload_size_checked})
     except ValidationError as exc:
         raise InvalidArgument(_violations(exc)) from None
     problems = graph_problems([t.name for t in spec.tasks], [t.dependencies for t in spec.tasks])

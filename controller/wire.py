@@ -78,6 +78,7 @@ _OUTCOME_FROM_PB = {
     pb.ATTEMPT_OUTCOME_FAILED: AttemptState.FAILED,
     pb.ATTEMPT_OUTCOME_TIMED_OUT: AttemptState.TIMED_OUT,
     pb.ATTEMPT_OUTCOME_CANCELLED: AttemptState.CANCELLED,
+    pb.ATTEMPT_OUTCOME_LOST: AttemptState.LOST,
 }
 
 
@@ -180,6 +181,7 @@ def task_event_from_proto(
             error=done.error,
             retryable=done.retryable,
             session_epoch=session_epoch,
+            at=at,
         )
     return None
 

@@ -92,26 +92,29 @@ def decode_json_field(raw: bytes, path: str, max_bytes: int, limit_name: str) ->
 
 
 def _task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
-    payload = decode_json_field(
-        message.payload_json, f"{path}.payload", Limits.max_payload_bytes, "max_payload_bytes"
-    )
-    res = message.resources
+    """A task message as the mapping the pydantic model validates; defaults are left out (cheaper)."""
+    payload = decode_json_field(message.payload_json, f"{path}.payload", Limits.max_payload_bytes, "max_payload_bytes")
     data: dict[str, Any] = {
         "name": message.name,
         "agent_type": message.agent_type or "shell",
         "payload": {} if payload is None else payload,
-        "resources": {
+    }
+    if message.HasField("resources"):
+        res = message.resources
+        data["resources"] = {
             "cpu_cores": res.cpu_cores,
             "memory_mb": res.memory_mb,
             "disk_mb": res.disk_mb,
             "network_bandwidth_mbps": res.network_bandwidth_mbps,
             "gpu_count": res.gpu_count,
             "custom_resources": dict(res.custom_resources),
-        },
-        "dependencies": list(message.dependencies),
-        "constraints": dict(message.constraints),
-        "estimated_duration": message.estimated_duration_s,
-    }
+        }
+    if message.dependencies:
+        data["dependencies"] = list(message.dependencies)
+    if message.constraints:
+        data["constraints"] = dict(message.constraints)
+    if message.estimated_duration_s:
+        data["estimated_duration"] = message.estimated_duration_s
     if message.type != pb.TASK_TYPE_UNSPECIFIED:
         data["type"] = TASK_TYPE_FROM_PB.get(message.type, f"unknown({message.type})")
     if message.HasField("priority"):
@@ -128,9 +131,7 @@ def _task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
 def spec_from_proto(message: pb.WorkflowSpec) -> WorkflowSpec:
     """Decode and fully validate a workflow message; raise InvalidArgument with field paths."""
     if len(message.tasks) > Limits.max_tasks:
-        raise InvalidArgument.field(
-            "spec.tasks", f"{len(message.tasks)} tasks, over max_tasks={Limits.max_tasks}"
-        )
+        raise InvalidArgument.field("spec.tasks", f"{len(message.tasks)} tasks, over max_tasks={Limits.max_tasks}")
     metadata = decode_json_field(
         message.metadata_json, "spec.metadata", Limits.max_metadata_bytes, "max_metadata_bytes"
     )
@@ -142,7 +143,11 @@ def spec_from_proto(message: pb.WorkflowSpec) -> WorkflowSpec:
     }
     if message.HasField("priority"):
         data["priority"] = message.priority
-    return parse_workflow(data)
+    # Payload sizes were checked on the raw bytes above; the model need not re-encode them.
+    spec = parse_workflow(data, payload_size_checked=True)
+    for task, raw in zip(spec.tasks, message.tasks, strict=True):
+        task.keep_payload_json(raw.payload_json or b"{}")
+    return spec
 
 
 def task_spec_from_proto(message: pb.TaskSpec) -> TaskSpec:

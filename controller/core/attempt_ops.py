@@ -98,12 +98,13 @@ class AttemptOps(WorkflowOps):
             return None
         return attempt
 
-    def mark_running(self, attempt: Attempt, task: Task, now: float) -> None:
+    def mark_running(self, attempt: Attempt, task: Task, now: float, at: float | None = None) -> None:
+        """``at`` is the start time by the agent's clock, when it said (reports arrive batched)."""
         if attempt.state is A.ASSIGNED:
             move_attempt(attempt, A.RUNNING)
-        attempt.started_at = now
+        attempt.started_at = at if at is not None else now
         self.touch_attempt(attempt)
-        task.started_at = now
+        task.started_at = attempt.started_at
         if task.state is T.ASSIGNED:
             self.set_task_state(task, T.RUNNING, now)
 
@@ -115,7 +116,7 @@ class AttemptOps(WorkflowOps):
         if attempt.state is A.RUNNING:
             return True
         task = self.tasks[attempt.task_id]
-        self.mark_running(attempt, task, now)
+        self.mark_running(attempt, task, now, event.at)
         if task.timeout_s:
             # Backstop only: the agent enforces the timeout itself and reports TIMED_OUT.
             self.deadlines[attempt.id] = now + task.timeout_s + self.config.kill_grace_s + self.config.lease_s
@@ -129,6 +130,8 @@ class AttemptOps(WorkflowOps):
         task = self.tasks[attempt.task_id]
         workflow = self.workflows[task.workflow_id]
         attempt.exit_code = event.exit_code
+        if attempt.started_at is not None and event.at is not None and not attempt.pulled:
+            self.observe_run_time(attempt.agent_id, max(0.0, event.at - attempt.started_at))
         task.exit_code = event.exit_code
         if event.outcome is A.SUCCEEDED:
             self.end_attempt(attempt, A.SUCCEEDED, now)
@@ -141,9 +144,10 @@ class AttemptOps(WorkflowOps):
             self.end_attempt(attempt, event.outcome, now, event.error)
             task.finished_at = now
             self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
-        elif event.outcome is A.CANCELLED:
-            # Stopped by its agent (drain, shutdown) rather than by us: run it elsewhere, free of charge.
-            self.end_attempt(attempt, A.CANCELLED, now, event.error or "stopped by its agent")
+        elif event.outcome in (A.CANCELLED, A.LOST):
+            # Given back or stopped by its agent (drain, shutdown) rather than by us: run it
+            # elsewhere, without spending a retry.
+            self.end_attempt(attempt, event.outcome, now, event.error or "given back by its agent")
             self.make_ready(task, now)
         else:
             self.fail_attempt(attempt, task, event.outcome, event.error, event.retryable, now)

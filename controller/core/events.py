@@ -24,6 +24,7 @@ __all__ = [
     "AttemptStarted",
     "CancelAttempts",
     "CancelWorkflow",
+    "Disconnect",
     "DrainAgent",
     "DrainOrder",
     "Event",
@@ -126,6 +127,7 @@ class AttemptFinished:
     error: str = ""
     retryable: bool = True
     session_epoch: int | None = None  # set for agent reports, which are acknowledged
+    at: float | None = None  # when it ended, by the reporter's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,14 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Close that session's stream: the agent was declared lost and must say Hello again."""
+
+    agent_id: str
+    session_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     event: WorkflowEvent
 
@@ -216,4 +226,4 @@ class WorkflowDone:
     workflow_id: str
 
 
-Action = Assign | CancelAttempts | DrainOrder | Ack | Publish | WorkflowDone
+Action = Assign | CancelAttempts | DrainOrder | Ack | Disconnect | Publish | WorkflowDone

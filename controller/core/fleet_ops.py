@@ -7,6 +7,7 @@ from corral.controller.core.events import (
     AgentGone,
     AgentHeartbeat,
     AgentHello,
+    Disconnect,
     DrainAgent,
     DrainOrder,
     Welcome,
@@ -113,6 +114,10 @@ class FleetOps(AttemptOps):
             held = self.active.get(agent.id)
             if agent.state is S.DISCONNECTED and not held:
                 continue  # left cleanly with nothing running
+            if agent.state is not S.DISCONNECTED:
+                # A partition may leave its stream open: close it so the agent must reconnect,
+                # and learn in the Welcome which of its attempts were moved elsewhere.
+                self.emit(Disconnect(agent.id, agent.session_epoch))
             agent.state = S.LOST
             self.views.pop(agent.id, None)
             self.touch_agent(agent)

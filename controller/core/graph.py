@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import networkx as nx
-
 from corral.controller.errors import FieldViolation
 
-__all__ = ["graph_problems"]
+__all__ = ["find_cycle", "graph_problems"]
 
 
 def graph_problems(names: Sequence[str], dependencies: Sequence[Sequence[str]]) -> list[FieldViolation]:
@@ -24,8 +22,7 @@ def graph_problems(names: Sequence[str], dependencies: Sequence[Sequence[str]]) 
             problems.append(FieldViolation(f"tasks[{i}].name", f"duplicate task name {name!r}"))
         else:
             index[name] = i
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    graph.add_nodes_from(index)
+    children: dict[str, list[str]] = {name: [] for name in index}
     for i, deps in enumerate(dependencies):
         seen: set[str] = set()
         for j, dep in enumerate(deps):
@@ -37,15 +34,49 @@ def graph_problems(names: Sequence[str], dependencies: Sequence[Sequence[str]]) 
             elif dep not in index:
                 problems.append(FieldViolation(path, f"unknown task {dep!r}"))
             else:
-                graph.add_edge(dep, names[i])
+                children[dep].append(names[i])
             seen.add(dep)
     if not problems:
-        try:
-            cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            cycle = []
-        if cycle:
-            loop = [edge[0] for edge in cycle] + [cycle[0][0]]
+        loop = find_cycle(children)
+        if loop:
             first = index[loop[1]]
             problems.append(FieldViolation(f"tasks[{first}].dependencies", "dependency cycle: " + " -> ".join(loop)))
     return problems
+
+
+def find_cycle(children: dict[str, list[str]]) -> list[str]:
+    """One cycle as ``[a, b, ..., a]`` (edges parent -> child), or ``[]`` for a DAG. O(V + E).
+
+    Kahn's algorithm peels off everything that is not on or behind a cycle; a walk through what
+    remains must then run into itself.
+    """
+    indegree = dict.fromkeys(children, 0)
+    for kids in children.values():
+        for kid in kids:
+            indegree[kid] += 1
+    ready = [node for node, degree in indegree.items() if degree == 0]
+    while ready:
+        node = ready.pop()
+        for kid in children[node]:
+            indegree[kid] -= 1
+            if indegree[kid] == 0:
+                ready.append(kid)
+    left = {node for node, degree in indegree.items() if degree > 0}
+    if not left:
+        return []
+    # Every remaining node has a remaining parent, so walking parents never dead-ends.
+    parents: dict[str, str] = {}
+    for node in left:
+        for kid in children[node]:
+            if kid in left:
+                parents.setdefault(kid, node)
+    node = min(left)
+    order: dict[str, int] = {}
+    walk: list[str] = []
+    while node not in order:
+        order[node] = len(walk)
+        walk.append(node)
+        node = parents[node]
+    cycle = walk[order[node] :]
+    cycle.reverse()  # parents were walked: reverse to read in dependency direction
+    return [*cycle, cycle[0]]

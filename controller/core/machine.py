@@ -157,7 +157,8 @@ class Machine(FleetOps):
             if task.state is not T.READY:
                 yield task, "", False
                 continue
-            key = (task.agent_type, task.resources, tuple(sorted(task.constraints.items())))
+            res = task.resources
+            key = (task.agent_type, repr(res), tuple(sorted(task.constraints.items())))
             if key not in cache:
                 summary, _ = explain(self.demand(task), views)
                 cache[key] = (summary, bool(summary) and not summary.startswith("waiting for free capacity"))

@@ -7,7 +7,7 @@ one transaction, and actions are collected until the runtime takes them after th
 
 from __future__ import annotations
 
-import copy
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -43,7 +43,11 @@ class MachineConfig:
     adopt_grace_s: float = 30.0  # after boot: no agent is lost, unreported attempts wait this long
     reconnect_grace_s: float = 5.0  # after a Hello: attempts it did not report may still be finishing
     kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL for cancels and timeouts
-    prefetch: int = 1  # attempts queued on an agent beyond its slots
+    prefetch: int = 1  # attempts queued on an agent beyond its slots, at least
+    max_prefetch: int = 64
+    # How long the report -> commit -> assign loop may take without an agent running dry: the
+    # prefetch grows until the queued work lasts this long at the agent's measured task rate.
+    pipeline_s: float = 0.01
     ageing_per_s: float = 0.5  # priority points gained per second of waiting
     max_backoff_s: float = 300.0
     backoff_jitter: float = 0.25  # +- fraction of the backoff
@@ -80,6 +84,7 @@ class MachineState:
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
         self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
         self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop
+        self.task_seconds: dict[str, float] = {}  # agent id -> moving average of its attempt run time
         self.watched: set[str] = set()  # workflow ids with watchers: only these publish events
         self.epoch = 0
         self.event_seq = 0
@@ -147,12 +152,16 @@ class MachineState:
         return actions
 
     def take_changes(self) -> ChangeBatch:
-        """This tick's changed records as copies, so the commit may run while the state moves on."""
+        """This tick's changed records.
+
+        The records are the live objects, not copies: the runtime touches the machine only between
+        commits, so nothing changes them while the store encodes them.
+        """
         batch = ChangeBatch(
-            workflows={k: copy.copy(v) for k, v in self._dirty_workflows.items()},
-            tasks={k: copy.copy(v) for k, v in self._dirty_tasks.items()},
-            attempts={k: copy.copy(v) for k, v in self._dirty_attempts.items()},
-            agents={k: copy.copy(v) for k, v in self._dirty_agents.items()},
+            workflows=self._dirty_workflows,
+            tasks=self._dirty_tasks,
+            attempts=self._dirty_attempts,
+            agents=self._dirty_agents,
             logs=self._logs,
             meta=self._meta,
         )
@@ -260,7 +269,29 @@ class MachineState:
             allocated=allocated,
             outstanding=len(held),
             used_gpu_ids=[g for attempt in held for g in attempt.gpu_ids],
-            prefetch=self.config.prefetch,
+            prefetch=self.prefetch_for(agent.id, agent.inventory.slots),
         )
         self.views[agent.id] = view
         return view
+
+    def prefetch_for(self, agent_id: str, slots: int) -> int:
+        """Attempts to queue on an agent beyond its slots so it never waits for the controller.
+
+        Long tasks need one spare per slot at most; tiny ones need enough to cover the control
+        loop's latency at the rate the agent finishes them.
+        """
+        seconds = self.task_seconds.get(agent_id)
+        floor = max(self.config.prefetch, 0)
+        if seconds is None:
+            return max(floor, min(slots, self.config.max_prefetch))
+        wanted = math.ceil(slots * self.config.pipeline_s / max(seconds, 1e-5))
+        return max(floor, min(wanted, self.config.max_prefetch))
+
+    def observe_run_time(self, agent_id: str, seconds: float) -> None:
+        """Feed an attempt's run time into its agent's average and resize the agent's window."""
+        previous = self.task_seconds.get(agent_id)
+        average = seconds if previous is None else previous * 0.9 + seconds * 0.1
+        self.task_seconds[agent_id] = average
+        view = self.views.get(agent_id)
+        if view is not None:
+            view.window = view.slots + self.prefetch_for(agent_id, view.slots)

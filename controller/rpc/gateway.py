@@ -35,6 +35,7 @@ _MAX_EVENTS = 10_000
 def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
     """Send a tick's agent actions, merged into one message per agent and kind."""
     assigns: dict[str, list[Any]] = {}
+    acks: dict[str, list[str]] = {}
     for action in actions:
         session = runtime.sessions.get(getattr(action, "agent_id", ""))
         if session is None:
@@ -47,8 +48,16 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
                     cancel=pb.Cancel(attempt_ids=action.attempt_ids, force=action.force, grace_s=action.grace_s)
                 )
             )
+        elif isinstance(action, ev.Ack):
+            if session.epoch == action.session_epoch:
+                acks.setdefault(action.agent_id, []).extend(action.attempt_ids)
+        elif isinstance(action, ev.Disconnect):
+            if session.epoch == action.session_epoch:
+                session.close()
         elif isinstance(action, ev.DrainOrder):
             session.send(pb.ControllerMessage(drain=pb.Drain(grace_s=action.grace_s)))
+    for agent_id, ids in acks.items():
+        runtime.sessions[agent_id].send(pb.ControllerMessage(ack=pb.Ack(attempt_ids=ids)))
     for agent_id, assignments in assigns.items():
         runtime.sessions[agent_id].send(pb.ControllerMessage(assign=pb.Assign(assignments=assignments)))
 
@@ -136,16 +145,23 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         self.rt.usage[session.agent_id] = beat.usage
         inventory = wire.inventory_from_proto(beat.inventory) if beat.HasField("inventory") else None
         event = ev.AgentHeartbeat(session.agent_id, session.epoch, beat.draining, inventory)
-        self.rt.post(lambda m, now: m.heartbeat(event, now))
+        accepted = self.rt.post(lambda m, now: m.heartbeat(event, now))
+
+        def close_if_stale(done: asyncio.Future[Any]) -> None:
+            # A session the controller no longer accepts (lost, or replaced) must reconnect.
+            if not done.cancelled() and done.exception() is None and done.result() is False:
+                session.close()
+
+        accepted.add_done_callback(close_if_stale)
 
     def _events(self, session: AgentSession, batch: pb.TaskEvents) -> None:
         events = list(batch.events[:_MAX_EVENTS])
         agent_id, epoch = session.agent_id, session.epoch
 
-        def apply(machine: Machine, now: float) -> list[str]:
+        def apply(machine: Machine, now: float) -> None:
             agent = machine.current(agent_id, epoch)
             if agent is None:
-                return []  # a stale session: its reports wait for the agent's next connection
+                return  # a stale session: its reports wait for the agent's next connection
             agent.last_seen = now
             finished: list[str] = []
             for message in events:
@@ -166,18 +182,11 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
                         log.info("rejected a stale report for attempt %s from %s", report.attempt_id, agent_id)
                 else:
                     machine.started(report, now)
-            return finished
+            if finished:
+                # Acked after this tick commits, merged with the tick's other acks for this agent.
+                machine.emit(ev.Ack(agent_id, epoch, finished))
 
-        future = self.rt.post(apply)
-
-        def ack(done: asyncio.Future[Any]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            ids = done.result()
-            if ids:
-                session.send(pb.ControllerMessage(ack=pb.Ack(attempt_ids=ids)))
-
-        future.add_done_callback(ack)
+        self.rt.post(apply)
 
 
 def _enforce_result_limit(report: ev.AttemptFinished) -> ev.AttemptFinished:

@@ -65,7 +65,10 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         rt = self.rt
 
         def start(machine: Machine, now: float) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[None] | None]:
-            workflow = machine.start(workflow_id_of(machine, request.workflow_id), now)
+            workflow = machine.workflows[workflow_id_of(machine, request.workflow_id)]
+            # Waiting on a workflow that already ended just returns its result.
+            if not (request.wait and workflow.state.terminal):
+                machine.start(workflow.id, now)
             waiter = rt.waiter(workflow.id) if request.wait and not workflow.state.terminal else None
             return workflow.id, wire.workflow_status(machine, workflow, False, now), waiter
 
@@ -79,10 +82,13 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
 
         def finish(machine: Machine, now: float) -> pb.ExecuteWorkflowResponse:
             workflow = machine.workflows[workflow_id]
-            response = pb.ExecuteWorkflowResponse(status=wire.workflow_status(machine, workflow, True, now))
             if workflow.state.terminal:
-                response.result.CopyFrom(wire.workflow_result(machine, workflow, now))
-            return response
+                # The result carries every task; the status stays a summary to halve the message.
+                return pb.ExecuteWorkflowResponse(
+                    status=wire.workflow_status(machine, workflow, False, now),
+                    result=wire.workflow_result(machine, workflow, now),
+                )
+            return pb.ExecuteWorkflowResponse(status=wire.workflow_status(machine, workflow, True, now))
 
         return await rt.call(finish)
 

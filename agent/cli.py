@@ -1,0 +1,142 @@
+"""Command line of the agent: ``python -m corral.agent`` (and ``corral agent ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import structlog
+
+from corral.agent.config import DEFAULT_CONTROLLER, KNOWN_AGENT_TYPES, AgentConfig
+from corral.agent.daemon import Agent
+
+__all__ = ["build_parser", "config_from_args", "configure_logging", "main"]
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _types(text: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not types:
+        raise argparse.ArgumentTypeError("at least one agent type")
+    return types
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (shared with ``corral agent``)."""
+    parser = argparse.ArgumentParser(
+        prog="corral agent",
+        description="Run the corral agent: report this machine to a controller and run its tasks.",
+    )
+    parser.add_argument("--controller", default=DEFAULT_CONTROLLER, metavar="HOST:PORT", help="controller address")
+    parser.add_argument("--name", default=None, help="agent name and id (default: the hostname)")
+    parser.add_argument(
+        "--slots", type=_positive, default=None, help="attempts run at once (default: number of CPU cores)"
+    )
+    parser.add_argument("--gpus", type=_non_negative, default=None, help="declare N GPUs (default: probe NVML)")
+    parser.add_argument(
+        "--label", type=_label, action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)"
+    )
+    parser.add_argument(
+        "--types",
+        type=_types,
+        default=KNOWN_AGENT_TYPES,
+        metavar="TYPE[,TYPE]",
+        help="agent types offered (default: shell,python)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="default task cwd and disk inventory (default: $XDG_STATE_HOME/corral/agents/NAME)",
+    )
+    parser.add_argument(
+        "--python-workers", type=_non_negative, default=None, help="warm python workers (default: slots)"
+    )
+    parser.add_argument("--drain-grace", type=_seconds, default=30.0, metavar="SECONDS", help="default 30")
+    parser.add_argument(
+        "--kill-grace", type=_seconds, default=10.0, metavar="SECONDS", help="SIGTERM to SIGKILL grace, default 10"
+    )
+    parser.add_argument("--log-level", choices=_LEVELS, default="info")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    """Turn parsed arguments into the agent's settings."""
+    return AgentConfig(
+        controller=args.controller,
+        name=args.name or socket.gethostname(),
+        slots=args.slots or os.cpu_count() or 1,
+        gpus=args.gpus,
+        labels=dict(args.label),
+        agent_types=args.types,
+        work_dir=args.work_dir,
+        python_workers=args.python_workers,
+        drain_grace_s=args.drain_grace,
+        kill_grace_s=args.kill_grace,
+        log_level=args.log_level,
+    )
+
+
+def configure_logging(level: str) -> None:
+    """structlog to stderr, one line per event."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the agent until it is drained or killed; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"corral agent: {exc}", file=sys.stderr)
+        return 2
+    unknown = [t for t in config.agent_types if t not in KNOWN_AGENT_TYPES]
+    if unknown:
+        print(f"corral agent: unknown agent types: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    return asyncio.run(Agent(config).run(install_signals=True))

@@ -1,0 +1,141 @@
+"""Task events waiting to be sent, and Finished reports kept until the controller acknowledges them.
+
+One sender drains :meth:`Outbox.take` whenever :meth:`Outbox.wait` wakes it, so an idle agent
+reports at once and a busy one sends big batches, without any timer. Finished reports stay in
+``unacked`` until an Ack names them; after a reconnect they are all queued again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from google.protobuf import timestamp_pb2
+
+from corral.agent.attempt import AttemptResult
+from corral.v1 import agent_pb2
+
+__all__ = ["DEFAULT_OUTPUT_BACKLOG", "Outbox"]
+
+DEFAULT_OUTPUT_BACKLOG = 16 << 20
+
+_TaskEvent = agent_pb2.TaskEvent
+_Timestamp = timestamp_pb2.Timestamp
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    ns = time.time_ns()
+    return _Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+class Outbox:
+    """The agent's outgoing task events (an implementation of the runners' event sink)."""
+
+    def __init__(self, output_backlog: int = DEFAULT_OUTPUT_BACKLOG) -> None:
+        self._pending: list[agent_pb2.TaskEvent] = []
+        self._unacked: dict[str, agent_pb2.TaskEvent] = {}
+        self._wake = asyncio.Event()
+        self._output_bytes = 0
+        self._output_backlog = output_backlog
+        self.dropped_output = 0
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def started(self, attempt_id: str, pid: int) -> None:
+        """An attempt's process started."""
+        self._push(_TaskEvent(attempt_id=attempt_id, at=_now(), started=agent_pb2.Started(pid=pid)))
+
+    def output(self, attempt_id: str, stdout: bytes, stderr: bytes, truncated: bool) -> None:
+        """New output of a running attempt; dropped when too much is already waiting (disconnected)."""
+        size = len(stdout) + len(stderr)
+        if self._output_bytes + size > self._output_backlog:
+            self.dropped_output += 1
+            return
+        self._output_bytes += size
+        output = agent_pb2.Output(stdout=stdout, stderr=stderr, truncated=truncated)
+        self._push(_TaskEvent(attempt_id=attempt_id, at=_now(), output=output))
+
+    def finished(self, attempt_id: str, result: AttemptResult) -> None:
+        """An attempt ended: report it, and keep the report until it is acknowledged."""
+        finished = agent_pb2.Finished(
+            outcome=result.outcome,  # type: ignore[arg-type]
+            exit_code=result.exit_code,
+            result_json=result.result_json,
+            error=result.error,
+            retryable=result.retryable,
+        )
+        event = _TaskEvent(attempt_id=attempt_id, at=_now(), finished=finished)
+        self._unacked[attempt_id] = event
+        self._push(event)
+
+    def _push(self, event: agent_pb2.TaskEvent) -> None:
+        self._pending.append(event)
+        self._wake.set()
+
+    # -- the sender ----------------------------------------------------------------------------
+
+    def take(self) -> list[agent_pb2.TaskEvent]:
+        """Everything pending, in order (and clear it)."""
+        events, self._pending = self._pending, []
+        self._output_bytes = 0
+        self._wake.clear()
+        return events
+
+    async def wait(self, timeout: float | None) -> None:
+        """Return when there is something to send, :meth:`poke` was called, or after ``timeout``."""
+        wake = self._wake
+        if not self._pending and not wake.is_set():
+            try:
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+        wake.clear()
+
+    def poke(self) -> None:
+        """Wake the sender now (e.g. to send a heartbeat at once)."""
+        self._wake.set()
+
+    # -- the session -----------------------------------------------------------------------------
+
+    def on_welcome(self, kill_attempt_ids: Iterable[str]) -> None:
+        """A new stream: forget killed attempts and queue every unacknowledged Finished again.
+
+        Events in flight when the previous stream broke may be lost; Started and Output are
+        best-effort, but Finished reports are re-sent until acknowledged. They go after the other
+        pending events so an attempt's output never arrives after its Finished.
+        """
+        self.discard(kill_attempt_ids)
+        events = [e for e in self._pending if not e.HasField("finished")]
+        events.extend(self._unacked.values())
+        self._pending = events
+        if events:
+            self._wake.set()
+
+    def ack(self, attempt_ids: Iterable[str]) -> list[str]:
+        """The controller applied these Finished reports; returns the ids that were forgotten."""
+        forgotten = []
+        for attempt_id in attempt_ids:
+            if self._unacked.pop(attempt_id, None) is not None:
+                forgotten.append(attempt_id)
+        return forgotten
+
+    def discard(self, attempt_ids: Iterable[str]) -> None:
+        """Drop every event of these attempts without reporting them."""
+        ids = set(attempt_ids)
+        if not ids:
+            return
+        for attempt_id in ids:
+            self._unacked.pop(attempt_id, None)
+        self._pending = [e for e in self._pending if e.attempt_id not in ids]
+
+    @property
+    def unacked_ids(self) -> list[str]:
+        """Attempts whose Finished report awaits an Ack."""
+        return list(self._unacked)
+
+    @property
+    def pending_count(self) -> int:
+        """Events waiting to be sent."""
+        return len(self._pending)

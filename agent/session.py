@@ -1,0 +1,241 @@
+"""The agent's end of ``AgentGateway.Connect``: Hello/Welcome, heartbeats, batched events, reconnects.
+
+One stream at a time. A single writer coroutine owns ``call.write`` (heartbeats and event batches
+never interleave mid-message); the reading side dispatches controller messages to the executor.
+When the stream breaks, attempts keep running and events keep queuing in the outbox; the session
+reconnects with full-jitter exponential backoff and re-sends every unacknowledged Finished report
+after the next Welcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+import structlog
+
+from corral.agent.executor import Executor
+from corral.agent.outbox import Outbox
+from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
+
+__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CHANNEL_OPTIONS", "Session"]
+
+log = structlog.get_logger("corral.agent.session")
+
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 5.0
+DEFAULT_HEARTBEAT_S = 2.0
+MAX_MESSAGE_BYTES = 64 << 20
+# One event batch stays well below the message limit (big Output events are split across batches).
+BATCH_BYTES = 16 << 20
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 5000),
+    ("grpc.keepalive_timeout_ms", 5000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+# Typed through a variable so the check holds whether or not the generated stubs carry annotations.
+_make_stub: Callable[[grpc.aio.Channel], Any] = agent_pb2_grpc.AgentGatewayStub
+
+
+def _batches(events: list[agent_pb2.TaskEvent]) -> list[list[agent_pb2.TaskEvent]]:
+    # Small batches cannot get near the limit unless they carry output: measure only then.
+    if len(events) < 64 and all(not e.HasField("output") for e in events):
+        return [events]
+    batches: list[list[agent_pb2.TaskEvent]] = [[]]
+    size = 0
+    for event in events:
+        event_size = event.ByteSize()
+        if batches[-1] and size + event_size > BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(event)
+        size += event_size
+    return batches
+
+
+REPORT_LINGER_S = 0.002
+
+
+class Session:
+    """Keeps one live stream to the controller and moves messages between it and the executor."""
+
+    def __init__(
+        self,
+        *,
+        target: str,
+        hello: Callable[[], agent_pb2.Hello],
+        usage: Callable[[], types_pb2.Usage],
+        executor: Executor,
+        outbox: Outbox,
+        on_drain: Callable[[float], None],
+        kill_grace_s: float = 10.0,
+        name: str = "",
+    ) -> None:
+        self.target = target
+        self.draining = False
+        self.connected = asyncio.Event()
+        self.session_epoch = 0
+        self._hello = hello
+        self._usage = usage
+        self._executor = executor
+        self._outbox = outbox
+        self._on_drain = on_drain
+        self._kill_grace_s = kill_grace_s
+        self._name = name
+        self._heartbeat_now = False
+        self._closing = False
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def heartbeat_now(self) -> None:
+        """Send a heartbeat at once (e.g. to announce draining)."""
+        self._heartbeat_now = True
+        self._outbox.poke()
+
+    def start(self) -> None:
+        """Start connecting (in the background)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """End the stream cleanly: send what is pending, half-close, let the controller close its side."""
+        self._closing = True
+        self._wakeup.set()
+        self._outbox.poke()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        delay = BACKOFF_INITIAL_S
+        failures = 0
+        while not self._closing:
+            try:
+                welcomed = await self._serve_one()
+                if welcomed:
+                    delay = BACKOFF_INITIAL_S
+                    failures = 0
+                    if not self._closing:
+                        log.warning("controller closed the stream", controller=self.target)
+            except grpc.aio.AioRpcError as exc:
+                failures += 1
+                level = log.warning if failures == 1 else log.debug
+                level("controller stream failed", controller=self.target, code=exc.code().name, details=exc.details())
+            except (ConnectionError, OSError, grpc.aio.UsageError) as exc:
+                failures += 1
+                level = log.warning if failures == 1 else log.debug
+                level("controller stream failed", controller=self.target, error=str(exc))
+            finally:
+                self.connected.clear()
+            if self._closing:
+                break
+            # Full jitter: many agents losing the same controller do not come back in lockstep.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(random.uniform(0, delay)):
+                    await self._wakeup.wait()
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _serve_one(self) -> bool:
+        async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+            stub = _make_stub(channel)
+            call = stub.Connect()
+            try:
+                hello = self._hello()
+                hello.draining = self.draining
+                hello.running_attempt_ids.extend(self._executor.active_ids())
+                await call.write(agent_pb2.AgentMessage(hello=hello))
+                first = await call.read()
+                # Anything but a message (grpc.aio.EOF) means the controller ended the stream.
+                if not isinstance(first, agent_pb2.ControllerMessage):
+                    raise ConnectionError("the controller closed the stream before Welcome")
+                if first.WhichOneof("kind") != "welcome":
+                    raise ConnectionError(f"expected Welcome, got {first.WhichOneof('kind')}")
+                welcome = first.welcome
+                self.session_epoch = welcome.session_epoch
+                self._executor.kill_silently(welcome.kill_attempt_ids)
+                self._outbox.on_welcome(welcome.kill_attempt_ids)
+                self.connected.set()
+                log.info(
+                    "agent connected",
+                    name=self._name,
+                    controller=self.target,
+                    session_epoch=welcome.session_epoch,
+                )
+                interval = welcome.heartbeat_interval_s if welcome.heartbeat_interval_s > 0 else DEFAULT_HEARTBEAT_S
+                writer = asyncio.create_task(self._write_loop(call, interval))
+                try:
+                    await self._read_loop(call, writer)
+                finally:
+                    writer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+                        await writer
+                return True
+            finally:
+                call.cancel()
+
+    async def _read_loop(self, call: Any, writer: asyncio.Task[None]) -> None:
+        while True:
+            message = await call.read()
+            if not isinstance(message, agent_pb2.ControllerMessage):
+                return
+            self._dispatch(message)
+            if writer.done() and writer.exception() is not None:
+                writer.result()  # surfaces the write failure
+
+    def _dispatch(self, message: agent_pb2.ControllerMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "assign":
+            self._executor.submit(message.assign.assignments)
+        elif kind == "ack":
+            ids = list(message.ack.attempt_ids)
+            self._outbox.ack(ids)
+            self._executor.forget(ids)
+        elif kind == "cancel":
+            cancel = message.cancel
+            grace = cancel.grace_s if cancel.grace_s > 0 else self._kill_grace_s
+            self._executor.cancel(cancel.attempt_ids, force=cancel.force, grace_s=grace)
+        elif kind == "drain":
+            self._on_drain(message.drain.grace_s)
+        # A second Welcome, or a kind this version does not know: nothing to do.
+
+    async def _write_loop(self, call: Any, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        outbox = self._outbox
+        next_heartbeat = loop.time()
+        while True:
+            events = outbox.take()
+            if events:
+                for batch in _batches(events):
+                    await call.write(agent_pb2.AgentMessage(events=agent_pb2.TaskEvents(events=batch)))
+            now = loop.time()
+            if self._heartbeat_now or now >= next_heartbeat:
+                self._heartbeat_now = False
+                heartbeat = agent_pb2.Heartbeat(usage=self._usage(), draining=self.draining)
+                await call.write(agent_pb2.AgentMessage(heartbeat=heartbeat))
+                next_heartbeat = now + interval
+            if self._closing:
+                if not outbox.pending_count:
+                    await call.done_writing()
+                    return
+                continue
+            await outbox.wait(max(0.0, next_heartbeat - loop.time()))
+            if self._executor.in_flight() and not self._closing:
+                # More reports are on their way: linger a moment so they share one message. Each
+                # message costs both ends far more than an event in it; an idle agent never waits.
+                await asyncio.sleep(REPORT_LINGER_S)

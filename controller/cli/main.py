@@ -1,0 +1,61 @@
+"""The ``corral`` command: one typer app; each command lives in the module of its group."""
+
+from __future__ import annotations
+
+import typer
+
+from corral.controller.cli import cluster, daemons, run, tasks, workflows
+
+__all__ = ["app", "main"]
+
+EPILOG = (
+    "Exit codes: 0 ok; 1 workflow failed or cancelled, or an error (controller unreachable, not found); "
+    "2 invalid input (workflow file, flags); 3 workflow unschedulable (corral run).\n\n"
+    "The controller address comes from --address, else $CORRAL_ADDRESS, else 127.0.0.1:7070. "
+    "Ids accept any unique prefix. Read commands take -o table|wide|json|yaml. NO_COLOR is honoured."
+)
+
+app = typer.Typer(
+    name="corral",
+    help="Run DAG workflows of tasks across a cluster of machines.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+_DAEMON = "Daemons"
+_WORK = "Workflows"
+_TASKS = "Tasks"
+_CLUSTER = "Cluster"
+
+app.command("controller", context_settings=daemons.PASSTHROUGH, add_help_option=False, rich_help_panel=_DAEMON)(
+    daemons.controller
+)
+app.command("agent", context_settings=daemons.PASSTHROUGH, add_help_option=False, rich_help_panel=_DAEMON)(
+    daemons.agent
+)
+app.command("dev", rich_help_panel=_DAEMON)(daemons.dev)
+
+app.command("run", rich_help_panel=_WORK)(run.run)
+app.command("submit", rich_help_panel=_WORK)(workflows.submit)
+app.command("plan", rich_help_panel=_WORK)(workflows.plan)
+app.command("status", rich_help_panel=_WORK)(workflows.status)
+app.command("list", rich_help_panel=_WORK)(workflows.list_)
+app.command("cancel", rich_help_panel=_WORK)(workflows.cancel)
+app.command("pause", rich_help_panel=_WORK)(workflows.pause)
+app.command("resume", rich_help_panel=_WORK)(workflows.resume)
+app.command("schema", rich_help_panel=_WORK)(workflows.schema)
+
+app.command("explain", rich_help_panel=_TASKS)(tasks.explain)
+app.command("logs", rich_help_panel=_TASKS)(tasks.logs)
+
+app.command("agents", rich_help_panel=_CLUSTER)(cluster.agents)
+app.command("drain", rich_help_panel=_CLUSTER)(cluster.drain)
+
+
+def main() -> None:
+    """Entry point of the ``corral`` console script."""
+    app()

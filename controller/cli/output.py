@@ -1,0 +1,289 @@
+"""Rendering of command output: tables (``table`` / ``wide``) and structured data (``json`` / ``yaml``).
+
+Structured output is the SDK types' ``to_dict()``: snake_case keys, RFC 3339 UTC times (``...Z``),
+``null`` for times not reached yet, decoded JSON for results and metadata. Tables are for people:
+short ids, ages, durations; ``wide`` adds columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from corral.controller.cli.common import OutputFormat, out_console
+from corral.controller.sdk.types import (
+    AgentInfo,
+    ExecutionPlan,
+    Explanation,
+    TaskStatus,
+    WorkflowStatus,
+    WorkflowSummary,
+)
+
+__all__ = [
+    "STATE_STYLES",
+    "age",
+    "agents_view",
+    "emit",
+    "explanation_view",
+    "plan_view",
+    "seconds",
+    "short_id",
+    "status_view",
+    "tasks_table",
+    "workflows_view",
+]
+
+STATE_STYLES: dict[str, str] = {
+    "pending": "dim",
+    "ready": "cyan",
+    "assigned": "blue",
+    "running": "bold blue",
+    "paused": "yellow",
+    "cancelling": "yellow",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+    "skipped": "dim magenta",
+    "connected": "green",
+    "draining": "yellow",
+    "lost": "bold red",
+    "disconnected": "dim",
+}
+
+
+def emit(data: Any, fmt: OutputFormat, view: Callable[[bool], RenderableType]) -> None:
+    """Print ``data`` as json/yaml, or ``view(wide)`` as a table, on stdout."""
+    if fmt is OutputFormat.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif fmt is OutputFormat.yaml:
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+    else:
+        out_console().print(view(fmt is OutputFormat.wide))
+
+
+def short_id(value: str, wide: bool = False) -> str:
+    """Ids in tables: the first 12 characters (any unique prefix is accepted back)."""
+    return value if wide or len(value) <= 12 else value[:12]
+
+
+def seconds(value: float | None) -> str:
+    """A duration for people: ``850ms``, ``12.3s``, ``4m05s``, ``2h03m``."""
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.1f}s"
+    if value < 3600:
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
+
+
+def age(moment: datetime | None, now: datetime | None = None) -> str:
+    """How long ago ``moment`` was, kubectl-style: ``45s``, ``3m``, ``5h``, ``2d``."""
+    if moment is None:
+        return "-"
+    delta = ((now or datetime.now(UTC)) - moment).total_seconds()
+    if delta < 60:
+        return f"{max(delta, 0):.0f}s"
+    if delta < 3600:
+        return f"{delta // 60:.0f}m"
+    if delta < 86400:
+        return f"{delta // 3600:.0f}h"
+    return f"{delta // 86400:.0f}d"
+
+
+def _stamp(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("ID", "TASK ID", "WORKFLOW ID", "NAME"))
+    return table
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    order = list(STATE_STYLES)
+    items = sorted(
+        ((k, v) for k, v in counts.items() if v), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99
+    )
+    return " ".join(f"{k}={v}" for k, v in items) or "-"
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None:
+        return None
+    return ((end or datetime.now(UTC)) - start).total_seconds()
+
+
+def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
+    """One row per task: state, attempts, duration, and why it waits or failed."""
+    columns = ["NAME", "STATE", "ATTEMPTS", "DURATION", "DETAIL"]
+    if wide:
+        columns = ["TASK ID", *columns[:2], "AGENT TYPE", "AGENT", "PRIORITY", *columns[2:], "EXIT"]
+    table = _table(*columns)
+    for task in tasks:
+        detail = task.error or task.waiting_reason
+        if task.unschedulable:
+            detail = f"unschedulable: {task.waiting_reason}"
+        cells: list[RenderableType] = [
+            task.name,
+            _state(task.state),
+            str(task.attempts),
+            seconds(_duration(task.started_at, task.finished_at)),
+            Text(detail.splitlines()[0] if detail else ""),
+        ]
+        if wide:
+            cells = [
+                task.task_id,
+                *cells[:2],
+                task.agent_type,
+                task.agent_id or "-",
+                str(task.priority),
+                *cells[2:],
+                str(task.exit_code) if task.finished_at else "-",
+            ]
+        table.add_row(*cells)
+    return table
+
+
+def status_view(status: WorkflowStatus, wide: bool) -> RenderableType:
+    """A workflow's header lines followed by its task table."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("Workflow", f"{status.name} ({status.workflow_id})")
+    head.add_row("State", _state(status.state))
+    head.add_row("Tasks", f"{status.task_total}  {_counts(status.task_counts)}")
+    head.add_row("Created", _stamp(status.created_at))
+    if status.started_at:
+        head.add_row("Duration", seconds(_duration(status.started_at, status.finished_at)))
+    if status.error:
+        head.add_row("Error", Text(status.error, style="red"))
+    if wide and status.labels:
+        head.add_row("Labels", ", ".join(f"{k}={v}" for k, v in sorted(status.labels.items())))
+    if not status.tasks:
+        return head
+    return Group(head, Text(""), tasks_table(status.tasks, wide))
+
+
+def workflows_view(workflows: Sequence[WorkflowSummary], wide: bool) -> RenderableType:
+    """ListWorkflows as a table, newest first."""
+    columns = ["ID", "NAME", "STATE", "TASKS", "AGE"]
+    if wide:
+        columns += ["COUNTS", "CREATED", "DURATION"]
+    table = _table(*columns)
+    for wf in workflows:
+        done = wf.task_counts.get("completed", 0)
+        cells: list[RenderableType] = [
+            short_id(wf.workflow_id, wide),
+            wf.name,
+            _state(wf.state),
+            f"{done}/{wf.task_total}",
+            age(wf.created_at),
+        ]
+        if wide:
+            cells += [_counts(wf.task_counts), _stamp(wf.created_at), seconds(_duration(wf.started_at, wf.finished_at))]
+        table.add_row(*cells)
+    if not workflows:
+        return Text("no workflows", style="dim")
+    return table
+
+
+def _gib(mb: int) -> str:
+    return f"{mb / 1024:.1f}Gi" if mb else "-"
+
+
+def agents_view(agents: Sequence[AgentInfo], wide: bool) -> RenderableType:
+    """ListAgents as a table."""
+    columns = ["NAME", "STATE", "TYPES", "RUNNING", "CPU", "MEMORY", "GPUS", "HEARTBEAT"]
+    if wide:
+        columns = ["ID", *columns, "HOST", "LABELS", "ALLOCATED CPU", "LOAD", "VERSION"]
+    table = _table(*columns)
+    for agent in agents:
+        inv = agent.inventory
+        cells: list[RenderableType] = [
+            agent.name,
+            _state(agent.state),
+            ",".join(agent.agent_types),
+            f"{agent.running_attempts}/{inv.slots}" if inv.slots else str(agent.running_attempts),
+            f"{inv.cpu_cores:g}",
+            _gib(inv.memory_mb),
+            str(inv.gpu_count),
+            age(agent.last_heartbeat),
+        ]
+        if wide:
+            cells = [
+                agent.agent_id,
+                *cells,
+                agent.hostname,
+                ",".join(f"{k}={v}" for k, v in sorted(agent.labels.items())) or "-",
+                f"{agent.allocated.cpu_cores:g}",
+                f"{agent.usage.load_1m:.2f}",
+                agent.version or "-",
+            ]
+        table.add_row(*cells)
+    if not agents:
+        return Text("no agents", style="dim")
+    return table
+
+
+def plan_view(plan: ExecutionPlan, wide: bool) -> RenderableType:
+    """Stages (topological generations), then the critical path, duration and parallelism."""
+    table = _table("STAGE", "TASKS", "EST. DURATION", "NAMES")
+    for stage in plan.stages:
+        names = list(stage.task_names)
+        shown = ", ".join(names if wide or len(names) <= 8 else [*names[:8], f"... (+{len(names) - 8})"])
+        table.add_row(str(stage.index), str(len(names)), seconds(stage.estimated_duration_s), shown)
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("Tasks", str(plan.task_count))
+    summary.add_row("Stages", str(len(plan.stages)))
+    summary.add_row("Critical path", " -> ".join(plan.critical_path) or "-")
+    summary.add_row("Estimated duration", seconds(plan.estimated_duration_s))
+    summary.add_row("Total work", seconds(plan.total_work_s))
+    summary.add_row("Parallelism", f"{plan.parallelism_factor:.2f}x")
+    return Group(table, Text(""), summary)
+
+
+def explanation_view(explanation: Explanation, wide: bool) -> RenderableType:
+    """Why a task is (not) running, then each agent's verdict."""
+    task = explanation.task
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("Task", f"{task.name} ({task.task_id})")
+    head.add_row("Workflow", task.workflow_id)
+    head.add_row("State", _state(task.state))
+    head.add_row("Reason", explanation.reason or "-")
+    if explanation.waiting_on:
+        head.add_row("Waiting on", ", ".join(explanation.waiting_on))
+    if task.unschedulable:
+        head.add_row("Unschedulable", Text("yes: no connected agent can ever take this task", style="red"))
+    if not explanation.agents:
+        return head
+    table = _table("AGENT", "VERDICT", *(["ID"] if wide else []))
+    for verdict in explanation.agents:
+        row: list[RenderableType] = [
+            verdict.agent_name,
+            Text("can run it", style="green") if not verdict.reason else Text(verdict.reason),
+        ]
+        if wide:
+            row.append(verdict.agent_id)
+        table.add_row(*row)
+    return Group(head, Text(""), table)

@@ -1,0 +1,411 @@
+"""The asyncio client of a corral controller: every Orchestrator, Scheduler and Cluster call.
+
+::
+
+    async with Client("127.0.0.1:7070") as client:
+        result = await client.execute(wf)          # submit, start, wait for the result
+        print(result.state, result.results["load"])
+
+Calls return the frozen types of :mod:`corral.controller.sdk.types` and raise the typed errors of
+:mod:`corral.controller.sdk.errors`. The channel is opened on first use (so a ``Client`` may be
+created outside a running event loop) and its readiness is checked with a short deadline: a
+controller that is not running gives one :class:`UnavailableError` within ``connect_timeout``
+instead of a call that hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+from pydantic import ValidationError
+
+from corral.controller.sdk.builder import TaskHandle, WorkflowLike, as_spec
+from corral.controller.sdk.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    Violation,
+    error_from_rpc,
+    unreachable,
+)
+from corral.controller.sdk.types import (
+    AgentInfo,
+    Assignment,
+    DependencyAnalysis,
+    ExecutionPlan,
+    Explanation,
+    FailOutcome,
+    LogChunk,
+    ScheduledTask,
+    Submission,
+    WorkflowEvent,
+    WorkflowPage,
+    WorkflowResult,
+    WorkflowStatus,
+)
+from corral.controller.spec import TaskSpec, format_loc
+from corral.controller.wire_spec import spec_to_proto, task_spec_to_proto
+from corral.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+from corral.v1 import types_pb2 as pb
+
+__all__ = ["DEFAULT_ADDRESS", "Client", "TaskLike", "default_address"]
+
+DEFAULT_ADDRESS = "127.0.0.1:7070"
+
+TaskLike = TaskSpec | TaskHandle | Mapping[str, Any]
+
+# Generous slack on top of a server-side wait, so the server (not the client) decides the timeout.
+_WAIT_SLACK_S = 10.0
+
+
+def default_address() -> str:
+    """``$CORRAL_ADDRESS``, else ``127.0.0.1:7070``."""
+    return os.environ.get("CORRAL_ADDRESS") or DEFAULT_ADDRESS
+
+
+def _enum_values(enum: Any, prefix: str, names: Iterable[str] | None, what: str) -> list[Any]:
+    values: list[Any] = []
+    for name in names or ():
+        try:
+            values.append(int(enum.Value(prefix + name.upper())))
+        except ValueError:
+            choices = ", ".join(n.removeprefix(prefix).lower() for n in enum.keys()[1:])
+            raise InvalidArgumentError(violations=[(what, f"unknown state {name!r} (one of {choices})")]) from None
+    return values
+
+
+class Client:
+    """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
+
+    ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of
+    each unary call in seconds; ``channel`` lets you bring a configured ``grpc.aio.Channel`` (TLS,
+    interceptors), which the client then does not close. ``metadata`` is sent with every call
+    (e.g. ``[("authorization", "Bearer TOKEN")]``).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 3.0,
+        channel: grpc.aio.Channel | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.address = address or default_address()
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._metadata = tuple(metadata)
+        self._channel = channel
+        self._owns_channel = channel is None
+        self._ready = False
+        self._stubs: dict[str, Any] = {}
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (when the client opened it)."""
+        if self._channel is not None and self._owns_channel:
+            await self._channel.close(None)
+            self._channel = None
+            self._ready = False
+            self._stubs.clear()
+
+    def __repr__(self) -> str:
+        return f"Client({self.address!r})"
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the channel and wait (up to ``connect_timeout``) until the controller answers.
+
+        Called by every method; call it yourself to fail early. Raises :class:`UnavailableError`.
+        """
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        if self._ready:
+            return
+        channel = self._channel
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        state = channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.READY:
+            # A refused connection shows as TRANSIENT_FAILURE at once: report it without waiting
+            # out the deadline, which is only there for hosts that never answer.
+            if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+                raise unreachable(self.address)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise unreachable(self.address)
+            try:
+                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            except TimeoutError:
+                raise unreachable(self.address) from None
+            state = channel.get_state(try_to_connect=True)
+        self._ready = True
+
+    async def _stub(self, name: str) -> Any:
+        await self.connect()
+        stub = self._stubs.get(name)
+        if stub is None:
+            factories: dict[str, Any] = {
+                "orchestrator": orchestrator_pb2_grpc.OrchestratorStub,
+                "scheduler": scheduler_pb2_grpc.SchedulerStub,
+                "cluster": agent_pb2_grpc.ClusterStub,
+            }
+            factory = factories[name]
+            stub = self._stubs[name] = factory(self._channel)
+        return stub
+
+    async def _call(self, service: str, method: str, request: Message, *, timeout: float | bool | None = True) -> Any:
+        stub = await self._stub(service)
+        deadline = self.timeout if timeout is True else (None if timeout is False else timeout)
+        try:
+            return await getattr(stub, method)(request, timeout=deadline, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.address) from exc
+
+    # -- Orchestrator --------------------------------------------------------------------------
+
+    async def submit(self, workflow: WorkflowLike, *, start: bool = False, idempotency_key: str = "") -> Submission:
+        """Submit a workflow (a :class:`Workflow` builder, a ``WorkflowSpec`` or a mapping).
+
+        With ``start`` it starts at once. Resubmitting with the same ``idempotency_key`` returns the
+        first submission (``deduplicated`` is then true).
+        """
+        request = orchestrator_pb2.SubmitWorkflowRequest(
+            spec=spec_to_proto(as_spec(workflow)), idempotency_key=idempotency_key, start=start
+        )
+        return Submission.from_proto(await self._call("orchestrator", "SubmitWorkflow", request))
+
+    async def start(self, workflow_id: str) -> WorkflowStatus:
+        """Start a submitted workflow."""
+        request = orchestrator_pb2.ExecuteWorkflowRequest(workflow_id=workflow_id)
+        response = await self._call("orchestrator", "ExecuteWorkflow", request)
+        return WorkflowStatus.from_proto(response.status)
+
+    async def wait(self, workflow_id: str, *, timeout: float | None = None) -> WorkflowResult:
+        """Wait until a started workflow finishes and return its result.
+
+        Raises :class:`DeadlineExceededError` if it is still running after ``timeout`` seconds (the
+        workflow itself goes on).
+        """
+        request = orchestrator_pb2.ExecuteWorkflowRequest(
+            workflow_id=workflow_id, wait=True, wait_timeout_s=timeout or 0.0
+        )
+        deadline: float | bool = False if timeout is None else timeout + _WAIT_SLACK_S
+        try:
+            response = await self._call("orchestrator", "ExecuteWorkflow", request, timeout=deadline)
+        except FailedPreconditionError:
+            # The controller refuses to execute a workflow that already finished (it may finish
+            # between submit and wait); its result is then rebuilt from its status.
+            status = await self.status(workflow_id, include_tasks=True)
+            if not status.done:
+                raise
+            return WorkflowResult.from_status(status)
+        if not response.HasField("result"):
+            raise DeadlineExceededError(f"workflow {workflow_id} is still running after {timeout:g} s")
+        return WorkflowResult.from_proto(response.result)
+
+    async def execute(
+        self, workflow: WorkflowLike, *, idempotency_key: str = "", timeout: float | None = None
+    ) -> WorkflowResult:
+        """Submit, start and wait for a workflow in one call; returns its :class:`WorkflowResult`."""
+        submission = await self.submit(workflow, start=True, idempotency_key=idempotency_key)
+        return await self.wait(submission.workflow_id, timeout=timeout)
+
+    async def cancel(self, workflow_id: str, *, force: bool = False, reason: str = "") -> WorkflowStatus:
+        """Cancel a workflow: running attempts get SIGTERM and a grace period, or SIGKILL with ``force``."""
+        request = orchestrator_pb2.CancelWorkflowRequest(workflow_id=workflow_id, force=force, reason=reason)
+        return WorkflowStatus.from_proto((await self._call("orchestrator", "CancelWorkflow", request)).status)
+
+    async def status(self, workflow_id: str, *, include_tasks: bool = True) -> WorkflowStatus:
+        """A workflow's state (``workflow_id`` may be a unique prefix), with its tasks by default."""
+        request = orchestrator_pb2.GetWorkflowStatusRequest(workflow_id=workflow_id, include_tasks=include_tasks)
+        return WorkflowStatus.from_proto((await self._call("orchestrator", "GetWorkflowStatus", request)).status)
+
+    async def pause(self, workflow_id: str) -> WorkflowStatus:
+        """Stop starting new tasks of a workflow; running ones finish."""
+        request = orchestrator_pb2.PauseWorkflowRequest(workflow_id=workflow_id)
+        return WorkflowStatus.from_proto((await self._call("orchestrator", "PauseWorkflow", request)).status)
+
+    async def resume(self, workflow_id: str) -> WorkflowStatus:
+        """Resume a paused workflow."""
+        request = orchestrator_pb2.ResumeWorkflowRequest(workflow_id=workflow_id)
+        return WorkflowStatus.from_proto((await self._call("orchestrator", "ResumeWorkflow", request)).status)
+
+    async def list_workflows(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        name_prefix: str = "",
+        limit: int = 100,
+        page_token: str = "",
+    ) -> WorkflowPage:
+        """One page of workflows, newest first; filter by states (``"running"`` ...) and name prefix."""
+        request = orchestrator_pb2.ListWorkflowsRequest(
+            states=_enum_values(pb.WorkflowState, "WORKFLOW_STATE_", states, "states"),
+            name_prefix=name_prefix,
+            limit=limit,
+            page_token=page_token,
+        )
+        return WorkflowPage.from_proto(await self._call("orchestrator", "ListWorkflows", request))
+
+    async def watch(self, workflow_id: str, *, after_seq: int = 0) -> AsyncIterator[WorkflowEvent]:
+        """Stream a workflow's state changes, oldest first, after event ``after_seq``.
+
+        The iteration ends after the workflow's own terminal event (completed, failed, cancelled).
+        """
+        stub = await self._stub("orchestrator")
+        request = orchestrator_pb2.WatchWorkflowRequest(workflow_id=workflow_id, after_seq=after_seq)
+        call = stub.WatchWorkflow(request, metadata=self._metadata)
+        try:
+            async for message in call:
+                event = WorkflowEvent.from_proto(message)
+                yield event
+                if event.is_final:
+                    return
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.address) from exc
+        finally:
+            call.cancel()
+
+    async def plan(self, workflow: WorkflowLike | str) -> ExecutionPlan:
+        """The execution plan of a submitted workflow (by id) or of a spec that is not submitted."""
+        if isinstance(workflow, str):
+            request = orchestrator_pb2.GetExecutionPlanRequest(workflow_id=workflow)
+        else:
+            request = orchestrator_pb2.GetExecutionPlanRequest(spec=spec_to_proto(as_spec(workflow)))
+        return ExecutionPlan.from_proto((await self._call("orchestrator", "GetExecutionPlan", request)).plan)
+
+    async def logs(
+        self, task_id: str, *, attempt_id: str = "", stdout_offset: int = 0, stderr_offset: int = 0
+    ) -> LogChunk:
+        """Output of a task's latest (or the given) attempt after the given byte offsets."""
+        request = orchestrator_pb2.GetTaskLogsRequest(
+            task_id=task_id, attempt_id=attempt_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset
+        )
+        return LogChunk.from_proto(await self._call("orchestrator", "GetTaskLogs", request))
+
+    async def follow_logs(
+        self, task_id: str, *, attempt_id: str = "", poll_interval: float = 0.5
+    ) -> AsyncIterator[LogChunk]:
+        """Yield new output of an attempt as it comes, until the attempt is over."""
+        out = err = 0
+        while True:
+            chunk = await self.logs(task_id, attempt_id=attempt_id, stdout_offset=out, stderr_offset=err)
+            attempt_id = attempt_id or chunk.attempt_id  # stick to one attempt once it is known
+            out, err = chunk.stdout_offset, chunk.stderr_offset
+            if chunk.stdout or chunk.stderr or chunk.finished:
+                yield chunk
+            if chunk.finished:
+                return
+            await asyncio.sleep(poll_interval)
+
+    # -- Scheduler -----------------------------------------------------------------------------
+
+    async def schedule_task(self, task: TaskLike, *, idempotency_key: str = "") -> ScheduledTask:
+        """Run one standalone task (it gets a workflow of its own)."""
+        request = scheduler_pb2.ScheduleTaskRequest(
+            task=task_spec_to_proto(_task_spec(task)), idempotency_key=idempotency_key
+        )
+        return ScheduledTask.from_proto(await self._call("scheduler", "ScheduleTask", request))
+
+    async def get_next_task(
+        self,
+        worker_id: str,
+        *,
+        agent_types: Sequence[str],
+        labels: Mapping[str, str] | None = None,
+        capacity: Mapping[str, Any] | None = None,
+        wait: float = 0.0,
+    ) -> Assignment | None:
+        """Pull one attempt for an external worker, long-polling up to ``wait`` seconds; None if none."""
+        request = scheduler_pb2.GetNextTaskRequest(
+            worker_id=worker_id,
+            agent_types=list(agent_types),
+            labels=dict(labels or {}),
+            capacity=pb.ResourceRequirements(**dict(capacity or {})),
+            wait_s=wait,
+        )
+        response = await self._call("scheduler", "GetNextTask", request, timeout=self.timeout + wait)
+        return Assignment.from_proto(response.assignment) if response.found else None
+
+    async def complete_task(self, attempt_id: str, *, worker_id: str, result: Any = None) -> bool:
+        """Report an attempt's success with a JSON-serialisable result; False if the report was stale."""
+        request = scheduler_pb2.CompleteTaskRequest(
+            attempt_id=attempt_id, worker_id=worker_id, result_json=json.dumps(result).encode()
+        )
+        return bool((await self._call("scheduler", "CompleteTask", request)).accepted)
+
+    async def fail_task(self, attempt_id: str, *, worker_id: str, error: str, permanent: bool = False) -> FailOutcome:
+        """Report an attempt's failure; ``permanent`` forbids retries."""
+        request = scheduler_pb2.FailTaskRequest(
+            attempt_id=attempt_id, worker_id=worker_id, error=error, permanent=permanent
+        )
+        response = await self._call("scheduler", "FailTask", request)
+        return FailOutcome(response.accepted, response.will_retry, raw=response)
+
+    async def analyze_dependencies(self, workflow: WorkflowLike) -> DependencyAnalysis:
+        """Stages, critical path, roots, leaves, width and depth of a workflow (not submitted)."""
+        request = scheduler_pb2.AnalyzeDependenciesRequest(spec=spec_to_proto(as_spec(workflow)))
+        return DependencyAnalysis.from_proto(await self._call("scheduler", "AnalyzeDependencies", request))
+
+    async def explain_task(self, task_id: str) -> Explanation:
+        """Why a task is (not) running, with each agent's verdict."""
+        request = scheduler_pb2.ExplainTaskRequest(task_id=task_id)
+        return Explanation.from_proto(await self._call("scheduler", "ExplainTask", request))
+
+    # -- Cluster -------------------------------------------------------------------------------
+
+    async def list_agents(self, *, states: Iterable[str] | None = None) -> tuple[AgentInfo, ...]:
+        """Agents known to the controller, optionally only those in ``states`` (``"connected"`` ...)."""
+        request = agent_pb2.ListAgentsRequest(states=_enum_values(pb.AgentState, "AGENT_STATE_", states, "states"))
+        response = await self._call("cluster", "ListAgents", request)
+        return tuple(AgentInfo.from_proto(a) for a in response.agents)
+
+    async def get_agent(self, agent_id: str) -> AgentInfo:
+        """One agent by id, name or unique prefix."""
+        response = await self._call("cluster", "GetAgent", agent_pb2.GetAgentRequest(agent_id=agent_id))
+        return AgentInfo.from_proto(response.agent)
+
+    async def drain_agent(self, agent_id: str, *, grace: float = 0.0) -> AgentInfo:
+        """Stop assigning work to an agent; its running attempts get ``grace`` seconds (0: the default)."""
+        request = agent_pb2.DrainAgentRequest(agent_id=agent_id, grace_s=grace)
+        return AgentInfo.from_proto((await self._call("cluster", "DrainAgent", request)).agent)
+
+
+def _task_spec(task: TaskLike) -> TaskSpec:
+    if isinstance(task, TaskSpec):
+        return task
+    if isinstance(task, TaskHandle):
+        return task.spec.model_copy(update={"dependencies": []})
+    try:
+        return TaskSpec.model_validate(dict(task))
+    except ValidationError as exc:
+        violations = [
+            Violation(format_loc(("task", *err["loc"])), str(err["msg"]).removeprefix("Value error, "))
+            for err in exc.errors(include_url=False)
+        ]
+        raise InvalidArgumentError(violations=violations) from None

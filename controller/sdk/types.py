@@ -1,0 +1,412 @@
+"""Typed, frozen results of the client SDK.
+
+Each type is built from its ``corral.v1`` message by ``from_proto`` and keeps that message as
+``.raw``. Field names are snake_case, times are timezone-aware :class:`~datetime.datetime` (UTC) or
+``None`` when unset, JSON fields (results, metadata, payloads) are decoded, and states are lowercase
+strings (``"running"``, ``"completed"`` ...). ``to_dict()`` gives a JSON-ready mapping with RFC 3339
+times; the CLI's ``-o json`` prints exactly that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from corral.controller.sdk.cluster_types import (
+    AgentInfo,
+    AgentVerdict,
+    Assignment,
+    FailOutcome,
+    Inventory,
+    ScheduledTask,
+    Usage,
+)
+from corral.controller.sdk.records import (
+    TERMINAL_TASK_STATES,
+    TERMINAL_WORKFLOW_STATES,
+    Record,
+    Resources,
+    decode_json,
+    optional_state,
+    state_name,
+    timestamp,
+)
+from corral.v1 import orchestrator_pb2, scheduler_pb2
+from corral.v1 import types_pb2 as pb
+
+__all__ = [
+    "TERMINAL_TASK_STATES",
+    "TERMINAL_WORKFLOW_STATES",
+    "AgentInfo",
+    "AgentVerdict",
+    "Assignment",
+    "DependencyAnalysis",
+    "ExecutionPlan",
+    "Explanation",
+    "FailOutcome",
+    "Inventory",
+    "LogChunk",
+    "Resources",
+    "ScheduledTask",
+    "Stage",
+    "Submission",
+    "TaskStatus",
+    "Usage",
+    "WorkflowEvent",
+    "WorkflowPage",
+    "WorkflowResult",
+    "WorkflowStatus",
+    "WorkflowSummary",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskStatus(Record):
+    """One task of a workflow and its current (or last) attempt."""
+
+    task_id: str
+    name: str
+    workflow_id: str
+    state: str
+    agent_type: str
+    priority: int
+    attempts: int
+    retries_used: int
+    attempt_id: str
+    agent_id: str
+    result: Any
+    error: str
+    exit_code: int
+    waiting_reason: str
+    unschedulable: bool
+    dependencies: tuple[str, ...]
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
+        return cls(
+            task_id=m.task_id,
+            name=m.name,
+            workflow_id=m.workflow_id,
+            state=state_name(pb.TaskState, m.state, "TASK_STATE_"),
+            agent_type=m.agent_type,
+            priority=m.priority,
+            attempts=m.attempts,
+            retries_used=m.retries_used,
+            attempt_id=m.attempt_id,
+            agent_id=m.agent_id,
+            result=decode_json(m.result_json),
+            error=m.error,
+            exit_code=m.exit_code,
+            waiting_reason=m.waiting_reason,
+            unschedulable=m.unschedulable,
+            dependencies=tuple(m.dependencies),
+            created_at=timestamp(m, "created_at"),
+            started_at=timestamp(m, "started_at"),
+            finished_at=timestamp(m, "finished_at"),
+            raw=m,
+        )
+
+    @property
+    def duration_s(self) -> float | None:
+        """Run time of the last attempt, when it has started and finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowStatus(Record):
+    """A workflow's state, its per-state task counts and (when asked for) its tasks."""
+
+    workflow_id: str
+    name: str
+    state: str
+    task_total: int
+    task_counts: Mapping[str, int]
+    tasks: tuple[TaskStatus, ...]
+    error: str
+    metadata: Any
+    labels: Mapping[str, str]
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    raw: pb.WorkflowStatus = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.WorkflowStatus) -> WorkflowStatus:
+        return cls(
+            workflow_id=m.workflow_id,
+            name=m.name,
+            state=state_name(pb.WorkflowState, m.state, "WORKFLOW_STATE_"),
+            task_total=m.task_total,
+            task_counts={k.lower(): v for k, v in m.task_counts.items()},
+            tasks=tuple(TaskStatus.from_proto(t) for t in m.tasks),
+            error=m.error,
+            metadata=decode_json(m.metadata_json),
+            labels=dict(m.labels),
+            created_at=timestamp(m, "created_at"),
+            started_at=timestamp(m, "started_at"),
+            finished_at=timestamp(m, "finished_at"),
+            raw=m,
+        )
+
+    @property
+    def done(self) -> bool:
+        """True once the workflow is completed, failed or cancelled."""
+        return self.state in TERMINAL_WORKFLOW_STATES
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowResult(Record):
+    """The outcome of a finished workflow: task results by name, and the critical path as run."""
+
+    workflow_id: str
+    state: str
+    results: Mapping[str, Any]
+    tasks: tuple[TaskStatus, ...]
+    critical_path: tuple[str, ...]
+    duration_s: float
+    error: str
+    raw: pb.WorkflowResult = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.WorkflowResult) -> WorkflowResult:
+        return cls(
+            workflow_id=m.workflow_id,
+            state=state_name(pb.WorkflowState, m.state, "WORKFLOW_STATE_"),
+            results={name: decode_json(value) for name, value in m.results_json.items()},
+            tasks=tuple(TaskStatus.from_proto(t) for t in m.tasks),
+            critical_path=tuple(m.critical_path),
+            duration_s=m.duration_s,
+            error=m.error,
+            raw=m,
+        )
+
+    @classmethod
+    def from_status(cls, status: WorkflowStatus) -> WorkflowResult:
+        """The result of a finished workflow as far as its status tells (no executed critical path)."""
+        duration = 0.0
+        if status.started_at is not None and status.finished_at is not None:
+            duration = (status.finished_at - status.started_at).total_seconds()
+        message = pb.WorkflowResult(
+            workflow_id=status.workflow_id,
+            state=status.raw.state,
+            results_json={t.name: t.raw.result_json for t in status.tasks if t.state == "completed"},
+            tasks=[t.raw for t in status.tasks],
+            duration_s=duration,
+            error=status.error,
+        )
+        return cls.from_proto(message)
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the workflow completed."""
+        return self.state == "completed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage(Record):
+    """One topological generation of a plan: tasks that may run side by side."""
+
+    index: int
+    task_names: tuple[str, ...]
+    estimated_duration_s: float
+    raw: pb.ExecutionStage = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.ExecutionStage) -> Stage:
+        return cls(m.index, tuple(m.task_names), m.estimated_duration_s, raw=m)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionPlan(Record):
+    """The shape of a workflow: stages, the critical path and how parallel it can run."""
+
+    stages: tuple[Stage, ...]
+    critical_path: tuple[str, ...]
+    estimated_duration_s: float
+    parallelism_factor: float
+    task_count: int
+    total_work_s: float
+    raw: pb.ExecutionPlan = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.ExecutionPlan) -> ExecutionPlan:
+        return cls(
+            stages=tuple(Stage.from_proto(s) for s in m.stages),
+            critical_path=tuple(m.critical_path),
+            estimated_duration_s=m.estimated_duration_s,
+            parallelism_factor=m.parallelism_factor,
+            task_count=m.task_count,
+            total_work_s=m.total_work_s,
+            raw=m,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DependencyAnalysis(Record):
+    """AnalyzeDependencies: the plan plus roots, leaves, the widest stage and the depth."""
+
+    plan: ExecutionPlan
+    roots: tuple[str, ...]
+    leaves: tuple[str, ...]
+    max_width: int
+    depth: int
+    raw: scheduler_pb2.AnalyzeDependenciesResponse = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: scheduler_pb2.AnalyzeDependenciesResponse) -> DependencyAnalysis:
+        return cls(ExecutionPlan.from_proto(m.plan), tuple(m.roots), tuple(m.leaves), m.max_width, m.depth, raw=m)
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission(Record):
+    """A submitted workflow: its id, its plan, and whether an idempotency key matched an earlier one."""
+
+    workflow_id: str
+    plan: ExecutionPlan
+    deduplicated: bool
+    raw: orchestrator_pb2.SubmitWorkflowResponse = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: orchestrator_pb2.SubmitWorkflowResponse) -> Submission:
+        return cls(m.workflow_id, ExecutionPlan.from_proto(m.plan), m.deduplicated, raw=m)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowSummary(Record):
+    """One row of ListWorkflows."""
+
+    workflow_id: str
+    name: str
+    state: str
+    task_total: int
+    task_counts: Mapping[str, int]
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    raw: pb.WorkflowSummary = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.WorkflowSummary) -> WorkflowSummary:
+        return cls(
+            workflow_id=m.workflow_id,
+            name=m.name,
+            state=state_name(pb.WorkflowState, m.state, "WORKFLOW_STATE_"),
+            task_total=m.task_total,
+            task_counts={k.lower(): v for k, v in m.task_counts.items()},
+            created_at=timestamp(m, "created_at"),
+            started_at=timestamp(m, "started_at"),
+            finished_at=timestamp(m, "finished_at"),
+            raw=m,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowPage(Record):
+    """A page of workflows; pass ``next_page_token`` back for the next page ("" when this is the last)."""
+
+    workflows: tuple[WorkflowSummary, ...]
+    next_page_token: str
+    raw: orchestrator_pb2.ListWorkflowsResponse = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: orchestrator_pb2.ListWorkflowsResponse) -> WorkflowPage:
+        return cls(tuple(WorkflowSummary.from_proto(w) for w in m.workflows), m.next_page_token, raw=m)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowEvent(Record):
+    """A state change of a workflow (``task_*`` fields empty) or of one of its tasks."""
+
+    seq: int
+    at: datetime | None
+    workflow_id: str
+    workflow_state: str | None
+    task_id: str
+    task_name: str
+    task_state: str | None
+    attempt_id: str
+    agent_id: str
+    message: str
+    raw: orchestrator_pb2.WorkflowEvent = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: orchestrator_pb2.WorkflowEvent) -> WorkflowEvent:
+        return cls(
+            seq=m.seq,
+            at=timestamp(m, "at"),
+            workflow_id=m.workflow_id,
+            workflow_state=optional_state(pb.WorkflowState, m.workflow_state, "WORKFLOW_STATE_"),
+            task_id=m.task_id,
+            task_name=m.task_name,
+            task_state=optional_state(pb.TaskState, m.task_state, "TASK_STATE_"),
+            attempt_id=m.attempt_id,
+            agent_id=m.agent_id,
+            message=m.message,
+            raw=m,
+        )
+
+    @property
+    def is_task_event(self) -> bool:
+        """True for a task's state change, False for the workflow's own."""
+        return bool(self.task_id)
+
+    @property
+    def is_final(self) -> bool:
+        """True for the workflow's own move to a terminal state: nothing follows it."""
+        return not self.task_id and self.workflow_state in TERMINAL_WORKFLOW_STATES
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation(Record):
+    """ExplainTask: the task, one line on why it is (not) running, and every agent's verdict."""
+
+    task: TaskStatus
+    reason: str
+    waiting_on: tuple[str, ...]
+    agents: tuple[AgentVerdict, ...]
+    raw: scheduler_pb2.ExplainTaskResponse = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: scheduler_pb2.ExplainTaskResponse) -> Explanation:
+        return cls(
+            TaskStatus.from_proto(m.task),
+            m.reason,
+            tuple(m.waiting_on),
+            tuple(AgentVerdict.from_proto(a) for a in m.agents),
+            raw=m,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LogChunk(Record):
+    """Output of one attempt after the requested offsets; pass the offsets back to continue."""
+
+    attempt_id: str
+    stdout: bytes
+    stderr: bytes
+    stdout_offset: int
+    stderr_offset: int
+    finished: bool
+    truncated: bool
+    raw: orchestrator_pb2.GetTaskLogsResponse = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: orchestrator_pb2.GetTaskLogsResponse) -> LogChunk:
+        return cls(
+            m.attempt_id,
+            m.stdout,
+            m.stderr,
+            m.stdout_offset,
+            m.stderr_offset,
+            m.finished,
+            m.truncated,
+            raw=m,
+        )

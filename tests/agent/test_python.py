@@ -1,0 +1,109 @@
+"""Python attempts in warm workers: reuse, results, errors, async functions, inputs, output."""
+
+from __future__ import annotations
+
+import json
+
+import psutil
+
+from corral.v1 import types_pb2
+
+from .conftest import ExecutorFactory, RecordingSink, python_task
+
+SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
+FAILED = types_pb2.ATTEMPT_OUTCOME_FAILED
+
+
+async def test_the_same_warm_worker_serves_several_tasks(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    executor.submit([python_task("p1", "pid"), python_task("p2", "pid"), python_task("p3", "add", 2, 3)])
+    first, second = await sink.result("p1"), await sink.result("p2")
+    assert first.outcome == second.outcome == SUCCEEDED
+    assert json.loads(first.result_json) == json.loads(second.result_json) == sink.pids["p1"] == sink.pids["p2"]
+    assert json.loads((await sink.result("p3")).result_json) == 5
+
+
+async def test_exception(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    executor.submit([python_task("e1", "boom", "kaput"), python_task("after", "add", 1, 1)])
+    result = await sink.result("e1")
+    assert result.outcome == FAILED
+    assert result.error == "ValueError: kaput"
+    assert result.retryable
+    stderr = sink.stderr("e1")
+    assert b"Traceback (most recent call last)" in stderr and b"kaput" in stderr
+    # The worker survives a failing task, and the next task's output starts clean.
+    assert (await sink.result("after")).outcome == SUCCEEDED
+    assert "after" not in sink.outputs
+
+
+async def test_unresolvable_function_is_permanent(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    executor.submit(
+        [
+            python_task("attr", "no_such_function"),
+            python_task("mod", "x", raw_payload=b'{"function": "no_such_module_xyz:f"}'),
+            python_task("shape", "x", raw_payload=b'{"function": "not-a-spec"}'),
+        ]
+    )
+    for attempt_id in ("attr", "mod", "shape"):
+        result = await sink.result(attempt_id)
+        assert result.outcome == FAILED and not result.retryable, (attempt_id, result)
+    assert "no_such_function" in sink.results["attr"].error
+
+
+async def test_async_function(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    executor.submit([python_task("as1", "async_double", 21), python_task("as2", "async_double", 4)])
+    assert json.loads((await sink.result("as1")).result_json) == 42
+    assert json.loads((await sink.result("as2")).result_json) == 8
+
+
+async def test_inputs_parameter_and_kwargs(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    executor.submit(
+        [
+            python_task("in1", "sum_inputs", inputs={"a": 2, "b": 3}, kwargs={"extra": 10}),
+            python_task("in2", "with_kwargs", kwargs={"k": 1}, inputs={"up": "v"}),
+            python_task("in3", "add", 1, 2, inputs={"ignored": 1}),
+        ]
+    )
+    assert json.loads((await sink.result("in1")).result_json) == 15
+    assert json.loads((await sink.result("in2")).result_json) == {"k": 1, "inputs": {"up": "v"}}
+    assert json.loads((await sink.result("in3")).result_json) == 3
+
+
+async def test_task_identity_in_the_environment(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    executor.submit([python_task("id1", "echo_env", "CORRAL_TASK_ID", "CORRAL_ATTEMPT_ID", gpu_ids=[2])])
+    seen = json.loads((await sink.result("id1")).result_json)
+    assert seen == {"CORRAL_TASK_ID": "task-id1", "CORRAL_ATTEMPT_ID": "id1"}
+
+
+async def test_output_captured_at_fd_level(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    executor.submit([python_task("out", "print_lines", 3, True), python_task("quiet", "noop")])
+    assert (await sink.result("out")).outcome == SUCCEEDED
+    assert sink.stdout("out") == b"line 0\nline 1\nline 2\nfrom child\n"
+    assert sink.stderr("out") == b"to stderr\n"
+    await sink.result("quiet")
+    assert "quiet" not in sink.outputs  # never an empty Output event
+
+
+async def test_python_output_is_capped(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1, output_cap=100)
+    executor.submit([python_task("cap", "print_lines", 200)])
+    await sink.result("cap")
+    assert len(sink.stdout("cap")) == 100
+    assert sink.outputs["cap"][-1][2] is True
+
+
+async def test_a_dying_worker_is_replaced(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    executor.submit([python_task("die", "die", 7), python_task("next", "pid")])
+    died = await sink.result("die")
+    assert died.outcome == FAILED and died.retryable and "exit code 7" in died.error
+    result = await sink.result("next")
+    assert result.outcome == SUCCEEDED
+    assert json.loads(result.result_json) != sink.pids["die"]
+    assert not psutil.pid_exists(sink.pids["die"])

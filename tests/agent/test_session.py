@@ -1,0 +1,154 @@
+"""The agent against a scripted fake controller: the AgentGateway.Connect protocol end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from corral.v1 import types_pb2
+
+from .conftest import AgentFactory, FakeGateway, eventually, python_task, shell_task
+
+SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
+CANCELLED = types_pb2.ATTEMPT_OUTCOME_CANCELLED
+LOST = types_pb2.ATTEMPT_OUTCOME_LOST
+
+
+async def test_hello_welcome_and_heartbeats(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    await make_agent(labels={"zone": "a"}, gpus=2, slots=3)
+    conn = await gateway.connection()
+    hello = conn.hello
+    assert hello.agent_id == hello.name == "agent-1"
+    assert hello.hostname
+    assert list(hello.agent_types) == ["shell", "python"]
+    assert dict(hello.labels) == {"zone": "a"}
+    assert hello.inventory.gpu_count == 2 and hello.inventory.slots == 3
+    assert hello.inventory.cpu_cores > 0 and hello.inventory.memory_mb > 0
+    assert not hello.draining and not hello.running_attempt_ids
+    heartbeats = await eventually(lambda: len(conn.heartbeats()) >= 3 and conn.heartbeats(), what="heartbeats")
+    assert heartbeats[-1].usage.memory_used_mb > 0
+    assert not heartbeats[-1].draining
+
+
+async def test_assign_batched_events_and_ack(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    agent, _ = await make_agent(slots=1)
+    conn = await gateway.connection()
+    conn.assign(*(python_task(f"p{i}", "add", i, 1) for i in range(50)))
+    await eventually(lambda: len(conn.events(kind="finished")) == 50, what="50 Finished events")
+    for i in range(50):
+        finished = conn.events(f"p{i}", "finished")[0].finished
+        assert finished.outcome == SUCCEEDED and json.loads(finished.result_json) == i + 1
+    assert conn.events("p0", "started")[0].started.pid > 0
+    assert len(agent.outbox.unacked_ids) == 50
+    conn.ack(*(f"p{i}" for i in range(50)))
+    await eventually(lambda: not agent.outbox.unacked_ids, what="acks to be applied")
+
+
+async def test_events_pending_together_go_in_one_batch(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    await make_agent(slots=1)
+    conn = await gateway.connection()
+    conn.assign(shell_task("busy", "sleep 1000"), *(shell_task(f"q{i}", "true") for i in range(20)))
+    await conn.wait_event("busy", "started")
+    # One Cancel of the 20 queued attempts produces 20 Finished reports at once: one message.
+    conn.cancel(*(f"q{i}" for i in range(20)))
+    await eventually(lambda: len(conn.events(kind="finished")) == 20, what="20 Finished events")
+    batch = next(b for b in conn.batches() if any(e.HasField("finished") for e in b))
+    assert sorted(e.attempt_id for e in batch) == sorted(f"q{i}" for i in range(20))
+    assert all(e.finished.outcome == CANCELLED for e in batch)
+
+
+async def test_unacked_finished_is_resent_after_reconnect(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    agent, _ = await make_agent()
+    first = await gateway.connection(0)
+    first.assign(shell_task("s1", "echo 1"), shell_task("s2", "echo 2"), shell_task("long", "sleep 1000"))
+    await first.wait_event("s1", "finished")
+    await first.wait_event("s2", "finished")
+    await first.wait_event("long", "started")
+    first.ack("s1")
+    await eventually(lambda: agent.outbox.unacked_ids == ["s2"], what="the ack of s1")
+    first.end()  # the stream breaks
+    second = await gateway.connection(1)
+    assert list(second.hello.running_attempt_ids) == ["long"]
+    resent = await second.wait_event("s2", "finished")
+    assert resent.finished.outcome == SUCCEEDED
+    assert not second.events("s1")  # acked: never re-sent
+    # The long attempt kept running across the reconnect.
+    assert agent.executor is not None and agent.executor.active_ids() == ["long"]
+
+
+async def test_events_while_disconnected_are_sent_after_welcome(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    await make_agent()
+    first = await gateway.connection(0)
+    first.assign(shell_task("late", "sleep 0.3; echo 5"))
+    await first.wait_event("late", "started")
+    first.end()
+    second = await gateway.connection(1)
+    finished = await second.wait_event("late", "finished")
+    assert finished.finished.result_json == b"5"
+
+
+async def test_welcome_kill_ids_are_killed_and_forgotten(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    agent, _ = await make_agent()
+    first = await gateway.connection(0)
+    first.assign(shell_task("old", "sleep 1000"), shell_task("done", "true"))
+    await first.wait_event("old", "started")
+    await first.wait_event("done", "finished")
+    gateway.kill_next = ["old", "done"]
+    first.end()
+    second = await gateway.connection(1)
+    assert set(second.hello.running_attempt_ids) == {"old"}
+    assert agent.executor is not None
+    await eventually(lambda: not agent.executor.active_ids(), what="the killed attempt to stop")  # type: ignore[union-attr]
+    await asyncio.sleep(0.3)
+    assert not second.events("old") and not second.events("done")
+    assert not agent.outbox.unacked_ids
+
+
+async def test_cancel_over_the_stream(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    await make_agent(slots=1)
+    conn = await gateway.connection()
+    conn.assign(shell_task("c1", "sleep 1000"), shell_task("c2", "sleep 1000"))
+    await conn.wait_event("c1", "started")
+    conn.cancel("c1", "c2", force=True)
+    assert (await conn.wait_event("c1", "finished")).finished.outcome == CANCELLED
+    assert (await conn.wait_event("c2", "finished")).finished.outcome == CANCELLED
+    assert not conn.events("c2", "started")
+
+
+async def test_drain(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    _agent, task = await make_agent(slots=1)
+    conn = await gateway.connection()
+    conn.assign(shell_task("d1", "sleep 0.3; echo 1"), shell_task("d2", "echo never"))
+    await conn.wait_event("d1", "started")
+    conn.drain(grace_s=10.0)
+    await eventually(lambda: any(h.draining for h in conn.heartbeats()), what="a draining heartbeat")
+    # The queued attempt is given back, the running one finishes within the grace.
+    given_back = (await conn.wait_event("d2", "finished")).finished
+    assert given_back.outcome == LOST and given_back.retryable
+    assert (await conn.wait_event("d1", "finished")).finished.outcome == SUCCEEDED
+    conn.assign(shell_task("d3", "echo late"))
+    assert (await conn.wait_event("d3", "finished")).finished.outcome == LOST
+    assert not task.done()  # waiting for the acks
+    conn.ack("d1", "d2", "d3")
+    assert await asyncio.wait_for(task, 10) == 0
+    await asyncio.wait_for(conn.agent_closed.wait(), 10)  # the stream was closed cleanly
+
+
+async def test_drain_grace_expires(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    _agent, task = await make_agent(slots=1)
+    conn = await gateway.connection()
+    conn.assign(shell_task("stuck", "sleep 1000"))
+    await conn.wait_event("stuck", "started")
+    conn.drain(grace_s=0.2)
+    finished = (await conn.wait_event("stuck", "finished")).finished
+    assert finished.outcome == LOST and finished.retryable
+    conn.ack("stuck")
+    assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_reconnects_while_the_controller_is_down(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    # Point the agent at a port nobody listens on first: it keeps retrying without crashing.
+    agent, task = await make_agent(controller="127.0.0.1:1")
+    await asyncio.sleep(0.5)
+    assert not task.done() and not gateway.connections
+    assert agent.session is not None and not agent.session.connected.is_set()

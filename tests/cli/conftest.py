@@ -1,0 +1,24 @@
+"""Fixtures of the CLI tests: a real controller (and agents) in processes of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A controller on port 0 with no agents yet (add them with ``cluster.add_agent``)."""
+    yield from Cluster.running(tmp_path)
+
+
+@pytest.fixture
+def cluster_with_agent(cluster: Cluster) -> Cluster:
+    """A controller with one connected two-slot agent named ``a1``."""
+    cluster.add_agent("a1", slots=2)
+    cluster.wait_for_agents(1)
+    return cluster
