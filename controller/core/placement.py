@@ -140,6 +140,13 @@ class Demand:
     agent_type: str
     resources: Resources = field(default_factory=Resources)
     constraints: Mapping[str, str] = field(default_factory=dict)
+    # Short tasks may be queued on an agent beyond its slots (prefetch); long or unknown ones only
+    # take a free slot, so they stay in the controller's queue where priorities still apply.
+    prefetchable: bool = True
+
+    def window(self, agent: AgentView) -> int:
+        """How many outstanding attempts ``agent`` may hold when this task is added."""
+        return agent.window if self.prefetchable else min(agent.window, agent.slots)
 
 
 def _amount(value: float) -> str:
@@ -248,11 +255,12 @@ class WindowFilter:
     name: ClassVar[str] = "window"
 
     def check(self, demand: Demand, agent: AgentView) -> str | None:
-        if agent.outstanding < agent.window:
+        window = demand.window(agent)
+        if agent.outstanding < window:
             return None
-        extra = agent.window - agent.slots
+        extra = window - agent.slots
         detail = f" ({agent.slots} + {extra} prefetch)" if extra > 0 else ""
-        return f"all {agent.window} slots busy{detail}"
+        return f"all {window} slots busy{detail}"
 
 
 # Cheap structural checks first, so the reason given is the most fundamental one.
@@ -311,7 +319,7 @@ def utilisation(agent: AgentView, extra: Resources | None = None) -> float:
 
 def fits_now(demand: Demand, agent: AgentView) -> bool:
     """Exactly ``feasible(demand, agent) is None``, without building reasons: the hot path."""
-    if agent.state is not AgentState.CONNECTED or agent.outstanding >= agent.window:
+    if agent.state is not AgentState.CONNECTED or agent.outstanding >= demand.window(agent):
         return False
     if demand.agent_type not in agent.agent_types:
         return False

@@ -43,11 +43,12 @@ class MachineConfig:
     adopt_grace_s: float = 30.0  # after boot: no agent is lost, unreported attempts wait this long
     reconnect_grace_s: float = 5.0  # after a Hello: attempts it did not report may still be finishing
     kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL for cancels and timeouts
-    prefetch: int = 1  # attempts queued on an agent beyond its slots, at least
+    prefetch: int = 1  # attempts queued beyond its slots on an agent whose task times are unknown
     max_prefetch: int = 64
     # How long the report -> commit -> assign loop may take without an agent running dry: the
     # prefetch grows until the queued work lasts this long at the agent's measured task rate.
     pipeline_s: float = 0.01
+    prefetch_below_s: float = 0.1  # only tasks expected to run shorter than this are prefetched
     ageing_per_s: float = 0.5  # priority points gained per second of waiting
     max_backoff_s: float = 300.0
     backoff_jitter: float = 0.25  # +- fraction of the backoff
@@ -85,6 +86,7 @@ class MachineState:
         self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
         self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop
         self.task_seconds: dict[str, float] = {}  # agent id -> moving average of its attempt run time
+        self.workflow_seconds: dict[str, float] = {}  # workflow id -> moving average of its run times
         self.watched: set[str] = set()  # workflow ids with watchers: only these publish events
         self.epoch = 0
         self.event_seq = 0
@@ -120,9 +122,13 @@ class MachineState:
     def task_name(self, task_id: str) -> str:
         return self.tasks[task_id].name
 
-    @staticmethod
-    def demand(task: Task) -> Demand:
-        return Demand(task.agent_type, task.resources, task.constraints)
+    def demand(self, task: Task) -> Demand:
+        return Demand(task.agent_type, task.resources, task.constraints, self.expected_short(task))
+
+    def expected_short(self, task: Task) -> bool:
+        """Whether the task should finish quickly: its estimate, else how its workflow's tasks ran."""
+        expected = task.estimated_duration_s or self.workflow_seconds.get(task.workflow_id)
+        return expected is not None and expected <= self.config.prefetch_below_s
 
     # --- change tracking ------------------------------------------------------------------------
 
@@ -277,21 +283,28 @@ class MachineState:
     def prefetch_for(self, agent_id: str, slots: int) -> int:
         """Attempts to queue on an agent beyond its slots so it never waits for the controller.
 
-        Long tasks need one spare per slot at most; tiny ones need enough to cover the control
-        loop's latency at the rate the agent finishes them.
+        Agents running long tasks get none (a round trip is nothing next to a task); agents
+        running tiny ones get enough to cover the control loop's latency at their task rate.
         """
         seconds = self.task_seconds.get(agent_id)
-        floor = max(self.config.prefetch, 0)
         if seconds is None:
-            return max(floor, min(slots, self.config.max_prefetch))
+            return self.config.prefetch
+        if seconds > self.config.prefetch_below_s:
+            return 0
         wanted = math.ceil(slots * self.config.pipeline_s / max(seconds, 1e-5))
-        return max(floor, min(wanted, self.config.max_prefetch))
+        return max(1, min(wanted, self.config.max_prefetch))
 
-    def observe_run_time(self, agent_id: str, seconds: float) -> None:
-        """Feed an attempt's run time into its agent's average and resize the agent's window."""
-        previous = self.task_seconds.get(agent_id)
-        average = seconds if previous is None else previous * 0.9 + seconds * 0.1
-        self.task_seconds[agent_id] = average
+    def observe_run_time(self, agent_id: str, workflow_id: str, seconds: float) -> None:
+        """Feed an attempt's run time into the averages of its agent and workflow; resize the window."""
+        self.task_seconds[agent_id] = _average(self.task_seconds.get(agent_id), seconds)
+        self.workflow_seconds[workflow_id] = _average(self.workflow_seconds.get(workflow_id), seconds)
         view = self.views.get(agent_id)
         if view is not None:
             view.window = view.slots + self.prefetch_for(agent_id, view.slots)
+
+
+def _average(previous: float | None, sample: float) -> float:
+    """A moving average that follows slow-downs at once, so long tasks stop being prefetched."""
+    if previous is None or sample > previous:
+        return sample
+    return previous * 0.8 + sample * 0.2
