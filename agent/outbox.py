@@ -19,6 +19,7 @@ from corral.v1 import agent_pb2
 __all__ = ["DEFAULT_OUTPUT_BACKLOG", "Outbox"]
 
 DEFAULT_OUTPUT_BACKLOG = 16 << 20
+STARTED_DELAY_S = 0.005
 
 _TaskEvent = agent_pb2.TaskEvent
 _Timestamp = timestamp_pb2.Timestamp
@@ -38,13 +39,20 @@ class Outbox:
         self._wake = asyncio.Event()
         self._output_bytes = 0
         self._output_backlog = output_backlog
+        self._started_due: float | None = None  # when a held-back Started report must go out
         self.dropped_output = 0
 
     # -- producers ---------------------------------------------------------------------------
 
     def started(self, attempt_id: str, pid: int) -> None:
-        """An attempt's process started."""
-        self._push(_TaskEvent(attempt_id=attempt_id, at=_now(), started=agent_pb2.Started(pid=pid)))
+        """An attempt's process started.
+
+        The report waits up to STARTED_DELAY_S without waking the sender: most tasks finish
+        sooner, and then it travels in the same message as the Finished report.
+        """
+        self._pending.append(_TaskEvent(attempt_id=attempt_id, at=_now(), started=agent_pb2.Started(pid=pid)))
+        if self._started_due is None:
+            self._started_due = time.monotonic() + STARTED_DELAY_S
 
     def output(self, attempt_id: str, stdout: bytes, stderr: bytes, truncated: bool) -> None:
         """New output of a running attempt; dropped when too much is already waiting (disconnected)."""
@@ -79,13 +87,17 @@ class Outbox:
         """Everything pending, in order (and clear it)."""
         events, self._pending = self._pending, []
         self._output_bytes = 0
+        self._started_due = None
         self._wake.clear()
         return events
 
     async def wait(self, timeout: float | None) -> None:
         """Return when there is something to send, :meth:`poke` was called, or after ``timeout``."""
         wake = self._wake
-        if not self._pending and not wake.is_set():
+        if self._started_due is not None:
+            until_due = max(0.0, self._started_due - time.monotonic())
+            timeout = until_due if timeout is None else min(timeout, until_due)
+        if not wake.is_set() and (not self._pending or self._started_due is not None):
             try:
                 async with asyncio.timeout(timeout):
                     await wake.wait()

@@ -235,7 +235,7 @@ class Session:
                     return
                 continue
             await outbox.wait(max(0.0, next_heartbeat - loop.time()))
-            if self._executor.in_flight() and not self._closing:
+            if self._executor.in_flight() > 1 and not self._closing:
                 # More reports are on their way: linger a moment so they share one message. Each
                 # message costs both ends far more than an event in it; an idle agent never waits.
                 await asyncio.sleep(REPORT_LINGER_S)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 from corral.controller.errors import InvalidArgument, NotFound
 
@@ -11,7 +11,7 @@ __all__ = ["resolve"]
 _MAX_SHOWN = 5
 
 
-def resolve(ids: Iterable[str], typed: str, what: str, field: str) -> str:
+def resolve(ids: Collection[str], typed: str, what: str, field: str) -> str:
     """The id equal to ``typed``, else the only one starting with it.
 
     Raises NotFound when nothing matches and InvalidArgument (naming some matches) when the prefix
@@ -19,6 +19,8 @@ def resolve(ids: Iterable[str], typed: str, what: str, field: str) -> str:
     """
     if not typed:
         raise InvalidArgument.field(field, f"a {what} id is required")
+    if typed in ids:
+        return typed  # the common case, without a scan
     matches = []
     for candidate in ids:
         if candidate == typed:

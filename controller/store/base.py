@@ -36,6 +36,17 @@ class ChangeBatch:
     logs: list[LogChunk] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
 
+    def size(self) -> int:
+        """Records and log chunks in the batch."""
+        return (
+            len(self.workflows)
+            + len(self.tasks)
+            + len(self.attempts)
+            + len(self.agents)
+            + len(self.logs)
+            + len(self.meta)
+        )
+
     def __bool__(self) -> bool:
         return bool(self.workflows or self.tasks or self.attempts or self.agents or self.logs or self.meta)
 
