@@ -54,12 +54,42 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         spec = decode_spec(request.spec, request.HasField("spec"))
         if len(request.idempotency_key) > _MAX_KEY:
             raise InvalidArgument.field("idempotency_key", f"longer than {_MAX_KEY} characters")
+        if request.wait and not request.start:
+            raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
+        if request.wait_timeout_s < 0:
+            raise InvalidArgument.field("wait_timeout_s", "must be >= 0")
         plan = plan_of(spec)
         workflow, tasks = build_workflow(spec, self.rt.machine.new_id, idempotency_key=request.idempotency_key)
-        workflow_id, deduplicated = await self.rt.handle(ev.SubmitWorkflow(workflow, tasks, start=request.start))
-        return pb.SubmitWorkflowResponse(
+        event = ev.SubmitWorkflow(workflow, tasks, start=request.start)
+        rt = self.rt
+
+        def submit(machine: Machine, now: float) -> tuple[str, bool, asyncio.Future[None] | None]:
+            workflow_id, deduplicated = machine.submit(event, now)
+            ended = machine.workflows[workflow_id].state.terminal
+            # The waiter is registered in the same tick, so the end cannot slip by unseen.
+            return workflow_id, deduplicated, rt.waiter(workflow_id) if request.wait and not ended else None
+
+        workflow_id, deduplicated, waiter = await rt.call(submit)
+        response = pb.SubmitWorkflowResponse(
             workflow_id=workflow_id, plan=wire.plan_to_proto(plan), deduplicated=deduplicated
         )
+        if request.wait:
+            if waiter is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), request.wait_timeout_s or None)
+            result = await self._result_if_ended(workflow_id)
+            if result is not None:
+                response.result.CopyFrom(result)
+        return response
+
+    async def _result_if_ended(self, workflow_id: str) -> types_pb2.WorkflowResult | None:
+        rt = self.rt
+        workflow = rt.machine.workflows[workflow_id]
+        if workflow.state.terminal:
+            # Its end was committed before the waiter woke, and a finished workflow never changes
+            # again: it can be read here without another trip through the loop.
+            return wire.workflow_result(rt.machine, workflow, rt.clock())
+        return None
 
     async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.ExecuteWorkflowResponse:
         rt = self.rt

@@ -231,9 +231,23 @@ class Client:
     async def execute(
         self, workflow: WorkflowLike, *, idempotency_key: str = "", timeout: float | None = None
     ) -> WorkflowResult:
-        """Submit, start and wait for a workflow in one call; returns its :class:`WorkflowResult`."""
-        submission = await self.submit(workflow, start=True, idempotency_key=idempotency_key)
-        return await self.wait(submission.workflow_id, timeout=timeout)
+        """Submit, start and wait for a workflow in one round trip; returns its :class:`WorkflowResult`.
+
+        Raises :class:`DeadlineExceededError` if it is still running after ``timeout`` seconds (the
+        workflow itself goes on).
+        """
+        request = orchestrator_pb2.SubmitWorkflowRequest(
+            spec=spec_to_proto(as_spec(workflow)),
+            idempotency_key=idempotency_key,
+            start=True,
+            wait=True,
+            wait_timeout_s=timeout or 0.0,
+        )
+        deadline: float | bool = False if timeout is None else timeout + _WAIT_SLACK_S
+        response = await self._call("orchestrator", "SubmitWorkflow", request, timeout=deadline)
+        if not response.HasField("result"):
+            raise DeadlineExceededError(f"workflow {response.workflow_id} is still running after {timeout:g} s")
+        return WorkflowResult.from_proto(response.result)
 
     async def cancel(self, workflow_id: str, *, force: bool = False, reason: str = "") -> WorkflowStatus:
         """Cancel a workflow: running attempts get SIGTERM and a grace period, or SIGKILL with ``force``."""

@@ -26,53 +26,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from corral.v1 import types_pb2 as corral_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63orral/v1/orchestrator.proto\x12\tcorral.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x63orral/v1/types.proto\"f\n\x15SubmitWorkflowRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.corral.v1.WorkflowSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x08\"k\n\x16SubmitWorkflowResponse\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x04plan\x18\x02 \x01(\x0b\x32\x18.corral.v1.ExecutionPlan\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\"S\n\x16\x45xecuteWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\x12\x16\n\x0ewait_timeout_s\x18\x03 \x01(\x01\"o\n\x17\x45xecuteWorkflowResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x19.corral.v1.WorkflowResult\"K\n\x15\x43\x61ncelWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"C\n\x16\x43\x61ncelWorkflowResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\"F\n\x18GetWorkflowStatusRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x15\n\rinclude_tasks\x18\x02 \x01(\x08\"F\n\x19GetWorkflowStatusResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\"+\n\x14PauseWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"B\n\x15PauseWorkflowResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\",\n\x15ResumeWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"C\n\x16ResumeWorkflowResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\"x\n\x14ListWorkflowsRequest\x12(\n\x06states\x18\x01 \x03(\x0e\x32\x18.corral.v1.WorkflowState\x12\x13\n\x0bname_prefix\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"_\n\x15ListWorkflowsResponse\x12-\n\tworkflows\x18\x01 \x03(\x0b\x32\x1a.corral.v1.WorkflowSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x14WatchWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"\x90\x02\n\rWorkflowEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x30\n\x0eworkflow_state\x18\x04 \x01(\x0e\x32\x18.corral.v1.WorkflowState\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x11\n\ttask_name\x18\x06 \x01(\t\x12(\n\ntask_state\x18\x07 \x01(\x0e\x32\x14.corral.v1.TaskState\x12\x12\n\nattempt_id\x18\x08 \x01(\t\x12\x10\n\x08\x61gent_id\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\"c\n\x17GetExecutionPlanRequest\x12\x15\n\x0bworkflow_id\x18\x01 \x01(\tH\x00\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x17.corral.v1.WorkflowSpecH\x00\x42\x08\n\x06source\"B\n\x18GetExecutionPlanResponse\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.corral.v1.ExecutionPlan\"g\n\x12GetTaskLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\t\x12\x15\n\rstdout_offset\x18\x03 \x01(\x03\x12\x15\n\rstderr_offset\x18\x04 \x01(\x03\"\x9c\x01\n\x13GetTaskLogsResponse\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x0e\n\x06stdout\x18\x02 \x01(\x0c\x12\x0e\n\x06stderr\x18\x03 \x01(\x0c\x12\x15\n\rstdout_offset\x18\x04 \x01(\x03\x12\x15\n\rstderr_offset\x18\x05 \x01(\x03\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x32\xee\x06\n\x0cOrchestrator\x12U\n\x0eSubmitWorkflow\x12 .corral.v1.SubmitWorkflowRequest\x1a!.corral.v1.SubmitWorkflowResponse\x12X\n\x0f\x45xecuteWorkflow\x12!.corral.v1.ExecuteWorkflowRequest\x1a\".corral.v1.ExecuteWorkflowResponse\x12U\n\x0e\x43\x61ncelWorkflow\x12 .corral.v1.CancelWorkflowRequest\x1a!.corral.v1.CancelWorkflowResponse\x12^\n\x11GetWorkflowStatus\x12#.corral.v1.GetWorkflowStatusRequest\x1a$.corral.v1.GetWorkflowStatusResponse\x12R\n\rPauseWorkflow\x12\x1f.corral.v1.PauseWorkflowRequest\x1a .corral.v1.PauseWorkflowResponse\x12U\n\x0eResumeWorkflow\x12 .corral.v1.ResumeWorkflowRequest\x1a!.corral.v1.ResumeWorkflowResponse\x12R\n\rListWorkflows\x12\x1f.corral.v1.ListWorkflowsRequest\x1a .corral.v1.ListWorkflowsResponse\x12L\n\rWatchWorkflow\x12\x1f.corral.v1.WatchWorkflowRequest\x1a\x18.corral.v1.WorkflowEvent0\x01\x12[\n\x10GetExecutionPlan\x12\".corral.v1.GetExecutionPlanRequest\x1a#.corral.v1.GetExecutionPlanResponse\x12L\n\x0bGetTaskLogs\x12\x1d.corral.v1.GetTaskLogsRequest\x1a\x1e.corral.v1.GetTaskLogsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63orral/v1/orchestrator.proto\x12\tcorral.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x63orral/v1/types.proto\"\x8c\x01\n\x15SubmitWorkflowRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.corral.v1.WorkflowSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x08\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12\x16\n\x0ewait_timeout_s\x18\x05 \x01(\x01\"\x96\x01\n\x16SubmitWorkflowResponse\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x04plan\x18\x02 \x01(\x0b\x32\x18.corral.v1.ExecutionPlan\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.corral.v1.WorkflowResult\"S\n\x16\x45xecuteWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\x12\x16\n\x0ewait_timeout_s\x18\x03 \x01(\x01\"o\n\x17\x45xecuteWorkflowResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x19.corral.v1.WorkflowResult\"K\n\x15\x43\x61ncelWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"C\n\x16\x43\x61ncelWorkflowResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\"F\n\x18GetWorkflowStatusRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x15\n\rinclude_tasks\x18\x02 \x01(\x08\"F\n\x19GetWorkflowStatusResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\"+\n\x14PauseWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"B\n\x15PauseWorkflowResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\",\n\x15ResumeWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"C\n\x16ResumeWorkflowResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.corral.v1.WorkflowStatus\"x\n\x14ListWorkflowsRequest\x12(\n\x06states\x18\x01 \x03(\x0e\x32\x18.corral.v1.WorkflowState\x12\x13\n\x0bname_prefix\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"_\n\x15ListWorkflowsResponse\x12-\n\tworkflows\x18\x01 \x03(\x0b\x32\x1a.corral.v1.WorkflowSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x14WatchWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"\x90\x02\n\rWorkflowEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x30\n\x0eworkflow_state\x18\x04 \x01(\x0e\x32\x18.corral.v1.WorkflowState\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x11\n\ttask_name\x18\x06 \x01(\t\x12(\n\ntask_state\x18\x07 \x01(\x0e\x32\x14.corral.v1.TaskState\x12\x12\n\nattempt_id\x18\x08 \x01(\t\x12\x10\n\x08\x61gent_id\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\"c\n\x17GetExecutionPlanRequest\x12\x15\n\x0bworkflow_id\x18\x01 \x01(\tH\x00\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x17.corral.v1.WorkflowSpecH\x00\x42\x08\n\x06source\"B\n\x18GetExecutionPlanResponse\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.corral.v1.ExecutionPlan\"g\n\x12GetTaskLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\t\x12\x15\n\rstdout_offset\x18\x03 \x01(\x03\x12\x15\n\rstderr_offset\x18\x04 \x01(\x03\"\x9c\x01\n\x13GetTaskLogsResponse\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x0e\n\x06stdout\x18\x02 \x01(\x0c\x12\x0e\n\x06stderr\x18\x03 \x01(\x0c\x12\x15\n\rstdout_offset\x18\x04 \x01(\x03\x12\x15\n\rstderr_offset\x18\x05 \x01(\x03\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x32\xee\x06\n\x0cOrchestrator\x12U\n\x0eSubmitWorkflow\x12 .corral.v1.SubmitWorkflowRequest\x1a!.corral.v1.SubmitWorkflowResponse\x12X\n\x0f\x45xecuteWorkflow\x12!.corral.v1.ExecuteWorkflowRequest\x1a\".corral.v1.ExecuteWorkflowResponse\x12U\n\x0e\x43\x61ncelWorkflow\x12 .corral.v1.CancelWorkflowRequest\x1a!.corral.v1.CancelWorkflowResponse\x12^\n\x11GetWorkflowStatus\x12#.corral.v1.GetWorkflowStatusRequest\x1a$.corral.v1.GetWorkflowStatusResponse\x12R\n\rPauseWorkflow\x12\x1f.corral.v1.PauseWorkflowRequest\x1a .corral.v1.PauseWorkflowResponse\x12U\n\x0eResumeWorkflow\x12 .corral.v1.ResumeWorkflowRequest\x1a!.corral.v1.ResumeWorkflowResponse\x12R\n\rListWorkflows\x12\x1f.corral.v1.ListWorkflowsRequest\x1a .corral.v1.ListWorkflowsResponse\x12L\n\rWatchWorkflow\x12\x1f.corral.v1.WatchWorkflowRequest\x1a\x18.corral.v1.WorkflowEvent0\x01\x12[\n\x10GetExecutionPlan\x12\".corral.v1.GetExecutionPlanRequest\x1a#.corral.v1.GetExecutionPlanResponse\x12L\n\x0bGetTaskLogs\x12\x1d.corral.v1.GetTaskLogsRequest\x1a\x1e.corral.v1.GetTaskLogsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'corral.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITWORKFLOWREQUEST']._serialized_start=99
-  _globals['_SUBMITWORKFLOWREQUEST']._serialized_end=201
-  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_start=203
-  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_end=310
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=312
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=395
-  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_start=397
-  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_end=508
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=510
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=585
-  _globals['_CANCELWORKFLOWRESPONSE']._serialized_start=587
-  _globals['_CANCELWORKFLOWRESPONSE']._serialized_end=654
-  _globals['_GETWORKFLOWSTATUSREQUEST']._serialized_start=656
-  _globals['_GETWORKFLOWSTATUSREQUEST']._serialized_end=726
-  _globals['_GETWORKFLOWSTATUSRESPONSE']._serialized_start=728
-  _globals['_GETWORKFLOWSTATUSRESPONSE']._serialized_end=798
-  _globals['_PAUSEWORKFLOWREQUEST']._serialized_start=800
-  _globals['_PAUSEWORKFLOWREQUEST']._serialized_end=843
-  _globals['_PAUSEWORKFLOWRESPONSE']._serialized_start=845
-  _globals['_PAUSEWORKFLOWRESPONSE']._serialized_end=911
-  _globals['_RESUMEWORKFLOWREQUEST']._serialized_start=913
-  _globals['_RESUMEWORKFLOWREQUEST']._serialized_end=957
-  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_start=959
-  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_end=1026
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1028
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1148
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1150
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1245
-  _globals['_WATCHWORKFLOWREQUEST']._serialized_start=1247
-  _globals['_WATCHWORKFLOWREQUEST']._serialized_end=1309
-  _globals['_WORKFLOWEVENT']._serialized_start=1312
-  _globals['_WORKFLOWEVENT']._serialized_end=1584
-  _globals['_GETEXECUTIONPLANREQUEST']._serialized_start=1586
-  _globals['_GETEXECUTIONPLANREQUEST']._serialized_end=1685
-  _globals['_GETEXECUTIONPLANRESPONSE']._serialized_start=1687
-  _globals['_GETEXECUTIONPLANRESPONSE']._serialized_end=1753
-  _globals['_GETTASKLOGSREQUEST']._serialized_start=1755
-  _globals['_GETTASKLOGSREQUEST']._serialized_end=1858
-  _globals['_GETTASKLOGSRESPONSE']._serialized_start=1861
-  _globals['_GETTASKLOGSRESPONSE']._serialized_end=2017
-  _globals['_ORCHESTRATOR']._serialized_start=2020
-  _globals['_ORCHESTRATOR']._serialized_end=2898
+  _globals['_SUBMITWORKFLOWREQUEST']._serialized_start=100
+  _globals['_SUBMITWORKFLOWREQUEST']._serialized_end=240
+  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_start=243
+  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_end=393
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=395
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=478
+  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_start=480
+  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_end=591
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=593
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=668
+  _globals['_CANCELWORKFLOWRESPONSE']._serialized_start=670
+  _globals['_CANCELWORKFLOWRESPONSE']._serialized_end=737
+  _globals['_GETWORKFLOWSTATUSREQUEST']._serialized_start=739
+  _globals['_GETWORKFLOWSTATUSREQUEST']._serialized_end=809
+  _globals['_GETWORKFLOWSTATUSRESPONSE']._serialized_start=811
+  _globals['_GETWORKFLOWSTATUSRESPONSE']._serialized_end=881
+  _globals['_PAUSEWORKFLOWREQUEST']._serialized_start=883
+  _globals['_PAUSEWORKFLOWREQUEST']._serialized_end=926
+  _globals['_PAUSEWORKFLOWRESPONSE']._serialized_start=928
+  _globals['_PAUSEWORKFLOWRESPONSE']._serialized_end=994
+  _globals['_RESUMEWORKFLOWREQUEST']._serialized_start=996
+  _globals['_RESUMEWORKFLOWREQUEST']._serialized_end=1040
+  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_start=1042
+  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_end=1109
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1111
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1231
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1233
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1328
+  _globals['_WATCHWORKFLOWREQUEST']._serialized_start=1330
+  _globals['_WATCHWORKFLOWREQUEST']._serialized_end=1392
+  _globals['_WORKFLOWEVENT']._serialized_start=1395
+  _globals['_WORKFLOWEVENT']._serialized_end=1667
+  _globals['_GETEXECUTIONPLANREQUEST']._serialized_start=1669
+  _globals['_GETEXECUTIONPLANREQUEST']._serialized_end=1768
+  _globals['_GETEXECUTIONPLANRESPONSE']._serialized_start=1770
+  _globals['_GETEXECUTIONPLANRESPONSE']._serialized_end=1836
+  _globals['_GETTASKLOGSREQUEST']._serialized_start=1838
+  _globals['_GETTASKLOGSREQUEST']._serialized_end=1941
+  _globals['_GETTASKLOGSRESPONSE']._serialized_start=1944
+  _globals['_GETTASKLOGSRESPONSE']._serialized_end=2100
+  _globals['_ORCHESTRATOR']._serialized_start=2103
+  _globals['_ORCHESTRATOR']._serialized_end=2981
 # @@protoc_insertion_point(module_scope)

@@ -11,24 +11,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubmitWorkflowRequest(_message.Message):
-    __slots__ = ("spec", "idempotency_key", "start")
+    __slots__ = ("spec", "idempotency_key", "start", "wait", "wait_timeout_s")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     spec: _types_pb2.WorkflowSpec
     idempotency_key: str
     start: bool
-    def __init__(self, spec: _Optional[_Union[_types_pb2.WorkflowSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., start: _Optional[bool] = ...) -> None: ...
+    wait: bool
+    wait_timeout_s: float
+    def __init__(self, spec: _Optional[_Union[_types_pb2.WorkflowSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., start: _Optional[bool] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ...) -> None: ...
 
 class SubmitWorkflowResponse(_message.Message):
-    __slots__ = ("workflow_id", "plan", "deduplicated")
+    __slots__ = ("workflow_id", "plan", "deduplicated", "result")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     plan: _types_pb2.ExecutionPlan
     deduplicated: bool
-    def __init__(self, workflow_id: _Optional[str] = ..., plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
+    result: _types_pb2.WorkflowResult
+    def __init__(self, workflow_id: _Optional[str] = ..., plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ..., deduplicated: _Optional[bool] = ..., result: _Optional[_Union[_types_pb2.WorkflowResult, _Mapping]] = ...) -> None: ...
 
 class ExecuteWorkflowRequest(_message.Message):
     __slots__ = ("workflow_id", "wait", "wait_timeout_s")
