@@ -64,6 +64,14 @@ class FleetOps(AttemptOps):
             return None
         return agent
 
+    def seen(self, agent_id: str, session_epoch: int, now: float) -> bool:
+        """A plain heartbeat: the agent of that live session is alive. Changes no stored record."""
+        agent = self.current(agent_id, session_epoch)
+        if agent is None:
+            return False
+        agent.last_seen = now
+        return True
+
     def heartbeat(self, event: AgentHeartbeat, now: float) -> bool:
         agent = self.current(event.agent_id, event.session_epoch)
         if agent is None:
@@ -105,8 +113,11 @@ class FleetOps(AttemptOps):
         Nobody is declared lost during the adoption grace after a controller start: agents need
         that long to notice the restart and reconnect.
         """
-        if now < self.boot_time + self.config.adopt_grace_s:
+        if now < self.boot_time + self.config.adopt_grace_s or now < self.next_lease_check:
             return
+        # Leases are seconds long: a scan of every agent a few times a second is plenty, and
+        # keeps a busy tick rate (e.g. thousands of heartbeats) from rescanning the fleet each tick.
+        self.next_lease_check = now + min(0.25, self.config.lease_s / 4)
         lease = self.config.lease_s
         for agent in self.agents.values():
             if agent.state is S.LOST or now - agent.last_seen <= lease:

@@ -90,6 +90,7 @@ class MachineState:
         self.watched: set[str] = set()  # workflow ids with watchers: only these publish events
         self.epoch = 0
         self.event_seq = 0
+        self.next_lease_check = 0.0
         # outputs of the current tick
         self._actions: list[Action] = []
         self._dirty_workflows: dict[str, Workflow] = {}
