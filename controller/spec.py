@@ -19,7 +19,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -37,6 +36,7 @@ __all__ = [
     "WorkflowSpec",
     "check_json_value",
     "format_loc",
+    "json_depth",
     "load_workflow_file",
     "parse_workflow",
     "parse_workflow_text",
@@ -51,7 +51,7 @@ class Limits:
     max_payload_bytes = 64 * 1024
     max_result_bytes = 256 * 1024
     max_metadata_bytes = 64 * 1024
-    max_json_depth = 32
+    maxjson_depth = 32
     max_name_length = 128
     max_labels = 64
     max_label_length = 256
@@ -71,18 +71,18 @@ _NAME_RE = re.compile(NAME_PATTERN)
 Name = Annotated[str, Field(min_length=1, max_length=Limits.max_name_length, pattern=NAME_PATTERN)]
 
 
-def _json_depth(value: Any, depth: int = 1) -> int:
+def json_depth(value: Any, depth: int = 1) -> int:
     if isinstance(value, Mapping):
-        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth)
+        return max((json_depth(v, depth + 1) for v in value.values()), default=depth)
     if isinstance(value, list | tuple):
-        return max((_json_depth(v, depth + 1) for v in value), default=depth)
+        return max((json_depth(v, depth + 1) for v in value), default=depth)
     return depth
 
 
 def check_json_value(value: Any, what: str, max_bytes: int, limit_name: str) -> bytes:
     """Encode ``value`` as JSON, enforcing the size and nesting limits; raise ValueError naming the limit."""
-    if _json_depth(value) > Limits.max_json_depth:
-        raise ValueError(f"{what} nests deeper than max_json_depth={Limits.max_json_depth}")
+    if json_depth(value) > Limits.maxjson_depth:
+        raise ValueError(f"{what} nests deeper than maxjson_depth={Limits.maxjson_depth}")
     try:
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
@@ -166,14 +166,11 @@ class TaskSpec(_Strict):
     def _seconds(cls, value: float) -> float:
         return _finite(value, "seconds", Limits.max_timeout_s)
 
-    _payload_json: bytes | None = PrivateAttr(default=None)
-
     @field_validator("payload")
     @classmethod
     def _payload(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        if info.context and info.context.get("payload_size_checked"):
-            if _json_depth(value) > Limits.max_json_depth:
-                raise ValueError(f"payload nests deeper than max_json_depth={Limits.max_json_depth}")
+        if info.context and info.context.get("payload_checked"):
+            pass  # size and nesting were checked on the encoded bytes (see wire_spec)
         else:
             check_json_value(value, "payload", Limits.max_payload_bytes, "max_payload_bytes")
         return value
@@ -204,14 +201,7 @@ class TaskSpec(_Strict):
         return self
 
     def payload_json(self) -> bytes:
-        """The payload as JSON: the bytes it arrived as when it came off the wire."""
-        if self._payload_json is not None:
-            return self._payload_json
         return json.dumps(self.payload, separators=(",", ":")).encode()
-
-    def keep_payload_json(self, raw: bytes) -> None:
-        """Remember the encoded payload it was decoded from, to store and forward it unchanged."""
-        self._payload_json = raw
 
 
 def _check_env_cwd(payload: Mapping[str, Any]) -> None:
@@ -267,16 +257,16 @@ def _violations(exc: ValidationError) -> list[FieldViolation]:
     return result
 
 
-def parse_workflow(data: Any, *, payload_size_checked: bool = False) -> WorkflowSpec:
+def parse_workflow(data: Any, *, payload_checked: bool = False) -> WorkflowSpec:
     """Validate a mapping as a workflow, structure and graph; raise InvalidArgument with every problem.
 
-    ``payload_size_checked`` says the caller already enforced max_payload_bytes on the encoded
-    payloads (the wire does, on the bytes it received), which spares re-encoding every payload.
+    ``payload_checked`` says the caller already enforced max_payload_bytes and maxjson_depth on
+    the encoded payloads (the wire does, on the bytes it received), which spares re-encoding them.
     """
     if not isinstance(data, Mapping):
         raise InvalidArgument.field("", "a workflow must be a mapping with 'name' and 'tasks'")
     try:
-        spec = WorkflowSpec.model_validate(data, context={"payload_size_checked": payload_size_checked})
+        spec = WorkflowSpec.model_validate(data, context={"payload_checked": payload_checked})
     except ValidationError as exc:
         raise InvalidArgument(_violations(exc)) from None
     problems = graph_problems([t.name for t in spec.tasks], [t.dependencies for t in spec.tasks])

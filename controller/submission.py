@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
@@ -18,13 +18,30 @@ def build_workflow(
     *,
     idempotency_key: str | None = None,
     standalone: bool = False,
+    payloads: Sequence[bytes] | None = None,
 ) -> tuple[Workflow, list[Task]]:
-    """The workflow record and its tasks (PENDING), dependencies resolved to task ids."""
+    """The workflow record and its tasks (PENDING), dependencies resolved to task ids.
+
+    ``payloads`` are the tasks' payloads as received (JSON bytes), kept as they are; without them
+    the payloads are encoded from the spec.
+    """
     workflow_id = "wf-" + make_id()
-    ids = {task.name: "t-" + make_id() for task in spec.tasks}
+    # One random base per workflow plus the task's index: unique, and far cheaper than a random
+    # id per task for workflows of 100k tasks.
+    base = "t-" + make_id()[:12] + "-"
+    ids = {task.name: f"{base}{index}" for index, task in enumerate(spec.tasks)}
+    types = {t.value: t for t in TaskType}
+    shared_resources: dict[object, Resources] = {}  # identical requirements share one object
+    no_constraints: Mapping[str, str] = {}
     tasks = []
     for index, task in enumerate(spec.tasks):
         res = task.resources
+        key = (res.cpu_cores, res.memory_mb, res.disk_mb, res.network_bandwidth_mbps, res.gpu_count)
+        resources = None if res.custom_resources else shared_resources.get(key)
+        if resources is None:
+            resources = Resources(*key, custom=dict(res.custom_resources))
+            if not res.custom_resources:
+                shared_resources[key] = resources
         tasks.append(
             Task(
                 id=ids[task.name],
@@ -32,22 +49,15 @@ def build_workflow(
                 name=task.name,
                 index=index,
                 agent_type=task.agent_type,
-                payload=task.payload_json(),
-                type=TaskType(task.type),
-                resources=Resources(
-                    cpu_cores=res.cpu_cores,
-                    memory_mb=res.memory_mb,
-                    disk_mb=res.disk_mb,
-                    network_bandwidth_mbps=res.network_bandwidth_mbps,
-                    gpu_count=res.gpu_count,
-                    custom=dict(res.custom_resources),
-                ),
+                payload=payloads[index] if payloads is not None else task.payload_json(),
+                type=types[task.type],
+                resources=resources,
                 priority=spec.task_priority(task),
                 timeout_s=task.timeout,
                 max_retries=task.retries,
                 retry_backoff_s=task.retry_backoff,
-                dependencies=tuple(ids[d] for d in task.dependencies),
-                constraints=dict(task.constraints),
+                dependencies=tuple([ids[d] for d in task.dependencies]),
+                constraints=dict(task.constraints) if task.constraints else no_constraints,
                 estimated_duration_s=task.estimated_duration,
             )
         )

@@ -18,6 +18,7 @@ __all__ = [
     "TASK_TYPE_FROM_PB",
     "TASK_TYPE_TO_PB",
     "decode_json_field",
+    "payloads_of",
     "spec_from_proto",
     "spec_to_proto",
     "task_spec_from_proto",
@@ -143,11 +144,13 @@ def spec_from_proto(message: pb.WorkflowSpec) -> WorkflowSpec:
     }
     if message.HasField("priority"):
         data["priority"] = message.priority
-    # Payload sizes were checked on the raw bytes above; the model need not re-encode them.
-    spec = parse_workflow(data, payload_size_checked=True)
-    for task, raw in zip(spec.tasks, message.tasks, strict=True):
-        task.keep_payload_json(raw.payload_json or b"{}")
-    return spec
+    # Payload sizes and nesting were checked on the raw bytes above; the model need not re-encode.
+    return parse_workflow(data, payload_checked=True)
+
+
+def payloads_of(message: pb.WorkflowSpec) -> list[bytes]:
+    """The encoded payloads of a validated message, to store and forward as they arrived."""
+    return [task.payload_json or b"{}" for task in message.tasks]
 
 
 def task_spec_from_proto(message: pb.TaskSpec) -> TaskSpec:

@@ -9,7 +9,7 @@ from typing import Any
 
 from corral.controller import wire
 from corral.controller.core import events as ev
-from corral.controller.core.analysis import analyze
+from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import TaskState, WorkflowEvent
 from corral.controller.errors import FieldViolation, InvalidArgument
@@ -17,7 +17,7 @@ from corral.controller.lookup import resolve
 from corral.controller.runtime import Runtime
 from corral.controller.spec import WorkflowSpec
 from corral.controller.submission import build_workflow, plan_of
-from corral.controller.wire_spec import spec_from_proto
+from corral.controller.wire_spec import payloads_of, spec_from_proto
 from corral.v1 import orchestrator_pb2 as pb
 from corral.v1 import orchestrator_pb2_grpc, types_pb2
 
@@ -25,6 +25,7 @@ __all__ = ["OrchestratorService", "decode_spec"]
 
 _MAX_KEY = 256
 _MAX_LIST = 1000
+_CACHED_PLANS = 8
 
 
 def decode_spec(message: types_pb2.WorkflowSpec, present: bool, field: str = "spec") -> WorkflowSpec:
@@ -49,6 +50,9 @@ def workflow_id_of(machine: Machine, typed: str, field: str = "workflow_id") -> 
 class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        # Plans of the latest submissions: a plan depends only on the spec, and asking for it
+        # right after submitting is common (and costly for 100k-task workflows).
+        self._plans: dict[str, ExecutionPlan] = {}
 
     async def SubmitWorkflow(self, request: pb.SubmitWorkflowRequest, context: Any) -> pb.SubmitWorkflowResponse:
         spec = decode_spec(request.spec, request.HasField("spec"))
@@ -59,7 +63,9 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         if request.wait_timeout_s < 0:
             raise InvalidArgument.field("wait_timeout_s", "must be >= 0")
         plan = plan_of(spec)
-        workflow, tasks = build_workflow(spec, self.rt.machine.new_id, idempotency_key=request.idempotency_key)
+        workflow, tasks = build_workflow(
+            spec, self.rt.machine.new_id, idempotency_key=request.idempotency_key, payloads=payloads_of(request.spec)
+        )
         event = ev.SubmitWorkflow(workflow, tasks, start=request.start)
         rt = self.rt
 
@@ -70,6 +76,10 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             return workflow_id, deduplicated, rt.waiter(workflow_id) if request.wait and not ended else None
 
         workflow_id, deduplicated, waiter = await rt.call(submit)
+        if not deduplicated:
+            self._plans[workflow_id] = plan
+            while len(self._plans) > _CACHED_PLANS:
+                del self._plans[next(iter(self._plans))]
         response = pb.SubmitWorkflowResponse(
             workflow_id=workflow_id, plan=wire.plan_to_proto(plan), deduplicated=deduplicated
         )
@@ -252,6 +262,9 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
                 [t.estimated_duration_s for t in tasks],
             )
 
+        cached = self._plans.get(request.workflow_id)
+        if cached is not None:
+            return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(cached))
         names, deps, durations = await self.rt.call(stored)
         return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(analyze(names, deps, durations)))
 
