@@ -1,0 +1,228 @@
+"""A real controller and real agents as subprocesses on loopback, for one benchmark workload.
+
+Every workload gets a fresh controller (``python -m corral.controller``) on port 0 with a fresh
+SQLite file in a temporary folder, started with the default durable settings and only
+``--listen 127.0.0.1:0 --db FILE --address-file FILE``, plus N agents (``python -m corral.agent``)
+whose ``PYTHONPATH`` holds ``bench/tasks`` so python tasks can be ``bench_tasks:NAME``.
+
+Everything started here is stopped on exit, errors included: SIGTERM, then SIGKILL of whatever is
+left of each process tree (agents' python workers and task processes included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from corral.controller.sdk.client import Client
+
+__all__ = ["TASKS_DIR", "BenchCluster", "Proc"]
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 30.0
+STOP_GRACE_S = 10.0
+
+
+class Proc:
+    """One subprocess with its log file."""
+
+    def __init__(self, label: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.label = label
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, grace: float = STOP_GRACE_S) -> None:
+        """Send ``sig``, wait up to ``grace``, then SIGKILL the process and any descendant left."""
+        try:
+            family = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            family = []
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        for child in family:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
+class BenchCluster:
+    """A controller plus ``agents`` agents of ``slots`` slots each (0 agents: controller only).
+
+    Use as ``async with BenchCluster(agents=2, slots=1) as cluster:``; ``cluster.address`` is the
+    controller's host:port and ``cluster.controller.pid`` its pid.
+    """
+
+    def __init__(self, *, agents: int = 2, slots: int = 1, keep_dir: bool | None = None) -> None:
+        self.agent_count = agents
+        self.slots = slots
+        # CORRAL_BENCH_KEEP=1 keeps the folder (database and process logs) for a post-mortem.
+        self.keep_dir = bool(os.environ.get("CORRAL_BENCH_KEEP")) if keep_dir is None else keep_dir
+        self.directory = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+        self.address = ""
+        self.controller: Proc | None = None
+        self.agents: list[Proc] = []
+        self.extra: list[Proc] = []
+        self.profiler: Proc | None = None
+        # CORRAL_BENCH_PYSPY=DIR records the controller with py-spy into DIR/<label>-<pid>.txt.
+        self.pyspy_dir = os.environ.get("CORRAL_BENCH_PYSPY", "")
+        env = dict(os.environ)
+        env.pop("CORRAL_ADDRESS", None)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TASKS_DIR), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.env = env
+
+    @property
+    def agent_names(self) -> list[str]:
+        return [f"bench-agent-{i}" for i in range(self.agent_count)]
+
+    async def __aenter__(self) -> BenchCluster:
+        try:
+            await self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def client(self, **kwargs: object) -> Client:
+        """A public SDK client of this controller."""
+        return Client(self.address, **kwargs)  # type: ignore[arg-type]
+
+    def spawn(self, label: str, argv: list[str]) -> Proc:
+        """Start another process (e.g. the load generator) that is stopped with the cluster."""
+        proc = Proc(label, argv, self.env, self.directory / f"{label}.log")
+        self.extra.append(proc)
+        return proc
+
+    async def start(self) -> None:
+        db = self.directory / "controller.db"
+        address_file = self.directory / "controller.addr"
+        argv = [
+            sys.executable,
+            "-m",
+            "corral.controller",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            str(db),
+            "--address-file",
+            str(address_file),
+        ]
+        self.controller = controller = Proc("controller", argv, self.env, self.directory / "controller.log")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (address_file.exists() and address_file.read_text().strip()):
+            if not controller.alive():
+                raise RuntimeError(f"the controller exited with {controller.popen.returncode}:\n{controller.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the controller did not start within {START_TIMEOUT_S:g} s:\n{controller.tail()}")
+            await asyncio.sleep(0.02)
+        self.address = address_file.read_text().strip()
+        if self.pyspy_dir:
+            self._start_profiler(controller.pid)
+        for name in self.agent_names:
+            work = self.directory / f"work-{name}"
+            work.mkdir()
+            argv = [
+                sys.executable,
+                "-m",
+                "corral.agent",
+                "--controller",
+                self.address,
+                "--name",
+                name,
+                "--slots",
+                str(self.slots),
+                "--work-dir",
+                str(work),
+            ]
+            self.agents.append(Proc(name, argv, self.env, self.directory / f"{name}.log"))
+        if self.agent_count:
+            await self.wait_agents(set(self.agent_names))
+
+    def _start_profiler(self, pid: int) -> None:
+        out_dir = Path(self.pyspy_dir).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = out_dir / f"controller-{pid}.txt"
+        argv = [pyspy, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "--rate", "100"]
+        self.profiler = Proc("py-spy", argv, self.env, self.directory / "py-spy.log")
+        print(f"py-spy recording the controller into {out}", file=sys.stderr)
+
+    async def wait_agents(self, names: set[str], timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until every agent in ``names`` is CONNECTED."""
+        deadline = time.monotonic() + timeout
+        async with self.client() as client:
+            while True:
+                connected = {a.name for a in await client.list_agents(states=["connected"])}
+                if names <= connected:
+                    return
+                for agent in self.agents:
+                    if not agent.alive():
+                        raise RuntimeError(f"agent {agent.label} exited:\n{agent.tail()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"agents {sorted(names - connected)} did not connect within {timeout:g} s")
+                await asyncio.sleep(0.05)
+
+    def controller_pid(self) -> int:
+        """The pid of the live controller; raises with the tail of its log if it has exited."""
+        assert self.controller is not None, "not started"
+        if not self.controller.alive():
+            code = self.controller.popen.returncode
+            raise RuntimeError(f"the controller exited with {code}:\n{self.controller.tail()}")
+        return self.controller.pid
+
+    def stop(self) -> None:
+        """Stop everything (load processes, agents, then the controller) and remove the folder."""
+        for proc in [*self.extra, *self.agents]:
+            proc.stop()
+        if self.controller is not None:
+            self.controller.stop()
+        if self.profiler is not None:
+            # py-spy writes its output and exits once the controller is gone.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.profiler.popen.wait(timeout=30)
+            self.profiler.stop(signal.SIGINT)
+            self.profiler = None
+        self.extra.clear()
+        self.agents.clear()
+        if self.keep_dir:
+            print(f"kept {self.directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,126 @@
+"""Simulated agents: many ``AgentGateway.Connect`` streams from one process, to load the controller.
+
+::
+
+    python -m bench.loadagents --controller 127.0.0.1:7070 --agents 1000 --channels 10
+
+Each simulated agent (``agent-0000`` ...) opens a stream, sends a Hello with a small inventory,
+waits for its Welcome and then sends ``Heartbeat{usage}`` every ``heartbeat_interval_s`` the Welcome
+gives (the first one at a random offset within the interval, so they do not all fire at once, as
+with agents started at different times). Whatever else the controller sends is read and ignored.
+Once every agent has its Welcome the process prints ``ready N`` on stdout; it runs until SIGTERM
+or SIGINT, then closes its streams and prints ``heartbeats N`` (how many it sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import signal
+import sys
+
+import grpc
+import grpc.aio
+
+from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
+
+__all__ = ["main"]
+
+
+class Load:
+    def __init__(self, address: str, agents: int, channels: int, seed: int) -> None:
+        self.address = address
+        self.agents = agents
+        self.channels = channels
+        self.rng = random.Random(seed)
+        self.welcomed = 0
+        self.heartbeats = 0
+        self.failures: list[str] = []
+        self.all_welcomed = asyncio.Event()
+        self.stop = asyncio.Event()
+
+    def hello(self, name: str) -> agent_pb2.AgentMessage:
+        inventory = types_pb2.Inventory(cpu_cores=1, memory_mb=1024, disk_mb=10_240, slots=1)
+        hello = agent_pb2.Hello(
+            agent_id=name,
+            name=name,
+            hostname="bench-load",
+            agent_types=["python"],
+            labels={"bench": "load"},
+            inventory=inventory,
+            version="bench",
+        )
+        return agent_pb2.AgentMessage(hello=hello)
+
+    async def agent(self, stub: agent_pb2_grpc.AgentGatewayStub, name: str) -> None:
+        call = stub.Connect()
+        try:
+            await call.write(self.hello(name))
+            first = await call.read()
+            if first is grpc.aio.EOF or not first.HasField("welcome"):
+                raise RuntimeError(f"{name}: expected a Welcome, got {first!r}")
+            interval = first.welcome.heartbeat_interval_s or 2.0
+            self.welcomed += 1
+            if self.welcomed == self.agents:
+                self.all_welcomed.set()
+            drain = asyncio.ensure_future(self._drain(call))
+            try:
+                await asyncio.sleep(self.rng.uniform(0, interval))
+                while not self.stop.is_set():
+                    usage = types_pb2.Usage(cpu_percent=1.0, memory_used_mb=100, load_1m=0.1, disk_free_mb=10_000)
+                    await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(usage=usage)))
+                    self.heartbeats += 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), interval)
+            finally:
+                drain.cancel()
+        except (grpc.aio.AioRpcError, RuntimeError) as exc:
+            if not self.stop.is_set():
+                self.failures.append(f"{name}: {exc}")
+                self.all_welcomed.set()  # unblock the waiter; it reports the failure
+        finally:
+            call.cancel()
+
+    @staticmethod
+    async def _drain(call: grpc.aio.StreamStreamCall) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            while (await call.read()) is not grpc.aio.EOF:
+                pass
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        channels = [grpc.aio.insecure_channel(self.address) for _ in range(self.channels)]
+        stubs = [agent_pb2_grpc.AgentGatewayStub(c) for c in channels]
+        tasks = [
+            asyncio.ensure_future(self.agent(stubs[i % self.channels], f"agent-{i:04d}")) for i in range(self.agents)
+        ]
+        await self.all_welcomed.wait()
+        if self.failures:
+            print(f"failed {len(self.failures)}: {self.failures[0]}", flush=True)
+            self.stop.set()
+        else:
+            print(f"ready {self.welcomed}", flush=True)
+        await self.stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in channels:
+            await channel.close()
+        print(f"heartbeats {self.heartbeats}", flush=True)
+        return 1 if self.failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadagents", description=__doc__.splitlines()[0])
+    parser.add_argument("--controller", required=True, metavar="HOST:PORT")
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--channels", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    return asyncio.run(Load(args.controller, args.agents, args.channels, args.seed).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

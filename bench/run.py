@@ -1,0 +1,142 @@
+"""Run the corral benchmarks against a real controller and real agents on loopback.
+
+::
+
+    python -m bench.run                      # every workload once (make bench)
+    python -m bench.run --only noop,dag      # a subset
+    python -m bench.run --runs 3             # repeat, report medians
+
+Prints a table, then as its last line one JSON object with every figure measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.workloads import Result
+
+__all__ = ["FIGURES", "WORKLOADS", "main"]
+
+#: workload name -> module under bench.workloads, in the order they run.
+WORKLOADS: dict[str, str] = {
+    "noop": "bench.workloads.noop",
+    "roundtrip": "bench.workloads.roundtrip",
+    "dag": "bench.workloads.dag",
+    "sleep": "bench.workloads.sleep",
+    "plan": "bench.workloads.plan",
+    "traces": "bench.workloads.traces",
+    "heartbeat": "bench.workloads.heartbeat",
+}
+
+#: figure -> (workload, unit, target, True when higher is better)
+FIGURES: dict[str, tuple[str, str, float, bool]] = {
+    "noop_tasks_per_s": ("noop", "tasks/s", 2500, True),
+    "roundtrip_p50_ms": ("roundtrip", "ms", 2, False),
+    "roundtrip_p99_ms": ("roundtrip", "ms", 6, False),
+    "dag_tasks_per_s": ("dag", "tasks/s", 2500, True),
+    "sleep_efficiency": ("sleep", "", 0.97, True),
+    "controller_peak_rss_mib": ("noop", "MiB", 150, False),
+    "plan_100k_s": ("plan", "s", 5, False),
+    "trace_makespan_ratio": ("traces", "", 1.15, False),
+    "agents_1000_heartbeat_cpu": ("heartbeat", "cores", 0.25, False),
+}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Run corral's benchmarks (a fresh controller and agents per workload) and print the figures.",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        metavar="W[,W]",
+        help=f"comma-separated workloads to run (default: all): {', '.join(WORKLOADS)}",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="repeat every workload N times and report medians")
+    args = parser.parse_args(argv)
+    selected = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
+    unknown = [w for w in selected if w not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(unknown)} (choose from {', '.join(WORKLOADS)})")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    args.selected = [w for w in WORKLOADS if w in selected]
+    return args
+
+
+def _format(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}"
+
+
+async def _run_all(selected: list[str], runs: int, console: Console) -> tuple[dict[str, list[float]], list[Result]]:
+    samples: dict[str, list[float]] = {}
+    last: list[Result] = []
+    for run_index in range(runs):
+        last = []
+        for name in selected:
+            module = importlib.import_module(WORKLOADS[name])
+            workload: Callable[[], Awaitable[Result]] = module.run
+            began = time.perf_counter()
+            result = await workload()
+            took = time.perf_counter() - began
+            figures = ", ".join(f"{k}={_format(v)}" for k, v in result.figures.items())
+            console.print(f"[run {run_index + 1}/{runs}] {name}: {figures} ({took:.1f} s with setup)", markup=False)
+            result.details.append((f"{name}: workload wall time incl. setup", f"{took:.1f} s"))
+            last.append(result)
+            for key, value in result.figures.items():
+                samples.setdefault(key, []).append(value)
+    return samples, last
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+    began = time.perf_counter()
+    samples, last = asyncio.run(_run_all(args.selected, args.runs, console))
+    figures = {key: statistics.median(values) for key, values in samples.items()}
+    ordered = {key: figures[key] for key in FIGURES if key in figures}
+
+    table = Table(title=f"corral benchmarks ({args.runs} run{'s' if args.runs > 1 else ''}, medians)")
+    table.add_column("figure")
+    table.add_column("measured", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("", justify="center")
+    for key, value in ordered.items():
+        _, unit, target, higher = FIGURES[key]
+        ok = value >= target if higher else value <= target
+        sign = ">=" if higher else "<="
+        table.add_row(key, f"{_format(value)} {unit}".strip(), f"{sign} {_format(target)}", "ok" if ok else "MISS")
+    if args.runs > 1:
+        for key, values in samples.items():
+            table.add_row(f"  {key} (all runs)", ", ".join(_format(v) for v in values), "", "")
+    details = Table(title="details (last run)")
+    details.add_column("what")
+    details.add_column("value")
+    for result in last:
+        for label, text in result.details:
+            details.add_row(label, text)
+    console.print(table)
+    console.print(details)
+    console.print(f"total wall time {time.perf_counter() - began:.1f} s")
+    sys.stdout.flush()
+    print(json.dumps({key: round(value, 4) for key, value in ordered.items()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

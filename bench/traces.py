@@ -1,0 +1,88 @@
+"""Import WfCommons (WfFormat JSON) traces as corral workflows, and their makespan lower bound.
+
+Ids and dependencies come from ``workflow.specification.tasks[]`` (``id``, ``parents``), durations
+from ``workflow.execution.tasks[]`` (``runtimeInSeconds``). Each task becomes a python task
+``bench_tasks:sleep(runtime * scale)`` with no resource requirements (see bench/README.md for why).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import graphlib
+import json
+import re
+from pathlib import Path
+
+from corral.controller.spec import TaskSpec, WorkflowSpec
+
+__all__ = ["DEFAULT_DIR", "TRACES", "Trace", "load_trace"]
+
+DEFAULT_DIR = Path("/work/shared/workloads/wfcommons")
+TRACES = (
+    "blast-chameleon-small-003.json",
+    "epigenomics-chameleon-hep-1seq-50k-001.json",
+    "cycles-chameleon-2l-1c-9p-001.json",
+    "seismology-chameleon-500p-001.json",
+    "1000genome-chameleon-22ch-100k-001.json",
+    "montage-chameleon-2mass-05d-001.json",
+)
+_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """One trace as a workflow: scaled durations (s), parents by task id, and the workflow spec."""
+
+    name: str
+    durations: dict[str, float]
+    parents: dict[str, list[str]]
+    spec: WorkflowSpec
+
+    @property
+    def total_work_s(self) -> float:
+        return sum(self.durations.values())
+
+    def critical_path_s(self) -> float:
+        """The longest path through the DAG, weighted by the scaled durations (a longest-path pass)."""
+        finish: dict[str, float] = {}
+        for task in graphlib.TopologicalSorter(self.parents).static_order():
+            finish[task] = self.durations[task] + max((finish[p] for p in self.parents[task]), default=0.0)
+        return max(finish.values())
+
+    def lower_bound_s(self, slots: int) -> float:
+        """max(critical path, total work / slots): no schedule on ``slots`` slots can beat it."""
+        return max(self.critical_path_s(), self.total_work_s / slots)
+
+
+def _task_name(task_id: str) -> str:
+    name = _BAD.sub("_", task_id)
+    if not name[:1].isalnum():
+        name = "t" + name
+    return name[:128]
+
+
+def load_trace(path: Path, scale: float) -> Trace:
+    """Read one WfFormat file; each task sleeps ``runtimeInSeconds * scale``."""
+    document = json.loads(path.read_text())
+    wf = document["workflow"]
+    runtimes = {t["id"]: float(t["runtimeInSeconds"]) * scale for t in wf["execution"]["tasks"]}
+    specification = wf["specification"]["tasks"]
+    parents = {t["id"]: list(t.get("parents", [])) for t in specification}
+    names = {task_id: _task_name(task_id) for task_id in parents}
+    if len(set(names.values())) != len(names):
+        raise ValueError(f"{path.name}: task ids collide once made valid names")
+    missing = set(parents) - set(runtimes)
+    if missing:
+        raise ValueError(f"{path.name}: no runtime for {sorted(missing)[:3]}")
+    tasks = [
+        TaskSpec(
+            name=names[task_id],
+            agent_type="python",
+            payload={"function": "bench_tasks:sleep", "args": [runtimes[task_id]]},
+            dependencies=[names[p] for p in parents[task_id]],
+        )
+        for task_id in parents
+    ]
+    spec = WorkflowSpec(name=_task_name(path.stem), tasks=tasks)
+    durations = {task_id: runtimes[task_id] for task_id in parents}
+    return Trace(name=path.stem, durations=durations, parents=parents, spec=spec)
