@@ -1,4 +1,4 @@
-"""Latency of one-task workflows: submit (start=True) then wait, sequentially, on 2 agents x 1 slot."""
+"""Latency of one-task workflows: submit-then-wait (``client.execute``, one round trip), sequentially, 2 x 1 slot."""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ async def run() -> Result:
         await client.connect()
         for i in range(WARMUPS + ROUNDS):
             start = time.perf_counter()
-            submission = await client.submit(spec, start=True)
-            result = await client.wait(submission.workflow_id)
+            result = await client.execute(spec)
             elapsed = time.perf_counter() - start
             check_completed(result, 1)
             if i >= WARMUPS:
