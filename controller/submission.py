@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 from corral.controller.core.analysis import ExecutionPlan, analyze
@@ -26,10 +27,10 @@ def build_workflow(
     the payloads are encoded from the spec.
     """
     workflow_id = "wf-" + make_id()
-    # One random base per workflow plus the task's index: unique, and far cheaper than a random
-    # id per task for workflows of 100k tasks.
-    base = "t-" + make_id()[:12] + "-"
-    ids = {task.name: f"{base}{index}" for index, task in enumerate(spec.tasks)}
+    # Random ids, so any short prefix tells tasks apart; drawn in one call, which matters for
+    # workflows of 100k tasks.
+    digits = os.urandom(10 * len(spec.tasks)).hex()
+    ids = {task.name: "t-" + digits[20 * index : 20 * index + 20] for index, task in enumerate(spec.tasks)}
     types = {t.value: t for t in TaskType}
     shared_resources: dict[object, Resources] = {}  # identical requirements share one object
     no_constraints: Mapping[str, str] = {}

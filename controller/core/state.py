@@ -47,7 +47,7 @@ class MachineConfig:
     max_prefetch: int = 64
     # How long the report -> commit -> assign loop may take without an agent running dry: the
     # prefetch grows until the queued work lasts this long at the agent's measured task rate.
-    pipeline_s: float = 0.01
+    pipeline_s: float = 0.05
     prefetch_below_s: float = 0.1  # only tasks expected to run shorter than this are prefetched
     ageing_per_s: float = 0.5  # priority points gained per second of waiting
     max_backoff_s: float = 300.0
