@@ -23,6 +23,7 @@ __all__ = [
     "spec_to_proto",
     "task_spec_from_proto",
     "task_spec_to_proto",
+    "wire_path",
 ]
 
 TASK_TYPE_TO_PB = {
@@ -127,6 +128,27 @@ def _task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
     if message.HasField("retry_backoff_s"):
         data["retry_backoff"] = message.retry_backoff_s
     return data
+
+
+# File-format field names that the wire spells differently, so errors point into the request.
+_WIRE_NAMES = {
+    "timeout": "timeout_s",
+    "payload": "payload_json",
+    "metadata": "metadata_json",
+    "retry_backoff": "retry_backoff_s",
+    "estimated_duration": "estimated_duration_s",
+}
+
+
+def wire_path(path: str) -> str:
+    """A file-format field path (``tasks[0].timeout``) as the request's (``tasks[0].timeout_s``)."""
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        name, bracket, rest = part.partition("[")
+        if name in _WIRE_NAMES and (i > 0 or name == "metadata"):
+            parts[i] = _WIRE_NAMES[name] + bracket + rest
+            break  # inside a JSON field the rest of the path is the document's own
+    return ".".join(parts)
 
 
 def spec_from_proto(message: pb.WorkflowSpec) -> WorkflowSpec:

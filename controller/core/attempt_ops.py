@@ -50,6 +50,8 @@ class AttemptOps(WorkflowOps):
 
     def schedule(self, now: float) -> None:
         """Place as many queued tasks as the online agents have room for; one Assign per agent."""
+        # Release ended backoffs first, even when nothing can be placed: next_timer() must move on.
+        self.queue.promote(now)
         if not self.queue:
             return
         roomy = [view for view in self.views.values() if view.has_room()]
@@ -192,8 +194,15 @@ class AttemptOps(WorkflowOps):
             task = self.tasks[attempt.task_id]
             if not attempt.pulled:
                 self.emit(CancelAttempts(attempt.agent_id, [attempt.id], True, 0.0))
-            self.fail_attempt(attempt, task, A.TIMED_OUT, "timed out (no report before the deadline)", True, now)
-            self.finish_if_done(self.workflows[task.workflow_id], now)
+            workflow = self.workflows[task.workflow_id]
+            error = "timed out (no report before the deadline)"
+            if workflow.state is WorkflowState.CANCELLING:
+                self.end_attempt(attempt, A.TIMED_OUT, now, error)
+                task.finished_at = now
+                self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
+            else:
+                self.fail_attempt(attempt, task, A.TIMED_OUT, error, True, now)
+            self.finish_if_done(workflow, now)
         for attempt_id, deadline in list(self.unconfirmed.items()):
             if deadline <= now:
                 self.lose_attempt(self.attempts[attempt_id], now, "not reported by its agent after reconnect")

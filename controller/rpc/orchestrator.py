@@ -17,7 +17,7 @@ from corral.controller.lookup import resolve
 from corral.controller.runtime import Runtime
 from corral.controller.spec import WorkflowSpec
 from corral.controller.submission import build_workflow, plan_of
-from corral.controller.wire_spec import payloads_of, spec_from_proto
+from corral.controller.wire_spec import payloads_of, spec_from_proto, wire_path
 from corral.v1 import orchestrator_pb2 as pb
 from corral.v1 import orchestrator_pb2_grpc, types_pb2
 
@@ -35,12 +35,17 @@ def decode_spec(message: types_pb2.WorkflowSpec, present: bool, field: str = "sp
     try:
         return spec_from_proto(message)
     except InvalidArgument as exc:
-        raise InvalidArgument(
-            FieldViolation(
-                f"{field}.{v.field}" if v.field and not v.field.startswith(field) else v.field or field, v.description
-            )
-            for v in exc.violations
-        ) from None
+        raise InvalidArgument(_in_request(v, field) for v in exc.violations) from None
+
+
+def _in_request(violation: FieldViolation, field: str) -> FieldViolation:
+    """A violation of the decoded spec, with the path of the request field it came from."""
+    path = wire_path(violation.field)
+    if not path:
+        path = field
+    elif not path.startswith(field):
+        path = f"{field}.{path}"
+    return FieldViolation(path, violation.description)
 
 
 def workflow_id_of(machine: Machine, typed: str, field: str = "workflow_id") -> str:

@@ -14,7 +14,7 @@ from corral.controller.rpc.orchestrator import decode_spec
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits, WorkflowSpec
 from corral.controller.submission import build_workflow, plan_of
-from corral.controller.wire_spec import decode_json_field, task_spec_from_proto
+from corral.controller.wire_spec import decode_json_field, task_spec_from_proto, wire_path
 from corral.v1 import scheduler_pb2 as pb
 from corral.v1 import scheduler_pb2_grpc
 
@@ -41,7 +41,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             task = task_spec_from_proto(request.task)
         except InvalidArgument as exc:
             raise InvalidArgument(
-                type(v)(v.field.replace("tasks[0]", "task", 1), v.description) for v in exc.violations
+                type(v)(wire_path(v.field).replace("tasks[0]", "task", 1), v.description) for v in exc.violations
             ) from None
         spec = WorkflowSpec(name=task.name, tasks=[task])
         workflow, tasks = build_workflow(

@@ -1,0 +1,141 @@
+"""The state machine's dispatch order and targets: priorities and ageing, pulled work, drains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from corral.controller.core import events as ev
+from corral.controller.core.machine import MachineConfig
+from corral.controller.core.model import AgentState, AttemptState, Resources, TaskState, WorkflowState
+from corral.controller.errors import FailedPrecondition, NotFound
+from tests.unit.conftest import Sim, task_spec
+
+T = TaskState
+W = WorkflowState
+A = AttemptState
+
+
+# --- priority -----------------------------------------------------------------------------------
+
+
+def _one_slot() -> MachineConfig:
+    return MachineConfig(prefetch=0)
+
+
+def test_higher_priority_runs_first(make_sim: type[Sim]) -> None:
+    sim = make_sim(config=_one_slot())
+    wf, _ = sim.submit([task_spec("low", priority=10), task_spec("mid"), task_spec("high", priority=90)])
+    order = []
+    step = sim.hello("a1", slots=1)
+    while True:
+        (assignment,) = step.assignments()
+        order.append(assignment.task.name)
+        step = sim.finished("a1", assignment.attempt_id)
+        if sim.machine.workflows[wf].state.terminal:
+            break
+    assert order == ["high", "mid", "low"]
+
+
+def test_ageing_lets_a_low_priority_task_overtake(make_sim: type[Sim]) -> None:
+    sim = make_sim(config=_one_slot())
+    sim.hello("a1", slots=1)
+    _, step = sim.submit([task_spec("blocker")], name="blocker")
+    blocker = step.assignments()[0].attempt_id
+    sim.submit([task_spec("low", priority=0)], name="low")
+    # 100 priority points at 0.5/s take 200 s to make up: a fresh priority-100 task still wins
+    # after 100 s of waiting, but not after 300 s.
+    sim.advance(300)
+    sim.submit([task_spec("high", priority=100)], name="high")
+    (next_up,) = sim.finished("a1", blocker).assignments()
+    assert next_up.task.name == "low"
+
+
+def test_fresh_high_priority_beats_a_short_wait(make_sim: type[Sim]) -> None:
+    sim = make_sim(config=_one_slot())
+    sim.hello("a1", slots=1)
+    _, step = sim.submit([task_spec("blocker")], name="blocker")
+    sim.submit([task_spec("low", priority=0)], name="low")
+    sim.advance(100)
+    sim.submit([task_spec("high", priority=100)], name="high")
+    (next_up,) = sim.finished("a1", step.assignments()[0].attempt_id).assignments()
+    assert next_up.task.name == "high"
+
+
+def test_workflow_priority_is_the_default_of_its_tasks(sim: Sim) -> None:
+    wf, _ = sim.submit([task_spec("a"), task_spec("b", priority=5)], priority=80)
+    assert sim.task(wf, "a").priority == 80 and sim.task(wf, "b").priority == 5
+
+
+# --- pulled work (external workers) --------------------------------------------------------------
+
+
+def _ext(name: str, **fields: object) -> dict[str, object]:
+    return {"name": name, "agent_type": "ext", "payload": {"job": name}, **fields}
+
+
+def test_pull_hands_out_a_task_matching_type_labels_and_capacity(sim: Sim) -> None:
+    wf, _ = sim.submit([_ext("big", resources={"cpu_cores": 8}), _ext("gpu", constraints={"accel": "yes"})])
+    small = Resources(cpu_cores=2)
+    assert sim.do(ev.PullTask("w1", ("other",))).result is None
+    assert sim.do(ev.PullTask("w1", ("ext",), {}, small)).result is None
+    step = sim.do(ev.PullTask("w1", ("ext",), {"accel": "yes"}, small))
+    assignment = step.result
+    assert assignment is not None and assignment.task.name == "gpu"
+    attempt = sim.machine.attempts[assignment.attempt_id]
+    assert attempt.pulled and attempt.state is A.RUNNING and attempt.agent_id == "w1"
+    assert sim.task(wf, "gpu").state is T.RUNNING
+    assert sim.machine.deadlines[attempt.id] == sim.now + sim.machine.config.pull_lease_s
+    other = sim.do(ev.PullTask("w2", ("ext",))).result
+    assert other is not None and other.task.name == "big"
+    assert json.loads(other.task.payload) == {"job": "big"}
+
+    assert sim.finished("w2", assignment.attempt_id).result is False  # not w2's attempt
+    assert sim.finished("w1", assignment.attempt_id, result=b'"ok"').result is True
+    assert sim.finished("w1", assignment.attempt_id).result is False  # only once
+    sim.finished("w2", other.attempt_id)
+    assert sim.machine.workflows[wf].state is W.COMPLETED
+    assert sim.task(wf, "gpu").result == b'"ok"'
+
+
+def test_pulled_attempt_past_its_timeout_is_failed_and_retried(sim: Sim) -> None:
+    wf, _ = sim.submit([_ext("t", timeout=30, retries=1)])
+    assignment = sim.do(ev.PullTask("w1", ("ext",))).result
+    deadline = sim.now + 30 + sim.machine.config.kill_grace_s
+    assert sim.machine.deadlines[assignment.attempt_id] == deadline
+    step = sim.tick(at=deadline)
+    assert step.of(ev.CancelAttempts) == []  # nobody to tell
+    assert sim.machine.attempts[assignment.attempt_id].state is A.TIMED_OUT
+    task = sim.task(wf, "t")
+    assert task.state is T.READY and task.retries_used == 1
+    assert sim.finished("w1", assignment.attempt_id).result is False
+
+
+# --- drain --------------------------------------------------------------------------------------
+
+
+def test_drain_stops_new_placements_but_running_work_finishes(sim: Sim) -> None:
+    sim.hello("a1", slots=1)
+    wf, step = sim.submit([task_spec("first")])
+    attempt = step.assignments("a1")[0].attempt_id
+    step = sim.do(ev.DrainAgent("a1", grace_s=12))
+    assert step.of(ev.DrainOrder) == [ev.DrainOrder("a1", 12)]
+    assert sim.machine.agents["a1"].state is AgentState.DRAINING
+    wf2, step = sim.submit([task_spec("second")], name="later")
+    assert step.of(ev.Assign) == []
+    assert sim.finished("a1", attempt).of(ev.Assign) == []
+    assert sim.machine.workflows[wf].state is W.COMPLETED
+    why = sim.machine.explain(sim.task(wf2, "second").id, sim.now)
+    assert dict((aid, r) for aid, _, r in why.agents)["a1"] == "agent is draining"
+    assert [a.task.name for a in sim.hello("a2").assignments("a2")] == ["second"]
+
+
+def test_drain_of_unknown_or_disconnected_agent_is_refused(sim: Sim) -> None:
+    with pytest.raises(NotFound):
+        sim.do(ev.DrainAgent("ghost"))
+    sim.hello("a1")
+    sim.do(ev.AgentGone("a1", sim.machine.agents["a1"].session_epoch))
+    with pytest.raises(FailedPrecondition):
+        sim.do(ev.DrainAgent("a1"))
+    assert not sim.quiet().changes
