@@ -33,6 +33,7 @@ __all__ = [
     "Limits",
     "ResourceSpec",
     "TaskSpec",
+    "WorkflowHeader",
     "WorkflowSpec",
     "check_json_value",
     "format_loc",
@@ -40,6 +41,7 @@ __all__ = [
     "load_workflow_file",
     "parse_workflow",
     "parse_workflow_text",
+    "violations_of",
 ]
 
 
@@ -213,11 +215,10 @@ def _check_env_cwd(payload: Mapping[str, Any]) -> None:
         raise ValueError("payload.cwd must be a string")
 
 
-class WorkflowSpec(_Strict):
-    """A workflow file: a named DAG of tasks."""
+class WorkflowHeader(_Strict):
+    """Everything of a workflow but its tasks (validated apart when tasks stream in one by one)."""
 
     name: Name
-    tasks: list[TaskSpec] = Field(min_length=1, max_length=Limits.max_tasks)
     metadata: dict[str, Any] = Field(default_factory=dict)
     labels: dict[Name, Annotated[str, Field(max_length=Limits.max_label_length)]] = Field(
         default_factory=dict, max_length=Limits.max_labels
@@ -236,6 +237,12 @@ class WorkflowSpec(_Strict):
         return self.priority if self.priority is not None else 50
 
 
+class WorkflowSpec(WorkflowHeader):
+    """A workflow file: a named DAG of tasks."""
+
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=Limits.max_tasks)
+
+
 def format_loc(loc: tuple[int | str, ...]) -> str:
     """Render a pydantic error location as a field path: ``("tasks", 2, "name")`` -> ``tasks[2].name``."""
     out = ""
@@ -249,11 +256,15 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _violations(exc: ValidationError) -> list[FieldViolation]:
+def violations_of(exc: ValidationError, prefix: str = "") -> list[FieldViolation]:
+    """Every error of a pydantic validation as a field violation (paths under ``prefix``)."""
     result = []
     for err in exc.errors(include_url=False):
         message = str(err["msg"]).removeprefix("Value error, ")
-        result.append(FieldViolation(format_loc(tuple(err["loc"])), message))
+        path = format_loc(tuple(err["loc"]))
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        result.append(FieldViolation(path, message))
     return result
 
 
@@ -268,7 +279,7 @@ def parse_workflow(data: Any, *, payload_checked: bool = False) -> WorkflowSpec:
     try:
         spec = WorkflowSpec.model_validate(data, context={"payload_checked": payload_checked})
     except ValidationError as exc:
-        raise InvalidArgument(_violations(exc)) from None
+        raise InvalidArgument(violations_of(exc)) from None
     problems = graph_problems([t.name for t in spec.tasks], [t.dependencies for t in spec.tasks])
     if problems:
         raise InvalidArgument(problems)

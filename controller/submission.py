@@ -1,16 +1,98 @@
-"""Turn a validated workflow spec into domain records with fresh ids."""
+"""Turn validated workflow specs into domain records with fresh ids.
+
+Two doors: :func:`build_workflow` takes a whole :class:`WorkflowSpec` (files, the SDK, standalone
+tasks); :func:`admit_workflow` takes a SubmitWorkflow message and validates it task by task,
+turning each task into its record at once, so a 100k-task submission never holds 100k pydantic
+models (nor their dicts) at the same time.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 from corral.controller.core.analysis import ExecutionPlan, analyze
+from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
-from corral.controller.spec import WorkflowSpec
+from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, WorkflowSpec, violations_of
+from corral.controller.wire_spec import decode_json_field, task_mapping
+from corral.v1 import types_pb2 as pb
 
-__all__ = ["build_workflow", "plan_of"]
+__all__ = ["Admitted", "admit_workflow", "build_workflow", "plan_of"]
+
+_TYPES = {t.value: t for t in TaskType}
+_NO_CONSTRAINTS: Mapping[str, str] = {}
+_CHECKED = {"payload_checked": True}
+
+
+def _task_ids(count: int) -> list[str]:
+    # Random ids, so any short prefix tells tasks apart; drawn in one call, which matters for
+    # workflows of 100k tasks.
+    digits = os.urandom(10 * count).hex()
+    return ["t-" + digits[20 * i : 20 * i + 20] for i in range(count)]
+
+
+class _Records:
+    """Builds task records, sharing one Resources object among tasks that need the same."""
+
+    def __init__(self, workflow_id: str, default_priority: int | None) -> None:
+        self.workflow_id = workflow_id
+        self.default_priority = 50 if default_priority is None else default_priority
+        self._resources: dict[tuple[float, int, int, int, int], Resources] = {}
+
+    def task(self, spec: TaskSpec, task_id: str, index: int, payload: bytes) -> Task:
+        res = spec.resources
+        key = (res.cpu_cores, res.memory_mb, res.disk_mb, res.network_bandwidth_mbps, res.gpu_count)
+        resources = None if res.custom_resources else self._resources.get(key)
+        if resources is None:
+            resources = Resources(*key, custom=dict(res.custom_resources))
+            if not res.custom_resources:
+                self._resources[key] = resources
+        return Task(
+            id=task_id,
+            workflow_id=self.workflow_id,
+            name=spec.name,
+            index=index,
+            agent_type=spec.agent_type,
+            payload=payload,
+            type=_TYPES[spec.type],
+            resources=resources,
+            priority=spec.priority if spec.priority is not None else self.default_priority,
+            timeout_s=spec.timeout,
+            max_retries=spec.retries,
+            retry_backoff_s=spec.retry_backoff,
+            dependencies=tuple(spec.dependencies),  # names for now; see _resolve
+            constraints=dict(spec.constraints) if spec.constraints else _NO_CONSTRAINTS,
+            estimated_duration_s=spec.estimated_duration,
+        )
+
+
+def _resolve(tasks: list[Task]) -> None:
+    """Replace dependency names by task ids (the graph was checked: every name exists)."""
+    ids = {task.name: task.id for task in tasks}
+    for task in tasks:
+        if task.dependencies:
+            task.dependencies = tuple([ids[name] for name in task.dependencies])
+
+
+def _workflow(
+    workflow_id: str, header: WorkflowHeader, tasks: list[Task], idempotency_key: str | None, standalone: bool
+) -> Workflow:
+    return Workflow(
+        id=workflow_id,
+        name=header.name,
+        task_ids=[t.id for t in tasks],
+        metadata=json.dumps(header.metadata, separators=(",", ":")).encode(),
+        labels=dict(header.labels),
+        idempotency_key=idempotency_key or None,
+        standalone=standalone,
+    )
 
 
 def build_workflow(
@@ -19,59 +101,14 @@ def build_workflow(
     *,
     idempotency_key: str | None = None,
     standalone: bool = False,
-    payloads: Sequence[bytes] | None = None,
 ) -> tuple[Workflow, list[Task]]:
-    """The workflow record and its tasks (PENDING), dependencies resolved to task ids.
-
-    ``payloads`` are the tasks' payloads as received (JSON bytes), kept as they are; without them
-    the payloads are encoded from the spec.
-    """
+    """The workflow record and its tasks (PENDING), dependencies resolved to task ids."""
     workflow_id = "wf-" + make_id()
-    # Random ids, so any short prefix tells tasks apart; drawn in one call, which matters for
-    # workflows of 100k tasks.
-    digits = os.urandom(10 * len(spec.tasks)).hex()
-    ids = {task.name: "t-" + digits[20 * index : 20 * index + 20] for index, task in enumerate(spec.tasks)}
-    types = {t.value: t for t in TaskType}
-    shared_resources: dict[object, Resources] = {}  # identical requirements share one object
-    no_constraints: Mapping[str, str] = {}
-    tasks = []
-    for index, task in enumerate(spec.tasks):
-        res = task.resources
-        key = (res.cpu_cores, res.memory_mb, res.disk_mb, res.network_bandwidth_mbps, res.gpu_count)
-        resources = None if res.custom_resources else shared_resources.get(key)
-        if resources is None:
-            resources = Resources(*key, custom=dict(res.custom_resources))
-            if not res.custom_resources:
-                shared_resources[key] = resources
-        tasks.append(
-            Task(
-                id=ids[task.name],
-                workflow_id=workflow_id,
-                name=task.name,
-                index=index,
-                agent_type=task.agent_type,
-                payload=payloads[index] if payloads is not None else task.payload_json(),
-                type=types[task.type],
-                resources=resources,
-                priority=spec.task_priority(task),
-                timeout_s=task.timeout,
-                max_retries=task.retries,
-                retry_backoff_s=task.retry_backoff,
-                dependencies=tuple([ids[d] for d in task.dependencies]),
-                constraints=dict(task.constraints) if task.constraints else no_constraints,
-                estimated_duration_s=task.estimated_duration,
-            )
-        )
-    workflow = Workflow(
-        id=workflow_id,
-        name=spec.name,
-        task_ids=[t.id for t in tasks],
-        metadata=json.dumps(spec.metadata, separators=(",", ":")).encode(),
-        labels=dict(spec.labels),
-        idempotency_key=idempotency_key or None,
-        standalone=standalone,
-    )
-    return workflow, tasks
+    records = _Records(workflow_id, spec.priority)
+    ids = _task_ids(len(spec.tasks))
+    tasks = [records.task(task, ids[i], i, task.payload_json()) for i, task in enumerate(spec.tasks)]
+    _resolve(tasks)
+    return _workflow(workflow_id, spec, tasks, idempotency_key, standalone), tasks
 
 
 def plan_of(spec: WorkflowSpec) -> ExecutionPlan:
@@ -81,3 +118,75 @@ def plan_of(spec: WorkflowSpec) -> ExecutionPlan:
         [t.dependencies for t in spec.tasks],
         [t.estimated_duration for t in spec.tasks],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A submitted workflow, validated and turned into records, with its execution plan."""
+
+    workflow: Workflow
+    tasks: list[Task]
+    plan: ExecutionPlan
+
+
+def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> WorkflowHeader | None:
+    data: dict[str, Any] = {"name": message.name, "labels": dict(message.labels)}
+    try:
+        metadata = decode_json_field(message.metadata_json, "metadata", Limits.max_metadata_bytes, "max_metadata_bytes")
+        data["metadata"] = {} if metadata is None else metadata
+    except InvalidArgument as exc:
+        violations.extend(exc.violations)
+    if message.HasField("priority"):
+        data["priority"] = message.priority
+    try:
+        return WorkflowHeader.model_validate(data)
+    except ValidationError as exc:
+        violations.extend(violations_of(exc))
+        return None
+
+
+def admit_workflow(
+    message: pb.WorkflowSpec,
+    make_id: Callable[[], str],
+    *,
+    idempotency_key: str | None = None,
+) -> Admitted:
+    """Validate a workflow message and build its records; InvalidArgument lists every problem.
+
+    The rules are the pydantic models' of :mod:`spec` (one source of truth), applied to the header
+    and to each task in turn; paths are the file format's (``tasks[3].timeout``).
+    """
+    count = len(message.tasks)
+    if count > Limits.max_tasks:
+        raise InvalidArgument.field("tasks", f"{count} tasks, over max_tasks={Limits.max_tasks}")
+    violations: list[FieldViolation] = []
+    if count == 0:
+        violations.append(FieldViolation("tasks", "a workflow needs at least one task"))
+    header = _header(message, violations)
+    workflow_id = "wf-" + make_id()
+    records = _Records(workflow_id, header.priority if header else None)
+    ids = _task_ids(count)
+    tasks: list[Task] = []
+    for index, task_message in enumerate(message.tasks):
+        path = f"tasks[{index}]"
+        try:
+            spec = TaskSpec.model_validate(task_mapping(task_message, path), context=_CHECKED)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+            continue
+        except ValidationError as exc:
+            violations.extend(violations_of(exc, path))
+            continue
+        if not violations:  # once something is wrong, only look for more problems
+            tasks.append(records.task(spec, ids[index], index, task_message.payload_json or b"{}"))
+    if violations:
+        raise InvalidArgument(violations)
+    assert header is not None
+    names = [t.name for t in tasks]
+    dependencies = [t.dependencies for t in tasks]
+    problems = graph_problems(names, dependencies)
+    if problems:
+        raise InvalidArgument(problems)
+    plan = analyze(names, dependencies, [t.estimated_duration_s for t in tasks])
+    _resolve(tasks)
+    return Admitted(_workflow(workflow_id, header, tasks, idempotency_key, False), tasks, plan)

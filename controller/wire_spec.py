@@ -18,9 +18,9 @@ __all__ = [
     "TASK_TYPE_FROM_PB",
     "TASK_TYPE_TO_PB",
     "decode_json_field",
-    "payloads_of",
     "spec_from_proto",
     "spec_to_proto",
+    "task_mapping",
     "task_spec_from_proto",
     "task_spec_to_proto",
     "wire_path",
@@ -93,7 +93,7 @@ def decode_json_field(raw: bytes, path: str, max_bytes: int, limit_name: str) ->
         raise InvalidArgument.field(path, f"not valid JSON: {exc}") from None
 
 
-def _task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
+def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
     """A task message as the mapping the pydantic model validates; defaults are left out (cheaper)."""
     payload = decode_json_field(message.payload_json, f"{path}.payload", Limits.max_payload_bytes, "max_payload_bytes")
     data: dict[str, Any] = {
@@ -160,7 +160,7 @@ def spec_from_proto(message: pb.WorkflowSpec) -> WorkflowSpec:
     )
     data: dict[str, Any] = {
         "name": message.name,
-        "tasks": [_task_mapping(task, f"tasks[{i}]") for i, task in enumerate(message.tasks)],
+        "tasks": [task_mapping(task, f"tasks[{i}]") for i, task in enumerate(message.tasks)],
         "metadata": {} if metadata is None else metadata,
         "labels": dict(message.labels),
     }
@@ -170,12 +170,7 @@ def spec_from_proto(message: pb.WorkflowSpec) -> WorkflowSpec:
     return parse_workflow(data, payload_checked=True)
 
 
-def payloads_of(message: pb.WorkflowSpec) -> list[bytes]:
-    """The encoded payloads of a validated message, to store and forward as they arrived."""
-    return [task.payload_json or b"{}" for task in message.tasks]
-
-
 def task_spec_from_proto(message: pb.TaskSpec) -> TaskSpec:
     """Decode and validate a standalone task (Scheduler.ScheduleTask) as a one-task workflow."""
-    spec = parse_workflow({"name": message.name or "task", "tasks": [_task_mapping(message, "task")]})
+    spec = parse_workflow({"name": message.name or "task", "tasks": [task_mapping(message, "task")]})
     return spec.tasks[0]

@@ -16,8 +16,8 @@ from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.lookup import resolve
 from corral.controller.runtime import Runtime
 from corral.controller.spec import WorkflowSpec
-from corral.controller.submission import build_workflow, plan_of
-from corral.controller.wire_spec import payloads_of, spec_from_proto, wire_path
+from corral.controller.submission import admit_workflow, plan_of
+from corral.controller.wire_spec import spec_from_proto, wire_path
 from corral.v1 import orchestrator_pb2 as pb
 from corral.v1 import orchestrator_pb2_grpc, types_pb2
 
@@ -60,18 +60,21 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         self._plans: dict[str, ExecutionPlan] = {}
 
     async def SubmitWorkflow(self, request: pb.SubmitWorkflowRequest, context: Any) -> pb.SubmitWorkflowResponse:
-        spec = decode_spec(request.spec, request.HasField("spec"))
+        if not request.HasField("spec"):
+            raise InvalidArgument.field("spec", "a workflow spec is required")
         if len(request.idempotency_key) > _MAX_KEY:
             raise InvalidArgument.field("idempotency_key", f"longer than {_MAX_KEY} characters")
         if request.wait and not request.start:
             raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
         if request.wait_timeout_s < 0:
             raise InvalidArgument.field("wait_timeout_s", "must be >= 0")
-        plan = plan_of(spec)
-        workflow, tasks = build_workflow(
-            spec, self.rt.machine.new_id, idempotency_key=request.idempotency_key, payloads=payloads_of(request.spec)
-        )
-        event = ev.SubmitWorkflow(workflow, tasks, start=request.start)
+        try:
+            admitted = admit_workflow(request.spec, self.rt.machine.new_id, idempotency_key=request.idempotency_key)
+        except InvalidArgument as exc:
+            raise InvalidArgument(_in_request(v, "spec") for v in exc.violations) from None
+        plan = admitted.plan
+        event = ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start)
+        del admitted  # the records now belong to the event (and soon the machine)
         rt = self.rt
 
         def submit(machine: Machine, now: float) -> tuple[str, bool, asyncio.Future[None] | None]:
