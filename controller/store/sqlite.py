@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import sqlite_utils
 
@@ -345,13 +345,20 @@ class SqliteStore:
         """Write the whole batch in one ``BEGIN IMMEDIATE`` transaction, or nothing of it."""
         if not batch:
             return
-        # Encode everything first: a value that cannot be stored fails here, before the
-        # transaction starts, and the lock is held only for the writes themselves.
-        rows = {
-            "workflows": [codec.encode_workflow(w) for w in batch.workflows.values()],
-            "tasks": [codec.encode_task(t) for t in batch.tasks.values()],
-            "attempts": [codec.encode_attempt(a) for a in batch.attempts.values()],
-            "agents": [codec.encode_agent(a) for a in batch.agents.values()],
+        # Rows are encoded as they are written (executemany takes an iterator), so a 20k-task
+        # batch never holds all its rows at once; a value that cannot be stored fails inside the
+        # transaction, which is then rolled back whole.
+        rows: dict[str, Iterable[Sequence[Any]]] = {
+            "workflows": map(codec.encode_workflow, batch.workflows.values()),
+            "tasks": map(codec.encode_task, batch.tasks.values()),
+            "attempts": map(codec.encode_attempt, batch.attempts.values()),
+            "agents": map(codec.encode_agent, batch.agents.values()),
+        }
+        counts = {
+            "workflows": len(batch.workflows),
+            "tasks": len(batch.tasks),
+            "attempts": len(batch.attempts),
+            "agents": len(batch.agents),
         }
         logs = codec.merge_log_chunks(batch.logs)
         meta = [(str(k), str(v)) for k, v in batch.meta.items()]
@@ -360,7 +367,7 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for table, table_rows in rows.items():
-                    if table_rows:
+                    if counts[table]:
                         conn.executemany(_UPSERT[table], table_rows)
                 if logs:
                     self._append_logs(logs)
