@@ -35,6 +35,9 @@ class WorkerDied(Exception):
     """The worker process exited while running a task."""
 
 
+WORKER_START_TIMEOUT_S = 60.0
+
+
 class _ResponseReader(asyncio.Protocol):
     """Splits the response pipe into frames and hands each to its worker."""
 
@@ -75,6 +78,8 @@ class PyWorker:
         self._writer: asyncio.WriteTransport | None = None
         self._reader: asyncio.ReadTransport | None = None
         self._waiter: asyncio.Future[Response] | None = None
+        # Resolved by the worker's first frame, sent once its interpreter and imports are up.
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def send(self, request: Request) -> asyncio.Future[Response]:
         """Dispatch one task; the future resolves with its response or fails with WorkerDied."""
@@ -88,12 +93,17 @@ class PyWorker:
         return waiter
 
     def _on_response(self, response: Response) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+            return
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
     def _on_lost(self) -> None:
         self.alive = False
+        if not self.ready.done():
+            self.ready.set_exception(WorkerDied(f"python worker {self.pid} exited while starting"))
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(WorkerDied(f"python worker {self.pid} exited"))
@@ -170,6 +180,8 @@ class WorkerPool:
         worker._writer = writer
         worker._reader = reader
         self._all.add(worker)
+        # Hand out only warm workers: a task must not pay for an interpreter starting up.
+        await asyncio.wait_for(asyncio.shield(worker.ready), WORKER_START_TIMEOUT_S)
         return worker
 
     def _release(self, worker: PyWorker) -> None:

@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     worker = _Worker()
     environ = os.environ
     dirty = False
+    # Tell the pool this worker is up (interpreter started, imports done): it hands out only warm ones.
+    ready = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_all(responses, HEADER.pack(len(ready)) + ready)
     while True:
         header = _read_exact(requests, HEADER.size)
         if header is None:
