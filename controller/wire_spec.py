@@ -35,37 +35,56 @@ TASK_TYPE_TO_PB = {
 TASK_TYPE_FROM_PB = {value: key for key, value in TASK_TYPE_TO_PB.items()}
 
 
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_DEFAULT_BACKOFF = TaskSpec.model_fields["retry_backoff"].default
+
+
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
 def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> pb.TaskSpec:
-    """Encode one validated task."""
-    message = pb.TaskSpec(
-        name=task.name,
-        type=TASK_TYPE_TO_PB[task.type],
-        agent_type=task.agent_type,
-        payload_json=_json_bytes(task.payload),
-        resources=pb.ResourceRequirements(
-            cpu_cores=task.resources.cpu_cores,
-            memory_mb=task.resources.memory_mb,
-            disk_mb=task.resources.disk_mb,
-            network_bandwidth_mbps=task.resources.network_bandwidth_mbps,
-            gpu_count=task.resources.gpu_count,
-            custom_resources=task.resources.custom_resources,
-        ),
-        retries=task.retries,
-        dependencies=task.dependencies,
-        constraints=task.constraints,
-        estimated_duration_s=task.estimated_duration,
-        retry_backoff_s=task.retry_backoff,
-    )
+    """Encode one validated task, leaving defaults unset (a 100k-task workflow encodes quickly)."""
+    fields: dict[str, Any] = {
+        "name": task.name,
+        "agent_type": task.agent_type,
+        "payload_json": _encode_json(task.payload).encode(),
+    }
+    if task.type != "compute":
+        fields["type"] = TASK_TYPE_TO_PB[task.type]
+    res = task.resources
+    if (
+        res.cpu_cores
+        or res.memory_mb
+        or res.disk_mb
+        or res.network_bandwidth_mbps
+        or res.gpu_count
+        or (res.custom_resources)
+    ):
+        fields["resources"] = pb.ResourceRequirements(
+            cpu_cores=res.cpu_cores,
+            memory_mb=res.memory_mb,
+            disk_mb=res.disk_mb,
+            network_bandwidth_mbps=res.network_bandwidth_mbps,
+            gpu_count=res.gpu_count,
+            custom_resources=res.custom_resources,
+        )
+    if task.retries:
+        fields["retries"] = task.retries
+    if task.dependencies:
+        fields["dependencies"] = task.dependencies
+    if task.constraints:
+        fields["constraints"] = task.constraints
+    if task.estimated_duration:
+        fields["estimated_duration_s"] = task.estimated_duration
+    if task.retry_backoff != _DEFAULT_BACKOFF:
+        fields["retry_backoff_s"] = task.retry_backoff
     priority = task.priority if task.priority is not None else default_priority
     if priority is not None:
-        message.priority = priority
+        fields["priority"] = priority
     if task.timeout is not None:
-        message.timeout_s = task.timeout
-    return message
+        fields["timeout_s"] = task.timeout
+    return pb.TaskSpec(**fields)
 
 
 def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
