@@ -133,7 +133,7 @@ class AttemptOps(WorkflowOps):
         workflow = self.workflows[task.workflow_id]
         attempt.exit_code = event.exit_code
         if attempt.started_at is not None and event.at is not None and not attempt.pulled:
-            self.observe_run_time(attempt.agent_id, attempt.workflow_id, max(0.0, event.at - attempt.started_at))
+            self.observe_run_time(attempt.workflow_id, max(0.0, event.at - attempt.started_at))
         task.exit_code = event.exit_code
         if event.outcome is A.SUCCEEDED:
             self.end_attempt(attempt, A.SUCCEEDED, now)

@@ -370,18 +370,20 @@ STRATEGIES: dict[str, Scorer] = {"binpack": _binpack, "spread": _spread}
 def choose(demand: Demand, agents: Sequence[AgentView], strategy: str = "binpack") -> AgentView | None:
     """The best agent that can take the task now, or None.
 
-    ``binpack`` prefers the most allocated agent that fits, ``spread`` the least; ties go to the
-    agent with the fewest outstanding attempts, then to the lowest name (then id).
+    An agent where the task starts at once (a free slot) beats one where it would wait in the
+    agent's prefetch queue. Then ``binpack`` prefers the most allocated agent that fits, ``spread``
+    the least; ties go to the agent with the fewest outstanding attempts, then to the lowest name
+    (then id).
     """
     scorer = STRATEGIES.get(strategy)
     if scorer is None:
         raise ValueError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     best: AgentView | None = None
-    best_key: tuple[float, int, str, str] | None = None
+    best_key: tuple[bool, float, int, str, str] | None = None
     for agent in agents:
         if not fits_now(demand, agent):
             continue
-        key = (-scorer(demand, agent), agent.outstanding, agent.name, agent.id)
+        key = (agent.outstanding >= agent.slots, -scorer(demand, agent), agent.outstanding, agent.name, agent.id)
         if best_key is None or key < best_key:
             best, best_key = agent, key
     return best

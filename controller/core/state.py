@@ -85,7 +85,8 @@ class MachineState:
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
         self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
         self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop
-        self.task_seconds: dict[str, float] = {}  # agent id -> moving average of its attempt run time
+        self.run_seconds: float | None = None  # moving average of recent attempt run times, all agents
+        self.window_run_seconds: float | None = None  # the average the agents' windows were sized for
         self.workflow_seconds: dict[str, float] = {}  # workflow id -> moving average of its run times
         self.watched: set[str] = set()  # workflow ids with watchers: only these publish events
         self.epoch = 0
@@ -276,18 +277,20 @@ class MachineState:
             allocated=allocated,
             outstanding=len(held),
             used_gpu_ids=[g for attempt in held for g in attempt.gpu_ids],
-            prefetch=self.prefetch_for(agent.id, agent.inventory.slots),
+            prefetch=self.prefetch_for(agent.inventory.slots),
         )
         self.views[agent.id] = view
         return view
 
-    def prefetch_for(self, agent_id: str, slots: int) -> int:
+    def prefetch_for(self, slots: int) -> int:
         """Attempts to queue on an agent beyond its slots so it never waits for the controller.
 
-        Agents running long tasks get none (a round trip is nothing next to a task); agents
-        running tiny ones get enough to cover the control loop's latency at their task rate.
+        Sized from recent run times across the cluster (tasks move between agents, so the last
+        tasks anywhere predict the next ones better than one agent's history): none while tasks
+        run long (a round trip is nothing next to a task), and enough to cover the control
+        loop's latency at the task rate while they are tiny.
         """
-        seconds = self.task_seconds.get(agent_id)
+        seconds = self.run_seconds
         if seconds is None:
             return self.config.prefetch
         if seconds > self.config.prefetch_below_s:
@@ -295,13 +298,16 @@ class MachineState:
         wanted = math.ceil(slots * self.config.pipeline_s / max(seconds, 1e-5))
         return max(1, min(wanted, self.config.max_prefetch))
 
-    def observe_run_time(self, agent_id: str, workflow_id: str, seconds: float) -> None:
-        """Feed an attempt's run time into the averages of its agent and workflow; resize the window."""
-        self.task_seconds[agent_id] = _average(self.task_seconds.get(agent_id), seconds)
+    def observe_run_time(self, workflow_id: str, seconds: float) -> None:
+        """Feed an attempt's run time into the averages; resize the agents' windows when it moved."""
+        self.run_seconds = _average(self.run_seconds, seconds)
         self.workflow_seconds[workflow_id] = _average(self.workflow_seconds.get(workflow_id), seconds)
-        view = self.views.get(agent_id)
-        if view is not None:
-            view.window = view.slots + self.prefetch_for(agent_id, view.slots)
+        sized_for = self.window_run_seconds
+        if sized_for is None or not 0.8 <= self.run_seconds / max(sized_for, 1e-9) <= 1.25:
+            # Only on a real change: resizing touches every agent's view.
+            self.window_run_seconds = self.run_seconds
+            for view in self.views.values():
+                view.window = view.slots + self.prefetch_for(view.slots)
 
 
 def _average(previous: float | None, sample: float) -> float:
