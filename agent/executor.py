@@ -114,9 +114,9 @@ class Executor:
         """Attempts currently running."""
         return len(self._running)
 
-    def in_flight(self) -> int:
-        """Attempts running or queued here: reports they will produce are on their way."""
-        return len(self._running) + len(self._queue)
+    def queued(self) -> int:
+        """Attempts waiting here for a free slot."""
+        return len(self._queue)
 
     def active_ids(self) -> list[str]:
         """Attempts assigned here and not finished yet (running, then queued)."""

@@ -235,7 +235,9 @@ class Session:
                     return
                 continue
             await outbox.wait(max(0.0, next_heartbeat - loop.time()))
-            if self._executor.in_flight() > 1 and not self._closing:
-                # More reports are on their way: linger a moment so they share one message. Each
-                # message costs both ends far more than an event in it; an idle agent never waits.
+            if self._executor.queued() and not self._closing:
+                # Work is queued here, so the controller is not what this agent waits for: linger
+                # a moment so more reports share one message (each message costs both ends far
+                # more than an event in it). With nothing queued, report at once: the controller
+                # needs the news to send more work.
                 await asyncio.sleep(REPORT_LINGER_S)
