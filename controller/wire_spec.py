@@ -36,6 +36,7 @@ TASK_TYPE_FROM_PB = {value: key for key, value in TASK_TYPE_TO_PB.items()}
 
 
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = json.JSONDecoder().decode
 _DEFAULT_BACKOFF = TaskSpec.model_fields["retry_backoff"].default
 
 
@@ -107,7 +108,8 @@ def decode_json_field(raw: bytes, path: str, max_bytes: int, limit_name: str) ->
     if len(raw) > max_bytes:
         raise InvalidArgument.field(path, f"{len(raw)} bytes, over the {limit_name}={max_bytes} bytes limit")
     try:
-        return json.loads(raw)
+        # JSON on the wire is UTF-8: decoding it directly skips json.loads' encoding sniffing.
+        return _decode_json(raw.decode())
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgument.field(path, f"not valid JSON: {exc}") from None
 
