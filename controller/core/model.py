@@ -143,9 +143,6 @@ class Resources:
                 missing.append(f"custom:{key}")
         return missing
 
-    def is_zero(self) -> bool:
-        return not any(getattr(self, name) for name in RESOURCE_NAMES) and not any(self.custom.values())
-
 
 @dataclass(frozen=True, slots=True)
 class Inventory:
