@@ -10,7 +10,8 @@ from corral.controller.core.events import (
     CancelAttempts,
     PullTask,
 )
-from corral.controller.core.model import Attempt, AttemptState, Task, TaskState, WorkflowState
+from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
+from corral.controller.core.placement import fits_now
 from corral.controller.core.scheduling import plan
 from corral.controller.core.transitions import move_attempt
 from corral.controller.core.workflow_ops import WorkflowOps
@@ -41,6 +42,8 @@ class AttemptOps(WorkflowOps):
         )
         self.attempts[attempt.id] = attempt
         self.active.setdefault(agent_id, set()).add(attempt.id)
+        self.assign_seq += 1
+        self.assign_order[attempt.id] = self.assign_seq
         self.touch_attempt(attempt)
         task.current_attempt_id = attempt.id
         task.agent_id = agent_id
@@ -49,9 +52,15 @@ class AttemptOps(WorkflowOps):
         return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids)
 
     def schedule(self, now: float) -> None:
-        """Place as many queued tasks as the online agents have room for; one Assign per agent."""
+        """Place queued tasks on agents with room, then move prefetched work to idle slots."""
         # Release ended backoffs first, even when nothing can be placed: next_timer() must move on.
         self.queue.promote(now)
+        self.place(now)
+        if self.steal(now):
+            self.place(now)
+
+    def place(self, now: float) -> None:
+        """Place as many queued tasks as the online agents have room for; one Assign per agent."""
         if not self.queue:
             return
         roomy = [view for view in self.views.values() if view.has_room()]
@@ -68,6 +77,50 @@ class AttemptOps(WorkflowOps):
             )
         for agent_id, assignments in batches.items():
             self.emit(Assign(agent_id, assignments))
+
+    def steal(self, now: float) -> bool:
+        """Take back attempts waiting in one agent's prefetch queue when another agent has idle slots.
+
+        Prefetch keeps agents busy, but near the end of a batch (or with uneven task lengths) it
+        can leave one agent idle while another still holds queued work. Such attempts (assigned a
+        while ago and never reported started) are cancelled on their agent, which drops them from
+        its queue, and requeued here, to be placed on the idle agent in the same tick. Returns
+        whether anything was taken back.
+        """
+        idle = [v for v in self.views.values() if v.state is AgentState.CONNECTED and v.outstanding < v.slots]
+        if not idle:
+            return False
+        free = sum(v.slots - v.outstanding for v in idle)
+        stolen = False
+        for view in list(self.views.values()):
+            surplus = view.outstanding - view.slots
+            if surplus <= 0 or view in idle:
+                continue
+            # The agent runs its attempts in the order they came: the newest `surplus` ones are
+            # the ones waiting in its queue; of those, move the ones not reported started.
+            order = self.assign_order
+            newest = sorted(
+                (self.attempts[i] for i in self.active.get(view.id, ())),
+                key=lambda a: (a.assigned_at, order.get(a.id, 0)),
+                reverse=True,
+            )[:surplus]
+            waiting = [a for a in newest if a.state is A.ASSIGNED and now - a.assigned_at >= self.config.steal_after_s]
+            taken: list[str] = []
+            for attempt in waiting[:free]:
+                task = self.tasks[attempt.task_id]
+                demand = self.demand(task)
+                if not any(fits_now(demand, target) for target in idle):
+                    continue
+                self.end_attempt(attempt, A.CANCELLED, now, "moved to an idle agent")
+                self.make_ready(task, now)
+                taken.append(attempt.id)
+                free -= 1
+            if taken:
+                self.emit(CancelAttempts(view.id, taken, False, self.config.kill_grace_s))
+                stolen = True
+            if free <= 0:
+                break
+        return stolen
 
     def pull(self, event: PullTask, now: float) -> Assignment | None:
         """Hand the best queued task an external worker can run to it, or None."""

@@ -49,6 +49,7 @@ class MachineConfig:
     # prefetch grows until the queued work lasts this long at the agent's measured task rate.
     pipeline_s: float = 0.05
     prefetch_below_s: float = 0.1  # only tasks expected to run shorter than this are prefetched
+    steal_after_s: float = 0.01  # prefetched attempts not started after this long may move to idle agents
     ageing_per_s: float = 0.5  # priority points gained per second of waiting
     max_backoff_s: float = 300.0
     backoff_jitter: float = 0.25  # +- fraction of the backoff
@@ -85,6 +86,9 @@ class MachineState:
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
         self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
         self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop
+        # Dispatch order of active attempts (agents run theirs in that order); memory only.
+        self.assign_order: dict[str, int] = {}
+        self.assign_seq = 0
         self.run_seconds: float | None = None  # moving average of recent attempt run times, all agents
         self.window_run_seconds: float | None = None  # the average the agents' windows were sized for
         self.workflow_seconds: dict[str, float] = {}  # workflow id -> moving average of its run times
@@ -264,6 +268,7 @@ class MachineState:
             owned.discard(attempt.id)
         self.unconfirmed.pop(attempt.id, None)
         self.deadlines.pop(attempt.id, None)
+        self.assign_order.pop(attempt.id, None)
         self.touch_attempt(attempt)
 
     def rebuild_view(self, agent: Agent) -> AgentView:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from google.protobuf.message import Message
@@ -45,12 +45,16 @@ def optional_state(enum: Any, value: int, prefix: str) -> str | None:
     return None if value == 0 else state_name(enum, value, prefix)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(message: Message, field: str) -> datetime | None:
     """A Timestamp field as an aware UTC datetime, ``None`` when unset."""
     if not message.HasField(field):
         return None
     stamp: Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=UTC)
+    # Arithmetic instead of Timestamp.ToDatetime, which is slow: results carry 3 per task.
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
 def decode_json(raw: bytes) -> Any:

@@ -81,7 +81,9 @@ def test_fifty_task_dag_runs_across_two_agents(cluster: Cluster) -> None:
     results = {name: json.loads(t.result_json) for name, t in by_name.items()}
     assert results == expected
     assert results["final"] == 466
-    assert all(t.attempts == 1 for t in by_name.values())
+    # No task failed: none spent a retry (an attempt may have been moved to an idle agent, which
+    # costs no retry).
+    assert all(t.retries_used == 0 for t in by_name.values())
     ran_on = {t.agent_id for t in by_name.values()}
     assert ran_on == {"alpha", "beta"}, f"tasks ran on {ran_on}"
     assert all(by_name[name].agent_type == kind for name, kind, _, _ in rows)

@@ -139,3 +139,45 @@ def test_drain_of_unknown_or_disconnected_agent_is_refused(sim: Sim) -> None:
     with pytest.raises(FailedPrecondition):
         sim.do(ev.DrainAgent("a1"))
     assert not sim.quiet().changes
+
+
+# --- moving prefetched work to idle agents ------------------------------------------------------
+
+
+def test_prefetched_attempt_moves_to_an_idle_agent(sim: Sim) -> None:
+    # Short tasks (by their estimate) may wait in an agent's prefetch queue beyond its slot.
+    sim.hello("a0", slots=1)
+    wf, step = sim.submit([task_spec("first", estimated_duration=0.01), task_spec("second", estimated_duration=0.01)])
+    assert sorted(a.task.name for a in step.assignments("a0")) == ["first", "second"]
+    queued = sim.attempt_of(wf, "second")
+
+    # A second agent joins with its slot free while "second" still waits behind "first".
+    sim.now += 0.05
+    step = sim.hello("a1", slots=1)
+    (cancel,) = step.of(ev.CancelAttempts)
+    assert cancel.agent_id == "a0" and cancel.attempt_ids == [queued] and not cancel.force
+    (moved,) = step.assignments("a1")
+    assert moved.task.name == "second" and moved.attempt_number == 2
+    task = sim.task(wf, "second")
+    assert task.retries_used == 0 and task.agent_id == "a1"
+    assert sim.machine.attempts[queued].state is A.CANCELLED
+
+    # a0 confirms the cancel late: the report is fenced off and changes nothing.
+    step = sim.finished("a0", queued, A.CANCELLED)
+    assert step.result is False and not step.changes
+    sim.finished("a0", sim.attempt_of(wf, "first"))
+    sim.finished("a1", moved.attempt_id)
+    assert sim.machine.workflows[wf].state is W.COMPLETED
+
+
+def test_started_or_fresh_attempts_are_not_moved(sim: Sim) -> None:
+    sim.hello("a0", slots=1)
+    wf, _ = sim.submit([task_spec("first", estimated_duration=0.01), task_spec("second", estimated_duration=0.01)])
+    # Just assigned (the agent may not even have it yet): left where it is.
+    step = sim.hello("a1", slots=1)
+    assert not step.of(ev.CancelAttempts)
+    # Reported started: it runs, so it is not moved either.
+    sim.started("a0", sim.attempt_of(wf, "second"))
+    sim.now += 0.05
+    step = sim.tick()
+    assert not step.of(ev.CancelAttempts)
