@@ -89,6 +89,14 @@ def _enum_values(enum: Any, prefix: str, names: Iterable[str] | None, what: str)
     return values
 
 
+# Results of large workflows (every task's status) exceed gRPC's default 4 MiB receive limit; the
+# controller accepts and sends up to 64 MiB.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
 class Client:
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
@@ -143,7 +151,7 @@ class Client:
         Called by every method; call it yourself to fail early. Raises :class:`UnavailableError`.
         """
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         if self._ready:
             return
         channel = self._channel

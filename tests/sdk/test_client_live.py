@@ -138,3 +138,16 @@ async def test_cancel_and_drain(cluster_with_agent: Cluster) -> None:
         assert final.state == "cancelled"
         drained = await client.drain_agent("a1")
         assert drained.state == "draining"
+
+
+async def test_results_larger_than_grpc_default_limit_arrive(cluster_with_agent: Cluster) -> None:
+    # 24 results of ~200 KB each: the WorkflowResult is ~5 MB, over gRPC's default 4 MiB limit.
+    wf = Workflow("big-results")
+    blob = "x" * 200_000
+    for i in range(24):
+        write = "import json, os; open(os.environ['CORRAL_RESULT_FILE'], 'w').write(json.dumps('x' * 200000))"
+        wf.shell(f"t{i}", ["python3", "-c", write])
+    async with Client(cluster_with_agent.address) as client:
+        result = await client.execute(wf)
+    assert result.state == "completed"
+    assert len(result.results) == 24 and all(value == blob for value in result.results.values())
