@@ -176,13 +176,18 @@ class Runtime:
             timeout = min(timeout, max(0.0, wake - self.clock()))
         if self._pulls:
             timeout = min(timeout, max(0.0, min(p.deadline for p in self._pulls) - self.clock()))
-        batch = []
-        try:
-            batch.append(
-                await asyncio.wait_for(self._inbox.get(), timeout) if timeout > 0 else self._inbox.get_nowait()
-            )
-        except (TimeoutError, asyncio.QueueEmpty):
-            return batch
+        batch: list[tuple[Command, asyncio.Future[Any] | None]] = []
+        inbox = self._inbox
+        if inbox.empty():
+            if timeout <= 0:
+                await asyncio.sleep(0)  # a due timer must never starve the rest of the event loop
+                return batch
+            try:
+                # asyncio.timeout rather than wait_for: no task is created per wake-up.
+                async with asyncio.timeout(timeout):
+                    batch.append(await inbox.get())
+            except TimeoutError:
+                return batch
         while len(batch) < _MAX_BATCH:
             try:
                 batch.append(self._inbox.get_nowait())
