@@ -52,10 +52,19 @@ class AgentSession:
     epoch: int
     outbound: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    # Messages are batches, so an agent that reads keeps this short. One that stops reading
+    # must not grow the controller's memory without bound: its stream is closed instead, and
+    # the agent catches up through a fresh Hello.
+    max_backlog: int = 1_000
 
     def send(self, message: Any) -> None:
-        if not self.closed:
-            self.outbound.put_nowait(message)
+        if self.closed:
+            return
+        if self.outbound.qsize() >= self.max_backlog:
+            log.warning("agent %s is not reading its stream; closing it", self.agent_id)
+            self.close()
+            return
+        self.outbound.put_nowait(message)
 
     def close(self) -> None:
         if not self.closed:
