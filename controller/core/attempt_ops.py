@@ -190,9 +190,14 @@ class AttemptOps(WorkflowOps):
         task.exit_code = event.exit_code
         if event.outcome is A.SUCCEEDED:
             self.end_attempt(attempt, A.SUCCEEDED, now)
+            # Start and end by the same (the agent's) clock when it said, so run times are exact
+            # even when the agent's clock is off from the controller's.
+            started = attempt.started_at
+            if event.at is not None and started is not None and event.at >= started:
+                attempt.finished_at = event.at
             task.result = event.result if event.result is not None else b"null"
             task.error = ""
-            task.finished_at = now
+            task.finished_at = attempt.finished_at
             self.set_task_state(task, T.COMPLETED, now)
             self.release_dependents(task, now)
         elif workflow.state is WorkflowState.CANCELLING:
