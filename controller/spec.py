@@ -268,16 +268,12 @@ def violations_of(exc: ValidationError, prefix: str = "") -> list[FieldViolation
     return result
 
 
-def parse_workflow(data: Any, *, payload_checked: bool = False) -> WorkflowSpec:
-    """Validate a mapping as a workflow, structure and graph; raise InvalidArgument with every problem.
-
-    ``payload_checked`` says the caller already enforced max_payload_bytes and maxjson_depth on
-    the encoded payloads (the wire does, on the bytes it received), which spares re-encoding them.
-    """
+def parse_workflow(data: Any) -> WorkflowSpec:
+    """Validate a mapping as a workflow, structure and graph; raise InvalidArgument with every problem."""
     if not isinstance(data, Mapping):
         raise InvalidArgument.field("", "a workflow must be a mapping with 'name' and 'tasks'")
     try:
-        spec = WorkflowSpec.model_validate(data, context={"payload_checked": payload_checked})
+        spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
         raise InvalidArgument(violations_of(exc)) from None
     problems = graph_problems([t.name for t in spec.tasks], [t.dependencies for t in spec.tasks])

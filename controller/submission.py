@@ -1,9 +1,8 @@
-"""Turn validated workflow specs into domain records with fresh ids.
+"""Admission: a workflow message validated and turned into domain records with fresh ids.
 
-Two doors: :func:`build_workflow` takes a whole :class:`WorkflowSpec` (files, the SDK, standalone
-tasks); :func:`admit_workflow` takes a SubmitWorkflow message and validates it task by task,
-turning each task into its record at once, so a 100k-task submission never holds 100k pydantic
-models (nor their dicts) at the same time.
+:func:`admit_workflow` validates the message task by task with the :mod:`spec` models and turns
+each task into its record at once, so a 100k-task submission never holds 100k pydantic models (nor
+their dicts) at the same time. Every RPC that takes a workflow or a task goes through it.
 """
 
 from __future__ import annotations
@@ -20,11 +19,11 @@ from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.errors import FieldViolation, InvalidArgument
-from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, WorkflowSpec, violations_of
+from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, violations_of
 from corral.controller.wire_spec import decode_json_field, task_mapping
 from corral.v1 import types_pb2 as pb
 
-__all__ = ["Admitted", "admit_workflow", "build_workflow", "plan_of"]
+__all__ = ["Admitted", "admit_workflow"]
 
 _TYPES = {t.value: t for t in TaskType}
 _NO_CONSTRAINTS: Mapping[str, str] = {}
@@ -95,31 +94,6 @@ def _workflow(
     )
 
 
-def build_workflow(
-    spec: WorkflowSpec,
-    make_id: Callable[[], str],
-    *,
-    idempotency_key: str | None = None,
-    standalone: bool = False,
-) -> tuple[Workflow, list[Task]]:
-    """The workflow record and its tasks (PENDING), dependencies resolved to task ids."""
-    workflow_id = "wf-" + make_id()
-    records = _Records(workflow_id, spec.priority)
-    ids = _task_ids(len(spec.tasks))
-    tasks = [records.task(task, ids[i], i, task.payload_json()) for i, task in enumerate(spec.tasks)]
-    _resolve(tasks)
-    return _workflow(workflow_id, spec, tasks, idempotency_key, standalone), tasks
-
-
-def plan_of(spec: WorkflowSpec) -> ExecutionPlan:
-    """Stages, critical path and estimates of a spec (not submitted)."""
-    return analyze(
-        [t.name for t in spec.tasks],
-        [t.dependencies for t in spec.tasks],
-        [t.estimated_duration for t in spec.tasks],
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """A submitted workflow, validated and turned into records, with its execution plan."""
@@ -150,6 +124,7 @@ def admit_workflow(
     make_id: Callable[[], str],
     *,
     idempotency_key: str | None = None,
+    standalone: bool = False,
 ) -> Admitted:
     """Validate a workflow message and build its records; InvalidArgument lists every problem.
 
@@ -189,4 +164,4 @@ def admit_workflow(
         raise InvalidArgument(problems)
     plan = analyze(names, dependencies, [t.estimated_duration_s for t in tasks])
     _resolve(tasks)
-    return Admitted(_workflow(workflow_id, header, tasks, idempotency_key, False), tasks, plan)
+    return Admitted(_workflow(workflow_id, header, tasks, idempotency_key, standalone), tasks, plan)

@@ -11,17 +11,15 @@ import json
 from typing import Any
 
 from corral.controller.errors import InvalidArgument
-from corral.controller.spec import Limits, TaskSpec, WorkflowSpec, parse_workflow
+from corral.controller.spec import Limits, TaskSpec, WorkflowSpec
 from corral.v1 import types_pb2 as pb
 
 __all__ = [
     "TASK_TYPE_FROM_PB",
     "TASK_TYPE_TO_PB",
     "decode_json_field",
-    "spec_from_proto",
     "spec_to_proto",
     "task_mapping",
-    "task_spec_from_proto",
     "task_spec_to_proto",
     "wire_path",
 ]
@@ -170,28 +168,3 @@ def wire_path(path: str) -> str:
             parts[i] = _WIRE_NAMES[name] + bracket + rest
             break  # inside a JSON field the rest of the path is the document's own
     return ".".join(parts)
-
-
-def spec_from_proto(message: pb.WorkflowSpec) -> WorkflowSpec:
-    """Decode and fully validate a workflow message; raise InvalidArgument with field paths."""
-    if len(message.tasks) > Limits.max_tasks:
-        raise InvalidArgument.field("spec.tasks", f"{len(message.tasks)} tasks, over max_tasks={Limits.max_tasks}")
-    metadata = decode_json_field(
-        message.metadata_json, "spec.metadata", Limits.max_metadata_bytes, "max_metadata_bytes"
-    )
-    data: dict[str, Any] = {
-        "name": message.name,
-        "tasks": [task_mapping(task, f"tasks[{i}]") for i, task in enumerate(message.tasks)],
-        "metadata": {} if metadata is None else metadata,
-        "labels": dict(message.labels),
-    }
-    if message.HasField("priority"):
-        data["priority"] = message.priority
-    # Payload sizes and nesting were checked on the raw bytes above; the model need not re-encode.
-    return parse_workflow(data, payload_checked=True)
-
-
-def task_spec_from_proto(message: pb.TaskSpec) -> TaskSpec:
-    """Decode and validate a standalone task (Scheduler.ScheduleTask) as a one-task workflow."""
-    spec = parse_workflow({"name": message.name or "task", "tasks": [task_mapping(message, "task")]})
-    return spec.tasks[0]

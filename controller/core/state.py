@@ -125,9 +125,6 @@ class MachineState:
             raise NotFound(f"agent {agent_id!r} not found")
         return found
 
-    def task_name(self, task_id: str) -> str:
-        return self.tasks[task_id].name
-
     def demand(self, task: Task) -> Demand:
         return Demand(task.agent_type, task.resources, task.constraints, self.expected_short(task))
 

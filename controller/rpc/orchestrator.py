@@ -12,40 +12,18 @@ from corral.controller.core import events as ev
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import TaskState, WorkflowEvent
-from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.errors import InvalidArgument
 from corral.controller.lookup import resolve
+from corral.controller.rpc.admission import admit
 from corral.controller.runtime import Runtime
-from corral.controller.spec import WorkflowSpec
-from corral.controller.submission import admit_workflow, plan_of
-from corral.controller.wire_spec import spec_from_proto, wire_path
 from corral.v1 import orchestrator_pb2 as pb
 from corral.v1 import orchestrator_pb2_grpc, types_pb2
 
-__all__ = ["OrchestratorService", "decode_spec"]
+__all__ = ["OrchestratorService"]
 
 _MAX_KEY = 256
 _MAX_LIST = 1000
 _CACHED_PLANS = 8
-
-
-def decode_spec(message: types_pb2.WorkflowSpec, present: bool, field: str = "spec") -> WorkflowSpec:
-    """Validate a WorkflowSpec field of a request; violation paths are prefixed with ``field``."""
-    if not present:
-        raise InvalidArgument.field(field, "a workflow spec is required")
-    try:
-        return spec_from_proto(message)
-    except InvalidArgument as exc:
-        raise InvalidArgument(_in_request(v, field) for v in exc.violations) from None
-
-
-def _in_request(violation: FieldViolation, field: str) -> FieldViolation:
-    """A violation of the decoded spec, with the path of the request field it came from."""
-    path = wire_path(violation.field)
-    if not path:
-        path = field
-    elif not path.startswith(field):
-        path = f"{field}.{path}"
-    return FieldViolation(path, violation.description)
 
 
 def workflow_id_of(machine: Machine, typed: str, field: str = "workflow_id") -> str:
@@ -68,10 +46,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
         if request.wait_timeout_s < 0:
             raise InvalidArgument.field("wait_timeout_s", "must be >= 0")
-        try:
-            admitted = admit_workflow(request.spec, self.rt.machine.new_id, idempotency_key=request.idempotency_key)
-        except InvalidArgument as exc:
-            raise InvalidArgument(_in_request(v, "spec") for v in exc.violations) from None
+        admitted = admit(request.spec, True, self.rt.machine.new_id, idempotency_key=request.idempotency_key)
         plan = admitted.plan
         event = ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start)
         del admitted  # the records now belong to the event (and soon the machine)
@@ -256,7 +231,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
 
     async def GetExecutionPlan(self, request: pb.GetExecutionPlanRequest, context: Any) -> pb.GetExecutionPlanResponse:
         if request.WhichOneof("source") == "spec":
-            plan = plan_of(decode_spec(request.spec, True))
+            plan = admit(request.spec, True, self.rt.machine.new_id).plan
             return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(plan))
         if request.WhichOneof("source") != "workflow_id":
             raise InvalidArgument.field("source", "give a workflow_id or a spec")

@@ -10,11 +10,10 @@ from corral.controller.core.machine import Machine
 from corral.controller.core.model import AttemptState, TaskState
 from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from corral.controller.lookup import resolve
-from corral.controller.rpc.orchestrator import decode_spec
+from corral.controller.rpc.admission import admit, admit_task
 from corral.controller.runtime import Runtime
-from corral.controller.spec import Limits, WorkflowSpec
-from corral.controller.submission import build_workflow, plan_of
-from corral.controller.wire_spec import decode_json_field, task_spec_from_proto, wire_path
+from corral.controller.spec import Limits
+from corral.controller.wire_spec import decode_json_field
 from corral.v1 import scheduler_pb2 as pb
 from corral.v1 import scheduler_pb2_grpc
 
@@ -35,24 +34,20 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self.rt = runtime
 
     async def ScheduleTask(self, request: pb.ScheduleTaskRequest, context: Any) -> pb.ScheduleTaskResponse:
-        if not request.HasField("task"):
-            raise InvalidArgument.field("task", "a task spec is required")
-        try:
-            task = task_spec_from_proto(request.task)
-        except InvalidArgument as exc:
-            raise InvalidArgument(
-                type(v)(wire_path(v.field).replace("tasks[0]", "task", 1), v.description) for v in exc.violations
-            ) from None
-        spec = WorkflowSpec(name=task.name, tasks=[task])
-        workflow, tasks = build_workflow(
-            spec, self.rt.machine.new_id, idempotency_key=request.idempotency_key, standalone=True
+        admitted = admit_task(
+            request.task, request.HasField("task"), self.rt.machine.new_id, idempotency_key=request.idempotency_key
         )
-        workflow_id, _ = await self.rt.handle(ev.SubmitWorkflow(workflow, tasks, start=True))
+        task_id = admitted.tasks[0].id
+        workflow_id, deduplicated = await self.rt.handle(
+            ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=True)
+        )
+        if deduplicated:  # the first submission with this key stands
 
-        def first_task(machine: Machine, now: float) -> str:
-            return machine.workflows[workflow_id].task_ids[0]
+            def first_task(machine: Machine, now: float) -> str:
+                return machine.workflows[workflow_id].task_ids[0]
 
-        return pb.ScheduleTaskResponse(task_id=await self.rt.call(first_task), workflow_id=workflow_id)
+            task_id = await self.rt.call(first_task)
+        return pb.ScheduleTaskResponse(task_id=task_id, workflow_id=workflow_id)
 
     async def GetNextTask(self, request: pb.GetNextTaskRequest, context: Any) -> pb.GetNextTaskResponse:
         worker = _worker_id(request.worker_id)
@@ -103,7 +98,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def AnalyzeDependencies(
         self, request: pb.AnalyzeDependenciesRequest, context: Any
     ) -> pb.AnalyzeDependenciesResponse:
-        plan = plan_of(decode_spec(request.spec, request.HasField("spec")))
+        plan = admit(request.spec, request.HasField("spec"), self.rt.machine.new_id).plan
         return pb.AnalyzeDependenciesResponse(
             plan=wire.plan_to_proto(plan),
             roots=plan.roots,

@@ -22,7 +22,8 @@ from corral.controller.core.model import AgentState, AttemptState, Inventory, Re
 from corral.controller.spec import parse_workflow
 from corral.controller.store.base import ChangeBatch
 from corral.controller.store.memory import MemoryStore
-from corral.controller.submission import build_workflow
+from corral.controller.submission import admit_workflow
+from corral.controller.wire_spec import spec_to_proto
 
 __all__ = ["Sim", "Step", "task_spec"]
 
@@ -122,8 +123,8 @@ class Sim:
         **workflow_fields: Any,
     ) -> tuple[str, Step]:
         spec = parse_workflow({"name": name, "tasks": list(tasks), **workflow_fields})
-        workflow, records = build_workflow(spec, self.new_id, idempotency_key=key, standalone=standalone)
-        step = self.do(ev.SubmitWorkflow(workflow, records, start=start))
+        admitted = admit_workflow(spec_to_proto(spec), self.new_id, idempotency_key=key, standalone=standalone)
+        step = self.do(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=start))
         workflow_id, _ = step.result
         return workflow_id, step
 
