@@ -12,6 +12,7 @@ from corral.controller.rpc.gateway import AgentGatewayService
 from corral.controller.rpc.orchestrator import OrchestratorService
 from corral.controller.rpc.scheduler import SchedulerService
 from corral.controller.runtime import Runtime
+from corral.controller.spec import Limits
 from corral.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -21,9 +22,8 @@ from corral.v1 import (
     scheduler_pb2_grpc,
 )
 
-__all__ = ["MAX_MESSAGE_BYTES", "SERVICE_NAMES", "Server", "build_server"]
+__all__ = ["SERVICE_NAMES", "Server", "build_server"]
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVICE_NAMES = (
     orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name,
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
@@ -34,8 +34,8 @@ SERVICE_NAMES = (
 # Agents ping every 5 s (DESIGN.md §5); the server must allow that or it answers GOAWAY
 # "too_many_pings". The server pings too, so a dead peer is noticed within seconds.
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", Limits.max_message_bytes),
+    ("grpc.max_send_message_length", Limits.max_message_bytes),
     ("grpc.keepalive_time_ms", 5_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),

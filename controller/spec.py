@@ -48,6 +48,7 @@ __all__ = [
 class Limits:
     """Size limits on everything a caller sends. Named so that errors can say which one was hit."""
 
+    max_message_bytes = 64 * 1024 * 1024  # one gRPC message, either way (a 100k-task workflow fits)
     max_tasks = 200_000
     max_dependencies = 10_000
     max_payload_bytes = 64 * 1024

@@ -51,7 +51,7 @@ from corral.controller.sdk.types import (
     WorkflowResult,
     WorkflowStatus,
 )
-from corral.controller.spec import TaskSpec, format_loc
+from corral.controller.spec import Limits, TaskSpec, format_loc
 from corral.controller.wire_spec import spec_to_proto, task_spec_to_proto
 from corral.v1 import (
     agent_pb2,
@@ -89,11 +89,11 @@ def _enum_values(enum: Any, prefix: str, names: Iterable[str] | None, what: str)
     return values
 
 
-# Results of large workflows (every task's status) exceed gRPC's default 4 MiB receive limit; the
-# controller accepts and sends up to 64 MiB.
+# Results of large workflows (every task's status) exceed gRPC's default 4 MiB receive limit: take
+# what the controller sends.
 CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", Limits.max_message_bytes),
+    ("grpc.max_send_message_length", Limits.max_message_bytes),
 ]
 
 
