@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from corral.controller.core import events as ev
@@ -96,18 +98,24 @@ def seconds_of(stamp: Timestamp) -> float:
     return stamp.seconds + stamp.nanos / 1e9
 
 
+def _resource_fields(res: Resources) -> dict[str, Any]:
+    # ResourceRequirements and Inventory spell the amounts alike.
+    return {
+        "cpu_cores": res.cpu_cores,
+        "memory_mb": res.memory_mb,
+        "disk_mb": res.disk_mb,
+        "network_bandwidth_mbps": res.network_bandwidth_mbps,
+        "gpu_count": res.gpu_count,
+        "custom_resources": dict(res.custom),
+    }
+
+
 def resources_to_proto(res: Resources) -> pb.ResourceRequirements:
-    return pb.ResourceRequirements(
-        cpu_cores=res.cpu_cores,
-        memory_mb=res.memory_mb,
-        disk_mb=res.disk_mb,
-        network_bandwidth_mbps=res.network_bandwidth_mbps,
-        gpu_count=res.gpu_count,
-        custom_resources=dict(res.custom),
-    )
+    return pb.ResourceRequirements(**_resource_fields(res))
 
 
-def resources_from_proto(message: pb.ResourceRequirements) -> Resources:
+def resources_from_proto(message: pb.ResourceRequirements | pb.Inventory) -> Resources:
+    """The amounts of a ResourceRequirements, or the capacity of an Inventory."""
     return Resources(
         cpu_cores=message.cpu_cores,
         memory_mb=message.memory_mb,
@@ -120,30 +128,13 @@ def resources_from_proto(message: pb.ResourceRequirements) -> Resources:
 
 def inventory_from_proto(message: pb.Inventory) -> Inventory:
     gpu_ids = tuple(g.index for g in message.gpus) or tuple(range(message.gpu_count))
-    return Inventory(
-        capacity=Resources(
-            cpu_cores=message.cpu_cores,
-            memory_mb=message.memory_mb,
-            disk_mb=message.disk_mb,
-            network_bandwidth_mbps=message.network_bandwidth_mbps,
-            gpu_count=message.gpu_count,
-            custom=dict(message.custom_resources),
-        ),
-        slots=max(1, message.slots),
-        gpu_ids=gpu_ids,
-    )
+    return Inventory(capacity=resources_from_proto(message), slots=max(1, message.slots), gpu_ids=gpu_ids)
 
 
 def inventory_to_proto(inventory: Inventory) -> pb.Inventory:
-    cap = inventory.capacity
     return pb.Inventory(
-        cpu_cores=cap.cpu_cores,
-        memory_mb=cap.memory_mb,
-        disk_mb=cap.disk_mb,
-        network_bandwidth_mbps=cap.network_bandwidth_mbps,
-        gpu_count=cap.gpu_count,
+        **_resource_fields(inventory.capacity),
         gpus=[pb.GpuInfo(index=i) for i in inventory.gpu_ids],
-        custom_resources=dict(cap.custom),
         slots=inventory.slots,
     )
 
