@@ -26,6 +26,13 @@ _MAX_LIST = 1000
 _CACHED_PLANS = 8
 
 
+async def _wait(waiter: asyncio.Future[None] | None, timeout_s: float) -> None:
+    """Wait for a workflow's end, at most ``timeout_s`` (0: no limit); the workflow goes on either way."""
+    if waiter is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s or None)
+
+
 def workflow_id_of(machine: Machine, typed: str, field: str = "workflow_id") -> str:
     return resolve(machine.workflows, typed, "workflow", field)
 
@@ -38,15 +45,15 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         self._plans: dict[str, ExecutionPlan] = {}
 
     async def SubmitWorkflow(self, request: pb.SubmitWorkflowRequest, context: Any) -> pb.SubmitWorkflowResponse:
-        if not request.HasField("spec"):
-            raise InvalidArgument.field("spec", "a workflow spec is required")
         if len(request.idempotency_key) > _MAX_KEY:
             raise InvalidArgument.field("idempotency_key", f"longer than {_MAX_KEY} characters")
         if request.wait and not request.start:
             raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
         if request.wait_timeout_s < 0:
             raise InvalidArgument.field("wait_timeout_s", "must be >= 0")
-        admitted = admit(request.spec, True, self.rt.machine.new_id, idempotency_key=request.idempotency_key)
+        admitted = admit(
+            request.spec, request.HasField("spec"), self.rt.machine.new_id, idempotency_key=request.idempotency_key
+        )
         plan = admitted.plan
         event = ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start)
         del admitted  # the records now belong to the event (and soon the machine)
@@ -67,15 +74,13 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             workflow_id=workflow_id, plan=wire.plan_to_proto(plan), deduplicated=deduplicated
         )
         if request.wait:
-            if waiter is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter), request.wait_timeout_s or None)
-            result = await self._result_if_ended(workflow_id)
+            await _wait(waiter, request.wait_timeout_s)
+            result = self._result_if_ended(workflow_id)
             if result is not None:
                 response.result.CopyFrom(result)
         return response
 
-    async def _result_if_ended(self, workflow_id: str) -> types_pb2.WorkflowResult | None:
+    def _result_if_ended(self, workflow_id: str) -> types_pb2.WorkflowResult | None:
         rt = self.rt
         workflow = rt.machine.workflows[workflow_id]
         if workflow.state.terminal:
@@ -98,26 +103,17 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         workflow_id, status, waiter = await rt.call(start)
         if not request.wait:
             return pb.ExecuteWorkflowResponse(status=status)
-        if waiter is not None:
-            timeout = request.wait_timeout_s if request.wait_timeout_s > 0 else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        await _wait(waiter, request.wait_timeout_s)
+        result = self._result_if_ended(workflow_id)
+        if result is not None:
+            # The result carries every task; the status stays a summary to halve the message.
+            summary = wire.workflow_status(rt.machine, rt.machine.workflows[workflow_id], False, rt.clock())
+            return pb.ExecuteWorkflowResponse(status=summary, result=result)
 
-        def finish(machine: Machine, now: float) -> pb.ExecuteWorkflowResponse:
-            workflow = machine.workflows[workflow_id]
-            if workflow.state.terminal:
-                # The result carries every task; the status stays a summary to halve the message.
-                return pb.ExecuteWorkflowResponse(
-                    status=wire.workflow_status(machine, workflow, False, now),
-                    result=wire.workflow_result(machine, workflow, now),
-                )
-            return pb.ExecuteWorkflowResponse(status=wire.workflow_status(machine, workflow, True, now))
+        def still_running(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
+            return wire.workflow_status(machine, machine.workflows[workflow_id], True, now)
 
-        if rt.machine.workflows[workflow_id].state.terminal:
-            # Its end was committed before the waiter woke and a finished workflow never changes
-            # again, so it can be read here without another trip through the loop.
-            return finish(rt.machine, rt.clock())
-        return await rt.call(finish)
+        return pb.ExecuteWorkflowResponse(status=await rt.call(still_running))
 
     async def CancelWorkflow(self, request: pb.CancelWorkflowRequest, context: Any) -> pb.CancelWorkflowResponse:
         if len(request.reason) > 1024:
