@@ -156,11 +156,9 @@ class Runtime:
             self._pulls.append(_Pull(event, future, deadline))
 
         await self.call(register)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            # The caller went away: if a task was handed out meanwhile, it is lost via its deadline.
-            raise
+        # If the caller goes away, its pull is dropped unserved (a done future is skipped); a task
+        # handed out in the same instant is recovered through its attempt's deadline.
+        return await future
 
     # --- the loop -------------------------------------------------------------------------------
 
