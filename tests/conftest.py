@@ -1,4 +1,4 @@
-"""Fixtures of the CLI tests: a real controller (and agents) in processes of their own."""
+"""Shared fixtures: a real controller (and agents) in processes of their own, for the SDK and CLI tests."""
 
 from __future__ import annotations
 
