@@ -25,6 +25,7 @@ from types import TracebackType
 
 import psutil
 
+from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 from corral.controller.sdk.client import Client
 
 __all__ = ["TASKS_DIR", "BenchCluster", "Proc"]
@@ -146,14 +147,12 @@ class BenchCluster:
             str(address_file),
         ]
         self.controller = controller = Proc("controller", argv, self.env, self.directory / "controller.log")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not (address_file.exists() and address_file.read_text().strip()):
-            if not controller.alive():
-                raise RuntimeError(f"the controller exited with {controller.popen.returncode}:\n{controller.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the controller did not start within {START_TIMEOUT_S:g} s:\n{controller.tail()}")
-            await asyncio.sleep(0.02)
-        self.address = address_file.read_text().strip()
+        try:
+            self.address = await asyncio.to_thread(
+                wait_for_address, address_file, exited=controller.popen.poll, timeout=START_TIMEOUT_S, poll=0.02
+            )
+        except (ControllerExited, AddressTimeout) as exc:
+            raise RuntimeError(f"{exc}:\n{controller.tail()}") from None
         if self.pyspy_dir:
             self._start_profiler(controller.pid)
         for name in self.agent_names:

@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
 from corral.controller.rpc.gateway import deliver
 from corral.controller.runtime import Runtime
@@ -86,9 +87,7 @@ async def serve(args: argparse.Namespace) -> int:
     host = args.listen.rsplit(":", 1)[0]
     address = f"{host}:{server.port}"
     if args.address_file:
-        tmp = args.address_file.with_suffix(".tmp")
-        tmp.write_text(address)
-        tmp.replace(args.address_file)
+        write_address(args.address_file, address)
     log.info("corral controller listening on %s (state: %s)", address, where)
 
     stop = asyncio.Event()

@@ -6,6 +6,7 @@ asserts it is gone, so a failing test cannot leave daemons behind.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 
 __all__ = [
     "CORRAL",
@@ -80,13 +83,8 @@ def start_controller(directory: Path, *, extra: Sequence[str] = ()) -> tuple[sub
         env=_child_env(),
     )
     log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if address_file.exists() and (address := address_file.read_text().strip()):
-            return proc, address
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
+    with contextlib.suppress(ControllerExited, AddressTimeout):
+        return proc, wait_for_address(address_file, exited=proc.poll)
     stop(proc)
     output = (directory / "controller.log").read_text(errors="replace")
     raise RuntimeError(f"the controller did not start:\n{output}")

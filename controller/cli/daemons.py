@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 from corral.controller.cli.common import EXIT_ERROR, EXIT_INVALID, die, err_console
 
 __all__ = ["PASSTHROUGH", "agent", "controller", "dev", "state_dir"]
@@ -59,17 +60,6 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _wait_for_address(proc: subprocess.Popen[bytes], path: Path, timeout: float) -> str | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and (text := path.read_text().strip()):
-            return text
-        if proc.poll() is not None:
-            return None
-        time.sleep(0.05)
-    return None
 
 
 def dev(
@@ -118,7 +108,10 @@ def dev(
         )
         processes.append(server)
         labels[server.pid] = "the controller"
-        address = _wait_for_address(server, address_file, timeout=30.0)
+        try:
+            address: str | None = wait_for_address(address_file, exited=server.poll, timeout=30.0)
+        except (ControllerExited, AddressTimeout):
+            address = None
         if address is None:
             die(f"error: the controller did not start (exit code {server.poll()}); see its output above", EXIT_ERROR)
         for i in range(agents):

@@ -12,12 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 
 __all__ = ["LocalCluster", "ManagedProcess", "corral_command", "wait_for_address_file"]
 
@@ -108,17 +109,10 @@ def _kill_group(pgid: int) -> None:
 
 def wait_for_address_file(path: Path, process: ManagedProcess, deadline_s: float = 30.0) -> str:
     """Wait until the controller wrote its bound ``host:port``; fail early if it exited."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            address = path.read_text(encoding="utf-8").strip()
-            if address:
-                return address
-        code = process.exited()
-        if code is not None:
-            raise RuntimeError(f"{process.name} exited with {code}:\n{process.log_tail()}")
-        time.sleep(0.05)
-    raise TimeoutError(f"{process.name} wrote no address to {path} within {deadline_s:g}s:\n{process.log_tail()}")
+    try:
+        return wait_for_address(path, exited=process.exited, timeout=deadline_s)
+    except (ControllerExited, AddressTimeout) as exc:
+        raise RuntimeError(f"{process.name}: {exc}:\n{process.log_tail()}") from None
 
 
 @dataclass

@@ -12,19 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from corral.controller.address_file import wait_for_address
 from tests.procs import CORRAL, corral, require_server, stop
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and (text := path.read_text().strip()):
-            return text
-        assert proc.poll() is None, f"exited with {proc.returncode}"
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never appeared")
 
 
 def test_controller_and_agent_commands_forward_their_arguments(tmp_path: Path) -> None:
@@ -46,7 +37,7 @@ def test_controller_and_agent_commands_forward_their_arguments(tmp_path: Path) -
     )
     agent: subprocess.Popen[bytes] | None = None
     try:
-        address = wait_for_file(tmp_path / "addr", controller)
+        address = wait_for_address(tmp_path / "addr", exited=controller.poll)
         agent = subprocess.Popen(
             [
                 CORRAL,

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 
+from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 from corral.controller.spec import parse_workflow
 from corral.controller.wire_spec import spec_to_proto
 from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
@@ -109,13 +110,10 @@ def deployment(netns3: NetnsCluster, tmp_path: Path) -> Iterator[Deployment]:
         cwd=REPO,
     )
     try:
-        wait_until(
-            lambda: controller.poll() is not None or (address_file.exists() and address_file.read_text().strip()),
-            60,
-            "the controller to write its address",
-        )
-        assert controller.poll() is None, f"controller exited:\n{_log_tails(tmp_path)}"
-        address = address_file.read_text().strip()
+        try:
+            address = wait_for_address(address_file, exited=controller.poll, timeout=60)
+        except (ControllerExited, AddressTimeout) as exc:
+            raise AssertionError(f"{exc}:\n{_log_tails(tmp_path)}") from None
         hosts = {"h1": ns1, "h2": ns2}
         for label, host in hosts.items():
             netns3.spawn(

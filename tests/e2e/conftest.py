@@ -27,6 +27,7 @@ import grpc
 import psutil
 import pytest
 
+from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 from corral.controller.spec import parse_workflow
 from corral.controller.wire_spec import spec_to_proto
 from corral.v1 import (
@@ -275,14 +276,10 @@ class Controller:
         log = self.cluster.directory / f"controller-{self.starts}.log"
         self.process = process = _Process(f"controller#{self.starts}", argv, self.cluster.env, log)
         self.cluster.processes.append(process)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not (self.address_file.exists() and self.address_file.read_text().strip()):
-            if not process.alive():
-                raise RuntimeError(f"the controller exited with {process.popen.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the controller did not start within {START_TIMEOUT_S:g} s:\n{log.read_text()}")
-            time.sleep(0.05)
-        address = self.address_file.read_text().strip()
+        try:
+            address = wait_for_address(self.address_file, exited=process.popen.poll, timeout=START_TIMEOUT_S)
+        except (ControllerExited, AddressTimeout) as exc:
+            raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
         assert not self.address or address == self.address, f"restarted on {address}, not {self.address}"
         self.address = address
         return address
