@@ -32,8 +32,8 @@ from typing import Any
 
 import grpc
 
+from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.spec import load_workflow_file
-from corral.controller.wire_spec import spec_to_proto
 from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 EXAMPLES = Path(__file__).resolve().parent

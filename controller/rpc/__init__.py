@@ -1,1 +1,3 @@
-"""gRPC servicers: translate messages and delegate to the runtime, nothing more."""
+"""Everything that faces the network: servicers, the interceptors, wire conversion, admission and lookups.
+
+Servicers translate messages and delegate to the runtime, nothing more."""

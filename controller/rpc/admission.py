@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from corral.controller.errors import FieldViolation, InvalidArgument
-from corral.controller.submission import Admitted, admit_workflow
-from corral.controller.wire_spec import wire_path
+from corral.controller.rpc.submission import Admitted, admit_workflow
+from corral.controller.rpc.wire_spec import wire_path
 from corral.v1 import types_pb2
 
 __all__ = ["admit", "admit_task"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.controller import wire
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import Agent
 from corral.controller.errors import InvalidArgument
-from corral.controller.lookup import resolve
+from corral.controller.rpc import wire
+from corral.controller.rpc.lookup import resolve
 from corral.controller.runtime import Runtime
 from corral.v1 import agent_pb2 as pb
 from corral.v1 import agent_pb2_grpc, types_pb2

@@ -14,11 +14,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from corral.controller import wire
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AgentState, AttemptState
 from corral.controller.errors import InvalidArgument
+from corral.controller.rpc import wire
 from corral.controller.runtime import AgentSession, Runtime
 from corral.controller.spec import Limits
 from corral.controller.store.base import LogChunk

@@ -7,14 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from corral.controller import wire
 from corral.controller.core import events as ev
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import TaskState, WorkflowEvent
 from corral.controller.errors import InvalidArgument
-from corral.controller.lookup import resolve
+from corral.controller.rpc import wire
 from corral.controller.rpc.admission import admit
+from corral.controller.rpc.lookup import resolve
 from corral.controller.runtime import Runtime
 from corral.v1 import orchestrator_pb2 as pb
 from corral.v1 import orchestrator_pb2_grpc, types_pb2

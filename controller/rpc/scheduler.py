@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.controller import wire
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AttemptState, TaskState
 from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound
-from corral.controller.lookup import resolve
+from corral.controller.rpc import wire
 from corral.controller.rpc.admission import admit, admit_task
+from corral.controller.rpc.lookup import resolve
+from corral.controller.rpc.wire_spec import decode_json_field
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
-from corral.controller.wire_spec import decode_json_field
 from corral.v1 import scheduler_pb2 as pb
 from corral.v1 import scheduler_pb2_grpc
 

@@ -27,6 +27,7 @@ import grpc.aio
 from google.protobuf.message import Message
 from pydantic import ValidationError
 
+from corral.controller.rpc.wire_spec import spec_to_proto, task_spec_to_proto
 from corral.controller.sdk.builder import TaskHandle, WorkflowLike, as_spec
 from corral.controller.sdk.errors import (
     DeadlineExceededError,
@@ -52,7 +53,6 @@ from corral.controller.sdk.types import (
     WorkflowStatus,
 )
 from corral.controller.spec import Limits, TaskSpec, format_loc
-from corral.controller.wire_spec import spec_to_proto, task_spec_to_proto
 from corral.v1 import (
     agent_pb2,
     agent_pb2_grpc,

@@ -20,8 +20,8 @@ import grpc
 import pytest
 
 from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
+from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.spec import parse_workflow
-from corral.controller.wire_spec import spec_to_proto
 from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from tests.cluster.netns import Host, NetnsCluster, wait_until
 

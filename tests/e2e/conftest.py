@@ -28,8 +28,8 @@ import psutil
 import pytest
 
 from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
+from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.spec import parse_workflow
-from corral.controller.wire_spec import spec_to_proto
 from corral.v1 import (
     agent_pb2,
     agent_pb2_grpc,

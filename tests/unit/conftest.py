@@ -19,11 +19,11 @@ import pytest
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
 from corral.controller.core.model import AgentState, AttemptState, Inventory, Resources, Task
+from corral.controller.rpc.submission import admit_workflow
+from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.spec import parse_workflow
 from corral.controller.store.base import ChangeBatch
 from corral.controller.store.memory import MemoryStore
-from corral.controller.submission import admit_workflow
-from corral.controller.wire_spec import spec_to_proto
 
 __all__ = ["Sim", "Step", "task_spec"]
 

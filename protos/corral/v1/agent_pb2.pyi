@@ -10,6 +10,35 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class JoinRequest(_message.Message):
+    __slots__ = ("join_token", "name")
+    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    join_token: str
+    name: str
+    def __init__(self, join_token: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("agent_id", "credential", "labels", "agent_types", "namespaces")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    credential: str
+    labels: _containers.ScalarMap[str, str]
+    agent_types: _containers.RepeatedScalarFieldContainer[str]
+    namespaces: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., credential: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "events")
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -64,18 +93,31 @@ class Hello(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[_types_pb2.Inventory, _Mapping]] = ..., running_attempt_ids: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("agent_id", "session_epoch", "heartbeat_interval_s", "lease_s", "kill_attempt_ids")
+    __slots__ = ("agent_id", "session_epoch", "heartbeat_interval_s", "lease_s", "kill_attempt_ids", "assignment_lease_s", "labels", "agent_types")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_EPOCH_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     LEASE_S_FIELD_NUMBER: _ClassVar[int]
     KILL_ATTEMPT_IDS_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_TYPES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_epoch: int
     heartbeat_interval_s: float
     lease_s: float
     kill_attempt_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., session_epoch: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ..., kill_attempt_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    assignment_lease_s: float
+    labels: _containers.ScalarMap[str, str]
+    agent_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., session_epoch: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ..., kill_attempt_ids: _Optional[_Iterable[str]] = ..., assignment_lease_s: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("usage", "inventory", "draining")
@@ -94,20 +136,32 @@ class TaskEvents(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("attempt_id", "at", "started", "finished", "output", "checkpoint")
+    __slots__ = ("attempt_id", "at", "started", "finished", "output", "checkpoint", "accepted", "released")
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     attempt_id: str
     at: _timestamp_pb2.Timestamp
     started: Started
     finished: Finished
     output: Output
     checkpoint: Checkpoint
-    def __init__(self, attempt_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
+    accepted: Accepted
+    released: Released
+    def __init__(self, attempt_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ...) -> None: ...
+
+class Accepted(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Released(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class Started(_message.Message):
     __slots__ = ("pid",)

@@ -39,6 +39,11 @@ class AgentGatewayStub:
                 request_serializer=corral_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_agent__pb2.ControllerMessage.FromString,
                 _registered_method=True)
+        self.Join = channel.unary_unary(
+                '/corral.v1.AgentGateway/Join',
+                request_serializer=corral_dot_v1_dot_agent__pb2.JoinRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_agent__pb2.JoinResponse.FromString,
+                _registered_method=True)
 
 
 class AgentGatewayServicer:
@@ -50,6 +55,14 @@ class AgentGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Join(self, request, context):
+        """Without mutual TLS: exchange a join token for this agent's own credential (a bearer secret
+        that names it). Labels, agent types and namespaces come from the join token's scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_AgentGatewayServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=corral_dot_v1_dot_agent__pb2.AgentMessage.FromString,
                     response_serializer=corral_dot_v1_dot_agent__pb2.ControllerMessage.SerializeToString,
+            ),
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=corral_dot_v1_dot_agent__pb2.JoinRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_agent__pb2.JoinResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class AgentGateway:
             '/corral.v1.AgentGateway/Connect',
             corral_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
             corral_dot_v1_dot_agent__pb2.ControllerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.AgentGateway/Join',
+            corral_dot_v1_dot_agent__pb2.JoinRequest.SerializeToString,
+            corral_dot_v1_dot_agent__pb2.JoinResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -109,16 +109,18 @@ class ResumeWorkflowResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
 
 class ListWorkflowsRequest(_message.Message):
-    __slots__ = ("states", "name_prefix", "limit", "page_token")
+    __slots__ = ("states", "name_prefix", "limit", "page_token", "namespace")
     STATES_FIELD_NUMBER: _ClassVar[int]
     NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[_types_pb2.WorkflowState]
     name_prefix: str
     limit: int
     page_token: str
-    def __init__(self, states: _Optional[_Iterable[_Union[_types_pb2.WorkflowState, str]]] = ..., name_prefix: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    namespace: str
+    def __init__(self, states: _Optional[_Iterable[_Union[_types_pb2.WorkflowState, str]]] = ..., name_prefix: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class ListWorkflowsResponse(_message.Message):
     __slots__ = ("workflows", "next_page_token")

@@ -150,7 +150,7 @@ class TaskSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ...) -> None: ...
 
 class WorkflowSpec(_message.Message):
-    __slots__ = ("name", "tasks", "metadata_json", "labels", "priority")
+    __slots__ = ("name", "tasks", "metadata_json", "labels", "priority", "namespace")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -163,12 +163,14 @@ class WorkflowSpec(_message.Message):
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
     metadata_json: bytes
     labels: _containers.ScalarMap[str, str]
     priority: int
-    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ...) -> None: ...
+    namespace: str
+    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class ExecutionStage(_message.Message):
     __slots__ = ("index", "task_names", "estimated_duration_s")
@@ -239,7 +241,7 @@ class TaskStatus(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total")
+    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace")
     class TaskCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +268,7 @@ class WorkflowStatus(_message.Message):
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TASK_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     name: str
     state: WorkflowState
@@ -278,7 +281,8 @@ class WorkflowStatus(_message.Message):
     metadata_json: bytes
     labels: _containers.ScalarMap[str, str]
     task_total: int
-    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ...) -> None: ...
+    namespace: str
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class WorkflowResult(_message.Message):
     __slots__ = ("workflow_id", "state", "results_json", "tasks", "critical_path", "duration_s", "error")
@@ -306,7 +310,7 @@ class WorkflowResult(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., results_json: _Optional[_Mapping[str, bytes]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., critical_path: _Optional[_Iterable[str]] = ..., duration_s: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class WorkflowSummary(_message.Message):
-    __slots__ = ("workflow_id", "name", "state", "task_counts", "task_total", "created_at", "started_at", "finished_at")
+    __slots__ = ("workflow_id", "name", "state", "task_counts", "task_total", "created_at", "started_at", "finished_at", "namespace")
     class TaskCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -322,6 +326,7 @@ class WorkflowSummary(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     name: str
     state: WorkflowState
@@ -330,7 +335,8 @@ class WorkflowSummary(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., task_total: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    namespace: str
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., task_total: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class GpuInfo(_message.Message):
     __slots__ = ("index", "name", "memory_mb", "uuid")
@@ -386,7 +392,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_percent: _Optional[float] = ..., memory_used_mb: _Optional[int] = ..., load_1m: _Optional[float] = ..., running_attempts: _Optional[int] = ..., disk_free_mb: _Optional[int] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "name", "state", "agent_types", "labels", "inventory", "allocated", "running_attempts", "last_heartbeat", "connected_at", "hostname", "usage", "version")
+    __slots__ = ("agent_id", "name", "state", "agent_types", "labels", "inventory", "allocated", "running_attempts", "last_heartbeat", "connected_at", "hostname", "usage", "version", "namespaces")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -407,6 +413,7 @@ class AgentInfo(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     state: AgentState
@@ -420,10 +427,11 @@ class AgentInfo(_message.Message):
     hostname: str
     usage: Usage
     version: str
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
+    namespaces: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
-    __slots__ = ("attempt_id", "task_id", "workflow_id", "task_name", "agent_type", "payload_json", "resources", "timeout_s", "inputs_json", "gpu_ids", "attempt_number")
+    __slots__ = ("attempt_id", "task_id", "workflow_id", "task_name", "agent_type", "payload_json", "resources", "timeout_s", "inputs_json", "gpu_ids", "attempt_number", "secrets", "namespace")
     class InputsJsonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +439,13 @@ class TaskAssignment(_message.Message):
         key: str
         value: bytes
         def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    class SecretsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
@@ -442,6 +457,8 @@ class TaskAssignment(_message.Message):
     INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     attempt_id: str
     task_id: str
     workflow_id: str
@@ -453,4 +470,6 @@ class TaskAssignment(_message.Message):
     inputs_json: _containers.ScalarMap[str, bytes]
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     attempt_number: int
-    def __init__(self, attempt_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., task_name: _Optional[str] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., timeout_s: _Optional[float] = ..., inputs_json: _Optional[_Mapping[str, bytes]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., attempt_number: _Optional[int] = ...) -> None: ...
+    secrets: _containers.ScalarMap[str, str]
+    namespace: str
+    def __init__(self, attempt_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., task_name: _Optional[str] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., timeout_s: _Optional[float] = ..., inputs_json: _Optional[_Mapping[str, bytes]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., attempt_number: _Optional[int] = ..., secrets: _Optional[_Mapping[str, str]] = ..., namespace: _Optional[str] = ...) -> None: ...

@@ -19,8 +19,8 @@ from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
 from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, violations_of
-from corral.controller.wire_spec import decode_json_field, task_mapping
 from corral.v1 import types_pb2 as pb
 
 __all__ = ["Admitted", "admit_workflow"]
