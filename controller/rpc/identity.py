@@ -30,6 +30,7 @@ __all__ = [
     "current_principal",
     "decode_grant",
     "encode_grant",
+    "peer_certificate",
 ]
 
 # 2.25.<128-bit integer> is the ITU-T arc for OIDs made from a UUID (no registration needed).
@@ -131,3 +132,33 @@ def decode_grant(raw: bytes) -> Grant:
     ):
         raise ValueError("grant extension has malformed fields")
     return Grant(str(body["role"]), tuple(namespaces), dict(labels), tuple(agent_types))
+
+
+def peer_certificate(auth_context: Mapping[str, Any]) -> tuple[str, Grant | None] | None:
+    """The verified client certificate of a call: (common name, its grant or None), or None.
+
+    ``auth_context`` is ``context.auth_context()`` of a gRPC call; gRPC has already verified the
+    certificate against the controller's client CA when it is there.
+    """
+    pems = auth_context.get("x509_pem_cert")
+    if not pems:
+        return None
+    # Imported here: plaintext deployments and the agent never need the X.509 parser.
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(pems[0])
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        return None
+    common_name = str(names[0].value)
+    try:
+        extension = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(GRANT_OID))
+    except x509.ExtensionNotFound:
+        return common_name, None
+    value = extension.value
+    raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
+    try:
+        return common_name, decode_grant(raw)
+    except ValueError:
+        return common_name, None
