@@ -17,7 +17,15 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "ResourceExhausted",
+    "clip",
 ]
+
+MAX_ECHO = 128  # characters of a caller's value repeated in an error message
+
+
+def clip(value: str, limit: int = MAX_ECHO) -> str:
+    """``value`` cut to ``limit`` characters for an error message (a 1 MB id must not come back)."""
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,15 +28,18 @@ from pydantic import (
 
 from corral.controller.core.graph import graph_problems
 from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.safejson import json_depth
 
 __all__ = [
     "LIMITS",
+    "LabelValue",
     "Limits",
     "ResourceSpec",
     "TaskSpec",
     "WorkflowHeader",
     "WorkflowSpec",
     "check_json_value",
+    "control_character",
     "format_loc",
     "json_depth",
     "load_workflow_file",
@@ -54,7 +58,7 @@ class Limits:
     max_payload_bytes = 64 * 1024
     max_result_bytes = 256 * 1024
     max_metadata_bytes = 64 * 1024
-    maxjson_depth = 32
+    maxjson_depth = 32  # nested arrays/objects in one JSON field (checked on the raw bytes first)
     max_name_length = 128
     max_labels = 64
     max_label_length = 256
@@ -68,24 +72,41 @@ class Limits:
 
 
 LIMITS = Limits()
+# Anchored for pydantic's Rust regex engine, where "$" matches only at the very end (Python's
+# would also match before a trailing newline, so never reuse this with re.match).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-_NAME_RE = re.compile(NAME_PATTERN)
+# C0 controls (NUL, newline, ESC ...), DEL and C1 controls: never part of a name, key or label.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Multi-line free text (error messages) may hold newlines and tabs, nothing else of the above.
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 Name = Annotated[str, Field(min_length=1, max_length=Limits.max_name_length, pattern=NAME_PATTERN)]
 
 
-def json_depth(value: Any, depth: int = 1) -> int:
-    if isinstance(value, Mapping):
-        return max((json_depth(v, depth + 1) for v in value.values()), default=depth)
-    if isinstance(value, list | tuple):
-        return max((json_depth(v, depth + 1) for v in value), default=depth)
-    return depth
+def control_character(value: str, *, multiline: bool = False) -> str | None:
+    """A description of the first control character in ``value`` (None when there is none)."""
+    found = (_CONTROL_MULTILINE if multiline else _CONTROL).search(value)
+    if found is None:
+        return None
+    return f"must not contain control characters (found {found.group()!r} at offset {found.start()})"
+
+
+def _plain_text(value: str) -> str:
+    problem = control_character(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+#: A label or constraint value: free text up to max_label_length, without control characters.
+LabelValue = Annotated[str, Field(max_length=Limits.max_label_length), AfterValidator(_plain_text)]
 
 
 def check_json_value(value: Any, what: str, max_bytes: int, limit_name: str) -> bytes:
     """Encode ``value`` as JSON, enforcing the size and nesting limits; raise ValueError naming the limit."""
-    if json_depth(value) > Limits.maxjson_depth:
-        raise ValueError(f"{what} nests deeper than maxjson_depth={Limits.maxjson_depth}")
+    depth = json_depth(value)
+    if depth > Limits.maxjson_depth:
+        raise ValueError(f"{what} nests {depth} levels deep, over the maxjson_depth={Limits.maxjson_depth} limit")
     try:
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
@@ -96,7 +117,9 @@ def check_json_value(value: Any, what: str, max_bytes: int, limit_name: str) -> 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # No str_strip_whitespace: a name sent as " a" or "a\n" is refused with its path, never
+    # silently changed into another name.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _finite(value: float, field_name: str, maximum: float) -> float:
@@ -148,9 +171,7 @@ class TaskSpec(_Strict):
     retries: int = Field(0, ge=0, le=Limits.max_retries)
     retry_backoff: float = Field(1.0, description="base of the exponential retry backoff, seconds")
     dependencies: list[Name] = Field(default_factory=list, max_length=Limits.max_dependencies)
-    constraints: dict[Name, Annotated[str, Field(max_length=Limits.max_label_length)]] = Field(
-        default_factory=dict, max_length=Limits.max_labels
-    )
+    constraints: dict[Name, LabelValue] = Field(default_factory=dict, max_length=Limits.max_labels)
     estimated_duration: float = Field(0.0, description="seconds, for planning (critical path)")
 
     @field_validator("timeout")
@@ -193,6 +214,12 @@ class TaskSpec(_Strict):
             if shell is not None and (not isinstance(shell, str) or not shell.strip()):
                 raise ValueError("payload.shell must be a non-empty string")
             _check_env_cwd(payload)
+            # NUL can never reach exec (argv, environment and paths are C strings): refuse it here
+            # rather than fail on the agent.
+            for i, arg in enumerate(command or [shell]):
+                if "\x00" in arg:
+                    where = f"command[{i}]" if command else "shell"
+                    raise ValueError(f"payload.{where} must not contain NUL")
         elif self.agent_type == "python":
             function = payload.get("function")
             if not isinstance(function, str) or not re.fullmatch(r"[\w.]+:[\w.]+", function):
@@ -211,9 +238,13 @@ def _check_env_cwd(payload: Mapping[str, Any]) -> None:
     env = payload.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise ValueError("payload.env must map strings to strings")
+    if any("\x00" in k or "\x00" in v for k, v in env.items()):
+        raise ValueError("payload.env must not contain NUL")
     cwd = payload.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise ValueError("payload.cwd must be a string")
+    if cwd is not None and "\x00" in cwd:
+        raise ValueError("payload.cwd must not contain NUL")
 
 
 class WorkflowHeader(_Strict):
@@ -221,9 +252,7 @@ class WorkflowHeader(_Strict):
 
     name: Name
     metadata: dict[str, Any] = Field(default_factory=dict)
-    labels: dict[Name, Annotated[str, Field(max_length=Limits.max_label_length)]] = Field(
-        default_factory=dict, max_length=Limits.max_labels
-    )
+    labels: dict[Name, LabelValue] = Field(default_factory=dict, max_length=Limits.max_labels)
     priority: int | None = Field(None, ge=0, le=100, description="default priority of its tasks")
 
     @field_validator("metadata")

@@ -28,7 +28,7 @@ from corral.controller.core.model import (
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
-from corral.controller.errors import NotFound
+from corral.controller.errors import NotFound, clip
 from corral.controller.store.base import ChangeBatch, LogChunk
 
 __all__ = ["MachineConfig", "MachineState"]
@@ -110,19 +110,19 @@ class MachineState:
     def workflow(self, workflow_id: str) -> Workflow:
         found = self.workflows.get(workflow_id)
         if found is None:
-            raise NotFound(f"workflow {workflow_id!r} not found")
+            raise NotFound(f"workflow {clip(workflow_id)!r} not found")
         return found
 
     def task(self, task_id: str) -> Task:
         found = self.tasks.get(task_id)
         if found is None:
-            raise NotFound(f"task {task_id!r} not found")
+            raise NotFound(f"task {clip(task_id)!r} not found")
         return found
 
     def agent(self, agent_id: str) -> Agent:
         found = self.agents.get(agent_id)
         if found is None:
-            raise NotFound(f"agent {agent_id!r} not found")
+            raise NotFound(f"agent {clip(agent_id)!r} not found")
         return found
 
     def demand(self, task: Task) -> Demand:

@@ -8,7 +8,7 @@ from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import Agent
 from corral.controller.errors import InvalidArgument
-from corral.controller.rpc import wire
+from corral.controller.rpc import fields, wire
 from corral.controller.rpc.lookup import resolve
 from corral.controller.runtime import Runtime
 from corral.v1 import agent_pb2 as pb
@@ -16,9 +16,12 @@ from corral.v1 import agent_pb2_grpc, types_pb2
 
 __all__ = ["ClusterService", "agent_id_of"]
 
+_MAX_GRACE_S = 86_400.0
+
 
 def agent_id_of(machine: Machine, typed: str) -> str:
     """An agent by id, name or unique id prefix."""
+    fields.identifier(typed, "agent_id", "agent id")
     for agent in machine.agents.values():
         if agent.name == typed:
             return agent.id
@@ -57,8 +60,7 @@ class ClusterService(agent_pb2_grpc.ClusterServicer):
         return await self.rt.call(get)
 
     async def DrainAgent(self, request: pb.DrainAgentRequest, context: Any) -> pb.DrainAgentResponse:
-        if request.grace_s < 0 or request.grace_s > 86_400:
-            raise InvalidArgument.field("grace_s", "must be between 0 and 86400")
+        fields.seconds(request.grace_s, "grace_s", _MAX_GRACE_S)
 
         def drain(machine: Machine, now: float) -> pb.DrainAgentResponse:
             agent_id = agent_id_of(machine, request.agent_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from corral.controller.errors import InvalidArgument, NotFound
+from corral.controller.errors import InvalidArgument, NotFound, clip
+from corral.controller.rpc.fields import identifier
 
 __all__ = ["resolve"]
 
@@ -15,10 +16,10 @@ def resolve(ids: Collection[str], typed: str, what: str, field: str) -> str:
     """The id equal to ``typed``, else the only one starting with it.
 
     Raises NotFound when nothing matches and InvalidArgument (naming some matches) when the prefix
-    is ambiguous or empty.
+    is ambiguous, empty, too long or holds control characters. Messages echo at most 128
+    characters of what was typed.
     """
-    if not typed:
-        raise InvalidArgument.field(field, f"a {what} id is required")
+    identifier(typed, field, f"{what} id")
     if typed in ids:
         return typed  # the common case, without a scan
     matches = []
@@ -28,8 +29,10 @@ def resolve(ids: Collection[str], typed: str, what: str, field: str) -> str:
         if candidate.startswith(typed):
             matches.append(candidate)
     if not matches:
-        raise NotFound(f"{what} {typed!r} not found")
+        raise NotFound(f"{what} {clip(typed)!r} not found")
     if len(matches) > 1:
         shown = ", ".join(sorted(matches)[:_MAX_SHOWN])
-        raise InvalidArgument.field(field, f"{what} prefix {typed!r} is ambiguous: {len(matches)} match ({shown} ...)")
+        raise InvalidArgument.field(
+            field, f"{what} prefix {clip(typed)!r} is ambiguous: {len(matches)} match ({shown} ...)"
+        )
     return matches[0]

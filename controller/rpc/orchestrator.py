@@ -12,17 +12,20 @@ from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import TaskState, WorkflowEvent
 from corral.controller.errors import InvalidArgument
-from corral.controller.rpc import wire
+from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
 from corral.controller.rpc.lookup import resolve
 from corral.controller.runtime import Runtime
+from corral.controller.spec import Limits
 from corral.v1 import orchestrator_pb2 as pb
 from corral.v1 import orchestrator_pb2_grpc, types_pb2
 
 __all__ = ["OrchestratorService"]
 
-_MAX_KEY = 256
 _MAX_LIST = 1000
+_MAX_REASON = 1024
+_MAX_OFFSET = 1 << 62  # log offsets: far past any log, and the answer's offset + length still fits int64
+_MAX_PAGE_TOKEN = 18  # digits of an offset into a listing
 _CACHED_PLANS = 8
 
 
@@ -45,12 +48,10 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         self._plans: dict[str, ExecutionPlan] = {}
 
     async def SubmitWorkflow(self, request: pb.SubmitWorkflowRequest, context: Any) -> pb.SubmitWorkflowResponse:
-        if len(request.idempotency_key) > _MAX_KEY:
-            raise InvalidArgument.field("idempotency_key", f"longer than {_MAX_KEY} characters")
+        fields.optional_id(request.idempotency_key, "idempotency_key", "idempotency key")
         if request.wait and not request.start:
             raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
-        if request.wait_timeout_s < 0:
-            raise InvalidArgument.field("wait_timeout_s", "must be >= 0")
+        fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
         admitted = admit(
             request.spec, request.HasField("spec"), self.rt.machine.new_id, idempotency_key=request.idempotency_key
         )
@@ -90,6 +91,8 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         return None
 
     async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.ExecuteWorkflowResponse:
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
+        fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
         rt = self.rt
 
         def start(machine: Machine, now: float) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[None] | None]:
@@ -116,8 +119,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         return pb.ExecuteWorkflowResponse(status=await rt.call(still_running))
 
     async def CancelWorkflow(self, request: pb.CancelWorkflowRequest, context: Any) -> pb.CancelWorkflowResponse:
-        if len(request.reason) > 1024:
-            raise InvalidArgument.field("reason", "longer than 1024 characters")
+        fields.text(request.reason, "reason", _MAX_REASON)
 
         def cancel(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
             workflow_id = workflow_id_of(machine, request.workflow_id)
@@ -153,10 +155,11 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         limit = request.limit or 100
         if not 0 < limit <= _MAX_LIST:
             raise InvalidArgument.field("limit", f"must be between 1 and {_MAX_LIST}")
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            raise InvalidArgument.field("page_token", "not a page token from an earlier answer") from None
+        token = request.page_token or "0"
+        if len(token) > _MAX_PAGE_TOKEN or not token.isascii() or not token.isdigit():
+            raise InvalidArgument.field("page_token", "not a page token from an earlier answer")
+        offset = int(token)
+        fields.text(request.name_prefix, "name_prefix", Limits.max_name_length)
         states = set()
         for i, state in enumerate(request.states):
             if state not in wire.WORKFLOW_STATE_FROM_PB:
@@ -179,6 +182,8 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         return await self.rt.call(listing)
 
     async def WatchWorkflow(self, request: pb.WatchWorkflowRequest, context: Any) -> AsyncIterator[pb.WorkflowEvent]:
+        if request.after_seq < 0:
+            raise InvalidArgument.field("after_seq", "must be >= 0")
         rt = self.rt
 
         def subscribe(
@@ -248,8 +253,10 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(analyze(names, deps, durations)))
 
     async def GetTaskLogs(self, request: pb.GetTaskLogsRequest, context: Any) -> pb.GetTaskLogsResponse:
-        if request.stdout_offset < 0 or request.stderr_offset < 0:
-            raise InvalidArgument.field("stdout_offset", "offsets must be >= 0")
+        for name in ("stdout_offset", "stderr_offset"):
+            if not 0 <= getattr(request, name) <= _MAX_OFFSET:
+                raise InvalidArgument.field(name, f"must be between 0 and {_MAX_OFFSET}")
+        fields.optional_id(request.attempt_id, "attempt_id", "attempt id")
         store = self.rt.store
 
         def logs(machine: Machine, now: float) -> pb.GetTaskLogsResponse:

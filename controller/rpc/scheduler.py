@@ -7,8 +7,8 @@ from typing import Any
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AttemptState, TaskState
-from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound
-from corral.controller.rpc import wire
+from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound, clip
+from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit, admit_task
 from corral.controller.rpc.lookup import resolve
 from corral.controller.rpc.wire_spec import decode_json_field
@@ -20,13 +20,10 @@ from corral.v1 import scheduler_pb2_grpc
 __all__ = ["SchedulerService"]
 
 _MAX_WAIT_S = 60.0
-_MAX_ID = 256
 
 
 def _worker_id(value: str) -> str:
-    if not value or len(value) > _MAX_ID:
-        raise InvalidArgument.field("worker_id", f"required, at most {_MAX_ID} characters")
-    return value
+    return fields.identifier(value, "worker_id", "worker id")
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
@@ -34,6 +31,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self.rt = runtime
 
     async def ScheduleTask(self, request: pb.ScheduleTaskRequest, context: Any) -> pb.ScheduleTaskResponse:
+        fields.optional_id(request.idempotency_key, "idempotency_key", "idempotency key")
         admitted = admit_task(
             request.task, request.HasField("task"), self.rt.machine.new_id, idempotency_key=request.idempotency_key
         )
@@ -53,10 +51,12 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         worker = _worker_id(request.worker_id)
         if not request.agent_types:
             raise InvalidArgument.field("agent_types", "name at least one agent type this worker runs")
-        if not 0 <= request.wait_s <= _MAX_WAIT_S:
-            raise InvalidArgument.field("wait_s", f"must be between 0 and {_MAX_WAIT_S:g}")
-        capacity = wire.resources_from_proto(request.capacity) if request.HasField("capacity") else None
-        event = ev.PullTask(worker, tuple(request.agent_types), dict(request.labels), capacity)
+        fields.check_names(list(request.agent_types), "agent_types", "agent type")
+        labels = dict(request.labels)
+        fields.check_labels(labels, "labels")
+        fields.seconds(request.wait_s, "wait_s", _MAX_WAIT_S)
+        capacity = fields.check_resources(request.capacity, "capacity") if request.HasField("capacity") else None
+        event = ev.PullTask(worker, tuple(request.agent_types), labels, capacity)
         assignment = await self.rt.pull(event, request.wait_s)
         if assignment is None:
             return pb.GetNextTaskResponse(found=False)
@@ -66,11 +66,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         def apply(machine: Machine, now: float) -> TaskState:
             attempt = machine.attempts.get(event.attempt_id)
             if attempt is None:
-                raise NotFound(f"attempt {event.attempt_id!r} not found")
+                raise NotFound(f"attempt {clip(event.attempt_id)!r} not found")
             if not machine.finished(event, now):
                 raise FailedPrecondition(
-                    f"attempt {event.attempt_id} is {attempt.state} and held by {attempt.agent_id!r}; "
-                    f"report from {event.reporter!r} rejected"
+                    f"attempt {clip(event.attempt_id)} is {attempt.state} and held by {clip(attempt.agent_id)!r}; "
+                    f"report from {clip(event.reporter)!r} rejected"
                 )
             return machine.tasks[attempt.task_id].state
 
@@ -79,6 +79,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     async def CompleteTask(self, request: pb.CompleteTaskRequest, context: Any) -> pb.CompleteTaskResponse:
         worker = _worker_id(request.worker_id)
+        fields.identifier(request.attempt_id, "attempt_id", "attempt id")
         decode_json_field(request.result_json, "result_json", Limits.max_result_bytes, "max_result_bytes")
         result = request.result_json or b"null"
         await self._report(ev.AttemptFinished(worker, request.attempt_id, AttemptState.SUCCEEDED, 0, result))
@@ -86,8 +87,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     async def FailTask(self, request: pb.FailTaskRequest, context: Any) -> pb.FailTaskResponse:
         worker = _worker_id(request.worker_id)
-        if len(request.error) > 64 * 1024:
-            raise InvalidArgument.field("error", "longer than 65536 characters")
+        fields.identifier(request.attempt_id, "attempt_id", "attempt id")
+        fields.text(request.error, "error", fields.MAX_TEXT, multiline=True)
         state = await self._report(
             ev.AttemptFinished(
                 worker, request.attempt_id, AttemptState.FAILED, None, None, request.error, not request.permanent

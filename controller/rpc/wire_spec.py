@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from corral.controller import safejson
 from corral.controller.errors import InvalidArgument
 from corral.controller.spec import Limits, TaskSpec, WorkflowSpec
 from corral.v1 import types_pb2 as pb
@@ -34,7 +35,6 @@ TASK_TYPE_FROM_PB = {value: key for key, value in TASK_TYPE_TO_PB.items()}
 
 
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
-_decode_json = json.JSONDecoder().decode
 _DEFAULT_BACKOFF = TaskSpec.model_fields["retry_backoff"].default
 
 
@@ -100,16 +100,20 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
 
 
 def decode_json_field(raw: bytes, path: str, max_bytes: int, limit_name: str) -> Any:
-    """Decode a JSON ``bytes`` field of a message, enforcing its size limit before parsing."""
+    """Decode a JSON ``bytes`` field of a message (payload, metadata, a result from a worker or agent).
+
+    Checks, cheapest first: the size limit, then the nesting depth on the raw bytes (so no parse
+    ever recurses deep), then the parse itself, which refuses NaN, Infinity and out-of-range
+    numbers. Any problem is an InvalidArgument at ``path``. Empty bytes decode to None.
+    """
     if not raw:
         return None
     if len(raw) > max_bytes:
         raise InvalidArgument.field(path, f"{len(raw)} bytes, over the {limit_name}={max_bytes} bytes limit")
     try:
-        # JSON on the wire is UTF-8: decoding it directly skips json.loads' encoding sniffing.
-        return _decode_json(raw.decode())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidArgument.field(path, f"not valid JSON: {exc}") from None
+        return safejson.loads(raw, Limits.maxjson_depth)
+    except safejson.JsonError as exc:
+        raise InvalidArgument.field(path, str(exc)) from None
 
 
 def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
