@@ -23,7 +23,7 @@ from corral.controller.store.base import Store
 from corral.controller.store.memory import MemoryStore
 from corral.controller.store.sqlite import SqliteStore
 
-__all__ = ["default_db_path", "main", "parse_args", "serve"]
+__all__ = ["default_db_path", "main", "parse_args", "private_dir", "serve"]
 
 log = logging.getLogger("corral.controller")
 
@@ -75,8 +75,24 @@ def _store(args: argparse.Namespace) -> tuple[Store, str]:
     if args.memory:
         return MemoryStore(), "memory"
     path: Path = args.db or default_db_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     return SqliteStore(path, synchronous=args.synchronous), str(path)
+
+
+def private_dir(directory: Path) -> None:
+    """Create the state directory mode 0700 (only the controller's user may list or read it).
+
+    A directory that already exists is left as it is: it may be shared (``--db /tmp/c.db``), and
+    the database file itself is 0600 either way.
+    """
+    if directory.is_dir():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        return  # created meanwhile by someone else: theirs to set
+    directory.chmod(0o700)  # mkdir's mode is filtered by the umask; 0700 must hold regardless
 
 
 async def serve(args: argparse.Namespace) -> int:

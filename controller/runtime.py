@@ -5,6 +5,14 @@ inbox. The loop takes all commands waiting, applies them to the machine, runs it
 placement, commits the tick's changes in ONE transaction, and only then delivers what the tick
 produced: answers, assignments on agent streams, watch events. So nothing a caller or agent sees
 was not durable first, and a burst of work costs one fsync, not one per task.
+
+No command can stop the loop. A command that raises something other than a domain error (a bug),
+or a tick whose commit fails because of its data (a value the store cannot encode), is rejected
+whole: the tick's uncommitted changes and actions are dropped, the machine is rebuilt from the
+store (the last committed state, as after a restart, minus the process exit), and the tick's other
+commands run again on it: together first, then one by one, each committed alone, when the culprit
+is not known. The error is logged once per distinct cause. Only an operational store failure (the
+disk is full, the file is gone) still stops the loop, since then nothing can be recorded.
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +35,7 @@ from corral.controller.core.model import WorkflowEvent
 from corral.controller.errors import CorralError
 from corral.controller.store.base import Store
 
-__all__ = ["AgentSession", "Runtime", "new_id"]
+__all__ = ["AgentSession", "CommandFailed", "Runtime", "new_id"]
 
 log = logging.getLogger("corral.controller")
 R = TypeVar("R")
@@ -33,6 +43,30 @@ Command = Callable[[Machine, float], Any]
 _MAX_BATCH = 10_000
 _IDLE_TICK_S = 0.25
 _INLINE_COMMIT_RECORDS = 64  # leases and adoption deadlines are checked at least this often
+_MAX_ERROR_KINDS = 1_000  # distinct unexpected errors remembered for log-once
+# A store failure that no command caused: the loop cannot go on recording anything.
+_OPERATIONAL = (sqlite3.OperationalError, OSError, MemoryError)
+Batch = list[tuple[Command, "asyncio.Future[Any] | None"]]
+
+
+class CommandFailed(RuntimeError):
+    """A command was rejected whole by an unexpected error in the controller (logged once there).
+
+    The caller sees INTERNAL: its request was well-formed as far as the edge could tell, but the
+    controller could not apply it. Nothing of it was stored, and the controller goes on.
+    """
+
+    logged = True  # the error interceptor need not log it again
+
+
+class _Failed(Exception):
+    """One attempt at a tick failed; ``culprit`` is the index of the command to blame, if known."""
+
+    def __init__(self, error: BaseException, culprit: int | None = None, pull: _Pull | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.culprit = culprit
+        self.pull = pull
 
 
 def new_id(prefix: str = "") -> Callable[[], str]:
@@ -104,6 +138,10 @@ class Runtime:
         self._stopping = False
         self.failure: BaseException | None = None
         self.ticks = 0
+        self.rebuilds = 0  # times the machine was rebuilt from the store after a rejected command
+        self._errors: dict[tuple[str, str, int], int] = {}  # unexpected errors seen, by kind
+        # Watchers and waiters registered during the current attempt at a tick, undone if it fails.
+        self._undo: list[Callable[[], None]] = []
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -167,7 +205,7 @@ class Runtime:
             while not self._stopping:
                 batch = await self._next_batch()
                 await self._tick(batch)
-        except Exception as exc:  # a failed commit: stop rather than run on unrecorded state
+        except Exception as exc:  # the store failed: stop rather than run on unrecorded state
             self.failure = exc
             log.exception("state loop stopped")
             while not self._inbox.empty():
@@ -202,31 +240,89 @@ class Runtime:
                 break
         return batch
 
-    async def _tick(self, batch: list[tuple[Command, asyncio.Future[Any] | None]]) -> None:
-        machine = self.machine
-        now = self.clock()
-        answers: list[tuple[asyncio.Future[Any], Any, bool]] = []
-        for command, future in batch:
-            try:
-                result = command(machine, now)
-                ok = True
-            except CorralError as exc:
-                result, ok = exc, False
-            except Exception as exc:  # a bug in one command must not take the controller down
-                log.exception("command failed")
-                result, ok = exc, False
-            if future is not None:
-                answers.append((future, result, ok))
-        pulled = self._serve_pulls(now)
-        machine.tick(now)
-        changes = machine.take_changes()
-        actions = machine.take_actions()
-        if changes:
-            if changes.size() <= _INLINE_COMMIT_RECORDS:
-                # A small commit is one fsync: cheaper inline than two thread switches.
-                self.store.commit(changes)
+    async def _tick(self, batch: Batch) -> None:
+        try:
+            await self._attempt(batch, self.clock())
+            return
+        except _Failed as failed:
+            failure = failed
+        # Recovery: rare (a bug, or data the store refuses), so it may be slow, but it must be
+        # exact: no partial command survives and every other command of the tick gets its answer.
+        pending = list(batch)
+        one_by_one = False
+        while True:
+            self._log_once(failure.error)
+            await self._rebuild()
+            if failure.pull is not None:
+                self._reject(failure.pull.future)
+            elif failure.culprit is not None:
+                _, future = pending.pop(failure.culprit)
+                self._reject(future)
+            elif not one_by_one:
+                # A failure in the tick itself or the commit: no command to blame yet. If an empty
+                # tick fails too, no command is the cause and nothing can go on safely.
+                try:
+                    await self._attempt([], self.clock())
+                except _Failed as empty:
+                    self._log_once(empty.error)
+                    raise empty.error from None
+                one_by_one = True
             else:
-                await asyncio.to_thread(self.store.commit, changes)
+                _, future = pending.pop(0)  # alone in its tick and that tick failed: it is the cause
+                self._reject(future)
+            try:
+                if one_by_one:
+                    while pending:
+                        await self._attempt(pending[:1], self.clock())
+                        pending.pop(0)
+                else:
+                    await self._attempt(pending, self.clock())
+                return
+            except _Failed as again:
+                failure = again
+
+    async def _attempt(self, batch: Batch, now: float) -> None:
+        """Run commands, timers and placement, commit, then deliver; raise _Failed having delivered nothing."""
+        machine = self.machine
+        pulls = list(self._pulls)
+        self._undo = []
+        answers: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        try:
+            for index, (command, future) in enumerate(batch):
+                try:
+                    result = command(machine, now)
+                    ok = True
+                except CorralError as exc:
+                    result, ok = exc, False
+                except Exception as exc:  # a bug in one command must not take the controller down
+                    raise _Failed(exc, index) from exc
+                if future is not None:
+                    answers.append((future, result, ok))
+            pulled = self._serve_pulls(now)
+            try:
+                machine.tick(now)
+            except Exception as exc:
+                raise _Failed(exc) from exc
+            changes = machine.take_changes()
+            actions = machine.take_actions()
+            if changes:
+                try:
+                    if changes.size() <= _INLINE_COMMIT_RECORDS:
+                        # A small commit is one fsync: cheaper inline than two thread switches.
+                        self.store.commit(changes)
+                    else:
+                        await asyncio.to_thread(self.store.commit, changes)
+                except _OPERATIONAL:
+                    raise  # the disk, not the data: stop (see _loop)
+                except Exception as exc:  # a value the store cannot encode
+                    raise _Failed(exc) from exc
+        except _Failed:
+            for undo in reversed(self._undo):
+                undo()
+            self._undo = []
+            self._pulls = pulls
+            raise
+        self._undo = []
         self.ticks += 1
         # Everything below happens only after the commit.
         self._apply(actions)
@@ -241,13 +337,64 @@ class Runtime:
             if not future.done():
                 future.set_result(assignment)
 
+    def _reject(self, future: asyncio.Future[Any] | None) -> None:
+        if future is not None and not future.done():
+            future.set_exception(CommandFailed("the controller could not apply this request; see its log"))
+            # Posted commands (agent reports) have nobody awaiting them: mark the error as seen
+            # so asyncio does not log it again when the future is collected.
+            future.add_done_callback(lambda done: done.exception())
+
+    def _log_once(self, error: BaseException) -> None:
+        """Log an unexpected error with its traceback the first time its kind is seen, then count it."""
+        frames = traceback.extract_tb(error.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        kind = (type(error).__name__, *where)
+        seen = self._errors.get(kind, 0) + 1
+        if seen == 1 and len(self._errors) >= _MAX_ERROR_KINDS:
+            self._errors.clear()
+        self._errors[kind] = seen
+        if seen == 1:
+            log.error("rejected a command: unexpected %s; state rebuilt from the store", kind[0], exc_info=error)
+        elif seen & (seen - 1) == 0:  # 2, 4, 8, ...: repeats stay visible without flooding the log
+            log.warning("rejected a command: unexpected %s at %s:%d again (%d times)", *kind, seen)
+
+    async def _rebuild(self) -> None:
+        """Replace the machine by one restored from the store: the last committed state.
+
+        Like a restart in-process: agent streams are closed (agents say Hello again and re-adopt
+        their running attempts, whose deadlines get the adoption grace), while watchers, waiters
+        and pending pulls stay. Records of submissions the thrown-away tick applied are rewound,
+        so those submissions can run again.
+        """
+        old = self.machine
+        for event in old.submitted:
+            event.rewind()
+        old.take_changes()
+        old.take_actions()
+        snapshot = await asyncio.to_thread(self.store.load)
+        now = self.clock()
+        machine = Machine(old.config, new_id=old.new_id, rng=old.rng, boot_time=now)
+        machine.restore(snapshot, now)
+        machine.event_seq = old.event_seq  # watchers resume by sequence number: never go back
+        machine.watched = set(self.watchers)
+        self.machine = machine
+        self.rebuilds += 1
+        for session in list(self.sessions.values()):
+            session.close()
+
     def _serve_pulls(self, now: float) -> list[tuple[asyncio.Future[ev.Assignment | None], ev.Assignment | None]]:
         served: list[tuple[asyncio.Future[ev.Assignment | None], ev.Assignment | None]] = []
         waiting: list[_Pull] = []
         for pending in self._pulls:
             if pending.future.done():
                 continue  # the caller gave up
-            assignment = self.machine.pull(pending.event, now)
+            try:
+                assignment = self.machine.pull(pending.event, now)
+            except CorralError as exc:
+                pending.future.set_exception(exc)
+                continue
+            except Exception as exc:
+                raise _Failed(exc, pull=pending) from exc
             if assignment is not None or now >= pending.deadline:
                 served.append((pending.future, assignment))
             else:
@@ -277,6 +424,7 @@ class Runtime:
         queue: asyncio.Queue[WorkflowEvent | None] = asyncio.Queue()
         self.watchers.setdefault(workflow_id, set()).add(queue)
         self.machine.watched.add(workflow_id)
+        self._undo.append(lambda: self.unwatch(workflow_id, queue))
         return queue
 
     def unwatch(self, workflow_id: str, queue: asyncio.Queue[WorkflowEvent | None]) -> None:
@@ -291,5 +439,7 @@ class Runtime:
     def waiter(self, workflow_id: str) -> asyncio.Future[None]:
         """A future resolved when the workflow ends (register inside a command)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.setdefault(workflow_id, []).append(future)
+        waiting = self.waiters.setdefault(workflow_id, [])
+        waiting.append(future)
+        self._undo.append(lambda: waiting.remove(future) if future in waiting else None)
         return future

@@ -8,7 +8,7 @@ wake-ups of waiting callers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from corral.controller.core.model import AttemptState, Inventory, Resources, Task, Workflow, WorkflowEvent
 
@@ -44,11 +44,47 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class SubmitWorkflow:
-    """A validated workflow with ids already assigned by the edge."""
+    """A validated workflow with ids already assigned by the edge.
+
+    Its records become the machine's own when it is applied. If the tick that applied it is then
+    thrown away (see the runtime's recovery), :meth:`rewind` puts them back as submitted so the
+    same event can be applied again to a machine rebuilt from the store.
+    """
 
     workflow: Workflow
     tasks: list[Task]
     start: bool = False
+
+    def rewind(self) -> None:
+        """Reset every field a machine may have changed since submission to its default."""
+        _reset(self.workflow, _WORKFLOW_LIFECYCLE)
+        for task in self.tasks:
+            _reset(task, _TASK_LIFECYCLE)
+
+
+# Fields of a record that only the machine sets (the rest come from the submission).
+_WORKFLOW_LIFECYCLE = ("state", "created_at", "started_at", "finished_at", "error")
+_TASK_LIFECYCLE = (
+    "state",
+    "retries_used",
+    "attempts",
+    "current_attempt_id",
+    "agent_id",
+    "result",
+    "error",
+    "exit_code",
+    "created_at",
+    "ready_at",
+    "not_before",
+    "started_at",
+    "finished_at",
+)
+
+
+def _reset(record: Workflow | Task, names: tuple[str, ...]) -> None:
+    defaults = {f.name: f.default for f in fields(record)}
+    for name in names:
+        setattr(record, name, defaults[name])
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from corral.controller.core.events import Action, Publish, WorkflowDone
+from corral.controller.core.events import Action, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.model import (
     Agent,
     Attempt,
@@ -104,6 +104,8 @@ class MachineState:
         self._dirty_agents: dict[str, Agent] = {}
         self._logs: list[LogChunk] = []
         self._meta: dict[str, str] = {}
+        # Submissions applied this tick: their records are rewound if the tick is thrown away.
+        self.submitted: list[SubmitWorkflow] = []
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class MachineState:
         )
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._logs, self._meta = [], {}
+        self.submitted = []
         return batch
 
     # --- shared transitions ---------------------------------------------------------------------

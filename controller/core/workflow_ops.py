@@ -33,6 +33,7 @@ class WorkflowOps(MachineState):
             if event.start and existing.state is W.PENDING:
                 self.start(existing.id, now)
             return existing.id, True
+        self.submitted.append(event)
         workflow.created_at = now
         self.workflows[workflow.id] = workflow
         if key:

@@ -58,7 +58,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
     if isinstance(exc, errors.CorralError):
         status = status_of(exc)
         await context.abort(status.code, status.details, status.trailing_metadata)
-    log.exception("unexpected error in %s", method, exc_info=exc)
+    if not getattr(exc, "logged", False):  # the runtime logs the errors it rejects commands for, once
+        log.exception("unexpected error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the controller log")
 
 

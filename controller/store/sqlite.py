@@ -11,7 +11,9 @@ change the schema, append a function to :data:`MIGRATIONS` (never edit a release
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -235,6 +237,23 @@ _LOG_READ: Final = (
 _LOG_IS_TRUNCATED: Final = "SELECT 1 FROM logs WHERE attempt_id = ? AND stream = 0 LIMIT 1"
 
 
+def _private_file(path: str) -> None:
+    """Create the database file mode 0600 (or tighten an existing one): it holds every payload and result.
+
+    SQLite gives the -wal and -shm files the mode of the database file, so they follow.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            os.chmod(path, stat.S_IMODE(mode) & 0o700)
+        return
+    os.close(fd)
+
+
 def _connect(path: str) -> sqlite3.Connection:
     # isolation_level=None: no implicit BEGIN from the sqlite3 module; every transaction here is
     # explicit. check_same_thread=False: the runtime commits from a worker thread (to_thread).
@@ -272,6 +291,7 @@ class SqliteStore:
         self.path = str(path)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        _private_file(self.path)
         self._conn = _connect(self.path)
         try:
             # Refuse a newer file before changing anything in it (even its journal mode).
