@@ -325,7 +325,14 @@ class Runtime:
         self._undo = []
         self.ticks += 1
         # Everything below happens only after the commit.
-        self._apply(actions)
+        try:
+            self._apply(actions)
+        except Exception as exc:  # the tick is durable; a delivery bug must not stop the loop
+            self._log_once(exc)
+            # Agents resynchronise through a fresh Hello; attempts one never received are then
+            # unreported, and requeued after the reconnect grace.
+            for session in list(self.sessions.values()):
+                session.close()
         for future, result, ok in answers:
             if future.done():
                 continue
@@ -354,9 +361,9 @@ class Runtime:
             self._errors.clear()
         self._errors[kind] = seen
         if seen == 1:
-            log.error("rejected a command: unexpected %s; state rebuilt from the store", kind[0], exc_info=error)
+            log.error("state loop: unexpected %s; the command was rejected, the loop goes on", kind[0], exc_info=error)
         elif seen & (seen - 1) == 0:  # 2, 4, 8, ...: repeats stay visible without flooding the log
-            log.warning("rejected a command: unexpected %s at %s:%d again (%d times)", *kind, seen)
+            log.warning("state loop: unexpected %s at %s:%d again (%d times)", *kind, seen)
 
     async def _rebuild(self) -> None:
         """Replace the machine by one restored from the store: the last committed state.

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from corral.controller.core.graph import graph_problems
-from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.errors import FieldViolation, InvalidArgument, clip
 from corral.controller.safejson import json_depth
 
 __all__ = [
@@ -279,9 +279,10 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith("function-after") or part.startswith("function-"):
-            continue
+        elif part.startswith("function-after") or part.startswith("function-") or part == "[key]":
+            continue  # "[key]": the problem is the mapping key named by the previous part
         else:
+            part = clip(part)  # a mapping key from the caller: never echo a huge one
             out += f".{part}" if out else part
     return out
 

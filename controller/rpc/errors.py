@@ -32,6 +32,32 @@ _CODES: list[tuple[type[errors.CorralError], grpc.StatusCode, int]] = [
 ]
 
 
+# Status message and details travel in trailers, which clients cap at 8 KiB by default: past that
+# the caller would see RESOURCE_EXHAUSTED instead of its error. A 5,000-task workflow with a bad
+# name in every task must still get its INVALID_ARGUMENT, so both are bounded.
+_MAX_MESSAGE = 1024
+_MAX_DETAILS = 3 * 1024  # encoded BadRequest bytes (base64 in the trailer: 4 KiB)
+_MAX_FIELD = 256
+_MAX_DESCRIPTION = 512
+
+
+def _violations(exc: errors.InvalidArgument) -> error_details_pb2.BadRequest:
+    """The field violations that fit in the trailer, then one saying how many were left out."""
+    request = error_details_pb2.BadRequest()
+    size = 0
+    for i, v in enumerate(exc.violations):
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=errors.clip(v.field, _MAX_FIELD), description=errors.clip(v.description, _MAX_DESCRIPTION)
+        )
+        size += item.ByteSize() + 4
+        if size > _MAX_DETAILS:
+            left = len(exc.violations) - i
+            request.field_violations.add(field="", description=f"... and {left} more problems")
+            break
+        request.field_violations.append(item)
+    return request
+
+
 def status_of(exc: errors.CorralError) -> grpc.Status:
     """The rich gRPC status for a domain error."""
     code = code_pb2.UNKNOWN
@@ -39,17 +65,10 @@ def status_of(exc: errors.CorralError) -> grpc.Status:
         if isinstance(exc, kind):
             code = number
             break
-    status = status_pb2.Status(code=code, message=exc.message)
+    status = status_pb2.Status(code=code, message=errors.clip(exc.message, _MAX_MESSAGE))
     if isinstance(exc, errors.InvalidArgument):
         detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in exc.violations
-                ]
-            )
-        )
+        detail.Pack(_violations(exc))
         status.details.append(detail)
     return rpc_status.to_status(status)
 

@@ -143,6 +143,109 @@ SPEC_CASES: list[tuple[str, pb.WorkflowSpec | None, str, tuple[str, ...]]] = [
         ("module:function",),
     ),
     ("unknown-task-type", _spec(shell_task("a", type=99)), "spec.tasks[0].type", ()),
+    # JSON: depth is measured on the raw bytes before parsing (no RecursionError, no INTERNAL);
+    # NaN, Infinity and numbers beyond a double are not JSON.
+    *[
+        (
+            f"payload-deep-{levels}",
+            _spec(shell_task("a", payload=b'{"shell":"x","n":' + b"[" * levels + b"]" * levels + b"}")),
+            "spec.tasks[0].payload_json",
+            ("maxjson_depth",),
+        )
+        for levels in (Limits.maxjson_depth, 500, 10_000)
+    ],
+    (
+        "payload-deep-in-objects",
+        _spec(shell_task("a", payload=b'{"shell":"x","n":' + b'{"k":' * 600 + b"1" + b"}" * 600 + b"}")),
+        "spec.tasks[0].payload_json",
+        ("maxjson_depth",),
+    ),
+    (
+        "metadata-deep",
+        _spec(shell_task("a"), metadata_json=b'{"a":' + b"[" * 500 + b"]" * 500 + b"}"),
+        "spec.metadata_json",
+        ("maxjson_depth",),
+    ),
+    *[
+        (
+            f"payload-{label}",
+            _spec(shell_task("a", payload=b'{"shell":"x","n":' + literal + b"}")),
+            "spec.tasks[0].payload_json",
+            (),
+        )
+        for label, literal in (("nan", b"NaN"), ("inf", b"Infinity"), ("minus-inf", b"-Infinity"), ("1e400", b"1e400"))
+    ],
+    ("metadata-nan", _spec(shell_task("a"), metadata_json=b'{"x":[NaN]}'), "spec.metadata_json", ("NaN",)),
+    # Names are rejected, not stripped.
+    *[
+        (f"task-name-{label}", _spec(shell_task(name)), "spec.tasks[0].name", ())
+        for label, name in (
+            ("leading-space", " a"),
+            ("trailing-space", "a "),
+            ("newline", "a\n"),
+            ("tab", "\ta"),
+            ("nul", "a\x00"),
+        )
+    ],
+    ("workflow-name-newline", workflow_spec("wf\n", [shell_task("a")]), "spec.name", ()),
+    ("dependency-padded", _spec(shell_task("a"), shell_task("b", " a")), "spec.tasks[1].dependencies[0]", ()),
+    ("agent-type-newline", _spec(shell_task("a", agent_type="shell\n")), "spec.tasks[0].agent_type", ()),
+    # Control characters in free text.
+    ("label-value-nul", _spec(shell_task("a"), labels={"k": "v\x00"}), "spec.labels.k", ("control",)),
+    ("label-value-escape", _spec(shell_task("a"), labels={"k": "\x1b[31m"}), "spec.labels.k", ("control",)),
+    ("label-key-space", _spec(shell_task("a"), labels={"bad key": "v"}), "spec.labels.bad key", ()),
+    (
+        "constraint-value-newline",
+        _spec(shell_task("a", constraints={"zone": "a\nb"})),
+        "spec.tasks[0].constraints.zone",
+        ("control",),
+    ),
+    (
+        "constraint-value-nul",
+        _spec(shell_task("a", constraints={"zone": "\x00"})),
+        "spec.tasks[0].constraints.zone",
+        (),
+    ),
+    (
+        "command-nul",
+        _spec(shell_task("a", payload={"command": ["echo", "a\x00b"]})),
+        "spec.tasks[0]",
+        ("command[1]", "NUL"),
+    ),
+    ("env-nul", _spec(shell_task("a", payload={"shell": "x", "env": {"A": "\x00"}})), "spec.tasks[0]", ("NUL",)),
+    ("cwd-nul", _spec(shell_task("a", payload={"shell": "x", "cwd": "a\x00"})), "spec.tasks[0]", ("NUL",)),
+    # Every number: NaN, sign, range.
+    *[
+        (f"{field}-{label}", _spec(shell_task("a", **{field: value})), f"spec.tasks[0].{field}", ())
+        for field in ("estimated_duration_s", "retry_backoff_s")
+        for label, value in (("nan", math.nan), ("inf", math.inf), ("negative", -1.0), ("huge", 1e300))
+    ],
+    ("timeout-inf", _spec(shell_task("a", timeout_s=math.inf)), "spec.tasks[0].timeout_s", ("timeout",)),
+    ("timeout-huge", _spec(shell_task("a", timeout_s=1e12)), "spec.tasks[0].timeout_s", ("max_timeout_s",)),
+    *[
+        (
+            f"resource-{name}-{label}",
+            _spec(shell_task("a", resources=pb.ResourceRequirements(**{name: value}))),
+            f"spec.tasks[0].resources.{name}",
+            (),
+        )
+        for name, label, value in (
+            ("disk_mb", "negative", -1),
+            ("gpu_count", "negative", -5),
+            ("network_bandwidth_mbps", "negative", -1),
+            ("memory_mb", "huge", 1 << 62),
+        )
+    ],
+    *[
+        (
+            f"custom-resource-{label}",
+            _spec(shell_task("a", resources=pb.ResourceRequirements(custom_resources={"licence": value}))),
+            "spec.tasks[0].resources.custom_resources",
+            ("finite", ">=", "<=")[i : i + 1],
+        )
+        for i, (label, value) in enumerate((("nan", math.nan), ("negative", -1.0), ("huge", 1e300)))
+    ],
+    ("workflow-priority-negative", _spec(shell_task("a"), priority=-1), "spec.priority", ()),
 ]
 
 
@@ -434,3 +537,142 @@ async def test_garbage_bytes_never_crash_the_controller(controller: Controller) 
     assert response.workflow_id.startswith("wf-")
     assert controller.runtime.failure is None
     assert controller.stored() == (1, 1)
+
+
+# --- hardened fields of every other request ----------------------------------------------------
+
+
+async def test_json_at_the_depth_limit_is_accepted(controller: Controller) -> None:
+    depth = Limits.maxjson_depth - 1  # inside the payload object, which is one level itself
+    payload = b'{"shell":"x","n":' + b"[" * depth + b"]" * depth + b"}"
+    response = await _submit(controller, _spec(shell_task("a", payload=payload)))
+    assert response.workflow_id.startswith("wf-")
+
+
+def _pull(**fields: Any) -> scheduler_pb2.GetNextTaskRequest:
+    fields.setdefault("worker_id", "w")
+    fields.setdefault("agent_types", ["ext"])
+    return scheduler_pb2.GetNextTaskRequest(**fields)
+
+
+async def test_numbers_names_and_text_of_other_rpcs(controller: Controller) -> None:
+    orch, sched, cluster = controller.orchestrator, controller.scheduler, controller.cluster
+    o, s, a = orchestrator_pb2, scheduler_pb2, agent_pb2
+    res = pb.ResourceRequirements
+    cases: list[tuple[Awaitable[Any], str]] = [
+        *[
+            (
+                orch.SubmitWorkflow(o.SubmitWorkflowRequest(spec=_spec(shell_task("a")), wait_timeout_s=v)),
+                "wait_timeout_s",
+            )
+            for v in (-1.0, math.nan, math.inf, 1e12)
+        ],
+        *[
+            (
+                orch.ExecuteWorkflow(o.ExecuteWorkflowRequest(workflow_id="wf-x", wait=True, wait_timeout_s=v)),
+                "wait_timeout_s",
+            )
+            for v in (-1.0, math.nan, math.inf)
+        ],
+        *[
+            (cluster.DrainAgent(a.DrainAgentRequest(agent_id="a", grace_s=v)), "grace_s")
+            for v in (math.nan, -1.0, math.inf, 1e9)
+        ],
+        *[(sched.GetNextTask(_pull(wait_s=v)), "wait_s") for v in (math.nan, math.inf, -0.5)],
+        (sched.GetNextTask(_pull(capacity=res(cpu_cores=math.nan))), "capacity.cpu_cores"),
+        (sched.GetNextTask(_pull(capacity=res(cpu_cores=-1))), "capacity.cpu_cores"),
+        (sched.GetNextTask(_pull(capacity=res(memory_mb=-1))), "capacity.memory_mb"),
+        (sched.GetNextTask(_pull(capacity=res(disk_mb=-1))), "capacity.disk_mb"),
+        (sched.GetNextTask(_pull(capacity=res(gpu_count=5_000_000))), "capacity.gpu_count"),
+        (sched.GetNextTask(_pull(capacity=res(custom_resources={"x": math.inf}))), "capacity.custom_resources['x']"),
+        (sched.GetNextTask(_pull(labels={"zone": "a\x00"})), "labels['zone']"),
+        (sched.GetNextTask(_pull(agent_types=["ext", "bad\n"])), "agent_types[1]"),
+        (sched.GetNextTask(_pull(agent_types=["t"] * 100)), "agent_types"),
+        (sched.GetNextTask(_pull(worker_id="w\x00")), "worker_id"),
+        (sched.GetNextTask(_pull(worker_id=" w")), "worker_id"),
+        (orch.ListWorkflows(o.ListWorkflowsRequest(page_token="-5")), "page_token"),
+        (orch.ListWorkflows(o.ListWorkflowsRequest(page_token="9" * 5000)), "page_token"),
+        (orch.ListWorkflows(o.ListWorkflowsRequest(name_prefix="a\x00")), "name_prefix"),
+        (orch.GetTaskLogs(o.GetTaskLogsRequest(task_id="t", stderr_offset=-1)), "stderr_offset"),
+        (orch.GetTaskLogs(o.GetTaskLogsRequest(task_id="t", stdout_offset=(1 << 63) - 1)), "stdout_offset"),
+        (orch.CancelWorkflow(o.CancelWorkflowRequest(workflow_id="x", reason="r\x00")), "reason"),
+        (
+            orch.SubmitWorkflow(o.SubmitWorkflowRequest(spec=_spec(shell_task("a")), idempotency_key="k\x00")),
+            "idempotency_key",
+        ),
+        (
+            orch.SubmitWorkflow(o.SubmitWorkflowRequest(spec=_spec(shell_task("a")), idempotency_key="k\n")),
+            "idempotency_key",
+        ),
+        (sched.ScheduleTask(s.ScheduleTaskRequest(task=shell_task("a"), idempotency_key="\x00")), "idempotency_key"),
+        (sched.FailTask(s.FailTaskRequest(attempt_id="a", worker_id="w", error="boom\x00")), "error"),
+        (sched.FailTask(s.FailTaskRequest(worker_id="w")), "attempt_id"),
+        (sched.CompleteTask(s.CompleteTaskRequest(worker_id="w")), "attempt_id"),
+        (sched.CompleteTask(s.CompleteTaskRequest(attempt_id="a", worker_id="w", result_json=b"NaN")), "result_json"),
+        (
+            sched.CompleteTask(s.CompleteTaskRequest(attempt_id="a", worker_id="w", result_json=b"[-Infinity]")),
+            "result_json",
+        ),
+        (
+            sched.CompleteTask(
+                s.CompleteTaskRequest(attempt_id="a", worker_id="w", result_json=b"[" * 500 + b"]" * 500)
+            ),
+            "result_json",
+        ),
+        (orch.GetWorkflowStatus(o.GetWorkflowStatusRequest(workflow_id="wf\x00")), "workflow_id"),
+        (sched.ExplainTask(s.ExplainTaskRequest(task_id="t" * 1000)), "task_id"),
+        (cluster.GetAgent(a.GetAgentRequest(agent_id="a\n")), "agent_id"),
+    ]
+    for call, field in cases:
+        await assert_invalid(controller, call, field)
+    watch = orch.WatchWorkflow(o.WatchWorkflowRequest(workflow_id="wf-x", after_seq=-1))
+    error = await rpc_error(watch.read())
+    assert error.code() is INVALID
+    assert [name for name, _ in bad_request(error)] == ["after_seq"]
+
+
+async def test_an_error_text_may_span_lines(controller: Controller) -> None:
+    call = controller.scheduler.FailTask(scheduler_pb2.FailTaskRequest(attempt_id="a", worker_id="w", error="a\n\tb"))
+    error = await rpc_error(call)
+    assert error.code() is grpc.StatusCode.NOT_FOUND  # past validation: only the attempt is unknown
+
+
+async def test_echoed_ids_are_cut(controller: Controller) -> None:
+    long_id = "wf-" + "x" * 250
+    error = await rpc_error(
+        controller.orchestrator.GetWorkflowStatus(orchestrator_pb2.GetWorkflowStatusRequest(workflow_id=long_id))
+    )
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert long_id not in (error.details() or "")
+    assert len(error.details() or "") < 200
+    for call in (
+        controller.scheduler.CompleteTask(scheduler_pb2.CompleteTaskRequest(attempt_id="a" * 250, worker_id="w")),
+        controller.scheduler.FailTask(scheduler_pb2.FailTaskRequest(attempt_id="a" * 250, worker_id="w")),
+    ):
+        error = await rpc_error(call)
+        assert error.code() is grpc.StatusCode.NOT_FOUND
+        assert len(error.details() or "") < 200
+    # A megabyte id is refused for its length, in a short message (never RESOURCE_EXHAUSTED).
+    huge = "x" * 1_000_000
+    for call in (
+        controller.orchestrator.GetWorkflowStatus(orchestrator_pb2.GetWorkflowStatusRequest(workflow_id=huge)),
+        controller.cluster.DrainAgent(agent_pb2.DrainAgentRequest(agent_id=huge)),
+        controller.scheduler.CompleteTask(scheduler_pb2.CompleteTaskRequest(attempt_id=huge, worker_id="w")),
+    ):
+        error = await rpc_error(call)
+        assert error.code() is INVALID, error.code()
+        assert len(error.details() or "") < 200
+
+
+async def test_thousands_of_violations_still_answer_invalid_argument(controller: Controller) -> None:
+    tasks = [shell_task(f"bad name {i}") for i in range(5000)]
+    error = await rpc_error(_submit(controller, workflow_spec("wf", tasks)))
+    assert error.code() is INVALID  # not RESOURCE_EXHAUSTED for an oversized trailer
+    violations = bad_request(error)
+    assert violations[0][0] == "spec.tasks[0].name"
+    assert violations[-1][1].startswith("... and ")
+    labels = {"k" * 100_000: "v"}
+    error = await rpc_error(_submit(controller, _spec(shell_task("a"), labels=labels)))
+    assert error.code() is INVALID
+    assert len(error.details() or "") < 1100
+    assert controller.stored() == (0, 0)
