@@ -322,6 +322,10 @@ def parse_workflow_text(text: str, source: str = "<workflow>") -> WorkflowSpec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InvalidArgument.field("", f"{source}: malformed YAML{where}: {problem}") from None
+    except RecursionError:  # PyYAML composes recursively: a file nested thousands deep
+        raise InvalidArgument.field(
+            "", f"{source}: nested too deeply (the limit in JSON fields is maxjson_depth={Limits.maxjson_depth})"
+        ) from None
     return parse_workflow(data)
 
 

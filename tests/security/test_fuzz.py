@@ -76,6 +76,8 @@ class Harness:
     def __init__(self, db: Path) -> None:
         self.db = db
         self.loop = asyncio.new_event_loop()
+        # grpc.aio looks the loop up when building servers and channels (not only inside coroutines).
+        asyncio.set_event_loop(self.loop)
         self.runtime, self.server, self.channel = self.run(self._start())
         self.orchestrator = orchestrator_pb2_grpc.OrchestratorStub(self.channel)
         self.gateway = agent_pb2_grpc.AgentGatewayStub(self.channel)
@@ -124,6 +126,7 @@ class Harness:
 
         self.run(stop())
         self.loop.close()
+        asyncio.set_event_loop(None)
 
 
 @pytest.fixture
