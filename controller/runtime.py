@@ -69,6 +69,13 @@ class _Failed(Exception):
         self.pull = pull
 
 
+def _kind(error: BaseException) -> tuple[str, str, int]:
+    """What makes two unexpected errors "the same" for logging: type and where it was raised."""
+    frames = traceback.extract_tb(error.__traceback__)
+    filename, line = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+    return type(error).__name__, filename, line
+
+
 def new_id(prefix: str = "") -> Callable[[], str]:
     """An id factory: random 80-bit hex ids, short enough to type a prefix of."""
 
@@ -250,8 +257,12 @@ class Runtime:
         # exact: no partial command survives and every other command of the tick gets its answer.
         pending = list(batch)
         one_by_one = False
+        logged: set[tuple[str, str, int]] = set()
         while True:
-            self._log_once(failure.error)
+            kind = _kind(failure.error)
+            if kind not in logged:  # isolating the culprit meets the same error again: count it once
+                logged.add(kind)
+                self._log_once(failure.error)
             await self._rebuild()
             if failure.pull is not None:
                 self._reject(failure.pull.future)
@@ -353,9 +364,7 @@ class Runtime:
 
     def _log_once(self, error: BaseException) -> None:
         """Log an unexpected error with its traceback the first time its kind is seen, then count it."""
-        frames = traceback.extract_tb(error.__traceback__)
-        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
-        kind = (type(error).__name__, *where)
+        kind = _kind(error)
         seen = self._errors.get(kind, 0) + 1
         if seen == 1 and len(self._errors) >= _MAX_ERROR_KINDS:
             self._errors.clear()
