@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,7 +36,7 @@ from corral.controller.runtime import Runtime
 from corral.controller.server import Server, build_server
 from corral.controller.spec import Limits
 from corral.controller.store.sqlite import SqliteStore
-from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, scheduler_pb2
 from corral.v1 import types_pb2 as pb
 
 T = TypeVar("T")
@@ -580,5 +582,129 @@ def test_random_agent_streams_never_break_the_controller(harness: Harness, handl
         assert harness.runtime.failure is None
 
     stream()
+    harness.check_alive()
+    assert handler_errors.messages == []
+
+
+# --- every other client RPC, requests built from the descriptors ---------------------------------
+
+_SERVICES = (
+    orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"],
+    scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"],
+    agent_pb2.DESCRIPTOR.services_by_name["Cluster"],
+)
+_METHODS = [
+    method
+    for service in _SERVICES
+    for method in service.methods
+    if not method.client_streaming and method.name != "SubmitWorkflow"  # fuzzed above, field by field
+]
+# Calls that may rightly outlast a short client deadline: long polls and waits on real workflows.
+_MAY_WAIT = {"ExecuteWorkflow", "GetNextTask", "WatchWorkflow"}
+_SCALARS: dict[int, st.SearchStrategy[Any]] = {
+    FieldDescriptor.TYPE_DOUBLE: floats,
+    FieldDescriptor.TYPE_FLOAT: floats.map(lambda f: f if not math.isfinite(f) or abs(f) < 3e38 else math.inf),
+    FieldDescriptor.TYPE_INT32: int32,
+    FieldDescriptor.TYPE_INT64: int64,
+    FieldDescriptor.TYPE_BOOL: st.booleans(),
+    FieldDescriptor.TYPE_BYTES: json_bytes,
+    FieldDescriptor.TYPE_ENUM: st.integers(-1, 10),
+}
+
+
+def _ids(harness: Harness) -> list[str]:
+    machine = harness.runtime.machine
+    ids = [*machine.workflows, *machine.tasks, *machine.attempts, *machine.agents]
+    return sorted(ids)[:50] or ["none"]
+
+
+def _scalar(draw: st.DrawFn, field: FieldDescriptor, ids: list[str]) -> Any:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        if field.name.endswith("_id") or field.name == "workflow_id":
+            known = st.sampled_from(ids)
+            return draw(known | known.map(lambda i: i[: max(1, len(i) // 2)]) | names)
+        return draw(texts)
+    return draw(_SCALARS[field.type])
+
+
+@st.composite
+def requests_for(draw: st.DrawFn, descriptor: Any, ids: list[str], depth: int = 0) -> Any:
+    """A request message with random values in a random subset of its fields (nested ones too)."""
+    message = message_factory.GetMessageClass(descriptor)()
+    if descriptor.full_name == "corral.v1.WorkflowSpec":
+        return draw(submit_requests()).spec
+    for field in descriptor.fields:
+        if not draw(st.booleans()):
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+            for _ in range(draw(st.integers(0, 3))):
+                k = _scalar(draw, key, ids) if key.type != FieldDescriptor.TYPE_STRING else draw(names)
+                if value.message_type is not None:
+                    continue
+                getattr(message, field.name)[k] = _scalar(draw, value, ids)
+        elif field.message_type is not None:
+            if depth >= 2:
+                continue
+            items = draw(st.integers(1, 3)) if field.is_repeated else 1
+            for _ in range(items):
+                item = draw(requests_for(field.message_type, ids, depth + 1))
+                target = getattr(message, field.name)
+                if field.is_repeated:
+                    target.add().CopyFrom(item)
+                else:
+                    target.CopyFrom(item)
+        elif field.is_repeated:
+            getattr(message, field.name).extend(_scalar(draw, field, ids) for _ in range(draw(st.integers(0, 3))))
+        else:
+            setattr(message, field.name, _scalar(draw, field, ids))
+    return message
+
+
+async def _call(harness: Harness, method: Any, request: Any) -> None:
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    response_class = message_factory.GetMessageClass(method.output_type)
+    timeout = 1.0 if method.name in _MAY_WAIT else 60.0
+    try:
+        if method.server_streaming:
+            call = harness.channel.unary_stream(
+                path,
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=response_class.FromString,
+            )(request, timeout=timeout)
+            for _ in range(3):  # the current state, then whatever follows: enough to run the handler
+                if await call.read() is grpc.aio.EOF:
+                    break
+            call.cancel()
+        else:
+            await harness.channel.unary_unary(
+                path,
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=response_class.FromString,
+            )(request, timeout=timeout)
+    except grpc.aio.AioRpcError as error:
+        assert error.code() not in NEVER, (method.name, error.code(), error.details())
+        if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            assert method.name in _MAY_WAIT, method.name
+
+
+def test_random_calls_of_every_client_rpc_never_break_the_controller(harness: Harness, handler_errors: _Errors) -> None:
+    # Real workflows, tasks and one pulled attempt, so that ids in requests often name something.
+    for name in ("one", "two"):
+        spec = pb.WorkflowSpec(
+            name=name, tasks=[pb.TaskSpec(name="t", agent_type="ext", payload_json=b'{"job":1}') for _ in range(1)]
+        )
+        harness.run(harness.orchestrator.SubmitWorkflow(orchestrator_pb2.SubmitWorkflowRequest(spec=spec, start=True)))
+    ids = _ids(harness)
+
+    @settings(FUZZ, max_examples=300)
+    @given(st.data())
+    def call(data: st.DataObject) -> None:
+        method = data.draw(st.sampled_from(_METHODS))
+        request = data.draw(requests_for(method.input_type, ids))
+        harness.run(_call(harness, method, request))
+        assert harness.runtime.failure is None
+
+    call()
     harness.check_alive()
     assert handler_errors.messages == []
