@@ -79,6 +79,7 @@ async def make(tmp_path: Path, sink: RecordingSink) -> AsyncIterator[Make]:
         work_dir: Path | None = None,
         run_as: RunAs | None = None,
         passed_env: dict[str, str] | None = None,
+        dir_keep_s: float = 300.0,
     ) -> Executor:
         work = work_dir or tmp_path / "work"
         work.mkdir(parents=True, exist_ok=True)
@@ -97,6 +98,7 @@ async def make(tmp_path: Path, sink: RecordingSink) -> AsyncIterator[Make]:
             policy=policy,
             passed_env=passed_env,
             run_as=run_as,
+            dir_keep_s=dir_keep_s,
         )
         executor.start()
         made.append((executor, pool))
@@ -385,6 +387,29 @@ async def test_run_as_runs_shell_tasks_as_the_user(make: Make, sink: RecordingSi
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="--run-as needs root")
+async def test_run_as_runs_python_workers_as_the_user(make: Make, sink: RecordingSink) -> None:
+    user = _user()
+    try:
+        usable = subprocess.run([sys.executable, "-c", "pass"], user=user.pw_uid, check=False).returncode == 0
+    except OSError:
+        usable = False
+    if not usable:
+        pytest.skip(f"the user {user.pw_name} cannot run this interpreter ({sys.executable})")
+    base = Path(tempfile.mkdtemp(prefix="corral-runas-"))
+    try:
+        base.chmod(0o755)
+        run_as = resolve_run_as("nobody", base / "work")
+        executor = await make(workers=1, work_dir=base / "work", run_as=run_as)
+        executor.submit([py_task("who", "identity")])
+        result = await sink.result("who")
+        assert result.outcome == SUCCEEDED, result
+        seen = json.loads(result.result_json)
+        assert (seen["uid"], seen["gid"]) == (user.pw_uid, user.pw_gid)
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
 def test_run_as_is_refused_when_it_cannot_work(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         with pytest.raises(RunAsError, match="needs the agent to run as root"):
@@ -445,6 +470,15 @@ async def test_capture_is_bounded_on_disk_and_removed(make: Make, sink: Recordin
     executor.forget(["py", "sh"])
     assert _disk_use(work) == 0
     assert not (work / "attempts" / "sh").exists()
+
+
+async def test_attempt_folders_go_even_without_an_ack(make: Make, sink: RecordingSink, tmp_path: Path) -> None:
+    executor = await make(workers=0, dir_keep_s=0.5)
+    executor.submit([shell_task("unacked", "echo data > file.txt; head -c 100000 /dev/zero")])
+    assert (await sink.result("unacked")).outcome == SUCCEEDED
+    folder = tmp_path / "work" / "attempts" / "unacked"
+    # The report is still waiting for its ack; the folder goes on the bounded schedule anyway.
+    await eventually(lambda: not folder.exists(), timeout=10.0, what="the attempt folder to be removed")
 
 
 # -- results over the limit -----------------------------------------------------------------------
