@@ -26,6 +26,7 @@ from corral.agent.output import LastLine, Redactor
 from corral.agent.policy import MAX_RESULT_BYTES, ExecPolicy, ModuleRule, PolicyError, confine_cwd
 from corral.agent.pypool import WorkerPool
 from corral.agent.runas import RunAs, RunAsError, resolve_run_as
+from corral.controller.sdk import SyncClient
 from corral.v1 import types_pb2
 from tests.agent.conftest import (
     REPO,
@@ -37,6 +38,7 @@ from tests.agent.conftest import (
     make_agent,  # noqa: F401  (fixture)
     shell_task,
 )
+from tests.procs import Cluster
 
 SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
 FAILED = types_pb2.ATTEMPT_OUTCOME_FAILED
@@ -564,3 +566,39 @@ def test_redactor_finds_values_split_anywhere() -> None:
     one_by_one = Redactor({"k": secret})
     out = b"".join(one_by_one.feed(bytes([b])) for b in stream) + one_by_one.flush()
     assert out == b"xx[secret k]yy[secret k]"
+
+
+# -- through a real controller ------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_refusals_through_a_real_controller_are_final(cluster: Cluster, tmp_path: Path) -> None:
+    """A refused payload fails once (no retry spent on it), with the policy error, and nothing runs."""
+    marker = tmp_path / "marker"
+    cluster.add_agent("p1", slots=2)
+    cluster.wait_for_agents(1)
+    workflow = {
+        "name": "policy",
+        "tasks": [
+            {"name": "cwd", "payload": {"shell": f"touch {marker}", "cwd": "/etc"}, "retries": 2},
+            {"name": "env", "payload": {"shell": f"touch {marker}", "env": {"LD_PRELOAD": "x.so"}}, "retries": 2},
+            {
+                "name": "system",
+                "agent_type": "python",
+                "payload": {"function": "os:system", "args": [f"touch {marker}"]},
+                "retries": 2,
+            },
+            {"name": "fine", "agent_type": "python", "payload": {"function": f"{TASKS}:identity"}},
+        ],
+    }
+    with SyncClient(cluster.address) as client:
+        result = client.execute(workflow, timeout=60)
+    tasks = {t.name: t for t in result.tasks}
+    assert tasks["fine"].state == "completed"
+    for name in ("cwd", "env", "system"):
+        assert tasks[name].state == "failed", tasks[name]
+        assert tasks[name].attempts == 1, tasks[name]
+        assert tasks[name].error.startswith("policy: "), tasks[name].error
+    assert "--env-allow LD_PRELOAD" in tasks["env"].error
+    assert "--python-allow os" in tasks["system"].error
+    assert not marker.exists()
