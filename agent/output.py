@@ -86,6 +86,9 @@ class Redactor:
         )
 
 
+_NO_SECRETS = Redactor({})
+
+
 class LastLine:
     """The last non-empty line of a stream, its first ``keep`` bytes and its true length.
 
@@ -157,7 +160,8 @@ class PipeCapture:
         self.truncated = False
         self._pending = bytearray()
         self._line = LastLine(line_keep)
-        self._redactor = Redactor(secrets or {})
+        # Most tasks have no secret: no redactor at all on their hot path.
+        self._redactor = Redactor(secrets) if secrets else _NO_SECRETS
         self._file: BinaryIO | None = None
         if path is not None:
             # O_NOFOLLOW: a symlink planted in the attempt folder must not make the agent write through it.

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import pickle
+import select
 import shutil
 import signal
 import sys
@@ -30,7 +31,7 @@ from typing import Any
 import structlog
 
 from corral.agent.attempt import AttemptResult, StopReason
-from corral.agent.output import PipeCapture
+from corral.agent.output import PipeCapture, Redactor
 from corral.agent.policy import ExecPolicy, PayloadError
 from corral.agent.proctree import terminate_tree
 from corral.agent.pyworker import HEADER, Request, Response
@@ -47,6 +48,8 @@ _READ = 65536
 # Reads per readiness callback: a task printing without pause must not monopolise the event loop.
 _READS_PER_CALLBACK = 16
 _CHECKED_CACHE = 4096
+_CACHED_PAYLOAD_BYTES = 1024
+_NO_OUTPUT = (b"", b"", False)
 
 
 class WorkerDied(Exception):
@@ -94,22 +97,42 @@ class PyWorker:
         self.alive = True
         # The workflow this worker serves (None until its first task).
         self.workflow: str | None = None
-        self.out: PipeCapture | None = None
-        self.err: PipeCapture | None = None
+        # The current task's captures, made on its first output (most tasks print nothing).
+        self.captures: list[PipeCapture | None] = [None, None]
+        self._capture_args: tuple[int, Mapping[str, str]] | None = None
         self._fds = [out_fd, err_fd]
         self._writer: asyncio.WriteTransport | None = None
         self._reader: asyncio.ReadTransport | None = None
         self._waiter: asyncio.Future[Response] | None = None
         self._loop = asyncio.get_running_loop()
+        # One poll(2) call tells whether either pipe holds anything (the usual answer: no).
+        self._poll = select.poll()
         for fd in self._fds:
             os.set_blocking(fd, False)
             self._loop.add_reader(fd, self._readable, fd)
+            self._poll.register(fd, select.POLLIN)
         # Resolved by the worker's first frame, sent once its interpreter and imports are up.
         self.ready: asyncio.Future[None] = self._loop.create_future()
 
-    def begin(self, out: PipeCapture, err: PipeCapture) -> None:
-        """Route the output pipes into a new task's captures."""
-        self.out, self.err = out, err
+    def begin(self, cap: int, secrets: Mapping[str, str]) -> None:
+        """Route the output pipes into a new task's captures (``cap`` bytes each, ``secrets`` redacted)."""
+        self.captures = [None, None]
+        self._capture_args = (cap, secrets)
+
+    def end(self) -> tuple[PipeCapture | None, PipeCapture | None]:
+        """Stop routing output to the task; its captures (None for a stream that stayed silent)."""
+        out, err = self.captures
+        self.captures = [None, None]
+        self._capture_args = None
+        return out, err
+
+    def capture(self, index: int) -> PipeCapture | None:
+        """The current task's capture of stdout (0) or stderr (1), made on first use."""
+        capture = self.captures[index]
+        if capture is None and self._capture_args is not None:
+            cap, secrets = self._capture_args
+            capture = self.captures[index] = PipeCapture(cap, secrets=secrets)
+        return capture
 
     def send(self, request: Request) -> asyncio.Future[Response]:
         """Dispatch one task; the future resolves with its response or fails with WorkerDied."""
@@ -127,7 +150,7 @@ class PyWorker:
 
     def _read(self, fd: int, reads: int | None) -> None:
         """Read what the pipe holds into the current task's capture (dropped between tasks)."""
-        capture = self.out if fd == self._fds[0] else self.err
+        capture = self.capture(0 if fd == self._fds[0] else 1)
         count = 0
         while reads is None or count < reads:
             count += 1
@@ -145,13 +168,14 @@ class PyWorker:
 
     def drain(self) -> None:
         """Read everything already written to the output pipes (all of it precedes the response)."""
-        for fd in self._fds:
-            if fd >= 0:
+        for fd, _ in self._poll.poll(0):
+            if fd in self._fds:
                 self._read(fd, None)
 
     def _stop_reading(self, fd: int) -> None:
         index = self._fds.index(fd)
         self._loop.remove_reader(fd)
+        self._poll.unregister(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
         self._fds[index] = -1
@@ -210,7 +234,8 @@ class WorkerPool:
         self._waiters: deque[tuple[str, asyncio.Future[PyWorker]]] = deque()
         self._all: set[PyWorker] = set()
         self._background: set[asyncio.Task[None]] = set()
-        self._checked: dict[str, str | None] = {}
+        # Small env-free payloads already checked: payload bytes -> refusal ("" when allowed).
+        self._checked: dict[bytes, str] = {}
         self._closed = False
         self._next_index = 0
 
@@ -352,27 +377,30 @@ class WorkerPool:
         await asyncio.to_thread(shutil.rmtree, worker.home, True)
 
     def _check(self, assignment: types_pb2.TaskAssignment) -> dict[str, str]:
-        """Check the payload against the policy; the task's environment (identity, payload env)."""
+        """Check the payload against the policy; the payload's own env (secrets resolved)."""
+        raw = assignment.payload_json
+        # The common case (thousands of tasks with the same small payload) skips the JSON parse.
+        known = self._checked.get(raw)
+        if known is not None:
+            if known:
+                raise PayloadError(known)
+            return {}
         try:
-            payload = json.loads(assignment.payload_json or b"{}")
+            payload = json.loads(raw or b"{}")
         except ValueError as exc:
             raise PayloadError(f"payload is not valid JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise PayloadError("payload must be a JSON object")
-        spec = payload.get("function")
-        if isinstance(spec, str) and spec in self._checked:
-            refusal = self._checked[spec]
-        else:
-            try:
-                self._policy.check_function(spec)
-                refusal = None
-            except PayloadError as exc:
-                refusal = str(exc)
-            if isinstance(spec, str):
-                if len(self._checked) >= _CHECKED_CACHE:
-                    self._checked.clear()
-                self._checked[spec] = refusal
-        if refusal is not None:
+        try:
+            self._policy.check_function(payload.get("function"))
+            refusal = ""
+        except PayloadError as exc:
+            refusal = str(exc)
+        if payload.get("env") is None and len(raw) <= _CACHED_PAYLOAD_BYTES:
+            if len(self._checked) >= _CHECKED_CACHE:
+                self._checked.clear()
+            self._checked[raw] = refusal
+        if refusal:
             raise PayloadError(refusal)
         extra, _ = payload_env(payload.get("env"), self._policy, assignment.secrets)
         return extra
@@ -395,10 +423,11 @@ class WorkerPool:
         )
         worker = await self._acquire(assignment.workflow_id)
         worker.workflow = assignment.workflow_id
-        secrets = dict(assignment.secrets)
-        worker.begin(PipeCapture(self._cap, secrets=secrets), PipeCapture(self._cap, secrets=secrets))
+        secrets = dict(assignment.secrets) if len(assignment.secrets) else {}
+        worker.begin(self._cap, secrets)
         inputs = dict(assignment.inputs_json) if assignment.inputs_json else None
-        return PythonRun(self, worker, worker.send((assignment.payload_json, inputs, env)))
+        redactor = Redactor(secrets) if secrets else None
+        return PythonRun(self, worker, worker.send((assignment.payload_json, inputs, env)), redactor)
 
     async def close(self) -> None:
         """Stop every worker (EOF first, then kill whatever did not exit)."""
@@ -425,15 +454,18 @@ class WorkerPool:
 class PythonRun:
     """A python attempt running in a warm worker (implements :class:`corral.agent.attempt.Run`)."""
 
-    def __init__(self, pool: WorkerPool, worker: PyWorker, response: asyncio.Future[Response]) -> None:
+    def __init__(
+        self, pool: WorkerPool, worker: PyWorker, response: asyncio.Future[Response], redactor: Redactor | None = None
+    ) -> None:
         self._pool = pool
+        self._redactor = redactor
         self._worker = worker
         self._response = response
         self._stop: StopReason | None = None
         self._stoppers: list[asyncio.Task[None]] = []
-        assert worker.out is not None and worker.err is not None
-        self._out: PipeCapture = worker.out
-        self._err: PipeCapture = worker.err
+        self._out: PipeCapture | None = None
+        self._err: PipeCapture | None = None
+        self._ended = False
 
     @property
     def pid(self) -> int:
@@ -442,7 +474,17 @@ class PythonRun:
 
     def take_output(self) -> tuple[bytes, bytes, bool]:
         """New output of the task (read from the worker's output pipes)."""
-        return self._out.take(), self._err.take(), self._out.truncated or self._err.truncated
+        if self._ended:
+            out, err = self._out, self._err
+        else:
+            out, err = self._worker.captures
+        if out is None and err is None:
+            return _NO_OUTPUT
+        return (
+            out.take() if out is not None else b"",
+            err.take() if err is not None else b"",
+            (out is not None and out.truncated) or (err is not None and err.truncated),
+        )
 
     def request_stop(self, reason: StopReason, *, force: bool, grace_s: float) -> None:
         """Kill the worker's process tree (SIGTERM, grace, SIGKILL); it is replaced afterwards."""
@@ -454,9 +496,11 @@ class PythonRun:
 
     def _end_output(self) -> None:
         worker = self._worker
-        worker.out = worker.err = None
-        self._out.end()
-        self._err.end()
+        self._out, self._err = worker.end()
+        self._ended = True
+        for capture in (self._out, self._err):
+            if capture is not None:
+                capture.end()
 
     async def finish(self) -> AttemptResult:
         """Wait for the task's response (or the worker's death) and build the report."""
@@ -474,7 +518,7 @@ class PythonRun:
             code = await worker.proc.wait()
             worker.drain()
             self._end_output()
-            tail = self._err.last_line() if self._stop is None else ""
+            tail = self._err.last_line() if self._stop is None and self._err is not None else ""
             self._pool._discard(worker)
             if self._stop is not None:
                 return AttemptResult.stopped(self._stop)
@@ -485,4 +529,6 @@ class PythonRun:
         self._pool._release(worker)
         if ok:
             return AttemptResult(_SUCCEEDED, result_json=result)
-        return AttemptResult.failed(self._out.redactor.text(error), retryable=retryable, exit_code=1)
+        if self._redactor is not None:
+            error = self._redactor.text(error)
+        return AttemptResult.failed(error, retryable=retryable, exit_code=1)

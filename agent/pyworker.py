@@ -153,15 +153,50 @@ def _write_all(stream: BinaryIO, data: bytes) -> None:
 
 
 def _restore_env(environ: Any, wanted: dict[str, str]) -> None:
-    """Make ``os.environ`` exactly ``wanted`` (cheap when it already is)."""
+    """Make ``os.environ`` exactly ``wanted`` (the slow path: a task changed the environment)."""
     current = dict(environ)
-    if current == wanted:
-        return
     for name in current.keys() - wanted.keys():
         del environ[name]
     for name, value in wanted.items():
         if current.get(name) != value:
             environ[name] = value
+
+
+class _Env:
+    """Puts each task's environment in place: the worker's clean base plus the task's variables.
+
+    The fast path compares the encoded mapping behind ``os.environ`` with a snapshot taken when the
+    previous task started (one C-level dict comparison) and only sets the new task's variables; a
+    task that changed anything gets the whole environment rebuilt.
+    """
+
+    def __init__(self) -> None:
+        self.environ = os.environ
+        self.base = dict(os.environ)
+        self.previous: dict[str, str] = {}
+        self.snapshot: Any = None
+
+    def _data(self) -> Any:
+        return getattr(self.environ, "_data", None)
+
+    def apply(self, task_env: dict[str, str]) -> None:
+        environ = self.environ
+        data = self._data()
+        if data is None or self.snapshot is None or data != self.snapshot:
+            _restore_env(environ, self.base | task_env)
+        else:
+            for name in self.previous.keys() - task_env.keys():
+                if name in self.base:
+                    environ[name] = self.base[name]
+                else:
+                    del environ[name]
+            previous = self.previous
+            for name, value in task_env.items():
+                if previous.get(name) != value:
+                    environ[name] = value
+        self.previous = task_env
+        data = self._data()
+        self.snapshot = dict(data) if data is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,9 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if path not in sys.path:
             sys.path.insert(index, path)
     worker = _Worker(rule)
-    environ = os.environ
     # What every task starts from: the worker's clean environment, folder and import path.
-    base_env = dict(environ)
+    env = _Env()
     home = os.getcwd()
     initial_path = list(sys.path)
     stdout, stderr = sys.stdout, sys.stderr
@@ -191,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if body is None:
             return 0
         payload_json, inputs_raw, task_env = pickle.loads(body)
-        _restore_env(environ, base_env | task_env)
+        env.apply(task_env)
         os.chdir(home)
         if sys.path != initial_path:
             sys.path[:] = initial_path
