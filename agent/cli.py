@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--work-dir",
         type=Path,
         default=None,
-        help="default task cwd and disk inventory (default: $XDG_STATE_HOME/corral/agents/NAME)",
+        help="attempt and worker folders, disk inventory (default: $XDG_STATE_HOME/corral/agents/NAME)",
     )
     parser.add_argument(
         "--python-workers", type=_non_negative, default=None, help="warm python workers (default: slots)"
@@ -185,4 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         except RunAsError as exc:
             print(f"corral agent: {exc}", file=sys.stderr)
             return 2
-    return asyncio.run(Agent(config).run(install_signals=True))
+    try:
+        return asyncio.run(Agent(config).run(install_signals=True))
+    except RunAsError as exc:
+        print(f"corral agent: {exc}", file=sys.stderr)
+        return 2

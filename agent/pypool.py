@@ -35,7 +35,7 @@ from corral.agent.output import PipeCapture, Redactor
 from corral.agent.policy import ExecPolicy, PayloadError
 from corral.agent.proctree import terminate_tree
 from corral.agent.pyworker import HEADER, Request, Response
-from corral.agent.runas import RunAs, make_task_dir
+from corral.agent.runas import RunAs, RunAsError, make_task_dir
 from corral.agent.taskenv import base_env, identity_env, payload_env
 from corral.v1 import types_pb2
 
@@ -290,9 +290,11 @@ class WorkerPool:
                 env=base_env(home, self._passed_env),
                 **identity,
             )
-        except BaseException:
+        except BaseException as exc:
             for fd in (req_w, resp_r, out_r, err_r):
                 os.close(fd)
+            if run_as is not None and isinstance(exc, PermissionError):
+                raise RunAsError(f"--run-as {run_as.name}: cannot start a python worker as that user: {exc}") from exc
             raise
         finally:
             for fd in (req_r, resp_w, out_w, err_w):

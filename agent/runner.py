@@ -253,8 +253,11 @@ async def start_shell(assignment: types_pb2.TaskAssignment, ctx: ShellContext) -
     try:
         make_task_dir(folder, run_as)
         make_task_dir(folder / "tmp", run_as)
-        if workdir != folder.resolve():
-            make_task_dir(workdir, run_as)
+        # Each level of a relative cwd is made (and owned by the run-as user) inside the attempt folder.
+        root = folder.resolve()
+        for level in reversed([workdir, *workdir.parents]):
+            if level != root and level.is_relative_to(root):
+                make_task_dir(level, run_as)
         inputs_text = json.dumps(decode_inputs(assignment.inputs_json))
         inputs_file = folder / "inputs.json"
         inputs_file.write_text(inputs_text)

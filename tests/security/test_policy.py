@@ -378,13 +378,21 @@ async def test_run_as_runs_shell_tasks_as_the_user(make: Make, sink: RecordingSi
         base.chmod(0o755)
         run_as = resolve_run_as("nobody", base / "work")
         executor = await make(workers=0, work_dir=base / "work", run_as=run_as)
-        executor.submit([shell_task("who", 'echo "[$(id -u), $(id -g)]"; touch mine')])
+        executor.submit(
+            [
+                shell_task("who", 'echo "[$(id -u), $(id -g)]"; touch mine'),
+                shell_task("deep", "touch here", cwd="sub/deeper"),
+            ]
+        )
         result = await sink.result("who")
         assert result.outcome == SUCCEEDED, result
         assert json.loads(result.result_json) == [user.pw_uid, user.pw_gid]
         folder = base / "work" / "attempts" / "who"
         assert folder.stat().st_uid == user.pw_uid
         assert (folder / "mine").stat().st_uid == user.pw_uid
+        assert (await sink.result("deep")).outcome == SUCCEEDED
+        deep = base / "work" / "attempts" / "deep"
+        assert [(deep / p).stat().st_uid for p in ("sub", "sub/deeper", "sub/deeper/here")] == [user.pw_uid] * 3
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
