@@ -235,7 +235,9 @@ class Executor:
     def _forget(self, attempt: _Attempt) -> None:
         self._attempts.pop(attempt.id, None)
         attempt.state = _State.DONE
-        self._remove_folder(attempt.id)
+        if attempt.assignment.agent_type == "shell":
+            # Python attempts have no folder of their own (they run in their worker's).
+            self._remove_folder(attempt.id)
 
     def _remove_folder(self, attempt_id: str) -> None:
         if attempt_id and "/" not in attempt_id and attempt_id not in (".", ".."):
