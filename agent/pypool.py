@@ -47,6 +47,7 @@ _SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
 _READ = 65536
 # Reads per readiness callback: a task printing without pause must not monopolise the event loop.
 _READS_PER_CALLBACK = 16
+_DRAIN_READS = 32
 _CHECKED_CACHE = 4096
 _CACHED_PAYLOAD_BYTES = 1024
 _NO_OUTPUT = (b"", b"", False)
@@ -148,12 +149,11 @@ class PyWorker:
     def _readable(self, fd: int) -> None:
         self._read(fd, _READS_PER_CALLBACK)
 
-    def _read(self, fd: int, reads: int | None) -> None:
-        """Read what the pipe holds into the current task's capture (dropped between tasks)."""
+    def _read(self, fd: int, reads: int) -> None:
+        """Read what the pipe holds (at most ``reads`` chunks) into the current task's capture
+        (dropped between tasks)."""
         capture = self.capture(0 if fd == self._fds[0] else 1)
-        count = 0
-        while reads is None or count < reads:
-            count += 1
+        for _ in range(reads):
             try:
                 data = os.read(fd, _READ)
             except BlockingIOError:
@@ -170,7 +170,9 @@ class PyWorker:
         """Read everything already written to the output pipes (all of it precedes the response)."""
         for fd, _ in self._poll.poll(0):
             if fd in self._fds:
-                self._read(fd, None)
+                # Bounded: a child the task left behind may keep writing; what precedes the
+                # response fits in the pipe's buffer.
+                self._read(fd, _DRAIN_READS)
 
     def _stop_reading(self, fd: int) -> None:
         index = self._fds.index(fd)
