@@ -66,13 +66,13 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def _policy_flags(paths: list[Path]) -> list[str]:
-    """The agents' execution policy in dev: plaintext on loopback allows every module but the
-    dangerous ones (see corral.agent.policy); the examples and the given folders are importable."""
+def _policy_flags(paths: list[Path], allow: list[str]) -> list[str]:
+    """The dev agents' execution policy: the examples (and what the user names) may run."""
     folders = [p.resolve() for p in paths]
     if (_EXAMPLES / "corral_examples").is_dir():
         folders.append(_EXAMPLES)
     flags = [f"--python-path={folder}" for folder in folders]
+    flags += ["--python-allow", ",".join(["corral_examples", *allow])]
     return [*flags, "--pass-env", _EXAMPLES_STATE_ENV]
 
 
@@ -88,6 +88,12 @@ def dev(
     python_path: Annotated[
         list[Path] | None,
         typer.Option("--python-path", help="A folder python tasks import from (repeatable; the examples are added)."),
+    ] = None,
+    python_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--python-allow", help="A module prefix python tasks may call (repeatable; corral_examples is added)."
+        ),
     ] = None,
 ) -> None:
     """Run a controller and agents on this machine until Ctrl-C (state survives in the user's state dir)."""
@@ -147,7 +153,7 @@ def dev(
                 str(slots),
                 "--work-dir",
                 str(directory / "work" / f"dev-{i + 1}"),
-                *_policy_flags(python_path or []),
+                *_policy_flags(python_path or [], python_allow or []),
             ]
             child = subprocess.Popen(command, start_new_session=True, env=agent_env)
             processes.insert(0, child)
