@@ -14,6 +14,8 @@ import structlog
 
 from corral.agent.config import DEFAULT_CONTROLLER, KNOWN_AGENT_TYPES, AgentConfig
 from corral.agent.daemon import Agent
+from corral.agent.policy import split_list
+from corral.agent.runas import RunAsError, resolve_run_as
 
 __all__ = ["build_parser", "config_from_args", "configure_logging", "main"]
 
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--work-dir",
         type=Path,
         default=None,
-        help="default task cwd and disk inventory (default: $XDG_STATE_HOME/corral/agents/NAME)",
+        help="attempt and worker folders, disk inventory (default: $XDG_STATE_HOME/corral/agents/NAME)",
     )
     parser.add_argument(
         "--python-workers", type=_non_negative, default=None, help="warm python workers (default: slots)"
@@ -91,6 +93,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--kill-grace", type=_seconds, default=10.0, metavar="SECONDS", help="SIGTERM to SIGKILL grace, default 10"
     )
     parser.add_argument("--log-level", choices=_LEVELS, default="info")
+    policy = parser.add_argument_group("execution policy")
+    policy.add_argument("--no-shell", action="store_true", help="refuse shell tasks (and do not offer the type)")
+    policy.add_argument(
+        "--python-allow",
+        action="append",
+        default=[],
+        metavar="PREFIX[,PREFIX]",
+        help="python modules tasks may call (pkg allows pkg and pkg.sub); repeatable",
+    )
+    policy.add_argument(
+        "--python-path",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="add DIR to the python workers' import path (repeatable; the only way to add one)",
+    )
+    policy.add_argument(
+        "--env-allow",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help="let payload env set these otherwise refused variables (LD_*, PYTHON*, PATH...)",
+    )
+    policy.add_argument(
+        "--pass-env",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help="pass these variables of the agent's own environment to every task",
+    )
+    policy.add_argument("--run-as", default=None, metavar="USER", help="run tasks as USER (the agent must be root)")
     return parser
 
 
@@ -108,6 +142,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         drain_grace_s=args.drain_grace,
         kill_grace_s=args.kill_grace,
         log_level=args.log_level,
+        no_shell=args.no_shell,
+        python_allow=split_list(args.python_allow),
+        python_paths=tuple(args.python_path),
+        env_allow=split_list(args.env_allow),
+        pass_env=split_list(args.pass_env),
+        run_as=args.run_as,
     )
 
 
@@ -139,4 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"corral agent: unknown agent types: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    return asyncio.run(Agent(config).run(install_signals=True))
+    if config.run_as is not None:
+        try:
+            resolve_run_as(config.run_as, config.resolved_work_dir)
+        except RunAsError as exc:
+            print(f"corral agent: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return asyncio.run(Agent(config).run(install_signals=True))
+    except RunAsError as exc:
+        print(f"corral agent: {exc}", file=sys.stderr)
+        return 2

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from corral.agent.policy import ExecPolicy, ModuleRule
 
 __all__ = [
     "DEFAULT_CONTROLLER",
@@ -18,6 +21,8 @@ __all__ = [
 DEFAULT_CONTROLLER = "127.0.0.1:7070"
 DEFAULT_OUTPUT_CAP = 1 << 20
 KNOWN_AGENT_TYPES = ("shell", "python")
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def default_work_dir(name: str) -> Path:
@@ -45,6 +50,15 @@ class AgentConfig:
     kill_grace_s: float = 10.0
     output_cap: int = DEFAULT_OUTPUT_CAP
     log_level: str = "info"
+    # Execution policy (see corral.agent.policy).
+    no_shell: bool = False
+    python_allow: tuple[str, ...] = ()
+    python_paths: tuple[Path, ...] = ()
+    env_allow: tuple[str, ...] = ()
+    pass_env: tuple[str, ...] = ()
+    run_as: str | None = None
+    # Set when the agent talks TLS: python then allows no module until --python-allow lists some.
+    tls: bool = False
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -55,11 +69,50 @@ class AgentConfig:
             raise ValueError("python_workers must not be negative")
         if self.drain_grace_s < 0 or self.kill_grace_s < 0:
             raise ValueError("grace periods must not be negative")
+        for prefix in self.python_allow:
+            if not _MODULE.fullmatch(prefix):
+                raise ValueError(f"--python-allow: {prefix!r} is not a module name")
+        for name in (*self.env_allow, *self.pass_env):
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        if self.no_shell and not self.offered_types:
+            raise ValueError("--no-shell leaves no agent type to offer")
+        paths = []
+        for path in self.python_paths:
+            resolved = Path(path).expanduser().resolve()
+            if not resolved.is_dir():
+                raise ValueError(f"--python-path {path}: not a directory")
+            paths.append(resolved)
+        # Absolute once, at start: a worker's cwd is not the agent's.
+        object.__setattr__(self, "python_paths", tuple(paths))
 
     @property
     def resolved_work_dir(self) -> Path:
         """The work dir, defaulting to the per-name state folder."""
         return self.work_dir if self.work_dir is not None else default_work_dir(self.name)
+
+    @property
+    def offered_types(self) -> tuple[str, ...]:
+        """The agent types announced in Hello (``shell`` dropped by --no-shell)."""
+        return tuple(t for t in self.agent_types if not (self.no_shell and t == "shell"))
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the agent talks TLS (``tls``, or a CA file given with --ca)."""
+        return self.tls or getattr(self, "ca", None) is not None
+
+    @property
+    def policy(self) -> ExecPolicy:
+        """The execution policy these settings describe."""
+        return ExecPolicy(
+            allow_shell=not self.no_shell,
+            modules=ModuleRule(self.python_allow, open_default=not self.uses_tls),
+            env_allow=frozenset(self.env_allow),
+        )
+
+    def passed_env(self) -> dict[str, str]:
+        """The variables of the agent's own environment that --pass-env hands to every task."""
+        return {name: os.environ[name] for name in self.pass_env if name in os.environ}
 
     @property
     def worker_count(self) -> int:

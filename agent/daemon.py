@@ -21,6 +21,7 @@ from corral.agent.executor import Executor
 from corral.agent.inventory import GpuProbe, collect_inventory, collect_usage, probe_nvml
 from corral.agent.outbox import Outbox
 from corral.agent.pypool import WorkerPool
+from corral.agent.runas import resolve_run_as
 from corral.agent.session import Session
 from corral.v1 import agent_pb2, types_pb2
 
@@ -87,13 +88,29 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._exit = loop.create_future()
         config = self.config
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        run_as = resolve_run_as(config.run_as, self.work_dir) if config.run_as is not None else None
+        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Attempt folders of a previous life: their reports died with it.
         shutil.rmtree(self.work_dir / "attempts", ignore_errors=True)
+        (self.work_dir / "attempts").mkdir(mode=0o700)
+        if run_as is not None:
+            # The run-as user may pass through to its own folders, and list or create nothing else.
+            self.work_dir.chmod(0o711)
+            (self.work_dir / "attempts").chmod(0o711)
         self.inventory = collect_inventory(self.work_dir, config.slots, config.gpus, self._gpu_probe)
         collect_usage(self.work_dir, 0)  # primes psutil's cpu_percent
+        policy = config.policy
+        passed_env = config.passed_env()
         if config.worker_count:
-            self.pool = WorkerPool(config.worker_count, self.work_dir, config.output_cap)
+            self.pool = WorkerPool(
+                config.worker_count,
+                self.work_dir,
+                config.output_cap,
+                config.python_paths,
+                policy=policy,
+                passed_env=passed_env,
+                run_as=run_as,
+            )
             await self.pool.start()
         self.executor = Executor(
             slots=config.slots,
@@ -104,6 +121,9 @@ class Agent:
             kill_grace_s=config.kill_grace_s,
             output_cap=config.output_cap,
             has_gpus=self.inventory.gpu_count > 0,
+            policy=policy,
+            passed_env=passed_env,
+            run_as=run_as,
         )
         self.executor.start()
         self.session = Session(
@@ -137,7 +157,7 @@ class Agent:
             agent_id=config.name,
             name=config.name,
             hostname=socket.gethostname(),
-            agent_types=list(config.agent_types),
+            agent_types=list(config.offered_types),
             labels=config.labels,
             inventory=inventory,
             version=agent_version(),

@@ -20,7 +20,9 @@ from typing import Protocol
 import structlog
 
 from corral.agent.attempt import AttemptResult, Run, StopReason
+from corral.agent.policy import ExecPolicy, PolicyError
 from corral.agent.pypool import WorkerPool
+from corral.agent.runas import RunAs
 from corral.agent.runner import ShellContext, start_shell
 from corral.v1 import types_pb2
 
@@ -29,6 +31,9 @@ __all__ = ["EventSink", "Executor"]
 log = structlog.get_logger("corral.agent.executor")
 
 OUTPUT_INTERVAL_S = 1.0
+# An attempt's folder goes when the controller acknowledges its report, and at the latest this long
+# after it ended (a controller that never answers must not make the agent leak disk).
+ATTEMPT_DIR_KEEP_S = 300.0
 
 
 class EventSink(Protocol):
@@ -76,6 +81,10 @@ class Executor:
         kill_grace_s: float = 10.0,
         output_cap: int = 1 << 20,
         has_gpus: bool = False,
+        policy: ExecPolicy | None = None,
+        passed_env: dict[str, str] | None = None,
+        run_as: RunAs | None = None,
+        dir_keep_s: float = ATTEMPT_DIR_KEEP_S,
     ) -> None:
         self.slots = slots
         self.agent_types = frozenset(agent_types)
@@ -84,7 +93,18 @@ class Executor:
         self._sink = sink
         self._pool = pool
         self._has_gpus = has_gpus
-        self._shell = ShellContext(work_dir=work_dir, output_cap=output_cap, has_gpus=has_gpus)
+        self.policy = policy if policy is not None else ExecPolicy()
+        self._shell = ShellContext(
+            work_dir=work_dir,
+            output_cap=output_cap,
+            has_gpus=has_gpus,
+            policy=self.policy,
+            passed_env=passed_env or {},
+            run_as=run_as,
+        )
+        self._dir_keep_s = dir_keep_s
+        # (monotonic end time, attempt id) of ended attempts whose folder may still exist.
+        self._ended: deque[tuple[float, str]] = deque()
         self._attempts: dict[str, _Attempt] = {}
         self._queue: deque[_Attempt] = deque()
         self._running: set[_Attempt] = set()
@@ -216,8 +236,21 @@ class Executor:
         self._attempts.pop(attempt.id, None)
         attempt.state = _State.DONE
         if attempt.assignment.agent_type == "shell":
-            folder = self._shell.work_dir / "attempts" / attempt.id
-            shutil.rmtree(folder, ignore_errors=True)
+            # Python attempts have no folder of their own (they run in their worker's).
+            self._remove_folder(attempt.id)
+
+    def _remove_folder(self, attempt_id: str) -> None:
+        if attempt_id and "/" not in attempt_id and attempt_id not in (".", ".."):
+            shutil.rmtree(self._shell.work_dir / "attempts" / attempt_id, ignore_errors=True)
+
+    def _expire_folders(self) -> None:
+        """Remove the folders of attempts that ended more than ``dir_keep_s`` ago, acked or not."""
+        ended = self._ended
+        if not ended:
+            return
+        limit = asyncio.get_running_loop().time() - self._dir_keep_s
+        while ended and ended[0][0] <= limit:
+            self._remove_folder(ended.popleft()[1])
 
     def _pump(self) -> None:
         queue, running = self._queue, self._running
@@ -234,6 +267,11 @@ class Executor:
 
     async def _start(self, assignment: types_pb2.TaskAssignment) -> Run | AttemptResult:
         agent_type = assignment.agent_type
+        if agent_type == "shell" and not self.policy.allow_shell:
+            # Before the offered-types check: the operator's flag is the reason, say so.
+            return AttemptResult.failed(
+                str(PolicyError("shell tasks are disabled on this agent (--no-shell)")), retryable=False
+            )
         if agent_type not in self.agent_types:
             return AttemptResult.failed(f"agent type {agent_type!r} is not offered here", retryable=False)
         if agent_type == "python":
@@ -276,6 +314,8 @@ class Executor:
             attempt.run = None
             attempt.state = _State.DONE
             self._running.discard(attempt)
+            if assignment.agent_type == "shell":
+                self._ended.append((asyncio.get_running_loop().time(), attempt.id))
         if attempt.silent:
             self._forget(attempt)
         else:
@@ -287,6 +327,7 @@ class Executor:
     async def _flush_output(self) -> None:
         while True:
             await asyncio.sleep(OUTPUT_INTERVAL_S)
+            self._expire_folders()
             for attempt in list(self._running):
                 run = attempt.run
                 if run is None or attempt.silent:

@@ -1,26 +1,42 @@
-"""The pool of warm python workers, seen from the agent: spawn, dispatch, replace.
+"""The pool of warm python workers, seen from the agent: spawn, dispatch, replace, retire.
 
 Dispatch is a pickle written to the worker's request pipe and a future resolved when the
-response frame arrives on its response pipe: no thread, no file created per task. A worker whose
-task timed out or was cancelled is killed with its whole process tree and replaced.
+response frame arrives on its response pipe: no thread, no file created per task. The worker's
+stdout and stderr are pipes the agent reads (so output is bounded in memory and never on disk),
+drained up to the response before the task is reported.
+
+A worker belongs to the workflow of the first task it runs: it never runs a task of another
+workflow. When only workers of other workflows are idle, one is retired (its process tree killed,
+its folder removed) and a fresh one spawned, so no module, environment variable or file planted by
+one workflow is visible to the next. A worker whose task timed out or was cancelled is killed with
+its whole process tree and replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pickle
+import select
+import shutil
+import signal
 import sys
 from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from corral.agent.attempt import AttemptResult, StopReason
-from corral.agent.output import FileCapture, last_line
+from corral.agent.output import PipeCapture, Redactor
+from corral.agent.policy import ExecPolicy, PayloadError
 from corral.agent.proctree import terminate_tree
 from corral.agent.pyworker import HEADER, Request, Response
+from corral.agent.runas import RunAs, RunAsError, make_task_dir
+from corral.agent.taskenv import base_env, identity_env, payload_env
 from corral.v1 import types_pb2
 
 __all__ = ["PyWorker", "PythonRun", "WorkerDied", "WorkerPool"]
@@ -28,6 +44,12 @@ __all__ = ["PyWorker", "PythonRun", "WorkerDied", "WorkerPool"]
 log = structlog.get_logger("corral.agent.pypool")
 
 _SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
+_READ = 65536
+# Reads per readiness callback: a task printing without pause must not monopolise the event loop.
+_READS_PER_CALLBACK = 16
+_DRAIN_READS = 32
+_CHECKED_CACHE = 4096
+_CACHED_PAYLOAD_BYTES = 1024
 _NO_OUTPUT = (b"", b"", False)
 
 
@@ -66,24 +88,56 @@ class _ResponseReader(asyncio.Protocol):
 
 
 class PyWorker:
-    """One warm worker process and its two pipes."""
+    """One warm worker process, its request/response pipes and its output pipes."""
 
-    def __init__(self, index: int, proc: asyncio.subprocess.Process, out: FileCapture, err: FileCapture) -> None:
+    def __init__(self, index: int, proc: asyncio.subprocess.Process, home: Path, out_fd: int, err_fd: int) -> None:
         self.index = index
         self.proc = proc
         self.pid = proc.pid
-        self.out = out
-        self.err = err
+        self.home = home
         self.alive = True
+        # The workflow this worker serves (None until its first task).
+        self.workflow: str | None = None
+        # The current task's captures, made on its first output (most tasks print nothing).
+        self.captures: list[PipeCapture | None] = [None, None]
+        self._capture_args: tuple[int, Mapping[str, str]] | None = None
+        self._fds = [out_fd, err_fd]
         self._writer: asyncio.WriteTransport | None = None
         self._reader: asyncio.ReadTransport | None = None
         self._waiter: asyncio.Future[Response] | None = None
+        self._loop = asyncio.get_running_loop()
+        # One poll(2) call tells whether either pipe holds anything (the usual answer: no).
+        self._poll = select.poll()
+        for fd in self._fds:
+            os.set_blocking(fd, False)
+            self._loop.add_reader(fd, self._readable, fd)
+            self._poll.register(fd, select.POLLIN)
         # Resolved by the worker's first frame, sent once its interpreter and imports are up.
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+
+    def begin(self, cap: int, secrets: Mapping[str, str]) -> None:
+        """Route the output pipes into a new task's captures (``cap`` bytes each, ``secrets`` redacted)."""
+        self.captures = [None, None]
+        self._capture_args = (cap, secrets)
+
+    def end(self) -> tuple[PipeCapture | None, PipeCapture | None]:
+        """Stop routing output to the task; its captures (None for a stream that stayed silent)."""
+        out, err = self.captures
+        self.captures = [None, None]
+        self._capture_args = None
+        return out, err
+
+    def capture(self, index: int) -> PipeCapture | None:
+        """The current task's capture of stdout (0) or stderr (1), made on first use."""
+        capture = self.captures[index]
+        if capture is None and self._capture_args is not None:
+            cap, secrets = self._capture_args
+            capture = self.captures[index] = PipeCapture(cap, secrets=secrets)
+        return capture
 
     def send(self, request: Request) -> asyncio.Future[Response]:
         """Dispatch one task; the future resolves with its response or fails with WorkerDied."""
-        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Response] = self._loop.create_future()
         if not self.alive or self._writer is None:
             waiter.set_exception(WorkerDied(f"python worker {self.pid} is gone"))
             return waiter
@@ -92,10 +146,47 @@ class PyWorker:
         self._writer.write(HEADER.pack(len(frame)) + frame)
         return waiter
 
+    def _readable(self, fd: int) -> None:
+        self._read(fd, _READS_PER_CALLBACK)
+
+    def _read(self, fd: int, reads: int) -> None:
+        """Read what the pipe holds (at most ``reads`` chunks) into the current task's capture
+        (dropped between tasks)."""
+        capture = self.capture(0 if fd == self._fds[0] else 1)
+        for _ in range(reads):
+            try:
+                data = os.read(fd, _READ)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._stop_reading(fd)
+                return
+            if capture is not None:
+                capture.feed(data)
+
+    def drain(self) -> None:
+        """Read everything already written to the output pipes (all of it precedes the response)."""
+        for fd, _ in self._poll.poll(0):
+            if fd in self._fds:
+                # Bounded: a child the task left behind may keep writing; what precedes the
+                # response fits in the pipe's buffer.
+                self._read(fd, _DRAIN_READS)
+
+    def _stop_reading(self, fd: int) -> None:
+        index = self._fds.index(fd)
+        self._loop.remove_reader(fd)
+        self._poll.unregister(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        self._fds[index] = -1
+
     def _on_response(self, response: Response) -> None:
         if not self.ready.done():
             self.ready.set_result(None)
             return
+        self.drain()
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
@@ -104,34 +195,49 @@ class PyWorker:
         self.alive = False
         if not self.ready.done():
             self.ready.set_exception(WorkerDied(f"python worker {self.pid} exited while starting"))
+        self.drain()
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(WorkerDied(f"python worker {self.pid} exited"))
 
     def close_pipes(self) -> None:
-        """Close both pipes (a live worker exits on EOF) and the capture files."""
+        """Close every pipe (a live worker exits on EOF of its request pipe)."""
         for transport in (self._writer, self._reader):
             if transport is not None:
                 transport.close()
         self._writer = self._reader = None
-        for fd in (self.out.fd, self.err.fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for fd in list(self._fds):
+            if fd >= 0:
+                self._stop_reading(fd)
 
 
 class WorkerPool:
-    """``size`` warm workers; :meth:`start_task` hands a python attempt to a free one."""
+    """``size`` warm workers; :meth:`start_task` hands a python attempt to a free one of its workflow."""
 
-    def __init__(self, size: int, work_dir: Path, output_cap: int, extra_paths: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        work_dir: Path,
+        output_cap: int,
+        python_paths: Sequence[Path] = (),
+        *,
+        policy: ExecPolicy | None = None,
+        passed_env: Mapping[str, str] | None = None,
+        run_as: RunAs | None = None,
+    ) -> None:
         self.size = size
         self._folder = work_dir / "pyworkers"
-        self._work_dir = work_dir
         self._cap = output_cap
-        self._paths = extra_paths if extra_paths is not None else [os.getcwd(), str(work_dir)]
+        self._paths = [str(Path(p).resolve()) for p in python_paths]
+        self._policy = policy if policy is not None else ExecPolicy()
+        self._passed_env = dict(passed_env or {})
+        self._run_as = run_as
         self._idle: deque[PyWorker] = deque()
-        self._waiters: deque[asyncio.Future[PyWorker]] = deque()
+        self._waiters: deque[tuple[str, asyncio.Future[PyWorker]]] = deque()
         self._all: set[PyWorker] = set()
-        self._spawning: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        # Small env-free payloads already checked: payload bytes -> refusal ("" when allowed).
+        self._checked: dict[bytes, str] = {}
         self._closed = False
         self._next_index = 0
 
@@ -142,7 +248,10 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Spawn all workers."""
+        shutil.rmtree(self._folder, ignore_errors=True)
         self._folder.mkdir(parents=True, exist_ok=True)
+        if self._run_as is not None:
+            self._folder.chmod(0o711)
         workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
         for worker in workers:
             self._release(worker)
@@ -151,30 +260,48 @@ class WorkerPool:
         index = self._next_index
         self._next_index += 1
         loop = asyncio.get_running_loop()
+        home = self._folder / f"worker-{index}"
+        shutil.rmtree(home, ignore_errors=True)
+        make_task_dir(home, self._run_as)
+        make_task_dir(home / "tmp", self._run_as)
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-        out_fd = os.open(self._folder / f"worker-{index}.out", flags, 0o600)
-        err_fd = os.open(self._folder / f"worker-{index}.err", flags, 0o600)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        run_as = self._run_as
+        identity: dict[str, Any] = {}
+        if run_as is not None:
+            identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                # Isolated: no PYTHON* variables, no user site, no cwd or script dir on sys.path.
+                "-I",
                 "-m",
                 "corral.agent.pyworker",
                 str(req_r),
                 str(resp_w),
+                *self._policy.modules.to_args(),
                 *self._paths,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=out_fd,
-                stderr=err_fd,
+                stdout=out_w,
+                stderr=err_w,
                 pass_fds=(req_r, resp_w),
                 start_new_session=True,
-                cwd=self._work_dir,
+                cwd=home,
+                env=base_env(home, self._passed_env),
+                **identity,
             )
+        except BaseException as exc:
+            for fd in (req_w, resp_r, out_r, err_r):
+                os.close(fd)
+            if run_as is not None and isinstance(exc, PermissionError):
+                raise RunAsError(f"--run-as {run_as.name}: cannot start a python worker as that user: {exc}") from exc
+            raise
         finally:
-            os.close(req_r)
-            os.close(resp_w)
-        worker = PyWorker(index, proc, FileCapture(out_fd, self._cap), FileCapture(err_fd, self._cap))
+            for fd in (req_r, resp_w, out_w, err_w):
+                os.close(fd)
+        worker = PyWorker(index, proc, home, out_r, err_r)
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", buffering=0))
         reader, _ = await loop.connect_read_pipe(lambda: _ResponseReader(worker), os.fdopen(resp_r, "rb", buffering=0))
         worker._writer = writer
@@ -187,29 +314,47 @@ class WorkerPool:
     def _release(self, worker: PyWorker) -> None:
         if self._closed or not worker.alive:
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
+        waiters = self._waiters
+        for entry in list(waiters):
+            workflow, waiter = entry
+            if waiter.done():
+                waiters.remove(entry)
+                continue
+            if worker.workflow in (None, workflow):
+                waiters.remove(entry)
                 waiter.set_result(worker)
                 return
+        if waiters:
+            # Tasks of other workflows wait and this one's workflow has none queued: make room.
+            self._discard(worker)
+            return
         self._idle.append(worker)
 
-    async def _acquire(self) -> PyWorker:
-        while self._idle:
-            worker = self._idle.popleft()
-            if worker.alive:
-                return worker
+    async def _acquire(self, workflow: str) -> PyWorker:
+        idle = self._idle
+        for wanted in (workflow, None):
+            for worker in idle:
+                if worker.alive and worker.workflow == wanted:
+                    idle.remove(worker)
+                    return worker
+        for worker in [w for w in idle if not w.alive]:
+            idle.remove(worker)
             self._discard(worker)
+        if idle:
+            # Only workers of other workflows are free: retire the longest idle for a fresh one.
+            self._discard(idle.popleft())
         waiter: asyncio.Future[PyWorker] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters.append((workflow, waiter))
         return await waiter
 
     def _discard(self, worker: PyWorker) -> None:
-        """Forget a dead or killed worker and spawn its replacement."""
+        """Retire a worker (dead, killed, or of another workflow): kill its tree, remove its folder, replace it."""
         if worker not in self._all:
             return
         self._all.discard(worker)
+        worker.alive = False
         worker.close_pipes()
+        self._in_background(self._reap(worker))
         if self._closed:
             return
 
@@ -219,27 +364,82 @@ class WorkerPool:
             except Exception:
                 log.exception("python worker could not be replaced")
 
-        task = asyncio.create_task(replace())
-        self._spawning.add(task)
-        task.add_done_callback(self._spawning.discard)
+        self._in_background(replace())
 
-    async def start_task(self, assignment: types_pb2.TaskAssignment, has_gpus: bool) -> PythonRun:
-        """Hand an attempt to a free worker (waiting for one if all are busy)."""
-        worker = await self._acquire()
-        worker.out.reset()
-        worker.err.reset()
-        cuda = ",".join(map(str, assignment.gpu_ids)) if (assignment.gpu_ids or has_gpus) else None
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _reap(worker: PyWorker) -> None:
+        # Whatever a task left running in the worker's session goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        await terminate_tree(worker.pid, 0, force=True)
+        await worker.proc.wait()
+        await asyncio.to_thread(shutil.rmtree, worker.home, True)
+
+    def _check(self, assignment: types_pb2.TaskAssignment) -> dict[str, str]:
+        """Check the payload against the policy; the payload's own env (secrets resolved)."""
+        raw = assignment.payload_json
+        # The common case (thousands of tasks with the same small payload) skips the JSON parse.
+        known = self._checked.get(raw)
+        if known is not None:
+            if known:
+                raise PayloadError(known)
+            return {}
+        try:
+            payload = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise PayloadError(f"payload is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise PayloadError("payload must be a JSON object")
+        try:
+            self._policy.check_function(payload.get("function"))
+            refusal = ""
+        except PayloadError as exc:
+            refusal = str(exc)
+        if payload.get("env") is None and len(raw) <= _CACHED_PAYLOAD_BYTES:
+            if len(self._checked) >= _CHECKED_CACHE:
+                self._checked.clear()
+            self._checked[raw] = refusal
+        if refusal:
+            raise PayloadError(refusal)
+        extra, _ = payload_env(payload.get("env"), self._policy, assignment.secrets)
+        return extra
+
+    async def start_task(self, assignment: types_pb2.TaskAssignment, has_gpus: bool) -> PythonRun | AttemptResult:
+        """Hand an attempt to a free worker of its workflow; a result instead when the policy refuses it."""
+        try:
+            env = self._check(assignment)
+        except PayloadError as exc:
+            return AttemptResult.failed(str(exc), retryable=False)
+        env.update(
+            identity_env(
+                assignment.task_id,
+                assignment.task_name,
+                assignment.workflow_id,
+                assignment.attempt_id,
+                list(assignment.gpu_ids),
+                has_gpus,
+            )
+        )
+        worker = await self._acquire(assignment.workflow_id)
+        worker.workflow = assignment.workflow_id
+        secrets = dict(assignment.secrets) if len(assignment.secrets) else {}
+        worker.begin(self._cap, secrets)
         inputs = dict(assignment.inputs_json) if assignment.inputs_json else None
-        identity = (assignment.task_id, assignment.task_name, assignment.workflow_id, assignment.attempt_id, cuda)
-        return PythonRun(self, worker, worker.send((assignment.payload_json, inputs, identity)))
+        redactor = Redactor(secrets) if secrets else None
+        return PythonRun(self, worker, worker.send((assignment.payload_json, inputs, env)), redactor)
 
     async def close(self) -> None:
         """Stop every worker (EOF first, then kill whatever did not exit)."""
         self._closed = True
-        for task in list(self._spawning):
+        for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await task
-        for waiter in self._waiters:
+        for _, waiter in self._waiters:
             waiter.cancel()
         workers = list(self._all)
         self._all.clear()
@@ -252,18 +452,24 @@ class WorkerPool:
             except TimeoutError:
                 await terminate_tree(worker.pid, 0, force=True)
                 await worker.proc.wait()
+        await asyncio.to_thread(shutil.rmtree, self._folder, True)
 
 
 class PythonRun:
     """A python attempt running in a warm worker (implements :class:`corral.agent.attempt.Run`)."""
 
-    def __init__(self, pool: WorkerPool, worker: PyWorker, response: asyncio.Future[Response]) -> None:
+    def __init__(
+        self, pool: WorkerPool, worker: PyWorker, response: asyncio.Future[Response], redactor: Redactor | None = None
+    ) -> None:
         self._pool = pool
+        self._redactor = redactor
         self._worker = worker
         self._response = response
         self._stop: StopReason | None = None
         self._stoppers: list[asyncio.Task[None]] = []
-        self._final: tuple[bytes, bytes, bool] | None = None
+        self._out: PipeCapture | None = None
+        self._err: PipeCapture | None = None
+        self._ended = False
 
     @property
     def pid(self) -> int:
@@ -271,12 +477,18 @@ class PythonRun:
         return self._worker.pid
 
     def take_output(self) -> tuple[bytes, bytes, bool]:
-        """New output of the task (read from the worker's capture files)."""
-        if self._final is not None:
-            final, self._final = self._final, (b"", b"", self._final[2])
-            return final
-        worker = self._worker
-        return worker.out.read_new(), worker.err.read_new(), worker.out.truncated or worker.err.truncated
+        """New output of the task (read from the worker's output pipes)."""
+        if self._ended:
+            out, err = self._out, self._err
+        else:
+            out, err = self._worker.captures
+        if out is None and err is None:
+            return _NO_OUTPUT
+        return (
+            out.take() if out is not None else b"",
+            err.take() if err is not None else b"",
+            (out is not None and out.truncated) or (err is not None and err.truncated),
+        )
 
     def request_stop(self, reason: StopReason, *, force: bool, grace_s: float) -> None:
         """Kill the worker's process tree (SIGTERM, grace, SIGKILL); it is replaced afterwards."""
@@ -285,6 +497,14 @@ class PythonRun:
         if self._stop is None:
             self._stop = reason
         self._stoppers.append(asyncio.create_task(terminate_tree(self._worker.pid, grace_s, force=force)))
+
+    def _end_output(self) -> None:
+        worker = self._worker
+        self._out, self._err = worker.end()
+        self._ended = True
+        for capture in (self._out, self._err):
+            if capture is not None:
+                capture.end()
 
     async def finish(self) -> AttemptResult:
         """Wait for the task's response (or the worker's death) and build the report."""
@@ -300,24 +520,19 @@ class PythonRun:
                 # Died by itself (os._exit, a crash, the OOM killer): finish off its children.
                 await terminate_tree(worker.pid, 0, force=True)
             code = await worker.proc.wait()
-            self._final = (worker.out.read_new(), worker.err.read_new(), worker.out.truncated or worker.err.truncated)
-            tail = last_line(worker.err.read_tail(worker.err.offset)) if self._stop is None else ""
+            worker.drain()
+            self._end_output()
+            tail = self._err.last_line() if self._stop is None and self._err is not None else ""
             self._pool._discard(worker)
             if self._stop is not None:
                 return AttemptResult.stopped(self._stop)
             error = f"python worker died (exit code {code})" + (f": {tail}" if tail else "")
             return AttemptResult.failed(error, retryable=True, exit_code=code)
-        ok, result, error, retryable, out_size, err_size = response
-        if out_size or err_size:
-            self._final = (
-                worker.out.read_new(out_size),
-                worker.err.read_new(err_size),
-                worker.out.truncated or worker.err.truncated,
-            )
-        else:
-            # Nothing written: the final take_output() must not touch the files at all.
-            self._final = _NO_OUTPUT
+        ok, result, error, retryable = response
+        self._end_output()
         self._pool._release(worker)
         if ok:
             return AttemptResult(_SUCCEEDED, result_json=result)
+        if self._redactor is not None:
+            error = self._redactor.text(error)
         return AttemptResult.failed(error, retryable=retryable, exit_code=1)

@@ -3,7 +3,7 @@
 Every workload gets a fresh controller (``python -m corral.controller``) on port 0 with a fresh
 SQLite file in a temporary folder, started with the default durable settings and only
 ``--listen 127.0.0.1:0 --db FILE --address-file FILE``, plus N agents (``python -m corral.agent``)
-whose ``PYTHONPATH`` holds ``bench/tasks`` so python tasks can be ``bench_tasks:NAME``.
+whose ``--python-path`` is ``bench/tasks`` so python tasks can be ``bench_tasks:NAME``.
 
 Everything started here is stopped on exit, errors included: SIGTERM, then SIGKILL of whatever is
 left of each process tree (agents' python workers and task processes included).
@@ -170,6 +170,8 @@ class BenchCluster:
                 str(self.slots),
                 "--work-dir",
                 str(work),
+                "--python-path",
+                str(TASKS_DIR),
             ]
             self.agents.append(Proc(name, argv, self.env, self.directory / f"{name}.log"))
         if self.agent_count:

@@ -110,6 +110,9 @@ def start_agent(
             str(slots),
             "--work-dir",
             str(work),
+            # Python tasks of the suites are tests.*:NAME (the repository root is their import path).
+            "--python-path",
+            str(Path(__file__).resolve().parents[1]),
             *extra,
         ],
         stdout=log,

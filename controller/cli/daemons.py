@@ -28,6 +28,10 @@ __all__ = ["PASSTHROUGH", "agent", "controller", "dev", "state_dir"]
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 _STOP_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long (as the agent does with tasks)
+#: The examples of a source checkout (their task functions are the package corral_examples).
+_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+#: The retry example keeps its marker in this folder (see examples/corral_examples/flaky.py).
+_EXAMPLES_STATE_ENV = "CORRAL_EXAMPLES_STATE"
 
 
 def controller(ctx: typer.Context) -> None:
@@ -62,6 +66,16 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
+def _policy_flags(paths: list[Path], allow: list[str]) -> list[str]:
+    """The dev agents' execution policy: the examples (and what the user names) may run."""
+    folders = [p.resolve() for p in paths]
+    if (_EXAMPLES / "corral_examples").is_dir():
+        folders.append(_EXAMPLES)
+    flags = [f"--python-path={folder}" for folder in folders]
+    flags += ["--python-allow", ",".join(["corral_examples", *allow])]
+    return [*flags, "--pass-env", _EXAMPLES_STATE_ENV]
+
+
 def dev(
     agents: Annotated[int, typer.Option("--agents", "-n", min=0, max=64, help="How many agents to start.")] = 2,
     slots: Annotated[int, typer.Option("--slots", min=1, help="Concurrent tasks per agent.")] = 4,
@@ -70,6 +84,16 @@ def dev(
     ),
     db: Annotated[
         Path | None, typer.Option("--db", help="SQLite file (default: the user's state dir, dev.db).")
+    ] = None,
+    python_path: Annotated[
+        list[Path] | None,
+        typer.Option("--python-path", help="A folder python tasks import from (repeatable; the examples are added)."),
+    ] = None,
+    python_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--python-allow", help="A module prefix python tasks may call (repeatable; corral_examples is added)."
+        ),
     ] = None,
 ) -> None:
     """Run a controller and agents on this machine until Ctrl-C (state survives in the user's state dir)."""
@@ -114,6 +138,8 @@ def dev(
             address = None
         if address is None:
             die(f"error: the controller did not start (exit code {server.poll()}); see its output above", EXIT_ERROR)
+        # Tasks start from a clean environment: the retry example's marker folder is passed on by name.
+        agent_env = {**os.environ, _EXAMPLES_STATE_ENV: str(directory / "examples-state")}
         for i in range(agents):
             command = [
                 sys.executable,
@@ -127,8 +153,9 @@ def dev(
                 str(slots),
                 "--work-dir",
                 str(directory / "work" / f"dev-{i + 1}"),
+                *_policy_flags(python_path or [], python_allow or []),
             ]
-            child = subprocess.Popen(command, start_new_session=True)
+            child = subprocess.Popen(command, start_new_session=True, env=agent_env)
             processes.insert(0, child)
             labels[child.pid] = f"agent dev-{i + 1}"
         print(f"corral dev: controller at {address} (state in {database}), {agents} agent(s)")

@@ -181,6 +181,13 @@ class LocalCluster:
                     f"host=demo-{index}",
                     "--work-dir",
                     str(self.base_dir / f"agent-{index}"),
+                    # Execution policy: the examples (and only they) may run; the retry example's
+                    # marker folder reaches its tasks through --pass-env.
+                    "--python-allow",
+                    "corral_examples",
+                    *[f"--python-path={Path(p).resolve()}" for p in self.python_path],
+                    "--pass-env",
+                    "CORRAL_EXAMPLES_STATE",
                 ],
                 self.base_dir / "logs" / f"agent-{index}.log",
                 env=env,

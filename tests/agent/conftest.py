@@ -21,6 +21,8 @@ from corral.agent.pypool import WorkerPool
 from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
 DEADLINE_S = 20.0
+#: The repository root: workers import ``tests.agent.sample_tasks`` from it (--python-path).
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def eventually(check: Callable[[], Any], timeout: float = DEADLINE_S, what: str = "condition") -> Any:
@@ -131,7 +133,7 @@ async def make_executor(tmp_path: Path, sink: RecordingSink) -> AsyncIterator[Ex
     async def make(*, slots: int = 2, workers: int = 0, kill_grace_s: float = 0.5, **kw: Any) -> Executor:
         pool = None
         if workers:
-            pool = WorkerPool(workers, tmp_path, kw.get("output_cap", 1 << 20))
+            pool = WorkerPool(workers, tmp_path, kw.get("output_cap", 1 << 20), [REPO])
             await pool.start()
         executor = Executor(
             slots=slots,
@@ -305,6 +307,7 @@ async def make_agent(tmp_path: Path, gateway: FakeGateway) -> AsyncIterator[Agen
             "work_dir": tmp_path / "work",
             "kill_grace_s": 0.5,
             "drain_grace_s": 5.0,
+            "python_paths": (REPO,),
         }
         settings.update(overrides)
         agent = Agent(AgentConfig(**settings), gpu_probe=lambda: [])

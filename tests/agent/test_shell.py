@@ -70,20 +70,19 @@ async def test_environment_and_inputs(make_executor: ExecutorFactory, sink: Reco
     assert seen["CORRAL_ATTEMPT_ID"] == "env1"
     assert seen["MY_VAR"] == "mine"
     assert seen["inputs"] == seen["inputs_file"] == {"up": {"x": 1}, "other": 5}
-    assert seen["cwd"] == str(tmp_path)
+    # Policy: a task starts in its own attempt folder, not in the agent's work dir.
+    assert seen["cwd"] == str(tmp_path / "attempts" / "env1")
     assert seen["cuda"] == "1,3"
 
 
-async def test_cwd_relative_to_the_work_dir(
+async def test_cwd_relative_to_the_attempt_folder(
     make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
 ) -> None:
-    (tmp_path / "sub").mkdir()
     executor = await make_executor()
-    executor.submit([shell_task("cwd", "pwd", cwd="sub"), shell_task("nocwd", "pwd", cwd="missing")])
+    executor.submit([shell_task("cwd", "pwd", cwd="sub/deeper")])
     assert (await sink.result("cwd")).outcome == SUCCEEDED
-    assert sink.stdout("cwd").strip() == str(tmp_path / "sub").encode()
-    missing = await sink.result("nocwd")
-    assert missing.outcome == FAILED and not missing.retryable
+    # Created inside the attempt's own folder (policy: cwd is confined there).
+    assert sink.stdout("cwd").strip() == str(tmp_path / "attempts" / "cwd" / "sub" / "deeper").encode()
 
 
 async def test_failing_command(make_executor: ExecutorFactory, sink: RecordingSink) -> None:

@@ -44,7 +44,7 @@ async def test_timeout_kills_the_whole_tree(
 ) -> None:
     executor = await make_executor(kill_grace_s=0.3)
     executor.submit([shell_task("t1", TREE, timeout_s=0.5)])
-    pids_file = tmp_path / "pids"
+    pids_file = tmp_path / "attempts" / "t1" / "pids"  # the task's cwd is its attempt folder
     await eventually(lambda: len(_pids(pids_file)) == 3, what="the tree to start")
     result = await sink.result("t1")
     assert result.outcome == TIMED_OUT
@@ -56,7 +56,7 @@ async def test_timeout_kills_the_whole_tree(
 async def test_cancel_running_and_queued(make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path) -> None:
     executor = await make_executor(slots=1, kill_grace_s=5.0)
     executor.submit([shell_task("run", TREE), shell_task("queued", "echo never")])
-    pids_file = tmp_path / "pids"
+    pids_file = tmp_path / "attempts" / "run" / "pids"
     await eventually(lambda: len(_pids(pids_file)) == 3, what="the tree to start")
     executor.cancel(["queued"], force=False, grace_s=5.0)
     queued = await sink.result("queued")

@@ -134,6 +134,8 @@ def deployment(netns3: NetnsCluster, tmp_path: Path) -> Iterator[Deployment]:
                     f"host={label}",
                     "--work-dir",
                     str(tmp_path / f"work-{label}"),
+                    "--python-path",
+                    str(REPO),
                 ],
                 tmp_path / "logs" / f"agent-{label}.log",
                 env=env,

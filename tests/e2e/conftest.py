@@ -54,7 +54,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: The folder put on the agents' PYTHONPATH: python tasks are ``e2e_tasks:NAME``.
+#: The folder on the agents' --python-path: python tasks are ``e2e_tasks:NAME``.
 TASKS_DIR = Path(__file__).parent / "tasks"
 MARK = "CORRAL_E2E_RUN"
 START_TIMEOUT_S = 30.0
@@ -324,6 +324,8 @@ class Agent:
             str(self.work_dir),
             "--kill-grace",
             "1",
+            "--python-path",
+            str(TASKS_DIR),
             *flags,
         ]
         self.argv = argv

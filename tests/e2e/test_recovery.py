@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 
 from corral.v1 import agent_pb2, types_pb2
-from tests.e2e.conftest import Cluster, TaskState, WorkflowState, eventually, pids_alive, read_pids
+from tests.e2e.conftest import TASKS_DIR, Cluster, TaskState, WorkflowState, eventually, pids_alive, read_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 PY = sys.executable
+# Run by path: tasks start from a clean environment (no PYTHONPATH from the agent).
+SUM_SCRIPT = TASKS_DIR / "e2e_tasks.py"
 
 
 def _read_ledger(path: Path) -> dict[str, list[str]]:
@@ -39,7 +41,7 @@ def _ledger_task(name: str, deps: list[str], k: int, ledger: Path, seconds: floa
     if shell:
         script = (
             f"sleep {seconds}; "
-            f'result=$("{PY}" -m e2e_tasks sum {k} | tail -n 1); '
+            f'result=$("{PY}" "{SUM_SCRIPT}" sum {k} | tail -n 1); '
             f"echo $CORRAL_TASK_NAME $CORRAL_ATTEMPT_ID >> {ledger}; "
             'echo "$result"'
         )

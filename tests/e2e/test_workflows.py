@@ -14,16 +14,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Api, Cluster, TaskState, WorkflowState, eventually, pids_alive, read_pids
+from tests.e2e.conftest import TASKS_DIR, Api, Cluster, TaskState, WorkflowState, eventually, pids_alive, read_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 PY = sys.executable
+# Run by path: tasks start from a clean environment (no PYTHONPATH from the agent).
+SUM_SCRIPT = TASKS_DIR / "e2e_tasks.py"
 
 
 def _shell_sum(k: int) -> dict[str, Any]:
     """A shell task that reads $CORRAL_INPUTS and prints sum(inputs) + k as its last stdout line."""
-    return {"agent_type": "shell", "payload": {"shell": f'"{PY}" -m e2e_tasks sum {k}'}}
+    return {"agent_type": "shell", "payload": {"shell": f'"{PY}" "{SUM_SCRIPT}" sum {k}'}}
 
 
 def _python_sum(k: int) -> dict[str, Any]:
