@@ -138,6 +138,7 @@ class PullTask:
     agent_types: tuple[str, ...]
     labels: Mapping[str, str] = field(default_factory=dict)
     capacity: Resources | None = None  # None: anything
+    namespaces: tuple[str, ...] = ()  # only work of these namespaces (empty: any)
 
 
 Event = (
@@ -168,6 +169,7 @@ class Assignment:
     task: Task
     inputs: Mapping[str, bytes]
     gpu_ids: tuple[int, ...] = ()
+    secrets: Mapping[str, str] = field(default_factory=dict)  # decrypted values its env refers to
 
 
 @dataclass(frozen=True, slots=True)
