@@ -34,7 +34,7 @@ async def join(runtime: Runtime, request: pb.JoinRequest) -> pb.JoinResponse:
     if not name or len(name) > _MAX_NAME or not _NAME.match(name):
         raise InvalidArgument.field("name", f"an agent name: 1-{_MAX_NAME} letters, digits, '_', '.', '-'")
     if not request.join_token or len(request.join_token) > 512:
-        raise Unauthenticated("Join needs a join token (corral token create --role agent)")
+        raise InvalidArgument.field("join_token", "required (make one with `corral token create --role agent`)")
     join_hash = hash_token(request.join_token)
     credential = new_token()
     credential_hash = hash_token(credential)
