@@ -100,7 +100,8 @@ async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
 
 
 def test_the_table_names_every_declared_rpc() -> None:
-    missing = [short(m) for m in declared_rpcs() if f"/{m.full_name.rsplit('.', 1)[0]}/{m.name}" not in permissions.METHODS]
+    paths = {short(m): f"/{m.containing_service.full_name}/{m.name}" for m in declared_rpcs()}
+    missing = [name for name, path in paths.items() if path not in permissions.METHODS]
     assert not missing
 
 
@@ -239,7 +240,9 @@ async def test_a_secret_deleted_before_dispatch_fails_the_task(secured: Secured)
         admin_pb2.SetSecretRequest(namespace="default", name="gone", value=b"v"), metadata=secured.root
     )
     workflow_id = await _start(secured, secured.root, {"X": {"secret": "gone"}})
-    await secured.admin.DeleteSecret(admin_pb2.DeleteSecretRequest(namespace="default", name="gone"), metadata=secured.root)
+    await secured.admin.DeleteSecret(
+        admin_pb2.DeleteSecretRequest(namespace="default", name="gone"), metadata=secured.root
+    )
     pulled = await secured.scheduler.GetNextTask(
         scheduler_pb2.GetNextTaskRequest(worker_id="w1", agent_types=["shell"], wait_s=0.2), metadata=secured.root
     )
@@ -278,9 +281,7 @@ async def test_mutations_are_audited_with_who_what_and_outcome(secured: Secured)
     records: list[admin_pb2.AuditRecord] = []
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline and len(records) < 3:
-        records = list(
-            (await secured.admin.ListAudit(admin_pb2.ListAuditRequest(), metadata=secured.root)).records
-        )
+        records = list((await secured.admin.ListAudit(admin_pb2.ListAuditRequest(), metadata=secured.root)).records)
         records = [r for r in records if r.principal in (f"token:{info.token_id}", f"token:{viewer_info.token_id}")]
         await asyncio.sleep(0.02)
     seen = [(r.principal, r.method.rsplit("/", 1)[1], r.target, r.code) for r in records]
