@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from pathlib import Path
 
 from corral.controller.core.access import TokenRecord
@@ -16,21 +15,11 @@ from corral.controller.core.machine import Machine
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import SecretBox, hash_token, new_token, new_token_id, write_private
 
-__all__ = ["bootstrap_admin_token", "parse_duration", "prune_audit_forever", "use_secret_box"]
+__all__ = ["bootstrap_admin_token", "prune_audit_forever", "use_secret_box"]
 
 log = logging.getLogger("corral.controller.auth")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _PRUNE_EVERY_S = 3600.0
-
-
-def parse_duration(text: str) -> float:
-    """Seconds of ``90d``, ``1h``, ``30m``, ``45s`` or a plain number of seconds; ValueError otherwise."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration (examples: 90d, 12h, 30m, 45s)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def use_secret_box(runtime: Runtime, box: SecretBox | None) -> None:

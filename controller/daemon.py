@@ -14,9 +14,10 @@ import signal
 import sys
 from pathlib import Path
 
-from corral.controller.access_boot import bootstrap_admin_token, parse_duration, prune_audit_forever, use_secret_box
+from corral.controller.access_boot import bootstrap_admin_token, prune_audit_forever, use_secret_box
 from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
+from corral.controller.durations import parse_duration
 from corral.controller.rpc.gateway import deliver
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import SecretBox
