@@ -38,14 +38,13 @@ def cli(
     env = _child_env(
         {"NO_COLOR": "1", "COLUMNS": "200", "CORRAL_TOKEN": token, "XDG_CONFIG_HOME": str(tmp_path / "config")}
     )
+    where = ["--address", address] if address else []
     return subprocess.run(
-        [CORRAL, *args, *(["--address", address] if address else [])], input=stdin, capture_output=True, text=True, env=env, timeout=60
+        [CORRAL, *args, *where], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
     )
 
 
-def test_tokens_namespaces_secrets_and_audit_from_the_command_line(
-    controller: tuple[str, str], tmp_path: Path
-) -> None:
+def test_tokens_namespaces_secrets_and_audit_from_the_command_line(controller: tuple[str, str], tmp_path: Path) -> None:
     address, root = controller
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
     who = cli(tmp_path, address, root, "whoami")
