@@ -163,8 +163,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise PermissionDenied(f"agents may only call AgentGateway/Connect, not {short}; {principal.describe()}")
         if not permissions.allowed(principal.role, permission):
             roles = " or ".join(permissions.roles_with(permission))
-            held = principal.role or "no role"
-            raise PermissionDenied(f"needs role {roles} for {short}; {principal.describe()} is {held}")
+            held = f"is {principal.role}" if principal.role else "has no role"
+            raise PermissionDenied(f"needs role {roles} for {short}; {principal.describe()} {held}")
         return principal
 
     # --- the audit trail --------------------------------------------------------------------------
