@@ -319,3 +319,39 @@ async def test_whoami_and_the_persisted_records_survive_a_restart(secured: Secur
     assert "kept" in [n.name for n in access.namespaces]
     assert [(c.name, c.reason) for c in access.revoked_certs] == [("agent-7", "stolen laptop")]
     assert any(t.role == "admin" for t in access.tokens)
+
+
+class _EchoGateway(agent_pb2_grpc.AgentGatewayServicer):  # type: ignore[misc]
+    """Answers each stream with who it runs as, in the handler and in a task the handler starts."""
+
+    async def Connect(self, requests: Any, context: Any) -> AsyncIterator[agent_pb2.ControllerMessage]:
+        from corral.controller.rpc.identity import current_principal
+
+        async def in_a_task() -> str:
+            return current_principal().name
+
+        yield agent_pb2.ControllerMessage(welcome=agent_pb2.Welcome(agent_id=current_principal().name))
+        yield agent_pb2.ControllerMessage(welcome=agent_pb2.Welcome(agent_id=await asyncio.create_task(in_a_task())))
+
+
+async def test_streams_run_as_their_principal(secured: Secured) -> None:
+    from corral.controller.rpc.auth import AuthInterceptor
+    from corral.controller.rpc.errors import ErrorInterceptor
+
+    join, _ = await secured.token("agent")
+    joined = await secured.gateway.Join(agent_pb2.JoinRequest(join_token=join, name="echo-agent"))
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(), AuthInterceptor(secured.runtime, enabled=True)])
+    agent_pb2_grpc.add_AgentGatewayServicer_to_server(_EchoGateway(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream = agent_pb2_grpc.AgentGatewayStub(channel).Connect(metadata=md(joined.credential))
+            names = [message.welcome.agent_id async for message in stream]
+            assert names == ["echo-agent", "echo-agent"]
+            refused = agent_pb2_grpc.AgentGatewayStub(channel).Connect(metadata=secured.root)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                _ = [m async for m in refused]
+            assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED  # an admin is no agent
+    finally:
+        await server.stop(0)
