@@ -12,9 +12,9 @@ import math
 import re
 from typing import Any
 
-from corral.controller.core.access import AccessState, Namespace, RevokedCert, TokenRecord
+from corral.controller.core.access import Namespace, RevokedCert, TokenRecord
 from corral.controller.core.machine import Machine
-from corral.controller.errors import FailedPrecondition, InvalidArgument
+from corral.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from corral.controller.rpc import wire
 from corral.controller.rpc.identity import current_principal
 from corral.controller.rpc.lookup import resolve
@@ -63,7 +63,8 @@ def token_info(token: TokenRecord) -> pb.TokenInfo:
     )
 
 
-def _namespaces(request: pb.CreateTokenRequest, access: AccessState) -> tuple[str, ...]:
+def _requested_scope(request: pb.CreateTokenRequest) -> tuple[str, ...]:
+    """The namespaces a new token will cover (empty: every namespace); names checked, not existence."""
     given = list(request.namespaces)
     if given == [_ALL]:
         return ()
@@ -72,7 +73,6 @@ def _namespaces(request: pb.CreateTokenRequest, access: AccessState) -> tuple[st
         return () if request.role in ("admin", "operator") else ("default",)
     for i, namespace in enumerate(given):
         _name(namespace, f"namespaces[{i}]", "a namespace")
-        access.namespace(namespace)
     return tuple(dict.fromkeys(given))
 
 
@@ -105,7 +105,9 @@ def create_token(
 ) -> TokenRecord:
     """The command that stores a new token (validated request, hash made at the edge)."""
     access = machine.access
-    namespaces = _namespaces(request, access)
+    namespaces = _requested_scope(request)
+    for namespace in namespaces:
+        access.namespace(namespace)  # NOT_FOUND, with the command that creates it
     join = request.role == "agent"
     record = TokenRecord(
         id=new_token_id(),
@@ -144,7 +146,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         _check_token_request(request)
         text = new_token()
         token_hash = hash_token(text)
-        created_by = current_principal().describe()
+        principal = current_principal()
+        created_by = principal.describe()
+
+        # An admin limited to some namespaces hands out nothing wider than itself.
+        wanted = _requested_scope(request)
+        if principal.namespaces and (not wanted or not all(principal.covers(n) for n in wanted)):
+            raise PermissionDenied(
+                f"{created_by} covers only {', '.join(principal.namespaces)}; it cannot create a token for "
+                f"{', '.join(wanted) or 'every namespace'}"
+            )
 
         def create(machine: Machine, now: float) -> pb.TokenInfo:
             return token_info(create_token(machine, request, token_hash, created_by, now))

@@ -355,3 +355,18 @@ async def test_streams_run_as_their_principal(secured: Secured) -> None:
             assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED  # an admin is no agent
     finally:
         await server.stop(0)
+
+
+async def test_a_namespaced_admin_hands_out_nothing_wider_than_itself(secured: Secured) -> None:
+    await secured.admin.CreateNamespace(admin_pb2.CreateNamespaceRequest(name="team-a"), metadata=secured.root)
+    team_admin, _ = await secured.token("admin", "team-a")
+    ok = await secured.admin.CreateToken(
+        admin_pb2.CreateTokenRequest(role="submitter", namespaces=["team-a"]), metadata=md(team_admin)
+    )
+    assert list(ok.info.namespaces) == ["team-a"]
+    for namespaces in (["default"], ["*"], ["team-a", "default"]):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await secured.admin.CreateToken(
+                admin_pb2.CreateTokenRequest(role="viewer", namespaces=namespaces), metadata=md(team_admin)
+            )
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED, namespaces
