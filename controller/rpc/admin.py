@@ -173,12 +173,29 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return await self.rt.call(listing)
 
     async def RevokeToken(self, request: pb.RevokeTokenRequest, context: Any) -> pb.RevokeTokenResponse:
-        def revoke(machine: Machine, now: float) -> pb.TokenInfo:
+        def revoke(machine: Machine, now: float) -> tuple[pb.TokenInfo, set[str]]:
             access = machine.access
             token = access.tokens[resolve(access.tokens, request.token_id, "token", "token_id")]
-            return token_info(access.revoke_token(token, now))
+            access.revoke_token(token, now)
+            # Agents holding this credential (or one issued with this join token) lose their stream.
+            agents = {
+                t.agent_name for t in access.tokens.values() if t.kind == "agent" and token.id in (t.id, t.parent)
+            }
+            return token_info(token), agents
 
-        return pb.RevokeTokenResponse(info=await self.rt.call(revoke))
+        info, agents = await self.rt.call(revoke)
+        self._disconnect(agents)
+        return pb.RevokeTokenResponse(info=info)
+
+    def _disconnect(self, names: set[str]) -> None:
+        """Close the live streams of these agents (by id or name): a revocation takes effect at once."""
+        if not names:
+            return
+        agents = self.rt.machine.agents
+        for agent_id, session in list(self.rt.sessions.items()):
+            agent = agents.get(agent_id)
+            if agent_id in names or (agent is not None and agent.name in names):
+                session.close()
 
     # --- namespaces -------------------------------------------------------------------------------
 
@@ -268,6 +285,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             return machine.access.revoke_cert(request.name, request.reason, now)
 
         await self.rt.call(revoke)
+        self._disconnect({request.name})
         return pb.RevokeCertificateResponse()
 
     async def ListRevokedCertificates(

@@ -370,3 +370,26 @@ async def test_a_namespaced_admin_hands_out_nothing_wider_than_itself(secured: S
                 admin_pb2.CreateTokenRequest(role="viewer", namespaces=namespaces), metadata=md(team_admin)
             )
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED, namespaces
+
+
+async def test_revoking_closes_live_agent_streams_at_once(secured: Secured) -> None:
+    join, info = await secured.token("agent")
+    joined = await secured.gateway.Join(agent_pb2.JoinRequest(join_token=join, name="live-1"))
+    outgoing: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
+    await outgoing.put(agent_pb2.AgentMessage(hello=agent_pb2.Hello(agent_id="live-1", name="live-1")))
+
+    async def requests() -> AsyncIterator[agent_pb2.AgentMessage]:
+        while True:
+            yield await outgoing.get()
+
+    stream = secured.gateway.Connect(requests(), metadata=md(joined.credential))
+    first = await stream.read()
+    assert first.WhichOneof("kind") == "welcome"
+    await secured.admin.RevokeToken(admin_pb2.RevokeTokenRequest(token_id=info.token_id), metadata=secured.root)
+    async with asyncio.timeout(3.0):  # the stream ends at once, not at the next lease check
+        while (await stream.read()) is not grpc.aio.EOF:
+            pass
+    again = secured.gateway.Connect(requests(), metadata=md(joined.credential))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await again.read()
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
