@@ -247,6 +247,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def DeleteSecret(self, request: pb.DeleteSecretRequest, context: Any) -> pb.DeleteSecretResponse:
         namespace = _name(request.namespace, "namespace", "a namespace")
         name = _name(request.name, "name", "a secret name")
+        require_namespace(current_principal(), namespace)
 
         def delete(machine: Machine, now: float) -> None:
             machine.access.delete_secret(namespace, name)
@@ -256,12 +257,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     async def ListSecrets(self, request: pb.ListSecretsRequest, context: Any) -> pb.ListSecretsResponse:
         namespace = request.namespace and _name(request.namespace, "namespace", "a namespace")
+        principal = current_principal()
+        if namespace:
+            require_namespace(principal, namespace)
 
         def listing(machine: Machine, now: float) -> pb.ListSecretsResponse:
             if namespace:
                 machine.access.namespace(namespace)
             stored = machine.access.secrets
-            chosen = sorted(key for key in stored if not namespace or key[0] == namespace)
+            chosen = sorted(k for k in stored if (k[0] == namespace if namespace else principal.covers(k[0])))
             return pb.ListSecretsResponse(
                 secrets=[
                     pb.SecretInfo(namespace=ns, name=name, updated_at=wire.timestamp(stored[(ns, name)].updated_at))
