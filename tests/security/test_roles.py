@@ -303,3 +303,20 @@ def test_agents_may_only_connect(auth: Auth) -> None:
         cluster.ListAgents(agent_pb2.ListAgentsRequest(), metadata=auth.md(joined.credential), timeout=10)
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "agents may only call AgentGateway/Connect" in caught.value.details()
+
+
+def test_reflection_needs_any_valid_credential(auth: Auth) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    reflect = auth.channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    with pytest.raises(grpc.RpcError) as anonymous:
+        list(reflect(iter([request]), timeout=10))
+    assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    (answer,) = list(reflect(iter([request]), metadata=auth.md(auth.token("worker")), timeout=10))
+    names = {s.name for s in answer.list_services_response.service}
+    assert "corral.v1.Admin" in names and "corral.v1.Orchestrator" in names
