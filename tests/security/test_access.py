@@ -393,3 +393,12 @@ async def test_revoking_closes_live_agent_streams_at_once(secured: Secured) -> N
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await again.read()
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_malformed_namespace_is_invalid_not_missing(secured: Secured) -> None:
+    for namespace in ("bad name", "x" * 10_000, "-lead"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _start(secured, secured.root, {}, namespace=namespace)
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert [field for field, _ in bad_request(caught.value)] == ["spec.namespace"]
+        assert len(caught.value.details() or "") < 1000
