@@ -157,10 +157,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         short = permissions.short_method(method)
         if permission is None:
             raise PermissionDenied(f"{short} has no entry in the permission table; nobody may call it")
-        if permission == permissions.AUTHENTICATED:
-            return principal
         if principal.kind == "agent" and permission != permissions.CONNECT:
             raise PermissionDenied(f"agents may only call AgentGateway/Connect, not {short}; {principal.describe()}")
+        if permission == permissions.AUTHENTICATED:
+            return principal
         if not permissions.allowed(principal.role, permission):
             roles = " or ".join(permissions.roles_with(permission))
             held = f"is {principal.role}" if principal.role else "has no role"
@@ -171,6 +171,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _audit(self, principal: Principal, method: str, request: Any, response: Any, code: str) -> None:
         target, namespace = audit_target(request, response)
+        if not namespace and target:
+            # A call naming a workflow or task by id: record the namespace it lives in.
+            machine = self.rt.machine
+            found = machine.workflows.get(target) or machine.tasks.get(target)
+            namespace = found.namespace if found is not None else ""
         entry = AuditEntry(
             at=self.rt.clock(),
             principal=principal.describe(),

@@ -290,7 +290,7 @@ async def test_mutations_are_audited_with_who_what_and_outcome(secured: Secured)
         (f"token:{info.token_id}", "CancelWorkflow", workflow_id, "OK"),
         (f"token:{viewer_info.token_id}", "CancelWorkflow", workflow_id, "PERMISSION_DENIED"),
     ]
-    assert all(r.namespace for r in records[:1]) and records[0].role == "submitter"
+    assert [r.namespace for r in records] == ["default"] * 3 and records[0].role == "submitter"
     only = await secured.admin.ListAudit(
         admin_pb2.ListAuditRequest(principal=f"token:{viewer_info.token_id}"), metadata=secured.root
     )
