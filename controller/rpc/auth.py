@@ -169,13 +169,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     # --- the audit trail --------------------------------------------------------------------------
 
-    def _audit(self, principal: Principal, method: str, request: Any, response: Any, code: str) -> None:
+    def _where(self, request: Any, response: Any = None) -> tuple[str, str]:
         target, namespace = audit_target(request, response)
         if not namespace and target:
             # A call naming a workflow or task by id: record the namespace it lives in.
             machine = self.rt.machine
             found = machine.workflows.get(target) or machine.tasks.get(target)
             namespace = found.namespace if found is not None else ""
+        return target, namespace
+
+    def _audit(self, principal: Principal, method: str, request: Any, response: Any, code: str) -> None:
+        target, namespace = self._where(request, response)
         entry = AuditEntry(
             at=self.rt.clock(),
             principal=principal.describe(),
@@ -190,7 +194,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _refused(self, method: str, request: Any, exc: Exception, principal: Principal | None) -> None:
         """A call stopped at the door. Only authenticated callers are stored (anonymous ones could
         fill the database); every refusal of a mutating call is logged."""
-        target, namespace = audit_target(request)
+        target, namespace = self._where(request)
         who = principal or ANONYMOUS
         entry = AuditEntry(
             self.rt.clock(), who.describe(), who.role, method, target, namespace, code_name(exc), str(exc)[:256]
