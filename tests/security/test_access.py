@@ -402,3 +402,31 @@ async def test_a_malformed_namespace_is_invalid_not_missing(secured: Secured) ->
         assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert [field for field, _ in bad_request(caught.value)] == ["spec.namespace"]
         assert len(caught.value.details() or "") < 1000
+
+
+async def test_with_auth_off_everyone_is_the_dev_admin_and_still_audited(tmp_path: Path) -> None:
+    runtime = Runtime(SqliteStore(tmp_path / "c.db"), encode_actions=deliver)
+    await runtime.start()
+    server = await build_server(runtime, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            admin = admin_pb2_grpc.AdminStub(channel)
+            who = await admin.WhoAmI(admin_pb2.WhoAmIRequest())
+            assert (who.principal, who.role, who.auth_enabled) == ("dev", "admin", False)
+            await admin.CreateNamespace(admin_pb2.CreateNamespaceRequest(name="dev-ns"))
+            with pytest.raises(grpc.aio.AioRpcError) as no_key:
+                await admin.SetSecret(admin_pb2.SetSecretRequest(namespace="dev-ns", name="s", value=b"v"))
+            assert no_key.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert "--secret-key-file" in (no_key.value.details() or "")
+            records: list[admin_pb2.AuditRecord] = []
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline and len(records) < 2:
+                records = list((await admin.ListAudit(admin_pb2.ListAuditRequest())).records)
+                await asyncio.sleep(0.02)
+            assert [(r.principal, r.method.rsplit("/", 1)[1], r.code) for r in records] == [
+                ("dev", "CreateNamespace", "OK"),
+                ("dev", "SetSecret", "FAILED_PRECONDITION"),
+            ]
+    finally:
+        await server.stop(0)
+        await runtime.stop()
