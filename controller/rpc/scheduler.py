@@ -84,10 +84,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return pb.GetNextTaskResponse(found=True, assignment=wire.assignment_to_proto(assignment))
 
     async def _report(self, event: ev.AttemptFinished) -> TaskState:
+        principal = current_principal()
+
         def apply(machine: Machine, now: float) -> TaskState:
             attempt = machine.attempts.get(event.attempt_id)
             if attempt is None:
                 raise NotFound(f"attempt {event.attempt_id!r} not found")
+            require_namespace(principal, machine.tasks[attempt.task_id].namespace)
             if not machine.finished(event, now):
                 raise FailedPrecondition(
                     f"attempt {event.attempt_id} is {attempt.state} and held by {attempt.agent_id!r}; "

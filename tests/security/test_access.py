@@ -430,3 +430,24 @@ async def test_with_auth_off_everyone_is_the_dev_admin_and_still_audited(tmp_pat
     finally:
         await server.stop(0)
         await runtime.stop()
+
+
+async def test_a_worker_cannot_report_on_another_namespaces_attempt(secured: Secured) -> None:
+    await secured.admin.CreateNamespace(admin_pb2.CreateNamespaceRequest(name="team-a"), metadata=secured.root)
+    await _start(secured, secured.root, {}, namespace="team-a")
+    team_worker, _ = await secured.token("worker", "team-a")
+    request = scheduler_pb2.GetNextTaskRequest(worker_id="w-a", agent_types=["shell"], wait_s=1)
+    pulled = await secured.scheduler.GetNextTask(request, metadata=md(team_worker))
+    assert pulled.found
+    outsider, _ = await secured.token("worker", "default")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await secured.scheduler.CompleteTask(
+            scheduler_pb2.CompleteTaskRequest(attempt_id=pulled.assignment.attempt_id, worker_id="w-a"),
+            metadata=md(outsider),
+        )
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    done = await secured.scheduler.CompleteTask(
+        scheduler_pb2.CompleteTaskRequest(attempt_id=pulled.assignment.attempt_id, worker_id="w-a"),
+        metadata=md(team_worker),
+    )
+    assert done.accepted
