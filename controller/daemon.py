@@ -14,10 +14,13 @@ import signal
 import sys
 from pathlib import Path
 
+from corral.controller.access_boot import bootstrap_admin_token, prune_audit_forever, use_secret_box
 from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
+from corral.controller.durations import parse_duration
 from corral.controller.rpc.gateway import deliver
 from corral.controller.runtime import Runtime
+from corral.controller.secretbox import SecretBox
 from corral.controller.server import build_server
 from corral.controller.store.base import Store
 from corral.controller.store.memory import MemoryStore
@@ -51,7 +54,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL grace for cancels")
     parser.add_argument("--prefetch", type=int, default=1, help="attempts queued per agent beyond its slots")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--auth", action="store_true", help="authenticate every call (bearer tokens); always on with TLS"
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=None,
+        help="where the first admin token is written on a first start with auth (default: admin.token next to --db)",
+    )
+    parser.add_argument(
+        "--secret-key-file", type=Path, default=None, help="Fernet key for task secrets (created 0600 if missing)"
+    )
+    parser.add_argument("--audit-retain", default="90d", help="keep audit records this long (e.g. 90d, 12h)")
     args = parser.parse_args(argv)
+    try:
+        args.audit_retain_s = parse_duration(args.audit_retain)
+    except ValueError as exc:
+        parser.error(f"--audit-retain: {exc}")
     for name in ("heartbeat_interval", "lease", "adopt_grace", "reconnect_grace", "kill_grace"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
@@ -98,8 +118,16 @@ def private_dir(directory: Path) -> None:
 async def serve(args: argparse.Namespace) -> int:
     store, where = _store(args)
     runtime = Runtime(store, _config(args), encode_actions=deliver)
+    box = SecretBox.from_key_file(args.secret_key_file) if args.secret_key_file else None
     await runtime.start()
-    server = await build_server(runtime, args.listen)
+    use_secret_box(runtime, box)
+    # TLS (when the controller serves it) turns auth on as well: `auth = args.auth or tls_enabled`.
+    auth = bool(args.auth)
+    if auth:
+        token_file = args.admin_token_file or _default_token_file(args, where)
+        await bootstrap_admin_token(runtime, token_file)
+    pruner = asyncio.ensure_future(prune_audit_forever(runtime, args.audit_retain_s))
+    server = await build_server(runtime, args.listen, auth=auth, secret_box=box)
     host = args.listen.rsplit(":", 1)[0]
     address = f"{host}:{server.port}"
     if args.address_file:
@@ -113,9 +141,17 @@ async def serve(args: argparse.Namespace) -> int:
     failed = asyncio.ensure_future(_wait_failure(runtime))
     await asyncio.wait([asyncio.ensure_future(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
+    pruner.cancel()
     await server.stop(1.0)
     await runtime.stop()
     return 1 if runtime.failure is not None else 0
+
+
+def _default_token_file(args: argparse.Namespace, where: str) -> Path:
+    """``admin.token`` next to the database (in the state directory for --memory)."""
+    if args.memory:
+        return default_db_path().parent / "admin.token"
+    return Path(where).parent / "admin.token"
 
 
 async def _wait_failure(runtime: Runtime) -> None:

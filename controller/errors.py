@@ -16,7 +16,9 @@ __all__ = [
     "FieldViolation",
     "InvalidArgument",
     "NotFound",
+    "PermissionDenied",
     "ResourceExhausted",
+    "Unauthenticated",
     "clip",
 ]
 
@@ -75,3 +77,11 @@ class AlreadyExists(CorralError):
 
 class ResourceExhausted(CorralError):
     """A size or rate limit was exceeded."""
+
+
+class Unauthenticated(CorralError):
+    """No credentials, or credentials that are unknown, expired or revoked."""
+
+
+class PermissionDenied(CorralError):
+    """The caller is known but its role or namespaces do not allow this."""

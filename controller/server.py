@@ -6,14 +6,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from corral.controller.rpc.admin import AdminService
+from corral.controller.rpc.auth import AuthInterceptor
 from corral.controller.rpc.cluster import ClusterService
 from corral.controller.rpc.errors import ErrorInterceptor
 from corral.controller.rpc.gateway import AgentGatewayService
 from corral.controller.rpc.orchestrator import OrchestratorService
 from corral.controller.rpc.scheduler import SchedulerService
 from corral.controller.runtime import Runtime
+from corral.controller.secretbox import SecretBox
 from corral.controller.spec import Limits
 from corral.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
     orchestrator_pb2,
@@ -29,6 +34,7 @@ SERVICE_NAMES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
 
 # Agents ping every 5 s (DESIGN.md §5); the server must allow that or it answers GOAWAY
@@ -58,13 +64,23 @@ class Server:
         await self.grpc.stop(grace)
 
 
-async def build_server(runtime: Runtime, listen: str) -> Server:
-    """Bind ``listen`` (host:port, port 0 for any), register every service and start serving."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+async def build_server(
+    runtime: Runtime, listen: str, *, auth: bool = False, secret_box: SecretBox | None = None
+) -> Server:
+    """Bind ``listen`` (host:port, port 0 for any), register every service and start serving.
+
+    ``auth`` turns on authentication and authorization of every call (except grpc health); the
+    daemon turns it on with ``--auth`` and whenever it serves TLS. Off, every caller is the dev
+    admin (the plaintext loopback default of ``corral dev``).
+    """
+    # The error interceptor is outermost, so the auth interceptor's refusals become status codes.
+    interceptors = [ErrorInterceptor(), AuthInterceptor(runtime, enabled=auth)]
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(runtime), server)
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(runtime), server)
     agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayService(runtime), server)
     agent_pb2_grpc.add_ClusterServicer_to_server(ClusterService(runtime), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(runtime, auth_enabled=auth, box=secret_box), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)

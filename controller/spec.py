@@ -234,11 +234,23 @@ class TaskSpec(_Strict):
         return json.dumps(self.payload, separators=(",", ":")).encode()
 
 
+def _env_value(value: Any) -> bool:
+    """A plain string, or a reference to a secret of the workflow's namespace."""
+    if isinstance(value, str):
+        return True
+    return (
+        isinstance(value, dict)
+        and list(value) == ["secret"]
+        and isinstance(value["secret"], str)
+        and 0 < len(value["secret"]) <= 128
+    )
+
+
 def _check_env_cwd(payload: Mapping[str, Any]) -> None:
     env = payload.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise ValueError("payload.env must map strings to strings")
-    if any("\x00" in k or "\x00" in v for k, v in env.items()):
+    if not isinstance(env, dict) or not all(isinstance(k, str) and _env_value(v) for k, v in env.items()):
+        raise ValueError('payload.env must map strings to strings or to {"secret": NAME}')
+    if any("\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in env.items()):
         raise ValueError("payload.env must not contain NUL")
     cwd = payload.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
@@ -254,6 +266,7 @@ class WorkflowHeader(_Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     labels: dict[Name, LabelValue] = Field(default_factory=dict, max_length=Limits.max_labels)
     priority: int | None = Field(None, ge=0, le=100, description="default priority of its tasks")
+    namespace: Name | None = Field(None, description='where it lives (default "default"); the token must cover it')
 
     @field_validator("metadata")
     @classmethod

@@ -37,12 +37,13 @@ def test_every_service_in_the_contract_is_served() -> None:
 
 def test_no_rpc_is_left_unimplemented() -> None:
     """Every method of every generated servicer base is overridden (none answers UNIMPLEMENTED)."""
+    from corral.controller.rpc.admin import AdminService
     from corral.controller.rpc.cluster import ClusterService
     from corral.controller.rpc.gateway import AgentGatewayService
     from corral.controller.rpc.orchestrator import OrchestratorService
     from corral.controller.rpc.scheduler import SchedulerService
 
-    for service in (OrchestratorService, SchedulerService, AgentGatewayService, ClusterService):
+    for service in (OrchestratorService, SchedulerService, AgentGatewayService, ClusterService, AdminService):
         (base,) = service.__bases__
         rpcs = [name for name in vars(base) if name[0].isupper()]
         assert rpcs, base

@@ -137,7 +137,8 @@ def call(address: str, action: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``action`` with a connected client; turn SDK errors into one message and an exit code."""
 
     async def main() -> T:
-        async with Client(address) as client:
+        # The token comes from $CORRAL_TOKEN here; the TLS work adds --token and the certificate flags.
+        async with Client(address, token=os.environ.get("CORRAL_TOKEN") or None) as client:
             return await action(client)
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import cluster, daemons, run, tasks, workflows
+from corral.controller.cli import admin, cluster, daemons, run, tasks, workflows
 
 __all__ = ["app", "main"]
 
@@ -54,6 +54,15 @@ app.command("logs", rich_help_panel=_TASKS)(tasks.logs)
 
 app.command("agents", rich_help_panel=_CLUSTER)(cluster.agents)
 app.command("drain", rich_help_panel=_CLUSTER)(cluster.drain)
+
+_ACCESS = "Access"
+app.add_typer(admin.token_app, name="token", rich_help_panel=_ACCESS)
+app.add_typer(admin.namespace_app, name="namespace", rich_help_panel=_ACCESS)
+app.add_typer(admin.secret_app, name="secret", rich_help_panel=_ACCESS)
+app.command("audit", rich_help_panel=_ACCESS)(admin.audit)
+app.command("whoami", rich_help_panel=_ACCESS)(admin.whoami)
+# `corral certs revoke` once the certs group exists; until then a command of its own.
+app.command("revoke-cert", rich_help_panel=_ACCESS)(admin.certs_revoke)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from corral.controller.cli.admin import NamespaceOption, resolve_namespace
 from corral.controller.cli.common import (
     DEFAULT,
     EXIT_ERROR,
@@ -191,6 +192,7 @@ def run(
         ),
     ] = 10.0,
     idempotency_key: Annotated[str, typer.Option("--idempotency-key", help="Make the submission safe to retry.")] = "",
+    namespace: NamespaceOption = "",
     output: OutputOption = OutputFormat.table,
     address: AddressOption = DEFAULT,
 ) -> None:
@@ -204,7 +206,9 @@ def run(
     show_progress = not output.structured and sys.stdout.isatty() and stderr.is_terminal
 
     async def action(client: Client) -> Outcome | str:
-        submission = await client.submit(spec, start=True, idempotency_key=idempotency_key)
+        submission = await client.submit(
+            spec, start=True, idempotency_key=idempotency_key, namespace=resolve_namespace(namespace, spec.namespace)
+        )
         if detach:
             return submission.workflow_id
         if not output.structured:

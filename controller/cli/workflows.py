@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from corral.controller.cli.admin import NamespaceOption, resolve_namespace
 from corral.controller.cli.common import (
     DEFAULT,
     AddressOption,
@@ -36,13 +37,15 @@ def submit(
     idempotency_key: Annotated[
         str, typer.Option("--idempotency-key", help="Resubmitting with the same key returns the first workflow.")
     ] = "",
+    namespace: NamespaceOption = "",
     address: AddressOption = DEFAULT,
 ) -> None:
     """Submit a workflow file and print its id (use `corral run` to follow it)."""
     spec = load_spec(file)
+    target = resolve_namespace(namespace, spec.namespace)
 
     async def action(client: Client) -> Submission:
-        return await client.submit(spec, start=start, idempotency_key=idempotency_key)
+        return await client.submit(spec, start=start, idempotency_key=idempotency_key, namespace=target)
 
     print(call(address, action).workflow_id)
 
@@ -76,7 +79,7 @@ def status(
     JSON fields: workflow_id, name, state, task_total, task_counts (state -> count), tasks[] (task_id,
     name, workflow_id, state, agent_type, priority, attempts, retries_used, attempt_id, agent_id, result,
     error, exit_code, waiting_reason, unschedulable, dependencies, created_at, started_at, finished_at),
-    error, metadata, labels, created_at, started_at, finished_at.
+    error, metadata, labels, created_at, started_at, finished_at, namespace.
     """
 
     async def action(client: Client) -> WorkflowStatus:
@@ -93,16 +96,23 @@ def list_(
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Only workflows whose name starts with this.")] = "",
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="Only this namespace (default: `corral namespace set`, else all yours).")
+    ] = "",
     output: OutputOption = OutputFormat.table,
     address: AddressOption = DEFAULT,
 ) -> None:
     """List workflows, newest first.
 
-    JSON: a list of {workflow_id, name, state, task_total, task_counts, created_at, started_at, finished_at}.
+    JSON: a list of {workflow_id, name, state, task_total, task_counts, created_at, started_at, finished_at,
+    namespace}.
     """
 
     async def action(client: Client) -> tuple[WorkflowSummary, ...]:
-        return (await client.list_workflows(states=state, name_prefix=name, limit=limit)).workflows
+        page = await client.list_workflows(
+            states=state, name_prefix=name, limit=limit, namespace=resolve_namespace(namespace)
+        )
+        return page.workflows
 
     rows = call(address, action)
     emit([row.to_dict() for row in rows], output, lambda wide: workflows_view(rows, wide))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from corral.controller.core.access import secret_refs
 from corral.controller.core.events import (
     Assign,
     Assignment,
@@ -49,7 +50,25 @@ class AttemptOps(WorkflowOps):
         task.agent_id = agent_id
         self.set_task_state(task, T.ASSIGNED, now)
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
-        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids)
+        refs = secret_refs(task.payload)
+        secrets = self.access.reveal(task.namespace, refs) if refs else {}
+        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets)
+
+    def fails_for_secrets(self, task: Task, now: float) -> bool:
+        """Fail a queued task for good when a secret its env refers to no longer exists."""
+        refs = secret_refs(task.payload)
+        if not refs:
+            return False
+        missing = self.access.missing_secrets(task.namespace, refs)
+        if not missing:
+            return False
+        self.queue.discard(task.id)
+        task.error = f"secret {missing[0]!r} does not exist in namespace {task.namespace!r} (deleted after submission)"
+        task.finished_at = now
+        self.set_task_state(task, T.FAILED, now, task.error)
+        self.skip_descendants(task, now)
+        self.finish_if_done(self.workflows[task.workflow_id], now)
+        return True
 
     def schedule(self, now: float) -> None:
         """Place queued tasks on agents with room, then move prefetched work to idle slots."""
@@ -70,6 +89,8 @@ class AttemptOps(WorkflowOps):
         batches: dict[str, list[Assignment]] = {}
         for placement in placements:
             task = self.tasks[placement.task_id]
+            if self.fails_for_secrets(task, now):
+                continue
             self.queue.discard(task.id)
             gpu_ids = self.views[placement.agent_id].allocate(task.resources)
             batches.setdefault(placement.agent_id, []).append(
@@ -125,6 +146,8 @@ class AttemptOps(WorkflowOps):
     def pull(self, event: PullTask, now: float) -> Assignment | None:
         """Hand the best queued task an external worker can run to it, or None."""
         self.queue.promote(now)
+        chosen: Task | None = None
+        doomed: list[Task] = []  # failed after the scan: the queue must not change while iterated
         for scanned, task_id in enumerate(self.queue.candidates(event.agent_types, now)):
             if scanned >= _MAX_PULL_SCAN:
                 break
@@ -133,6 +156,18 @@ class AttemptOps(WorkflowOps):
                 continue
             if event.capacity is not None and task.resources.shortfall(event.capacity):
                 continue
+            if event.namespaces and task.namespace not in event.namespaces:
+                continue
+            if secret_refs(task.payload) and self.access.missing_secrets(task.namespace, secret_refs(task.payload)):
+                doomed.append(task)
+                continue
+            chosen = task
+            break
+        for task in doomed:
+            self.fails_for_secrets(task, now)
+        if chosen is not None:
+            task = chosen
+            task_id = task.id
             self.queue.discard(task_id)
             assignment = self.dispatch(task, event.worker_id, (), now, pulled=True)
             attempt = self.attempts[assignment.attempt_id]

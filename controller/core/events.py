@@ -174,6 +174,7 @@ class PullTask:
     agent_types: tuple[str, ...]
     labels: Mapping[str, str] = field(default_factory=dict)
     capacity: Resources | None = None  # None: anything
+    namespaces: tuple[str, ...] = ()  # only work of these namespaces (empty: any)
 
 
 Event = (
@@ -204,6 +205,7 @@ class Assignment:
     task: Task
     inputs: Mapping[str, bytes]
     gpu_ids: tuple[int, ...] = ()
+    secrets: Mapping[str, str] = field(default_factory=dict)  # decrypted values its env refers to
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,10 +88,11 @@ class Machine(FleetOps):
     def restore(self, snapshot: Snapshot, now: float) -> None:
         """Rebuild memory from the store. Agents must reconnect; unreported attempts wait for them."""
         self.epoch = int(snapshot.meta.get("session_epoch", "0"))
+        self.access.restore(snapshot.access)
         for workflow in snapshot.workflows:
             self.workflows[workflow.id] = workflow
             if workflow.idempotency_key:
-                self.idempotency[workflow.idempotency_key] = workflow.id
+                self.idempotency[(workflow.namespace, workflow.idempotency_key)] = workflow.id
         for task in snapshot.tasks:
             self.track_task(task)
         self.count_unfinished(self.tasks)

@@ -170,6 +170,7 @@ class Task:
     dependencies: tuple[str, ...] = ()  # task ids in the same workflow
     constraints: Mapping[str, str] = field(default_factory=dict)
     estimated_duration_s: float = 0.0
+    namespace: str = "default"  # the namespace of its workflow
     state: TaskState = TaskState.PENDING
     retries_used: int = 0  # failed attempts that spent a retry
     attempts: int = 0  # attempts made, lost ones included
@@ -199,6 +200,7 @@ class Workflow:
     started_at: float | None = None
     finished_at: float | None = None
     error: str = ""
+    namespace: str = "default"
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from corral.controller.core.access import AccessState
 from corral.controller.core.events import Action, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.model import (
     Agent,
@@ -80,7 +81,8 @@ class MachineState:
         self.dependents: dict[str, list[str]] = {}
         self.unfinished_deps: dict[str, int] = {}
         self.counts: dict[str, Counter[TaskState]] = {}
-        self.idempotency: dict[str, str] = {}
+        self.idempotency: dict[tuple[str, str], str] = {}  # (namespace, key) -> workflow id
+        self.access = AccessState()
         self.queue = ReadyQueue(config.ageing_per_s)
         self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
@@ -175,6 +177,7 @@ class MachineState:
             agents=self._dirty_agents,
             logs=self._logs,
             meta=self._meta,
+            access=self.access.take_changes(),
         )
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._logs, self._meta = [], {}

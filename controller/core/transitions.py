@@ -37,7 +37,8 @@ class IllegalTransition(RuntimeError):
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     # PENDING -> READY: dependencies done and the workflow runs; SKIPPED: an upstream failed.
     T.PENDING: frozenset({T.READY, T.SKIPPED, T.CANCELLED}),
-    T.READY: frozenset({T.ASSIGNED, T.CANCELLED}),
+    # READY -> FAILED: it can never be dispatched (a secret it refers to was deleted).
+    T.READY: frozenset({T.ASSIGNED, T.CANCELLED, T.FAILED}),
     # -> READY: retry after a failure, or requeue after a lost agent / drained attempt.
     T.ASSIGNED: frozenset({T.RUNNING, T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
     T.RUNNING: frozenset({T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),

@@ -27,7 +27,9 @@ class WorkflowOps(MachineState):
     def submit(self, event: SubmitWorkflow, now: float) -> tuple[str, bool]:
         """Store a new workflow; returns ``(workflow id, deduplicated)``."""
         workflow = event.workflow
-        key = workflow.idempotency_key
+        # Raises NotFound (with the command that creates it) before anything changes.
+        self.access.namespace(workflow.namespace)
+        key = (workflow.namespace, workflow.idempotency_key) if workflow.idempotency_key else None
         if key and key in self.idempotency:
             existing = self.workflows[self.idempotency[key]]
             if event.start and existing.state is W.PENDING:

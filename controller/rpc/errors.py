@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 from corral.controller import errors
 
-__all__ = ["ErrorInterceptor", "status_of"]
+__all__ = ["ErrorInterceptor", "code_name", "status_of"]
 
 log = logging.getLogger("corral.controller.rpc")
 
@@ -29,6 +29,8 @@ _CODES: list[tuple[type[errors.CorralError], grpc.StatusCode, int]] = [
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, code_pb2.ALREADY_EXISTS),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, code_pb2.PERMISSION_DENIED),
 ]
 
 
@@ -56,6 +58,16 @@ def _violations(exc: errors.InvalidArgument) -> error_details_pb2.BadRequest:
             break
         request.field_violations.append(item)
     return request
+
+
+def code_name(exc: BaseException) -> str:
+    """The gRPC status code name an exception of a handler ends its call with (for the audit log)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return "ABORTED_BY_HANDLER"
+    for kind, status, _ in _CODES:
+        if isinstance(exc, kind):
+            return str(status.name)
+    return "INTERNAL"
 
 
 def status_of(exc: errors.CorralError) -> grpc.Status:

@@ -19,6 +19,7 @@ from corral.controller.core.machine import Machine
 from corral.controller.core.model import AgentState, AttemptState
 from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import wire
+from corral.controller.rpc.join import join
 from corral.controller.runtime import AgentSession, Runtime
 from corral.controller.spec import Limits
 from corral.controller.store.base import LogChunk
@@ -126,6 +127,10 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
                 gone = ev.AgentGone(session.agent_id, session.epoch)
                 rt.post(lambda m, now: m.gone(gone, now))
             log.info("agent %s stream closed (epoch %d)", session.agent_id, session.epoch)
+
+    async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinResponse:
+        """Exchange a join token for this agent's own credential (see :mod:`join`)."""
+        return await join(self.rt, request)
 
     async def _read(self, requests: AsyncIterator[pb.AgentMessage], session: AgentSession) -> None:
         try:

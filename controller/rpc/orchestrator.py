@@ -14,7 +14,10 @@ from corral.controller.core.model import TaskState, WorkflowEvent
 from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
+from corral.controller.rpc.identity import current_principal
 from corral.controller.rpc.lookup import resolve
+from corral.controller.rpc.scope import require_namespace, visible_task, visible_workflow
+from corral.controller.rpc.secret_refs import check_secret_refs
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
 from corral.v1 import orchestrator_pb2 as pb
@@ -56,11 +59,15 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             request.spec, request.HasField("spec"), self.rt.machine.new_id, idempotency_key=request.idempotency_key
         )
         plan = admitted.plan
+        principal = current_principal()
+        require_namespace(principal, admitted.workflow.namespace)
         event = ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start)
         del admitted  # the records now belong to the event (and soon the machine)
         rt = self.rt
 
         def submit(machine: Machine, now: float) -> tuple[str, bool, asyncio.Future[None] | None]:
+            machine.access.namespace(event.workflow.namespace)  # NOT_FOUND first, with its hint
+            check_secret_refs(machine.access, event.tasks, "spec")
             workflow_id, deduplicated = machine.submit(event, now)
             ended = machine.workflows[workflow_id].state.terminal
             # The waiter is registered in the same tick, so the end cannot slip by unseen.
@@ -94,9 +101,10 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         fields.identifier(request.workflow_id, "workflow_id", "workflow id")
         fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
         rt = self.rt
+        principal = current_principal()
 
         def start(machine: Machine, now: float) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[None] | None]:
-            workflow = machine.workflows[workflow_id_of(machine, request.workflow_id)]
+            workflow = visible_workflow(machine, request.workflow_id, principal)
             # Waiting on a workflow that already ended just returns its result.
             if not (request.wait and workflow.state.terminal):
                 machine.start(workflow.id, now)
@@ -121,8 +129,10 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
     async def CancelWorkflow(self, request: pb.CancelWorkflowRequest, context: Any) -> pb.CancelWorkflowResponse:
         fields.text(request.reason, "reason", _MAX_REASON)
 
+        principal = current_principal()
+
         def cancel(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            workflow_id = workflow_id_of(machine, request.workflow_id)
+            workflow_id = visible_workflow(machine, request.workflow_id, principal).id
             workflow = machine.cancel(ev.CancelWorkflow(workflow_id, request.force, request.reason), now)
             return wire.workflow_status(machine, workflow, False, now)
 
@@ -131,22 +141,28 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
     async def GetWorkflowStatus(
         self, request: pb.GetWorkflowStatusRequest, context: Any
     ) -> pb.GetWorkflowStatusResponse:
+        principal = current_principal()
+
         def status(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            workflow = machine.workflows[workflow_id_of(machine, request.workflow_id)]
+            workflow = visible_workflow(machine, request.workflow_id, principal)
             return wire.workflow_status(machine, workflow, request.include_tasks, now)
 
         return pb.GetWorkflowStatusResponse(status=await self.rt.call(status))
 
     async def PauseWorkflow(self, request: pb.PauseWorkflowRequest, context: Any) -> pb.PauseWorkflowResponse:
+        principal = current_principal()
+
         def pause(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            workflow = machine.pause(workflow_id_of(machine, request.workflow_id), now)
+            workflow = machine.pause(visible_workflow(machine, request.workflow_id, principal).id, now)
             return wire.workflow_status(machine, workflow, False, now)
 
         return pb.PauseWorkflowResponse(status=await self.rt.call(pause))
 
     async def ResumeWorkflow(self, request: pb.ResumeWorkflowRequest, context: Any) -> pb.ResumeWorkflowResponse:
+        principal = current_principal()
+
         def resume(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            workflow = machine.resume(workflow_id_of(machine, request.workflow_id), now)
+            workflow = machine.resume(visible_workflow(machine, request.workflow_id, principal).id, now)
             return wire.workflow_status(machine, workflow, False, now)
 
         return pb.ResumeWorkflowResponse(status=await self.rt.call(resume))
@@ -165,12 +181,18 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             if state not in wire.WORKFLOW_STATE_FROM_PB:
                 raise InvalidArgument.field(f"states[{i}]", f"unknown workflow state {state}")
             states.add(wire.WORKFLOW_STATE_FROM_PB[state])
+        principal = current_principal()
+        namespace = request.namespace
+        if namespace:
+            require_namespace(principal, namespace)
 
         def listing(machine: Machine, now: float) -> pb.ListWorkflowsResponse:
             chosen = [
                 w
                 for w in machine.workflows.values()
-                if (not states or w.state in states) and w.name.startswith(request.name_prefix)
+                if (not states or w.state in states)
+                and w.name.startswith(request.name_prefix)
+                and (w.namespace == namespace if namespace else principal.covers(w.namespace))
             ]
             chosen.sort(key=lambda w: (-w.created_at, w.id))
             page = chosen[offset : offset + limit]
@@ -185,11 +207,12 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         if request.after_seq < 0:
             raise InvalidArgument.field("after_seq", "must be >= 0")
         rt = self.rt
+        principal = current_principal()
 
         def subscribe(
             machine: Machine, now: float
         ) -> tuple[str, list[WorkflowEvent], asyncio.Queue[WorkflowEvent | None] | None]:
-            workflow = machine.workflows[workflow_id_of(machine, request.workflow_id)]
+            workflow = visible_workflow(machine, request.workflow_id, principal)
             # The current state first, as events, so a late watcher sees the whole picture.
             snapshot = [WorkflowEvent(0, now, workflow.id, workflow.state, message="current state")]
             for task_id in workflow.task_ids:
@@ -236,9 +259,10 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(plan))
         if request.WhichOneof("source") != "workflow_id":
             raise InvalidArgument.field("source", "give a workflow_id or a spec")
+        principal = current_principal()
 
         def stored(machine: Machine, now: float) -> tuple[list[str], list[list[str]], list[float]]:
-            workflow = machine.workflows[workflow_id_of(machine, request.workflow_id)]
+            workflow = visible_workflow(machine, request.workflow_id, principal)
             tasks = [machine.tasks[t] for t in workflow.task_ids]
             return (
                 [t.name for t in tasks],
@@ -247,7 +271,8 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             )
 
         cached = self._plans.get(request.workflow_id)
-        if cached is not None:
+        known = self.rt.machine.workflows.get(request.workflow_id)
+        if cached is not None and known is not None and principal.covers(known.namespace):
             return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(cached))
         names, deps, durations = await self.rt.call(stored)
         return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(analyze(names, deps, durations)))
@@ -258,9 +283,10 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
                 raise InvalidArgument.field(name, f"must be between 0 and {_MAX_OFFSET}")
         fields.optional_id(request.attempt_id, "attempt_id", "attempt id")
         store = self.rt.store
+        principal = current_principal()
 
         def logs(machine: Machine, now: float) -> pb.GetTaskLogsResponse:
-            task = machine.tasks[resolve(machine.tasks, request.task_id, "task", "task_id")]
+            task = visible_task(machine, request.task_id, principal)
             attempt_id = request.attempt_id or task.current_attempt_id or ""
             attempt = machine.attempts.get(attempt_id)
             if attempt is None or attempt.task_id != task.id:

@@ -10,7 +10,9 @@ from corral.controller.core.model import AttemptState, TaskState
 from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound, clip
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit, admit_task
-from corral.controller.rpc.lookup import resolve
+from corral.controller.rpc.identity import Principal, current_principal
+from corral.controller.rpc.scope import require_namespace, visible_task
+from corral.controller.rpc.secret_refs import check_secret_refs
 from corral.controller.rpc.wire_spec import decode_json_field
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
@@ -26,6 +28,13 @@ def _worker_id(value: str) -> str:
     return fields.identifier(value, "worker_id", "worker id")
 
 
+def _standalone_namespace(principal: Principal) -> str:
+    """ScheduleTask names no namespace: "default", or the caller's only namespace when it has one."""
+    if len(principal.namespaces) == 1:
+        return principal.namespaces[0]
+    return "default"
+
+
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -36,9 +45,19 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             request.task, request.HasField("task"), self.rt.machine.new_id, idempotency_key=request.idempotency_key
         )
         task_id = admitted.tasks[0].id
-        workflow_id, deduplicated = await self.rt.handle(
-            ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=True)
-        )
+        principal = current_principal()
+        namespace = _standalone_namespace(principal)
+        require_namespace(principal, namespace)
+        admitted.workflow.namespace = namespace
+        for task in admitted.tasks:
+            task.namespace = namespace
+        event = ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=True)
+
+        def submit(machine: Machine, now: float) -> tuple[str, bool]:
+            check_secret_refs(machine.access, event.tasks, "task")
+            return machine.submit(event, now)
+
+        workflow_id, deduplicated = await self.rt.call(submit)
         if deduplicated:  # the first submission with this key stands
 
             def first_task(machine: Machine, now: float) -> str:
@@ -56,17 +75,20 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         fields.check_labels(labels, "labels")
         fields.seconds(request.wait_s, "wait_s", _MAX_WAIT_S)
         capacity = fields.check_resources(request.capacity, "capacity") if request.HasField("capacity") else None
-        event = ev.PullTask(worker, tuple(request.agent_types), labels, capacity)
+        event = ev.PullTask(worker, tuple(request.agent_types), labels, capacity, current_principal().namespaces)
         assignment = await self.rt.pull(event, request.wait_s)
         if assignment is None:
             return pb.GetNextTaskResponse(found=False)
         return pb.GetNextTaskResponse(found=True, assignment=wire.assignment_to_proto(assignment))
 
     async def _report(self, event: ev.AttemptFinished) -> TaskState:
+        principal = current_principal()
+
         def apply(machine: Machine, now: float) -> TaskState:
             attempt = machine.attempts.get(event.attempt_id)
             if attempt is None:
                 raise NotFound(f"attempt {clip(event.attempt_id)!r} not found")
+            require_namespace(principal, machine.tasks[attempt.task_id].namespace)
             if not machine.finished(event, now):
                 raise FailedPrecondition(
                     f"attempt {clip(event.attempt_id)} is {attempt.state} and held by {clip(attempt.agent_id)!r}; "
@@ -109,8 +131,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         )
 
     async def ExplainTask(self, request: pb.ExplainTaskRequest, context: Any) -> pb.ExplainTaskResponse:
+        principal = current_principal()
+
         def explain(machine: Machine, now: float) -> pb.ExplainTaskResponse:
-            task = machine.tasks[resolve(machine.tasks, request.task_id, "task", "task_id")]
+            task = visible_task(machine, request.task_id, principal)
             why = machine.explain(task.id, now)
             return pb.ExplainTaskResponse(
                 task=wire.task_status(machine, task, why.reason, why.unschedulable),

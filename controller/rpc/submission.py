@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from corral.controller.core.access import DEFAULT_NAMESPACE
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
@@ -40,8 +41,9 @@ def _task_ids(count: int) -> list[str]:
 class _Records:
     """Builds task records, sharing one Resources object among tasks that need the same."""
 
-    def __init__(self, workflow_id: str, default_priority: int | None) -> None:
+    def __init__(self, workflow_id: str, default_priority: int | None, namespace: str) -> None:
         self.workflow_id = workflow_id
+        self.namespace = namespace
         self.default_priority = 50 if default_priority is None else default_priority
         self._resources: dict[tuple[float, int, int, int, int], Resources] = {}
 
@@ -69,6 +71,7 @@ class _Records:
             dependencies=tuple(spec.dependencies),  # names for now; see _resolve
             constraints=dict(spec.constraints) if spec.constraints else _NO_CONSTRAINTS,
             estimated_duration_s=spec.estimated_duration,
+            namespace=self.namespace,
         )
 
 
@@ -91,6 +94,7 @@ def _workflow(
         labels=dict(header.labels),
         idempotency_key=idempotency_key or None,
         standalone=standalone,
+        namespace=header.namespace or DEFAULT_NAMESPACE,
     )
 
 
@@ -112,6 +116,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         violations.extend(exc.violations)
     if message.HasField("priority"):
         data["priority"] = message.priority
+    if message.namespace:
+        data["namespace"] = message.namespace
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:
@@ -139,7 +145,9 @@ def admit_workflow(
         violations.append(FieldViolation("tasks", "a workflow needs at least one task"))
     header = _header(message, violations)
     workflow_id = "wf-" + make_id()
-    records = _Records(workflow_id, header.priority if header else None)
+    records = _Records(
+        workflow_id, header.priority if header else None, (header.namespace if header else None) or DEFAULT_NAMESPACE
+    )
     ids = _task_ids(count)
     tasks: list[Task] = []
     for index, task_message in enumerate(message.tasks):

@@ -191,6 +191,8 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         inputs_json=dict(assignment.inputs),
         gpu_ids=assignment.gpu_ids,
         attempt_number=assignment.attempt_number,
+        secrets=dict(assignment.secrets),
+        namespace=task.namespace,
     )
 
 
@@ -247,6 +249,7 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         metadata_json=workflow.metadata,
         labels=dict(workflow.labels),
         task_total=len(workflow.task_ids),
+        namespace=workflow.namespace,
     )
     if include_tasks:
         tasks = [machine.tasks[t] for t in workflow.task_ids]
@@ -267,6 +270,7 @@ def workflow_summary(machine: Machine, workflow: Workflow) -> pb.WorkflowSummary
         created_at=timestamp(workflow.created_at),
         started_at=timestamp(workflow.started_at),
         finished_at=timestamp(workflow.finished_at),
+        namespace=workflow.namespace,
     )
 
 

@@ -96,6 +96,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
     )
     if spec.priority is not None:
         message.priority = spec.priority
+    if spec.namespace is not None:
+        message.namespace = spec.namespace
     return message
 
 

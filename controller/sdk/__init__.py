@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from corral.controller.sdk.admin_types import (
+    AuditRecord,
+    CreatedToken,
+    Identity,
+    NamespaceInfo,
+    RevokedCertificate,
+    SecretInfo,
+    TokenInfo,
+)
 from corral.controller.sdk.builder import Segment, TaskHandle, TaskOptions, Workflow, as_spec, spec_to_yaml
 from corral.controller.sdk.client import DEFAULT_ADDRESS, Client, default_address
 from corral.controller.sdk.errors import (
@@ -49,23 +58,29 @@ __all__ = [
     "AgentVerdict",
     "AlreadyExistsError",
     "Assignment",
+    "AuditRecord",
     "CancelledError",
     "Client",
     "CorralError",
+    "CreatedToken",
     "DeadlineExceededError",
     "DependencyAnalysis",
     "ExecutionPlan",
     "Explanation",
     "FailOutcome",
     "FailedPreconditionError",
+    "Identity",
     "InvalidArgumentError",
     "Inventory",
     "LogChunk",
+    "NamespaceInfo",
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "Resources",
+    "RevokedCertificate",
     "ScheduledTask",
+    "SecretInfo",
     "Segment",
     "Stage",
     "Submission",
@@ -73,6 +88,7 @@ __all__ = [
     "TaskHandle",
     "TaskOptions",
     "TaskStatus",
+    "TokenInfo",
     "UnauthenticatedError",
     "UnavailableError",
     "Usage",

@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +29,15 @@ from google.protobuf.message import Message
 from pydantic import ValidationError
 
 from corral.controller.rpc.wire_spec import spec_to_proto, task_spec_to_proto
+from corral.controller.sdk.admin_types import (
+    AuditRecord,
+    CreatedToken,
+    Identity,
+    NamespaceInfo,
+    RevokedCertificate,
+    SecretInfo,
+    TokenInfo,
+)
 from corral.controller.sdk.builder import TaskHandle, WorkflowLike, as_spec
 from corral.controller.sdk.errors import (
     DeadlineExceededError,
@@ -54,6 +64,8 @@ from corral.controller.sdk.types import (
 )
 from corral.controller.spec import Limits, TaskSpec, format_loc
 from corral.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     agent_pb2,
     agent_pb2_grpc,
     orchestrator_pb2,
@@ -102,8 +114,8 @@ class Client:
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of
     each unary call in seconds; ``channel`` lets you bring a configured ``grpc.aio.Channel`` (TLS,
-    interceptors), which the client then does not close. ``metadata`` is sent with every call
-    (e.g. ``[("authorization", "Bearer TOKEN")]``).
+    interceptors), which the client then does not close. ``metadata`` is sent with every call;
+    ``token`` adds ``authorization: Bearer TOKEN`` to it.
     """
 
     def __init__(
@@ -114,11 +126,14 @@ class Client:
         connect_timeout: float = 3.0,
         channel: grpc.aio.Channel | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
     ) -> None:
         self.address = address or default_address()
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._metadata = tuple(metadata)
+        if token:
+            self._metadata += (("authorization", f"Bearer {token}"),)
         self._channel = channel
         self._owns_channel = channel is None
         self._ready = False
@@ -181,6 +196,7 @@ class Client:
                 "orchestrator": orchestrator_pb2_grpc.OrchestratorStub,
                 "scheduler": scheduler_pb2_grpc.SchedulerStub,
                 "cluster": agent_pb2_grpc.ClusterStub,
+                "admin": admin_pb2_grpc.AdminStub,
             }
             factory = factories[name]
             stub = self._stubs[name] = factory(self._channel)
@@ -196,14 +212,16 @@ class Client:
 
     # -- Orchestrator --------------------------------------------------------------------------
 
-    async def submit(self, workflow: WorkflowLike, *, start: bool = False, idempotency_key: str = "") -> Submission:
+    async def submit(
+        self, workflow: WorkflowLike, *, start: bool = False, idempotency_key: str = "", namespace: str = ""
+    ) -> Submission:
         """Submit a workflow (a :class:`Workflow` builder, a ``WorkflowSpec`` or a mapping).
 
         With ``start`` it starts at once. Resubmitting with the same ``idempotency_key`` returns the
         first submission (``deduplicated`` is then true).
         """
         request = orchestrator_pb2.SubmitWorkflowRequest(
-            spec=spec_to_proto(as_spec(workflow)), idempotency_key=idempotency_key, start=start
+            spec=_spec(workflow, namespace), idempotency_key=idempotency_key, start=start
         )
         return Submission.from_proto(await self._call("orchestrator", "SubmitWorkflow", request))
 
@@ -237,7 +255,7 @@ class Client:
         return WorkflowResult.from_proto(response.result)
 
     async def execute(
-        self, workflow: WorkflowLike, *, idempotency_key: str = "", timeout: float | None = None
+        self, workflow: WorkflowLike, *, idempotency_key: str = "", timeout: float | None = None, namespace: str = ""
     ) -> WorkflowResult:
         """Submit, start and wait for a workflow in one round trip; returns its :class:`WorkflowResult`.
 
@@ -245,7 +263,7 @@ class Client:
         workflow itself goes on).
         """
         request = orchestrator_pb2.SubmitWorkflowRequest(
-            spec=spec_to_proto(as_spec(workflow)),
+            spec=_spec(workflow, namespace),
             idempotency_key=idempotency_key,
             start=True,
             wait=True,
@@ -284,13 +302,15 @@ class Client:
         name_prefix: str = "",
         limit: int = 100,
         page_token: str = "",
+        namespace: str = "",
     ) -> WorkflowPage:
-        """One page of workflows, newest first; filter by states (``"running"`` ...) and name prefix."""
+        """One page of workflows, newest first; filter by states (``"running"`` ...), name prefix and namespace."""
         request = orchestrator_pb2.ListWorkflowsRequest(
             states=_enum_values(pb.WorkflowState, "WORKFLOW_STATE_", states, "states"),
             name_prefix=name_prefix,
             limit=limit,
             page_token=page_token,
+            namespace=namespace,
         )
         return WorkflowPage.from_proto(await self._call("orchestrator", "ListWorkflows", request))
 
@@ -416,6 +436,95 @@ class Client:
         """Stop assigning work to an agent; its running attempts get ``grace`` seconds (0: the default)."""
         request = agent_pb2.DrainAgentRequest(agent_id=agent_id, grace_s=grace)
         return AgentInfo.from_proto((await self._call("cluster", "DrainAgent", request)).agent)
+
+    # -- Admin ---------------------------------------------------------------------------------
+
+    async def whoami(self) -> Identity:
+        """Who the controller says this client is."""
+        return Identity.from_proto(await self._call("admin", "WhoAmI", admin_pb2.WhoAmIRequest()))
+
+    async def create_token(
+        self,
+        role: str,
+        *,
+        namespaces: Sequence[str] = (),
+        ttl: float = 0.0,
+        description: str = "",
+        name_pattern: str = "",
+        uses: int = 0,
+        labels: Mapping[str, str] | None = None,
+        agent_types: Sequence[str] = (),
+    ) -> CreatedToken:
+        """A new token (admin only). Role ``agent`` makes a join token (pattern, uses, labels, types)."""
+        request = admin_pb2.CreateTokenRequest(
+            role=role,
+            namespaces=list(namespaces),
+            ttl_s=ttl,
+            description=description,
+            name_pattern=name_pattern,
+            uses=uses,
+            labels=dict(labels or {}),
+            agent_types=list(agent_types),
+        )
+        return CreatedToken.from_proto(await self._call("admin", "CreateToken", request))
+
+    async def list_tokens(self, *, include_revoked: bool = False) -> tuple[TokenInfo, ...]:
+        """Every token (never their secrets), oldest first."""
+        request = admin_pb2.ListTokensRequest(include_revoked=include_revoked)
+        return tuple(TokenInfo.from_proto(t) for t in (await self._call("admin", "ListTokens", request)).tokens)
+
+    async def revoke_token(self, token_id: str) -> TokenInfo:
+        """Revoke a token by id or unique prefix; it stops working at once."""
+        request = admin_pb2.RevokeTokenRequest(token_id=token_id)
+        return TokenInfo.from_proto((await self._call("admin", "RevokeToken", request)).info)
+
+    async def create_namespace(self, name: str, *, description: str = "") -> NamespaceInfo:
+        request = admin_pb2.CreateNamespaceRequest(name=name, description=description)
+        return NamespaceInfo.from_proto((await self._call("admin", "CreateNamespace", request)).namespace)
+
+    async def list_namespaces(self) -> tuple[NamespaceInfo, ...]:
+        response = await self._call("admin", "ListNamespaces", admin_pb2.ListNamespacesRequest())
+        return tuple(NamespaceInfo.from_proto(n) for n in response.namespaces)
+
+    async def set_secret(self, namespace: str, name: str, value: str | bytes) -> bool:
+        """Store a secret (encrypted at rest); True when it is new, False when replaced."""
+        data = value.encode() if isinstance(value, str) else value
+        request = admin_pb2.SetSecretRequest(namespace=namespace, name=name, value=data)
+        return bool((await self._call("admin", "SetSecret", request)).created)
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        await self._call("admin", "DeleteSecret", admin_pb2.DeleteSecretRequest(namespace=namespace, name=name))
+
+    async def list_secrets(self, namespace: str = "") -> tuple[SecretInfo, ...]:
+        """Secret names (never values) of one namespace, or of all."""
+        response = await self._call("admin", "ListSecrets", admin_pb2.ListSecretsRequest(namespace=namespace))
+        return tuple(SecretInfo.from_proto(s) for s in response.secrets)
+
+    async def revoke_certificate(self, name: str, *, reason: str = "") -> None:
+        """Refuse the certificate with this common name on every call from now on."""
+        request = admin_pb2.RevokeCertificateRequest(name=name, reason=reason)
+        await self._call("admin", "RevokeCertificate", request)
+
+    async def list_revoked_certificates(self) -> tuple[RevokedCertificate, ...]:
+        response = await self._call("admin", "ListRevokedCertificates", admin_pb2.ListRevokedCertificatesRequest())
+        return tuple(RevokedCertificate.from_proto(c) for c in response.certificates)
+
+    async def list_audit(
+        self, *, since: datetime | None = None, principal: str = "", limit: int = 100
+    ) -> tuple[AuditRecord, ...]:
+        """The newest ``limit`` audit records at or after ``since`` (optionally of one principal), oldest first."""
+        request = admin_pb2.ListAuditRequest(principal=principal, limit=limit)
+        if since is not None:
+            request.since.FromDatetime(since)
+        response = await self._call("admin", "ListAudit", request)
+        return tuple(AuditRecord.from_proto(r) for r in response.records)
+
+
+def _spec(workflow: WorkflowLike, namespace: str) -> pb.WorkflowSpec:
+    message = spec_to_proto(as_spec(workflow))
+    if namespace:
+        message.namespace = namespace
+    return message
 
 
 def _task_spec(task: TaskLike) -> TaskSpec:

@@ -17,9 +17,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
+from corral.controller.sdk.admin_types import (
+    AuditRecord,
+    CreatedToken,
+    Identity,
+    NamespaceInfo,
+    RevokedCertificate,
+    SecretInfo,
+    TokenInfo,
+)
 from corral.controller.sdk.builder import WorkflowLike
 from corral.controller.sdk.client import Client, TaskLike
 from corral.controller.sdk.types import (
@@ -53,8 +63,9 @@ class SyncClient:
         timeout: float = 30.0,
         connect_timeout: float = 3.0,
         metadata: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
     ) -> None:
-        self._client = Client(address, timeout=timeout, connect_timeout=connect_timeout, metadata=metadata)
+        self._client = Client(address, timeout=timeout, connect_timeout=connect_timeout, metadata=metadata, token=token)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="corral-sync-client", daemon=True)
         self._thread.start()
@@ -115,9 +126,13 @@ class SyncClient:
 
     # -- Orchestrator --------------------------------------------------------------------------
 
-    def submit(self, workflow: WorkflowLike, *, start: bool = False, idempotency_key: str = "") -> Submission:
+    def submit(
+        self, workflow: WorkflowLike, *, start: bool = False, idempotency_key: str = "", namespace: str = ""
+    ) -> Submission:
         """See :meth:`Client.submit`."""
-        return self._run(self._client.submit(workflow, start=start, idempotency_key=idempotency_key))
+        return self._run(
+            self._client.submit(workflow, start=start, idempotency_key=idempotency_key, namespace=namespace)
+        )
 
     def start(self, workflow_id: str) -> WorkflowStatus:
         """See :meth:`Client.start`."""
@@ -128,10 +143,12 @@ class SyncClient:
         return self._run(self._client.wait(workflow_id, timeout=timeout))
 
     def execute(
-        self, workflow: WorkflowLike, *, idempotency_key: str = "", timeout: float | None = None
+        self, workflow: WorkflowLike, *, idempotency_key: str = "", timeout: float | None = None, namespace: str = ""
     ) -> WorkflowResult:
         """See :meth:`Client.execute`."""
-        return self._run(self._client.execute(workflow, idempotency_key=idempotency_key, timeout=timeout))
+        return self._run(
+            self._client.execute(workflow, idempotency_key=idempotency_key, timeout=timeout, namespace=namespace)
+        )
 
     def cancel(self, workflow_id: str, *, force: bool = False, reason: str = "") -> WorkflowStatus:
         """See :meth:`Client.cancel`."""
@@ -156,10 +173,13 @@ class SyncClient:
         name_prefix: str = "",
         limit: int = 100,
         page_token: str = "",
+        namespace: str = "",
     ) -> WorkflowPage:
         """See :meth:`Client.list_workflows`."""
         return self._run(
-            self._client.list_workflows(states=states, name_prefix=name_prefix, limit=limit, page_token=page_token)
+            self._client.list_workflows(
+                states=states, name_prefix=name_prefix, limit=limit, page_token=page_token, namespace=namespace
+            )
         )
 
     def watch(self, workflow_id: str, *, after_seq: int = 0) -> Iterator[WorkflowEvent]:
@@ -229,3 +249,77 @@ class SyncClient:
     def drain_agent(self, agent_id: str, *, grace: float = 0.0) -> AgentInfo:
         """See :meth:`Client.drain_agent`."""
         return self._run(self._client.drain_agent(agent_id, grace=grace))
+
+    # -- Admin ---------------------------------------------------------------------------------
+
+    def whoami(self) -> Identity:
+        """See :meth:`Client.whoami`."""
+        return self._run(self._client.whoami())
+
+    def create_token(
+        self,
+        role: str,
+        *,
+        namespaces: Sequence[str] = (),
+        ttl: float = 0.0,
+        description: str = "",
+        name_pattern: str = "",
+        uses: int = 0,
+        labels: Mapping[str, str] | None = None,
+        agent_types: Sequence[str] = (),
+    ) -> CreatedToken:
+        """See :meth:`Client.create_token`."""
+        return self._run(
+            self._client.create_token(
+                role,
+                namespaces=namespaces,
+                ttl=ttl,
+                description=description,
+                name_pattern=name_pattern,
+                uses=uses,
+                labels=labels,
+                agent_types=agent_types,
+            )
+        )
+
+    def list_tokens(self, *, include_revoked: bool = False) -> tuple[TokenInfo, ...]:
+        """See :meth:`Client.list_tokens`."""
+        return self._run(self._client.list_tokens(include_revoked=include_revoked))
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        """See :meth:`Client.revoke_token`."""
+        return self._run(self._client.revoke_token(token_id))
+
+    def create_namespace(self, name: str, *, description: str = "") -> NamespaceInfo:
+        """See :meth:`Client.create_namespace`."""
+        return self._run(self._client.create_namespace(name, description=description))
+
+    def list_namespaces(self) -> tuple[NamespaceInfo, ...]:
+        """See :meth:`Client.list_namespaces`."""
+        return self._run(self._client.list_namespaces())
+
+    def set_secret(self, namespace: str, name: str, value: str | bytes) -> bool:
+        """See :meth:`Client.set_secret`."""
+        return self._run(self._client.set_secret(namespace, name, value))
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        """See :meth:`Client.delete_secret`."""
+        self._run(self._client.delete_secret(namespace, name))
+
+    def list_secrets(self, namespace: str = "") -> tuple[SecretInfo, ...]:
+        """See :meth:`Client.list_secrets`."""
+        return self._run(self._client.list_secrets(namespace))
+
+    def revoke_certificate(self, name: str, *, reason: str = "") -> None:
+        """See :meth:`Client.revoke_certificate`."""
+        self._run(self._client.revoke_certificate(name, reason=reason))
+
+    def list_revoked_certificates(self) -> tuple[RevokedCertificate, ...]:
+        """See :meth:`Client.list_revoked_certificates`."""
+        return self._run(self._client.list_revoked_certificates())
+
+    def list_audit(
+        self, *, since: datetime | None = None, principal: str = "", limit: int = 100
+    ) -> tuple[AuditRecord, ...]:
+        """See :meth:`Client.list_audit`."""
+        return self._run(self._client.list_audit(since=since, principal=principal, limit=limit))

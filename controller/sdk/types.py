@@ -136,6 +136,7 @@ class WorkflowStatus(Record):
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    namespace: str
     raw: pb.WorkflowStatus = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -153,6 +154,7 @@ class WorkflowStatus(Record):
             created_at=timestamp(m, "created_at"),
             started_at=timestamp(m, "started_at"),
             finished_at=timestamp(m, "finished_at"),
+            namespace=m.namespace or "default",
             raw=m,
         )
 
@@ -291,6 +293,7 @@ class WorkflowSummary(Record):
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    namespace: str
     raw: pb.WorkflowSummary = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -304,6 +307,7 @@ class WorkflowSummary(Record):
             created_at=timestamp(m, "created_at"),
             started_at=timestamp(m, "started_at"),
             finished_at=timestamp(m, "finished_at"),
+            namespace=m.namespace or "default",
             raw=m,
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.model import Agent, Attempt, Task, Workflow
 
 __all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
@@ -35,6 +36,7 @@ class ChangeBatch:
     agents: dict[str, Agent] = field(default_factory=dict)
     logs: list[LogChunk] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    access: AccessChanges = field(default_factory=AccessChanges)
 
     def size(self) -> int:
         """Records and log chunks in the batch."""
@@ -45,10 +47,13 @@ class ChangeBatch:
             + len(self.agents)
             + len(self.logs)
             + len(self.meta)
+            + self.access.size()
         )
 
     def __bool__(self) -> bool:
-        return bool(self.workflows or self.tasks or self.attempts or self.agents or self.logs or self.meta)
+        return bool(
+            self.workflows or self.tasks or self.attempts or self.agents or self.logs or self.meta or self.access
+        )
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class Snapshot:
     attempts: list[Attempt] = field(default_factory=list)
     agents: list[Agent] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    access: AccessSnapshot = field(default_factory=AccessSnapshot)
 
 
 class Store(Protocol):
@@ -70,7 +76,7 @@ class Store(Protocol):
     """
 
     def load(self) -> Snapshot:
-        """Every workflow, task, attempt and agent, plus the meta key/values."""
+        """Every workflow, task, attempt and agent, the access records, plus the meta key/values."""
         ...
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -79,6 +85,10 @@ class Store(Protocol):
 
     def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:
         """Output of an attempt after the given byte offsets (``truncated`` if capture was cut)."""
+        ...
+
+    def read_audit(self, since: float, principal: str = "", limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries at or after ``since`` (optionally of one principal), oldest first."""
         ...
 
     def close(self) -> None: ...

@@ -74,6 +74,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "started_at",
         "finished_at",
         "error",
+        "namespace",
     ),
     "tasks": (
         "id",
@@ -104,6 +105,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "not_before",
         "started_at",
         "finished_at",
+        "namespace",
     ),
     "attempts": (
         "id",
@@ -289,6 +291,7 @@ def encode_workflow(w: Workflow) -> Row:
         w.started_at,
         w.finished_at,
         w.error,
+        w.namespace,
     )
 
 
@@ -307,6 +310,7 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         row[9],
         row[10],
         row[11],
+        row[12],
     )
 
 
@@ -342,6 +346,7 @@ def encode_task(t: Task) -> Row:
         t.not_before,
         t.started_at,
         t.finished_at,
+        t.namespace,
     )
 
 
@@ -363,6 +368,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         _decode_str_tuple(row[12]),
         _decode_str_mapping(row[13]),
         row[14],
+        row[28],
         _TASK_STATES[row[15]],
         row[16],
         row[17],

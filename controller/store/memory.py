@@ -9,9 +9,10 @@ accept and refuse exactly the same values.
 from __future__ import annotations
 
 import threading
-from typing import Final
+from typing import Any, Final
 
-from corral.controller.store import codec
+from corral.controller.core.access import AccessSnapshot, AuditEntry
+from corral.controller.store import access_codec, codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MemoryStore"]
@@ -38,6 +39,11 @@ class MemoryStore:
         self._rows: dict[str, dict[str, codec.Row]] = {table: {} for table in codec.COLUMNS}
         self._logs: dict[str, _Output] = {}
         self._meta: dict[str, str] = {}
+        self._access: dict[str, dict[Any, codec.Row]] = {
+            table: {} for table in access_codec.ACCESS_COLUMNS if table != "audit"
+        }
+        self._audit: list[codec.Row] = []
+        self._audit_seq = 0  # numbers never reused, as SQLite's AUTOINCREMENT
         self._closed = False
 
     def _check_open(self) -> None:
@@ -50,6 +56,7 @@ class MemoryStore:
             self._check_open()
             rows = {table: list(table_rows.values()) for table, table_rows in self._rows.items()}
             meta = dict(self._meta)
+            access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
         return Snapshot(
@@ -58,6 +65,12 @@ class MemoryStore:
             attempts=[codec.decode_attempt(r) for r in attempts],
             agents=[codec.decode_agent(r) for r in sorted(rows["agents"])],
             meta=meta,
+            access=AccessSnapshot(
+                namespaces=[access_codec.decode_namespace(r) for r in access["namespaces"]],
+                tokens=[access_codec.decode_token(r) for r in access["tokens"]],
+                secrets=[access_codec.decode_secret(r) for r in access["secrets"]],
+                revoked_certs=[access_codec.decode_revoked(r) for r in access["revoked_certs"]],
+            ),
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -72,6 +85,14 @@ class MemoryStore:
         }
         logs = codec.merge_log_chunks(batch.logs)
         meta = {str(k): str(v) for k, v in batch.meta.items()}
+        changes = batch.access
+        access: dict[str, list[tuple[Any, codec.Row]]] = {
+            "namespaces": [(n.name, access_codec.encode_namespace(n)) for n in changes.namespaces.values()],
+            "tokens": [(t.id, access_codec.encode_token(t)) for t in changes.tokens.values()],
+            "secrets": [(key, access_codec.encode_secret(s)) for key, s in changes.secrets.items()],
+            "revoked_certs": [(c.name, access_codec.encode_revoked(c)) for c in changes.revoked_certs.values()],
+        }
+        audit = [access_codec.encode_audit(a) for a in changes.audit]
         with self._lock:
             self._check_open()
             for table, rows in encoded.items():
@@ -86,6 +107,23 @@ class MemoryStore:
                     truncated = truncated or cut
                 output.truncated = output.truncated or truncated
             self._meta.update(meta)
+            for table, keyed in access.items():
+                self._access[table].update(keyed)
+            for key in changes.deleted_secrets:
+                self._access["secrets"].pop(key, None)
+            for row in audit:
+                self._audit_seq += 1
+                self._audit.append((self._audit_seq, *row))
+            if changes.audit_prune_before is not None:
+                cutoff = changes.audit_prune_before
+                self._audit = [row for row in self._audit if row[1] >= cutoff]
+
+    def read_audit(self, since: float, principal: str = "", limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries at or after ``since``, returned oldest first."""
+        with self._lock:
+            self._check_open()
+            rows = [r for r in self._audit if r[1] >= since and (not principal or r[2] == principal)]
+        return [access_codec.decode_audit(r) for r in rows[-limit:]] if limit > 0 else []
 
     def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:
         """Output of an attempt after the given byte offsets; empty for an unknown attempt."""

@@ -21,7 +21,8 @@ from typing import Any, Final
 
 import sqlite_utils
 
-from corral.controller.store import codec
+from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
+from corral.controller.store import access_codec, codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MIGRATIONS", "Migration", "SchemaVersionError", "SqliteStore"]
@@ -36,6 +37,10 @@ _BUSY_TIMEOUT_MS: Final = 10_000
 _TRUNCATED: Final = 0
 _STDOUT: Final = 1
 _STDERR: Final = 2
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 class SchemaVersionError(RuntimeError):
@@ -196,12 +201,110 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.create_table("meta", {"key": str, "value": str}, pk="key", not_null=["value"], strict=True)
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Trust on the wire: namespaces of workflows and tasks, tokens, secrets, revoked certificates, audit."""
+    db.table("workflows").add_column("namespace", str, not_null_default="default")
+    db.table("tasks").add_column("namespace", str, not_null_default="default")
+    db.create_table(
+        "namespaces",
+        {"name": str, "description": str, "created_at": float},
+        pk="name",
+        not_null=["description", "created_at"],
+        strict=True,
+    )
+    db.create_table(
+        "tokens",
+        {
+            "id": str,
+            "hash": str,  # hex SHA-256 of the token: the token itself is never stored
+            "kind": str,
+            "role": str,
+            "namespaces": str,  # JSON array
+            "description": str,
+            "created_at": float,
+            "expires_at": float,
+            "revoked_at": float,
+            "created_by": str,
+            "name_pattern": str,
+            "uses": int,
+            "used": int,
+            "labels": str,  # JSON object
+            "agent_types": str,  # JSON array
+            "agent_name": str,
+            "parent": str,
+        },
+        pk="id",
+        not_null=[
+            "hash",
+            "kind",
+            "role",
+            "namespaces",
+            "description",
+            "created_at",
+            "created_by",
+            "name_pattern",
+            "uses",
+            "used",
+            "labels",
+            "agent_types",
+            "agent_name",
+            "parent",
+        ],
+        strict=True,
+    )
+    db.table("tokens").create_index(["hash"], index_name="tokens_by_hash", unique=True)
+    db.create_table(
+        "secrets",
+        {"namespace": str, "name": str, "ciphertext": bytes, "updated_at": float},
+        pk=("namespace", "name"),
+        not_null=["ciphertext", "updated_at"],
+        strict=True,
+    )
+    db.create_table(
+        "revoked_certs",
+        {"name": str, "reason": str, "revoked_at": float},
+        pk="name",
+        not_null=["reason", "revoked_at"],
+        strict=True,
+    )
+    db.execute(
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, principal TEXT NOT NULL, "
+        "role TEXT NOT NULL, method TEXT NOT NULL, target TEXT NOT NULL, namespace TEXT NOT NULL, "
+        "code TEXT NOT NULL, detail TEXT NOT NULL)"
+    )
+    db.table("audit").create_index(["at"], index_name="audit_by_time")
+
+
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2)
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _access_upsert(table: str, keys: Sequence[str]) -> str:
+    columns = access_codec.ACCESS_COLUMNS[table]
+    names = ", ".join(_quote(c) for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns if c not in keys)
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT({', '.join(keys)}) DO UPDATE SET {updates}"
+
+
+_ACCESS_UPSERT: Final = {
+    "namespaces": _access_upsert("namespaces", ["name"]),
+    "tokens": _access_upsert("tokens", ["id"]),
+    "secrets": _access_upsert("secrets", ["namespace", "name"]),
+    "revoked_certs": _access_upsert("revoked_certs", ["name"]),
+}
+_ACCESS_SELECT: Final = {
+    table: f"SELECT {', '.join(_quote(c) for c in cols)} FROM {table} ORDER BY 1"
+    for table, cols in access_codec.ACCESS_COLUMNS.items()
+    if table != "audit"
+}
+_AUDIT_INSERT: Final = (
+    "INSERT INTO audit (at, principal, role, method, target, namespace, code, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_AUDIT_READ: Final = (
+    "SELECT seq, at, principal, role, method, target, namespace, code, detail FROM audit "
+    "WHERE at >= ? AND (? = '' OR principal = ?) ORDER BY seq DESC LIMIT ?"
+)
 
 
 def _upsert_sql(table: str, columns: Sequence[str]) -> str:
@@ -356,6 +459,7 @@ class SqliteStore:
                     attempts=[codec.decode_attempt(r) for r in conn.execute(_SELECT["attempts"])],
                     agents=[codec.decode_agent(r) for r in conn.execute(_SELECT["agents"])],
                     meta=dict(conn.execute("SELECT key, value FROM meta")),
+                    access=self._load_access(conn),
                 )
             finally:
                 conn.execute("COMMIT")
@@ -382,6 +486,7 @@ class SqliteStore:
         }
         logs = codec.merge_log_chunks(batch.logs)
         meta = [(str(k), str(v)) for k, v in batch.meta.items()]
+        access = batch.access
         with self._write_lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -393,6 +498,8 @@ class SqliteStore:
                     self._append_logs(logs)
                 if meta:
                     conn.executemany(_UPSERT_META, meta)
+                if access:
+                    self._commit_access(access)
                 conn.execute("COMMIT")
             except BaseException:
                 # A failed COMMIT may leave the transaction open; a constraint error inside
@@ -400,6 +507,39 @@ class SqliteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _load_access(conn: sqlite3.Connection) -> AccessSnapshot:
+        return AccessSnapshot(
+            namespaces=[access_codec.decode_namespace(r) for r in conn.execute(_ACCESS_SELECT["namespaces"])],
+            tokens=[access_codec.decode_token(r) for r in conn.execute(_ACCESS_SELECT["tokens"])],
+            secrets=[access_codec.decode_secret(r) for r in conn.execute(_ACCESS_SELECT["secrets"])],
+            revoked_certs=[access_codec.decode_revoked(r) for r in conn.execute(_ACCESS_SELECT["revoked_certs"])],
+        )
+
+    def _commit_access(self, access: AccessChanges) -> None:
+        conn = self._conn
+        upserts: list[tuple[str, list[tuple[Any, ...]]]] = [
+            ("namespaces", [access_codec.encode_namespace(n) for n in access.namespaces.values()]),
+            ("tokens", [access_codec.encode_token(t) for t in access.tokens.values()]),
+            ("secrets", [access_codec.encode_secret(s) for s in access.secrets.values()]),
+            ("revoked_certs", [access_codec.encode_revoked(c) for c in access.revoked_certs.values()]),
+        ]
+        for table, table_rows in upserts:
+            if table_rows:
+                conn.executemany(_ACCESS_UPSERT[table], table_rows)
+        if access.deleted_secrets:
+            conn.executemany("DELETE FROM secrets WHERE namespace = ? AND name = ?", sorted(access.deleted_secrets))
+        if access.audit:
+            conn.executemany(_AUDIT_INSERT, [access_codec.encode_audit(a) for a in access.audit])
+        if access.audit_prune_before is not None:
+            conn.execute("DELETE FROM audit WHERE at < ?", (access.audit_prune_before,))
+
+    def read_audit(self, since: float, principal: str = "", limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries at or after ``since``, returned oldest first."""
+        with self._read_lock:
+            rows = self._reader.execute(_AUDIT_READ, (since, principal, principal, limit)).fetchall()
+        return [access_codec.decode_audit(r) for r in reversed(rows)]
 
     def _append_logs(self, logs: dict[str, tuple[bytes, bytes, bool]]) -> None:
         conn = self._conn

@@ -89,7 +89,9 @@ def test_read_commands_json_fields(cluster_with_agent: Cluster, tmp_path: Path) 
         "created_at",
         "started_at",
         "finished_at",
+        "namespace",
     }
+    assert listed[0]["namespace"] == "default"
     assert is_rfc3339(listed[0]["created_at"]) and listed[0]["task_total"] == 2
 
     status = json.loads(corral("status", workflow_id[:10], "-o", "json", *addr).stdout)

@@ -15,6 +15,7 @@ import sqlite_utils
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corral.controller.core.access import AccessChanges, AuditEntry, Namespace, RevokedCert, Secret, TokenRecord
 from corral.controller.core.model import (
     Agent,
     AgentState,
@@ -56,6 +57,7 @@ def full_workflow(wid: str = "wf-1") -> Workflow:
         started_at=1700000001.5,
         finished_at=1700000099.75,
         error="boom",
+        namespace="team-a",
     )
 
 
@@ -77,6 +79,7 @@ def full_task(tid: str = "wf-1-t1", wid: str = "wf-1", index: int = 1) -> Task:
         dependencies=("wf-1-t0", 'odd"id', "x\\y"),
         constraints={"zone": "eu-1", "disk": "ssd"},
         estimated_duration_s=12.5,
+        namespace="team-a",
         state=TaskState.RUNNING,
         retries_used=1,
         attempts=2,
@@ -605,3 +608,95 @@ def test_any_record_round_trips_through_both_backends(task: Task, agent: Agent) 
                 assert snap.agents == [agent]
             finally:
                 store.close()
+
+
+# --- access records ----------------------------------------------------------------------------
+
+
+def full_token(tid: str = "tok1") -> TokenRecord:
+    return TokenRecord(
+        id=tid,
+        hash="ab" * 32,
+        kind="join",
+        role="agent",
+        namespaces=("team-a", "team-b"),
+        description='for the "gpu" pool',
+        created_at=1700000000.5,
+        expires_at=1700003600.25,
+        revoked_at=None,
+        created_by="token:root",
+        name_pattern="gpu-*",
+        uses=3,
+        used=1,
+        labels={"gpu": "a100", "zone": "eu"},
+        agent_types=("python",),
+        agent_name="",
+        parent="",
+    )
+
+
+def test_access_records_round_trip(backend: Backend) -> None:
+    changes = AccessChanges(
+        namespaces={"team-a": Namespace("team-a", "the A team", 1700000000.0)},
+        tokens={"tok1": full_token()},
+        secrets={("team-a", "db"): Secret("team-a", "db", b"\x00ciphertext\xff", 1700000001.0)},
+        revoked_certs={"agent-7": RevokedCert("agent-7", "stolen", 1700000002.0)},
+    )
+    backend.store.commit(ChangeBatch(access=changes))
+    for snapshot in (backend.store.load(), backend.reopen().load()):
+        assert snapshot.access.namespaces == list(changes.namespaces.values())
+        assert snapshot.access.tokens == [full_token()]
+        assert type(snapshot.access.tokens[0].namespaces) is tuple
+        assert snapshot.access.secrets == list(changes.secrets.values())
+        assert snapshot.access.revoked_certs == list(changes.revoked_certs.values())
+
+
+def test_secrets_are_deleted_and_tokens_updated(backend: Backend) -> None:
+    store = backend.store
+    store.commit(
+        ChangeBatch(
+            access=AccessChanges(
+                tokens={"tok1": full_token()},
+                secrets={("ns", "a"): Secret("ns", "a", b"1"), ("ns", "b"): Secret("ns", "b", b"2")},
+            )
+        )
+    )
+    revoked = dataclasses.replace(full_token(), revoked_at=1700000100.0, used=2)
+    store.commit(ChangeBatch(access=AccessChanges(tokens={"tok1": revoked}, deleted_secrets={("ns", "a")})))
+    snapshot = backend.reopen().load()
+    assert snapshot.access.tokens == [revoked]
+    assert [s.name for s in snapshot.access.secrets] == ["b"]
+
+
+def test_audit_is_appended_read_filtered_and_pruned(backend: Backend) -> None:
+    store = backend.store
+    entries = [AuditEntry(1000.0 + i, f"token:{i % 2}", "admin", "/m/X", f"t{i}", "default", "OK") for i in range(6)]
+    store.commit(ChangeBatch(access=AccessChanges(audit=entries[:3])))
+    store.commit(ChangeBatch(access=AccessChanges(audit=entries[3:])))
+    store = backend.reopen()
+    read = store.read_audit(0.0)
+    assert [e.target for e in read] == [f"t{i}" for i in range(6)]
+    assert [e.seq for e in read] == sorted({e.seq for e in read})
+    assert [e.target for e in store.read_audit(1002.0, "token:1")] == ["t3", "t5"]
+    assert [e.target for e in store.read_audit(0.0, limit=2)] == ["t4", "t5"]  # the newest, oldest first
+    store.commit(ChangeBatch(access=AccessChanges(audit_prune_before=1004.0)))
+    assert [e.target for e in store.read_audit(0.0)] == ["t4", "t5"]
+    assert store.load().access.tokens == []  # the audit trail is not part of the snapshot
+
+
+def test_sqlite_migration_2_puts_existing_workflows_in_default(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    SqliteStore(path, migrations=MIGRATIONS[:1]).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO workflows (id, name, task_ids, state, metadata, labels, standalone, created_at, error) "
+            "VALUES ('w', 'old', '[]', 'pending', X'7B7D', '{}', 0, 1.0, '')"
+        )
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert store.schema_version == 2
+        (workflow,) = store.load().workflows
+        assert workflow.namespace == "default"
+    finally:
+        store.close()

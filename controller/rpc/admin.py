@@ -1,0 +1,345 @@
+"""Admin API: tokens, namespaces, secrets, certificate revocation and the audit log.
+
+Every change goes through the runtime's state loop (one command, committed before the answer),
+so a revoked token or certificate is refused from the very next call on. Token texts and secret
+values never reach the state machine: tokens are hashed and secrets encrypted here, at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from typing import Any
+
+from corral.controller.core.access import Namespace, RevokedCert, TokenRecord
+from corral.controller.core.machine import Machine
+from corral.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from corral.controller.rpc import wire
+from corral.controller.rpc.identity import current_principal
+from corral.controller.rpc.lookup import resolve
+from corral.controller.rpc.scope import require_namespace
+from corral.controller.runtime import Runtime
+from corral.controller.secretbox import SecretBox, hash_token, new_token, new_token_id
+from corral.controller.spec import NAME_PATTERN
+from corral.v1 import admin_pb2 as pb
+from corral.v1 import admin_pb2_grpc
+
+__all__ = ["CLIENT_ROLES", "AdminService", "create_token", "token_info"]
+
+CLIENT_ROLES = ("admin", "operator", "submitter", "viewer", "worker")
+_NAME = re.compile(NAME_PATTERN)
+_MAX_NAME = 128
+_MAX_TEXT = 1024
+_MAX_TTL_S = 10 * 365 * 86_400.0
+_MAX_SECRET_BYTES = 64 * 1024
+_MAX_LIST = 1000
+_ALL = "*"  # a namespace list of just this: every namespace, for any role
+
+
+def _name(value: str, field: str, what: str = "name") -> str:
+    if not value or len(value) > _MAX_NAME or not _NAME.match(value):
+        raise InvalidArgument.field(
+            field, f"{what} must be 1-{_MAX_NAME} characters of letters, digits, '_', '.', '-' (not first)"
+        )
+    return value
+
+
+def token_info(token: TokenRecord) -> pb.TokenInfo:
+    return pb.TokenInfo(
+        token_id=token.id,
+        role=token.role,
+        namespaces=token.namespaces,
+        description=token.description,
+        created_at=wire.timestamp(token.created_at),
+        expires_at=wire.timestamp(token.expires_at),
+        revoked=token.revoked_at is not None,
+        created_by=token.created_by,
+        name_pattern=token.name_pattern,
+        uses=token.uses,
+        used=token.used,
+        labels=dict(token.labels),
+        agent_types=token.agent_types,
+    )
+
+
+def _requested_scope(request: pb.CreateTokenRequest) -> tuple[str, ...]:
+    """The namespaces a new token will cover (empty: every namespace); names checked, not existence."""
+    given = list(request.namespaces)
+    if given == [_ALL]:
+        return ()
+    if not given:
+        # A narrow role without a namespace gets "default", not everything (least privilege).
+        return () if request.role in ("admin", "operator") else ("default",)
+    for i, namespace in enumerate(given):
+        _name(namespace, f"namespaces[{i}]", "a namespace")
+    return tuple(dict.fromkeys(given))
+
+
+def _check_token_request(request: pb.CreateTokenRequest) -> None:
+    if request.role not in (*CLIENT_ROLES, "agent"):
+        raise InvalidArgument.field("role", f"must be one of {', '.join((*CLIENT_ROLES, 'agent'))}")
+    if not math.isfinite(request.ttl_s) or not 0 <= request.ttl_s <= _MAX_TTL_S:
+        raise InvalidArgument.field("ttl_s", f"must be between 0 (never expires) and {_MAX_TTL_S:g} seconds")
+    if len(request.description) > _MAX_TEXT:
+        raise InvalidArgument.field("description", f"longer than {_MAX_TEXT} characters")
+    join_only = request.name_pattern or request.uses or request.labels or request.agent_types
+    if request.role != "agent" and join_only:
+        raise InvalidArgument.field(
+            "role", "name_pattern, uses, labels and agent_types are for agent join tokens (role agent)"
+        )
+    if len(request.name_pattern) > _MAX_NAME or "\x00" in request.name_pattern:
+        raise InvalidArgument.field("name_pattern", f"at most {_MAX_NAME} characters, no NUL")
+    if request.uses < 0:
+        raise InvalidArgument.field("uses", "must be >= 0 (0: unlimited)")
+    for key, value in request.labels.items():
+        _name(key, f"labels[{key[:_MAX_NAME]!r}]", "a label name")
+        if len(value) > 256 or "\x00" in value:
+            raise InvalidArgument.field(f"labels[{key!r}]", "a label value is at most 256 characters, no NUL")
+    for i, agent_type in enumerate(request.agent_types):
+        _name(agent_type, f"agent_types[{i}]", "an agent type")
+
+
+def create_token(
+    machine: Machine, request: pb.CreateTokenRequest, token_hash: str, created_by: str, now: float
+) -> TokenRecord:
+    """The command that stores a new token (validated request, hash made at the edge)."""
+    access = machine.access
+    namespaces = _requested_scope(request)
+    for namespace in namespaces:
+        access.namespace(namespace)  # NOT_FOUND, with the command that creates it
+    join = request.role == "agent"
+    record = TokenRecord(
+        id=new_token_id(),
+        hash=token_hash,
+        kind="join" if join else "client",
+        role=request.role,
+        namespaces=namespaces,
+        description=request.description,
+        created_at=now,
+        expires_at=now + request.ttl_s if request.ttl_s else None,
+        created_by=created_by,
+        name_pattern=request.name_pattern,
+        uses=request.uses,
+        labels=dict(request.labels),
+        agent_types=tuple(request.agent_types) or (("shell", "python") if join else ()),
+    )
+    return access.add_token(record)
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, runtime: Runtime, *, auth_enabled: bool, box: SecretBox | None) -> None:
+        self.rt = runtime
+        self.auth_enabled = auth_enabled
+        self.box = box
+
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context: Any) -> pb.WhoAmIResponse:
+        principal = current_principal()
+        name = principal.kind if principal.kind in ("dev", "anonymous") else f"{principal.kind}:{principal.name}"
+        return pb.WhoAmIResponse(
+            principal=name, role=principal.role, namespaces=principal.namespaces, auth_enabled=self.auth_enabled
+        )
+
+    # --- tokens -----------------------------------------------------------------------------------
+
+    async def CreateToken(self, request: pb.CreateTokenRequest, context: Any) -> pb.CreateTokenResponse:
+        _check_token_request(request)
+        text = new_token()
+        token_hash = hash_token(text)
+        principal = current_principal()
+        created_by = principal.describe()
+
+        # An admin limited to some namespaces hands out nothing wider than itself.
+        wanted = _requested_scope(request)
+        if principal.namespaces and (not wanted or not all(principal.covers(n) for n in wanted)):
+            raise PermissionDenied(
+                f"{created_by} covers only {', '.join(principal.namespaces)}; it cannot create a token for "
+                f"{', '.join(wanted) or 'every namespace'}"
+            )
+
+        def create(machine: Machine, now: float) -> pb.TokenInfo:
+            return token_info(create_token(machine, request, token_hash, created_by, now))
+
+        info = await self.rt.call(create)
+        return pb.CreateTokenResponse(token=text, info=info)
+
+    async def ListTokens(self, request: pb.ListTokensRequest, context: Any) -> pb.ListTokensResponse:
+        def listing(machine: Machine, now: float) -> pb.ListTokensResponse:
+            tokens = sorted(machine.access.tokens.values(), key=lambda t: (t.created_at, t.id))
+            return pb.ListTokensResponse(
+                tokens=[token_info(t) for t in tokens if request.include_revoked or t.revoked_at is None]
+            )
+
+        return await self.rt.call(listing)
+
+    async def RevokeToken(self, request: pb.RevokeTokenRequest, context: Any) -> pb.RevokeTokenResponse:
+        def revoke(machine: Machine, now: float) -> tuple[pb.TokenInfo, set[str]]:
+            access = machine.access
+            token = access.tokens[resolve(access.tokens, request.token_id, "token", "token_id")]
+            access.revoke_token(token, now)
+            # Agents holding this credential (or one issued with this join token) lose their stream.
+            agents = {
+                t.agent_name for t in access.tokens.values() if t.kind == "agent" and token.id in (t.id, t.parent)
+            }
+            return token_info(token), agents
+
+        info, agents = await self.rt.call(revoke)
+        self._disconnect(agents)
+        return pb.RevokeTokenResponse(info=info)
+
+    def _disconnect(self, names: set[str]) -> None:
+        """Close the live streams of these agents (by id or name): a revocation takes effect at once."""
+        if not names:
+            return
+        agents = self.rt.machine.agents
+        for agent_id, session in list(self.rt.sessions.items()):
+            agent = agents.get(agent_id)
+            if agent_id in names or (agent is not None and agent.name in names):
+                session.close()
+
+    # --- namespaces -------------------------------------------------------------------------------
+
+    async def CreateNamespace(self, request: pb.CreateNamespaceRequest, context: Any) -> pb.CreateNamespaceResponse:
+        name = _name(request.name, "name", "a namespace")
+        if len(request.description) > _MAX_TEXT:
+            raise InvalidArgument.field("description", f"longer than {_MAX_TEXT} characters")
+
+        def create(machine: Machine, now: float) -> Namespace:
+            return machine.access.create_namespace(name, request.description, now)
+
+        return pb.CreateNamespaceResponse(namespace=_namespace_info(await self.rt.call(create)))
+
+    async def ListNamespaces(self, request: pb.ListNamespacesRequest, context: Any) -> pb.ListNamespacesResponse:
+        principal = current_principal()
+
+        def listing(machine: Machine, now: float) -> list[Namespace]:
+            return sorted((n for n in machine.access.namespaces.values() if principal.covers(n.name)), key=_by_name)
+
+        return pb.ListNamespacesResponse(namespaces=[_namespace_info(n) for n in await self.rt.call(listing)])
+
+    # --- secrets ----------------------------------------------------------------------------------
+
+    def _box(self) -> SecretBox:
+        if self.box is None:
+            raise FailedPrecondition("this controller has no secret key: start it with --secret-key-file PATH")
+        return self.box
+
+    async def SetSecret(self, request: pb.SetSecretRequest, context: Any) -> pb.SetSecretResponse:
+        namespace = _name(request.namespace, "namespace", "a namespace")
+        name = _name(request.name, "name", "a secret name")
+        if len(request.value) > _MAX_SECRET_BYTES:
+            raise InvalidArgument.field("value", f"{len(request.value)} bytes, over the {_MAX_SECRET_BYTES} limit")
+        try:
+            value = request.value.decode()
+        except UnicodeDecodeError:
+            raise InvalidArgument.field("value", "secrets become environment variables: UTF-8 text only") from None
+        if "\x00" in value:
+            raise InvalidArgument.field("value", "an environment variable cannot hold NUL")
+        require_namespace(current_principal(), namespace)
+        ciphertext = self._box().encrypt(value)
+        del value
+
+        def store(machine: Machine, now: float) -> bool:
+            return machine.access.set_secret(namespace, name, ciphertext, now)
+
+        return pb.SetSecretResponse(created=await self.rt.call(store))
+
+    async def DeleteSecret(self, request: pb.DeleteSecretRequest, context: Any) -> pb.DeleteSecretResponse:
+        namespace = _name(request.namespace, "namespace", "a namespace")
+        name = _name(request.name, "name", "a secret name")
+        require_namespace(current_principal(), namespace)
+
+        def delete(machine: Machine, now: float) -> None:
+            machine.access.delete_secret(namespace, name)
+
+        await self.rt.call(delete)
+        return pb.DeleteSecretResponse()
+
+    async def ListSecrets(self, request: pb.ListSecretsRequest, context: Any) -> pb.ListSecretsResponse:
+        namespace = request.namespace and _name(request.namespace, "namespace", "a namespace")
+        principal = current_principal()
+        if namespace:
+            require_namespace(principal, namespace)
+
+        def listing(machine: Machine, now: float) -> pb.ListSecretsResponse:
+            if namespace:
+                machine.access.namespace(namespace)
+            stored = machine.access.secrets
+            chosen = sorted(k for k in stored if (k[0] == namespace if namespace else principal.covers(k[0])))
+            return pb.ListSecretsResponse(
+                secrets=[
+                    pb.SecretInfo(namespace=ns, name=name, updated_at=wire.timestamp(stored[(ns, name)].updated_at))
+                    for ns, name in chosen
+                ]
+            )
+
+        return await self.rt.call(listing)
+
+    # --- certificates -----------------------------------------------------------------------------
+
+    async def RevokeCertificate(
+        self, request: pb.RevokeCertificateRequest, context: Any
+    ) -> pb.RevokeCertificateResponse:
+        if not request.name or len(request.name) > 256 or "\x00" in request.name:
+            raise InvalidArgument.field("name", "the certificate's common name: 1-256 characters, no NUL")
+        if len(request.reason) > _MAX_TEXT:
+            raise InvalidArgument.field("reason", f"longer than {_MAX_TEXT} characters")
+
+        def revoke(machine: Machine, now: float) -> RevokedCert:
+            return machine.access.revoke_cert(request.name, request.reason, now)
+
+        await self.rt.call(revoke)
+        self._disconnect({request.name})
+        return pb.RevokeCertificateResponse()
+
+    async def ListRevokedCertificates(
+        self, request: pb.ListRevokedCertificatesRequest, context: Any
+    ) -> pb.ListRevokedCertificatesResponse:
+        def listing(machine: Machine, now: float) -> pb.ListRevokedCertificatesResponse:
+            certs = sorted(machine.access.revoked_certs.values(), key=lambda c: c.name)
+            return pb.ListRevokedCertificatesResponse(
+                certificates=[
+                    pb.RevokedCertificate(name=c.name, reason=c.reason, revoked_at=wire.timestamp(c.revoked_at))
+                    for c in certs
+                ]
+            )
+
+        return await self.rt.call(listing)
+
+    # --- audit ------------------------------------------------------------------------------------
+
+    async def ListAudit(self, request: pb.ListAuditRequest, context: Any) -> pb.ListAuditResponse:
+        limit = request.limit or 100
+        if not 0 < limit <= _MAX_LIST:
+            raise InvalidArgument.field("limit", f"must be between 1 and {_MAX_LIST}")
+        if len(request.principal) > 512:
+            raise InvalidArgument.field("principal", "longer than 512 characters")
+        since = wire.seconds_of(request.since) if request.HasField("since") else 0.0
+        # A read of committed records on the store's reader connection: never waits behind a commit.
+        entries = await asyncio.to_thread(self.rt.store.read_audit, since, request.principal, limit)
+        return pb.ListAuditResponse(
+            records=[
+                pb.AuditRecord(
+                    seq=e.seq,
+                    at=wire.timestamp(e.at),
+                    principal=e.principal,
+                    role=e.role,
+                    method=e.method,
+                    target=e.target,
+                    namespace=e.namespace,
+                    code=e.code,
+                    detail=e.detail,
+                )
+                for e in entries
+            ]
+        )
+
+
+def _by_name(namespace: Namespace) -> str:
+    return namespace.name
+
+
+def _namespace_info(namespace: Namespace) -> pb.NamespaceInfo:
+    return pb.NamespaceInfo(
+        name=namespace.name, description=namespace.description, created_at=wire.timestamp(namespace.created_at)
+    )
