@@ -11,6 +11,7 @@ from corral.controller.rpc.errors import ErrorInterceptor
 from corral.controller.rpc.gateway import AgentGatewayService
 from corral.controller.rpc.orchestrator import OrchestratorService
 from corral.controller.rpc.scheduler import SchedulerService
+from corral.controller.rpc.tls import ServerTls
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
 from corral.v1 import (
@@ -46,20 +47,45 @@ SERVER_OPTIONS = [
 
 
 class Server:
-    """A running controller endpoint: the gRPC server plus its health service."""
+    """A running controller endpoint: the gRPC server plus its health service.
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, port: int) -> None:
+    ``port`` is the main port; ``mtls_port`` the mutual-TLS port (None without a client CA);
+    ``tls`` the reloadable credentials (None: plaintext).
+    """
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        port: int,
+        *,
+        tls: ServerTls | None = None,
+        mtls_port: int | None = None,
+    ) -> None:
         self.grpc = server
         self.health = health_servicer
         self.port = port
+        self.tls = tls
+        self.mtls_port = mtls_port
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the server speaks TLS (then auth is on: nobody is trusted by address)."""
+        return self.tls is not None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.grpc.stop(grace)
 
 
-async def build_server(runtime: Runtime, listen: str) -> Server:
-    """Bind ``listen`` (host:port, port 0 for any), register every service and start serving."""
+async def build_server(
+    runtime: Runtime, listen: str, *, tls: ServerTls | None = None, mtls_listen: str | None = None
+) -> Server:
+    """Bind ``listen`` (host:port, port 0 for any), register every service and start serving.
+
+    With ``tls`` the port speaks TLS; when ``tls`` has a client CA, ``mtls_listen`` is bound too,
+    with client certificates required (see :mod:`corral.controller.rpc.tls` for why two ports).
+    """
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(runtime), server)
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(runtime), server)
@@ -68,10 +94,20 @@ async def build_server(runtime: Runtime, listen: str) -> Server:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, tls.server_credentials())
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
+    mtls_port: int | None = None
+    if tls is not None and tls.mutual:
+        if mtls_listen is None:
+            raise ValueError("a client CA needs an address for the mutual-TLS port")
+        mtls_port = server.add_secure_port(mtls_listen, tls.mutual_credentials())
+        if mtls_port == 0:
+            raise OSError(f"cannot listen on {mtls_listen}")
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Server(server, health_servicer, port)
+    return Server(server, health_servicer, port, tls=tls, mtls_port=mtls_port)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import cluster, daemons, run, tasks, workflows
+from corral.controller.cli import certs, cluster, daemons, run, tasks, workflows
 
 __all__ = ["app", "main"]
 
@@ -30,6 +30,7 @@ _DAEMON = "Daemons"
 _WORK = "Workflows"
 _TASKS = "Tasks"
 _CLUSTER = "Cluster"
+_SECURITY = "Security"
 
 app.command("controller", context_settings=daemons.PASSTHROUGH, add_help_option=False, rich_help_panel=_DAEMON)(
     daemons.controller
@@ -54,6 +55,8 @@ app.command("logs", rich_help_panel=_TASKS)(tasks.logs)
 
 app.command("agents", rich_help_panel=_CLUSTER)(cluster.agents)
 app.command("drain", rich_help_panel=_CLUSTER)(cluster.drain)
+
+app.add_typer(certs.app, name="certs", rich_help_panel=_SECURITY)
 
 
 def main() -> None:
