@@ -45,6 +45,12 @@ class AgentConfig:
     kill_grace_s: float = 10.0
     output_cap: int = DEFAULT_OUTPUT_CAP
     log_level: str = "info"
+    #: TLS: the controller's CA; the agent's certificate and key (mutual TLS)
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    #: exchanged once for a stored credential when there is no certificate
+    join_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.slots < 1:

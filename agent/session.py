@@ -19,6 +19,7 @@ import grpc
 import grpc.aio
 import structlog
 
+from corral.agent.auth import AgentAuth, AuthError
 from corral.agent.executor import Executor
 from corral.agent.outbox import Outbox
 from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
@@ -29,6 +30,8 @@ log = structlog.get_logger("corral.agent.session")
 
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
+# A refusal (bad credential, identity in use) will not change in milliseconds: wait at least this.
+REFUSED_BACKOFF_S = 1.0
 DEFAULT_HEARTBEAT_S = 2.0
 MAX_MESSAGE_BYTES = 64 << 20
 # One event batch stays well below the message limit (big Output events are split across batches).
@@ -81,6 +84,7 @@ class Session:
         on_drain: Callable[[float], None],
         kill_grace_s: float = 10.0,
         name: str = "",
+        auth: AgentAuth | None = None,
     ) -> None:
         self.target = target
         self.draining = False
@@ -93,6 +97,7 @@ class Session:
         self._on_drain = on_drain
         self._kill_grace_s = kill_grace_s
         self._name = name
+        self._auth = auth
         self._heartbeat_now = False
         self._closing = False
         self._wakeup = asyncio.Event()
@@ -122,21 +127,68 @@ class Session:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    def _refusal(self, exc: grpc.aio.AioRpcError) -> str | None:
+        """One line for the operator when the controller refused this agent, else None."""
+        code = exc.code()
+        details = exc.details() or ""
+        if code == grpc.StatusCode.ALREADY_EXISTS:
+            return (
+                f"another live agent is connected as {self._name!r} ({details}); is a second agent running "
+                "with the same name or certificate? retrying with backoff"
+            )
+        if code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return None
+        auth = self._auth
+        if auth is not None and auth.certificate_name is not None:
+            hint = "check --cert/--key and that the certificate is not revoked"
+        elif auth is not None and auth.join_token is not None and auth.needs_join:
+            hint = "check --join-token (its scope, name pattern, expiry and uses)"
+        elif auth is not None and auth.join_token is not None:
+            hint = f"the stored credential was refused; remove {auth.credential_path} to join again"
+        else:
+            hint = "the controller requires credentials: give --ca/--cert/--key or --join-token"
+        return f"the controller refused this agent ({code.name}: {details}); {hint}; retrying with backoff"
+
     async def _run(self) -> None:
         delay = BACKOFF_INITIAL_S
         failures = 0
+        last_refusal: str | None = None
         while not self._closing:
             try:
                 welcomed = await self._serve_one()
                 if welcomed:
                     delay = BACKOFF_INITIAL_S
                     failures = 0
+                    last_refusal = None
                     if not self._closing:
                         log.warning("controller closed the stream", controller=self.target)
             except grpc.aio.AioRpcError as exc:
                 failures += 1
-                level = log.warning if failures == 1 else log.debug
-                level("controller stream failed", controller=self.target, code=exc.code().name, details=exc.details())
+                refusal = self._refusal(exc)
+                if refusal is not None:
+                    # One line per distinct refusal, not one per retry.
+                    if refusal != last_refusal:
+                        log.error(refusal, controller=self.target)
+                    last_refusal = refusal
+                    delay = max(delay, REFUSED_BACKOFF_S)
+                else:
+                    level = log.warning if failures == 1 else log.debug
+                    hint = (
+                        {"hint": "TLS handshake or address? check --ca/--cert/--key"}
+                        if exc.code() == grpc.StatusCode.UNAVAILABLE and self._auth is not None and self._auth.tls
+                        else {}
+                    )
+                    level(
+                        "controller stream failed",
+                        controller=self.target,
+                        code=exc.code().name,
+                        details=exc.details(),
+                        **hint,
+                    )
+            except AuthError as exc:
+                failures += 1
+                log.error(str(exc), controller=self.target)
+                delay = max(delay, REFUSED_BACKOFF_S)
             except (ConnectionError, OSError, grpc.aio.UsageError) as exc:
                 failures += 1
                 level = log.warning if failures == 1 else log.debug
@@ -151,10 +203,26 @@ class Session:
                     await self._wakeup.wait()
             delay = min(delay * 2, BACKOFF_MAX_S)
 
+    def _channel(self) -> grpc.aio.Channel:
+        if self._auth is None:
+            return grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        return self._auth.channel(self.target, CHANNEL_OPTIONS)
+
     async def _serve_one(self) -> bool:
-        async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+        async with self._channel() as channel:
+            auth = self._auth
+            if auth is not None and auth.needs_join:
+                joined = await auth.join(channel)
+                log.info(
+                    "joined the controller",
+                    agent_id=joined.agent_id,
+                    labels=dict(joined.labels),
+                    agent_types=list(joined.agent_types),
+                    namespaces=list(joined.namespaces),
+                    credential_file=str(auth.credential_path),
+                )
             stub = _make_stub(channel)
-            call = stub.Connect()
+            call = stub.Connect(metadata=auth.metadata() if auth is not None else ())
             try:
                 hello = self._hello()
                 hello.draining = self.draining

@@ -69,7 +69,9 @@ CLIENT_ROLES = tuple(r for r in ROLES if r != "agent")
 
 _NAME_RE = re.compile(NAME_PATTERN)
 # RFC 1123 host names (labels of letters, digits and inner hyphens), optionally one leading "*." wildcard.
-_DNS_RE = re.compile(r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_DNS_RE = re.compile(
+    r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
 # Backdate a little: a peer whose clock is a minute behind must not see a certificate "not yet valid".
 _BACKDATE = datetime.timedelta(minutes=5)
 
@@ -98,7 +100,9 @@ def new_key() -> PrivateKey:
 
 def key_pem(key: PrivateKey) -> bytes:
     """``key`` as unencrypted PKCS#8 PEM (what gRPC reads)."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -150,7 +154,9 @@ def client_grant(role: str = "viewer", namespaces: Sequence[str] = ()) -> Grant:
     return Grant(role, tuple(dict.fromkeys(namespaces)))
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, key: PrivateKey, days: int, now: datetime.datetime) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: PrivateKey, days: int, now: datetime.datetime
+) -> x509.CertificateBuilder:
     if days < 1:
         raise CertError("--days must be at least 1")
     return (
@@ -300,7 +306,9 @@ def load_ca(directory: Path) -> tuple[x509.Certificate, PrivateKey]:
         cert_data = (directory / CA_CERT).read_bytes()
         key_data = (directory / CA_KEY).read_bytes()
     except FileNotFoundError as exc:
-        raise CertError(f"no CA in {directory} ({exc.filename} is missing): run `corral certs init {directory}` first") from None
+        raise CertError(
+            f"no CA in {directory} ({exc.filename} is missing): run `corral certs init {directory}` first"
+        ) from None
     except OSError as exc:
         raise CertError(f"cannot read the CA in {directory}: {exc}") from None
     cert = verify_key_pair(cert_data, key_data, what=f"CA {directory / CA_CERT}")
@@ -348,7 +356,9 @@ def _write_pair(cert_path: Path, cert: x509.Certificate, key_path: Path, key: Pr
     return Issued(cert_path, key_path)
 
 
-def init_dir(directory: Path, hosts: Sequence[str] = (), *, force: bool = False, days: int = LEAF_DAYS) -> tuple[Issued, Issued]:
+def init_dir(
+    directory: Path, hosts: Sequence[str] = (), *, force: bool = False, days: int = LEAF_DAYS
+) -> tuple[Issued, Issued]:
     """Make a CA and the controller's certificate in ``directory`` (created 0700 if missing).
 
     Returns (CA files, controller files). Nothing is written if any target exists (without ``force``)

@@ -124,6 +124,7 @@ def _exposure_error(args: argparse.Namespace) -> str | None:
         "or pass --insecure to serve plaintext anyway"
     )
 
+
 def _config(args: argparse.Namespace) -> MachineConfig:
     return MachineConfig(
         heartbeat_interval_s=args.heartbeat_interval,

@@ -87,7 +87,8 @@ def issue(
         list[str] | None, typer.Option("--label", help="Agent label KEY=VALUE granted by the certificate (repeatable).")
     ] = None,
     types: Annotated[
-        str | None, typer.Option("--types", help="Agent types the agent may offer, comma separated (e.g. shell,python).")
+        str | None,
+        typer.Option("--types", help="Agent types the agent may offer, comma separated (e.g. shell,python)."),
     ] = None,
     days: DaysOption = LEAF_DAYS,
     force: ForceOption = False,

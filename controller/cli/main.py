@@ -5,6 +5,14 @@ from __future__ import annotations
 import typer
 
 from corral.controller.cli import certs, cluster, daemons, run, tasks, workflows
+from corral.controller.cli.common import (
+    CaOption,
+    CertOption,
+    ClientCredentials,
+    KeyOption,
+    TokenOption,
+    use_credentials,
+)
 
 __all__ = ["app", "main"]
 
@@ -12,6 +20,8 @@ EPILOG = (
     "Exit codes: 0 ok; 1 workflow failed or cancelled, or an error (controller unreachable, not found); "
     "2 invalid input (workflow file, flags); 3 workflow unschedulable (corral run).\n\n"
     "The controller address comes from --address, else $CORRAL_ADDRESS, else 127.0.0.1:7070. "
+    "TLS and credentials come from the global --ca --cert --key --token (before the command), else "
+    "$CORRAL_CA, $CORRAL_CERT, $CORRAL_KEY, $CORRAL_TOKEN. "
     "Ids accept any unique prefix. Read commands take -o table|wide|json|yaml. NO_COLOR is honoured."
 )
 
@@ -25,6 +35,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
 )
+
+
+@app.callback()
+def options(ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, token: TokenOption = None) -> None:
+    """Run DAG workflows of tasks across a cluster of machines."""
+    use_credentials(ClientCredentials(ca=ca, cert=cert, key=key, token=token))
+
 
 _DAEMON = "Daemons"
 _WORK = "Workflows"
