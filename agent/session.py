@@ -24,7 +24,7 @@ from corral.agent.executor import Executor
 from corral.agent.outbox import Outbox
 from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
-__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CHANNEL_OPTIONS", "Session"]
+__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CHANNEL_OPTIONS", "EndedAtHello", "Session"]
 
 log = structlog.get_logger("corral.agent.session")
 
@@ -68,6 +68,15 @@ def _batches(events: list[agent_pb2.TaskEvent]) -> list[list[agent_pb2.TaskEvent
 
 
 REPORT_LINGER_S = 0.002
+
+
+class EndedAtHello(ConnectionError):
+    """The controller ended the stream at once, and gRPC lost its status.
+
+    A Hello written while the controller refuses the stream (it aborts before reading anything)
+    sometimes fails with INTERNAL "Internal error from Core" and no trace of the real status; it
+    is backed off like a refusal, since it most likely is one.
+    """
 
 
 class Session:
@@ -154,6 +163,7 @@ class Session:
         failures = 0
         last_refusal: str | None = None
         while not self._closing:
+            refused = False
             try:
                 welcomed = await self._serve_one()
                 if welcomed:
@@ -165,6 +175,7 @@ class Session:
             except grpc.aio.AioRpcError as exc:
                 failures += 1
                 refusal = self._refusal(exc)
+                refused = refusal is not None
                 if refusal is not None:
                     # One line per distinct refusal, not one per retry.
                     if refusal != last_refusal:
@@ -187,19 +198,27 @@ class Session:
                     )
             except AuthError as exc:
                 failures += 1
-                log.error(str(exc), controller=self.target)
+                refused = True
+                if str(exc) != last_refusal:
+                    log.error(str(exc), controller=self.target)
+                last_refusal = str(exc)
                 delay = max(delay, REFUSED_BACKOFF_S)
             except (ConnectionError, OSError, grpc.aio.UsageError) as exc:
                 failures += 1
+                if isinstance(exc, EndedAtHello):
+                    refused = True
+                    delay = max(delay, REFUSED_BACKOFF_S)
                 level = log.warning if failures == 1 else log.debug
                 level("controller stream failed", controller=self.target, error=str(exc))
             finally:
                 self.connected.clear()
             if self._closing:
                 break
-            # Full jitter: many agents losing the same controller do not come back in lockstep.
+            # Full jitter: many agents losing the same controller do not come back in lockstep. After
+            # a refusal, at least half the delay: a refusal never clears up in a few milliseconds.
+            pause = random.uniform(delay / 2 if refused else 0.0, delay)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(random.uniform(0, delay)):
+                async with asyncio.timeout(pause):
                     await self._wakeup.wait()
             delay = min(delay * 2, BACKOFF_MAX_S)
 
@@ -227,8 +246,13 @@ class Session:
                 hello = self._hello()
                 hello.draining = self.draining
                 hello.running_attempt_ids.extend(self._executor.active_ids())
-                await call.write(agent_pb2.AgentMessage(hello=hello))
-                first = await call.read()
+                try:
+                    await call.write(agent_pb2.AgentMessage(hello=hello))
+                    first = await call.read()
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.INTERNAL:
+                        raise EndedAtHello("the controller ended the stream at Hello (no status)") from None
+                    raise
                 # Anything but a message (grpc.aio.EOF) means the controller ended the stream.
                 if not isinstance(first, agent_pb2.ControllerMessage):
                     raise ConnectionError("the controller closed the stream before Welcome")
