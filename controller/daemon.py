@@ -72,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     tls.add_argument("--mtls-address-file", type=Path, help="write the bound mutual-TLS host:port here")
     tls.add_argument(
+        "--health-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve grpc.health.v1 alone, in plaintext, here (for probes that cannot speak TLS)",
+    )
+    tls.add_argument(
         "--insecure",
         action="store_true",
         help="allow plaintext on a non-loopback address (anyone who reaches the port may do anything)",
@@ -166,7 +172,9 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
     store, where = _store(args)
     runtime = Runtime(store, _config(args), encode_actions=deliver)
     await runtime.start()
-    server = await build_server(runtime, args.listen, tls=tls, mtls_listen=mtls_listen(args))
+    server = await build_server(
+        runtime, args.listen, tls=tls, mtls_listen=mtls_listen(args), health_listen=args.health_listen
+    )
     address = _bound(args.listen, server.port)
     if tls is None and not is_loopback(args.listen):
         # Logged on every start, so nobody forgets that this controller trusts its whole network.
@@ -179,6 +187,8 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
         if args.mtls_address_file:
             write_address(args.mtls_address_file, mtls_address)
         log.info("mutual TLS (client certificate required) on %s", mtls_address)
+    if server.health_port is not None:
+        log.info("grpc health (plaintext, health only) on %s", _bound(str(args.health_listen), server.health_port))
     if args.address_file:
         write_address(args.address_file, address)
     security = f"TLS with {tls.summary}" if tls is not None else "plaintext"

@@ -50,7 +50,8 @@ class Server:
     """A running controller endpoint: the gRPC server plus its health service.
 
     ``port`` is the main port; ``mtls_port`` the mutual-TLS port (None without a client CA);
-    ``tls`` the reloadable credentials (None: plaintext).
+    ``health_port`` the plaintext health-only port (None when not asked for); ``tls`` the
+    reloadable credentials (None: plaintext).
     """
 
     def __init__(
@@ -61,12 +62,16 @@ class Server:
         *,
         tls: ServerTls | None = None,
         mtls_port: int | None = None,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int | None = None,
     ) -> None:
         self.grpc = server
         self.health = health_servicer
         self.port = port
         self.tls = tls
         self.mtls_port = mtls_port
+        self.health_server = health_server
+        self.health_port = health_port
 
     @property
     def tls_enabled(self) -> bool:
@@ -76,15 +81,24 @@ class Server:
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.grpc.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 async def build_server(
-    runtime: Runtime, listen: str, *, tls: ServerTls | None = None, mtls_listen: str | None = None
+    runtime: Runtime,
+    listen: str,
+    *,
+    tls: ServerTls | None = None,
+    mtls_listen: str | None = None,
+    health_listen: str | None = None,
 ) -> Server:
     """Bind ``listen`` (host:port, port 0 for any), register every service and start serving.
 
     With ``tls`` the port speaks TLS; when ``tls`` has a client CA, ``mtls_listen`` is bound too,
     with client certificates required (see :mod:`corral.controller.rpc.tls` for why two ports).
+    ``health_listen`` serves grpc.health.v1 alone, in plaintext: Kubernetes' gRPC probes and most
+    load balancers cannot speak TLS, and the health status tells nobody anything else.
     """
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(runtime), server)
@@ -104,7 +118,24 @@ async def build_server(
         mtls_port = server.add_secure_port(mtls_listen, tls.mutual_credentials())
         if mtls_port == 0:
             raise OSError(f"cannot listen on {mtls_listen}")
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    if health_listen is not None:
+        health_server = grpc.aio.server(options=SERVER_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(health_listen)
+        if health_port == 0:
+            raise OSError(f"cannot listen on {health_listen}")
+        await health_server.start()
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Server(server, health_servicer, port, tls=tls, mtls_port=mtls_port)
+    return Server(
+        server,
+        health_servicer,
+        port,
+        tls=tls,
+        mtls_port=mtls_port,
+        health_server=health_server,
+        health_port=health_port,
+    )

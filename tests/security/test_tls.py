@@ -24,6 +24,7 @@ import grpc
 import grpc.aio
 import pytest
 from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from corral.controller.certs import (
     agent_grant,
@@ -37,7 +38,7 @@ from corral.controller.certs import (
 )
 from corral.controller.sdk import SyncClient
 from corral.controller.sdk.errors import UnavailableError
-from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
+from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from tests.procs import corral, require_server, start_agent, start_controller, stop
 
 pytestmark = pytest.mark.e2e
@@ -336,3 +337,25 @@ def test_bad_tls_flags_exit_2_with_one_line(tmp_path: Path, pki: Pki) -> None:
     for flags, message in cases:
         result = subprocess.run([*base, *flags], capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 2 and message in result.stderr, (flags, result.stderr)
+
+
+def test_plaintext_health_port_serves_health_only(tmp_path: Path, pki: Pki) -> None:
+    ctl = _start(
+        tmp_path, pki.good / "controller.pem", pki.good / "controller-key.pem", pki.ca, "--health-listen", "127.0.0.1:0"
+    )
+    try:
+        line = next(x for x in ctl.log().splitlines() if "grpc health (plaintext, health only) on" in x)
+        address = line.rsplit(" on ", 1)[1].strip()
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="corral.v1.Orchestrator"), timeout=10
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            # Nothing but health: the API is not reachable without TLS on this port.
+            with pytest.raises(grpc.RpcError) as info:
+                orchestrator_pb2_grpc.OrchestratorStub(channel).ListWorkflows(
+                    orchestrator_pb2.ListWorkflowsRequest(), timeout=10
+                )
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        stop(ctl.proc)
