@@ -16,19 +16,16 @@ from typing import Annotated
 
 import typer
 
-from corral.controller.certs import (
-    CA_DAYS,
-    CLIENT_ROLES,
-    LEAF_DAYS,
-    CertError,
-    agent_grant,
-    client_grant,
-    init_dir,
-    issue_identity,
-)
 from corral.controller.cli.common import EXIT_INVALID, die
+from corral.controller.rpc.identity import ROLES
 
-__all__ = ["app", "init", "issue"]
+__all__ = ["CA_DAYS", "CLIENT_ROLES", "LEAF_DAYS", "app", "init", "issue"]
+
+# The same values as in corral.controller.certs (a test checks): that module loads the X.509 code,
+# which every other command would pay for at start if it were imported here.
+CA_DAYS = 3650
+LEAF_DAYS = 365
+CLIENT_ROLES = tuple(r for r in ROLES if r != "agent")
 
 app = typer.Typer(
     name="certs",
@@ -63,6 +60,8 @@ def init(
 
     Keys are written with mode 0600. Keep ca-key.pem offline once every certificate is issued.
     """
+    from corral.controller.certs import CertError, init_dir
+
     try:
         ca, controller = init_dir(directory, host or [], force=force, days=days)
     except CertError as exc:
@@ -98,6 +97,8 @@ def issue(
     The certificate carries the identity's grant: agents get the role "agent" with the given labels,
     types and namespaces (the controller trusts these, not what the agent claims); clients get --role.
     """
+    from corral.controller.certs import CertError, agent_grant, client_grant, issue_identity
+
     if (agent is None) == (client is None):
         die("error: give exactly one of --agent NAME or --client NAME", EXIT_INVALID)
     try:

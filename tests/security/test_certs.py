@@ -158,6 +158,13 @@ async def test_grants_round_trip_through_a_real_tls_handshake(tmp_path: Path) ->
     assert agent.role == "agent" and client.role == "submitter"
 
 
+def test_the_command_line_defaults_match_the_module() -> None:
+    from corral.controller import certs
+    from corral.controller.cli import certs as cli
+
+    assert (cli.CA_DAYS, cli.LEAF_DAYS, cli.CLIENT_ROLES) == (certs.CA_DAYS, certs.LEAF_DAYS, certs.CLIENT_ROLES)
+
+
 def test_the_certs_commands(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     made = corral("certs", "init", str(pki), "--host", "ctl.internal")
