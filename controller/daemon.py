@@ -26,7 +26,7 @@ from corral.controller.store.base import Store
 from corral.controller.store.memory import MemoryStore
 from corral.controller.store.sqlite import SqliteStore
 
-__all__ = ["EXIT_USAGE", "default_db_path", "main", "mtls_listen", "parse_args", "serve", "server_tls"]
+__all__ = ["EXIT_USAGE", "default_db_path", "main", "mtls_listen", "parse_args", "serve", "server_tls", "tls_enabled"]
 
 EXIT_USAGE = 2  # argparse's code for bad flags; also for unusable TLS files and a refused exposure
 
@@ -97,9 +97,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def tls_enabled(args: argparse.Namespace) -> bool:
+    """Whether the flags ask for TLS (then auth is on: nobody is trusted for being on the network)."""
+    return args.tls_cert is not None
+
+
 def server_tls(args: argparse.Namespace) -> ServerTls | None:
     """The TLS credentials the flags ask for (None: plaintext); TlsError when the files are unusable."""
-    if args.tls_cert is None:
+    if not tls_enabled(args):
         return None
     return ServerTls(TlsFiles(args.tls_cert, args.tls_key, args.client_ca))
 
