@@ -28,6 +28,9 @@ __all__ = ["PASSTHROUGH", "agent", "controller", "dev", "state_dir"]
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 _STOP_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long (as the agent does with tasks)
+# Credentials in the user's environment are for some other (secure) cluster; the dev cluster is
+# plaintext on loopback, and its agents would otherwise read them and try TLS.
+_CREDENTIAL_ENV = ("CORRAL_CA", "CORRAL_CERT", "CORRAL_KEY", "CORRAL_TOKEN", "CORRAL_JOIN_TOKEN")
 
 
 def controller(ctx: typer.Context) -> None:
@@ -89,6 +92,7 @@ def dev(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     processes: list[subprocess.Popen[bytes]] = []
     labels: dict[int, str] = {}  # pid -> what it is, for messages
+    env = {key: value for key, value in os.environ.items() if key not in _CREDENTIAL_ENV}
     try:
         # Children get their own sessions: a Ctrl-C reaches only us, and we stop them in order
         # (agents first, so they report their attempts to a controller that is still up).
@@ -105,6 +109,7 @@ def dev(
                 str(address_file),
             ],
             start_new_session=True,
+            env=env,
         )
         processes.append(server)
         labels[server.pid] = "the controller"
@@ -128,7 +133,7 @@ def dev(
                 "--work-dir",
                 str(directory / "work" / f"dev-{i + 1}"),
             ]
-            child = subprocess.Popen(command, start_new_session=True)
+            child = subprocess.Popen(command, start_new_session=True, env=env)
             processes.insert(0, child)
             labels[child.pid] = f"agent dev-{i + 1}"
         print(f"corral dev: controller at {address} (state in {database}), {agents} agent(s)")
