@@ -173,7 +173,12 @@ def _reload(tls: ServerTls | None) -> None:
 
 
 async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
-    """Run the controller until SIGTERM/SIGINT (or a failed state loop); returns the exit code."""
+    """Run the controller until SIGTERM/SIGINT (or a failed state loop); returns the exit code.
+
+    ``tls`` is what :func:`main` already loaded; when left out it is loaded from the flags here.
+    """
+    if tls is None:
+        tls = server_tls(args)
     store, where = _store(args)
     runtime = Runtime(store, _config(args), encode_actions=deliver)
     await runtime.start()
