@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -145,3 +147,26 @@ async def test_a_refusal_is_one_log_line_and_backoff(tmp_path: Path, taken: bool
     # Backoff after a refusal waits at least 0.5 s, then at least 1 s: three attempts take >= 1.5 s.
     assert times[2] - times[0] >= 1.0, times
     assert not gateway.hellos
+
+
+def test_unusable_tls_settings_stop_the_agent_at_start(tmp_path: Path) -> None:
+    from corral.controller.certs import agent_grant, issue_identity
+
+    init_dir(tmp_path)
+    issue_identity(tmp_path, "a1", agent_grant())
+    ca, cert, key = (str(tmp_path / n) for n in ("ca.pem", "a1.pem", "a1-key.pem"))
+    base = [sys.executable, "-m", "corral.agent", "--controller", "127.0.0.1:1", "--work-dir", str(tmp_path / "w")]
+    cases = [
+        (["--ca", ca, "--cert", cert, "--key", key, "--name", "a2"], "--name 'a2' is not the name in --cert ('a1')"),
+        (["--cert", cert, "--key", key], "--cert needs --ca"),
+        (["--ca", ca, "--cert", cert], "--cert and --key go together"),
+        (["--ca", str(tmp_path / "missing.pem")], "--ca"),
+    ]
+    for flags, message in cases:
+        done = subprocess.run([*base, *flags], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2 and message in done.stderr, (flags, done.stderr)
+    # Without --name, the certificate names the agent.
+    from corral.agent.cli import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--ca", ca, "--cert", cert, "--key", key]))
+    assert config.name == "a1"
