@@ -132,6 +132,8 @@ class Agent:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.on_signal)
+        if config.join_token and config.cert is not None:
+            log.warning("--join-token is not used: this agent has a certificate (--cert), which names it")
         self.session.start()
         self.ready.set()
         try:

@@ -17,6 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from typer.testing import CliRunner
 
 from corral.controller.certs import (
     CertError,
@@ -27,6 +28,7 @@ from corral.controller.certs import (
     parse_host,
     read_grant,
 )
+from corral.controller.cli.main import app
 from corral.controller.rpc.identity import Grant, decode_grant, peer_certificate
 from tests.procs import corral
 
@@ -179,13 +181,16 @@ def test_the_certs_commands(tmp_path: Path) -> None:
     assert raw is not None
     assert decode_grant(raw) == Grant("agent", (), {"zone": "b"}, ("shell", "python"))
 
-    viewer = corral("certs", "issue", str(pki), "--client", "bob")
-    assert viewer.returncode == 0, viewer.stderr
+    # The rest in-process (the same typer app the console script runs): eight more interpreters
+    # would only add start-up time.
+    runner = CliRunner()
+    viewer = runner.invoke(app, ["certs", "issue", str(pki), "--client", "bob"])
+    assert viewer.exit_code == 0, viewer.stderr
     raw = read_grant(_load(pki / "bob.pem"))
     assert raw is not None and decode_grant(raw).role == "viewer"
 
-    again = corral("certs", "issue", str(pki), "--client", "bob", "--role", "admin")
-    assert again.returncode == 2
+    again = runner.invoke(app, ["certs", "issue", str(pki), "--client", "bob", "--role", "admin"])
+    assert again.exit_code == 2
     assert "refusing to overwrite" in again.stderr and "--force" in again.stderr
     assert decode_grant(read_grant(_load(pki / "bob.pem")) or b"").role == "viewer"
 
@@ -195,6 +200,6 @@ def test_the_certs_commands(tmp_path: Path) -> None:
         (["--agent", "a2", "--label", "novalue"], "KEY=VALUE"),
         (["--client", "c", "--role", "agent"], "not one of"),
     ]:
-        refused = corral("certs", "issue", str(pki), *args)
-        assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+        refused = runner.invoke(app, ["certs", "issue", str(pki), *args])
+        assert refused.exit_code == 2 and message in refused.stderr, (args, refused.stderr)
     assert not (pki / "a2.pem").exists() and not (pki / "c.pem").exists()
