@@ -155,7 +155,7 @@ class BenchCluster:
         pki = self.pki
         init_dir(pki)
         for name in self.agent_names:
-            issue_identity(pki, name, agent_grant())
+            issue_identity(pki, name, agent_grant(agent_types=["shell", "python"]))
         issue_identity(pki, BENCH_CLIENT, client_grant("admin"))
         return [
             "--tls-cert",

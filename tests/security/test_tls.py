@@ -69,9 +69,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     init_dir(good)
     init_dir(foreign)
     for directory in (good, foreign):
-        issue_identity(directory, "a1", agent_grant())
+        issue_identity(directory, "a1", agent_grant(agent_types=["shell", "python"]))
         issue_identity(directory, "alice", client_grant("admin"))
-    issue_identity(good, "a2", agent_grant())
+    issue_identity(good, "a2", agent_grant(agent_types=["shell", "python"]))
     return Pki(good, foreign)
 
 
