@@ -12,6 +12,7 @@ from pathlib import Path
 
 import structlog
 
+from corral.agent.auth import AuthError, certificate_name
 from corral.agent.config import DEFAULT_CONTROLLER, KNOWN_AGENT_TYPES, AgentConfig
 from corral.agent.daemon import Agent
 from corral.agent.policy import split_list
@@ -125,14 +126,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="pass these variables of the agent's own environment to every task",
     )
     policy.add_argument("--run-as", default=None, metavar="USER", help="run tasks as USER (the agent must be root)")
+    tls = parser.add_argument_group("TLS and identity")
+    tls.add_argument(
+        "--ca", type=Path, default=_env_path("CORRAL_CA"), help="CA of the controller's certificate: connect with TLS"
+    )
+    tls.add_argument(
+        "--cert",
+        type=Path,
+        default=_env_path("CORRAL_CERT"),
+        help="this agent's certificate (mutual TLS; its common name is the agent's name)",
+    )
+    tls.add_argument("--key", type=Path, default=_env_path("CORRAL_KEY"), help="the key of --cert")
+    tls.add_argument(
+        "--join-token",
+        default=os.environ.get("CORRAL_JOIN_TOKEN") or None,
+        metavar="TOKEN",
+        help="without a certificate: join with this token once, keep the credential in the work dir "
+        "(env CORRAL_JOIN_TOKEN, which keeps it out of the process list)",
+    )
     return parser
+
+
+def _env_path(variable: str) -> Path | None:
+    value = os.environ.get(variable)
+    return Path(value) if value else None
+
+
+def _name(args: argparse.Namespace) -> str:
+    """--name, else the common name of --cert, else the hostname."""
+    if args.name:
+        return str(args.name)
+    if args.cert is not None:
+        try:
+            return certificate_name(args.cert.expanduser().read_bytes())
+        except OSError as exc:
+            raise AuthError(f"--cert {args.cert}: {exc.strerror or exc}") from None
+    return socket.gethostname()
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Turn parsed arguments into the agent's settings."""
     return AgentConfig(
         controller=args.controller,
-        name=args.name or socket.gethostname(),
+        name=_name(args),
         slots=args.slots or os.cpu_count() or 1,
         gpus=args.gpus,
         labels=dict(args.label),
@@ -148,6 +184,10 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         env_allow=split_list(args.env_allow),
         pass_env=split_list(args.pass_env),
         run_as=args.run_as,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        join_token=args.join_token,
     )
 
 
@@ -172,12 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         config = config_from_args(args)
-    except ValueError as exc:
+        unknown = [t for t in config.agent_types if t not in KNOWN_AGENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown agent types: {', '.join(unknown)}")
+        agent = Agent(config)
+    except ValueError as exc:  # AuthError included
         print(f"corral agent: {exc}", file=sys.stderr)
-        return 2
-    unknown = [t for t in config.agent_types if t not in KNOWN_AGENT_TYPES]
-    if unknown:
-        print(f"corral agent: unknown agent types: {', '.join(unknown)}", file=sys.stderr)
         return 2
     if config.run_as is not None:
         try:
@@ -186,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"corral agent: {exc}", file=sys.stderr)
             return 2
     try:
-        return asyncio.run(Agent(config).run(install_signals=True))
+        return asyncio.run(agent.run(install_signals=True))
     except RunAsError as exc:
         print(f"corral agent: {exc}", file=sys.stderr)
         return 2

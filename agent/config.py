@@ -57,8 +57,12 @@ class AgentConfig:
     env_allow: tuple[str, ...] = ()
     pass_env: tuple[str, ...] = ()
     run_as: str | None = None
-    # Set when the agent talks TLS: python then allows no module until --python-allow lists some.
-    tls: bool = False
+    #: TLS: the controller's CA; the agent's certificate and key (mutual TLS)
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    #: exchanged once for a stored credential when there is no certificate
+    join_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -98,8 +102,8 @@ class AgentConfig:
 
     @property
     def uses_tls(self) -> bool:
-        """Whether the agent talks TLS (``tls``, or a CA file given with --ca)."""
-        return self.tls or getattr(self, "ca", None) is not None
+        """Whether the agent talks TLS (a CA file given with --ca): python then allows no module until listed."""
+        return self.ca is not None
 
     @property
     def policy(self) -> ExecPolicy:

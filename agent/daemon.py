@@ -16,6 +16,7 @@ from importlib import metadata
 
 import structlog
 
+from corral.agent.auth import AgentAuth
 from corral.agent.config import AgentConfig
 from corral.agent.executor import Executor
 from corral.agent.inventory import GpuProbe, collect_inventory, collect_usage, probe_nvml
@@ -41,11 +42,22 @@ def agent_version() -> str:
 
 
 class Agent:
-    """One agent daemon. ``await Agent(config).run()`` returns the process exit code."""
+    """One agent daemon. ``await Agent(config).run()`` returns the process exit code.
+
+    Raises :class:`~corral.agent.auth.AuthError` when the TLS or join settings cannot be used.
+    """
 
     def __init__(self, config: AgentConfig, *, gpu_probe: GpuProbe = probe_nvml) -> None:
         self.config = config
         self.work_dir = config.resolved_work_dir
+        self.auth = AgentAuth(
+            name=config.name,
+            work_dir=self.work_dir,
+            ca=config.ca,
+            cert=config.cert,
+            key=config.key,
+            join_token=config.join_token,
+        )
         self._gpu_probe = gpu_probe
         self.outbox = Outbox()
         self.inventory = types_pb2.Inventory()
@@ -135,10 +147,13 @@ class Agent:
             on_drain=self.drain,
             kill_grace_s=config.kill_grace_s,
             name=config.name,
+            auth=self.auth,
         )
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.on_signal)
+        if config.join_token and config.cert is not None:
+            log.warning("--join-token is not used: this agent has a certificate (--cert), which names it")
         self.session.start()
         self.ready.set()
         try:
@@ -154,7 +169,7 @@ class Agent:
         inventory = types_pb2.Inventory()
         inventory.CopyFrom(self.inventory)
         return agent_pb2.Hello(
-            agent_id=config.name,
+            agent_id=self.auth.agent_id,
             name=config.name,
             hostname=socket.gethostname(),
             agent_types=list(config.offered_types),

@@ -19,16 +19,19 @@ import grpc
 import grpc.aio
 import structlog
 
+from corral.agent.auth import AgentAuth, AuthError
 from corral.agent.executor import Executor
 from corral.agent.outbox import Outbox
 from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
-__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CHANNEL_OPTIONS", "Session"]
+__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CHANNEL_OPTIONS", "EndedAtHello", "Session"]
 
 log = structlog.get_logger("corral.agent.session")
 
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
+# A refusal (bad credential, identity in use) will not change in milliseconds: wait at least this.
+REFUSED_BACKOFF_S = 1.0
 DEFAULT_HEARTBEAT_S = 2.0
 MAX_MESSAGE_BYTES = 64 << 20
 # One event batch stays well below the message limit (big Output events are split across batches).
@@ -67,6 +70,15 @@ def _batches(events: list[agent_pb2.TaskEvent]) -> list[list[agent_pb2.TaskEvent
 REPORT_LINGER_S = 0.002
 
 
+class EndedAtHello(ConnectionError):
+    """The controller ended the stream at once, and gRPC lost its status.
+
+    A Hello written while the controller refuses the stream (it aborts before reading anything)
+    sometimes fails with INTERNAL "Internal error from Core" and no trace of the real status; it
+    is backed off like a refusal, since it most likely is one.
+    """
+
+
 class Session:
     """Keeps one live stream to the controller and moves messages between it and the executor."""
 
@@ -81,6 +93,7 @@ class Session:
         on_drain: Callable[[float], None],
         kill_grace_s: float = 10.0,
         name: str = "",
+        auth: AgentAuth | None = None,
     ) -> None:
         self.target = target
         self.draining = False
@@ -93,6 +106,7 @@ class Session:
         self._on_drain = on_drain
         self._kill_grace_s = kill_grace_s
         self._name = name
+        self._auth = auth
         self._heartbeat_now = False
         self._closing = False
         self._wakeup = asyncio.Event()
@@ -122,45 +136,123 @@ class Session:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    def _refusal(self, exc: grpc.aio.AioRpcError) -> str | None:
+        """One line for the operator when the controller refused this agent, else None."""
+        code = exc.code()
+        details = exc.details() or ""
+        if code == grpc.StatusCode.ALREADY_EXISTS:
+            return (
+                f"another live agent is connected as {self._name!r} ({details}); is a second agent running "
+                "with the same name or certificate? retrying with backoff"
+            )
+        if code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return None
+        auth = self._auth
+        if auth is not None and auth.certificate_name is not None:
+            hint = "check --cert/--key and that the certificate is not revoked"
+        elif auth is not None and auth.join_token is not None and auth.needs_join:
+            hint = "check --join-token (its scope, name pattern, expiry and uses)"
+        elif auth is not None and auth.join_token is not None:
+            hint = f"the stored credential was refused; remove {auth.credential_path} to join again"
+        else:
+            hint = "the controller requires credentials: give --ca/--cert/--key or --join-token"
+        return f"the controller refused this agent ({code.name}: {details}); {hint}; retrying with backoff"
+
     async def _run(self) -> None:
         delay = BACKOFF_INITIAL_S
         failures = 0
+        last_refusal: str | None = None
         while not self._closing:
+            refused = False
             try:
                 welcomed = await self._serve_one()
                 if welcomed:
                     delay = BACKOFF_INITIAL_S
                     failures = 0
+                    last_refusal = None
                     if not self._closing:
                         log.warning("controller closed the stream", controller=self.target)
             except grpc.aio.AioRpcError as exc:
                 failures += 1
-                level = log.warning if failures == 1 else log.debug
-                level("controller stream failed", controller=self.target, code=exc.code().name, details=exc.details())
+                refusal = self._refusal(exc)
+                refused = refusal is not None
+                if refusal is not None:
+                    # One line per distinct refusal, not one per retry.
+                    if refusal != last_refusal:
+                        log.error(refusal, controller=self.target)
+                    last_refusal = refusal
+                    delay = max(delay, REFUSED_BACKOFF_S)
+                else:
+                    level = log.warning if failures == 1 else log.debug
+                    hint = (
+                        {"hint": "TLS handshake or address? check --ca/--cert/--key"}
+                        if exc.code() == grpc.StatusCode.UNAVAILABLE and self._auth is not None and self._auth.tls
+                        else {}
+                    )
+                    level(
+                        "controller stream failed",
+                        controller=self.target,
+                        code=exc.code().name,
+                        details=exc.details(),
+                        **hint,
+                    )
+            except AuthError as exc:
+                failures += 1
+                refused = True
+                if str(exc) != last_refusal:
+                    log.error(str(exc), controller=self.target)
+                last_refusal = str(exc)
+                delay = max(delay, REFUSED_BACKOFF_S)
             except (ConnectionError, OSError, grpc.aio.UsageError) as exc:
                 failures += 1
+                if isinstance(exc, EndedAtHello):
+                    refused = True
+                    delay = max(delay, REFUSED_BACKOFF_S)
                 level = log.warning if failures == 1 else log.debug
                 level("controller stream failed", controller=self.target, error=str(exc))
             finally:
                 self.connected.clear()
             if self._closing:
                 break
-            # Full jitter: many agents losing the same controller do not come back in lockstep.
+            # Full jitter: many agents losing the same controller do not come back in lockstep. After
+            # a refusal, at least half the delay: a refusal never clears up in a few milliseconds.
+            pause = random.uniform(delay / 2 if refused else 0.0, delay)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(random.uniform(0, delay)):
+                async with asyncio.timeout(pause):
                     await self._wakeup.wait()
             delay = min(delay * 2, BACKOFF_MAX_S)
 
+    def _channel(self) -> grpc.aio.Channel:
+        if self._auth is None:
+            return grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        return self._auth.channel(self.target, CHANNEL_OPTIONS)
+
     async def _serve_one(self) -> bool:
-        async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+        async with self._channel() as channel:
+            auth = self._auth
+            if auth is not None and auth.needs_join:
+                joined = await auth.join(channel)
+                log.info(
+                    "joined the controller",
+                    agent_id=joined.agent_id,
+                    labels=dict(joined.labels),
+                    agent_types=list(joined.agent_types),
+                    namespaces=list(joined.namespaces),
+                    credential_file=str(auth.credential_path),
+                )
             stub = _make_stub(channel)
-            call = stub.Connect()
+            call = stub.Connect(metadata=auth.metadata() if auth is not None else ())
             try:
                 hello = self._hello()
                 hello.draining = self.draining
                 hello.running_attempt_ids.extend(self._executor.active_ids())
-                await call.write(agent_pb2.AgentMessage(hello=hello))
-                first = await call.read()
+                try:
+                    await call.write(agent_pb2.AgentMessage(hello=hello))
+                    first = await call.read()
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.INTERNAL:
+                        raise EndedAtHello("the controller ended the stream at Hello (no status)") from None
+                    raise
                 # Anything but a message (grpc.aio.EOF) means the controller ended the stream.
                 if not isinstance(first, agent_pb2.ControllerMessage):
                     raise ConnectionError("the controller closed the stream before Welcome")

@@ -5,6 +5,11 @@ SQLite file in a temporary folder, started with the default durable settings and
 ``--listen 127.0.0.1:0 --db FILE --address-file FILE``, plus N agents (``python -m corral.agent``)
 whose ``--python-path`` is ``bench/tasks`` so python tasks can be ``bench_tasks:NAME``.
 
+With ``tls=True`` the cluster runs the way a secure deployment does: certificates made with
+:mod:`corral.controller.certs` in the temporary folder, the controller serving TLS and mutual TLS
+(``--tls-cert --tls-key --client-ca``), agents presenting their own certificates on the
+mutual-TLS port, and the bench's client presenting an admin client certificate there too.
+
 Everything started here is stopped on exit, errors included: SIGTERM, then SIGKILL of whatever is
 left of each process tree (agents' python workers and task processes included).
 """
@@ -25,7 +30,9 @@ from types import TracebackType
 
 import psutil
 
+from corral.agent.cli import build_parser as agent_parser
 from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
+from corral.controller.certs import agent_grant, client_grant, init_dir, issue_identity
 from corral.controller.sdk.client import Client
 
 __all__ = ["TASKS_DIR", "BenchCluster", "Proc"]
@@ -34,6 +41,13 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
+BENCH_CLIENT = "bench-admin"
+
+
+def _python_allow() -> list[str]:
+    """``--python-allow bench_tasks`` where the agent has that flag (agents with TLS allow no module by default)."""
+    known = agent_parser()._option_string_actions  # the parser's own table of flags
+    return ["--python-allow", "bench_tasks"] if "--python-allow" in known else []
 
 
 class Proc:
@@ -86,9 +100,10 @@ class BenchCluster:
     controller's host:port and ``cluster.controller.pid`` its pid.
     """
 
-    def __init__(self, *, agents: int = 2, slots: int = 1, keep_dir: bool | None = None) -> None:
+    def __init__(self, *, agents: int = 2, slots: int = 1, keep_dir: bool | None = None, tls: bool = False) -> None:
         self.agent_count = agents
         self.slots = slots
+        self.tls = tls
         # CORRAL_BENCH_KEEP=1 keeps the folder (database and process logs) for a post-mortem.
         self.keep_dir = bool(os.environ.get("CORRAL_BENCH_KEEP")) if keep_dir is None else keep_dir
         self.directory = Path(tempfile.mkdtemp(prefix="corral-bench-"))
@@ -122,9 +137,38 @@ class BenchCluster:
     ) -> None:
         self.stop()
 
+    @property
+    def pki(self) -> Path:
+        return self.directory / "pki"
+
     def client(self, **kwargs: object) -> Client:
-        """A public SDK client of this controller."""
+        """A public SDK client of this controller (with an admin client certificate under ``tls``)."""
+        if self.tls:
+            kwargs.setdefault("ca", self.pki / "ca.pem")
+            kwargs.setdefault("cert", self.pki / f"{BENCH_CLIENT}.pem")
+            kwargs.setdefault("key", self.pki / f"{BENCH_CLIENT}-key.pem")
+        kwargs.setdefault("token", "")
         return Client(self.address, **kwargs)  # type: ignore[arg-type]
+
+    def _make_pki(self) -> list[str]:
+        """Certificates for the controller, every agent and the bench client; the controller's TLS flags."""
+        pki = self.pki
+        init_dir(pki)
+        for name in self.agent_names:
+            issue_identity(pki, name, agent_grant(agent_types=["shell", "python"]))
+        issue_identity(pki, BENCH_CLIENT, client_grant("admin"))
+        return [
+            "--tls-cert",
+            str(pki / "controller.pem"),
+            "--tls-key",
+            str(pki / "controller-key.pem"),
+            "--client-ca",
+            str(pki / "ca.pem"),
+            "--mtls-listen",
+            "127.0.0.1:0",
+            "--mtls-address-file",
+            str(self.directory / "mtls.addr"),
+        ]
 
     def spawn(self, label: str, argv: list[str]) -> Proc:
         """Start another process (e.g. the load generator) that is stopped with the cluster."""
@@ -145,6 +189,7 @@ class BenchCluster:
             str(db),
             "--address-file",
             str(address_file),
+            *(self._make_pki() if self.tls else []),
         ]
         self.controller = controller = Proc("controller", argv, self.env, self.directory / "controller.log")
         try:
@@ -153,6 +198,9 @@ class BenchCluster:
             )
         except (ControllerExited, AddressTimeout) as exc:
             raise RuntimeError(f"{exc}:\n{controller.tail()}") from None
+        if self.tls:
+            # Written before the main address: certificate holders (agents, this client) use it.
+            self.address = (self.directory / "mtls.addr").read_text().strip()
         if self.pyspy_dir:
             self._start_profiler(controller.pid)
         for name in self.agent_names:
@@ -173,6 +221,9 @@ class BenchCluster:
                 "--python-path",
                 str(TASKS_DIR),
             ]
+            if self.tls:
+                argv += ["--ca", str(self.pki / "ca.pem"), "--cert", str(self.pki / f"{name}.pem")]
+                argv += ["--key", str(self.pki / f"{name}-key.pem"), *_python_allow()]
             self.agents.append(Proc(name, argv, self.env, self.directory / f"{name}.log"))
         if self.agent_count:
             await self.wait_agents(set(self.agent_names))

@@ -30,6 +30,7 @@ __all__ = ["FIGURES", "WORKLOADS", "main"]
 #: workload name -> module under bench.workloads, in the order they run.
 WORKLOADS: dict[str, str] = {
     "noop": "bench.workloads.noop",
+    "noop_tls": "bench.workloads.noop_tls",
     "roundtrip": "bench.workloads.roundtrip",
     "dag": "bench.workloads.dag",
     "sleep": "bench.workloads.sleep",
@@ -41,6 +42,8 @@ WORKLOADS: dict[str, str] = {
 #: figure -> (workload, unit, target, True when higher is better)
 FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "noop_tasks_per_s": ("noop", "tasks/s", 2500, True),
+    "noop_tls_tasks_per_s": ("noop_tls", "tasks/s", 2500, True),
+    "noop_tls_ratio": ("noop_tls", "", 0.85, True),
     "roundtrip_p50_ms": ("roundtrip", "ms", 2, False),
     "roundtrip_p99_ms": ("roundtrip", "ms", 6, False),
     "dag_tasks_per_s": ("dag", "tasks/s", 2500, True),
@@ -109,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     samples, last = asyncio.run(_run_all(args.selected, args.runs, console))
     figures = {key: statistics.median(values) for key, values in samples.items()}
+    if "noop_tasks_per_s" in figures and "noop_tls_tasks_per_s" in figures:
+        # TLS throughput over plaintext throughput (the medians): the cost of TLS on the wire.
+        figures["noop_tls_ratio"] = figures["noop_tls_tasks_per_s"] / figures["noop_tasks_per_s"]
     ordered = {key: figures[key] for key in FIGURES if key in figures}
 
     table = Table(title=f"corral benchmarks ({args.runs} run{'s' if args.runs > 1 else ''}, medians)")

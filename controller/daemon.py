@@ -1,6 +1,8 @@
-"""``corral controller``: run the controller until SIGTERM/SIGINT.
+"""``corral controller``: run the controller until SIGTERM/SIGINT; SIGHUP reloads the TLS files.
 
 corral controller --listen 127.0.0.1:7070 --db /var/lib/corral/corral.db
+corral controller --listen 0.0.0.0:7070 --tls-cert pki/controller.pem --tls-key pki/controller-key.pem \
+    --client-ca pki/ca.pem        # mutual TLS for certificate holders on 0.0.0.0:7071
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
 from corral.controller.durations import parse_duration
 from corral.controller.rpc.gateway import deliver
+from corral.controller.rpc.tls import ServerTls, TlsError, TlsFiles, is_loopback, listen_host
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import SecretBox
 from corral.controller.server import build_server
@@ -26,7 +29,19 @@ from corral.controller.store.base import Store
 from corral.controller.store.memory import MemoryStore
 from corral.controller.store.sqlite import SqliteStore
 
-__all__ = ["default_db_path", "main", "parse_args", "private_dir", "serve"]
+__all__ = [
+    "EXIT_USAGE",
+    "default_db_path",
+    "main",
+    "mtls_listen",
+    "parse_args",
+    "private_dir",
+    "serve",
+    "server_tls",
+    "tls_enabled",
+]
+
+EXIT_USAGE = 2  # argparse's code for bad flags; also for unusable TLS files and a refused exposure
 
 log = logging.getLogger("corral.controller")
 
@@ -67,6 +82,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--secret-key-file", type=Path, default=None, help="Fernet key for task secrets (created 0600 if missing)"
     )
     parser.add_argument("--audit-retain", default="90d", help="keep audit records this long (e.g. 90d, 12h)")
+    tls = parser.add_argument_group("TLS (SIGHUP reloads these files)")
+    tls.add_argument("--tls-cert", type=Path, help="the controller's certificate (PEM); serve TLS")
+    tls.add_argument("--tls-key", type=Path, help="the key of --tls-cert (PEM)")
+    tls.add_argument(
+        "--client-ca",
+        type=Path,
+        help="CA of client certificates: also serve mutual TLS (certificate required) on --mtls-listen",
+    )
+    tls.add_argument(
+        "--mtls-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="the mutual-TLS port (default: the --listen host, port + 1; port 0: any free port)",
+    )
+    tls.add_argument("--mtls-address-file", type=Path, help="write the bound mutual-TLS host:port here")
+    tls.add_argument(
+        "--health-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve grpc.health.v1 alone, in plaintext, here (for probes that cannot speak TLS)",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext on a non-loopback address (anyone who reaches the port may do anything)",
+    )
     args = parser.parse_args(argv)
     try:
         args.audit_retain_s = parse_duration(args.audit_retain)
@@ -77,7 +118,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
     if args.heartbeat_interval <= 0 or args.lease <= args.heartbeat_interval:
         parser.error("--lease must be longer than --heartbeat-interval, which must be > 0")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert is None and (args.client_ca is not None or args.mtls_listen or args.mtls_address_file):
+        parser.error("--client-ca, --mtls-listen and --mtls-address-file need --tls-cert and --tls-key")
+    if args.client_ca is None and (args.mtls_listen or args.mtls_address_file):
+        parser.error("--mtls-listen and --mtls-address-file need --client-ca")
     return args
+
+
+def tls_enabled(args: argparse.Namespace) -> bool:
+    """Whether the flags ask for TLS (then auth is on: nobody is trusted for being on the network)."""
+    return args.tls_cert is not None
+
+
+def server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """The TLS credentials the flags ask for (None: plaintext); TlsError when the files are unusable."""
+    if not tls_enabled(args):
+        return None
+    return ServerTls(TlsFiles(args.tls_cert, args.tls_key, args.client_ca))
+
+
+def mtls_listen(args: argparse.Namespace) -> str | None:
+    """Where the mutual-TLS port binds: ``--mtls-listen``, else the ``--listen`` host at port + 1."""
+    if args.client_ca is None:
+        return None
+    if args.mtls_listen:
+        return str(args.mtls_listen)
+    host, _, port = str(args.listen).rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        return None  # build_server reports the bad --listen
+    return f"{host}:{number + 1 if number else 0}"
+
+
+def _exposure_error(args: argparse.Namespace) -> str | None:
+    """Why the flags must not be served as given, or None."""
+    if args.tls_cert is not None or is_loopback(args.listen):
+        return None
+    if args.insecure:
+        return None
+    return (
+        f"refusing to listen on {args.listen} without TLS: anyone who reaches it could run anything. "
+        "Give --tls-cert and --tls-key (make them with `corral certs init`), listen on 127.0.0.1, "
+        "or pass --insecure to serve plaintext anyway"
+    )
 
 
 def _config(args: argparse.Namespace) -> MachineConfig:
@@ -115,29 +201,74 @@ def private_dir(directory: Path) -> None:
     directory.chmod(0o700)  # mkdir's mode is filtered by the umask; 0700 must hold regardless
 
 
-async def serve(args: argparse.Namespace) -> int:
+def _bound(listen: str, port: int) -> str:
+    host = listen_host(listen)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reload(tls: ServerTls | None) -> None:
+    if tls is None:
+        log.info("SIGHUP: no TLS files to reload (the controller serves plaintext)")
+        return
+    try:
+        summary = tls.reload()
+    except TlsError as exc:
+        log.error("SIGHUP: TLS files not reloaded, the previous certificate stays in use: %s", exc)
+        return
+    log.info("SIGHUP: TLS files reloaded; new connections use %s", summary)
+
+
+async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
+    """Run the controller until SIGTERM/SIGINT (or a failed state loop); returns the exit code.
+
+    ``tls`` is what :func:`main` already loaded; when left out it is loaded from the flags here.
+    """
+    if tls is None:
+        tls = server_tls(args)
     store, where = _store(args)
     runtime = Runtime(store, _config(args), encode_actions=deliver)
     box = SecretBox.from_key_file(args.secret_key_file) if args.secret_key_file else None
     await runtime.start()
     use_secret_box(runtime, box)
-    # TLS (when the controller serves it) turns auth on as well: `auth = args.auth or tls_enabled`.
-    auth = bool(args.auth)
+    # Auth is on whenever the controller serves TLS, and with --auth without it.
+    auth = bool(args.auth) or tls is not None
     if auth:
         token_file = args.admin_token_file or _default_token_file(args, where)
         await bootstrap_admin_token(runtime, token_file)
     pruner = asyncio.ensure_future(prune_audit_forever(runtime, args.audit_retain_s))
-    server = await build_server(runtime, args.listen, auth=auth, secret_box=box)
-    host = args.listen.rsplit(":", 1)[0]
-    address = f"{host}:{server.port}"
+    server = await build_server(
+        runtime,
+        args.listen,
+        auth=auth,
+        secret_box=box,
+        tls=tls,
+        mtls_listen=mtls_listen(args),
+        health_listen=args.health_listen,
+    )
+    address = _bound(args.listen, server.port)
+    if tls is None and not is_loopback(args.listen):
+        # Logged on every start, so nobody forgets that this controller trusts its whole network.
+        log.warning(
+            "--insecure: serving PLAINTEXT on %s, a non-loopback address; anyone who reaches it may do anything",
+            args.listen,
+        )
+    if server.mtls_port is not None:
+        mtls_address = _bound(str(mtls_listen(args)), server.mtls_port)
+        if args.mtls_address_file:
+            write_address(args.mtls_address_file, mtls_address)
+        log.info("mutual TLS (client certificate required) on %s", mtls_address)
+    if server.health_port is not None:
+        log.info("grpc health (plaintext, health only) on %s", _bound(str(args.health_listen), server.health_port))
     if args.address_file:
         write_address(args.address_file, address)
-    log.info("corral controller listening on %s (state: %s)", address, where)
+    security = f"TLS with {tls.summary}" if tls is not None else "plaintext"
+    log.info("corral controller listening on %s, %s (state: %s)", address, security, where)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, tls)
     failed = asyncio.ensure_future(_wait_failure(runtime))
     await asyncio.wait([asyncio.ensure_future(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
@@ -169,8 +300,17 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    problem = _exposure_error(args)
+    if problem is not None:
+        print(f"corral controller: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        return asyncio.run(serve(args))
+        tls = server_tls(args)
+    except TlsError as exc:
+        print(f"corral controller: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(serve(args, tls))
     except OSError as exc:
         print(f"corral controller: {exc}", file=sys.stderr)
         return 1

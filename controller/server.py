@@ -13,6 +13,7 @@ from corral.controller.rpc.errors import ErrorInterceptor
 from corral.controller.rpc.gateway import AgentGatewayService
 from corral.controller.rpc.orchestrator import OrchestratorService
 from corral.controller.rpc.scheduler import SchedulerService
+from corral.controller.rpc.tls import ServerTls
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import SecretBox
 from corral.controller.spec import Limits
@@ -52,26 +53,64 @@ SERVER_OPTIONS = [
 
 
 class Server:
-    """A running controller endpoint: the gRPC server plus its health service."""
+    """A running controller endpoint: the gRPC server plus its health service.
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, port: int) -> None:
+    ``port`` is the main port; ``mtls_port`` the mutual-TLS port (None without a client CA);
+    ``health_port`` the plaintext health-only port (None when not asked for); ``tls`` the
+    reloadable credentials (None: plaintext).
+    """
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        port: int,
+        *,
+        tls: ServerTls | None = None,
+        mtls_port: int | None = None,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int | None = None,
+    ) -> None:
         self.grpc = server
         self.health = health_servicer
         self.port = port
+        self.tls = tls
+        self.mtls_port = mtls_port
+        self.health_server = health_server
+        self.health_port = health_port
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the server speaks TLS (then auth is on: nobody is trusted by address)."""
+        return self.tls is not None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.grpc.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 async def build_server(
-    runtime: Runtime, listen: str, *, auth: bool = False, secret_box: SecretBox | None = None
+    runtime: Runtime,
+    listen: str,
+    *,
+    auth: bool = False,
+    secret_box: SecretBox | None = None,
+    tls: ServerTls | None = None,
+    mtls_listen: str | None = None,
+    health_listen: str | None = None,
 ) -> Server:
     """Bind ``listen`` (host:port, port 0 for any), register every service and start serving.
 
     ``auth`` turns on authentication and authorization of every call (except grpc health); the
     daemon turns it on with ``--auth`` and whenever it serves TLS. Off, every caller is the dev
     admin (the plaintext loopback default of ``corral dev``).
+
+    With ``tls`` the port speaks TLS; when ``tls`` has a client CA, ``mtls_listen`` is bound too,
+    with client certificates required (see :mod:`corral.controller.rpc.tls` for why two ports).
+    ``health_listen`` serves grpc.health.v1 alone, in plaintext: Kubernetes' gRPC probes and most
+    load balancers cannot speak TLS, and the health status tells nobody anything else.
     """
     # The error interceptor is outermost, so the auth interceptor's refusals become status codes.
     interceptors = [ErrorInterceptor(), AuthInterceptor(runtime, enabled=auth)]
@@ -84,10 +123,34 @@ async def build_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    port = server.add_insecure_port(listen) if tls is None else server.add_secure_port(listen, tls.server_credentials())
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
+    mtls_port: int | None = None
+    if tls is not None and tls.mutual:
+        if mtls_listen is None:
+            raise ValueError("a client CA needs an address for the mutual-TLS port")
+        mtls_port = server.add_secure_port(mtls_listen, tls.mutual_credentials())
+        if mtls_port == 0:
+            raise OSError(f"cannot listen on {mtls_listen}")
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    if health_listen is not None:
+        health_server = grpc.aio.server(options=SERVER_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(health_listen)
+        if health_port == 0:
+            raise OSError(f"cannot listen on {health_listen}")
+        await health_server.start()
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Server(server, health_servicer, port)
+    return Server(
+        server,
+        health_servicer,
+        port,
+        tls=tls,
+        mtls_port=mtls_port,
+        health_server=health_server,
+        health_port=health_port,
+    )

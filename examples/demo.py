@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     base_dir.mkdir(parents=True, exist_ok=True)
     # The retry example keeps its marker here; agents inherit it through the environment.
     os.environ[STATE_ENV] = str(base_dir / "state")
+    # The demo's cluster is plaintext on loopback: credentials exported for another cluster would
+    # make its agents and `corral run` try TLS or send tokens meant for somebody else.
+    for name in ("CORRAL_CA", "CORRAL_CERT", "CORRAL_KEY", "CORRAL_TOKEN", "CORRAL_JOIN_TOKEN"):
+        os.environ.pop(name, None)
     cluster = LocalCluster(base_dir, agents=2, slots=2, python_path=[EXAMPLES])
     failed = True
     try:

@@ -57,8 +57,10 @@ def test_controller_is_a_single_replica_statefulset_with_a_volume_claim() -> Non
     db_dir = next(mounts[name] for name in claims if name in mounts)
     db = container["args"][container["args"].index("--db") + 1]
     assert db.startswith(db_dir + "/"), f"the database {db} is not on the persistent volume {db_dir}"
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["grpc"]["port"] == 7070, f"{probe} is not a native gRPC probe on 7070"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        # The kubelet's gRPC probes cannot speak TLS: they use the plaintext health-only port.
+        assert container[probe]["grpc"]["port"] == ports["health"] == 7072, f"{probe} is not on the health port"
 
 
 def test_services_select_the_controller_and_the_daemonset_points_at_it() -> None:
@@ -77,6 +79,7 @@ def test_services_select_the_controller_and_the_daemonset_points_at_it() -> None
     target = args[args.index("--controller") + 1]
     assert target.split(".")[0] == front["metadata"]["name"]
     assert target.endswith(":7070")
+    assert {p["port"] for p in front["spec"]["ports"]} == {7070, 7071}
     assert pod["terminationGracePeriodSeconds"] >= 40, "too short for the agent to drain"
 
 
@@ -92,6 +95,18 @@ def test_compose_has_a_health_checked_controller_and_a_scalable_agent() -> None:
     assert "ports" not in agent
     assert agent["depends_on"]["controller"]["condition"] == "service_healthy"
     assert "controller:7070" in agent["command"]
+    # TLS: the controller serves the mounted certificates, the agent verifies it with the CA alone.
+    command = controller["command"]
+    assert any(v.endswith(":/etc/corral/tls:ro") for v in controller["volumes"])
+    for flag, name in (
+        ("--tls-cert", "controller.pem"),
+        ("--tls-key", "controller-key.pem"),
+        ("--client-ca", "ca.pem"),
+    ):
+        assert command[command.index(flag) + 1] == f"/etc/corral/tls/{name}"
+    assert agent["command"][agent["command"].index("--ca") + 1] == "/etc/corral/tls/ca.pem"
+    assert agent["volumes"] == ["./tls/ca.pem:/etc/corral/tls/ca.pem:ro"], "agents must not see the controller's key"
+    assert "CORRAL_JOIN_TOKEN" in agent["environment"]
 
 
 @pytest.fixture
@@ -114,7 +129,8 @@ def test_compose_health_probe_reports_the_orchestrator_service(
     (compose,) = _documents(DEPLOY / "compose.yaml")
     test = compose["services"]["controller"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
-    probe = test[3].replace("127.0.0.1:7070", f"127.0.0.1:{port}")
+    assert "127.0.0.1:7072" in test[3], "the probe does not use the plaintext health port"
+    probe = test[3].replace("127.0.0.1:7072", f"127.0.0.1:{port}")
 
     def run() -> int:
         return subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False, timeout=60).returncode
@@ -130,6 +146,7 @@ def test_dockerfile_builds_one_image_for_both_roles() -> None:
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
     assert re.search(r'^ENTRYPOINT \["corral"\]$', text, re.M)
     assert re.search(r'^CMD \["controller"', text, re.M)
+    assert '"--tls-cert", "/etc/corral/tls/controller.pem"' in text, "the default command must serve TLS"
     assert re.search(r"^USER corral$", text, re.M)
 
 
@@ -191,3 +208,90 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         pytest.skip(f"systemd-analyze cannot run here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "corral" not in done.stderr, f"systemd-analyze warned:\n{done.stderr}"
+
+
+def _generated_secrets() -> dict[str, list[str]]:
+    (kustomization,) = _documents(DEPLOY / "k8s" / "kustomization.yaml")
+    assert "networkpolicy.yaml" in kustomization["resources"]
+    return {g["name"]: [Path(f).name for f in g["files"]] for g in kustomization["secretGenerator"]}
+
+
+def _secret_mount(pod: dict[str, Any], container: dict[str, Any], secret: str) -> str:
+    volume = next(v["name"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume)
+    assert mount.get("readOnly") is True
+    return str(mount["mountPath"])
+
+
+def test_k8s_tls_secrets_are_mounted_and_the_flags_point_into_them() -> None:
+    from corral.agent.cli import build_parser
+    from corral.controller.daemon import parse_args
+
+    secrets = _generated_secrets()
+    assert sorted(secrets["corral-controller-tls"]) == ["ca.pem", "controller-key.pem", "controller.pem"]
+    assert secrets["corral-ca"] == ["ca.pem"], "agents get the CA, never the controller's key"
+    gitignore = (DEPLOY / "k8s" / "tls" / ".gitignore").read_text(encoding="utf-8")
+    assert "*" in gitignore.split(), "generated keys must stay out of git"
+
+    pod = _one("StatefulSet")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    directory = _secret_mount(pod, container, "corral-controller-tls")
+    args = parse_args(container["args"][1:])  # the daemon accepts every flag
+    assert str(args.tls_cert) == f"{directory}/controller.pem"
+    assert str(args.tls_key) == f"{directory}/controller-key.pem"
+    assert str(args.client_ca) == f"{directory}/ca.pem"
+    assert args.mtls_listen == "0.0.0.0:7071" and args.health_listen == "0.0.0.0:7072"
+    assert not args.insecure
+
+    agent_pod = _one("DaemonSet")["spec"]["template"]["spec"]
+    agent = agent_pod["containers"][0]
+    ca_dir = _secret_mount(agent_pod, agent, "corral-ca")
+    agent_args = build_parser().parse_args(agent["args"][1:])
+    assert str(agent_args.ca) == f"{ca_dir}/ca.pem"
+    join = next(e for e in agent["env"] if e["name"] == "CORRAL_JOIN_TOKEN")
+    assert join["valueFrom"]["secretKeyRef"] == {"name": "corral-agent-join", "key": "token"}
+
+
+def test_k8s_network_policies_admit_only_the_grpc_ports() -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in _k8s_objects() if p.get("kind") == "NetworkPolicy"}
+    controller_pod = _one("StatefulSet")["spec"]["template"]
+    container = controller_pod["spec"]["containers"][0]
+    grpc_ports = {p["containerPort"] for p in container["ports"] if p["name"] in ("grpc", "grpc-mtls")}
+
+    controller = policies["corral-controller"]
+    assert controller["podSelector"]["matchLabels"].items() <= controller_pod["metadata"]["labels"].items()
+    assert controller["policyTypes"] == ["Ingress"]
+    (rule,) = controller["ingress"]
+    assert "from" not in rule, "agents and clients may come from anywhere"
+    assert {p["port"] for p in rule["ports"]} == grpc_ports == {7070, 7071}
+
+    agent_pod = _one("DaemonSet")["spec"]["template"]
+    agent = policies["corral-agent"]
+    assert agent["podSelector"]["matchLabels"].items() <= agent_pod["metadata"]["labels"].items()
+    assert agent["policyTypes"] == ["Ingress"] and agent["ingress"] == [], "agents serve nothing"
+
+
+def test_systemd_units_carry_the_tls_paths() -> None:
+    from corral.controller.daemon import parse_args
+
+    controller = _unit(UNITS / "corral-controller.service")["Service"]
+    defaults = dict(value.split("=", 1) for value in controller["Environment"])
+    command = controller["ExecStart"][-1].split()[2:]  # after ".../corral controller"
+    expanded = [
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], word)
+        for word in command
+        if word != "$CORRAL_CONTROLLER_ARGS"
+    ]
+    args = parse_args(expanded)
+    assert str(args.tls_cert) == "/etc/corral/tls/controller.pem"
+    assert str(args.tls_key) == "/etc/corral/tls/controller-key.pem"
+    assert str(args.client_ca) == "/etc/corral/tls/ca.pem"
+    assert controller["ExecReload"] == ["/bin/kill -HUP $MAINPID"], "reload must be SIGHUP (re-read the TLS files)"
+
+    agent = _unit(UNITS / "corral-agent.service")["Service"]
+    env = dict(value.split("=", 1) for value in agent["Environment"])
+    assert env["CORRAL_CA"] == "/etc/corral/tls/ca.pem"
+    assert env["CORRAL_CERT"] == "/etc/corral/tls/agent.pem" and env["CORRAL_KEY"] == "/etc/corral/tls/agent-key.pem"
+    assert env["CORRAL_CONTROLLER"].endswith(":7071"), "certificate holders use the mutual-TLS port"
+    for name in ("controller.env", "agent.env"):
+        assert "/etc/corral/tls/" in (UNITS / name).read_text(encoding="utf-8")

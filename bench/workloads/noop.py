@@ -1,6 +1,7 @@
 """20,000 independent python no-op tasks in one workflow on 2 agents x 1 slot: tasks/s and peak RSS.
 
 The controller is a fresh process, so its VmHWM after the run is the peak of this run (boot included).
+:func:`run_tls` is the same run with TLS and mutual TLS on every connection (``noop_tls``).
 """
 
 from __future__ import annotations
@@ -10,14 +11,22 @@ import time
 from bench.cluster import BenchCluster
 from bench.workloads import Result, check_completed, noop_task, peak_rss_mib, workflow
 
-__all__ = ["TASKS", "run"]
+__all__ = ["TASKS", "run", "run_tls"]
 
 TASKS = 20_000
 
 
 async def run() -> Result:
+    return await _run(tls=False)
+
+
+async def run_tls() -> Result:
+    return await _run(tls=True)
+
+
+async def _run(*, tls: bool) -> Result:
     spec = workflow("bench-noop", [noop_task(i) for i in range(TASKS)])
-    async with BenchCluster(agents=2, slots=1) as cluster, cluster.client() as client:
+    async with BenchCluster(agents=2, slots=1, tls=tls) as cluster, cluster.client() as client:
         await client.connect()
         idle_rss = peak_rss_mib(cluster.controller_pid(), "VmRSS")
         start = time.perf_counter()
@@ -27,6 +36,15 @@ async def run() -> Result:
         elapsed = time.perf_counter() - start
         check_completed(result, TASKS)
         rss = peak_rss_mib(cluster.controller_pid())
+    if tls:
+        return Result(
+            figures={"noop_tls_tasks_per_s": TASKS / elapsed},
+            details=[
+                ("noop_tls: submit call", f"{submitted - start:.2f} s"),
+                ("noop_tls: submit to last result", f"{elapsed:.2f} s"),
+                ("noop_tls: controller RSS before submit / peak", f"{idle_rss:.0f} / {rss:.0f} MiB"),
+            ],
+        )
     return Result(
         figures={"noop_tasks_per_s": TASKS / elapsed, "controller_peak_rss_mib": rss},
         details=[

@@ -1,4 +1,4 @@
-"""What every command shares: the ``--address`` and ``-o`` options, consoles, and error handling.
+"""What every command shares: the ``--address`` and ``-o`` options, credentials, consoles, and errors.
 
 Exit codes (documented in ``corral --help``): 0 ok; 1 the workflow failed or was cancelled, or an
 error (controller unreachable, not found, refused); 2 invalid input (bad workflow file, bad flag);
@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -20,6 +21,7 @@ from rich.console import Console
 
 from corral.controller.errors import InvalidArgument
 from corral.controller.sdk.client import DEFAULT_ADDRESS, Client
+from corral.controller.sdk.credentials import ENV_CA, ENV_CERT, ENV_KEY, ENV_TOKEN
 from corral.controller.sdk.errors import CorralError, InvalidArgumentError, UnavailableError
 from corral.controller.spec import WorkflowSpec, load_workflow_file
 
@@ -29,13 +31,19 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNSCHEDULABLE",
     "AddressOption",
+    "CaOption",
+    "CertOption",
+    "ClientCredentials",
+    "KeyOption",
     "OutputFormat",
     "OutputOption",
+    "TokenOption",
     "call",
     "die",
     "err_console",
     "load_spec",
     "out_console",
+    "use_credentials",
 ]
 
 EXIT_OK = 0
@@ -81,6 +89,39 @@ OutputOption = Annotated[
 ]
 
 DEFAULT = DEFAULT_ADDRESS
+
+CaOption = Annotated[
+    Path | None,
+    typer.Option("--ca", envvar=ENV_CA, help="CA of the controller's certificate: connect with TLS.", dir_okay=False),
+]
+CertOption = Annotated[
+    Path | None,
+    typer.Option("--cert", envvar=ENV_CERT, help="Client certificate to present (mutual TLS).", dir_okay=False),
+]
+KeyOption = Annotated[Path | None, typer.Option("--key", envvar=ENV_KEY, help="Private key of --cert.", dir_okay=False)]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar=ENV_TOKEN, help="Bearer token sent with every call.", show_default=False),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    """The global ``--ca --cert --key --token`` of one invocation (env: CORRAL_CA/CERT/KEY/TOKEN)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    token: str | None = None
+
+
+_credentials = ClientCredentials()
+
+
+def use_credentials(credentials: ClientCredentials) -> None:
+    """Set the credentials every later :func:`call` connects with (the app's global options)."""
+    global _credentials
+    _credentials = credentials
 
 
 def _console(stderr: bool) -> Console:
@@ -135,10 +176,22 @@ def load_spec(path: Path) -> WorkflowSpec:
 
 def call(address: str, action: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``action`` with a connected client; turn SDK errors into one message and an exit code."""
+    # "" rather than None: the options already read the environment, the client must not read it again.
+    try:
+        client = Client(
+            address,
+            ca=_credentials.ca or "",
+            cert=_credentials.cert or "",
+            key=_credentials.key or "",
+            token=_credentials.token or "",
+        )
+    except InvalidArgumentError as exc:
+        _report_invalid(
+            [(v.field, v.description) for v in exc.violations], "error: unusable --ca/--cert/--key/--token:"
+        )
 
     async def main() -> T:
-        # The token comes from $CORRAL_TOKEN here; the TLS work adds --token and the certificate flags.
-        async with Client(address, token=os.environ.get("CORRAL_TOKEN") or None) as client:
+        async with client:
             return await action(client)
 
     try:

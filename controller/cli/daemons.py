@@ -32,6 +32,9 @@ _STOP_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long (as the agent does
 _EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: The retry example keeps its marker in this folder (see examples/corral_examples/flaky.py).
 _EXAMPLES_STATE_ENV = "CORRAL_EXAMPLES_STATE"
+# Credentials in the user's environment are for some other (secure) cluster; the dev cluster is
+# plaintext on loopback, and its agents would otherwise read them and try TLS.
+_CREDENTIAL_ENV = ("CORRAL_CA", "CORRAL_CERT", "CORRAL_KEY", "CORRAL_TOKEN", "CORRAL_JOIN_TOKEN")
 
 
 def controller(ctx: typer.Context) -> None:
@@ -113,6 +116,7 @@ def dev(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     processes: list[subprocess.Popen[bytes]] = []
     labels: dict[int, str] = {}  # pid -> what it is, for messages
+    env = {key: value for key, value in os.environ.items() if key not in _CREDENTIAL_ENV}
     try:
         # Children get their own sessions: a Ctrl-C reaches only us, and we stop them in order
         # (agents first, so they report their attempts to a controller that is still up).
@@ -129,6 +133,7 @@ def dev(
                 str(address_file),
             ],
             start_new_session=True,
+            env=env,
         )
         processes.append(server)
         labels[server.pid] = "the controller"
@@ -139,7 +144,7 @@ def dev(
         if address is None:
             die(f"error: the controller did not start (exit code {server.poll()}); see its output above", EXIT_ERROR)
         # Tasks start from a clean environment: the retry example's marker folder is passed on by name.
-        agent_env = {**os.environ, _EXAMPLES_STATE_ENV: str(directory / "examples-state")}
+        agent_env = {**env, _EXAMPLES_STATE_ENV: str(directory / "examples-state")}
         for i in range(agents):
             command = [
                 sys.executable,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import admin, cluster, daemons, run, tasks, workflows
+from corral.controller.cli import admin, certs, cluster, daemons, run, tasks, workflows
+from corral.controller.cli.common import (
+    CaOption,
+    CertOption,
+    ClientCredentials,
+    KeyOption,
+    TokenOption,
+    use_credentials,
+)
 
 __all__ = ["app", "main"]
 
@@ -12,6 +20,8 @@ EPILOG = (
     "Exit codes: 0 ok; 1 workflow failed or cancelled, or an error (controller unreachable, not found); "
     "2 invalid input (workflow file, flags); 3 workflow unschedulable (corral run).\n\n"
     "The controller address comes from --address, else $CORRAL_ADDRESS, else 127.0.0.1:7070. "
+    "TLS and credentials come from the global --ca --cert --key --token (before the command), else "
+    "$CORRAL_CA, $CORRAL_CERT, $CORRAL_KEY, $CORRAL_TOKEN. "
     "Ids accept any unique prefix. Read commands take -o table|wide|json|yaml. NO_COLOR is honoured."
 )
 
@@ -26,10 +36,18 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@app.callback()
+def options(ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, token: TokenOption = None) -> None:
+    """Run DAG workflows of tasks across a cluster of machines."""
+    use_credentials(ClientCredentials(ca=ca, cert=cert, key=key, token=token))
+
+
 _DAEMON = "Daemons"
 _WORK = "Workflows"
 _TASKS = "Tasks"
 _CLUSTER = "Cluster"
+_SECURITY = "Security"
 
 app.command("controller", context_settings=daemons.PASSTHROUGH, add_help_option=False, rich_help_panel=_DAEMON)(
     daemons.controller
@@ -55,14 +73,13 @@ app.command("logs", rich_help_panel=_TASKS)(tasks.logs)
 app.command("agents", rich_help_panel=_CLUSTER)(cluster.agents)
 app.command("drain", rich_help_panel=_CLUSTER)(cluster.drain)
 
-_ACCESS = "Access"
-app.add_typer(admin.token_app, name="token", rich_help_panel=_ACCESS)
-app.add_typer(admin.namespace_app, name="namespace", rich_help_panel=_ACCESS)
-app.add_typer(admin.secret_app, name="secret", rich_help_panel=_ACCESS)
-app.command("audit", rich_help_panel=_ACCESS)(admin.audit)
-app.command("whoami", rich_help_panel=_ACCESS)(admin.whoami)
-# `corral certs revoke` once the certs group exists; until then a command of its own.
-app.command("revoke-cert", rich_help_panel=_ACCESS)(admin.certs_revoke)
+app.add_typer(certs.app, name="certs", rich_help_panel=_SECURITY)
+certs.app.command("revoke")(admin.certs_revoke)
+app.add_typer(admin.token_app, name="token", rich_help_panel=_SECURITY)
+app.add_typer(admin.namespace_app, name="namespace", rich_help_panel=_SECURITY)
+app.add_typer(admin.secret_app, name="secret", rich_help_panel=_SECURITY)
+app.command("audit", rich_help_panel=_SECURITY)(admin.audit)
+app.command("whoami", rich_help_panel=_SECURITY)(admin.whoami)
 
 
 def main() -> None:

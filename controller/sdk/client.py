@@ -39,6 +39,7 @@ from corral.controller.sdk.admin_types import (
     TokenInfo,
 )
 from corral.controller.sdk.builder import TaskHandle, WorkflowLike, as_spec
+from corral.controller.sdk.credentials import Credentials, PathLike
 from corral.controller.sdk.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -126,14 +127,16 @@ class Client:
         connect_timeout: float = 3.0,
         channel: grpc.aio.Channel | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        ca: PathLike | None = None,
+        cert: PathLike | None = None,
+        key: PathLike | None = None,
         token: str | None = None,
     ) -> None:
         self.address = address or default_address()
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._metadata = tuple(metadata)
-        if token:
-            self._metadata += (("authorization", f"Bearer {token}"),)
+        self.credentials = Credentials.resolve(ca=ca, cert=cert, key=key, token=token)
+        self._metadata = (*self.credentials.metadata(), *metadata)
         self._channel = channel
         self._owns_channel = channel is None
         self._ready = False
@@ -166,7 +169,11 @@ class Client:
         Called by every method; call it yourself to fail early. Raises :class:`UnavailableError`.
         """
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            tls = self.credentials.channel_credentials()
+            if tls is None:
+                self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            else:
+                self._channel = grpc.aio.secure_channel(self.address, tls, options=CHANNEL_OPTIONS)
         if self._ready:
             return
         channel = self._channel
@@ -177,14 +184,14 @@ class Client:
             # A refused connection shows as TRANSIENT_FAILURE at once: report it without waiting
             # out the deadline, which is only there for hosts that never answer.
             if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
-                raise unreachable(self.address)
+                raise unreachable(self.address, tls=self.credentials.tls)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise unreachable(self.address)
+                raise unreachable(self.address, tls=self.credentials.tls)
             try:
                 await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
             except TimeoutError:
-                raise unreachable(self.address) from None
+                raise unreachable(self.address, tls=self.credentials.tls) from None
             state = channel.get_state(try_to_connect=True)
         self._ready = True
 

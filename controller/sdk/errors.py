@@ -139,8 +139,17 @@ _BY_CODE: dict[grpc.StatusCode, type[CorralError]] = {
 }
 
 
-def unreachable(address: str) -> UnavailableError:
-    """The one error (and the one line of text) for a controller that does not answer."""
+def unreachable(address: str, *, tls: bool = False) -> UnavailableError:
+    """The one error (and the one line of text) for a controller that does not answer.
+
+    Over TLS (``tls``) a failed handshake looks to gRPC exactly like a port that does not answer,
+    so the line names that cause too.
+    """
+    if tls:
+        return UnavailableError(
+            f"cannot reach the controller at {address} — is it running, and is the TLS handshake right "
+            "(--ca the controller's CA; a client certificate where the port requires one)?"
+        )
     return UnavailableError(f"cannot reach the controller at {address} — is it running?")
 
 

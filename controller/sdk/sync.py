@@ -32,6 +32,7 @@ from corral.controller.sdk.admin_types import (
 )
 from corral.controller.sdk.builder import WorkflowLike
 from corral.controller.sdk.client import Client, TaskLike
+from corral.controller.sdk.credentials import PathLike
 from corral.controller.sdk.types import (
     AgentInfo,
     Assignment,
@@ -63,9 +64,21 @@ class SyncClient:
         timeout: float = 30.0,
         connect_timeout: float = 3.0,
         metadata: Sequence[tuple[str, str]] = (),
+        ca: PathLike | None = None,
+        cert: PathLike | None = None,
+        key: PathLike | None = None,
         token: str | None = None,
     ) -> None:
-        self._client = Client(address, timeout=timeout, connect_timeout=connect_timeout, metadata=metadata, token=token)
+        self._client = Client(
+            address,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            metadata=metadata,
+            ca=ca,
+            cert=cert,
+            key=key,
+            token=token,
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="corral-sync-client", daemon=True)
         self._thread.start()

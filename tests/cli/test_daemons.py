@@ -72,6 +72,8 @@ def test_dev_starts_a_cluster_and_stops_it_on_sigterm(tmp_path: Path) -> None:
     require_server()
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "NO_COLOR": "1"}
     env.pop("CORRAL_ADDRESS", None)
+    # Credentials exported for another cluster: the plaintext dev cluster must not pass them on.
+    env.update(CORRAL_CA=str(tmp_path / "elsewhere-ca.pem"), CORRAL_JOIN_TOKEN="not-for-dev")
     log = (tmp_path / "dev.log").open("wb")
     dev = subprocess.Popen(
         [CORRAL, "dev", "--agents", "2", "--slots", "1", "--listen", "127.0.0.1:0"],

@@ -83,7 +83,7 @@ def test_tokens_namespaces_secrets_and_audit_from_the_command_line(controller: t
     refused = cli(tmp_path, address, submitter, "list")
     assert refused.returncode == 1 and "unknown, expired or revoked" in refused.stderr
 
-    assert cli(tmp_path, address, root, "revoke-cert", "agent-9", "--reason", "lost").returncode == 0
+    assert cli(tmp_path, address, root, "certs", "revoke", "agent-9", "--reason", "lost").returncode == 0
     audit = json.loads(cli(tmp_path, address, root, "audit", "--since", "1h", "-o", "json").stdout)
     methods = [r["method"].rsplit("/", 1)[1] for r in audit]
     for method in ("CreateNamespace", "CreateToken", "SetSecret", "SubmitWorkflow", "RevokeToken", "RevokeCertificate"):

@@ -298,7 +298,7 @@ async def test_python_allow_list_matches_module_prefixes(make: Make, sink: Recor
 def test_agent_config_policy_defaults() -> None:
     dev = AgentConfig(name="a")
     assert dev.policy.modules.open_default and dev.policy.allow_shell
-    tls = AgentConfig(name="a", tls=True)
+    tls = AgentConfig(name="a", ca=Path("ca.pem"))
     assert not tls.policy.modules.open_default
     assert AgentConfig(name="a", no_shell=True).offered_types == ("python",)
     with pytest.raises(ValueError, match="module name"):
