@@ -23,6 +23,8 @@ STARTED_DELAY_S = 0.005
 
 _TaskEvent = agent_pb2.TaskEvent
 _Timestamp = timestamp_pb2.Timestamp
+_ACCEPTED = agent_pb2.Accepted()
+_RELEASED = agent_pb2.Released()
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -39,7 +41,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._output_bytes = 0
         self._output_backlog = output_backlog
-        self._started_due: float | None = None  # when a held-back Started report must go out
+        self._started_due: float | None = None  # when a held-back Started or Accepted report must go out
         self.dropped_output = 0
 
     # -- producers ---------------------------------------------------------------------------
@@ -53,6 +55,20 @@ class Outbox:
         self._pending.append(_TaskEvent(attempt_id=attempt_id, at=_now(), started=agent_pb2.Started(pid=pid)))
         if self._started_due is None:
             self._started_due = time.monotonic() + STARTED_DELAY_S
+
+    def accepted(self, attempt_id: str) -> None:
+        """The agent holds a new assignment (the controller takes back what is not acknowledged).
+
+        Held back like Started: an attempt that starts at once sends Started instead, in the same
+        message (see :meth:`take`), so the common case costs nothing extra.
+        """
+        self._pending.append(_TaskEvent(attempt_id=attempt_id, accepted=_ACCEPTED))
+        if self._started_due is None:
+            self._started_due = time.monotonic() + STARTED_DELAY_S
+
+    def released(self, attempt_id: str) -> None:
+        """A cancelled assignment was given back before it started: the controller may place it elsewhere."""
+        self._push(_TaskEvent(attempt_id=attempt_id, at=_now(), released=_RELEASED))
 
     def output(self, attempt_id: str, stdout: bytes, stderr: bytes, truncated: bool) -> None:
         """New output of a running attempt; dropped when too much is already waiting (disconnected)."""
@@ -84,11 +100,27 @@ class Outbox:
     # -- the sender ----------------------------------------------------------------------------
 
     def take(self) -> list[agent_pb2.TaskEvent]:
-        """Everything pending, in order (and clear it)."""
+        """Everything pending, in order (and clear it).
+
+        An Accepted is left out when a later report of the same attempt goes in the same message:
+        Started, Finished or Released says more, and acknowledges the assignment as well.
+        """
         events, self._pending = self._pending, []
         self._output_bytes = 0
         self._started_due = None
         self._wake.clear()
+        accepted = 0
+        for event in events:
+            if event.HasField("accepted"):
+                accepted += 1
+        if accepted:
+            settled = {
+                e.attempt_id
+                for e in events
+                if e.HasField("started") or e.HasField("finished") or e.HasField("released")
+            }
+            if settled:
+                events = [e for e in events if not (e.HasField("accepted") and e.attempt_id in settled)]
         return events
 
     async def wait(self, timeout: float | None) -> None:

@@ -65,6 +65,16 @@ def _batches(events: list[agent_pb2.TaskEvent]) -> list[list[agent_pb2.TaskEvent
 
 
 REPORT_LINGER_S = 0.002
+# Answers that a reconnect at the usual pace will not change.
+_REFUSED = frozenset(
+    {
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 
 class Session:
@@ -135,6 +145,22 @@ class Session:
                         log.warning("controller closed the stream", controller=self.target)
             except grpc.aio.AioRpcError as exc:
                 failures += 1
+                if exc.code() in _REFUSED:
+                    # Not a network blip: another agent holds this identity, or this one may not
+                    # connect. Say so every time, and retry slowly (the other session's lease may
+                    # expire, or the operator fixes the setup).
+                    log.error(
+                        "controller refused this agent",
+                        name=self._name,
+                        controller=self.target,
+                        code=exc.code().name,
+                        details=exc.details(),
+                    )
+                    delay = BACKOFF_MAX_S
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(random.uniform(delay / 2, delay)):
+                            await self._wakeup.wait()
+                    continue
                 level = log.warning if failures == 1 else log.debug
                 level("controller stream failed", controller=self.target, code=exc.code().name, details=exc.details())
             except (ConnectionError, OSError, grpc.aio.UsageError) as exc:
@@ -176,6 +202,7 @@ class Session:
                     name=self._name,
                     controller=self.target,
                     session_epoch=welcome.session_epoch,
+                    assignment_lease_s=welcome.assignment_lease_s,
                 )
                 interval = welcome.heartbeat_interval_s if welcome.heartbeat_interval_s > 0 else DEFAULT_HEARTBEAT_S
                 writer = asyncio.create_task(self._write_loop(call, interval))
@@ -209,7 +236,9 @@ class Session:
         elif kind == "cancel":
             cancel = message.cancel
             grace = cancel.grace_s if cancel.grace_s > 0 else self._kill_grace_s
-            self._executor.cancel(cancel.attempt_ids, force=cancel.force, grace_s=grace)
+            self._executor.cancel(
+                cancel.attempt_ids, force=cancel.force, grace_s=grace, release_only=cancel.release_only
+            )
         elif kind == "drain":
             self._on_drain(message.drain.grace_s)
         # A second Welcome, or a kind this version does not know: nothing to do.

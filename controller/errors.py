@@ -16,6 +16,7 @@ __all__ = [
     "FieldViolation",
     "InvalidArgument",
     "NotFound",
+    "PermissionDenied",
     "ResourceExhausted",
 ]
 
@@ -63,6 +64,10 @@ class FailedPrecondition(CorralError):
 
 class AlreadyExists(CorralError):
     """Something with that identity exists already."""
+
+
+class PermissionDenied(CorralError):
+    """The caller is known but may not do this (another agent's attempt, another worker's task)."""
 
 
 class ResourceExhausted(CorralError):

@@ -7,8 +7,8 @@ from typing import Any
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AttemptState, TaskState
-from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound
-from corral.controller.rpc import wire
+from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from corral.controller.rpc import identity, wire
 from corral.controller.rpc.admission import admit, admit_task
 from corral.controller.rpc.lookup import resolve
 from corral.controller.rpc.wire_spec import decode_json_field
@@ -56,17 +56,43 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if not 0 <= request.wait_s <= _MAX_WAIT_S:
             raise InvalidArgument.field("wait_s", f"must be between 0 and {_MAX_WAIT_S:g}")
         capacity = wire.resources_from_proto(request.capacity) if request.HasField("capacity") else None
-        event = ev.PullTask(worker, tuple(request.agent_types), dict(request.labels), capacity)
+        principal = identity.current_principal()
+        event = ev.PullTask(
+            worker,
+            tuple(request.agent_types),
+            dict(request.labels),
+            capacity,
+            principal=principal.describe(),
+            namespaces=principal.namespaces,
+        )
         assignment = await self.rt.pull(event, request.wait_s)
         if assignment is None:
             return pb.GetNextTaskResponse(found=False)
         return pb.GetNextTaskResponse(found=True, assignment=wire.assignment_to_proto(assignment))
 
     async def _report(self, event: ev.AttemptFinished) -> TaskState:
+        caller = identity.current_principal().describe()
+
         def apply(machine: Machine, now: float) -> TaskState:
             attempt = machine.attempts.get(event.attempt_id)
             if attempt is None:
-                raise NotFound(f"attempt {event.attempt_id!r} not found")
+                raise NotFound(f"attempt {event.attempt_id[:128]!r} not found")
+            # The fence: only the worker that pulled an attempt, with the same credential, reports
+            # on it. An agent's attempt is reported by that agent over its own stream, never here.
+            if not attempt.pulled:
+                raise PermissionDenied(
+                    f"attempt {attempt.id} is held by agent {attempt.agent_id!r} over its stream; "
+                    "only that agent reports on it"
+                )
+            if attempt.agent_id != event.reporter:
+                raise PermissionDenied(
+                    f"attempt {attempt.id} is held by worker {attempt.agent_id!r}; "
+                    f"report from worker {event.reporter!r} refused"
+                )
+            if attempt.principal and attempt.principal != caller:
+                raise PermissionDenied(
+                    f"attempt {attempt.id} was pulled by {attempt.principal}; report from {caller} refused"
+                )
             if not machine.finished(event, now):
                 raise FailedPrecondition(
                     f"attempt {event.attempt_id} is {attempt.state} and held by {attempt.agent_id!r}; "

@@ -363,6 +363,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         _decode_str_tuple(row[12]),
         _decode_str_mapping(row[13]),
         row[14],
+        "default",  # namespace: not stored by this schema version (memory only here)
         _TASK_STATES[row[15]],
         row[16],
         row[17],

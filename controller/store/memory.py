@@ -86,6 +86,8 @@ class MemoryStore:
                     truncated = truncated or cut
                 output.truncated = output.truncated or truncated
             self._meta.update(meta)
+            for agent_id in batch.deleted_agents:
+                self._rows["agents"].pop(agent_id, None)
 
     def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:
         """Output of an attempt after the given byte offsets; empty for an unknown attempt."""
