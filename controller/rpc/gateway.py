@@ -115,30 +115,55 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
             )
             return welcome, session, message
 
-        welcome, session, message = await rt.call(open_session)
-        log.info("agent %s connected from %s (epoch %d)", welcome.agent_id, peer, welcome.session_epoch)
-        yield pb.ControllerMessage(welcome=message)
-        reader = asyncio.create_task(self._read(request_iterator, session))
+        if rt.failure is not None:
+            raise RuntimeError("the controller's state loop has stopped") from rt.failure
+        opening = rt.post(open_session)
         try:
+            welcome, session, message = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The caller went away while its Hello was applied: end the session that opened.
+            opening.add_done_callback(self._abandoned)
+            raise
+        if context is not None:
+            # However the call ends (even cancelled while this generator is suspended at a yield,
+            # never to be resumed), the session ends with it.
+            context.add_done_callback(lambda _: self._release(session))
+        log.info("agent %s connected from %s (epoch %d)", welcome.agent_id, peer, welcome.session_epoch)
+        reader: asyncio.Task[None] | None = None
+        try:
+            yield pb.ControllerMessage(welcome=message)
+            reader = asyncio.create_task(self._read(request_iterator, session))
             while True:
-                message = await session.outbound.get()
-                if message is None:
+                outbound = await session.outbound.get()
+                if outbound is None:
                     break
-                yield message
+                yield outbound
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            session.closed = True
-            if rt.sessions.get(session.agent_id) is session:
-                del rt.sessions[session.agent_id]
-                rt.usage.pop(session.agent_id, None)
-                gone = ev.AgentGone(session.agent_id, session.epoch)
-                rt.post(lambda m, now: m.gone(gone, now))
-            log.info("agent %s stream closed (epoch %d)", session.agent_id, session.epoch)
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+            self._release(session)
         if session.error is not None:
             # A hostile or broken message: the agent learns exactly which field, then reconnects.
             raise session.error
+
+    def _abandoned(self, opening: asyncio.Future[Any]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self._release(opening.result()[1])
+
+    def _release(self, session: AgentSession) -> None:
+        """End a session (idempotent): close its stream, and if it is still the agent's current
+        one, forget it and tell the machine (the lease decides what happens to its attempts)."""
+        rt = self.rt
+        session.close()
+        if rt.sessions.get(session.agent_id) is not session:
+            return
+        del rt.sessions[session.agent_id]
+        rt.usage.pop(session.agent_id, None)
+        gone = ev.AgentGone(session.agent_id, session.epoch)
+        rt.post(lambda m, now: m.gone(gone, now))
+        log.info("agent %s stream closed (epoch %d)", session.agent_id, session.epoch)
 
     async def _read(self, requests: AsyncIterator[pb.AgentMessage], session: AgentSession) -> None:
         try:
