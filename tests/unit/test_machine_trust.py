@@ -96,7 +96,7 @@ def test_late_start_of_a_taken_back_attempt_is_refused_with_a_kill(make_sim: Cal
 def test_an_acknowledgement_lifts_the_hold_back_and_so_does_time(make_sim: Callable[..., Sim]) -> None:
     sim = _silent(make_sim, hold_back_s=30.0)
     sim.hello("a1", slots=1)
-    wf, step = sim.submit([task_spec("kept"), task_spec("lost")])
+    wf, _step = sim.submit([task_spec("kept"), task_spec("lost")])
     kept = sim.attempt_of(wf, "kept")
     sim.accepted("a1", kept)
     # The second task waits (one slot); assigning it needs room, so finish "kept" first, late.
@@ -150,7 +150,7 @@ def test_released_by_the_agent_during_a_workflow_cancel_cancels_the_task(sim: Si
 def test_reconnect_reporting_an_unacknowledged_attempt_acknowledges_it(make_sim: Callable[..., Sim]) -> None:
     sim = _silent(make_sim)
     sim.hello("a1", slots=1)
-    wf, step = sim.submit([task_spec("t")])
+    _wf, step = sim.submit([task_spec("t")])
     attempt_id = step.assignments()[0].attempt_id
     sim.hello("a1", slots=1, running=(attempt_id,))
     sim.advance(10.0)
