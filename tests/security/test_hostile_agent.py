@@ -17,10 +17,10 @@ import pytest
 
 from corral.controller.daemon import parse_args
 from corral.controller.store.sqlite import SqliteStore
-from corral.v1 import agent_pb2, types_pb2
+from corral.v1 import agent_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from tests.procs import start_controller, stop
 
-from .agent_streams import RawAgent, agent_names, hello, serving
+from .agent_streams import RawAgent, agent_names, hello, serving, shell_workflow, wait_workflow
 
 pytestmark = pytest.mark.e2e
 
@@ -243,3 +243,35 @@ async def test_ten_thousand_new_names_stay_within_the_cap(tmp_path: Path) -> Non
 def test_the_default_bounds() -> None:
     args = parse_args([])
     assert args.max_agents == 10_000 and args.agent_ttl == 3600.0 and args.assignment_lease == 3.0
+
+
+async def test_a_finished_report_with_an_invalid_result_fails_that_attempt_and_is_acked(
+    channel: grpc.aio.Channel,
+) -> None:
+    agent = RawAgent(channel)
+    assert (await agent.open(hello("liar", slots=1))).welcome is not None
+    stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+    submitted = await stub.SubmitWorkflow(
+        orchestrator_pb2.SubmitWorkflowRequest(spec=shell_workflow("lied-to", {"t": "true"}), start=True)
+    )
+    async with asyncio.timeout(15):
+        while not (message := await agent.call.read()).HasField("assign"):
+            pass
+    (assignment,) = message.assign.assignments
+    bad = agent_pb2.Finished(outcome=types_pb2.ATTEMPT_OUTCOME_SUCCEEDED, result_json=b'{"half": ')
+    await agent.send(
+        agent_pb2.AgentMessage(
+            events=agent_pb2.TaskEvents(events=[agent_pb2.TaskEvent(attempt_id=assignment.attempt_id, finished=bad)])
+        )
+    )
+    # Acknowledged (so the agent stops re-sending it), and that attempt failed with the reason.
+    async with asyncio.timeout(15):
+        while not (message := await agent.call.read()).HasField("ack"):
+            pass
+    assert list(message.ack.attempt_ids) == [assignment.attempt_id]
+    status = await wait_workflow(channel, submitted.workflow_id, 15)
+    (task,) = status.tasks
+    assert task.state == types_pb2.TASK_STATE_FAILED
+    assert task.error.startswith("the agent reported an invalid result: events.events[0].finished.result_json")
+    assert await serving(channel)
+    agent.close()
