@@ -3,6 +3,8 @@ bounded agent table (forgotten after a TTL, capped)."""
 
 from __future__ import annotations
 
+import heapq
+
 from corral.controller.core.attempt_ops import AttemptOps
 from corral.controller.core.events import (
     AgentGone,
@@ -27,20 +29,24 @@ class FleetOps(AttemptOps):
     def hello(self, event: AgentHello, now: float) -> Welcome:
         """A (re)connecting agent: new session epoch, re-adopt what it still runs, kill what moved on.
 
-        A name the controller does not know, past ``max_agents``, first evicts the agent that has
-        been forgettable (disconnected or lost, holding nothing) the longest; with none to evict it
-        is refused with ResourceExhausted, changing nothing.
+        A name the controller does not know, past ``max_agents``, first evicts the agents that have
+        been forgettable (disconnected or lost, holding nothing) the longest (1/64 of the table at
+        most); with none to evict it is refused with ResourceExhausted, changing nothing.
         """
         if event.agent_id not in self.agents and len(self.agents) >= self.config.max_agents:
-            oldest = min(
-                (a for a in self.agents.values() if self.forgettable(a)), key=lambda a: a.last_seen, default=None
+            # Evict a small batch at once: a flood of new names then costs one scan of the table
+            # per batch, not per Hello.
+            batch = max(1, len(self.agents) // 64)
+            oldest = heapq.nsmallest(
+                batch, (a for a in self.agents.values() if self.forgettable(a)), key=lambda a: a.last_seen
             )
-            if oldest is None:
+            if not oldest:
                 raise ResourceExhausted(
                     f"the controller knows {len(self.agents)} agents, the max_agents={self.config.max_agents} "
                     "limit (--max-agents), and none can be forgotten (all connected or holding attempts)"
                 )
-            self.forget_agent(oldest.id)
+            for agent in oldest:
+                self.forget_agent(agent.id)
         self.epoch += 1
         self.set_meta("session_epoch", str(self.epoch))
         agent = self.agents.get(event.agent_id)
