@@ -37,7 +37,7 @@ _MAX_VERSION = 64
 _MAX_GPU_TEXT = 256
 _MAX_VIOLATIONS = 20  # enough to fix a message; a hostile one must not make a huge error
 _NAME = re.compile(NAME_PATTERN)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MAX_SECONDS = 253402300800  # 10000-01-01T00:00:00Z
 
 
 class _Problems:
@@ -62,8 +62,8 @@ def _text(problems: _Problems, path: str, value: str, max_length: int, *, requir
         return
     if len(value) > max_length:
         problems.add(path, f"{len(value)} characters, at most {max_length} allowed")
-    elif _CONTROL.search(value):
-        problems.add(path, "contains a control character (NUL, newline, ...)")
+    elif not value.isprintable():
+        problems.add(path, "contains a control or non-printable character (NUL, newline, ...)")
 
 
 def _name(problems: _Problems, path: str, value: str) -> None:
@@ -211,23 +211,25 @@ def check_events(batch: pb.TaskEvents) -> None:
             "events.events", f"{len(events)} events, over the max_task_events={Limits.max_task_events} limit"
         )
     for i, event in enumerate(events):
-        path = f"events.events[{i}]"
-        _text(problems, f"{path}.attempt_id", event.attempt_id, MAX_ID_LENGTH, required=True)
+        # The common case costs a few attribute reads; paths are built only for a violation.
+        attempt_id = event.attempt_id
+        if not attempt_id or len(attempt_id) > MAX_ID_LENGTH or not attempt_id.isprintable():
+            _text(problems, f"events.events[{i}].attempt_id", attempt_id, MAX_ID_LENGTH, required=True)
         kind = event.WhichOneof("kind")
         if kind == "output":
             size = len(event.output.stdout) + len(event.output.stderr)
             if size > Limits.max_output_chunk_bytes:
                 problems.add(
-                    f"{path}.output",
+                    f"events.events[{i}].output",
                     f"{size} bytes, over the max_output_chunk_bytes={Limits.max_output_chunk_bytes} limit",
                 )
         elif kind == "finished" and len(event.finished.error) > Limits.max_error_length:
             problems.add(
-                f"{path}.finished.error",
+                f"events.events[{i}].finished.error",
                 f"{len(event.finished.error)} characters, over the max_error_length={Limits.max_error_length} limit",
             )
-        if event.HasField("at") and not 0 <= event.at.seconds < 253402300800:  # year 1970..9999
-            problems.add(f"{path}.at", "timestamp out of range")
+        if kind != "accepted" and not 0 <= event.at.seconds < _MAX_SECONDS:
+            problems.add(f"events.events[{i}].at", "timestamp out of range (years 1970 to 9999)")
     problems.raise_any()
 
 
