@@ -20,7 +20,7 @@ import grpc.aio
 import structlog
 
 from corral.agent.executor import Executor
-from corral.agent.outbox import Outbox
+from corral.agent.outbox import ACCEPTED_DELAY_S, Outbox
 from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
 __all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CHANNEL_OPTIONS", "Session"]
@@ -194,6 +194,9 @@ class Session:
                     raise ConnectionError(f"expected Welcome, got {first.WhichOneof('kind')}")
                 welcome = first.welcome
                 self.session_epoch = welcome.session_epoch
+                if welcome.assignment_lease_s > 0:
+                    # Acknowledge well within the controller's assignment lease.
+                    self._outbox.accepted_delay_s = min(ACCEPTED_DELAY_S, welcome.assignment_lease_s / 8)
                 self._executor.kill_silently(welcome.kill_attempt_ids)
                 self._outbox.on_welcome(welcome.kill_attempt_ids)
                 self.connected.set()
