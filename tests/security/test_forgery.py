@@ -30,7 +30,7 @@ from corral.v1 import (
     scheduler_pb2_grpc,
     types_pb2,
 )
-from tests.procs import Cluster
+from tests.procs import Cluster, start_controller, stop
 
 from .agent_streams import RawAgent, agent_names, hello, shell_workflow, wait_workflow
 
@@ -305,3 +305,31 @@ async def test_an_agent_credential_names_the_agent_and_sets_its_labels(
     assert outcome.code is grpc.StatusCode.ALREADY_EXISTS
     assert runtime.machine.agents["a1"].session_epoch == welcome.session_epoch
     agent.close()
+
+
+@pytest.mark.e2e
+async def test_a_session_silent_past_its_lease_may_be_replaced(tmp_path: Path) -> None:
+    # A 1 s lease (and the default 30 s adoption grace, during which nobody is declared lost):
+    # only the silence of the live session decides whether a second Hello may replace it.
+    proc, address = start_controller(tmp_path, extra=["--lease", "1", "--heartbeat-interval", "0.2"])
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            first = RawAgent(channel)
+            welcome = (await first.open(hello("a1"))).welcome
+            assert welcome is not None
+            second = RawAgent(channel)
+            outcome = await second.open(hello("a1"))
+            second.close()
+            assert outcome.code is grpc.StatusCode.ALREADY_EXISTS
+            assert f"(session {welcome.session_epoch}, seen " in outcome.details
+            await asyncio.sleep(1.5)  # first stays silent past its lease
+            third = RawAgent(channel)
+            replacement = (await third.open(hello("a1"))).welcome
+            assert replacement is not None and replacement.session_epoch > welcome.session_epoch
+            # The silent stream was ended by the controller; the new one is the agent's session.
+            assert (await first.ended()).code is grpc.StatusCode.OK
+            assert (await agent_names(channel))["a1"].state == types_pb2.AGENT_STATE_CONNECTED
+            first.close()
+            third.close()
+    finally:
+        stop(proc)
