@@ -45,14 +45,15 @@ class FleetOps(AttemptOps):
                     f"the controller knows {len(self.agents)} agents, the max_agents={self.config.max_agents} "
                     "limit (--max-agents), and none can be forgotten (all connected or holding attempts)"
                 )
-            for agent in oldest:
-                self.forget_agent(agent.id)
+            for evicted in oldest:
+                self.forget_agent(evicted.id)
         self.epoch += 1
         self.set_meta("session_epoch", str(self.epoch))
-        agent = self.agents.get(event.agent_id)
-        if agent is None:
-            agent = Agent(id=event.agent_id, name=event.name)
-            self.agents[agent.id] = agent
+        known = self.agents.get(event.agent_id)
+        if known is None:
+            known = Agent(id=event.agent_id, name=event.name)
+            self.agents[known.id] = known
+        agent = known
         agent.name = event.name
         agent.hostname = event.hostname
         agent.agent_types = event.agent_types
