@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from corral.agent.cli import build_parser, config_from_args
+from corral.agent.cli import build_parser, config_from_args, main
 from corral.v1 import types_pb2
 
 from .conftest import FakeGateway, eventually, shell_task
@@ -35,6 +35,14 @@ def test_arguments_become_a_config(tmp_path: Path) -> None:
     assert config.worker_count == 0  # no python type offered
     assert config.resolved_work_dir == tmp_path
     assert (config.drain_grace_s, config.kill_grace_s) == (3.0, 1.0)
+
+
+def test_names_the_controller_would_refuse_are_rejected_at_start(capsys: pytest.CaptureFixture[str]) -> None:
+    for label in ("bad key=v", "zone=eu\x00"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--label", label])
+    assert main(["--name", "bad\nname", "--controller", "127.0.0.1:1"]) == 2
+    assert "not a valid name" in capsys.readouterr().err
 
 
 def test_bad_label_is_rejected() -> None:
