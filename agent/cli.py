@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -21,13 +22,36 @@ from corral.agent.runas import RunAsError, resolve_run_as
 __all__ = ["build_parser", "config_from_args", "configure_logging", "main"]
 
 _LEVELS = ("debug", "info", "warning", "error")
+# What the controller accepts for agent names and label keys (controller/spec.py NAME_PATTERN);
+# checked here too so a bad one fails at start with a clear message, not at every Hello.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_MAX_NAME = 128
+_MAX_LABEL_VALUE = 256
+
+
+def _check_name(text: str, what: str) -> str:
+    if len(text) > _MAX_NAME or not _NAME.match(text):
+        raise ValueError(
+            f"{what} {text!r} is not a valid name: letters, digits, '_', '.' and '-', "
+            f"starting with a letter or digit, at most {_MAX_NAME} characters"
+        )
+    return text
 
 
 def _label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key.strip(), value.strip()
+    key, value = key.strip(), value.strip()
+    try:
+        _check_name(key, "label key")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(value) > _MAX_LABEL_VALUE or not value.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"label value of {key!r} must be printable and at most {_MAX_LABEL_VALUE} characters"
+        )
+    return key, value
 
 
 def _positive(text: str) -> int:

@@ -39,6 +39,10 @@ ATTEMPT_DIR_KEEP_S = 300.0
 class EventSink(Protocol):
     """Where the executor reports what happens to attempts."""
 
+    def accepted(self, attempt_id: str) -> None: ...
+
+    def released(self, attempt_id: str) -> None: ...
+
     def started(self, attempt_id: str, pid: int) -> None: ...
 
     def output(self, attempt_id: str, stdout: bytes, stderr: bytes, truncated: bool) -> None: ...
@@ -155,13 +159,23 @@ class Executor:
                 attempt.state = _State.DONE
                 self._sink.finished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started"))
                 continue
+            # Acknowledged at once (the controller takes back assignments it hears nothing of).
+            self._sink.accepted(attempt.id)
             self._queue.append(attempt)
         self._pump()
 
-    def cancel(self, attempt_ids: Iterable[str], *, force: bool, grace_s: float) -> None:
-        """Cancel attempts: queued ones are dropped, running ones stopped; both report CANCELLED."""
+    def cancel(self, attempt_ids: Iterable[str], *, force: bool, grace_s: float, release_only: bool = False) -> None:
+        """Cancel attempts: queued ones are dropped and reported Released (never started, safe to
+        run elsewhere); running ones are stopped and report CANCELLED, unless ``release_only`` (a
+        move of queued work), which leaves them running."""
         for attempt_id in attempt_ids:
-            self._stop(attempt_id, StopReason.CANCELLED, force=force, grace_s=grace_s)
+            attempt = self._attempts.get(attempt_id)
+            if attempt is not None and attempt.state is _State.QUEUED and not attempt.silent:
+                self._queue.remove(attempt)
+                self._forget(attempt)
+                self._sink.released(attempt_id)
+            elif not release_only:
+                self._stop(attempt_id, StopReason.CANCELLED, force=force, grace_s=grace_s)
 
     def kill_silently(self, attempt_ids: Iterable[str]) -> None:
         """Kill attempts reassigned elsewhere and forget them without reporting anything."""

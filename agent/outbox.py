@@ -16,13 +16,19 @@ from google.protobuf import timestamp_pb2
 from corral.agent.attempt import AttemptResult
 from corral.v1 import agent_pb2
 
-__all__ = ["DEFAULT_OUTPUT_BACKLOG", "Outbox"]
+__all__ = ["ACCEPTED_DELAY_S", "DEFAULT_OUTPUT_BACKLOG", "Outbox"]
 
 DEFAULT_OUTPUT_BACKLOG = 16 << 20
 STARTED_DELAY_S = 0.005
+# Accepted reports wait for a message that goes anyway (a Finished, a Started, a heartbeat) this
+# long at most: a message of their own would cost both ends more than the report is worth, and
+# the controller's assignment lease (3 s by default) leaves ample time.
+ACCEPTED_DELAY_S = 0.25
 
 _TaskEvent = agent_pb2.TaskEvent
 _Timestamp = timestamp_pb2.Timestamp
+_ACCEPTED = agent_pb2.Accepted()
+_RELEASED = agent_pb2.Released()
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -39,7 +45,8 @@ class Outbox:
         self._wake = asyncio.Event()
         self._output_bytes = 0
         self._output_backlog = output_backlog
-        self._started_due: float | None = None  # when a held-back Started report must go out
+        self._due: float | None = None  # when held-back Started or Accepted reports must go out
+        self.accepted_delay_s = ACCEPTED_DELAY_S
         self.dropped_output = 0
 
     # -- producers ---------------------------------------------------------------------------
@@ -51,8 +58,26 @@ class Outbox:
         sooner, and then it travels in the same message as the Finished report.
         """
         self._pending.append(_TaskEvent(attempt_id=attempt_id, at=_now(), started=agent_pb2.Started(pid=pid)))
-        if self._started_due is None:
-            self._started_due = time.monotonic() + STARTED_DELAY_S
+        self._hold(STARTED_DELAY_S)
+
+    def accepted(self, attempt_id: str) -> None:
+        """The agent holds a new assignment (the controller takes back what is not acknowledged).
+
+        Held back (up to ``accepted_delay_s``) until some message goes anyway; an attempt that
+        starts meanwhile sends Started instead, in the same message (see :meth:`take`), so the
+        common case costs nothing extra.
+        """
+        self._pending.append(_TaskEvent(attempt_id=attempt_id, accepted=_ACCEPTED))
+        self._hold(self.accepted_delay_s)
+
+    def _hold(self, delay: float) -> None:
+        due = time.monotonic() + delay
+        if self._due is None or due < self._due:
+            self._due = due
+
+    def released(self, attempt_id: str) -> None:
+        """A cancelled assignment was given back before it started: the controller may place it elsewhere."""
+        self._push(_TaskEvent(attempt_id=attempt_id, at=_now(), released=_RELEASED))
 
     def output(self, attempt_id: str, stdout: bytes, stderr: bytes, truncated: bool) -> None:
         """New output of a running attempt; dropped when too much is already waiting (disconnected)."""
@@ -84,20 +109,36 @@ class Outbox:
     # -- the sender ----------------------------------------------------------------------------
 
     def take(self) -> list[agent_pb2.TaskEvent]:
-        """Everything pending, in order (and clear it)."""
+        """Everything pending, in order (and clear it).
+
+        An Accepted is left out when a later report of the same attempt goes in the same message:
+        Started, Finished or Released says more, and acknowledges the assignment as well.
+        """
         events, self._pending = self._pending, []
         self._output_bytes = 0
-        self._started_due = None
+        self._due = None
         self._wake.clear()
+        accepted = 0
+        for event in events:
+            if event.HasField("accepted"):
+                accepted += 1
+        if accepted:
+            settled = {
+                e.attempt_id
+                for e in events
+                if e.HasField("started") or e.HasField("finished") or e.HasField("released")
+            }
+            if settled:
+                events = [e for e in events if not (e.HasField("accepted") and e.attempt_id in settled)]
         return events
 
     async def wait(self, timeout: float | None) -> None:
         """Return when there is something to send, :meth:`poke` was called, or after ``timeout``."""
         wake = self._wake
-        if self._started_due is not None:
-            until_due = max(0.0, self._started_due - time.monotonic())
+        if self._due is not None:
+            until_due = max(0.0, self._due - time.monotonic())
             timeout = until_due if timeout is None else min(timeout, until_due)
-        if not wake.is_set() and (not self._pending or self._started_due is not None):
+        if not wake.is_set() and (not self._pending or self._due is not None):
             try:
                 async with asyncio.timeout(timeout):
                     await wake.wait()

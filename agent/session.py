@@ -21,7 +21,7 @@ import structlog
 
 from corral.agent.auth import AgentAuth, AuthError
 from corral.agent.executor import Executor
-from corral.agent.outbox import Outbox
+from corral.agent.outbox import ACCEPTED_DELAY_S, Outbox
 from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
 __all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CHANNEL_OPTIONS", "EndedAtHello", "Session"]
@@ -145,6 +145,10 @@ class Session:
                 f"another live agent is connected as {self._name!r} ({details}); is a second agent running "
                 "with the same name or certificate? retrying with backoff"
             )
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            # Its Hello was refused (a bad inventory, a name the controller will not take, the
+            # agent table is full): a retry at the usual pace would not change that.
+            return f"the controller refused this agent ({code.name}: {details}); retrying with backoff"
         if code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return None
         auth = self._auth
@@ -260,6 +264,9 @@ class Session:
                     raise ConnectionError(f"expected Welcome, got {first.WhichOneof('kind')}")
                 welcome = first.welcome
                 self.session_epoch = welcome.session_epoch
+                if welcome.assignment_lease_s > 0:
+                    # Acknowledge well within the controller's assignment lease.
+                    self._outbox.accepted_delay_s = min(ACCEPTED_DELAY_S, welcome.assignment_lease_s / 8)
                 self._executor.kill_silently(welcome.kill_attempt_ids)
                 self._outbox.on_welcome(welcome.kill_attempt_ids)
                 self.connected.set()
@@ -268,6 +275,7 @@ class Session:
                     name=self._name,
                     controller=self.target,
                     session_epoch=welcome.session_epoch,
+                    assignment_lease_s=welcome.assignment_lease_s,
                 )
                 interval = welcome.heartbeat_interval_s if welcome.heartbeat_interval_s > 0 else DEFAULT_HEARTBEAT_S
                 writer = asyncio.create_task(self._write_loop(call, interval))
@@ -301,7 +309,9 @@ class Session:
         elif kind == "cancel":
             cancel = message.cancel
             grace = cancel.grace_s if cancel.grace_s > 0 else self._kill_grace_s
-            self._executor.cancel(cancel.attempt_ids, force=cancel.force, grace_s=grace)
+            self._executor.cancel(
+                cancel.attempt_ids, force=cancel.force, grace_s=grace, release_only=cancel.release_only
+            )
         elif kind == "drain":
             self._on_drain(message.drain.grace_s)
         # A second Welcome, or a kind this version does not know: nothing to do.

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -68,6 +69,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reconnect-grace", type=float, default=5.0, help="seconds for unreported attempts")
     parser.add_argument("--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL grace for cancels")
     parser.add_argument("--prefetch", type=int, default=1, help="attempts queued per agent beyond its slots")
+    parser.add_argument(
+        "--assignment-lease",
+        type=float,
+        default=3.0,
+        help="seconds an agent has to acknowledge an assignment before it is taken back (0: never)",
+    )
+    parser.add_argument(
+        "--agent-ttl",
+        type=float,
+        default=3600.0,
+        help="seconds after which a disconnected or lost agent holding nothing is forgotten",
+    )
+    parser.add_argument("--max-agents", type=int, default=10_000, help="agents the controller keeps track of at most")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
         "--auth", action="store_true", help="authenticate every call (bearer tokens); always on with TLS"
@@ -113,9 +127,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.audit_retain_s = parse_duration(args.audit_retain)
     except ValueError as exc:
         parser.error(f"--audit-retain: {exc}")
-    for name in ("heartbeat_interval", "lease", "adopt_grace", "reconnect_grace", "kill_grace"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must be >= 0")
+    for name in ("heartbeat_interval", "lease", "adopt_grace", "reconnect_grace", "kill_grace", "assignment_lease"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0")
+    if not math.isfinite(args.agent_ttl) or args.agent_ttl <= 0:
+        parser.error("--agent-ttl must be a finite number of seconds > 0")
+    if args.max_agents < 1:
+        parser.error("--max-agents must be at least 1")
     if args.heartbeat_interval <= 0 or args.lease <= args.heartbeat_interval:
         parser.error("--lease must be longer than --heartbeat-interval, which must be > 0")
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -174,6 +193,9 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         reconnect_grace_s=args.reconnect_grace,
         kill_grace_s=args.kill_grace,
         prefetch=max(0, args.prefetch),
+        assignment_lease_s=args.assignment_lease,
+        agent_ttl_s=args.agent_ttl,
+        max_agents=args.max_agents,
     )
 
 

@@ -84,4 +84,4 @@ class Unauthenticated(CorralError):
 
 
 class PermissionDenied(CorralError):
-    """The caller is known but its role or namespaces do not allow this."""
+    """The caller is known but may not do this: its role or namespaces, or another agent's or worker's attempt."""

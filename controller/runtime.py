@@ -93,6 +93,8 @@ class AgentSession:
     epoch: int
     outbound: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    peer: str = ""  # where the stream comes from, for messages about it
+    error: Exception | None = None  # why the controller ended the stream (sent to the agent)
     # Messages are batches, so an agent that reads keeps this short. One that stops reading
     # must not grow the controller's memory without bound: its stream is closed instead, and
     # the agent catches up through a fresh Hello.

@@ -69,6 +69,13 @@ class Limits:
     max_disk_mb = 1 << 44
     max_gpu_count = 256
     max_custom_resource = 1e12
+    max_network_mbps = 1_000_000_000
+    max_slots = 4096  # concurrent attempts one agent may offer
+    max_agent_types = 16
+    max_agent_attempts = 20_000  # attempts one agent may report running (slots plus its prefetch queue)
+    max_task_events = 10_000  # events in one TaskEvents batch from an agent
+    max_output_chunk_bytes = 16 * 1024 * 1024  # stdout plus stderr of one Output event
+    max_error_length = 64 * 1024
 
 
 LIMITS = Limits()
@@ -138,7 +145,7 @@ class ResourceSpec(_Strict):
     cpu_cores: float = 0.0
     memory_mb: int = Field(0, ge=0, le=Limits.max_memory_mb)
     disk_mb: int = Field(0, ge=0, le=Limits.max_disk_mb)
-    network_bandwidth_mbps: int = Field(0, ge=0, le=1_000_000_000)
+    network_bandwidth_mbps: int = Field(0, ge=0, le=Limits.max_network_mbps)
     gpu_count: int = Field(0, ge=0, le=Limits.max_gpu_count)
     custom_resources: dict[Name, float] = Field(default_factory=dict, max_length=Limits.max_labels)
 

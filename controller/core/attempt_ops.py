@@ -6,7 +6,9 @@ from corral.controller.core.access import secret_refs
 from corral.controller.core.events import (
     Assign,
     Assignment,
+    AttemptAccepted,
     AttemptFinished,
+    AttemptReleased,
     AttemptStarted,
     CancelAttempts,
     PullTask,
@@ -27,8 +29,13 @@ _MAX_PULL_SCAN = 256
 class AttemptOps(WorkflowOps):
     """Handlers that create, confirm and end attempts."""
 
-    def dispatch(self, task: Task, agent_id: str, gpu_ids: tuple[int, ...], now: float, pulled: bool) -> Assignment:
-        """Create the next attempt of ``task`` on ``agent_id`` (allocation already taken)."""
+    def dispatch(
+        self, task: Task, agent_id: str, gpu_ids: tuple[int, ...], now: float, pulled: bool, principal: str = ""
+    ) -> Assignment:
+        """Create the next attempt of ``task`` on ``agent_id`` (allocation already taken).
+
+        An agent's attempt must be acknowledged (Accepted or Started) within the assignment lease.
+        """
         task.attempts += 1
         attempt = Attempt(
             id=self.new_id(),
@@ -40,8 +47,14 @@ class AttemptOps(WorkflowOps):
             gpu_ids=gpu_ids,
             pulled=pulled,
             assigned_at=now,
+            principal=principal,
         )
         self.attempts[attempt.id] = attempt
+        lease = self.config.assignment_lease_s
+        if not pulled and lease > 0:
+            deadline = now + lease
+            self.unacknowledged[attempt.id] = deadline
+            self.ack_queue.append((deadline, attempt.id))
         self.active.setdefault(agent_id, set()).add(attempt.id)
         self.assign_seq += 1
         self.assign_order[attempt.id] = self.assign_seq
@@ -75,8 +88,7 @@ class AttemptOps(WorkflowOps):
         # Release ended backoffs first, even when nothing can be placed: next_timer() must move on.
         self.queue.promote(now)
         self.place(now)
-        if self.steal(now):
-            self.place(now)
+        self.steal(now)
 
     def place(self, now: float) -> None:
         """Place as many queued tasks as the online agents have room for; one Assign per agent."""
@@ -100,48 +112,58 @@ class AttemptOps(WorkflowOps):
             self.emit(Assign(agent_id, assignments))
 
     def steal(self, now: float) -> bool:
-        """Take back attempts waiting in one agent's prefetch queue when another agent has idle slots.
+        """Ask back attempts waiting in one agent's prefetch queue when another agent has idle slots.
 
         Prefetch keeps agents busy, but near the end of a batch (or with uneven task lengths) it
         can leave one agent idle while another still holds queued work. Such attempts (assigned a
-        while ago and never reported started) are cancelled on their agent, which drops them from
-        its queue, and requeued here, to be placed on the idle agent in the same tick. Returns
-        whether anything was taken back.
+        while ago and never reported started) are moved in two phases: the agent is asked to give
+        them back if it has not started them (a Cancel with ``release_only``) and they are marked
+        releasing; only its Released report requeues one (see :meth:`released`). If it says
+        Started instead, the attempt stays where it is. Returns whether anything was asked back.
         """
-        idle = [v for v in self.views.values() if v.state is AgentState.CONNECTED and v.outstanding < v.slots]
+        idle = [
+            v
+            for v in self.views.values()
+            if v.state is AgentState.CONNECTED and not v.held_back and v.outstanding < v.slots
+        ]
         if not idle:
             return False
-        free = sum(v.slots - v.outstanding for v in idle)
-        stolen = False
+        # Idle slots already promised to attempts on their way back are not offered twice.
+        free = sum(v.slots - v.outstanding for v in idle) - len(self.releasing)
+        if free <= 0:
+            return False
+        asked = False
+        releasing = self.releasing
         for view in list(self.views.values()):
-            surplus = view.outstanding - view.slots
-            if surplus <= 0 or view in idle:
+            if view.outstanding <= view.slots or view in idle:
+                continue
+            held = [self.attempts[i] for i in self.active.get(view.id, ())]
+            surplus = view.outstanding - view.slots - sum(1 for a in held if a.id in releasing)
+            if surplus <= 0:
                 continue
             # The agent runs its attempts in the order they came: the newest `surplus` ones are
             # the ones waiting in its queue; of those, move the ones not reported started.
             order = self.assign_order
             newest = sorted(
-                (self.attempts[i] for i in self.active.get(view.id, ())),
+                (a for a in held if a.id not in releasing),
                 key=lambda a: (a.assigned_at, order.get(a.id, 0)),
                 reverse=True,
             )[:surplus]
             waiting = [a for a in newest if a.state is A.ASSIGNED and now - a.assigned_at >= self.config.steal_after_s]
             taken: list[str] = []
             for attempt in waiting[:free]:
-                task = self.tasks[attempt.task_id]
-                demand = self.demand(task)
+                demand = self.demand(self.tasks[attempt.task_id])
                 if not any(fits_now(demand, target) for target in idle):
                     continue
-                self.end_attempt(attempt, A.CANCELLED, now, "moved to an idle agent")
-                self.make_ready(task, now)
+                releasing.add(attempt.id)
                 taken.append(attempt.id)
                 free -= 1
             if taken:
-                self.emit(CancelAttempts(view.id, taken, False, self.config.kill_grace_s))
-                stolen = True
+                self.emit(CancelAttempts(view.id, taken, False, self.config.kill_grace_s, release_only=True))
+                asked = True
             if free <= 0:
                 break
-        return stolen
+        return asked
 
     def pull(self, event: PullTask, now: float) -> Assignment | None:
         """Hand the best queued task an external worker can run to it, or None."""
@@ -169,7 +191,7 @@ class AttemptOps(WorkflowOps):
             task = chosen
             task_id = task.id
             self.queue.discard(task_id)
-            assignment = self.dispatch(task, event.worker_id, (), now, pulled=True)
+            assignment = self.dispatch(task, event.worker_id, (), now, pulled=True, principal=event.principal)
             attempt = self.attempts[assignment.attempt_id]
             self.mark_running(attempt, task, now)
             # Nobody heartbeats for a pulled attempt: its timeout (or a long lease) bounds it.
@@ -198,11 +220,48 @@ class AttemptOps(WorkflowOps):
         if task.state is T.ASSIGNED:
             self.set_task_state(task, T.RUNNING, now)
 
+    def refuse_late(self, reporter: str, attempt_id: str) -> None:
+        """A Started or Accepted for an attempt that was taken back from (or never given to) this
+        agent: it must not run, so the agent is told to kill it at once."""
+        attempt = self.attempts.get(attempt_id)
+        if attempt is not None and attempt.pulled:
+            return
+        self.emit(CancelAttempts(reporter, [attempt_id], True, 0.0))
+
+    def acknowledged(self, agent_id: str, attempt_id: str) -> None:
+        """The agent holds this attempt: its lease is settled and any hold-back lifts."""
+        self.unacknowledged.pop(attempt_id, None)
+        if self.held_back.pop(agent_id, None) is not None:
+            view = self.views.get(agent_id)
+            if view is not None:
+                view.held_back = False
+
+    def accepted(self, event: AttemptAccepted, now: float) -> bool:
+        """The agent holds the assignment; False (and a kill order) when it is not its to hold."""
+        attempt = self.owned_active(event.reporter, event.attempt_id)
+        if attempt is None:
+            self.refuse_late(event.reporter, event.attempt_id)
+            return False
+        self.acknowledged(event.reporter, attempt.id)
+        return True
+
+    def released(self, event: AttemptReleased, now: float) -> bool:
+        """The agent gave back an attempt it never started: place it elsewhere, no retry spent."""
+        attempt = self.owned_active(event.reporter, event.attempt_id)
+        if attempt is None or attempt.state is not A.ASSIGNED:
+            return False  # unknown, not its own, or already started (then its Finished follows)
+        moved = attempt.id in self.releasing
+        self.requeue(attempt, A.CANCELLED, now, "moved to an idle agent" if moved else "released by its agent")
+        return True
+
     def started(self, event: AttemptStarted, now: float) -> bool:
         attempt = self.owned_active(event.reporter, event.attempt_id)
         if attempt is None:
+            self.refuse_late(event.reporter, event.attempt_id)
             return False
         self.unconfirmed.pop(attempt.id, None)
+        self.releasing.discard(attempt.id)  # started before the move reached it: it stays
+        self.acknowledged(event.reporter, attempt.id)
         if attempt.state is A.RUNNING:
             return True
         task = self.tasks[attempt.task_id]
@@ -268,9 +327,14 @@ class AttemptOps(WorkflowOps):
 
     def lose_attempt(self, attempt: Attempt, now: float, why: str) -> None:
         """Its agent is gone or never re-reported it: requeue without spending a retry."""
+        self.requeue(attempt, A.LOST, now, why)
+
+    def requeue(self, attempt: Attempt, outcome: AttemptState, now: float, why: str) -> None:
+        """End an attempt that did not fail by itself and make its task ready again (no retry spent);
+        in a cancelling workflow the task is cancelled instead."""
         task = self.tasks[attempt.task_id]
         workflow = self.workflows[task.workflow_id]
-        self.end_attempt(attempt, A.LOST, now, why)
+        self.end_attempt(attempt, outcome, now, why)
         if workflow.state is WorkflowState.CANCELLING:
             task.finished_at = now
             self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
@@ -299,3 +363,40 @@ class AttemptOps(WorkflowOps):
         for attempt_id, deadline in list(self.unconfirmed.items()):
             if deadline <= now:
                 self.lose_attempt(self.attempts[attempt_id], now, "not reported by its agent after reconnect")
+
+    def next_assignment_deadline(self) -> float | None:
+        """The earliest assignment lease still running (settled ones are dropped on the way)."""
+        queue, pending = self.ack_queue, self.unacknowledged
+        while queue and pending.get(queue[0][1]) != queue[0][0]:
+            queue.popleft()
+        return queue[0][0] if queue else None
+
+    def expire_assignments(self, now: float) -> None:
+        """Take back assignments not acknowledged within the lease, and hold their agents back.
+
+        The attempt ends LOST and its task is requeued without spending a retry; its agent is told
+        to kill it should it ever get it, and gets no new work until it acknowledges something
+        (or ``hold_back_s`` passes), so a blackhole agent cannot keep swallowing work.
+        """
+        for agent_id, until in list(self.held_back.items()):
+            if until <= now:
+                del self.held_back[agent_id]
+                view = self.views.get(agent_id)
+                if view is not None:
+                    view.held_back = False
+        lease = self.config.assignment_lease_s
+        taken: dict[str, list[str]] = {}
+        while (deadline := self.next_assignment_deadline()) is not None and deadline <= now:
+            _, attempt_id = self.ack_queue.popleft()
+            del self.unacknowledged[attempt_id]
+            attempt = self.attempts[attempt_id]
+            agent = self.agents.get(attempt.agent_id)
+            name = agent.name if agent is not None else attempt.agent_id
+            self.requeue(attempt, A.LOST, now, f"not acknowledged by agent {name} within {lease:g}s")
+            taken.setdefault(attempt.agent_id, []).append(attempt_id)
+        for agent_id, attempt_ids in taken.items():
+            self.emit(CancelAttempts(agent_id, attempt_ids, True, 0.0))
+            self.held_back[agent_id] = now + self.config.hold_back_s
+            view = self.views.get(agent_id)
+            if view is not None:
+                view.held_back = True

@@ -20,7 +20,9 @@ __all__ = [
     "AgentHello",
     "Assign",
     "Assignment",
+    "AttemptAccepted",
     "AttemptFinished",
+    "AttemptReleased",
     "AttemptStarted",
     "CancelAttempts",
     "CancelWorkflow",
@@ -122,6 +124,7 @@ class AgentHello:
     running_attempt_ids: tuple[str, ...] = ()
     version: str = ""
     draining: bool = False
+    namespaces: tuple[str, ...] = ()  # from its credential; empty: every namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,22 @@ class AttemptStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptAccepted:
+    """The agent holds the assignment (queued or starting): it is not taken back after the lease."""
+
+    reporter: str
+    attempt_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptReleased:
+    """The agent gave a cancelled assignment back before it ever started: safe to place elsewhere."""
+
+    reporter: str
+    attempt_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptFinished:
     reporter: str
     attempt_id: str
@@ -174,7 +193,8 @@ class PullTask:
     agent_types: tuple[str, ...]
     labels: Mapping[str, str] = field(default_factory=dict)
     capacity: Resources | None = None  # None: anything
-    namespaces: tuple[str, ...] = ()  # only work of these namespaces (empty: any)
+    principal: str = ""  # who asks (Principal.describe()); only it may report on the attempt
+    namespaces: tuple[str, ...] = ()  # the caller's namespaces; empty: every namespace
 
 
 Event = (
@@ -188,6 +208,8 @@ Event = (
     | AgentGone
     | DrainAgent
     | AttemptStarted
+    | AttemptAccepted
+    | AttemptReleased
     | AttemptFinished
     | PullTask
 )
@@ -229,6 +251,8 @@ class CancelAttempts:
     attempt_ids: list[str]
     force: bool
     grace_s: float
+    # Give them back only if not started yet (Released); started ones keep running (a move).
+    release_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,9 @@
-"""Agents: sessions, heartbeats, leases, drains, and re-adoption of attempts after a reconnect."""
+"""Agents: sessions, heartbeats, leases, drains, re-adoption of attempts after a reconnect, and a
+bounded agent table (forgotten after a TTL, capped)."""
 
 from __future__ import annotations
+
+import heapq
 
 from corral.controller.core.attempt_ops import AttemptOps
 from corral.controller.core.events import (
@@ -13,7 +16,7 @@ from corral.controller.core.events import (
     Welcome,
 )
 from corral.controller.core.model import Agent, AgentState
-from corral.controller.errors import FailedPrecondition
+from corral.controller.errors import FailedPrecondition, ResourceExhausted
 
 __all__ = ["FleetOps"]
 
@@ -24,19 +27,40 @@ class FleetOps(AttemptOps):
     """Handlers for the agent gateway's session events and the Cluster API."""
 
     def hello(self, event: AgentHello, now: float) -> Welcome:
-        """A (re)connecting agent: new session epoch, re-adopt what it still runs, kill what moved on."""
+        """A (re)connecting agent: new session epoch, re-adopt what it still runs, kill what moved on.
+
+        A name the controller does not know, past ``max_agents``, first evicts the agents that have
+        been forgettable (disconnected or lost, holding nothing) the longest (1/64 of the table at
+        most); with none to evict it is refused with ResourceExhausted, changing nothing.
+        """
+        if event.agent_id not in self.agents and len(self.agents) >= self.config.max_agents:
+            # Evict a small batch at once: a flood of new names then costs one scan of the table
+            # per batch, not per Hello.
+            batch = max(1, len(self.agents) // 64)
+            oldest = heapq.nsmallest(
+                batch, (a for a in self.agents.values() if self.forgettable(a)), key=lambda a: a.last_seen
+            )
+            if not oldest:
+                raise ResourceExhausted(
+                    f"the controller knows {len(self.agents)} agents, the max_agents={self.config.max_agents} "
+                    "limit (--max-agents), and none can be forgotten (all connected or holding attempts)"
+                )
+            for evicted in oldest:
+                self.forget_agent(evicted.id)
         self.epoch += 1
         self.set_meta("session_epoch", str(self.epoch))
-        agent = self.agents.get(event.agent_id)
-        if agent is None:
-            agent = Agent(id=event.agent_id, name=event.name)
-            self.agents[agent.id] = agent
+        known = self.agents.get(event.agent_id)
+        if known is None:
+            known = Agent(id=event.agent_id, name=event.name)
+            self.agents[known.id] = known
+        agent = known
         agent.name = event.name
         agent.hostname = event.hostname
         agent.agent_types = event.agent_types
         agent.labels = dict(event.labels)
         agent.inventory = event.inventory
         agent.version = event.version
+        agent.namespaces = event.namespaces
         agent.state = S.DRAINING if event.draining else S.CONNECTED
         agent.session_epoch = self.epoch
         agent.connected_at = now
@@ -46,9 +70,12 @@ class FleetOps(AttemptOps):
         reported = set(event.running_attempt_ids)
         owned = self.active.get(agent.id, set())
         kill = tuple(sorted(reported - owned))
+        # A fresh session may be a working agent again: no hold-back carries over.
+        self.held_back.pop(agent.id, None)
         for attempt_id in owned:
             if attempt_id in reported:
                 self.unconfirmed.pop(attempt_id, None)  # re-adopted
+                self.unacknowledged.pop(attempt_id, None)  # it holds it: acknowledged
             else:
                 # Not running any more: its Finished report may follow (it was never acked), so
                 # give it a moment before declaring it lost.
@@ -56,6 +83,24 @@ class FleetOps(AttemptOps):
                 self.unconfirmed[attempt_id] = min(self.unconfirmed.get(attempt_id, deadline), deadline)
         self.rebuild_view(agent)
         return Welcome(agent.id, self.epoch, kill)
+
+    def forgettable(self, agent: Agent) -> bool:
+        """Whether the agent may be forgotten: not online and holding no active attempt."""
+        return agent.state in (S.DISCONNECTED, S.LOST) and not self.active.get(agent.id)
+
+    def forget_agents(self, now: float) -> None:
+        """Forget agents that have been gone, holding nothing, for longer than ``agent_ttl_s``.
+
+        A returning agent is simply new again (its Hello recreates it), so forgetting loses only
+        the listing of a machine that left.
+        """
+        if now < self.next_forget_check:
+            return
+        ttl = self.config.agent_ttl_s
+        self.next_forget_check = now + min(1.0, ttl / 4)
+        stale = [a.id for a in self.agents.values() if now - a.last_seen > ttl and self.forgettable(a)]
+        for agent_id in stale:
+            self.forget_agent(agent_id)
 
     def current(self, agent_id: str, session_epoch: int) -> Agent | None:
         """The agent if ``session_epoch`` is its live session (stale streams are ignored)."""

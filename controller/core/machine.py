@@ -19,7 +19,7 @@ from typing import Any
 
 from corral.controller.core import events as ev
 from corral.controller.core.fleet_ops import FleetOps
-from corral.controller.core.model import AgentState, Task, TaskState, WorkflowState
+from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, explain
 from corral.controller.core.state import MachineConfig
 from corral.controller.store.base import Snapshot
@@ -62,6 +62,8 @@ class Machine(FleetOps):
             ev.AgentGone: self.gone,
             ev.DrainAgent: self.drain,
             ev.AttemptStarted: self.started,
+            ev.AttemptAccepted: self.accepted,
+            ev.AttemptReleased: self.released,
             ev.AttemptFinished: self.finished,
             ev.PullTask: self.pull,
         }
@@ -74,6 +76,8 @@ class Machine(FleetOps):
         """Timers, then placement of ready tasks onto agents with room."""
         self.expire_leases(now)
         self.expire_deadlines(now)
+        self.expire_assignments(now)
+        self.forget_agents(now)
         self.schedule(now)
 
     def next_timer(self) -> float | None:
@@ -81,6 +85,10 @@ class Machine(FleetOps):
         times = [t for t in (self.queue.next_wakeup(),) if t is not None]
         times.extend(self.deadlines.values())
         times.extend(self.unconfirmed.values())
+        times.extend(self.held_back.values())
+        assignment = self.next_assignment_deadline()
+        if assignment is not None:
+            times.append(assignment)
         return min(times) if times else None
 
     # --- boot -----------------------------------------------------------------------------------
@@ -159,7 +167,7 @@ class Machine(FleetOps):
                 yield task, "", False
                 continue
             res = task.resources
-            key = (task.agent_type, repr(res), tuple(sorted(task.constraints.items())))
+            key = (task.agent_type, repr(res), tuple(sorted(task.constraints.items())), task.namespace)
             if key not in cache:
                 summary, _ = explain(self.demand(task), views)
                 cache[key] = (summary, bool(summary) and not summary.startswith("waiting for free capacity"))
@@ -191,6 +199,9 @@ class Machine(FleetOps):
             assert counted == len(workflow.task_ids), f"workflow {workflow.id}: counts"
             if workflow.state.terminal:
                 assert self.remaining(workflow.id) == 0, f"workflow {workflow.id} ended with live tasks"
+        for attempt_id in self.unacknowledged.keys() | self.releasing:
+            attempt = self.attempts[attempt_id]
+            assert attempt.state is AttemptState.ASSIGNED, f"attempt {attempt_id}: awaits an ack but is {attempt.state}"
         for attempt in self.attempts.values():
             owned = attempt.id in self.active.get(attempt.agent_id, set())
             assert owned == attempt.state.active, f"attempt {attempt.id}: active index"

@@ -220,6 +220,9 @@ class Attempt:
     deadline: float | None = None  # controller-side timeout backstop
     exit_code: int | None = None
     error: str = ""
+    # Who pulled it (Scheduler.GetNextTask): the caller's principal, so only the same credential
+    # (with the same worker_id) may complete or fail it. Memory only: "" after a restart.
+    principal: str = ""
 
 
 @dataclass(slots=True)
@@ -235,6 +238,9 @@ class Agent:
     connected_at: float = 0.0
     last_seen: float = 0.0
     version: str = ""
+    # The namespaces whose tasks it may run (from its credential); empty: every namespace.
+    # Memory only: a restarted controller learns them again from the agent's next Hello.
+    namespaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Placement: small named filters that each explain a rejection, then a scorer that picks an agent.
 
 The shape follows Nomad's feasibility checkers and the Kubernetes scheduler framework: a chain of
-filters (agent state, agent type, label constraints, capacity, free resources, attempt window),
+filters (agent state, agent type, namespace, label constraints, capacity, free resources, attempt
+window),
 each answering ``None`` (fits) or a human reason, then a bin-pack or spread score among the agents
 that passed. Because every rejection carries a reason, ``explain`` can tell an operator exactly why
 a task is waiting, and whether it will ever run on the current cluster.
@@ -25,6 +26,7 @@ __all__ = [
     "Demand",
     "Filter",
     "FreeResourcesFilter",
+    "NamespaceFilter",
     "Scorer",
     "StateFilter",
     "WindowFilter",
@@ -43,7 +45,9 @@ class AgentView:
 
     ``window`` bounds the attempts outstanding on the agent (running slots plus prefetch), so an
     agent is sent a little more work than it can run at once and never idles between batches.
-    ``free_gpu_ids`` lists every GPU index not allocated, lowest first.
+    ``free_gpu_ids`` lists every GPU index not allocated, lowest first. ``namespaces`` are the
+    namespaces whose tasks it may run (empty: all). ``held_back`` is set while the agent has left
+    assignments unacknowledged: it gets no new work until it acknowledges again.
     """
 
     id: str
@@ -57,6 +61,8 @@ class AgentView:
     outstanding: int = 0
     window: int = 1
     free_gpu_ids: list[int] = field(default_factory=list)
+    namespaces: frozenset[str] = frozenset()
+    held_back: bool = False
 
     @classmethod
     def of(
@@ -67,6 +73,7 @@ class AgentView:
         outstanding: int = 0,
         used_gpu_ids: Sequence[int] = (),
         prefetch: int = 0,
+        held_back: bool = False,
     ) -> AgentView:
         """The view of a registered agent given what its active attempts hold.
 
@@ -88,6 +95,8 @@ class AgentView:
             outstanding=outstanding,
             window=inventory.slots + max(0, prefetch),
             free_gpu_ids=sorted(g for g in gpu_ids if g not in used),
+            namespaces=frozenset(agent.namespaces),
+            held_back=held_back,
         )
 
     def free(self) -> Resources:
@@ -96,7 +105,7 @@ class AgentView:
 
     def has_room(self) -> bool:
         """Whether the agent takes new work at all: connected and its window not full."""
-        return self.state is AgentState.CONNECTED and self.outstanding < self.window
+        return self.state is AgentState.CONNECTED and not self.held_back and self.outstanding < self.window
 
     def allocate(self, req: Resources) -> tuple[int, ...]:
         """Commit ``req`` and one outstanding attempt; returns the GPU indexes taken (lowest first)."""
@@ -130,6 +139,8 @@ class AgentView:
             self.outstanding,
             self.window,
             list(self.free_gpu_ids),
+            self.namespaces,
+            self.held_back,
         )
 
 
@@ -143,6 +154,7 @@ class Demand:
     # Short tasks may be queued on an agent beyond its slots (prefetch); long or unknown ones only
     # take a free slot, so they stay in the controller's queue where priorities still apply.
     prefetchable: bool = True
+    namespace: str = "default"
 
     def window(self, agent: AgentView) -> int:
         """How many outstanding attempts ``agent`` may hold when this task is added."""
@@ -180,9 +192,11 @@ class StateFilter:
     name: ClassVar[str] = "state"
 
     def check(self, demand: Demand, agent: AgentView) -> str | None:
-        if agent.state is AgentState.CONNECTED:
-            return None
-        return f"agent is {agent.state.value}"
+        if agent.state is not AgentState.CONNECTED:
+            return f"agent is {agent.state.value}"
+        if agent.held_back:
+            return "agent left assignments unacknowledged; held back until it acknowledges again"
+        return None
 
 
 class AgentTypeFilter:
@@ -195,6 +209,17 @@ class AgentTypeFilter:
             return None
         runs = ", ".join(sorted(agent.agent_types)) or "none"
         return f"does not run agent_type {demand.agent_type!r} (runs: {runs})"
+
+
+class NamespaceFilter:
+    """An agent scoped to namespaces (by its credential) only runs tasks of those namespaces."""
+
+    name: ClassVar[str] = "namespace"
+
+    def check(self, demand: Demand, agent: AgentView) -> str | None:
+        if not agent.namespaces or demand.namespace in agent.namespaces:
+            return None
+        return f"runs only namespaces {', '.join(sorted(agent.namespaces))}; task is in {demand.namespace!r}"
 
 
 class ConstraintsFilter:
@@ -267,6 +292,7 @@ class WindowFilter:
 FILTERS: tuple[Filter, ...] = (
     StateFilter(),
     AgentTypeFilter(),
+    NamespaceFilter(),
     ConstraintsFilter(),
     CapacityFilter(),
     FreeResourcesFilter(),
@@ -319,9 +345,11 @@ def utilisation(agent: AgentView, extra: Resources | None = None) -> float:
 
 def fits_now(demand: Demand, agent: AgentView) -> bool:
     """Exactly ``feasible(demand, agent) is None``, without building reasons: the hot path."""
-    if agent.state is not AgentState.CONNECTED or agent.outstanding >= demand.window(agent):
+    if agent.state is not AgentState.CONNECTED or agent.held_back or agent.outstanding >= demand.window(agent):
         return False
     if demand.agent_type not in agent.agent_types:
+        return False
+    if agent.namespaces and demand.namespace not in agent.namespaces:
         return False
     if demand.constraints:
         labels = agent.labels
@@ -408,7 +436,10 @@ def explain(demand: Demand, agents: Sequence[AgentView]) -> tuple[str, list[tupl
     typed = [a for a in connected if demand.agent_type in a.agent_types]
     if not typed:
         return f"no connected agent runs agent_type {demand.agent_type!r}", per_agent
-    labelled = [a for a in typed if ConstraintsFilter().check(demand, a) is None]
+    scoped = [a for a in typed if NamespaceFilter().check(demand, a) is None]
+    if not scoped:
+        return f"no connected agent of that type may run namespace {demand.namespace!r}", per_agent
+    labelled = [a for a in scoped if ConstraintsFilter().check(demand, a) is None]
     if not labelled:
         wanted = ", ".join(f"{k}={v}" for k, v in demand.constraints.items())
         noun = "label" if len(demand.constraints) == 1 else "labels"

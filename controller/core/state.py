@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -56,6 +56,13 @@ class MachineConfig:
     backoff_jitter: float = 0.25  # +- fraction of the backoff
     pull_lease_s: float = 3600.0  # pulled attempts without a timeout are lost after this long
     strategy: str = "binpack"
+    # An assignment neither Accepted nor Started this long after it was made is taken back and
+    # placed elsewhere (0: never). Its agent then gets nothing new for ``hold_back_s`` unless it
+    # acknowledges something sooner, so an agent that swallows work cannot keep swallowing it.
+    assignment_lease_s: float = 3.0
+    hold_back_s: float = 30.0
+    agent_ttl_s: float = 3600.0  # disconnected or lost agents holding nothing are forgotten after this
+    max_agents: int = 10_000  # known agents; a new name past it evicts the oldest forgettable one
 
 
 class MachineState:
@@ -88,6 +95,11 @@ class MachineState:
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
         self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
         self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop
+        # Two-phase take-back (memory only; after a restart agents re-report in their Hello):
+        self.unacknowledged: dict[str, float] = {}  # attempt id -> its assignment lease's end
+        self.ack_queue: deque[tuple[float, str]] = deque()  # the same, in deadline order (lazy)
+        self.releasing: set[str] = set()  # attempts asked back (a move), waiting for Released/Started
+        self.held_back: dict[str, float] = {}  # agent id -> no new work before this (or an ack)
         # Dispatch order of active attempts (agents run theirs in that order); memory only.
         self.assign_order: dict[str, int] = {}
         self.assign_seq = 0
@@ -98,12 +110,14 @@ class MachineState:
         self.epoch = 0
         self.event_seq = 0
         self.next_lease_check = 0.0
+        self.next_forget_check = 0.0
         # outputs of the current tick
         self._actions: list[Action] = []
         self._dirty_workflows: dict[str, Workflow] = {}
         self._dirty_tasks: dict[str, Task] = {}
         self._dirty_attempts: dict[str, Attempt] = {}
         self._dirty_agents: dict[str, Agent] = {}
+        self._deleted_agents: set[str] = set()
         self._logs: list[LogChunk] = []
         self._meta: dict[str, str] = {}
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
@@ -130,7 +144,7 @@ class MachineState:
         return found
 
     def demand(self, task: Task) -> Demand:
-        return Demand(task.agent_type, task.resources, task.constraints, self.expected_short(task))
+        return Demand(task.agent_type, task.resources, task.constraints, self.expected_short(task), task.namespace)
 
     def expected_short(self, task: Task) -> bool:
         """Whether the task should finish quickly: its estimate, else how its workflow's tasks ran."""
@@ -150,6 +164,16 @@ class MachineState:
 
     def touch_agent(self, agent: Agent) -> None:
         self._dirty_agents[agent.id] = agent
+        self._deleted_agents.discard(agent.id)
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Drop an agent that holds nothing from memory and (with this tick's commit) the store."""
+        self.agents.pop(agent_id, None)
+        self.views.pop(agent_id, None)
+        self.active.pop(agent_id, None)
+        self.held_back.pop(agent_id, None)
+        self._dirty_agents.pop(agent_id, None)
+        self._deleted_agents.add(agent_id)
 
     def add_logs(self, chunk: LogChunk) -> None:
         self._logs.append(chunk)
@@ -178,8 +202,10 @@ class MachineState:
             logs=self._logs,
             meta=self._meta,
             access=self.access.take_changes(),
+            deleted_agents=self._deleted_agents,
         )
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
+        self._deleted_agents = set()
         self._logs, self._meta = [], {}
         self.submitted = []
         return batch
@@ -272,6 +298,8 @@ class MachineState:
         self.unconfirmed.pop(attempt.id, None)
         self.deadlines.pop(attempt.id, None)
         self.assign_order.pop(attempt.id, None)
+        self.unacknowledged.pop(attempt.id, None)
+        self.releasing.discard(attempt.id)
         self.touch_attempt(attempt)
 
     def rebuild_view(self, agent: Agent) -> AgentView:
@@ -286,6 +314,7 @@ class MachineState:
             outstanding=len(held),
             used_gpu_ids=[g for attempt in held for g in attempt.gpu_ids],
             prefetch=self.prefetch_for(agent.inventory.slots),
+            held_back=agent.id in self.held_back,
         )
         self.views[agent.id] = view
         return view

@@ -4,6 +4,11 @@ The first message must be a Hello; the answer is a Welcome. After that the agent
 and batches of task events, and the controller sends batches of assignments, cancels, drains and
 acks. Reports are applied through the runtime like any other command; an Ack for finished reports
 goes out only after the tick that applied them committed.
+
+Every message is checked at the edge first (:mod:`agent_input`): a bad Hello, Heartbeat or event
+batch ends the stream with INVALID_ARGUMENT and stores nothing. The Hello is bound to the stream's
+credential (:mod:`agent_binding`), and a live session is never replaced by a second connection of
+the same identity: that one gets ALREADY_EXISTS until the live session's lease has expired.
 """
 
 from __future__ import annotations
@@ -11,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AgentState, AttemptState
-from corral.controller.errors import InvalidArgument
-from corral.controller.rpc import wire
+from corral.controller.errors import AlreadyExists, CorralError, InvalidArgument
+from corral.controller.rpc import agent_input, identity, wire
+from corral.controller.rpc.agent_binding import bind_hello
 from corral.controller.rpc.join import join
 from corral.controller.runtime import AgentSession, Runtime
-from corral.controller.spec import Limits
 from corral.controller.store.base import LogChunk
 from corral.v1 import agent_pb2 as pb
 from corral.v1 import agent_pb2_grpc
@@ -29,9 +35,8 @@ from corral.v1 import agent_pb2_grpc
 __all__ = ["AgentGatewayService", "deliver"]
 
 log = logging.getLogger("corral.controller.gateway")
-_MAX_AGENT_ID = 128
-_MAX_EVENTS = 10_000
 DRAINING = AgentState.DRAINING
+_Report = ev.AttemptStarted | ev.AttemptFinished | ev.AttemptAccepted | ev.AttemptReleased | LogChunk
 
 
 def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
@@ -45,11 +50,13 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
         if isinstance(action, ev.Assign):
             assigns.setdefault(action.agent_id, []).extend(wire.assignment_to_proto(a) for a in action.assignments)
         elif isinstance(action, ev.CancelAttempts):
-            session.send(
-                pb.ControllerMessage(
-                    cancel=pb.Cancel(attempt_ids=action.attempt_ids, force=action.force, grace_s=action.grace_s)
-                )
+            cancel = pb.Cancel(
+                attempt_ids=action.attempt_ids,
+                force=action.force,
+                grace_s=action.grace_s,
+                release_only=action.release_only,
             )
+            session.send(pb.ControllerMessage(cancel=cancel))
         elif isinstance(action, ev.Ack):
             if session.epoch == action.session_epoch:
                 acks.setdefault(action.agent_id, []).extend(action.attempt_ids)
@@ -64,69 +71,100 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
         runtime.sessions[agent_id].send(pb.ControllerMessage(assign=pb.Assign(assignments=assignments)))
 
 
-def _check_hello(message: pb.AgentMessage) -> pb.Hello:
-    if message.WhichOneof("kind") != "hello":
-        raise InvalidArgument.field("hello", "the first message on the stream must be a Hello")
-    hello = message.hello
-    agent_id = hello.agent_id or hello.name
-    if not agent_id or len(agent_id) > _MAX_AGENT_ID:
-        raise InvalidArgument.field("hello.agent_id", f"required, at most {_MAX_AGENT_ID} characters")
-    if hello.inventory.slots < 0 or hello.inventory.cpu_cores < 0 or hello.inventory.memory_mb < 0:
-        raise InvalidArgument.field("hello.inventory", "negative capacity")
-    return hello
-
-
 class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
 
     async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage], context: Any) -> AsyncIterator[Any]:
         rt = self.rt
+        principal = identity.current_principal()
         try:
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
             return
-        hello = _check_hello(first)
-        event = wire.hello_from_proto(hello)
+        hello = agent_input.check_hello(first)
+        event = bind_hello(wire.hello_from_proto(hello), principal)
+        peer = str(context.peer()) if context is not None else ""
 
-        def open_session(machine: Machine, now: float) -> tuple[ev.Welcome, AgentSession]:
+        def open_session(machine: Machine, now: float) -> tuple[ev.Welcome, AgentSession, pb.Welcome]:
+            previous = rt.sessions.get(event.agent_id)
+            if previous is not None and not previous.closed:
+                live = machine.current(event.agent_id, previous.epoch)
+                silent = now - live.last_seen if live is not None else math.inf
+                if silent <= machine.config.lease_s:
+                    raise AlreadyExists(
+                        f"agent {event.agent_id!r} is already connected from {previous.peer or 'an unknown peer'} "
+                        f"(session {previous.epoch}, seen {silent:.1f} s ago); "
+                        "a session may be replaced only after its lease expires"
+                    )
             welcome = machine.hello(event, now)
-            session = AgentSession(welcome.agent_id, welcome.session_epoch)
-            previous = rt.sessions.get(welcome.agent_id)
+            session = AgentSession(welcome.agent_id, welcome.session_epoch, peer=peer)
             if previous is not None:
-                previous.close()  # a newer stream of the same agent replaces the old one
+                previous.close()  # silent past its lease: the new stream replaces it
             rt.sessions[welcome.agent_id] = session
-            return welcome, session
-
-        welcome, session = await rt.call(open_session)
-        config = rt.machine.config
-        log.info("agent %s connected (epoch %d)", welcome.agent_id, welcome.session_epoch)
-        yield pb.ControllerMessage(
-            welcome=pb.Welcome(
+            agent = machine.agents[welcome.agent_id]
+            config = machine.config
+            message = pb.Welcome(
                 agent_id=welcome.agent_id,
                 session_epoch=welcome.session_epoch,
                 heartbeat_interval_s=config.heartbeat_interval_s,
                 lease_s=config.lease_s,
                 kill_attempt_ids=welcome.kill_attempt_ids,
+                assignment_lease_s=config.assignment_lease_s,
+                labels=dict(agent.labels),
+                agent_types=list(agent.agent_types),
             )
-        )
-        reader = asyncio.create_task(self._read(request_iterator, session))
+            return welcome, session, message
+
+        if rt.failure is not None:
+            raise RuntimeError("the controller's state loop has stopped") from rt.failure
+        opening = rt.post(open_session)
         try:
+            welcome, session, message = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The caller went away while its Hello was applied: end the session that opened.
+            opening.add_done_callback(self._abandoned)
+            raise
+        if context is not None:
+            # However the call ends (even cancelled while this generator is suspended at a yield,
+            # never to be resumed), the session ends with it.
+            context.add_done_callback(lambda _: self._release(session))
+        log.info("agent %s connected from %s (epoch %d)", welcome.agent_id, peer, welcome.session_epoch)
+        reader: asyncio.Task[None] | None = None
+        try:
+            yield pb.ControllerMessage(welcome=message)
+            reader = asyncio.create_task(self._read(request_iterator, session))
             while True:
-                message = await session.outbound.get()
-                if message is None:
+                outbound = await session.outbound.get()
+                if outbound is None:
                     break
-                yield message
+                yield outbound
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            session.closed = True
-            if rt.sessions.get(session.agent_id) is session:
-                del rt.sessions[session.agent_id]
-                gone = ev.AgentGone(session.agent_id, session.epoch)
-                rt.post(lambda m, now: m.gone(gone, now))
-            log.info("agent %s stream closed (epoch %d)", session.agent_id, session.epoch)
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+            self._release(session)
+        if session.error is not None:
+            # A hostile or broken message: the agent learns exactly which field, then reconnects.
+            raise session.error
+
+    def _abandoned(self, opening: asyncio.Future[Any]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self._release(opening.result()[1])
+
+    def _release(self, session: AgentSession) -> None:
+        """End a session (idempotent): close its stream, and if it is still the agent's current
+        one, forget it and tell the machine (the lease decides what happens to its attempts)."""
+        rt = self.rt
+        session.close()
+        if rt.sessions.get(session.agent_id) is not session:
+            return
+        del rt.sessions[session.agent_id]
+        rt.usage.pop(session.agent_id, None)
+        gone = ev.AgentGone(session.agent_id, session.epoch)
+        rt.post(lambda m, now: m.gone(gone, now))
+        log.info("agent %s stream closed (epoch %d)", session.agent_id, session.epoch)
 
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinResponse:
         """Exchange a join token for this agent's own credential (see :mod:`join`)."""
@@ -137,11 +175,18 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
             async for message in requests:
                 kind = message.WhichOneof("kind")
                 if kind == "heartbeat":
+                    agent_input.check_heartbeat(message.heartbeat)
                     self._heartbeat(session, message.heartbeat)
                 elif kind == "events":
+                    agent_input.check_events(message.events)
                     self._events(session, message.events)
+                elif kind == "hello":
+                    raise InvalidArgument.field("hello", "only the first message on a stream may be a Hello")
                 else:
                     log.warning("agent %s sent an unexpected %s; ignored", session.agent_id, kind)
+        except CorralError as exc:
+            log.warning("agent %s sent a bad message; closing its stream: %s", session.agent_id, exc.message)
+            session.error = exc
         except Exception as exc:  # a broken stream is normal life for agents
             log.info("agent %s stream ended: %s", session.agent_id, exc)
         finally:
@@ -170,8 +215,19 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         accepted.add_done_callback(close_if_stale)
 
     def _events(self, session: AgentSession, batch: pb.TaskEvents) -> None:
-        events = list(batch.events[:_MAX_EVENTS])
         agent_id, epoch = session.agent_id, session.epoch
+        # Decoded and checked here, outside the state loop; the loop only applies them.
+        reports: list[_Report] = []
+        for i, message in enumerate(batch.events):
+            if message.WhichOneof("kind") == "output":
+                out = message.output
+                reports.append(LogChunk(message.attempt_id, out.stdout, out.stderr, out.truncated))
+                continue
+            report = wire.task_event_from_proto(agent_id, epoch, message)
+            if isinstance(report, ev.AttemptFinished):
+                report = _checked_result(report, f"events.events[{i}].finished.result_json")
+            if report is not None:
+                reports.append(report)
 
         def apply(machine: Machine, now: float) -> None:
             agent = machine.current(agent_id, epoch)
@@ -179,24 +235,21 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
                 return  # a stale session: its reports wait for the agent's next connection
             agent.last_seen = now
             finished: list[str] = []
-            for message in events:
-                kind = message.WhichOneof("kind")
-                if kind == "output":
-                    attempt = machine.attempts.get(message.attempt_id)
+            for report in reports:
+                if isinstance(report, LogChunk):
+                    attempt = machine.attempts.get(report.attempt_id)
                     if attempt is not None and attempt.agent_id == agent_id:
-                        out = message.output
-                        machine.add_logs(LogChunk(attempt.id, out.stdout, out.stderr, out.truncated))
-                    continue
-                report = wire.task_event_from_proto(agent_id, epoch, message)
-                if report is None:
-                    continue
-                if isinstance(report, ev.AttemptFinished):
+                        machine.add_logs(report)
+                elif isinstance(report, ev.AttemptFinished):
                     finished.append(report.attempt_id)
-                    report = _enforce_result_limit(report)
                     if not machine.finished(report, now):
                         log.info("rejected a stale report for attempt %s from %s", report.attempt_id, agent_id)
-                else:
+                elif isinstance(report, ev.AttemptStarted):
                     machine.started(report, now)
+                elif isinstance(report, ev.AttemptAccepted):
+                    machine.accepted(report, now)
+                else:
+                    machine.released(report, now)
             if finished:
                 # Acked after this tick commits, merged with the tick's other acks for this agent.
                 machine.emit(ev.Ack(agent_id, epoch, finished))
@@ -204,16 +257,23 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         self.rt.post(apply)
 
 
-def _enforce_result_limit(report: ev.AttemptFinished) -> ev.AttemptFinished:
-    if report.result is not None and len(report.result) > Limits.max_result_bytes:
-        return ev.AttemptFinished(
-            report.reporter,
-            report.attempt_id,
-            AttemptState.FAILED,
-            report.exit_code,
-            None,
-            f"result is {len(report.result)} bytes, over the max_result_bytes={Limits.max_result_bytes} limit",
-            False,
-            report.session_epoch,
-        )
-    return report
+def _checked_result(report: ev.AttemptFinished, path: str) -> ev.AttemptFinished:
+    """A report whose result cannot be stored fails its attempt with the reason, for good.
+
+    Refusing the message instead would not help: the agent re-sends an unacknowledged Finished
+    report after every reconnect, forever.
+    """
+    problem = agent_input.finished_result_problem(report.result, path)
+    if problem is None:
+        return report
+    return ev.AttemptFinished(
+        report.reporter,
+        report.attempt_id,
+        AttemptState.FAILED,
+        report.exit_code,
+        None,
+        problem,
+        False,
+        report.session_epoch,
+        report.at,
+    )

@@ -7,8 +7,8 @@ from typing import Any
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AttemptState, TaskState
-from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound, clip
-from corral.controller.rpc import fields, wire
+from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, clip
+from corral.controller.rpc import fields, identity, wire
 from corral.controller.rpc.admission import admit, admit_task
 from corral.controller.rpc.identity import Principal, current_principal
 from corral.controller.rpc.scope import require_namespace, visible_task
@@ -75,7 +75,15 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         fields.check_labels(labels, "labels")
         fields.seconds(request.wait_s, "wait_s", _MAX_WAIT_S)
         capacity = fields.check_resources(request.capacity, "capacity") if request.HasField("capacity") else None
-        event = ev.PullTask(worker, tuple(request.agent_types), labels, capacity, current_principal().namespaces)
+        principal = identity.current_principal()
+        event = ev.PullTask(
+            worker,
+            tuple(request.agent_types),
+            labels,
+            capacity,
+            principal=principal.describe(),
+            namespaces=principal.namespaces,
+        )
         assignment = await self.rt.pull(event, request.wait_s)
         if assignment is None:
             return pb.GetNextTaskResponse(found=False)
@@ -83,12 +91,29 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     async def _report(self, event: ev.AttemptFinished) -> TaskState:
         principal = current_principal()
+        caller = principal.describe()
 
         def apply(machine: Machine, now: float) -> TaskState:
             attempt = machine.attempts.get(event.attempt_id)
             if attempt is None:
                 raise NotFound(f"attempt {clip(event.attempt_id)!r} not found")
             require_namespace(principal, machine.tasks[attempt.task_id].namespace)
+            # The fence: only the worker that pulled an attempt, with the same credential, reports
+            # on it. An agent's attempt is reported by that agent over its own stream, never here.
+            if not attempt.pulled:
+                raise PermissionDenied(
+                    f"attempt {attempt.id} is held by agent {clip(attempt.agent_id)!r} over its stream; "
+                    "only that agent reports on it"
+                )
+            if attempt.agent_id != event.reporter:
+                raise PermissionDenied(
+                    f"attempt {attempt.id} is held by worker {clip(attempt.agent_id)!r}; "
+                    f"report from worker {clip(event.reporter)!r} refused"
+                )
+            if attempt.principal and attempt.principal != caller:
+                raise PermissionDenied(
+                    f"attempt {attempt.id} was pulled by {attempt.principal}; report from {caller} refused"
+                )
             if not machine.finished(event, now):
                 raise FailedPrecondition(
                     f"attempt {clip(event.attempt_id)} is {attempt.state} and held by {clip(attempt.agent_id)!r}; "

@@ -155,9 +155,14 @@ def hello_from_proto(message: agent_pb2.Hello) -> ev.AgentHello:
 
 def task_event_from_proto(
     agent_id: str, session_epoch: int, message: agent_pb2.TaskEvent
-) -> ev.AttemptStarted | ev.AttemptFinished | None:
-    """A Started or Finished report as a machine event (Output and Checkpoint are handled apart)."""
+) -> ev.AttemptStarted | ev.AttemptFinished | ev.AttemptAccepted | ev.AttemptReleased | None:
+    """A Started, Finished, Accepted or Released report as a machine event (Output and Checkpoint
+    are handled apart)."""
     kind = message.WhichOneof("kind")
+    if kind == "accepted":
+        return ev.AttemptAccepted(agent_id, message.attempt_id)
+    if kind == "released":
+        return ev.AttemptReleased(agent_id, message.attempt_id)
     at = seconds_of(message.at) if message.HasField("at") else None
     if kind == "started":
         return ev.AttemptStarted(agent_id, message.attempt_id, at)

@@ -28,7 +28,11 @@ class LogChunk:
 
 @dataclass(slots=True)
 class ChangeBatch:
-    """All changes of one tick. Records are full rows (upserts), latest state wins."""
+    """All changes of one tick. Records are full rows (upserts), latest state wins.
+
+    ``deleted_agents`` are agent ids to remove (forgotten agents); an id is never both upserted and
+    deleted in one batch.
+    """
 
     workflows: dict[str, Workflow] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
@@ -37,6 +41,7 @@ class ChangeBatch:
     logs: list[LogChunk] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
     access: AccessChanges = field(default_factory=AccessChanges)
+    deleted_agents: set[str] = field(default_factory=set)
 
     def size(self) -> int:
         """Records and log chunks in the batch."""
@@ -48,11 +53,19 @@ class ChangeBatch:
             + len(self.logs)
             + len(self.meta)
             + self.access.size()
+            + len(self.deleted_agents)
         )
 
     def __bool__(self) -> bool:
         return bool(
-            self.workflows or self.tasks or self.attempts or self.agents or self.logs or self.meta or self.access
+            self.workflows
+            or self.tasks
+            or self.attempts
+            or self.agents
+            or self.logs
+            or self.meta
+            or self.access
+            or self.deleted_agents
         )
 
 
@@ -80,7 +93,7 @@ class Store(Protocol):
         ...
 
     def commit(self, batch: ChangeBatch) -> None:
-        """Apply one batch of upserts and log appends in a single transaction."""
+        """Apply one batch of upserts, agent deletions and log appends in a single transaction."""
         ...
 
     def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:

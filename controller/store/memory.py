@@ -107,6 +107,8 @@ class MemoryStore:
                     truncated = truncated or cut
                 output.truncated = output.truncated or truncated
             self._meta.update(meta)
+            for agent_id in batch.deleted_agents:
+                self._rows["agents"].pop(agent_id, None)
             for table, keyed in access.items():
                 self._access[table].update(keyed)
             for key in changes.deleted_secrets:

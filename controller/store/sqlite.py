@@ -328,6 +328,7 @@ _SELECT: Final = {
 _UPSERT_META: Final = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
+_DELETE_AGENT: Final = "DELETE FROM agents WHERE id = ?"
 _LOG_SIZE: Final = (
     'SELECT "offset" + length(data) FROM logs WHERE attempt_id = ? AND stream = ? ORDER BY "offset" DESC LIMIT 1'
 )
@@ -500,6 +501,8 @@ class SqliteStore:
                     conn.executemany(_UPSERT_META, meta)
                 if access:
                     self._commit_access(access)
+                if batch.deleted_agents:
+                    conn.executemany(_DELETE_AGENT, [(agent_id,) for agent_id in batch.deleted_agents])
                 conn.execute("COMMIT")
             except BaseException:
                 # A failed COMMIT may leave the transaction open; a constraint error inside

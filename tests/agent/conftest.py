@@ -89,6 +89,15 @@ class RecordingSink:
         self.outputs: dict[str, list[tuple[bytes, bytes, bool]]] = {}
         self.results: dict[str, AttemptResult] = {}
         self.order: list[tuple[str, str]] = []
+        self.accepted_ids: list[str] = []
+        self.released_ids: list[str] = []
+
+    def accepted(self, attempt_id: str) -> None:
+        self.accepted_ids.append(attempt_id)
+
+    def released(self, attempt_id: str) -> None:
+        self.released_ids.append(attempt_id)
+        self.order.append(("released", attempt_id))
 
     def started(self, attempt_id: str, pid: int) -> None:
         self.pids[attempt_id] = pid

@@ -37,6 +37,15 @@ def test_arguments_become_a_config(tmp_path: Path) -> None:
     assert (config.drain_grace_s, config.kill_grace_s) == (3.0, 1.0)
 
 
+def test_names_the_controller_would_refuse_are_rejected_at_start() -> None:
+    for label in ("bad key=v", "zone=eu\x00"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--label", label])
+    # (main() turns this ValueError into exit code 2; not called here: it configures logging globally)
+    with pytest.raises(ValueError, match="not a valid name"):
+        config_from_args(build_parser().parse_args(["--name", "bad\nname"]))
+
+
 def test_bad_label_is_rejected() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--label", "novalue"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from corral.v1 import types_pb2
+from corral.v1 import agent_pb2, types_pb2
 
 from .conftest import AgentFactory, FakeGateway, eventually, python_task, shell_task
 
@@ -49,12 +49,49 @@ async def test_events_pending_together_go_in_one_batch(make_agent: AgentFactory,
     conn = await gateway.connection()
     conn.assign(shell_task("busy", "sleep 1000"), *(shell_task(f"q{i}", "true") for i in range(20)))
     await conn.wait_event("busy", "started")
-    # One Cancel of the 20 queued attempts produces 20 Finished reports at once: one message.
+    # One Cancel of the 20 queued (never started) attempts gives them all back at once: 20
+    # Released reports in one message.
     conn.cancel(*(f"q{i}" for i in range(20)))
-    await eventually(lambda: len(conn.events(kind="finished")) == 20, what="20 Finished events")
-    batch = next(b for b in conn.batches() if any(e.HasField("finished") for e in b))
+    await eventually(lambda: len(conn.events(kind="released")) == 20, what="20 Released events")
+    batch = next(b for b in conn.batches() if any(e.HasField("released") for e in b))
     assert sorted(e.attempt_id for e in batch) == sorted(f"q{i}" for i in range(20))
-    assert all(e.finished.outcome == CANCELLED for e in batch)
+    assert all(e.HasField("released") for e in batch)
+    assert not conn.events(kind="finished")
+
+
+async def test_assignments_are_accepted_unless_started_in_the_same_message(
+    make_agent: AgentFactory, gateway: FakeGateway
+) -> None:
+    await make_agent(slots=1)
+    conn = await gateway.connection()
+    conn.assign(shell_task("runs", "sleep 1000"), shell_task("waits", "true"))
+    # The queued one is acknowledged (Accepted) promptly, well within any assignment lease.
+    accepted = await conn.wait_event("waits", "accepted", timeout=2.0)
+    assert accepted.attempt_id == "waits"
+    await conn.wait_event("runs", "started")
+    # Each attempt is acknowledged exactly once: by Accepted, or by its Started when both were
+    # pending together (then the Accepted is left out).
+    for attempt_id in ("runs", "waits"):
+        assert len(conn.events(attempt_id, "accepted")) <= 1
+    for batch in conn.batches():
+        started = {e.attempt_id for e in batch if e.HasField("started")}
+        assert not any(e.HasField("accepted") and e.attempt_id in started for e in batch)
+
+
+async def test_release_only_gives_back_queued_work_and_keeps_running_work(
+    make_agent: AgentFactory, gateway: FakeGateway
+) -> None:
+    agent, _ = await make_agent(slots=1)
+    conn = await gateway.connection()
+    conn.assign(shell_task("running", "sleep 1000"), shell_task("queued", "echo never"))
+    await conn.wait_event("running", "started")
+    conn.send(
+        agent_pb2.ControllerMessage(cancel=agent_pb2.Cancel(attempt_ids=["running", "queued"], release_only=True))
+    )
+    await conn.wait_event("queued", "released")
+    assert agent.executor is not None
+    await eventually(lambda: agent.executor.active_ids() == ["running"], what="only the running attempt left")  # type: ignore[union-attr]
+    assert not conn.events("running", "finished") and not conn.events("queued", "started")
 
 
 async def test_unacked_finished_is_resent_after_reconnect(make_agent: AgentFactory, gateway: FakeGateway) -> None:
@@ -111,8 +148,9 @@ async def test_cancel_over_the_stream(make_agent: AgentFactory, gateway: FakeGat
     await conn.wait_event("c1", "started")
     conn.cancel("c1", "c2", force=True)
     assert (await conn.wait_event("c1", "finished")).finished.outcome == CANCELLED
-    assert (await conn.wait_event("c2", "finished")).finished.outcome == CANCELLED
-    assert not conn.events("c2", "started")
+    # c2 never started: it is given back (Released), not reported finished.
+    await conn.wait_event("c2", "released")
+    assert not conn.events("c2", "started") and not conn.events("c2", "finished")
 
 
 async def test_drain(make_agent: AgentFactory, gateway: FakeGateway) -> None:

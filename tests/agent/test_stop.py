@@ -59,9 +59,9 @@ async def test_cancel_running_and_queued(make_executor: ExecutorFactory, sink: R
     pids_file = tmp_path / "attempts" / "run" / "pids"
     await eventually(lambda: len(_pids(pids_file)) == 3, what="the tree to start")
     executor.cancel(["queued"], force=False, grace_s=5.0)
-    queued = await sink.result("queued")
-    assert queued.outcome == CANCELLED and not queued.retryable
-    assert "queued" not in sink.pids
+    # Never started: given back at once (Released), with no Finished report.
+    assert sink.released_ids == ["queued"]
+    assert "queued" not in sink.pids and "queued" not in sink.results
     # force: SIGKILL at once, no grace (the tree ignores SIGTERM; a 5 s grace would be visible).
     executor.cancel(["run"], force=True, grace_s=5.0)
     result = await sink.result("run", timeout=3.0)

@@ -387,6 +387,17 @@ def test_agent_reported_truncation_is_kept(backend: Backend) -> None:
     assert backend.reopen().read_logs("a") == LogChunk("a", b"partial more", b"", True)
 
 
+def test_deleted_agents_are_gone_durably_and_others_stay(backend: Backend) -> None:
+    backend.store.commit(ChangeBatch(agents={a: full_agent(a) for a in ("a1", "a2", "a3")}))
+    batch = ChangeBatch(deleted_agents={"a1", "a3", "never-stored"})
+    assert batch and batch.size() == 3
+    backend.store.commit(batch)
+    assert [a.id for a in backend.reopen().load().agents] == ["a2"]
+    # A deleted id may come back later as a new row.
+    backend.store.commit(ChangeBatch(agents={"a1": full_agent("a1")}))
+    assert [a.id for a in backend.reopen().load().agents] == ["a1", "a2"]
+
+
 # --- SQLite only -----------------------------------------------------------------------------
 
 

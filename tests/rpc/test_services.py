@@ -277,7 +277,7 @@ async def test_standalone_task_pulled_completed_and_fenced(controller: Controlle
     assert explained.task.state == pb.TASK_STATE_RUNNING and explained.task.agent_id == "w1"
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await complete(controller, assignment, b"1", worker="intruder")
-    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
     await complete(controller, assignment, b'{"ok": true}')
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await complete(controller, assignment, b"2")

@@ -66,6 +66,9 @@ class Sim:
     boot_time: float = 0.0
     now: float = START
     store: MemoryStore = field(default_factory=MemoryStore)
+    # Agents acknowledge every assignment at once (Accepted), as real ones do; tests of the
+    # assignment lease turn this off.
+    auto_accept: bool = True
     machine: Machine = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,7 +82,13 @@ class Sim:
         self.machine.tick(self.now)
         changes = self.machine.take_changes()
         self.store.commit(changes)
-        return Step(result, changes, self.machine.take_actions())
+        actions = self.machine.take_actions()
+        if self.auto_accept:
+            for action in actions:
+                if isinstance(action, ev.Assign):
+                    for assignment in action.assignments:
+                        self.machine.handle(ev.AttemptAccepted(action.agent_id, assignment.attempt_id), self.now)
+        return Step(result, changes, actions)
 
     def do(self, event: ev.Event, *, at: float | None = None) -> Step:
         """handle + tick + take changes and actions, at ``at`` (default: the current time)."""
@@ -160,6 +169,12 @@ class Sim:
 
     def started(self, reporter: str, attempt_id: str) -> Step:
         return self.do(ev.AttemptStarted(reporter, attempt_id))
+
+    def accepted(self, reporter: str, attempt_id: str) -> Step:
+        return self.do(ev.AttemptAccepted(reporter, attempt_id))
+
+    def released(self, reporter: str, attempt_id: str) -> Step:
+        return self.do(ev.AttemptReleased(reporter, attempt_id))
 
     def finished(
         self,

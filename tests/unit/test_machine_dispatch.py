@@ -156,18 +156,44 @@ def test_prefetched_attempt_moves_to_an_idle_agent(sim: Sim) -> None:
     step = sim.hello("a1", slots=1)
     (cancel,) = step.of(ev.CancelAttempts)
     assert cancel.agent_id == "a0" and cancel.attempt_ids == [queued] and not cancel.force
+    assert cancel.release_only  # a move: give it back only if not started
+    # Two-phase: nothing moves until a0 says it released the attempt.
+    assert not step.assignments("a1")
+    assert sim.machine.attempts[queued].state is A.ASSIGNED
+    assert sim.tick().of(ev.CancelAttempts) == []  # asked once, not again every tick
+
+    step = sim.released("a0", queued)
+    assert step.result is True
     (moved,) = step.assignments("a1")
     assert moved.task.name == "second" and moved.attempt_number == 2
     task = sim.task(wf, "second")
     assert task.retries_used == 0 and task.agent_id == "a1"
     assert sim.machine.attempts[queued].state is A.CANCELLED
+    assert sim.machine.attempts[queued].error == "moved to an idle agent"
 
-    # a0 confirms the cancel late: the report is fenced off and changes nothing.
+    # A late report of the moved attempt is fenced off and changes nothing.
     step = sim.finished("a0", queued, A.CANCELLED)
     assert step.result is False and not step.changes
     sim.finished("a0", sim.attempt_of(wf, "first"))
     sim.finished("a1", moved.attempt_id)
     assert sim.machine.workflows[wf].state is W.COMPLETED
+
+
+def test_a_move_answered_by_started_leaves_the_attempt_where_it_is(sim: Sim) -> None:
+    sim.hello("a0", slots=1)
+    wf, _ = sim.submit([task_spec("first", estimated_duration=0.01), task_spec("second", estimated_duration=0.01)])
+    queued = sim.attempt_of(wf, "second")
+    sim.now += 0.05
+    (cancel,) = sim.hello("a1", slots=1).of(ev.CancelAttempts)
+    assert cancel.attempt_ids == [queued]
+    # a0 had started it before the Cancel arrived: it stays on a0, nothing runs twice.
+    step = sim.started("a0", queued)
+    assert step.result is True and not step.assignments("a1")
+    assert sim.machine.attempts[queued].state is A.RUNNING
+    assert queued not in sim.machine.releasing
+    # A Released after Started is refused.
+    assert sim.released("a0", queued).result is False
+    assert sim.task(wf, "second").agent_id == "a0"
 
 
 def test_started_or_fresh_attempts_are_not_moved(sim: Sim) -> None:

@@ -206,14 +206,16 @@ class Assign(_message.Message):
     def __init__(self, assignments: _Optional[_Iterable[_Union[_types_pb2.TaskAssignment, _Mapping]]] = ...) -> None: ...
 
 class Cancel(_message.Message):
-    __slots__ = ("attempt_ids", "force", "grace_s")
+    __slots__ = ("attempt_ids", "force", "grace_s", "release_only")
     ATTEMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_ONLY_FIELD_NUMBER: _ClassVar[int]
     attempt_ids: _containers.RepeatedScalarFieldContainer[str]
     force: bool
     grace_s: float
-    def __init__(self, attempt_ids: _Optional[_Iterable[str]] = ..., force: _Optional[bool] = ..., grace_s: _Optional[float] = ...) -> None: ...
+    release_only: bool
+    def __init__(self, attempt_ids: _Optional[_Iterable[str]] = ..., force: _Optional[bool] = ..., grace_s: _Optional[float] = ..., release_only: _Optional[bool] = ...) -> None: ...
 
 class Drain(_message.Message):
     __slots__ = ("grace_s",)
