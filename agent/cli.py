@@ -192,7 +192,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Turn parsed arguments into the agent's settings."""
     return AgentConfig(
         controller=args.controller,
-        name=_name(args),
+        name=_check_name(_name(args), "--name" if args.name else "the certificate's name or the hostname (use --name)"),
         slots=args.slots or os.cpu_count() or 1,
         gpus=args.gpus,
         labels=dict(args.label),

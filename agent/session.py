@@ -142,8 +142,9 @@ class Session:
         details = exc.details() or ""
         if code == grpc.StatusCode.ALREADY_EXISTS:
             return (
-                f"another live agent is connected as {self._name!r} ({details}); is a second agent running "
-                "with the same name or certificate? retrying with backoff"
+                f"the controller refused this agent (ALREADY_EXISTS: {details}); another live agent is "
+                f"connected as {self._name!r}: is a second agent running with the same name or certificate? "
+                "retrying with backoff"
             )
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
             # Its Hello was refused (a bad inventory, a name the controller will not take, the
