@@ -32,10 +32,11 @@ from corral.controller.store.base import LogChunk
 from corral.v1 import agent_pb2 as pb
 from corral.v1 import agent_pb2_grpc
 
-__all__ = ["AgentGatewayService", "deliver"]
+__all__ = ["HELLO_TIMEOUT_S", "AgentGatewayService", "deliver"]
 
 log = logging.getLogger("corral.controller.gateway")
 DRAINING = AgentState.DRAINING
+HELLO_TIMEOUT_S = 30.0
 _Report = ev.AttemptStarted | ev.AttemptFinished | ev.AttemptAccepted | ev.AttemptReleased | LogChunk
 
 
@@ -79,9 +80,13 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         rt = self.rt
         principal = identity.current_principal()
         try:
-            first = await anext(aiter(request_iterator))
+            # A stream that never says Hello must not hold a handler for ever.
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
             return
+        except TimeoutError:
+            raise InvalidArgument.field("hello", f"no Hello within {HELLO_TIMEOUT_S:g} s") from None
         hello = agent_input.check_hello(first)
         event = bind_hello(wire.hello_from_proto(hello), principal)
         peer = str(context.peer()) if context is not None else ""

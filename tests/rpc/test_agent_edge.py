@@ -3,16 +3,22 @@ Hello is bound to its credential."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 
+import grpc
+import grpc.aio
 import pytest
 
 from corral.controller.core.events import AgentHello
 from corral.controller.errors import InvalidArgument, PermissionDenied
+from corral.controller.rpc import gateway
 from corral.controller.rpc.agent_binding import bind_hello
 from corral.controller.rpc.agent_input import check_events, check_heartbeat, check_hello
 from corral.controller.rpc.identity import DEV_ADMIN, Grant, Principal
 from corral.v1 import agent_pb2, types_pb2
+
+from .conftest import Controller
 
 
 def _real_hello() -> agent_pb2.AgentMessage:
@@ -134,3 +140,13 @@ def test_an_agent_credential_decides_name_labels_types_and_namespaces() -> None:
 def test_other_callers_may_not_be_agents() -> None:
     with pytest.raises(PermissionDenied, match="needs an agent credential"):
         bind_hello(_hello(), Principal("token", "t1", Grant("worker")))
+
+
+async def test_a_stream_that_never_says_hello_is_ended(controller: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway, "HELLO_TIMEOUT_S", 0.3)
+    call = controller.gateway.Connect()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async with asyncio.timeout(10):
+            await call.read()
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "no Hello within 0.3 s" in (info.value.details() or "")
