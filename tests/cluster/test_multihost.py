@@ -1,7 +1,8 @@
 """A controller and two agents on three "machines" (network namespaces) joined by a bridge.
 
-The controller listens on its namespace address; each agent reaches it over the veth/bridge path
-and carries a ``host=...`` label. The tests check placement by constraint across hosts, results
+The controller serves TLS on its namespace address (the refusal of plaintext off loopback holds
+here too); each agent reaches its mutual-TLS port over the veth/bridge path with a certificate
+that grants it a ``host=...`` label. The tests check placement by constraint across hosts, results
 flowing between hosts, and that a partitioned agent's running task moves to the other agent once
 its lease expires, without spending a retry.
 """
@@ -20,6 +21,7 @@ import grpc
 import pytest
 
 from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
+from corral.controller.certs import agent_grant, client_grant, init_dir, issue_identity
 from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.spec import parse_workflow
 from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
@@ -88,6 +90,11 @@ def _log_tails(tmp_path: Path) -> str:
 def deployment(netns3: NetnsCluster, tmp_path: Path) -> Iterator[Deployment]:
     """Controller in ns0, agents labelled host=h1 in ns1 and host=h2 in ns2, all connected."""
     ns0, ns1, ns2 = netns3.hosts
+    # A real cluster off loopback: the controller serves TLS, agents and this test present
+    # certificates on the mutual-TLS port, and the agents' labels come from their certificates.
+    pki = tmp_path / "pki"
+    init_dir(pki, [ns0.ip])
+    issue_identity(pki, "tester", client_grant("admin"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     address_file = tmp_path / "controller.addr"
@@ -103,6 +110,16 @@ def deployment(netns3: NetnsCluster, tmp_path: Path) -> Iterator[Deployment]:
             str(tmp_path / "corral.db"),
             "--address-file",
             str(address_file),
+            "--tls-cert",
+            str(pki / "controller.pem"),
+            "--tls-key",
+            str(pki / "controller-key.pem"),
+            "--client-ca",
+            str(pki / "ca.pem"),
+            "--mtls-listen",
+            f"{ns0.ip}:0",
+            "--mtls-address-file",
+            str(tmp_path / "controller.mtls.addr"),
             *FAST_LEASES,
         ],
         tmp_path / "logs" / "controller.log",
@@ -111,11 +128,13 @@ def deployment(netns3: NetnsCluster, tmp_path: Path) -> Iterator[Deployment]:
     )
     try:
         try:
-            address = wait_for_address(address_file, exited=controller.poll, timeout=60)
+            wait_for_address(address_file, exited=controller.poll, timeout=60)
+            address = wait_for_address(tmp_path / "controller.mtls.addr", exited=controller.poll, timeout=5)
         except (ControllerExited, AddressTimeout) as exc:
             raise AssertionError(f"{exc}:\n{_log_tails(tmp_path)}") from None
         hosts = {"h1": ns1, "h2": ns2}
         for label, host in hosts.items():
+            issue_identity(pki, f"agent-{label}", agent_grant({"host": label}, ["shell", "python"]))
             netns3.spawn(
                 host,
                 [
@@ -130,19 +149,28 @@ def deployment(netns3: NetnsCluster, tmp_path: Path) -> Iterator[Deployment]:
                     "2",
                     "--types",
                     "shell,python",
-                    "--label",
-                    f"host={label}",
+                    "--ca",
+                    str(pki / "ca.pem"),
+                    "--cert",
+                    str(pki / f"agent-{label}.pem"),
+                    "--key",
+                    str(pki / f"agent-{label}-key.pem"),
                     "--work-dir",
                     str(tmp_path / f"work-{label}"),
                     "--python-path",
                     str(REPO),
+                    "--python-allow",
+                    "tests.cluster",
                 ],
                 tmp_path / "logs" / f"agent-{label}.log",
                 env=env,
                 cwd=REPO,
             )
         # The test process sits in the root namespace and reaches ns0 over the bridge.
-        with grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        credentials = grpc.ssl_channel_credentials(
+            (pki / "ca.pem").read_bytes(), (pki / "tester-key.pem").read_bytes(), (pki / "tester.pem").read_bytes()
+        )
+        with grpc.secure_channel(address, credentials, options=[("grpc.enable_http_proxy", 0)]) as channel:
             deployment = Deployment(
                 net=netns3,
                 address=address,

@@ -249,9 +249,9 @@ def submit_requests(draw: st.DrawFn) -> orchestrator_pb2.SubmitWorkflowRequest:
     )
 
 
-# Inventory amounts are fuzzed with NaN, infinities and negatives; gpu_count and the gpus list stay
-# small, because an unchecked gpu_count of millions is a memory bomb for the controller that the
-# agent gateway's own limits (another part of this issue) address: widen them once those are in.
+# Inventory amounts are fuzzed with NaN, infinities, negatives and amounts far over the limits
+# (a gpu_count of millions was a memory bomb before the gateway checked it); the gpus list itself
+# stays short so that the fuzz's own messages stay small.
 inventories = st.builds(
     lambda cpu, mem, disk, net, gpu, custom, slots: pb.Inventory(
         cpu_cores=cpu,
@@ -267,9 +267,9 @@ inventories = st.builds(
     int64,
     int64,
     int64,
-    st.integers(-10, 300),
+    st.one_of(st.integers(-10, 300), st.integers(-(2**31), 2**31 - 1)),
     st.dictionaries(names, floats, max_size=3),
-    st.integers(-10, 10_000),
+    st.one_of(st.integers(-10, 10_000), st.integers(-(2**31), 2**31 - 1)),
 )
 attempt_ids = st.one_of(st.sampled_from(["", "nope", "<known>", "a" * 300]), texts)
 hello = st.builds(
