@@ -5,11 +5,12 @@ response frame arrives on its response pipe: no thread, no file created per task
 stdout and stderr are pipes the agent reads (so output is bounded in memory and never on disk),
 drained up to the response before the task is reported.
 
-A worker belongs to the workflow of the first task it runs: it never runs a task of another
-workflow. When only workers of other workflows are idle, one is retired (its process tree killed,
-its folder removed) and a fresh one spawned, so no module, environment variable or file planted by
-one workflow is visible to the next. A worker whose task timed out or was cancelled is killed with
-its whole process tree and replaced.
+Tasks of one workflow never share a process with another workflow's: the worker forks a fresh
+child per workflow from its clean template process and empties its folder between them (see
+:mod:`corral.agent.pyworker`), so no module, environment variable or file planted by one workflow
+is visible to the next. The pool prefers a worker whose child already serves the task's workflow
+(no fork at all). A worker whose task timed out or was cancelled is killed with its whole process
+tree and replaced.
 """
 
 from __future__ import annotations
@@ -315,40 +316,32 @@ class WorkerPool:
         if self._closed or not worker.alive:
             return
         waiters = self._waiters
-        for entry in list(waiters):
-            workflow, waiter = entry
-            if waiter.done():
-                waiters.remove(entry)
-                continue
-            if worker.workflow in (None, workflow):
-                waiters.remove(entry)
+        while waiters:
+            _, waiter = waiters.popleft()
+            if not waiter.done():
                 waiter.set_result(worker)
                 return
-        if waiters:
-            # Tasks of other workflows wait and this one's workflow has none queued: make room.
-            self._discard(worker)
-            return
         self._idle.append(worker)
 
     async def _acquire(self, workflow: str) -> PyWorker:
         idle = self._idle
-        for wanted in (workflow, None):
-            for worker in idle:
-                if worker.alive and worker.workflow == wanted:
-                    idle.remove(worker)
-                    return worker
         for worker in [w for w in idle if not w.alive]:
             idle.remove(worker)
             self._discard(worker)
+        # A worker already serving this workflow runs the task without a fork; else any idle one
+        # (the longest idle: its workflow is the least likely to come back).
+        for worker in idle:
+            if worker.workflow == workflow:
+                idle.remove(worker)
+                return worker
         if idle:
-            # Only workers of other workflows are free: retire the longest idle for a fresh one.
-            self._discard(idle.popleft())
+            return idle.popleft()
         waiter: asyncio.Future[PyWorker] = asyncio.get_running_loop().create_future()
         self._waiters.append((workflow, waiter))
         return await waiter
 
     def _discard(self, worker: PyWorker) -> None:
-        """Retire a worker (dead, killed, or of another workflow): kill its tree, remove its folder, replace it."""
+        """Retire a worker (dead or killed): kill its tree, remove its folder, replace it."""
         if worker not in self._all:
             return
         self._all.discard(worker)
@@ -431,7 +424,9 @@ class WorkerPool:
         worker.begin(self._cap, secrets)
         inputs = dict(assignment.inputs_json) if assignment.inputs_json else None
         redactor = Redactor(secrets) if secrets else None
-        return PythonRun(self, worker, worker.send((assignment.payload_json, inputs, env)), redactor)
+        return PythonRun(
+            self, worker, worker.send((assignment.payload_json, inputs, env, assignment.workflow_id)), redactor
+        )
 
     async def close(self) -> None:
         """Stop every worker (EOF first, then kill whatever did not exit)."""

@@ -7,12 +7,14 @@ and responses are length-prefixed pickles on two dedicated pipes (never stdout, 
 task). ``MODE ALLOW`` is the agent's python module rule (:class:`corral.agent.policy.ModuleRule`);
 the PATHs (--python-path) go first on ``sys.path``.
 
-Request: ``(payload_json, inputs, env)`` where ``inputs`` maps dependency names to result JSON
-bytes and ``env`` holds the task's own variables (CORRAL_*, CUDA_VISIBLE_DEVICES, payload env).
-Response: ``(ok, result_json, error, retryable)``.
+Request: ``(payload_json, inputs, env, workflow_id)`` where ``inputs`` maps dependency names to
+result JSON bytes and ``env`` holds the task's own variables (CORRAL_*, CUDA_VISIBLE_DEVICES,
+payload env). Response: ``(ok, result_json, error, retryable)``.
 
-Between tasks (all of one workflow: the agent never gives a worker another workflow's task) the
-environment, working directory, ``sys.path`` and ``sys.stdout``/``sys.stderr`` are put back.
+The worker process itself only imports and forks: each workflow's tasks run in a child of their
+own (see :func:`main`), so nothing of one workflow is seen by the next. Between tasks of one
+workflow the environment, working directory, ``sys.path`` and ``sys.stdout``/``sys.stderr`` are
+put back.
 
 This module must stay cheap to import: no grpc, no protobuf, only the standard-library-only policy.
 """
@@ -21,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import inspect
 import json
 import os
 import pickle
+import shutil
 import struct
 import sys
 import traceback
@@ -39,7 +43,7 @@ __all__ = ["HEADER", "Request", "Response", "main"]
 
 HEADER = struct.Struct("<I")
 
-Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]"]
+Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str]
 Response = tuple[bool, bytes, str, bool]
 
 
@@ -141,8 +145,20 @@ def _last_line(exc: BaseException) -> str:
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
-    data = stream.read(size)
-    return data if data is not None and len(data) == size else None
+    """Exactly ``size`` bytes, or None at EOF. ``stream`` is unbuffered: the worker and its children
+    read the same pipe in turn, so nothing may sit in a buffer one of them copied at a fork."""
+    first = stream.read(size)
+    if first is not None and len(first) == size:
+        return first  # the common case: one read
+    data = bytearray(first or b"")
+    if not first:
+        return None
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
 
 
 def _write_all(stream: BinaryIO, data: bytes) -> None:
@@ -199,32 +215,54 @@ class _Env:
         self.snapshot = dict(data) if data is not None else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve requests until the request pipe closes."""
-    args = sys.argv[1:] if argv is None else argv
-    requests = os.fdopen(int(args[0]), "rb")
-    responses = os.fdopen(int(args[1]), "wb", buffering=0)
-    rule = ModuleRule.from_args(args[2], args[3])
-    for index, path in enumerate(args[4:]):
-        if path not in sys.path:
-            sys.path.insert(index, path)
-    worker = _Worker(rule)
-    # What every task starts from: the worker's clean environment, folder and import path.
-    env = _Env()
-    home = os.getcwd()
+def _read_frame(stream: BinaryIO) -> bytes | None:
+    """One length-prefixed frame (header included), or None at EOF."""
+    header = _read_exact(stream, HEADER.size)
+    if header is None:
+        return None
+    body = _read_exact(stream, HEADER.unpack(header)[0])
+    return None if body is None else header + body
+
+
+def _wipe(folder: str) -> None:
+    """Empty the worker's folder (files a workflow left behind), keeping the folder itself."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                if entry.name == "tmp":
+                    os.mkdir(entry.path, 0o700)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _serve(
+    first: bytes,
+    requests: BinaryIO,
+    responses: BinaryIO,
+    handoff: int,
+    worker: _Worker,
+    env: _Env,
+    home: str,
+    stdout: Any,
+    stderr: Any,
+) -> None:
+    """The child of one workflow: run its tasks until a task of another workflow arrives.
+
+    That request is handed back to the parent through ``handoff`` and the child exits: everything a
+    task changed in this process (modules, their globals, monkeypatches, threads) ends with it.
+    """
     initial_path = list(sys.path)
-    stdout, stderr = sys.stdout, sys.stderr
-    # Tell the pool this worker is up (interpreter started, imports done): it hands out only warm ones.
-    ready = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
-    _write_all(responses, HEADER.pack(len(ready)) + ready)
-    while True:
-        header = _read_exact(requests, HEADER.size)
-        if header is None:
-            return 0
-        body = _read_exact(requests, HEADER.unpack(header)[0])
-        if body is None:
-            return 0
-        payload_json, inputs_raw, task_env = pickle.loads(body)
+    frame: bytes | None = first
+    workflow: str | None = None
+    while frame is not None:
+        payload_json, inputs_raw, task_env, frame_workflow = pickle.loads(frame[HEADER.size :])
+        if workflow is None:
+            workflow = frame_workflow
+        elif frame_workflow != workflow:
+            _write_all_fd(handoff, frame)
+            return
         env.apply(task_env)
         os.chdir(home)
         if sys.path != initial_path:
@@ -244,8 +282,124 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 stream.flush()
         reply: Response = (ok, result, error, retryable)
-        frame = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        _write_all(responses, HEADER.pack(len(frame)) + frame)
+        reply_frame = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        _write_all(responses, HEADER.pack(len(reply_frame)) + reply_frame)
+        frame = _read_frame(requests)
+
+
+def _write_all_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_all_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Child:
+    """A forked child waiting for the first request of its workflow on a private pipe."""
+
+    def __init__(self, pid: int, go: int, handoff: int) -> None:
+        self.pid = pid
+        self.go = go  # the parent writes the first frame here
+        self.handoff = handoff  # the child writes back a frame of another workflow here
+
+
+def _fork_child(
+    requests: BinaryIO, responses: BinaryIO, worker: _Worker, env: _Env, home: str, stdout: Any, stderr: Any
+) -> _Child:
+    go_r, go_w = os.pipe()
+    back_r, back_w = os.pipe()
+    pid = os.fork()
+    if pid != 0:
+        os.close(go_r)
+        os.close(back_w)
+        return _Child(pid, go_w, back_r)
+    os.close(go_w)
+    os.close(back_r)
+    code = 0
+    try:
+        with os.fdopen(go_r, "rb", buffering=0) as go:
+            first = _read_frame(go)
+        if first is not None:
+            _serve(first, requests, responses, back_w, worker, env, home, stdout, stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve requests until the request pipe closes.
+
+    This process never runs a task. It is a clean template: each workflow's tasks run in a child
+    forked from it, reading the same pipes; when a task of another workflow arrives, the child hands
+    that request back and exits, the folder is emptied, and the next child takes over. So no state
+    of one workflow reaches another. The next child is forked in advance, while the current one
+    works, so a switch costs a pipe write, not a fork or an interpreter start.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    requests = os.fdopen(int(args[0]), "rb", buffering=0)
+    responses = os.fdopen(int(args[1]), "wb", buffering=0)
+    rule = ModuleRule.from_args(args[2], args[3])
+    for index, path in enumerate(args[4:]):
+        if path not in sys.path:
+            sys.path.insert(index, path)
+    worker = _Worker(rule)
+    # What every task starts from: the worker's clean environment, folder and import path.
+    env = _Env()
+    home = os.getcwd()
+    stdout, stderr = sys.stdout, sys.stderr
+
+    def fork() -> _Child:
+        return _fork_child(requests, responses, worker, env, home, stdout, stderr)
+
+    # The modules the operator allowed by name are imported once here, before any task runs, so
+    # every child starts with them imported (fresh, untouched by any task) instead of importing
+    # them per workflow. Nothing a workflow names is ever imported in this process.
+    for name in rule.allow:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    # Objects that exist now are shared by every child: moving them out of the collector's
+    # generations keeps the children from writing to (and so copying) their pages.
+    gc.freeze()
+
+    standby = fork()
+    # Tell the pool this worker is up (interpreter started, imports done): it hands out only warm ones.
+    ready = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_all(responses, HEADER.pack(len(ready)) + ready)
+    pending = _read_frame(requests)
+    while pending is not None:
+        active = standby
+        _write_all_fd(active.go, pending)
+        os.close(active.go)
+        standby = fork()
+        handed_back = _read_all_fd(active.handoff)
+        os.close(active.handoff)
+        _, status = os.waitpid(active.pid, 0)
+        if not handed_back:
+            # The child ended without handing a request back: the request pipe closed (the agent
+            # stops this worker), or a task killed its process. Either way this worker is done,
+            # and its exit code says how the child ended. os._exit, not a return: the pipes must
+            # close with the process, so the agent, which sees them close, finds the status set.
+            os.close(standby.go)  # the standby reads EOF and exits
+            code = os.waitstatus_to_exitcode(status)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(0 if code == 0 else (code if code > 0 else 128 - code))
+        _wipe(home)
+        pending = handed_back
+    os.close(standby.go)
+    return 0
 
 
 if __name__ == "__main__":

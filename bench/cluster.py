@@ -30,7 +30,6 @@ from types import TracebackType
 
 import psutil
 
-from corral.agent.cli import build_parser as agent_parser
 from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 from corral.controller.certs import agent_grant, client_grant, init_dir, issue_identity
 from corral.controller.sdk.client import Client
@@ -44,10 +43,9 @@ STOP_GRACE_S = 10.0
 BENCH_CLIENT = "bench-admin"
 
 
-def _python_allow() -> list[str]:
-    """``--python-allow bench_tasks`` where the agent has that flag (agents with TLS allow no module by default)."""
-    known = agent_parser()._option_string_actions  # the parser's own table of flags
-    return ["--python-allow", "bench_tasks"] if "--python-allow" in known else []
+# Agents list the task module the way an operator would (agents with TLS must, and listed modules
+# are imported once by each worker rather than once per workflow).
+PYTHON_ALLOW = ["--python-allow", "bench_tasks"]
 
 
 class Proc:
@@ -220,10 +218,11 @@ class BenchCluster:
                 str(work),
                 "--python-path",
                 str(TASKS_DIR),
+                *PYTHON_ALLOW,
             ]
             if self.tls:
                 argv += ["--ca", str(self.pki / "ca.pem"), "--cert", str(self.pki / f"{name}.pem")]
-                argv += ["--key", str(self.pki / f"{name}-key.pem"), *_python_allow()]
+                argv += ["--key", str(self.pki / f"{name}-key.pem")]
             self.agents.append(Proc(name, argv, self.env, self.directory / f"{name}.log"))
         if self.agent_count:
             await self.wait_agents(set(self.agent_names))
