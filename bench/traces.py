@@ -17,7 +17,8 @@ from corral.controller.spec import TaskSpec, WorkflowSpec
 
 __all__ = ["DEFAULT_DIR", "TRACES", "Trace", "load_trace"]
 
-DEFAULT_DIR = Path("/work/shared/workloads/wfcommons")
+# ../shared beside the repository (the traces and their licence live there, not in the repository).
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "workloads" / "wfcommons"
 TRACES = (
     "blast-chameleon-small-003.json",
     "epigenomics-chameleon-hep-1seq-50k-001.json",
