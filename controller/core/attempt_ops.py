@@ -180,7 +180,8 @@ class AttemptOps(WorkflowOps):
                 continue
             if event.namespaces and task.namespace not in event.namespaces:
                 continue
-            if secret_refs(task.payload) and self.access.missing_secrets(task.namespace, secret_refs(task.payload)):
+            refs = secret_refs(task.payload)
+            if refs and self.access.missing_secrets(task.namespace, refs):
                 doomed.append(task)
                 continue
             chosen = task
