@@ -18,6 +18,7 @@ class StopReason(enum.Enum):
     TIMED_OUT = "timed out"  # timeout_s elapsed
     KILLED = "killed"  # reassigned elsewhere (Welcome.kill_attempt_ids): not reported
     DRAINED = "drained"  # the agent is draining and the grace is over: given back to the controller
+    FENCED = "fenced"  # the agent stopped renewing the lease (cut off from the controller too long)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class AttemptResult:
             StopReason.KILLED: types_pb2.ATTEMPT_OUTCOME_LOST,
             # LOST: the controller requeues it without spending a retry.
             StopReason.DRAINED: types_pb2.ATTEMPT_OUTCOME_LOST,
+            StopReason.FENCED: types_pb2.ATTEMPT_OUTCOME_FENCED,
         }[reason]
         error = reason.value + (f": {detail}" if detail else "")
         retryable = reason is not StopReason.CANCELLED

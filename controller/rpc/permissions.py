@@ -52,6 +52,7 @@ METHODS: Final[Mapping[str, str]] = {
     _O + "WatchWorkflow": READ,
     _O + "GetExecutionPlan": READ,
     _O + "GetTaskLogs": READ,
+    _O + "GetWorkflowEvents": READ,
     _S + "ScheduleTask": SUBMIT,
     _S + "GetNextTask": PULL,
     _S + "CompleteTask": PULL,

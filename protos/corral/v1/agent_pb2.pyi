@@ -50,21 +50,23 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., events: _Optional[_Union[TaskEvents, _Mapping]] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("welcome", "assign", "cancel", "drain", "ack")
+    __slots__ = ("welcome", "assign", "cancel", "drain", "ack", "heartbeat_ack")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assign: Assign
     cancel: Cancel
     drain: Drain
     ack: Ack
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+    heartbeat_ack: HeartbeatAck
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_id", "name", "hostname", "agent_types", "labels", "inventory", "running_attempt_ids", "version", "draining")
+    __slots__ = ("agent_id", "name", "hostname", "agent_types", "labels", "inventory", "running_attempt_ids", "version", "draining", "incarnation", "finished_attempt_ids")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +83,8 @@ class Hello(_message.Message):
     RUNNING_ATTEMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_ATTEMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     hostname: str
@@ -90,10 +94,12 @@ class Hello(_message.Message):
     running_attempt_ids: _containers.RepeatedScalarFieldContainer[str]
     version: str
     draining: bool
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[_types_pb2.Inventory, _Mapping]] = ..., running_attempt_ids: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ...) -> None: ...
+    incarnation: str
+    finished_attempt_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[_types_pb2.Inventory, _Mapping]] = ..., running_attempt_ids: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., incarnation: _Optional[str] = ..., finished_attempt_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("agent_id", "session_epoch", "heartbeat_interval_s", "lease_s", "kill_attempt_ids", "assignment_lease_s", "labels", "agent_types")
+    __slots__ = ("agent_id", "session_epoch", "heartbeat_interval_s", "lease_s", "kill_attempt_ids", "assignment_lease_s", "labels", "agent_types", "fence_after_s", "kill_grace_s")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +115,8 @@ class Welcome(_message.Message):
     ASSIGNMENT_LEASE_S_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     AGENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    FENCE_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    KILL_GRACE_S_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_epoch: int
     heartbeat_interval_s: float
@@ -117,17 +125,27 @@ class Welcome(_message.Message):
     assignment_lease_s: float
     labels: _containers.ScalarMap[str, str]
     agent_types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., session_epoch: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ..., kill_attempt_ids: _Optional[_Iterable[str]] = ..., assignment_lease_s: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_types: _Optional[_Iterable[str]] = ...) -> None: ...
+    fence_after_s: float
+    kill_grace_s: float
+    def __init__(self, agent_id: _Optional[str] = ..., session_epoch: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ..., lease_s: _Optional[float] = ..., kill_attempt_ids: _Optional[_Iterable[str]] = ..., assignment_lease_s: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., fence_after_s: _Optional[float] = ..., kill_grace_s: _Optional[float] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("usage", "inventory", "draining")
+    __slots__ = ("usage", "inventory", "draining", "seq")
     USAGE_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     usage: _types_pb2.Usage
     inventory: _types_pb2.Inventory
     draining: bool
-    def __init__(self, usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., inventory: _Optional[_Union[_types_pb2.Inventory, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
+    seq: int
+    def __init__(self, usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., inventory: _Optional[_Union[_types_pb2.Inventory, _Mapping]] = ..., draining: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class TaskEvents(_message.Message):
     __slots__ = ("events",)
@@ -170,18 +188,20 @@ class Started(_message.Message):
     def __init__(self, pid: _Optional[int] = ...) -> None: ...
 
 class Finished(_message.Message):
-    __slots__ = ("outcome", "exit_code", "result_json", "error", "retryable")
+    __slots__ = ("outcome", "exit_code", "result_json", "error", "retryable", "oom_killed")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     outcome: _types_pb2.AttemptOutcome
     exit_code: int
     result_json: bytes
     error: str
     retryable: bool
-    def __init__(self, outcome: _Optional[_Union[_types_pb2.AttemptOutcome, str]] = ..., exit_code: _Optional[int] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
+    oom_killed: bool
+    def __init__(self, outcome: _Optional[_Union[_types_pb2.AttemptOutcome, str]] = ..., exit_code: _Optional[int] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., oom_killed: _Optional[bool] = ...) -> None: ...
 
 class Output(_message.Message):
     __slots__ = ("stdout", "stderr", "truncated")

@@ -139,7 +139,7 @@ class WatchWorkflowRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class WorkflowEvent(_message.Message):
-    __slots__ = ("seq", "at", "workflow_id", "workflow_state", "task_id", "task_name", "task_state", "attempt_id", "agent_id", "message")
+    __slots__ = ("seq", "at", "workflow_id", "workflow_state", "task_id", "task_name", "task_state", "attempt_id", "agent_id", "message", "kind", "reason")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,8 @@ class WorkflowEvent(_message.Message):
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     seq: int
     at: _timestamp_pb2.Timestamp
     workflow_id: str
@@ -160,7 +162,27 @@ class WorkflowEvent(_message.Message):
     attempt_id: str
     agent_id: str
     message: str
-    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workflow_id: _Optional[str] = ..., workflow_state: _Optional[_Union[_types_pb2.WorkflowState, str]] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., task_state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    kind: str
+    reason: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workflow_id: _Optional[str] = ..., workflow_state: _Optional[_Union[_types_pb2.WorkflowState, str]] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., task_state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., message: _Optional[str] = ..., kind: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetWorkflowEventsRequest(_message.Message):
+    __slots__ = ("workflow_id", "after_seq", "limit", "task")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    after_seq: int
+    limit: int
+    task: str
+    def __init__(self, workflow_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ..., task: _Optional[str] = ...) -> None: ...
+
+class GetWorkflowEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[WorkflowEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[WorkflowEvent, _Mapping]]] = ...) -> None: ...
 
 class GetExecutionPlanRequest(_message.Message):
     __slots__ = ("workflow_id", "spec")

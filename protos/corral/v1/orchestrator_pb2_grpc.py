@@ -84,6 +84,11 @@ class OrchestratorStub:
                 request_serializer=corral_dot_v1_dot_orchestrator__pb2.GetTaskLogsRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_orchestrator__pb2.GetTaskLogsResponse.FromString,
                 _registered_method=True)
+        self.GetWorkflowEvents = channel.unary_unary(
+                '/corral.v1.Orchestrator/GetWorkflowEvents',
+                request_serializer=corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -149,6 +154,13 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkflowEvents(self, request, context):
+        """The workflow's persisted event log (placed, started, finished, fenced, requeued, poison, ...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +213,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.GetTaskLogs,
                     request_deserializer=corral_dot_v1_dot_orchestrator__pb2.GetTaskLogsRequest.FromString,
                     response_serializer=corral_dot_v1_dot_orchestrator__pb2.GetTaskLogsResponse.SerializeToString,
+            ),
+            'GetWorkflowEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowEvents,
+                    request_deserializer=corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +490,33 @@ class Orchestrator:
             '/corral.v1.Orchestrator/GetTaskLogs',
             corral_dot_v1_dot_orchestrator__pb2.GetTaskLogsRequest.SerializeToString,
             corral_dot_v1_dot_orchestrator__pb2.GetTaskLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Orchestrator/GetWorkflowEvents',
+            corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsRequest.SerializeToString,
+            corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
