@@ -1,17 +1,32 @@
 """Re-adopting attempts after an agent restart: their supervisors outlived the agent.
 
-(Interface placeholder; the supervisor part fills it in.) ``scan`` walks ``<work_dir>/supervise/*``.
+``scan`` walks ``<work_dir>/supervise/*``. An attempt whose supervisor still holds its ``lock`` is
+re-attached (same task pid, its output tailed from the current end of its logs, its end awaited
+through a pidfd); one whose supervisor finished is reported from its ``status.json``; one whose
+supervisor died without a status died with the agent: whatever it left is killed, its folders are
+removed, and the caller leaves it out of Hello so the controller counts an agent loss.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from corral.agent.attempt import AttemptResult, Run
+from corral.agent.policy import safe_component
+from corral.agent.runner import SupervisedRun, control_dir, kill_leftovers, result_from_status
+from corral.agent.supervisor import read_status
 
-__all__ = ["Adopted", "remove", "scan"]
+__all__ = ["Adopted", "attach", "remove", "scan", "supervisor_alive"]
+
+# A supervisor alive but not yet past starting its task (the agent died right after spawning it).
+_START_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +39,108 @@ class Adopted:
     died: bool = False  # its supervisor died without a status: it died with the agent
 
 
-def scan(work_dir: Path, ctx: Any) -> list[Adopted]:
-    """Every attempt whose control folder exists under ``work_dir/supervise``."""
-    return []
+def supervisor_alive(control: Path) -> bool:
+    """Whether an attempt's supervisor is alive: it holds the flock on ``lock`` for its whole life."""
+    try:
+        fd = os.open(control / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also releases the lock if we just took it
+    return False
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def attach(control: Path, folder: Path) -> SupervisedRun | None:
+    """Re-attach to the live supervisor of ``control``; None when it is not (or no longer) alive.
+
+    Synchronous (the agent adopts before it connects); it waits (briefly, bounded) only for a
+    supervisor that is still starting its task.
+    """
+    deadline = time.monotonic() + _START_WAIT_S
+    while True:
+        if not supervisor_alive(control):
+            return None
+        supervisor_pid, task_pid = _read_pid(control / "supervisor.pid"), _read_pid(control / "task.pid")
+        if supervisor_pid and task_pid:
+            break
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+    try:
+        pidfd = os.pidfd_open(supervisor_pid)
+    except OSError:
+        return None
+    # Alive after the pidfd was opened: the pid cannot have been reused, the pidfd is the supervisor's.
+    if not supervisor_alive(control):
+        os.close(pidfd)
+        return None
+    offsets = []
+    for name in ("stdout.log", "stderr.log"):
+        try:
+            offsets.append((control / name).stat().st_size)
+        except OSError:
+            offsets.append(0)
+    return SupervisedRun(
+        control,
+        folder,
+        task_pid=task_pid,
+        supervisor_pid=supervisor_pid,
+        pidfd=pidfd,
+        offsets=(offsets[0], offsets[1]),
+    )
+
+
+def scan(work_dir: Path, ctx: Any = None) -> list[Adopted]:
+    """Every attempt whose control folder exists under ``work_dir/supervise`` (``ctx``: unused, the
+    agent's ShellContext, kept for runners that need it)."""
+    root = work_dir / "supervise"
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return []
+    found: list[Adopted] = []
+    for control in entries:
+        attempt_id = control.name
+        if not control.is_dir() or not safe_component(attempt_id):
+            continue
+        folder = work_dir / "attempts" / attempt_id
+        run = attach(control, folder)
+        if run is not None:
+            found.append(Adopted(attempt_id, run=run))
+            continue
+        status = read_status(control)
+        if status is not None:
+            found.append(Adopted(attempt_id, result=result_from_status(status, control, folder)))
+            continue
+        # Died with the agent (or before its task started): nothing of it may live on.
+        kill_leftovers(control, _read_pid(control / "task.pid"))
+        remove(work_dir, attempt_id)
+        found.append(Adopted(attempt_id, died=True))
+    return found
 
 
 def remove(work_dir: Path, attempt_id: str) -> None:
-    """Delete an attempt's control and task folders (its report was acknowledged)."""
+    """Delete an attempt's control and task folders (its report was acknowledged).
+
+    The control folder of a supervisor still alive stays (it would lose its status file).
+    """
+    if not safe_component(attempt_id):
+        return
+    control = control_dir(work_dir, attempt_id)
+    if not supervisor_alive(control):
+        shutil.rmtree(control, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(work_dir / "attempts" / attempt_id)

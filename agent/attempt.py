@@ -30,6 +30,7 @@ class AttemptResult:
     result_json: bytes = b""
     error: str = ""
     retryable: bool = False
+    oom_killed: bool = False  # the kernel killed it at its memory limit (Finished.oom_killed)
 
     @classmethod
     def failed(cls, error: str, *, retryable: bool, exit_code: int = 0) -> AttemptResult:

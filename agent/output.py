@@ -1,8 +1,8 @@
 """Size-capped capture of a task's stdout/stderr, streamed to the controller in increments.
 
-Every byte comes through a pipe read by the agent (shell attempts and warm python workers alike),
-so what a task prints never reaches the disk except the first ``cap`` bytes a shell attempt keeps in
-its folder: a task printing 1 GiB costs the agent CPU time, not 1 GiB of disk. Secret values are
+Every byte comes through a pipe read by the agent or a shell attempt's supervisor, so what a task
+prints never reaches the disk except the first ``cap`` bytes kept in a log file (which the agent
+tails, from a saved offset, to stream it): a task printing 1 GiB costs CPU time, not 1 GiB of disk. Secret values are
 redacted before anything is kept, streamed or used as an error line, across chunk boundaries too.
 """
 
@@ -145,7 +145,7 @@ class PipeCapture:
     task's result line, or its error message, is never lost to truncation.
     """
 
-    __slots__ = ("_file", "_line", "_pending", "_redactor", "cap", "kept", "truncated")
+    __slots__ = ("_file", "_line", "_pending", "_redactor", "_stream", "cap", "kept", "truncated")
 
     def __init__(
         self,
@@ -154,7 +154,10 @@ class PipeCapture:
         *,
         secrets: Mapping[str, str] | None = None,
         line_keep: int = _TAIL,
+        stream: bool = True,
     ) -> None:
+        # stream=False: nobody calls take() (the supervisor's file is the stream); keep nothing pending.
+        self._stream = stream
         self.cap = cap
         self.kept = 0
         self.truncated = False
@@ -166,7 +169,8 @@ class PipeCapture:
         if path is not None:
             # O_NOFOLLOW: a symlink planted in the attempt folder must not make the agent write through it.
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            self._file = os.fdopen(os.open(path, flags, 0o600), "wb")
+            # Not streamed: the file is what a reader tails, so it sees every byte as soon as it is captured.
+            self._file = os.fdopen(os.open(path, flags, 0o600), "wb", buffering=-1 if stream else 0)
 
     @property
     def redactor(self) -> Redactor:
@@ -188,7 +192,8 @@ class PipeCapture:
             self.truncated = True
         if kept:
             self.kept += len(kept)
-            self._pending += kept
+            if self._stream:
+                self._pending += kept
             if self._file is not None:
                 self._file.write(kept)
         self._line.feed(data)

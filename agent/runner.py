@@ -1,8 +1,15 @@
-"""Shell attempts: argv or a ``/bin/sh -c`` string in its own process group, with captured output.
+"""Shell attempts: argv or a ``/bin/sh -c`` string, owned by a per-attempt supervisor process.
+
+The agent checks everything, writes the attempt's ``spec.json`` into its control folder
+``<work_dir>/supervise/<attempt_id>/`` and starts :mod:`corral.agent.supervisor` in a session of its
+own; the supervisor starts the task (in a cgroup when the host has one, always as its subreaper),
+captures its output into ``stdout.log``/``stderr.log`` there and writes ``status.json`` at the end. The
+returned :class:`SupervisedRun` tails those files and reads that status, so the attempt survives an
+agent restart (see :mod:`corral.agent.adopt`).
 
 The task talks to the agent through environment variables (``CORRAL_*``) and files in its attempt
-folder (``inputs.json``, ``result.json``, ``stdout.log``, ``stderr.log``); the folder is deleted once
-the controller has acknowledged the attempt's Finished report (or a bounded time after it ended).
+folder ``<work_dir>/attempts/<attempt_id>/`` (``inputs.json``, ``result.json``); both folders are
+deleted once the controller has acknowledged the attempt's Finished report.
 
 Policy: the task starts in its attempt folder (a relative ``cwd`` must stay inside it), from a clean
 environment (see :mod:`corral.agent.taskenv`), as the ``--run-as`` user when there is one; shell
@@ -13,17 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from corral.agent.attempt import AttemptResult, StopReason
-from corral.agent.output import PipeCapture
+from corral.agent.cgroup import load as load_cgroup
 from corral.agent.policy import (
     MAX_RESULT_BYTES,
     ExecPolicy,
@@ -32,15 +43,29 @@ from corral.agent.policy import (
     over_limit,
     safe_component,
 )
-from corral.agent.proctree import terminate_tree
+from corral.agent.proctree import kill_tree
 from corral.agent.runas import RunAs, make_task_dir
+from corral.agent.supervisor import read_status, write_json
 from corral.agent.taskenv import base_env, identity_env, payload_env
 from corral.v1 import types_pb2
 
-__all__ = ["INPUTS_ENV_LIMIT", "PayloadError", "ShellContext", "ShellRun", "decode_inputs", "start_shell"]
+__all__ = [
+    "DEFAULT_PIDS_MAX",
+    "INPUTS_ENV_LIMIT",
+    "PayloadError",
+    "ShellContext",
+    "SupervisedRun",
+    "Supervision",
+    "control_dir",
+    "decode_inputs",
+    "kill_leftovers",
+    "result_from_status",
+    "start_shell",
+]
 
 INPUTS_ENV_LIMIT = 64 * 1024
-_CHUNK = 65536
+#: The pids limit of an attempt's cgroup (processes and threads): a fork bomb stops there.
+DEFAULT_PIDS_MAX = 4096
 # Exit status of /bin/sh when the command does not exist (126: found but not executable).
 _NOT_FOUND_CODES = (126, 127)
 # A result line starting like a JSON document: over the limit it fails the task instead of being null.
@@ -57,6 +82,39 @@ class ShellContext:
     policy: ExecPolicy = field(default_factory=ExecPolicy)
     passed_env: Mapping[str, str] = field(default_factory=dict)
     run_as: RunAs | None = None
+    #: SIGTERM-to-SIGKILL grace of timeouts and fencing (the controller's Welcome overrides it).
+    kill_grace_s: float = 10.0
+    #: The agent's lease file (``<work_dir>/lease``); None: attempts are never fenced.
+    lease_path: Path | None = None
+    #: Whether attempts get a cgroup when the host has one; its parent path below the agent's own
+    #: cgroup ("" derives one unique to this work dir: two agents on a host never share it).
+    cgroups: bool = True
+    cgroup_parent: str = ""
+    pids_max: int = DEFAULT_PIDS_MAX
+
+    def cgroup_path(self) -> str:
+        """The cgroup parent of this agent's attempts, relative to the agent's own cgroup."""
+        if self.cgroup_parent:
+            return self.cgroup_parent
+        digest = hashlib.sha1(str(self.work_dir.resolve()).encode()).hexdigest()[:12]
+        return f"corral/{digest}"
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """What the controller's Welcome and the assignment decide about supervising one attempt."""
+
+    kill_grace_s: float
+    lease_path: Path | None
+    #: "stop" (fenced when the lease runs out) or "keep" (never fenced); None: from the assignment.
+    on_disconnect: str | None = None
+    #: keep attempts: how long the controller lets them run cut off (recorded; never fenced here).
+    max_disconnect_s: float = 0.0
+
+
+def control_dir(work_dir: Path, attempt_id: str) -> Path:
+    """An attempt's supervisor folder."""
+    return work_dir / "supervise" / attempt_id
 
 
 def decode_inputs(inputs_json: Any) -> dict[str, Any]:
@@ -108,104 +166,194 @@ def _parse_payload(raw: bytes) -> tuple[list[str], Any, str | None]:
     return argv, payload.get("env"), cwd
 
 
-class ShellRun:
-    """One running shell attempt (implements :class:`corral.agent.attempt.Run`)."""
+_STOPPED = {
+    "cancelled": StopReason.CANCELLED,
+    "timed_out": StopReason.TIMED_OUT,
+    "killed": StopReason.KILLED,
+    "drained": StopReason.DRAINED,
+    "fenced": StopReason.FENCED,
+}
+
+
+class SupervisedRun:
+    """A shell attempt owned by its supervisor (implements :class:`corral.agent.attempt.Run`).
+
+    Made by :func:`start_shell` (``proc`` is the supervisor, a child of the agent) or re-attached by
+    :func:`corral.agent.adopt.scan` after an agent restart (``proc`` None: the supervisor is watched
+    through a pidfd, which works for a process that is not our child).
+    """
 
     def __init__(
         self,
-        proc: asyncio.subprocess.Process,
+        control: Path,
         folder: Path,
-        stdout: PipeCapture,
-        stderr: PipeCapture,
-        shell_form: bool,
+        *,
+        task_pid: int,
+        supervisor_pid: int,
+        pidfd: int,
+        proc: asyncio.subprocess.Process | None = None,
+        offsets: tuple[int, int] = (0, 0),
     ) -> None:
+        self.control = control
+        self.folder = folder
+        self.supervisor_pid = supervisor_pid
+        self._task_pid = task_pid
+        self._pidfd: int | None = pidfd
         self._proc = proc
-        self._folder = folder
-        self._stdout = stdout
-        self._stderr = stderr
-        self._shell_form = shell_form
-        self._stop: StopReason | None = None
-        self._stoppers: list[asyncio.Task[None]] = []
-        self._readers = [
-            asyncio.create_task(self._pump(proc.stdout, stdout)),
-            asyncio.create_task(self._pump(proc.stderr, stderr)),
-        ]
+        self._offsets = list(offsets)
+        self._stop_sent = False
 
     @property
     def pid(self) -> int:
-        """The process group leader."""
-        return self._proc.pid
-
-    @staticmethod
-    async def _pump(stream: asyncio.StreamReader | None, capture: PipeCapture) -> None:
-        if stream is None:
-            return
-        while chunk := await stream.read(_CHUNK):
-            capture.feed(chunk)
+        """The task's main process."""
+        return self._task_pid
 
     def take_output(self) -> tuple[bytes, bytes, bool]:
-        """New output since the previous call."""
-        return self._stdout.take(), self._stderr.take(), self._stdout.truncated or self._stderr.truncated
+        """What the supervisor wrote to stdout.log/stderr.log since the previous call."""
+        chunks = []
+        for index, name in enumerate(("stdout.log", "stderr.log")):
+            try:
+                with open(self.control / name, "rb") as file:
+                    file.seek(self._offsets[index])
+                    data = file.read()
+            except OSError:
+                data = b""
+            self._offsets[index] += len(data)
+            chunks.append(data)
+        return chunks[0], chunks[1], (self.control / "truncated").exists()
 
     def request_stop(self, reason: StopReason, *, force: bool, grace_s: float) -> None:
-        """SIGTERM the group now (or SIGKILL with ``force``); SIGKILL the tree after ``grace_s``."""
-        if self._stoppers and not force:
+        """Write the ``stop`` request and wake the supervisor (SIGUSR1); a later ``force`` escalates."""
+        if (self._stop_sent and not force) or self._pidfd is None:
             return
-        if self._stop is None:
-            self._stop = reason
-        self._stoppers.append(asyncio.create_task(terminate_tree(self.pid, grace_s, force=force)))
+        self._stop_sent = True
+        request = {"reason": reason.value, "grace_s": grace_s, "force": force}
+        with contextlib.suppress(OSError):
+            write_json(self.control / "stop", request)
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self._pidfd, signal.SIGUSR1)
+
+    async def _wait_supervisor(self) -> None:
+        if self._proc is not None:
+            await self._proc.wait()
+            return
+        pidfd = self._pidfd
+        if pidfd is None:
+            return
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        # A pidfd turns readable when its process exits (our child or not).
+        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
 
     async def finish(self) -> AttemptResult:
-        """Wait for the process, clean up its group, and build the Finished report."""
-        code = await self._proc.wait()
-        # The task is over: nothing it started in its process group may outlive it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        # A process that escaped the group could hold the pipes open: do not wait for it forever.
-        _, pending = await asyncio.wait(self._readers, timeout=2.0)
-        for reader in pending:
-            reader.cancel()
-        for stopper in self._stoppers:
-            await stopper
-        self._stdout.close()
-        self._stderr.close()
-        return self._result(code)
+        """Wait for the supervisor to exit, then build the Finished report from its status.json."""
+        try:
+            await self._wait_supervisor()
+        finally:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+        status = read_status(self.control)
+        if status is None:
+            # The supervisor died without a word (SIGKILLed): its task must not outlive it.
+            kill_leftovers(self.control, self._task_pid)
+            return AttemptResult.failed("the attempt's supervisor died", retryable=True)
+        return result_from_status(status, self.control, self.folder)
 
-    def _result(self, code: int) -> AttemptResult:
-        if self._stop is not None:
-            return AttemptResult.stopped(self._stop, exit_code=code)
-        if code == 0:
-            try:
-                return AttemptResult(types_pb2.ATTEMPT_OUTCOME_SUCCEEDED, result_json=self._result_json())
-            except PayloadError as exc:
-                return AttemptResult.failed(str(exc), retryable=False, exit_code=code)
-        error = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        detail = self._stderr.last_line()
-        if detail:
-            error = f"{error}: {detail}"
-        retryable = not (self._shell_form and code in _NOT_FOUND_CODES)
-        return AttemptResult.failed(error, retryable=retryable, exit_code=code)
 
-    def _result_json(self) -> bytes:
-        raw = _read_result_file(self._folder / "result.json")
-        if raw.strip():
-            try:
-                json.loads(raw)
-                return raw.strip()
-            except ValueError:
-                pass
-        line, size = self._stdout.last_line_bytes()
-        if size > MAX_RESULT_BYTES:
-            if line.startswith(_JSON_STARTS):
-                raise PayloadError(f"{over_limit(size)} (the last line of stdout)")
-            return b"null"
-        if line:
-            try:
-                json.loads(line)
-                return line
-            except ValueError:
-                pass
+def _argv0_is_shell(control: Path) -> bool:
+    try:
+        spec = json.loads((control / "spec.json").read_text())
+        return bool(spec["argv"][0] == "/bin/sh")
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False
+
+
+def result_from_status(status: dict[str, Any], control: Path, folder: Path) -> AttemptResult:
+    """The Finished report of an attempt whose supervisor wrote ``status``."""
+    outcome = str(status.get("outcome", "failed"))
+    code = int(status.get("exit_code") or 0)
+    stopped = _STOPPED.get(outcome)
+    if status.get("start_failed"):
+        error = str(status.get("error", "cannot start"))
+        if stopped is not None:
+            return AttemptResult.stopped(stopped, error.partition(": ")[2])
+        permanent = error.startswith(("command not found", "permission denied"))
+        return AttemptResult.failed(error, retryable=not permanent)
+    if stopped is not None:
+        return AttemptResult.stopped(stopped, exit_code=code)
+    if outcome == "succeeded":
+        try:
+            line = str(status.get("stdout_line", "")).encode("latin-1")
+            size = int(status.get("stdout_line_size") or 0)
+            return AttemptResult(types_pb2.ATTEMPT_OUTCOME_SUCCEEDED, result_json=_result_json(folder, line, size))
+        except PayloadError as exc:
+            return AttemptResult.failed(str(exc), retryable=False, exit_code=code)
+    if status.get("oom_killed"):
+        limit = _memory_mb(control)
+        error = f"out of memory (limit {limit} MB)" if limit else "out of memory"
+        return dataclasses.replace(AttemptResult.failed(error, retryable=True, exit_code=code), oom_killed=True)
+    error = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    detail = str(status.get("stderr_line", ""))
+    if detail:
+        error = f"{error}: {detail}"
+    retryable = not (_argv0_is_shell(control) and code in _NOT_FOUND_CODES)
+    return AttemptResult.failed(error, retryable=retryable, exit_code=code)
+
+
+def _memory_mb(control: Path) -> int:
+    try:
+        return int(json.loads((control / "spec.json").read_text()).get("memory_mb") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def _result_json(folder: Path, line: bytes, size: int) -> bytes:
+    """result.json when it holds JSON, else the last stdout line when it is JSON, else null."""
+    raw = _read_result_file(folder / "result.json")
+    if raw.strip():
+        try:
+            json.loads(raw)
+            return raw.strip()
+        except ValueError:
+            pass
+    if size > MAX_RESULT_BYTES:
+        if line.startswith(_JSON_STARTS):
+            raise PayloadError(f"{over_limit(size)} (the last line of stdout)")
         return b"null"
+    if line:
+        try:
+            json.loads(line)
+            return line
+        except ValueError:
+            pass
+    return b"null"
+
+
+def kill_leftovers(control: Path, task_pid: int) -> None:
+    """Kill what a dead supervisor left behind: its cgroup, and its task's tree when it is still ours."""
+    try:
+        group = load_cgroup(json.loads((control / "cgroup.json").read_text()))
+    except (OSError, ValueError):
+        group = None
+    if group is not None:
+        group.kill()
+        group.remove()
+    if task_pid > 0 and _is_attempt_process(task_pid, control.name):
+        kill_tree(task_pid)
+
+
+def _is_attempt_process(pid: int, attempt_id: str) -> bool:
+    """Whether ``pid`` still is this attempt's task (not a reused pid): its environment says so."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"CORRAL_ATTEMPT_ID={attempt_id}".encode() in environ.split(b"\0")
 
 
 def _read_result_file(path: Path) -> bytes:
@@ -243,13 +391,56 @@ def _prepare(
     return argv, folder, workdir, env, secrets
 
 
-async def start_shell(assignment: types_pb2.TaskAssignment, ctx: ShellContext) -> ShellRun | AttemptResult:
-    """Start a shell attempt; a result instead when it cannot start (policy, bad payload, missing command)."""
+def _spec(
+    assignment: types_pb2.TaskAssignment,
+    ctx: ShellContext,
+    supervision: Supervision | None,
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    secrets: dict[str, str],
+) -> dict[str, Any]:
+    """The supervisor's spec.json."""
+    on_disconnect = supervision.on_disconnect if supervision is not None else None
+    if on_disconnect is None:
+        keep = assignment.on_disconnect == types_pb2.ON_DISCONNECT_KEEP
+        on_disconnect = "keep" if keep else "stop"
+    lease_path = supervision.lease_path if supervision is not None else ctx.lease_path
+    run_as = ctx.run_as
+    return {
+        "kind": "shell",
+        "attempt_id": assignment.attempt_id,
+        "argv": argv,
+        "cwd": str(workdir),
+        "env": env,
+        "uid": run_as.uid if run_as is not None else None,
+        "gid": run_as.gid if run_as is not None else None,
+        "groups": list(run_as.groups) if run_as is not None else [],
+        "timeout_s": assignment.timeout_s,
+        "kill_grace_s": supervision.kill_grace_s if supervision is not None else ctx.kill_grace_s,
+        "on_disconnect": on_disconnect,
+        "max_disconnect_s": supervision.max_disconnect_s if supervision is not None else assignment.max_disconnect_s,
+        "lease_path": str(lease_path) if lease_path is not None else None,
+        "memory_mb": int(assignment.resources.memory_mb) if ctx.cgroups else 0,
+        "pids_max": ctx.pids_max,
+        "cgroup_parent": ctx.cgroup_path() if ctx.cgroups else None,
+        "output_cap": ctx.output_cap,
+        "line_keep": MAX_RESULT_BYTES + 1,
+        "secrets": secrets,
+    }
+
+
+async def start_shell(
+    assignment: types_pb2.TaskAssignment, ctx: ShellContext, supervision: Supervision | None = None
+) -> SupervisedRun | AttemptResult:
+    """Start a shell attempt under its supervisor; a result instead when it cannot start (policy, bad
+    payload, missing command, a lease already expired)."""
     try:
         argv, folder, workdir, env, secrets = _prepare(assignment, ctx)
     except PayloadError as exc:
         return AttemptResult.failed(str(exc), retryable=False)
     run_as = ctx.run_as
+    control = control_dir(ctx.work_dir, assignment.attempt_id)
     try:
         make_task_dir(folder, run_as)
         make_task_dir(folder / "tmp", run_as)
@@ -263,32 +454,47 @@ async def start_shell(assignment: types_pb2.TaskAssignment, ctx: ShellContext) -
         inputs_file.write_text(inputs_text)
         if run_as is not None:
             os.chown(inputs_file, run_as.uid, run_as.gid)
-        stdout = PipeCapture(ctx.output_cap, folder / "stdout.log", secrets=secrets, line_keep=MAX_RESULT_BYTES + 1)
-        stderr = PipeCapture(ctx.output_cap, folder / "stderr.log", secrets=secrets)
+        if len(inputs_text) < INPUTS_ENV_LIMIT:
+            env["CORRAL_INPUTS"] = inputs_text
+        # A leftover of an earlier start of this attempt id (its supervisor is dead: never two at once,
+        # the lock would refuse the second) is replaced.
+        shutil.rmtree(control, ignore_errors=True)
+        control.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        control.mkdir(mode=0o700)
+        write_json(control / "spec.json", _spec(assignment, ctx, supervision, argv, workdir, env, secrets))
+        log = os.open(control / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         return AttemptResult.failed(f"cannot prepare the attempt folder: {exc}", retryable=True)
-    if len(inputs_text) < INPUTS_ENV_LIMIT:
-        env["CORRAL_INPUTS"] = inputs_text
-    identity: dict[str, Any] = {}
-    if run_as is not None:
-        identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            sys.executable,
+            "-m",
+            "corral.agent.supervisor",
+            str(control),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=workdir,
-            env=env,
+            stderr=log,
+            # Its own session: a signal to the agent's process group (Ctrl-C, systemd) never reaches it.
             start_new_session=True,
-            **identity,
         )
-    except (FileNotFoundError, PermissionError, OSError) as exc:
-        stdout.close()
-        stderr.close()
-        if isinstance(exc, FileNotFoundError):
-            return AttemptResult.failed(f"command not found: {argv[0]}", retryable=False)
-        if isinstance(exc, PermissionError):
-            return AttemptResult.failed(f"permission denied: {argv[0]}", retryable=False)
-        return AttemptResult.failed(f"cannot start {argv[0]}: {exc}", retryable=True)
-    return ShellRun(proc, folder, stdout, stderr, shell_form=argv[0] == "/bin/sh")
+    except OSError as exc:
+        return AttemptResult.failed(f"cannot start the attempt's supervisor: {exc}", retryable=True)
+    finally:
+        os.close(log)
+    assert proc.stdout is not None
+    # The supervisor's first line: "started <task pid>", or "failed" (status.json says why).
+    line = (await proc.stdout.readline()).decode(errors="replace").split()
+    if len(line) == 2 and line[0] == "started" and line[1].isdigit():
+        return SupervisedRun(
+            control, folder, task_pid=int(line[1]), supervisor_pid=proc.pid, pidfd=os.pidfd_open(proc.pid), proc=proc
+        )
+    await proc.wait()
+    status = read_status(control)
+    if status is not None:
+        return result_from_status(status, control, folder)
+    try:
+        detail = (control / "supervisor.log").read_text(errors="replace").strip().splitlines()[-1:]
+    except OSError:
+        detail = []
+    why = f": {detail[0]}" if detail else f" (exit status {proc.returncode})"
+    return AttemptResult.failed(f"the attempt's supervisor failed to start{why}", retryable=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from corral.agent import adopt
 from corral.v1 import types_pb2
 
 from .conftest import ExecutorFactory, RecordingSink, eventually, shell_task
@@ -141,9 +142,14 @@ async def test_ack_deletes_the_attempt_folder(
     executor.submit([shell_task("gc", "echo hi")])
     await sink.result("gc")
     folder = tmp_path / "attempts" / "gc"
-    assert (folder / "stdout.log").read_bytes() == b"hi\n"
+    control = tmp_path / "supervise" / "gc"
+    # The output is kept by the supervisor in the control folder, where the task cannot touch it.
+    assert (control / "stdout.log").read_bytes() == b"hi\n"
+    assert folder.is_dir()
     executor.forget(["gc"])
     assert not folder.exists()
+    adopt.remove(tmp_path, "gc")
+    assert not control.exists()
 
 
 async def test_output_streams_while_running(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
