@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import shutil
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Protocol
 
 import structlog
 
+from corral.agent import adopt
 from corral.agent.attempt import AttemptResult, Run, StopReason
 from corral.agent.policy import ExecPolicy, PolicyError
 from corral.agent.pypool import WorkerPool
@@ -254,8 +254,8 @@ class Executor:
             self._remove_folder(attempt.id)
 
     def _remove_folder(self, attempt_id: str) -> None:
-        if attempt_id and "/" not in attempt_id and attempt_id not in (".", ".."):
-            shutil.rmtree(self._shell.work_dir / "attempts" / attempt_id, ignore_errors=True)
+        # The task folder and the supervisor's control folder (spec, logs, status).
+        adopt.remove(self._shell.work_dir, attempt_id)
 
     def _expire_folders(self) -> None:
         """Remove the folders of attempts that ended more than ``dir_keep_s`` ago, acked or not."""
