@@ -317,8 +317,8 @@ def load(description: Any) -> Cgroup | None:
         return None
     try:
         if description.get("version") == 2:
-            group: Cgroup = CgroupV2(Path(str(description["path"])))
-            return group if group.path.is_dir() else None
+            path = Path(str(description["path"]))
+            return CgroupV2(path) if path.is_dir() else None
         dirs = {str(k): Path(str(v)) for k, v in dict(description["dirs"]).items()}
     except (KeyError, TypeError, ValueError):
         return None

@@ -241,9 +241,14 @@ class SupervisedRun:
         if pidfd is None:
             return
         loop = asyncio.get_running_loop()
-        exited = loop.create_future()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
         # A pidfd turns readable when its process exits (our child or not).
-        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        loop.add_reader(pidfd, on_exit)
         try:
             await exited
         finally:
