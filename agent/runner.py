@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.agent import supervisor as _supervisor_module
 from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.cgroup import load as load_cgroup
 from corral.agent.policy import (
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 INPUTS_ENV_LIMIT = 64 * 1024
+# Started as a script without site (see the supervisor's module docstring): it imports no package.
+_SUPERVISOR = str(Path(_supervisor_module.__file__).resolve())
 #: The pids limit of an attempt's cgroup (processes and threads): a fork bomb stops there.
 DEFAULT_PIDS_MAX = 4096
 # Exit status of /bin/sh when the command does not exist (126: found but not executable).
@@ -473,8 +476,9 @@ async def start_shell(
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "corral.agent.supervisor",
+            "-S",
+            "-E",
+            _SUPERVISOR,
             str(control),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
