@@ -282,10 +282,22 @@ async def test_memory_limit_oom_kills_and_says_so(tmp_path: Path) -> None:
 @needs_cgroup
 async def test_pids_limit_holds_a_fork_bomb(tmp_path: Path) -> None:
     attempt_id = _id("forks")
-    bomb = "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait"
-    run = await _start(shell_task(attempt_id, bomb, timeout_s=20), _ctx(tmp_path, pids_max=20))
+    # 200 forks (each child sleeping), then it stays alive itself: the limit must hold them at 20.
+    bomb = (
+        "import os, sys, time\n"
+        "for _ in range(200):\n"
+        "    try:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(60)\n"
+        "            os._exit(0)\n"
+        "    except OSError as exc:\n"
+        "        print('fork refused:', exc, flush=True)\n"
+        "        break\n"
+        "time.sleep(60)\n"
+    )
+    run = await _start(shell_task(attempt_id, command=["python3", "-c", bomb]), _ctx(tmp_path, pids_max=20))
     control = tmp_path / "supervise" / attempt_id
-    await eventually(lambda: b"fork" in (control / "stderr.log").read_bytes().lower(), what="a refused fork")
+    await eventually(lambda: b"fork refused" in (control / "stdout.log").read_bytes(), what="a refused fork")
     assert 0 < len(_marked(attempt_id)) <= 20
     run.request_stop(StopReason.CANCELLED, force=True, grace_s=0)
     result = await asyncio.wait_for(run.finish(), 10.0)
