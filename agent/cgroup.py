@@ -155,11 +155,21 @@ def _rmdir(path: Path) -> None:
             time.sleep(0.01)
 
 
+def _prune(directory: Path, levels: int) -> None:
+    # Parents shared with other attempts: removed only when empty (rmdir fails otherwise), no retry.
+    for parent in list(directory.parents)[:levels]:
+        try:
+            parent.rmdir()
+        except OSError:
+            return
+
+
 class CgroupV1(Cgroup):
     """A cgroup v1 in the memory, pids and freezer hierarchies."""
 
-    def __init__(self, dirs: dict[str, Path]) -> None:
+    def __init__(self, dirs: dict[str, Path], parents: int = 0) -> None:
         self.dirs = dirs
+        self.parents = parents  # how many levels above it are ours to remove once empty
 
     @property
     def path(self) -> Path:
@@ -234,16 +244,18 @@ class CgroupV1(Cgroup):
         return bool(failcnt and failcnt[0] > 0)
 
     def remove(self) -> None:
-        """rmdir in every hierarchy."""
+        """rmdir in every hierarchy, and the agent's parent levels once they are empty."""
         for directory in self.dirs.values():
             _rmdir(directory)
+            _prune(directory, self.parents)
 
 
 class CgroupV2(Cgroup):
     """A cgroup in the unified (v2) hierarchy."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, parents: int = 0) -> None:
         self.path = path
+        self.parents = parents  # how many levels above it are ours to remove once empty
 
     def describe(self) -> dict[str, Any]:
         """{"version": 2, "path": directory}."""
@@ -302,8 +314,9 @@ class CgroupV2(Cgroup):
         return False
 
     def remove(self) -> None:
-        """rmdir."""
+        """rmdir, and the agent's parent levels once they are empty."""
         _rmdir(self.path)
+        _prune(self.path, self.parents)
 
 
 def _enable_v2(directory: Path) -> None:
@@ -332,6 +345,23 @@ def load(description: Any) -> Cgroup | None:
     return CgroupV1(dirs)
 
 
+def _make(version: int, bases: dict[str, Path], relative: list[str]) -> Cgroup:
+    parents = len(relative) - 1
+    if version == 2:
+        directory = bases[""]
+        for part in relative:
+            _enable_v2(directory)
+            directory = directory / part
+            directory.mkdir(exist_ok=True)
+        return CgroupV2(directory, parents)
+    dirs = {}
+    for controller, base in bases.items():
+        directory = base.joinpath(*relative)
+        directory.mkdir(parents=True, exist_ok=True)
+        dirs[controller] = directory
+    return CgroupV1(dirs, parents)
+
+
 def create(parent: str, name: str, root: Path = CGROUP_ROOT) -> tuple[Cgroup | None, str]:
     """A fresh cgroup ``<agent's cgroup>/<parent>/<name>``: (the group, "") or (None, why not).
 
@@ -343,23 +373,17 @@ def create(parent: str, name: str, root: Path = CGROUP_ROOT) -> tuple[Cgroup | N
         return None, "no writable cgroup v2 (memory, pids) or v1 (memory, pids, freezer) hierarchy"
     version, bases = found
     relative = [p for p in (*Path(parent).parts, name) if p not in ("", "/", ".", "..")]
-    try:
-        if version == 2:
-            directory = bases[""]
-            for part in relative:
-                _enable_v2(directory)
-                directory = directory / part
-                directory.mkdir(exist_ok=True)
-            group: Cgroup = CgroupV2(directory)
-        else:
-            dirs = {}
-            for controller, base in bases.items():
-                directory = base.joinpath(*relative)
-                directory.mkdir(parents=True, exist_ok=True)
-                dirs[controller] = directory
-            group = CgroupV1(dirs)
-    except OSError as exc:
-        return None, f"cannot create the attempt's cgroup: {exc}"
+    group: Cgroup | None = None
+    for _ in range(3):
+        try:
+            group = _make(version, bases, relative)
+            break
+        except FileNotFoundError:
+            continue  # a sibling attempt's remove() pruned a parent level between our mkdirs: again
+        except OSError as exc:
+            return None, f"cannot create the attempt's cgroup: {exc}"
+    if group is None:
+        return None, "cannot create the attempt's cgroup: its parent keeps disappearing"
     if group.pids():
         group.kill()
     return group, ""

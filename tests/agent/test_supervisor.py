@@ -4,12 +4,14 @@ a zombie, timeouts end at timeout + grace whatever holds the pipes, fencing, lim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from corral.agent import adopt, cgroup
 from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.lease import LeaseFile, boottime
-from corral.agent.runner import ShellContext, SupervisedRun, start_shell
+from corral.agent.runner import ShellContext, SupervisedRun, kill_leftovers, start_shell
 from corral.v1 import types_pb2
 
 from .conftest import REPO, eventually, shell_task
@@ -44,6 +46,22 @@ STUBBORN = (
     "( sh -c 'sleep 61 & echo $! >> pids' & ); "
     "echo $$ >> pids; sleep 62; echo never"
 )
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers(tmp_path: Path) -> Iterator[None]:
+    """A failed test must not leave a supervisor (and its task) running on the host: stop them all."""
+    yield
+    root = tmp_path / "supervise"
+    for control in root.iterdir() if root.is_dir() else []:
+        if adopt.supervisor_alive(control):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int((control / "supervisor.pid").read_text()), signal.SIGKILL)
+        try:
+            task_pid = int((control / "task.pid").read_text())
+        except (OSError, ValueError):
+            task_pid = 0
+        kill_leftovers(control, task_pid)
 
 
 def _id(name: str) -> str:
@@ -92,7 +110,11 @@ def _assert_clean(tmp_path: Path, attempt_id: str, run: SupervisedRun | None = N
         assert _gone(run.supervisor_pid), "the supervisor is alive or a zombie"
     described = tmp_path / "supervise" / attempt_id / "cgroup.json"
     if described.exists():
-        assert cgroup.load(json.loads(described.read_text())) is None, "the attempt's cgroup was not removed"
+        description = json.loads(described.read_text())
+        assert cgroup.load(description) is None, "the attempt's cgroup was not removed"
+        # The agent's level above it (unique to this work dir) went too, once empty.
+        for directory in description.get("dirs", {}).values() or [description.get("path")]:
+            assert not Path(directory).parent.exists(), directory
 
 
 async def _start(assignment: types_pb2.TaskAssignment, ctx: ShellContext) -> SupervisedRun:
