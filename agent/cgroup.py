@@ -23,10 +23,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["CGROUP_ROOT", "Cgroup", "CgroupV1", "CgroupV2", "create", "detect", "load"]
+__all__ = ["AGENT_LEAF", "CGROUP_ROOT", "Cgroup", "CgroupV1", "CgroupV2", "create", "detect", "load", "prepare_agent"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _V1_HIERARCHIES = ("memory", "pids", "freezer")
+#: cgroup v2: the leaf the agent moves itself into (see prepare_agent).
+AGENT_LEAF = "corral-agent"
 _KILL_ROUNDS = 100
 _SETTLE_S = 1.0
 
@@ -73,6 +75,9 @@ def detect(root: Path = CGROUP_ROOT) -> tuple[int, dict[str, Path]] | None:
     unified = root / "cgroup.controllers"
     if unified.exists():
         base = root / own.get("", "/").lstrip("/")
+        if base.name == AGENT_LEAF:
+            # The agent moved itself into a leaf (see prepare_agent): attempts go beside it.
+            base = base.parent
         try:
             available = set((base / "cgroup.controllers").read_text().split())
         except OSError:
@@ -87,6 +92,29 @@ def detect(root: Path = CGROUP_ROOT) -> tuple[int, dict[str, Path]] | None:
             return None
         dirs[name] = base
     return 1, dirs
+
+
+def prepare_agent(root: Path = CGROUP_ROOT) -> str:
+    """On cgroup v2, move this (agent) process into a leaf ``<its cgroup>/corral-agent``: "" or why not.
+
+    v2 lets a cgroup hand controllers to its children only when it holds no process itself, so the
+    agent (and the supervisors it starts, which inherit its cgroup) leave the service's cgroup for a
+    leaf, and attempts' cgroups are made beside that leaf. Needs a delegated subtree (systemd
+    ``Delegate=yes``). A no-op on v1 and when already done.
+    """
+    if not (root / "cgroup.controllers").exists():
+        return ""
+    own = root / _own_paths().get("", "/").lstrip("/")
+    if own.name == AGENT_LEAF:
+        return ""
+    try:
+        leaf = own / AGENT_LEAF
+        leaf.mkdir(exist_ok=True)
+        _write(leaf / "cgroup.procs", str(os.getpid()))
+        _enable_v2(own)
+    except OSError as exc:
+        return f"cannot prepare the agent's cgroup for attempts' cgroups: {exc}"
+    return ""
 
 
 class Cgroup:

@@ -36,6 +36,7 @@ from typing import Any
 from corral.agent import supervisor as _supervisor_module
 from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.cgroup import load as load_cgroup
+from corral.agent.cgroup import prepare_agent
 from corral.agent.policy import (
     MAX_RESULT_BYTES,
     ExecPolicy,
@@ -193,7 +194,7 @@ class SupervisedRun:
         *,
         task_pid: int,
         supervisor_pid: int,
-        pidfd: int,
+        pidfd: int | None,
         proc: asyncio.subprocess.Process | None = None,
         offsets: tuple[int, int] = (0, 0),
     ) -> None:
@@ -399,6 +400,16 @@ def _prepare(
     return argv, folder, workdir, env, secrets
 
 
+_cgroups_prepared: list[bool] = []
+
+
+def _prepare_cgroups() -> None:
+    # Once per agent process (cgroup v2 only): the agent into a leaf, so attempts' cgroups can nest.
+    if not _cgroups_prepared:
+        _cgroups_prepared.append(True)
+        prepare_agent()
+
+
 def _spec(
     assignment: types_pb2.TaskAssignment,
     ctx: ShellContext,
@@ -449,6 +460,8 @@ async def start_shell(
         return AttemptResult.failed(str(exc), retryable=False)
     run_as = ctx.run_as
     control = control_dir(ctx.work_dir, assignment.attempt_id)
+    if ctx.cgroups:
+        _prepare_cgroups()
     try:
         make_task_dir(folder, run_as)
         make_task_dir(folder / "tmp", run_as)
@@ -494,9 +507,11 @@ async def start_shell(
     # The supervisor's first line: "started <task pid>", or "failed" (status.json says why).
     line = (await proc.stdout.readline()).decode(errors="replace").split()
     if len(line) == 2 and line[0] == "started" and line[1].isdigit():
-        return SupervisedRun(
-            control, folder, task_pid=int(line[1]), supervisor_pid=proc.pid, pidfd=os.pidfd_open(proc.pid), proc=proc
-        )
+        try:
+            pidfd: int | None = os.pidfd_open(proc.pid)
+        except ProcessLookupError:
+            pidfd = None  # already over (and reaped): there is nothing left to signal
+        return SupervisedRun(control, folder, task_pid=int(line[1]), supervisor_pid=proc.pid, pidfd=pidfd, proc=proc)
     await proc.wait()
     status = read_status(control)
     if status is not None:
