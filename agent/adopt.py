@@ -10,7 +10,6 @@ removed, and the caller leaves it out of Hello so the controller counts an agent
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import time
@@ -21,7 +20,7 @@ from typing import Any
 from corral.agent.attempt import AttemptResult, Run
 from corral.agent.policy import safe_component
 from corral.agent.runner import SupervisedRun, control_dir, kill_leftovers, result_from_status
-from corral.agent.supervisor import read_status
+from corral.agent.supervisor import lock_held, read_status
 
 __all__ = ["Adopted", "attach", "remove", "scan", "supervisor_alive"]
 
@@ -41,19 +40,7 @@ class Adopted:
 
 def supervisor_alive(control: Path) -> bool:
     """Whether an attempt's supervisor is alive: it holds the flock on ``lock`` for its whole life."""
-    try:
-        fd = os.open(control / "lock", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # also releases the lock if we just took it
-    return False
+    return lock_held(control)
 
 
 def _read_pid(path: Path) -> int:

@@ -37,6 +37,7 @@ from corral.agent import supervisor as _supervisor_module
 from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.cgroup import load as load_cgroup
 from corral.agent.cgroup import prepare_agent
+from corral.agent.forkserver import ForkServer
 from corral.agent.policy import (
     MAX_RESULT_BYTES,
     ExecPolicy,
@@ -47,7 +48,7 @@ from corral.agent.policy import (
 )
 from corral.agent.proctree import kill_tree
 from corral.agent.runas import RunAs, make_task_dir
-from corral.agent.supervisor import read_status, write_json
+from corral.agent.supervisor import lock_held, read_status, write_json
 from corral.agent.taskenv import base_env, identity_env, payload_env
 from corral.v1 import types_pb2
 
@@ -95,6 +96,8 @@ class ShellContext:
     cgroups: bool = True
     cgroup_parent: str = ""
     pids_max: int = DEFAULT_PIDS_MAX
+    #: Fork supervisors from a pre-imported server (a few ms each) instead of a new interpreter each.
+    fork_server: bool = True
 
     def cgroup_path(self) -> str:
         """The cgroup parent of this agent's attempts, relative to the agent's own cgroup."""
@@ -410,6 +413,81 @@ def _prepare_cgroups() -> None:
         prepare_agent()
 
 
+_FORK_SERVER = ForkServer()
+
+
+async def _read_line(fd: int) -> str:
+    """The first line written to the pipe ``fd`` ("" at EOF without one); closes ``fd``."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    try:
+        os.set_blocking(fd, False)
+        while b"\n" not in data:
+            readable: asyncio.Future[None] = loop.create_future()
+
+            def ready(future: asyncio.Future[None] = readable) -> None:
+                if not future.done():
+                    future.set_result(None)
+
+            loop.add_reader(fd, ready)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return data.partition(b"\n")[0].decode(errors="replace")
+
+
+async def _launch(control: Path, fork_server: bool) -> tuple[str, asyncio.subprocess.Process | None]:
+    """Start the supervisor of ``control``: (its first line, the process when it is our child)."""
+    if fork_server:
+        try:
+            fd = _FORK_SERVER.request(control)
+        except OSError:
+            pass  # no fork server: a new interpreter, as below
+        else:
+            return await _read_line(fd), None
+    log = os.open(control / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-S",
+            "-E",
+            _SUPERVISOR,
+            str(control),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            # Its own session: a signal to the agent's process group (Ctrl-C, systemd) never reaches it.
+            start_new_session=True,
+        )
+    finally:
+        os.close(log)
+    assert proc.stdout is not None
+    return (await proc.stdout.readline()).decode(errors="replace"), proc
+
+
+def _open_pidfd(pid: int, control: Path) -> int | None:
+    """A pidfd of the supervisor ``pid``, or None when it is already over."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    # Still holding its lock after the pidfd was opened: the pid was not reused, the pidfd is its.
+    if not lock_held(control):
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
 def _spec(
     assignment: types_pb2.TaskAssignment,
     ctx: ShellContext,
@@ -483,36 +561,27 @@ async def start_shell(
         control.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         control.mkdir(mode=0o700)
         write_json(control / "spec.json", _spec(assignment, ctx, supervision, argv, workdir, env, secrets))
-        log = os.open(control / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         return AttemptResult.failed(f"cannot prepare the attempt folder: {exc}", retryable=True)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-S",
-            "-E",
-            _SUPERVISOR,
-            str(control),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-            # Its own session: a signal to the agent's process group (Ctrl-C, systemd) never reaches it.
-            start_new_session=True,
-        )
+        line, proc = await _launch(control, ctx.fork_server)
     except OSError as exc:
         return AttemptResult.failed(f"cannot start the attempt's supervisor: {exc}", retryable=True)
-    finally:
-        os.close(log)
-    assert proc.stdout is not None
-    # The supervisor's first line: "started <task pid>", or "failed" (status.json says why).
-    line = (await proc.stdout.readline()).decode(errors="replace").split()
-    if len(line) == 2 and line[0] == "started" and line[1].isdigit():
-        try:
-            pidfd: int | None = os.pidfd_open(proc.pid)
-        except ProcessLookupError:
-            pidfd = None  # already over (and reaped): there is nothing left to signal
-        return SupervisedRun(control, folder, task_pid=int(line[1]), supervisor_pid=proc.pid, pidfd=pidfd, proc=proc)
-    await proc.wait()
+    # The supervisor's first line: "started <task pid> <supervisor pid>", or "failed" (status.json
+    # says why); nothing at all when it crashed.
+    words = line.split()
+    if len(words) == 3 and words[0] == "started" and words[1].isdigit() and words[2].isdigit():
+        supervisor_pid = int(words[2])
+        return SupervisedRun(
+            control,
+            folder,
+            task_pid=int(words[1]),
+            supervisor_pid=supervisor_pid,
+            pidfd=_open_pidfd(supervisor_pid, control),
+            proc=proc,
+        )
+    if proc is not None:
+        await proc.wait()
     status = read_status(control)
     if status is not None:
         return result_from_status(status, control, folder)
@@ -520,5 +589,5 @@ async def start_shell(
         detail = (control / "supervisor.log").read_text(errors="replace").strip().splitlines()[-1:]
     except OSError:
         detail = []
-    why = f": {detail[0]}" if detail else f" (exit status {proc.returncode})"
+    why = f": {detail[0]}" if detail else ""
     return AttemptResult.failed(f"the attempt's supervisor failed to start{why}", retryable=True)

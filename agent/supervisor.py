@@ -16,7 +16,8 @@ always as its child subreaper in a new session, pumps the task's pipes into capp
 
 Nothing waits on a pipe: killing is a tree kill, and pipes still held by something are drained for
 at most a second after it. Every child is reaped; ``status.json`` is written atomically at the end.
-The first line on stdout tells the agent the task started (``started <pid>``) or could not.
+The first line on stdout tells the agent the task started (``started <task pid> <own pid>``) or
+could not (``failed``: status.json says why).
 
 Standard library only (plus corral's own stdlib-only modules): this runs on every shell task's path.
 """
@@ -52,7 +53,7 @@ else:
     from lease import LeaseFile, boottime
     from output import PipeCapture
 
-__all__ = ["STOP_OUTCOMES", "main", "read_status", "write_json"]
+__all__ = ["STOP_OUTCOMES", "lock_held", "main", "read_status", "write_json"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 _CHUNK = 65536
@@ -85,6 +86,23 @@ def read_status(control: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def lock_held(control: Path) -> bool:
+    """Whether an attempt's supervisor is alive: it holds the flock on ``lock`` for its whole life."""
+    try:
+        fd = os.open(control / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also releases the lock if we just took it
+    return False
 
 
 def _set_subreaper() -> bool:
@@ -470,6 +488,8 @@ class Supervisor:
             "stderr_line": stderr.last_line() if stderr else "",
             "truncated": self.truncated,
             "cgroup_error": self.cgroup_error,
+            # What supervising cost (user + system CPU of this process; a forked one starts at 0).
+            "supervisor_cpu_s": round(os.times().user + os.times().system, 4),
         }
 
 
@@ -494,7 +514,7 @@ def _main(control: Path) -> int:
         return 0
     (control / "task.pid").write_text(f"{supervisor.task_pid}\n")
     with contextlib.suppress(OSError):
-        print(f"started {supervisor.task_pid}", flush=True)
+        print(f"started {supervisor.task_pid} {os.getpid()}", flush=True)
     # From here on the agent may be gone: nothing more is written to its pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

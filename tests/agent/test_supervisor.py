@@ -356,3 +356,22 @@ async def test_a_forced_stop_escalates_a_graceful_one(tmp_path: Path) -> None:
     assert result.outcome == CANCELLED, result
     assert time.monotonic() - started < 5.0
     _assert_clean(tmp_path, attempt_id, run)
+
+
+# -- the fork server -----------------------------------------------------------------------------------
+
+
+async def test_the_fork_server_is_restarted_when_it_died(tmp_path: Path) -> None:
+    from corral.agent import runner
+
+    first = await _start(shell_task(_id("fs"), "echo 1"), _ctx(tmp_path))
+    assert (await first.finish()).result_json == b"1"
+    server = runner._FORK_SERVER._proc
+    assert server is not None and server.poll() is None
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+    # The next attempt notices, starts a new server, and runs; a supervisor is never our child.
+    second = await _start(shell_task(_id("fs"), "echo 2"), _ctx(tmp_path))
+    assert (await second.finish()).result_json == b"2"
+    assert runner._FORK_SERVER._proc is not None and runner._FORK_SERVER._proc.pid != server.pid
+    assert second.supervisor_pid not in [c.pid for c in psutil.Process().children()]
