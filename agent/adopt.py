@@ -10,22 +10,17 @@ removed, and the caller leaves it out of Hello so the controller counts an agent
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from corral.agent.attempt import AttemptResult, Run
 from corral.agent.policy import safe_component
-from corral.agent.runner import SupervisedRun, control_dir, kill_leftovers, result_from_status
+from corral.agent.supervised import attach, control_dir, kill_leftovers, result_from_status
 from corral.agent.supervisor import lock_held, read_status
 
 __all__ = ["Adopted", "attach", "remove", "scan", "supervisor_alive"]
-
-# A supervisor alive but not yet past starting its task (the agent died right after spawning it).
-_START_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,46 +43,6 @@ def _read_pid(path: Path) -> int:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return 0
-
-
-def attach(control: Path, folder: Path) -> SupervisedRun | None:
-    """Re-attach to the live supervisor of ``control``; None when it is not (or no longer) alive.
-
-    Synchronous (the agent adopts before it connects); it waits (briefly, bounded) only for a
-    supervisor that is still starting its task.
-    """
-    deadline = time.monotonic() + _START_WAIT_S
-    while True:
-        if not supervisor_alive(control):
-            return None
-        supervisor_pid, task_pid = _read_pid(control / "supervisor.pid"), _read_pid(control / "task.pid")
-        if supervisor_pid and task_pid:
-            break
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.02)
-    try:
-        pidfd = os.pidfd_open(supervisor_pid)
-    except OSError:
-        return None
-    # Alive after the pidfd was opened: the pid cannot have been reused, the pidfd is the supervisor's.
-    if not supervisor_alive(control):
-        os.close(pidfd)
-        return None
-    offsets = []
-    for name in ("stdout.log", "stderr.log"):
-        try:
-            offsets.append((control / name).stat().st_size)
-        except OSError:
-            offsets.append(0)
-    return SupervisedRun(
-        control,
-        folder,
-        task_pid=task_pid,
-        supervisor_pid=supervisor_pid,
-        pidfd=pidfd,
-        offsets=(offsets[0], offsets[1]),
-    )
 
 
 def scan(work_dir: Path, ctx: Any = None) -> list[Adopted]:

@@ -362,16 +362,30 @@ async def test_a_forced_stop_escalates_a_graceful_one(tmp_path: Path) -> None:
 
 
 async def test_the_fork_server_is_restarted_when_it_died(tmp_path: Path) -> None:
-    from corral.agent import runner
+    from corral.agent import supervised
 
     first = await _start(shell_task(_id("fs"), "echo 1"), _ctx(tmp_path))
     assert (await first.finish()).result_json == b"1"
-    server = runner._FORK_SERVER._proc
+    server = supervised._FORK_SERVER._proc
     assert server is not None and server.poll() is None
     os.kill(server.pid, signal.SIGKILL)
     server.wait()
     # The next attempt notices, starts a new server, and runs; a supervisor is never our child.
     second = await _start(shell_task(_id("fs"), "echo 2"), _ctx(tmp_path))
     assert (await second.finish()).result_json == b"2"
-    assert runner._FORK_SERVER._proc is not None and runner._FORK_SERVER._proc.pid != server.pid
+    assert supervised._FORK_SERVER._proc is not None and supervised._FORK_SERVER._proc.pid != server.pid
     assert second.supervisor_pid not in [c.pid for c in psutil.Process().children()]
+
+
+async def test_a_repeated_start_attaches_instead_of_running_twice(tmp_path: Path) -> None:
+    attempt_id = _id("twice")
+    ctx = _ctx(tmp_path)
+    first = await _start(shell_task(attempt_id, "echo $$ >> pids; sleep 60"), ctx)
+    await eventually(lambda: _pids(tmp_path, attempt_id), what="the task to start")
+    second = await _start(shell_task(attempt_id, "echo $$ >> pids; sleep 60"), ctx)
+    assert second.pid == first.pid and second.supervisor_pid == first.supervisor_pid
+    second.request_stop(StopReason.CANCELLED, force=True, grace_s=0)
+    assert (await asyncio.wait_for(first.finish(), 10.0)).outcome == CANCELLED
+    assert (await asyncio.wait_for(second.finish(), 10.0)).outcome == CANCELLED
+    assert len(_pids(tmp_path, attempt_id)) == 1
+    _assert_clean(tmp_path, attempt_id, first)
