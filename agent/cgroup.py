@@ -110,7 +110,10 @@ def prepare_agent(root: Path = CGROUP_ROOT) -> str:
     try:
         leaf = own / AGENT_LEAF
         leaf.mkdir(exist_ok=True)
-        _write(leaf / "cgroup.procs", str(os.getpid()))
+        # The agent first, then whatever else is in the service's cgroup (its workers, a fork server).
+        for pid in [os.getpid(), *_read_ints(own / "cgroup.procs")]:
+            with contextlib.suppress(ProcessLookupError):
+                _write(leaf / "cgroup.procs", str(pid))
         _enable_v2(own)
     except OSError as exc:
         return f"cannot prepare the agent's cgroup for attempts' cgroups: {exc}"
