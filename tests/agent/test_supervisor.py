@@ -140,11 +140,32 @@ async def test_a_pipe_holding_background_process_does_not_delay_the_end(tmp_path
 
 
 @pytest.mark.parametrize("use_cgroup", TREE_MODES)
+async def test_a_pid_hopping_forker_cannot_run_away(tmp_path: Path, use_cgroup: bool) -> None:
+    attempt_id = _id("hopper")
+    # Each process forks a child, which leaves for a session of its own, and exits at once: a group
+    # kill misses it and a tree walk always finds a new pid. The main process exits first, so the
+    # whole chain must be killed as "what is left of the tree".
+    hopper = (
+        "import os\n"
+        "if os.fork() == 0:\n"
+        "    while True:\n"
+        "        if os.fork():\n"
+        "            os._exit(0)\n"
+        "        os.setsid()\n"
+    )
+    run = await _start(shell_task(attempt_id, command=["python3", "-c", hopper]), _ctx(tmp_path, cgroups=use_cgroup))
+    result = await asyncio.wait_for(run.finish(), 20.0)
+    assert result.outcome == SUCCEEDED, result
+    await eventually(lambda: _marked(attempt_id) == [], timeout=5.0, what="the hopping chain to be dead")
+    _assert_clean(tmp_path, attempt_id, run)
+
+
+@pytest.mark.parametrize("use_cgroup", TREE_MODES)
 async def test_timeout_ends_at_timeout_plus_grace_whatever_the_tree_does(tmp_path: Path, use_cgroup: bool) -> None:
     attempt_id = _id("stubborn")
     assignment = shell_task(attempt_id, STUBBORN, timeout_s=2.0)
-    started = time.monotonic()
     run = await _start(assignment, _ctx(tmp_path, cgroups=use_cgroup, grace=1.0))
+    started = time.monotonic()  # the attempt's Started
     await eventually(lambda: len(_pids(tmp_path, attempt_id)) == 3, what="the tree to start")
     result = await run.finish()
     elapsed = time.monotonic() - started
