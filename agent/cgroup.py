@@ -29,7 +29,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 _V1_HIERARCHIES = ("memory", "pids", "freezer")
 #: cgroup v2: the leaf the agent moves itself into (see prepare_agent).
 AGENT_LEAF = "corral-agent"
-_KILL_ROUNDS = 100
+# A kill gives up after this long (a process stuck in the kernel dies when it leaves it, not before).
+_KILL_S = 5.0
 _SETTLE_S = 1.0
 
 
@@ -150,7 +151,7 @@ class Cgroup:
 
     def kill(self) -> None:
         """SIGKILL every process in the cgroup, including ones forking meanwhile; returns once it is empty
-        (or after a bounded number of rounds)."""
+        (or after a bounded time)."""
         raise NotImplementedError
 
     def oom_killed(self) -> bool:
@@ -250,7 +251,8 @@ class CgroupV1(Cgroup):
 
     def kill(self) -> None:
         """Freeze (nothing can fork), SIGKILL every member, thaw (the kills land); until empty."""
-        for _ in range(_KILL_ROUNDS):
+        deadline = time.monotonic() + _KILL_S
+        while time.monotonic() < deadline:
             if not self.pids():
                 return
             self._freeze("FROZEN")
@@ -316,7 +318,8 @@ class CgroupV2(Cgroup):
         """cgroup.kill (kernel >= 5.14) kills every member atomically; else freeze, kill, thaw."""
         kill_file = self.path / "cgroup.kill"
         freeze_file = self.path / "cgroup.freeze"
-        for _ in range(_KILL_ROUNDS):
+        deadline = time.monotonic() + _KILL_S
+        while time.monotonic() < deadline:
             if not self.pids():
                 return
             if kill_file.exists():
