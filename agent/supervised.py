@@ -67,9 +67,10 @@ _STOPPED = {
 class SupervisedRun:
     """A shell attempt owned by its supervisor (implements :class:`corral.agent.attempt.Run`).
 
-    Made by :func:`start_shell` (``proc`` is the supervisor, a child of the agent) or re-attached by
-    :func:`corral.agent.adopt.scan` after an agent restart (``proc`` None: the supervisor is watched
-    through a pidfd, which works for a process that is not our child).
+    Made by :func:`corral.agent.runner.start_shell` or re-attached by :func:`attach` after an agent
+    restart. The supervisor's exit is awaited through a pidfd (it works for a process that is not
+    our child: one forked by the fork server, or adopted); ``proc`` is set only when the agent
+    started it as its own child (no fork server), and is then awaited as such.
     """
 
     def __init__(
