@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-__all__ = ["PIDS_MAX", "WorkerCgroup", "cgroup_root", "new_pool_name", "remove_stale"]
+__all__ = ["PIDS_MAX", "WorkerCgroup", "cgroup_root", "new_pool_name", "remove_pool", "remove_stale"]
 
 log = structlog.get_logger("corral.agent.pycgroup")
 
@@ -112,6 +112,13 @@ def remove_stale(root: Path) -> None:
                         with contextlib.suppress(OSError):
                             worker.rmdir()
                     pool.rmdir()
+
+
+def remove_pool(root: Path, pool: str) -> None:
+    """Remove a closed pool's (empty) folder in each controller."""
+    for controller in _CONTROLLERS:
+        with contextlib.suppress(OSError):
+            (root / controller / _PARENT / pool).rmdir()
 
 
 def _alive(pid: int) -> bool:

@@ -30,20 +30,19 @@ import os
 import pickle
 import select
 import shutil
-import signal
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import structlog
 
 from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.output import PipeCapture, Redactor
 from corral.agent.policy import ExecPolicy, PayloadError
-from corral.agent.pycgroup import WorkerCgroup, cgroup_root, new_pool_name, remove_stale
+from corral.agent.pycgroup import WorkerCgroup, cgroup_root, new_pool_name, remove_pool, remove_stale
+from corral.agent.pyreap import remove_stale_workers, settle_orphans, stop_worker
 from corral.agent.pyworker import HEADER, Request, Response
 from corral.agent.runas import RunAs, RunAsError, make_task_dir
 from corral.agent.taskenv import base_env, identity_env, payload_env
@@ -68,9 +67,6 @@ class WorkerDied(Exception):
 
 
 WORKER_START_TIMEOUT_S = 60.0
-_KILL_POLL_S = 0.02
-_FREEZE_WAIT_S = 1.0
-_KILL_WAIT_S = 5.0
 _FENCED = "fenced"
 
 
@@ -277,6 +273,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Spawn all workers (the folders of workers still finishing a task of a previous agent stay)."""
+        await settle_orphans(self._work_dir)
         self._next_index = await asyncio.to_thread(self._remove_stale)
         self._folder.mkdir(parents=True, exist_ok=True)
         if self._run_as is not None:
@@ -286,38 +283,10 @@ class WorkerPool:
             self._release(worker)
 
     def _remove_stale(self) -> int:
-        """Remove what earlier workers left; the first free index (after those of live ones).
-
-        A worker holds the flock of ``worker-N.lock`` for its whole life (the pool hands it the
-        locked file): a lock that can be taken belongs to a worker that is gone.
-        """
+        """Remove what gone workers left (folders, cgroups); the first index free to use."""
         if self._cgroup_root is not None:
             remove_stale(self._cgroup_root)
-        busy: set[str] = set()
-        try:
-            entries = list(self._folder.iterdir())
-        except OSError:
-            return 0
-        for lock in [e for e in entries if e.suffix == ".lock"]:
-            try:
-                fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                lock.unlink(missing_ok=True)
-            except OSError:
-                busy.add(lock.stem)
-            finally:
-                os.close(fd)
-        for entry in entries:
-            if entry.suffix != ".lock" and entry.name not in busy:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-        indexes = [int(name.rpartition("-")[2]) for name in busy if name.rpartition("-")[2].isdigit()]
-        return max(indexes) + 1 if indexes else 0
+        return remove_stale_workers(self._folder)
 
     def _lock(self, index: int) -> int:
         """The locked ``worker-N.lock`` handed to worker ``index`` (held while any of it lives)."""
@@ -377,7 +346,7 @@ class WorkerPool:
                 **identity,
             )
         except BaseException as exc:
-            for fd in (req_w, resp_r, out_r, err_r):
+            for fd in (req_w, resp_r, out_r, err_r, lock):
                 os.close(fd)
             if cgroup is not None:
                 cgroup.remove()
@@ -385,8 +354,12 @@ class WorkerPool:
                 raise RunAsError(f"--run-as {run_as.name}: cannot start a python worker as that user: {exc}") from exc
             raise
         finally:
-            for fd in (req_r, resp_w, out_w, err_w, lock):
+            for fd in (req_r, resp_w, out_w, err_w):
                 os.close(fd)
+        # The worker's pid in its lock file: a restarted agent waits for it (settle_orphans).
+        with contextlib.suppress(OSError):
+            os.write(lock, f"{proc.pid}\n".encode())
+        os.close(lock)
         worker = PyWorker(index, proc, home, out_r, err_r, cgroup)
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", buffering=0))
         reader, _ = await loop.connect_read_pipe(lambda: _ResponseReader(worker), os.fdopen(resp_r, "rb", buffering=0))
@@ -521,6 +494,21 @@ class WorkerPool:
         )
         return PythonRun(self, worker, worker.send(request), redactor)
 
+    def detach(self) -> None:
+        """Let go of every worker without stopping it (the agent exits, its tasks live on).
+
+        A worker running a task takes it over (``supervise/<attempt_id>/``, then ``status.json``);
+        an idle one exits. The next agent's pool leaves their folders and cgroups alone.
+        """
+        self._closed = True
+        for _, waiter in self._waiters:
+            waiter.cancel()
+        for worker in self._all:
+            worker.alive = False
+            worker.close_pipes()
+        self._all.clear()
+        self._idle.clear()
+
     async def close(self) -> None:
         """Stop every worker (EOF first, then kill whatever did not exit)."""
         self._closed = True
@@ -539,67 +527,8 @@ class WorkerPool:
                 await asyncio.wait_for(worker.proc.wait(), 2.0)
             await self._reap(worker)
         await asyncio.to_thread(self._remove_stale)
-
-
-def _members(worker: PyWorker) -> list[psutil.Process]:
-    """The worker's live processes other than its template: its tree and its cgroup."""
-    found: dict[int, psutil.Process] = {}
-    with contextlib.suppress(psutil.Error):
-        for proc in psutil.Process(worker.pid).children(recursive=True):
-            found[proc.pid] = proc
-    if worker.cgroup is not None:
-        for pid in worker.cgroup.pids() - found.keys() - {worker.pid}:
-            with contextlib.suppress(psutil.Error):
-                found[pid] = psutil.Process(pid)
-    alive = []
-    for proc in found.values():
-        with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-    return alive
-
-
-def _signal(procs: list[psutil.Process], sig: signal.Signals) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(sig)
-
-
-async def stop_worker(worker: PyWorker, grace_s: float, *, force: bool) -> None:
-    """Kill a worker and everything it started; return once all of it is gone.
-
-    The template is stopped first (SIGSTOP): it stays alive as the subreaper that every orphan of
-    its tasks comes back to, and can neither reap nor fork. Then SIGTERM to the rest, up to
-    ``grace_s`` for them to exit (none without ``force``), and SIGKILL: the frozen cgroup at once
-    when there is one, else the template's tree until it is empty. Never a wait on a pipe.
-    """
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(worker.pid, signal.SIGSTOP)
-    if not force and grace_s > 0:
-        deadline = loop.time() + grace_s
-        signalled: set[int] = set()
-        while procs := _members(worker):
-            if loop.time() >= deadline:
-                break
-            _signal([p for p in procs if p.pid not in signalled], signal.SIGTERM)
-            signalled.update(p.pid for p in procs)
-            await asyncio.sleep(_KILL_POLL_S)
-    cgroup = worker.cgroup
-    if cgroup is not None:
-        cgroup.freeze(True)
-        deadline = loop.time() + _FREEZE_WAIT_S
-        while not cgroup.is_frozen() and loop.time() < deadline:
-            await asyncio.sleep(_KILL_POLL_S / 4)
-        cgroup.kill_all()
-        cgroup.freeze(False)
-    deadline = loop.time() + _KILL_WAIT_S
-    while (procs := _members(worker)) and loop.time() < deadline:
-        _signal(procs, signal.SIGKILL)
-        await asyncio.sleep(_KILL_POLL_S / 4)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(worker.pid, signal.SIGKILL)
-    await worker.proc.wait()
+        if self._cgroup_root is not None:
+            remove_pool(self._cgroup_root, self._pool_name)
 
 
 class PythonRun:

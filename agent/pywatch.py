@@ -330,10 +330,16 @@ class Watcher:
         """The agent died: supervise the running task to its end on our own, or exit when idle."""
         state, _keep, started, timeout_s, grace_s, attempt = self.shared.snapshot()
         unread = self.response_reader >= 0 and _readable(self.response_reader)
-        if (state == IDLE and not unread) or not attempt or not self.work_dir or "/" in attempt:
+        if (state == IDLE and not unread) or not self.work_dir or not _safe(attempt):
             kill_descendants()
             os._exit(0)
         control = os.path.join(self.work_dir, "supervise", attempt)
+        # Before anyone can find this supervisor: a stop request (SIGUSR1) must not kill it.
+        stop_requested = [False]
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGUSR1, lambda *_: stop_requested.__setitem__(0, True))
         try:
             os.makedirs(control, mode=0o700, exist_ok=True)
             lock = os.open(os.path.join(control, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -341,13 +347,10 @@ class Watcher:
             _write_text(os.path.join(control, "supervisor.pid"), f"{os.getpid()}\n")
             _write_text(os.path.join(control, "task.pid"), f"{pid}\n")
         except OSError:
+            # No control folder (e.g. --run-as: the task's user may not write there): nobody could
+            # adopt this task, so it dies with the agent, as before.
             kill_descendants()
             os._exit(1)
-        stop_requested = [False]
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGUSR1, lambda *_: stop_requested.__setitem__(0, True))
         poller = select.poll()
         for fd in (handoff, wake_r, *self.output_readers):
             poller.register(fd, select.POLLIN)
@@ -362,10 +365,10 @@ class Watcher:
                     child_ended = True
                 elif fd == self.response_reader:
                     frames += _read_some(fd)
-                elif fd == wake_r:
-                    _read_some(fd)
-                else:
-                    _read_some(fd)  # output nobody will read any more: drained, dropped
+                elif not _read_some(fd) and fd != wake_r:
+                    # Output nobody reads any more is drained and dropped (the worker does not know
+                    # the task's secrets to redact it on disk); at its end, stop watching it.
+                    poller.unregister(fd)
             if child_ended:
                 break
             reason, grace = self._orphan_stop_reason(control, stop_requested[0], started, timeout_s, grace_s)
@@ -433,6 +436,11 @@ class Watcher:
         else:
             result["error"] = f"python worker died (exit code {code})"
         return result
+
+
+def _safe(attempt_id: str) -> bool:
+    """Whether ``attempt_id`` can name a folder (it came through the agent, but stay careful)."""
+    return bool(attempt_id) and "/" not in attempt_id and "\0" not in attempt_id and attempt_id not in (".", "..")
 
 
 def _readable(fd: int) -> bool:

@@ -6,6 +6,7 @@ Real workers, real subprocesses, real cgroups (v1, as root; the cgroup cases ski
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -23,9 +24,11 @@ import psutil
 import pytest
 
 from corral.agent import pywatch
+from corral.agent.attempt import AttemptResult
 from corral.agent.executor import Executor
 from corral.agent.pycgroup import cgroup_root
 from corral.agent.pypool import WorkerPool
+from corral.agent.pyreap import settle_orphans
 from corral.v1 import types_pb2
 
 from .conftest import REPO, RecordingSink, eventually
@@ -191,6 +194,7 @@ _AGENT = """
 import asyncio, json, sys
 from pathlib import Path
 from corral.agent.pypool import WorkerPool
+from corral.agent.pyreap import settle_orphans
 from corral.v1 import types_pb2
 
 async def main():
@@ -336,3 +340,61 @@ def test_an_orphaned_worker_enforces_timeout_and_stop_requests(tmp_path: Path, o
     assert time.monotonic() - began < 3 * (timeout_s + GRACE_S), time.monotonic() - began
     lines.wait_reaped(set(started["pids"]))
     assert gone(sleeper)
+
+
+async def test_a_detached_pool_leaves_its_task_to_its_worker_and_the_next_pool_spares_it(tmp_path: Path) -> None:
+    first = WorkerPool(2, tmp_path, 1 << 20, [REPO], kill_grace_s=GRACE_S)
+    await first.start()
+    marker = tmp_path / "marker"
+    run = await first.start_task(task("d1", "mark_and_sleep", str(marker), 1.5, 9), False)
+    assert not isinstance(run, AttemptResult)
+    task_pid = int(await eventually(lambda: marker.exists() and marker.read_text(), what="the task"))
+    busy, idle = run.pid, next(pid for pid in first.pids if pid != run.pid)
+    first.detach()  # an agent going away without stopping its tasks
+    second = WorkerPool(1, tmp_path, 1 << 20, [REPO], kill_grace_s=GRACE_S)
+    try:
+        await second.start()
+        # By then the busy worker had registered its task for the adoption scan; its folder stays.
+        control = tmp_path / "supervise" / "d1"
+        assert int((control / "supervisor.pid").read_text()) == busy
+        assert busy not in second.pids and (tmp_path / "pyworkers" / "worker-0").is_dir()
+        status_file = control / "status.json"
+        status = await eventually(lambda: status_file.exists() and json.loads(status_file.read_text()))
+        assert status["outcome"] == "succeeded"
+        assert json.loads(status["result_json"]) == {"value": 9, "pid": task_pid}
+        await eventually(lambda: gone(busy) and gone(idle), what="the detached workers to exit")
+        # The second pool still works.
+        again = await second.start_task(task("d2", "mark_and_sleep", str(tmp_path / "m2"), 0, 1), False)
+        assert not isinstance(again, AttemptResult)
+        assert (await again.finish()).outcome == SUCCEEDED
+    finally:
+        await second.close()
+        for pid in (busy, idle, task_pid):
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+
+async def test_settling_waits_only_for_live_unregistered_workers(tmp_path: Path) -> None:
+    folder = tmp_path / "pyworkers"
+    folder.mkdir()
+    lock = folder / "worker-3.lock"
+    lock.write_text(f"{os.getpid()}\n")  # a live process, holding the lock below, not registered
+    fd = os.open(lock, os.O_RDONLY)
+    loop = asyncio.get_running_loop()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        began = loop.time()
+        await settle_orphans(tmp_path, timeout_s=0.3)
+        assert loop.time() - began >= 0.3  # waited for it, up to the bound
+        control = tmp_path / "supervise" / "a1"
+        control.mkdir(parents=True)
+        (control / "supervisor.pid").write_text(f"{os.getpid()}\n")
+        began = loop.time()
+        await settle_orphans(tmp_path, timeout_s=10)
+        assert loop.time() - began < 3.0  # registered: no wait
+    finally:
+        os.close(fd)
+    (tmp_path / "supervise" / "a1" / "supervisor.pid").unlink()
+    began = loop.time()
+    await settle_orphans(tmp_path, timeout_s=10)
+    assert loop.time() - began < 3.0  # the lock is free: that worker is gone
