@@ -66,6 +66,10 @@ class WorkerCgroup:
             return None
         return cgroup
 
+    def describe(self) -> dict[str, object]:
+        """{"version": 1, "dirs": {controller: folder}} (the shared ``cgroup.json`` format)."""
+        return {"version": 1, "dirs": {c: str(d) for c, d in zip(_CONTROLLERS, self.dirs, strict=True)}}
+
     def pids(self) -> set[int]:
         """Every process in the worker's cgroup."""
         found: set[int] = set()

@@ -315,7 +315,7 @@ class WorkerPool:
         supervision = {
             "work_dir": str(self._work_dir),
             "lease": str(self._work_dir / "lease"),
-            "cgroups": [str(d) for d in cgroup.dirs] if cgroup is not None else [],
+            "cgroup": cgroup.describe() if cgroup is not None else None,
             # The worker holds these read ends too: the agent's death breaks no pipe of a running task.
             "response_reader": resp_r,
             "output_readers": [out_r, err_r],

@@ -43,11 +43,13 @@ __all__ = [
     "Shared",
     "Watcher",
     "become_subreaper",
+    "die_with_parent",
     "kill_descendants",
     "kill_leftovers",
 ]
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
 #: How often the template looks at the lease (and, once the agent is gone, the timeout).
 TICK_S = 0.5
 _HEADER = struct.Struct("<I")
@@ -77,6 +79,14 @@ def become_subreaper() -> bool:
         return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); at once if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _boottime() -> float:
@@ -238,6 +248,7 @@ class Watcher:
         # of a running task (and read once it is gone).
         self.response_reader: int = int(config.get("response_reader", -1))
         self.output_readers: list[int] = [int(fd) for fd in config.get("output_readers", []) if int(fd) >= 0]
+        self.cgroup: dict[str, Any] | None = config.get("cgroup")
         self.seen_lease = False
         self.statuses: dict[int, int] = {}  # exit statuses of children reaped while stopping them
 
@@ -346,6 +357,9 @@ class Watcher:
             fcntl.flock(lock, fcntl.LOCK_EX)  # held until this process exits: "supervisor alive"
             _write_text(os.path.join(control, "supervisor.pid"), f"{os.getpid()}\n")
             _write_text(os.path.join(control, "task.pid"), f"{pid}\n")
+            if self.cgroup:
+                # Whoever finds this supervisor dead kills what is left of the worker through it.
+                _write_json(os.path.join(control, "cgroup.json"), self.cgroup)
         except OSError:
             # No control folder (e.g. --run-as: the task's user may not write there): nobody could
             # adopt this task, so it dies with the agent, as before.
@@ -383,6 +397,12 @@ class Watcher:
                 frames += chunk
         kill_descendants()
         status = self._status(pid, stopped, _last_frame(frames))
+        if status["result_json"] is not None:
+            # Also where the shell supervisor's readers look for a result (attempts/<id>/result.json).
+            with contextlib.suppress(OSError):
+                folder = os.path.join(self.work_dir, "attempts", attempt)
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+                _write_text(os.path.join(folder, "result.json"), status["result_json"])
         _write_json(os.path.join(control, "status.json"), status)
         os._exit(0)
 
@@ -423,6 +443,10 @@ class Watcher:
             "result_json": None,
             "ended_boot": _boottime(),
             "python": True,
+            # The shell supervisor's fields, so one reader serves both.
+            "stdout_line": "",
+            "stdout_line_size": 0,
+            "stderr_line": "",
         }
         if stopped is not None:
             result["outcome"] = _STOP_OUTCOMES[stopped]
@@ -432,7 +456,7 @@ class Watcher:
             if ok:
                 result.update(outcome="succeeded", exit_code=0, result_json=bytes(value).decode())
             else:
-                result.update(error=str(error), retryable=bool(retryable), exit_code=1)
+                result.update(error=str(error), retryable=bool(retryable), exit_code=1, stderr_line=str(error))
         else:
             result["error"] = f"python worker died (exit code {code})"
         return result

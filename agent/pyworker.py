@@ -6,7 +6,7 @@ agent reads (output is captured at the file-descriptor level, child processes in
 and responses are length-prefixed pickles on two dedicated pipes (never stdout, which belongs to the
 task). ``MODE ALLOW`` is the agent's python module rule (:class:`corral.agent.policy.ModuleRule`);
 the PATHs (--python-path) go first on ``sys.path``. ``SUP`` is a JSON object for the worker's
-supervision (:mod:`corral.agent.pywatch`): ``work_dir``, ``lease``, ``cgroups`` (folders to join),
+supervision (:mod:`corral.agent.pywatch`): ``work_dir``, ``lease``, ``cgroup`` (the folders to join),
 ``response_reader`` and ``output_readers`` (read ends this worker holds), ``lock`` (a held fd).
 
 Request: ``(payload_json, inputs, env, workflow_id, attempt_id, keep, timeout_s, grace_s)`` where
@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from corral.agent.policy import MAX_RESULT_BYTES, ModuleRule, over_limit
-from corral.agent.pywatch import Shared, Watcher, become_subreaper, kill_descendants, kill_leftovers
+from corral.agent.pywatch import Shared, Watcher, become_subreaper, die_with_parent, kill_descendants, kill_leftovers
 
 __all__ = ["HEADER", "Request", "Response", "main"]
 
@@ -333,6 +333,7 @@ def _fork_child(
 ) -> _Child:
     go_r, go_w = os.pipe()
     back_r, back_w = os.pipe()
+    template = os.getpid()
     pid = os.fork()
     if pid != 0:
         os.close(go_r)
@@ -340,8 +341,10 @@ def _fork_child(
         return _Child(pid, go_w, back_r)
     os.close(go_w)
     os.close(back_r)
-    # A subreaper too (not inherited through fork): what a task double-forks comes back here.
+    # A subreaper too (not inherited through fork): what a task double-forks comes back here. And it
+    # dies with the template, whatever kills that.
     become_subreaper()
+    die_with_parent(template)
     code = 0
     try:
         with os.fdopen(go_r, "rb", buffering=0) as go:
@@ -363,7 +366,7 @@ def _supervise_setup(config: dict[str, Any], pipes: tuple[int, ...]) -> None:
     inherited pipe away from programs tasks execute (a background program holding the response
     pipe must not keep it open)."""
     become_subreaper()
-    for folder in config.get("cgroups") or ():
+    for folder in ((config.get("cgroup") or {}).get("dirs") or {}).values():
         with contextlib.suppress(OSError), open(os.path.join(folder, "cgroup.procs"), "w") as file:
             file.write(str(os.getpid()))
     held = [config.get("response_reader", -1), config.get("lock", -1), *config.get("output_readers", ())]

@@ -136,6 +136,17 @@ async def test_what_a_task_leaves_behind_is_killed_before_its_answer(
     assert sink.pids["next"] == sink.pids["left"]  # the same worker: a normal end does not retire it
 
 
+async def test_the_task_process_dies_with_its_worker(setup: Setup, sink: RecordingSink, tmp_path: Path) -> None:
+    executor, pool = await setup()
+    marker = tmp_path / "marker"
+    executor.submit([task("w1", "mark_and_sleep", str(marker), 60)])
+    task_pid = int(await eventually(lambda: marker.exists() and marker.read_text(), what="the task"))
+    os.kill(pool.pids[0], signal.SIGKILL)  # the OOM killer, say
+    result = await sink.result("w1")
+    assert result.outcome == types_pb2.ATTEMPT_OUTCOME_FAILED and result.retryable, result
+    assert gone(task_pid)
+
+
 async def test_a_worker_past_its_lease_fences_its_task(setup: Setup, sink: RecordingSink, tmp_path: Path) -> None:
     executor, pool = await setup(cgroups=cgroup_root() is not None)
     worker_pid = pool.pids[0]
@@ -314,6 +325,9 @@ def test_a_task_outlives_its_agent_and_leaves_its_result(tmp_path: Path, orphan_
     assert status["outcome"] == "succeeded", status
     # The same process ran to the end.
     assert json.loads(status["result_json"]) == {"value": 5, "pid": task_pid}
+    # Also where the shared adoption code reads results, and the cgroup to clean up through.
+    assert (tmp_path / "attempts" / "a1" / "result.json").read_text() == status["result_json"]
+    assert (control / "cgroup.json").exists() is (cgroup_root() is not None)
     # Every process of the workers (the busy one, its task, the idle one) ended and was reaped.
     lines.wait_reaped(set(started["pids"]))
     assert all(gone(pid) for pid in (task_pid, *started["pids"]))
