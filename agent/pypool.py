@@ -66,6 +66,10 @@ class WorkerDied(Exception):
     """The worker process exited while running a task."""
 
 
+class _Stopping(Exception):
+    """Set on a task's response future by a stop request: finish() waits for the kill, not the pipe."""
+
+
 WORKER_START_TIMEOUT_S = 60.0
 _FENCED = "fenced"
 
@@ -542,8 +546,6 @@ class PythonRun:
         self._worker = worker
         self._response = response
         self._stop: StopReason | None = None
-        # Resolved by the first stop request: finish() then waits for the kill, not for the pipe.
-        self._stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stoppers: list[asyncio.Task[None]] = []
         self._out: PipeCapture | None = None
         self._err: PipeCapture | None = None
@@ -570,12 +572,12 @@ class PythonRun:
 
     def request_stop(self, reason: StopReason, *, force: bool, grace_s: float) -> None:
         """Kill the worker's process tree (SIGTERM, grace, SIGKILL); it is replaced afterwards."""
-        if self._response.done() or (self._stoppers and not force):
-            return
+        if (self._response.done() and self._stop is None) or (self._stoppers and not force):
+            return  # it has ended already, or a stop is under way and this one does not escalate
         if self._stop is None:
             self._stop = reason
-        if not self._stopping.done():
-            self._stopping.set_result(None)
+            # The worker's answer, should it still come, is ignored (the future is done).
+            self._response.set_exception(_Stopping())
         self._stoppers.append(asyncio.create_task(stop_worker(self._worker, grace_s, force=force)))
 
     def _end_output(self) -> None:
@@ -589,19 +591,15 @@ class PythonRun:
     async def finish(self) -> AttemptResult:
         """Wait for the task's response, the worker's death or the end of a stop; build the report."""
         worker = self._worker
-        if not self._response.done():
-            await asyncio.wait((self._response, self._stopping), return_when=asyncio.FIRST_COMPLETED)
-        response: Response | None = None
-        if self._response.done() and self._response.exception() is None:
-            response = self._response.result()
+        try:
+            response: Response | None = await self._response
+        except (WorkerDied, _Stopping):
+            response = None
         if response is not None and response[4] == _FENCED and self._stop is None:
             # The worker fenced itself (the agent's lease ran out): it killed the task and exits.
             self._stop = StopReason.FENCED
             self._stoppers.append(asyncio.create_task(stop_worker(worker, 0, force=True)))
         if response is None or self._stop is not None:
-            if not self._response.done():
-                # Nobody waits on the pipe any more: the worker is being killed.
-                self._response.cancel()
             for stopper in self._stoppers:
                 await stopper
             if self._stop is None:
