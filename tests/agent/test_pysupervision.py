@@ -26,7 +26,7 @@ import pytest
 from corral.agent import pywatch
 from corral.agent.attempt import AttemptResult
 from corral.agent.executor import Executor
-from corral.agent.pycgroup import cgroup_root
+from corral.agent.pycgroup import cgroup_root, remove_pool
 from corral.agent.pypool import WorkerPool
 from corral.agent.pyreap import settle_orphans
 from corral.v1 import types_pb2
@@ -364,6 +364,7 @@ async def test_a_detached_pool_leaves_its_task_to_its_worker_and_the_next_pool_s
     assert not isinstance(run, AttemptResult)
     task_pid = int(await eventually(lambda: marker.exists() and marker.read_text(), what="the task"))
     busy, idle = run.pid, next(pid for pid in first.pids if pid != run.pid)
+    cgroups = [w.cgroup for w in first._all if w.cgroup is not None]
     first.detach()  # an agent going away without stopping its tasks
     second = WorkerPool(1, tmp_path, 1 << 20, [REPO], kill_grace_s=GRACE_S)
     try:
@@ -386,6 +387,12 @@ async def test_a_detached_pool_leaves_its_task_to_its_worker_and_the_next_pool_s
         for pid in (busy, idle, task_pid):
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
+        await eventually(lambda: gone(busy) and gone(idle), what="the detached workers to exit")
+        for cgroup in cgroups:
+            cgroup.remove()
+        root = cgroup_root()
+        if root is not None:
+            remove_pool(root, first._pool_name)
 
 
 async def test_settling_waits_only_for_live_unregistered_workers(tmp_path: Path) -> None:
