@@ -72,6 +72,7 @@ class _Stopping(Exception):
 
 WORKER_START_TIMEOUT_S = 60.0
 _FENCED = "fenced"
+_REFUSED = "refused"
 
 
 class _ResponseReader(asyncio.Protocol):
@@ -614,9 +615,12 @@ class PythonRun:
                 return AttemptResult.stopped(self._stop)
             error = f"python worker died (exit code {code})" + (f": {tail}" if tail else "")
             return AttemptResult.failed(error, retryable=True, exit_code=code)
-        ok, result, error, retryable, _ = response
+        ok, result, error, retryable, stop = response
         self._end_output()
         self._pool._release(worker)
+        if stop == _REFUSED:
+            # Never started (the lease had expired): the worker stays, the attempt is fenced.
+            return AttemptResult.stopped(StopReason.FENCED, "not started")
         if ok:
             return AttemptResult(_SUCCEEDED, result_json=result)
         if self._redactor is not None:

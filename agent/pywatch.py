@@ -60,6 +60,8 @@ IDLE, RUNNING, FINISHING, RESPONDING, ABORTED = 0, 1, 2, 3, 4
 _TASK = struct.Struct("<BBxxxxxxddd128s")
 # Set by the template when it stops the running task: the child must not answer it.
 _STOP_AT = 256
+# Set by the template while the agent's lease is expired: the child starts no ``stop`` task.
+_EXPIRED_AT = 257
 _SIZE = 512
 _POLL_S = 0.02
 
@@ -129,6 +131,10 @@ class Shared:
         """The answer is written."""
         self.mem[0] = IDLE
 
+    def expired(self) -> bool:
+        """Whether the agent's lease was expired at the template's last look (a memory read)."""
+        return self.mem[_EXPIRED_AT] == 1
+
     # -- the template's side ------------------------------------------------------------------------
 
     def snapshot(self) -> tuple[int, bool, float, float, float, str]:
@@ -147,6 +153,10 @@ class Shared:
     def set_stop(self, value: bool) -> None:
         """Tell the child not to answer the task it runs (or no longer)."""
         self.mem[_STOP_AT] = 1 if value else 0
+
+    def set_expired(self, value: bool) -> None:
+        """Publish whether the agent's lease is expired."""
+        self.mem[_EXPIRED_AT] = 1 if value else 0
 
 
 def reap() -> None:
@@ -279,16 +289,25 @@ class Watcher:
         except ChildProcessError:
             return 0
 
-    def _lease_expired(self) -> bool:
-        state, keep, *_ = self.shared.snapshot()
-        if state not in (RUNNING, FINISHING) or keep or not self.lease_path:
+    def refresh_lease(self) -> bool:
+        """Read the lease file, publish whether it is expired (for the child), return that."""
+        if not self.lease_path:
             return False
         deadline = _read_lease(self.lease_path)
         if deadline is None:
             # No lease yet (an agent that never had one), unless one was there before: then gone.
-            return self.seen_lease
-        self.seen_lease = True
-        return _boottime() > deadline
+            expired = self.seen_lease
+        else:
+            self.seen_lease = True
+            expired = _boottime() > deadline
+        self.shared.set_expired(expired)
+        return expired
+
+    def _lease_expired(self) -> bool:
+        """Whether a ``stop`` task runs past the lease (the lease is looked at every tick)."""
+        expired = self.refresh_lease()
+        state, keep, *_ = self.shared.snapshot()
+        return expired and state in (RUNNING, FINISHING) and not keep
 
     def _stop_task(self, pid: int, grace_s: float) -> bool:
         """Stop the task the child runs; False when it had already ended (its answer stands).

@@ -276,6 +276,11 @@ def _serve(
         elif frame_workflow != workflow:
             _write_all_fd(handoff, frame)
             return
+        if not keep and shared.expired():
+            # Cut off from the controller: a ``stop`` task may be running elsewhere by now.
+            _reply(responses, (False, b"", "fenced: not started, the agent's lease had expired", True, "refused"))
+            frame = _read_frame(requests)
+            continue
         env.apply(task_env)
         os.chdir(home)
         if sys.path != initial_path:
@@ -299,11 +304,14 @@ def _serve(
         kill_leftovers()
         if not shared.may_answer():
             return  # the worker is stopping this task (fenced): it answers, this process exits
-        reply: Response = (ok, result, error, retryable, "")
-        reply_frame = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        _write_all(responses, HEADER.pack(len(reply_frame)) + reply_frame)
+        _reply(responses, (ok, result, error, retryable, ""))
         shared.idle()
         frame = _read_frame(requests)
+
+
+def _reply(responses: BinaryIO, reply: Response) -> None:
+    frame = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_all(responses, HEADER.pack(len(frame)) + frame)
 
 
 def _write_all_fd(fd: int, data: bytes) -> None:
@@ -422,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     pending = _read_frame(requests)
     while pending is not None:
         active = standby
+        # A fresh look before a new child starts its first task (the tick may be up to 0.5 s old).
+        watcher.refresh_lease()
         _write_all_fd(active.go, pending)
         os.close(active.go)
         standby = fork()

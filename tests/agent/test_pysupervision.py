@@ -150,12 +150,14 @@ async def test_the_task_process_dies_with_its_worker(setup: Setup, sink: Recordi
 async def test_a_worker_past_its_lease_fences_its_task(setup: Setup, sink: RecordingSink, tmp_path: Path) -> None:
     executor, pool = await setup(cgroups=cgroup_root() is not None)
     worker_pid = pool.pids[0]
-    (tmp_path / "lease").write_text(f"{pywatch._boottime() - 10:.3f}\n")
+    lease = tmp_path / "lease"
+    lease.write_text(f"{pywatch._boottime() + 600:.3f}\n")
     marker = tmp_path / "marker"
     executor.submit([task("f1", "mark_and_sleep", str(marker), 60)])
     task_pid = int((await eventually(lambda: marker.exists() and marker.read_text(), what="the task")) or 0)
     loop = asyncio.get_running_loop()
     began = loop.time()
+    lease.write_text(f"{pywatch._boottime() - 1:.3f}\n")  # the agent stopped renewing it
     result = await sink.result("f1")
     # A lease look every 0.5 s; SIGTERM ends the sleeping task at once.
     assert loop.time() - began < 3 * (pywatch.TICK_S + GRACE_S), loop.time() - began
@@ -163,6 +165,21 @@ async def test_a_worker_past_its_lease_fences_its_task(setup: Setup, sink: Recor
     assert gone(task_pid) and gone(worker_pid)
     # The fenced worker retired itself; a fresh one replaces it.
     await eventually(lambda: pool.pids and pool.pids != [worker_pid], what="a replacement worker")
+
+
+async def test_a_stop_task_is_not_started_past_the_lease(setup: Setup, sink: RecordingSink, tmp_path: Path) -> None:
+    executor, pool = await setup()
+    worker_pid = pool.pids[0]
+    (tmp_path / "lease").write_text(f"{pywatch._boottime() - 10:.3f}\n")
+    marker = tmp_path / "marker"
+    executor.submit([task("r1", "mark_and_sleep", str(marker), 0)])
+    result = await sink.result("r1")
+    assert result.outcome == FENCED and result.error == "fenced: not started", result
+    assert not marker.exists()  # the function never ran
+    # The worker stays; a keep task still runs on it.
+    executor.submit([task("r2", "mark_and_sleep", str(marker), 0, 2, keep=True)])
+    assert (await sink.result("r2")).outcome == SUCCEEDED
+    assert pool.pids == [worker_pid] and sink.pids["r2"] == worker_pid
 
 
 async def test_a_keep_task_runs_through_an_expired_lease(setup: Setup, sink: RecordingSink, tmp_path: Path) -> None:
