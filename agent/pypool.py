@@ -42,7 +42,7 @@ from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.output import PipeCapture, Redactor
 from corral.agent.policy import ExecPolicy, PayloadError
 from corral.agent.pycgroup import WorkerCgroup, cgroup_root, new_pool_name, remove_pool, remove_stale
-from corral.agent.pyreap import remove_stale_workers, settle_orphans, stop_worker
+from corral.agent.pyreap import lock_name, remove_stale_workers, settle_orphans, stop_worker
 from corral.agent.pyworker import HEADER, Request, Response
 from corral.agent.runas import RunAs, RunAsError, make_task_dir
 from corral.agent.taskenv import base_env, identity_env, payload_env
@@ -294,8 +294,9 @@ class WorkerPool:
         return remove_stale_workers(self._folder)
 
     def _lock(self, index: int) -> int:
-        """The locked ``worker-N.lock`` handed to worker ``index`` (held while any of it lives)."""
-        fd = os.open(self._folder / f"worker-{index}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """The locked lock file handed to worker ``index`` (held while any of it lives)."""
+        path = self._folder / lock_name(index, os.getpid())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
@@ -361,9 +362,6 @@ class WorkerPool:
         finally:
             for fd in (req_r, resp_w, out_w, err_w):
                 os.close(fd)
-        # The worker's pid in its lock file: a restarted agent waits for it (settle_orphans).
-        with contextlib.suppress(OSError):
-            os.write(lock, f"{proc.pid}\n".encode())
         os.close(lock)
         worker = PyWorker(index, proc, home, out_r, err_r, cgroup)
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", buffering=0))
@@ -432,7 +430,7 @@ class WorkerPool:
         await stop_worker(worker, 0, force=True)
         await asyncio.to_thread(shutil.rmtree, worker.home, True)
         with contextlib.suppress(OSError):
-            (self._folder / f"worker-{worker.index}.lock").unlink()
+            (self._folder / lock_name(worker.index, os.getpid())).unlink()
         if worker.cgroup is not None:
             worker.cgroup.remove()
 

@@ -21,7 +21,7 @@ import structlog
 if TYPE_CHECKING:
     from corral.agent.pypool import PyWorker
 
-__all__ = ["ORPHAN_SETTLE_S", "remove_stale_workers", "settle_orphans", "stop_worker"]
+__all__ = ["ORPHAN_SETTLE_S", "lock_name", "remove_stale_workers", "settle_orphans", "stop_worker"]
 
 log = structlog.get_logger("corral.agent.pyreap")
 
@@ -32,14 +32,22 @@ _KILL_WAIT_S = 5.0
 ORPHAN_SETTLE_S = 3.0
 
 
+def lock_name(index: int, agent_pid: int) -> str:
+    """``worker-<index>.<agent pid>.lock``: held by the worker for its whole life, empty until the
+    worker outlives its agent and takes its task over (then it holds the worker's pid)."""
+    return f"worker-{index}.{agent_pid}.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _orphans_unsettled(work_dir: Path) -> bool:
-    """Whether a worker of an earlier agent is alive but has not (yet) registered its task."""
+    """Whether a worker whose agent is gone is alive but has not (yet) registered its task."""
     folder = work_dir / "pyworkers"
-    registered: set[int] = set()
-    with contextlib.suppress(OSError):
-        for control in (work_dir / "supervise").iterdir():
-            with contextlib.suppress(OSError, ValueError):
-                registered.add(int((control / "supervisor.pid").read_text()))
     try:
         locks = [entry for entry in folder.iterdir() if entry.suffix == ".lock"]
     except OSError:
@@ -56,12 +64,12 @@ def _orphans_unsettled(work_dir: Path) -> bool:
             pass
         finally:
             os.close(fd)
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(lock.read_text())
-            if pid not in registered and psutil.pid_exists(pid):
-                with contextlib.suppress(psutil.Error):
-                    if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                        return True
+        agent = lock.name.split(".")[1] if lock.name.count(".") == 2 else ""
+        if agent.isdigit() and _alive(int(agent)):
+            continue  # a worker of a live pool
+        with contextlib.suppress(OSError):
+            if not lock.read_text().strip():
+                return True  # held, its agent gone, its task not registered yet
     return False
 
 
@@ -145,8 +153,8 @@ async def stop_worker(worker: PyWorker, grace_s: float, *, force: bool) -> None:
 def remove_stale_workers(folder: Path) -> int:
     """Remove the folders and lock files gone workers left in ``folder``; the first free index.
 
-    A worker holds the flock of ``worker-N.lock`` for its whole life (the pool hands it the
-    locked file): a lock that can be taken belongs to a worker that is gone.
+    A worker holds the flock of its lock file (:func:`lock_name`) for its whole life (the pool
+    hands it the locked file): a lock that can be taken belongs to a worker that is gone.
     """
     busy: set[str] = set()
     try:
@@ -162,7 +170,7 @@ def remove_stale_workers(folder: Path) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             lock.unlink(missing_ok=True)
         except OSError:
-            busy.add(lock.stem)
+            busy.add(lock.name.split(".")[0])
         finally:
             os.close(fd)
     for entry in entries:

@@ -259,6 +259,7 @@ class Watcher:
         self.response_reader: int = int(config.get("response_reader", -1))
         self.output_readers: list[int] = [int(fd) for fd in config.get("output_readers", []) if int(fd) >= 0]
         self.cgroup: dict[str, Any] | None = config.get("cgroup")
+        self.lock_fd = int(config.get("lock", -1))
         self.seen_lease = False
         self.statuses: dict[int, int] = {}  # exit statuses of children reaped while stopping them
 
@@ -379,6 +380,9 @@ class Watcher:
             if self.cgroup:
                 # Whoever finds this supervisor dead kills what is left of the worker through it.
                 _write_json(os.path.join(control, "cgroup.json"), self.cgroup)
+            if self.lock_fd >= 0:
+                # Registered: a restarted agent waiting for its old workers (settle_orphans) may go on.
+                os.write(self.lock_fd, f"{os.getpid()}\n".encode())
         except OSError:
             # No control folder (e.g. --run-as: the task's user may not write there): nobody could
             # adopt this task, so it dies with the agent, as before.

@@ -338,6 +338,9 @@ def test_a_task_outlives_its_agent_and_leaves_its_result(tmp_path: Path, orphan_
     assert int(_wait_file(control / "supervisor.pid")) == started["worker"]
     assert _lock_held(control / "lock")
     assert not (control / "status.json").exists()
+    # Its worker lock says it took its task over (a restarted agent's settle_orphans waits for that).
+    locks = {p.read_text().strip() for p in (tmp_path / "pyworkers").glob(f"worker-*.{agent_pid}.lock")}
+    assert locks == {str(started["worker"]), ""}  # the busy worker; the idle one wrote nothing
     status = json.loads(_wait_file(control / "status.json"))
     assert status["outcome"] == "succeeded", status
     # The same process ran to the end.
@@ -386,10 +389,12 @@ async def test_a_detached_pool_leaves_its_task_to_its_worker_and_the_next_pool_s
     second = WorkerPool(1, tmp_path, 1 << 20, [REPO], kill_grace_s=GRACE_S)
     try:
         await second.start()
-        # By then the busy worker had registered its task for the adoption scan; its folder stays.
+        # The busy worker registers its task for the adoption scan; its folder stays.
         control = tmp_path / "supervise" / "d1"
+        await eventually(lambda: (control / "supervisor.pid").exists(), what="the registration")
         assert int((control / "supervisor.pid").read_text()) == busy
         assert busy not in second.pids and (tmp_path / "pyworkers" / "worker-0").is_dir()
+        assert list((tmp_path / "pyworkers").glob(f"worker-*.{os.getpid()}.lock"))
         status_file = control / "status.json"
         status = await eventually(lambda: status_file.exists() and json.loads(status_file.read_text()))
         assert status["outcome"] == "succeeded"
@@ -412,27 +417,31 @@ async def test_a_detached_pool_leaves_its_task_to_its_worker_and_the_next_pool_s
             remove_pool(root, first._pool_name)
 
 
-async def test_settling_waits_only_for_live_unregistered_workers(tmp_path: Path) -> None:
+async def test_settling_waits_only_for_unregistered_workers_of_a_dead_agent(tmp_path: Path) -> None:
     folder = tmp_path / "pyworkers"
     folder.mkdir()
-    lock = folder / "worker-3.lock"
-    lock.write_text(f"{os.getpid()}\n")  # a live process, holding the lock below, not registered
-    fd = os.open(lock, os.O_RDONLY)
+    gone_pid = psutil.Popen(["true"])  # a finished process: its pid is that of a dead agent
+    gone_pid.wait()
+    live_lock = folder / f"worker-0.{os.getpid()}.lock"  # a worker of a live pool: never waited for
+    orphan_lock = folder / f"worker-3.{gone_pid.pid}.lock"
+    live_lock.touch()
+    orphan_lock.touch()
+    fds = [os.open(live_lock, os.O_RDWR), os.open(orphan_lock, os.O_RDWR)]
     loop = asyncio.get_running_loop()
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        for fd in fds:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         began = loop.time()
         await settle_orphans(tmp_path, timeout_s=0.3)
-        assert loop.time() - began >= 0.3  # waited for it, up to the bound
-        control = tmp_path / "supervise" / "a1"
-        control.mkdir(parents=True)
-        (control / "supervisor.pid").write_text(f"{os.getpid()}\n")
+        assert loop.time() - began >= 0.3  # waited for the orphan, up to the bound
+        os.write(fds[1], b"12345\n")  # what the orphan writes once its task is registered
         began = loop.time()
         await settle_orphans(tmp_path, timeout_s=10)
-        assert loop.time() - began < 3.0  # registered: no wait
+        assert loop.time() - began < 3.0
+        os.ftruncate(fds[1], 0)
     finally:
-        os.close(fd)
-    (tmp_path / "supervise" / "a1" / "supervisor.pid").unlink()
+        for fd in fds:
+            os.close(fd)
     began = loop.time()
     await settle_orphans(tmp_path, timeout_s=10)
     assert loop.time() - began < 3.0  # the lock is free: that worker is gone
