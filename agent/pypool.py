@@ -11,18 +11,25 @@ child per workflow from its clean template process and empties its folder betwee
 is visible to the next. The pool prefers a worker whose child already serves the task's workflow
 (no fork at all). A worker whose task timed out or was cancelled is killed with its whole process
 tree and replaced.
+
+Each worker supervises its tasks itself (:mod:`corral.agent.pywatch`: subreaper, self-fencing on the
+lease file ``<work_dir>/lease``, finishing a task on its own when the agent dies) and lives in a
+cgroup of its own when the host has one (:mod:`corral.agent.pycgroup`). The pool kills a worker by
+stopping its template first (SIGSTOP: it stays the process everything its tasks orphaned comes back
+to), SIGTERM to the rest, the grace, then freeze + SIGKILL of the cgroup (or of the template's whole
+tree); it never waits on a pipe for that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import pickle
 import select
 import shutil
-import signal
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -34,7 +41,8 @@ import structlog
 from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.output import PipeCapture, Redactor
 from corral.agent.policy import ExecPolicy, PayloadError
-from corral.agent.proctree import terminate_tree
+from corral.agent.pycgroup import WorkerCgroup, cgroup_root, new_pool_name, remove_pool, remove_stale
+from corral.agent.pyreap import lock_name, remove_stale_workers, settle_orphans, stop_worker
 from corral.agent.pyworker import HEADER, Request, Response
 from corral.agent.runas import RunAs, RunAsError, make_task_dir
 from corral.agent.taskenv import base_env, identity_env, payload_env
@@ -58,7 +66,13 @@ class WorkerDied(Exception):
     """The worker process exited while running a task."""
 
 
+class _Stopping(Exception):
+    """Set on a task's response future by a stop request: finish() waits for the kill, not the pipe."""
+
+
 WORKER_START_TIMEOUT_S = 60.0
+_FENCED = "fenced"
+_REFUSED = "refused"
 
 
 class _ResponseReader(asyncio.Protocol):
@@ -91,11 +105,20 @@ class _ResponseReader(asyncio.Protocol):
 class PyWorker:
     """One warm worker process, its request/response pipes and its output pipes."""
 
-    def __init__(self, index: int, proc: asyncio.subprocess.Process, home: Path, out_fd: int, err_fd: int) -> None:
+    def __init__(
+        self,
+        index: int,
+        proc: asyncio.subprocess.Process,
+        home: Path,
+        out_fd: int,
+        err_fd: int,
+        cgroup: WorkerCgroup | None = None,
+    ) -> None:
         self.index = index
         self.proc = proc
         self.pid = proc.pid
         self.home = home
+        self.cgroup = cgroup
         self.alive = True
         # The workflow this worker serves (None until its first task).
         self.workflow: str | None = None
@@ -225,8 +248,12 @@ class WorkerPool:
         policy: ExecPolicy | None = None,
         passed_env: Mapping[str, str] | None = None,
         run_as: RunAs | None = None,
+        kill_grace_s: float = 10.0,
     ) -> None:
         self.size = size
+        #: SIGTERM to SIGKILL when the worker stops a task itself (fenced, or its agent gone).
+        self.kill_grace_s = kill_grace_s
+        self._work_dir = work_dir.resolve()
         self._folder = work_dir / "pyworkers"
         self._cap = output_cap
         self._paths = [str(Path(p).resolve()) for p in python_paths]
@@ -241,6 +268,8 @@ class WorkerPool:
         self._checked: dict[bytes, str] = {}
         self._closed = False
         self._next_index = 0
+        self._cgroup_root = cgroup_root()
+        self._pool_name = new_pool_name()
 
     @property
     def pids(self) -> list[int]:
@@ -248,14 +277,28 @@ class WorkerPool:
         return sorted(w.pid for w in self._all)
 
     async def start(self) -> None:
-        """Spawn all workers."""
-        shutil.rmtree(self._folder, ignore_errors=True)
+        """Spawn all workers (the folders of workers still finishing a task of a previous agent stay)."""
+        await settle_orphans(self._work_dir)
+        self._next_index = await asyncio.to_thread(self._remove_stale)
         self._folder.mkdir(parents=True, exist_ok=True)
         if self._run_as is not None:
             self._folder.chmod(0o711)
         workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
         for worker in workers:
             self._release(worker)
+
+    def _remove_stale(self) -> int:
+        """Remove what gone workers left (folders, cgroups); the first index free to use."""
+        if self._cgroup_root is not None:
+            remove_stale(self._cgroup_root)
+        return remove_stale_workers(self._folder)
+
+    def _lock(self, index: int) -> int:
+        """The locked lock file handed to worker ``index`` (held while any of it lives)."""
+        path = self._folder / lock_name(index, os.getpid())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
 
     async def _spawn(self) -> PyWorker:
         index = self._next_index
@@ -265,11 +308,25 @@ class WorkerPool:
         shutil.rmtree(home, ignore_errors=True)
         make_task_dir(home, self._run_as)
         make_task_dir(home / "tmp", self._run_as)
+        run_as = self._run_as
+        cgroup = None
+        if self._cgroup_root is not None:
+            uid = run_as.uid if run_as is not None else None
+            cgroup = WorkerCgroup.create(self._cgroup_root, self._pool_name, index, uid)
+        lock = self._lock(index)
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        run_as = self._run_as
+        supervision = {
+            "work_dir": str(self._work_dir),
+            "lease": str(self._work_dir / "lease"),
+            "cgroup": cgroup.describe() if cgroup is not None else None,
+            # The worker holds these read ends too: the agent's death breaks no pipe of a running task.
+            "response_reader": resp_r,
+            "output_readers": [out_r, err_r],
+            "lock": lock,
+        }
         identity: dict[str, Any] = {}
         if run_as is not None:
             identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
@@ -282,27 +339,31 @@ class WorkerPool:
                 "corral.agent.pyworker",
                 str(req_r),
                 str(resp_w),
+                json.dumps(supervision),
                 *self._policy.modules.to_args(),
                 *self._paths,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=err_w,
-                pass_fds=(req_r, resp_w),
+                pass_fds=(req_r, resp_w, resp_r, out_r, err_r, lock),
                 start_new_session=True,
                 cwd=home,
                 env=base_env(home, self._passed_env),
                 **identity,
             )
         except BaseException as exc:
-            for fd in (req_w, resp_r, out_r, err_r):
+            for fd in (req_w, resp_r, out_r, err_r, lock):
                 os.close(fd)
+            if cgroup is not None:
+                cgroup.remove()
             if run_as is not None and isinstance(exc, PermissionError):
                 raise RunAsError(f"--run-as {run_as.name}: cannot start a python worker as that user: {exc}") from exc
             raise
         finally:
             for fd in (req_r, resp_w, out_w, err_w):
                 os.close(fd)
-        worker = PyWorker(index, proc, home, out_r, err_r)
+        os.close(lock)
+        worker = PyWorker(index, proc, home, out_r, err_r, cgroup)
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", buffering=0))
         reader, _ = await loop.connect_read_pipe(lambda: _ResponseReader(worker), os.fdopen(resp_r, "rb", buffering=0))
         worker._writer = writer
@@ -364,14 +425,14 @@ class WorkerPool:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    @staticmethod
-    async def _reap(worker: PyWorker) -> None:
-        # Whatever a task left running in the worker's session goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(worker.pid, signal.SIGKILL)
-        await terminate_tree(worker.pid, 0, force=True)
-        await worker.proc.wait()
+    async def _reap(self, worker: PyWorker) -> None:
+        # Whatever a task left running in the worker's cgroup or tree goes with it.
+        await stop_worker(worker, 0, force=True)
         await asyncio.to_thread(shutil.rmtree, worker.home, True)
+        with contextlib.suppress(OSError):
+            (self._folder / lock_name(worker.index, os.getpid())).unlink()
+        if worker.cgroup is not None:
+            worker.cgroup.remove()
 
     def _check(self, assignment: types_pb2.TaskAssignment) -> dict[str, str]:
         """Check the payload against the policy; the payload's own env (secrets resolved)."""
@@ -424,9 +485,32 @@ class WorkerPool:
         worker.begin(self._cap, secrets)
         inputs = dict(assignment.inputs_json) if assignment.inputs_json else None
         redactor = Redactor(secrets) if secrets else None
-        return PythonRun(
-            self, worker, worker.send((assignment.payload_json, inputs, env, assignment.workflow_id)), redactor
+        request: Request = (
+            assignment.payload_json,
+            inputs,
+            env,
+            assignment.workflow_id,
+            assignment.attempt_id.encode(),
+            assignment.on_disconnect == types_pb2.ON_DISCONNECT_KEEP,
+            assignment.timeout_s,
+            self.kill_grace_s,
         )
+        return PythonRun(self, worker, worker.send(request), redactor)
+
+    def detach(self) -> None:
+        """Let go of every worker without stopping it (the agent exits, its tasks live on).
+
+        A worker running a task takes it over (``supervise/<attempt_id>/``, then ``status.json``);
+        an idle one exits. The next agent's pool leaves their folders and cgroups alone.
+        """
+        self._closed = True
+        for _, waiter in self._waiters:
+            waiter.cancel()
+        for worker in self._all:
+            worker.alive = False
+            worker.close_pipes()
+        self._all.clear()
+        self._idle.clear()
 
     async def close(self) -> None:
         """Stop every worker (EOF first, then kill whatever did not exit)."""
@@ -442,12 +526,12 @@ class WorkerPool:
         for worker in workers:
             worker.close_pipes()
         for worker in workers:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.proc.wait(), 2.0)
-            except TimeoutError:
-                await terminate_tree(worker.pid, 0, force=True)
-                await worker.proc.wait()
-        await asyncio.to_thread(shutil.rmtree, self._folder, True)
+            await self._reap(worker)
+        await asyncio.to_thread(self._remove_stale)
+        if self._cgroup_root is not None:
+            remove_pool(self._cgroup_root, self._pool_name)
 
 
 class PythonRun:
@@ -487,11 +571,13 @@ class PythonRun:
 
     def request_stop(self, reason: StopReason, *, force: bool, grace_s: float) -> None:
         """Kill the worker's process tree (SIGTERM, grace, SIGKILL); it is replaced afterwards."""
-        if self._response.done() or (self._stoppers and not force):
-            return
+        if (self._response.done() and self._stop is None) or (self._stoppers and not force):
+            return  # it has ended already, or a stop is under way and this one does not escalate
         if self._stop is None:
             self._stop = reason
-        self._stoppers.append(asyncio.create_task(terminate_tree(self._worker.pid, grace_s, force=force)))
+            # The worker's answer, should it still come, is ignored (the future is done).
+            self._response.set_exception(_Stopping())
+        self._stoppers.append(asyncio.create_task(stop_worker(self._worker, grace_s, force=force)))
 
     def _end_output(self) -> None:
         worker = self._worker
@@ -502,18 +588,22 @@ class PythonRun:
                 capture.end()
 
     async def finish(self) -> AttemptResult:
-        """Wait for the task's response (or the worker's death) and build the report."""
+        """Wait for the task's response, the worker's death or the end of a stop; build the report."""
         worker = self._worker
         try:
             response: Response | None = await self._response
-        except WorkerDied:
+        except (WorkerDied, _Stopping):
             response = None
+        if response is not None and response[4] == _FENCED and self._stop is None:
+            # The worker fenced itself (the agent's lease ran out): it killed the task and exits.
+            self._stop = StopReason.FENCED
+            self._stoppers.append(asyncio.create_task(stop_worker(worker, 0, force=True)))
         if response is None or self._stop is not None:
             for stopper in self._stoppers:
                 await stopper
             if self._stop is None:
                 # Died by itself (os._exit, a crash, the OOM killer): finish off its children.
-                await terminate_tree(worker.pid, 0, force=True)
+                await stop_worker(worker, 0, force=True)
             code = await worker.proc.wait()
             worker.drain()
             self._end_output()
@@ -523,9 +613,12 @@ class PythonRun:
                 return AttemptResult.stopped(self._stop)
             error = f"python worker died (exit code {code})" + (f": {tail}" if tail else "")
             return AttemptResult.failed(error, retryable=True, exit_code=code)
-        ok, result, error, retryable = response
+        ok, result, error, retryable, stop = response
         self._end_output()
         self._pool._release(worker)
+        if stop == _REFUSED:
+            # Never started (the lease had expired): the worker stays, the attempt is fenced.
+            return AttemptResult.stopped(StopReason.FENCED, "not started")
         if ok:
             return AttemptResult(_SUCCEEDED, result_json=result)
         if self._redactor is not None:

@@ -1,15 +1,22 @@
 """A warm python worker: the child process that runs ``module:function`` tasks one after another.
 
-Started by the agent as ``python -I -m corral.agent.pyworker REQ_FD RESP_FD MODE ALLOW [PATH...]``
+Started by the agent as ``python -I -m corral.agent.pyworker REQ_FD RESP_FD SUP MODE ALLOW [PATH...]``
 in its own session, in its own folder, from a clean environment, with stdout/stderr on pipes the
 agent reads (output is captured at the file-descriptor level, child processes included). Requests
 and responses are length-prefixed pickles on two dedicated pipes (never stdout, which belongs to the
 task). ``MODE ALLOW`` is the agent's python module rule (:class:`corral.agent.policy.ModuleRule`);
-the PATHs (--python-path) go first on ``sys.path``.
+the PATHs (--python-path) go first on ``sys.path``. ``SUP`` is a JSON object for the worker's
+supervision (:mod:`corral.agent.pywatch`): ``work_dir``, ``lease``, ``cgroup`` (the folders to join),
+``response_reader`` and ``output_readers`` (read ends this worker holds), ``lock`` (a held fd).
 
-Request: ``(payload_json, inputs, env, workflow_id)`` where ``inputs`` maps dependency names to
-result JSON bytes and ``env`` holds the task's own variables (CORRAL_*, CUDA_VISIBLE_DEVICES,
-payload env). Response: ``(ok, result_json, error, retryable)``.
+Request: ``(payload_json, inputs, env, workflow_id, attempt_id, keep, timeout_s, grace_s)`` where
+``inputs`` maps dependency names to result JSON bytes and ``env`` holds the task's own variables
+(CORRAL_*, CUDA_VISIBLE_DEVICES, payload env). Response: ``(ok, result_json, error, retryable,
+stop)``; ``stop`` is "" unless the worker stopped the task itself ("fenced").
+
+The worker supervises its tasks (:mod:`corral.agent.pywatch`): it is a child subreaper, kills what a
+task leaves behind, fences a task when the agent's lease runs out and finishes a task on its own
+(``status.json``) when the agent dies.
 
 The worker process itself only imports and forks: each workflow's tasks run in a child of their
 own (see :func:`main`), so nothing of one workflow is seen by the next. Between tasks of one
@@ -38,13 +45,16 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from corral.agent.policy import MAX_RESULT_BYTES, ModuleRule, over_limit
+from corral.agent.pywatch import Shared, Watcher, become_subreaper, die_with_parent, kill_descendants, kill_leftovers
 
 __all__ = ["HEADER", "Request", "Response", "main"]
 
 HEADER = struct.Struct("<I")
 
-Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str]
-Response = tuple[bool, bytes, str, bool]
+#: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s)
+Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
+#: (ok, result JSON, error, retryable, stop: "" or the reason the worker stopped the task, e.g. "fenced")
+Response = tuple[bool, bytes, str, bool, str]
 
 
 class _Permanent(Exception):
@@ -247,6 +257,7 @@ def _serve(
     home: str,
     stdout: Any,
     stderr: Any,
+    shared: Shared,
 ) -> None:
     """The child of one workflow: run its tasks until a task of another workflow arrives.
 
@@ -257,17 +268,25 @@ def _serve(
     frame: bytes | None = first
     workflow: str | None = None
     while frame is not None:
-        payload_json, inputs_raw, task_env, frame_workflow = pickle.loads(frame[HEADER.size :])
+        payload_json, inputs_raw, task_env, frame_workflow, attempt_id, keep, timeout_s, grace_s = pickle.loads(
+            frame[HEADER.size :]
+        )
         if workflow is None:
             workflow = frame_workflow
         elif frame_workflow != workflow:
             _write_all_fd(handoff, frame)
             return
+        if not keep and shared.expired():
+            # Cut off from the controller: a ``stop`` task may be running elsewhere by now.
+            _reply(responses, (False, b"", "fenced: not started, the agent's lease had expired", True, "refused"))
+            frame = _read_frame(requests)
+            continue
         env.apply(task_env)
         os.chdir(home)
         if sys.path != initial_path:
             sys.path[:] = initial_path
         sys.stdout, sys.stderr = stdout, stderr
+        shared.begin(attempt_id, keep, timeout_s, grace_s)
         ok, error, retryable, result = True, "", False, b""
         try:
             result = worker.call(payload_json, inputs_raw)
@@ -281,23 +300,24 @@ def _serve(
         for stream in (sys.stdout, sys.stderr, stdout, stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        reply: Response = (ok, result, error, retryable)
-        reply_frame = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        _write_all(responses, HEADER.pack(len(reply_frame)) + reply_frame)
+        # The attempt is over only once nothing it started lives on.
+        kill_leftovers()
+        if not shared.may_answer():
+            return  # the worker is stopping this task (fenced): it answers, this process exits
+        _reply(responses, (ok, result, error, retryable, ""))
+        shared.idle()
         frame = _read_frame(requests)
+
+
+def _reply(responses: BinaryIO, reply: Response) -> None:
+    frame = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_all(responses, HEADER.pack(len(frame)) + frame)
 
 
 def _write_all_fd(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _read_all_fd(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _Child:
@@ -310,10 +330,18 @@ class _Child:
 
 
 def _fork_child(
-    requests: BinaryIO, responses: BinaryIO, worker: _Worker, env: _Env, home: str, stdout: Any, stderr: Any
+    requests: BinaryIO,
+    responses: BinaryIO,
+    worker: _Worker,
+    env: _Env,
+    home: str,
+    stdout: Any,
+    stderr: Any,
+    shared: Shared,
 ) -> _Child:
     go_r, go_w = os.pipe()
     back_r, back_w = os.pipe()
+    template = os.getpid()
     pid = os.fork()
     if pid != 0:
         os.close(go_r)
@@ -321,12 +349,16 @@ def _fork_child(
         return _Child(pid, go_w, back_r)
     os.close(go_w)
     os.close(back_r)
+    # A subreaper too (not inherited through fork): what a task double-forks comes back here. And it
+    # dies with the template, whatever kills that.
+    become_subreaper()
+    die_with_parent(template)
     code = 0
     try:
         with os.fdopen(go_r, "rb", buffering=0) as go:
             first = _read_frame(go)
         if first is not None:
-            _serve(first, requests, responses, back_w, worker, env, home, stdout, stderr)
+            _serve(first, requests, responses, back_w, worker, env, home, stdout, stderr, shared)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -335,6 +367,21 @@ def _fork_child(
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+
+
+def _supervise_setup(config: dict[str, Any], pipes: tuple[int, ...]) -> None:
+    """Become the subreaper of everything tasks start, join the worker's cgroups, and keep every
+    inherited pipe away from programs tasks execute (a background program holding the response
+    pipe must not keep it open)."""
+    become_subreaper()
+    for folder in ((config.get("cgroup") or {}).get("dirs") or {}).values():
+        with contextlib.suppress(OSError), open(os.path.join(folder, "cgroup.procs"), "w") as file:
+            file.write(str(os.getpid()))
+    held = [config.get("response_reader", -1), config.get("lock", -1), *config.get("output_readers", ())]
+    for fd in (*pipes, *held):
+        if isinstance(fd, int) and fd >= 0:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,8 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     requests = os.fdopen(int(args[0]), "rb", buffering=0)
     responses = os.fdopen(int(args[1]), "wb", buffering=0)
-    rule = ModuleRule.from_args(args[2], args[3])
-    for index, path in enumerate(args[4:]):
+    config = json.loads(args[2])
+    _supervise_setup(config, (requests.fileno(), responses.fileno()))
+    shared = Shared()
+    watcher = Watcher(shared, config, requests.fileno(), responses.fileno())
+    rule = ModuleRule.from_args(args[3], args[4])
+    for index, path in enumerate(args[5:]):
         if path not in sys.path:
             sys.path.insert(index, path)
     worker = _Worker(rule)
@@ -360,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
 
     def fork() -> _Child:
-        return _fork_child(requests, responses, worker, env, home, stdout, stderr)
+        return _fork_child(requests, responses, worker, env, home, stdout, stderr, shared)
 
     # The modules the operator allowed by name are imported once here, before any task runs, so
     # every child starts with them imported (fresh, untouched by any task) instead of importing
@@ -379,18 +430,24 @@ def main(argv: list[str] | None = None) -> int:
     pending = _read_frame(requests)
     while pending is not None:
         active = standby
+        # A fresh look before a new child starts its first task (the tick may be up to 0.5 s old).
+        watcher.refresh_lease()
         _write_all_fd(active.go, pending)
         os.close(active.go)
         standby = fork()
-        handed_back = _read_all_fd(active.handoff)
+        # Not a blocking read: the watch also fences a task whose lease ran out, and takes over
+        # a running task when the agent dies.
+        handed_back = watcher.watch(active.pid, active.handoff)
         os.close(active.handoff)
-        _, status = os.waitpid(active.pid, 0)
+        status = watcher.exit_status(active.pid)
         if not handed_back:
             # The child ended without handing a request back: the request pipe closed (the agent
             # stops this worker), or a task killed its process. Either way this worker is done,
             # and its exit code says how the child ended. os._exit, not a return: the pipes must
             # close with the process, so the agent, which sees them close, finds the status set.
             os.close(standby.go)  # the standby reads EOF and exits
+            # Whatever the dead child's tasks left running came back to this subreaper: it goes too.
+            kill_descendants()
             code = os.waitstatus_to_exitcode(status)
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
