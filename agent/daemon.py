@@ -148,7 +148,14 @@ class Agent:
             declared_types=config.declared_types,
         )
         # Before connecting: the Hello lists what was adopted (running and finished).
-        self.adopted = self.executor.adopt(adopt.scan(self.work_dir, self.executor.registry.shell))
+        try:
+            found = adopt.scan(self.work_dir, self.executor.registry.shell)
+        except OSError:
+            # Nothing adopted: the controller counts those attempts lost, and their supervisors,
+            # whose lease file goes below, fence themselves.
+            log.exception("cannot scan the supervisors of a previous agent process", work_dir=str(self.work_dir))
+            found = []
+        self.adopted = self.executor.adopt(found)
         self._clean_previous_life(set(self.adopted))
         self.executor.start()
         self.session = Session(
