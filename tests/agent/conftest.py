@@ -146,7 +146,7 @@ async def make_executor(tmp_path: Path, sink: RecordingSink) -> AsyncIterator[Ex
             await pool.start()
         executor = Executor(
             slots=slots,
-            agent_types=("shell", "python"),
+            agent_types=kw.pop("agent_types", ("shell", "python")),
             work_dir=tmp_path,
             sink=sink,
             pool=pool,
