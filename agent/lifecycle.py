@@ -73,22 +73,28 @@ class State(enum.Enum):
     STOPPING = "stopping"  # Stop issued, waiting for the run to end
     DONE = "done"  # Finished reported, kept until the controller acknowledges it
 
+    # Identity hashing in C: the table is looked up with a State on every event (Enum's own
+    # __hash__ is Python code). Members are singletons, so this is the same equality.
+    __hash__ = object.__hash__
+
 
 class InvalidTransition(RuntimeError):
     """An event that cannot happen to an attempt in its state (a bug in the shell, never bad input)."""
 
 
 # -- events ---------------------------------------------------------------------------------------
+# Events and instructions are plain values, never changed once made. They are not frozen
+# dataclasses only because those cost about 2.5x as much to build, and a task makes about ten.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Assigned:
     """The controller assigned an attempt (a known attempt id is ignored)."""
 
     assignment: types_pb2.TaskAssignment
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Started:
     """The runner started the attempt: ``pid`` is the process reported in Started."""
 
@@ -96,7 +102,7 @@ class Started:
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartFailed:
     """The runner could not start the attempt (policy, bad payload, missing command...)."""
 
@@ -104,7 +110,7 @@ class StartFailed:
     result: AttemptResult
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GotOutput:
     """New output of a running attempt, read by the shell."""
 
@@ -114,7 +120,7 @@ class GotOutput:
     truncated: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ended:
     """The run is over (the attempt and every process it started are gone)."""
 
@@ -122,7 +128,7 @@ class Ended:
     result: AttemptResult
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancel:
     """The controller's Cancel: queued attempts are released; running ones stopped unless ``release_only``."""
 
@@ -132,21 +138,21 @@ class Cancel:
     release_only: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KillSilently:
     """The attempt was reassigned elsewhere (Welcome.kill_attempt_ids): stop it, report nothing."""
 
     attempt_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Acked:
     """The controller applied the attempt's Finished report: forget it (and its folders)."""
 
     attempt_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimedOut:
     """The shell's timeout timer fired: the primary one for a runner that does not time its attempts
     (``force`` False, the kill grace), a backstop past timeout + grace for one that does (``force``)."""
@@ -156,12 +162,12 @@ class TimedOut:
     grace_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Drain:
     """Take nothing new; queued attempts go back to the controller (Finished DRAINED, not started)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KillAll:
     """Stop everything: the drain grace is over (``force`` False) or a second signal came (True)."""
 
@@ -169,7 +175,7 @@ class KillAll:
     grace_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Adopted:
     """An attempt found after an agent restart: still running (``pid``) or finished (``result``)."""
 
@@ -196,7 +202,7 @@ Event = (
 # -- instructions -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Start:
     """Start the attempt with the runner of its agent type."""
 
@@ -204,7 +210,7 @@ class Start:
     assignment: types_pb2.TaskAssignment
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stop:
     """Ask the run to stop (idempotent; ``force`` escalates to SIGKILL at once)."""
 
@@ -214,21 +220,21 @@ class Stop:
     grace_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportAccepted:
     """Tell the controller the assignment is held here."""
 
     attempt_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportReleased:
     """Tell the controller a cancelled assignment was given back, never started."""
 
     attempt_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportStarted:
     """Tell the controller the attempt started."""
 
@@ -236,7 +242,7 @@ class ReportStarted:
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportOutput:
     """Stream new output to the controller."""
 
@@ -246,7 +252,7 @@ class ReportOutput:
     truncated: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportFinished:
     """Report how the attempt ended (kept by the outbox until acknowledged)."""
 
@@ -254,7 +260,7 @@ class ReportFinished:
     result: AttemptResult
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forget:
     """The attempt is gone from the machine: remove its folders (task and supervisor control folder)."""
 
@@ -334,14 +340,9 @@ class AttemptMachine:
     def handle(self, event: Event) -> list[Instruction]:
         """Apply one event; returns what the shell must do, in order."""
         kind = type(event)
-        if kind is Assigned:
-            return self._assigned(event)  # type: ignore[arg-type]
-        if kind is Drain:
-            return self._drain()
-        if kind is KillAll:
-            return self._kill_all(event)  # type: ignore[arg-type]
-        if kind is Adopted:
-            return self._adopted(event)  # type: ignore[arg-type]
+        whole = _MACHINE_EVENTS.get(kind)
+        if whole is not None:
+            return whole(self, event)
         attempt_id: str = event.attempt_id  # type: ignore[union-attr]
         attempt = self._attempts.get(attempt_id)
         if attempt is None:
@@ -356,7 +357,8 @@ class AttemptMachine:
 
     # -- machine-level events -------------------------------------------------------------------
 
-    def _assigned(self, event: Assigned) -> list[Instruction]:
+    def _assigned(self, event: Event) -> list[Instruction]:
+        assert isinstance(event, Assigned)
         assignment = event.assignment
         attempt_id = assignment.attempt_id
         if attempt_id in self._attempts:
@@ -373,7 +375,7 @@ class AttemptMachine:
         self._pump(out)
         return out
 
-    def _drain(self) -> list[Instruction]:
+    def _drain(self, event: Event | None = None) -> list[Instruction]:
         self.accepting = False
         out: list[Instruction] = []
         queue = self._queue
@@ -383,7 +385,8 @@ class AttemptMachine:
             out.append(ReportFinished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started")))
         return out
 
-    def _kill_all(self, event: KillAll) -> list[Instruction]:
+    def _kill_all(self, event: Event) -> list[Instruction]:
+        assert isinstance(event, KillAll)
         out = self._drain()
         for attempt in list(self._attempts.values()):
             if attempt.state is State.STARTING:
@@ -392,7 +395,8 @@ class AttemptMachine:
                 out.extend(self._stop(attempt, StopReason.DRAINED, event.force, event.grace_s))
         return out
 
-    def _adopted(self, event: Adopted) -> list[Instruction]:
+    def _adopted(self, event: Event) -> list[Instruction]:
+        assert isinstance(event, Adopted)
         attempt_id = event.attempt_id
         if attempt_id in self._attempts:
             raise InvalidTransition(f"Adopted for attempt {attempt_id!r} already held")
@@ -571,6 +575,14 @@ TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (_D, Acked): _M._acked,
     (_D, KillSilently): _M._acked,  # reassigned: its report is dropped too, forget it
     (_D, Cancel): _M._ignore,  # its Finished report is on its way
+}
+
+# Events about the whole machine rather than one attempt it holds.
+_MACHINE_EVENTS: dict[type, Callable[[AttemptMachine, Event], list[Instruction]]] = {
+    Assigned: _M._assigned,
+    Drain: _M._drain,
+    KillAll: _M._kill_all,
+    Adopted: _M._adopted,
 }
 
 # Events from the controller, which may name attempts this agent does not hold (any more).
