@@ -229,7 +229,12 @@ async def test_agent_kill9_and_restart_keeps_the_task_running(
     try:
         pid = int(await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the task"))
         created = psutil.Process(pid).create_time()
-        first_attempt = (await task()).attempt_id
+        # The controller knows it started (else it would rightly take back an unconfirmed assignment).
+        deadline = asyncio.get_running_loop().time() + 20
+        while (running := await task()).state != pb.TASK_STATE_RUNNING:
+            assert asyncio.get_running_loop().time() < deadline, running
+            await asyncio.sleep(0.05)
+        first_attempt = running.attempt_id
         agent.kill()  # SIGKILL: no drain, no cleanup
         await agent.wait()
         assert alive(pid, created), "the task died with its agent"
