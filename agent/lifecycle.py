@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.agent.attempt import AttemptResult, StopReason
@@ -331,9 +331,6 @@ class AttemptMachine:
         """Attempts held and not finished: the active ones (oldest first), then the queue in order."""
         active = [a.id for a in self._attempts.values() if a.state in _ACTIVE]
         return active + [a.id for a in self._queue]
-
-    def __iter__(self) -> Iterator[tuple[str, State]]:
-        return ((a.id, a.state) for a in self._attempts.values())
 
     # -- the one way in -------------------------------------------------------------------------
 
