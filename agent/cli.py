@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import re
+import shlex
 import socket
 import sys
 from pathlib import Path
@@ -14,7 +15,13 @@ from pathlib import Path
 import structlog
 
 from corral.agent.auth import AuthError, certificate_name
-from corral.agent.config import DEFAULT_CONTROLLER, KNOWN_AGENT_TYPES, AgentConfig
+from corral.agent.config import (
+    DEFAULT_CONTROLLER,
+    KNOWN_AGENT_TYPES,
+    AgentConfig,
+    check_declared_types,
+    read_config_file,
+)
 from corral.agent.daemon import Agent
 from corral.agent.policy import split_list
 from corral.agent.runas import RunAsError, resolve_run_as
@@ -82,6 +89,19 @@ def _types(text: str) -> tuple[str, ...]:
     return types
 
 
+def _agent_type(text: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, command = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=COMMAND, got {text!r}")
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"the command of {name.strip()!r}: {exc}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError(f"agent type {name.strip()!r} needs a command")
+    return name.strip(), tuple(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (shared with ``corral agent``)."""
     parser = argparse.ArgumentParser(
@@ -102,7 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=_types,
         default=KNOWN_AGENT_TYPES,
         metavar="TYPE[,TYPE]",
-        help="agent types offered (default: shell,python)",
+        help="agent types offered (default: shell,python); declared types are always offered",
+    )
+    parser.add_argument(
+        "--agent-type",
+        type=_agent_type,
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="declare an agent type: its tasks run COMMAND (split like a shell would) plus the payload's "
+        "args, like a shell task (repeatable; overrides the same name in --config)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='TOML file declaring agent types: [agent_types.NAME] command = ["argv", ...]',
     )
     parser.add_argument(
         "--work-dir",
@@ -188,8 +224,15 @@ def _name(args: argparse.Namespace) -> str:
     return socket.gethostname()
 
 
+def _declared(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """Agent types of --config, then of --agent-type (a flag wins over the file)."""
+    declared = read_config_file(args.config) if args.config is not None else {}
+    declared.update(check_declared_types(dict(args.agent_type), "--agent-type"))
+    return declared
+
+
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
-    """Turn parsed arguments into the agent's settings."""
+    """Turn parsed arguments into the agent's settings (ValueError for a bad --config or --agent-type)."""
     return AgentConfig(
         controller=args.controller,
         name=_check_name(_name(args), "--name" if args.name else "the certificate's name or the hostname (use --name)"),
@@ -197,6 +240,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         gpus=args.gpus,
         labels=dict(args.label),
         agent_types=args.types,
+        declared_types=_declared(args),
         work_dir=args.work_dir,
         python_workers=args.python_workers,
         drain_grace_s=args.drain_grace,
@@ -236,9 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         config = config_from_args(args)
-        unknown = [t for t in config.agent_types if t not in KNOWN_AGENT_TYPES]
+        unknown = [t for t in config.agent_types if t not in KNOWN_AGENT_TYPES and t not in config.declared_types]
         if unknown:
-            raise ValueError(f"unknown agent types: {', '.join(unknown)}")
+            raise ValueError(
+                f"unknown agent types: {', '.join(unknown)} (built in: shell, python; "
+                "declare others with --agent-type or --config)"
+            )
         agent = Agent(config)
     except ValueError as exc:  # AuthError included
         print(f"corral agent: {exc}", file=sys.stderr)

@@ -1,12 +1,15 @@
-"""The agent's settings, resolved once from the command line into a frozen object."""
+"""The agent's settings, resolved once from the command line (and ``--config FILE``) into a frozen object."""
 
 from __future__ import annotations
 
 import os
 import re
 import socket
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from corral.agent.policy import ExecPolicy, ModuleRule
 
@@ -15,7 +18,9 @@ __all__ = [
     "DEFAULT_OUTPUT_CAP",
     "KNOWN_AGENT_TYPES",
     "AgentConfig",
+    "check_declared_types",
     "default_work_dir",
+    "read_config_file",
 ]
 
 DEFAULT_CONTROLLER = "127.0.0.1:7070"
@@ -23,6 +28,58 @@ DEFAULT_OUTPUT_CAP = 1 << 20
 KNOWN_AGENT_TYPES = ("shell", "python")
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# An agent type is a name the controller matches tasks against (controller/spec.py NAME_PATTERN).
+_TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+
+def check_declared_types(declared: Mapping[str, Any], where: str) -> dict[str, tuple[str, ...]]:
+    """Operator-declared agent types (name -> command argv prefix), checked; ValueError names ``where``."""
+    checked: dict[str, tuple[str, ...]] = {}
+    for name, command in declared.items():
+        if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name):
+            raise ValueError(
+                f"{where}: agent type {name!r} is not a valid name: letters, digits, '_', '.' and '-', "
+                "starting with a letter or digit, at most 128 characters"
+            )
+        if name in KNOWN_AGENT_TYPES:
+            raise ValueError(f"{where}: {name!r} is a built-in agent type and cannot be declared")
+        if not (isinstance(command, list | tuple) and command and all(isinstance(a, str) and a for a in command)):
+            raise ValueError(f"{where}: the command of agent type {name!r} must be a non-empty list of strings")
+        if any("\x00" in a for a in command):
+            raise ValueError(f"{where}: the command of agent type {name!r} contains a NUL character")
+        checked[name] = tuple(command)
+    return checked
+
+
+def read_config_file(path: Path) -> dict[str, tuple[str, ...]]:
+    """The agent types declared in a TOML config file: ``[agent_types.NAME] command = ["argv", ...]``.
+
+    Raises ValueError naming the file and the key for anything it does not understand.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ValueError(f"--config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"--config {path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"agent_types"})
+    if unknown:
+        raise ValueError(f"--config {path}: unknown key {unknown[0]!r} (known: agent_types)")
+    types = data.get("agent_types", {})
+    if not isinstance(types, dict):
+        raise ValueError(f"--config {path}: agent_types must be a table of [agent_types.NAME] tables")
+    commands: dict[str, Any] = {}
+    for name, table in types.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"--config {path}: agent_types.{name} must be a table with a command")
+        extra = sorted(set(table) - {"command"})
+        if extra:
+            raise ValueError(f"--config {path}: agent_types.{name}: unknown key {extra[0]!r} (known: command)")
+        if "command" not in table:
+            raise ValueError(f"--config {path}: agent_types.{name} needs a command")
+        commands[name] = table["command"]
+    return check_declared_types(commands, f"--config {path}")
 
 
 def default_work_dir(name: str) -> Path:
@@ -44,6 +101,8 @@ class AgentConfig:
     gpus: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     agent_types: tuple[str, ...] = KNOWN_AGENT_TYPES
+    #: Operator-declared agent types: name -> command; the payload's ``args`` are appended.
+    declared_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
     work_dir: Path | None = None
     python_workers: int | None = None
     drain_grace_s: float = 30.0
@@ -79,6 +138,7 @@ class AgentConfig:
         for name in (*self.env_allow, *self.pass_env):
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
+        object.__setattr__(self, "declared_types", check_declared_types(self.declared_types, "declared agent types"))
         if self.no_shell and not self.offered_types:
             raise ValueError("--no-shell leaves no agent type to offer")
         paths = []
@@ -97,8 +157,10 @@ class AgentConfig:
 
     @property
     def offered_types(self) -> tuple[str, ...]:
-        """The agent types announced in Hello (``shell`` dropped by --no-shell)."""
-        return tuple(t for t in self.agent_types if not (self.no_shell and t == "shell"))
+        """The agent types announced in Hello (``shell`` dropped by --no-shell), then every declared one."""
+        offered = [t for t in self.agent_types if not (self.no_shell and t == "shell")]
+        offered.extend(t for t in self.declared_types if t not in offered)
+        return tuple(offered)
 
     @property
     def uses_tls(self) -> bool:

@@ -1,14 +1,18 @@
 """The agent process: inventory, warm workers, executor and session glued together, plus signals.
 
 Shutdown paths: a Drain from the controller or the first SIGTERM/SIGINT drains (no new work,
-running attempts get the grace, then are stopped; reports are flushed and acknowledged) and the
-agent exits 0. A second signal kills every attempt at once and exits 1.
+running attempts get the grace, then are stopped through their supervisors; reports are flushed
+and acknowledged) and the agent exits 0. A second signal kills every attempt at once and exits 1.
+A crash (SIGKILL) of the agent leaves the supervisors running: the next agent process re-adopts
+them before it connects (same task pid, no restart), reports what finished meanwhile, and tells
+the controller, with a new ``incarnation`` in its Hello, that it is a new process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import signal
 import socket
@@ -16,10 +20,12 @@ from importlib import metadata
 
 import structlog
 
+from corral.agent import adopt
 from corral.agent.auth import AgentAuth
 from corral.agent.config import AgentConfig
 from corral.agent.executor import Executor
 from corral.agent.inventory import GpuProbe, collect_inventory, collect_usage, probe_nvml
+from corral.agent.lease import LeaseFile
 from corral.agent.outbox import Outbox
 from corral.agent.pypool import WorkerPool
 from corral.agent.runas import resolve_run_as
@@ -59,6 +65,11 @@ class Agent:
             join_token=config.join_token,
         )
         self._gpu_probe = gpu_probe
+        #: Random per agent process: a new one tells the controller the previous process died.
+        self.incarnation = secrets.token_hex(8)
+        self.lease = LeaseFile(self.work_dir / "lease")
+        #: Attempts taken over from a previous agent process at start (running or finished).
+        self.adopted: list[str] = []
         self.outbox = Outbox()
         self.inventory = types_pb2.Inventory()
         self.pool: WorkerPool | None = None
@@ -102,9 +113,7 @@ class Agent:
         config = self.config
         run_as = resolve_run_as(config.run_as, self.work_dir) if config.run_as is not None else None
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Attempt folders of a previous life: their reports died with it.
-        shutil.rmtree(self.work_dir / "attempts", ignore_errors=True)
-        (self.work_dir / "attempts").mkdir(mode=0o700)
+        (self.work_dir / "attempts").mkdir(mode=0o700, exist_ok=True)
         if run_as is not None:
             # The run-as user may pass through to its own folders, and list or create nothing else.
             self.work_dir.chmod(0o711)
@@ -126,7 +135,7 @@ class Agent:
             await self.pool.start()
         self.executor = Executor(
             slots=config.slots,
-            agent_types=config.agent_types,
+            agent_types=config.offered_types,
             work_dir=self.work_dir,
             sink=self.outbox,
             pool=self.pool,
@@ -136,7 +145,18 @@ class Agent:
             policy=policy,
             passed_env=passed_env,
             run_as=run_as,
+            declared_types=config.declared_types,
         )
+        # Before connecting: the Hello lists what was adopted (running and finished).
+        try:
+            found = adopt.scan(self.work_dir, self.executor.registry.shell)
+        except OSError:
+            # Nothing adopted: the controller counts those attempts lost, and their supervisors,
+            # whose lease file goes below, fence themselves.
+            log.exception("cannot scan the supervisors of a previous agent process", work_dir=str(self.work_dir))
+            found = []
+        self.adopted = self.executor.adopt(found)
+        self._clean_previous_life(set(self.adopted))
         self.executor.start()
         self.session = Session(
             target=config.controller,
@@ -148,6 +168,7 @@ class Agent:
             kill_grace_s=config.kill_grace_s,
             name=config.name,
             auth=self.auth,
+            lease=self.lease,
         )
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -164,6 +185,18 @@ class Agent:
                     loop.remove_signal_handler(sig)
             await self._teardown()
 
+    def _clean_previous_life(self, adopted: set[str]) -> None:
+        """Remove what a previous agent process left that nothing adopted (its reports died with it)."""
+        attempts = self.work_dir / "attempts"
+        for entry in attempts.iterdir():
+            if entry.name not in adopted:
+                shutil.rmtree(entry, ignore_errors=True)
+        if not self.executor or not self.executor.running_count:
+            # No supervisor reads the lease: a stale one (maybe from before a reboot, on another
+            # CLOCK_BOOTTIME) must not outlive it. The first echoed heartbeat writes a new one.
+            with contextlib.suppress(FileNotFoundError):
+                self.lease.path.unlink()
+
     def _hello(self) -> agent_pb2.Hello:
         config = self.config
         inventory = types_pb2.Inventory()
@@ -176,6 +209,7 @@ class Agent:
             labels=config.labels,
             inventory=inventory,
             version=agent_version(),
+            incarnation=self.incarnation,
         )
 
     def _usage(self) -> types_pb2.Usage:
@@ -190,7 +224,6 @@ class Agent:
         assert self.executor is not None and self.session is not None
         log.info("draining", grace_s=grace_s, running=self.executor.running_count)
         self.session.draining = True
-        self.executor.accepting = False
         self.session.heartbeat_now()
         await self.executor.drain(grace_s)
         loop = asyncio.get_running_loop()

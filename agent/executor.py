@@ -1,32 +1,62 @@
-"""Attempts on this agent: a FIFO of assignments, at most ``slots`` running, timeouts and stops.
+"""The thin shell around :mod:`corral.agent.lifecycle`: it carries out the machine's instructions.
 
-The executor starts each attempt with the runner of its agent type (:mod:`corral.agent.runner` for
-shell, :mod:`corral.agent.pypool` for python), streams its output every second and reports
-Started / Output / Finished to an :class:`EventSink` (the session's outbox).
+The machine decides (slots, FIFO queue, every attempt's state); the executor does: it starts runs
+with the runner of their agent type (:mod:`corral.agent.registry`), awaits their end, streams their
+output every second, and feeds what happened back to the machine as events. Reports go to an
+:class:`EventSink` (the session's outbox).
+
+Timeouts: a runner that times its attempts itself (the shell supervisor, which keeps doing so while
+the agent is away) gets only a backstop timer here, at timeout + kill grace + :data:`BACKSTOP_SLACK_S`,
+that force-stops an attempt its runner failed to end: one timer handle per attempt, the cost of
+making sure a wedged runner cannot hold a slot forever. A runner that does not (warm python
+workers) is stopped by the agent's timer at the timeout, with the kill grace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from corral.agent import adopt
-from corral.agent.attempt import AttemptResult, Run, StopReason
-from corral.agent.policy import ExecPolicy, PolicyError
+from corral.agent.attempt import AttemptResult, Run
+from corral.agent.lifecycle import (
+    Acked,
+    Adopted,
+    Assigned,
+    AttemptMachine,
+    Cancel,
+    Drain,
+    Ended,
+    Event,
+    Forget,
+    GotOutput,
+    KillAll,
+    KillSilently,
+    ReportAccepted,
+    ReportFinished,
+    ReportOutput,
+    ReportReleased,
+    ReportStarted,
+    Start,
+    Started,
+    StartFailed,
+    Stop,
+    TimedOut,
+)
+from corral.agent.policy import ExecPolicy
 from corral.agent.pypool import WorkerPool
+from corral.agent.registry import Launch, RunnerRegistry
 from corral.agent.runas import RunAs
-from corral.agent.runner import ShellContext, start_shell
+from corral.agent.runner import ShellContext
 from corral.v1 import types_pb2
 
-__all__ = ["EventSink", "Executor"]
+__all__ = ["ATTEMPT_DIR_KEEP_S", "BACKSTOP_SLACK_S", "EventSink", "Executor"]
 
 log = structlog.get_logger("corral.agent.executor")
 
@@ -34,6 +64,8 @@ OUTPUT_INTERVAL_S = 1.0
 # An attempt's folder goes when the controller acknowledges its report, and at the latest this long
 # after it ended (a controller that never answers must not make the agent leak disk).
 ATTEMPT_DIR_KEEP_S = 300.0
+# How long past timeout + kill grace a self-timed runner may take before the agent force-stops it.
+BACKSTOP_SLACK_S = 2.0
 
 
 class EventSink(Protocol):
@@ -48,27 +80,6 @@ class EventSink(Protocol):
     def output(self, attempt_id: str, stdout: bytes, stderr: bytes, truncated: bool) -> None: ...
 
     def finished(self, attempt_id: str, result: AttemptResult) -> None: ...
-
-
-class _State(enum.Enum):
-    QUEUED = 1
-    RUNNING = 2
-    DONE = 3  # reported, waiting for the controller's Ack
-
-
-class _Attempt:
-    __slots__ = ("assignment", "id", "run", "silent", "state", "stop", "task", "timer")
-
-    def __init__(self, assignment: types_pb2.TaskAssignment) -> None:
-        self.assignment = assignment
-        self.id = assignment.attempt_id
-        self.state = _State.QUEUED
-        self.run: Run | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        # A stop requested before the runner existed, applied as soon as it does.
-        self.stop: tuple[StopReason, bool, float] | None = None
-        self.silent = False
 
 
 class Executor:
@@ -89,16 +100,12 @@ class Executor:
         passed_env: dict[str, str] | None = None,
         run_as: RunAs | None = None,
         dir_keep_s: float = ATTEMPT_DIR_KEEP_S,
+        declared_types: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        self.slots = slots
-        self.agent_types = frozenset(agent_types)
-        self.kill_grace_s = kill_grace_s
-        self.accepting = True
-        self._sink = sink
-        self._pool = pool
-        self._has_gpus = has_gpus
+        self.machine = AttemptMachine(slots, kill_grace_s)
+        self.work_dir = work_dir
         self.policy = policy if policy is not None else ExecPolicy()
-        self._shell = ShellContext(
+        shell = ShellContext(
             work_dir=work_dir,
             output_cap=output_cap,
             has_gpus=has_gpus,
@@ -106,15 +113,28 @@ class Executor:
             passed_env=passed_env or {},
             run_as=run_as,
         )
+        self.registry = RunnerRegistry(offered=agent_types, shell=shell, pool=pool, declared=declared_types)
+        self.lease_path = work_dir / "lease"
+        self._sink = sink
         self._dir_keep_s = dir_keep_s
         # (monotonic end time, attempt id) of ended attempts whose folder may still exist.
         self._ended: deque[tuple[float, str]] = deque()
-        self._attempts: dict[str, _Attempt] = {}
-        self._queue: deque[_Attempt] = deque()
-        self._running: set[_Attempt] = set()
+        self._runs: dict[str, Run] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._flusher: asyncio.Task[None] | None = None
+        self._do = {
+            Start: self._start,
+            Stop: self._stop,
+            ReportAccepted: self._report_accepted,
+            ReportReleased: self._report_released,
+            ReportStarted: self._report_started,
+            ReportOutput: self._report_output,
+            ReportFinished: self._report_finished,
+            Forget: self._forget,
+        }
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -134,128 +154,136 @@ class Executor:
     # -- what the session asks ---------------------------------------------------------------------
 
     @property
+    def kill_grace_s(self) -> float:
+        """SIGTERM -> SIGKILL grace of the agent's own stops (the controller's Welcome sets it)."""
+        return self.machine.kill_grace_s
+
+    @kill_grace_s.setter
+    def kill_grace_s(self, value: float) -> None:
+        self.machine.kill_grace_s = value
+
+    @property
+    def accepting(self) -> bool:
+        """False once draining: new assignments are given back at once."""
+        return self.machine.accepting
+
+    @property
     def running_count(self) -> int:
-        """Attempts currently running."""
-        return len(self._running)
+        """Attempts currently holding a slot (starting, running or stopping)."""
+        return self.machine.active_count
 
     def queued(self) -> int:
         """Attempts waiting here for a free slot."""
-        return len(self._queue)
+        return self.machine.queued_count
 
     def active_ids(self) -> list[str]:
         """Attempts assigned here and not finished yet (running, then queued)."""
-        return [a.id for a in self._running] + [a.id for a in self._queue]
+        return self.machine.active_ids()
 
     def submit(self, assignments: Iterable[types_pb2.TaskAssignment]) -> None:
         """Queue new attempts and start as many as slots allow; known attempt ids are ignored."""
-        attempts = self._attempts
         for assignment in assignments:
-            if assignment.attempt_id in attempts:
-                continue
-            attempt = _Attempt(assignment)
-            attempts[attempt.id] = attempt
-            if not self.accepting:
-                # Draining: give it back at once, the controller requeues it elsewhere.
-                attempt.state = _State.DONE
-                self._sink.finished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started"))
-                continue
-            # Acknowledged at once (the controller takes back assignments it hears nothing of).
-            self._sink.accepted(attempt.id)
-            self._queue.append(attempt)
-        self._pump()
+            self._apply(Assigned(assignment))
 
     def cancel(self, attempt_ids: Iterable[str], *, force: bool, grace_s: float, release_only: bool = False) -> None:
         """Cancel attempts: queued ones are dropped and reported Released (never started, safe to
         run elsewhere); running ones are stopped and report CANCELLED, unless ``release_only`` (a
         move of queued work), which leaves them running."""
         for attempt_id in attempt_ids:
-            attempt = self._attempts.get(attempt_id)
-            if attempt is not None and attempt.state is _State.QUEUED and not attempt.silent:
-                self._queue.remove(attempt)
-                self._forget(attempt)
-                self._sink.released(attempt_id)
-            elif not release_only:
-                self._stop(attempt_id, StopReason.CANCELLED, force=force, grace_s=grace_s)
+            self._apply(Cancel(attempt_id, force, grace_s, release_only))
 
     def kill_silently(self, attempt_ids: Iterable[str]) -> None:
         """Kill attempts reassigned elsewhere and forget them without reporting anything."""
         for attempt_id in attempt_ids:
-            attempt = self._attempts.get(attempt_id)
-            if attempt is None:
-                continue
-            attempt.silent = True
-            if attempt.state is _State.RUNNING:
-                self._stop(attempt_id, StopReason.KILLED, force=False, grace_s=self.kill_grace_s)
-            else:
-                if attempt.state is _State.QUEUED:
-                    self._queue.remove(attempt)
-                self._forget(attempt)
+            self._apply(KillSilently(attempt_id))
 
     def forget(self, attempt_ids: Iterable[str]) -> None:
         """The controller acknowledged these reports: drop them and their files."""
         for attempt_id in attempt_ids:
-            attempt = self._attempts.get(attempt_id)
-            if attempt is not None and attempt.state is _State.DONE:
-                self._forget(attempt)
+            self._apply(Acked(attempt_id))
+
+    def adopt(self, found: Iterable[adopt.Adopted]) -> list[str]:
+        """Take over attempts found after a restart: running ones are awaited like any other, finished
+        ones reported; those that died with the previous agent are left out. Returns the adopted ids."""
+        adopted = []
+        for item in found:
+            if item.run is not None:
+                run = item.run
+                self._apply(Adopted(item.attempt_id, pid=run.pid))
+                self._runs[item.attempt_id] = run
+                self._tasks[item.attempt_id] = asyncio.create_task(self._await_run(item.attempt_id, run, True))
+            elif item.result is not None:
+                self._apply(Adopted(item.attempt_id, result=item.result))
+            else:
+                # Not listed in Hello: the controller counts it as lost with the agent.
+                log.warning("attempt died with the previous agent process", attempt_id=item.attempt_id)
+                continue
+            adopted.append(item.attempt_id)
+        return adopted
 
     async def drain(self, grace_s: float) -> None:
         """Take nothing new, give queued attempts back, let running ones finish up to ``grace_s``,
-        then stop the rest (SIGTERM, kill grace, SIGKILL) and wait until all are over."""
-        self.accepting = False
-        while self._queue:
-            attempt = self._queue.popleft()
-            attempt.state = _State.DONE
-            self._sink.finished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started"))
+        then stop the rest (SIGTERM, kill grace, SIGKILL, through their supervisors) and wait until
+        all are over."""
+        self._apply(Drain())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace_s)
-        for attempt in list(self._running):
-            self._stop(attempt.id, StopReason.DRAINED, force=False, grace_s=self.kill_grace_s)
+        self._apply(KillAll(force=False, grace_s=self.kill_grace_s))
         await self._idle.wait()
 
     async def kill_all(self) -> None:
         """SIGKILL every running attempt now and drop the queue (the agent is going away)."""
-        self.accepting = False
-        while self._queue:
-            attempt = self._queue.popleft()
-            attempt.state = _State.DONE
-            self._sink.finished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started"))
-        for attempt in list(self._running):
-            self._stop(attempt.id, StopReason.DRAINED, force=True, grace_s=0)
+        self._apply(KillAll(force=True, grace_s=0.0))
         await self._idle.wait()
 
     async def wait_idle(self) -> None:
         """Return once no attempt is running."""
         await self._idle.wait()
 
-    # -- internals -----------------------------------------------------------------------------------
+    # -- the shell ----------------------------------------------------------------------------------
 
-    def _stop(self, attempt_id: str, reason: StopReason, *, force: bool, grace_s: float) -> None:
-        attempt = self._attempts.get(attempt_id)
-        if attempt is None or attempt.state is _State.DONE:
-            return
-        if attempt.state is _State.QUEUED:
-            self._queue.remove(attempt)
-            attempt.state = _State.DONE
-            if attempt.silent:
-                self._forget(attempt)
-            else:
-                self._sink.finished(attempt_id, AttemptResult.stopped(reason))
-            return
-        if attempt.run is not None:
-            attempt.run.request_stop(reason, force=force, grace_s=grace_s)
-        elif attempt.stop is None or force:
-            attempt.stop = (reason, force, grace_s)
+    def _apply(self, event: Event) -> None:
+        for instruction in self.machine.handle(event):
+            self._do[type(instruction)](instruction)  # type: ignore[operator]
+        if self.machine.active_count:
+            self._idle.clear()
+        else:
+            self._idle.set()
 
-    def _forget(self, attempt: _Attempt) -> None:
-        self._attempts.pop(attempt.id, None)
-        attempt.state = _State.DONE
-        if attempt.assignment.agent_type == "shell":
-            # Python attempts have no folder of their own (they run in their worker's).
-            self._remove_folder(attempt.id)
+    def _start(self, instruction: Start) -> None:
+        self._tasks[instruction.attempt_id] = asyncio.create_task(self._execute(instruction.assignment))
+
+    def _stop(self, instruction: Stop) -> None:
+        run = self._runs.get(instruction.attempt_id)
+        # No run: the machine holds the stop until the attempt has started.
+        if run is not None:
+            run.request_stop(instruction.reason, force=instruction.force, grace_s=instruction.grace_s)
+
+    def _report_accepted(self, instruction: ReportAccepted) -> None:
+        self._sink.accepted(instruction.attempt_id)
+
+    def _report_released(self, instruction: ReportReleased) -> None:
+        self._sink.released(instruction.attempt_id)
+
+    def _report_started(self, instruction: ReportStarted) -> None:
+        self._sink.started(instruction.attempt_id, instruction.pid)
+
+    def _report_output(self, instruction: ReportOutput) -> None:
+        self._sink.output(instruction.attempt_id, instruction.stdout, instruction.stderr, instruction.truncated)
+
+    def _report_finished(self, instruction: ReportFinished) -> None:
+        self._sink.finished(instruction.attempt_id, instruction.result)
+
+    def _forget(self, instruction: Forget) -> None:
+        attempt_id = instruction.attempt_id
+        if instruction.adopted or self.registry.has_folders(instruction.agent_type):
+            # Python attempts of this agent process have no folder of their own (they run in their
+            # worker's): nothing to remove, no syscall on the hot path.
+            self._remove_folder(attempt_id)
 
     def _remove_folder(self, attempt_id: str) -> None:
-        # The task folder and the supervisor's control folder (spec, logs, status).
-        adopt.remove(self._shell.work_dir, attempt_id)
+        # The task folder and the supervisor's control folder (spec with secrets, logs, status).
+        adopt.remove(self.work_dir, attempt_id)
 
     def _expire_folders(self) -> None:
         """Remove the folders of attempts that ended more than ``dir_keep_s`` ago, acked or not."""
@@ -266,89 +294,65 @@ class Executor:
         while ended and ended[0][0] <= limit:
             self._remove_folder(ended.popleft()[1])
 
-    def _pump(self) -> None:
-        queue, running = self._queue, self._running
-        while queue and len(running) < self.slots:
-            attempt = queue.popleft()
-            attempt.state = _State.RUNNING
-            running.add(attempt)
-            self._idle.clear()
-            attempt.task = asyncio.create_task(self._execute(attempt))
+    def _launch(self) -> Launch:
+        return Launch(kill_grace_s=self.kill_grace_s, lease_path=self.lease_path)
 
-    def _on_timeout(self, attempt: _Attempt) -> None:
-        if attempt.run is not None:
-            attempt.run.request_stop(StopReason.TIMED_OUT, force=False, grace_s=self.kill_grace_s)
-
-    async def _start(self, assignment: types_pb2.TaskAssignment) -> Run | AttemptResult:
-        agent_type = assignment.agent_type
-        if agent_type == "shell" and not self.policy.allow_shell:
-            # Before the offered-types check: the operator's flag is the reason, say so.
-            return AttemptResult.failed(
-                str(PolicyError("shell tasks are disabled on this agent (--no-shell)")), retryable=False
-            )
-        if agent_type not in self.agent_types:
-            return AttemptResult.failed(f"agent type {agent_type!r} is not offered here", retryable=False)
-        if agent_type == "python":
-            if self._pool is None or self._pool.size == 0:
-                return AttemptResult.failed("this agent runs no python workers", retryable=False)
-            return await self._pool.start_task(assignment, self._has_gpus)
-        if agent_type == "shell":
-            return await start_shell(assignment, self._shell)
-        return AttemptResult.failed(f"agent type {agent_type!r} has no runner", retryable=False)
-
-    async def _execute(self, attempt: _Attempt) -> None:
-        assignment = attempt.assignment
-        sink = self._sink
+    async def _execute(self, assignment: types_pb2.TaskAssignment) -> None:
+        attempt_id = assignment.attempt_id
         try:
-            started = await self._start(assignment)
-            if isinstance(started, AttemptResult):
-                result = started
-            else:
-                attempt.run = started
-                if not attempt.silent:
-                    sink.started(attempt.id, started.pid)
-                if attempt.stop is not None:
-                    reason, force, grace_s = attempt.stop
-                    started.request_stop(reason, force=force, grace_s=grace_s)
-                elif assignment.timeout_s > 0:
-                    loop = asyncio.get_running_loop()
-                    attempt.timer = loop.call_later(assignment.timeout_s, self._on_timeout, attempt)
-                result = await started.finish()
-                if attempt.timer is not None:
-                    attempt.timer.cancel()
-                if result.outcome == types_pb2.ATTEMPT_OUTCOME_TIMED_OUT:
-                    result = dataclasses.replace(result, error=f"timed out after {assignment.timeout_s:g} s")
-                stdout, stderr, truncated = started.take_output()
-                if (stdout or stderr) and not attempt.silent:
-                    sink.output(attempt.id, stdout, stderr, truncated)
+            started = await self.registry.start(assignment, self._launch())
         except Exception as exc:
-            log.exception("attempt failed inside the agent", attempt_id=attempt.id)
+            log.exception("attempt failed to start inside the agent", attempt_id=attempt_id)
+            started = AttemptResult.failed(f"agent error: {exc}", retryable=True)
+        if isinstance(started, AttemptResult):
+            self._tasks.pop(attempt_id, None)
+            self._apply(StartFailed(attempt_id, started))
+            return
+        self._runs[attempt_id] = started
+        self._apply(Started(attempt_id, started.pid))
+        timeout_s = assignment.timeout_s
+        if timeout_s > 0:
+            loop = asyncio.get_running_loop()
+            grace = self.kill_grace_s
+            if self.registry.self_timed(assignment.agent_type):
+                event = TimedOut(attempt_id, force=True, grace_s=0.0)
+                delay = timeout_s + grace + BACKSTOP_SLACK_S
+            else:
+                event = TimedOut(attempt_id, force=False, grace_s=grace)
+                delay = timeout_s
+            self._timers[attempt_id] = loop.call_later(delay, self._apply, event)
+        await self._await_run(attempt_id, started, self.registry.has_folders(assignment.agent_type))
+
+    async def _await_run(self, attempt_id: str, run: Run, folders: bool) -> None:
+        """Wait for a started (or adopted) run to end, then report its last output and its result."""
+        try:
+            result = await run.finish()
+        except Exception as exc:
+            log.exception("attempt failed inside the agent", attempt_id=attempt_id)
             result = AttemptResult.failed(f"agent error: {exc}", retryable=True)
-        finally:
-            attempt.run = None
-            attempt.state = _State.DONE
-            self._running.discard(attempt)
-            if assignment.agent_type == "shell":
-                self._ended.append((asyncio.get_running_loop().time(), attempt.id))
-        if attempt.silent:
-            self._forget(attempt)
-        else:
-            sink.finished(attempt.id, result)
-        self._pump()
-        if not self._running:
-            self._idle.set()
+        timer = self._timers.pop(attempt_id, None)
+        if timer is not None:
+            timer.cancel()
+        self._runs.pop(attempt_id, None)
+        self._tasks.pop(attempt_id, None)
+        try:
+            stdout, stderr, truncated = run.take_output()
+        except OSError:
+            stdout, stderr, truncated = b"", b"", False
+        if stdout or stderr:
+            self._apply(GotOutput(attempt_id, stdout, stderr, truncated))
+        if folders:
+            self._ended.append((asyncio.get_running_loop().time(), attempt_id))
+        self._apply(Ended(attempt_id, result))
 
     async def _flush_output(self) -> None:
         while True:
             await asyncio.sleep(OUTPUT_INTERVAL_S)
             self._expire_folders()
-            for attempt in list(self._running):
-                run = attempt.run
-                if run is None or attempt.silent:
-                    continue
+            for attempt_id, run in list(self._runs.items()):
                 try:
                     stdout, stderr, truncated = run.take_output()
                 except OSError:
                     continue
                 if stdout or stderr:
-                    self._sink.output(attempt.id, stdout, stderr, truncated)
+                    self._apply(GotOutput(attempt_id, stdout, stderr, truncated))

@@ -97,6 +97,8 @@ class Outbox:
             result_json=result.result_json,
             error=result.error,
             retryable=result.retryable,
+            # (AttemptResult.oom_killed comes with the supervisor; absent before it.)
+            oom_killed=getattr(result, "oom_killed", False),
         )
         event = _TaskEvent(attempt_id=attempt_id, at=_now(), finished=finished)
         self._unacked[attempt_id] = event

@@ -5,6 +5,12 @@ never interleave mid-message); the reading side dispatches controller messages t
 When the stream breaks, attempts keep running and events keep queuing in the outbox; the session
 reconnects with full-jitter exponential backoff and re-sends every unacknowledged Finished report
 after the next Welcome.
+
+The lease: every Heartbeat carries a ``seq`` (increasing for the life of the agent process), and the
+CLOCK_BOOTTIME time it was sent is remembered for the current stream. Only a HeartbeatAck echoing
+one of those renews the supervisors' lease file, to that send time plus the Welcome's
+``fence_after_s``: a backlog of old controller messages, or an ack meant for a previous stream,
+renews nothing, and the lease never moves backwards.
 """
 
 from __future__ import annotations
@@ -21,10 +27,18 @@ import structlog
 
 from corral.agent.auth import AgentAuth, AuthError
 from corral.agent.executor import Executor
+from corral.agent.lease import LeaseFile, boottime
 from corral.agent.outbox import ACCEPTED_DELAY_S, Outbox
 from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
-__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CHANNEL_OPTIONS", "EndedAtHello", "Session"]
+__all__ = [
+    "BACKOFF_INITIAL_S",
+    "BACKOFF_MAX_S",
+    "CHANNEL_OPTIONS",
+    "DEFAULT_FENCE_AFTER_S",
+    "EndedAtHello",
+    "Session",
+]
 
 log = structlog.get_logger("corral.agent.session")
 
@@ -33,6 +47,11 @@ BACKOFF_MAX_S = 5.0
 # A refusal (bad credential, identity in use) will not change in milliseconds: wait at least this.
 REFUSED_BACKOFF_S = 1.0
 DEFAULT_HEARTBEAT_S = 2.0
+# A controller whose Welcome says nothing of fencing (fence_after_s 0: older than fencing) echoes
+# no heartbeat either: the lease is then renewed at every heartbeat sent, this far ahead.
+DEFAULT_FENCE_AFTER_S = 30.0
+# Heartbeats of the current stream awaiting their echo: a bound, the oldest are forgotten first.
+MAX_UNECHOED = 256
 MAX_MESSAGE_BYTES = 64 << 20
 # One event batch stays well below the message limit (big Output events are split across batches).
 BATCH_BYTES = 16 << 20
@@ -94,6 +113,7 @@ class Session:
         kill_grace_s: float = 10.0,
         name: str = "",
         auth: AgentAuth | None = None,
+        lease: LeaseFile | None = None,
     ) -> None:
         self.target = target
         self.draining = False
@@ -107,6 +127,15 @@ class Session:
         self._kill_grace_s = kill_grace_s
         self._name = name
         self._auth = auth
+        self._lease = lease
+        #: The deadline last written to the lease file by this process (0: none yet).
+        self.lease_until = 0.0
+        self.fence_after_s = DEFAULT_FENCE_AFTER_S
+        # True while the controller echoes heartbeats (its Welcome named fence_after_s).
+        self._echoes = False
+        self._seq = 0
+        # seq -> CLOCK_BOOTTIME send time, for heartbeats sent on the current stream only.
+        self._sent: dict[int, float] = {}
         self._heartbeat_now = False
         self._closing = False
         self._wakeup = asyncio.Event()
@@ -248,9 +277,12 @@ class Session:
             stub = _make_stub(channel)
             call = stub.Connect(metadata=auth.metadata() if auth is not None else ())
             try:
+                # A new stream: no echo of a heartbeat sent on an earlier one may renew the lease.
+                self._sent = {}
                 hello = self._hello()
                 hello.draining = self.draining
                 hello.running_attempt_ids.extend(self._executor.active_ids())
+                hello.finished_attempt_ids.extend(self._outbox.unacked_ids)
                 try:
                     await call.write(agent_pb2.AgentMessage(hello=hello))
                     first = await call.read()
@@ -268,6 +300,12 @@ class Session:
                 if welcome.assignment_lease_s > 0:
                     # Acknowledge well within the controller's assignment lease.
                     self._outbox.accepted_delay_s = min(ACCEPTED_DELAY_S, welcome.assignment_lease_s / 8)
+                self._echoes = welcome.fence_after_s > 0
+                self.fence_after_s = welcome.fence_after_s if self._echoes else DEFAULT_FENCE_AFTER_S
+                if welcome.kill_grace_s > 0:
+                    # The controller's fence deadline counts this grace: the agent's stops use it too.
+                    self._kill_grace_s = welcome.kill_grace_s
+                    self._executor.kill_grace_s = welcome.kill_grace_s
                 self._executor.kill_silently(welcome.kill_attempt_ids)
                 self._outbox.on_welcome(welcome.kill_attempt_ids)
                 self.connected.set()
@@ -277,6 +315,8 @@ class Session:
                     controller=self.target,
                     session_epoch=welcome.session_epoch,
                     assignment_lease_s=welcome.assignment_lease_s,
+                    fence_after_s=welcome.fence_after_s,
+                    kill_grace_s=welcome.kill_grace_s,
                 )
                 interval = welcome.heartbeat_interval_s if welcome.heartbeat_interval_s > 0 else DEFAULT_HEARTBEAT_S
                 writer = asyncio.create_task(self._write_loop(call, interval))
@@ -313,9 +353,51 @@ class Session:
             self._executor.cancel(
                 cancel.attempt_ids, force=cancel.force, grace_s=grace, release_only=cancel.release_only
             )
+        elif kind == "heartbeat_ack":
+            self._on_heartbeat_ack(message.heartbeat_ack.seq)
         elif kind == "drain":
             self._on_drain(message.drain.grace_s)
         # A second Welcome, or a kind this version does not know: nothing to do.
+
+    def _next_seq(self) -> int:
+        """The next heartbeat's seq; its send time is remembered (taken just before the write)."""
+        self._seq += 1
+        sent = boottime()
+        if self._echoes:
+            unechoed = self._sent
+            unechoed[self._seq] = sent
+            if len(unechoed) > MAX_UNECHOED:
+                del unechoed[next(iter(unechoed))]
+        else:
+            # A controller that echoes nothing and fences nothing: keep the supervisors alive while
+            # the stream is up (it breaks within the keepalive when the controller goes away).
+            self._renew(sent + DEFAULT_FENCE_AFTER_S)
+        return self._seq
+
+    def _on_heartbeat_ack(self, seq: int) -> None:
+        """The controller applied heartbeat ``seq``: renew the lease to its send time + fence_after."""
+        unechoed = self._sent
+        sent = unechoed.get(seq)
+        if sent is None:
+            return  # not sent on this stream (or echoed already): it proves nothing about now
+        # Seqs grow: this one and every older one are settled (an older echo renews less).
+        while unechoed:
+            first = next(iter(unechoed))
+            if first > seq:
+                break
+            del unechoed[first]
+        self._renew(sent + self.fence_after_s)
+
+    def _renew(self, until: float) -> None:
+        if self._lease is None or until <= self.lease_until:
+            return  # never backwards
+        try:
+            self._lease.renew(until)
+        except OSError as exc:
+            # The supervisors fence themselves if this goes on: say why.
+            log.warning("cannot renew the lease file", path=str(self._lease.path), error=str(exc))
+            return
+        self.lease_until = until
 
     async def _write_loop(self, call: Any, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -329,7 +411,7 @@ class Session:
             now = loop.time()
             if self._heartbeat_now or now >= next_heartbeat:
                 self._heartbeat_now = False
-                heartbeat = agent_pb2.Heartbeat(usage=self._usage(), draining=self.draining)
+                heartbeat = agent_pb2.Heartbeat(usage=self._usage(), draining=self.draining, seq=self._next_seq())
                 await call.write(agent_pb2.AgentMessage(heartbeat=heartbeat))
                 next_heartbeat = now + interval
             if self._closing:

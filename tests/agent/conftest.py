@@ -146,7 +146,7 @@ async def make_executor(tmp_path: Path, sink: RecordingSink) -> AsyncIterator[Ex
             await pool.start()
         executor = Executor(
             slots=slots,
-            agent_types=("shell", "python"),
+            agent_types=kw.pop("agent_types", ("shell", "python")),
             work_dir=tmp_path,
             sink=sink,
             pool=pool,
@@ -228,6 +228,9 @@ class FakeGateway(agent_pb2_grpc.AgentGatewayServicer):
         self.heartbeat_interval_s = 0.2
         self.kill_next: list[str] = []
         self.epoch = 0
+        # 0: a controller older than fencing (it echoes no heartbeat).
+        self.fence_after_s = 0.0
+        self.kill_grace_s = 0.0
 
     async def Connect(
         self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: grpc.aio.ServicerContext[Any, Any]
@@ -244,6 +247,8 @@ class FakeGateway(agent_pb2_grpc.AgentGatewayServicer):
             heartbeat_interval_s=self.heartbeat_interval_s,
             lease_s=15.0,
             kill_attempt_ids=kill,
+            fence_after_s=self.fence_after_s,
+            kill_grace_s=self.kill_grace_s,
         )
         await context.write(agent_pb2.ControllerMessage(welcome=welcome))
         self.connections.append(connection)

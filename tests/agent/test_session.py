@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
+from pathlib import Path
 
+import pytest
+
+from corral.agent.lease import LeaseFile, boottime
+from corral.agent.session import DEFAULT_FENCE_AFTER_S
 from corral.v1 import agent_pb2, types_pb2
 
-from .conftest import AgentFactory, FakeGateway, eventually, python_task, shell_task
+from .conftest import AgentFactory, FakeConnection, FakeGateway, eventually, python_task, shell_task
 
 SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
 CANCELLED = types_pb2.ATTEMPT_OUTCOME_CANCELLED
@@ -24,10 +31,14 @@ async def test_hello_welcome_and_heartbeats(make_agent: AgentFactory, gateway: F
     assert dict(hello.labels) == {"zone": "a"}
     assert hello.inventory.gpu_count == 2 and hello.inventory.slots == 3
     assert hello.inventory.cpu_cores > 0 and hello.inventory.memory_mb > 0
-    assert not hello.draining and not hello.running_attempt_ids
+    assert not hello.draining and not hello.running_attempt_ids and not hello.finished_attempt_ids
+    assert re.fullmatch(r"[0-9a-f]{16}", hello.incarnation)
     heartbeats = await eventually(lambda: len(conn.heartbeats()) >= 3 and conn.heartbeats(), what="heartbeats")
     assert heartbeats[-1].usage.memory_used_mb > 0
     assert not heartbeats[-1].draining
+    # Every heartbeat has its own seq, increasing.
+    seqs = [h.seq for h in heartbeats]
+    assert seqs[0] >= 1 and all(b > a for a, b in itertools.pairwise(seqs))
 
 
 async def test_assign_batched_events_and_ack(make_agent: AgentFactory, gateway: FakeGateway) -> None:
@@ -106,6 +117,10 @@ async def test_unacked_finished_is_resent_after_reconnect(make_agent: AgentFacto
     first.end()  # the stream breaks
     second = await gateway.connection(1)
     assert list(second.hello.running_attempt_ids) == ["long"]
+    # Everything it holds: running, and finished but not acknowledged.
+    assert list(second.hello.finished_attempt_ids) == ["s2"]
+    # The same process: the same incarnation (the controller counts no loss).
+    assert second.hello.incarnation == first.hello.incarnation
     resent = await second.wait_event("s2", "finished")
     assert resent.finished.outcome == SUCCEEDED
     assert not second.events("s1")  # acked: never re-sent
@@ -190,3 +205,89 @@ async def test_reconnects_while_the_controller_is_down(make_agent: AgentFactory,
     await asyncio.sleep(0.5)
     assert not task.done() and not gateway.connections
     assert agent.session is not None and not agent.session.connected.is_set()
+
+
+# -- the lease: renewed only by echoes of this stream's heartbeats ---------------------------------------
+
+
+def heartbeat_ack(seq: int) -> agent_pb2.ControllerMessage:
+    return agent_pb2.ControllerMessage(heartbeat_ack=agent_pb2.HeartbeatAck(seq=seq))
+
+
+async def settled(conn: FakeConnection, attempt_id: str) -> None:
+    """Send an assignment and wait for its Finished: the agent has handled everything sent before it."""
+    conn.assign(shell_task(attempt_id, "true"))
+    await conn.wait_event(attempt_id, "finished")
+
+
+async def test_heartbeat_echoes_renew_the_lease(make_agent: AgentFactory, gateway: FakeGateway, tmp_path: Path) -> None:
+    gateway.fence_after_s = 30.0
+    gateway.kill_grace_s = 3.0
+    before = boottime()
+    agent, _ = await make_agent()
+    lease = LeaseFile(tmp_path / "work" / "lease")
+    conn = await gateway.connection()
+    heartbeats = await eventually(lambda: len(conn.heartbeats()) >= 3 and conn.heartbeats(), what="heartbeats")
+    seen = boottime()
+    assert agent.session is not None and agent.executor is not None
+    # The kill grace of the controller's Welcome is what the agent's stops use.
+    assert agent.executor.kill_grace_s == 3.0
+    # Heartbeats alone renew nothing: only an echo does.
+    await settled(conn, "sync0")
+    assert lease.read() is None
+    # An echo of a seq never sent proves nothing.
+    conn.send(heartbeat_ack(heartbeats[-1].seq + 1000))
+    await settled(conn, "sync1")
+    assert lease.read() is None
+    # The echo of the second heartbeat: renewed to its send time + fence_after.
+    conn.send(heartbeat_ack(heartbeats[1].seq))
+    until = await eventually(lease.read, what="the lease file")
+    # (The file holds milliseconds.)
+    assert before + 30.0 - 0.001 <= until <= seen + 30.0 + 0.001
+    assert agent.session.lease_until == pytest.approx(until, abs=0.001)
+    # An older heartbeat's echo, arriving late, never moves it back (nor forward: it is settled).
+    conn.send(heartbeat_ack(heartbeats[0].seq))
+    conn.send(heartbeat_ack(heartbeats[1].seq))  # and a repeated echo is no news either
+    await settled(conn, "sync2")
+    assert lease.read() == until
+    # A newer one moves it forward.
+    conn.send(heartbeat_ack(heartbeats[2].seq))
+    later = await eventually(lambda: (lease.read() or 0) > until and lease.read(), what="a renewal")
+    assert later <= seen + 30.0 + 0.001
+
+
+async def test_echoes_of_a_previous_stream_renew_nothing(
+    make_agent: AgentFactory, gateway: FakeGateway, tmp_path: Path
+) -> None:
+    gateway.fence_after_s = 30.0
+    await make_agent()
+    lease = LeaseFile(tmp_path / "work" / "lease")
+    first = await gateway.connection(0)
+    old = await eventually(lambda: first.heartbeats(), what="a heartbeat on the first stream")
+    first.end()
+    second = await gateway.connection(1)
+    # A backlog of the old stream's echoes, delivered on the new stream: no renewal.
+    for heartbeat in old:
+        second.send(heartbeat_ack(heartbeat.seq))
+    await settled(second, "sync")
+    assert lease.read() is None
+    new = await eventually(
+        lambda: [h for h in second.heartbeats() if h.seq > old[-1].seq], what="a heartbeat on the new stream"
+    )
+    resumed = boottime()
+    second.send(heartbeat_ack(new[0].seq))
+    until = await eventually(lease.read, what="the lease file")
+    assert until <= resumed + 30.0 + 0.001
+
+
+async def test_a_controller_without_fencing_keeps_the_lease_alive(
+    make_agent: AgentFactory, gateway: FakeGateway, tmp_path: Path
+) -> None:
+    # fence_after_s 0 in the Welcome: an older controller, which echoes nothing.
+    before = boottime()
+    await make_agent()
+    lease = LeaseFile(tmp_path / "work" / "lease")
+    await gateway.connection()
+    first = await eventually(lease.read, what="the lease file")
+    assert before + DEFAULT_FENCE_AFTER_S - 0.001 <= first <= boottime() + DEFAULT_FENCE_AFTER_S + 0.001
+    await eventually(lambda: (lease.read() or 0) > first, what="a renewal at the next heartbeat")

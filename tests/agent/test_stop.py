@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import psutil
+import pytest
 
+from corral.agent import executor as executor_module
+from corral.agent.attempt import AttemptResult, StopReason
+from corral.agent.registry import Launch
 from corral.v1 import types_pb2
 
 from .conftest import ExecutorFactory, RecordingSink, eventually, python_task, shell_task
@@ -113,3 +118,51 @@ async def test_kill_silently_reports_nothing(make_executor: ExecutorFactory, sin
     await eventually(lambda: _all_gone([pid]), what="the killed attempt to go")
     assert "k1" not in sink.results and "k2" not in sink.results
     assert executor.active_ids() == []
+
+
+class _DeafRun:
+    """A real process whose runner ignores graceful stops: only a forced one (SIGKILL) ends it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.stops: list[tuple[StopReason, bool]] = []
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def take_output(self) -> tuple[bytes, bytes, bool]:
+        return b"", b"", False
+
+    def request_stop(self, reason: StopReason, *, force: bool, grace_s: float) -> None:
+        self.stops.append((reason, force))
+        if force:
+            self.proc.kill()
+
+    async def finish(self) -> AttemptResult:
+        await self.proc.wait()
+        return AttemptResult.stopped(self.stops[0][0]) if self.stops else AttemptResult(SUCCEEDED)
+
+
+async def test_the_backstop_ends_what_a_self_timed_runner_did_not(
+    make_executor: ExecutorFactory, sink: RecordingSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor_module, "BACKSTOP_SLACK_S", 0.4)
+    executor = await make_executor(kill_grace_s=0.3)
+    runs: list[_DeafRun] = []
+
+    async def deaf(assignment: types_pb2.TaskAssignment, launch: Launch) -> _DeafRun:
+        runs.append(_DeafRun(await asyncio.create_subprocess_exec("sleep", "1000")))
+        return runs[-1]
+
+    # A runner that times its attempts itself (like the supervisor) but, broken, does not.
+    executor.registry.register("shell", deaf, folders=False, self_timed=True)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    executor.submit([shell_task("deaf", "unused", timeout_s=0.5)])
+    result = await sink.result("deaf")
+    elapsed = loop.time() - started
+    assert result.outcome == TIMED_OUT and result.error == "timed out after 0.5 s"
+    # Only the forced backstop, at timeout + grace + slack: nothing graceful at the timeout itself.
+    assert runs[0].stops == [(StopReason.TIMED_OUT, True)]
+    assert 0.5 + 0.3 + 0.4 <= elapsed < 0.5 + 0.3 + 0.4 + 3.0

@@ -1,0 +1,586 @@
+"""The lifecycle of the attempts on this agent, as a pure state machine: events in, instructions out.
+
+Like dask's ``worker_state_machine``: :class:`AttemptMachine` holds the slots, the FIFO queue and
+the state of every attempt the agent holds, and :meth:`AttemptMachine.handle` turns one event (an
+assignment, a runner's answer, a controller message, a drain) into the instructions the thin shell
+(:mod:`corral.agent.executor`) carries out: start a run, stop one, report something, forget one.
+No asyncio, no clock, no I/O here, so every transition is unit-tested without processes.
+
+Like h11's ``_state``: every transition of one attempt is a row of :data:`TRANSITIONS`, keyed by
+(state, event type); a pair missing from the table raises :class:`InvalidTransition`.
+
+States::
+
+    QUEUED --slot free--> STARTING --Started--> RUNNING --Stop--> STOPPING
+      |                      |                     |                 |
+      +--Cancel: Released    +--StartFailed--------+--Ended----------+--> DONE --Acked--> forgotten
+         (forgotten)
+
+An attempt killed silently (reassigned elsewhere) ends forgotten instead of DONE: nothing of it is
+reported. Attempts adopted after an agent restart enter RUNNING (their supervisor still runs them)
+or DONE (it finished while the agent was away).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from corral.agent.attempt import AttemptResult, StopReason
+from corral.v1 import types_pb2
+
+__all__ = [
+    "TRANSITIONS",
+    "Acked",
+    "Adopted",
+    "Assigned",
+    "AttemptMachine",
+    "Cancel",
+    "Drain",
+    "Ended",
+    "Event",
+    "Forget",
+    "GotOutput",
+    "Instruction",
+    "InvalidTransition",
+    "KillAll",
+    "KillSilently",
+    "ReportAccepted",
+    "ReportFinished",
+    "ReportOutput",
+    "ReportReleased",
+    "ReportStarted",
+    "Start",
+    "StartFailed",
+    "Started",
+    "State",
+    "Stop",
+    "TimedOut",
+]
+
+_TIMED_OUT = types_pb2.ATTEMPT_OUTCOME_TIMED_OUT
+
+
+class State(enum.Enum):
+    """Where one attempt is. Forgotten attempts (acknowledged, released, killed) leave the machine."""
+
+    QUEUED = "queued"  # held here, waiting for a free slot
+    STARTING = "starting"  # Start issued, the runner has not answered yet
+    RUNNING = "running"
+    STOPPING = "stopping"  # Stop issued, waiting for the run to end
+    DONE = "done"  # Finished reported, kept until the controller acknowledges it
+
+    # Identity hashing in C: the table is looked up with a State on every event (Enum's own
+    # __hash__ is Python code). Members are singletons, so this is the same equality.
+    __hash__ = object.__hash__
+
+
+class InvalidTransition(RuntimeError):
+    """An event that cannot happen to an attempt in its state (a bug in the shell, never bad input)."""
+
+
+# -- events ---------------------------------------------------------------------------------------
+# Events and instructions are plain values, never changed once made. They are not frozen
+# dataclasses only because those cost about 2.5x as much to build, and a task makes about ten.
+
+
+@dataclass(slots=True)
+class Assigned:
+    """The controller assigned an attempt (a known attempt id is ignored)."""
+
+    assignment: types_pb2.TaskAssignment
+
+
+@dataclass(slots=True)
+class Started:
+    """The runner started the attempt: ``pid`` is the process reported in Started."""
+
+    attempt_id: str
+    pid: int
+
+
+@dataclass(slots=True)
+class StartFailed:
+    """The runner could not start the attempt (policy, bad payload, missing command...)."""
+
+    attempt_id: str
+    result: AttemptResult
+
+
+@dataclass(slots=True)
+class GotOutput:
+    """New output of a running attempt, read by the shell."""
+
+    attempt_id: str
+    stdout: bytes
+    stderr: bytes
+    truncated: bool
+
+
+@dataclass(slots=True)
+class Ended:
+    """The run is over (the attempt and every process it started are gone)."""
+
+    attempt_id: str
+    result: AttemptResult
+
+
+@dataclass(slots=True)
+class Cancel:
+    """The controller's Cancel: queued attempts are released; running ones stopped unless ``release_only``."""
+
+    attempt_id: str
+    force: bool
+    grace_s: float
+    release_only: bool = False
+
+
+@dataclass(slots=True)
+class KillSilently:
+    """The attempt was reassigned elsewhere (Welcome.kill_attempt_ids): stop it, report nothing."""
+
+    attempt_id: str
+
+
+@dataclass(slots=True)
+class Acked:
+    """The controller applied the attempt's Finished report: forget it (and its folders)."""
+
+    attempt_id: str
+
+
+@dataclass(slots=True)
+class TimedOut:
+    """The shell's timeout timer fired: the primary one for a runner that does not time its attempts
+    (``force`` False, the kill grace), a backstop past timeout + grace for one that does (``force``)."""
+
+    attempt_id: str
+    force: bool = True
+    grace_s: float = 0.0
+
+
+@dataclass(slots=True)
+class Drain:
+    """Take nothing new; queued attempts go back to the controller (Finished DRAINED, not started)."""
+
+
+@dataclass(slots=True)
+class KillAll:
+    """Stop everything: the drain grace is over (``force`` False) or a second signal came (True)."""
+
+    force: bool
+    grace_s: float
+
+
+@dataclass(slots=True)
+class Adopted:
+    """An attempt found after an agent restart: still running (``pid``) or finished (``result``)."""
+
+    attempt_id: str
+    pid: int | None = None
+    result: AttemptResult | None = None
+
+
+Event = (
+    Assigned
+    | Started
+    | StartFailed
+    | GotOutput
+    | Ended
+    | Cancel
+    | KillSilently
+    | Acked
+    | TimedOut
+    | Drain
+    | KillAll
+    | Adopted
+)
+
+# -- instructions -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Start:
+    """Start the attempt with the runner of its agent type."""
+
+    attempt_id: str
+    assignment: types_pb2.TaskAssignment
+
+
+@dataclass(slots=True)
+class Stop:
+    """Ask the run to stop (idempotent; ``force`` escalates to SIGKILL at once)."""
+
+    attempt_id: str
+    reason: StopReason
+    force: bool
+    grace_s: float
+
+
+@dataclass(slots=True)
+class ReportAccepted:
+    """Tell the controller the assignment is held here."""
+
+    attempt_id: str
+
+
+@dataclass(slots=True)
+class ReportReleased:
+    """Tell the controller a cancelled assignment was given back, never started."""
+
+    attempt_id: str
+
+
+@dataclass(slots=True)
+class ReportStarted:
+    """Tell the controller the attempt started."""
+
+    attempt_id: str
+    pid: int
+
+
+@dataclass(slots=True)
+class ReportOutput:
+    """Stream new output to the controller."""
+
+    attempt_id: str
+    stdout: bytes
+    stderr: bytes
+    truncated: bool
+
+
+@dataclass(slots=True)
+class ReportFinished:
+    """Report how the attempt ended (kept by the outbox until acknowledged)."""
+
+    attempt_id: str
+    result: AttemptResult
+
+
+@dataclass(slots=True)
+class Forget:
+    """The attempt is gone from the machine: remove its folders (task and supervisor control folder)."""
+
+    attempt_id: str
+    agent_type: str  # "" for an adopted attempt (its type was not kept on disk)
+    adopted: bool
+
+
+Instruction = Start | Stop | ReportAccepted | ReportReleased | ReportStarted | ReportOutput | ReportFinished | Forget
+
+
+# -- the machine ---------------------------------------------------------------------------------------
+
+
+class _Attempt:
+    __slots__ = ("adopted", "agent_type", "assignment", "forced", "id", "pending_stop", "silent", "state", "timeout_s")
+
+    def __init__(self, attempt_id: str, state: State, assignment: types_pb2.TaskAssignment | None) -> None:
+        self.id = attempt_id
+        self.state = state
+        self.assignment = assignment
+        self.agent_type = assignment.agent_type if assignment is not None else ""
+        self.timeout_s = assignment.timeout_s if assignment is not None else 0.0
+        self.adopted = assignment is None
+        self.silent = False  # killed silently: report nothing more, forget at the end
+        self.forced = False  # a forced Stop was issued (another one adds nothing)
+        # A stop asked for while STARTING (no run to ask yet): issued as soon as it has started.
+        self.pending_stop: Stop | None = None
+
+
+_Handler = Callable[["AttemptMachine", _Attempt, Event], list[Instruction]]
+
+_ACTIVE = (State.STARTING, State.RUNNING, State.STOPPING)
+
+
+class AttemptMachine:
+    """The slots, the FIFO queue and the state of every attempt held by this agent."""
+
+    def __init__(self, slots: int, kill_grace_s: float) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        #: SIGTERM -> SIGKILL grace of silent kills (the controller's Welcome sets it).
+        self.kill_grace_s = kill_grace_s
+        self.accepting = True
+        self._attempts: dict[str, _Attempt] = {}
+        self._queue: deque[_Attempt] = deque()
+        self._active = 0  # STARTING + RUNNING + STOPPING: the slots in use
+
+    # -- queries ------------------------------------------------------------------------------------
+
+    @property
+    def active_count(self) -> int:
+        """Attempts holding a slot (starting, running or stopping)."""
+        return self._active
+
+    @property
+    def queued_count(self) -> int:
+        """Attempts waiting for a slot."""
+        return len(self._queue)
+
+    def state(self, attempt_id: str) -> State | None:
+        """The attempt's state, None once forgotten (or never known)."""
+        attempt = self._attempts.get(attempt_id)
+        return attempt.state if attempt is not None else None
+
+    def active_ids(self) -> list[str]:
+        """Attempts held and not finished: the active ones (oldest first), then the queue in order."""
+        active = [a.id for a in self._attempts.values() if a.state in _ACTIVE]
+        return active + [a.id for a in self._queue]
+
+    # -- the one way in -------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Instruction]:
+        """Apply one event; returns what the shell must do, in order."""
+        kind = type(event)
+        whole = _MACHINE_EVENTS.get(kind)
+        if whole is not None:
+            return whole(self, event)
+        attempt_id: str = event.attempt_id  # type: ignore[union-attr]
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None:
+            if kind in _CONTROLLER_EVENTS:
+                # The controller may name attempts this agent already forgot (or never had).
+                return []
+            raise InvalidTransition(f"{kind.__name__} for unknown attempt {attempt_id!r}")
+        handler = TRANSITIONS.get((attempt.state, kind))
+        if handler is None:
+            raise InvalidTransition(f"{kind.__name__} of attempt {attempt_id!r} in state {attempt.state.name}")
+        return handler(self, attempt, event)
+
+    # -- machine-level events -------------------------------------------------------------------
+
+    def _assigned(self, event: Event) -> list[Instruction]:
+        assert isinstance(event, Assigned)
+        assignment = event.assignment
+        attempt_id = assignment.attempt_id
+        if attempt_id in self._attempts:
+            return []  # a repeated assignment (a re-sent batch): already held
+        attempt = _Attempt(attempt_id, State.QUEUED, assignment)
+        self._attempts[attempt_id] = attempt
+        if not self.accepting:
+            # Draining: give it back at once, the controller requeues it elsewhere.
+            attempt.state = State.DONE
+            return [ReportFinished(attempt_id, AttemptResult.stopped(StopReason.DRAINED, "not started"))]
+        self._queue.append(attempt)
+        # Acknowledged at once (the controller takes back assignments it hears nothing of).
+        out: list[Instruction] = [ReportAccepted(attempt_id)]
+        self._pump(out)
+        return out
+
+    def _drain(self, event: Event | None = None) -> list[Instruction]:
+        self.accepting = False
+        out: list[Instruction] = []
+        queue = self._queue
+        while queue:
+            attempt = queue.popleft()
+            attempt.state = State.DONE
+            out.append(ReportFinished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started")))
+        return out
+
+    def _kill_all(self, event: Event) -> list[Instruction]:
+        assert isinstance(event, KillAll)
+        out = self._drain()
+        for attempt in list(self._attempts.values()):
+            if attempt.state is State.STARTING:
+                _hold_stop(attempt, StopReason.DRAINED, event.force, event.grace_s)
+            elif attempt.state is State.RUNNING or (attempt.state is State.STOPPING and event.force):
+                out.extend(self._stop(attempt, StopReason.DRAINED, event.force, event.grace_s))
+        return out
+
+    def _adopted(self, event: Event) -> list[Instruction]:
+        assert isinstance(event, Adopted)
+        attempt_id = event.attempt_id
+        if attempt_id in self._attempts:
+            raise InvalidTransition(f"Adopted for attempt {attempt_id!r} already held")
+        if (event.pid is None) == (event.result is None):
+            raise InvalidTransition(f"Adopted {attempt_id!r} needs exactly one of pid (running) and result")
+        if event.result is not None:
+            self._attempts[attempt_id] = _Attempt(attempt_id, State.DONE, None)
+            return [ReportFinished(attempt_id, event.result)]
+        assert event.pid is not None
+        self._attempts[attempt_id] = _Attempt(attempt_id, State.RUNNING, None)
+        # Its slot is taken even past ``slots`` (a restart with fewer slots): nothing new starts
+        # until enough have ended. Started again: harmless for a running attempt, and it was
+        # maybe never delivered before the agent died.
+        self._active += 1
+        return [ReportStarted(attempt_id, event.pid)]
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def _pump(self, out: list[Instruction]) -> None:
+        queue = self._queue
+        while queue and self._active < self.slots:
+            attempt = queue.popleft()
+            attempt.state = State.STARTING
+            self._active += 1
+            assert attempt.assignment is not None
+            out.append(Start(attempt.id, attempt.assignment))
+
+    def _stop(self, attempt: _Attempt, reason: StopReason, force: bool, grace_s: float) -> list[Instruction]:
+        attempt.state = State.STOPPING
+        attempt.forced = attempt.forced or force
+        return [Stop(attempt.id, reason, force, grace_s)]
+
+    def _end(self, attempt: _Attempt, result: AttemptResult) -> list[Instruction]:
+        """The run is over: report it (or forget it, when killed silently) and fill the slot."""
+        self._active -= 1
+        out: list[Instruction]
+        if attempt.silent:
+            del self._attempts[attempt.id]
+            out = [Forget(attempt.id, attempt.agent_type, attempt.adopted)]
+        else:
+            attempt.state = State.DONE
+            if result.outcome == _TIMED_OUT and attempt.timeout_s > 0:
+                result = dataclasses.replace(result, error=f"timed out after {attempt.timeout_s:g} s")
+            out = [ReportFinished(attempt.id, result)]
+        attempt.pending_stop = None
+        self._pump(out)
+        return out
+
+    def _forget(self, attempt: _Attempt) -> list[Instruction]:
+        del self._attempts[attempt.id]
+        return [Forget(attempt.id, attempt.agent_type, attempt.adopted)]
+
+    def _dequeue(self, attempt: _Attempt) -> None:
+        self._queue.remove(attempt)
+        del self._attempts[attempt.id]
+
+    # -- transitions (one method per row group; the table below is the whole truth) --------------------
+
+    def _ignore(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        return []
+
+    def _release(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        # Never started, so safe to run elsewhere; a queued attempt has no folder to remove.
+        self._dequeue(attempt)
+        return [ReportReleased(attempt.id)]
+
+    def _drop_queued(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        self._dequeue(attempt)
+        return []
+
+    def _cancel_starting(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, Cancel)
+        if not event.release_only:
+            _hold_stop(attempt, StopReason.CANCELLED, event.force, event.grace_s)
+        # release_only: it may already run, so it cannot be given back: it stays.
+        return []
+
+    def _kill_starting(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        attempt.silent = True
+        _hold_stop(attempt, StopReason.KILLED, False, self.kill_grace_s)
+        return []
+
+    def _started(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, Started)
+        attempt.state = State.RUNNING
+        out: list[Instruction] = [] if attempt.silent else [ReportStarted(attempt.id, event.pid)]
+        held = attempt.pending_stop
+        if held is not None:
+            attempt.pending_stop = None
+            out.extend(self._stop(attempt, held.reason, held.force, held.grace_s))
+        return out
+
+    def _start_failed(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, StartFailed)
+        return self._end(attempt, event.result)
+
+    def _ended(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, Ended)
+        return self._end(attempt, event.result)
+
+    def _output(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, GotOutput)
+        if attempt.silent:
+            return []
+        return [ReportOutput(attempt.id, event.stdout, event.stderr, event.truncated)]
+
+    def _cancel_running(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, Cancel)
+        if event.release_only:
+            return []  # a move of queued work: running work stays
+        return self._stop(attempt, StopReason.CANCELLED, event.force, event.grace_s)
+
+    def _kill_running(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        attempt.silent = True
+        return self._stop(attempt, StopReason.KILLED, False, self.kill_grace_s)
+
+    def _timed_out(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, TimedOut)
+        if attempt.forced or (attempt.state is State.STOPPING and not event.force):
+            return []  # a stop that is already under way is only ever escalated
+        return self._stop(attempt, StopReason.TIMED_OUT, event.force, event.grace_s)
+
+    def _cancel_stopping(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, Cancel)
+        if event.release_only or not event.force or attempt.forced:
+            return []  # already stopping; only a first forced cancel adds something (SIGKILL now)
+        return self._stop(attempt, StopReason.CANCELLED, True, event.grace_s)
+
+    def _kill_stopping(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        attempt.silent = True  # already being stopped: only its report goes
+        return []
+
+    def _acked(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        return self._forget(attempt)
+
+
+def _hold_stop(attempt: _Attempt, reason: StopReason, force: bool, grace_s: float) -> None:
+    """Remember a stop for an attempt still starting; the first reason stays, force only escalates."""
+    held = attempt.pending_stop
+    if held is None:
+        attempt.pending_stop = Stop(attempt.id, reason, force, grace_s)
+    elif force and not held.force:
+        attempt.pending_stop = Stop(attempt.id, held.reason, True, grace_s)
+
+
+_M = AttemptMachine
+_Q, _S, _R, _X, _D = State.QUEUED, State.STARTING, State.RUNNING, State.STOPPING, State.DONE
+
+#: Every transition of one attempt: (state, event type) -> handler. A pair missing here raises.
+TRANSITIONS: dict[tuple[State, type], _Handler] = {
+    # QUEUED: waiting for a slot
+    (_Q, Cancel): _M._release,
+    (_Q, KillSilently): _M._drop_queued,
+    (_Q, Acked): _M._ignore,  # nothing to acknowledge yet
+    # STARTING: the runner was asked to start it
+    (_S, Started): _M._started,
+    (_S, StartFailed): _M._start_failed,
+    (_S, Cancel): _M._cancel_starting,
+    (_S, KillSilently): _M._kill_starting,
+    (_S, Acked): _M._ignore,
+    # RUNNING
+    (_R, GotOutput): _M._output,
+    (_R, Ended): _M._ended,
+    (_R, Cancel): _M._cancel_running,
+    (_R, KillSilently): _M._kill_running,
+    (_R, TimedOut): _M._timed_out,
+    (_R, Acked): _M._ignore,
+    # STOPPING: a Stop was issued, the run has not ended yet
+    (_X, GotOutput): _M._output,
+    (_X, Ended): _M._ended,
+    (_X, Cancel): _M._cancel_stopping,
+    (_X, KillSilently): _M._kill_stopping,
+    (_X, TimedOut): _M._timed_out,
+    (_X, Acked): _M._ignore,
+    # DONE: reported, waiting for the Ack
+    (_D, Acked): _M._acked,
+    (_D, KillSilently): _M._acked,  # reassigned: its report is dropped too, forget it
+    (_D, Cancel): _M._ignore,  # its Finished report is on its way
+}
+
+# Events about the whole machine rather than one attempt it holds.
+_MACHINE_EVENTS: dict[type, Callable[[AttemptMachine, Event], list[Instruction]]] = {
+    Assigned: _M._assigned,
+    Drain: _M._drain,
+    KillAll: _M._kill_all,
+    Adopted: _M._adopted,
+}
+
+# Events from the controller, which may name attempts this agent does not hold (any more).
+_CONTROLLER_EVENTS: frozenset[type] = frozenset({Cancel, KillSilently, Acked})
