@@ -84,8 +84,14 @@ async def waiter(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proce
 def fake_scan(monkeypatch: pytest.MonkeyPatch, found: list[adopt.Adopted]) -> list[str]:
     """Make the agent find ``found`` at start; returns the list of attempt ids it removes."""
     removed: list[str] = []
+    real_remove = adopt.remove
+
+    def remove(work_dir: Path, attempt_id: str) -> None:
+        removed.append(attempt_id)
+        real_remove(work_dir, attempt_id)
+
     monkeypatch.setattr(adopt, "scan", lambda work_dir, ctx: list(found))
-    monkeypatch.setattr(adopt, "remove", lambda work_dir, attempt_id: removed.append(attempt_id))
+    monkeypatch.setattr(adopt, "remove", remove)
     return removed
 
 
