@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import signal
 import sys
@@ -173,7 +172,6 @@ async def settled(conn: Any) -> None:
 # -- the real thing: a real agent process, SIGKILLed and restarted --------------------------------------
 
 TASK_S = 20
-NEEDS_SUPERVISOR = "needs the supervisor (sup part)"
 
 
 @pytest.fixture
@@ -212,8 +210,6 @@ def alive(pid: int, created: float) -> bool:
 async def test_agent_kill9_and_restart_keeps_the_task_running(
     orchestrator: tuple[str, orchestrator_pb2_grpc.OrchestratorStub], tmp_path: Path
 ) -> None:
-    if importlib.util.find_spec("corral.agent.supervisor") is None:
-        pytest.skip(NEEDS_SUPERVISOR)
     address, orch = orchestrator
     pid_file = tmp_path / "task.pid"
     shell = f"echo $$ > '{pid_file}'; sleep {TASK_S}; echo 42"
