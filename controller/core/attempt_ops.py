@@ -65,7 +65,10 @@ class AttemptOps(WorkflowOps):
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
         refs = secret_refs(task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
-        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets)
+        keep_for = 0.0
+        if task.on_disconnect == "keep":
+            keep_for = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
+        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets, keep_for)
 
     def fails_for_secrets(self, task: Task, now: float) -> bool:
         """Fail a queued task for good when a secret its env refers to no longer exists."""
@@ -343,9 +346,7 @@ class AttemptOps(WorkflowOps):
         """Its agent never re-reported it: requeue without spending a retry."""
         self.requeue(attempt, A.LOST, now, why, kind="lost")
 
-    def requeue(
-        self, attempt: Attempt, outcome: AttemptState, now: float, why: str, *, kind: str = "requeued"
-    ) -> None:
+    def requeue(self, attempt: Attempt, outcome: AttemptState, now: float, why: str, *, kind: str = "requeued") -> None:
         """End an attempt that did not fail by itself and make its task ready again (no retry spent);
         in a cancelling workflow the task is cancelled instead. ``kind`` names the log entry."""
         task = self.tasks[attempt.task_id]

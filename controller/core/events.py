@@ -259,6 +259,7 @@ class Assignment:
     inputs: Mapping[str, bytes]
     gpu_ids: tuple[int, ...] = ()
     secrets: Mapping[str, str] = field(default_factory=dict)  # decrypted values its env refers to
+    max_disconnect_s: float = 0.0  # a keep task's effective limit (its own, else the controller's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,7 +185,6 @@ class FleetOps(AttemptOps):
             return None
         return agent
 
-
     def heartbeat(self, event: AgentHeartbeat, now: float) -> bool:
         """The agent is alive: memory only (a plain one commits nothing), echoed after the tick.
 

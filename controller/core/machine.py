@@ -170,9 +170,8 @@ class Machine(FleetOps):
                 silent = now - agent.last_seen
                 due = self.fence_at.get(attempt_id)
                 fate = f"; requeued in {max(0.0, due - now):.1f}s unless it returns" if due is not None else ""
-                return Explanation(
-                    f"{task.state} on {where} (attempt {task.attempts}); agent {agent.state}, silent {silent:.1f}s{fate}"
-                )
+                where = f"{where} (attempt {task.attempts}); agent {agent.state}, silent {silent:.1f}s"
+                return Explanation(f"{task.state} on {where}{fate}")
             return Explanation(f"{task.state} on {where} (attempt {task.attempts})")
         if task.failure_reason == "poison":
             return Explanation(f"{task.state} (poison): {task.error}")

@@ -9,6 +9,7 @@ accept and refuse exactly the same values.
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 from typing import Any, Final
 
@@ -103,7 +104,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             if events and (
-                events[0][0] <= self._last_event_seq or any(a[0] >= b[0] for a, b in zip(events, events[1:]))
+                events[0][0] <= self._last_event_seq or any(a[0] >= b[0] for a, b in itertools.pairwise(events))
             ):
                 # As SQLite's PRIMARY KEY: a seq is never stored twice. Checked before any change.
                 raise ValueError(f"event seq {events[0][0]} is not above the last stored {self._last_event_seq}")

@@ -357,9 +357,7 @@ _EVENT_INSERT: Final = (
 )
 _EVENT_SELECT: Final = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
 _EVENTS_OF_WORKFLOW: Final = f"{_EVENT_SELECT} WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-_EVENTS_OF_TASK: Final = (
-    f"{_EVENT_SELECT} WHERE workflow_id = ? AND seq > ? AND task_id = ? ORDER BY seq LIMIT ?"
-)
+_EVENTS_OF_TASK: Final = f"{_EVENT_SELECT} WHERE workflow_id = ? AND seq > ? AND task_id = ? ORDER BY seq LIMIT ?"
 _LOG_SIZE: Final = (
     'SELECT "offset" + length(data) FROM logs WHERE attempt_id = ? AND stream = ? ORDER BY "offset" DESC LIMIT 1'
 )

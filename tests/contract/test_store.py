@@ -767,7 +767,7 @@ def _event(seq: int, workflow_id: str = "wf-1", task_id: str = "", kind: str = "
         agent_id="agent-1" if task_id else "",
         message="m \u00fc",
         kind=kind,
-        reason=f"why {seq}: fenced \"quoted\"",
+        reason=f'why {seq}: fenced "quoted"',
     )
 
 
