@@ -31,7 +31,7 @@ def _running(sim: Sim, *specs: dict[str, object], agent: str = "a1", **workflow:
 
 
 def test_fence_after_must_exceed_the_lease() -> None:
-    with pytest.raises(ValueError, match="fence_after_s .* must be longer than lease_s"):
+    with pytest.raises(ValueError, match=r"fence_after_s .* must be longer than lease_s"):
         MachineConfig(lease_s=15.0, fence_after_s=15.0)
     with pytest.raises(ValueError, match="max_agent_losses"):
         MachineConfig(max_agent_losses=0)
@@ -120,7 +120,7 @@ def test_keep_attempt_runs_through_the_fence_and_is_requeued_after_max_disconnec
 
 def test_keep_attempt_is_requeued_when_its_agent_returns_without_it(sim: Sim) -> None:
     cfg = sim.machine.config
-    wf, attempt = _running(sim, task_spec("t", on_disconnect="keep"))
+    _wf, attempt = _running(sim, task_spec("t", on_disconnect="keep"))
     sim.run_for(cfg.fence_total_s + 5, silent=("a1",))
     sim.hello("a1", slots=1, running=(), incarnation="a1-1")
     assert sim.machine.unconfirmed == {attempt: sim.now + cfg.reconnect_grace_s}
@@ -168,7 +168,7 @@ def test_a_task_that_kills_its_agent_three_times_fails_as_poison(sim: Sim) -> No
             attempt = assignment.attempt_id
     assert bad.state is T.FAILED and bad.failure_reason == "poison"
     assert bad.retries_used == 0
-    assert "poison: 3 attempts died with their agent (max_agent_losses=3; agents: a1)" == bad.error
+    assert bad.error == "poison: 3 attempts died with their agent (max_agent_losses=3; agents: a1)"
     assert sim.task(wf, "after").state is T.SKIPPED
     assert sim.machine.workflows[wf].state is W.FAILED
     assert sim.machine.explain(bad.id, sim.now).reason.startswith("failed (poison)")
