@@ -218,6 +218,10 @@ class Machine(FleetOps):
             assert counted == len(workflow.task_ids), f"workflow {workflow.id}: counts"
             if workflow.state.terminal:
                 assert self.remaining(workflow.id) == 0, f"workflow {workflow.id} ended with live tasks"
+        for attempt_id in self.fence_at.keys() | self.withdrawing.keys():
+            assert self.attempts[attempt_id].state.active, (
+                f"attempt {attempt_id}: fence or withdrawal of an ended attempt"
+            )
         for attempt_id in self.unacknowledged.keys() | self.releasing:
             attempt = self.attempts[attempt_id]
             assert attempt.state is AttemptState.ASSIGNED, f"attempt {attempt_id}: awaits an ack but is {attempt.state}"

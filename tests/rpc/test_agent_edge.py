@@ -191,7 +191,7 @@ async def test_a_heartbeat_is_echoed_with_its_seq_after_the_state_loop_applied_i
 
 
 async def test_a_report_batch_is_applied_and_acked_through_the_loop(controller: Controller) -> None:
-    call, welcome = await _hello_on(controller)
+    call, _ = await _hello_on(controller)
     await controller.orchestrator.SubmitWorkflow(
         orchestrator_pb2.SubmitWorkflowRequest(
             spec=types_pb2.WorkflowSpec(
