@@ -124,6 +124,14 @@ class AttemptOps(WorkflowOps):
         releasing; only its Released report requeues one (see :meth:`released`). If it says
         Started instead, the attempt stays where it is. Returns whether anything was asked back.
         """
+        # Nothing waits in any agent's prefetch queue (the common case): no scan of the fleet.
+        crowded = self.crowded
+        if crowded:
+            views = self.views
+            for agent_id in [a for a in crowded if a not in views or views[a].outstanding <= views[a].slots]:
+                crowded.discard(agent_id)  # went offline, or its view was rebuilt smaller
+        if not crowded:
+            return False
         idle = [
             v
             for v in self.views.values()

@@ -234,6 +234,8 @@ class Machine(FleetOps):
         for agent_id, view in self.views.items():
             held = [self.attempts[a] for a in self.active.get(agent_id, ())]
             assert view.outstanding == len(held), f"agent {agent_id}: outstanding {view.outstanding} != {len(held)}"
+            if view.outstanding > view.slots:
+                assert agent_id in self.crowded, f"agent {agent_id}: prefetched work but not marked crowded"
             for name in ("cpu_cores", "memory_mb", "gpu_count"):
                 total = sum(getattr(a.resources, name) for a in held)
                 assert abs(getattr(view.allocated, name) - total) < 1e-6, f"agent {agent_id}: {name} allocation"

@@ -120,6 +120,7 @@ class MachineState:
         self.access = AccessState()
         self.queue = ReadyQueue(config.ageing_per_s)
         self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
+        self.crowded: set[str] = set()  # agents whose view holds more attempts than slots (may be stale)
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
         self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
         self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop
@@ -373,6 +374,11 @@ class MachineState:
             prefetch=self.prefetch_for(agent.inventory.slots),
             held_back=agent.id in self.held_back,
         )
+        view.crowded = self.crowded
+        if view.outstanding > view.slots:
+            self.crowded.add(agent.id)
+        else:
+            self.crowded.discard(agent.id)
         self.views[agent.id] = view
         return view
 
