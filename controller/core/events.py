@@ -36,6 +36,7 @@ __all__ = [
     "PauseWorkflow",
     "Publish",
     "PullTask",
+    "Report",
     "ResumeWorkflow",
     "StartWorkflow",
     "SubmitWorkflow",
