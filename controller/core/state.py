@@ -261,24 +261,33 @@ class MachineState:
         attempt_id: str = "",
         agent_id: str = "",
     ) -> None:
-        """Append one entry to the workflow's event log (committed with this tick) and publish it."""
+        """Append one entry to the workflow's event log (committed with this tick) and publish it.
+
+        A plain "ready" (dependencies done, or the workflow started) is only published, not
+        stored: it adds nothing a reader of the log needs ("placed" follows) and it is a quarter of
+        the rows of a large workflow.
+        """
+        watched = workflow.id in self.watched
+        if kind == "ready" and not watched:
+            return
         self.event_seq += 1
         event = WorkflowEvent(
-            seq=self.event_seq,
-            at=now,
-            workflow_id=workflow.id,
-            workflow_state=workflow.state,
-            task_id=task.id if task else "",
-            task_name=task.name if task else "",
-            task_state=task.state if task else None,
-            attempt_id=attempt_id,
-            agent_id=agent_id,
-            message=message,
-            kind=kind,
-            reason=reason,
+            self.event_seq,
+            now,
+            workflow.id,
+            workflow.state,
+            task.id if task else "",
+            task.name if task else "",
+            task.state if task else None,
+            attempt_id,
+            agent_id,
+            message,
+            kind,
+            reason,
         )
-        self._events.append(event)
-        if workflow.id in self.watched:
+        if kind != "ready":
+            self._events.append(event)
+        if watched:
             self.emit(Publish(event))
 
     def set_task_state(

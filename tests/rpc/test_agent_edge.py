@@ -217,5 +217,5 @@ async def test_a_report_batch_is_applied_and_acked_through_the_loop(controller: 
     (task,) = controller.runtime.machine.tasks.values()
     assert task.result == b"42"
     events = controller.runtime.store.workflow_events(task.workflow_id, task_id=task.id)
-    assert [e.kind for e in events] == ["ready", "placed", "completed"]
+    assert [e.kind for e in events] == ["placed", "completed"]
     call.cancel()

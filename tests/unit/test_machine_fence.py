@@ -73,8 +73,8 @@ def test_stop_attempt_is_requeued_exactly_at_fence_after_plus_grace_plus_margin(
     (again,) = step.assignments("a2")
     assert again.attempt_number == 2
     kinds = [e.kind for e in sim.store.workflow_events(wf, task_id=task.id)]
-    assert kinds == ["ready", "placed", "running", "fenced", "placed"]
-    fenced = sim.store.workflow_events(wf, task_id=task.id)[3]
+    assert kinds == ["placed", "running", "fenced", "placed"]
+    fenced = sim.store.workflow_events(wf, task_id=task.id)[2]
     assert fenced.reason.startswith("fenced: agent a1 silent since") and fenced.agent_id == "a1"
 
 
@@ -368,7 +368,8 @@ def test_after_a_restart_unreported_attempts_wait_for_the_fence_or_max_disconnec
 def test_every_transition_is_logged_with_its_kind_and_committed_with_its_tick(sim: Sim) -> None:
     sim.hello("a1", slots=1)
     wf, step = sim.submit([task_spec("flaky", retries=1, retry_backoff=1.0)])
-    assert [e.kind for e in step.changes.events] == ["submitted", "started", "ready", "placed"]
+    # A plain "ready" is published to watchers but not stored.
+    assert [e.kind for e in step.changes.events] == ["submitted", "started", "placed"]
     attempt = step.assignments("a1")[0].attempt_id
     sim.started("a1", attempt)
     sim.finished("a1", attempt, A.FAILED, error="exit 1")
@@ -378,7 +379,6 @@ def test_every_transition_is_logged_with_its_kind_and_committed_with_its_tick(si
     assert [e.kind for e in events] == [
         "submitted",
         "started",
-        "ready",
         "placed",
         "running",
         "retry",
@@ -387,7 +387,20 @@ def test_every_transition_is_logged_with_its_kind_and_committed_with_its_tick(si
         "completed",
     ]
     assert [e.seq for e in events] == sorted(e.seq for e in events)
-    retry = events[5]
+    retry = events[4]
     assert retry.reason.startswith("retry 1 of 1 in") and retry.reason.endswith("after: exit 1")
     assert events[-1].task_id == "" and events[-1].workflow_state is W.COMPLETED
     assert sim.store.load().last_event_seq == events[-1].seq
+
+
+def test_watchers_see_every_transition_with_the_seq_of_the_log(sim: Sim) -> None:
+    sim.hello("a1", slots=1)
+    wf, _ = sim.submit([task_spec("t")], start=False)
+    sim.machine.watched.add(wf)
+    step = sim.do(ev.StartWorkflow(wf))
+    published = [a.event for a in step.of(ev.Publish)]
+    assert [e.kind for e in published] == ["started", "ready", "placed"]
+    stored = sim.store.workflow_events(wf)
+    assert [e.kind for e in stored] == ["submitted", "started", "placed"]
+    assert [e.seq for e in stored[1:]] == [published[0].seq, published[2].seq]  # same seq; "ready" not stored
+    assert stored[2] == published[2]
