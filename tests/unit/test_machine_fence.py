@@ -10,6 +10,8 @@ import pytest
 from corral.controller.core import events as ev
 from corral.controller.core.machine import MachineConfig
 from corral.controller.core.model import AgentState, AttemptState, TaskState, WorkflowState
+from corral.controller.rpc import wire
+from corral.v1 import types_pb2 as pb
 from tests.unit.conftest import Sim, task_spec
 
 T = TaskState
@@ -404,3 +406,18 @@ def test_watchers_see_every_transition_with_the_seq_of_the_log(sim: Sim) -> None
     assert [e.kind for e in stored] == ["submitted", "started", "placed"]
     assert [e.seq for e in stored[1:]] == [published[0].seq, published[2].seq]  # same seq; "ready" not stored
     assert stored[2] == published[2]
+
+
+def test_the_wire_carries_the_new_fields(sim: Sim) -> None:
+    sim.hello("a1", slots=2, incarnation="i1")
+    wf, step = sim.submit([task_spec("k", on_disconnect="keep", max_disconnect="5m"), task_spec("s")])
+    by_name = {a.task.name: wire.assignment_to_proto(a) for a in step.assignments("a1")}
+    assert (by_name["k"].on_disconnect, by_name["k"].max_disconnect_s) == (pb.ON_DISCONNECT_KEEP, 300.0)
+    assert (by_name["s"].on_disconnect, by_name["s"].max_disconnect_s) == (pb.ON_DISCONNECT_STOP, 0.0)
+    task = sim.task(wf, "s")
+    task.agent_losses, task.reruns_after_fence, task.failure_reason = 2, 1, "poison"
+    status = wire.task_status(sim.machine, task)
+    assert (status.agent_losses, status.reruns_after_fence, status.failure_reason) == (2, 1, "poison")
+    (placed,) = sim.store.workflow_events(wf, task_id=task.id)
+    message = wire.event_to_proto(placed)
+    assert (message.kind, message.seq, message.agent_id) == ("placed", placed.seq, "a1")
