@@ -43,6 +43,7 @@ __all__ = [
     "format_loc",
     "json_depth",
     "load_workflow_file",
+    "parse_duration",
     "parse_workflow",
     "parse_workflow_text",
     "violations_of",
@@ -64,6 +65,7 @@ class Limits:
     max_label_length = 256
     max_timeout_s = 7 * 24 * 3600.0
     max_retries = 100
+    max_agent_losses = 100
     max_cpu_cores = 4096.0
     max_memory_mb = 1 << 40
     max_disk_mb = 1 << 44
@@ -180,6 +182,31 @@ class TaskSpec(_Strict):
     dependencies: list[Name] = Field(default_factory=list, max_length=Limits.max_dependencies)
     constraints: dict[Name, LabelValue] = Field(default_factory=dict, max_length=Limits.max_labels)
     estimated_duration: float = Field(0.0, description="seconds, for planning (critical path)")
+    on_disconnect: Literal["stop", "keep"] = Field(
+        "stop", description="stop: fenced when its agent is cut off; keep: runs through (only these can overlap)"
+    )
+    max_disconnect: float | None = Field(
+        None, description='keep tasks: requeued after this long cut off (seconds or "10m"; default 1h)'
+    )
+    max_agent_losses: int | None = Field(
+        None, ge=1, le=Limits.max_agent_losses, description="agent deaths after which it fails as poison (default 3)"
+    )
+
+    @field_validator("max_disconnect", mode="before")
+    @classmethod
+    def _max_disconnect(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if not 0 < seconds <= Limits.max_timeout_s:
+            raise ValueError(f"max_disconnect must be > 0 and <= max_timeout_s={Limits.max_timeout_s:g} seconds")
+        return seconds
+
+    @model_validator(mode="after")
+    def _keep_only(self) -> TaskSpec:
+        if self.max_disconnect is not None and self.on_disconnect != "keep":
+            raise ValueError("max_disconnect applies to on_disconnect: keep tasks only")
+        return self
 
     @field_validator("timeout")
     @classmethod
@@ -274,6 +301,9 @@ class WorkflowHeader(_Strict):
     labels: dict[Name, LabelValue] = Field(default_factory=dict, max_length=Limits.max_labels)
     priority: int | None = Field(None, ge=0, le=100, description="default priority of its tasks")
     namespace: Name | None = Field(None, description='where it lives (default "default"); the token must cover it')
+    max_agent_losses: int | None = Field(
+        None, ge=1, le=Limits.max_agent_losses, description="default of its tasks' max_agent_losses (3)"
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -291,6 +321,28 @@ class WorkflowSpec(WorkflowHeader):
     """A workflow file: a named DAG of tasks."""
 
     tasks: list[TaskSpec] = Field(min_length=1, max_length=Limits.max_tasks)
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``"90"``, ``"30s"``, ``"10m"``, ``"1.5h"``, ``"2d"``.
+
+    Raises ValueError naming the accepted forms.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '10m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration: give seconds or a string like '30s', '10m', '1h', '2d'")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be finite")
+    return seconds
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

@@ -65,7 +65,10 @@ class AttemptOps(WorkflowOps):
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
         refs = secret_refs(task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
-        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets)
+        keep_for = 0.0
+        if task.on_disconnect == "keep":
+            keep_for = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
+        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets, keep_for)
 
     def fails_for_secrets(self, task: Task, now: float) -> bool:
         """Fail a queued task for good when a secret its env refers to no longer exists."""
@@ -121,6 +124,14 @@ class AttemptOps(WorkflowOps):
         releasing; only its Released report requeues one (see :meth:`released`). If it says
         Started instead, the attempt stays where it is. Returns whether anything was asked back.
         """
+        # Nothing waits in any agent's prefetch queue (the common case): no scan of the fleet.
+        crowded = self.crowded
+        if crowded:
+            views = self.views
+            for agent_id in [a for a in crowded if a not in views or views[a].outstanding <= views[a].slots]:
+                crowded.discard(agent_id)  # went offline, or its view was rebuilt smaller
+        if not crowded:
+            return False
         idle = [
             v
             for v in self.views.values()
@@ -251,8 +262,16 @@ class AttemptOps(WorkflowOps):
         attempt = self.owned_active(event.reporter, event.attempt_id)
         if attempt is None or attempt.state is not A.ASSIGNED:
             return False  # unknown, not its own, or already started (then its Finished follows)
+        late = self.withdrawing.get(attempt.id)
+        if late is not None:
+            # Withdrawn unstarted for a fenced attempt's success: that result completes the task.
+            old = self.attempts[late.attempt_id]
+            self.end_attempt(attempt, A.CANCELLED, now, f"withdrawn: attempt {old.number} succeeded late")
+            self.accept_late(old, self.tasks[attempt.task_id], late, now)
+            return True
         moved = attempt.id in self.releasing
-        self.requeue(attempt, A.CANCELLED, now, "moved to an idle agent" if moved else "released by its agent")
+        why = "moved to an idle agent" if moved else "released by its agent"
+        self.requeue(attempt, A.CANCELLED, now, why, kind="requeued")
         return True
 
     def started(self, event: AttemptStarted, now: float) -> bool:
@@ -262,6 +281,7 @@ class AttemptOps(WorkflowOps):
             return False
         self.unconfirmed.pop(attempt.id, None)
         self.releasing.discard(attempt.id)  # started before the move reached it: it stays
+        self.withdrawing.pop(attempt.id, None)  # the replacement runs: a late success is too late
         self.acknowledged(event.reporter, attempt.id)
         if attempt.state is A.RUNNING:
             return True
@@ -276,7 +296,7 @@ class AttemptOps(WorkflowOps):
         """Apply a final report; False (and nothing changed) when the fence rejects it."""
         attempt = self.owned_active(event.reporter, event.attempt_id)
         if attempt is None:
-            return False
+            return self.late_success(event, now)
         task = self.tasks[attempt.task_id]
         workflow = self.workflows[task.workflow_id]
         attempt.exit_code = event.exit_code
@@ -300,10 +320,13 @@ class AttemptOps(WorkflowOps):
             task.finished_at = now
             self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
         elif event.outcome in (A.CANCELLED, A.LOST):
-            # Given back or stopped by its agent (drain, shutdown) rather than by us: run it
-            # elsewhere, without spending a retry.
-            self.end_attempt(attempt, event.outcome, now, event.error or "given back by its agent")
-            self.make_ready(task, now)
+            # Given back or stopped by its agent (drain, shutdown, its supervisor fenced it)
+            # rather than by us: run it elsewhere, without spending a retry.
+            if event.fenced and attempt.state is A.RUNNING:
+                task.reruns_after_fence += 1
+            why = event.error or ("fenced by its supervisor" if event.fenced else "given back by its agent")
+            self.end_attempt(attempt, event.outcome, now, why)
+            self.make_ready(task, now, kind="fenced" if event.fenced else "requeued", reason=why)
         else:
             self.fail_attempt(attempt, task, event.outcome, event.error, event.retryable, now)
         self.finish_if_done(workflow, now)
@@ -320,19 +343,20 @@ class AttemptOps(WorkflowOps):
             backoff = min(self.config.max_backoff_s, task.retry_backoff_s * 2 ** (task.retries_used - 1))
             jitter = self.config.backoff_jitter
             backoff *= 1.0 + self.rng.uniform(-jitter, jitter)
-            self.make_ready(task, now, not_before=now + backoff)
+            why = f"retry {task.retries_used} of {task.max_retries} in {backoff:.1f}s after: {task.error}"
+            self.make_ready(task, now, not_before=now + backoff, kind="retry", reason=why)
         else:
             task.finished_at = now
             self.set_task_state(task, T.FAILED, now, task.error)
             self.skip_descendants(task, now)
 
     def lose_attempt(self, attempt: Attempt, now: float, why: str) -> None:
-        """Its agent is gone or never re-reported it: requeue without spending a retry."""
-        self.requeue(attempt, A.LOST, now, why)
+        """Its agent never re-reported it: requeue without spending a retry."""
+        self.requeue(attempt, A.LOST, now, why, kind="lost")
 
-    def requeue(self, attempt: Attempt, outcome: AttemptState, now: float, why: str) -> None:
+    def requeue(self, attempt: Attempt, outcome: AttemptState, now: float, why: str, *, kind: str = "requeued") -> None:
         """End an attempt that did not fail by itself and make its task ready again (no retry spent);
-        in a cancelling workflow the task is cancelled instead."""
+        in a cancelling workflow the task is cancelled instead. ``kind`` names the log entry."""
         task = self.tasks[attempt.task_id]
         workflow = self.workflows[task.workflow_id]
         self.end_attempt(attempt, outcome, now, why)
@@ -340,8 +364,58 @@ class AttemptOps(WorkflowOps):
             task.finished_at = now
             self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
         else:
-            self.make_ready(task, now)
+            self.make_ready(task, now, kind=kind, reason=why)
         self.finish_if_done(workflow, now)
+
+    def late_success(self, event: AttemptFinished, now: float) -> bool:
+        """A success reported for a fenced or lost attempt of this agent: accepted while its
+        replacement has not started (the task waits in the queue, or its replacement is withdrawn
+        two-phase: a release-only Cancel, completed by the Released report). Else rejected: the
+        task runs (or ran) again, and that rerun is counted on it."""
+        attempt = self.attempts.get(event.attempt_id)
+        if (
+            event.outcome is not A.SUCCEEDED
+            or attempt is None
+            or attempt.state is not A.LOST
+            or attempt.pulled
+            or attempt.agent_id != event.reporter
+        ):
+            return False
+        task = self.tasks[attempt.task_id]
+        if task.state is T.READY:
+            self.queue.discard(task.id)
+            self.accept_late(attempt, task, event, now)
+            return True
+        replacement = self.attempts.get(task.current_attempt_id or "")
+        if task.state is not T.ASSIGNED or replacement is None or replacement.state is not A.ASSIGNED:
+            return False
+        if replacement.pulled or replacement.id in self.withdrawing:
+            return False
+        self.withdrawing[replacement.id] = event
+        self.releasing.discard(replacement.id)
+        self.emit(CancelAttempts(replacement.agent_id, [replacement.id], False, 0.0, release_only=True))
+        return True
+
+    def accept_late(self, attempt: Attempt, task: Task, event: AttemptFinished, now: float) -> None:
+        """Complete ``task`` with a late success of its earlier ``attempt`` (nothing replaces it now)."""
+        if attempt.error.startswith("fenced") and attempt.started_at is not None:
+            task.reruns_after_fence = max(0, task.reruns_after_fence - 1)  # it does not run again
+        why = f"late success of attempt {attempt.number} accepted (it had been requeued: {attempt.error})"
+        move_attempt(attempt, A.SUCCEEDED)
+        if event.at is not None and attempt.started_at is not None and event.at >= attempt.started_at:
+            attempt.finished_at = event.at
+        attempt.exit_code = event.exit_code
+        attempt.error = ""
+        self.touch_attempt(attempt)
+        task.current_attempt_id = attempt.id
+        task.agent_id = attempt.agent_id
+        task.result = event.result if event.result is not None else b"null"
+        task.error = ""
+        task.exit_code = event.exit_code
+        task.finished_at = attempt.finished_at or now
+        self.set_task_state(task, T.COMPLETED, now, kind="completed", reason=why)
+        self.release_dependents(task, now)
+        self.finish_if_done(self.workflows[task.workflow_id], now)
 
     def expire_deadlines(self, now: float) -> None:
         """Controller-side timeouts: pulled attempts past their limit, agents that never reported one."""

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from corral.controller.core.model import AttemptState, Inventory, Resources, Task, Workflow, WorkflowEvent
+from corral.controller.store.base import LogChunk
 
 __all__ = [
     "Ack",
@@ -18,6 +19,7 @@ __all__ = [
     "AgentGone",
     "AgentHeartbeat",
     "AgentHello",
+    "AgentReports",
     "Assign",
     "Assignment",
     "AttemptAccepted",
@@ -30,9 +32,11 @@ __all__ = [
     "DrainAgent",
     "DrainOrder",
     "Event",
+    "HeartbeatAck",
     "PauseWorkflow",
     "Publish",
     "PullTask",
+    "Report",
     "ResumeWorkflow",
     "StartWorkflow",
     "SubmitWorkflow",
@@ -80,6 +84,9 @@ _TASK_LIFECYCLE = (
     "not_before",
     "started_at",
     "finished_at",
+    "agent_losses",
+    "reruns_after_fence",
+    "failure_reason",
 )
 
 
@@ -125,14 +132,22 @@ class AgentHello:
     version: str = ""
     draining: bool = False
     namespaces: tuple[str, ...] = ()  # from its credential; empty: every namespace
+    # Random per agent process start; a new one means the process died (see FleetOps.hello).
+    incarnation: str = ""
+    # Attempts that ended there whose Finished report was not acknowledged yet (it follows).
+    finished_attempt_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class AgentHeartbeat:
+    """The agent of that session is alive. ``seq`` is echoed in a :class:`HeartbeatAck` after the
+    tick that applied it: only that echo renews the agent's supervisors' lease."""
+
     agent_id: str
     session_epoch: int
     draining: bool = False
     inventory: Inventory | None = None
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +198,22 @@ class AttemptFinished:
     retryable: bool = True
     session_epoch: int | None = None  # set for agent reports, which are acknowledged
     at: float | None = None  # when it ended, by the reporter's clock
+    fenced: bool = False  # its supervisor killed it because the agent's lease ran out (outcome LOST)
+
+
+Report = AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReports:
+    """One batch of reports from an agent's live session, decoded and checked at the edge.
+
+    Applied in order; finished reports are acknowledged (an :class:`Ack`) after the tick commits.
+    """
+
+    agent_id: str
+    session_epoch: int
+    reports: tuple[Report, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +237,7 @@ Event = (
     | AgentHello
     | AgentHeartbeat
     | AgentGone
+    | AgentReports
     | DrainAgent
     | AttemptStarted
     | AttemptAccepted
@@ -228,6 +260,7 @@ class Assignment:
     inputs: Mapping[str, bytes]
     gpu_ids: tuple[int, ...] = ()
     secrets: Mapping[str, str] = field(default_factory=dict)  # decrypted values its env refers to
+    max_disconnect_s: float = 0.0  # a keep task's effective limit (its own, else the controller's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +304,15 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    """Echo of a heartbeat the state loop applied (sent after the tick's commit)."""
+
+    agent_id: str
+    session_epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnect:
     """Close that session's stream: the agent was declared lost and must say Hello again."""
 
@@ -288,4 +330,4 @@ class WorkflowDone:
     workflow_id: str
 
 
-Action = Assign | CancelAttempts | DrainOrder | Ack | Disconnect | Publish | WorkflowDone
+Action = Assign | CancelAttempts | DrainOrder | Ack | HeartbeatAck | Disconnect | Publish | WorkflowDone

@@ -1,26 +1,48 @@
 """Agents: sessions, heartbeats, leases, drains, re-adoption of attempts after a reconnect, and a
-bounded agent table (forgotten after a TTL, capped)."""
+bounded agent table (forgotten after a TTL, capped).
+
+Lost is not fenced (issue 8). An agent silent for ``lease_s`` is LOST: its stream is closed and
+nothing new goes to it, but its attempts stay its own. The attempts of ``stop`` tasks are requeued
+only at ``last_seen + fence_after + kill_grace + margin``, by when their supervisors have killed
+them (they fence themselves when the agent stops renewing their lease), so two copies never run
+at once. ``keep`` attempts run through a disconnect: they are requeued only when their agent comes
+back without them or ``max_disconnect`` passes. An agent that comes back as a new process (a new
+incarnation) without an attempt it ran lost that attempt with its process: that counts toward the
+task's poison limit; partitions, outages and fencing never do.
+"""
 
 from __future__ import annotations
 
 import heapq
+from datetime import UTC, datetime
 
 from corral.controller.core.attempt_ops import AttemptOps
 from corral.controller.core.events import (
+    Ack,
     AgentGone,
     AgentHeartbeat,
     AgentHello,
+    AgentReports,
+    AttemptAccepted,
+    AttemptFinished,
+    AttemptStarted,
     Disconnect,
     DrainAgent,
     DrainOrder,
+    HeartbeatAck,
     Welcome,
 )
-from corral.controller.core.model import Agent, AgentState
+from corral.controller.core.model import Agent, AgentState, Attempt, AttemptState, TaskState, WorkflowState
 from corral.controller.errors import FailedPrecondition, ResourceExhausted
+from corral.controller.store.base import LogChunk
 
-__all__ = ["FleetOps"]
+__all__ = ["DIED_WITH_AGENT", "FleetOps"]
 
 S = AgentState
+A = AttemptState
+T = TaskState
+#: How the error of an attempt lost with its agent's process begins (the poison count's evidence).
+DIED_WITH_AGENT = "died with its agent"
 
 
 class FleetOps(AttemptOps):
@@ -65,24 +87,78 @@ class FleetOps(AttemptOps):
         agent.session_epoch = self.epoch
         agent.connected_at = now
         agent.last_seen = now
+        # A new process (not a reconnect of the same one): what it no longer holds died with the old.
+        restarted = bool(agent.incarnation) and bool(event.incarnation) and event.incarnation != agent.incarnation
+        agent.incarnation = event.incarnation or agent.incarnation
         self.touch_agent(agent)
 
         reported = set(event.running_attempt_ids)
+        finishing = set(event.finished_attempt_ids)
         owned = self.active.get(agent.id, set())
         kill = tuple(sorted(reported - owned))
         # A fresh session may be a working agent again: no hold-back carries over.
         self.held_back.pop(agent.id, None)
-        for attempt_id in owned:
+        self.views.pop(agent.id, None)  # rebuilt below from what it still holds
+        died: list[str] = []
+        for attempt_id in sorted(owned):
+            self.fence_at.pop(attempt_id, None)  # back in time: nothing is fenced
             if attempt_id in reported:
                 self.unconfirmed.pop(attempt_id, None)  # re-adopted
                 self.unacknowledged.pop(attempt_id, None)  # it holds it: acknowledged
-            else:
+            elif attempt_id in finishing or not restarted:
                 # Not running any more: its Finished report may follow (it was never acked), so
                 # give it a moment before declaring it lost.
                 deadline = now + self.config.reconnect_grace_s
                 self.unconfirmed[attempt_id] = min(self.unconfirmed.get(attempt_id, deadline), deadline)
+            else:
+                died.append(attempt_id)
+        for attempt_id in died:
+            self.died_with_agent(self.attempts[attempt_id], agent, now)
         self.rebuild_view(agent)
         return Welcome(agent.id, self.epoch, kill)
+
+    def died_with_agent(self, attempt: Attempt, agent: Agent, now: float) -> None:
+        """An attempt its agent's previous process held and the new one does not: requeue it at once.
+
+        A RUNNING one counts an agent loss; at the task's limit the task fails as poison (a task
+        that kills its agent must not loop for ever). One never started counts nothing.
+        """
+        task = self.tasks[attempt.task_id]
+        if attempt.state is not A.RUNNING:
+            self.requeue(attempt, A.LOST, now, f"agent {agent.name} restarted before starting it")
+            return
+        task.agent_losses += 1
+        limit = self.loss_limit(task.id)
+        why = f"{DIED_WITH_AGENT} {agent.name} (loss {task.agent_losses} of {limit})"
+        workflow = self.workflows[task.workflow_id]
+        if task.agent_losses < limit or workflow.state is WorkflowState.CANCELLING:
+            self.requeue(attempt, A.LOST, now, why, kind="lost")
+            return
+        self.end_attempt(attempt, A.LOST, now, why)
+        agents = sorted(
+            {
+                self.agents[a.agent_id].name if a.agent_id in self.agents else a.agent_id
+                for a in self.attempts.values()
+                if a.task_id == task.id and a.error.startswith(DIED_WITH_AGENT)
+            }
+        )
+        task.error = (
+            f"poison: {task.agent_losses} attempts died with their agent "
+            f"(max_agent_losses={limit}; agents: {', '.join(agents)})"
+        )
+        task.failure_reason = "poison"
+        task.finished_at = now
+        self.set_task_state(task, T.FAILED, now, task.error, kind="poison")
+        self.skip_descendants(task, now)
+        self.finish_if_done(workflow, now)
+
+    def loss_limit(self, task_id: str) -> int:
+        """Agent losses after which a task is poison: its own field, its workflow's, the default."""
+        task = self.tasks[task_id]
+        if task.max_agent_losses is not None:
+            return task.max_agent_losses
+        workflow_limit = self.workflows[task.workflow_id].max_agent_losses
+        return workflow_limit if workflow_limit is not None else self.config.max_agent_losses
 
     def forgettable(self, agent: Agent) -> bool:
         """Whether the agent may be forgotten: not online and holding no active attempt."""
@@ -109,15 +185,11 @@ class FleetOps(AttemptOps):
             return None
         return agent
 
-    def seen(self, agent_id: str, session_epoch: int, now: float) -> bool:
-        """A plain heartbeat: the agent of that live session is alive. Changes no stored record."""
-        agent = self.current(agent_id, session_epoch)
-        if agent is None:
-            return False
-        agent.last_seen = now
-        return True
-
     def heartbeat(self, event: AgentHeartbeat, now: float) -> bool:
+        """The agent is alive: memory only (a plain one commits nothing), echoed after the tick.
+
+        False for a session the controller no longer accepts (lost or replaced): it must reconnect.
+        """
         agent = self.current(event.agent_id, event.session_epoch)
         if agent is None:
             return False
@@ -130,7 +202,57 @@ class FleetOps(AttemptOps):
             agent.inventory = event.inventory
             self.touch_agent(agent)
             self.rebuild_view(agent)
+        self.emit(HeartbeatAck(agent.id, event.session_epoch, event.seq))
         return True
+
+    def reports(self, event: AgentReports, now: float) -> bool:
+        """A batch of reports from a live session, applied in order; finished ones are acked after
+        the commit. False (nothing applied, nothing acked) for a stale session: its reports wait
+        for the agent's next connection."""
+        agent_id = event.agent_id
+        agent = self.current(agent_id, event.session_epoch)
+        if agent is None:
+            return False
+        agent.last_seen = now
+        finished: list[str] = []
+        for report in event.reports:
+            if isinstance(report, LogChunk):
+                attempt = self.attempts.get(report.attempt_id)
+                if attempt is not None and attempt.agent_id == agent_id:
+                    self.add_logs(report)
+            elif isinstance(report, AttemptFinished):
+                finished.append(report.attempt_id)
+                self.finished(self.checked_result(report), now)
+            elif isinstance(report, AttemptStarted):
+                self.started(report, now)
+            elif isinstance(report, AttemptAccepted):
+                self.accepted(report, now)
+            else:
+                self.released(report, now)
+        if finished:
+            self.emit(Ack(agent_id, event.session_epoch, finished))
+        return True
+
+    def checked_result(self, report: AttemptFinished) -> AttemptFinished:
+        """A result over ``max_result_bytes`` fails its attempt for good, with the reason.
+
+        Refusing the report instead would not help: the agent re-sends an unacknowledged Finished
+        report after every reconnect, forever.
+        """
+        limit = self.config.max_result_bytes
+        if report.result is None or len(report.result) <= limit:
+            return report
+        return AttemptFinished(
+            report.reporter,
+            report.attempt_id,
+            A.FAILED,
+            report.exit_code,
+            None,
+            f"the agent reported a result of {len(report.result)} bytes, over the max_result_bytes={limit} limit",
+            False,
+            report.session_epoch,
+            report.at,
+        )
 
     def gone(self, event: AgentGone, now: float) -> None:
         """The session's stream closed. Its attempts stay owned until the lease says otherwise."""
@@ -153,7 +275,8 @@ class FleetOps(AttemptOps):
         return agent
 
     def expire_leases(self, now: float) -> None:
-        """Agents silent past their lease are lost, and their attempts requeued (no retry spent).
+        """Agents silent past their lease are lost: nothing new is placed on them, and the fence
+        clock of what they hold starts (see :meth:`expire_fences`); nothing is requeued yet.
 
         Nobody is declared lost during the adoption grace after a controller start: agents need
         that long to notice the restart and reconnect.
@@ -177,5 +300,37 @@ class FleetOps(AttemptOps):
             agent.state = S.LOST
             self.views.pop(agent.id, None)
             self.touch_agent(agent)
-            for attempt_id in sorted(held or ()):
-                self.lose_attempt(self.attempts[attempt_id], now, f"agent {agent.name} lost (silent for {lease:g}s)")
+            for attempt_id in held or ():
+                deadline = self.fence_deadline(self.attempts[attempt_id], agent.last_seen)
+                # Never earlier than a wait already set (the one after a controller restart).
+                self.fence_at[attempt_id] = max(self.fence_at.get(attempt_id, deadline), deadline)
+
+    def fence_deadline(self, attempt: Attempt, silent_since: float) -> float:
+        """When an attempt of an agent silent since then is requeued: fenced (``stop``) or given up (``keep``)."""
+        task = self.tasks[attempt.task_id]
+        if task.on_disconnect == "keep":
+            limit = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
+            return silent_since + limit
+        return silent_since + self.config.fence_total_s
+
+    def expire_fences(self, now: float) -> None:
+        """Requeue the attempts of silent agents whose fence deadline passed (no retry spent, no
+        poison count). A running ``stop`` attempt's task counts a rerun after fence."""
+        due = [attempt_id for attempt_id, deadline in self.fence_at.items() if deadline <= now]
+        for attempt_id in due:
+            del self.fence_at[attempt_id]
+            attempt = self.attempts[attempt_id]
+            task = self.tasks[attempt.task_id]
+            agent = self.agents.get(attempt.agent_id)
+            name = agent.name if agent is not None else attempt.agent_id
+            since = agent.last_seen if agent is not None else now
+            if task.on_disconnect == "keep":
+                limit = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
+                why = f"agent {name} disconnected longer than max_disconnect ({limit:g}s)"
+                self.requeue(attempt, A.LOST, now, why, kind="lost")
+                continue
+            if attempt.state is A.RUNNING:
+                task.reruns_after_fence += 1
+            stamp = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S")
+            why = f"fenced: agent {name} silent since {stamp} UTC ({now - since:.1f}s)"
+            self.requeue(attempt, A.LOST, now, why, kind="fenced")

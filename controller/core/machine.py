@@ -60,6 +60,7 @@ class Machine(FleetOps):
             ev.AgentHello: self.hello,
             ev.AgentHeartbeat: self.heartbeat,
             ev.AgentGone: self.gone,
+            ev.AgentReports: self.reports,
             ev.DrainAgent: self.drain,
             ev.AttemptStarted: self.started,
             ev.AttemptAccepted: self.accepted,
@@ -75,6 +76,7 @@ class Machine(FleetOps):
     def tick(self, now: float) -> None:
         """Timers, then placement of ready tasks onto agents with room."""
         self.expire_leases(now)
+        self.expire_fences(now)
         self.expire_deadlines(now)
         self.expire_assignments(now)
         self.forget_agents(now)
@@ -85,6 +87,7 @@ class Machine(FleetOps):
         times = [t for t in (self.queue.next_wakeup(),) if t is not None]
         times.extend(self.deadlines.values())
         times.extend(self.unconfirmed.values())
+        times.extend(self.fence_at.values())
         times.extend(self.held_back.values())
         assignment = self.next_assignment_deadline()
         if assignment is not None:
@@ -96,6 +99,7 @@ class Machine(FleetOps):
     def restore(self, snapshot: Snapshot, now: float) -> None:
         """Rebuild memory from the store. Agents must reconnect; unreported attempts wait for them."""
         self.epoch = int(snapshot.meta.get("session_epoch", "0"))
+        self.event_seq = max(self.event_seq, snapshot.last_event_seq)
         self.access.restore(snapshot.access)
         for workflow in snapshot.workflows:
             self.workflows[workflow.id] = workflow
@@ -109,15 +113,20 @@ class Machine(FleetOps):
                 agent.state = AgentState.DISCONNECTED
             agent.last_seen = max(agent.last_seen, now)
             self.agents[agent.id] = agent
-        adopt_deadline = now + self.config.adopt_grace_s
+        # Unreported attempts wait for their agents: a ``stop`` one at least until its supervisor
+        # has surely fenced itself (the controller cannot know when the agent last heard from it),
+        # a ``keep`` one for its max_disconnect.
+        adopt_deadline = now + max(self.config.adopt_grace_s, self.config.fence_total_s)
         for attempt in snapshot.attempts:
             self.attempts[attempt.id] = attempt
             if attempt.state.active:
                 self.active.setdefault(attempt.agent_id, set()).add(attempt.id)
                 if attempt.pulled:
                     self.deadlines[attempt.id] = now + self.config.pull_lease_s
+                elif self.tasks[attempt.task_id].on_disconnect == "keep":
+                    self.fence_at[attempt.id] = max(adopt_deadline, self.fence_deadline(attempt, now))
                 else:
-                    self.unconfirmed[attempt.id] = adopt_deadline
+                    self.fence_at[attempt.id] = adopt_deadline
         for task in self.tasks.values():
             if task.state is T.READY and self.workflows[task.workflow_id].state is WorkflowState.RUNNING:
                 self.enqueue(task)
@@ -155,7 +164,17 @@ class Machine(FleetOps):
             )
         if task.state in (T.ASSIGNED, T.RUNNING):
             where = names.get(task.agent_id or "", task.agent_id or "?")
+            agent = self.agents.get(task.agent_id or "")
+            attempt_id = task.current_attempt_id or ""
+            if agent is not None and agent.state in (AgentState.LOST, AgentState.DISCONNECTED):
+                silent = now - agent.last_seen
+                due = self.fence_at.get(attempt_id)
+                fate = f"; requeued in {max(0.0, due - now):.1f}s unless it returns" if due is not None else ""
+                where = f"{where} (attempt {task.attempts}); agent {agent.state}, silent {silent:.1f}s"
+                return Explanation(f"{task.state} on {where}{fate}")
             return Explanation(f"{task.state} on {where} (attempt {task.attempts})")
+        if task.failure_reason == "poison":
+            return Explanation(f"{task.state} (poison): {task.error}")
         return Explanation(f"{task.state}" + (f": {task.error}" if task.error else ""))
 
     def waiting_reasons(self, tasks: list[Task], now: float) -> Iterator[tuple[Task, str, bool]]:
@@ -199,6 +218,10 @@ class Machine(FleetOps):
             assert counted == len(workflow.task_ids), f"workflow {workflow.id}: counts"
             if workflow.state.terminal:
                 assert self.remaining(workflow.id) == 0, f"workflow {workflow.id} ended with live tasks"
+        for attempt_id in self.fence_at.keys() | self.withdrawing.keys():
+            assert self.attempts[attempt_id].state.active, (
+                f"attempt {attempt_id}: fence or withdrawal of an ended attempt"
+            )
         for attempt_id in self.unacknowledged.keys() | self.releasing:
             attempt = self.attempts[attempt_id]
             assert attempt.state is AttemptState.ASSIGNED, f"attempt {attempt_id}: awaits an ack but is {attempt.state}"
@@ -211,6 +234,8 @@ class Machine(FleetOps):
         for agent_id, view in self.views.items():
             held = [self.attempts[a] for a in self.active.get(agent_id, ())]
             assert view.outstanding == len(held), f"agent {agent_id}: outstanding {view.outstanding} != {len(held)}"
+            if view.outstanding > view.slots:
+                assert agent_id in self.crowded, f"agent {agent_id}: prefetched work but not marked crowded"
             for name in ("cpu_cores", "memory_mb", "gpu_count"):
                 total = sum(getattr(a.resources, name) for a in held)
                 assert abs(getattr(view.allocated, name) - total) < 1e-6, f"agent {agent_id}: {name} allocation"

@@ -74,7 +74,7 @@ class AttemptState(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
-    LOST = "lost"  # its agent went silent or never re-reported it; the task was requeued
+    LOST = "lost"  # its agent went silent, was fenced, died or never re-reported it; the task was requeued
 
     @property
     def active(self) -> bool:
@@ -184,6 +184,15 @@ class Task:
     not_before: float | None = None  # retry backoff: not placed before this time
     started_at: float | None = None
     finished_at: float | None = None
+    # What happens to a running attempt when its agent goes silent (issue 8): "stop" (fenced and
+    # requeued after fence-after) or "keep" (runs through; requeued only when its agent returns
+    # without it or ``max_disconnect_s`` passes). None limits fall back to the workflow / config.
+    on_disconnect: str = "stop"
+    max_disconnect_s: float | None = None
+    max_agent_losses: int | None = None
+    agent_losses: int = 0  # attempts that died with their agent's process (poison count)
+    reruns_after_fence: int = 0  # running attempts fenced and run again
+    failure_reason: str = ""  # why it FAILED, as a word: "poison", "" otherwise
 
 
 @dataclass(slots=True)
@@ -201,6 +210,7 @@ class Workflow:
     finished_at: float | None = None
     error: str = ""
     namespace: str = "default"
+    max_agent_losses: int | None = None  # the default of its tasks (None: the controller's)
 
 
 @dataclass(slots=True)
@@ -241,11 +251,19 @@ class Agent:
     # The namespaces whose tasks it may run (from its credential); empty: every namespace.
     # Memory only: a restarted controller learns them again from the agent's next Hello.
     namespaces: tuple[str, ...] = ()
+    # Random per agent process start (its Hello says it): a new one means the process died.
+    incarnation: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per transition of every workflow (the event log), and a frozen
+# dataclass's __init__ costs 2.5x more. Treat it as immutable all the same.
+@dataclass(slots=True)
 class WorkflowEvent:
-    """A state change published to watchers (task fields empty for workflow-level changes)."""
+    """A state change, persisted in the workflow's event log and published to watchers.
+
+    Task fields are empty for workflow-level changes. ``kind`` says what happened ("placed",
+    "fenced", "poison", ...) and ``reason`` why, in words.
+    """
 
     seq: int
     at: float
@@ -257,3 +275,5 @@ class WorkflowEvent:
     attempt_id: str = ""
     agent_id: str = ""
     message: str = ""
+    kind: str = ""
+    reason: str = ""

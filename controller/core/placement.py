@@ -63,6 +63,10 @@ class AgentView:
     free_gpu_ids: list[int] = field(default_factory=list)
     namespaces: frozenset[str] = frozenset()
     held_back: bool = False
+    # The machine's set of agents holding more attempts than slots (prefetched work that may be
+    # stolen), kept current by allocate/release so the steal pass costs nothing when it is empty.
+    # None for clones used in planning.
+    crowded: set[str] | None = None
 
     @classmethod
     def of(
@@ -115,12 +119,16 @@ class AgentView:
         del self.free_gpu_ids[: req.gpu_count]
         self.allocated = self.allocated + req
         self.outstanding += 1
+        if self.crowded is not None and self.outstanding > self.slots:
+            self.crowded.add(self.id)
         return taken
 
     def release(self, req: Resources, gpu_ids: tuple[int, ...]) -> None:
         """Undo an :meth:`allocate` when its attempt ends."""
         self.allocated = self.allocated - req
         self.outstanding = max(0, self.outstanding - 1)
+        if self.crowded is not None and self.outstanding <= self.slots:
+            self.crowded.discard(self.id)
         back = set(self.free_gpu_ids)
         back.update(gpu_ids)
         self.free_gpu_ids = sorted(back)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
-from corral.controller.core.events import Action, Publish, SubmitWorkflow, WorkflowDone
+from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.model import (
     Agent,
     Attempt,
@@ -63,6 +63,34 @@ class MachineConfig:
     hold_back_s: float = 30.0
     agent_ttl_s: float = 3600.0  # disconnected or lost agents holding nothing are forgotten after this
     max_agents: int = 10_000  # known agents; a new name past it evicts the oldest forgettable one
+    # Issue 8. An agent silent ``lease_s`` is LOST (nothing new placed on it); the attempts of its
+    # ``stop`` tasks are requeued only after ``fence_after_s`` + ``kill_grace_s`` + a margin, by
+    # when their supervisors have fenced themselves (killed the task) on the agent's side.
+    fence_after_s: float = 30.0
+    max_disconnect_s: float = 3600.0  # default for ``keep`` tasks
+    max_agent_losses: int = 3  # default poison threshold (task, then workflow field first)
+    max_result_bytes: int = 256 * 1024  # a Finished result over this fails its attempt
+
+    def __post_init__(self) -> None:
+        if not self.fence_after_s > self.lease_s:
+            raise ValueError(
+                f"fence_after_s ({self.fence_after_s:g}) must be longer than lease_s ({self.lease_s:g}): "
+                "an agent is lost before its attempts are fenced"
+            )
+        if self.max_agent_losses < 1:
+            raise ValueError(f"max_agent_losses must be at least 1, got {self.max_agent_losses}")
+        if not self.max_disconnect_s > 0:
+            raise ValueError(f"max_disconnect_s must be positive, got {self.max_disconnect_s:g}")
+
+    @property
+    def fence_margin_s(self) -> float:
+        """Slack for the rate difference between the controller's and the agents' clocks."""
+        return 0.5 + 0.01 * self.fence_after_s
+
+    @property
+    def fence_total_s(self) -> float:
+        """Silence after which a ``stop`` attempt's supervisor has surely killed its task."""
+        return self.fence_after_s + self.kill_grace_s + self.fence_margin_s
 
 
 class MachineState:
@@ -92,6 +120,7 @@ class MachineState:
         self.access = AccessState()
         self.queue = ReadyQueue(config.ageing_per_s)
         self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
+        self.crowded: set[str] = set()  # agents whose view holds more attempts than slots (may be stale)
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
         self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
         self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop
@@ -100,6 +129,12 @@ class MachineState:
         self.ack_queue: deque[tuple[float, str]] = deque()  # the same, in deadline order (lazy)
         self.releasing: set[str] = set()  # attempts asked back (a move), waiting for Released/Started
         self.held_back: dict[str, float] = {}  # agent id -> no new work before this (or an ack)
+        # Attempts of silent (lost, disconnected, or not yet back after a restart) agents -> when
+        # they are requeued: fenced (``stop``) or given up (``keep``). Cleared by a Hello.
+        self.fence_at: dict[str, float] = {}
+        # Late success (two-phase): replacement attempt id -> the fenced attempt's success report,
+        # accepted if the replacement is Released unstarted. Memory only.
+        self.withdrawing: dict[str, AttemptFinished] = {}
         # Dispatch order of active attempts (agents run theirs in that order); memory only.
         self.assign_order: dict[str, int] = {}
         self.assign_seq = 0
@@ -119,6 +154,7 @@ class MachineState:
         self._dirty_agents: dict[str, Agent] = {}
         self._deleted_agents: set[str] = set()
         self._logs: list[LogChunk] = []
+        self._events: list[WorkflowEvent] = []
         self._meta: dict[str, str] = {}
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
@@ -203,52 +239,81 @@ class MachineState:
             meta=self._meta,
             access=self.access.take_changes(),
             deleted_agents=self._deleted_agents,
+            events=self._events,
         )
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
-        self._logs, self._meta = [], {}
+        self._logs, self._meta, self._events = [], {}, []
         self.submitted = []
         return batch
 
     # --- shared transitions ---------------------------------------------------------------------
 
-    def publish(self, workflow: Workflow, now: float, task: Task | None = None, **extra: str) -> None:
-        if workflow.id not in self.watched:
+    def record(
+        self,
+        workflow: Workflow,
+        now: float,
+        kind: str,
+        task: Task | None = None,
+        *,
+        message: str = "",
+        reason: str = "",
+        attempt_id: str = "",
+        agent_id: str = "",
+    ) -> None:
+        """Append one entry to the workflow's event log (committed with this tick) and publish it.
+
+        A plain "ready" (dependencies done, or the workflow started) is only published, not
+        stored: it adds nothing a reader of the log needs ("placed" follows) and it is a quarter of
+        the rows of a large workflow.
+        """
+        watched = workflow.id in self.watched
+        if kind == "ready" and not watched:
             return
         self.event_seq += 1
-        self.emit(
-            Publish(
-                WorkflowEvent(
-                    seq=self.event_seq,
-                    at=now,
-                    workflow_id=workflow.id,
-                    workflow_state=workflow.state,
-                    task_id=task.id if task else "",
-                    task_name=task.name if task else "",
-                    task_state=task.state if task else None,
-                    **extra,
-                )
-            )
+        event = WorkflowEvent(
+            self.event_seq,
+            now,
+            workflow.id,
+            workflow.state,
+            task.id if task else "",
+            task.name if task else "",
+            task.state if task else None,
+            attempt_id,
+            agent_id,
+            message,
+            kind,
+            reason,
         )
+        if kind != "ready":
+            self._events.append(event)
+        if watched:
+            self.emit(Publish(event))
 
-    def set_task_state(self, task: Task, new: TaskState, now: float, message: str = "") -> None:
-        """The one place a task changes state: the transition table, counters, record and event."""
+    def set_task_state(
+        self, task: Task, new: TaskState, now: float, message: str = "", *, kind: str = "", reason: str = ""
+    ) -> None:
+        """The one place a task changes state: the transition table, counters, record and event.
+
+        ``kind`` names the event-log entry (by default the new state's, e.g. "placed" for
+        ASSIGNED); ``reason`` defaults to ``message``.
+        """
         old = task.state
         move_task(task, new)
         counts = self.counts[task.workflow_id]
         counts[old] -= 1
         counts[new] += 1
         self.touch_task(task)
-        workflow = self.workflows[task.workflow_id]
-        if workflow.id in self.watched:
-            self.publish(
-                workflow,
-                now,
-                task,
-                attempt_id=task.current_attempt_id or "",
-                agent_id=task.agent_id or "",
-                message=message,
-            )
+        self.record(
+            self.workflows[task.workflow_id],
+            now,
+            kind or _TASK_KINDS[new],
+            task,
+            message=message,
+            reason=reason or message,
+            attempt_id=task.current_attempt_id or "",
+            agent_id=task.agent_id or "",
+        )
 
     def set_workflow_state(self, workflow: Workflow, new: WorkflowState, now: float, message: str = "") -> None:
         move_workflow(workflow, new)
@@ -256,7 +321,7 @@ class MachineState:
             workflow.finished_at = now
             self.emit(WorkflowDone(workflow.id))
         self.touch_workflow(workflow)
-        self.publish(workflow, now, message=message)
+        self.record(workflow, now, _WORKFLOW_KINDS[new], message=message, reason=message)
 
     def enqueue(self, task: Task) -> None:
         """Put a READY task of a running workflow on the ready queue."""
@@ -300,6 +365,8 @@ class MachineState:
         self.assign_order.pop(attempt.id, None)
         self.unacknowledged.pop(attempt.id, None)
         self.releasing.discard(attempt.id)
+        self.fence_at.pop(attempt.id, None)
+        self.withdrawing.pop(attempt.id, None)
         self.touch_attempt(attempt)
 
     def rebuild_view(self, agent: Agent) -> AgentView:
@@ -316,6 +383,11 @@ class MachineState:
             prefetch=self.prefetch_for(agent.inventory.slots),
             held_back=agent.id in self.held_back,
         )
+        view.crowded = self.crowded
+        if view.outstanding > view.slots:
+            self.crowded.add(agent.id)
+        else:
+            self.crowded.discard(agent.id)
         self.views[agent.id] = view
         return view
 
@@ -345,6 +417,29 @@ class MachineState:
             self.window_run_seconds = self.run_seconds
             for view in self.views.values():
                 view.window = view.slots + self.prefetch_for(view.slots)
+
+
+# The event-log kind of a plain transition into each state (callers name the special ones:
+# "retry", "requeued", "lost", "fenced", "poison").
+_TASK_KINDS: dict[TaskState, str] = {
+    TaskState.PENDING: "pending",
+    TaskState.READY: "ready",
+    TaskState.ASSIGNED: "placed",
+    TaskState.RUNNING: "running",
+    TaskState.COMPLETED: "completed",
+    TaskState.FAILED: "failed",
+    TaskState.CANCELLED: "cancelled",
+    TaskState.SKIPPED: "skipped",
+}
+_WORKFLOW_KINDS: dict[WorkflowState, str] = {
+    WorkflowState.PENDING: "submitted",
+    WorkflowState.RUNNING: "started",
+    WorkflowState.PAUSED: "paused",
+    WorkflowState.CANCELLING: "cancelling",
+    WorkflowState.COMPLETED: "completed",
+    WorkflowState.FAILED: "failed",
+    WorkflowState.CANCELLED: "cancelled",
+}
 
 
 def _average(previous: float | None, sample: float) -> float:

@@ -38,7 +38,8 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     # PENDING -> READY: dependencies done and the workflow runs; SKIPPED: an upstream failed.
     T.PENDING: frozenset({T.READY, T.SKIPPED, T.CANCELLED}),
     # READY -> FAILED: it can never be dispatched (a secret it refers to was deleted).
-    T.READY: frozenset({T.ASSIGNED, T.CANCELLED, T.FAILED}),
+    # READY -> COMPLETED: a fenced attempt's success arrived before its replacement was placed.
+    T.READY: frozenset({T.ASSIGNED, T.CANCELLED, T.FAILED, T.COMPLETED}),
     # -> READY: retry after a failure, or requeue after a lost agent / drained attempt.
     T.ASSIGNED: frozenset({T.RUNNING, T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
     T.RUNNING: frozenset({T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
@@ -56,7 +57,8 @@ ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
     A.FAILED: frozenset(),
     A.TIMED_OUT: frozenset(),
     A.CANCELLED: frozenset(),
-    A.LOST: frozenset(),
+    # A fenced or lost attempt's success, reported before its replacement started, is accepted.
+    A.LOST: frozenset({A.SUCCEEDED}),
 }
 
 WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {

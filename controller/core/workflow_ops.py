@@ -46,6 +46,7 @@ class WorkflowOps(MachineState):
             self.touch_task(task)
         self.count_unfinished(workflow.task_ids)
         self.touch_workflow(workflow)
+        self.record(workflow, now, "submitted", reason=f"{len(event.tasks)} tasks")
         if event.start:
             self.start(workflow.id, now)
         return workflow.id, False
@@ -122,12 +123,17 @@ class WorkflowOps(MachineState):
 
     # --- consequences of task outcomes ----------------------------------------------------------
 
-    def make_ready(self, task: Task, now: float, not_before: float | None = None) -> None:
-        """Move a task to READY; queue it when its workflow runs (paused ones queue on resume)."""
+    def make_ready(
+        self, task: Task, now: float, not_before: float | None = None, *, kind: str = "", reason: str = ""
+    ) -> None:
+        """Move a task to READY; queue it when its workflow runs (paused ones queue on resume).
+
+        ``kind``/``reason`` name the event-log entry ("retry", "requeued", "fenced", ...).
+        """
         task.ready_at = now
         task.not_before = not_before
+        self.set_task_state(task, T.READY, now, kind=kind, reason=reason)
         task.agent_id = None
-        self.set_task_state(task, T.READY, now)
         if self.workflows[task.workflow_id].state is W.RUNNING:
             self.enqueue(task)
 

@@ -167,6 +167,7 @@ def check_hello(message: pb.AgentMessage) -> pb.Hello:
         _name(problems, "hello.name", hello.name)
     _text(problems, "hello.hostname", hello.hostname, _MAX_HOSTNAME)
     _text(problems, "hello.version", hello.version, _MAX_VERSION)
+    _text(problems, "hello.incarnation", hello.incarnation, MAX_ID_LENGTH)
     if len(hello.agent_types) > Limits.max_agent_types:
         problems.add(
             "hello.agent_types",
@@ -182,6 +183,14 @@ def check_hello(message: pb.AgentMessage) -> pb.Hello:
         "hello.running_attempt_ids",
         hello.running_attempt_ids,
         len(hello.running_attempt_ids),
+        Limits.max_agent_attempts,
+        "max_agent_attempts",
+    )
+    _ids(
+        problems,
+        "hello.finished_attempt_ids",
+        hello.finished_attempt_ids,
+        len(hello.finished_attempt_ids),
         Limits.max_agent_attempts,
         "max_agent_attempts",
     )

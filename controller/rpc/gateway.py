@@ -1,9 +1,11 @@
 """AgentGateway.Connect: one bidirectional stream per agent, batched both ways.
 
 The first message must be a Hello; the answer is a Welcome. After that the agent sends heartbeats
-and batches of task events, and the controller sends batches of assignments, cancels, drains and
-acks. Reports are applied through the runtime like any other command; an Ack for finished reports
-goes out only after the tick that applied them committed.
+and batches of task events, and the controller sends batches of assignments, cancels, drains,
+acks and heartbeat echoes. The gateway only decodes, checks and posts: every message becomes an
+event for ``Machine.handle`` (AgentHello, AgentHeartbeat, AgentReports, AgentGone), and what the
+tick decides (an Ack for finished reports, a HeartbeatAck for a heartbeat) goes out only after
+the tick that applied it committed.
 
 Every message is checked at the edge first (:mod:`agent_input`): a bad Hello, Heartbeat or event
 batch ends the stream with INVALID_ARGUMENT and stores nothing. The Hello is bound to the stream's
@@ -22,7 +24,7 @@ from typing import Any
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
-from corral.controller.core.model import AgentState, AttemptState
+from corral.controller.core.model import AttemptState
 from corral.controller.errors import AlreadyExists, CorralError, InvalidArgument
 from corral.controller.rpc import agent_input, identity, wire
 from corral.controller.rpc.agent_binding import bind_hello
@@ -35,9 +37,7 @@ from corral.v1 import agent_pb2_grpc
 __all__ = ["HELLO_TIMEOUT_S", "AgentGatewayService", "deliver"]
 
 log = logging.getLogger("corral.controller.gateway")
-DRAINING = AgentState.DRAINING
 HELLO_TIMEOUT_S = 30.0
-_Report = ev.AttemptStarted | ev.AttemptFinished | ev.AttemptAccepted | ev.AttemptReleased | LogChunk
 
 
 def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
@@ -61,6 +61,10 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
         elif isinstance(action, ev.Ack):
             if session.epoch == action.session_epoch:
                 acks.setdefault(action.agent_id, []).extend(action.attempt_ids)
+        elif isinstance(action, ev.HeartbeatAck):
+            # Only an echo renews the agent's supervisors' lease, and only on the stream it came on.
+            if session.epoch == action.session_epoch:
+                session.send(pb.ControllerMessage(heartbeat_ack=pb.HeartbeatAck(seq=action.seq)))
         elif isinstance(action, ev.Disconnect):
             if session.epoch == action.session_epoch:
                 session.close()
@@ -102,7 +106,7 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
                         f"(session {previous.epoch}, seen {silent:.1f} s ago); "
                         "a session may be replaced only after its lease expires"
                     )
-            welcome = machine.hello(event, now)
+            welcome: ev.Welcome = machine.handle(event, now)
             session = AgentSession(welcome.agent_id, welcome.session_epoch, peer=peer)
             if previous is not None:
                 previous.close()  # silent past its lease: the new stream replaces it
@@ -118,6 +122,8 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
                 assignment_lease_s=config.assignment_lease_s,
                 labels=dict(agent.labels),
                 agent_types=list(agent.agent_types),
+                fence_after_s=config.fence_after_s,
+                kill_grace_s=config.kill_grace_s,
             )
             return welcome, session, message
 
@@ -168,7 +174,7 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         del rt.sessions[session.agent_id]
         rt.usage.pop(session.agent_id, None)
         gone = ev.AgentGone(session.agent_id, session.epoch)
-        rt.post(lambda m, now: m.gone(gone, now))
+        rt.post(lambda m, now: m.handle(gone, now))
         log.info("agent %s stream closed (epoch %d)", session.agent_id, session.epoch)
 
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinResponse:
@@ -200,17 +206,11 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
     def _heartbeat(self, session: AgentSession, beat: pb.Heartbeat) -> None:
         rt = self.rt
         rt.usage[session.agent_id] = beat.usage
-        agent = rt.machine.agents.get(session.agent_id)
-        plain = not beat.HasField("inventory") and agent is not None and beat.draining == (agent.state is DRAINING)
-        if plain:
-            # The common heartbeat only refreshes the lease, which is memory-only state: apply it
-            # here instead of as a tick of its own (1,000 agents send 500 of these a second).
-            if not rt.machine.seen(session.agent_id, session.epoch, rt.clock()):
-                session.close()  # a session the controller no longer accepts must reconnect
-            return
         inventory = wire.inventory_from_proto(beat.inventory) if beat.HasField("inventory") else None
-        event = ev.AgentHeartbeat(session.agent_id, session.epoch, beat.draining, inventory)
-        accepted = rt.post(lambda m, now: m.heartbeat(event, now))
+        event = ev.AgentHeartbeat(session.agent_id, session.epoch, beat.draining, inventory, beat.seq)
+        # A plain heartbeat changes memory only, so its tick commits nothing (1,000 agents send
+        # 500 a second); its echo goes out after that tick.
+        accepted = rt.post(lambda m, now: m.handle(event, now))
 
         def close_if_stale(done: asyncio.Future[Any]) -> None:
             # A session the controller no longer accepts (lost, or replaced) must reconnect.
@@ -222,7 +222,7 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
     def _events(self, session: AgentSession, batch: pb.TaskEvents) -> None:
         agent_id, epoch = session.agent_id, session.epoch
         # Decoded and checked here, outside the state loop; the loop only applies them.
-        reports: list[_Report] = []
+        reports: list[ev.Report] = []
         for i, message in enumerate(batch.events):
             if message.WhichOneof("kind") == "output":
                 out = message.output
@@ -233,33 +233,8 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
                 report = _checked_result(report, f"events.events[{i}].finished.result_json")
             if report is not None:
                 reports.append(report)
-
-        def apply(machine: Machine, now: float) -> None:
-            agent = machine.current(agent_id, epoch)
-            if agent is None:
-                return  # a stale session: its reports wait for the agent's next connection
-            agent.last_seen = now
-            finished: list[str] = []
-            for report in reports:
-                if isinstance(report, LogChunk):
-                    attempt = machine.attempts.get(report.attempt_id)
-                    if attempt is not None and attempt.agent_id == agent_id:
-                        machine.add_logs(report)
-                elif isinstance(report, ev.AttemptFinished):
-                    finished.append(report.attempt_id)
-                    if not machine.finished(report, now):
-                        log.info("rejected a stale report for attempt %s from %s", report.attempt_id, agent_id)
-                elif isinstance(report, ev.AttemptStarted):
-                    machine.started(report, now)
-                elif isinstance(report, ev.AttemptAccepted):
-                    machine.accepted(report, now)
-                else:
-                    machine.released(report, now)
-            if finished:
-                # Acked after this tick commits, merged with the tick's other acks for this agent.
-                machine.emit(ev.Ack(agent_id, epoch, finished))
-
-        self.rt.post(apply)
+        event = ev.AgentReports(agent_id, epoch, tuple(reports))
+        self.rt.post(lambda m, now: m.handle(event, now))
 
 
 def _checked_result(report: ev.AttemptFinished, path: str) -> ev.AttemptFinished:

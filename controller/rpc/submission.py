@@ -72,6 +72,9 @@ class _Records:
             constraints=dict(spec.constraints) if spec.constraints else _NO_CONSTRAINTS,
             estimated_duration_s=spec.estimated_duration,
             namespace=self.namespace,
+            on_disconnect=spec.on_disconnect,
+            max_disconnect_s=spec.max_disconnect,
+            max_agent_losses=spec.max_agent_losses,
         )
 
 
@@ -95,6 +98,7 @@ def _workflow(
         idempotency_key=idempotency_key or None,
         standalone=standalone,
         namespace=header.namespace or DEFAULT_NAMESPACE,
+        max_agent_losses=header.max_agent_losses,
     )
 
 
@@ -118,6 +122,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["priority"] = message.priority
     if message.namespace:
         data["namespace"] = message.namespace
+    if message.HasField("max_agent_losses"):
+        data["max_agent_losses"] = message.max_agent_losses
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:

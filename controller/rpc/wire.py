@@ -81,7 +81,10 @@ _OUTCOME_FROM_PB = {
     pb.ATTEMPT_OUTCOME_TIMED_OUT: AttemptState.TIMED_OUT,
     pb.ATTEMPT_OUTCOME_CANCELLED: AttemptState.CANCELLED,
     pb.ATTEMPT_OUTCOME_LOST: AttemptState.LOST,
+    # Its supervisor killed it when the agent's lease ran out: requeued like a lost attempt.
+    pb.ATTEMPT_OUTCOME_FENCED: AttemptState.LOST,
 }
+ON_DISCONNECT_TO_PB = {"stop": pb.ON_DISCONNECT_STOP, "keep": pb.ON_DISCONNECT_KEEP}
 
 
 def timestamp(value: float | None) -> Timestamp | None:
@@ -150,6 +153,8 @@ def hello_from_proto(message: agent_pb2.Hello) -> ev.AgentHello:
         running_attempt_ids=tuple(message.running_attempt_ids),
         version=message.version,
         draining=message.draining,
+        incarnation=message.incarnation,
+        finished_attempt_ids=tuple(message.finished_attempt_ids),
     )
 
 
@@ -178,6 +183,7 @@ def task_event_from_proto(
             retryable=done.retryable,
             session_epoch=session_epoch,
             at=at,
+            fenced=done.outcome == pb.ATTEMPT_OUTCOME_FENCED,
         )
     return None
 
@@ -198,6 +204,8 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         attempt_number=assignment.attempt_number,
         secrets=dict(assignment.secrets),
         namespace=task.namespace,
+        on_disconnect=ON_DISCONNECT_TO_PB.get(task.on_disconnect, pb.ON_DISCONNECT_STOP),
+        max_disconnect_s=assignment.max_disconnect_s,
     )
 
 
@@ -220,6 +228,9 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
         workflow_id=task.workflow_id,
         exit_code=task.exit_code or 0,
         unschedulable=unschedulable,
+        agent_losses=task.agent_losses,
+        reruns_after_fence=task.reruns_after_fence,
+        failure_reason=task.failure_reason,
     )
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
@@ -331,6 +342,8 @@ def event_to_proto(event: WorkflowEvent) -> orchestrator_pb2.WorkflowEvent:
         attempt_id=event.attempt_id,
         agent_id=event.agent_id,
         message=event.message,
+        kind=event.kind,
+        reason=event.reason,
     )
 
 

@@ -16,6 +16,8 @@ from corral.controller.spec import Limits, TaskSpec, WorkflowSpec
 from corral.v1 import types_pb2 as pb
 
 __all__ = [
+    "ON_DISCONNECT_FROM_PB",
+    "ON_DISCONNECT_TO_PB",
     "TASK_TYPE_FROM_PB",
     "TASK_TYPE_TO_PB",
     "decode_json_field",
@@ -83,6 +85,12 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["priority"] = priority
     if task.timeout is not None:
         fields["timeout_s"] = task.timeout
+    if task.on_disconnect != "stop":
+        fields["on_disconnect"] = ON_DISCONNECT_TO_PB[task.on_disconnect]
+    if task.max_disconnect is not None:
+        fields["max_disconnect_s"] = task.max_disconnect
+    if task.max_agent_losses is not None:
+        fields["max_agent_losses"] = task.max_agent_losses
     return pb.TaskSpec(**fields)
 
 
@@ -98,6 +106,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.priority = spec.priority
     if spec.namespace is not None:
         message.namespace = spec.namespace
+    if spec.max_agent_losses is not None:
+        message.max_agent_losses = spec.max_agent_losses
     return message
 
 
@@ -152,6 +162,12 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["retries"] = message.retries
     if message.HasField("retry_backoff_s"):
         data["retry_backoff"] = message.retry_backoff_s
+    if message.on_disconnect != pb.ON_DISCONNECT_UNSPECIFIED:
+        data["on_disconnect"] = ON_DISCONNECT_FROM_PB.get(message.on_disconnect, f"unknown({message.on_disconnect})")
+    if message.HasField("max_disconnect_s"):
+        data["max_disconnect"] = message.max_disconnect_s
+    if message.HasField("max_agent_losses"):
+        data["max_agent_losses"] = message.max_agent_losses
     return data
 
 
@@ -162,7 +178,10 @@ _WIRE_NAMES = {
     "metadata": "metadata_json",
     "retry_backoff": "retry_backoff_s",
     "estimated_duration": "estimated_duration_s",
+    "max_disconnect": "max_disconnect_s",
 }
+ON_DISCONNECT_TO_PB = {"stop": pb.ON_DISCONNECT_STOP, "keep": pb.ON_DISCONNECT_KEEP}
+ON_DISCONNECT_FROM_PB = {v: k for k, v in ON_DISCONNECT_TO_PB.items()}
 
 
 def wire_path(path: str) -> str:

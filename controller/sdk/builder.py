@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 import yaml
 from pydantic import ValidationError
@@ -61,6 +61,9 @@ class TaskOptions(TypedDict, total=False):
     depends_on: Iterable[TaskHandle | Segment | str]
     constraints: Mapping[str, str] | None
     estimated_duration: float | timedelta
+    on_disconnect: Literal["stop", "keep"]
+    max_disconnect: float | timedelta | str | None
+    max_agent_losses: int | None
 
 
 class TaskHandle:
@@ -198,11 +201,13 @@ class Workflow:
         metadata: Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
         priority: int | None = None,
+        max_agent_losses: int | None = None,
     ) -> None:
         self._name = name
         self._metadata = dict(metadata or {})
         self._labels = dict(labels or {})
         self._priority = priority
+        self._max_agent_losses = max_agent_losses
         self._tasks: dict[str, TaskSpec] = {}
         self._built: WorkflowSpec | None = None
         self._check_header()
@@ -254,6 +259,9 @@ class Workflow:
         depends_on: Iterable[TaskHandle | Segment | str] = (),
         constraints: Mapping[str, str] | None = None,
         estimated_duration: float | timedelta = 0.0,
+        on_disconnect: Literal["stop", "keep"] = "stop",
+        max_disconnect: float | timedelta | str | None = None,
+        max_agent_losses: int | None = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -280,6 +288,9 @@ class Workflow:
             "dependencies": upstream,
             "constraints": dict(constraints or {}),
             "estimated_duration": _seconds(estimated_duration),
+            "on_disconnect": on_disconnect,
+            "max_disconnect": max_disconnect if isinstance(max_disconnect, str) else _seconds(max_disconnect),
+            "max_agent_losses": max_agent_losses,
         }
         try:
             spec = TaskSpec.model_validate(data)
@@ -382,7 +393,13 @@ class Workflow:
     @classmethod
     def from_spec(cls, spec: WorkflowSpec) -> Workflow:
         """A builder holding ``spec``'s tasks, open for more."""
-        wf = cls(spec.name, metadata=spec.metadata, labels=spec.labels, priority=spec.priority)
+        wf = cls(
+            spec.name,
+            metadata=spec.metadata,
+            labels=spec.labels,
+            priority=spec.priority,
+            max_agent_losses=spec.max_agent_losses,
+        )
         wf._tasks = {t.name: t for t in spec.tasks}
         return wf
 
@@ -404,6 +421,7 @@ class Workflow:
             "metadata": self._metadata,
             "labels": self._labels,
             "priority": self._priority,
+            "max_agent_losses": self._max_agent_losses,
         }
         try:
             return parse_workflow(data)
@@ -424,6 +442,7 @@ class Workflow:
             "metadata": self._metadata,
             "labels": self._labels,
             "priority": self._priority,
+            "max_agent_losses": self._max_agent_losses,
         }
         try:
             WorkflowSpec.model_validate(data)

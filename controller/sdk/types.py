@@ -85,6 +85,9 @@ class TaskStatus(Record):
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    agent_losses: int  # attempts that died with their agent (the poison counter)
+    reruns_after_fence: int  # running attempts fenced and run again
+    failure_reason: str  # why it FAILED, as a word: "poison", or ""
     raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -109,6 +112,9 @@ class TaskStatus(Record):
             created_at=timestamp(m, "created_at"),
             started_at=timestamp(m, "started_at"),
             finished_at=timestamp(m, "finished_at"),
+            agent_losses=m.agent_losses,
+            reruns_after_fence=m.reruns_after_fence,
+            failure_reason=m.failure_reason,
             raw=m,
         )
 
@@ -339,6 +345,8 @@ class WorkflowEvent(Record):
     attempt_id: str
     agent_id: str
     message: str
+    kind: str  # what happened: "placed", "fenced", "poison", ...
+    reason: str  # why, in words
     raw: orchestrator_pb2.WorkflowEvent = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -354,6 +362,8 @@ class WorkflowEvent(Record):
             attempt_id=m.attempt_id,
             agent_id=m.agent_id,
             message=m.message,
+            kind=m.kind,
+            reason=m.reason,
             raw=m,
         )
 

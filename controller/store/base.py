@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
-from corral.controller.core.model import Agent, Attempt, Task, Workflow
+from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
 
 __all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
 
@@ -42,9 +42,14 @@ class ChangeBatch:
     meta: dict[str, str] = field(default_factory=dict)
     access: AccessChanges = field(default_factory=AccessChanges)
     deleted_agents: set[str] = field(default_factory=set)
+    events: list[WorkflowEvent] = field(default_factory=list)  # appended to the event log
 
     def size(self) -> int:
-        """Records and log chunks in the batch."""
+        """Records and log chunks in the batch, a measure of its commit's cost.
+
+        Event-log rows are short appends, about a quarter of an upserted record's cost, and
+        weigh that much (a tick placing 20 tasks is not made a "large" commit by its 60 events).
+        """
         return (
             len(self.workflows)
             + len(self.tasks)
@@ -54,6 +59,7 @@ class ChangeBatch:
             + len(self.meta)
             + self.access.size()
             + len(self.deleted_agents)
+            + len(self.events) // 4
         )
 
     def __bool__(self) -> bool:
@@ -66,6 +72,7 @@ class ChangeBatch:
             or self.meta
             or self.access
             or self.deleted_agents
+            or self.events
         )
 
 
@@ -79,6 +86,7 @@ class Snapshot:
     agents: list[Agent] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
     access: AccessSnapshot = field(default_factory=AccessSnapshot)
+    last_event_seq: int = 0  # the highest event-log seq stored (new events continue after it)
 
 
 class Store(Protocol):
@@ -102,6 +110,13 @@ class Store(Protocol):
 
     def read_audit(self, since: float, principal: str = "", limit: int = 100) -> list[AuditEntry]:
         """The newest ``limit`` audit entries at or after ``since`` (optionally of one principal), oldest first."""
+        ...
+
+    def workflow_events(
+        self, workflow_id: str, after_seq: int = 0, limit: int = 1000, task_id: str | None = None
+    ) -> list[WorkflowEvent]:
+        """Up to ``limit`` event-log entries of a workflow with a seq above ``after_seq``, oldest
+        first; only those of ``task_id`` when given."""
         ...
 
     def close(self) -> None: ...

@@ -28,22 +28,26 @@ from corral.controller.core.model import (
     TaskState,
     TaskType,
     Workflow,
+    WorkflowEvent,
     WorkflowState,
 )
 from corral.controller.store.base import LogChunk
 
 __all__ = [
     "COLUMNS",
+    "EVENT_COLUMNS",
     "MAX_LOG_BYTES_PER_STREAM",
     "Row",
     "decode_agent",
     "decode_attempt",
+    "decode_event",
     "decode_inventory",
     "decode_resources",
     "decode_task",
     "decode_workflow",
     "encode_agent",
     "encode_attempt",
+    "encode_event",
     "encode_inventory",
     "encode_resources",
     "encode_task",
@@ -75,6 +79,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "finished_at",
         "error",
         "namespace",
+        "max_agent_losses",
     ),
     "tasks": (
         "id",
@@ -106,6 +111,12 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "started_at",
         "finished_at",
         "namespace",
+        "on_disconnect",
+        "max_disconnect_s",
+        "max_agent_losses",
+        "agent_losses",
+        "reruns_after_fence",
+        "failure_reason",
     ),
     "attempts": (
         "id",
@@ -136,8 +147,25 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "connected_at",
         "last_seen",
         "version",
+        "incarnation",
     ),
 }
+
+#: Columns of the append-only ``events`` table (the per-workflow event log), in row order.
+EVENT_COLUMNS: Final = (
+    "seq",
+    "workflow_id",
+    "at",
+    "workflow_state",
+    "task_id",
+    "task_name",
+    "task_state",
+    "attempt_id",
+    "agent_id",
+    "kind",
+    "reason",
+    "message",
+)
 
 _EMPTY_OBJECT: Final = "{}"
 _EMPTY_ARRAY: Final = "[]"
@@ -292,6 +320,7 @@ def encode_workflow(w: Workflow) -> Row:
         w.finished_at,
         w.error,
         w.namespace,
+        w.max_agent_losses,
     )
 
 
@@ -311,6 +340,7 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         row[10],
         row[11],
         row[12],
+        row[13],
     )
 
 
@@ -347,6 +377,12 @@ def encode_task(t: Task) -> Row:
         t.started_at,
         t.finished_at,
         t.namespace,
+        t.on_disconnect,
+        t.max_disconnect_s,
+        t.max_agent_losses,
+        t.agent_losses,
+        t.reruns_after_fence,
+        t.failure_reason,
     )
 
 
@@ -382,6 +418,12 @@ def decode_task(row: Sequence[Any]) -> Task:
         row[25],
         row[26],
         row[27],
+        on_disconnect=row[29],
+        max_disconnect_s=row[30],
+        max_agent_losses=row[31],
+        agent_losses=row[32],
+        reruns_after_fence=row[33],
+        failure_reason=row[34],
     )
 
 
@@ -441,6 +483,7 @@ def encode_agent(a: Agent) -> Row:
         a.connected_at,
         a.last_seen,
         a.version,
+        a.incarnation,
     )
 
 
@@ -458,6 +501,43 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         row[8],
         row[9],
         row[10],
+        incarnation=row[11],
+    )
+
+
+def encode_event(e: WorkflowEvent) -> Row:
+    """Row of the ``events`` table."""
+    return (
+        e.seq,
+        e.workflow_id,
+        e.at,
+        _enum_value(e.workflow_state, WorkflowState, _WORKFLOW_STATES),
+        e.task_id,
+        e.task_name,
+        None if e.task_state is None else _enum_value(e.task_state, TaskState, _TASK_STATES),
+        e.attempt_id,
+        e.agent_id,
+        e.kind,
+        e.reason,
+        e.message,
+    )
+
+
+def decode_event(row: Sequence[Any]) -> WorkflowEvent:
+    """Inverse of :func:`encode_event`."""
+    return WorkflowEvent(
+        seq=row[0],
+        workflow_id=row[1],
+        at=row[2],
+        workflow_state=_WORKFLOW_STATES[row[3]],
+        task_id=row[4],
+        task_name=row[5],
+        task_state=None if row[6] is None else _TASK_STATES[row[6]],
+        attempt_id=row[7],
+        agent_id=row[8],
+        kind=row[9],
+        reason=row[10],
+        message=row[11],
     )
 
 

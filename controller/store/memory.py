@@ -8,10 +8,13 @@ accept and refuse exactly the same values.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from typing import Any, Final
 
 from corral.controller.core.access import AccessSnapshot, AuditEntry
+from corral.controller.core.model import WorkflowEvent
 from corral.controller.store import access_codec, codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
@@ -44,6 +47,8 @@ class MemoryStore:
         }
         self._audit: list[codec.Row] = []
         self._audit_seq = 0  # numbers never reused, as SQLite's AUTOINCREMENT
+        self._events: dict[str, list[codec.Row]] = {}  # workflow id -> event rows in seq order
+        self._last_event_seq = 0
         self._closed = False
 
     def _check_open(self) -> None:
@@ -56,6 +61,7 @@ class MemoryStore:
             self._check_open()
             rows = {table: list(table_rows.values()) for table, table_rows in self._rows.items()}
             meta = dict(self._meta)
+            last_event_seq = self._last_event_seq
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -71,6 +77,7 @@ class MemoryStore:
                 secrets=[access_codec.decode_secret(r) for r in access["secrets"]],
                 revoked_certs=[access_codec.decode_revoked(r) for r in access["revoked_certs"]],
             ),
+            last_event_seq=last_event_seq,
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -93,8 +100,14 @@ class MemoryStore:
             "revoked_certs": [(c.name, access_codec.encode_revoked(c)) for c in changes.revoked_certs.values()],
         }
         audit = [access_codec.encode_audit(a) for a in changes.audit]
+        events = [codec.encode_event(e) for e in batch.events]
         with self._lock:
             self._check_open()
+            if events and (
+                events[0][0] <= self._last_event_seq or any(a[0] >= b[0] for a, b in itertools.pairwise(events))
+            ):
+                # As SQLite's PRIMARY KEY: a seq is never stored twice. Checked before any change.
+                raise ValueError(f"event seq {events[0][0]} is not above the last stored {self._last_event_seq}")
             for table, rows in encoded.items():
                 self._rows[table].update((row[0], row) for row in rows)
             for attempt_id, (out, err, truncated) in logs.items():
@@ -119,6 +132,10 @@ class MemoryStore:
             if changes.audit_prune_before is not None:
                 cutoff = changes.audit_prune_before
                 self._audit = [row for row in self._audit if row[1] >= cutoff]
+            for row in events:
+                self._events.setdefault(row[1], []).append(row)
+            if events:
+                self._last_event_seq = events[-1][0]
 
     def read_audit(self, since: float, principal: str = "", limit: int = 100) -> list[AuditEntry]:
         """The newest ``limit`` audit entries at or after ``since``, returned oldest first."""
@@ -126,6 +143,24 @@ class MemoryStore:
             self._check_open()
             rows = [r for r in self._audit if r[1] >= since and (not principal or r[2] == principal)]
         return [access_codec.decode_audit(r) for r in rows[-limit:]] if limit > 0 else []
+
+    def workflow_events(
+        self, workflow_id: str, after_seq: int = 0, limit: int = 1000, task_id: str | None = None
+    ) -> list[WorkflowEvent]:
+        """Event-log entries of a workflow after ``after_seq``, oldest first."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            self._check_open()
+            rows = self._events.get(workflow_id, [])
+            start = bisect.bisect_right(rows, after_seq, key=lambda r: r[0])
+            picked: list[codec.Row] = []
+            for row in rows[start:]:
+                if task_id is None or row[4] == task_id:
+                    picked.append(row)
+                    if len(picked) >= limit:
+                        break
+        return [codec.decode_event(r) for r in picked]
 
     def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:
         """Output of an attempt after the given byte offsets; empty for an unknown attempt."""

@@ -22,6 +22,7 @@ from typing import Any, Final
 import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
+from corral.controller.core.model import WorkflowEvent
 from corral.controller.store import access_codec, codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
@@ -275,8 +276,30 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.table("audit").create_index(["at"], index_name="audit_by_time")
 
 
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Issue 8: disconnect policy, poison and fence counts on tasks, agent incarnations, the event log."""
+    db.table("workflows").add_column("max_agent_losses", int)
+    tasks = db.table("tasks")
+    tasks.add_column("on_disconnect", str, not_null_default="stop")
+    tasks.add_column("max_disconnect_s", float)
+    tasks.add_column("max_agent_losses", int)
+    tasks.add_column("agent_losses", int, not_null_default=0)
+    tasks.add_column("reruns_after_fence", int, not_null_default=0)
+    tasks.add_column("failure_reason", str, not_null_default="")
+    db.table("agents").add_column("incarnation", str, not_null_default="")
+    # seq is global and increasing (the controller's event counter), so it is the rowid; readers
+    # page through one workflow by (workflow_id, seq).
+    db.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, workflow_id TEXT NOT NULL, at REAL NOT NULL, "
+        "workflow_state TEXT NOT NULL, task_id TEXT NOT NULL, task_name TEXT NOT NULL, task_state TEXT, "
+        "attempt_id TEXT NOT NULL, agent_id TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL, "
+        "message TEXT NOT NULL) STRICT"
+    )
+    db.execute("CREATE INDEX events_by_workflow ON events (workflow_id, seq)")
+
+
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3)
 
 
 def _access_upsert(table: str, keys: Sequence[str]) -> str:
@@ -329,6 +352,12 @@ _UPSERT_META: Final = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
 _DELETE_AGENT: Final = "DELETE FROM agents WHERE id = ?"
+_EVENT_INSERT: Final = (
+    f"INSERT INTO events ({', '.join(codec.EVENT_COLUMNS)}) VALUES ({', '.join('?' for _ in codec.EVENT_COLUMNS)})"
+)
+_EVENT_SELECT: Final = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
+_EVENTS_OF_WORKFLOW: Final = f"{_EVENT_SELECT} WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+_EVENTS_OF_TASK: Final = f"{_EVENT_SELECT} WHERE workflow_id = ? AND seq > ? AND task_id = ? ORDER BY seq LIMIT ?"
 _LOG_SIZE: Final = (
     'SELECT "offset" + length(data) FROM logs WHERE attempt_id = ? AND stream = ? ORDER BY "offset" DESC LIMIT 1'
 )
@@ -461,6 +490,7 @@ class SqliteStore:
                     agents=[codec.decode_agent(r) for r in conn.execute(_SELECT["agents"])],
                     meta=dict(conn.execute("SELECT key, value FROM meta")),
                     access=self._load_access(conn),
+                    last_event_seq=conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0],
                 )
             finally:
                 conn.execute("COMMIT")
@@ -503,6 +533,8 @@ class SqliteStore:
                     self._commit_access(access)
                 if batch.deleted_agents:
                     conn.executemany(_DELETE_AGENT, [(agent_id,) for agent_id in batch.deleted_agents])
+                if batch.events:
+                    conn.executemany(_EVENT_INSERT, map(codec.encode_event, batch.events))
                 conn.execute("COMMIT")
             except BaseException:
                 # A failed COMMIT may leave the transaction open; a constraint error inside
@@ -543,6 +575,19 @@ class SqliteStore:
         with self._read_lock:
             rows = self._reader.execute(_AUDIT_READ, (since, principal, principal, limit)).fetchall()
         return [access_codec.decode_audit(r) for r in reversed(rows)]
+
+    def workflow_events(
+        self, workflow_id: str, after_seq: int = 0, limit: int = 1000, task_id: str | None = None
+    ) -> list[WorkflowEvent]:
+        """Event-log entries of a workflow after ``after_seq``, oldest first (one indexed range scan)."""
+        if limit <= 0:
+            return []
+        with self._read_lock:
+            if task_id is None:
+                rows = self._reader.execute(_EVENTS_OF_WORKFLOW, (workflow_id, after_seq, limit)).fetchall()
+            else:
+                rows = self._reader.execute(_EVENTS_OF_TASK, (workflow_id, after_seq, task_id, limit)).fetchall()
+        return [codec.decode_event(r) for r in rows]
 
     def _append_logs(self, logs: dict[str, tuple[bytes, bytes, bool]]) -> None:
         conn = self._conn

@@ -27,6 +27,7 @@ from corral.controller.core.model import (
     TaskState,
     TaskType,
     Workflow,
+    WorkflowEvent,
     WorkflowState,
 )
 from corral.controller.store import codec
@@ -58,6 +59,7 @@ def full_workflow(wid: str = "wf-1") -> Workflow:
         finished_at=1700000099.75,
         error="boom",
         namespace="team-a",
+        max_agent_losses=5,
     )
 
 
@@ -93,6 +95,12 @@ def full_task(tid: str = "wf-1-t1", wid: str = "wf-1", index: int = 1) -> Task:
         not_before=3.0,
         started_at=4.0,
         finished_at=5.0,
+        on_disconnect="keep",
+        max_disconnect_s=600.5,
+        max_agent_losses=2,
+        agent_losses=1,
+        reruns_after_fence=3,
+        failure_reason="poison",
     )
 
 
@@ -133,6 +141,7 @@ def full_agent(aid: str = "agent-1") -> Agent:
         connected_at=100.0,
         last_seen=101.5,
         version="0.1.0",
+        incarnation="inc-7f3a",
     )
 
 
@@ -706,8 +715,99 @@ def test_sqlite_migration_2_puts_existing_workflows_in_default(tmp_path: Path) -
     conn.close()
     store = SqliteStore(path)
     try:
-        assert store.schema_version == 2
+        assert store.schema_version == len(MIGRATIONS)
         (workflow,) = store.load().workflows
         assert workflow.namespace == "default"
+    finally:
+        store.close()
+
+
+def test_sqlite_migration_3_gives_old_rows_the_issue_8_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    old = SqliteStore(path, migrations=MIGRATIONS[:2])
+    with sqlite3.connect(path) as conn:  # the version-2 columns only, as an old corral wrote them
+        conn.execute(
+            "INSERT INTO workflows (id, name, task_ids, state, metadata, labels, standalone, created_at, error) "
+            "VALUES ('w', 'old', '[\"t\"]', 'running', X'7B7D', '{}', 0, 1.0, '')"
+        )
+    conn.close()
+    old.close()
+    store = SqliteStore(path)
+    try:
+        assert store.schema_version == 3
+        (workflow,) = store.load().workflows
+        assert workflow.max_agent_losses is None
+        assert store.load().last_event_seq == 0
+        assert store.workflow_events("w") == []
+        store.commit(ChangeBatch(tasks={"t": minimal_task("t", "w")}))
+        (task,) = store.load().tasks
+        assert (task.on_disconnect, task.agent_losses, task.reruns_after_fence, task.failure_reason) == (
+            "stop",
+            0,
+            0,
+            "",
+        )
+    finally:
+        store.close()
+
+
+# --- the event log (issue 8) ------------------------------------------------------------------
+
+
+def _event(seq: int, workflow_id: str = "wf-1", task_id: str = "", kind: str = "placed") -> WorkflowEvent:
+    return WorkflowEvent(
+        seq=seq,
+        at=1000.0 + seq,
+        workflow_id=workflow_id,
+        workflow_state=WorkflowState.RUNNING,
+        task_id=task_id,
+        task_name=task_id.upper(),
+        task_state=TaskState.READY if task_id else None,
+        attempt_id=f"att-{seq}" if task_id else "",
+        agent_id="agent-1" if task_id else "",
+        message="m \u00fc",
+        kind=kind,
+        reason=f'why {seq}: fenced "quoted"',
+    )
+
+
+def test_event_log_round_trips_every_field_in_order(backend: Backend) -> None:
+    events = [_event(1), _event(2, task_id="t1", kind="fenced"), _event(3, "wf-2", "t9"), _event(4, task_id="t2")]
+    backend.store.commit(ChangeBatch(events=events[:2]))
+    backend.store.commit(ChangeBatch(events=events[2:]))
+    store = backend.reopen()
+    assert store.workflow_events("wf-1") == [events[0], events[1], events[3]]
+    assert store.workflow_events("wf-2") == [events[2]]
+    assert store.workflow_events("nope") == []
+    assert store.load().last_event_seq == 4
+
+
+def test_event_log_pages_by_seq_and_filters_by_task(backend: Backend) -> None:
+    events = [_event(seq, task_id=f"t{seq % 3}") for seq in range(1, 31)]
+    backend.store.commit(ChangeBatch(events=events))
+    store = backend.store
+    assert [e.seq for e in store.workflow_events("wf-1", after_seq=10, limit=5)] == [11, 12, 13, 14, 15]
+    assert [e.seq for e in store.workflow_events("wf-1", after_seq=28)] == [29, 30]
+    assert [e.seq for e in store.workflow_events("wf-1", task_id="t1", limit=3)] == [1, 4, 7]
+    assert [e.seq for e in store.workflow_events("wf-1", after_seq=25, task_id="t1")] == [28]
+    assert store.workflow_events("wf-1", limit=0) == []
+
+
+def test_event_log_refuses_a_reused_seq_and_changes_nothing(backend: Backend) -> None:
+    backend.store.commit(ChangeBatch(events=[_event(1)]))
+    with pytest.raises((ValueError, sqlite3.IntegrityError)):
+        backend.store.commit(ChangeBatch(tasks={"x": minimal_task("x")}, events=[_event(2), _event(1)]))
+    assert backend.store.load().tasks == []
+    assert [e.seq for e in backend.store.workflow_events("wf-1")] == [1]
+
+
+def test_sqlite_event_log_reads_use_the_workflow_index(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    try:
+        plan = store._reader.execute(
+            "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT 5",
+            ("w", 0),
+        ).fetchall()
+        assert any("events_by_workflow" in str(row) for row in plan), plan
     finally:
         store.close()

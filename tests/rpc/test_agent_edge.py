@@ -16,7 +16,7 @@ from corral.controller.rpc import gateway
 from corral.controller.rpc.agent_binding import bind_hello
 from corral.controller.rpc.agent_input import check_events, check_heartbeat, check_hello
 from corral.controller.rpc.identity import DEV_ADMIN, Grant, Principal
-from corral.v1 import agent_pb2, types_pb2
+from corral.v1 import agent_pb2, orchestrator_pb2, types_pb2
 
 from .conftest import Controller
 
@@ -150,3 +150,72 @@ async def test_a_stream_that_never_says_hello_is_ended(controller: Controller, m
             await call.read()
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "no Hello within 0.3 s" in (info.value.details() or "")
+
+
+def test_hello_incarnation_and_finished_ids_are_checked() -> None:
+    message = _real_hello()
+    message.hello.incarnation = "x" * 1000
+    message.hello.finished_attempt_ids.extend(["ok", "bad\nid"])
+    with pytest.raises(InvalidArgument) as info:
+        check_hello(message)
+    assert _violations(info) == ["hello.incarnation", "hello.finished_attempt_ids[1]"]
+
+
+async def _hello_on(controller: Controller, **fields: object) -> tuple[grpc.aio.StreamStreamCall, agent_pb2.Welcome]:
+    call = controller.gateway.Connect()
+    hello = agent_pb2.Hello(agent_id="a1", name="a1", agent_types=["shell"], **fields)  # type: ignore[arg-type]
+    await call.write(agent_pb2.AgentMessage(hello=hello))
+    async with asyncio.timeout(10):
+        first = await call.read()
+    assert first.WhichOneof("kind") == "welcome"
+    return call, first.welcome
+
+
+async def test_a_heartbeat_is_echoed_with_its_seq_after_the_state_loop_applied_it(controller: Controller) -> None:
+    call, welcome = await _hello_on(controller, incarnation="inc-1")
+    config = controller.runtime.machine.config
+    assert (welcome.fence_after_s, welcome.kill_grace_s) == (config.fence_after_s, config.kill_grace_s)
+    assert controller.runtime.machine.agents["a1"].incarnation == "inc-1"
+    ticks = controller.runtime.ticks
+    for seq in (7, 8, 9):
+        await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(seq=seq)))
+    echoed = []
+    async with asyncio.timeout(10):
+        while len(echoed) < 3:
+            message = await call.read()
+            if message.WhichOneof("kind") == "heartbeat_ack":
+                echoed.append(message.heartbeat_ack.seq)
+    assert echoed == [7, 8, 9]
+    assert controller.runtime.ticks > ticks  # applied by the loop, not beside it
+    call.cancel()
+
+
+async def test_a_report_batch_is_applied_and_acked_through_the_loop(controller: Controller) -> None:
+    call, _ = await _hello_on(controller)
+    await controller.orchestrator.SubmitWorkflow(
+        orchestrator_pb2.SubmitWorkflowRequest(
+            spec=types_pb2.WorkflowSpec(
+                name="w", tasks=[types_pb2.TaskSpec(name="t", agent_type="shell", payload_json=b'{"shell":"true"}')]
+            ),
+            start=True,
+        )
+    )
+    async with asyncio.timeout(10):
+        while (message := await call.read()).WhichOneof("kind") != "assign":
+            pass
+    attempt_id = message.assign.assignments[0].attempt_id
+    finished = agent_pb2.TaskEvent(
+        attempt_id=attempt_id,
+        finished=agent_pb2.Finished(outcome=types_pb2.ATTEMPT_OUTCOME_SUCCEEDED, result_json=b"42"),
+    )
+    finished.at.GetCurrentTime()
+    await call.write(agent_pb2.AgentMessage(events=agent_pb2.TaskEvents(events=[finished])))
+    async with asyncio.timeout(10):
+        while (message := await call.read()).WhichOneof("kind") != "ack":
+            pass
+    assert list(message.ack.attempt_ids) == [attempt_id]
+    (task,) = controller.runtime.machine.tasks.values()
+    assert task.result == b"42"
+    events = controller.runtime.store.workflow_events(task.workflow_id, task_id=task.id)
+    assert [e.kind for e in events] == ["placed", "completed"]
+    call.cancel()

@@ -113,6 +113,21 @@ class Sim:
             self._finish_step(None)
         return self.tick(at=end)
 
+    def run_for(self, seconds: float, *, silent: Sequence[str] = ()) -> Step:
+        """Like :meth:`advance`, but the ``silent`` agents do not heartbeat, and the returned step
+        holds the actions of every tick on the way (the changes of the last one)."""
+        end = self.now + seconds
+        interval = self.config.heartbeat_interval_s
+        actions: list[ev.Action] = []
+        while self.now + interval < end:
+            self.now += interval
+            for agent in list(self.machine.agents.values()):
+                if agent.id not in silent and agent.state in (AgentState.CONNECTED, AgentState.DRAINING):
+                    self.machine.handle(ev.AgentHeartbeat(agent.id, agent.session_epoch), self.now)
+            actions.extend(self._finish_step(None).actions)
+        last = self.tick(at=end)
+        return Step(last.result, last.changes, actions + last.actions)
+
     def quiet(self) -> Step:
         """Take whatever is pending without ticking (to start a test from a clean slate)."""
         changes = self.machine.take_changes()
@@ -149,6 +164,8 @@ class Sim:
         labels: Mapping[str, str] | None = None,
         running: tuple[str, ...] = (),
         draining: bool = False,
+        incarnation: str = "",
+        finishing: tuple[str, ...] = (),
     ) -> Step:
         inventory = Inventory(Resources(cpu_cores=cpu, memory_mb=memory, gpu_count=gpus), slots=slots)
         return self.do(
@@ -160,6 +177,8 @@ class Sim:
                 inventory=inventory,
                 running_attempt_ids=running,
                 draining=draining,
+                incarnation=incarnation,
+                finished_attempt_ids=finishing,
             )
         )
 

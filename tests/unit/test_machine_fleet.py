@@ -52,12 +52,13 @@ def test_report_for_an_old_attempt_after_a_requeue_is_rejected(sim: Sim) -> None
     wf, step = sim.submit([task_spec("t")])
     old = step.assignments("a1")[0].attempt_id
     sim.started("a1", old)
-    # a1 is lost; the task moves to a2 under a new attempt.
+    # a1 goes silent and is fenced; the task moves to a2 under a new attempt, which starts.
     sim.hello("a2", slots=1)
-    lost = sim.beat("a2", at=sim.now + sim.machine.config.lease_s + 1)
-    (new,) = lost.assignments("a2")
+    fenced = sim.run_for(sim.machine.config.fence_total_s + 1, silent=("a1",))
+    (new,) = fenced.assignments("a2")
     assert new.attempt_number == 2 and new.attempt_id != old
     assert sim.machine.attempts[old].state is A.LOST
+    sim.started("a2", new.attempt_id)
     # a1 comes back and reports the old attempt as finished, and a2 reports the old id too.
     sim.hello("a1", running=(old,))
     sim.quiet()
@@ -65,7 +66,7 @@ def test_report_for_an_old_attempt_after_a_requeue_is_rejected(sim: Sim) -> None
         step = sim.finished(reporter, old, result=b'"stale"')
         assert step.result is False
         assert not step.changes and step.actions == []
-    assert sim.task(wf, "t").state is T.ASSIGNED and sim.task(wf, "t").result is None
+    assert sim.task(wf, "t").state is T.RUNNING and sim.task(wf, "t").result is None
     assert sim.finished("a2", new.attempt_id, result=b'"fresh"').result is True
     assert sim.task(wf, "t").result == b'"fresh"'
 
@@ -74,21 +75,25 @@ def test_report_for_an_old_attempt_after_a_requeue_is_rejected(sim: Sim) -> None
 
 
 def test_silent_agent_is_lost_and_its_attempts_requeued_without_spending_a_retry(sim: Sim) -> None:
-    lease = sim.machine.config.lease_s
+    cfg = sim.machine.config
     sim.hello("a1", slots=1)
     wf, step = sim.submit([task_spec("t", retries=0)])
     attempt = step.assignments("a1")[0].attempt_id
     sim.started("a1", attempt)
+    silent_since = sim.now
     sim.hello("a2", slots=1)
-    assert sim.beat("a2", at=sim.now + lease).assignments() == []  # exactly at the lease: not yet
+    assert sim.run_for(cfg.lease_s, silent=("a1",)).assignments() == []  # exactly at the lease: not yet
     assert sim.machine.agents["a1"].state is S.CONNECTED
-    step = sim.beat("a2", at=sim.now + 1)
+    sim.beat("a2", at=sim.now + 1)
     assert sim.machine.agents["a1"].state is S.LOST
     assert "a1" not in sim.machine.views
+    assert sim.machine.attempts[attempt].state is A.RUNNING  # lost is not fenced
+    step = sim.run_for(silent_since + cfg.fence_total_s - sim.now, silent=("a1",))
     assert sim.machine.attempts[attempt].state is A.LOST
-    assert "lost" in sim.machine.attempts[attempt].error
+    assert sim.machine.attempts[attempt].error.startswith("fenced: agent a1 silent since")
     task = sim.task(wf, "t")
-    assert task.retries_used == 0 and task.attempts == 2
+    assert task.retries_used == 0 and task.attempts == 2 and task.reruns_after_fence == 1
+    assert task.agent_losses == 0
     (again,) = step.assignments("a2")
     assert again.task.id == task.id
     sim.finished("a2", again.attempt_id)
@@ -115,6 +120,8 @@ def test_no_agent_is_lost_during_the_adoption_grace_after_boot(make_sim: Callabl
     assert sim.machine.attempts[attempt].state is A.ASSIGNED
     sim.tick(at=cfg.adopt_grace_s)
     assert sim.machine.agents["a1"].state is S.LOST
+    assert sim.machine.attempts[attempt].state is A.ASSIGNED  # owned until fenced
+    sim.tick(at=cfg.fence_total_s)
     assert sim.machine.attempts[attempt].state is A.LOST
     assert sim.task(wf, "t").retries_used == 0
 
@@ -127,8 +134,11 @@ def test_clean_disconnect_keeps_attempts_until_the_lease_says_otherwise(sim: Sim
     sim.do(ev.AgentGone("a1", epoch))
     assert sim.machine.agents["a1"].state is S.DISCONNECTED
     assert sim.machine.attempts[attempt].state is A.ASSIGNED
+    gone_at = sim.now
     sim.tick(after=sim.machine.config.lease_s + 1)
     assert sim.machine.agents["a1"].state is S.LOST
+    assert sim.task(wf, "t").state is T.ASSIGNED
+    sim.tick(at=gone_at + sim.machine.config.fence_total_s)
     assert sim.task(wf, "t").state is T.READY
 
 
@@ -165,7 +175,7 @@ def test_reconnect_reporting_a_reassigned_attempt_is_told_to_kill_it(sim: Sim) -
     _, step = sim.submit([task_spec("t")])
     old = step.assignments()[0].attempt_id
     sim.hello("a2", slots=1)
-    sim.beat("a2", at=sim.now + sim.machine.config.lease_s + 1)
+    sim.run_for(sim.machine.config.fence_total_s + 1, silent=("a1",))
     welcome = sim.hello("a1", running=(old, "never-heard-of")).result
     assert welcome.kill_attempt_ids == tuple(sorted((old, "never-heard-of")))
     assert sim.machine.attempts[old].state is A.LOST
@@ -246,7 +256,8 @@ def test_restore_keeps_completed_work_and_waits_for_agents_to_re_adopt(sim: Sim,
     assert fresh.task(wf, "c").state is T.PENDING
     assert machine.workflows[pending_wf].state is W.PENDING
     assert machine.agents["a1"].state is S.DISCONNECTED
-    assert machine.unconfirmed == {b_attempt: boot + machine.config.adopt_grace_s}
+    cfg = machine.config
+    assert machine.fence_at == {b_attempt: boot + max(cfg.adopt_grace_s, cfg.fence_total_s)}
     # The idempotency key survived.
     again, step = fresh.submit([task_spec("a")], key="once")
     assert again == wf and step.result == (wf, True)
@@ -254,7 +265,7 @@ def test_restore_keeps_completed_work_and_waits_for_agents_to_re_adopt(sim: Sim,
     welcome = fresh.hello("a1", running=(b_attempt,)).result
     assert welcome.session_epoch > old_epoch
     assert welcome.kill_attempt_ids == ()
-    assert machine.unconfirmed == {}
+    assert machine.unconfirmed == {} and machine.fence_at == {}
     (c,) = fresh.finished("a1", b_attempt, result=b"2").assignments("a1")
     assert dict(c.inputs) == {"b": b"2"}
     fresh.finished("a1", c.attempt_id)
@@ -271,10 +282,10 @@ def test_restore_requeues_unreported_attempts_only_after_the_adoption_grace(
 
     boot = sim.now + 60.0
     fresh = _restored(sim, make_sim, boot)
-    grace = fresh.machine.config.adopt_grace_s
-    fresh.tick(at=boot + grace - 0.1)  # the old agent is silent, but nobody is lost yet
+    cfg = fresh.machine.config
+    grace = max(cfg.adopt_grace_s, cfg.fence_total_s)  # until its supervisor has surely fenced it
+    fresh.tick(at=boot + grace - 0.1)  # the old agent is silent, but nothing is requeued yet
     assert fresh.machine.attempts[attempt].state is A.RUNNING
-    assert fresh.machine.agents["a1"].state is S.DISCONNECTED
     fresh.hello("a2")
     step = fresh.tick(at=boot + grace)
     assert fresh.machine.attempts[attempt].state is A.LOST
