@@ -1,18 +1,28 @@
 """The thin shell around the state machine: one loop, group commit, then notify.
 
-Every request — a submission, an agent report, even a status read — becomes a command on one
-inbox. The loop takes all commands waiting, applies them to the machine, runs its timers and
-placement, commits the tick's changes in ONE transaction, and only then delivers what the tick
-produced: answers, assignments on agent streams, watch events. So nothing a caller or agent sees
-was not durable first, and a burst of work costs one fsync, not one per task.
+Every request — a submission, an agent report, even a status read — becomes an event (or a
+command) on one inbox. The loop takes all commands waiting, applies them to the machine, runs its
+timers and placement, commits the tick's changes in ONE transaction, and only then delivers what
+the tick produced: answers, assignments on agent streams, watch events. So nothing a caller or
+agent sees was not durable first, and a burst of work costs one fsync, not one per task.
 
-No command can stop the loop. A command that raises something other than a domain error (a bug),
-or a tick whose commit fails because of its data (a value the store cannot encode), is rejected
-whole: the tick's uncommitted changes and actions are dropped, the machine is rebuilt from the
-store (the last committed state, as after a restart, minus the process exit), and the tick's other
-commands run again on it: together first, then one by one, each committed alone, when the culprit
-is not known. The error is logged once per distinct cause. Only an operational store failure (the
-disk is full, the file is gone) still stops the loop, since then nothing can be recorded.
+No fault stops the loop:
+
+- A command that raises something other than a domain error (a bug), or a tick whose commit fails
+  because of its data (a value the store cannot encode), is rejected whole: the tick's uncommitted
+  changes and actions are dropped, the machine is rebuilt from the store (the last committed state),
+  and the tick's other commands run again on it: together first, then one by one, each committed
+  alone, when the culprit is not known. The error is logged once per distinct cause.
+- A commit that fails because of the store itself (the disk is full, an I/O error) refuses the
+  tick's writes with StorageFull (RESOURCE_EXHAUSTED) or StorageUnavailable (UNAVAILABLE), rebuilds
+  the machine from the store and enters *degraded* mode: writes are refused at once, reads,
+  heartbeats and agent streams go on, timers and placement wait, and the loop probes the store with
+  a real write (backoff up to 1 s). The first write that succeeds ends degraded mode; agents whose
+  reports were refused are asked to reconnect, so they send them again.
+
+Which events are reads is declared, not guessed: a request event's class attribute ``READ``, or
+its type name in :data:`READ_EVENTS`. Raw commands (``call``/``post`` of a function) are writes
+unless the caller says ``read=True``.
 """
 
 from __future__ import annotations
@@ -21,21 +31,20 @@ import asyncio
 import contextlib
 import logging
 import random
-import sqlite3
-import time
 import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
-from corral.controller.core.model import WorkflowEvent
-from corral.controller.errors import CorralError
-from corral.controller.store.base import Store
+from corral.controller.core.model import AgentState, WorkflowEvent
+from corral.controller.errors import CorralError, StorageUnavailable
+from corral.controller.recovery import OPERATIONAL, anchored_clock, carry_sessions, storage_error
+from corral.controller.store.base import ChangeBatch, Store
 
-__all__ = ["AgentSession", "CommandFailed", "Runtime", "new_id"]
+__all__ = ["READ_EVENTS", "AgentSession", "CommandFailed", "Runtime", "new_id"]
 
 log = logging.getLogger("corral.controller")
 R = TypeVar("R")
@@ -44,9 +53,27 @@ _MAX_BATCH = 10_000
 _IDLE_TICK_S = 0.25
 _INLINE_COMMIT_RECORDS = 64  # leases and adoption deadlines are checked at least this often
 _MAX_ERROR_KINDS = 1_000  # distinct unexpected errors remembered for log-once
-# A store failure that no command caused: the loop cannot go on recording anything.
-_OPERATIONAL = (sqlite3.OperationalError, OSError, MemoryError)
-Batch = list[tuple[Command, "asyncio.Future[Any] | None"]]
+# While degraded, the store is probed with a real write this often: from 0.1 s, doubling to 1 s,
+# so writes resume within about a second of space returning.
+_PROBE_FIRST_S = 0.1
+_PROBE_MAX_S = 1.0
+_PROBE_KEY = "storage_probe"
+# Core events that only read (or change memory-only state): they keep working while degraded.
+# Request events say so themselves with a class attribute ``READ = True``.
+READ_EVENTS = frozenset({"AgentHeartbeat"})
+_LIVE = (AgentState.CONNECTED, AgentState.DRAINING)
+
+
+class _Entry(NamedTuple):
+    """A command on the inbox. ``agent``: the agent a write reports for ("" none, None unknown)."""
+
+    command: Command
+    future: asyncio.Future[Any] | None
+    read: bool = False
+    agent: str | None = ""
+
+
+Batch = list[_Entry]
 
 
 class CommandFailed(RuntimeError):
@@ -60,13 +87,19 @@ class CommandFailed(RuntimeError):
 
 
 class _Failed(Exception):
-    """One attempt at a tick failed; ``culprit`` is the index of the command to blame, if known."""
+    """One attempt at a tick failed; ``culprit`` is the index of the command to blame, if known.
 
-    def __init__(self, error: BaseException, culprit: int | None = None, pull: _Pull | None = None) -> None:
+    ``operational``: the store failed (disk full, I/O), not the tick's data.
+    """
+
+    def __init__(
+        self, error: BaseException, culprit: int | None = None, pull: _Pull | None = None, *, operational: bool = False
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.culprit = culprit
         self.pull = pull
+        self.operational = operational
 
 
 def _kind(error: BaseException) -> tuple[str, str, int]:
@@ -74,6 +107,21 @@ def _kind(error: BaseException) -> tuple[str, str, int]:
     frames = traceback.extract_tb(error.__traceback__)
     filename, line = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
     return type(error).__name__, filename, line
+
+
+def is_read(event: object) -> bool:
+    """Whether an event only reads the machine: its class says ``READ = True`` or it is in READ_EVENTS."""
+    kind = type(event)
+    return getattr(kind, "READ", False) is True or kind.__name__ in READ_EVENTS
+
+
+def _agent_of(event: object) -> str:
+    """The agent an event reports for ("" when none): its stream is reopened after a refused write."""
+    for name in ("agent_id", "reporter"):
+        value = getattr(event, name, "")
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def new_id(prefix: str = "") -> Callable[[], str]:
@@ -123,34 +171,49 @@ class _Pull:
 
 
 class Runtime:
-    """Owns the machine, the store and the delivery of actions. All machine access goes through :meth:`call`."""
+    """Owns the machine, the store and the delivery of actions. All machine access goes through :meth:`handle`.
+
+    ``clock`` is the time every timer runs on; the default is :func:`anchored_clock` (monotonic,
+    reading like wall seconds). ``degraded`` is the storage error writers get while the store
+    refuses commits (None when healthy).
+    """
 
     def __init__(
         self,
         store: Store,
         config: MachineConfig | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         encode_actions: Callable[[Runtime, list[ev.Action]], None] | None = None,
     ) -> None:
         self.store = store
-        self.clock = clock
-        self.machine = Machine(config, new_id=new_id(), rng=random.Random(), boot_time=clock())
+        self.clock = clock or anchored_clock()
+        self.machine = Machine(config, new_id=new_id(), rng=random.Random(), boot_time=self.clock())
         self.sessions: dict[str, AgentSession] = {}
         self.watchers: dict[str, set[asyncio.Queue[WorkflowEvent | None]]] = {}
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.usage: dict[str, Any] = {}  # agent id -> last Usage message
         self._pulls: list[_Pull] = []
-        self._inbox: asyncio.Queue[tuple[Command, asyncio.Future[Any] | None]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[_Entry] = asyncio.Queue()
         self.deliver_to_agents = encode_actions
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.failure: BaseException | None = None
+        self.failure: BaseException | None = None  # kept for callers that check it; the loop never stops
         self.ticks = 0
         self.rebuilds = 0  # times the machine was rebuilt from the store after a rejected command
         self._errors: dict[tuple[str, str, int], int] = {}  # unexpected errors seen, by kind
         # Watchers and waiters registered during the current attempt at a tick, undone if it fails.
         self._undo: list[Callable[[], None]] = []
+        # Degraded mode (the store refuses commits).
+        self.degraded: StorageUnavailable | None = None
+        self.degraded_periods = 0  # times the controller entered degraded mode
+        self.last_resume_s: float | None = None  # how long the last degraded period lasted
+        self._degraded_since = 0.0
+        self._probe_at = 0.0
+        self._probe_delay = _PROBE_FIRST_S
+        self._stale = False  # the rebuild failed too: memory may hold refused changes, serve no reads
+        self._reopen: set[str] = set()  # agents whose writes were refused: reconnect them at resume
+        self._reopen_all = False  # a refused write of unknown origin: reconnect every agent
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -165,7 +228,7 @@ class Runtime:
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:
-            self._inbox.put_nowait((lambda m, now: None, None))
+            self._inbox.put_nowait(_Entry(lambda m, now: None, None, True))
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 5)
         for session in list(self.sessions.values()):
@@ -177,22 +240,35 @@ class Runtime:
 
     # --- commands -------------------------------------------------------------------------------
 
-    async def call(self, command: Callable[[Machine, float], R]) -> R:
-        """Run ``command(machine, now)`` in the loop; the answer arrives after the tick is committed."""
-        if self.failure is not None:
-            raise RuntimeError("the controller's state loop has stopped") from self.failure
+    async def call(self, command: Callable[[Machine, float], R], *, read: bool = False) -> R:
+        """Run ``command(machine, now)`` in the loop; the answer arrives after the tick is committed.
+
+        ``read``: the command changes nothing stored, so it runs while the store refuses writes.
+        """
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait((command, future))
+        self._inbox.put_nowait(_Entry(command, future, read))
         return await future
 
-    def post(self, command: Command) -> asyncio.Future[Any]:
-        """Queue a command without waiting; the returned future resolves after its commit."""
+    def post(self, command: Command, *, read: bool = False, agent: str | None = None) -> asyncio.Future[Any]:
+        """Queue a command without waiting; the returned future resolves after its commit.
+
+        ``agent``: the agent whose report this is ("" for none; None, the default, when unknown):
+        if the store refuses it, that agent's stream is reopened once writes resume, so it sends
+        its unacknowledged reports again.
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait((command, future))
+        self._inbox.put_nowait(_Entry(command, future, read, agent))
         return future
 
-    async def handle(self, event: ev.Event) -> Any:
-        return await self.call(lambda m, now: m.handle(event, now))
+    def post_event(self, event: Any) -> asyncio.Future[Any]:
+        """Queue an event for :meth:`Machine.handle` without waiting (agent reports, audit records)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Entry(lambda m, now: m.handle(event, now), future, is_read(event), _agent_of(event)))
+        return future
+
+    async def handle(self, event: Any) -> Any:
+        """Apply one event in the loop (reads and writes alike); its answer arrives after the commit."""
+        return await self.post_event(event)
 
     async def pull(self, event: ev.PullTask, wait_s: float) -> ev.Assignment | None:
         """Long-poll for a task an external worker can run."""
@@ -202,7 +278,7 @@ class Runtime:
         def register(machine: Machine, now: float) -> None:
             self._pulls.append(_Pull(event, future, deadline))
 
-        await self.call(register)
+        await self.call(register)  # a write: a pull served while the store refuses writes is lost
         # If the caller goes away, its pull is dropped unserved (a done future is skipped); a task
         # handed out in the same instant is recovered through its attempt's deadline.
         return await future
@@ -210,27 +286,31 @@ class Runtime:
     # --- the loop -------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        try:
-            while not self._stopping:
-                batch = await self._next_batch()
-                await self._tick(batch)
-        except Exception as exc:  # the store failed: stop rather than run on unrecorded state
-            self.failure = exc
-            log.exception("state loop stopped")
-            while not self._inbox.empty():
-                _, future = self._inbox.get_nowait()
-                if future is not None and not future.done():
-                    future.set_exception(RuntimeError("the controller's state loop has stopped"))
-            raise
+        while not self._stopping:
+            batch = await self._next_batch()
+            try:
+                if self.degraded is not None:
+                    await self._degraded_tick(batch)
+                else:
+                    await self._tick(batch)
+            except Exception as exc:  # a bug in the runtime itself: its callers get INTERNAL, the loop goes on
+                self._log_once(exc)
+                for entry in batch:
+                    self._reject(entry.future)
+                await asyncio.sleep(0.01)  # never spin on a fault that repeats every tick
 
-    async def _next_batch(self) -> list[tuple[Command, asyncio.Future[Any] | None]]:
-        wake = self.machine.next_timer()
+    async def _next_batch(self) -> Batch:
+        now = self.clock()
         timeout = _IDLE_TICK_S
-        if wake is not None:
-            timeout = min(timeout, max(0.0, wake - self.clock()))
-        if self._pulls:
-            timeout = min(timeout, max(0.0, min(p.deadline for p in self._pulls) - self.clock()))
-        batch: list[tuple[Command, asyncio.Future[Any] | None]] = []
+        if self.degraded is not None:
+            timeout = min(timeout, max(0.0, self._probe_at - now))  # timers wait; the probe does not
+        else:
+            wake = self.machine.next_timer()
+            if wake is not None:
+                timeout = min(timeout, max(0.0, wake - now))
+            if self._pulls:
+                timeout = min(timeout, max(0.0, min(p.deadline for p in self._pulls) - now))
+        batch: Batch = []
         inbox = self._inbox
         if inbox.empty():
             if timeout <= 0:
@@ -261,28 +341,39 @@ class Runtime:
         one_by_one = False
         logged: set[tuple[str, str, int]] = set()
         while True:
+            if failure.operational:
+                await self._storage_failed(failure.error, pending)
+                return
             kind = _kind(failure.error)
             if kind not in logged:  # isolating the culprit meets the same error again: count it once
                 logged.add(kind)
                 self._log_once(failure.error)
-            await self._rebuild()
+            try:
+                await self._rebuild()
+            except OPERATIONAL as exc:
+                await self._storage_failed(exc, pending)
+                return
             if failure.pull is not None:
                 self._reject(failure.pull.future)
             elif failure.culprit is not None:
-                _, future = pending.pop(failure.culprit)
-                self._reject(future)
+                self._reject(pending.pop(failure.culprit).future)
             elif not one_by_one:
                 # A failure in the tick itself or the commit: no command to blame yet. If an empty
-                # tick fails too, no command is the cause and nothing can go on safely.
+                # tick fails too, no command is the cause: the timers are broken, not the requests.
                 try:
                     await self._attempt([], self.clock())
                 except _Failed as empty:
+                    if empty.operational:
+                        await self._storage_failed(empty.error, pending)
+                        return
                     self._log_once(empty.error)
-                    raise empty.error from None
+                    for entry in pending:
+                        self._reject(entry.future)
+                    await self._rebuild()
+                    return
                 one_by_one = True
             else:
-                _, future = pending.pop(0)  # alone in its tick and that tick failed: it is the cause
-                self._reject(future)
+                self._reject(pending.pop(0).future)  # alone in its tick and that tick failed: it is the cause
             try:
                 if one_by_one:
                     while pending:
@@ -301,16 +392,16 @@ class Runtime:
         self._undo = []
         answers: list[tuple[asyncio.Future[Any], Any, bool]] = []
         try:
-            for index, (command, future) in enumerate(batch):
+            for index, entry in enumerate(batch):
                 try:
-                    result = command(machine, now)
+                    result = entry.command(machine, now)
                     ok = True
                 except CorralError as exc:
                     result, ok = exc, False
                 except Exception as exc:  # a bug in one command must not take the controller down
                     raise _Failed(exc, index) from exc
-                if future is not None:
-                    answers.append((future, result, ok))
+                if entry.future is not None:
+                    answers.append((entry.future, result, ok))
             pulled = self._serve_pulls(now)
             try:
                 machine.tick(now)
@@ -325,8 +416,8 @@ class Runtime:
                         self.store.commit(changes)
                     else:
                         await asyncio.to_thread(self.store.commit, changes)
-                except _OPERATIONAL:
-                    raise  # the disk, not the data: stop (see _loop)
+                except OPERATIONAL as exc:  # the disk, not the data: degraded mode (see _storage_failed)
+                    raise _Failed(exc, operational=True) from exc
                 except Exception as exc:  # a value the store cannot encode
                     raise _Failed(exc) from exc
         except _Failed:
@@ -338,6 +429,13 @@ class Runtime:
         self._undo = []
         self.ticks += 1
         # Everything below happens only after the commit.
+        self._deliver(actions)
+        self._answer(answers)
+        for future, assignment in pulled:
+            if not future.done():
+                future.set_result(assignment)
+
+    def _deliver(self, actions: list[ev.Action]) -> None:
         try:
             self._apply(actions)
         except Exception as exc:  # the tick is durable; a delivery bug must not stop the loop
@@ -346,6 +444,9 @@ class Runtime:
             # unreported, and requeued after the reconnect grace.
             for session in list(self.sessions.values()):
                 session.close()
+
+    @staticmethod
+    def _answer(answers: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
         for future, result, ok in answers:
             if future.done():
                 continue
@@ -353,9 +454,152 @@ class Runtime:
                 future.set_result(result)
             else:
                 future.set_exception(result)
-        for future, assignment in pulled:
-            if not future.done():
-                future.set_result(assignment)
+
+    # --- degraded mode: the store refuses commits -------------------------------------------------
+
+    async def _storage_failed(self, error: BaseException, pending: Batch) -> None:
+        """A commit failed for the store's sake: refuse the writes, rebuild, serve the reads, probe."""
+        storage = storage_error(error)
+        now = self.clock()
+        if self.degraded is None:
+            log.error(
+                "the store refused a commit (%s): refusing writes, serving reads; retrying every <= %.0f s",
+                storage.message,
+                _PROBE_MAX_S,
+            )
+            self._degraded_since = now
+            self._probe_delay = _PROBE_FIRST_S
+            self.degraded_periods += 1
+        self.degraded = storage
+        self._probe_at = now + self._probe_delay
+        try:
+            await self._rebuild()
+        except OPERATIONAL:
+            self._stale = True  # cannot even read the store: memory may hold the refused tick
+        for waiting in self._pulls:
+            if not waiting.future.done():
+                waiting.future.set_exception(storage)
+        self._pulls = []
+        reads = []
+        for entry in pending:
+            if entry.read and not self._stale:
+                reads.append(entry)
+            else:
+                self._refuse(entry)
+        if reads:
+            await self._degraded_tick(reads, probe=False)
+
+    def _refuse(self, entry: _Entry) -> None:
+        """Answer a write with the storage error; remember whose stream to reopen at resume."""
+        assert self.degraded is not None
+        if entry.agent is None:
+            self._reopen_all = True
+        elif entry.agent:
+            self._reopen.add(entry.agent)
+        future = entry.future
+        if future is not None and not future.done():
+            future.set_exception(self.degraded)
+            future.add_done_callback(lambda done: done.exception())  # posted: nobody may await it
+
+    async def _degraded_tick(self, batch: Batch, *, probe: bool = True) -> None:
+        """Probe the store when due; refuse writes; run reads (no timers, no placement)."""
+        now = self.clock()
+        if probe and now >= self._probe_at:
+            await self._probe(now)
+            if self.degraded is None:
+                if batch:
+                    await self._tick(batch)
+                return
+        reads: Batch = []
+        for entry in batch:
+            if entry.read and not self._stale:
+                reads.append(entry)
+            else:
+                self._refuse(entry)
+        if not reads:
+            return
+        machine = self.machine
+        self._undo = []
+        answers: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        broken = False
+        for entry in reads:
+            try:
+                result, ok = entry.command(machine, now), True
+            except CorralError as exc:
+                result, ok = exc, False
+            except Exception as exc:  # a bug in a read: reject it alone, and drop what it touched
+                self._log_once(exc)
+                self._reject(entry.future)
+                broken = True
+                continue
+            if entry.future is not None:
+                answers.append((entry.future, result, ok))
+        self._undo = []
+        changes = machine.take_changes()
+        actions = machine.take_actions()
+        if changes:
+            # A read that changed a stored record (a heartbeat with a new inventory): committing it
+            # is a real write, so it doubles as a probe.
+            try:
+                await asyncio.to_thread(self.store.commit, changes)
+            except Exception as exc:
+                if isinstance(exc, OPERATIONAL):
+                    self.degraded = storage_error(exc)
+                else:
+                    self._log_once(exc)
+                self._reopen.update(_entry.agent for _entry in reads if _entry.agent)
+                broken, actions = True, []
+            else:
+                self._resumed(now)
+        if broken:
+            with contextlib.suppress(*OPERATIONAL):
+                await self._rebuild()
+        self._deliver(actions)
+        self._answer(answers)
+
+    async def _probe(self, now: float) -> None:
+        """One real write to the store; success ends degraded mode, failure backs off (<= 1 s)."""
+        try:
+            await asyncio.to_thread(self._probe_write, now)
+            if self._stale:
+                await self._rebuild()
+                self._stale = False
+        except Exception as exc:
+            self.degraded = storage_error(exc) if isinstance(exc, OPERATIONAL) else self.degraded
+            if not isinstance(exc, OPERATIONAL):
+                self._log_once(exc)
+            self._probe_delay = min(_PROBE_MAX_S, self._probe_delay * 2)
+            self._probe_at = self.clock() + self._probe_delay
+            return
+        self._resumed(now)
+
+    def _probe_write(self, now: float) -> None:
+        recover = getattr(self.store, "recover", None)
+        if callable(recover):
+            recover()  # a connection a failed commit left unusable: roll back or reopen
+        self.store.commit(ChangeBatch(meta={_PROBE_KEY: repr(now)}))
+
+    def _resumed(self, now: float) -> None:
+        """The store took a write again: leave degraded mode, reconnect agents whose reports were refused."""
+        if self.degraded is None:
+            return
+        self.last_resume_s = now - self._degraded_since
+        log.warning("the store takes writes again after %.1f s: writes resume", self.last_resume_s)
+        self.degraded = None
+        self._probe_delay = _PROBE_FIRST_S
+        for agent_id, session in list(self.sessions.items()):
+            if self._reopen_all or agent_id in self._reopen:
+                session.close()  # its unacknowledged reports come again with its next Hello
+        self._reopen.clear()
+        self._reopen_all = False
+        # Streams that closed while their AgentGone was refused: the machine still thinks them live.
+        for agent in self.machine.agents.values():
+            stream = self.sessions.get(agent.id)
+            if agent.state in _LIVE and (stream is None or stream.closed or stream.epoch != agent.session_epoch):
+                gone = ev.AgentGone(agent.id, agent.session_epoch)
+                self.post_event(gone).add_done_callback(lambda done: done.exception())
+
+    # --- recovery helpers -----------------------------------------------------------------------
 
     def _reject(self, future: asyncio.Future[Any] | None) -> None:
         if future is not None and not future.done():
@@ -379,10 +623,10 @@ class Runtime:
     async def _rebuild(self) -> None:
         """Replace the machine by one restored from the store: the last committed state.
 
-        Like a restart in-process: agent streams are closed (agents say Hello again and re-adopt
-        their running attempts, whose deadlines get the adoption grace), while watchers, waiters
-        and pending pulls stay. Records of submissions the thrown-away tick applied are rewound,
-        so those submissions can run again.
+        Like a restart in-process, except that agents with open streams stay connected (see
+        :func:`~corral.controller.recovery.carry_sessions`; the others' streams are closed and
+        they say Hello again), while watchers, waiters and pending pulls stay. Records of
+        submissions the thrown-away tick applied are rewound, so those submissions can run again.
         """
         old = self.machine
         for event in old.submitted:
@@ -390,15 +634,19 @@ class Runtime:
         old.take_changes()
         old.take_actions()
         snapshot = await asyncio.to_thread(self.store.load)
+        stored_states = {agent.id: agent.state for agent in snapshot.agents}  # restore changes them
         now = self.clock()
         machine = Machine(old.config, new_id=old.new_id, rng=old.rng, boot_time=now)
         machine.restore(snapshot, now)
         machine.event_seq = old.event_seq  # watchers resume by sequence number: never go back
         machine.watched = set(self.watchers)
+        live = [(s.agent_id, s.epoch) for s in self.sessions.values() if not s.closed]
+        kept = carry_sessions(old, machine, live, stored_states)
         self.machine = machine
         self.rebuilds += 1
-        for session in list(self.sessions.values()):
-            session.close()
+        for agent_id, session in list(self.sessions.items()):
+            if agent_id not in kept:
+                session.close()
 
     def _serve_pulls(self, now: float) -> list[tuple[asyncio.Future[ev.Assignment | None], ev.Assignment | None]]:
         served: list[tuple[asyncio.Future[ev.Assignment | None], ev.Assignment | None]] = []
