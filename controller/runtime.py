@@ -208,6 +208,7 @@ class Runtime:
         self.degraded: StorageUnavailable | None = None
         self.degraded_periods = 0  # times the controller entered degraded mode
         self.last_resume_s: float | None = None  # how long the last degraded period lasted
+        self.failed_probes = 0  # probe writes the store refused
         self._degraded_since = 0.0
         self._probe_at = 0.0
         self._probe_delay = _PROBE_FIRST_S
@@ -568,6 +569,7 @@ class Runtime:
             self.degraded = storage_error(exc) if isinstance(exc, OPERATIONAL) else self.degraded
             if not isinstance(exc, OPERATIONAL):
                 self._log_once(exc)
+            self.failed_probes += 1
             self._probe_delay = min(_PROBE_MAX_S, self._probe_delay * 2)
             self._probe_at = self.clock() + self._probe_delay
             return

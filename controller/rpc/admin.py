@@ -170,7 +170,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 tokens=[token_info(t) for t in tokens if request.include_revoked or t.revoked_at is None]
             )
 
-        return await self.rt.call(listing)
+        return await self.rt.call(listing, read=True)
 
     async def RevokeToken(self, request: pb.RevokeTokenRequest, context: Any) -> pb.RevokeTokenResponse:
         def revoke(machine: Machine, now: float) -> tuple[pb.TokenInfo, set[str]]:
@@ -215,7 +215,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         def listing(machine: Machine, now: float) -> list[Namespace]:
             return sorted((n for n in machine.access.namespaces.values() if principal.covers(n.name)), key=_by_name)
 
-        return pb.ListNamespacesResponse(namespaces=[_namespace_info(n) for n in await self.rt.call(listing)])
+        return pb.ListNamespacesResponse(namespaces=[_namespace_info(n) for n in await self.rt.call(listing, read=True)])
 
     # --- secrets ----------------------------------------------------------------------------------
 
@@ -273,7 +273,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 ]
             )
 
-        return await self.rt.call(listing)
+        return await self.rt.call(listing, read=True)
 
     # --- certificates -----------------------------------------------------------------------------
 
@@ -304,7 +304,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 ]
             )
 
-        return await self.rt.call(listing)
+        return await self.rt.call(listing, read=True)
 
     # --- audit ------------------------------------------------------------------------------------
 

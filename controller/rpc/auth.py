@@ -78,7 +78,7 @@ def record_audit(runtime: Runtime, entry: AuditEntry, *, store: bool = True) -> 
         f" detail={entry.detail!r}" if entry.detail else "",
     )
     if store:
-        runtime.post(lambda m, now: m.access.audit(entry))
+        runtime.post(lambda m, now: m.access.audit(entry), agent="")
 
 
 def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:

@@ -50,14 +50,14 @@ class ClusterService(agent_pb2_grpc.ClusterServicer):
                 agents=[self._info(machine, a) for a in agents if not states or a.state in states]
             )
 
-        return await self.rt.call(listing)
+        return await self.rt.call(listing, read=True)
 
     async def GetAgent(self, request: pb.GetAgentRequest, context: Any) -> pb.GetAgentResponse:
         def get(machine: Machine, now: float) -> pb.GetAgentResponse:
             agent = machine.agents[agent_id_of(machine, request.agent_id)]
             return pb.GetAgentResponse(agent=self._info(machine, agent))
 
-        return await self.rt.call(get)
+        return await self.rt.call(get, read=True)
 
     async def DrainAgent(self, request: pb.DrainAgentRequest, context: Any) -> pb.DrainAgentResponse:
         fields.seconds(request.grace_s, "grace_s", _MAX_GRACE_S)

@@ -124,7 +124,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         def still_running(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
             return wire.workflow_status(machine, machine.workflows[workflow_id], True, now)
 
-        return pb.ExecuteWorkflowResponse(status=await rt.call(still_running))
+        return pb.ExecuteWorkflowResponse(status=await rt.call(still_running, read=True))
 
     async def CancelWorkflow(self, request: pb.CancelWorkflowRequest, context: Any) -> pb.CancelWorkflowResponse:
         fields.text(request.reason, "reason", _MAX_REASON)
@@ -147,7 +147,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             workflow = visible_workflow(machine, request.workflow_id, principal)
             return wire.workflow_status(machine, workflow, request.include_tasks, now)
 
-        return pb.GetWorkflowStatusResponse(status=await self.rt.call(status))
+        return pb.GetWorkflowStatusResponse(status=await self.rt.call(status, read=True))
 
     async def PauseWorkflow(self, request: pb.PauseWorkflowRequest, context: Any) -> pb.PauseWorkflowResponse:
         principal = current_principal()
@@ -201,7 +201,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
                 workflows=[wire.workflow_summary(machine, w) for w in page], next_page_token=token
             )
 
-        return await self.rt.call(listing)
+        return await self.rt.call(listing, read=True)
 
     async def WatchWorkflow(self, request: pb.WatchWorkflowRequest, context: Any) -> AsyncIterator[pb.WorkflowEvent]:
         if request.after_seq < 0:
@@ -235,7 +235,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             queue = None if workflow.state.terminal else rt.watch(workflow.id)
             return workflow.id, snapshot, queue
 
-        workflow_id, snapshot, queue = await rt.call(subscribe)
+        workflow_id, snapshot, queue = await rt.call(subscribe, read=True)
         for event in snapshot:
             yield wire.event_to_proto(event)
         if queue is None:
@@ -274,7 +274,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         known = self.rt.machine.workflows.get(request.workflow_id)
         if cached is not None and known is not None and principal.covers(known.namespace):
             return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(cached))
-        names, deps, durations = await self.rt.call(stored)
+        names, deps, durations = await self.rt.call(stored, read=True)
         return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(analyze(names, deps, durations)))
 
     async def GetTaskLogs(self, request: pb.GetTaskLogsRequest, context: Any) -> pb.GetTaskLogsResponse:
@@ -305,4 +305,4 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
                 truncated=chunk.truncated,
             )
 
-        return await self.rt.call(logs)
+        return await self.rt.call(logs, read=True)

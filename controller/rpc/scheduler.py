@@ -63,7 +63,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             def first_task(machine: Machine, now: float) -> str:
                 return machine.workflows[workflow_id].task_ids[0]
 
-            task_id = await self.rt.call(first_task)
+            task_id = await self.rt.call(first_task, read=True)
         return pb.ScheduleTaskResponse(task_id=task_id, workflow_id=workflow_id)
 
     async def GetNextTask(self, request: pb.GetNextTaskRequest, context: Any) -> pb.GetNextTaskResponse:
@@ -168,4 +168,4 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 agents=[pb.AgentVerdict(agent_id=a, agent_name=n, reason=r) for a, n, r in why.agents],
             )
 
-        return await self.rt.call(explain)
+        return await self.rt.call(explain, read=True)
