@@ -215,7 +215,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         def listing(machine: Machine, now: float) -> list[Namespace]:
             return sorted((n for n in machine.access.namespaces.values() if principal.covers(n.name)), key=_by_name)
 
-        return pb.ListNamespacesResponse(namespaces=[_namespace_info(n) for n in await self.rt.call(listing, read=True)])
+        return pb.ListNamespacesResponse(
+            namespaces=[_namespace_info(n) for n in await self.rt.call(listing, read=True)]
+        )
 
     # --- secrets ----------------------------------------------------------------------------------
 
