@@ -218,7 +218,7 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         max_agents=args.max_agents,
     )
     if hasattr(config, "fence_after_s"):  # the field arrives with the fencing part of the core
-        config = dataclasses.replace(config, fence_after_s=args.fence_after)
+        config = dataclasses.replace(config, **{"fence_after_s": args.fence_after})
     return config
 
 

@@ -261,15 +261,38 @@ class Runtime:
         self._inbox.put_nowait(_Entry(command, future, read, agent))
         return future
 
-    def post_event(self, event: Any) -> asyncio.Future[Any]:
-        """Queue an event for :meth:`Machine.handle` without waiting (agent reports, audit records)."""
+    def post_event(self, event: Any, then: Callable[[Machine, Any, float], Any] | None = None) -> asyncio.Future[Any]:
+        """Queue an event for :meth:`Machine.handle` without waiting (agent reports, audit records).
+
+        ``then(machine, answer, now)``, if given, runs right after the handler in the same tick:
+        the place to turn the answer into a message (reading the machine as it stands) and to
+        register watchers or waiters, so nothing between the answer and its rendering is missed.
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(_Entry(lambda m, now: m.handle(event, now), future, is_read(event), _agent_of(event)))
+        if then is None:
+
+            def command(m: Machine, now: float) -> Any:
+                return m.handle(event, now)
+        else:
+            render = then
+
+            def command(m: Machine, now: float) -> Any:
+                return render(m, m.handle(event, now), now)
+
+        self._inbox.put_nowait(_Entry(command, future, is_read(event), _agent_of(event)))
         return future
 
-    async def handle(self, event: Any) -> Any:
-        """Apply one event in the loop (reads and writes alike); its answer arrives after the commit."""
-        return await self.post_event(event)
+    async def handle(self, event: Any, then: Callable[[Machine, Any, float], R] | None = None) -> Any:
+        """Apply one event in the loop (reads and writes alike); its answer arrives after the commit.
+
+        The answer is the handler's, or ``then(machine, answer, now)``'s (see :meth:`post_event`).
+        """
+        return await self.post_event(event, then)
+
+    @property
+    def new_id(self) -> Callable[[], str]:
+        """The id factory of the machine (pure: usable at the edge, outside the loop)."""
+        return self.machine.new_id
 
     async def pull(self, event: ev.PullTask, wait_s: float) -> ev.Assignment | None:
         """Long-poll for a task an external worker can run."""
