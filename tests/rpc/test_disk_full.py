@@ -104,21 +104,32 @@ async def _submit(controller: Controller, name: str) -> str:
     return str(response.workflow_id)
 
 
-async def _hello(controller: Controller) -> Any:
+async def _hello(controller: Controller, running: tuple[str, ...] = ()) -> Any:
     call = controller.gateway.Connect()
     await call.write(
         agent_pb2.AgentMessage(
             hello=agent_pb2.Hello(
                 agent_id="agent-1",
                 name="node1",
-                agent_types=["python"],  # runs nothing of the shell workflows: only the stream matters
+                agent_types=["python"],  # runs the python task only; the shell workflows stay queued
                 inventory=pb.Inventory(cpu_cores=1, memory_mb=256, slots=1),
+                running_attempt_ids=list(running),
+                incarnation="one",
             )
         )
     )
     message = await call.read()
     assert message.WhichOneof("kind") == "welcome"
     return call
+
+
+async def _next(call: Any, kind: str) -> Any:
+    """The next message of that kind on an agent stream (others, such as heartbeat acks, skipped)."""
+    while True:
+        message = await asyncio.wait_for(call.read(), RESUME_BOUND_S)
+        assert message is not grpc.aio.EOF, f"the stream ended while waiting for {kind}"
+        if message.WhichOneof("kind") == kind:
+            return message
 
 
 async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
@@ -128,6 +139,10 @@ async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
     rt = controller.runtime
     before = await _submit(controller, "before")  # acknowledged: must survive everything below
     agent = await _hello(controller)
+    job = workflow_spec("job", [shell_task("py", agent_type="python", payload={"function": "m:f"})])
+    job_id = (await controller.orchestrator.SubmitWorkflow(OR.SubmitWorkflowRequest(spec=job, start=True))).workflow_id
+    (assignment,) = (await _next(agent, "assign")).assign.assignments
+    attempt = assignment.attempt_id
     health = health_pb2_grpc.HealthStub(controller.channel)
 
     filler = _fill(small_disk)
@@ -144,7 +159,7 @@ async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
     status = await controller.orchestrator.GetWorkflowStatus(OR.GetWorkflowStatusRequest(workflow_id=before))
     assert status.status.name == "before"
     listed = await controller.orchestrator.ListWorkflows(OR.ListWorkflowsRequest())
-    assert [w.name for w in listed.workflows] == ["before"]
+    assert sorted(w.name for w in listed.workflows) == ["before", "job"]
     agents = await controller.cluster.ListAgents(agent_pb2.ListAgentsRequest())
     assert [a.state for a in agents.agents] == [pb.AGENT_STATE_CONNECTED]
     answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
@@ -152,6 +167,10 @@ async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
     await agent.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat()))
     assert not rt.sessions["agent-1"].closed
     assert rt.machine.agents["agent-1"].state is AgentState.CONNECTED
+    # A report the store cannot take is not acknowledged: the agent keeps it (and is asked to
+    # reconnect once writes resume, so it sends it again).
+    started = agent_pb2.TaskEvent(attempt_id=attempt, started=agent_pb2.Started(pid=4242))
+    await agent.write(agent_pb2.AgentMessage(events=agent_pb2.TaskEvents(events=[started])))
 
     # The probe keeps failing while the disk is full: no false resume.
     waited = time.monotonic()
@@ -177,8 +196,18 @@ async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
     print(f"\nwrites resumed {took:.2f} s after space returned ({rt.degraded_periods} degraded periods)")
     assert took < 5.0
     assert rt.degraded is None and rt.failure is None
-    # The agent's stream lived through it: no report of its was refused.
-    assert not rt.sessions["agent-1"].closed
+    # The stream that lost a report is closed now; the agent says Hello again, still running its
+    # attempt, and its report goes through.
+    with pytest.raises(AssertionError, match="the stream ended"):
+        await _next(agent, "ack")
+    agent = await _hello(controller, running=(attempt,))
+    finished = agent_pb2.TaskEvent(
+        attempt_id=attempt, finished=agent_pb2.Finished(outcome=pb.ATTEMPT_OUTCOME_SUCCEEDED, result_json=b"1")
+    )
+    await agent.write(agent_pb2.AgentMessage(events=agent_pb2.TaskEvents(events=[started, finished])))
+    assert list((await _next(agent, "ack")).ack.attempt_ids) == [attempt]
+    done = await controller.orchestrator.GetWorkflowStatus(OR.GetWorkflowStatusRequest(workflow_id=job_id))
+    assert done.status.state == pb.WORKFLOW_STATE_COMPLETED
     agent.cancel()
 
     store = SqliteStore(controller.db)
@@ -186,7 +215,7 @@ async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
         names = sorted(w.name for w in store.load().workflows)
     finally:
         store.close()
-    assert names == ["after", "before"]
+    assert names == ["after", "before", "job"]
     with sqlite3.connect(controller.db) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
