@@ -31,12 +31,23 @@ import asyncio
 import contextlib
 import logging
 import random
-import traceback
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from corral.controller.commands import (
+    READ_EVENTS,
+    AgentSession,
+    Batch,
+    Command,
+    CommandFailed,
+    Entry,
+    Failed,
+    agent_of,
+    error_kind,
+    is_read,
+    new_id,
+)
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
 from corral.controller.core.model import AgentState, WorkflowEvent
@@ -48,7 +59,6 @@ __all__ = ["READ_EVENTS", "AgentSession", "CommandFailed", "Runtime", "new_id"]
 
 log = logging.getLogger("corral.controller")
 R = TypeVar("R")
-Command = Callable[[Machine, float], Any]
 _MAX_BATCH = 10_000
 _IDLE_TICK_S = 0.25
 _INLINE_COMMIT_RECORDS = 64  # leases and adoption deadlines are checked at least this often
@@ -58,109 +68,7 @@ _MAX_ERROR_KINDS = 1_000  # distinct unexpected errors remembered for log-once
 _PROBE_FIRST_S = 0.1
 _PROBE_MAX_S = 1.0
 _PROBE_KEY = "storage_probe"
-# Core events that only read (or change memory-only state): they keep working while degraded.
-# Request events say so themselves with a class attribute ``READ = True``.
-READ_EVENTS = frozenset({"AgentHeartbeat"})
 _LIVE = (AgentState.CONNECTED, AgentState.DRAINING)
-
-
-class _Entry(NamedTuple):
-    """A command on the inbox. ``agent``: the agent a write reports for ("" none, None unknown)."""
-
-    command: Command
-    future: asyncio.Future[Any] | None
-    read: bool = False
-    agent: str | None = ""
-
-
-Batch = list[_Entry]
-
-
-class CommandFailed(RuntimeError):
-    """A command was rejected whole by an unexpected error in the controller (logged once there).
-
-    The caller sees INTERNAL: its request was well-formed as far as the edge could tell, but the
-    controller could not apply it. Nothing of it was stored, and the controller goes on.
-    """
-
-    logged = True  # the error interceptor need not log it again
-
-
-class _Failed(Exception):
-    """One attempt at a tick failed; ``culprit`` is the index of the command to blame, if known.
-
-    ``operational``: the store failed (disk full, I/O), not the tick's data.
-    """
-
-    def __init__(
-        self, error: BaseException, culprit: int | None = None, pull: _Pull | None = None, *, operational: bool = False
-    ) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.culprit = culprit
-        self.pull = pull
-        self.operational = operational
-
-
-def _kind(error: BaseException) -> tuple[str, str, int]:
-    """What makes two unexpected errors "the same" for logging: type and where it was raised."""
-    frames = traceback.extract_tb(error.__traceback__)
-    filename, line = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
-    return type(error).__name__, filename, line
-
-
-def is_read(event: object) -> bool:
-    """Whether an event only reads the machine: its class says ``READ = True`` or it is in READ_EVENTS."""
-    kind = type(event)
-    return getattr(kind, "READ", False) is True or kind.__name__ in READ_EVENTS
-
-
-def _agent_of(event: object) -> str:
-    """The agent an event reports for ("" when none): its stream is reopened after a refused write."""
-    for name in ("agent_id", "reporter"):
-        value = getattr(event, name, "")
-        if isinstance(value, str) and value:
-            return value
-    return ""
-
-
-def new_id(prefix: str = "") -> Callable[[], str]:
-    """An id factory: random 80-bit hex ids, short enough to type a prefix of."""
-
-    def make() -> str:
-        return prefix + uuid.uuid4().hex[:20]
-
-    return make
-
-
-@dataclass(eq=False)
-class AgentSession:
-    """One live agent stream: its epoch and the messages waiting to be written to it."""
-
-    agent_id: str
-    epoch: int
-    outbound: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    closed: bool = False
-    peer: str = ""  # where the stream comes from, for messages about it
-    error: Exception | None = None  # why the controller ended the stream (sent to the agent)
-    # Messages are batches, so an agent that reads keeps this short. One that stops reading
-    # must not grow the controller's memory without bound: its stream is closed instead, and
-    # the agent catches up through a fresh Hello.
-    max_backlog: int = 1_000
-
-    def send(self, message: Any) -> None:
-        if self.closed:
-            return
-        if self.outbound.qsize() >= self.max_backlog:
-            log.warning("agent %s is not reading its stream; closing it", self.agent_id)
-            self.close()
-            return
-        self.outbound.put_nowait(message)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.outbound.put_nowait(None)
 
 
 @dataclass(eq=False)
@@ -194,7 +102,7 @@ class Runtime:
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.usage: dict[str, Any] = {}  # agent id -> last Usage message
         self._pulls: list[_Pull] = []
-        self._inbox: asyncio.Queue[_Entry] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Entry] = asyncio.Queue()
         self.deliver_to_agents = encode_actions
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -229,7 +137,7 @@ class Runtime:
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:
-            self._inbox.put_nowait(_Entry(lambda m, now: None, None, True))
+            self._inbox.put_nowait(Entry(lambda m, now: None, None, True))
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 5)
         for session in list(self.sessions.values()):
@@ -247,7 +155,7 @@ class Runtime:
         ``read``: the command changes nothing stored, so it runs while the store refuses writes.
         """
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(_Entry(command, future, read))
+        self._inbox.put_nowait(Entry(command, future, read))
         return await future
 
     def post(self, command: Command, *, read: bool = False, agent: str | None = None) -> asyncio.Future[Any]:
@@ -258,7 +166,7 @@ class Runtime:
         its unacknowledged reports again.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(_Entry(command, future, read, agent))
+        self._inbox.put_nowait(Entry(command, future, read, agent))
         return future
 
     def post_event(self, event: Any, then: Callable[[Machine, Any, float], Any] | None = None) -> asyncio.Future[Any]:
@@ -279,7 +187,7 @@ class Runtime:
             def command(m: Machine, now: float) -> Any:
                 return render(m, m.handle(event, now), now)
 
-        self._inbox.put_nowait(_Entry(command, future, is_read(event), _agent_of(event)))
+        self._inbox.put_nowait(Entry(command, future, is_read(event), agent_of(event)))
         return future
 
     async def handle(self, event: Any, then: Callable[[Machine, Any, float], R] | None = None) -> Any:
@@ -357,7 +265,7 @@ class Runtime:
         try:
             await self._attempt(batch, self.clock())
             return
-        except _Failed as failed:
+        except Failed as failed:
             failure = failed
         # Recovery: rare (a bug, or data the store refuses), so it may be slow, but it must be
         # exact: no partial command survives and every other command of the tick gets its answer.
@@ -368,7 +276,7 @@ class Runtime:
             if failure.operational:
                 await self._storage_failed(failure.error, pending)
                 return
-            kind = _kind(failure.error)
+            kind = error_kind(failure.error)
             if kind not in logged:  # isolating the culprit meets the same error again: count it once
                 logged.add(kind)
                 self._log_once(failure.error)
@@ -386,7 +294,7 @@ class Runtime:
                 # tick fails too, no command is the cause: the timers are broken, not the requests.
                 try:
                     await self._attempt([], self.clock())
-                except _Failed as empty:
+                except Failed as empty:
                     if empty.operational:
                         await self._storage_failed(empty.error, pending)
                         return
@@ -406,11 +314,11 @@ class Runtime:
                 else:
                     await self._attempt(pending, self.clock())
                 return
-            except _Failed as again:
+            except Failed as again:
                 failure = again
 
     async def _attempt(self, batch: Batch, now: float) -> None:
-        """Run commands, timers and placement, commit, then deliver; raise _Failed having delivered nothing."""
+        """Run commands, timers and placement, commit, then deliver; raise Failed having delivered nothing."""
         machine = self.machine
         pulls = list(self._pulls)
         self._undo = []
@@ -423,14 +331,14 @@ class Runtime:
                 except CorralError as exc:
                     result, ok = exc, False
                 except Exception as exc:  # a bug in one command must not take the controller down
-                    raise _Failed(exc, index) from exc
+                    raise Failed(exc, index) from exc
                 if entry.future is not None:
                     answers.append((entry.future, result, ok))
             pulled = self._serve_pulls(now)
             try:
                 machine.tick(now)
             except Exception as exc:
-                raise _Failed(exc) from exc
+                raise Failed(exc) from exc
             changes = machine.take_changes()
             actions = machine.take_actions()
             if changes:
@@ -441,10 +349,10 @@ class Runtime:
                     else:
                         await asyncio.to_thread(self.store.commit, changes)
                 except OPERATIONAL as exc:  # the disk, not the data: degraded mode (see _storage_failed)
-                    raise _Failed(exc, operational=True) from exc
+                    raise Failed(exc, operational=True) from exc
                 except Exception as exc:  # a value the store cannot encode
-                    raise _Failed(exc) from exc
-        except _Failed:
+                    raise Failed(exc) from exc
+        except Failed:
             for undo in reversed(self._undo):
                 undo()
             self._undo = []
@@ -513,7 +421,7 @@ class Runtime:
         if reads:
             await self._degraded_tick(reads, probe=False)
 
-    def _refuse(self, entry: _Entry) -> None:
+    def _refuse(self, entry: Entry) -> None:
         """Answer a write with the storage error; remember whose stream to reopen at resume."""
         assert self.degraded is not None
         if entry.agent is None:
@@ -635,7 +543,7 @@ class Runtime:
 
     def _log_once(self, error: BaseException) -> None:
         """Log an unexpected error with its traceback the first time its kind is seen, then count it."""
-        kind = _kind(error)
+        kind = error_kind(error)
         seen = self._errors.get(kind, 0) + 1
         if seen == 1 and len(self._errors) >= _MAX_ERROR_KINDS:
             self._errors.clear()
@@ -685,7 +593,7 @@ class Runtime:
                 pending.future.set_exception(exc)
                 continue
             except Exception as exc:
-                raise _Failed(exc, pull=pending) from exc
+                raise Failed(exc, pull=pending) from exc
             if assignment is not None or now >= pending.deadline:
                 served.append((pending.future, assignment))
             else:

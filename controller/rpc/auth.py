@@ -132,6 +132,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def principal(self, method: str, metadata: Sequence[tuple[str, Any]] | None, context: Any) -> Principal:
         """The authenticated caller; Unauthenticated when there is none (or it is revoked)."""
+        # The one read of the machine outside handle(): every call is authenticated before it is
+        # admitted, and a trip through the state loop per call would double the latency of all of
+        # them. It only looks up access records, on the loop's own thread, and changes nothing;
+        # a change the loop has not committed yet can only make it stricter (a revocation), never
+        # admit anyone (a new token's text is returned only after its commit).
         access = self.rt.machine.access
         cert = self._certificate(context)
         if cert is not None and cert[0] in access.revoked_certs:
@@ -185,7 +190,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _where(self, request: Any, response: Any = None) -> tuple[str, str]:
         target, namespace = audit_target(request, response)
         if not namespace and target:
-            # A call naming a workflow or task by id: record the namespace it lives in.
+            # A call naming a workflow or task by id: record the namespace it lives in (a lookup
+            # for the audit line, like the authentication above; it changes nothing).
             machine = self.rt.machine
             found = machine.workflows.get(target) or machine.tasks.get(target)
             namespace = found.namespace if found is not None else ""
