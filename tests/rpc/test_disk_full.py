@@ -33,7 +33,7 @@ from corral.controller.rpc.gateway import deliver
 from corral.controller.runtime import CommandFailed, Runtime
 from corral.controller.server import build_server
 from corral.controller.store.sqlite import SqliteStore
-from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2_grpc
+from corral.v1 import agent_pb2, agent_pb2_grpc, orchestrator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from corral.v1 import orchestrator_pb2 as OR
 from corral.v1 import types_pb2 as pb
 from tests.rpc.conftest import Controller, shell_task, workflow_spec
@@ -133,7 +133,7 @@ async def _next(call: Any, kind: str) -> Any:
 
 
 async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
-    full_disk_controller: Controller, small_disk: Path
+    full_disk_controller: Controller, small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     controller = full_disk_controller
     rt = controller.runtime
@@ -162,6 +162,11 @@ async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
     assert sorted(w.name for w in listed.workflows) == ["before", "job"]
     agents = await controller.cluster.ListAgents(agent_pb2.ListAgentsRequest())
     assert [a.state for a in agents.agents] == [pb.AGENT_STATE_CONNECTED]
+    scheduler = scheduler_pb2_grpc.SchedulerStub(controller.channel)
+    why = await scheduler.ExplainTask(scheduler_pb2.ExplainTaskRequest(task_id=assignment.task_id))
+    assert why.reason.startswith("assigned"), why.reason
+    logs = await controller.orchestrator.GetTaskLogs(OR.GetTaskLogsRequest(task_id=assignment.task_id))
+    assert logs.attempt_id == attempt and not logs.finished
     answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
     await agent.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat()))
@@ -216,6 +221,10 @@ async def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(
     finally:
         store.close()
     assert names == ["after", "before", "job"]
+    # Each transition is logged once, however many writes and probes were refused in between.
+    messages = [r.getMessage() for r in caplog.records if r.name == "corral.controller"]
+    assert sum("refused a commit" in m for m in messages) == 1, messages
+    assert sum("takes writes again" in m for m in messages) == 1, messages
     with sqlite3.connect(controller.db) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
