@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import math
@@ -63,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"], help="SQLite durability")
     parser.add_argument("--heartbeat-interval", type=float, default=2.0, help="seconds between agent heartbeats")
     parser.add_argument("--lease", type=float, default=15.0, help="an agent silent this long is lost")
+    parser.add_argument(
+        "--fence-after",
+        type=float,
+        default=30.0,
+        help="seconds without the controller after which an agent's attempts stop themselves (fenced) "
+        "and are requeued; must be longer than --lease",
+    )
     parser.add_argument(
         "--adopt-grace", type=float, default=30.0, help="after a start: seconds agents have to reconnect"
     )
@@ -127,7 +135,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.audit_retain_s = parse_duration(args.audit_retain)
     except ValueError as exc:
         parser.error(f"--audit-retain: {exc}")
-    for name in ("heartbeat_interval", "lease", "adopt_grace", "reconnect_grace", "kill_grace", "assignment_lease"):
+    for name in (
+        "heartbeat_interval",
+        "lease",
+        "fence_after",
+        "adopt_grace",
+        "reconnect_grace",
+        "kill_grace",
+        "assignment_lease",
+    ):
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:
             parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0")
@@ -137,6 +153,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-agents must be at least 1")
     if args.heartbeat_interval <= 0 or args.lease <= args.heartbeat_interval:
         parser.error("--lease must be longer than --heartbeat-interval, which must be > 0")
+    if args.fence_after <= args.lease:
+        # Lost (nothing new placed) must come before fenced (attempts stop themselves): a partition
+        # shorter than the lease must never kill anything.
+        parser.error(f"--fence-after ({args.fence_after:g} s) must be longer than --lease ({args.lease:g} s)")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_cert is None and (args.client_ca is not None or args.mtls_listen or args.mtls_address_file):
@@ -186,7 +206,7 @@ def _exposure_error(args: argparse.Namespace) -> str | None:
 
 
 def _config(args: argparse.Namespace) -> MachineConfig:
-    return MachineConfig(
+    config = MachineConfig(
         heartbeat_interval_s=args.heartbeat_interval,
         lease_s=args.lease,
         adopt_grace_s=args.adopt_grace,
@@ -197,6 +217,9 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         agent_ttl_s=args.agent_ttl,
         max_agents=args.max_agents,
     )
+    if hasattr(config, "fence_after_s"):  # the field arrives with the fencing part of the core
+        config = dataclasses.replace(config, **{"fence_after_s": args.fence_after})
+    return config
 
 
 def _store(args: argparse.Namespace) -> tuple[Store, str]:

@@ -18,6 +18,8 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
+    "StorageFull",
+    "StorageUnavailable",
     "Unauthenticated",
     "clip",
 ]
@@ -85,3 +87,14 @@ class Unauthenticated(CorralError):
 
 class PermissionDenied(CorralError):
     """The caller is known but may not do this: its role or namespaces, or another agent's or worker's attempt."""
+
+
+class StorageUnavailable(CorralError):
+    """The store cannot record changes right now (an I/O error): nothing of the request was applied.
+
+    The controller keeps serving reads and retries the store by itself; the caller may retry later.
+    """
+
+
+class StorageFull(StorageUnavailable):
+    """The store's disk is full: nothing of the request was applied; writes resume once space returns."""

@@ -1,18 +1,28 @@
 """The thin shell around the state machine: one loop, group commit, then notify.
 
-Every request — a submission, an agent report, even a status read — becomes a command on one
-inbox. The loop takes all commands waiting, applies them to the machine, runs its timers and
-placement, commits the tick's changes in ONE transaction, and only then delivers what the tick
-produced: answers, assignments on agent streams, watch events. So nothing a caller or agent sees
-was not durable first, and a burst of work costs one fsync, not one per task.
+Every request — a submission, an agent report, even a status read — becomes an event (or a
+command) on one inbox. The loop takes all commands waiting, applies them to the machine, runs its
+timers and placement, commits the tick's changes in ONE transaction, and only then delivers what
+the tick produced: answers, assignments on agent streams, watch events. So nothing a caller or
+agent sees was not durable first, and a burst of work costs one fsync, not one per task.
 
-No command can stop the loop. A command that raises something other than a domain error (a bug),
-or a tick whose commit fails because of its data (a value the store cannot encode), is rejected
-whole: the tick's uncommitted changes and actions are dropped, the machine is rebuilt from the
-store (the last committed state, as after a restart, minus the process exit), and the tick's other
-commands run again on it: together first, then one by one, each committed alone, when the culprit
-is not known. The error is logged once per distinct cause. Only an operational store failure (the
-disk is full, the file is gone) still stops the loop, since then nothing can be recorded.
+No fault stops the loop:
+
+- A command that raises something other than a domain error (a bug), or a tick whose commit fails
+  because of its data (a value the store cannot encode), is rejected whole: the tick's uncommitted
+  changes and actions are dropped, the machine is rebuilt from the store (the last committed state),
+  and the tick's other commands run again on it: together first, then one by one, each committed
+  alone, when the culprit is not known. The error is logged once per distinct cause.
+- A commit that fails because of the store itself (the disk is full, an I/O error) refuses the
+  tick's writes with StorageFull (RESOURCE_EXHAUSTED) or StorageUnavailable (UNAVAILABLE), rebuilds
+  the machine from the store and enters *degraded* mode: writes are refused at once, reads,
+  heartbeats and agent streams go on, timers and placement wait, and the loop probes the store with
+  a real write (backoff up to 1 s). The first write that succeeds ends degraded mode; agents whose
+  reports were refused are asked to reconnect, so they send them again (:mod:`degraded`).
+
+Which events are reads is declared, not guessed: a request event's class attribute ``READ``, or
+its type name in :data:`READ_EVENTS`. Raw commands (``call``/``post`` of a function) are writes
+unless the caller says ``read=True``.
 """
 
 from __future__ import annotations
@@ -21,98 +31,39 @@ import asyncio
 import contextlib
 import logging
 import random
-import sqlite3
-import time
-import traceback
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from corral.controller.commands import (
+    READ_EVENTS,
+    AgentSession,
+    Batch,
+    Command,
+    CommandFailed,
+    Entry,
+    Failed,
+    agent_of,
+    error_kind,
+    is_read,
+    new_id,
+)
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
 from corral.controller.core.model import WorkflowEvent
+from corral.controller.degraded import DegradedMode
 from corral.controller.errors import CorralError
+from corral.controller.recovery import OPERATIONAL, anchored_clock, carry_sessions
 from corral.controller.store.base import Store
 
-__all__ = ["AgentSession", "CommandFailed", "Runtime", "new_id"]
+__all__ = ["READ_EVENTS", "AgentSession", "CommandFailed", "Runtime", "new_id"]
 
 log = logging.getLogger("corral.controller")
 R = TypeVar("R")
-Command = Callable[[Machine, float], Any]
 _MAX_BATCH = 10_000
 _IDLE_TICK_S = 0.25
 _INLINE_COMMIT_RECORDS = 64  # leases and adoption deadlines are checked at least this often
 _MAX_ERROR_KINDS = 1_000  # distinct unexpected errors remembered for log-once
-# A store failure that no command caused: the loop cannot go on recording anything.
-_OPERATIONAL = (sqlite3.OperationalError, OSError, MemoryError)
-Batch = list[tuple[Command, "asyncio.Future[Any] | None"]]
-
-
-class CommandFailed(RuntimeError):
-    """A command was rejected whole by an unexpected error in the controller (logged once there).
-
-    The caller sees INTERNAL: its request was well-formed as far as the edge could tell, but the
-    controller could not apply it. Nothing of it was stored, and the controller goes on.
-    """
-
-    logged = True  # the error interceptor need not log it again
-
-
-class _Failed(Exception):
-    """One attempt at a tick failed; ``culprit`` is the index of the command to blame, if known."""
-
-    def __init__(self, error: BaseException, culprit: int | None = None, pull: _Pull | None = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.culprit = culprit
-        self.pull = pull
-
-
-def _kind(error: BaseException) -> tuple[str, str, int]:
-    """What makes two unexpected errors "the same" for logging: type and where it was raised."""
-    frames = traceback.extract_tb(error.__traceback__)
-    filename, line = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
-    return type(error).__name__, filename, line
-
-
-def new_id(prefix: str = "") -> Callable[[], str]:
-    """An id factory: random 80-bit hex ids, short enough to type a prefix of."""
-
-    def make() -> str:
-        return prefix + uuid.uuid4().hex[:20]
-
-    return make
-
-
-@dataclass(eq=False)
-class AgentSession:
-    """One live agent stream: its epoch and the messages waiting to be written to it."""
-
-    agent_id: str
-    epoch: int
-    outbound: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    closed: bool = False
-    peer: str = ""  # where the stream comes from, for messages about it
-    error: Exception | None = None  # why the controller ended the stream (sent to the agent)
-    # Messages are batches, so an agent that reads keeps this short. One that stops reading
-    # must not grow the controller's memory without bound: its stream is closed instead, and
-    # the agent catches up through a fresh Hello.
-    max_backlog: int = 1_000
-
-    def send(self, message: Any) -> None:
-        if self.closed:
-            return
-        if self.outbound.qsize() >= self.max_backlog:
-            log.warning("agent %s is not reading its stream; closing it", self.agent_id)
-            self.close()
-            return
-        self.outbound.put_nowait(message)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.outbound.put_nowait(None)
 
 
 @dataclass(eq=False)
@@ -122,35 +73,41 @@ class _Pull:
     deadline: float
 
 
-class Runtime:
-    """Owns the machine, the store and the delivery of actions. All machine access goes through :meth:`call`."""
+class Runtime(DegradedMode):
+    """Owns the machine, the store and the delivery of actions. All machine access goes through :meth:`handle`.
+
+    ``clock`` is the time every timer runs on; the default is :func:`anchored_clock` (monotonic,
+    reading like wall seconds). ``degraded`` is the storage error writers get while the store
+    refuses commits (None when healthy).
+    """
 
     def __init__(
         self,
         store: Store,
         config: MachineConfig | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         encode_actions: Callable[[Runtime, list[ev.Action]], None] | None = None,
     ) -> None:
         self.store = store
-        self.clock = clock
-        self.machine = Machine(config, new_id=new_id(), rng=random.Random(), boot_time=clock())
+        self.clock = clock or anchored_clock()
+        self.machine = Machine(config, new_id=new_id(), rng=random.Random(), boot_time=self.clock())
         self.sessions: dict[str, AgentSession] = {}
         self.watchers: dict[str, set[asyncio.Queue[WorkflowEvent | None]]] = {}
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.usage: dict[str, Any] = {}  # agent id -> last Usage message
         self._pulls: list[_Pull] = []
-        self._inbox: asyncio.Queue[tuple[Command, asyncio.Future[Any] | None]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Entry] = asyncio.Queue()
         self.deliver_to_agents = encode_actions
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.failure: BaseException | None = None
+        self.failure: BaseException | None = None  # kept for callers that check it; the loop never stops
         self.ticks = 0
         self.rebuilds = 0  # times the machine was rebuilt from the store after a rejected command
         self._errors: dict[tuple[str, str, int], int] = {}  # unexpected errors seen, by kind
         # Watchers and waiters registered during the current attempt at a tick, undone if it fails.
         self._undo: list[Callable[[], None]] = []
+        self._init_degraded()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -165,7 +122,7 @@ class Runtime:
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:
-            self._inbox.put_nowait((lambda m, now: None, None))
+            self._inbox.put_nowait(Entry(lambda m, now: None, None, True))
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 5)
         for session in list(self.sessions.values()):
@@ -177,22 +134,58 @@ class Runtime:
 
     # --- commands -------------------------------------------------------------------------------
 
-    async def call(self, command: Callable[[Machine, float], R]) -> R:
-        """Run ``command(machine, now)`` in the loop; the answer arrives after the tick is committed."""
-        if self.failure is not None:
-            raise RuntimeError("the controller's state loop has stopped") from self.failure
+    async def call(self, command: Callable[[Machine, float], R], *, read: bool = False) -> R:
+        """Run ``command(machine, now)`` in the loop; the answer arrives after the tick is committed.
+
+        ``read``: the command changes nothing stored, so it runs while the store refuses writes.
+        """
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait((command, future))
+        self._inbox.put_nowait(Entry(command, future, read))
         return await future
 
-    def post(self, command: Command) -> asyncio.Future[Any]:
-        """Queue a command without waiting; the returned future resolves after its commit."""
+    def post(self, command: Command, *, read: bool = False, agent: str | None = None) -> asyncio.Future[Any]:
+        """Queue a command without waiting; the returned future resolves after its commit.
+
+        ``agent``: the agent whose report this is ("" for none; None, the default, when unknown):
+        if the store refuses it, that agent's stream is reopened once writes resume, so it sends
+        its unacknowledged reports again.
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait((command, future))
+        self._inbox.put_nowait(Entry(command, future, read, agent))
         return future
 
-    async def handle(self, event: ev.Event) -> Any:
-        return await self.call(lambda m, now: m.handle(event, now))
+    def post_event(self, event: Any, then: Callable[[Machine, Any, float], Any] | None = None) -> asyncio.Future[Any]:
+        """Queue an event for :meth:`Machine.handle` without waiting (agent reports, audit records).
+
+        ``then(machine, answer, now)``, if given, runs right after the handler in the same tick:
+        the place to turn the answer into a message (reading the machine as it stands) and to
+        register watchers or waiters, so nothing between the answer and its rendering is missed.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if then is None:
+
+            def command(m: Machine, now: float) -> Any:
+                return m.handle(event, now)
+        else:
+            render = then
+
+            def command(m: Machine, now: float) -> Any:
+                return render(m, m.handle(event, now), now)
+
+        self._inbox.put_nowait(Entry(command, future, is_read(event), agent_of(event)))
+        return future
+
+    async def handle(self, event: Any, then: Callable[[Machine, Any, float], R] | None = None) -> Any:
+        """Apply one event in the loop (reads and writes alike); its answer arrives after the commit.
+
+        The answer is the handler's, or ``then(machine, answer, now)``'s (see :meth:`post_event`).
+        """
+        return await self.post_event(event, then)
+
+    @property
+    def new_id(self) -> Callable[[], str]:
+        """The id factory of the machine (pure: usable at the edge, outside the loop)."""
+        return self.machine.new_id
 
     async def pull(self, event: ev.PullTask, wait_s: float) -> ev.Assignment | None:
         """Long-poll for a task an external worker can run."""
@@ -202,7 +195,7 @@ class Runtime:
         def register(machine: Machine, now: float) -> None:
             self._pulls.append(_Pull(event, future, deadline))
 
-        await self.call(register)
+        await self.call(register)  # a write: a pull served while the store refuses writes is lost
         # If the caller goes away, its pull is dropped unserved (a done future is skipped); a task
         # handed out in the same instant is recovered through its attempt's deadline.
         return await future
@@ -210,27 +203,31 @@ class Runtime:
     # --- the loop -------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        try:
-            while not self._stopping:
-                batch = await self._next_batch()
-                await self._tick(batch)
-        except Exception as exc:  # the store failed: stop rather than run on unrecorded state
-            self.failure = exc
-            log.exception("state loop stopped")
-            while not self._inbox.empty():
-                _, future = self._inbox.get_nowait()
-                if future is not None and not future.done():
-                    future.set_exception(RuntimeError("the controller's state loop has stopped"))
-            raise
+        while not self._stopping:
+            batch = await self._next_batch()
+            try:
+                if self.degraded is not None:
+                    await self._degraded_tick(batch)
+                else:
+                    await self._tick(batch)
+            except Exception as exc:  # a bug in the runtime itself: its callers get INTERNAL, the loop goes on
+                self._log_once(exc)
+                for entry in batch:
+                    self._reject(entry.future)
+                await asyncio.sleep(0.01)  # never spin on a fault that repeats every tick
 
-    async def _next_batch(self) -> list[tuple[Command, asyncio.Future[Any] | None]]:
-        wake = self.machine.next_timer()
+    async def _next_batch(self) -> Batch:
+        now = self.clock()
         timeout = _IDLE_TICK_S
-        if wake is not None:
-            timeout = min(timeout, max(0.0, wake - self.clock()))
-        if self._pulls:
-            timeout = min(timeout, max(0.0, min(p.deadline for p in self._pulls) - self.clock()))
-        batch: list[tuple[Command, asyncio.Future[Any] | None]] = []
+        if self.degraded is not None:
+            timeout = min(timeout, self.probe_timeout(now))  # timers wait; the probe does not
+        else:
+            wake = self.machine.next_timer()
+            if wake is not None:
+                timeout = min(timeout, max(0.0, wake - now))
+            if self._pulls:
+                timeout = min(timeout, max(0.0, min(p.deadline for p in self._pulls) - now))
+        batch: Batch = []
         inbox = self._inbox
         if inbox.empty():
             if timeout <= 0:
@@ -253,7 +250,7 @@ class Runtime:
         try:
             await self._attempt(batch, self.clock())
             return
-        except _Failed as failed:
+        except Failed as failed:
             failure = failed
         # Recovery: rare (a bug, or data the store refuses), so it may be slow, but it must be
         # exact: no partial command survives and every other command of the tick gets its answer.
@@ -261,28 +258,39 @@ class Runtime:
         one_by_one = False
         logged: set[tuple[str, str, int]] = set()
         while True:
-            kind = _kind(failure.error)
+            if failure.operational:
+                await self._storage_failed(failure.error, pending)
+                return
+            kind = error_kind(failure.error)
             if kind not in logged:  # isolating the culprit meets the same error again: count it once
                 logged.add(kind)
                 self._log_once(failure.error)
-            await self._rebuild()
+            try:
+                await self._rebuild()
+            except OPERATIONAL as exc:
+                await self._storage_failed(exc, pending)
+                return
             if failure.pull is not None:
                 self._reject(failure.pull.future)
             elif failure.culprit is not None:
-                _, future = pending.pop(failure.culprit)
-                self._reject(future)
+                self._reject(pending.pop(failure.culprit).future)
             elif not one_by_one:
                 # A failure in the tick itself or the commit: no command to blame yet. If an empty
-                # tick fails too, no command is the cause and nothing can go on safely.
+                # tick fails too, no command is the cause: the timers are broken, not the requests.
                 try:
                     await self._attempt([], self.clock())
-                except _Failed as empty:
+                except Failed as empty:
+                    if empty.operational:
+                        await self._storage_failed(empty.error, pending)
+                        return
                     self._log_once(empty.error)
-                    raise empty.error from None
+                    for entry in pending:
+                        self._reject(entry.future)
+                    await self._rebuild()
+                    return
                 one_by_one = True
             else:
-                _, future = pending.pop(0)  # alone in its tick and that tick failed: it is the cause
-                self._reject(future)
+                self._reject(pending.pop(0).future)  # alone in its tick and that tick failed: it is the cause
             try:
                 if one_by_one:
                     while pending:
@@ -291,31 +299,31 @@ class Runtime:
                 else:
                     await self._attempt(pending, self.clock())
                 return
-            except _Failed as again:
+            except Failed as again:
                 failure = again
 
     async def _attempt(self, batch: Batch, now: float) -> None:
-        """Run commands, timers and placement, commit, then deliver; raise _Failed having delivered nothing."""
+        """Run commands, timers and placement, commit, then deliver; raise Failed having delivered nothing."""
         machine = self.machine
         pulls = list(self._pulls)
         self._undo = []
         answers: list[tuple[asyncio.Future[Any], Any, bool]] = []
         try:
-            for index, (command, future) in enumerate(batch):
+            for index, entry in enumerate(batch):
                 try:
-                    result = command(machine, now)
+                    result = entry.command(machine, now)
                     ok = True
                 except CorralError as exc:
                     result, ok = exc, False
                 except Exception as exc:  # a bug in one command must not take the controller down
-                    raise _Failed(exc, index) from exc
-                if future is not None:
-                    answers.append((future, result, ok))
+                    raise Failed(exc, index) from exc
+                if entry.future is not None:
+                    answers.append((entry.future, result, ok))
             pulled = self._serve_pulls(now)
             try:
                 machine.tick(now)
             except Exception as exc:
-                raise _Failed(exc) from exc
+                raise Failed(exc) from exc
             changes = machine.take_changes()
             actions = machine.take_actions()
             if changes:
@@ -325,11 +333,11 @@ class Runtime:
                         self.store.commit(changes)
                     else:
                         await asyncio.to_thread(self.store.commit, changes)
-                except _OPERATIONAL:
-                    raise  # the disk, not the data: stop (see _loop)
+                except OPERATIONAL as exc:  # the disk, not the data: degraded mode (see _storage_failed)
+                    raise Failed(exc, operational=True) from exc
                 except Exception as exc:  # a value the store cannot encode
-                    raise _Failed(exc) from exc
-        except _Failed:
+                    raise Failed(exc) from exc
+        except Failed:
             for undo in reversed(self._undo):
                 undo()
             self._undo = []
@@ -338,6 +346,13 @@ class Runtime:
         self._undo = []
         self.ticks += 1
         # Everything below happens only after the commit.
+        self._deliver(actions)
+        self._answer(answers)
+        for future, assignment in pulled:
+            if not future.done():
+                future.set_result(assignment)
+
+    def _deliver(self, actions: list[ev.Action]) -> None:
         try:
             self._apply(actions)
         except Exception as exc:  # the tick is durable; a delivery bug must not stop the loop
@@ -346,6 +361,9 @@ class Runtime:
             # unreported, and requeued after the reconnect grace.
             for session in list(self.sessions.values()):
                 session.close()
+
+    @staticmethod
+    def _answer(answers: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
         for future, result, ok in answers:
             if future.done():
                 continue
@@ -353,9 +371,8 @@ class Runtime:
                 future.set_result(result)
             else:
                 future.set_exception(result)
-        for future, assignment in pulled:
-            if not future.done():
-                future.set_result(assignment)
+
+    # --- recovery helpers -----------------------------------------------------------------------
 
     def _reject(self, future: asyncio.Future[Any] | None) -> None:
         if future is not None and not future.done():
@@ -366,7 +383,7 @@ class Runtime:
 
     def _log_once(self, error: BaseException) -> None:
         """Log an unexpected error with its traceback the first time its kind is seen, then count it."""
-        kind = _kind(error)
+        kind = error_kind(error)
         seen = self._errors.get(kind, 0) + 1
         if seen == 1 and len(self._errors) >= _MAX_ERROR_KINDS:
             self._errors.clear()
@@ -379,10 +396,10 @@ class Runtime:
     async def _rebuild(self) -> None:
         """Replace the machine by one restored from the store: the last committed state.
 
-        Like a restart in-process: agent streams are closed (agents say Hello again and re-adopt
-        their running attempts, whose deadlines get the adoption grace), while watchers, waiters
-        and pending pulls stay. Records of submissions the thrown-away tick applied are rewound,
-        so those submissions can run again.
+        Like a restart in-process, except that agents with open streams stay connected (see
+        :func:`~corral.controller.recovery.carry_sessions`; the others' streams are closed and
+        they say Hello again), while watchers, waiters and pending pulls stay. Records of
+        submissions the thrown-away tick applied are rewound, so those submissions can run again.
         """
         old = self.machine
         for event in old.submitted:
@@ -390,15 +407,19 @@ class Runtime:
         old.take_changes()
         old.take_actions()
         snapshot = await asyncio.to_thread(self.store.load)
+        stored_states = {agent.id: agent.state for agent in snapshot.agents}  # restore changes them
         now = self.clock()
         machine = Machine(old.config, new_id=old.new_id, rng=old.rng, boot_time=now)
         machine.restore(snapshot, now)
         machine.event_seq = old.event_seq  # watchers resume by sequence number: never go back
         machine.watched = set(self.watchers)
+        live = [(s.agent_id, s.epoch) for s in self.sessions.values() if not s.closed]
+        kept = carry_sessions(old, machine, live, stored_states)
         self.machine = machine
         self.rebuilds += 1
-        for session in list(self.sessions.values()):
-            session.close()
+        for agent_id, session in list(self.sessions.items()):
+            if agent_id not in kept:
+                session.close()
 
     def _serve_pulls(self, now: float) -> list[tuple[asyncio.Future[ev.Assignment | None], ev.Assignment | None]]:
         served: list[tuple[asyncio.Future[ev.Assignment | None], ev.Assignment | None]] = []
@@ -412,7 +433,7 @@ class Runtime:
                 pending.future.set_exception(exc)
                 continue
             except Exception as exc:
-                raise _Failed(exc, pull=pending) from exc
+                raise Failed(exc, pull=pending) from exc
             if assignment is not None or now >= pending.deadline:
                 served.append((pending.future, assignment))
             else:

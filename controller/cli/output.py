@@ -23,6 +23,7 @@ from corral.controller.sdk.types import (
     ExecutionPlan,
     Explanation,
     TaskStatus,
+    WorkflowEvent,
     WorkflowStatus,
     WorkflowSummary,
 )
@@ -32,6 +33,8 @@ __all__ = [
     "age",
     "agents_view",
     "emit",
+    "event_dict",
+    "events_view",
     "explanation_view",
     "plan_view",
     "seconds",
@@ -201,6 +204,39 @@ def workflows_view(workflows: Sequence[WorkflowSummary], wide: bool) -> Renderab
         table.add_row(*cells)
     if not workflows:
         return Text("no workflows", style="dim")
+    return table
+
+
+def event_dict(event: WorkflowEvent) -> dict[str, Any]:
+    """An event for JSON/YAML output, with its kind and reason."""
+    data = event.to_dict()
+    data["kind"] = event.raw.kind
+    data["reason"] = event.raw.reason
+    return data
+
+
+def events_view(events: Sequence[WorkflowEvent], wide: bool) -> RenderableType:
+    """A workflow's event log, oldest first: time, kind, task, attempt, agent, reason."""
+    columns = ["TIME", "KIND", "TASK", "ATTEMPT", "AGENT", "REASON"]
+    if wide:
+        columns.insert(0, "SEQ")
+    table = _table(*columns)
+    for event in events:
+        kind = event.raw.kind or (event.task_state or event.workflow_state or "")
+        reason = event.raw.reason or event.message
+        cells: list[RenderableType] = [
+            _stamp(event.at),
+            kind,
+            event.task_name or "-",
+            short_id(event.attempt_id, wide) if event.attempt_id else "-",
+            event.agent_id or "-",
+            reason or "-",
+        ]
+        if wide:
+            cells.insert(0, str(event.seq))
+        table.add_row(*cells)
+    if not events:
+        return Text("no events", style="dim")
     return table
 
 

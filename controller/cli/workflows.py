@@ -18,12 +18,12 @@ from corral.controller.cli.common import (
     load_spec,
     out_console,
 )
-from corral.controller.cli.output import emit, plan_view, status_view, workflows_view
+from corral.controller.cli.output import emit, event_dict, events_view, plan_view, status_view, workflows_view
 from corral.controller.sdk.client import Client
-from corral.controller.sdk.types import ExecutionPlan, Submission, WorkflowStatus, WorkflowSummary
+from corral.controller.sdk.types import ExecutionPlan, Submission, WorkflowEvent, WorkflowStatus, WorkflowSummary
 from corral.controller.spec import WorkflowSpec
 
-__all__ = ["cancel", "list_", "pause", "plan", "resume", "schema", "status", "submit"]
+__all__ = ["cancel", "events", "list_", "pause", "plan", "resume", "schema", "status", "submit"]
 
 FileArgument = Annotated[
     Path, typer.Argument(help="Workflow file (.yaml, .yml or .json); see `corral schema`.", show_default=False)
@@ -87,6 +87,31 @@ def status(
 
     result = call(address, action)
     emit(result.to_dict(), output, lambda wide: status_view(result, wide))
+
+
+def events(
+    workflow_id: IdArgument,
+    task: Annotated[str, typer.Option("--task", "-t", help="Only this task's events (its name or id).")] = "",
+    after: Annotated[int, typer.Option("--after", min=0, help="Only events after this sequence number.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (same as -o json).")] = False,
+    output: OutputOption = OutputFormat.table,
+    address: AddressOption = DEFAULT,
+) -> None:
+    """Show a workflow's event log: placed, started, finished, lost, fenced, requeued, poison, with reasons.
+
+    JSON: a list of {seq, at, workflow_id, workflow_state, task_id, task_name, task_state, attempt_id,
+    agent_id, message, kind, reason}.
+    """
+
+    async def action(client: Client) -> list[WorkflowEvent]:
+        return await client.events(workflow_id, task or None, after)
+
+    rows = call(address, action)
+    emit(
+        [event_dict(row) for row in rows],
+        OutputFormat.json if as_json else output,
+        lambda wide: events_view(rows, wide),
+    )
 
 
 def list_(

@@ -21,6 +21,7 @@ from corral.controller.core import events as ev
 from corral.controller.core.fleet_ops import FleetOps
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, explain
+from corral.controller.core.queries import request_handlers
 from corral.controller.core.state import MachineConfig
 from corral.controller.store.base import Snapshot
 
@@ -68,6 +69,7 @@ class Machine(FleetOps):
             ev.AttemptFinished: self.finished,
             ev.PullTask: self.pull,
         }
+        self._handlers.update(request_handlers(self))
 
     def handle(self, event: ev.Event, now: float) -> Any:
         """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""

@@ -12,12 +12,12 @@ import math
 import re
 from typing import Any
 
+from corral.controller.core import requests as rq
 from corral.controller.core.access import Namespace, RevokedCert, TokenRecord
-from corral.controller.core.machine import Machine
 from corral.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from corral.controller.rpc import wire
+from corral.controller.rpc import fields, wire
+from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.identity import current_principal
-from corral.controller.rpc.lookup import resolve
 from corral.controller.rpc.scope import require_namespace
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import SecretBox, hash_token, new_token, new_token_id
@@ -25,7 +25,7 @@ from corral.controller.spec import NAME_PATTERN
 from corral.v1 import admin_pb2 as pb
 from corral.v1 import admin_pb2_grpc
 
-__all__ = ["CLIENT_ROLES", "AdminService", "create_token", "token_info"]
+__all__ = ["CLIENT_ROLES", "AdminService", "token_info", "token_request"]
 
 CLIENT_ROLES = ("admin", "operator", "submitter", "viewer", "worker")
 _NAME = re.compile(NAME_PATTERN)
@@ -100,31 +100,21 @@ def _check_token_request(request: pb.CreateTokenRequest) -> None:
         _name(agent_type, f"agent_types[{i}]", "an agent type")
 
 
-def create_token(
-    machine: Machine, request: pb.CreateTokenRequest, token_hash: str, created_by: str, now: float
-) -> TokenRecord:
-    """The command that stores a new token (validated request, hash made at the edge)."""
-    access = machine.access
-    namespaces = _requested_scope(request)
-    for namespace in namespaces:
-        access.namespace(namespace)  # NOT_FOUND, with the command that creates it
-    join = request.role == "agent"
-    record = TokenRecord(
-        id=new_token_id(),
-        hash=token_hash,
-        kind="join" if join else "client",
+def token_request(request: pb.CreateTokenRequest, token_hash: str, created_by: str) -> rq.CreateTokenRequest:
+    """The request event that stores a new token (validated request, hash made at the edge)."""
+    return rq.CreateTokenRequest(
+        token_id=new_token_id(),
+        token_hash=token_hash,
         role=request.role,
-        namespaces=namespaces,
-        description=request.description,
-        created_at=now,
-        expires_at=now + request.ttl_s if request.ttl_s else None,
+        namespaces=_requested_scope(request),
         created_by=created_by,
+        description=request.description,
+        ttl_s=request.ttl_s,
         name_pattern=request.name_pattern,
         uses=request.uses,
-        labels=dict(request.labels),
-        agent_types=tuple(request.agent_types) or (("shell", "python") if join else ()),
+        labels=tuple(sorted(request.labels.items())),
+        agent_types=tuple(request.agent_types),
     )
-    return access.add_token(record)
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
@@ -157,44 +147,25 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 f"{', '.join(wanted) or 'every namespace'}"
             )
 
-        def create(machine: Machine, now: float) -> pb.TokenInfo:
-            return token_info(create_token(machine, request, token_hash, created_by, now))
-
-        info = await self.rt.call(create)
-        return pb.CreateTokenResponse(token=text, info=info)
+        record: TokenRecord = await self.rt.handle(token_request(request, token_hash, created_by))
+        return pb.CreateTokenResponse(token=text, info=token_info(record))
 
     async def ListTokens(self, request: pb.ListTokensRequest, context: Any) -> pb.ListTokensResponse:
-        def listing(machine: Machine, now: float) -> pb.ListTokensResponse:
-            tokens = sorted(machine.access.tokens.values(), key=lambda t: (t.created_at, t.id))
-            return pb.ListTokensResponse(
-                tokens=[token_info(t) for t in tokens if request.include_revoked or t.revoked_at is None]
-            )
-
-        return await self.rt.call(listing)
+        tokens: list[TokenRecord] = await self.rt.handle(rq.ListTokensQuery(request.include_revoked))
+        return pb.ListTokensResponse(tokens=[token_info(t) for t in tokens])
 
     async def RevokeToken(self, request: pb.RevokeTokenRequest, context: Any) -> pb.RevokeTokenResponse:
-        def revoke(machine: Machine, now: float) -> tuple[pb.TokenInfo, set[str]]:
-            access = machine.access
-            token = access.tokens[resolve(access.tokens, request.token_id, "token", "token_id")]
-            access.revoke_token(token, now)
-            # Agents holding this credential (or one issued with this join token) lose their stream.
-            agents = {
-                t.agent_name for t in access.tokens.values() if t.kind == "agent" and token.id in (t.id, t.parent)
-            }
-            return token_info(token), agents
-
-        info, agents = await self.rt.call(revoke)
+        fields.identifier(request.token_id, "token_id", "token id")
+        token, agents = await self.rt.handle(rq.RevokeTokenRequest(request.token_id))
         self._disconnect(agents)
-        return pb.RevokeTokenResponse(info=info)
+        return pb.RevokeTokenResponse(info=token_info(token))
 
     def _disconnect(self, names: set[str]) -> None:
-        """Close the live streams of these agents (by id or name): a revocation takes effect at once."""
+        """Close the live streams of these agents (by id): a revocation takes effect at once."""
         if not names:
             return
-        agents = self.rt.machine.agents
         for agent_id, session in list(self.rt.sessions.items()):
-            agent = agents.get(agent_id)
-            if agent_id in names or (agent is not None and agent.name in names):
+            if agent_id in names:
                 session.close()
 
     # --- namespaces -------------------------------------------------------------------------------
@@ -204,18 +175,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if len(request.description) > _MAX_TEXT:
             raise InvalidArgument.field("description", f"longer than {_MAX_TEXT} characters")
 
-        def create(machine: Machine, now: float) -> Namespace:
-            return machine.access.create_namespace(name, request.description, now)
-
-        return pb.CreateNamespaceResponse(namespace=_namespace_info(await self.rt.call(create)))
+        created: Namespace = await self.rt.handle(rq.CreateNamespaceRequest(name, request.description))
+        return pb.CreateNamespaceResponse(namespace=_namespace_info(created))
 
     async def ListNamespaces(self, request: pb.ListNamespacesRequest, context: Any) -> pb.ListNamespacesResponse:
-        principal = current_principal()
-
-        def listing(machine: Machine, now: float) -> list[Namespace]:
-            return sorted((n for n in machine.access.namespaces.values() if principal.covers(n.name)), key=_by_name)
-
-        return pb.ListNamespacesResponse(namespaces=[_namespace_info(n) for n in await self.rt.call(listing)])
+        namespaces: list[Namespace] = await self.rt.handle(rq.ListNamespacesQuery(current_caller()))
+        return pb.ListNamespacesResponse(namespaces=[_namespace_info(n) for n in namespaces])
 
     # --- secrets ----------------------------------------------------------------------------------
 
@@ -239,41 +204,24 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         ciphertext = self._box().encrypt(value)
         del value
 
-        def store(machine: Machine, now: float) -> bool:
-            return machine.access.set_secret(namespace, name, ciphertext, now)
-
-        return pb.SetSecretResponse(created=await self.rt.call(store))
+        created: bool = await self.rt.handle(rq.SetSecretRequest(namespace, name, ciphertext))
+        return pb.SetSecretResponse(created=created)
 
     async def DeleteSecret(self, request: pb.DeleteSecretRequest, context: Any) -> pb.DeleteSecretResponse:
         namespace = _name(request.namespace, "namespace", "a namespace")
         name = _name(request.name, "name", "a secret name")
         require_namespace(current_principal(), namespace)
-
-        def delete(machine: Machine, now: float) -> None:
-            machine.access.delete_secret(namespace, name)
-
-        await self.rt.call(delete)
+        await self.rt.handle(rq.DeleteSecretRequest(namespace, name))
         return pb.DeleteSecretResponse()
 
     async def ListSecrets(self, request: pb.ListSecretsRequest, context: Any) -> pb.ListSecretsResponse:
         namespace = request.namespace and _name(request.namespace, "namespace", "a namespace")
-        principal = current_principal()
         if namespace:
-            require_namespace(principal, namespace)
-
-        def listing(machine: Machine, now: float) -> pb.ListSecretsResponse:
-            if namespace:
-                machine.access.namespace(namespace)
-            stored = machine.access.secrets
-            chosen = sorted(k for k in stored if (k[0] == namespace if namespace else principal.covers(k[0])))
-            return pb.ListSecretsResponse(
-                secrets=[
-                    pb.SecretInfo(namespace=ns, name=name, updated_at=wire.timestamp(stored[(ns, name)].updated_at))
-                    for ns, name in chosen
-                ]
-            )
-
-        return await self.rt.call(listing)
+            require_namespace(current_principal(), namespace)
+        found: list[tuple[str, str, float]] = await self.rt.handle(rq.ListSecretsQuery(current_caller(), namespace))
+        return pb.ListSecretsResponse(
+            secrets=[pb.SecretInfo(namespace=ns, name=n, updated_at=wire.timestamp(at)) for ns, n, at in found]
+        )
 
     # --- certificates -----------------------------------------------------------------------------
 
@@ -285,26 +233,20 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if len(request.reason) > _MAX_TEXT:
             raise InvalidArgument.field("reason", f"longer than {_MAX_TEXT} characters")
 
-        def revoke(machine: Machine, now: float) -> RevokedCert:
-            return machine.access.revoke_cert(request.name, request.reason, now)
-
-        await self.rt.call(revoke)
-        self._disconnect({request.name})
+        _, agents = await self.rt.handle(rq.RevokeCertRequest(request.name, request.reason))
+        self._disconnect(agents)
         return pb.RevokeCertificateResponse()
 
     async def ListRevokedCertificates(
         self, request: pb.ListRevokedCertificatesRequest, context: Any
     ) -> pb.ListRevokedCertificatesResponse:
-        def listing(machine: Machine, now: float) -> pb.ListRevokedCertificatesResponse:
-            certs = sorted(machine.access.revoked_certs.values(), key=lambda c: c.name)
-            return pb.ListRevokedCertificatesResponse(
-                certificates=[
-                    pb.RevokedCertificate(name=c.name, reason=c.reason, revoked_at=wire.timestamp(c.revoked_at))
-                    for c in certs
-                ]
-            )
-
-        return await self.rt.call(listing)
+        certs: list[RevokedCert] = await self.rt.handle(rq.ListRevokedCertsQuery())
+        return pb.ListRevokedCertificatesResponse(
+            certificates=[
+                pb.RevokedCertificate(name=c.name, reason=c.reason, revoked_at=wire.timestamp(c.revoked_at))
+                for c in certs
+            ]
+        )
 
     # --- audit ------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from corral.controller.core.access import AuditEntry
+from corral.controller.core.requests import Caller, RecordAudit
 from corral.controller.errors import PermissionDenied, Unauthenticated
 from corral.controller.rpc import identity, permissions
 from corral.controller.rpc.errors import code_name
@@ -30,7 +31,7 @@ from corral.controller.rpc.identity import ANONYMOUS, Grant, Principal
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import hash_token
 
-__all__ = ["AuthInterceptor", "audit_target", "record_audit"]
+__all__ = ["AuthInterceptor", "audit_target", "current_caller", "record_audit"]
 
 log = logging.getLogger("corral.controller.auth")
 audit_log = logging.getLogger("corral.audit")
@@ -65,6 +66,12 @@ def audit_target(request: Any, response: Any = None) -> tuple[str, str]:
     return target[:_MAX_TARGET], str(namespace)[:_MAX_TARGET]
 
 
+def current_caller() -> Caller:
+    """The current call's principal as the core sees it (a name for messages, the namespaces covered)."""
+    principal = identity.current_principal()
+    return Caller(principal.describe(), principal.namespaces)
+
+
 def record_audit(runtime: Runtime, entry: AuditEntry, *, store: bool = True) -> None:
     """One structured log line, and (unless ``store`` is False) a record in the next commit."""
     audit_log.info(
@@ -78,7 +85,13 @@ def record_audit(runtime: Runtime, entry: AuditEntry, *, store: bool = True) -> 
         f" detail={entry.detail!r}" if entry.detail else "",
     )
     if store:
-        runtime.post(lambda m, now: m.access.audit(entry))
+        runtime.post_event(RecordAudit(entry)).add_done_callback(_seen)
+
+
+def _seen(done: Any) -> None:
+    # Nobody awaits an audit record: a refusal (storage full) is in the log line above already.
+    if not done.cancelled():
+        done.exception()
 
 
 def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
@@ -119,6 +132,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def principal(self, method: str, metadata: Sequence[tuple[str, Any]] | None, context: Any) -> Principal:
         """The authenticated caller; Unauthenticated when there is none (or it is revoked)."""
+        # The one read of the machine outside handle(): every call is authenticated before it is
+        # admitted, and a trip through the state loop per call would double the latency of all of
+        # them. It only looks up access records, on the loop's own thread, and changes nothing;
+        # a change the loop has not committed yet can only make it stricter (a revocation), never
+        # admit anyone (a new token's text is returned only after its commit).
         access = self.rt.machine.access
         cert = self._certificate(context)
         if cert is not None and cert[0] in access.revoked_certs:
@@ -172,7 +190,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _where(self, request: Any, response: Any = None) -> tuple[str, str]:
         target, namespace = audit_target(request, response)
         if not namespace and target:
-            # A call naming a workflow or task by id: record the namespace it lives in.
+            # A call naming a workflow or task by id: record the namespace it lives in (a lookup
+            # for the audit line, like the authentication above; it changes nothing).
             machine = self.rt.machine
             found = machine.workflows.get(target) or machine.tasks.get(target)
             namespace = found.namespace if found is not None else ""

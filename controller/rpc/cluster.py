@@ -4,28 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.controller.core import events as ev
+from corral.controller.core import requests as rq
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import Agent
 from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import fields, wire
-from corral.controller.rpc.lookup import resolve
 from corral.controller.runtime import Runtime
 from corral.v1 import agent_pb2 as pb
 from corral.v1 import agent_pb2_grpc, types_pb2
 
-__all__ = ["ClusterService", "agent_id_of"]
+__all__ = ["ClusterService"]
 
 _MAX_GRACE_S = 86_400.0
-
-
-def agent_id_of(machine: Machine, typed: str) -> str:
-    """An agent by id, name or unique id prefix."""
-    fields.identifier(typed, "agent_id", "agent id")
-    for agent in machine.agents.values():
-        if agent.name == typed:
-            return agent.id
-    return resolve(machine.agents, typed, "agent", "agent_id")
 
 
 class ClusterService(agent_pb2_grpc.ClusterServicer):
@@ -44,27 +34,29 @@ class ClusterService(agent_pb2_grpc.ClusterServicer):
                 raise InvalidArgument.field(f"states[{i}]", f"unknown agent state {state}")
             states.add(wire.AGENT_STATE_FROM_PB[state])
 
-        def listing(machine: Machine, now: float) -> pb.ListAgentsResponse:
-            agents = sorted(machine.agents.values(), key=lambda a: a.name)
-            return pb.ListAgentsResponse(
-                agents=[self._info(machine, a) for a in agents if not states or a.state in states]
-            )
+        def render(machine: Machine, agents: list[Agent], now: float) -> pb.ListAgentsResponse:
+            return pb.ListAgentsResponse(agents=[self._info(machine, a) for a in agents])
 
-        return await self.rt.call(listing)
+        response: pb.ListAgentsResponse = await self.rt.handle(rq.ListAgentsQuery(frozenset(states)), render)
+        return response
 
     async def GetAgent(self, request: pb.GetAgentRequest, context: Any) -> pb.GetAgentResponse:
-        def get(machine: Machine, now: float) -> pb.GetAgentResponse:
-            agent = machine.agents[agent_id_of(machine, request.agent_id)]
+        fields.identifier(request.agent_id, "agent_id", "agent id")
+
+        def render(machine: Machine, agent: Agent, now: float) -> pb.GetAgentResponse:
             return pb.GetAgentResponse(agent=self._info(machine, agent))
 
-        return await self.rt.call(get)
+        response: pb.GetAgentResponse = await self.rt.handle(rq.AgentQuery(request.agent_id), render)
+        return response
 
     async def DrainAgent(self, request: pb.DrainAgentRequest, context: Any) -> pb.DrainAgentResponse:
         fields.seconds(request.grace_s, "grace_s", _MAX_GRACE_S)
+        fields.identifier(request.agent_id, "agent_id", "agent id")
 
-        def drain(machine: Machine, now: float) -> pb.DrainAgentResponse:
-            agent_id = agent_id_of(machine, request.agent_id)
-            agent = machine.drain(ev.DrainAgent(agent_id, request.grace_s or 30.0), now)
+        def render(machine: Machine, agent: Agent, now: float) -> pb.DrainAgentResponse:
             return pb.DrainAgentResponse(agent=self._info(machine, agent))
 
-        return await self.rt.call(drain)
+        response: pb.DrainAgentResponse = await self.rt.handle(
+            rq.DrainRequest(request.agent_id, request.grace_s or 30.0), render
+        )
+        return response

@@ -24,6 +24,9 @@ __all__ = ["ErrorInterceptor", "code_name", "status_of"]
 log = logging.getLogger("corral.controller.rpc")
 
 _CODES: list[tuple[type[errors.CorralError], grpc.StatusCode, int]] = [
+    # StorageFull first: it is a StorageUnavailable, but the caller must see why.
+    (errors.StorageFull, grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
+    (errors.StorageUnavailable, grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),

@@ -9,12 +9,11 @@ in the same commit that records the credential.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 
-from corral.controller.core.access import AuditEntry, TokenRecord
-from corral.controller.core.machine import Machine
-from corral.controller.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from corral.controller.core.access import AuditEntry
+from corral.controller.core.requests import JoinRequest
+from corral.controller.errors import InvalidArgument, Unauthenticated
 from corral.controller.rpc.auth import record_audit
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import hash_token, new_token, new_token_id
@@ -39,43 +38,9 @@ async def join(runtime: Runtime, request: pb.JoinRequest) -> pb.JoinResponse:
     credential = new_token()
     credential_hash = hash_token(credential)
 
-    def issue(machine: Machine, now: float) -> TokenRecord | tuple[str, PermissionDenied]:
-        access = machine.access
-        token = access.authenticate(join_hash, now)
-        if token is None or token.kind != "join":
-            raise Unauthenticated("the join token is unknown, expired or revoked")
-        who = f"token:{token.id}"
-        # Refusals are returned, not raised: a command that raises must leave nothing behind, and
-        # the refusal is audited by a command of its own.
-        if token.name_pattern and not fnmatch.fnmatchcase(name, token.name_pattern):
-            return who, PermissionDenied(
-                f"agent name {name!r} does not match join token {token.id}'s pattern {token.name_pattern!r}"
-            )
-        if token.uses and token.used >= token.uses:
-            return who, PermissionDenied(f"join token {token.id} has no uses left ({token.used} of {token.uses} used)")
-        token.used += 1
-        access.touch_token(token)
-        record = TokenRecord(
-            id=new_token_id(),
-            hash=credential_hash,
-            kind="agent",
-            role="agent",
-            namespaces=token.namespaces,
-            description=f"credential of agent {name}",
-            created_at=now,
-            created_by=who,
-            labels=dict(token.labels),
-            agent_types=token.agent_types,
-            agent_name=name,
-            parent=token.id,
-        )
-        access.add_token(record)
-        # Stored in the same commit as the credential; logged below once that commit is done.
-        access.audit(AuditEntry(now, who, "agent", _METHOD, name, "", "OK", f"credential {record.id}"))
-        return record
-
+    event = JoinRequest(join_hash, name, new_token_id(), credential_hash, _METHOD)
     try:
-        outcome = await runtime.call(issue)
+        outcome = await runtime.handle(event)
     except Unauthenticated as exc:
         entry = AuditEntry(runtime.clock(), "anonymous", "", _METHOD, name, "", "UNAUTHENTICATED", str(exc))
         record_audit(runtime, entry, store=False)

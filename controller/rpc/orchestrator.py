@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from corral.controller.core import events as ev
+from corral.controller.core import requests as rq
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.machine import Machine
-from corral.controller.core.model import TaskState, WorkflowEvent
-from corral.controller.errors import InvalidArgument
+from corral.controller.core.model import Attempt, Task, TaskState, Workflow, WorkflowEvent
+from corral.controller.errors import FailedPrecondition, InvalidArgument
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
+from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.identity import current_principal
-from corral.controller.rpc.lookup import resolve
-from corral.controller.rpc.scope import require_namespace, visible_task, visible_workflow
-from corral.controller.rpc.secret_refs import check_secret_refs
+from corral.controller.rpc.scope import require_namespace
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
 from corral.v1 import orchestrator_pb2 as pb
@@ -30,6 +30,8 @@ _MAX_REASON = 1024
 _MAX_OFFSET = 1 << 62  # log offsets: far past any log, and the answer's offset + length still fits int64
 _MAX_PAGE_TOKEN = 18  # digits of an offset into a listing
 _CACHED_PLANS = 8
+_DEFAULT_EVENTS = 1000
+_MAX_EVENTS = 10_000
 
 
 async def _wait(waiter: asyncio.Future[None] | None, timeout_s: float) -> None:
@@ -39,8 +41,11 @@ async def _wait(waiter: asyncio.Future[None] | None, timeout_s: float) -> None:
             await asyncio.wait_for(asyncio.shield(waiter), timeout_s or None)
 
 
-def workflow_id_of(machine: Machine, typed: str, field: str = "workflow_id") -> str:
-    return resolve(machine.workflows, typed, "workflow", field)
+def _status(include_tasks: bool = False) -> Callable[[Machine, Workflow, float], types_pb2.WorkflowStatus]:
+    def render(machine: Machine, workflow: Workflow, now: float) -> types_pb2.WorkflowStatus:
+        return wire.workflow_status(machine, workflow, include_tasks, now)
+
+    return render
 
 
 class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
@@ -55,25 +60,20 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         if request.wait and not request.start:
             raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
         fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
-        admitted = admit(
-            request.spec, request.HasField("spec"), self.rt.machine.new_id, idempotency_key=request.idempotency_key
-        )
-        plan = admitted.plan
-        principal = current_principal()
-        require_namespace(principal, admitted.workflow.namespace)
-        event = ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start)
-        del admitted  # the records now belong to the event (and soon the machine)
         rt = self.rt
+        admitted = admit(request.spec, request.HasField("spec"), rt.new_id, idempotency_key=request.idempotency_key)
+        plan = admitted.plan
+        require_namespace(current_principal(), admitted.workflow.namespace)
+        event = rq.SubmitRequest(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start))
+        del admitted  # the records now belong to the event (and soon the machine)
 
-        def submit(machine: Machine, now: float) -> tuple[str, bool, asyncio.Future[None] | None]:
-            machine.access.namespace(event.workflow.namespace)  # NOT_FOUND first, with its hint
-            check_secret_refs(machine.access, event.tasks, "spec")
-            workflow_id, deduplicated = machine.submit(event, now)
-            ended = machine.workflows[workflow_id].state.terminal
+        def waiting(machine: Machine, answer: tuple[Workflow, bool], now: float) -> tuple[str, bool, Any]:
+            workflow, deduplicated = answer
             # The waiter is registered in the same tick, so the end cannot slip by unseen.
-            return workflow_id, deduplicated, rt.waiter(workflow_id) if request.wait and not ended else None
+            waiter = rt.waiter(workflow.id) if request.wait and not workflow.state.terminal else None
+            return workflow.id, deduplicated, waiter
 
-        workflow_id, deduplicated, waiter = await rt.call(submit)
+        workflow_id, deduplicated, waiter = await rt.handle(event, waiting)
         if not deduplicated:
             self._plans[workflow_id] = plan
             while len(self._plans) > _CACHED_PLANS:
@@ -83,89 +83,73 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         )
         if request.wait:
             await _wait(waiter, request.wait_timeout_s)
-            result = self._result_if_ended(workflow_id)
+            result = await self._result_if_ended(workflow_id)
             if result is not None:
-                response.result.CopyFrom(result)
+                response.result.CopyFrom(result[1])
         return response
 
-    def _result_if_ended(self, workflow_id: str) -> types_pb2.WorkflowResult | None:
-        rt = self.rt
-        workflow = rt.machine.workflows[workflow_id]
-        if workflow.state.terminal:
-            # Its end was committed before the waiter woke, and a finished workflow never changes
-            # again: it can be read here without another trip through the loop.
-            return wire.workflow_result(rt.machine, workflow, rt.clock())
-        return None
+    async def _result_if_ended(
+        self, workflow_id: str
+    ) -> tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None:
+        """The summary and result of a workflow that has ended (None while it runs)."""
+
+        def result(
+            machine: Machine, workflow: Workflow, now: float
+        ) -> tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None:
+            if not workflow.state.terminal:
+                return None
+            return wire.workflow_status(machine, workflow, False, now), wire.workflow_result(machine, workflow, now)
+
+        answer: tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None = await self.rt.handle(
+            rq.WorkflowQuery(workflow_id, current_caller()), result
+        )
+        return answer
 
     async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.ExecuteWorkflowResponse:
         fields.identifier(request.workflow_id, "workflow_id", "workflow id")
         fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
         rt = self.rt
-        principal = current_principal()
 
-        def start(machine: Machine, now: float) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[None] | None]:
-            workflow = visible_workflow(machine, request.workflow_id, principal)
-            # Waiting on a workflow that already ended just returns its result.
-            if not (request.wait and workflow.state.terminal):
-                machine.start(workflow.id, now)
+        def started(
+            machine: Machine, workflow: Workflow, now: float
+        ) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[None] | None]:
             waiter = rt.waiter(workflow.id) if request.wait and not workflow.state.terminal else None
             return workflow.id, wire.workflow_status(machine, workflow, False, now), waiter
 
-        workflow_id, status, waiter = await rt.call(start)
+        event = rq.StartRequest(request.workflow_id, current_caller(), request.wait)
+        workflow_id, status, waiter = await rt.handle(event, started)
         if not request.wait:
             return pb.ExecuteWorkflowResponse(status=status)
         await _wait(waiter, request.wait_timeout_s)
-        result = self._result_if_ended(workflow_id)
-        if result is not None:
+        ended = await self._result_if_ended(workflow_id)
+        if ended is not None:
             # The result carries every task; the status stays a summary to halve the message.
-            summary = wire.workflow_status(rt.machine, rt.machine.workflows[workflow_id], False, rt.clock())
-            return pb.ExecuteWorkflowResponse(status=summary, result=result)
-
-        def still_running(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            return wire.workflow_status(machine, machine.workflows[workflow_id], True, now)
-
-        return pb.ExecuteWorkflowResponse(status=await rt.call(still_running))
+            return pb.ExecuteWorkflowResponse(status=ended[0], result=ended[1])
+        running = await rt.handle(rq.WorkflowQuery(workflow_id, current_caller()), _status(True))
+        return pb.ExecuteWorkflowResponse(status=running)
 
     async def CancelWorkflow(self, request: pb.CancelWorkflowRequest, context: Any) -> pb.CancelWorkflowResponse:
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
         fields.text(request.reason, "reason", _MAX_REASON)
-
-        principal = current_principal()
-
-        def cancel(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            workflow_id = visible_workflow(machine, request.workflow_id, principal).id
-            workflow = machine.cancel(ev.CancelWorkflow(workflow_id, request.force, request.reason), now)
-            return wire.workflow_status(machine, workflow, False, now)
-
-        return pb.CancelWorkflowResponse(status=await self.rt.call(cancel))
+        event = rq.CancelRequest(request.workflow_id, current_caller(), request.force, request.reason)
+        return pb.CancelWorkflowResponse(status=await self.rt.handle(event, _status()))
 
     async def GetWorkflowStatus(
         self, request: pb.GetWorkflowStatusRequest, context: Any
     ) -> pb.GetWorkflowStatusResponse:
-        principal = current_principal()
-
-        def status(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            workflow = visible_workflow(machine, request.workflow_id, principal)
-            return wire.workflow_status(machine, workflow, request.include_tasks, now)
-
-        return pb.GetWorkflowStatusResponse(status=await self.rt.call(status))
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
+        event = rq.WorkflowQuery(request.workflow_id, current_caller())
+        return pb.GetWorkflowStatusResponse(status=await self.rt.handle(event, _status(request.include_tasks)))
 
     async def PauseWorkflow(self, request: pb.PauseWorkflowRequest, context: Any) -> pb.PauseWorkflowResponse:
-        principal = current_principal()
-
-        def pause(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            workflow = machine.pause(visible_workflow(machine, request.workflow_id, principal).id, now)
-            return wire.workflow_status(machine, workflow, False, now)
-
-        return pb.PauseWorkflowResponse(status=await self.rt.call(pause))
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
+        event = rq.PauseRequest(request.workflow_id, current_caller())
+        return pb.PauseWorkflowResponse(status=await self.rt.handle(event, _status()))
 
     async def ResumeWorkflow(self, request: pb.ResumeWorkflowRequest, context: Any) -> pb.ResumeWorkflowResponse:
-        principal = current_principal()
-
-        def resume(machine: Machine, now: float) -> types_pb2.WorkflowStatus:
-            workflow = machine.resume(visible_workflow(machine, request.workflow_id, principal).id, now)
-            return wire.workflow_status(machine, workflow, False, now)
-
-        return pb.ResumeWorkflowResponse(status=await self.rt.call(resume))
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
+        event = rq.ResumeRequest(request.workflow_id, current_caller())
+        return pb.ResumeWorkflowResponse(status=await self.rt.handle(event, _status()))
 
     async def ListWorkflows(self, request: pb.ListWorkflowsRequest, context: Any) -> pb.ListWorkflowsResponse:
         limit = request.limit or 100
@@ -181,38 +165,31 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             if state not in wire.WORKFLOW_STATE_FROM_PB:
                 raise InvalidArgument.field(f"states[{i}]", f"unknown workflow state {state}")
             states.add(wire.WORKFLOW_STATE_FROM_PB[state])
-        principal = current_principal()
-        namespace = request.namespace
-        if namespace:
-            require_namespace(principal, namespace)
+        if request.namespace:
+            require_namespace(current_principal(), request.namespace)
+        event = rq.ListWorkflowsQuery(
+            current_caller(), frozenset(states), request.name_prefix, request.namespace, offset, limit
+        )
 
-        def listing(machine: Machine, now: float) -> pb.ListWorkflowsResponse:
-            chosen = [
-                w
-                for w in machine.workflows.values()
-                if (not states or w.state in states)
-                and w.name.startswith(request.name_prefix)
-                and (w.namespace == namespace if namespace else principal.covers(w.namespace))
-            ]
-            chosen.sort(key=lambda w: (-w.created_at, w.id))
-            page = chosen[offset : offset + limit]
-            token = str(offset + limit) if offset + limit < len(chosen) else ""
+        def render(machine: Machine, answer: tuple[list[Workflow], bool], now: float) -> pb.ListWorkflowsResponse:
+            page, more = answer
             return pb.ListWorkflowsResponse(
-                workflows=[wire.workflow_summary(machine, w) for w in page], next_page_token=token
+                workflows=[wire.workflow_summary(machine, w) for w in page],
+                next_page_token=str(offset + limit) if more else "",
             )
 
-        return await self.rt.call(listing)
+        response: pb.ListWorkflowsResponse = await self.rt.handle(event, render)
+        return response
 
     async def WatchWorkflow(self, request: pb.WatchWorkflowRequest, context: Any) -> AsyncIterator[pb.WorkflowEvent]:
         if request.after_seq < 0:
             raise InvalidArgument.field("after_seq", "must be >= 0")
         rt = self.rt
-        principal = current_principal()
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
 
         def subscribe(
-            machine: Machine, now: float
+            machine: Machine, workflow: Workflow, now: float
         ) -> tuple[str, list[WorkflowEvent], asyncio.Queue[WorkflowEvent | None] | None]:
-            workflow = visible_workflow(machine, request.workflow_id, principal)
             # The current state first, as events, so a late watcher sees the whole picture.
             snapshot = [WorkflowEvent(0, now, workflow.id, workflow.state, message="current state")]
             for task_id in workflow.task_ids:
@@ -232,10 +209,13 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
                             "current state",
                         )
                     )
+            # Registered in the same tick as the snapshot: no event falls between them.
             queue = None if workflow.state.terminal else rt.watch(workflow.id)
             return workflow.id, snapshot, queue
 
-        workflow_id, snapshot, queue = await rt.call(subscribe)
+        workflow_id, snapshot, queue = await rt.handle(
+            rq.WorkflowQuery(request.workflow_id, current_caller()), subscribe
+        )
         for event in snapshot:
             yield wire.event_to_proto(event)
         if queue is None:
@@ -253,47 +233,54 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         finally:
             rt.unwatch(workflow_id, queue)
 
+    async def GetWorkflowEvents(
+        self, request: pb.GetWorkflowEventsRequest, context: Any
+    ) -> pb.GetWorkflowEventsResponse:
+        """The persisted event log of a workflow (optionally of one task), oldest first, after ``after_seq``."""
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
+        if request.after_seq < 0:
+            raise InvalidArgument.field("after_seq", "must be >= 0")
+        limit = request.limit or _DEFAULT_EVENTS
+        if not 0 < limit <= _MAX_EVENTS:
+            raise InvalidArgument.field("limit", f"must be between 1 and {_MAX_EVENTS}")
+        fields.optional_id(request.task, "task", "task id or name")
+        read = getattr(self.rt.store, "workflow_events", None)
+        if read is None:
+            raise FailedPrecondition("this controller's store keeps no event log")
+        event = rq.EventsQuery(request.workflow_id, current_caller(), request.task)
+        workflow_id, task_id = await self.rt.handle(event)
+        # Committed rows on the store's reader connection, off the loop: a long log never stalls it.
+        found = await asyncio.to_thread(read, workflow_id, request.after_seq, limit, task_id or None)
+        return pb.GetWorkflowEventsResponse(events=[_event_to_proto(e) for e in found])
+
     async def GetExecutionPlan(self, request: pb.GetExecutionPlanRequest, context: Any) -> pb.GetExecutionPlanResponse:
         if request.WhichOneof("source") == "spec":
-            plan = admit(request.spec, True, self.rt.machine.new_id).plan
+            plan = admit(request.spec, True, self.rt.new_id).plan
             return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(plan))
         if request.WhichOneof("source") != "workflow_id":
             raise InvalidArgument.field("source", "give a workflow_id or a spec")
-        principal = current_principal()
-
-        def stored(machine: Machine, now: float) -> tuple[list[str], list[list[str]], list[float]]:
-            workflow = visible_workflow(machine, request.workflow_id, principal)
-            tasks = [machine.tasks[t] for t in workflow.task_ids]
-            return (
-                [t.name for t in tasks],
-                [[machine.tasks[d].name for d in t.dependencies] for t in tasks],
-                [t.estimated_duration_s for t in tasks],
-            )
-
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
+        caller = current_caller()
         cached = self._plans.get(request.workflow_id)
-        known = self.rt.machine.workflows.get(request.workflow_id)
-        if cached is not None and known is not None and principal.covers(known.namespace):
+        if cached is not None:
+            await self.rt.handle(rq.WorkflowQuery(request.workflow_id, caller))  # the caller may see it
             return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(cached))
-        names, deps, durations = await self.rt.call(stored)
+        names, deps, durations = await self.rt.handle(rq.PlanQuery(request.workflow_id, caller))
         return pb.GetExecutionPlanResponse(plan=wire.plan_to_proto(analyze(names, deps, durations)))
 
     async def GetTaskLogs(self, request: pb.GetTaskLogsRequest, context: Any) -> pb.GetTaskLogsResponse:
         for name in ("stdout_offset", "stderr_offset"):
             if not 0 <= getattr(request, name) <= _MAX_OFFSET:
                 raise InvalidArgument.field(name, f"must be between 0 and {_MAX_OFFSET}")
+        fields.identifier(request.task_id, "task_id", "task id")
         fields.optional_id(request.attempt_id, "attempt_id", "attempt id")
         store = self.rt.store
-        principal = current_principal()
 
-        def logs(machine: Machine, now: float) -> pb.GetTaskLogsResponse:
-            task = visible_task(machine, request.task_id, principal)
-            attempt_id = request.attempt_id or task.current_attempt_id or ""
-            attempt = machine.attempts.get(attempt_id)
-            if attempt is None or attempt.task_id != task.id:
-                if request.attempt_id:
-                    raise InvalidArgument.field("attempt_id", f"not an attempt of task {task.id}")
+        def logs(machine: Machine, answer: tuple[Task, Attempt | None], now: float) -> pb.GetTaskLogsResponse:
+            task, attempt = answer
+            if attempt is None:
                 return pb.GetTaskLogsResponse(finished=task.state.terminal)
-            # Reads run inside the loop, between commits, so they never race the writer.
+            # Read in the tick, between commits, so it never races the writer.
             chunk = store.read_logs(attempt.id, request.stdout_offset, request.stderr_offset)
             return pb.GetTaskLogsResponse(
                 attempt_id=attempt.id,
@@ -305,4 +292,14 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
                 truncated=chunk.truncated,
             )
 
-        return await self.rt.call(logs)
+        event = rq.LogsQuery(request.task_id, current_caller(), request.attempt_id)
+        response: pb.GetTaskLogsResponse = await self.rt.handle(event, logs)
+        return response
+
+
+def _event_to_proto(event: WorkflowEvent) -> pb.WorkflowEvent:
+    message = wire.event_to_proto(event)
+    # kind and reason arrive with the persisted event log (the fencing part of the core).
+    message.kind = str(getattr(event, "kind", "") or "")
+    message.reason = str(getattr(event, "reason", "") or "")
+    return message

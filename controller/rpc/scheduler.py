@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from corral.controller.core import events as ev
-from corral.controller.core.machine import Machine
-from corral.controller.core.model import AttemptState, TaskState
-from corral.controller.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, clip
+from corral.controller.core import requests as rq
+from corral.controller.core.machine import Explanation, Machine
+from corral.controller.core.model import AttemptState, Task, TaskState
+from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import fields, identity, wire
 from corral.controller.rpc.admission import admit, admit_task
+from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.identity import Principal, current_principal
-from corral.controller.rpc.scope import require_namespace, visible_task
-from corral.controller.rpc.secret_refs import check_secret_refs
+from corral.controller.rpc.scope import require_namespace
 from corral.controller.rpc.wire_spec import decode_json_field
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
@@ -42,29 +43,18 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def ScheduleTask(self, request: pb.ScheduleTaskRequest, context: Any) -> pb.ScheduleTaskResponse:
         fields.optional_id(request.idempotency_key, "idempotency_key", "idempotency key")
         admitted = admit_task(
-            request.task, request.HasField("task"), self.rt.machine.new_id, idempotency_key=request.idempotency_key
+            request.task, request.HasField("task"), self.rt.new_id, idempotency_key=request.idempotency_key
         )
-        task_id = admitted.tasks[0].id
         principal = current_principal()
         namespace = _standalone_namespace(principal)
         require_namespace(principal, namespace)
         admitted.workflow.namespace = namespace
         for task in admitted.tasks:
             task.namespace = namespace
-        event = ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=True)
-
-        def submit(machine: Machine, now: float) -> tuple[str, bool]:
-            check_secret_refs(machine.access, event.tasks, "task")
-            return machine.submit(event, now)
-
-        workflow_id, deduplicated = await self.rt.call(submit)
-        if deduplicated:  # the first submission with this key stands
-
-            def first_task(machine: Machine, now: float) -> str:
-                return machine.workflows[workflow_id].task_ids[0]
-
-            task_id = await self.rt.call(first_task)
-        return pb.ScheduleTaskResponse(task_id=task_id, workflow_id=workflow_id)
+        event = rq.SubmitRequest(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=True), "task")
+        workflow, _ = await self.rt.handle(event)
+        # Deduplicated: the first submission with this key stands, with its task (ids never change).
+        return pb.ScheduleTaskResponse(task_id=workflow.task_ids[0], workflow_id=workflow.id)
 
     async def GetNextTask(self, request: pb.GetNextTaskRequest, context: Any) -> pb.GetNextTaskResponse:
         worker = _worker_id(request.worker_id)
@@ -90,38 +80,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return pb.GetNextTaskResponse(found=True, assignment=wire.assignment_to_proto(assignment))
 
     async def _report(self, event: ev.AttemptFinished) -> TaskState:
-        principal = current_principal()
-        caller = principal.describe()
-
-        def apply(machine: Machine, now: float) -> TaskState:
-            attempt = machine.attempts.get(event.attempt_id)
-            if attempt is None:
-                raise NotFound(f"attempt {clip(event.attempt_id)!r} not found")
-            require_namespace(principal, machine.tasks[attempt.task_id].namespace)
-            # The fence: only the worker that pulled an attempt, with the same credential, reports
-            # on it. An agent's attempt is reported by that agent over its own stream, never here.
-            if not attempt.pulled:
-                raise PermissionDenied(
-                    f"attempt {attempt.id} is held by agent {clip(attempt.agent_id)!r} over its stream; "
-                    "only that agent reports on it"
-                )
-            if attempt.agent_id != event.reporter:
-                raise PermissionDenied(
-                    f"attempt {attempt.id} is held by worker {clip(attempt.agent_id)!r}; "
-                    f"report from worker {clip(event.reporter)!r} refused"
-                )
-            if attempt.principal and attempt.principal != caller:
-                raise PermissionDenied(
-                    f"attempt {attempt.id} was pulled by {attempt.principal}; report from {caller} refused"
-                )
-            if not machine.finished(event, now):
-                raise FailedPrecondition(
-                    f"attempt {clip(event.attempt_id)} is {attempt.state} and held by {clip(attempt.agent_id)!r}; "
-                    f"report from {clip(event.reporter)!r} rejected"
-                )
-            return machine.tasks[attempt.task_id].state
-
-        state: TaskState = await self.rt.call(apply)
+        state: TaskState = await self.rt.handle(rq.ReportRequest(event, current_caller()))
         return state
 
     async def CompleteTask(self, request: pb.CompleteTaskRequest, context: Any) -> pb.CompleteTaskResponse:
@@ -146,7 +105,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def AnalyzeDependencies(
         self, request: pb.AnalyzeDependenciesRequest, context: Any
     ) -> pb.AnalyzeDependenciesResponse:
-        plan = admit(request.spec, request.HasField("spec"), self.rt.machine.new_id).plan
+        plan = admit(request.spec, request.HasField("spec"), self.rt.new_id).plan
         return pb.AnalyzeDependenciesResponse(
             plan=wire.plan_to_proto(plan),
             roots=plan.roots,
@@ -156,11 +115,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         )
 
     async def ExplainTask(self, request: pb.ExplainTaskRequest, context: Any) -> pb.ExplainTaskResponse:
-        principal = current_principal()
+        fields.identifier(request.task_id, "task_id", "task id")
 
-        def explain(machine: Machine, now: float) -> pb.ExplainTaskResponse:
-            task = visible_task(machine, request.task_id, principal)
-            why = machine.explain(task.id, now)
+        def render(machine: Machine, answer: tuple[Task, Explanation], now: float) -> pb.ExplainTaskResponse:
+            task, why = answer
             return pb.ExplainTaskResponse(
                 task=wire.task_status(machine, task, why.reason, why.unschedulable),
                 reason=why.reason,
@@ -168,4 +126,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 agents=[pb.AgentVerdict(agent_id=a, agent_name=n, reason=r) for a, n, r in why.agents],
             )
 
-        return await self.rt.call(explain)
+        response: pb.ExplainTaskResponse = await self.rt.handle(
+            rq.ExplainQuery(request.task_id, current_caller()), render
+        )
+        return response

@@ -340,6 +340,27 @@ class Client:
         finally:
             call.cancel()
 
+    async def events(
+        self, workflow_id: str, task: str | None = None, after_seq: int = 0, *, limit: int = 0
+    ) -> list[WorkflowEvent]:
+        """A workflow's persisted event log (placed, started, finished, fenced, requeued, poison ...), oldest first.
+
+        ``task``: only that task's events (its id, a unique prefix or its name). Only events with a
+        sequence number above ``after_seq``; ``limit`` caps how many (0: all, fetched in pages of
+        1000). Each event's ``raw`` message carries ``kind`` and ``reason``.
+        """
+        events: list[WorkflowEvent] = []
+        page = 1000 if limit <= 0 else min(limit, 10_000)
+        while True:
+            request = orchestrator_pb2.GetWorkflowEventsRequest(
+                workflow_id=workflow_id, after_seq=after_seq, limit=page, task=task or ""
+            )
+            response = await self._call("orchestrator", "GetWorkflowEvents", request)
+            events.extend(WorkflowEvent.from_proto(m) for m in response.events)
+            if len(response.events) < page or (limit > 0 and len(events) >= limit):
+                return events[:limit] if limit > 0 else events
+            after_seq = response.events[-1].seq
+
     async def plan(self, workflow: WorkflowLike | str) -> ExecutionPlan:
         """The execution plan of a submitted workflow (by id) or of a spec that is not submitted."""
         if isinstance(workflow, str):

@@ -199,6 +199,12 @@ class SyncClient:
         """See :meth:`Client.watch`; a plain iterator that ends after the workflow's terminal event."""
         return self._iterate(self._client.watch(workflow_id, after_seq=after_seq))
 
+    def events(
+        self, workflow_id: str, task: str | None = None, after_seq: int = 0, *, limit: int = 0
+    ) -> list[WorkflowEvent]:
+        """See :meth:`Client.events`."""
+        return self._run(self._client.events(workflow_id, task, after_seq, limit=limit))
+
     def plan(self, workflow: WorkflowLike | str) -> ExecutionPlan:
         """See :meth:`Client.plan`."""
         return self._run(self._client.plan(workflow))

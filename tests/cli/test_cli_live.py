@@ -187,3 +187,25 @@ def test_drain(cluster_with_agent: Cluster) -> None:
     drained = corral("drain", "a1", "-o", "json", *addr)
     assert drained.returncode == 0, drained.stderr
     assert json.loads(drained.stdout)["state"] == "draining"
+
+
+def test_events_table_and_json(cluster_with_agent: Cluster, tmp_path: Path) -> None:
+    from corral.controller.store.sqlite import SqliteStore
+
+    if not hasattr(SqliteStore, "workflow_events"):
+        pytest.skip("needs the event log (fence part)")
+    addr = ["--address", cluster_with_agent.address]
+    ran = corral("run", str(write(tmp_path, OK)), "-o", "json", *addr)
+    assert ran.returncode == 0, ran.stderr
+    workflow_id = json.loads(ran.stdout)["workflow_id"]
+    table = corral("events", workflow_id, *addr)
+    assert table.returncode == 0, table.stderr
+    header = table.stdout.splitlines()[0].split()
+    assert header == ["TIME", "KIND", "TASK", "ATTEMPT", "AGENT", "REASON"]
+    assert "hello" in table.stdout and "after" in table.stdout
+    rows = json.loads(corral("events", workflow_id[:8], "--task", "hello", "--json", *addr).stdout)
+    assert rows and {row["task_name"] for row in rows} == {"hello"}
+    assert all({"seq", "at", "kind", "reason", "attempt_id", "agent_id"} <= row.keys() for row in rows)
+    assert all(is_rfc3339(row["at"]) for row in rows)
+    missing = corral("events", "wf-nothing", *addr)
+    assert missing.returncode == 1 and "not found" in missing.stderr

@@ -7,6 +7,7 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from corral.controller.cli.output import plan_view
@@ -132,3 +133,20 @@ def test_plan_json_fields() -> None:
         "total_work_s",
     }
     assert data["stages"][1]["task_names"][:2] == ["t0", "t1"]
+
+
+def test_fence_after_must_be_longer_than_the_lease(capsys: pytest.CaptureFixture[str]) -> None:
+    from corral.controller.daemon import _config, parse_args
+
+    args = parse_args([])
+    assert args.fence_after == 30.0
+    config = _config(parse_args(["--fence-after", "45"]))
+    if hasattr(config, "fence_after_s"):
+        assert config.fence_after_s == 45.0
+    for flags in (["--fence-after", "15"], ["--lease", "40"], ["--fence-after", "nan"], ["--fence-after", "-1"]):
+        with pytest.raises(SystemExit) as exited:
+            parse_args(flags)
+        assert exited.value.code == 2, flags
+        err = capsys.readouterr().err
+        assert "--fence-after" in err, err
+    parse_args(["--lease", "40", "--fence-after", "60"])

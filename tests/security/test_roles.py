@@ -33,6 +33,7 @@ READ = {
     "Orchestrator/WatchWorkflow",
     "Orchestrator/GetExecutionPlan",
     "Orchestrator/GetTaskLogs",
+    "Orchestrator/GetWorkflowEvents",
     "Scheduler/AnalyzeDependencies",
     "Scheduler/ExplainTask",
     "Cluster/ListAgents",
