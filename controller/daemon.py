@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import logging
 import math
@@ -216,9 +215,8 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         assignment_lease_s=args.assignment_lease,
         agent_ttl_s=args.agent_ttl,
         max_agents=args.max_agents,
+        fence_after_s=args.fence_after,
     )
-    if hasattr(config, "fence_after_s"):  # the field arrives with the fencing part of the core
-        config = dataclasses.replace(config, **{"fence_after_s": args.fence_after})
     return config
 
 

@@ -95,6 +95,8 @@ def carry_sessions(
                 new.ack_queue.append((new.unacknowledged[attempt_id], attempt_id))
             if attempt_id in old.releasing:
                 new.releasing.add(attempt_id)
+            if attempt_id in old.withdrawing:  # a late success waiting for this replacement's release
+                new.withdrawing[attempt_id] = old.withdrawing[attempt_id]
         if agent_id in old.held_back:
             new.held_back[agent_id] = old.held_back[agent_id]
         new.rebuild_view(agent)

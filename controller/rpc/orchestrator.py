@@ -12,7 +12,7 @@ from corral.controller.core import requests as rq
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import Attempt, Task, TaskState, Workflow, WorkflowEvent
-from corral.controller.errors import FailedPrecondition, InvalidArgument
+from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
 from corral.controller.rpc.auth import current_caller
@@ -244,14 +244,13 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         if not 0 < limit <= _MAX_EVENTS:
             raise InvalidArgument.field("limit", f"must be between 1 and {_MAX_EVENTS}")
         fields.optional_id(request.task, "task", "task id or name")
-        read = getattr(self.rt.store, "workflow_events", None)
-        if read is None:
-            raise FailedPrecondition("this controller's store keeps no event log")
         event = rq.EventsQuery(request.workflow_id, current_caller(), request.task)
         workflow_id, task_id = await self.rt.handle(event)
         # Committed rows on the store's reader connection, off the loop: a long log never stalls it.
-        found = await asyncio.to_thread(read, workflow_id, request.after_seq, limit, task_id or None)
-        return pb.GetWorkflowEventsResponse(events=[_event_to_proto(e) for e in found])
+        found = await asyncio.to_thread(
+            self.rt.store.workflow_events, workflow_id, request.after_seq, limit, task_id or None
+        )
+        return pb.GetWorkflowEventsResponse(events=[wire.event_to_proto(e) for e in found])
 
     async def GetExecutionPlan(self, request: pb.GetExecutionPlanRequest, context: Any) -> pb.GetExecutionPlanResponse:
         if request.WhichOneof("source") == "spec":
@@ -295,11 +294,3 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         event = rq.LogsQuery(request.task_id, current_caller(), request.attempt_id)
         response: pb.GetTaskLogsResponse = await self.rt.handle(event, logs)
         return response
-
-
-def _event_to_proto(event: WorkflowEvent) -> pb.WorkflowEvent:
-    message = wire.event_to_proto(event)
-    # kind and reason arrive with the persisted event log (the fencing part of the core).
-    message.kind = str(getattr(event, "kind", "") or "")
-    message.reason = str(getattr(event, "reason", "") or "")
-    return message

@@ -190,10 +190,6 @@ def test_drain(cluster_with_agent: Cluster) -> None:
 
 
 def test_events_table_and_json(cluster_with_agent: Cluster, tmp_path: Path) -> None:
-    from corral.controller.store.sqlite import SqliteStore
-
-    if not hasattr(SqliteStore, "workflow_events"):
-        pytest.skip("needs the event log (fence part)")
     addr = ["--address", cluster_with_agent.address]
     ran = corral("run", str(write(tmp_path, OK)), "-o", "json", *addr)
     assert ran.returncode == 0, ran.stderr

@@ -116,8 +116,10 @@ def test_controller_kill9_and_restart_loses_nothing_and_reruns_nothing_completed
 
 
 def test_agent_kill9_requeues_its_attempts_and_fences_late_reports(cluster: Cluster) -> None:
-    # Default lease (15 s) and heartbeat (2 s); only the post-boot adoption grace is shortened.
-    api = cluster.start({"doomed": 2}, controller_flags=["--adopt-grace", "0"])
+    # Short lease and fence times so the test is quick: lost after 3 s, its attempts requeued once
+    # their supervisors must have fenced themselves (6 s + the 2 s kill grace + a margin).
+    fencing = ["--adopt-grace", "0", "--lease", "3", "--fence-after", "6", "--kill-grace", "2"]
+    api = cluster.start({"doomed": 2}, controller_flags=fencing)
     slow = {"slow-a": 10, "slow-b": 20}
     tasks: list[dict[str, Any]] = [
         {"name": name, "agent_type": "shell", "payload": {"shell": f"sleep 3; echo {value}"}}
@@ -148,7 +150,8 @@ def test_agent_kill9_requeues_its_attempts_and_fences_late_reports(cluster: Clus
             for n in slow
         )
 
-    eventually(moved, 20, "the lost attempts to run on the surviving agent")
+    # Requeued at fence-after + grace + margin (8.6 s) after the last heartbeat: 3x slack.
+    eventually(moved, 30, "the lost attempts to run on the surviving agent")
     print(f"\nrequeued on the other agent {time.monotonic() - killed_at:.1f} s after kill -9")
 
     final = api.wait_done(workflow_id, timeout=20)

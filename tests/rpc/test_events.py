@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-import pytest
 
 from corral.controller.sdk.client import Client
 from corral.v1 import orchestrator_pb2 as OR
@@ -31,15 +30,11 @@ async def test_bad_requests_are_invalid_and_unknown_workflows_not_found(controll
         error = await _error(events(request))
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, (request, error.details())
         assert [f for f, _ in bad_request(error)] == [field]
-    if not hasattr(controller.runtime.store, "workflow_events"):
-        pytest.skip("needs the event log (fence part)")
     error = await _error(events(OR.GetWorkflowEventsRequest(workflow_id="wf-nothing")))
     assert error.code() is grpc.StatusCode.NOT_FOUND
 
 
 async def test_the_log_of_a_workflow_and_of_one_task(controller: Controller) -> None:
-    if not hasattr(controller.runtime.store, "workflow_events"):
-        pytest.skip("needs the event log (fence part)")
     spec = workflow_spec("logged", [shell_task("a"), shell_task("b", "a")])
     submitted = await controller.orchestrator.SubmitWorkflow(OR.SubmitWorkflowRequest(spec=spec, start=True))
     workflow_id = submitted.workflow_id
