@@ -120,9 +120,10 @@ def test_agent_kill9_requeues_its_attempts_and_fences_late_reports(cluster: Clus
     # their supervisors must have fenced themselves (6 s + the 2 s kill grace + a margin).
     fencing = ["--adopt-grace", "0", "--lease", "3", "--fence-after", "6", "--kill-grace", "2"]
     api = cluster.start({"doomed": 2}, controller_flags=fencing)
+    # Long enough to be still running when the agent is killed (its start is seconds after theirs).
     slow = {"slow-a": 10, "slow-b": 20}
     tasks: list[dict[str, Any]] = [
-        {"name": name, "agent_type": "shell", "payload": {"shell": f"sleep 3; echo {value}"}}
+        {"name": name, "agent_type": "shell", "payload": {"shell": f"sleep 8; echo {value}"}}
         for name, value in slow.items()
     ]
     tasks.append(
@@ -154,7 +155,7 @@ def test_agent_kill9_requeues_its_attempts_and_fences_late_reports(cluster: Clus
     eventually(moved, 30, "the lost attempts to run on the surviving agent")
     print(f"\nrequeued on the other agent {time.monotonic() - killed_at:.1f} s after kill -9")
 
-    final = api.wait_done(workflow_id, timeout=20)
+    final = api.wait_done(workflow_id, timeout=30)
     assert final.state == WorkflowState.COMPLETED, final.error
     by_name = {t.name: t for t in final.tasks}
     assert json.loads(by_name["join"].result_json) == 30
