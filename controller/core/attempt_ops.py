@@ -466,6 +466,12 @@ class AttemptOps(WorkflowOps):
             del self.unacknowledged[attempt_id]
             attempt = self.attempts[attempt_id]
             agent = self.agents.get(attempt.agent_id)
+            if agent is not None and agent.state not in (AgentState.CONNECTED, AgentState.DRAINING):
+                # Its stream is gone: the agent may have got the assignment and started it just
+                # before it died or was cut off, its Accepted lost with it. Taking it back now could
+                # run two copies; it stays with the agent and follows the fence clock like a running
+                # attempt (or the agent's next Hello says whether it holds it).
+                continue
             name = agent.name if agent is not None else attempt.agent_id
             self.requeue(attempt, A.LOST, now, f"not acknowledged by agent {name} within {lease:g}s")
             taken.setdefault(attempt.agent_id, []).append(attempt_id)

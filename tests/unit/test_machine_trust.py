@@ -58,6 +58,27 @@ def test_unacknowledged_assignment_is_taken_back_and_its_agent_held_back(make_si
     assert sim.machine.workflows[wf].state is W.COMPLETED
 
 
+def test_an_unacknowledged_assignment_of_a_vanished_agent_waits_for_the_fence(make_sim: Callable[..., Sim]) -> None:
+    # The agent may have started it just before it died, its Accepted lost with it: taking it back
+    # at the assignment lease could run two copies. It follows the fence clock instead.
+    sim = _silent(make_sim)
+    sim.hello("dying", slots=1)
+    wf, step = sim.submit([task_spec("t")])
+    (assignment,) = step.assignments("dying")
+    attempt_id = assignment.attempt_id
+    silent_since = sim.machine.agents["dying"].last_seen
+    sim.do(ev.AgentGone("dying", sim.machine.agents["dying"].session_epoch))
+    step = sim.run_for(5.0, silent=["dying"])
+    assert not step.of(ev.CancelAttempts)
+    assert sim.machine.attempts[attempt_id].state is A.ASSIGNED
+    fenced_at = silent_since + sim.machine.config.fence_total_s
+    sim.run_for(fenced_at - sim.now - 0.01, silent=["dying"])
+    assert sim.machine.attempts[attempt_id].state is A.ASSIGNED, "not before the fence deadline"
+    sim.run_for(0.05, silent=["dying"])
+    assert sim.machine.attempts[attempt_id].state is A.LOST
+    assert sim.task(wf, "t").state is T.READY
+
+
 def test_accepted_or_started_within_the_lease_keeps_the_attempt(make_sim: Callable[..., Sim]) -> None:
     sim = _silent(make_sim)
     sim.hello("a1", slots=1)
