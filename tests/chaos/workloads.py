@@ -62,17 +62,19 @@ def pipe_holder(name: str, ledger: Path, run_id: str, timeout_s: float) -> dict[
 
 
 def poison(name: str, ledger: Path, run_id: str, retries: int) -> dict[str, Any]:
-    """A task that kill -9s the agent running it and its own supervisor, like a crashing driver.
+    """A task that kill -9s the agent running it, its own supervisor and itself: a crashing driver.
 
     The agent is found by its ``--work-dir`` (the task runs in ``<work dir>/attempts/<id>``), never
-    by a broad name: parallel scenarios run other agents on this machine. Ancestors are killed only
-    while they are ``corral.agent`` processes, so the climb stops below the harness.
+    by a broad name: parallel scenarios run other agents on this machine. Ancestors are killed
+    while they are the agent or a supervisor, and never the harness (pytest, tests.chaos), so the
+    climb stops below it. Last the task kills itself: no copy of it runs on without its owner.
     """
     work = """W=$(cd ../.. && pwd)
 pkill -9 -f -- "--work-dir $W --kill-grace"
 p=$PPID
-while [ "$p" -gt 1 ] && grep -qa "corral[.]agent" "/proc/$p/cmdline" 2>/dev/null; do
+while [ "$p" -gt 1 ] && grep -qaE "corral[./]agent|supervis" "/proc/$p/cmdline" 2>/dev/null \\
+    && ! grep -qaE "pytest|tests[.]chaos" "/proc/$p/cmdline"; do
   next=$(awk '{print $4}' "/proc/$p/stat"); kill -9 "$p"; p=$next
 done
-sleep 30"""
+kill -9 $$"""
     return ledger_task(name, ledger, run_id, work, retries=retries)
