@@ -98,13 +98,15 @@ def check(cluster: ChaosCluster, row: Row, workflow_ids: Sequence[str], finished
     row.figures["reruns_after_fence"] = sum(allowed.values())
     row.double = sum(max(0, extra - allowed.get(key, 0)) for key, extra in report.reruns().items())
 
-    sightings = cluster.scanner.last_alive()
-    ends = {a: min(t for t in (ended.get(a), _ledger_end(report, a)) if t is not None) for a in ended}
+    # An attempt ended at its end line or when the controller moved on from it, whichever came first.
+    ends = dict(ended)
     for attempt_id, run in report.runs.items():
         if run.end is not None:
             ends[attempt_id] = min(ends.get(attempt_id, run.end), run.end)
+    sightings = cluster.scanner.last_alive()
+    alive_now = cluster.scanner.alive()
     orphans = sorted(a for a, seen in sightings.items() if a in ends and seen > ends[a] + ORPHAN_AFTER_S)
-    orphans += sorted(a for a in sightings if a not in ends and a in cluster.scanner.alive())
+    orphans += sorted(a for a in alive_now if a not in ends)
     row.orphans = len(orphans)
     if orphans:
         row.failures.append(f"processes alive > {ORPHAN_AFTER_S:g} s after their attempt ended: {orphans[:5]}")
@@ -113,11 +115,6 @@ def check(cluster: ChaosCluster, row: Row, workflow_ids: Sequence[str], finished
     row.expect(verdict == "ok", f"integrity_check: {verdict}")
     _check_allocations(cluster, row)
     return report
-
-
-def _ledger_end(report: LedgerReport, attempt_id: str) -> float | None:
-    run = report.runs.get(attempt_id)
-    return run.end if run is not None else None
 
 
 def _attempt_ends(cluster: ChaosCluster) -> dict[str, float]:

@@ -184,10 +184,10 @@ class Monitor:
             return [c for c in self.history if c.kind == kind and c.at >= after]
 
     def agent_lost_at(self, name: str, after: float) -> float | None:
-        """First time after ``after`` the controller showed agent ``name`` LOST (or disconnected)."""
-        gone = (types_pb2.AGENT_STATE_LOST, types_pb2.AGENT_STATE_DISCONNECTED)
+        """First time after ``after`` the controller showed agent ``name`` LOST (a closed stream
+        alone, DISCONNECTED, is not a detection: the agent may be back in a moment)."""
         for change in self.changes("agent", after):
-            if change.key == name and change.value in gone:
+            if change.key == name and change.value == types_pb2.AGENT_STATE_LOST:
                 return change.at
         return None
 

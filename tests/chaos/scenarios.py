@@ -30,6 +30,7 @@ from tests.chaos.workloads import dag, ledger_task, pipe_holder, poison
 __all__ = ["SCENARIOS", "Scenario"]
 
 COMPLETED = types_pb2.TASK_STATE_COMPLETED
+RUNNING = types_pb2.TASK_STATE_RUNNING
 FAILED = types_pb2.TASK_STATE_FAILED
 
 
@@ -95,15 +96,15 @@ def _agent_fault(fault: AgentFault, name: str) -> Callable[[Path, Timings], Row]
             longs = [ledger_task(f"long{i}", cluster.ledger, cluster.run_id, f"sleep {long_s}") for i in range(3)]
             tasks = longs + dag(cluster.ledger, cluster.run_id, 24, 6, (2, 3, 4, 5))
             workflow_id = cluster.submit({"name": name, "tasks": tasks})
-            running = cluster.wait(lambda: cluster.running_on(workflow_id, ["long0", "long1", "long2"]), 60, "longs")
-            victim_id = running["long0"].agent_id
+            started = cluster.wait(lambda: cluster.running_on(workflow_id, ["long0", "long1", "long2"]), 60, "longs")
+            victim_id = started["long0"].agent_id
             victim = next(a for a in cluster.agents.values() if a.name == victim_id)
             time.sleep(1.0)  # some short tasks are now mid-run on the victim too
-            on_victim = {
-                t.attempt_id
-                for t in cluster.status(workflow_id).tasks
-                if t.agent_id == victim_id and t.state in (types_pb2.TASK_STATE_RUNNING, types_pb2.TASK_STATE_ASSIGNED)
-            }
+            at_fault = [t for t in cluster.status(workflow_id).tasks if t.agent_id == victim_id]
+            on_victim = {t.attempt_id for t in at_fault if t.state in (RUNNING, types_pb2.TASK_STATE_ASSIGNED)}
+            # Detection and requeue times are about running attempts: an assigned one not started
+            # is taken back by the assignment lease (seconds), which is not the fault's detection.
+            running = {t.attempt_id for t in at_fault if t.state == RUNNING}
             t0 = boottime()
             heal = _apply(cluster, victim, fault.kind)
             if hold is not None:
@@ -112,10 +113,10 @@ def _agent_fault(fault: AgentFault, name: str) -> Callable[[Path, Timings], Row]
             finished = cluster.wait_terminal([workflow_id], timeout=long_s * 2 + window + 120)
             report = check(cluster, row, [workflow_id], finished)
             lost_at = cluster.monitor.agent_lost_at(victim.name, t0)
-            requeued = cluster.monitor.requeued_at(on_victim, t0)
+            requeued = cluster.monitor.requeued_at(running, t0)
             detected = [t for t in (lost_at, requeued) if t is not None]
             row.detect_s = min(detected) - t0 if detected else None
-            replacement = _first_replacement_start(report, on_victim, t0)
+            replacement = _first_replacement_start(report, running, t0)
             row.recover_s = replacement - t0 if replacement is not None else None
             tasks_now = cluster.tasks(workflow_id)
             old_runs = [r for r in report.runs.values() if r.attempt_id in on_victim]
@@ -201,31 +202,30 @@ def _controller_kill9(
         with ChaosCluster(directory, timings) as cluster:
             tasks = dag(cluster.ledger, cluster.run_id, count, width, seconds)
             workflow_id = cluster.submit({"name": name, "tasks": tasks})
-            import_s = _import_time()
-            serving, agents_back = [], []
+            serving, agents_back, beyond_imports = [], [], []
             for _ in range(kills):
                 time.sleep(max(seconds) * 1.5)  # let a few layers complete between kills
+                import_s = _import_time()  # this moment's interpreter start-up, on this loaded machine
                 cluster.controller.kill9()
                 cluster.controller.start()
                 cluster.reset_channel()
                 cluster.wait(lambda: cluster.status(workflow_id), 10, "the controller to serve", interval=0.02)
                 serving.append(boottime() - cluster.controller.started_at)
+                beyond_imports.append(serving[-1] - import_s)
                 cluster.wait(lambda: set(cluster.agents) <= cluster.connected(), 30, "the agents to come back")
                 agents_back.append(boottime() - cluster.controller.started_at)
             finished = cluster.wait_terminal([workflow_id], timeout=count * max(seconds) / 4 + 180)
             report = check(cluster, row, [workflow_id], finished)
             row.recover_s = max(serving)
             row.figures["serving_s_max"] = max(serving)
-            row.figures["interpreter_import_s"] = import_s
+            row.figures["serving_beyond_imports_s_max"] = max(beyond_imports)
             row.figures["agents_back_s_max"] = max(agents_back)
             row.figures["restarted_bodies"] = sum(n - 1 for n in report.starts.values() if n > 1)
             final = cluster.status(workflow_id).tasks
             row.expect(all(t.state == COMPLETED for t in final), "not every task COMPLETED")
             row.expect(not report.reruns(), f"completed bodies ran again: {sorted(report.reruns())[:5]}")
             # From spawn: the interpreter's own start (imports) is not the controller's recovery.
-            row.expect(
-                max(serving) - import_s <= 1, f"serving {max(serving):.2f} s after a restart (imports {import_s:.2f} s)"
-            )
+            row.expect(max(beyond_imports) <= 1, f"serving {max(beyond_imports):.2f} s after a restart's imports")
             row.expect_clean("lost", "overlaps", "orphans")
         return row
 
