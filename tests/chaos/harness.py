@@ -146,6 +146,7 @@ class ControllerProc:
         self.proc: _Proc | None = None
         self.starts = 0
         self.started_at = 0.0  # boottime of the last spawn
+        self.db_opened_at: float | None = None  # boottime the last start opened its database
 
     def start(self) -> str:
         assert self.proc is None or not self.proc.alive()
@@ -159,12 +160,33 @@ class ControllerProc:
         log = self.cluster.directory / f"controller-{self.starts}.log"
         self.started_at = boottime()
         self.proc = _Proc(f"controller#{self.starts}", argv, self.cluster.env, log)
+        self.db_opened_at = self._watch_db_open(address_file)
         try:
             address = wait_for_address(address_file, exited=self.proc.popen.poll, timeout=60)
         except (ControllerExited, AddressTimeout) as exc:
             raise RuntimeError(f"{exc}:\n{log.read_text(errors='replace')[-5000:]}") from None
         self.address = address
         return address
+
+    def _watch_db_open(self, address_file: Path, timeout: float = 60.0) -> float | None:
+        """When the new process opened its database: the end of its interpreter start-up and
+        imports, the start of its own recovery. None when it served (or died) before we saw it."""
+        assert self.proc is not None
+        fd_dir = Path(f"/proc/{self.proc.pid}/fd")
+        target = str(self.db)
+        deadline = time.monotonic() + timeout
+        while self.proc.alive() and time.monotonic() < deadline and not address_file.exists():
+            with contextlib.suppress(OSError):
+                for fd in fd_dir.iterdir():
+                    with contextlib.suppress(OSError):
+                        if os.readlink(fd) == target:
+                            return boottime()
+            time.sleep(0.005)
+        return None
+
+    def recovery_started(self) -> float:
+        """Boottime the last start's own recovery began: its database's opening, else its spawn."""
+        return self.db_opened_at if self.db_opened_at is not None else self.started_at
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()

@@ -9,8 +9,6 @@ written out. Every scenario ends with :func:`tests.chaos.invariants.check`.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -173,7 +171,7 @@ def _controller_down(hold_at_30: float, name: str) -> Callable[[Path, Timings], 
             cluster.controller.start()
             cluster.reset_channel()
             cluster.wait(lambda: cluster.status(workflow_id), 10, "the controller to serve", interval=0.02)
-            row.figures["serving_after_restart_s"] = boottime() - cluster.controller.started_at
+            row.figures["serving_after_restart_s"] = boottime() - cluster.controller.recovery_started()
             finished = cluster.wait_terminal([workflow_id], timeout=long_s * 2 + 120)
             report = check(cluster, row, [workflow_id], finished)
             final = cluster.tasks(workflow_id)
@@ -202,41 +200,35 @@ def _controller_kill9(
         with ChaosCluster(directory, timings) as cluster:
             tasks = dag(cluster.ledger, cluster.run_id, count, width, seconds)
             workflow_id = cluster.submit({"name": name, "tasks": tasks})
-            serving, agents_back, beyond_imports = [], [], []
+            serving, from_spawn, agents_back = [], [], []
             for _ in range(kills):
                 time.sleep(max(seconds) * 1.5)  # let a few layers complete between kills
-                import_s = _import_time()  # this moment's interpreter start-up, on this loaded machine
                 cluster.controller.kill9()
                 cluster.controller.start()
                 cluster.reset_channel()
                 cluster.wait(lambda: cluster.status(workflow_id), 10, "the controller to serve", interval=0.02)
-                serving.append(boottime() - cluster.controller.started_at)
-                beyond_imports.append(serving[-1] - import_s)
+                # Recovery is timed from the database's opening: the interpreter's start-up and
+                # imports before it (1.5-5 s on a loaded 2-core machine) are not the controller's.
+                serving.append(boottime() - cluster.controller.recovery_started())
+                from_spawn.append(boottime() - cluster.controller.started_at)
                 cluster.wait(lambda: set(cluster.agents) <= cluster.connected(), 30, "the agents to come back")
                 agents_back.append(boottime() - cluster.controller.started_at)
             finished = cluster.wait_terminal([workflow_id], timeout=count * max(seconds) / 4 + 180)
             report = check(cluster, row, [workflow_id], finished)
             row.recover_s = max(serving)
             row.figures["serving_s_max"] = max(serving)
-            row.figures["serving_beyond_imports_s_max"] = max(beyond_imports)
+            row.figures["serving_from_spawn_s_max"] = max(from_spawn)
             row.figures["agents_back_s_max"] = max(agents_back)
             row.figures["restarted_bodies"] = sum(n - 1 for n in report.starts.values() if n > 1)
             final = cluster.status(workflow_id).tasks
             row.expect(all(t.state == COMPLETED for t in final), "not every task COMPLETED")
             row.expect(not report.reruns(), f"completed bodies ran again: {sorted(report.reruns())[:5]}")
             # From spawn: the interpreter's own start (imports) is not the controller's recovery.
-            row.expect(max(beyond_imports) <= 1, f"serving {max(beyond_imports):.2f} s after a restart's imports")
+            row.expect(max(serving) <= 1, f"serving {max(serving):.2f} s after a restart opened its database")
             row.expect_clean("lost", "overlaps", "orphans")
         return row
 
     return run
-
-
-def _import_time() -> float:
-    """Seconds a fresh interpreter takes to import the controller (a loaded machine's baseline)."""
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import corral.controller.daemon"], check=True, timeout=60)
-    return time.monotonic() - started
 
 
 # -- agent restarts, poison -----------------------------------------------------------------------
@@ -379,7 +371,7 @@ def disk_full(directory: Path, timings: Timings) -> Row:
         if cluster.controller.alive():
             finished = cluster.wait_terminal(acked, timeout=120)
             check(cluster, row, acked, finished)
-            row.expect(row.lost == 0, "acknowledged workflows were lost")
+            row.expect_clean()
     return row
 
 
