@@ -15,7 +15,9 @@ ways or one way), controller outages, and a small tmpfs under the controller's d
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,19 +78,19 @@ def supported_flags(flags: Sequence[str]) -> list[str]:
 
     The harness is written against the issue 8 flags; on a tree where a part is not merged yet the
     controller would refuse to start, so unknown flags are dropped (and the scenario shows why it
-    fails instead of the harness crashing).
+    fails instead of the harness crashing). Known flags are judged by name, not one by one: a
+    value may only be valid next to another (fence-after must exceed the lease).
     """
     from corral.controller.daemon import parse_args
 
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+        parse_args(["--help"])
+    known = set(re.findall(r"--[a-z][a-z0-9-]*", help_text.getvalue()))
     kept: list[str] = []
     for i in range(0, len(flags), 2):
-        pair = list(flags[i : i + 2])
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-            try:
-                parse_args(["--memory", *pair])
-            except SystemExit:
-                continue
-        kept += pair
+        if flags[i] in known:
+            kept += flags[i : i + 2]
     return kept
 
 
