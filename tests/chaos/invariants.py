@@ -88,6 +88,7 @@ def check(cluster: ChaosCluster, row: Row, workflow_ids: Sequence[str], finished
     tasks = {(w, t.name): t for w, s in statuses.items() for t in s.tasks}
     row.lost += sum(1 for t in tasks.values() if t.state not in TERMINAL)
 
+    row.expect(cluster.monitor.sync(), "the monitor could not poll the controller")
     ended = _attempt_ends(cluster)
     _wait_for_stragglers(cluster, ended)
     report = analyse(read_ledger(cluster.ledger), cluster.scanner.last_alive())

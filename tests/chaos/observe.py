@@ -125,6 +125,7 @@ class Monitor:
         self.workflows: list[str] = []
         self.history: list[Change] = []
         self._last: dict[tuple[str, str], Any] = {}
+        self.cycles = 0  # complete polls so far
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chaos-monitor", daemon=True)
@@ -164,6 +165,8 @@ class Monitor:
                     for task in status.tasks:
                         value = (task.attempt_id, task.state, task.agent_id)
                         self._record(now, "task", f"{workflow_id}/{task.name}", value)
+                with self._lock:
+                    self.cycles += 1
             except grpc.RpcError:
                 # Down or restarting: a fresh channel skips the reconnect backoff.
                 if channel is not None:
@@ -172,6 +175,19 @@ class Monitor:
             self._stop.wait(self.period)
         if channel is not None:
             channel.close()
+
+    def sync(self, timeout: float = 20.0) -> bool:
+        """Wait until a poll that began after this call has completed (so the history holds what
+        the caller has just seen); False when none did within ``timeout``."""
+        with self._lock:
+            target = self.cycles + 2  # the poll running now may have begun before this call
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.cycles >= target:
+                    return True
+            time.sleep(0.05)
+        return False
 
     def _record(self, at: float, kind: str, key: str, value: Any) -> None:
         with self._lock:

@@ -66,13 +66,14 @@ def poison(name: str, ledger: Path, run_id: str, retries: int) -> dict[str, Any]
 
     The agent is found by its ``--work-dir`` (the task runs in ``<work dir>/attempts/<id>``), never
     by a broad name: parallel scenarios run other agents on this machine. Ancestors are killed
-    while they are the agent or a supervisor, and never the harness (pytest, tests.chaos), so the
+    while they are the agent, a supervisor or the supervisors' fork server (``corral.agent`` or
+    ``.../agent/...py`` on their command line), and never the harness (pytest, tests.chaos), so the
     climb stops below it. Last the task kills itself: no copy of it runs on without its owner.
     """
     work = """W=$(cd ../.. && pwd)
 pkill -9 -f -- "--work-dir $W --kill-grace"
 p=$PPID
-while [ "$p" -gt 1 ] && grep -qaE "corral[./]agent|supervis" "/proc/$p/cmdline" 2>/dev/null \\
+while [ "$p" -gt 1 ] && grep -qaE "corral[./]agent|/agent/|supervis|forkserver" "/proc/$p/cmdline" 2>/dev/null \\
     && ! grep -qaE "pytest|tests[.]chaos" "/proc/$p/cmdline"; do
   next=$(awk '{print $4}' "/proc/$p/stat"); kill -9 "$p"; p=$next
 done
