@@ -69,8 +69,11 @@ def poison(name: str, ledger: Path, run_id: str, retries: int) -> dict[str, Any]
     while they are the agent, a supervisor or the supervisors' fork server (``corral.agent`` or
     ``.../agent/...py`` on their command line), and never the harness (pytest, tests.chaos), so the
     climb stops below it. Last the task kills itself: no copy of it runs on without its owner.
+    It runs 2 s first, like a crash mid-run: the controller counts an agent loss only for an attempt
+    it knew was running (one still ASSIGNED when its agent died is requeued without a count).
     """
-    work = """W=$(cd ../.. && pwd)
+    work = """sleep 2
+W=$(cd ../.. && pwd)
 pkill -9 -f -- "--work-dir $W --kill-grace"
 p=$PPID
 while [ "$p" -gt 1 ] && grep -qaE "corral[./]agent|/agent/|supervis|forkserver" "/proc/$p/cmdline" 2>/dev/null \\
