@@ -116,7 +116,6 @@ def _agent_fault(fault: AgentFault, name: str) -> Callable[[Path, Timings], Row]
             row.detect_s = min(detected) - t0 if detected else None
             replacement = _first_replacement_start(report, running, t0)
             row.recover_s = replacement - t0 if replacement is not None else None
-            tasks_now = cluster.tasks(workflow_id)
             old_runs = [r for r in report.runs.values() if r.attempt_id in on_victim]
             killed = [r for r in old_runs if r.end is None]
             if fenced:
@@ -133,7 +132,8 @@ def _agent_fault(fault: AgentFault, name: str) -> Callable[[Path, Timings], Row]
                     f"requeued {row.figures['requeued_s']} s after the fault (limit {window + 2:g} s)",
                 )
             else:
-                reran = sorted(n for n, t in tasks_now.items() if t.attempts != 1)
+                # Counted on the ledger: taking back an assignment the agent never got is no rerun.
+                reran = sorted(task for (_, task), n in report.starts.items() if n > 1)
                 row.expect(not reran, f"a fault shorter than fence-after re-ran tasks: {reran}")
                 row.expect(not killed, f"a fault shorter than fence-after killed {len(killed)} attempt(s)")
             row.expect_clean()
@@ -183,7 +183,7 @@ def _controller_down(hold_at_30: float, name: str) -> Callable[[Path, Timings], 
                 replacement = _first_replacement_start(report, {r.attempt_id for r in report.by_task("stop0")[:1]}, t0)
                 row.recover_s = None if replacement is None else replacement - t0
             else:
-                reran = sorted(n for n, t in final.items() if t.attempts != 1)
+                reran = sorted(task for (_, task), n in report.starts.items() if n > 1)
                 row.expect(not reran, f"an outage shorter than fence-after re-ran tasks: {reran}")
                 row.recover_s = row.figures["serving_after_restart_s"] + hold
             row.expect_clean()
