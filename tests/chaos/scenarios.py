@@ -108,7 +108,7 @@ def _agent_fault(fault: AgentFault, name: str) -> Callable[[Path, Timings], Row]
             if hold is not None:
                 time.sleep(hold)  # the fault itself: its length is the scenario's parameter
                 heal()
-            finished = cluster.wait_terminal([workflow_id], timeout=long_s * 2 + window + 120)
+            finished = cluster.wait_terminal([workflow_id], timeout=long_s * 2 + window + 120 * _scale(timings))
             report = check(cluster, row, [workflow_id], finished)
             lost_at = cluster.monitor.agent_lost_at(victim.name, t0)
             requeued = cluster.monitor.requeued_at(running, t0)
@@ -213,7 +213,7 @@ def _controller_kill9(
                 from_spawn.append(boottime() - cluster.controller.started_at)
                 cluster.wait(lambda: set(cluster.agents) <= cluster.connected(), 30, "the agents to come back")
                 agents_back.append(boottime() - cluster.controller.started_at)
-            finished = cluster.wait_terminal([workflow_id], timeout=count * max(seconds) / 4 + 180)
+            finished = cluster.wait_terminal([workflow_id], timeout=count * max(seconds) / 4 + 60)
             report = check(cluster, row, [workflow_id], finished)
             row.recover_s = max(serving)
             row.figures["serving_s_max"] = max(serving)
@@ -271,7 +271,7 @@ def poison_task(directory: Path, timings: Timings) -> Row:
         tasks += [ledger_task(f"n{i}", cluster.ledger, cluster.run_id, f"sleep {2 + i % 4}") for i in range(20)]
         t0 = boottime()
         workflow_id = cluster.submit({"name": "poison", "tasks": tasks})
-        finished = cluster.wait_terminal([workflow_id], timeout=180)
+        finished = cluster.wait_terminal([workflow_id], timeout=30 + 150 * _scale(timings))
         deaths = sum(a.deaths for a in cluster.agents.values())
         for agent in cluster.agents.values():
             agent.auto_restart = False
@@ -369,7 +369,7 @@ def disk_full(directory: Path, timings: Timings) -> Row:
         row.expect(not read_failures, f"reads failed while the disk was full: {sorted(set(read_failures))}")
         row.expect(row.recover_s is not None and row.recover_s <= 5.0, f"resumed {row.recover_s} s after freeing")
         if cluster.controller.alive():
-            finished = cluster.wait_terminal(acked, timeout=120)
+            finished = cluster.wait_terminal(acked, timeout=60)
             check(cluster, row, acked, finished)
             row.expect_clean()
     return row

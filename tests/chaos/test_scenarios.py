@@ -18,7 +18,7 @@ from tests.chaos.scenarios import SCENARIOS, Scenario
 
 def _param(scenario: Scenario) -> object:
     if scenario.fast:
-        return pytest.param(scenario, id=scenario.name, marks=[pytest.mark.timeout(150)])
+        return pytest.param(scenario, id=scenario.name, marks=[pytest.mark.timeout(240)])
     return pytest.param(scenario, id=scenario.name, marks=[pytest.mark.chaos, pytest.mark.timeout(600)])
 
 
