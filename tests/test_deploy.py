@@ -7,10 +7,13 @@ parsed and, when ``systemd-analyze`` exists, verified by systemd itself.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -295,3 +298,76 @@ def test_systemd_units_carry_the_tls_paths() -> None:
     assert env["CORRAL_CONTROLLER"].endswith(":7071"), "certificate holders use the mutual-TLS port"
     for name in ("controller.env", "agent.env"):
         assert "/etc/corral/tls/" in (UNITS / name).read_text(encoding="utf-8")
+
+
+def test_agent_unit_lets_supervisors_outlive_an_agent_restart() -> None:
+    text = (UNITS / "corral-agent.service").read_text(encoding="utf-8")
+    service = _unit(UNITS / "corral-agent.service")["Service"]
+    # Only the agent is signalled: its attempts' supervisors stay alive across a restart and are
+    # re-adopted; mixed or control-group would SIGKILL every running task with it.
+    assert service["KillMode"] == ["process"]
+    assert service["Restart"] == ["on-failure"]
+    assert service.get("Delegate") == ["yes"], "supervisors need the delegated cgroup subtree"
+    assert service.get("ProtectControlGroups", ["no"]) != ["yes"], "a read-only cgroupfs defeats Delegate="
+    comment = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    assert "supervisor" in comment and "re-adopts" in comment, "KillMode=process must say why"
+    controller = _unit(UNITS / "corral-controller.service")["Service"]
+    assert controller.get("KillMode", ["control-group"]) != ["process"], "the controller leaves nothing behind"
+
+
+_FAKE_CORRAL = """#!/bin/sh
+n=$(cat "$STATE/count" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$STATE/count.tmp"
+mv "$STATE/count.tmp" "$STATE/count"
+echo "$@" > "$STATE/args"
+read up _ < /proc/uptime; echo "$up" >> "$STATE/starts"
+if [ "$n" -eq 1 ]; then
+  # A supervisor: detached from the agent, it must survive the agent's crash and restart.
+  setsid sleep 120 </dev/null >/dev/null 2>&1 &
+  echo $! > "$STATE/supervisor"
+  read up _ < /proc/uptime; echo "$up" > "$STATE/crashed"
+  exit 3
+fi
+trap 'echo drained > "$STATE/drained"; exit 0' TERM
+while :; do sleep 0.1; done
+"""
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_k8s_agent_keeper_restarts_the_agent_in_place_and_forwards_sigterm(tmp_path: Path) -> None:
+    agent = _one("DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    shell, flag, script, name = agent["command"]
+    assert (shell, flag, name) == ("/bin/sh", "-c", "corral-keeper")
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    fake = bin_dir / "corral"
+    fake.write_text(_FAKE_CORRAL, encoding="utf-8")
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STATE": str(state)}
+    keeper = subprocess.Popen([shell, flag, script, name, *agent["args"]], env=env, start_new_session=True)
+    supervisor = 0
+    try:
+        count = state / "count"
+        _wait_for(lambda: count.exists() and count.read_text().strip() == "2", "the keeper to restart the agent")
+        # Both times from the fake agent itself (CLOCK_BOOTTIME, 10 ms steps): load cannot skew them.
+        restarted = float((state / "starts").read_text().split()[1])
+        assert restarted - float((state / "crashed").read_text()) >= 1.9, "restarted without the 2 s pause"
+        assert (state / "args").read_text().split() == agent["args"], "the agent lost its flags"
+        supervisor = int((state / "supervisor").read_text())
+        os.kill(supervisor, 0)  # still alive: the restart left it alone
+        keeper.send_signal(signal.SIGTERM)
+        assert keeper.wait(timeout=20) == 0
+        assert (state / "drained").exists(), "SIGTERM did not reach the agent"
+        assert count.read_text().strip() == "2", "the keeper restarted a draining agent"
+    finally:
+        if keeper.poll() is None:
+            os.killpg(keeper.pid, signal.SIGKILL)
+            keeper.wait(timeout=10)
+        if supervisor:
+            os.kill(supervisor, signal.SIGKILL)
