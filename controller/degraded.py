@@ -226,6 +226,9 @@ class DegradedMode:
         log.warning("the store takes writes again after %.1f s: writes resume", self.last_resume_s)
         self.degraded = None
         self._probe_delay = _PROBE_FIRST_S
+        # In the loop, before the next tick's timers: acks refused while degraded must not make
+        # the assignment lease take back attempts the agents hold.
+        self.machine.handle(ev.StorageResumed(), now)
         for agent_id, session in list(self.sessions.items()):
             if self._reopen_all or agent_id in self._reopen:
                 session.close()  # its unacknowledged reports come again with its next Hello

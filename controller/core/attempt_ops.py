@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from corral.controller.core.access import secret_refs
 from corral.controller.core.events import (
     Assign,
@@ -445,6 +447,15 @@ class AttemptOps(WorkflowOps):
         while queue and pending.get(queue[0][1]) != queue[0][0]:
             queue.popleft()
         return queue[0][0] if queue else None
+
+    def restart_assignment_leases(self, now: float) -> None:
+        """Give every unacknowledged assignment a full lease from ``now`` (after a storage outage,
+        during which an agent's Accepted or Started could not be recorded: taking the attempt back
+        then could run a second copy)."""
+        lease = self.config.assignment_lease_s
+        for attempt_id, deadline in self.unacknowledged.items():
+            self.unacknowledged[attempt_id] = max(deadline, now + lease)
+        self.ack_queue = deque(sorted((d, a) for a, d in self.unacknowledged.items()))
 
     def expire_assignments(self, now: float) -> None:
         """Take back assignments not acknowledged within the lease, and hold their agents back.

@@ -39,6 +39,7 @@ __all__ = [
     "Report",
     "ResumeWorkflow",
     "StartWorkflow",
+    "StorageResumed",
     "SubmitWorkflow",
     "Welcome",
     "WorkflowDone",
@@ -156,6 +157,12 @@ class AgentGone:
 
     agent_id: str
     session_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageResumed:
+    """The store takes writes again after refusing them. Agents' acknowledgements of that time
+    could not be recorded, so their assignment leases start again from now."""
 
 
 @dataclass(frozen=True, slots=True)

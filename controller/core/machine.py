@@ -61,6 +61,7 @@ class Machine(FleetOps):
             ev.AgentHello: self.hello,
             ev.AgentHeartbeat: self.heartbeat,
             ev.AgentGone: self.gone,
+            ev.StorageResumed: lambda e, now: self.restart_assignment_leases(now),
             ev.AgentReports: self.reports,
             ev.DrainAgent: self.drain,
             ev.AttemptStarted: self.started,

@@ -79,6 +79,20 @@ def test_an_unacknowledged_assignment_of_a_vanished_agent_waits_for_the_fence(ma
     assert sim.task(wf, "t").state is T.READY
 
 
+def test_assignment_leases_start_again_when_the_store_takes_writes_again(make_sim: Callable[..., Sim]) -> None:
+    # While the store refused writes the agent's Accepted could not be recorded: its assignment
+    # must not be taken back at the old deadline once writes resume.
+    sim = _silent(make_sim)
+    sim.hello("a1", slots=1)
+    wf, step = sim.submit([task_spec("t")])
+    (assignment,) = step.assignments("a1")
+    sim.advance(2.5)
+    sim.do(ev.StorageResumed())
+    assert not sim.advance(2.9).of(ev.CancelAttempts)
+    assert sim.machine.attempts[assignment.attempt_id].state is A.ASSIGNED
+    assert sim.advance(0.2).of(ev.CancelAttempts), "a full lease from the resume, then taken back"
+
+
 def test_accepted_or_started_within_the_lease_keeps_the_attempt(make_sim: Callable[..., Sim]) -> None:
     sim = _silent(make_sim)
     sim.hello("a1", slots=1)
