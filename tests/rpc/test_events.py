@@ -38,6 +38,8 @@ async def test_the_log_of_a_workflow_and_of_one_task(controller: Controller) -> 
     spec = workflow_spec("logged", [shell_task("a"), shell_task("b", "a")])
     submitted = await controller.orchestrator.SubmitWorkflow(OR.SubmitWorkflowRequest(spec=spec, start=True))
     workflow_id = submitted.workflow_id
+    # No agent: the tasks only become ready (published, not stored); a cancel gives each a stored event.
+    await controller.orchestrator.CancelWorkflow(OR.CancelWorkflowRequest(workflow_id=workflow_id))
     async with Client(controller.address) as client:
         everything = await client.events(workflow_id)
         assert everything, "a started workflow has events"
@@ -46,6 +48,7 @@ async def test_the_log_of_a_workflow_and_of_one_task(controller: Controller) -> 
         assert {e.workflow_id for e in everything} == {workflow_id}
         only_a = await client.events(workflow_id[:8], task="a")  # a prefix of the workflow, a task by name
         assert only_a and {e.task_name for e in only_a} == {"a"}
+        assert "cancelled" in {e.raw.kind for e in only_a}
         later = await client.events(workflow_id, after_seq=seqs[0])
         assert [e.seq for e in later] == seqs[1:]
         assert len(await client.events(workflow_id, limit=1)) == 1
