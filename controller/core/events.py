@@ -246,6 +246,7 @@ Event = (
     | AgentGone
     | AgentReports
     | DrainAgent
+    | StorageResumed
     | AttemptStarted
     | AttemptAccepted
     | AttemptReleased

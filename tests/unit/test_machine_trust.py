@@ -84,7 +84,7 @@ def test_assignment_leases_start_again_when_the_store_takes_writes_again(make_si
     # must not be taken back at the old deadline once writes resume.
     sim = _silent(make_sim)
     sim.hello("a1", slots=1)
-    wf, step = sim.submit([task_spec("t")])
+    _, step = sim.submit([task_spec("t")])
     (assignment,) = step.assignments("a1")
     sim.advance(2.5)
     sim.do(ev.StorageResumed())
