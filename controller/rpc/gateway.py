@@ -174,7 +174,7 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         del rt.sessions[session.agent_id]
         rt.usage.pop(session.agent_id, None)
         gone = ev.AgentGone(session.agent_id, session.epoch)
-        rt.post(lambda m, now: m.handle(gone, now))
+        rt.post_event(gone)
         log.info("agent %s stream closed (epoch %d)", session.agent_id, session.epoch)
 
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinResponse:
@@ -210,7 +210,9 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         event = ev.AgentHeartbeat(session.agent_id, session.epoch, beat.draining, inventory, beat.seq)
         # A plain heartbeat changes memory only, so its tick commits nothing (1,000 agents send
         # 500 a second); its echo goes out after that tick.
-        accepted = rt.post(lambda m, now: m.handle(event, now))
+        # As an event (not a raw command): the runtime knows it only reads, so it is served while
+        # the store refuses writes, and whose it is.
+        accepted = rt.post_event(event)
 
         def close_if_stale(done: asyncio.Future[Any]) -> None:
             # A session the controller no longer accepts (lost, or replaced) must reconnect.
@@ -234,7 +236,7 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
             if report is not None:
                 reports.append(report)
         event = ev.AgentReports(agent_id, epoch, tuple(reports))
-        self.rt.post(lambda m, now: m.handle(event, now))
+        self.rt.post_event(event)  # refused while degraded: its agent is asked to resend at resume
 
 
 def _checked_result(report: ev.AttemptFinished, path: str) -> ev.AttemptFinished:

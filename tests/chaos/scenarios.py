@@ -92,11 +92,16 @@ def _agent_fault(fault: AgentFault, name: str) -> Callable[[Path, Timings], Row]
         long_s = round(window * 1.5 + 5)
         with ChaosCluster(directory, timings, netns=fault.netns) as cluster:
             longs = [ledger_task(f"long{i}", cluster.ledger, cluster.run_id, f"sleep {long_s}") for i in range(3)]
-            tasks = longs + dag(cluster.ledger, cluster.run_id, 24, 6, (2, 3, 4, 5))
+            tasks = longs + dag(cluster.ledger, cluster.run_id, 60, 6, (2, 3, 4, 5))
             workflow_id = cluster.submit({"name": name, "tasks": tasks})
             started = cluster.wait(lambda: cluster.running_on(workflow_id, ["long0", "long1", "long2"]), 60, "longs")
             victim_id = started["long0"].agent_id
             victim = next(a for a in cluster.agents.values() if a.name == victim_id)
+            # As in production, the fault comes after the controller's adoption grace (no agent is
+            # declared lost in the first adopt_grace seconds after a start): detection is then the lease.
+            settle = cluster.controller.started_at + timings.adopt_grace - boottime()
+            if settle > 0:
+                time.sleep(settle)  # not an assert: the fault waits until the grace is over
             time.sleep(1.0)  # some short tasks are now mid-run on the victim too
             at_fault = [t for t in cluster.status(workflow_id).tasks if t.agent_id == victim_id]
             on_victim = {t.attempt_id for t in at_fault if t.state in (RUNNING, types_pb2.TASK_STATE_ASSIGNED)}

@@ -801,13 +801,15 @@ def test_event_log_refuses_a_reused_seq_and_changes_nothing(backend: Backend) ->
     assert [e.seq for e in backend.store.workflow_events("wf-1")] == [1]
 
 
-def test_sqlite_event_log_reads_use_the_workflow_index(tmp_path: Path) -> None:
+def test_sqlite_event_log_reads_are_a_range_of_the_clustered_key(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "c.db")
     try:
         plan = store._reader.execute(
             "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT 5",
             ("w", 0),
         ).fetchall()
-        assert any("events_by_workflow" in str(row) for row in plan), plan
+        # The clustered key (workflow_id, seq): a range search, no sort, no scan.
+        assert any("USING PRIMARY KEY (workflow_id=? AND seq>?)" in str(row) for row in plan), plan
+        assert not any("TEMP B-TREE" in str(row) or "SCAN" in str(row) for row in plan), plan
     finally:
         store.close()
