@@ -19,7 +19,7 @@ import psutil
 import structlog
 
 if TYPE_CHECKING:
-    from corral.agent.pypool import PyWorker
+    from corral.agent.pyconn import PyWorker
 
 __all__ = ["ORPHAN_SETTLE_S", "lock_name", "remove_stale_workers", "settle_orphans", "stop_worker"]
 

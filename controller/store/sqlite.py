@@ -4,9 +4,8 @@ Schema and migrations go through sqlite-utils; the hot path (``commit``) uses th
 connection with ``executemany`` upserts, which is an order of magnitude faster than
 ``Table.upsert_all`` for the tens of thousands of rows a large submission produces.
 
-Migrations are plain functions applied in order; ``PRAGMA user_version`` records how many ran. To
-change the schema, append a function to :data:`MIGRATIONS` (never edit a released one) and update
-:data:`corral.controller.store.codec.COLUMNS` to match.
+Migrations (:mod:`sqlite_schema`) are plain functions applied in order; ``PRAGMA user_version``
+records how many ran.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,10 +24,10 @@ from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEn
 from corral.controller.core.model import WorkflowEvent
 from corral.controller.store import access_codec, codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
+from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
+from corral.controller.store.sqlite_schema import quote_name as _quote
 
 __all__ = ["MIGRATIONS", "Migration", "SchemaVersionError", "SqliteStore"]
-
-Migration = Callable[[sqlite_utils.Database], None]
 
 _SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _BUSY_TIMEOUT_MS: Final = 10_000
@@ -38,268 +37,6 @@ _BUSY_TIMEOUT_MS: Final = 10_000
 _TRUNCATED: Final = 0
 _STDOUT: Final = 1
 _STDERR: Final = 2
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-class SchemaVersionError(RuntimeError):
-    """The database was written by a newer corral whose schema this version does not know."""
-
-
-def _migration_1(db: sqlite_utils.Database) -> None:
-    """The initial schema."""
-    db.create_table(
-        "workflows",
-        {
-            "id": str,
-            "name": str,
-            "task_ids": str,  # JSON array
-            "state": str,
-            "metadata": bytes,  # JSON
-            "labels": str,  # JSON object
-            "idempotency_key": str,
-            "standalone": int,
-            "created_at": float,
-            "started_at": float,
-            "finished_at": float,
-            "error": str,
-        },
-        pk="id",
-        not_null=["name", "task_ids", "state", "metadata", "labels", "standalone", "created_at", "error"],
-        strict=True,
-    )
-    db.create_table(
-        "tasks",
-        {
-            "id": str,
-            "workflow_id": str,
-            "name": str,
-            "index": int,
-            "agent_type": str,
-            "payload": bytes,  # JSON
-            "type": str,
-            "resources": str,  # JSON object
-            "priority": int,
-            "timeout_s": float,
-            "max_retries": int,
-            "retry_backoff_s": float,
-            "dependencies": str,  # JSON array of task ids
-            "constraints": str,  # JSON object
-            "estimated_duration_s": float,
-            "state": str,
-            "retries_used": int,
-            "attempts": int,
-            "current_attempt_id": str,
-            "agent_id": str,
-            "result": bytes,  # JSON
-            "error": str,
-            "exit_code": int,
-            "created_at": float,
-            "ready_at": float,
-            "not_before": float,
-            "started_at": float,
-            "finished_at": float,
-        },
-        pk="id",
-        not_null=[
-            "workflow_id",
-            "name",
-            "index",
-            "agent_type",
-            "payload",
-            "type",
-            "resources",
-            "priority",
-            "max_retries",
-            "retry_backoff_s",
-            "dependencies",
-            "constraints",
-            "estimated_duration_s",
-            "state",
-            "retries_used",
-            "attempts",
-            "error",
-            "created_at",
-        ],
-        strict=True,
-    )
-    db.table("tasks").create_index(["workflow_id", "index"], index_name="tasks_by_workflow")
-    db.create_table(
-        "attempts",
-        {
-            "id": str,
-            "task_id": str,
-            "workflow_id": str,
-            "agent_id": str,
-            "number": int,
-            "state": str,
-            "resources": str,  # JSON object
-            "gpu_ids": str,  # JSON array
-            "pulled": int,
-            "assigned_at": float,
-            "started_at": float,
-            "finished_at": float,
-            "deadline": float,
-            "exit_code": int,
-            "error": str,
-        },
-        pk="id",
-        not_null=[
-            "task_id",
-            "workflow_id",
-            "agent_id",
-            "number",
-            "state",
-            "resources",
-            "gpu_ids",
-            "pulled",
-            "assigned_at",
-            "error",
-        ],
-        strict=True,
-    )
-    db.table("attempts").create_index(["task_id", "number"], index_name="attempts_by_task")
-    db.create_table(
-        "agents",
-        {
-            "id": str,
-            "name": str,
-            "hostname": str,
-            "agent_types": str,  # JSON array
-            "labels": str,  # JSON object
-            "inventory": str,  # JSON object
-            "state": str,
-            "session_epoch": int,
-            "connected_at": float,
-            "last_seen": float,
-            "version": str,
-        },
-        pk="id",
-        not_null=[
-            "name",
-            "hostname",
-            "agent_types",
-            "labels",
-            "inventory",
-            "state",
-            "session_epoch",
-            "connected_at",
-            "last_seen",
-            "version",
-        ],
-        strict=True,
-    )
-    # Captured output as append-only chunks: appending never rewrites what is already stored.
-    db.create_table(
-        "logs",
-        {"attempt_id": str, "stream": int, "offset": int, "data": bytes},
-        pk=("attempt_id", "stream", "offset"),
-        not_null=["data"],
-        strict=True,
-    )
-    db.create_table("meta", {"key": str, "value": str}, pk="key", not_null=["value"], strict=True)
-
-
-def _migration_2(db: sqlite_utils.Database) -> None:
-    """Trust on the wire: namespaces of workflows and tasks, tokens, secrets, revoked certificates, audit."""
-    db.table("workflows").add_column("namespace", str, not_null_default="default")
-    db.table("tasks").add_column("namespace", str, not_null_default="default")
-    db.create_table(
-        "namespaces",
-        {"name": str, "description": str, "created_at": float},
-        pk="name",
-        not_null=["description", "created_at"],
-        strict=True,
-    )
-    db.create_table(
-        "tokens",
-        {
-            "id": str,
-            "hash": str,  # hex SHA-256 of the token: the token itself is never stored
-            "kind": str,
-            "role": str,
-            "namespaces": str,  # JSON array
-            "description": str,
-            "created_at": float,
-            "expires_at": float,
-            "revoked_at": float,
-            "created_by": str,
-            "name_pattern": str,
-            "uses": int,
-            "used": int,
-            "labels": str,  # JSON object
-            "agent_types": str,  # JSON array
-            "agent_name": str,
-            "parent": str,
-        },
-        pk="id",
-        not_null=[
-            "hash",
-            "kind",
-            "role",
-            "namespaces",
-            "description",
-            "created_at",
-            "created_by",
-            "name_pattern",
-            "uses",
-            "used",
-            "labels",
-            "agent_types",
-            "agent_name",
-            "parent",
-        ],
-        strict=True,
-    )
-    db.table("tokens").create_index(["hash"], index_name="tokens_by_hash", unique=True)
-    db.create_table(
-        "secrets",
-        {"namespace": str, "name": str, "ciphertext": bytes, "updated_at": float},
-        pk=("namespace", "name"),
-        not_null=["ciphertext", "updated_at"],
-        strict=True,
-    )
-    db.create_table(
-        "revoked_certs",
-        {"name": str, "reason": str, "revoked_at": float},
-        pk="name",
-        not_null=["reason", "revoked_at"],
-        strict=True,
-    )
-    db.execute(
-        "CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, principal TEXT NOT NULL, "
-        "role TEXT NOT NULL, method TEXT NOT NULL, target TEXT NOT NULL, namespace TEXT NOT NULL, "
-        "code TEXT NOT NULL, detail TEXT NOT NULL)"
-    )
-    db.table("audit").create_index(["at"], index_name="audit_by_time")
-
-
-def _migration_3(db: sqlite_utils.Database) -> None:
-    """Issue 8: disconnect policy, poison and fence counts on tasks, agent incarnations, the event log."""
-    db.table("workflows").add_column("max_agent_losses", int)
-    tasks = db.table("tasks")
-    tasks.add_column("on_disconnect", str, not_null_default="stop")
-    tasks.add_column("max_disconnect_s", float)
-    tasks.add_column("max_agent_losses", int)
-    tasks.add_column("agent_losses", int, not_null_default=0)
-    tasks.add_column("reruns_after_fence", int, not_null_default=0)
-    tasks.add_column("failure_reason", str, not_null_default="")
-    db.table("agents").add_column("incarnation", str, not_null_default="")
-    # seq is global and increasing (the controller's event counter); readers page through one
-    # workflow by (workflow_id, seq), so that is the clustered key: one B-tree insert per row (a
-    # rowid table plus an index would be two, on the hot path of every task).
-    db.execute(
-        "CREATE TABLE events (workflow_id TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL, "
-        "workflow_state TEXT NOT NULL, task_id TEXT NOT NULL, task_name TEXT NOT NULL, task_state TEXT, "
-        "attempt_id TEXT NOT NULL, agent_id TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL, "
-        "message TEXT NOT NULL, PRIMARY KEY (workflow_id, seq)) STRICT, WITHOUT ROWID"
-    )
-
-
-#: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3)
 
 
 def _access_upsert(table: str, keys: Sequence[str]) -> str:
