@@ -112,7 +112,8 @@ async def test_a_timeout_kills_the_whole_tree_at_timeout_plus_grace(
     elapsed = loop.time() - began
     assert result.outcome == TIMED_OUT, result
     # The task ignores SIGTERM, so the whole grace is spent; the sleeper holding stdout does not matter.
-    assert 1.0 <= elapsed <= 1.0 + GRACE_S + 1.0, elapsed
+    print(f"\nended {elapsed:.2f} s after submit (timeout 1 s + grace {GRACE_S:g} s)")
+    assert 1.0 <= elapsed <= 3 * (1.0 + GRACE_S), elapsed  # not before the timeout; 3x slack on the end
     sleeper = int(pid_file.read_text())
     assert gone(sleeper) and gone(worker_pid)
     # The worker was replaced, and its replacement serves the next task.

@@ -170,7 +170,9 @@ async def test_timeout_ends_at_timeout_plus_grace_whatever_the_tree_does(tmp_pat
     result = await run.finish()
     elapsed = time.monotonic() - started
     assert result.outcome == TIMED_OUT, result
-    assert 2.0 <= elapsed <= 4.0, elapsed  # 2 s + 1 s grace, +-1 s
+    # Never before the timeout; the end (2 s + 1 s grace) with 3x slack. make chaos measures it.
+    print(f"\nended {elapsed:.2f} s after Started (timeout 2 s + grace 1 s)")
+    assert 2.0 <= elapsed <= 3 * 3.0, elapsed
     _assert_clean(tmp_path, attempt_id, run)
 
 
@@ -271,7 +273,8 @@ async def test_an_expiring_lease_fences_a_stop_attempt(tmp_path: Path) -> None:
     assert result.outcome == FENCED, result
     assert "fenced" in result.error and result.retryable
     # Killed at lease (1.5 s, read every 0.5 s) + grace (0.5 s: it ignores SIGTERM).
-    assert 1.9 <= elapsed <= 4.5, elapsed
+    print(f"\nfenced {elapsed:.2f} s after Started")
+    assert 1.9 <= elapsed <= 3 * 2.5, elapsed  # not before the lease; 3x slack on lease + check + grace
     _assert_clean(tmp_path, attempt_id, run)
 
 
