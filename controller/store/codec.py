@@ -41,6 +41,7 @@ __all__ = [
     "decode_agent",
     "decode_attempt",
     "decode_event",
+    "decode_event_batch",
     "decode_inventory",
     "decode_resources",
     "decode_task",
@@ -48,6 +49,7 @@ __all__ = [
     "encode_agent",
     "encode_attempt",
     "encode_event",
+    "encode_event_batches",
     "encode_inventory",
     "encode_resources",
     "encode_task",
@@ -539,6 +541,60 @@ def decode_event(row: Sequence[Any]) -> WorkflowEvent:
         reason=row[10],
         message=row[11],
     )
+
+
+def encode_event_batches(events: Sequence[WorkflowEvent]) -> list[Row]:
+    """Rows of the ``event_batches`` table: one per workflow of a commit, its events in seq order.
+
+    A row is ``(last_seq, workflow_id, first_seq, data)``, ``data`` a JSON array of event arrays.
+    One row per workflow per commit, not per event: a tick placing or finishing hundreds of tasks
+    writes one B-tree entry per workflow (history in batches, as Temporal stores it).
+    """
+    grouped: dict[str, list[list[Any]]] = {}
+    for e in events:
+        fields = [
+            e.seq,
+            e.at,
+            _enum_value(e.workflow_state, WorkflowState, _WORKFLOW_STATES),
+            e.task_id,
+            e.task_name,
+            None if e.task_state is None else _enum_value(e.task_state, TaskState, _TASK_STATES),
+            e.attempt_id,
+            e.agent_id,
+            e.kind,
+            e.reason,
+            e.message,
+        ]
+        batch = grouped.get(e.workflow_id)
+        if batch is None:
+            grouped[e.workflow_id] = [fields]
+        else:
+            batch.append(fields)
+    return [
+        (batch[-1][0], workflow_id, batch[0][0], json.dumps(batch, ensure_ascii=False, separators=(",", ":")))
+        for workflow_id, batch in grouped.items()
+    ]
+
+
+def decode_event_batch(workflow_id: str, data: str) -> list[WorkflowEvent]:
+    """Inverse of one row of :func:`encode_event_batches`: its events, oldest first."""
+    return [
+        WorkflowEvent(
+            seq=f[0],
+            at=f[1],
+            workflow_id=workflow_id,
+            workflow_state=_WORKFLOW_STATES[f[2]],
+            task_id=f[3],
+            task_name=f[4],
+            task_state=None if f[5] is None else _TASK_STATES[f[5]],
+            attempt_id=f[6],
+            agent_id=f[7],
+            kind=f[8],
+            reason=f[9],
+            message=f[10],
+        )
+        for f in json.loads(data)
+    ]
 
 
 def merge_log_chunks(chunks: Sequence[LogChunk]) -> dict[str, tuple[bytes, bytes, bool]]:

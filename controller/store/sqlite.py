@@ -10,6 +10,9 @@ records how many ran.
 
 from __future__ import annotations
 
+import itertools
+import json
+
 import os
 import sqlite3
 import stat
@@ -89,12 +92,11 @@ _UPSERT_META: Final = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
 _DELETE_AGENT: Final = "DELETE FROM agents WHERE id = ?"
-_EVENT_INSERT: Final = (
-    f"INSERT INTO events ({', '.join(codec.EVENT_COLUMNS)}) VALUES ({', '.join('?' for _ in codec.EVENT_COLUMNS)})"
+_EVENT_BATCH_INSERT: Final = "INSERT INTO event_batches (last_seq, workflow_id, first_seq, data) VALUES (?, ?, ?, ?)"
+# Every batch holding a seq above ``after``: a range of the (workflow_id, last_seq) index.
+_EVENT_BATCHES_OF_WORKFLOW: Final = (
+    "SELECT data FROM event_batches WHERE workflow_id = ? AND last_seq > ? ORDER BY last_seq"
 )
-_EVENT_SELECT: Final = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
-_EVENTS_OF_WORKFLOW: Final = f"{_EVENT_SELECT} WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-_EVENTS_OF_TASK: Final = f"{_EVENT_SELECT} WHERE workflow_id = ? AND seq > ? AND task_id = ? ORDER BY seq LIMIT ?"
 _LOG_SIZE: Final = (
     'SELECT "offset" + length(data) FROM logs WHERE attempt_id = ? AND stream = ? ORDER BY "offset" DESC LIMIT 1'
 )
@@ -227,7 +229,7 @@ class SqliteStore:
                     agents=[codec.decode_agent(r) for r in conn.execute(_SELECT["agents"])],
                     meta=dict(conn.execute("SELECT key, value FROM meta")),
                     access=self._load_access(conn),
-                    last_event_seq=conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0],
+                    last_event_seq=self._last_event_seq_stored(conn),
                 )
             finally:
                 conn.execute("COMMIT")
@@ -253,6 +255,7 @@ class SqliteStore:
             "agents": len(batch.agents),
         }
         logs = codec.merge_log_chunks(batch.logs)
+        event_rows = self._event_rows(batch.events)
         meta = [(str(k), str(v)) for k, v in batch.meta.items()]
         access = batch.access
         with self._write_lock:
@@ -270,8 +273,11 @@ class SqliteStore:
                     self._commit_access(access)
                 if batch.deleted_agents:
                     conn.executemany(_DELETE_AGENT, [(agent_id,) for agent_id in batch.deleted_agents])
-                if batch.events:
-                    conn.executemany(_EVENT_INSERT, map(codec.encode_event, batch.events))
+                if event_rows:
+                    stored = self._last_event_seq_stored(conn)
+                    if batch.events[0].seq <= stored:
+                        raise ValueError(f"event seq {batch.events[0].seq} is not above the last stored {stored}")
+                    conn.executemany(_EVENT_BATCH_INSERT, event_rows)
                 conn.execute("COMMIT")
             except BaseException:
                 # A failed COMMIT may leave the transaction open; a constraint error inside
@@ -317,14 +323,38 @@ class SqliteStore:
         self, workflow_id: str, after_seq: int = 0, limit: int = 1000, task_id: str | None = None
     ) -> list[WorkflowEvent]:
         """Event-log entries of a workflow after ``after_seq``, oldest first (one indexed range scan)."""
+        found: list[WorkflowEvent] = []
         if limit <= 0:
-            return []
+            return found
+        needle = None if task_id is None else json.dumps(task_id, ensure_ascii=False)
         with self._read_lock:
-            if task_id is None:
-                rows = self._reader.execute(_EVENTS_OF_WORKFLOW, (workflow_id, after_seq, limit)).fetchall()
-            else:
-                rows = self._reader.execute(_EVENTS_OF_TASK, (workflow_id, after_seq, task_id, limit)).fetchall()
-        return [codec.decode_event(r) for r in rows]
+            cursor = self._reader.execute(_EVENT_BATCHES_OF_WORKFLOW, (workflow_id, after_seq))
+            try:
+                for (data,) in cursor:
+                    # A batch without the task's id in its text holds none of its events.
+                    if needle is not None and needle not in data:
+                        continue
+                    for event in codec.decode_event_batch(workflow_id, data):
+                        if event.seq > after_seq and (task_id is None or event.task_id == task_id):
+                            found.append(event)
+                            if len(found) == limit:
+                                return found
+            finally:
+                cursor.close()
+        return found
+
+    @staticmethod
+    def _last_event_seq_stored(conn: sqlite3.Connection) -> int:
+        # The rowid's maximum: one lookup at the right edge of the table's B-tree.
+        return int(conn.execute("SELECT COALESCE(MAX(last_seq), 0) FROM event_batches").fetchone()[0])
+
+    @staticmethod
+    def _event_rows(events: Sequence[WorkflowEvent]) -> list[codec.Row]:
+        """The batch's event rows; a seq out of order is refused before anything is written."""
+        for before, after in itertools.pairwise(events):
+            if after.seq <= before.seq:
+                raise ValueError(f"event seq {after.seq} follows {before.seq}: seqs must increase")
+        return codec.encode_event_batches(events)
 
     def _append_logs(self, logs: dict[str, tuple[bytes, bytes, bool]]) -> None:
         conn = self._conn

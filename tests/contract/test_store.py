@@ -734,7 +734,7 @@ def test_sqlite_migration_3_gives_old_rows_the_issue_8_defaults(tmp_path: Path) 
     old.close()
     store = SqliteStore(path)
     try:
-        assert store.schema_version == 3
+        assert store.schema_version == len(MIGRATIONS)
         (workflow,) = store.load().workflows
         assert workflow.max_agent_losses is None
         assert store.load().last_event_seq == 0
@@ -801,15 +801,51 @@ def test_event_log_refuses_a_reused_seq_and_changes_nothing(backend: Backend) ->
     assert [e.seq for e in backend.store.workflow_events("wf-1")] == [1]
 
 
-def test_sqlite_event_log_reads_are_a_range_of_the_clustered_key(tmp_path: Path) -> None:
+def test_sqlite_event_log_reads_are_a_range_of_the_workflow_index(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "c.db")
     try:
         plan = store._reader.execute(
-            "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT 5",
+            "EXPLAIN QUERY PLAN SELECT data FROM event_batches WHERE workflow_id = ? AND last_seq > ? "
+            "ORDER BY last_seq",
             ("w", 0),
         ).fetchall()
-        # The clustered key (workflow_id, seq): a range search, no sort, no scan.
-        assert any("USING PRIMARY KEY (workflow_id=? AND seq>?)" in str(row) for row in plan), plan
+        # The (workflow_id, last_seq) index: a range search, no sort, no scan.
+        assert any("event_batches_of_workflow (workflow_id=? AND last_seq>?)" in str(row) for row in plan), plan
         assert not any("TEMP B-TREE" in str(row) or "SCAN" in str(row) for row in plan), plan
+    finally:
+        store.close()
+
+
+def test_sqlite_event_log_is_one_row_per_workflow_per_commit(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    try:
+        events = [_event(seq, "wf-1" if seq % 2 else "wf-2", task_id=f"t{seq}") for seq in range(1, 201)]
+        store.commit(ChangeBatch(events=events))
+        rows = store._reader.execute("SELECT workflow_id, first_seq, last_seq FROM event_batches ORDER BY 3").fetchall()
+        assert rows == [("wf-1", 1, 199), ("wf-2", 2, 200)]
+        assert store.workflow_events("wf-1", after_seq=150, limit=3) == [events[150], events[152], events[154]]
+        assert store.workflow_events("wf-2", task_id="t8") == [events[7]]
+    finally:
+        store.close()
+
+
+def test_sqlite_migration_4_moves_the_event_rows_into_batches(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    SqliteStore(path, migrations=MIGRATIONS[:3]).close()
+    events = [_event(1), _event(2, "wf-2", "t9"), _event(3, task_id="t1", kind="fenced")]
+    with sqlite3.connect(path) as conn:  # the version-3 table, as issue 8's corral wrote it
+        conn.executemany(
+            "INSERT INTO events (seq, workflow_id, at, workflow_state, task_id, task_name, task_state, "
+            "attempt_id, agent_id, kind, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [codec.encode_event(e) for e in events],
+        )
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert store.workflow_events("wf-1") == [events[0], events[2]]
+        assert store.workflow_events("wf-2") == [events[1]]
+        assert store.load().last_event_seq == 3
+        tables = {row[0] for row in store._reader.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "events" not in tables
     finally:
         store.close()
