@@ -18,6 +18,7 @@ __all__ = [
     "Action",
     "AgentGone",
     "AgentHeartbeat",
+    "AgentHeartbeats",
     "AgentHello",
     "AgentReports",
     "Assign",
@@ -152,6 +153,17 @@ class AgentHeartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentHeartbeats:
+    """Heartbeats of many sessions applied in one tick (the gateway gathers them for a few
+    milliseconds: 1,000 agents send 500 a second, and a tick each would be most of the cost).
+    The answer is one bool per heartbeat, as :class:`AgentHeartbeat`'s."""
+
+    READ = True
+
+    beats: tuple[AgentHeartbeat, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AgentGone:
     """The stream of that session closed (cleanly or not); the lease decides what is lost."""
 
@@ -243,6 +255,7 @@ Event = (
     | ResumeWorkflow
     | AgentHello
     | AgentHeartbeat
+    | AgentHeartbeats
     | AgentGone
     | AgentReports
     | DrainAgent

@@ -186,7 +186,8 @@ class FleetOps(AttemptOps):
         return agent
 
     def heartbeat(self, event: AgentHeartbeat, now: float) -> bool:
-        """The agent is alive: memory only (a plain one commits nothing), echoed after the tick.
+        """The agent is alive: memory only (a plain one commits nothing), echoed after the tick
+        (the first of a session, then one every ``echo_every_s``).
 
         False for a session the controller no longer accepts (lost or replaced): it must reconnect.
         """
@@ -202,7 +203,10 @@ class FleetOps(AttemptOps):
             agent.inventory = event.inventory
             self.touch_agent(agent)
             self.rebuild_view(agent)
-        self.emit(HeartbeatAck(agent.id, event.session_epoch, event.seq))
+        echoed = self.echoed.get(agent.id)
+        if echoed is None or echoed[0] != event.session_epoch or now - echoed[1] >= self.config.echo_every_s:
+            self.echoed[agent.id] = (event.session_epoch, now)
+            self.emit(HeartbeatAck(agent.id, event.session_epoch, event.seq))
         return True
 
     def reports(self, event: AgentReports, now: float) -> bool:

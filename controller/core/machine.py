@@ -60,6 +60,7 @@ class Machine(FleetOps):
             ev.ResumeWorkflow: lambda e, now: self.resume(e.workflow_id, now),
             ev.AgentHello: self.hello,
             ev.AgentHeartbeat: self.heartbeat,
+            ev.AgentHeartbeats: lambda e, now: [self.heartbeat(beat, now) for beat in e.beats],
             ev.AgentGone: self.gone,
             ev.StorageResumed: lambda e, now: self.restart_assignment_leases(now),
             ev.AgentReports: self.reports,

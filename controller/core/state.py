@@ -70,6 +70,12 @@ class MachineConfig:
     max_disconnect_s: float = 3600.0  # default for ``keep`` tasks
     max_agent_losses: int = 3  # default poison threshold (task, then workflow field first)
     max_result_bytes: int = 256 * 1024  # a Finished result over this fails its attempt
+    # A session's heartbeats are echoed at most this often (its first one at once). An echo renews
+    # the agent's supervisors' lease to that heartbeat's send time + ``fence_after_s``, so while
+    # the agent is heard its lease stays at least ``fence_after_s`` - this - one heartbeat
+    # interval ahead; echoing every heartbeat would double the controller's stream writes.
+    # Never more than a sixth of ``fence_after_s`` (see :attr:`echo_every_s`).
+    heartbeat_echo_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -81,6 +87,11 @@ class MachineConfig:
             raise ValueError(f"max_agent_losses must be at least 1, got {self.max_agent_losses}")
         if not self.max_disconnect_s > 0:
             raise ValueError(f"max_disconnect_s must be positive, got {self.max_disconnect_s:g}")
+
+    @property
+    def echo_every_s(self) -> float:
+        """How often a session's heartbeats are echoed (see ``heartbeat_echo_s``)."""
+        return min(self.heartbeat_echo_s, self.fence_after_s / 6)
 
     @property
     def fence_margin_s(self) -> float:
@@ -146,6 +157,8 @@ class MachineState:
         self.event_seq = 0
         self.next_lease_check = 0.0
         self.next_forget_check = 0.0
+        # agent id -> (session epoch, when its last heartbeat was echoed); see heartbeat_echo_s.
+        self.echoed: dict[str, tuple[int, float]] = {}
         # outputs of the current tick
         self._actions: list[Action] = []
         self._dirty_workflows: dict[str, Workflow] = {}
@@ -208,6 +221,7 @@ class MachineState:
         self.views.pop(agent_id, None)
         self.active.pop(agent_id, None)
         self.held_back.pop(agent_id, None)
+        self.echoed.pop(agent_id, None)
         self._dirty_agents.pop(agent_id, None)
         self._deleted_agents.add(agent_id)
 

@@ -38,6 +38,10 @@ __all__ = ["HELLO_TIMEOUT_S", "AgentGatewayService", "deliver"]
 
 log = logging.getLogger("corral.controller.gateway")
 HELLO_TIMEOUT_S = 30.0
+#: How long heartbeats are gathered before they go to the state loop as one event. An echo comes
+#: that much later, against a lease of tens of seconds; a tick per heartbeat would cost more than
+#: everything else 1,000 idle agents make the controller do.
+HEARTBEAT_GATHER_S = 0.01
 
 
 def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
@@ -79,6 +83,7 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
 class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._beats: list[tuple[AgentSession, ev.AgentHeartbeat]] = []
 
     async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage], context: Any) -> AsyncIterator[Any]:
         rt = self.rt
@@ -208,18 +213,26 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         rt.usage[session.agent_id] = beat.usage
         inventory = wire.inventory_from_proto(beat.inventory) if beat.HasField("inventory") else None
         event = ev.AgentHeartbeat(session.agent_id, session.epoch, beat.draining, inventory, beat.seq)
-        # A plain heartbeat changes memory only, so its tick commits nothing (1,000 agents send
-        # 500 a second); its echo goes out after that tick.
-        # As an event (not a raw command): the runtime knows it only reads, so it is served while
-        # the store refuses writes, and whose it is.
-        accepted = rt.post_event(event)
+        if not self._beats:
+            asyncio.get_running_loop().call_later(HEARTBEAT_GATHER_S, self._post_heartbeats)
+        self._beats.append((session, event))
 
-        def close_if_stale(done: asyncio.Future[Any]) -> None:
+    def _post_heartbeats(self) -> None:
+        """Post the gathered heartbeats as one event. A plain heartbeat changes memory only, so
+        its tick commits nothing; each echo goes out after that tick. As an event (not a raw
+        command): the runtime knows it only reads, so it is served while the store refuses writes."""
+        gathered, self._beats = self._beats, []
+        accepted = self.rt.post_event(ev.AgentHeartbeats(tuple(event for _, event in gathered)))
+
+        def close_stale(done: asyncio.Future[Any]) -> None:
             # A session the controller no longer accepts (lost, or replaced) must reconnect.
-            if not done.cancelled() and done.exception() is None and done.result() is False:
-                session.close()
+            if done.cancelled() or done.exception() is not None:
+                return
+            for (session, _), alive in zip(gathered, done.result(), strict=True):
+                if alive is False:
+                    session.close()
 
-        accepted.add_done_callback(close_if_stale)
+        accepted.add_done_callback(close_stale)
 
     def _events(self, session: AgentSession, batch: pb.TaskEvents) -> None:
         agent_id, epoch = session.agent_id, session.epoch

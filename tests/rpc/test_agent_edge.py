@@ -179,13 +179,12 @@ async def test_a_heartbeat_is_echoed_with_its_seq_after_the_state_loop_applied_i
     ticks = controller.runtime.ticks
     for seq in (7, 8, 9):
         await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(seq=seq)))
-    echoed = []
     async with asyncio.timeout(10):
-        while len(echoed) < 3:
-            message = await call.read()
-            if message.WhichOneof("kind") == "heartbeat_ack":
-                echoed.append(message.heartbeat_ack.seq)
-    assert echoed == [7, 8, 9]
+        while (message := await call.read()).WhichOneof("kind") != "heartbeat_ack":
+            pass
+    # The session's first heartbeat is echoed at once; the next ones only every echo_every_s
+    # (the cadence itself is checked on the machine, with its fake clock).
+    assert message.heartbeat_ack.seq == 7
     assert controller.runtime.ticks > ticks  # applied by the loop, not beside it
     call.cancel()
 

@@ -421,3 +421,25 @@ def test_the_wire_carries_the_new_fields(sim: Sim) -> None:
     (placed,) = sim.store.workflow_events(wf, task_id=task.id)
     message = wire.event_to_proto(placed)
     assert (message.kind, message.seq, message.agent_id) == ("placed", placed.seq, "a1")
+
+
+def test_heartbeats_are_echoed_at_most_every_heartbeat_echo_s_and_a_new_session_at_once(sim: Sim) -> None:
+    epoch = sim.hello("a1").result.session_epoch
+    sim.quiet()
+    every = sim.machine.config.echo_every_s
+    start = sim.now
+    echoed = []
+    for seq in range(1, 12):  # one heartbeat a second for 11 s
+        step = sim.do(ev.AgentHeartbeat("a1", epoch, seq=seq), at=start + seq)
+        assert step.result is True
+        echoed += [a.seq for a in step.actions if isinstance(a, ev.HeartbeatAck)]
+    assert echoed == [1, 1 + int(every), 1 + 2 * int(every)]
+    # A new session's first heartbeat is echoed at once: its agent has no lease renewed on it yet.
+    fresh = sim.hello("a1").result.session_epoch
+    step = sim.do(ev.AgentHeartbeat("a1", fresh, seq=1), at=sim.now + 0.1)
+    assert step.actions == [ev.HeartbeatAck("a1", fresh, 1)]
+
+
+def test_the_echo_interval_is_at_most_a_sixth_of_fence_after() -> None:
+    assert MachineConfig().echo_every_s == 5.0
+    assert MachineConfig(lease_s=3.0, fence_after_s=6.0).echo_every_s == 1.0
