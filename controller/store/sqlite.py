@@ -163,6 +163,8 @@ class SqliteStore:
         self.path = str(path)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        # The highest event seq this process committed (None: read from the file at the first need).
+        self._stored_event_seq: int | None = None
         _private_file(self.path)
         self._conn = _connect(self.path)
         try:
@@ -274,11 +276,16 @@ class SqliteStore:
                 if batch.deleted_agents:
                     conn.executemany(_DELETE_AGENT, [(agent_id,) for agent_id in batch.deleted_agents])
                 if event_rows:
-                    stored = self._last_event_seq_stored(conn)
+                    stored = self._stored_event_seq
+                    if stored is None:
+                        stored = self._last_event_seq_stored(conn)
                     if batch.events[0].seq <= stored:
                         raise ValueError(f"event seq {batch.events[0].seq} is not above the last stored {stored}")
                     conn.executemany(_EVENT_BATCH_INSERT, event_rows)
                 conn.execute("COMMIT")
+                if batch.events:
+                    # Only this connection writes events: no query per commit to know the last seq.
+                    self._stored_event_seq = batch.events[-1].seq
             except BaseException:
                 # A failed COMMIT may leave the transaction open; a constraint error inside
                 # executemany always does. Either way nothing of this batch may remain.
