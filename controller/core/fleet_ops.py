@@ -319,7 +319,7 @@ class FleetOps(AttemptOps):
 
     def expire_fences(self, now: float) -> None:
         """Requeue the attempts of silent agents whose fence deadline passed (no retry spent, no
-        poison count). A running ``stop`` attempt's task counts a rerun after fence."""
+        poison count). A ``stop`` attempt's task counts a rerun after fence."""
         due = [attempt_id for attempt_id, deadline in self.fence_at.items() if deadline <= now]
         for attempt_id in due:
             del self.fence_at[attempt_id]
@@ -333,8 +333,10 @@ class FleetOps(AttemptOps):
                 why = f"agent {name} disconnected longer than max_disconnect ({limit:g}s)"
                 self.requeue(attempt, A.LOST, now, why, kind="lost")
                 continue
-            if attempt.state is A.RUNNING:
-                task.reruns_after_fence += 1
+            # Counted for an ASSIGNED attempt too: its agent may have started it and died before
+            # the Started report left (seen in make chaos's agent kill -9). Whether a body ran is
+            # unknowable here, so the count says "may have run twice", never less than the truth.
+            task.reruns_after_fence += 1
             stamp = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S")
             why = f"fenced: agent {name} silent since {stamp} UTC ({now - since:.1f}s)"
             self.requeue(attempt, A.LOST, now, why, kind="fenced")
