@@ -1,0 +1,418 @@
+"""The real scheduling core on a virtual clock, with simulated agents.
+
+:class:`Simulator` owns a :class:`~corral.controller.core.machine.Machine` and drives it exactly as
+the runtime does — ``handle(event, now)`` for each event, ``tick(now)``, ``take_changes()``,
+``take_actions()`` — but time is a number it moves itself: after every step it jumps to the next
+thing that happens (a simulated task ending, or ``machine.next_timer()``). Nothing sleeps, so a
+workflow of thousands of tasks replays in milliseconds to a second.
+
+The simulated agents behave like real ones with zero overhead: they say Hello, run what they are
+assigned in arrival order on their slots (attempts beyond their slots wait in their queue, as the
+core's prefetch expects), report Started and Finished in one batch per agent per instant, give back
+prefetched attempts a release-only Cancel asks for (work moved to an idle agent), stop attempts a
+Cancel kills, time out attempts that outlive the task's ``timeout``, and heartbeat so the core never
+declares them lost however far the clock jumps. Changes are discarded: there is no store.
+
+A task runs for ``duration(task)`` if a callback is given, else its ``estimated_duration``, else
+``default_duration_s``.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import heapq
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from corral.controller.core import events as ev
+from corral.controller.core.machine import Machine, MachineConfig
+from corral.controller.core.model import AttemptState, Task, TaskState
+from corral.controller.errors import CorralError
+from corral.controller.rpc.submission import Admitted, admit_workflow
+from corral.controller.rpc.wire_spec import spec_to_proto
+from corral.controller.sim.fleet import Fleet
+from corral.controller.spec import WorkflowSpec
+
+__all__ = ["MAX_STEPS_PER_TASK", "MAX_VIRTUAL_S", "DurationFn", "SimResult", "SimulationError", "Simulator", "Span"]
+
+#: Seconds a simulated task runs: called once per attempt, with the task as the core sees it
+#: (``task.attempts`` is that attempt's number).
+DurationFn = Callable[[Task], float]
+
+START = 1000.0  # the virtual clock at construction: past boot (0.0) and any start-up grace of the core
+MAX_VIRTUAL_S = 10 * 365 * 86_400.0  # a workflow longer than ten years of virtual time is a mistake
+MAX_STEPS_PER_TASK = 64  # steps (handle + tick) per task before the run is declared stuck in a loop
+_STALL_STEPS = 3  # ticks at one instant that change nothing before the clock skips a stale timer
+
+
+class SimulationError(CorralError):
+    """The simulation could not run to the end (bad durations, a loop, an agent declared lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One attempt on one slot of one agent, in seconds from the submission."""
+
+    agent: str
+    slot: int
+    task: str
+    attempt: int
+    start: float
+    end: float
+    outcome: str  # succeeded, failed, timed_out, cancelled
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "agent": self.agent,
+            "slot": self.slot,
+            "task": self.task,
+            "attempt": self.attempt,
+            "start_s": round(self.start, 6),
+            "end_s": round(self.end, 6),
+            "outcome": self.outcome,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    """What one simulated run did. Times are virtual seconds from the submission."""
+
+    workflow: str
+    state: str  # the workflow's final state, or "stuck" when tasks can never run on this fleet
+    fleet: Fleet
+    makespan: float
+    critical_path: float  # of the durations the tasks ran (first attempts), by a longest-path pass
+    total_work: float
+    tasks: int
+    defaulted: int  # tasks that had neither a duration callback nor an estimate: ran the default
+    spans: tuple[Span, ...]
+    steps: int  # handle + tick rounds driven through the core
+    stuck: tuple[tuple[str, str], ...] = ()  # (task, the core's explanation) when state is "stuck"
+
+    @property
+    def bound(self) -> float:
+        """max(critical path, total work / slots): no schedule on this fleet can beat it."""
+        return max(self.critical_path, self.total_work / self.fleet.total_slots)
+
+    @property
+    def ratio(self) -> float:
+        """Makespan over the bound (1.0 is optimal; nan when the bound is 0)."""
+        return self.makespan / self.bound if self.bound > 0 else math.nan
+
+    def agent_spans(self) -> dict[str, list[Span]]:
+        """Spans by agent (every agent present, idle ones with none), each in start order."""
+        by_agent: dict[str, list[Span]] = {name: [] for name in self.fleet.names}
+        for span in self.spans:
+            by_agent[span.agent].append(span)
+        return by_agent
+
+
+@dataclass
+class _Run:
+    """An attempt a simulated agent holds: queued (``start`` None) or running on ``slot``."""
+
+    assignment: ev.Assignment
+    slot: int = -1
+    start: float | None = None
+    end: float = 0.0
+    outcome: AttemptState = AttemptState.SUCCEEDED
+
+
+@dataclass
+class _Agent:
+    """One simulated agent: its slots, its arrival-order queue, and reports not yet delivered."""
+
+    name: str
+    slots: int
+    epoch: int = 0
+    queue: deque[str] = field(default_factory=deque)  # attempt ids not started, in arrival order
+    held: dict[str, _Run] = field(default_factory=dict)  # every attempt it holds, queued or running
+    free: list[int] = field(default_factory=list)  # free slot numbers (a heap: lowest first)
+    outbox: list[ev.Report] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.free = list(range(self.slots))
+
+
+class Simulator:
+    """A controller core and a fleet of simulated agents on one virtual clock.
+
+    Runs are sequential on the same core, so what the core learns from one run (durations of a
+    recurring workflow, agents' task rates) applies to the next: run a workflow twice to see the
+    second run's schedule.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        config: MachineConfig | None = None,
+        default_duration_s: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if not (math.isfinite(default_duration_s) and 0 <= default_duration_s <= MAX_VIRTUAL_S):
+            raise SimulationError(f"default duration must be between 0 and {MAX_VIRTUAL_S:g} s, got {default_duration_s}")
+        self.fleet = fleet
+        self.config = config or MachineConfig()
+        self.default_duration_s = default_duration_s
+        counter = itertools.count(1)
+        self._new_id: Callable[[], str] = lambda: f"{next(counter):08d}"
+        self.machine = Machine(self.config, new_id=self._new_id, rng=random.Random(seed), boot_time=0.0)
+        self.now = START
+        self.steps = 0
+        self._agents = {name: _Agent(name, fleet.slots) for name in fleet.names}
+        self._ends: list[tuple[float, int, str, str]] = []  # (end, seq, agent, attempt id)
+        self._seq = itertools.count()
+        self._last_beat = self.now
+        self._spans: list[Span] = []
+        self._length: DurationFn = lambda task: self.default_duration_s  # set by each run
+        inventory = fleet.inventory()
+        for agent in self._agents.values():
+            hello = ev.AgentHello(
+                agent.name,
+                name=agent.name,
+                hostname="simulated",
+                agent_types=fleet.agent_types,
+                labels=dict(fleet.labels),
+                inventory=inventory,
+                incarnation="sim",
+            )
+            welcome = self._step([hello])[0]
+            agent.epoch = welcome.session_epoch
+
+    # --- one run --------------------------------------------------------------------------------
+
+    def run(self, spec: WorkflowSpec, duration: DurationFn | None = None) -> SimResult:
+        """Submit ``spec`` (started at once) and run until it ends; InvalidArgument for a bad spec."""
+        admitted = admit_workflow(spec_to_proto(spec), self._new_id)
+        workflow = admitted.workflow
+        names = _renumber(admitted)
+        ran: dict[str, float] = {}  # task name -> duration of its first attempt
+        defaulted: set[str] = set()
+
+        def length(task: Task) -> float:
+            if duration is not None:
+                seconds = duration(task)
+            elif task.estimated_duration_s > 0:
+                seconds = task.estimated_duration_s
+            else:
+                seconds = self.default_duration_s
+                defaulted.add(task.name)
+            if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 <= seconds <= MAX_VIRTUAL_S):
+                raise SimulationError(f"task {task.name}: duration must be between 0 and {MAX_VIRTUAL_S:g} s, got {seconds!r}")
+            ran.setdefault(task.name, float(seconds))
+            return float(seconds)
+
+        self._length = length
+        first_span = len(self._spans)
+        submitted, steps_before = self.now, self.steps
+        # The workflow record becomes the core's own: its state is the core's.
+        self._step([ev.SubmitWorkflow(workflow, admitted.tasks, start=True)])
+        budget = MAX_STEPS_PER_TASK * len(admitted.tasks) + 1000
+        stalled = 0
+        stuck: tuple[tuple[str, str], ...] = ()
+        while not workflow.state.terminal:
+            if self.steps - steps_before > budget:
+                raise SimulationError(f"workflow {spec.name} did not end within {budget} steps: a loop in the core?")
+            reports = self._reports()
+            if reports:
+                self._step(reports)
+                stalled = 0
+                continue
+            upcoming = self._next_time()
+            if upcoming is None:
+                stuck = self._explain_stuck(workflow.task_ids)
+                break
+            if upcoming <= self.now:
+                # A timer due now: tick again at this instant. One that stays due changes nothing
+                # here (a stale entry): let time pass rather than spin on it.
+                stalled += 1
+                if stalled >= _STALL_STEPS:
+                    upcoming = self._ends[0][0] if self._ends else self.now + self.config.heartbeat_interval_s
+            if upcoming > self.now:
+                stalled = 0
+                if upcoming - submitted > MAX_VIRTUAL_S:
+                    raise SimulationError(f"workflow {spec.name} still runs after {MAX_VIRTUAL_S:g} virtual seconds")
+                self.now = upcoming
+                self._finish_due()
+            self._step(self._heartbeats() + self._reports())
+        end = workflow.finished_at if workflow.finished_at is not None else self.now
+        critical_path, total = _bound_parts(admitted.tasks, names, ran)
+        return SimResult(
+            workflow=spec.name,
+            state="stuck" if stuck else str(workflow.state),
+            fleet=self.fleet,
+            makespan=max(0.0, end - submitted),
+            critical_path=critical_path,
+            total_work=total,
+            tasks=len(admitted.tasks),
+            defaulted=len(defaulted),
+            spans=tuple(
+                Span(s.agent, s.slot, s.task, s.attempt, s.start - submitted, s.end - submitted, s.outcome)
+                for s in sorted(self._spans[first_span:], key=lambda s: (s.start, s.agent, s.slot))
+            ),
+            steps=self.steps - steps_before,
+            stuck=stuck,
+        )
+
+    # --- driving the core -----------------------------------------------------------------------
+
+    def _step(self, events: list[ev.Event]) -> list[object]:
+        """Handle events at ``now``, tick, drop the changes (no store), carry out the actions."""
+        self.steps += 1
+        results = [self.machine.handle(event, self.now) for event in events]
+        self.machine.tick(self.now)
+        self.machine.take_changes()
+        for action in self.machine.take_actions():
+            self._act(action)
+        self._start_queued()
+        return results
+
+    def _act(self, action: ev.Action) -> None:
+        if isinstance(action, ev.Assign):
+            agent = self._agents[action.agent_id]
+            for assignment in action.assignments:
+                agent.held[assignment.attempt_id] = _Run(assignment)
+                agent.queue.append(assignment.attempt_id)
+                # Held (queued or about to start): acknowledged at once, as a real agent does.
+                agent.outbox.append(ev.AttemptAccepted(agent.name, assignment.attempt_id))
+        elif isinstance(action, ev.CancelAttempts):
+            self._cancel(self._agents[action.agent_id], action)
+        elif isinstance(action, ev.Disconnect):
+            raise SimulationError(
+                f"the core declared agent {action.agent_id} lost at virtual time {self.now - START:.3f} s "
+                "although it heartbeats: a bug in the simulator or the core"
+            )
+        # Welcome, Ack, HeartbeatAck, Publish, WorkflowDone, DrainOrder: nothing for a simulated agent to do.
+
+    def _cancel(self, agent: _Agent, action: ev.CancelAttempts) -> None:
+        for attempt_id in action.attempt_ids:
+            held = agent.held.get(attempt_id)
+            if held is None:
+                continue
+            if held.start is None:
+                agent.queue.remove(attempt_id)
+                del agent.held[attempt_id]
+                if action.release_only:
+                    agent.outbox.append(ev.AttemptReleased(agent.name, attempt_id))
+                else:
+                    agent.outbox.append(self._finished(agent, attempt_id, AttemptState.CANCELLED, "cancelled"))
+            elif not action.release_only:
+                # Killed while running: it ends now (the kill grace is not simulated).
+                held.end, held.outcome = self.now, AttemptState.CANCELLED
+                self._end(agent, attempt_id)
+            # A started attempt asked back release-only keeps running: its Started report says so.
+
+    def _start_queued(self) -> None:
+        for agent in self._agents.values():
+            while agent.queue and agent.free:
+                attempt_id = agent.queue.popleft()
+                run = agent.held[attempt_id]
+                run.slot = heapq.heappop(agent.free)
+                run.start = self.now
+                task = run.assignment.task
+                seconds = self._length(task)
+                if task.timeout_s is not None and task.timeout_s > 0 and seconds > task.timeout_s:
+                    run.end, run.outcome = self.now + task.timeout_s, AttemptState.TIMED_OUT
+                else:
+                    run.end = self.now + seconds
+                heapq.heappush(self._ends, (run.end, next(self._seq), agent.name, attempt_id))
+                agent.outbox.append(ev.AttemptStarted(agent.name, attempt_id, at=self.now))
+
+    def _finish_due(self) -> None:
+        """End every running attempt whose end is now (their Finished reports go out next step)."""
+        while self._ends and self._ends[0][0] <= self.now:
+            _, _, name, attempt_id = heapq.heappop(self._ends)
+            agent = self._agents[name]
+            if attempt_id in agent.held:  # else killed earlier
+                self._end(agent, attempt_id)
+
+    def _end(self, agent: _Agent, attempt_id: str) -> None:
+        run = agent.held.pop(attempt_id)
+        assert run.start is not None
+        heapq.heappush(agent.free, run.slot)
+        task = run.assignment.task
+        self._spans.append(
+            Span(agent.name, run.slot, task.name, run.assignment.attempt_number, run.start, run.end, str(run.outcome))
+        )
+        error = ""
+        if run.outcome is AttemptState.TIMED_OUT:
+            error = f"timed out after {task.timeout_s:g} s"
+        elif run.outcome is AttemptState.CANCELLED:
+            error = "cancelled"
+        agent.outbox.append(self._finished(agent, attempt_id, run.outcome, error, at=run.end))
+
+    def _finished(
+        self, agent: _Agent, attempt_id: str, outcome: AttemptState, error: str, at: float | None = None
+    ) -> ev.AttemptFinished:
+        ok = outcome is AttemptState.SUCCEEDED
+        return ev.AttemptFinished(
+            agent.name,
+            attempt_id,
+            outcome,
+            exit_code=0 if ok else None,
+            result=b"null" if ok else None,
+            error=error,
+            retryable=True,
+            session_epoch=agent.epoch,
+            at=self.now if at is None else at,
+        )
+
+    def _reports(self) -> list[ev.Event]:
+        """Every agent's pending reports, one batch per agent (as real agents send them)."""
+        batches: list[ev.Event] = []
+        for agent in self._agents.values():
+            if agent.outbox:
+                batches.append(ev.AgentReports(agent.name, agent.epoch, tuple(agent.outbox)))
+                agent.outbox = []
+        return batches
+
+    def _heartbeats(self) -> list[ev.Event]:
+        """Heartbeats of every agent, when one is due: the core must never see an agent fall silent,
+        however far the clock jumped (a heartbeat at the new instant comes before its tick)."""
+        if self.now - self._last_beat < self.config.heartbeat_interval_s:
+            return []
+        self._last_beat = self.now
+        beats = tuple(ev.AgentHeartbeat(a.name, a.epoch) for a in self._agents.values())
+        return [ev.AgentHeartbeats(beats)]
+
+    def _next_time(self) -> float | None:
+        """The next instant something happens: an attempt ends, or a timer of the core is due."""
+        candidates = [t for t in (self._ends[0][0] if self._ends else None, self.machine.next_timer()) if t is not None]
+        return min(candidates) if candidates else None
+
+    def _explain_stuck(self, task_ids: list[str]) -> tuple[tuple[str, str], ...]:
+        """The core's own reason for every task that is ready but can never be placed here."""
+        reasons: list[tuple[str, str]] = []
+        for task_id in task_ids:
+            task = self.machine.tasks[task_id]
+            if task.state is TaskState.READY:
+                reasons.append((task.name, self.machine.explain(task_id, self.now).reason))
+        return tuple(reasons) or (("", "nothing runs and nothing is due, yet the workflow has not ended"),)
+
+
+def _renumber(admitted: Admitted) -> dict[str, str]:
+    """Give the tasks ids from their position (admission draws random ones), so runs repeat
+    exactly; returns task id -> name."""
+    workflow = admitted.workflow
+    renamed = {task.id: f"{workflow.id}-t{task.index:06d}" for task in admitted.tasks}
+    for task in admitted.tasks:
+        task.id = renamed[task.id]
+        task.dependencies = tuple(renamed[d] for d in task.dependencies)
+    workflow.task_ids = [renamed[t] for t in workflow.task_ids]
+    return {task.id: task.name for task in admitted.tasks}
+
+
+def _bound_parts(tasks: list[Task], names: dict[str, str], ran: dict[str, float]) -> tuple[float, float]:
+    """Critical path and total work of the durations the tasks ran (tasks that never ran count 0)."""
+    finish: dict[str, float] = {}
+    parents = {task.id: task.dependencies for task in tasks}
+    for task_id in graphlib.TopologicalSorter(parents).static_order():
+        own = ran.get(names[task_id], 0.0)
+        finish[task_id] = own + max((finish[p] for p in parents[task_id]), default=0.0)
+    return max(finish.values(), default=0.0), sum(ran.values())
+
