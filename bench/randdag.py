@@ -25,7 +25,9 @@ _FAN_IN = (1, 1, 1, 2, 2, 3, 5)
 _LONG_EDGE = 0.2  # chance that a parent comes from any earlier layer rather than the previous one
 
 
-def random_layered(seed: int, scale: float, *, layers: tuple[int, int] = (4, 8), width: tuple[int, int] = (2, 40)) -> Trace:
+def random_layered(
+    seed: int, scale: float, *, layers: tuple[int, int] = (4, 8), width: tuple[int, int] = (2, 40)
+) -> Trace:
     """A random layered DAG named ``random-layered-<seed>`` with durations x ``scale`` seconds."""
     if not 0 < scale <= 1e6:
         raise ValueError(f"scale must be in (0, 1e6], got {scale}")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
 from corral.controller.core.model import AttemptState, Task, TaskState
-from corral.controller.errors import CorralError
+from corral.controller.errors import CorralError, InvalidArgument
 from corral.controller.rpc.submission import Admitted, admit_workflow
 from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.sim.fleet import Fleet
@@ -155,7 +155,9 @@ class Simulator:
         seed: int = 0,
     ) -> None:
         if not (math.isfinite(default_duration_s) and 0 <= default_duration_s <= MAX_VIRTUAL_S):
-            raise SimulationError(f"default duration must be between 0 and {MAX_VIRTUAL_S:g} s, got {default_duration_s}")
+            raise InvalidArgument.field(
+                "default_duration", f"must be between 0 and {MAX_VIRTUAL_S:g} seconds, got {default_duration_s}"
+            )
         self.fleet = fleet
         self.config = config or MachineConfig()
         self.default_duration_s = default_duration_s
@@ -182,6 +184,7 @@ class Simulator:
                 incarnation="sim",
             )
             welcome = self._step([hello])[0]
+            assert isinstance(welcome, ev.Welcome)
             agent.epoch = welcome.session_epoch
 
     # --- one run --------------------------------------------------------------------------------
@@ -203,7 +206,9 @@ class Simulator:
                 seconds = self.default_duration_s
                 defaulted.add(task.name)
             if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 <= seconds <= MAX_VIRTUAL_S):
-                raise SimulationError(f"task {task.name}: duration must be between 0 and {MAX_VIRTUAL_S:g} s, got {seconds!r}")
+                raise SimulationError(
+                    f"task {task.name}: duration must be between 0 and {MAX_VIRTUAL_S:g} s, got {seconds!r}"
+                )
             ran.setdefault(task.name, float(seconds))
             return float(seconds)
 
@@ -415,4 +420,3 @@ def _bound_parts(tasks: list[Task], names: dict[str, str], ran: dict[str, float]
         own = ran.get(names[task_id], 0.0)
         finish[task_id] = own + max((finish[p] for p in parents[task_id]), default=0.0)
     return max(finish.values(), default=0.0), sum(ran.values())
-

@@ -74,7 +74,9 @@ class Fleet:
         return Inventory(capacity, slots=self.slots, gpu_ids=tuple(range(self.gpus)))
 
     def describe(self) -> str:
-        return f"{self.agents} agent{'s' if self.agents != 1 else ''} x {self.slots} slot{'s' if self.slots != 1 else ''}"
+        return (
+            f"{self.agents} agent{'s' if self.agents != 1 else ''} x {self.slots} slot{'s' if self.slots != 1 else ''}"
+        )
 
 
 def parse_shape(text: str) -> tuple[int, int]:
