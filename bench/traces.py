@@ -59,6 +59,10 @@ class Trace:
         """The DAG with the scaled durations, for the list-schedule references."""
         return Dag.from_mapping(self.durations, self.parents)
 
+    def durations_by_name(self) -> dict[str, float]:
+        """Scaled runtimes by task name (the names in :attr:`spec`)."""
+        return {task.name: d for task, d in zip(self.spec.tasks, self.durations.values(), strict=True)}
+
     def with_estimates(self) -> WorkflowSpec:
         """The same workflow (same name) with every task's ``estimated_duration`` set to its scaled runtime."""
         durations = list(self.durations.values())  # in file order, as the spec's tasks
