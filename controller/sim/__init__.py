@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corral.controller.sim.engine import DurationFn, SimResult, SimulationError, Simulator, Span
+from corral.controller.sim.engine import DurationFn, FailFn, SimResult, SimulationError, Simulator, Span
 from corral.controller.sim.fleet import Fleet, parse_shape
 
-__all__ = ["DurationFn", "Fleet", "SimResult", "SimulationError", "Simulator", "Span", "parse_shape"]
+__all__ = ["DurationFn", "FailFn", "Fleet", "SimResult", "SimulationError", "Simulator", "Span", "parse_shape"]

@@ -37,11 +37,22 @@ from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.sim.fleet import Fleet
 from corral.controller.spec import WorkflowSpec
 
-__all__ = ["MAX_STEPS_PER_TASK", "MAX_VIRTUAL_S", "DurationFn", "SimResult", "SimulationError", "Simulator", "Span"]
+__all__ = [
+    "MAX_STEPS_PER_TASK",
+    "MAX_VIRTUAL_S",
+    "DurationFn",
+    "FailFn",
+    "SimResult",
+    "SimulationError",
+    "Simulator",
+    "Span",
+]
 
 #: Seconds a simulated task runs: called once per attempt, with the task as the core sees it
 #: (``task.attempts`` is that attempt's number).
 DurationFn = Callable[[Task], float]
+#: Whether a simulated attempt fails (exit code 1) at the end of its run; same argument.
+FailFn = Callable[[Task], bool]
 
 START = 1000.0  # the virtual clock at construction: past boot (0.0) and any start-up grace of the core
 MAX_VIRTUAL_S = 10 * 365 * 86_400.0  # a workflow longer than ten years of virtual time is a mistake
@@ -153,7 +164,9 @@ class Simulator:
         config: MachineConfig | None = None,
         default_duration_s: float = 1.0,
         seed: int = 0,
+        check: Callable[[Machine], None] | None = None,
     ) -> None:
+        """``check(machine)`` runs after every step (e.g. ``Machine.validate`` in property tests)."""
         if not (math.isfinite(default_duration_s) and 0 <= default_duration_s <= MAX_VIRTUAL_S):
             raise InvalidArgument.field(
                 "default_duration", f"must be between 0 and {MAX_VIRTUAL_S:g} seconds, got {default_duration_s}"
@@ -172,6 +185,8 @@ class Simulator:
         self._last_beat = self.now
         self._spans: list[Span] = []
         self._length: DurationFn = lambda task: self.default_duration_s  # set by each run
+        self._fails: FailFn = lambda task: False
+        self._check = check
         inventory = fleet.inventory()
         for agent in self._agents.values():
             hello = ev.AgentHello(
@@ -189,8 +204,11 @@ class Simulator:
 
     # --- one run --------------------------------------------------------------------------------
 
-    def run(self, spec: WorkflowSpec, duration: DurationFn | None = None) -> SimResult:
-        """Submit ``spec`` (started at once) and run until it ends; InvalidArgument for a bad spec."""
+    def run(self, spec: WorkflowSpec, duration: DurationFn | None = None, fails: FailFn | None = None) -> SimResult:
+        """Submit ``spec`` (started at once) and run until it ends; InvalidArgument for a bad spec.
+
+        ``fails(task)`` says whether an attempt fails (exit code 1, retryable) at the end of its run.
+        """
         admitted = admit_workflow(spec_to_proto(spec), self._new_id)
         workflow = admitted.workflow
         names = _renumber(admitted)
@@ -213,6 +231,7 @@ class Simulator:
             return float(seconds)
 
         self._length = length
+        self._fails = fails or (lambda task: False)
         first_span = len(self._spans)
         submitted, steps_before = self.now, self.steps
         # The workflow record becomes the core's own: its state is the core's.
@@ -232,18 +251,19 @@ class Simulator:
             if upcoming is None:
                 stuck = self._explain_stuck(workflow.task_ids)
                 break
-            if upcoming <= self.now:
+            if upcoming <= self.now and not self._ends_due():
                 # A timer due now: tick again at this instant. One that stays due changes nothing
                 # here (a stale entry): let time pass rather than spin on it.
                 stalled += 1
                 if stalled >= _STALL_STEPS:
-                    upcoming = self._ends[0][0] if self._ends else self.now + self.config.heartbeat_interval_s
+                    later = self.now + self.config.heartbeat_interval_s
+                    upcoming = min(self._ends[0][0], later) if self._ends else later
             if upcoming > self.now:
                 stalled = 0
                 if upcoming - submitted > MAX_VIRTUAL_S:
                     raise SimulationError(f"workflow {spec.name} still runs after {MAX_VIRTUAL_S:g} virtual seconds")
                 self.now = upcoming
-                self._finish_due()
+            self._finish_due()
             self._step(self._heartbeats() + self._reports())
         end = workflow.finished_at if workflow.finished_at is not None else self.now
         critical_path, total = _bound_parts(admitted.tasks, names, ran)
@@ -275,6 +295,8 @@ class Simulator:
         for action in self.machine.take_actions():
             self._act(action)
         self._start_queued()
+        if self._check is not None:
+            self._check(self.machine)
         return results
 
     def _act(self, action: ev.Action) -> None:
@@ -325,8 +347,13 @@ class Simulator:
                     run.end, run.outcome = self.now + task.timeout_s, AttemptState.TIMED_OUT
                 else:
                     run.end = self.now + seconds
+                    if self._fails(task):
+                        run.outcome = AttemptState.FAILED
                 heapq.heappush(self._ends, (run.end, next(self._seq), agent.name, attempt_id))
                 agent.outbox.append(ev.AttemptStarted(agent.name, attempt_id, at=self.now))
+
+    def _ends_due(self) -> bool:
+        return bool(self._ends) and self._ends[0][0] <= self.now
 
     def _finish_due(self) -> None:
         """End every running attempt whose end is now (their Finished reports go out next step)."""
@@ -347,6 +374,8 @@ class Simulator:
         error = ""
         if run.outcome is AttemptState.TIMED_OUT:
             error = f"timed out after {task.timeout_s:g} s"
+        elif run.outcome is AttemptState.FAILED:
+            error = "exit code 1 (simulated failure)"
         elif run.outcome is AttemptState.CANCELLED:
             error = "cancelled"
         agent.outbox.append(self._finished(agent, attempt_id, run.outcome, error, at=run.end))
@@ -359,7 +388,7 @@ class Simulator:
             agent.name,
             attempt_id,
             outcome,
-            exit_code=0 if ok else None,
+            exit_code=0 if ok else (1 if outcome is AttemptState.FAILED else None),
             result=b"null" if ok else None,
             error=error,
             retryable=True,

@@ -182,3 +182,10 @@ def test_thousands_of_tasks_take_well_under_seconds_of_real_time() -> None:
     assert result.state == "completed" and len(result.spans) == 2000
     assert result.makespan >= result.bound - 1e-9
     assert took < 20.0, f"{took:.1f} s for 2000 simulated tasks"  # no sleeping: about a second here
+
+
+def test_zero_duration_tasks_end_at_the_instant_they_start() -> None:
+    spec = workflow(task("a", 0.0), task("b", 0.0, "a"), task("c", 2.0, "b"))
+    result = Simulator(Fleet(1, 1)).run(spec, lambda t: 0.0 if t.name != "c" else 2.0)
+    assert result.state == "completed"
+    assert [(s.task, s.start, s.end) for s in result.spans] == [("a", 0.0, 0.0), ("b", 0.0, 0.0), ("c", 0.0, 2.0)]
