@@ -73,3 +73,11 @@ def test_simulate_reports_an_invalid_file_like_run_does(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines()[0] == f"error: {path} is not a valid workflow:"
     assert "tasks[0].estimated_duration" in result.stderr
+
+
+def test_simulate_runs_the_workflow_again_on_the_same_simulated_controller() -> None:
+    result = corral("simulate", str(EXAMPLE), "--agents", "2x4", "--runs", "2", "--json")
+    assert result.returncode == 0, result
+    data = json.loads(result.stdout)
+    assert data["earlier_makespans_s"] == [1.0] and data["makespan_s"] == 1.0
+    assert len(data["spans"]) == 7  # the last run's spans only
