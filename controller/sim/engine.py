@@ -19,27 +19,29 @@ A task runs for ``duration(task)`` if a callback is given, else its ``estimated_
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 import heapq
 import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
-from corral.controller.core.model import AttemptState, Task, TaskState
+from corral.controller.core.model import AttemptState, Task, TaskState, Workflow
 from corral.controller.errors import CorralError, InvalidArgument
 from corral.controller.rpc.submission import Admitted, admit_workflow
 from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.sim.fleet import Fleet
-from corral.controller.spec import WorkflowSpec
+from corral.controller.spec import Limits, WorkflowSpec
 
 __all__ = [
     "MAX_STEPS_PER_TASK",
     "MAX_VIRTUAL_S",
+    "MAX_WORKFLOWS",
     "DurationFn",
     "FailFn",
     "SimResult",
@@ -56,6 +58,7 @@ FailFn = Callable[[Task], bool]
 
 START = 1000.0  # the virtual clock at construction: past boot (0.0) and any start-up grace of the core
 MAX_VIRTUAL_S = 10 * 365 * 86_400.0  # a workflow longer than ten years of virtual time is a mistake
+MAX_WORKFLOWS = 1000  # submitted together by one run_all
 MAX_STEPS_PER_TASK = 64  # steps (handle + tick) per task before the run is declared stuck in a loop
 _STALL_STEPS = 3  # ticks at one instant that change nothing before the clock skips a stale timer
 
@@ -75,9 +78,11 @@ class Span:
     start: float
     end: float
     outcome: str  # succeeded, failed, timed_out, cancelled
+    workflow: str = ""  # its workflow's name (in results)
 
     def to_dict(self) -> dict[str, object]:
         return {
+            "workflow": self.workflow,
             "agent": self.agent,
             "slot": self.slot,
             "task": self.task,
@@ -183,7 +188,7 @@ class Simulator:
         self._ends: list[tuple[float, int, str, str]] = []  # (end, seq, agent, attempt id)
         self._seq = itertools.count()
         self._last_beat = self.now
-        self._spans: list[Span] = []
+        self._spans: list[tuple[str, Span]] = []  # (workflow id, span) of every attempt that ended
         self._length: DurationFn = lambda task: self.default_duration_s  # set by each run
         self._fails: FailFn = lambda task: False
         self._check = check
@@ -202,18 +207,33 @@ class Simulator:
             assert isinstance(welcome, ev.Welcome)
             agent.epoch = welcome.session_epoch
 
-    # --- one run --------------------------------------------------------------------------------
+    # --- runs -----------------------------------------------------------------------------------
 
     def run(self, spec: WorkflowSpec, duration: DurationFn | None = None, fails: FailFn | None = None) -> SimResult:
         """Submit ``spec`` (started at once) and run until it ends; InvalidArgument for a bad spec.
 
         ``fails(task)`` says whether an attempt fails (exit code 1, retryable) at the end of its run.
         """
-        admitted = admit_workflow(spec_to_proto(spec), self._new_id)
-        workflow = admitted.workflow
-        names = _renumber(admitted)
-        ran: dict[str, float] = {}  # task name -> duration of its first attempt
-        defaulted: set[str] = set()
+        return self.run_all([spec], duration, fails)[0]
+
+    def run_all(
+        self, specs: Sequence[WorkflowSpec], duration: DurationFn | None = None, fails: FailFn | None = None
+    ) -> list[SimResult]:
+        """Submit every spec at one instant, in order, all started, and run until every one ends.
+
+        Every spec is admitted before any is submitted: one bad spec raises InvalidArgument and
+        nothing runs. One result per spec, in order.
+        """
+        if not 1 <= len(specs) <= MAX_WORKFLOWS:
+            raise InvalidArgument.field("specs", f"between 1 and {MAX_WORKFLOWS} workflows at once, got {len(specs)}")
+        admitted = [admit_workflow(spec_to_proto(spec), self._new_id) for spec in specs]
+        count = sum(len(a.tasks) for a in admitted)
+        if count > Limits.max_tasks:
+            raise InvalidArgument.field("specs", f"{count} tasks in all, over max_tasks={Limits.max_tasks}")
+        for one in admitted:
+            _renumber(one)
+        ran: dict[str, float] = {}  # task id -> duration of its first attempt
+        defaulted: set[str] = set()  # task ids that ran the default duration
 
         def length(task: Task) -> float:
             if duration is not None:
@@ -222,26 +242,60 @@ class Simulator:
                 seconds = task.estimated_duration_s
             else:
                 seconds = self.default_duration_s
-                defaulted.add(task.name)
+                defaulted.add(task.id)
             if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 <= seconds <= MAX_VIRTUAL_S):
                 raise SimulationError(
                     f"task {task.name}: duration must be between 0 and {MAX_VIRTUAL_S:g} s, got {seconds!r}"
                 )
-            ran.setdefault(task.name, float(seconds))
+            ran.setdefault(task.id, float(seconds))
             return float(seconds)
 
         self._length = length
         self._fails = fails or (lambda task: False)
         first_span = len(self._spans)
         submitted, steps_before = self.now, self.steps
-        # The workflow record becomes the core's own: its state is the core's.
-        self._step([ev.SubmitWorkflow(workflow, admitted.tasks, start=True)])
-        budget = MAX_STEPS_PER_TASK * len(admitted.tasks) + 1000
+        # The workflow records become the core's own: their states are the core's.
+        workflows = [one.workflow for one in admitted]
+        self._step([ev.SubmitWorkflow(one.workflow, one.tasks, start=True) for one in admitted])
+        stuck = self._drive(workflows, submitted, MAX_STEPS_PER_TASK * count + 1000)
+        spans: dict[str, list[Span]] = {w.id: [] for w in workflows}
+        for workflow_id, span in self._spans[first_span:]:
+            spans[workflow_id].append(span)
+        results = []
+        for spec, one in zip(specs, admitted, strict=True):
+            workflow = one.workflow
+            end = workflow.finished_at if workflow.finished_at is not None else self.now
+            critical_path, total = _bound_parts(one.tasks, ran)
+            mine = stuck.get(workflow.id, ())
+            results.append(
+                SimResult(
+                    workflow=spec.name,
+                    state="stuck" if mine else str(workflow.state),
+                    fleet=self.fleet,
+                    makespan=max(0.0, end - submitted),
+                    critical_path=critical_path,
+                    total_work=total,
+                    tasks=len(one.tasks),
+                    defaulted=sum(1 for t in one.tasks if t.id in defaulted),
+                    spans=tuple(
+                        dataclasses.replace(s, start=s.start - submitted, end=s.end - submitted, workflow=spec.name)
+                        for s in sorted(spans[workflow.id], key=lambda s: (s.start, s.agent, s.slot))
+                    ),
+                    steps=self.steps - steps_before,
+                    stuck=mine,
+                )
+            )
+        return results
+
+    def _drive(
+        self, workflows: list[Workflow], submitted: float, budget: int
+    ) -> dict[str, tuple[tuple[str, str], ...]]:
+        """Move the clock and the agents until every workflow ended; the stuck ones' reasons."""
+        steps_before = self.steps
         stalled = 0
-        stuck: tuple[tuple[str, str], ...] = ()
-        while not workflow.state.terminal:
+        while not all(w.state.terminal for w in workflows):
             if self.steps - steps_before > budget:
-                raise SimulationError(f"workflow {spec.name} did not end within {budget} steps: a loop in the core?")
+                raise SimulationError(f"the workflows did not end within {budget} steps: a loop in the core?")
             reports = self._reports()
             if reports:
                 self._step(reports)
@@ -249,8 +303,7 @@ class Simulator:
                 continue
             upcoming = self._next_time()
             if upcoming is None:
-                stuck = self._explain_stuck(workflow.task_ids)
-                break
+                return {w.id: self._explain_stuck(w.task_ids) for w in workflows if not w.state.terminal}
             if upcoming <= self.now and not self._ends_due():
                 # A timer due now: tick again at this instant. One that stays due changes nothing
                 # here (a stale entry): let time pass rather than spin on it.
@@ -261,28 +314,11 @@ class Simulator:
             if upcoming > self.now:
                 stalled = 0
                 if upcoming - submitted > MAX_VIRTUAL_S:
-                    raise SimulationError(f"workflow {spec.name} still runs after {MAX_VIRTUAL_S:g} virtual seconds")
+                    raise SimulationError(f"the workflows still run after {MAX_VIRTUAL_S:g} virtual seconds")
                 self.now = upcoming
             self._finish_due()
             self._step(self._heartbeats() + self._reports())
-        end = workflow.finished_at if workflow.finished_at is not None else self.now
-        critical_path, total = _bound_parts(admitted.tasks, names, ran)
-        return SimResult(
-            workflow=spec.name,
-            state="stuck" if stuck else str(workflow.state),
-            fleet=self.fleet,
-            makespan=max(0.0, end - submitted),
-            critical_path=critical_path,
-            total_work=total,
-            tasks=len(admitted.tasks),
-            defaulted=len(defaulted),
-            spans=tuple(
-                Span(s.agent, s.slot, s.task, s.attempt, s.start - submitted, s.end - submitted, s.outcome)
-                for s in sorted(self._spans[first_span:], key=lambda s: (s.start, s.agent, s.slot))
-            ),
-            steps=self.steps - steps_before,
-            stuck=stuck,
-        )
+        return {}
 
     # --- driving the core -----------------------------------------------------------------------
 
@@ -368,9 +404,10 @@ class Simulator:
         assert run.start is not None
         heapq.heappush(agent.free, run.slot)
         task = run.assignment.task
-        self._spans.append(
-            Span(agent.name, run.slot, task.name, run.assignment.attempt_number, run.start, run.end, str(run.outcome))
+        span = Span(
+            agent.name, run.slot, task.name, run.assignment.attempt_number, run.start, run.end, str(run.outcome)
         )
+        self._spans.append((task.workflow_id, span))
         error = ""
         if run.outcome is AttemptState.TIMED_OUT:
             error = f"timed out after {task.timeout_s:g} s"
@@ -429,23 +466,20 @@ class Simulator:
         return tuple(reasons) or (("", "nothing runs and nothing is due, yet the workflow has not ended"),)
 
 
-def _renumber(admitted: Admitted) -> dict[str, str]:
-    """Give the tasks ids from their position (admission draws random ones), so runs repeat
-    exactly; returns task id -> name."""
+def _renumber(admitted: Admitted) -> None:
+    """Give the tasks ids from their position (admission draws random ones), so runs repeat exactly."""
     workflow = admitted.workflow
     renamed = {task.id: f"{workflow.id}-t{task.index:06d}" for task in admitted.tasks}
     for task in admitted.tasks:
         task.id = renamed[task.id]
         task.dependencies = tuple(renamed[d] for d in task.dependencies)
     workflow.task_ids = [renamed[t] for t in workflow.task_ids]
-    return {task.id: task.name for task in admitted.tasks}
 
 
-def _bound_parts(tasks: list[Task], names: dict[str, str], ran: dict[str, float]) -> tuple[float, float]:
+def _bound_parts(tasks: list[Task], ran: dict[str, float]) -> tuple[float, float]:
     """Critical path and total work of the durations the tasks ran (tasks that never ran count 0)."""
     finish: dict[str, float] = {}
     parents = {task.id: task.dependencies for task in tasks}
     for task_id in graphlib.TopologicalSorter(parents).static_order():
-        own = ran.get(names[task_id], 0.0)
-        finish[task_id] = own + max((finish[p] for p in parents[task_id]), default=0.0)
-    return max(finish.values(), default=0.0), sum(ran.values())
+        finish[task_id] = ran.get(task_id, 0.0) + max((finish[p] for p in parents[task_id]), default=0.0)
+    return max(finish.values(), default=0.0), sum(ran.get(task.id, 0.0) for task in tasks)

@@ -189,3 +189,26 @@ def test_zero_duration_tasks_end_at_the_instant_they_start() -> None:
     result = Simulator(Fleet(1, 1)).run(spec, lambda t: 0.0 if t.name != "c" else 2.0)
     assert result.state == "completed"
     assert [(s.task, s.start, s.end) for s in result.spans] == [("a", 0.0, 0.0), ("b", 0.0, 0.0), ("c", 0.0, 2.0)]
+
+
+def test_several_workflows_share_the_fleet_and_each_gets_its_own_result() -> None:
+    long = workflow(task("x", 4.0), name="long")
+    chain = workflow(task("x", 1.0), task("y", 1.0, "x"), name="chain")
+    simulator = Simulator(Fleet(1, 2))
+    first, second = simulator.run_all([long, chain])
+    assert (first.workflow, first.state, first.makespan) == ("long", "completed", pytest.approx(4.0))
+    assert (second.workflow, second.state, second.makespan) == ("chain", "completed", pytest.approx(2.0))
+    assert [(s.workflow, s.task) for s in first.spans] == [("long", "x")]
+    assert [(s.workflow, s.task) for s in second.spans] == [("chain", "x"), ("chain", "y")]
+    assert second.bound == pytest.approx(2.0) and first.bound == pytest.approx(4.0)
+    simulator.machine.validate()
+
+
+def test_one_bad_workflow_in_a_batch_runs_nothing() -> None:
+    simulator = Simulator(Fleet(1, 1))
+    bad = WorkflowSpec.model_construct(name="bad", tasks=[])
+    with pytest.raises(InvalidArgument, match="at least one task"):
+        simulator.run_all([workflow(task("a", 1.0)), bad])
+    assert not simulator.machine.workflows
+    with pytest.raises(InvalidArgument, match="between 1 and 1000 workflows"):
+        simulator.run_all([])
