@@ -147,3 +147,34 @@ def test_a_failing_task_is_retried_then_its_dependents_are_skipped() -> None:
     assert [(s.task, s.attempt, s.outcome) for s in result.spans] == [("a", 1, "failed"), ("a", 2, "failed")]
     once = Simulator(Fleet(1, 1)).run(spec, fails=lambda task: task.name == "a" and task.attempts == 1)
     assert once.state == "completed" and [s.task for s in once.spans] == ["a", "a", "b"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(cases(), min_size=2, max_size=3))
+def test_several_workflows_at_once_all_complete_on_a_shared_fleet(batch: list[Case]) -> None:
+    # Each case's own fleet is ignored: every workflow shares the first one, with every agent type
+    # and enough cores for any task, and no attempt fails, so every workflow must complete.
+    fleet = Fleet(batch[0].fleet.agents, batch[0].fleet.slots, cpu_cores=4.0)
+    specs = [parse_workflow({"name": f"wf{i}", "tasks": case.tasks}) for i, case in enumerate(batch)]
+    simulator = Simulator(fleet, check=over_allocated)
+    results = simulator.run_all(
+        specs, duration=lambda task: batch[int(task_workflow(simulator, task)[2:])].durations[task.name]
+    )
+    for spec, result in zip(specs, results, strict=True):
+        assert result.state == "completed", (spec.name, result.stuck)
+        assert sorted(s.task for s in result.spans) == sorted(t.name for t in spec.tasks)
+        assert {s.workflow for s in result.spans} == {spec.name}
+        assert result.makespan >= result.bound - 1e-6
+    lanes: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for result in results:
+        for span in result.spans:
+            lanes.setdefault((span.agent, span.slot), []).append((span.start, span.end))
+    for intervals in lanes.values():
+        intervals.sort()
+        for (_, end), (start, _) in itertools.pairwise(intervals):
+            assert start >= end - 1e-9
+
+
+def task_workflow(simulator: Simulator, task: Task) -> str:
+    """The name of a task's workflow, as the core knows it."""
+    return simulator.machine.workflows[task.workflow_id].name
