@@ -57,6 +57,13 @@ def simulate(
     default_duration: Annotated[
         float, typer.Option("--default-duration", help="Seconds a task without estimated_duration runs.")
     ] = 1.0,
+    latency: Annotated[
+        float,
+        typer.Option(
+            "--latency",
+            help="Seconds each message between the controller and an agent takes, each way (0: no overhead; max 1).",
+        ),
+    ] = 0.0,
     runs: Annotated[
         int,
         typer.Option(
@@ -83,7 +90,7 @@ def simulate(
     spec = load_spec(file)
     try:
         fleet = _fleet(agents, types, [t.agent_type for t in spec.tasks], cpu, memory, gpus)
-        simulator = Simulator(fleet, default_duration_s=default_duration)
+        simulator = Simulator(fleet, default_duration_s=default_duration, latency_s=latency)
         earlier: list[float] = []
         for _ in range(runs - 1):
             earlier.append(simulator.run(spec).makespan)

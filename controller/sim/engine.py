@@ -39,6 +39,7 @@ from corral.controller.sim.fleet import Fleet
 from corral.controller.spec import Limits, WorkflowSpec
 
 __all__ = [
+    "MAX_LATENCY_S",
     "MAX_STEPS_PER_TASK",
     "MAX_VIRTUAL_S",
     "MAX_WORKFLOWS",
@@ -58,6 +59,8 @@ FailFn = Callable[[Task], bool]
 
 START = 1000.0  # the virtual clock at construction: past boot (0.0) and any start-up grace of the core
 MAX_VIRTUAL_S = 10 * 365 * 86_400.0  # a workflow longer than ten years of virtual time is a mistake
+# Beyond a second each way the core's assignment lease (3 s) would take work back from healthy agents.
+MAX_LATENCY_S = 1.0
 MAX_WORKFLOWS = 1000  # submitted together by one run_all
 MAX_STEPS_PER_TASK = 64  # steps (handle + tick) per task before the run is declared stuck in a loop
 _STALL_STEPS = 3  # ticks at one instant that change nothing before the clock skips a stale timer
@@ -148,7 +151,7 @@ class _Agent:
     queue: deque[str] = field(default_factory=deque)  # attempt ids not started, in arrival order
     held: dict[str, _Run] = field(default_factory=dict)  # every attempt it holds, queued or running
     free: list[int] = field(default_factory=list)  # free slot numbers (a heap: lowest first)
-    outbox: list[ev.Report] = field(default_factory=list)
+    outbox: deque[tuple[float, ev.Report]] = field(default_factory=deque)  # (delivery time, report)
 
     def __post_init__(self) -> None:
         self.free = list(range(self.slots))
@@ -169,9 +172,14 @@ class Simulator:
         config: MachineConfig | None = None,
         default_duration_s: float = 1.0,
         seed: int = 0,
+        latency_s: float = 0.0,
         check: Callable[[Machine], None] | None = None,
     ) -> None:
-        """``check(machine)`` runs after every step (e.g. ``Machine.validate`` in property tests)."""
+        """``latency_s``: how long each message between the core and an agent takes, each way
+        (assignments and cancels out, reports back); 0 is a zero-overhead controller.
+        ``check(machine)`` runs after every step (e.g. ``Machine.validate`` in property tests)."""
+        if not (math.isfinite(latency_s) and 0 <= latency_s <= MAX_LATENCY_S):
+            raise InvalidArgument.field("latency", f"must be between 0 and {MAX_LATENCY_S:g} seconds, got {latency_s}")
         if not (math.isfinite(default_duration_s) and 0 <= default_duration_s <= MAX_VIRTUAL_S):
             raise InvalidArgument.field(
                 "default_duration", f"must be between 0 and {MAX_VIRTUAL_S:g} seconds, got {default_duration_s}"
@@ -179,6 +187,8 @@ class Simulator:
         self.fleet = fleet
         self.config = config or MachineConfig()
         self.default_duration_s = default_duration_s
+        self.latency_s = latency_s
+        self._inflight: deque[tuple[float, ev.Assign | ev.CancelAttempts]] = deque()  # (arrival, message)
         counter = itertools.count(1)
         self._new_id: Callable[[], str] = lambda: f"{next(counter):08d}"
         self.machine = Machine(self.config, new_id=self._new_id, rng=random.Random(seed), boot_time=0.0)
@@ -304,19 +314,21 @@ class Simulator:
             upcoming = self._next_time()
             if upcoming is None:
                 return {w.id: self._explain_stuck(w.task_ids) for w in workflows if not w.state.terminal}
-            if upcoming <= self.now and not self._ends_due():
+            if upcoming <= self.now and not self._ends_due() and not self._arrivals_due():
                 # A timer due now: tick again at this instant. One that stays due changes nothing
                 # here (a stale entry): let time pass rather than spin on it.
                 stalled += 1
                 if stalled >= _STALL_STEPS:
                     later = self.now + self.config.heartbeat_interval_s
-                    upcoming = min(self._ends[0][0], later) if self._ends else later
+                    arrival = self._next_arrival()
+                    upcoming = later if arrival is None else min(arrival, later)
             if upcoming > self.now:
                 stalled = 0
                 if upcoming - submitted > MAX_VIRTUAL_S:
                     raise SimulationError(f"the workflows still run after {MAX_VIRTUAL_S:g} virtual seconds")
                 self.now = upcoming
             self._finish_due()
+            self._deliver()
             self._step(self._heartbeats() + self._reports())
         return {}
 
@@ -330,27 +342,38 @@ class Simulator:
         self.machine.take_changes()
         for action in self.machine.take_actions():
             self._act(action)
-        self._start_queued()
+        self._deliver()
         if self._check is not None:
             self._check(self.machine)
         return results
 
     def _act(self, action: ev.Action) -> None:
-        if isinstance(action, ev.Assign):
-            agent = self._agents[action.agent_id]
-            for assignment in action.assignments:
-                agent.held[assignment.attempt_id] = _Run(assignment)
-                agent.queue.append(assignment.attempt_id)
-                # Held (queued or about to start): acknowledged at once, as a real agent does.
-                agent.outbox.append(ev.AttemptAccepted(agent.name, assignment.attempt_id))
-        elif isinstance(action, ev.CancelAttempts):
-            self._cancel(self._agents[action.agent_id], action)
+        if isinstance(action, ev.Assign | ev.CancelAttempts):
+            # On its way to the agent: it arrives ``latency_s`` from now, in order.
+            self._inflight.append((self.now + self.latency_s, action))
         elif isinstance(action, ev.Disconnect):
             raise SimulationError(
                 f"the core declared agent {action.agent_id} lost at virtual time {self.now - START:.3f} s "
                 "although it heartbeats: a bug in the simulator or the core"
             )
         # Welcome, Ack, HeartbeatAck, Publish, WorkflowDone, DrainOrder: nothing for a simulated agent to do.
+
+    def _deliver(self) -> None:
+        """Agents receive the assignments and cancels that have arrived, then fill free slots."""
+        while self._inflight and self._inflight[0][0] <= self.now:
+            self._receive(self._inflight.popleft()[1])
+        self._start_queued()
+
+    def _receive(self, action: ev.Assign | ev.CancelAttempts) -> None:
+        if isinstance(action, ev.Assign):
+            agent = self._agents[action.agent_id]
+            for assignment in action.assignments:
+                agent.held[assignment.attempt_id] = _Run(assignment)
+                agent.queue.append(assignment.attempt_id)
+                # Held (queued or about to start): acknowledged at once, as a real agent does.
+                self._send(agent, ev.AttemptAccepted(agent.name, assignment.attempt_id))
+        else:
+            self._cancel(self._agents[action.agent_id], action)
 
     def _cancel(self, agent: _Agent, action: ev.CancelAttempts) -> None:
         for attempt_id in action.attempt_ids:
@@ -361,9 +384,9 @@ class Simulator:
                 agent.queue.remove(attempt_id)
                 del agent.held[attempt_id]
                 if action.release_only:
-                    agent.outbox.append(ev.AttemptReleased(agent.name, attempt_id))
+                    self._send(agent, ev.AttemptReleased(agent.name, attempt_id))
                 else:
-                    agent.outbox.append(self._finished(agent, attempt_id, AttemptState.CANCELLED, "cancelled"))
+                    self._send(agent, self._finished(agent, attempt_id, AttemptState.CANCELLED, "cancelled"))
             elif not action.release_only:
                 # Killed while running: it ends now (the kill grace is not simulated).
                 held.end, held.outcome = self.now, AttemptState.CANCELLED
@@ -386,10 +409,13 @@ class Simulator:
                     if self._fails(task):
                         run.outcome = AttemptState.FAILED
                 heapq.heappush(self._ends, (run.end, next(self._seq), agent.name, attempt_id))
-                agent.outbox.append(ev.AttemptStarted(agent.name, attempt_id, at=self.now))
+                self._send(agent, ev.AttemptStarted(agent.name, attempt_id, at=self.now))
 
     def _ends_due(self) -> bool:
         return bool(self._ends) and self._ends[0][0] <= self.now
+
+    def _arrivals_due(self) -> bool:
+        return bool(self._inflight) and self._inflight[0][0] <= self.now
 
     def _finish_due(self) -> None:
         """End every running attempt whose end is now (their Finished reports go out next step)."""
@@ -415,7 +441,7 @@ class Simulator:
             error = "exit code 1 (simulated failure)"
         elif run.outcome is AttemptState.CANCELLED:
             error = "cancelled"
-        agent.outbox.append(self._finished(agent, attempt_id, run.outcome, error, at=run.end))
+        self._send(agent, self._finished(agent, attempt_id, run.outcome, error, at=run.end))
 
     def _finished(
         self, agent: _Agent, attempt_id: str, outcome: AttemptState, error: str, at: float | None = None
@@ -433,13 +459,20 @@ class Simulator:
             at=self.now if at is None else at,
         )
 
+    def _send(self, agent: _Agent, report: ev.Report) -> None:
+        """A report on its way to the controller: it arrives ``latency_s`` from now."""
+        agent.outbox.append((self.now + self.latency_s, report))
+
     def _reports(self) -> list[ev.Event]:
-        """Every agent's pending reports, one batch per agent (as real agents send them)."""
+        """Every agent's reports that have arrived, one batch per agent (as real agents send them)."""
         batches: list[ev.Event] = []
         for agent in self._agents.values():
-            if agent.outbox:
-                batches.append(ev.AgentReports(agent.name, agent.epoch, tuple(agent.outbox)))
-                agent.outbox = []
+            outbox = agent.outbox
+            if outbox and outbox[0][0] <= self.now:
+                arrived: list[ev.Report] = []
+                while outbox and outbox[0][0] <= self.now:
+                    arrived.append(outbox.popleft()[1])
+                batches.append(ev.AgentReports(agent.name, agent.epoch, tuple(arrived)))
         return batches
 
     def _heartbeats(self) -> list[ev.Event]:
@@ -451,9 +484,17 @@ class Simulator:
         beats = tuple(ev.AgentHeartbeat(a.name, a.epoch) for a in self._agents.values())
         return [ev.AgentHeartbeats(beats)]
 
+    def _next_arrival(self) -> float | None:
+        """When the simulated side next acts: an attempt ends, or a message arrives either way."""
+        times = [self._ends[0][0]] if self._ends else []
+        if self._inflight:
+            times.append(self._inflight[0][0])
+        times.extend(agent.outbox[0][0] for agent in self._agents.values() if agent.outbox)
+        return min(times) if times else None
+
     def _next_time(self) -> float | None:
-        """The next instant something happens: an attempt ends, or a timer of the core is due."""
-        candidates = [t for t in (self._ends[0][0] if self._ends else None, self.machine.next_timer()) if t is not None]
+        """The next instant something happens: the simulated side acts, or a timer of the core is due."""
+        candidates = [t for t in (self._next_arrival(), self.machine.next_timer()) if t is not None]
         return min(candidates) if candidates else None
 
     def _explain_stuck(self, task_ids: list[str]) -> tuple[tuple[str, str], ...]:

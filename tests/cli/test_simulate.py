@@ -81,3 +81,16 @@ def test_simulate_runs_the_workflow_again_on_the_same_simulated_controller() -> 
     data = json.loads(result.stdout)
     assert data["earlier_makespans_s"] == [1.0] and data["makespan_s"] == 1.0
     assert len(data["spans"]) == 7  # the last run's spans only
+
+
+def test_simulate_latency_adds_a_round_trip_per_stage() -> None:
+    result = corral("simulate", str(EXAMPLE), "--latency", "0.01", "--json")
+    assert result.returncode == 0, result
+    # Four stages (extract, transforms, combine, report), each 10 ms out and 10 ms back.
+    assert json.loads(result.stdout)["makespan_s"] == 1.08
+    refused = corral("simulate", str(EXAMPLE), "--latency", "5")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "error: cannot simulate:",
+        "  latency: must be between 0 and 1 seconds, got 5.0",
+    ]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from corral.controller.core.machine import Machine
 from corral.controller.core.model import Task
 from corral.controller.errors import InvalidArgument
 from corral.controller.sim import Fleet, SimResult, SimulationError, Simulator, Span, parse_shape
@@ -212,3 +213,25 @@ def test_one_bad_workflow_in_a_batch_runs_nothing() -> None:
     assert not simulator.machine.workflows
     with pytest.raises(InvalidArgument, match="between 1 and 1000 workflows"):
         simulator.run_all([])
+
+
+def test_latency_delays_every_message_each_way() -> None:
+    # Each task: the assignment takes 10 ms to reach the agent, its Finished report 10 ms back.
+    spec = workflow(task("a", 2.0), task("b", 3.0, "a"), task("c", 4.0, "b"))
+    result = Simulator(Fleet(1, 1), latency_s=0.01).run(spec)
+    assert result.state == "completed"
+    assert [s.task for s in result.spans] == ["a", "b", "c"]
+    times = [t for s in result.spans for t in (s.start, s.end)]
+    assert times == pytest.approx([0.01, 2.01, 2.03, 5.03, 5.05, 9.05])
+    assert result.makespan == pytest.approx(9.06)
+    with pytest.raises(InvalidArgument, match="latency: must be between 0 and 1 seconds"):
+        Simulator(Fleet(1, 1), latency_s=2.0)
+
+
+def test_latency_keeps_a_wide_dag_correct() -> None:
+    rng = random.Random(11)
+    spec = workflow(*[task(f"t{i}", rng.uniform(0.0, 0.05), *([f"t{i - 9}"] if i >= 9 else [])) for i in range(300)])
+    result = Simulator(Fleet(2, 4), latency_s=0.002, check=Machine.validate).run(spec)
+    assert result.state == "completed" and sorted(s.task for s in result.spans) == sorted(t.name for t in spec.tasks)
+    check_schedule(result, spec)
+    assert result.makespan > Simulator(Fleet(2, 4)).run(spec).makespan  # overhead costs time

@@ -120,8 +120,10 @@ def test_the_core_places_every_placeable_task_and_never_over_allocates(case: Cas
         expected = "failed" if (span.task, span.attempt) in case.failures else "succeeded"
         assert span.outcome == expected, span
     for name, numbers in attempts.items():
-        assert sorted(numbers) == list(range(1, len(numbers) + 1)), (name, numbers)
-        assert len(numbers) <= by_name[name]["retries"] + 1
+        # An attempt moved to an idle agent before it started never runs: numbers may skip one.
+        assert numbers == sorted(set(numbers)), (name, numbers)
+        failed = sum(1 for s in result.spans if s.task == name and s.outcome == "failed")
+        assert failed <= by_name[name]["retries"] + 1 and len(numbers) == failed + (name in succeeded)
     state = {t.name: t.state for t in simulator.machine.tasks.values()}
     for name in by_name:
         if name in succeeded:
