@@ -82,7 +82,7 @@ def simulate(
 
     JSON fields: workflow, source, state, agents, slots_per_agent, tasks, makespan_s, bound_s,
     critical_path_s, total_work_s, ratio, default_duration_tasks, stuck[] (task, reason),
-    per_agent[] (agent, attempts, busy_s, utilisation), spans[] (agent, slot, task, attempt,
+    per_agent[] (agent, attempts, busy_s, utilisation), spans[] (workflow, agent, slot, task, attempt,
     start_s, end_s, outcome).
     """
     if not 1 <= runs <= MAX_RUNS:

@@ -8,7 +8,7 @@ from typing import Any
 
 from corral.controller.sim.engine import SimResult, Span
 
-__all__ = ["MAX_LANES", "WIDTH", "gantt", "summary_lines", "to_dict"]
+__all__ = ["MAX_LANES", "WIDTH", "agent_rows", "gantt", "summary_lines", "to_dict"]
 
 WIDTH = 64  # columns of the Gantt chart
 MAX_LANES = 32  # slot rows drawn; more are summarised (the JSON has every span)
