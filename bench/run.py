@@ -36,6 +36,8 @@ WORKLOADS: dict[str, str] = {
     "sleep": "bench.workloads.sleep",
     "plan": "bench.workloads.plan",
     "traces": "bench.workloads.traces",
+    "best_list": "bench.workloads.best_list",
+    "sim": "bench.workloads.sim",
     "heartbeat": "bench.workloads.heartbeat",
 }
 
@@ -51,6 +53,12 @@ FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "controller_peak_rss_mib": ("noop", "MiB", 150, False),
     "plan_100k_s": ("plan", "s", 5, False),
     "trace_makespan_ratio": ("traces", "", 1.15, False),
+    "trace_vs_best_list": ("best_list", "", 1.03, False),
+    "trace_vs_best_list_learned": ("best_list", "", 1.05, False),
+    "trace_vs_best_list_cold": ("best_list", "", 1.10, False),
+    "sim_vs_best_list": ("sim", "", 1.03, False),
+    "sim_vs_best_list_learned": ("sim", "", 1.05, False),
+    "sim_vs_best_list_cold": ("sim", "", 1.10, False),
     "agents_1000_heartbeat_cpu": ("heartbeat", "cores", 0.25, False),
 }
 

@@ -13,9 +13,10 @@ import json
 import re
 from pathlib import Path
 
+from bench.listsched import Dag
 from corral.controller.spec import TaskSpec, WorkflowSpec
 
-__all__ = ["DEFAULT_DIR", "TRACES", "Trace", "load_trace"]
+__all__ = ["DEFAULT_DIR", "TRACES", "Trace", "load_trace", "trace_of"]
 
 # ../shared beside the repository (the traces and their licence live there, not in the repository).
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "workloads" / "wfcommons"
@@ -54,6 +55,23 @@ class Trace:
         """max(critical path, total work / slots): no schedule on ``slots`` slots can beat it."""
         return max(self.critical_path_s(), self.total_work_s / slots)
 
+    def dag(self) -> Dag:
+        """The DAG with the scaled durations, for the list-schedule references."""
+        return Dag.from_mapping(self.durations, self.parents)
+
+    def durations_by_name(self) -> dict[str, float]:
+        """Scaled runtimes by task name (the names in :attr:`spec`)."""
+        return {task.name: d for task, d in zip(self.spec.tasks, self.durations.values(), strict=True)}
+
+    def with_estimates(self) -> WorkflowSpec:
+        """The same workflow (same name) with every task's ``estimated_duration`` set to its scaled runtime."""
+        durations = list(self.durations.values())  # in file order, as the spec's tasks
+        tasks = [
+            task.model_copy(update={"estimated_duration": duration})
+            for task, duration in zip(self.spec.tasks, durations, strict=True)
+        ]
+        return self.spec.model_copy(update={"tasks": tasks})
+
 
 def _task_name(task_id: str) -> str:
     name = _BAD.sub("_", task_id)
@@ -69,12 +87,17 @@ def load_trace(path: Path, scale: float) -> Trace:
     runtimes = {t["id"]: float(t["runtimeInSeconds"]) * scale for t in wf["execution"]["tasks"]}
     specification = wf["specification"]["tasks"]
     parents = {t["id"]: list(t.get("parents", [])) for t in specification}
-    names = {task_id: _task_name(task_id) for task_id in parents}
-    if len(set(names.values())) != len(names):
-        raise ValueError(f"{path.name}: task ids collide once made valid names")
     missing = set(parents) - set(runtimes)
     if missing:
         raise ValueError(f"{path.name}: no runtime for {sorted(missing)[:3]}")
+    return trace_of(path.stem, runtimes, parents)
+
+
+def trace_of(name: str, runtimes: dict[str, float], parents: dict[str, list[str]]) -> Trace:
+    """A trace from scaled runtimes and parents by task id (file order: ``parents``' order)."""
+    names = {task_id: _task_name(task_id) for task_id in parents}
+    if len(set(names.values())) != len(names):
+        raise ValueError(f"{name}: task ids collide once made valid names")
     tasks = [
         TaskSpec(
             name=names[task_id],
@@ -84,6 +107,6 @@ def load_trace(path: Path, scale: float) -> Trace:
         )
         for task_id in parents
     ]
-    spec = WorkflowSpec(name=_task_name(path.stem), tasks=tasks)
+    spec = WorkflowSpec(name=_task_name(name), tasks=tasks)
     durations = {task_id: runtimes[task_id] for task_id in parents}
-    return Trace(name=path.stem, durations=durations, parents=parents, spec=spec)
+    return Trace(name=name, durations=durations, parents=parents, spec=spec)

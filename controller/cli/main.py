@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import admin, certs, cluster, daemons, run, tasks, workflows
+from corral.controller.cli import admin, certs, cluster, daemons, run, simulate, tasks, workflows
 from corral.controller.cli.common import (
     CaOption,
     CertOption,
@@ -67,6 +67,7 @@ app.command("cancel", rich_help_panel=_WORK)(workflows.cancel)
 app.command("pause", rich_help_panel=_WORK)(workflows.pause)
 app.command("resume", rich_help_panel=_WORK)(workflows.resume)
 app.command("schema", rich_help_panel=_WORK)(workflows.schema)
+app.command("simulate", rich_help_panel=_WORK)(simulate.simulate)
 
 app.command("explain", rich_help_panel=_TASKS)(tasks.explain)
 app.command("logs", rich_help_panel=_TASKS)(tasks.logs)
