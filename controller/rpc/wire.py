@@ -184,6 +184,8 @@ def task_event_from_proto(
             session_epoch=session_epoch,
             at=at,
             fenced=done.outcome == pb.ATTEMPT_OUTCOME_FENCED,
+            peak_rss_bytes=done.peak_rss_bytes,
+            cpu_s=done.cpu_s,
         )
     return None
 
@@ -232,6 +234,10 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
         reruns_after_fence=task.reruns_after_fence,
         failure_reason=task.failure_reason,
     )
+    attempt = machine.attempts.get(task.current_attempt_id) if task.current_attempt_id else None
+    if attempt is not None and (attempt.peak_rss_bytes or attempt.cpu_s):
+        message.peak_rss_bytes = attempt.peak_rss_bytes
+        message.cpu_s = attempt.cpu_s
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
     _stamp(message.created_at, task.created_at)
