@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from corral.controller.core import events as ev
-from corral.controller.core.analysis import ExecutionPlan, analyze
+from corral.controller.core.analysis import DependencyInsights, ExecutionPlan, analyze
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import (
     Agent,
@@ -22,7 +22,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.placement import AgentView
-from corral.v1 import agent_pb2, orchestrator_pb2
+from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
 
 __all__ = [
@@ -309,6 +309,20 @@ def plan_to_proto(plan: ExecutionPlan) -> pb.ExecutionPlan:
         parallelism_factor=plan.parallelism_factor,
         task_count=plan.task_count,
         total_work_s=plan.total_work_s,
+    )
+
+
+def analysis_to_proto(plan: ExecutionPlan, insights: DependencyInsights) -> scheduler_pb2.AnalyzeDependenciesResponse:
+    """AnalyzeDependencies' answer: the plan, its shape, redundant dependencies and dominators."""
+    return scheduler_pb2.AnalyzeDependenciesResponse(
+        plan=plan_to_proto(plan),
+        roots=plan.roots,
+        leaves=plan.leaves,
+        max_width=plan.max_width,
+        depth=plan.depth,
+        # "from" is a Python keyword: the field is set through a mapping.
+        redundant_edges=[scheduler_pb2.DependencyEdge(**{"from": a, "to": b}) for a, b in insights.redundant_edges],
+        immediate_dominators=dict(insights.immediate_dominators),
     )
 
 
