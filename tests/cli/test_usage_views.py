@@ -39,7 +39,10 @@ def test_status_table_shows_peak_memory_and_cpu() -> None:
 def _analysis(**fields: object) -> DependencyAnalysis:
     message = scheduler_pb2.AnalyzeDependenciesResponse(
         plan=pb.ExecutionPlan(
-            stages=[pb.ExecutionStage(index=0, task_names=["extract"]), pb.ExecutionStage(index=1, task_names=["load"])],
+            stages=[
+                pb.ExecutionStage(index=0, task_names=["extract"]),
+                pb.ExecutionStage(index=1, task_names=["load"]),
+            ],
             critical_path=["extract", "load"],
             task_count=2,
         ),
