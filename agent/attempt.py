@@ -31,6 +31,10 @@ class AttemptResult:
     error: str = ""
     retryable: bool = False
     oom_killed: bool = False  # the kernel killed it at its memory limit (Finished.oom_killed)
+    # Measured usage (Finished.peak_rss_bytes, Finished.cpu_s; 0 when not measured): see
+    # corral.agent.usage for what each runner measures.
+    peak_rss_bytes: int = 0
+    cpu_s: float = 0.0
 
     @classmethod
     def failed(cls, error: str, *, retryable: bool, exit_code: int = 0) -> AttemptResult:

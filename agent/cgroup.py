@@ -158,6 +158,14 @@ class Cgroup:
         """Whether the kernel OOM-killed a process of the cgroup (its memory limit was hit)."""
         raise NotImplementedError
 
+    def memory_peak(self) -> int | None:
+        """The cgroup's memory high-water mark in bytes (page cache included), None when unknown."""
+        raise NotImplementedError
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds used by the cgroup's processes so far, None when the cgroup does not say."""
+        return None
+
     def remove(self) -> None:
         """Delete the (empty) cgroup; best effort."""
         raise NotImplementedError
@@ -276,6 +284,15 @@ class CgroupV1(Cgroup):
         failcnt = _read_ints(memory / "memory.failcnt")
         return bool(failcnt and failcnt[0] > 0)
 
+    def memory_peak(self) -> int | None:
+        """memory.max_usage_in_bytes.
+
+        (No CPU: the cpuacct hierarchy is not one the group joins; the supervisor's
+        ``RUSAGE_CHILDREN`` counts the same processes, see :mod:`corral.agent.usage`.)
+        """
+        peak = _read_ints(self.dirs["memory"] / "memory.max_usage_in_bytes")
+        return peak[0] if peak else None
+
     def remove(self) -> None:
         """rmdir in every hierarchy, and the agent's parent levels once they are empty."""
         for directory in self.dirs.values():
@@ -346,6 +363,22 @@ class CgroupV2(Cgroup):
         except (OSError, ValueError):
             pass
         return False
+
+    def memory_peak(self) -> int | None:
+        """memory.peak (kernel >= 5.19), None on older kernels."""
+        peak = _read_ints(self.path / "memory.peak")
+        return peak[0] if peak else None
+
+    def cpu_seconds(self) -> float | None:
+        """cpu.stat's ``usage_usec`` (present with or without the cpu controller)."""
+        try:
+            for line in (self.path / "cpu.stat").read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "usage_usec":
+                    return int(value) / 1e6
+        except (OSError, ValueError):
+            pass
+        return None
 
     def remove(self) -> None:
         """rmdir, and the agent's parent levels once they are empty."""

@@ -99,6 +99,8 @@ class Outbox:
             retryable=result.retryable,
             # (AttemptResult.oom_killed comes with the supervisor; absent before it.)
             oom_killed=getattr(result, "oom_killed", False),
+            peak_rss_bytes=result.peak_rss_bytes,
+            cpu_s=result.cpu_s,
         )
         event = _TaskEvent(attempt_id=attempt_id, at=_now(), finished=finished)
         self._unacked[attempt_id] = event

@@ -45,6 +45,7 @@ from corral.agent.pyreap import lock_name, remove_stale_workers, settle_orphans,
 from corral.agent.pyworker import Request, Response
 from corral.agent.runas import RunAs, RunAsError, make_task_dir
 from corral.agent.taskenv import base_env, identity_env, payload_env
+from corral.agent.usage import clean
 from corral.v1 import types_pb2
 
 __all__ = ["PythonRun", "WorkerPool"]
@@ -444,14 +445,23 @@ class PythonRun:
                 return AttemptResult.stopped(self._stop)
             error = f"python worker died (exit code {code})" + (f": {tail}" if tail else "")
             return AttemptResult.failed(error, retryable=True, exit_code=code)
-        ok, result, error, retryable, stop = response
+        ok, result, error, retryable, stop = response[:5]
         self._end_output()
         self._pool._release(worker)
         if stop == _REFUSED:
             # Never started (the lease had expired): the worker stays, the attempt is fenced.
             return AttemptResult.stopped(StopReason.FENCED, "not started")
+        # The task's usage, measured in the worker (a task could write a frame: bounded here).
+        rss, cpu = clean(response[5], response[6]) if len(response) >= 7 else (0, 0.0)
         if ok:
-            return AttemptResult(_SUCCEEDED, result_json=result)
+            return AttemptResult(_SUCCEEDED, result_json=result, peak_rss_bytes=rss, cpu_s=cpu)
         if self._redactor is not None:
             error = self._redactor.text(error)
-        return AttemptResult.failed(error, retryable=retryable, exit_code=1)
+        return AttemptResult(
+            types_pb2.ATTEMPT_OUTCOME_FAILED,
+            exit_code=1,
+            error=error,
+            retryable=retryable,
+            peak_rss_bytes=rss,
+            cpu_s=cpu,
+        )

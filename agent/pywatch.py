@@ -33,6 +33,8 @@ import struct
 import time
 from typing import Any
 
+from corral.agent.usage import clean
+
 __all__ = [
     "ABORTED",
     "FINISHING",
@@ -476,6 +478,8 @@ class Watcher:
             result["error"] = stopped
         elif isinstance(frame, tuple) and len(frame) >= 4:
             ok, value, error, retryable = frame[:4]
+            if len(frame) >= 7:
+                result["peak_rss_bytes"], result["cpu_s"] = clean(frame[5], frame[6])
             if ok:
                 result.update(outcome="succeeded", exit_code=0, result_json=bytes(value).decode())
             else:

@@ -12,7 +12,9 @@ supervision (:mod:`corral.agent.pywatch`): ``work_dir``, ``lease``, ``cgroup`` (
 Request: ``(payload_json, inputs, env, workflow_id, attempt_id, keep, timeout_s, grace_s)`` where
 ``inputs`` maps dependency names to result JSON bytes and ``env`` holds the task's own variables
 (CORRAL_*, CUDA_VISIBLE_DEVICES, payload env). Response: ``(ok, result_json, error, retryable,
-stop)``; ``stop`` is "" unless the worker stopped the task itself ("fenced").
+stop, peak_rss_bytes, cpu_s)``; ``stop`` is "" unless the worker stopped the task itself
+("fenced"); the usage is the task's (:class:`corral.agent.usage.TaskMeter`), absent (a 5-tuple)
+when the worker answers for a task it stopped.
 
 The worker supervises its tasks (:mod:`corral.agent.pywatch`): it is a child subreaper, kills what a
 task leaves behind, fences a task when the agent's lease runs out and finishes a task on its own
@@ -46,6 +48,7 @@ from typing import Any, BinaryIO
 
 from corral.agent.policy import MAX_RESULT_BYTES, ModuleRule, over_limit
 from corral.agent.pywatch import Shared, Watcher, become_subreaper, die_with_parent, kill_descendants, kill_leftovers
+from corral.agent.usage import TaskMeter
 
 __all__ = ["HEADER", "Request", "Response", "main"]
 
@@ -53,8 +56,9 @@ HEADER = struct.Struct("<I")
 
 #: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s)
 Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
-#: (ok, result JSON, error, retryable, stop: "" or the reason the worker stopped the task, e.g. "fenced")
-Response = tuple[bool, bytes, str, bool, str]
+#: (ok, result JSON, error, retryable, stop: "" or the reason the worker stopped the task, e.g. "fenced",
+#: then the task's peak RSS bytes and CPU seconds; a stopped task's answer ends after ``stop``)
+Response = tuple[bool, bytes, str, bool, str] | tuple[bool, bytes, str, bool, str, int, float]
 
 
 class _Permanent(Exception):
@@ -267,6 +271,7 @@ def _serve(
     initial_path = list(sys.path)
     frame: bytes | None = first
     workflow: str | None = None
+    meter = TaskMeter()
     while frame is not None:
         payload_json, inputs_raw, task_env, frame_workflow, attempt_id, keep, timeout_s, grace_s = pickle.loads(
             frame[HEADER.size :]
@@ -287,6 +292,7 @@ def _serve(
             sys.path[:] = initial_path
         sys.stdout, sys.stderr = stdout, stderr
         shared.begin(attempt_id, keep, timeout_s, grace_s)
+        meter.begin()
         ok, error, retryable, result = True, "", False, b""
         try:
             result = worker.call(payload_json, inputs_raw)
@@ -302,9 +308,10 @@ def _serve(
                 stream.flush()
         # The attempt is over only once nothing it started lives on.
         kill_leftovers()
+        rss, cpu = meter.take()
         if not shared.may_answer():
             return  # the worker is stopping this task (fenced): it answers, this process exits
-        _reply(responses, (ok, result, error, retryable, ""))
+        _reply(responses, (ok, result, error, retryable, "", rss, cpu))
         shared.idle()
         frame = _read_frame(requests)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent import supervisor as _supervisor_module
+from corral.agent import usage
 from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.cgroup import load as load_cgroup
 from corral.agent.forkserver import ForkServer
@@ -169,7 +170,15 @@ def _argv0_is_shell(control: Path) -> bool:
 
 
 def result_from_status(status: dict[str, Any], control: Path, folder: Path) -> AttemptResult:
-    """The Finished report of an attempt whose supervisor wrote ``status``."""
+    """The Finished report of an attempt whose supervisor wrote ``status``, with the usage it measured."""
+    result = _outcome_from_status(status, control, folder)
+    rss, cpu = usage.from_status(status)
+    if rss or cpu:
+        result = dataclasses.replace(result, peak_rss_bytes=rss, cpu_s=cpu)
+    return result
+
+
+def _outcome_from_status(status: dict[str, Any], control: Path, folder: Path) -> AttemptResult:
     outcome = str(status.get("outcome", "failed"))
     code = int(status.get("exit_code") or 0)
     stopped = _STOPPED.get(outcome)

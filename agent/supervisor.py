@@ -46,12 +46,14 @@ if TYPE_CHECKING or __package__:
     from corral.agent.cgroup import Cgroup, create
     from corral.agent.lease import LeaseFile, boottime
     from corral.agent.output import PipeCapture
+    from corral.agent.usage import supervised_usage
 else:
     # Run as a script (``python -S -E <agent dir>/supervisor.py``, how the agent starts it): no site,
     # no package import, the stdlib-only siblings straight from this directory. ~40 ms less per task.
     from cgroup import Cgroup, create
     from lease import LeaseFile, boottime
     from output import PipeCapture
+    from usage import supervised_usage
 
 __all__ = ["STOP_OUTCOMES", "lock_held", "main", "read_status", "write_json"]
 
@@ -490,6 +492,8 @@ class Supervisor:
             "cgroup_error": self.cgroup_error,
             # What supervising cost (user + system CPU of this process; a forked one starts at 0).
             "supervisor_cpu_s": round(os.times().user + os.times().system, 4),
+            # What the task used (its tree is reaped by now): peak_rss_bytes and cpu_s.
+            **supervised_usage(self.cgroup),
         }
 
 

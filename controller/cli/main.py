@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import admin, certs, cluster, daemons, run, simulate, tasks, workflows
+from corral.controller.cli import admin, analyze, certs, cluster, daemons, run, simulate, tasks, workflows
 from corral.controller.cli.common import (
     CaOption,
     CertOption,
@@ -60,6 +60,7 @@ app.command("dev", rich_help_panel=_DAEMON)(daemons.dev)
 app.command("run", rich_help_panel=_WORK)(run.run)
 app.command("submit", rich_help_panel=_WORK)(workflows.submit)
 app.command("plan", rich_help_panel=_WORK)(workflows.plan)
+app.command("analyze", rich_help_panel=_WORK)(analyze.analyze)
 app.command("status", rich_help_panel=_WORK)(workflows.status)
 app.command("list", rich_help_panel=_WORK)(workflows.list_)
 app.command("events", rich_help_panel=_WORK)(workflows.events)

@@ -133,9 +133,23 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
     return ((end or datetime.now(UTC)) - start).total_seconds()
 
 
+def memory(size: int) -> str:
+    """Bytes for people, in binary units: ``850Ki``, ``52Mi``, ``1.5Gi``; ``-`` for 0 (not measured)."""
+    if size <= 0:
+        return "-"
+    if size < 1 << 20:
+        return f"{size / 1024:.0f}Ki"
+    if size < 1 << 30:
+        return f"{size / (1 << 20):.0f}Mi"
+    return f"{size / (1 << 30):.1f}Gi"
+
+
 def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
-    """One row per task: state, attempts, duration, and why it waits or failed."""
-    columns = ["NAME", "STATE", "ATTEMPTS", "DURATION", "DETAIL"]
+    """One row per task: state, attempts, duration, measured usage, and why it waits or failed.
+
+    PEAK MEM and CPU are the current (or last) attempt's, as its agent measured them when it ended.
+    """
+    columns = ["NAME", "STATE", "ATTEMPTS", "DURATION", "PEAK MEM", "CPU", "DETAIL"]
     if wide:
         columns = ["TASK ID", *columns[:2], "AGENT TYPE", "AGENT", "PRIORITY", *columns[2:], "EXIT"]
     table = _table(*columns)
@@ -148,6 +162,8 @@ def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
             _state(task.state),
             str(task.attempts),
             seconds(_duration(task.started_at, task.finished_at)),
+            memory(task.peak_rss_bytes),
+            seconds(task.cpu_s) if task.cpu_s > 0 else "-",
             Text(detail.splitlines()[0] if detail else ""),
         ]
         if wide:

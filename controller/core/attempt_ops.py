@@ -302,6 +302,8 @@ class AttemptOps(WorkflowOps):
         task = self.tasks[attempt.task_id]
         workflow = self.workflows[task.workflow_id]
         attempt.exit_code = event.exit_code
+        attempt.peak_rss_bytes = event.peak_rss_bytes
+        attempt.cpu_s = event.cpu_s
         if attempt.started_at is not None and event.at is not None and not attempt.pulled:
             self.observe_run_time(attempt.workflow_id, max(0.0, event.at - attempt.started_at))
         task.exit_code = event.exit_code
@@ -315,7 +317,7 @@ class AttemptOps(WorkflowOps):
             task.result = event.result if event.result is not None else b"null"
             task.error = ""
             task.finished_at = attempt.finished_at
-            self.set_task_state(task, T.COMPLETED, now)
+            self.set_task_state(task, T.COMPLETED, now, attempt.usage_note())
             self.release_dependents(task, now)
         elif workflow.state is WorkflowState.CANCELLING:
             self.end_attempt(attempt, event.outcome, now, event.error)
@@ -349,7 +351,9 @@ class AttemptOps(WorkflowOps):
             self.make_ready(task, now, not_before=now + backoff, kind="retry", reason=why)
         else:
             task.finished_at = now
-            self.set_task_state(task, T.FAILED, now, task.error)
+            note = attempt.usage_note()
+            message = f"{task.error} ({note})" if note else task.error
+            self.set_task_state(task, T.FAILED, now, message, reason=task.error)
             self.skip_descendants(task, now)
 
     def lose_attempt(self, attempt: Attempt, now: float, why: str) -> None:
@@ -408,6 +412,8 @@ class AttemptOps(WorkflowOps):
             attempt.finished_at = event.at
         attempt.exit_code = event.exit_code
         attempt.error = ""
+        attempt.peak_rss_bytes = event.peak_rss_bytes
+        attempt.cpu_s = event.cpu_s
         self.touch_attempt(attempt)
         task.current_attempt_id = attempt.id
         task.agent_id = attempt.agent_id
@@ -415,7 +421,7 @@ class AttemptOps(WorkflowOps):
         task.error = ""
         task.exit_code = event.exit_code
         task.finished_at = attempt.finished_at or now
-        self.set_task_state(task, T.COMPLETED, now, kind="completed", reason=why)
+        self.set_task_state(task, T.COMPLETED, now, attempt.usage_note(), kind="completed", reason=why)
         self.release_dependents(task, now)
         self.finish_if_done(self.workflows[task.workflow_id], now)
 

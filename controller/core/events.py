@@ -218,6 +218,9 @@ class AttemptFinished:
     session_epoch: int | None = None  # set for agent reports, which are acknowledged
     at: float | None = None  # when it ended, by the reporter's clock
     fenced: bool = False  # its supervisor killed it because the agent's lease ran out (outcome LOST)
+    # Measured by the agent (Finished.peak_rss_bytes, Finished.cpu_s); 0 when not measured.
+    peak_rss_bytes: int = 0
+    cpu_s: float = 0.0
 
 
 Report = AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk

@@ -233,6 +233,15 @@ class Attempt:
     # Who pulled it (Scheduler.GetNextTask): the caller's principal, so only the same credential
     # (with the same worker_id) may complete or fail it. Memory only: "" after a restart.
     principal: str = ""
+    # Measured usage, as its agent reported it when it ended (0: not measured, or not ended yet).
+    peak_rss_bytes: int = 0
+    cpu_s: float = 0.0
+
+    def usage_note(self) -> str:
+        """The measured usage in words for the event log ("peak RSS 52.3 MiB, CPU 0.41 s"), or ""."""
+        if not self.peak_rss_bytes and not self.cpu_s:
+            return ""
+        return f"peak RSS {self.peak_rss_bytes / 1048576:.1f} MiB, CPU {self.cpu_s:.2f} s"
 
 
 @dataclass(slots=True)

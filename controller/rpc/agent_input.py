@@ -38,6 +38,10 @@ _MAX_GPU_TEXT = 256
 _MAX_VIOLATIONS = 20  # enough to fix a message; a hostile one must not make a huge error
 _NAME = re.compile(NAME_PATTERN)
 _MAX_SECONDS = 253402300800  # 10000-01-01T00:00:00Z
+#: Bounds of a Finished report's measured usage: the largest memory an agent may declare, and that
+#: many cores busy for a year (a task has no longer timeout than a week; keep attempts may run on).
+MAX_PEAK_RSS_BYTES = Limits.max_memory_mb << 20
+MAX_CPU_S = Limits.max_cpu_cores * 366 * 24 * 3600.0
 
 
 class _Problems:
@@ -209,7 +213,7 @@ def check_heartbeat(beat: pb.Heartbeat) -> None:
 
 
 def check_events(batch: pb.TaskEvents) -> None:
-    """The structure of a batch of task events: count, ids, output sizes, error lengths.
+    """The structure of a batch of task events: count, ids, output sizes, error lengths, usage.
 
     Result JSON is not checked here (see :func:`finished_result_problem`).
     """
@@ -232,11 +236,21 @@ def check_events(batch: pb.TaskEvents) -> None:
                     f"events.events[{i}].output",
                     f"{size} bytes, over the max_output_chunk_bytes={Limits.max_output_chunk_bytes} limit",
                 )
-        elif kind == "finished" and len(event.finished.error) > Limits.max_error_length:
-            problems.add(
-                f"events.events[{i}].finished.error",
-                f"{len(event.finished.error)} characters, over the max_error_length={Limits.max_error_length} limit",
-            )
+        elif kind == "finished":
+            finished = event.finished
+            if len(finished.error) > Limits.max_error_length:
+                problems.add(
+                    f"events.events[{i}].finished.error",
+                    f"{len(finished.error)} characters, over the max_error_length={Limits.max_error_length} limit",
+                )
+            rss, cpu = finished.peak_rss_bytes, finished.cpu_s
+            if not 0 <= rss <= MAX_PEAK_RSS_BYTES:
+                problems.add(
+                    f"events.events[{i}].finished.peak_rss_bytes",
+                    f"must be between 0 and {MAX_PEAK_RSS_BYTES} (max_memory_mb={Limits.max_memory_mb} MiB), got {rss}",
+                )
+            if not 0.0 <= cpu <= MAX_CPU_S:  # False for NaN too
+                _amount(problems, f"events.events[{i}].finished.cpu_s", cpu, MAX_CPU_S, "max_cpu_cores*366d")
         if kind != "accepted" and not 0 <= event.at.seconds < _MAX_SECONDS:
             problems.add(f"events.events[{i}].at", "timestamp out of range (years 1970 to 9999)")
     problems.raise_any()

@@ -271,4 +271,6 @@ def _checked_result(report: ev.AttemptFinished, path: str) -> ev.AttemptFinished
         False,
         report.session_epoch,
         report.at,
+        peak_rss_bytes=report.peak_rss_bytes,
+        cpu_s=report.cpu_s,
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from corral.controller.core import events as ev
 from corral.controller.core import requests as rq
+from corral.controller.core.analysis import dependency_insights
 from corral.controller.core.machine import Explanation, Machine
 from corral.controller.core.model import AttemptState, Task, TaskState
 from corral.controller.errors import InvalidArgument
@@ -105,14 +107,12 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def AnalyzeDependencies(
         self, request: pb.AnalyzeDependenciesRequest, context: Any
     ) -> pb.AnalyzeDependenciesResponse:
-        plan = admit(request.spec, request.HasField("spec"), self.rt.new_id).plan
-        return pb.AnalyzeDependenciesResponse(
-            plan=wire.plan_to_proto(plan),
-            roots=plan.roots,
-            leaves=plan.leaves,
-            max_width=plan.max_width,
-            depth=plan.depth,
-        )
+        admitted = admit(request.spec, request.HasField("spec"), self.rt.new_id)
+        names = {task.id: task.name for task in admitted.tasks}
+        dependencies = [[names[d] for d in task.dependencies] for task in admitted.tasks]
+        # Off the event loop: bounded (MAX_INSIGHT_TASKS), but up to a few hundred milliseconds.
+        insights = await asyncio.to_thread(dependency_insights, list(names.values()), dependencies)
+        return wire.analysis_to_proto(admitted.plan, insights)
 
     async def ExplainTask(self, request: pb.ExplainTaskRequest, context: Any) -> pb.ExplainTaskResponse:
         fields.identifier(request.task_id, "task_id", "task id")

@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from corral.controller.core import events as ev
-from corral.controller.core.analysis import ExecutionPlan, analyze
+from corral.controller.core.analysis import DependencyInsights, ExecutionPlan, analyze
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import (
     Agent,
@@ -22,7 +22,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.placement import AgentView
-from corral.v1 import agent_pb2, orchestrator_pb2
+from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
 
 __all__ = [
@@ -184,6 +184,8 @@ def task_event_from_proto(
             session_epoch=session_epoch,
             at=at,
             fenced=done.outcome == pb.ATTEMPT_OUTCOME_FENCED,
+            peak_rss_bytes=done.peak_rss_bytes,
+            cpu_s=done.cpu_s,
         )
     return None
 
@@ -232,6 +234,10 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
         reruns_after_fence=task.reruns_after_fence,
         failure_reason=task.failure_reason,
     )
+    attempt = machine.attempts.get(task.current_attempt_id) if task.current_attempt_id else None
+    if attempt is not None and (attempt.peak_rss_bytes or attempt.cpu_s):
+        message.peak_rss_bytes = attempt.peak_rss_bytes
+        message.cpu_s = attempt.cpu_s
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
     _stamp(message.created_at, task.created_at)
@@ -303,6 +309,20 @@ def plan_to_proto(plan: ExecutionPlan) -> pb.ExecutionPlan:
         parallelism_factor=plan.parallelism_factor,
         task_count=plan.task_count,
         total_work_s=plan.total_work_s,
+    )
+
+
+def analysis_to_proto(plan: ExecutionPlan, insights: DependencyInsights) -> scheduler_pb2.AnalyzeDependenciesResponse:
+    """AnalyzeDependencies' answer: the plan, its shape, redundant dependencies and dominators."""
+    return scheduler_pb2.AnalyzeDependenciesResponse(
+        plan=plan_to_proto(plan),
+        roots=plan.roots,
+        leaves=plan.leaves,
+        max_width=plan.max_width,
+        depth=plan.depth,
+        # "from" is a Python keyword: the field is set through a mapping.
+        redundant_edges=[scheduler_pb2.DependencyEdge(**{"from": a, "to": b}) for a, b in insights.redundant_edges],
+        immediate_dominators=dict(insights.immediate_dominators),
     )
 
 

@@ -88,6 +88,9 @@ class TaskStatus(Record):
     agent_losses: int  # attempts that died with their agent (the poison counter)
     reruns_after_fence: int  # running attempts fenced and run again
     failure_reason: str  # why it FAILED, as a word: "poison", or ""
+    # Measured by the agent for the current (or last) attempt once it ended; 0 when not measured.
+    peak_rss_bytes: int
+    cpu_s: float
     raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -115,6 +118,8 @@ class TaskStatus(Record):
             agent_losses=m.agent_losses,
             reruns_after_fence=m.reruns_after_fence,
             failure_reason=m.failure_reason,
+            peak_rss_bytes=m.peak_rss_bytes,
+            cpu_s=m.cpu_s,
             raw=m,
         )
 
@@ -259,18 +264,32 @@ class ExecutionPlan(Record):
 
 @dataclasses.dataclass(frozen=True)
 class DependencyAnalysis(Record):
-    """AnalyzeDependencies: the plan plus roots, leaves, the widest stage and the depth."""
+    """AnalyzeDependencies: the plan plus roots, leaves, the widest stage and the depth, the
+    redundant dependencies and each task's immediate dominator."""
 
     plan: ExecutionPlan
     roots: tuple[str, ...]
     leaves: tuple[str, ...]
     max_width: int
     depth: int
+    #: (dependency, dependent) pairs already implied through another path (transitive reduction).
+    redundant_edges: tuple[tuple[str, str], ...]
+    #: task -> the nearest task every path from a root to it goes through (when there is one).
+    immediate_dominators: Mapping[str, str]
     raw: scheduler_pb2.AnalyzeDependenciesResponse = dataclasses.field(repr=False, compare=False)
 
     @classmethod
     def from_proto(cls, m: scheduler_pb2.AnalyzeDependenciesResponse) -> DependencyAnalysis:
-        return cls(ExecutionPlan.from_proto(m.plan), tuple(m.roots), tuple(m.leaves), m.max_width, m.depth, raw=m)
+        return cls(
+            ExecutionPlan.from_proto(m.plan),
+            tuple(m.roots),
+            tuple(m.leaves),
+            m.max_width,
+            m.depth,
+            tuple((getattr(e, "from"), e.to) for e in m.redundant_edges),
+            dict(m.immediate_dominators),
+            raw=m,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -136,6 +136,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "deadline",
         "exit_code",
         "error",
+        "peak_rss_bytes",
+        "cpu_s",
     ),
     "agents": (
         "id",
@@ -447,6 +449,8 @@ def encode_attempt(a: Attempt) -> Row:
         a.deadline,
         a.exit_code,
         a.error,
+        a.peak_rss_bytes,
+        a.cpu_s,
     )
 
 
@@ -468,6 +472,8 @@ def decode_attempt(row: Sequence[Any]) -> Attempt:
         row[12],
         row[13],
         row[14],
+        peak_rss_bytes=row[15],
+        cpu_s=row[16],
     )
 
 

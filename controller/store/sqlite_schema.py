@@ -309,5 +309,18 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE events")
 
 
+def _migration_7_attempt_usage(db: sqlite_utils.Database) -> None:
+    """Issue 9: the usage each attempt's agent measured (peak RSS bytes, CPU seconds; 0: not measured)."""
+    attempts = db.table("attempts")
+    attempts.add_column("peak_rss_bytes", int, not_null_default=0)
+    attempts.add_column("cpu_s", float, not_null_default=0.0)
+
+
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3, _migration_4)
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+    _migration_7_attempt_usage,
+)

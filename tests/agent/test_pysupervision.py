@@ -346,6 +346,8 @@ def test_a_task_outlives_its_agent_and_leaves_its_result(tmp_path: Path, orphan_
     assert status["outcome"] == "succeeded", status
     # The same process ran to the end.
     assert json.loads(status["result_json"]) == {"value": 5, "pid": task_pid}
+    # With the usage the task's process measured, for the restarted agent's Finished report.
+    assert status["peak_rss_bytes"] > 1 << 20 and status["cpu_s"] >= 0.0, status
     # Also where the shared adoption code reads results, and the cgroup to clean up through.
     assert (tmp_path / "attempts" / "a1" / "result.json").read_text() == status["result_json"]
     assert (control / "cgroup.json").exists() is (cgroup_root() is not None)

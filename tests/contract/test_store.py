@@ -125,6 +125,8 @@ def full_attempt(aid: str = "att-2") -> Attempt:
         deadline=20.0,
         exit_code=137,
         error="timed out",
+        peak_rss_bytes=52 << 20,
+        cpu_s=1.25,
     )
 
 
@@ -186,6 +188,7 @@ def test_restored_types_are_exact(backend: Backend) -> None:
     assert type(snap.workflows[0].state) is WorkflowState and type(snap.workflows[0].task_ids) is list
     assert snap.workflows[0].standalone is True
     assert type(snap.attempts[0].gpu_ids) is tuple and snap.attempts[0].pulled is True
+    assert type(snap.attempts[0].peak_rss_bytes) is int and type(snap.attempts[0].cpu_s) is float
     assert type(snap.agents[0].inventory) is Inventory and type(snap.agents[0].agent_types) is tuple
     assert type(snap.agents[0].inventory.gpu_ids) is tuple and type(snap.agents[0].state) is AgentState
 
@@ -847,5 +850,38 @@ def test_sqlite_migration_4_moves_the_event_rows_into_batches(tmp_path: Path) ->
         assert store.load().last_event_seq == 3
         tables = {row[0] for row in store._reader.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "events" not in tables
+    finally:
+        store.close()
+
+
+# --- measured usage per attempt (issue 9) ------------------------------------------------------
+
+
+def test_attempt_usage_round_trips_and_is_updated(backend: Backend) -> None:
+    running = Attempt("a", "t", "w", "agent", 1, AttemptState.RUNNING)
+    backend.store.commit(ChangeBatch(attempts={"a": running}))
+    assert (backend.reopen().load().attempts[0].peak_rss_bytes, backend.store.load().attempts[0].cpu_s) == (0, 0.0)
+    done = dataclasses.replace(running, state=AttemptState.SUCCEEDED, peak_rss_bytes=(1 << 40) + 3, cpu_s=0.123456)
+    backend.store.commit(ChangeBatch(attempts={"a": done}))
+    for snapshot in (backend.store.load(), backend.reopen().load()):
+        (attempt,) = snapshot.attempts
+        assert (attempt.peak_rss_bytes, attempt.cpu_s) == ((1 << 40) + 3, 0.123456)
+
+
+def test_sqlite_migration_7_gives_old_attempts_no_usage(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    SqliteStore(path, migrations=MIGRATIONS[:4]).close()
+    with sqlite3.connect(path) as conn:  # the version-4 columns only, as issue 8's corral wrote them
+        conn.execute(
+            "INSERT INTO attempts (id, task_id, workflow_id, agent_id, number, state, resources, gpu_ids, pulled, "
+            "assigned_at, error) VALUES ('a', 't', 'w', 'agent', 1, 'succeeded', '{}', '[]', 0, 1.0, '')"
+        )
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        (attempt,) = store.load().attempts
+        assert attempt.state is AttemptState.SUCCEEDED
+        assert (attempt.peak_rss_bytes, attempt.cpu_s) == (0, 0.0)
+        assert type(attempt.cpu_s) is float
     finally:
         store.close()

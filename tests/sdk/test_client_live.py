@@ -90,6 +90,7 @@ def test_sync_client_covers_the_read_calls(cluster_with_agent: Cluster) -> None:
         assert [s.task_names for s in plan.stages] == [("a",), ("b",)] and plan.task_count == 2
         analysis = client.analyze_dependencies(wf)
         assert analysis.roots == ("a",) and analysis.leaves == ("b",) and analysis.depth == 2
+        assert analysis.immediate_dominators == {"b": "a"} and analysis.redundant_edges == ()
 
         result = client.execute(wf)
         assert result.state == "completed"

@@ -188,20 +188,24 @@ class Started(_message.Message):
     def __init__(self, pid: _Optional[int] = ...) -> None: ...
 
 class Finished(_message.Message):
-    __slots__ = ("outcome", "exit_code", "result_json", "error", "retryable", "oom_killed")
+    __slots__ = ("outcome", "exit_code", "result_json", "error", "retryable", "oom_killed", "peak_rss_bytes", "cpu_s")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_S_FIELD_NUMBER: _ClassVar[int]
     outcome: _types_pb2.AttemptOutcome
     exit_code: int
     result_json: bytes
     error: str
     retryable: bool
     oom_killed: bool
-    def __init__(self, outcome: _Optional[_Union[_types_pb2.AttemptOutcome, str]] = ..., exit_code: _Optional[int] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., oom_killed: _Optional[bool] = ...) -> None: ...
+    peak_rss_bytes: int
+    cpu_s: float
+    def __init__(self, outcome: _Optional[_Union[_types_pb2.AttemptOutcome, str]] = ..., exit_code: _Optional[int] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., oom_killed: _Optional[bool] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ...) -> None: ...
 
 class Output(_message.Message):
     __slots__ = ("stdout", "stderr", "truncated")

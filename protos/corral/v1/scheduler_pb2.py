@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from corral.v1 import types_pb2 as corral_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63orral/v1/scheduler.proto\x12\tcorral.v1\x1a\x15\x63orral/v1/types.proto\"Q\n\x13ScheduleTaskRequest\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.corral.v1.TaskSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"<\n\x14ScheduleTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"\xe9\x01\n\x12GetNextTaskRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61gent_types\x18\x02 \x03(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).corral.v1.GetNextTaskRequest.LabelsEntry\x12\x31\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x1f.corral.v1.ResourceRequirements\x12\x0e\n\x06wait_s\x18\x05 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x13GetNextTaskResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12-\n\nassignment\x18\x02 \x01(\x0b\x32\x19.corral.v1.TaskAssignment\"Q\n\x13\x43ompleteTaskRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x13\n\x0bresult_json\x18\x03 \x01(\x0c\"(\n\x14\x43ompleteTaskResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"Z\n\x0f\x46\x61ilTaskRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tpermanent\x18\x04 \x01(\x08\"8\n\x10\x46\x61ilTaskResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x12\n\nwill_retry\x18\x02 \x01(\x08\"C\n\x1a\x41nalyzeDependenciesRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.corral.v1.WorkflowSpec\"\x86\x01\n\x1b\x41nalyzeDependenciesResponse\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.corral.v1.ExecutionPlan\x12\r\n\x05roots\x18\x02 \x03(\t\x12\x0e\n\x06leaves\x18\x03 \x03(\t\x12\x11\n\tmax_width\x18\x04 \x01(\x05\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\x05\"%\n\x12\x45xplainTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"D\n\x0c\x41gentVerdict\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_name\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x87\x01\n\x13\x45xplainTaskResponse\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.corral.v1.TaskStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nwaiting_on\x18\x03 \x03(\t\x12\'\n\x06\x61gents\x18\x04 \x03(\x0b\x32\x17.corral.v1.AgentVerdict2\xf4\x03\n\tScheduler\x12O\n\x0cScheduleTask\x12\x1e.corral.v1.ScheduleTaskRequest\x1a\x1f.corral.v1.ScheduleTaskResponse\x12L\n\x0bGetNextTask\x12\x1d.corral.v1.GetNextTaskRequest\x1a\x1e.corral.v1.GetNextTaskResponse\x12O\n\x0c\x43ompleteTask\x12\x1e.corral.v1.CompleteTaskRequest\x1a\x1f.corral.v1.CompleteTaskResponse\x12\x43\n\x08\x46\x61ilTask\x12\x1a.corral.v1.FailTaskRequest\x1a\x1b.corral.v1.FailTaskResponse\x12\x64\n\x13\x41nalyzeDependencies\x12%.corral.v1.AnalyzeDependenciesRequest\x1a&.corral.v1.AnalyzeDependenciesResponse\x12L\n\x0b\x45xplainTask\x12\x1d.corral.v1.ExplainTaskRequest\x1a\x1e.corral.v1.ExplainTaskResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63orral/v1/scheduler.proto\x12\tcorral.v1\x1a\x15\x63orral/v1/types.proto\"Q\n\x13ScheduleTaskRequest\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.corral.v1.TaskSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"<\n\x14ScheduleTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\"\xe9\x01\n\x12GetNextTaskRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61gent_types\x18\x02 \x03(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).corral.v1.GetNextTaskRequest.LabelsEntry\x12\x31\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x1f.corral.v1.ResourceRequirements\x12\x0e\n\x06wait_s\x18\x05 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x13GetNextTaskResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12-\n\nassignment\x18\x02 \x01(\x0b\x32\x19.corral.v1.TaskAssignment\"Q\n\x13\x43ompleteTaskRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x13\n\x0bresult_json\x18\x03 \x01(\x0c\"(\n\x14\x43ompleteTaskResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"Z\n\x0f\x46\x61ilTaskRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tpermanent\x18\x04 \x01(\x08\"8\n\x10\x46\x61ilTaskResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x12\n\nwill_retry\x18\x02 \x01(\x08\"C\n\x1a\x41nalyzeDependenciesRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.corral.v1.WorkflowSpec\"\xd5\x02\n\x1b\x41nalyzeDependenciesResponse\x12&\n\x04plan\x18\x01 \x01(\x0b\x32\x18.corral.v1.ExecutionPlan\x12\r\n\x05roots\x18\x02 \x03(\t\x12\x0e\n\x06leaves\x18\x03 \x03(\t\x12\x11\n\tmax_width\x18\x04 \x01(\x05\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\x05\x12\x32\n\x0fredundant_edges\x18\x06 \x03(\x0b\x32\x19.corral.v1.DependencyEdge\x12]\n\x14immediate_dominators\x18\x07 \x03(\x0b\x32?.corral.v1.AnalyzeDependenciesResponse.ImmediateDominatorsEntry\x1a:\n\x18ImmediateDominatorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x0e\x44\x65pendencyEdge\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\t\"%\n\x12\x45xplainTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"D\n\x0c\x41gentVerdict\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_name\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x87\x01\n\x13\x45xplainTaskResponse\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.corral.v1.TaskStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nwaiting_on\x18\x03 \x03(\t\x12\'\n\x06\x61gents\x18\x04 \x03(\x0b\x32\x17.corral.v1.AgentVerdict2\xf4\x03\n\tScheduler\x12O\n\x0cScheduleTask\x12\x1e.corral.v1.ScheduleTaskRequest\x1a\x1f.corral.v1.ScheduleTaskResponse\x12L\n\x0bGetNextTask\x12\x1d.corral.v1.GetNextTaskRequest\x1a\x1e.corral.v1.GetNextTaskResponse\x12O\n\x0c\x43ompleteTask\x12\x1e.corral.v1.CompleteTaskRequest\x1a\x1f.corral.v1.CompleteTaskResponse\x12\x43\n\x08\x46\x61ilTask\x12\x1a.corral.v1.FailTaskRequest\x1a\x1b.corral.v1.FailTaskResponse\x12\x64\n\x13\x41nalyzeDependencies\x12%.corral.v1.AnalyzeDependenciesRequest\x1a&.corral.v1.AnalyzeDependenciesResponse\x12L\n\x0b\x45xplainTask\x12\x1d.corral.v1.ExplainTaskRequest\x1a\x1e.corral.v1.ExplainTaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETNEXTTASKREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_GETNEXTTASKREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_ANALYZEDEPENDENCIESRESPONSE_IMMEDIATEDOMINATORSENTRY']._loaded_options = None
+  _globals['_ANALYZEDEPENDENCIESRESPONSE_IMMEDIATEDOMINATORSENTRY']._serialized_options = b'8\001'
   _globals['_SCHEDULETASKREQUEST']._serialized_start=63
   _globals['_SCHEDULETASKREQUEST']._serialized_end=144
   _globals['_SCHEDULETASKRESPONSE']._serialized_start=146
@@ -55,13 +57,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYZEDEPENDENCIESREQUEST']._serialized_start=804
   _globals['_ANALYZEDEPENDENCIESREQUEST']._serialized_end=871
   _globals['_ANALYZEDEPENDENCIESRESPONSE']._serialized_start=874
-  _globals['_ANALYZEDEPENDENCIESRESPONSE']._serialized_end=1008
-  _globals['_EXPLAINTASKREQUEST']._serialized_start=1010
-  _globals['_EXPLAINTASKREQUEST']._serialized_end=1047
-  _globals['_AGENTVERDICT']._serialized_start=1049
-  _globals['_AGENTVERDICT']._serialized_end=1117
-  _globals['_EXPLAINTASKRESPONSE']._serialized_start=1120
-  _globals['_EXPLAINTASKRESPONSE']._serialized_end=1255
-  _globals['_SCHEDULER']._serialized_start=1258
-  _globals['_SCHEDULER']._serialized_end=1758
+  _globals['_ANALYZEDEPENDENCIESRESPONSE']._serialized_end=1215
+  _globals['_ANALYZEDEPENDENCIESRESPONSE_IMMEDIATEDOMINATORSENTRY']._serialized_start=1157
+  _globals['_ANALYZEDEPENDENCIESRESPONSE_IMMEDIATEDOMINATORSENTRY']._serialized_end=1215
+  _globals['_DEPENDENCYEDGE']._serialized_start=1217
+  _globals['_DEPENDENCYEDGE']._serialized_end=1259
+  _globals['_EXPLAINTASKREQUEST']._serialized_start=1261
+  _globals['_EXPLAINTASKREQUEST']._serialized_end=1298
+  _globals['_AGENTVERDICT']._serialized_start=1300
+  _globals['_AGENTVERDICT']._serialized_end=1368
+  _globals['_EXPLAINTASKRESPONSE']._serialized_start=1371
+  _globals['_EXPLAINTASKRESPONSE']._serialized_end=1506
+  _globals['_SCHEDULER']._serialized_start=1509
+  _globals['_SCHEDULER']._serialized_end=2009
 # @@protoc_insertion_point(module_scope)

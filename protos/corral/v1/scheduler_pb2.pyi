@@ -95,18 +95,36 @@ class AnalyzeDependenciesRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_types_pb2.WorkflowSpec, _Mapping]] = ...) -> None: ...
 
 class AnalyzeDependenciesResponse(_message.Message):
-    __slots__ = ("plan", "roots", "leaves", "max_width", "depth")
+    __slots__ = ("plan", "roots", "leaves", "max_width", "depth", "redundant_edges", "immediate_dominators")
+    class ImmediateDominatorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PLAN_FIELD_NUMBER: _ClassVar[int]
     ROOTS_FIELD_NUMBER: _ClassVar[int]
     LEAVES_FIELD_NUMBER: _ClassVar[int]
     MAX_WIDTH_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    REDUNDANT_EDGES_FIELD_NUMBER: _ClassVar[int]
+    IMMEDIATE_DOMINATORS_FIELD_NUMBER: _ClassVar[int]
     plan: _types_pb2.ExecutionPlan
     roots: _containers.RepeatedScalarFieldContainer[str]
     leaves: _containers.RepeatedScalarFieldContainer[str]
     max_width: int
     depth: int
-    def __init__(self, plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ..., roots: _Optional[_Iterable[str]] = ..., leaves: _Optional[_Iterable[str]] = ..., max_width: _Optional[int] = ..., depth: _Optional[int] = ...) -> None: ...
+    redundant_edges: _containers.RepeatedCompositeFieldContainer[DependencyEdge]
+    immediate_dominators: _containers.ScalarMap[str, str]
+    def __init__(self, plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ..., roots: _Optional[_Iterable[str]] = ..., leaves: _Optional[_Iterable[str]] = ..., max_width: _Optional[int] = ..., depth: _Optional[int] = ..., redundant_edges: _Optional[_Iterable[_Union[DependencyEdge, _Mapping]]] = ..., immediate_dominators: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DependencyEdge(_message.Message):
+    __slots__ = ("to",)
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    to: str
+    def __init__(self, to: _Optional[str] = ..., **kwargs) -> None: ...
 
 class ExplainTaskRequest(_message.Message):
     __slots__ = ("task_id",)
