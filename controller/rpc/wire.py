@@ -232,6 +232,8 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
         reruns_after_fence=task.reruns_after_fence,
         failure_reason=task.failure_reason,
     )
+    if task.state is TaskState.READY:
+        message.plan_reason = machine.plan_reason(task)
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
     _stamp(message.created_at, task.created_at)
