@@ -213,6 +213,8 @@ class AttemptOps(WorkflowOps):
             task = self.tasks[task_id]
             if any(event.labels.get(k) != v for k, v in task.constraints.items()):
                 continue
+            if task.constraint_exprs and not all(e.matches(event.labels) for e in task.constraint_exprs):
+                continue
             if event.capacity is not None and task.resources.shortfall(event.capacity):
                 continue
             if event.namespaces and task.namespace not in event.namespaces:

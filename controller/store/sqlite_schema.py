@@ -309,5 +309,19 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE events")
 
 
+def _migration_5_placement_preferences(db: sqlite_utils.Database) -> None:
+    """Issue 9: label expressions, spread and affinity on tasks (JSON array / label / JSON object)."""
+    tasks = db.table("tasks")
+    tasks.add_column("constraint_exprs", str, not_null_default="[]")
+    tasks.add_column("spread", str, not_null_default="")
+    tasks.add_column("affinity", str, not_null_default="{}")
+
+
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3, _migration_4)
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+    _migration_5_placement_preferences,
+)
