@@ -549,6 +549,6 @@ def as_spec(workflow: WorkflowLike) -> WorkflowSpec:
 
 def spec_to_yaml(spec: WorkflowSpec) -> str:
     """Render a spec as a workflow file, leaving out fields at their defaults."""
-    data = spec.model_dump(mode="json", exclude_defaults=True)
+    data = spec.model_dump(mode="json", exclude_defaults=True, by_alias=True)
     data.setdefault("tasks", [])
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

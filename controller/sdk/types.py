@@ -88,6 +88,7 @@ class TaskStatus(Record):
     agent_losses: int  # attempts that died with their agent (the poison counter)
     reruns_after_fence: int  # running attempts fenced and run again
     failure_reason: str  # why it FAILED, as a word: "poison", or ""
+    plan_reason: str  # READY: what the last scheduling pass recorded for it
     raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -115,6 +116,7 @@ class TaskStatus(Record):
             agent_losses=m.agent_losses,
             reruns_after_fence=m.reruns_after_fence,
             failure_reason=m.failure_reason,
+            plan_reason=m.plan_reason,
             raw=m,
         )
 
@@ -380,12 +382,19 @@ class WorkflowEvent(Record):
 
 @dataclasses.dataclass(frozen=True)
 class Explanation(Record):
-    """ExplainTask: the task, one line on why it is (not) running, and every agent's verdict."""
+    """ExplainTask: the task, one line on why it is (not) running, and every agent's verdict.
+
+    ``reason`` and ``agents`` are a fresh evaluation; ``last_plan_reason`` is what the last
+    scheduling pass recorded for the task's ``demand_class``, ``last_plan_age_s`` ago (-1: none).
+    """
 
     task: TaskStatus
     reason: str
     waiting_on: tuple[str, ...]
     agents: tuple[AgentVerdict, ...]
+    last_plan_reason: str
+    last_plan_age_s: float
+    demand_class: str
     raw: scheduler_pb2.ExplainTaskResponse = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -395,6 +404,9 @@ class Explanation(Record):
             m.reason,
             tuple(m.waiting_on),
             tuple(AgentVerdict.from_proto(a) for a in m.agents),
+            m.last_plan_reason,
+            m.last_plan_age_s,
+            m.demand_class,
             raw=m,
         )
 
