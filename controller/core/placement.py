@@ -274,11 +274,6 @@ def fits_now(demand: Demand, agent: AgentView) -> bool:
     return all(f.passes(demand, agent) for f in FILTERS)
 
 
-def _fits_free(demand: Demand, agent: AgentView) -> bool:
-    # The dynamic filters (free resources, window), inlined in order: the per-placement hot path.
-    return agent.outstanding < demand.window(agent) and _FREE.passes(demand, agent)
-
-
 _FREE = FreeResourcesFilter()
 _SCOPE = NamespaceFilter()
 _EQUAL = ConstraintsFilter()
@@ -328,19 +323,24 @@ def choose(
         raise ValueError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     extra = [s for s in SCORERS if s.applies(demand)] if (demand.spread or demand.affinity) else []
     context = ctx if ctx is not None else ScoreContext({})
+    # The hot path (every placement): the dynamic filters' fast faces and the packing score are
+    # called directly, and a task without label preferences builds no per-agent generator.
+    free_ok = _FREE.passes
+    sign, res, prefetchable = packing.sign, demand.resources, demand.prefetchable
     best: AgentView | None = None
-    best_key: tuple[object, ...] | None = None
+    best_key: tuple[bool, tuple[float, ...], float, int, str, str] | None = None
     for agent in agents:
         if prefiltered:
-            if not _fits_free(demand, agent):
+            window = agent.window if prefetchable else min(agent.window, agent.slots)
+            if agent.outstanding >= window or not free_ok(demand, agent):
                 continue
         elif not fits_now(demand, agent):
             continue
-        preferences = tuple(-s.score(demand, agent, context) for s in extra)
+        preferences = tuple([-s.score(demand, agent, context) for s in extra]) if extra else ()
         key = (
             agent.outstanding >= agent.slots,
-            *preferences,
-            -packing.score(demand, agent, context),
+            preferences,
+            -sign * utilisation(agent, res),
             agent.outstanding,
             agent.name,
             agent.id,

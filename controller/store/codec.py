@@ -402,9 +402,10 @@ def encode_task(t: Task) -> Row:
         t.agent_losses,
         t.reruns_after_fence,
         t.failure_reason,
-        _encode_exprs(t.constraint_exprs),
+        # Inline empty cases: almost no task has these, and this row is encoded on every change.
+        _encode_exprs(t.constraint_exprs) if t.constraint_exprs else "[]",
         t.spread,
-        _encode_mapping(t.affinity),
+        _encode_mapping(t.affinity) if t.affinity else _EMPTY_OBJECT,
     )
 
 
