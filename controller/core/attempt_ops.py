@@ -146,7 +146,8 @@ class AttemptOps(WorkflowOps):
         while ago and never reported started) are moved in two phases: the agent is asked to give
         them back if it has not started them (a Cancel with ``release_only``) and they are marked
         releasing; only its Released report requeues one (see :meth:`released`). If it says
-        Started instead, the attempt stays where it is. Returns whether anything was asked back.
+        Started instead, the attempt stays where it is. The take-backs are added to this tick's
+        plan (``Plan.steals``). Returns whether anything was asked back.
         """
         # Nothing waits in any agent's prefetch queue (the common case): no scan of the fleet.
         crowded = self.crowded

@@ -208,6 +208,8 @@ class Machine(FleetOps):
         last = self.last_plan
         if last is None:
             return "no scheduling pass yet"
+        if task.not_before is not None and task.not_before > last.at:
+            return "in retry backoff during the last pass"
         return last.reason_for(self.demand(task), task.ready_at)
 
     def waiting_reasons(self, tasks: list[Task], now: float) -> Iterator[tuple[Task, str, bool]]:
