@@ -197,8 +197,10 @@ class AttemptOps(WorkflowOps):
             if taken:
                 self.emit(CancelAttempts(view.id, taken, False, self.config.kill_grace_s, release_only=True))
                 asked = True
-                if self.last_plan is not None and self.last_plan.at == now:
-                    self.last_plan.steals.append(Steal(view.id, tuple(taken)))
+                if self.last_plan is None or self.last_plan.at != now:
+                    # Nothing queued this tick, so no pass ran: the take-backs are the tick's plan.
+                    self.last_plan = Plan(at=now, stopped="nothing queued")
+                self.last_plan.steals.append(Steal(view.id, tuple(taken)))
             if free <= 0:
                 break
         return asked

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.controller.core.model import AgentState, LabelExpr, Resources, TaskState
+from corral.controller.core.model import AgentState, AttemptState, LabelExpr, Resources, TaskState
 from corral.controller.core.placement import (
     FILTERS,
     AgentView,
@@ -28,7 +28,7 @@ from corral.controller.core.placement_scorers import (
     StrategyScorer,
 )
 from corral.controller.core.queues import ReadyQueue
-from corral.controller.core.scheduling import PlanView, plan
+from corral.controller.core.scheduling import PlanView, Steal, plan
 from corral.controller.core.state import MachineConfig
 from tests.unit.conftest import Sim, task_spec
 
@@ -310,3 +310,28 @@ def test_spread_in_the_machine_counts_running_tasks(make_sim: type[Sim]) -> None
     wf3, step3 = sim.submit([task_spec("v0", spread="agent"), task_spec("v1", spread="agent")], name="three")
     assert {len(step3.assignments("a1")), len(step3.assignments("b1"))} == {1}
     assert wf != wf2 != wf3
+
+
+def test_the_ticks_plan_carries_its_take_backs(sim: Sim) -> None:
+    sim.hello("a0", slots=1)
+    wf, _ = sim.submit([task_spec("first", estimated_duration=0.01), task_spec("second", estimated_duration=0.01)])
+    queued = sim.attempt_of(wf, "second")  # prefetched behind "first" on a0
+    sim.now += 0.05
+    sim.hello("a1", slots=1)  # an idle slot: a0 is asked to give "second" back (two-phase)
+    last = sim.machine.last_plan
+    assert last is not None and last.at == sim.now
+    assert last.steals == [Steal("a0", (queued,))] and last.placements == []
+
+
+def test_plan_reason_of_a_task_in_retry_backoff(sim: Sim) -> None:
+    sim.hello("a1")
+    wf, step = sim.submit(
+        [task_spec("flaky", retries=1, retry_backoff=30), task_spec("other", resources={"cpu_cores": 64})]
+    )
+    (first,) = step.assignments("a1")
+    sim.finished("a1", first.attempt_id, AttemptState.FAILED)
+    flaky = sim.task(wf, "flaky")
+    assert flaky.state is TaskState.READY and flaky.not_before is not None
+    sim.tick(after=1.0)  # a pass runs (for "other"); "flaky" is still in backoff
+    assert sim.machine.plan_reason(flaky) == "in retry backoff during the last pass"
+    assert sim.machine.plan_reason(sim.task(wf, "other")).startswith("not enough cpu_cores on any agent")
