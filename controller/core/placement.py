@@ -189,9 +189,13 @@ class AgentView:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Demand:
-    """What one task needs from an agent, and what it prefers."""
+    """What one task needs from an agent, and what it prefers. Read-only by convention.
+
+    Not ``frozen``: one is built per queued task per scheduling pass, and a frozen dataclass
+    sets each field through ``object.__setattr__`` (a measurable share of a no-op task's cost).
+    """
 
     agent_type: str
     resources: Resources = field(default_factory=Resources)
@@ -222,7 +226,7 @@ def demand_class(demand: Demand) -> DemandClass:
     workflow is part of the class only for spread tasks (their score counts their workflow).
     """
     res = demand.resources
-    return (
+    base = (
         demand.agent_type,
         demand.namespace,
         demand.prefetchable,
@@ -231,12 +235,18 @@ def demand_class(demand: Demand) -> DemandClass:
         res.disk_mb,
         res.network_bandwidth_mbps,
         res.gpu_count,
-        tuple(sorted(res.custom.items())) if res.custom else (),
-        tuple(sorted(demand.constraints.items())) if demand.constraints else (),
+    )
+    # Almost every task has none of the optional parts: one test, no sorting (per task per pass).
+    if not (res.custom or demand.constraints or demand.constraint_exprs or demand.spread or demand.affinity):
+        return base
+    return (
+        *base,
+        tuple(sorted(res.custom.items())),
+        tuple(sorted(demand.constraints.items())),
         demand.constraint_exprs,
         demand.spread,
         demand.workflow_id if demand.spread else "",
-        tuple(sorted(demand.affinity.items())) if demand.affinity else (),
+        tuple(sorted(demand.affinity.items())),
     )
 
 
@@ -296,7 +306,19 @@ class Candidates:
         """The agents of ``demand``'s type that pass every static filter."""
         found = self._cache.get(key)
         if found is None:
-            found = [a for a in self._by_type.get(demand.agent_type, ()) if all(f.passes(demand, a) for f in _STATIC)]
+            # Only the static filters that can reject this demand (the label ones need labels).
+            checks = [
+                f
+                for f in _STATIC
+                if not (f is _EQUAL and not demand.constraints) and not (f is _EXPRS and not demand.constraint_exprs)
+            ]
+            found = []
+            for agent in self._by_type.get(demand.agent_type, ()):
+                for check in checks:
+                    if not check.passes(demand, agent):
+                        break
+                else:
+                    found.append(agent)
             self._cache[key] = found
         return found
 
