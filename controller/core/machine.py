@@ -20,7 +20,7 @@ from typing import Any
 from corral.controller.core import events as ev
 from corral.controller.core.fleet_ops import FleetOps
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
-from corral.controller.core.placement import AgentView, describe_class, explain
+from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
 from corral.controller.core.queries import request_handlers
 from corral.controller.core.state import MachineConfig
 from corral.controller.store.base import Snapshot
@@ -220,10 +220,10 @@ class Machine(FleetOps):
             if task.state is not T.READY:
                 yield task, "", False
                 continue
-            res = task.resources
-            key = (task.agent_type, repr(res), tuple(sorted(task.constraints.items())), task.namespace)
+            demand = self.demand(task)
+            key = demand_class(demand)
             if key not in cache:
-                summary, _ = explain(self.demand(task), views)
+                summary, _ = explain(demand, views)
                 cache[key] = (summary, bool(summary) and not summary.startswith("waiting for free capacity"))
             summary, unschedulable = cache[key]
             if self.workflows[task.workflow_id].state is WorkflowState.PAUSED:

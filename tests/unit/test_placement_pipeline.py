@@ -335,3 +335,16 @@ def test_plan_reason_of_a_task_in_retry_backoff(sim: Sim) -> None:
     sim.tick(after=1.0)  # a pass runs (for "other"); "flaky" is still in backoff
     assert sim.machine.plan_reason(flaky) == "in retry backoff during the last pass"
     assert sim.machine.plan_reason(sim.task(wf, "other")).startswith("not enough cpu_cores on any agent")
+
+
+def test_status_reasons_tell_apart_tasks_that_differ_only_in_label_expressions(sim: Sim) -> None:
+    sim.hello("a1", labels=ZONE_A)
+    wf, _ = sim.submit(
+        [
+            task_spec("in-b", constraints={"zone": {"in": ["b"]}}),
+            task_spec("in-c", constraints={"zone": {"in": ["c"]}}),
+        ]
+    )
+    tasks = [sim.task(wf, "in-b"), sim.task(wf, "in-c")]
+    reasons = {t.name: reason for t, reason, _ in sim.machine.waiting_reasons(tasks, sim.now)}
+    assert reasons == {"in-b": "no agent matches label zone in (b)", "in-c": "no agent matches label zone in (c)"}
