@@ -19,7 +19,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -27,11 +29,13 @@ from pydantic import (
 )
 
 from corral.controller.core.graph import graph_problems
+from corral.controller.core.model import LabelExpr
 from corral.controller.errors import FieldViolation, InvalidArgument, clip
 from corral.controller.safejson import json_depth
 
 __all__ = [
     "LIMITS",
+    "LabelExpressionSpec",
     "LabelValue",
     "Limits",
     "ResourceSpec",
@@ -164,6 +168,56 @@ class ResourceSpec(_Strict):
         return value
 
 
+class LabelExpressionSpec(_Strict):
+    """A label expression as a constraint's value: exactly one of ``in``, ``not_in``, ``exists``.
+
+    ``{in: [a, b]}``: the label is one of these; ``{not_in: [a]}``: it is none of these (an agent
+    without the label passes); ``{exists: true}`` / ``{exists: false}``: it is set / not set.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    in_: list[LabelValue] | None = Field(None, alias="in", min_length=1, max_length=Limits.max_labels)
+    not_in: list[LabelValue] | None = Field(None, min_length=1, max_length=Limits.max_labels)
+    exists: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LabelExpressionSpec:
+        given = [
+            name for name, v in (("in", self.in_), ("not_in", self.not_in), ("exists", self.exists)) if v is not None
+        ]
+        if len(given) != 1:
+            found = ", ".join(given) or "none"
+            raise ValueError(f"a label expression needs exactly one of 'in', 'not_in', 'exists' (found: {found})")
+        return self
+
+    def expr(self, key: str) -> LabelExpr:
+        """The core's form of this expression on label ``key``."""
+        if self.in_ is not None:
+            return LabelExpr(key, "in", tuple(self.in_))
+        if self.not_in is not None:
+            return LabelExpr(key, "not_in", tuple(self.not_in))
+        return LabelExpr(key, "exists" if self.exists else "does_not_exist")
+
+    @staticmethod
+    def mapping(expr: LabelExpr) -> dict[str, Any]:
+        """The file form of a core expression (the inverse of :meth:`expr`)."""
+        if expr.op in ("in", "not_in"):
+            return {expr.op: list(expr.values)}
+        return {"exists": expr.op == "exists"}
+
+
+def _constraint_kind(value: Any) -> str:
+    # A mapping is an expression, anything else a plain value: errors then name one shape only.
+    return "expression" if isinstance(value, (dict, LabelExpressionSpec)) else "value"
+
+
+#: A constraint's value: a label value that must equal, or a :class:`LabelExpressionSpec`.
+Constraint = Annotated[
+    Annotated[LabelValue, Tag("value")] | Annotated[LabelExpressionSpec, Tag("expression")],
+    Discriminator(_constraint_kind),
+]
+
 TaskTypeName = Literal["compute", "io", "network", "hybrid"]
 
 
@@ -180,7 +234,17 @@ class TaskSpec(_Strict):
     retries: int = Field(0, ge=0, le=Limits.max_retries)
     retry_backoff: float = Field(1.0, description="base of the exponential retry backoff, seconds")
     dependencies: list[Name] = Field(default_factory=list, max_length=Limits.max_dependencies)
-    constraints: dict[Name, LabelValue] = Field(default_factory=dict, max_length=Limits.max_labels)
+    constraints: dict[Name, Constraint] = Field(
+        default_factory=dict,
+        max_length=Limits.max_labels,
+        description="agent labels: a value (must equal) or an expression {in: [..]} | {not_in: [..]} | {exists: bool}",
+    )
+    spread: Name | None = Field(
+        None, description='spread this workflow\'s tasks over the values of this agent label ("agent": over agents)'
+    )
+    affinity: dict[Name, LabelValue] = Field(
+        default_factory=dict, max_length=Limits.max_labels, description="agent labels preferred, not required"
+    )
     estimated_duration: float = Field(0.0, description="seconds, for planning (critical path)")
     on_disconnect: Literal["stop", "keep"] = Field(
         "stop", description="stop: fenced when its agent is cut off; keep: runs through (only these can overlap)"
@@ -201,6 +265,14 @@ class TaskSpec(_Strict):
         if not 0 < seconds <= Limits.max_timeout_s:
             raise ValueError(f"max_disconnect must be > 0 and <= max_timeout_s={Limits.max_timeout_s:g} seconds")
         return seconds
+
+    def equality_constraints(self) -> dict[str, str]:
+        """The ``key: value`` constraints (labels that must equal a value)."""
+        return {k: v for k, v in self.constraints.items() if isinstance(v, str)}
+
+    def label_expressions(self) -> tuple[LabelExpr, ...]:
+        """The expression constraints, in file order (one per label key)."""
+        return tuple(v.expr(k) for k, v in self.constraints.items() if isinstance(v, LabelExpressionSpec))
 
     @model_validator(mode="after")
     def _keep_only(self) -> TaskSpec:
@@ -345,10 +417,15 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+_CONSTRAINT_TAGS = ("value", "expression")
+
+
 def format_loc(loc: tuple[int | str, ...]) -> str:
     """Render a pydantic error location as a field path: ``("tasks", 2, "name")`` -> ``tasks[2].name``."""
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        if part in _CONSTRAINT_TAGS and i >= 2 and loc[i - 2] == "constraints":
+            continue  # the union branch a constraint value was read as, not a field
         if isinstance(part, int):
             out += f"[{part}]"
         elif part.startswith("function-after") or part.startswith("function-") or part == "[key]":

@@ -323,6 +323,13 @@ def explanation_view(explanation: Explanation, wide: bool) -> RenderableType:
     head.add_row("Workflow", task.workflow_id)
     head.add_row("State", _state(task.state))
     head.add_row("Reason", explanation.reason or "-")
+    if explanation.last_plan_reason:
+        # What the scheduler decided (its last pass), next to the fresh evaluation above.
+        age = explanation.last_plan_age_s
+        when = f" ({age:.1f}s ago)" if age >= 0 else ""
+        head.add_row("Last pass", explanation.last_plan_reason + when)
+    if explanation.demand_class:
+        head.add_row("Demand class", explanation.demand_class)
     if explanation.waiting_on:
         head.add_row("Waiting on", ", ".join(explanation.waiting_on))
     if task.unschedulable:

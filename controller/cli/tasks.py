@@ -24,8 +24,9 @@ def explain(
 ) -> None:
     """Explain why a task is (not) running, with every agent's verdict.
 
-    JSON fields: task (as in `corral status`), reason, waiting_on, agents[] (agent_id, agent_name, reason;
-    an empty reason means the agent can take the task).
+    JSON fields: task (as in `corral status`), reason (a fresh evaluation), waiting_on, agents[] (agent_id,
+    agent_name, reason; an empty reason means the agent can take the task), last_plan_reason (what the
+    scheduler's last pass recorded for a READY task), last_plan_age_s (-1: no pass yet), demand_class.
     """
 
     async def action(client: Client) -> Explanation:

@@ -17,7 +17,7 @@ from corral.controller.core.events import (
 )
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
-from corral.controller.core.scheduling import plan
+from corral.controller.core.scheduling import Plan, PlanView, Steal, plan
 from corral.controller.core.transitions import move_attempt
 from corral.controller.core.workflow_ops import WorkflowOps
 
@@ -96,15 +96,24 @@ class AttemptOps(WorkflowOps):
         self.steal(now)
 
     def place(self, now: float) -> None:
-        """Place as many queued tasks as the online agents have room for; one Assign per agent."""
+        """Plan a pass over the queue and apply it: one Assign per agent; the plan is kept for explain."""
         if not self.queue:
             return
-        roomy = [view for view in self.views.values() if view.has_room()]
-        if not roomy:
+        if not any(view.has_room() for view in self.views.values()):
+            # Nothing can be placed; record that cheaply (no queue walk) so explain can say so.
+            self.last_plan = Plan(at=now, stopped="no agent had room for new work")
             return
-        placements = plan(self.queue, lambda tid: self.demand(self.tasks[tid]), roomy, now, self.config.strategy)
+        view = PlanView(
+            self.queue,
+            lambda tid: self.demand(self.tasks[tid]),
+            list(self.views.values()),
+            self.config.strategy,
+            self.running_per_agent,
+        )
+        result = plan(view, now)
+        self.last_plan = result
         batches: dict[str, list[Assignment]] = {}
-        for placement in placements:
+        for placement in result.placements:
             task = self.tasks[placement.task_id]
             if self.fails_for_secrets(task, now):
                 continue
@@ -116,6 +125,19 @@ class AttemptOps(WorkflowOps):
         for agent_id, assignments in batches.items():
             self.emit(Assign(agent_id, assignments))
 
+    def running_per_agent(self, workflow_id: str) -> dict[str, int]:
+        """Active attempts of ``workflow_id`` per agent id (spread scoring).
+
+        O(active attempts); a pass asks it only for workflows with spread tasks, once each.
+        """
+        counts: dict[str, int] = {}
+        attempts = self.attempts
+        for agent_id, held in self.active.items():
+            n = sum(1 for attempt_id in held if attempts[attempt_id].workflow_id == workflow_id)
+            if n:
+                counts[agent_id] = n
+        return counts
+
     def steal(self, now: float) -> bool:
         """Ask back attempts waiting in one agent's prefetch queue when another agent has idle slots.
 
@@ -124,7 +146,8 @@ class AttemptOps(WorkflowOps):
         while ago and never reported started) are moved in two phases: the agent is asked to give
         them back if it has not started them (a Cancel with ``release_only``) and they are marked
         releasing; only its Released report requeues one (see :meth:`released`). If it says
-        Started instead, the attempt stays where it is. Returns whether anything was asked back.
+        Started instead, the attempt stays where it is. The take-backs are added to this tick's
+        plan (``Plan.steals``). Returns whether anything was asked back.
         """
         # Nothing waits in any agent's prefetch queue (the common case): no scan of the fleet.
         crowded = self.crowded
@@ -174,6 +197,10 @@ class AttemptOps(WorkflowOps):
             if taken:
                 self.emit(CancelAttempts(view.id, taken, False, self.config.kill_grace_s, release_only=True))
                 asked = True
+                if self.last_plan is None or self.last_plan.at != now:
+                    # Nothing queued this tick, so no pass ran: the take-backs are the tick's plan.
+                    self.last_plan = Plan(at=now, stopped="nothing queued")
+                self.last_plan.steals.append(Steal(view.id, tuple(taken)))
             if free <= 0:
                 break
         return asked
@@ -188,6 +215,8 @@ class AttemptOps(WorkflowOps):
                 break
             task = self.tasks[task_id]
             if any(event.labels.get(k) != v for k, v in task.constraints.items()):
+                continue
+            if task.constraint_exprs and not all(e.matches(event.labels) for e in task.constraint_exprs):
                 continue
             if event.capacity is not None and task.resources.shortfall(event.capacity):
                 continue

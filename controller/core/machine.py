@@ -20,7 +20,7 @@ from typing import Any
 from corral.controller.core import events as ev
 from corral.controller.core.fleet_ops import FleetOps
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
-from corral.controller.core.placement import AgentView, explain
+from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
 from corral.controller.core.queries import request_handlers
 from corral.controller.core.state import MachineConfig
 from corral.controller.store.base import Snapshot
@@ -38,6 +38,12 @@ class Explanation:
     waiting_on: tuple[str, ...] = ()
     agents: tuple[tuple[str, str, str], ...] = ()  # (agent id, name, reason or "")
     unschedulable: bool = False
+    # READY tasks: what the last scheduling pass recorded for the task's demand class, how long
+    # ago that pass ran (-1: no pass yet), and the class. ``reason``/``agents`` are a fresh
+    # evaluation; these say what the scheduler actually did.
+    last_plan_reason: str = ""
+    last_plan_age_s: float = -1.0
+    demand_class: str = ""
 
 
 class Machine(FleetOps):
@@ -150,11 +156,18 @@ class Machine(FleetOps):
             total = len(task.dependencies)
             return Explanation(f"waiting on dependencies: {', '.join(waiting)} ({len(waiting)} of {total})", waiting)
         if task.state is T.READY:
-            summary, per_agent = explain(self.demand(task), views)
+            demand = self.demand(task)
+            summary, per_agent = explain(demand, views)
             verdicts = tuple((aid, names.get(aid, aid), reason) for aid, reason in per_agent)
             unschedulable = bool(summary) and not summary.startswith("waiting for free capacity")
+            last = self.last_plan
+            planned = (
+                self.plan_reason(task),
+                now - last.at if last is not None else -1.0,
+                describe_class(demand),
+            )
             if workflow.state is WorkflowState.PAUSED:
-                return Explanation("workflow paused", (), verdicts, unschedulable)
+                return Explanation("workflow paused", (), verdicts, unschedulable, *planned)
             if task.not_before is not None and task.not_before > now:
                 return Explanation(
                     f"retry backoff: attempt {task.attempts} failed ({task.error}); "
@@ -162,9 +175,10 @@ class Machine(FleetOps):
                     (),
                     verdicts,
                     unschedulable,
+                    *planned,
                 )
             return Explanation(
-                summary or "queued: will be placed on the next scheduling tick", (), verdicts, unschedulable
+                summary or "queued: will be placed on the next scheduling tick", (), verdicts, unschedulable, *planned
             )
         if task.state in (T.ASSIGNED, T.RUNNING):
             where = names.get(task.agent_id or "", task.agent_id or "?")
@@ -181,6 +195,23 @@ class Machine(FleetOps):
             return Explanation(f"{task.state} (poison): {task.error}")
         return Explanation(f"{task.state}" + (f": {task.error}" if task.error else ""))
 
+    def plan_reason(self, task: Task) -> str:
+        """What the last scheduling pass recorded for a READY task ("" for other tasks).
+
+        Looked up through the task's demand class (:meth:`Plan.reason_for`), so it costs no queue
+        walk and agrees with what the pass did.
+        """
+        if task.state is not T.READY:
+            return ""
+        if self.workflows[task.workflow_id].state is not WorkflowState.RUNNING:
+            return "not queued: its workflow is not running"
+        last = self.last_plan
+        if last is None:
+            return "no scheduling pass yet"
+        if task.not_before is not None and task.not_before > last.at:
+            return "in retry backoff during the last pass"
+        return last.reason_for(self.demand(task), task.ready_at)
+
     def waiting_reasons(self, tasks: list[Task], now: float) -> Iterator[tuple[Task, str, bool]]:
         """``(task, reason, unschedulable)`` for status listings; placement verdicts cached per demand."""
         cache: dict[object, tuple[str, bool]] = {}
@@ -189,10 +220,10 @@ class Machine(FleetOps):
             if task.state is not T.READY:
                 yield task, "", False
                 continue
-            res = task.resources
-            key = (task.agent_type, repr(res), tuple(sorted(task.constraints.items())), task.namespace)
+            demand = self.demand(task)
+            key = demand_class(demand)
             if key not in cache:
-                summary, _ = explain(self.demand(task), views)
+                summary, _ = explain(demand, views)
                 cache[key] = (summary, bool(summary) and not summary.startswith("waiting for free capacity"))
             summary, unschedulable = cache[key]
             if self.workflows[task.workflow_id].state is WorkflowState.PAUSED:

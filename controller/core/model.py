@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "LABEL_OPS",
     "RESOURCE_NAMES",
     "Agent",
     "AgentState",
     "Attempt",
     "AttemptState",
     "Inventory",
+    "LabelExpr",
     "Resources",
     "Task",
     "TaskState",
@@ -144,6 +146,42 @@ class Resources:
         return missing
 
 
+# Label expression operators (Kubernetes node-affinity style): value in a set, not in it (an agent
+# without the label passes), the label present, the label absent.
+LABEL_OPS = ("in", "not_in", "exists", "does_not_exist")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelExpr:
+    """A placement constraint on one agent label: ``key op values``.
+
+    ``in`` needs the label with one of ``values``; ``not_in`` refuses those values (an agent
+    without the label passes); ``exists`` / ``does_not_exist`` test presence and take no values.
+    """
+
+    key: str
+    op: str
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether an agent with these labels satisfies the expression."""
+        have = labels.get(self.key)
+        op = self.op
+        if op == "in":
+            return have is not None and have in self.values
+        if op == "not_in":
+            return have is None or have not in self.values
+        if op == "exists":
+            return have is not None
+        return have is None
+
+    def describe(self) -> str:
+        """The expression as a user writes it, e.g. ``zone in (a, b)``."""
+        if self.op in ("exists", "does_not_exist"):
+            return f"{self.key} {self.op}"
+        return f"{self.key} {self.op} ({', '.join(self.values)})"
+
+
 @dataclass(frozen=True, slots=True)
 class Inventory:
     """What an agent offers: total capacity, concurrent attempt slots and GPU indexes."""
@@ -193,6 +231,11 @@ class Task:
     agent_losses: int = 0  # attempts that died with their agent's process (poison count)
     reruns_after_fence: int = 0  # running attempts fenced and run again
     failure_reason: str = ""  # why it FAILED, as a word: "poison", "" otherwise
+    # Placement preferences (issue 9): label expressions that must hold, a label whose values the
+    # workflow's tasks are spread over ("agent": over agents), labels preferred but not required.
+    constraint_exprs: tuple[LabelExpr, ...] = ()
+    spread: str = ""
+    affinity: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -1,42 +1,79 @@
-"""Placement: small named filters that each explain a rejection, then a scorer that picks an agent.
+"""Placement: one pipeline of named filters and scorers, used by scheduling and explain alike.
 
-The shape follows Nomad's feasibility checkers and the Kubernetes scheduler framework: a chain of
-filters (agent state, agent type, namespace, label constraints, capacity, free resources, attempt
-window),
-each answering ``None`` (fits) or a human reason, then a bin-pack or spread score among the agents
-that passed. Because every rejection carries a reason, ``explain`` can tell an operator exactly why
-a task is waiting, and whether it will ever run on the current cluster.
+The shape follows Nomad's feasibility checkers and rank iterators and the Kubernetes scheduler
+framework: a chain of filters (:mod:`~corral.controller.core.placement_filters`) each answering
+``None`` (fits) or a human reason, then scorers (:mod:`~corral.controller.core.placement_scorers`)
+that pick among the agents that passed. Scheduling and explain run the *same* filter objects:
+scheduling asks their cheap ``passes`` face, explain their ``check`` face, so an explanation can
+never disagree with a placement decision.
+
+A scheduling pass evaluates the static filters once per demand class (:func:`demand_class`) and
+agent (:class:`Candidates`), and the dynamic ones (free resources, the attempt window) per
+placement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
 
-from corral.controller.core.model import RESOURCE_NAMES, Agent, AgentState, Resources
+from corral.controller.core.model import Agent, AgentState, LabelExpr, Resources
+from corral.controller.core.placement_filters import (
+    FILTERS,
+    AgentTypeFilter,
+    CapacityFilter,
+    ConstraintsFilter,
+    Filter,
+    FreeResourcesFilter,
+    LabelExpressionFilter,
+    NamespaceFilter,
+    StateFilter,
+    WindowFilter,
+    amount,
+    resource_amounts,
+    resource_get,
+)
+from corral.controller.core.placement_scorers import (
+    SCORERS,
+    STRATEGIES,
+    ScoreContext,
+    Scorer,
+    StrategyScorer,
+    utilisation,
+)
 
 __all__ = [
     "FILTERS",
+    "SCORERS",
     "STRATEGIES",
     "AgentTypeFilter",
     "AgentView",
+    "Candidates",
     "CapacityFilter",
     "ConstraintsFilter",
     "Demand",
+    "DemandClass",
     "Filter",
     "FreeResourcesFilter",
+    "LabelExpressionFilter",
     "NamespaceFilter",
+    "ScoreContext",
     "Scorer",
     "StateFilter",
     "WindowFilter",
     "choose",
+    "demand_class",
+    "describe_class",
     "explain",
     "feasible",
     "fits_now",
     "rejection",
     "utilisation",
 ]
+
+_STATIC: tuple[Filter, ...] = tuple(f for f in FILTERS if f.static)
+_DYNAMIC: tuple[Filter, ...] = tuple(f for f in FILTERS if not f.static)
+_NO_LABELS: Mapping[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -152,9 +189,13 @@ class AgentView:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Demand:
-    """What one task needs from an agent."""
+    """What one task needs from an agent, and what it prefers. Read-only by convention.
+
+    Not ``frozen``: one is built per queued task per scheduling pass, and a frozen dataclass
+    sets each field through ``object.__setattr__`` (a measurable share of a no-op task's cost).
+    """
 
     agent_type: str
     resources: Resources = field(default_factory=Resources)
@@ -163,149 +204,64 @@ class Demand:
     # take a free slot, so they stay in the controller's queue where priorities still apply.
     prefetchable: bool = True
     namespace: str = "default"
+    constraint_exprs: tuple[LabelExpr, ...] = ()
+    spread: str = ""  # a label (or "agent") to spread this workflow's tasks over
+    affinity: Mapping[str, str] = field(default_factory=dict)
+    workflow_id: str = ""  # whose tasks ``spread`` counts
 
     def window(self, agent: AgentView) -> int:
         """How many outstanding attempts ``agent`` may hold when this task is added."""
         return agent.window if self.prefetchable else min(agent.window, agent.slots)
 
 
-def _amount(value: float) -> str:
-    return f"{value:g}"
+# A hashable key equal for demands that every filter and scorer treats alike.
+DemandClass = tuple[object, ...]
 
 
-def _resource_amounts(res: Resources) -> list[tuple[str, float]]:
-    """(name, amount) of every resource dimension, custom ones named ``custom:NAME``."""
-    pairs: list[tuple[str, float]] = [(name, float(getattr(res, name))) for name in RESOURCE_NAMES]
-    pairs.extend((f"custom:{key}", float(value)) for key, value in res.custom.items())
-    return pairs
+def demand_class(demand: Demand) -> DemandClass:
+    """The class of equal demand ``demand`` belongs to (agent type, resources, constraints, spread, ...).
+
+    Tasks of one class pass and fail the same filters against the same agents, so a pass records
+    one waiting reason per class, and explain finds a task's reason through its class. The
+    workflow is part of the class only for spread tasks (their score counts their workflow).
+    """
+    res = demand.resources
+    base = (
+        demand.agent_type,
+        demand.namespace,
+        demand.prefetchable,
+        res.cpu_cores,
+        res.memory_mb,
+        res.disk_mb,
+        res.network_bandwidth_mbps,
+        res.gpu_count,
+    )
+    # Almost every task has none of the optional parts: one test, no sorting (per task per pass).
+    if not (res.custom or demand.constraints or demand.constraint_exprs or demand.spread or demand.affinity):
+        return base
+    return (
+        *base,
+        tuple(sorted(res.custom.items())),
+        tuple(sorted(demand.constraints.items())),
+        demand.constraint_exprs,
+        demand.spread,
+        demand.workflow_id if demand.spread else "",
+        tuple(sorted(demand.affinity.items())),
+    )
 
 
-def _get(res: Resources, name: str) -> float:
-    if name.startswith("custom:"):
-        return float(res.custom.get(name[7:], 0.0))
-    return float(getattr(res, name))
-
-
-class Filter(Protocol):
-    """A feasibility check: ``None`` when the agent passes, else why it cannot take the task."""
-
-    name: ClassVar[str]
-
-    def check(self, demand: Demand, agent: AgentView) -> str | None: ...
-
-
-class StateFilter:
-    """Only connected agents take new work: draining, lost and disconnected ones are skipped."""
-
-    name: ClassVar[str] = "state"
-
-    def check(self, demand: Demand, agent: AgentView) -> str | None:
-        if agent.state is not AgentState.CONNECTED:
-            return f"agent is {agent.state.value}"
-        if agent.held_back:
-            return "agent left assignments unacknowledged; held back until it acknowledges again"
-        return None
-
-
-class AgentTypeFilter:
-    """The agent must run the task's agent type (``shell``, ``python``, ...)."""
-
-    name: ClassVar[str] = "agent_type"
-
-    def check(self, demand: Demand, agent: AgentView) -> str | None:
-        if demand.agent_type in agent.agent_types:
-            return None
-        runs = ", ".join(sorted(agent.agent_types)) or "none"
-        return f"does not run agent_type {demand.agent_type!r} (runs: {runs})"
-
-
-class NamespaceFilter:
-    """An agent scoped to namespaces (by its credential) only runs tasks of those namespaces."""
-
-    name: ClassVar[str] = "namespace"
-
-    def check(self, demand: Demand, agent: AgentView) -> str | None:
-        if not agent.namespaces or demand.namespace in agent.namespaces:
-            return None
-        return f"runs only namespaces {', '.join(sorted(agent.namespaces))}; task is in {demand.namespace!r}"
-
-
-class ConstraintsFilter:
-    """Every ``key=value`` constraint must equal the agent's label of that key."""
-
-    name: ClassVar[str] = "constraints"
-
-    def check(self, demand: Demand, agent: AgentView) -> str | None:
-        for key, wanted in demand.constraints.items():
-            have = agent.labels.get(key)
-            if have == wanted:
-                continue
-            if have is None:
-                return f"label {key}={wanted} required, agent has no label {key}"
-            return f"label {key}={wanted} required, agent has {key}={have}"
-        return None
-
-
-class CapacityFilter:
-    """Could the task *ever* fit: its requirement against the agent's total capacity."""
-
-    name: ClassVar[str] = "capacity"
-
-    def check(self, demand: Demand, agent: AgentView) -> str | None:
-        missing = demand.resources.shortfall(agent.capacity)
-        if not missing:
-            return None
-        return "; ".join(
-            f"needs {name} {_amount(_get(demand.resources, name))}, agent has {_amount(_get(agent.capacity, name))}"
-            for name in missing
-        )
-
-
-class FreeResourcesFilter:
-    """Does the task fit *now*: its requirement against what is not allocated."""
-
-    name: ClassVar[str] = "resources"
-
-    def check(self, demand: Demand, agent: AgentView) -> str | None:
-        free = agent.free()
-        missing = demand.resources.shortfall(free)
-        # The GPU count can agree while the index list does not (a GPU reported lost): trust the ids.
-        if "gpu_count" not in missing and demand.resources.gpu_count > len(agent.free_gpu_ids):
-            missing.insert(0, "gpu_count")
-            free = Resources(gpu_count=len(agent.free_gpu_ids))
-        if not missing:
-            return None
-        return "; ".join(
-            f"needs {name} {_amount(_get(demand.resources, name))}, "
-            f"{_amount(max(0.0, _get(free, name)))} free of {_amount(_get(agent.capacity, name))}"
-            for name in missing
-        )
-
-
-class WindowFilter:
-    """The agent's window of outstanding attempts (slots + prefetch) must not be full."""
-
-    name: ClassVar[str] = "window"
-
-    def check(self, demand: Demand, agent: AgentView) -> str | None:
-        window = demand.window(agent)
-        if agent.outstanding < window:
-            return None
-        extra = window - agent.slots
-        detail = f" ({agent.slots} + {extra} prefetch)" if extra > 0 else ""
-        return f"all {window} slots busy{detail}"
-
-
-# Cheap structural checks first, so the reason given is the most fundamental one.
-FILTERS: tuple[Filter, ...] = (
-    StateFilter(),
-    AgentTypeFilter(),
-    NamespaceFilter(),
-    ConstraintsFilter(),
-    CapacityFilter(),
-    FreeResourcesFilter(),
-    WindowFilter(),
-)
+def describe_class(demand: Demand) -> str:
+    """A demand class as a user reads it: ``shell cpu_cores=1 memory_mb=512 zone in (a, b)``."""
+    parts = [demand.agent_type]
+    parts.extend(f"{name}={amount(v)}" for name, v in resource_amounts(demand.resources) if v > 0)
+    parts.extend(f"{k}={v}" for k, v in sorted(demand.constraints.items()))
+    parts.extend(expr.describe() for expr in demand.constraint_exprs)
+    if demand.spread:
+        parts.append(f"spread={demand.spread}")
+    parts.extend(f"affinity {k}={v}" for k, v in sorted(demand.affinity.items()))
+    if demand.namespace != "default":
+        parts.append(f"namespace={demand.namespace}")
+    return " ".join(parts)
 
 
 def rejection(demand: Demand, agent: AgentView) -> tuple[str, str] | None:
@@ -323,103 +279,94 @@ def feasible(demand: Demand, agent: AgentView) -> str | None:
     return None if found is None else found[1]
 
 
-_NOTHING = Resources()
-
-
-def utilisation(agent: AgentView, extra: Resources | None = None) -> float:
-    """Mean used fraction over the resource dimensions the agent has, after adding ``extra``."""
-    cap, used = agent.capacity, agent.allocated
-    add = extra if extra is not None else _NOTHING
-    # Field by field rather than through Resources arithmetic or getattr: this runs for every
-    # candidate agent of every placement and dominated the cost of a scheduling step.
-    pairs = [
-        (cap.cpu_cores, used.cpu_cores + add.cpu_cores),
-        (cap.memory_mb, used.memory_mb + add.memory_mb),
-        (cap.disk_mb, used.disk_mb + add.disk_mb),
-        (cap.network_bandwidth_mbps, used.network_bandwidth_mbps + add.network_bandwidth_mbps),
-        (cap.gpu_count, used.gpu_count + add.gpu_count),
-    ]
-    if cap.custom:
-        pairs.extend((have, used.custom.get(key, 0.0) + add.custom.get(key, 0.0)) for key, have in cap.custom.items())
-    total = 0.0
-    count = 0
-    for have, taken in pairs:
-        if have > 0:
-            fraction = taken / have
-            total += 1.0 if fraction > 1.0 else (fraction if fraction > 0.0 else 0.0)
-            count += 1
-    return total / count if count else 0.0
-
-
 def fits_now(demand: Demand, agent: AgentView) -> bool:
-    """Exactly ``feasible(demand, agent) is None``, without building reasons: the hot path."""
-    if agent.state is not AgentState.CONNECTED or agent.held_back or agent.outstanding >= demand.window(agent):
-        return False
-    if demand.agent_type not in agent.agent_types:
-        return False
-    if agent.namespaces and demand.namespace not in agent.namespaces:
-        return False
-    if demand.constraints:
-        labels = agent.labels
-        for key, wanted in demand.constraints.items():
-            if labels.get(key) != wanted:
-                return False
-    req, cap, used = demand.resources, agent.capacity, agent.allocated
-    # Same tolerance as Resources.shortfall. Free <= capacity, so this also covers the capacity filter.
-    if req.cpu_cores > 0 and req.cpu_cores > cap.cpu_cores - used.cpu_cores + 1e-9:
-        return False
-    if req.memory_mb > 0 and req.memory_mb > cap.memory_mb - used.memory_mb + 1e-9:
-        return False
-    if req.disk_mb > 0 and req.disk_mb > cap.disk_mb - used.disk_mb + 1e-9:
-        return False
-    if (
-        req.network_bandwidth_mbps > 0
-        and req.network_bandwidth_mbps > cap.network_bandwidth_mbps - used.network_bandwidth_mbps + 1e-9
-    ):
-        return False
-    if req.gpu_count > 0 and (
-        req.gpu_count > cap.gpu_count - used.gpu_count + 1e-9 or req.gpu_count > len(agent.free_gpu_ids)
-    ):
-        return False
-    for key, need in req.custom.items():
-        if need > 0 and need > cap.custom.get(key, 0.0) - used.custom.get(key, 0.0) + 1e-9:
-            return False
-    return True
+    """Exactly ``feasible(demand, agent) is None``, through the filters' cheap faces."""
+    return all(f.passes(demand, agent) for f in FILTERS)
 
 
-# A scorer maps (demand, agent) to a number; the highest wins.
-Scorer = Callable[[Demand, AgentView], float]
+_FREE = FreeResourcesFilter()
+_SCOPE = NamespaceFilter()
+_EQUAL = ConstraintsFilter()
+_EXPRS = LabelExpressionFilter()
+_CAPACITY = CapacityFilter()
 
 
-def _binpack(demand: Demand, agent: AgentView) -> float:
-    # Fill the fullest agent that still fits, keeping whole machines free for large tasks.
-    return utilisation(agent, demand.resources)
+class Candidates:
+    """Per scheduling pass: the agents passing the static filters, cached per demand class.
+
+    Built over the pass's agent views (clones the pass allocates on); the dynamic filters are
+    still checked per placement, since they change as the pass places tasks.
+    """
+
+    def __init__(self, by_type: Mapping[str, Sequence[AgentView]]) -> None:
+        self._by_type = by_type
+        self._cache: dict[DemandClass, list[AgentView]] = {}
+
+    def of(self, demand: Demand, key: DemandClass) -> list[AgentView]:
+        """The agents of ``demand``'s type that pass every static filter."""
+        found = self._cache.get(key)
+        if found is None:
+            # Only the static filters that can reject this demand (the label ones need labels).
+            checks = [
+                f
+                for f in _STATIC
+                if not (f is _EQUAL and not demand.constraints) and not (f is _EXPRS and not demand.constraint_exprs)
+            ]
+            found = []
+            for agent in self._by_type.get(demand.agent_type, ()):
+                for check in checks:
+                    if not check.passes(demand, agent):
+                        break
+                else:
+                    found.append(agent)
+            self._cache[key] = found
+        return found
 
 
-def _spread(demand: Demand, agent: AgentView) -> float:
-    return -utilisation(agent, demand.resources)
-
-
-STRATEGIES: dict[str, Scorer] = {"binpack": _binpack, "spread": _spread}
-
-
-def choose(demand: Demand, agents: Sequence[AgentView], strategy: str = "binpack") -> AgentView | None:
+def choose(
+    demand: Demand,
+    agents: Sequence[AgentView],
+    strategy: str = "binpack",
+    ctx: ScoreContext | None = None,
+    *,
+    prefiltered: bool = False,
+) -> AgentView | None:
     """The best agent that can take the task now, or None.
 
-    An agent where the task starts at once (a free slot) beats one where it would wait in the
-    agent's prefetch queue. Then ``binpack`` prefers the most allocated agent that fits, ``spread``
-    the least; ties go to the agent with the fewest outstanding attempts, then to the lowest name
-    (then id).
+    Filters first (``prefiltered``: the static ones already passed, as :class:`Candidates`
+    gives). Then the scorers, lexicographically: an agent where the task starts at once (a free
+    slot) beats one where it would wait in the agent's prefetch queue; then ``spread`` (fewest
+    tasks of the workflow in the agent's group), ``affinity`` (most preferred labels), then the
+    packing strategy (``binpack``: the most allocated agent that fits; ``spread``: the least).
+    Ties go to the agent with the fewest outstanding attempts, then the lowest name (then id).
     """
-    scorer = STRATEGIES.get(strategy)
-    if scorer is None:
+    packing: StrategyScorer | None = STRATEGIES.get(strategy)
+    if packing is None:
         raise ValueError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    extra = [s for s in SCORERS if s.applies(demand)] if (demand.spread or demand.affinity) else []
+    context = ctx if ctx is not None else ScoreContext({})
+    # The hot path (every placement): the dynamic filters' fast faces and the packing score are
+    # called directly, and a task without label preferences builds no per-agent generator.
+    free_ok = _FREE.passes
+    sign, res, prefetchable = packing.sign, demand.resources, demand.prefetchable
     best: AgentView | None = None
-    best_key: tuple[bool, float, int, str, str] | None = None
+    best_key: tuple[bool, tuple[float, ...], float, int, str, str] | None = None
     for agent in agents:
-        if not fits_now(demand, agent):
+        if prefiltered:
+            window = agent.window if prefetchable else min(agent.window, agent.slots)
+            if agent.outstanding >= window or not free_ok(demand, agent):
+                continue
+        elif not fits_now(demand, agent):
             continue
-        key = (agent.outstanding >= agent.slots, -scorer(demand, agent), agent.outstanding, agent.name, agent.id)
+        preferences = tuple([-s.score(demand, agent, context) for s in extra]) if extra else ()
+        key = (
+            agent.outstanding >= agent.slots,
+            preferences,
+            -sign * utilisation(agent, res),
+            agent.outstanding,
+            agent.name,
+            agent.id,
+        )
         if best_key is None or key < best_key:
             best, best_key = agent, key
     return best
@@ -444,27 +391,35 @@ def explain(demand: Demand, agents: Sequence[AgentView]) -> tuple[str, list[tupl
     typed = [a for a in connected if demand.agent_type in a.agent_types]
     if not typed:
         return f"no connected agent runs agent_type {demand.agent_type!r}", per_agent
-    scoped = [a for a in typed if NamespaceFilter().check(demand, a) is None]
+    scoped = [a for a in typed if _SCOPE.passes(demand, a)]
     if not scoped:
         return f"no connected agent of that type may run namespace {demand.namespace!r}", per_agent
-    labelled = [a for a in scoped if ConstraintsFilter().check(demand, a) is None]
+    labelled = [a for a in scoped if _EQUAL.passes(demand, a)]
     if not labelled:
         wanted = ", ".join(f"{k}={v}" for k, v in demand.constraints.items())
         noun = "label" if len(demand.constraints) == 1 else "labels"
         return f"no agent has {noun} {wanted}", per_agent
-    sized = [a for a in labelled if CapacityFilter().check(demand, a) is None]
+    matching = [a for a in labelled if _EXPRS.passes(demand, a)]
+    if not matching:
+        # Name the first expression no candidate satisfies (each may hold somewhere, never together).
+        for expr in demand.constraint_exprs:
+            if not any(expr.matches(a.labels) for a in labelled):
+                return f"no agent matches label {expr.describe()}", per_agent
+        together = "; ".join(expr.describe() for expr in demand.constraint_exprs)
+        return f"no agent matches all of: {together}", per_agent
+    sized = [a for a in matching if _CAPACITY.passes(demand, a)]
     if not sized:
         return _never_fits(demand, labelled), per_agent
     return "waiting for free capacity: " + _busy(demand, sized), per_agent
 
 
 def _never_fits(demand: Demand, agents: Sequence[AgentView]) -> str:
-    for name, need in _resource_amounts(demand.resources):
+    for name, need in resource_amounts(demand.resources):
         if need <= 0:
             continue
-        largest = max(_get(a.capacity, name) for a in agents)
+        largest = max(resource_get(a.capacity, name) for a in agents)
         if need > largest + 1e-9:
-            return f"not enough {name} on any agent: needs {_amount(need)}, the largest agent has {_amount(largest)}"
+            return f"not enough {name} on any agent: needs {amount(need)}, the largest agent has {amount(largest)}"
     # Each resource exists somewhere, but never all together on one agent.
     return f"not enough resources on any agent: no single agent has all of {_describe(demand.resources)}"
 
@@ -473,14 +428,14 @@ def _busy(demand: Demand, agents: Sequence[AgentView]) -> str:
     roomy = [a for a in agents if a.outstanding < a.window]
     if not roomy:
         return f"all slots busy on {len(agents)} agent{'s' if len(agents) != 1 else ''}"
-    for name, need in _resource_amounts(demand.resources):
+    for name, need in resource_amounts(demand.resources):
         if need <= 0:
             continue
-        most = max(float(len(a.free_gpu_ids)) if name == "gpu_count" else _get(a.free(), name) for a in roomy)
+        most = max(float(len(a.free_gpu_ids)) if name == "gpu_count" else resource_get(a.free(), name) for a in roomy)
         if need > most + 1e-9:
-            return f"needs {name} {_amount(need)}, at most {_amount(max(0.0, most))} free on any agent"
+            return f"needs {name} {amount(need)}, at most {amount(max(0.0, most))} free on any agent"
     return f"no agent has {_describe(demand.resources)} free at once"
 
 
 def _describe(res: Resources) -> str:
-    return ", ".join(f"{name} {_amount(v)}" for name, v in _resource_amounts(res) if v > 0) or "nothing"
+    return ", ".join(f"{name} {amount(v)}" for name, v in resource_amounts(res) if v > 0) or "nothing"

@@ -1,26 +1,41 @@
-"""One scheduling step: match ready tasks to agents, as a pure function of a read-only view.
+"""One scheduling pass: ``plan(view, now) -> Plan``, a pure function of a read-only view.
 
-``plan`` walks the ready queue in effective-priority order, only for agent types that some agent
-has room for, and places each task on the agent :func:`~corral.controller.core.placement.choose`
-picks. It allocates on *clones* of the agents so later placements in the same step see earlier
-ones; the caller (the state machine) commits the result: it discards the placed ids from the queue
+``plan`` walks the ready queue in its order, only for agent types that some agent has room for,
+and places each task on the agent the placement pipeline (:mod:`~corral.controller.core.placement`)
+picks. It allocates on *clones* of the agents so later placements in the same pass see earlier
+ones; the caller (the state machine) applies the plan: it discards the placed ids from the queue
 and allocates on its real views.
 
 A task that fits nowhere right now is skipped rather than blocking the ones behind it, but a run of
-``max_skips`` consecutive skips ends the step, so one tick never scans a huge queue of tasks that
+``max_skips`` consecutive skips ends the pass, so one tick never scans a huge queue of tasks that
 cannot run. The cost is O((placements + skips) * (log n + agents of the type)), never O(queue).
+
+The plan records why tasks were left waiting **per demand class**, not per task, so a pass stays
+O(placements + classes): the first time a class fails in a pass, the pipeline's explanation of it
+against the pass's agents (at that moment) is its reason. :meth:`Plan.reason_for` maps a waiting
+task to what the pass did with it, so explain reports what the scheduler actually decided.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from corral.controller.core.placement import STRATEGIES, AgentView, Demand, choose
+from corral.controller.core.placement import (
+    STRATEGIES,
+    AgentView,
+    Candidates,
+    Demand,
+    DemandClass,
+    ScoreContext,
+    choose,
+    demand_class,
+    explain,
+)
 from corral.controller.core.queues import ReadyQueue
 
-__all__ = ["Placement", "plan"]
+__all__ = ["Placement", "Plan", "PlanView", "Preemption", "Steal", "plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,37 +47,120 @@ class Placement:
     gpu_ids: tuple[int, ...]
 
 
-def plan(
-    queue: ReadyQueue,
-    demands: Callable[[str], Demand],
-    agents: Sequence[AgentView],
-    now: float,
-    strategy: str = "binpack",
-    max_skips: int = 256,
-) -> list[Placement]:
-    """Placements for as many ready tasks as fit now, in effective-priority order.
+@dataclass(frozen=True, slots=True)
+class Steal:
+    """Ask ``agent_id`` to give back prefetched attempts it has not started (two-phase take-back).
 
-    ``demands(task_id)`` says what a queued task needs. Neither ``agents`` nor the queue's contents
-    are changed (the queue may promote tasks whose backoff passed by ``now``, which it would do
-    anyway). Each placement is all-or-nothing: the task gets its whole requirement on one agent.
+    Only the agent's Released report requeues an attempt; a Started report keeps it there.
     """
+
+    agent_id: str
+    attempt_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """Stop ``attempt_id`` (on ``agent_id``) to make room for ``for_task_id``.
+
+    The extension point for preemption (issue 9 item 5, next session): :func:`plan` does not
+    produce any yet, and the machine applies none.
+    """
+
+    attempt_id: str
+    agent_id: str
+    for_task_id: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one scheduling pass decided at ``at``, and why it left the rest waiting."""
+
+    at: float
+    placements: list[Placement] = field(default_factory=list)
+    steals: list[Steal] = field(default_factory=list)
+    preemptions: list[Preemption] = field(default_factory=list)
+    # The reason recorded for every demand class the pass tried and could not place.
+    waiting: dict[DemandClass, str] = field(default_factory=dict)
+    # Agent types the pass walked (some agent of the type had room when it began).
+    considered: frozenset[str] = frozenset()
+    # Types whose agents all filled up during the pass: their later tasks were not reached.
+    filled: set[str] = field(default_factory=set)
+    # Why the pass stopped before the end of the queue ("" when it did not).
+    stopped: str = ""
+
+    def reason_for(self, demand: Demand, ready_at: float | None = None) -> str:
+        """What this pass did about a waiting task with this demand.
+
+        ``ready_at`` is when the task became ready: a task queued after the pass was not in it.
+        """
+        if ready_at is not None and ready_at > self.at:
+            return "ready since the last scheduling pass; the next one will consider it"
+        found = self.waiting.get(demand_class(demand))
+        if found is not None:
+            return found
+        agent_type = demand.agent_type
+        if agent_type not in self.considered:
+            return f"no agent running agent_type {agent_type!r} had room for new work"
+        if agent_type in self.filled:
+            return f"not reached: every agent running agent_type {agent_type!r} filled up in the pass"
+        if self.stopped:
+            return f"not reached: {self.stopped}"
+        return "not reached in the pass (queued behind others, or in retry backoff)"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanView:
+    """The read-only inputs of a pass.
+
+    ``demand(task_id)`` says what a queued task needs; ``agents`` are every agent's view (the
+    pass clones those with room); ``running(workflow_id)`` counts a workflow's active attempts
+    per agent id (spread scoring; asked only for workflows with spread tasks).
+    """
+
+    queue: ReadyQueue
+    demand: Callable[[str], Demand]
+    agents: Sequence[AgentView]
+    strategy: str = "binpack"
+    running: Callable[[str], Mapping[str, int]] | None = None
+    max_skips: int = 256
+
+
+def plan(view: PlanView, now: float) -> Plan:
+    """Placements for as many ready tasks as fit now, in queue order, with the reasons for the rest.
+
+    Neither the agents nor the queue's contents are changed (the queue may promote tasks whose
+    backoff passed by ``now``, which it would do anyway). Each placement is all-or-nothing: the
+    task gets its whole requirement on one agent.
+    """
+    strategy = view.strategy
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    result = Plan(at=now)
     # Per agent type, only the clones that still have room: full agents drop out as they fill, so
     # each placement looks at the agents that could still take work, not the whole cluster.
     by_type: dict[str, list[AgentView]] = {}
-    for agent in agents:
+    current: dict[str, AgentView] = {}  # every agent as the pass sees it (clones where it allocates)
+    for agent in view.agents:
         if agent.has_room():
-            view = agent.clone()
-            for agent_type in view.agent_types:
-                by_type.setdefault(agent_type, []).append(view)
+            clone = agent.clone()
+            current[agent.id] = clone
+            for agent_type in clone.agent_types:
+                by_type.setdefault(agent_type, []).append(clone)
+        else:
+            current[agent.id] = agent
+    result.considered = frozenset(by_type)
     if not by_type:
-        return []
+        result.stopped = "no agent had room for new work"
+        return result
+    candidates = Candidates({t: list(members) for t, members in by_type.items()})
+    ctx = ScoreContext(current, view.running)
+    queue = view.queue
 
     # Promote once up front: later walks then never move items between heaps mid-iteration.
     queue.promote(now)
     # Merge one candidate stream per agent type ourselves (rather than one merged stream) so a type
-    # whose agents fill up can be dropped mid-step without rewalking the others.
+    # whose agents fill up can be dropped mid-pass without rewalking the others.
     streams: list[tuple[tuple[float, float, int], str, str, Iterator[str]]] = []
     for agent_type in sorted(by_type):
         stream = queue.candidates((agent_type,), now)
@@ -71,30 +169,54 @@ def plan(
             streams.append((queue.order_key(first), first, agent_type, stream))
     heapq.heapify(streams)
 
-    placements: list[Placement] = []
+    placements = result.placements
+    waiting = result.waiting
     skips = 0
-    while streams and skips < max_skips:
+    while streams:
+        if skips >= view.max_skips:
+            result.stopped = f"the pass ended after {skips} tasks in a row could not be placed"
+            break
         _, task_id, agent_type, stream = heapq.heappop(streams)
         if agent_type not in by_type:
-            continue  # every agent of this type filled up earlier in this step
-        demand = demands(task_id)
-        chosen = choose(demand, by_type.get(demand.agent_type, ()), strategy)
-        if chosen is None:
+            result.filled.add(agent_type)
+            continue  # every agent of this type filled up earlier in this pass
+        demand = view.demand(task_id)
+        key = demand_class(demand)
+        if key in waiting:
+            # Its class already failed in this pass, and placements only take capacity away.
             skips += 1
         else:
-            skips = 0
-            gpu_ids = chosen.allocate(demand.resources)
-            placements.append(Placement(task_id, chosen.id, gpu_ids))
-            if not chosen.has_room():
-                for full_type in chosen.agent_types:
-                    members = [v for v in by_type.get(full_type, ()) if v is not chosen]
-                    if members:
-                        by_type[full_type] = members
-                    else:
-                        by_type.pop(full_type, None)
-                if not by_type:
-                    break
+            chosen = choose(demand, candidates.of(demand, key), strategy, ctx, prefiltered=True)
+            if chosen is None:
+                skips += 1
+                waiting[key] = _reason(demand, list(current.values()))
+            else:
+                skips = 0
+                gpu_ids = chosen.allocate(demand.resources)
+                placements.append(Placement(task_id, chosen.id, gpu_ids))
+                if demand.spread:
+                    ctx.placed(demand.workflow_id, chosen)
+                if not chosen.has_room():
+                    _drop_full(by_type, chosen, result.filled)
+                    if not by_type:
+                        break
         following = next(stream, None)
         if following is not None:
             heapq.heappush(streams, (queue.order_key(following), following, agent_type, stream))
-    return placements
+    return result
+
+
+def _reason(demand: Demand, agents: Sequence[AgentView]) -> str:
+    """The pipeline's summary of why ``demand`` fits on none of the pass's agents right now."""
+    summary, _ = explain(demand, agents)
+    return summary or "no agent could take it in the pass"
+
+
+def _drop_full(by_type: dict[str, list[AgentView]], full: AgentView, filled: set[str]) -> None:
+    for full_type in full.agent_types:
+        members = [v for v in by_type.get(full_type, ()) if v is not full]
+        if members:
+            by_type[full_type] = members
+        else:
+            by_type.pop(full_type, None)
+            filled.add(full_type)

@@ -28,6 +28,7 @@ from corral.controller.core.model import (
 )
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.queues import ReadyQueue
+from corral.controller.core.scheduling import Plan
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
 from corral.controller.store.base import ChangeBatch, LogChunk
@@ -139,6 +140,8 @@ class MachineState:
         self.unacknowledged: dict[str, float] = {}  # attempt id -> its assignment lease's end
         self.ack_queue: deque[tuple[float, str]] = deque()  # the same, in deadline order (lazy)
         self.releasing: set[str] = set()  # attempts asked back (a move), waiting for Released/Started
+        # The last scheduling pass (its reasons for waiting tasks feed explain and status); memory only.
+        self.last_plan: Plan | None = None
         self.held_back: dict[str, float] = {}  # agent id -> no new work before this (or an ack)
         # Attempts of silent (lost, disconnected, or not yet back after a restart) agents -> when
         # they are requeued: fenced (``stop``) or given up (``keep``). Cleared by a Hello.
@@ -193,7 +196,17 @@ class MachineState:
         return found
 
     def demand(self, task: Task) -> Demand:
-        return Demand(task.agent_type, task.resources, task.constraints, self.expected_short(task), task.namespace)
+        return Demand(
+            task.agent_type,
+            task.resources,
+            task.constraints,
+            self.expected_short(task),
+            task.namespace,
+            task.constraint_exprs,
+            task.spread,
+            task.affinity,
+            task.workflow_id,
+        )
 
     def expected_short(self, task: Task) -> bool:
         """Whether the task should finish quickly: its estimate, else how its workflow's tasks ran."""

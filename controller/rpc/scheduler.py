@@ -124,6 +124,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 reason=why.reason,
                 waiting_on=why.waiting_on,
                 agents=[pb.AgentVerdict(agent_id=a, agent_name=n, reason=r) for a, n, r in why.agents],
+                last_plan_reason=why.last_plan_reason,
+                last_plan_age_s=why.last_plan_age_s,
+                demand_class=why.demand_class,
             )
 
         response: pb.ExplainTaskResponse = await self.rt.handle(

@@ -69,12 +69,15 @@ class _Records:
             max_retries=spec.retries,
             retry_backoff_s=spec.retry_backoff,
             dependencies=tuple(spec.dependencies),  # names for now; see _resolve
-            constraints=dict(spec.constraints) if spec.constraints else _NO_CONSTRAINTS,
+            constraints=spec.equality_constraints() if spec.constraints else _NO_CONSTRAINTS,
             estimated_duration_s=spec.estimated_duration,
             namespace=self.namespace,
             on_disconnect=spec.on_disconnect,
             max_disconnect_s=spec.max_disconnect,
             max_agent_losses=spec.max_agent_losses,
+            constraint_exprs=spec.label_expressions() if spec.constraints else (),
+            spread=spec.spread or "",
+            affinity=dict(spec.affinity) if spec.affinity else _NO_CONSTRAINTS,
         )
 
 

@@ -238,6 +238,8 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
     if attempt is not None and (attempt.peak_rss_bytes or attempt.cpu_s):
         message.peak_rss_bytes = attempt.peak_rss_bytes
         message.cpu_s = attempt.cpu_s
+    if task.state is TaskState.READY:
+        message.plan_reason = machine.plan_reason(task)
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
     _stamp(message.created_at, task.created_at)

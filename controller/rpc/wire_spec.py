@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from corral.controller import safejson
-from corral.controller.errors import InvalidArgument
+from corral.controller.errors import InvalidArgument, clip
 from corral.controller.spec import Limits, TaskSpec, WorkflowSpec
 from corral.v1 import types_pb2 as pb
 
@@ -75,7 +75,14 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
     if task.dependencies:
         fields["dependencies"] = task.dependencies
     if task.constraints:
-        fields["constraints"] = task.constraints
+        fields["constraints"] = task.equality_constraints()
+        exprs = task.label_expressions()
+        if exprs:
+            fields["constraint_exprs"] = [pb.LabelExpression(key=e.key, op=e.op, values=e.values) for e in exprs]
+    if task.spread:
+        fields["spread"] = task.spread
+    if task.affinity:
+        fields["affinity"] = task.affinity
     if task.estimated_duration:
         fields["estimated_duration_s"] = task.estimated_duration
     if task.retry_backoff != _DEFAULT_BACKOFF:
@@ -148,8 +155,12 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         }
     if message.dependencies:
         data["dependencies"] = list(message.dependencies)
-    if message.constraints:
-        data["constraints"] = dict(message.constraints)
+    if message.constraints or message.constraint_exprs:
+        data["constraints"] = _constraints(message, path)
+    if message.spread:
+        data["spread"] = message.spread
+    if message.affinity:
+        data["affinity"] = dict(message.affinity)
     if message.estimated_duration_s:
         data["estimated_duration"] = message.estimated_duration_s
     if message.type != pb.TASK_TYPE_UNSPECIFIED:
@@ -168,6 +179,44 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["max_disconnect"] = message.max_disconnect_s
     if message.HasField("max_agent_losses"):
         data["max_agent_losses"] = message.max_agent_losses
+    return data
+
+
+_OPS_WITH_VALUES = ("in", "not_in")
+_OPS_WITHOUT = ("exists", "does_not_exist")
+
+
+def _constraints(message: pb.TaskSpec, path: str) -> dict[str, Any]:
+    """The equality map and the label expressions as the file's one ``constraints`` mapping.
+
+    The expressions' wire shape is checked here (the file form cannot express these mistakes):
+    a known op, values exactly for ``in``/``not_in``, one expression per key, no key in both.
+    """
+    data: dict[str, Any] = dict(message.constraints)
+    exprs = message.constraint_exprs
+    if len(exprs) + len(data) > Limits.max_labels:
+        raise InvalidArgument.field(
+            f"{path}.constraint_exprs",
+            f"{len(exprs)} expressions and {len(data)} constraints, over the max_labels={Limits.max_labels} limit",
+        )
+    for i, expr in enumerate(exprs):
+        where = f"{path}.constraint_exprs[{i}]"
+        if expr.op in _OPS_WITH_VALUES:
+            if not expr.values:
+                raise InvalidArgument.field(f"{where}.values", f"op {expr.op!r} needs at least one value")
+            value: dict[str, Any] = {expr.op: list(expr.values)}
+        elif expr.op in _OPS_WITHOUT:
+            if expr.values:
+                raise InvalidArgument.field(f"{where}.values", f"op {expr.op!r} takes no values")
+            value = {"exists": expr.op == "exists"}
+        else:
+            known = ", ".join(_OPS_WITH_VALUES + _OPS_WITHOUT)
+            raise InvalidArgument.field(f"{where}.op", f"unknown op {clip(expr.op)!r} (known: {known})")
+        if expr.key in data:
+            raise InvalidArgument.field(
+                f"{where}.key", f"label {clip(expr.key)!r} is constrained twice (one constraint per label)"
+            )
+        data[expr.key] = value
     return data
 
 

@@ -59,11 +59,13 @@ class TaskOptions(TypedDict, total=False):
     retries: int
     retry_backoff: float | timedelta
     depends_on: Iterable[TaskHandle | Segment | str]
-    constraints: Mapping[str, str] | None
+    constraints: Mapping[str, str | Mapping[str, Any]] | None
     estimated_duration: float | timedelta
     on_disconnect: Literal["stop", "keep"]
     max_disconnect: float | timedelta | str | None
     max_agent_losses: int | None
+    spread: str | None
+    affinity: Mapping[str, str] | None
 
 
 class TaskHandle:
@@ -257,17 +259,24 @@ class Workflow:
         retries: int = 0,
         retry_backoff: float | timedelta = 1.0,
         depends_on: Iterable[TaskHandle | Segment | str] = (),
-        constraints: Mapping[str, str] | None = None,
+        constraints: Mapping[str, str | Mapping[str, Any]] | None = None,
         estimated_duration: float | timedelta = 0.0,
         on_disconnect: Literal["stop", "keep"] = "stop",
         max_disconnect: float | timedelta | str | None = None,
         max_agent_losses: int | None = None,
+        spread: str | None = None,
+        affinity: Mapping[str, str] | None = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
 
         ``wf.task("x", agent_type="shell", command=["echo", "hi"])`` equals
         ``wf.task("x", payload={"command": ["echo", "hi"]})``.
+
+        ``constraints`` maps an agent label to a value it must equal, or to an expression:
+        ``{"zone": {"in": ["a", "b"]}, "gpu": {"exists": True}}``. ``spread="zone"`` prefers agents
+        whose zone runs the fewest of this workflow's tasks (``"agent"``: per agent); ``affinity``
+        names labels preferred but not required.
         """
         self._check_open()
         index = len(self._tasks)
@@ -286,7 +295,9 @@ class Workflow:
             "retries": retries,
             "retry_backoff": _seconds(retry_backoff),
             "dependencies": upstream,
-            "constraints": dict(constraints or {}),
+            "constraints": {k: v if isinstance(v, str) else dict(v) for k, v in (constraints or {}).items()},
+            "spread": spread,
+            "affinity": dict(affinity or {}),
             "estimated_duration": _seconds(estimated_duration),
             "on_disconnect": on_disconnect,
             "max_disconnect": max_disconnect if isinstance(max_disconnect, str) else _seconds(max_disconnect),
@@ -538,6 +549,6 @@ def as_spec(workflow: WorkflowLike) -> WorkflowSpec:
 
 def spec_to_yaml(spec: WorkflowSpec) -> str:
     """Render a spec as a workflow file, leaving out fields at their defaults."""
-    data = spec.model_dump(mode="json", exclude_defaults=True)
+    data = spec.model_dump(mode="json", exclude_defaults=True, by_alias=True)
     data.setdefault("tasks", [])
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

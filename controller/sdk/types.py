@@ -91,6 +91,7 @@ class TaskStatus(Record):
     # Measured by the agent for the current (or last) attempt once it ended; 0 when not measured.
     peak_rss_bytes: int
     cpu_s: float
+    plan_reason: str  # READY: what the last scheduling pass recorded for it
     raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -120,6 +121,7 @@ class TaskStatus(Record):
             failure_reason=m.failure_reason,
             peak_rss_bytes=m.peak_rss_bytes,
             cpu_s=m.cpu_s,
+            plan_reason=m.plan_reason,
             raw=m,
         )
 
@@ -399,12 +401,19 @@ class WorkflowEvent(Record):
 
 @dataclasses.dataclass(frozen=True)
 class Explanation(Record):
-    """ExplainTask: the task, one line on why it is (not) running, and every agent's verdict."""
+    """ExplainTask: the task, one line on why it is (not) running, and every agent's verdict.
+
+    ``reason`` and ``agents`` are a fresh evaluation; ``last_plan_reason`` is what the last
+    scheduling pass recorded for the task's ``demand_class``, ``last_plan_age_s`` ago (-1: none).
+    """
 
     task: TaskStatus
     reason: str
     waiting_on: tuple[str, ...]
     agents: tuple[AgentVerdict, ...]
+    last_plan_reason: str
+    last_plan_age_s: float
+    demand_class: str
     raw: scheduler_pb2.ExplainTaskResponse = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -414,6 +423,9 @@ class Explanation(Record):
             m.reason,
             tuple(m.waiting_on),
             tuple(AgentVerdict.from_proto(a) for a in m.agents),
+            m.last_plan_reason,
+            m.last_plan_age_s,
+            m.demand_class,
             raw=m,
         )
 

@@ -23,6 +23,7 @@ from corral.controller.core.model import (
     Attempt,
     AttemptState,
     Inventory,
+    LabelExpr,
     Resources,
     Task,
     TaskState,
@@ -119,6 +120,9 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "agent_losses",
         "reruns_after_fence",
         "failure_reason",
+        "constraint_exprs",
+        "spread",
+        "affinity",
     ),
     "attempts": (
         "id",
@@ -226,6 +230,19 @@ def _decode_str_mapping(text: str) -> dict[str, Any]:
         return {}
     decoded: dict[str, Any] = json.loads(text)
     return decoded
+
+
+def _encode_exprs(exprs: Sequence[LabelExpr]) -> str:
+    # [[key, op, [values...]], ...]: compact, and the empty case (almost every task) is a constant.
+    if not exprs:
+        return "[]"
+    return _dumps([[e.key, e.op, list(e.values)] for e in exprs])
+
+
+def _decode_exprs(text: str) -> tuple[LabelExpr, ...]:
+    if text == "[]":
+        return ()
+    return tuple(LabelExpr(key, op, tuple(values)) for key, op, values in json.loads(text))
 
 
 def _encode_strs(value: Sequence[str]) -> str:
@@ -387,6 +404,10 @@ def encode_task(t: Task) -> Row:
         t.agent_losses,
         t.reruns_after_fence,
         t.failure_reason,
+        # Inline empty cases: almost no task has these, and this row is encoded on every change.
+        _encode_exprs(t.constraint_exprs) if t.constraint_exprs else "[]",
+        t.spread,
+        _encode_mapping(t.affinity) if t.affinity else _EMPTY_OBJECT,
     )
 
 
@@ -428,6 +449,9 @@ def decode_task(row: Sequence[Any]) -> Task:
         agent_losses=row[32],
         reruns_after_fence=row[33],
         failure_reason=row[34],
+        constraint_exprs=_decode_exprs(row[35]),
+        spread=row[36],
+        affinity=_decode_str_mapping(row[37]),
     )
 
 

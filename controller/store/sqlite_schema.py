@@ -309,6 +309,12 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE events")
 
 
+def _migration_5_placement_preferences(db: sqlite_utils.Database) -> None:
+    """Issue 9: label expressions, spread and affinity on tasks (JSON array / label / JSON object)."""
+    tasks = db.table("tasks")
+    tasks.add_column("constraint_exprs", str, not_null_default="[]")
+    tasks.add_column("spread", str, not_null_default="")
+    tasks.add_column("affinity", str, not_null_default="{}")
 def _migration_7_attempt_usage(db: sqlite_utils.Database) -> None:
     """Issue 9: the usage each attempt's agent measured (peak RSS bytes, CPU seconds; 0: not measured)."""
     attempts = db.table("attempts")
@@ -322,5 +328,6 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5_placement_preferences,
     _migration_7_attempt_usage,
 )

@@ -22,6 +22,7 @@ from corral.controller.core.model import (
     Attempt,
     AttemptState,
     Inventory,
+    LabelExpr,
     Resources,
     Task,
     TaskState,
@@ -101,6 +102,14 @@ def full_task(tid: str = "wf-1-t1", wid: str = "wf-1", index: int = 1) -> Task:
         agent_losses=1,
         reruns_after_fence=3,
         failure_reason="poison",
+        constraint_exprs=(
+            LabelExpr("zone", "in", ("eu-1", 'odd "z"')),
+            LabelExpr("gpu", "exists"),
+            LabelExpr("os", "not_in", ("windows",)),
+            LabelExpr("spot", "does_not_exist"),
+        ),
+        spread="zone",
+        affinity={"disk": "nvme", "rack": "r ü"},
     )
 
 
@@ -598,6 +607,17 @@ _tasks = st.builds(
     timeout_s=_opt_floats,
     dependencies=st.lists(st.text(max_size=8), max_size=4).map(tuple),
     constraints=_str_map,
+    constraint_exprs=st.lists(
+        st.builds(
+            LabelExpr,
+            st.text(max_size=8),
+            st.sampled_from(["in", "not_in", "exists", "does_not_exist"]),
+            st.lists(st.text(max_size=8), max_size=3).map(tuple),
+        ),
+        max_size=3,
+    ).map(tuple),
+    spread=st.text(max_size=8),
+    affinity=_str_map,
     state=st.sampled_from(TaskState),
     current_attempt_id=st.none() | st.text(max_size=8),
     result=st.none() | st.binary(max_size=16),
@@ -750,6 +770,28 @@ def test_sqlite_migration_3_gives_old_rows_the_issue_8_defaults(tmp_path: Path) 
             0,
             "",
         )
+    finally:
+        store.close()
+
+
+def test_sqlite_migration_5_gives_old_tasks_no_placement_preferences(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    old = SqliteStore(path, migrations=MIGRATIONS[:4])
+    old.close()
+    columns = codec.COLUMNS["tasks"][:35]  # the version-4 columns, as an older corral wrote them
+    row = codec.encode_task(minimal_task("t", "w"))[:35]
+    with sqlite3.connect(path) as conn:
+        names = ", ".join(f'"{c}"' for c in columns)
+        conn.execute(f"INSERT INTO tasks ({names}) VALUES ({', '.join('?' * len(row))})", row)
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        (task,) = store.load().tasks
+        assert (task.constraint_exprs, task.spread, task.affinity) == ((), "", {})
+        task.constraint_exprs = (LabelExpr("zone", "in", ("a",)),)
+        store.commit(ChangeBatch(tasks={"t": task}))
+        assert store.load().tasks[0].constraint_exprs == (LabelExpr("zone", "in", ("a",)),)
     finally:
         store.close()
 

@@ -206,6 +206,36 @@ SPEC_CASES: list[tuple[str, pb.WorkflowSpec | None, str, tuple[str, ...]]] = [
         "spec.tasks[0].constraints.zone",
         (),
     ),
+    # Label expressions, spread and affinity (issue 9).
+    *[
+        (
+            f"label-expression-{label}",
+            _spec(shell_task("a", constraint_exprs=[pb.LabelExpression(key="zone", op=op, values=values)])),
+            f"spec.tasks[0].constraint_exprs[0].{where}",
+            words,
+        )
+        for label, op, values, where, words in (
+            ("unknown-op", "maybe", ["a"], "op", ("unknown op",)),
+            ("in-without-values", "in", [], "values", ("at least one",)),
+            ("exists-with-values", "exists", ["a"], "values", ("takes no values",)),
+        )
+    ],
+    (
+        "label-expression-twice",
+        _spec(
+            shell_task("a", constraints={"zone": "a"}, constraint_exprs=[pb.LabelExpression(key="zone", op="exists")])
+        ),
+        "spec.tasks[0].constraint_exprs[0].key",
+        ("twice",),
+    ),
+    (
+        "label-expression-value-nul",
+        _spec(shell_task("a", constraint_exprs=[pb.LabelExpression(key="zone", op="in", values=["\x00"])])),
+        "spec.tasks[0].constraints.zone.in[0]",
+        ("control",),
+    ),
+    ("spread-bad-label", _spec(shell_task("a", spread="no such\nlabel")), "spec.tasks[0].spread", ()),
+    ("affinity-value-nul", _spec(shell_task("a", affinity={"disk": "\x00"})), "spec.tasks[0].affinity.disk", ()),
     (
         "command-nul",
         _spec(shell_task("a", payload={"command": ["echo", "a\x00b"]})),

@@ -248,6 +248,8 @@ async def test_status_with_tasks_explains_waiting_tasks(controller: Controller) 
     (task,) = status.tasks
     assert task.state == pb.TASK_STATE_READY
     assert task.waiting_reason == "no agents connected" and task.unschedulable
+    # The scheduler's own record: no agent had room, so the pass never walked the queue.
+    assert task.plan_reason == "no agent running agent_type 'ext' had room for new work"
 
 
 # --- Scheduler: external workers ----------------------------------------------------------------
@@ -262,6 +264,8 @@ async def test_standalone_task_pulled_completed_and_fenced(controller: Controlle
     explained = await sched.ExplainTask(S.ExplainTaskRequest(task_id=scheduled.task_id))
     assert explained.task.state == pb.TASK_STATE_READY
     assert explained.reason == "no agents connected" and explained.task.unschedulable
+    assert explained.last_plan_reason == explained.task.plan_reason != ""
+    assert explained.demand_class == "ext cpu_cores=2" and explained.last_plan_age_s >= 0.0
 
     too_small = await sched.GetNextTask(
         S.GetNextTaskRequest(worker_id="w1", agent_types=["ext"], capacity=pb.ResourceRequirements(cpu_cores=1))

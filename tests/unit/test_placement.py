@@ -55,7 +55,16 @@ def demand(agent_type: str = "shell", constraints: dict[str, str] | None = None,
 
 def test_filters_have_distinct_names() -> None:
     names = [f.name for f in FILTERS]
-    assert names == ["state", "agent_type", "namespace", "constraints", "capacity", "resources", "window"]
+    assert names == [
+        "state",
+        "agent_type",
+        "namespace",
+        "constraints",
+        "label_expressions",
+        "capacity",
+        "resources",
+        "window",
+    ]
 
 
 @pytest.mark.parametrize("state", [AgentState.DRAINING, AgentState.LOST, AgentState.DISCONNECTED])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,19 @@ from hypothesis import strategies as st
 from corral.controller.core.model import AgentState, Resources
 from corral.controller.core.placement import AgentView, Demand, feasible
 from corral.controller.core.queues import ReadyQueue
-from corral.controller.core.scheduling import Placement, plan
+from corral.controller.core.scheduling import Placement, PlanView, plan
+
+
+def placements_of(
+    queue: ReadyQueue,
+    demand: Callable[[str], Demand],
+    agents: Sequence[AgentView],
+    now: float,
+    strategy: str = "binpack",
+    max_skips: int = 256,
+) -> list[Placement]:
+    """The placements of one pass (most tests here look only at them)."""
+    return plan(PlanView(queue, demand, agents, strategy, None, max_skips), now).placements
 
 
 def view(
@@ -60,7 +73,7 @@ def test_places_in_priority_order_up_to_the_window() -> None:
     tasks = Tasks()
     for i, priority in enumerate([10, 90, 50, 70]):
         tasks.add(f"t{i}", priority)
-    placements = plan(tasks.queue, tasks.demand, [view("a", slots=3)], now=10.0)
+    placements = placements_of(tasks.queue, tasks.demand, [view("a", slots=3)], now=10.0)
     assert [p.task_id for p in placements] == ["t1", "t3", "t2"]
     assert {p.agent_id for p in placements} == {"a"}
 
@@ -70,7 +83,7 @@ def test_inputs_are_not_mutated() -> None:
     tasks.add("t0", cpu_cores=1)
     agents = [view("a")]
     before = agents[0].clone()
-    assert len(plan(tasks.queue, tasks.demand, agents, now=0.0)) == 1
+    assert len(placements_of(tasks.queue, tasks.demand, agents, now=0.0)) == 1
     assert agents[0] == before
     assert len(tasks.queue) == 1 and "t0" in tasks.queue
 
@@ -80,7 +93,7 @@ def test_no_head_of_line_blocking() -> None:
     tasks.add("huge", 100, memory_mb=1_000_000)
     tasks.add("gpu", 90, gpu_count=1)
     tasks.add("small", 1, memory_mb=100)
-    placements = plan(tasks.queue, tasks.demand, [view("a")], now=0.0)
+    placements = placements_of(tasks.queue, tasks.demand, [view("a")], now=0.0)
     assert placements == [Placement("small", "a", ())]
 
 
@@ -89,16 +102,18 @@ def test_max_skips_bounds_the_walk() -> None:
     for i in range(100):
         tasks.add(f"big{i}", 100, memory_mb=1_000_000)
     tasks.add("small", 1)
-    assert plan(tasks.queue, tasks.demand, [view("a")], now=0.0, max_skips=10) == []
+    assert placements_of(tasks.queue, tasks.demand, [view("a")], now=0.0, max_skips=10) == []
     assert sum(tasks.lookups.values()) == 10
-    assert plan(tasks.queue, tasks.demand, [view("a")], now=0.0, max_skips=1000) == [Placement("small", "a", ())]
+    assert placements_of(tasks.queue, tasks.demand, [view("a")], now=0.0, max_skips=1000) == [
+        Placement("small", "a", ())
+    ]
 
 
 def test_stops_when_no_agent_has_room() -> None:
     tasks = Tasks()
     for i in range(1000):
         tasks.add(f"t{i}")
-    placements = plan(tasks.queue, tasks.demand, [view("a", slots=2), view("b", slots=1)], now=0.0)
+    placements = placements_of(tasks.queue, tasks.demand, [view("a", slots=2), view("b", slots=1)], now=0.0)
     assert len(placements) == 3
     assert Counter(p.agent_id for p in placements) == {"a": 2, "b": 1}
     # Only the placed tasks were looked at: a full cluster does not walk the queue.
@@ -112,7 +127,7 @@ def test_types_without_room_are_not_walked() -> None:
     tasks.add("sh", 1)
     python_full = view("p", types=("python",), slots=1)
     python_full.outstanding = 1
-    placements = plan(tasks.queue, tasks.demand, [python_full, view("s")], now=0.0)
+    placements = placements_of(tasks.queue, tasks.demand, [python_full, view("s")], now=0.0)
     assert placements == [Placement("sh", "s", ())]
     assert set(tasks.lookups) == {"sh"}
 
@@ -122,7 +137,7 @@ def test_type_dropped_once_its_agents_fill_up() -> None:
     for i in range(300):
         tasks.add(f"py{i}", 100, agent_type="python")
     tasks.add("sh", 1)
-    placements = plan(tasks.queue, tasks.demand, [view("p", types=("python",), slots=2), view("s")], now=0.0)
+    placements = placements_of(tasks.queue, tasks.demand, [view("p", types=("python",), slots=2), view("s")], now=0.0)
     assert [p.task_id for p in placements] == ["py0", "py1", "sh"]
     assert sum(tasks.lookups.values()) == 3
 
@@ -131,7 +146,7 @@ def test_gpu_ids_are_never_shared() -> None:
     tasks = Tasks()
     for i in range(4):
         tasks.add(f"g{i}", gpu_count=2)
-    placements = plan(tasks.queue, tasks.demand, [view("a", gpus=4, slots=8)], now=0.0)
+    placements = placements_of(tasks.queue, tasks.demand, [view("a", gpus=4, slots=8)], now=0.0)
     assert [p.gpu_ids for p in placements] == [(0, 1), (2, 3)]
 
 
@@ -141,8 +156,8 @@ def test_backoff_respected() -> None:
     queue.push("now", "shell", 1, ready_at=0.0)
     demands = {"later": Demand("shell"), "now": Demand("shell")}
     agents = [view("a")]
-    assert [p.task_id for p in plan(queue, demands.__getitem__, agents, now=10.0)] == ["now"]
-    assert [p.task_id for p in plan(queue, demands.__getitem__, agents, now=50.0)] == ["later", "now"]
+    assert [p.task_id for p in placements_of(queue, demands.__getitem__, agents, now=10.0)] == ["now"]
+    assert [p.task_id for p in placements_of(queue, demands.__getitem__, agents, now=50.0)] == ["later", "now"]
 
 
 def test_binpack_and_spread() -> None:
@@ -150,20 +165,20 @@ def test_binpack_and_spread() -> None:
     for i in range(4):
         tasks.add(f"t{i}", cpu_cores=1)
     agents = [view("a", slots=8), view("b", slots=8)]
-    packed = plan(tasks.queue, tasks.demand, agents, now=0.0)
+    packed = placements_of(tasks.queue, tasks.demand, agents, now=0.0)
     assert {p.agent_id for p in packed} == {"a"}
-    spread = plan(tasks.queue, tasks.demand, agents, now=0.0, strategy="spread")
+    spread = placements_of(tasks.queue, tasks.demand, agents, now=0.0, strategy="spread")
     assert Counter(p.agent_id for p in spread) == {"a": 2, "b": 2}
     with pytest.raises(ValueError, match="unknown placement strategy"):
-        plan(tasks.queue, tasks.demand, agents, now=0.0, strategy="nope")
+        placements_of(tasks.queue, tasks.demand, agents, now=0.0, strategy="nope")
 
 
 def test_empty_cases() -> None:
     tasks = Tasks()
-    assert plan(tasks.queue, tasks.demand, [view("a")], now=0.0) == []
+    assert placements_of(tasks.queue, tasks.demand, [view("a")], now=0.0) == []
     tasks.add("t")
-    assert plan(tasks.queue, tasks.demand, [], now=0.0) == []
-    assert plan(tasks.queue, tasks.demand, [view("a", state=AgentState.DRAINING)], now=0.0) == []
+    assert placements_of(tasks.queue, tasks.demand, [], now=0.0) == []
+    assert placements_of(tasks.queue, tasks.demand, [view("a", state=AgentState.DRAINING)], now=0.0) == []
 
 
 _agent_specs = st.lists(
@@ -227,7 +242,7 @@ def test_plan_properties(
         queue.push(task_id, agent_type, priority, ready_at=float(j % 7))
     originals = [a.clone() for a in agents]
 
-    placements = plan(queue, demands.__getitem__, agents, now=10.0, strategy=strategy, max_skips=10_000)
+    placements = placements_of(queue, demands.__getitem__, agents, now=10.0, strategy=strategy, max_skips=10_000)
 
     assert agents == originals  # inputs untouched
     placed_ids = [p.task_id for p in placements]

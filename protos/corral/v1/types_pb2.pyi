@@ -126,8 +126,15 @@ class ResourceRequirements(_message.Message):
     def __init__(self, cpu_cores: _Optional[float] = ..., memory_mb: _Optional[int] = ..., disk_mb: _Optional[int] = ..., network_bandwidth_mbps: _Optional[int] = ..., gpu_count: _Optional[int] = ..., custom_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "type", "agent_type", "payload_json", "resources", "priority", "timeout_s", "retries", "dependencies", "constraints", "estimated_duration_s", "retry_backoff_s", "on_disconnect", "max_disconnect_s", "max_agent_losses")
+    __slots__ = ("name", "type", "agent_type", "payload_json", "resources", "priority", "timeout_s", "retries", "dependencies", "constraints", "estimated_duration_s", "retry_backoff_s", "on_disconnect", "max_disconnect_s", "max_agent_losses", "constraint_exprs", "spread", "affinity")
     class ConstraintsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AffinityEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +156,9 @@ class TaskSpec(_message.Message):
     ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     MAX_DISCONNECT_S_FIELD_NUMBER: _ClassVar[int]
     MAX_AGENT_LOSSES_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_EXPRS_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: TaskType
     agent_type: str
@@ -164,7 +174,20 @@ class TaskSpec(_message.Message):
     on_disconnect: OnDisconnect
     max_disconnect_s: float
     max_agent_losses: int
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., max_agent_losses: _Optional[int] = ...) -> None: ...
+    constraint_exprs: _containers.RepeatedCompositeFieldContainer[LabelExpression]
+    spread: str
+    affinity: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., max_agent_losses: _Optional[int] = ..., constraint_exprs: _Optional[_Iterable[_Union[LabelExpression, _Mapping]]] = ..., spread: _Optional[str] = ..., affinity: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class LabelExpression(_message.Message):
+    __slots__ = ("key", "op", "values")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    op: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WorkflowSpec(_message.Message):
     __slots__ = ("name", "tasks", "metadata_json", "labels", "priority", "namespace", "max_agent_losses")
@@ -218,7 +241,7 @@ class ExecutionPlan(_message.Message):
     def __init__(self, stages: _Optional[_Iterable[_Union[ExecutionStage, _Mapping]]] = ..., critical_path: _Optional[_Iterable[str]] = ..., estimated_duration_s: _Optional[float] = ..., parallelism_factor: _Optional[float] = ..., task_count: _Optional[int] = ..., total_work_s: _Optional[float] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "name", "state", "agent_type", "priority", "attempts", "retries_used", "attempt_id", "agent_id", "result_json", "error", "waiting_reason", "created_at", "started_at", "finished_at", "dependencies", "workflow_id", "exit_code", "unschedulable", "agent_losses", "reruns_after_fence", "failure_reason", "peak_rss_bytes", "cpu_s")
+    __slots__ = ("task_id", "name", "state", "agent_type", "priority", "attempts", "retries_used", "attempt_id", "agent_id", "result_json", "error", "waiting_reason", "created_at", "started_at", "finished_at", "dependencies", "workflow_id", "exit_code", "unschedulable", "agent_losses", "reruns_after_fence", "failure_reason", "peak_rss_bytes", "cpu_s", "plan_reason")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +266,7 @@ class TaskStatus(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     CPU_S_FIELD_NUMBER: _ClassVar[int]
+    PLAN_REASON_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     state: TaskState
@@ -267,7 +291,8 @@ class TaskStatus(_message.Message):
     failure_reason: str
     peak_rss_bytes: int
     cpu_s: float
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ...) -> None: ...
+    plan_reason: str
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
     __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace")
