@@ -315,6 +315,8 @@ def _migration_5_placement_preferences(db: sqlite_utils.Database) -> None:
     tasks.add_column("constraint_exprs", str, not_null_default="[]")
     tasks.add_column("spread", str, not_null_default="")
     tasks.add_column("affinity", str, not_null_default="{}")
+
+
 def _migration_7_attempt_usage(db: sqlite_utils.Database) -> None:
     """Issue 9: the usage each attempt's agent measured (peak RSS bytes, CPU seconds; 0: not measured)."""
     attempts = db.table("attempts")
