@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
+from corral.controller.core.durations import DurationBook, DurationSource, fingerprint
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.model import (
     Agent,
@@ -28,11 +29,22 @@ from corral.controller.core.model import (
 )
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.queues import ReadyQueue
+from corral.controller.core.rank import rank_graph
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
 from corral.controller.store.base import ChangeBatch, LogChunk
 
-__all__ = ["MachineConfig", "MachineState"]
+__all__ = ["MachineConfig", "MachineState", "TaskRank"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRank:
+    """How a task is ordered: upward rank and expected duration (seconds), their source, queue score."""
+
+    rank_s: float
+    expected_s: float
+    source: DurationSource
+    score: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,14 @@ class MachineConfig:
     prefetch_below_s: float = 0.1  # only tasks expected to run shorter than this are prefetched
     steal_after_s: float = 0.01  # prefetched attempts not started after this long may move to idle agents
     ageing_per_s: float = 0.5  # priority points gained per second of waiting
+    # Ageing is applied in whole steps of this many points (see queues.py): tasks of a priority
+    # that became ready within one step's time (60 s at the defaults) are ordered by their graph
+    # score (critical path) rather than by arrival. 0: continuous ageing, score only breaks ties.
+    ageing_step: float = 30.0
+    max_learned_durations: int = 100_000  # learned-duration entries kept (least recently used evicted)
+    # Learned durations are hints: they reach the store at most this often, in one batch, rather
+    # than as one more row per completed task in every commit (the no-op throughput path).
+    durations_flush_s: float = 5.0
     max_backoff_s: float = 300.0
     backoff_jitter: float = 0.25  # +- fraction of the backoff
     pull_lease_s: float = 3600.0  # pulled attempts without a timeout are lost after this long
@@ -87,6 +107,10 @@ class MachineConfig:
             raise ValueError(f"max_agent_losses must be at least 1, got {self.max_agent_losses}")
         if not self.max_disconnect_s > 0:
             raise ValueError(f"max_disconnect_s must be positive, got {self.max_disconnect_s:g}")
+        if not 0 <= self.ageing_step < float("inf"):
+            raise ValueError(f"ageing_step must be a finite number >= 0, got {self.ageing_step:g}")
+        if self.max_learned_durations < 1:
+            raise ValueError(f"max_learned_durations must be at least 1, got {self.max_learned_durations}")
 
     @property
     def echo_every_s(self) -> float:
@@ -129,7 +153,13 @@ class MachineState:
         self.counts: dict[str, Counter[TaskState]] = {}
         self.idempotency: dict[tuple[str, str], str] = {}  # (namespace, key) -> workflow id
         self.access = AccessState()
-        self.queue = ReadyQueue(config.ageing_per_s)
+        self.queue = ReadyQueue(config.ageing_per_s, config.ageing_step)
+        # Ordering (issue 9): learned durations, and each started workflow's task ranks.
+        self.durations = DurationBook(config.max_learned_durations)
+        self.ranking: dict[str, TaskRank] = {}  # task id -> rank (tasks of started workflows)
+        self._fingerprints: dict[tuple[str, bytes], str] = {}  # payload -> fingerprint (bounded cache)
+        self.next_durations_flush = 0.0
+        self._flush_durations = False
         self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
         self.crowded: set[str] = set()  # agents whose view holds more attempts than slots (may be stale)
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
@@ -255,6 +285,9 @@ class MachineState:
             deleted_agents=self._deleted_agents,
             events=self._events,
         )
+        if self._flush_durations:
+            batch.durations = self.durations.take_changes()
+            self._flush_durations = False
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []
@@ -334,12 +367,69 @@ class MachineState:
         if new.terminal:
             workflow.finished_at = now
             self.emit(WorkflowDone(workflow.id))
+            self.flush_durations_if_due(now, force=True)  # its runs are learned by the next one
         self.touch_workflow(workflow)
         self.record(workflow, now, _WORKFLOW_KINDS[new], message=message, reason=message)
 
     def enqueue(self, task: Task) -> None:
-        """Put a READY task of a running workflow on the ready queue."""
-        self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before)
+        """Put a READY task of a running workflow on the ready queue, ordered by its graph score."""
+        ranked = self.ranking.get(task.id)
+        score = ranked.score if ranked is not None else 0.0
+        self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before, score)
+
+    # --- ordering: durations and ranks ----------------------------------------------------------
+
+    def fingerprint_of(self, task: Task) -> str:
+        """The task's payload fingerprint, cached (payloads repeat across runs and tasks)."""
+        key = (task.agent_type, task.payload)
+        found = self._fingerprints.get(key)
+        if found is None:
+            if len(self._fingerprints) >= _FINGERPRINT_CACHE:
+                self._fingerprints.clear()  # crude but bounded; refilled from the next tasks
+            found = self._fingerprints[key] = fingerprint(task.agent_type, task.payload)
+        return found
+
+    def rank_workflow(self, workflow: Workflow) -> None:
+        """Rank every task of a workflow (O(V + E)): expected durations, upward ranks, scores.
+
+        Durations come from the estimate, else history (task, then fingerprint). When none is
+        known for any task the ranks are structural (unit durations: the height); tasks without
+        a duration in a partly known workflow count as the mean of the known ones.
+        """
+        tasks = [self.tasks[task_id] for task_id in workflow.task_ids]
+        expected: dict[str, tuple[float, DurationSource]] = {}
+        known: list[float] = []
+        for task in tasks:
+            seconds, source = self.durations.expected(
+                task.namespace, workflow.name, task.name, task.estimated_duration_s, ""
+            )
+            if source is DurationSource.STRUCTURAL:
+                seconds, source = self.durations.expected(
+                    task.namespace, workflow.name, task.name, 0.0, self.fingerprint_of(task)
+                )
+            expected[task.id] = (seconds, source)
+            if source is not DurationSource.STRUCTURAL:
+                known.append(seconds)
+        fill = sum(known) / len(known) if known else 1.0
+        weights = {
+            task_id: (seconds if source is not DurationSource.STRUCTURAL else fill)
+            for task_id, (seconds, source) in expected.items()
+        }
+        parents = {task.id: task.dependencies for task in tasks}
+        ranks = rank_graph(workflow.task_ids, parents, weights.__getitem__)
+        for task_id, (seconds, source) in expected.items():
+            self.ranking[task_id] = TaskRank(ranks.rank[task_id], seconds, source, ranks.score[task_id])
+
+    def flush_durations_if_due(self, now: float, *, force: bool = False) -> None:
+        """Have this tick's commit carry the learned durations when ``durations_flush_s`` passed."""
+        if force or now >= self.next_durations_flush:
+            self._flush_durations = True
+            self.next_durations_flush = now + self.config.durations_flush_s
+
+    def learn_duration(self, task: Task, seconds: float, now: float) -> None:
+        """A completed attempt ran ``seconds``: feed the task's and its fingerprint's averages."""
+        workflow = self.workflows[task.workflow_id]
+        self.durations.learn(task.namespace, workflow.name, task.name, self.fingerprint_of(task), seconds, now)
 
     def track_task(self, task: Task) -> None:
         """Index a task (submission or restore)."""
@@ -432,6 +522,8 @@ class MachineState:
             for view in self.views.values():
                 view.window = view.slots + self.prefetch_for(view.slots)
 
+
+_FINGERPRINT_CACHE = 4096  # payloads whose fingerprint is remembered
 
 # The event-log kind of a plain transition into each state (callers name the special ones:
 # "retry", "requeued", "lost", "fenced", "poison").

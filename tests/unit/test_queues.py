@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import islice
 
@@ -150,6 +151,7 @@ class _Model:
     ready_at: float
     not_before: float | None
     seq: int
+    score: float
 
 
 _ids = st.sampled_from([f"t{i}" for i in range(12)])
@@ -162,6 +164,7 @@ _ops = st.one_of(
         st.integers(0, 100),
         st.integers(0, 200).map(float),
         st.none() | st.integers(0, 300).map(float),
+        st.sampled_from([0.0, 1.0, 2.5, 7.0]),
     ),
     st.tuples(st.just("discard"), _ids),
     st.tuples(st.just("promote"), st.integers(0, 300).map(float)),
@@ -172,21 +175,25 @@ _ops = st.one_of(
 @given(
     st.lists(_ops, max_size=40),
     st.sampled_from([0.0, 0.5, 2.0]),
+    st.sampled_from([0.0, 10.0]),
     st.integers(0, 300).map(float),
     st.sets(_types, min_size=1),
 )
-def test_matches_brute_force(ops: list[tuple[object, ...]], ageing: float, now: float, types: set[str]) -> None:
-    queue = ReadyQueue(ageing_per_s=ageing)
+def test_matches_brute_force(
+    ops: list[tuple[object, ...]], ageing: float, step: float, now: float, types: set[str]
+) -> None:
+    queue = ReadyQueue(ageing_per_s=ageing, ageing_step=step)
     model: dict[str, _Model] = {}
     seq = 0
     for op in ops:
         if op[0] == "push":
-            _, tid, agent_type, priority, ready_at, not_before = op
+            _, tid, agent_type, priority, ready_at, not_before, score = op
             assert isinstance(tid, str) and isinstance(agent_type, str) and isinstance(priority, int)
             assert isinstance(ready_at, float) and (not_before is None or isinstance(not_before, float))
-            queue.push(tid, agent_type, priority, ready_at, not_before)
+            assert isinstance(score, float)
+            queue.push(tid, agent_type, priority, ready_at, not_before, score)
             seq += 1
-            model[tid] = _Model(agent_type, priority, ready_at, not_before, seq)
+            model[tid] = _Model(agent_type, priority, ready_at, not_before, seq, score)
         elif op[0] == "discard":
             assert isinstance(op[1], str)
             queue.discard(op[1])
@@ -206,15 +213,17 @@ def test_matches_brute_force(ops: list[tuple[object, ...]], ageing: float, now: 
     waiting = [m.not_before for m in model.values() if m.not_before is not None]
     assert queue.next_wakeup() == (min(waiting) if waiting else None)
 
-    # candidates() promotes what is due by `now`, then yields by effective priority, FIFO on ties.
+    # candidates() promotes what is due by `now`, then yields by aged priority (in whole steps
+    # of ageing counted from the epoch, or continuous with step 0), then score, then FIFO.
     eligible = [
         (tid, m) for tid, m in model.items() if m.agent_type in types and (m.not_before is None or m.not_before <= now)
     ]
-    expected = [
-        tid
-        for tid, m in sorted(
-            eligible,
-            key=lambda e: (-(e[1].priority + ageing * (now - e[1].ready_at)), e[1].ready_at, e[1].seq),
-        )
-    ]
+
+    def aged(m: _Model) -> float:
+        if step:
+            steps_now = math.floor(ageing * now / step)
+            return m.priority + step * (steps_now - math.floor(ageing * m.ready_at / step))
+        return m.priority + ageing * (now - m.ready_at)
+
+    expected = [tid for tid, m in sorted(eligible, key=lambda e: (-aged(e[1]), -e[1].score, e[1].seq))]
     assert list(queue.candidates(types, now)) == expected
