@@ -25,7 +25,7 @@ import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec
+from corral.controller.store import access_codec, codec, durations_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -92,6 +92,15 @@ _UPSERT_META: Final = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
 _DELETE_AGENT: Final = "DELETE FROM agents WHERE id = ?"
+_UPSERT_DURATION: Final = (
+    "INSERT INTO durations (kind, namespace, workflow, name, seconds, samples, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(kind, namespace, workflow, name) DO UPDATE SET "
+    "seconds = excluded.seconds, samples = excluded.samples, updated_at = excluded.updated_at"
+)
+_DELETE_DURATION: Final = "DELETE FROM durations WHERE kind = ? AND namespace = ? AND workflow = ? AND name = ?"
+_SELECT_DURATIONS: Final = (
+    "SELECT kind, namespace, workflow, name, seconds, samples, updated_at FROM durations ORDER BY updated_at"
+)
 _EVENT_BATCH_INSERT: Final = "INSERT INTO event_batches (last_seq, workflow_id, first_seq, data) VALUES (?, ?, ?, ?)"
 # Every batch holding a seq above ``after``: a range of the (workflow_id, last_seq) index.
 _EVENT_BATCHES_OF_WORKFLOW: Final = (
@@ -232,6 +241,7 @@ class SqliteStore:
                     meta=dict(conn.execute("SELECT key, value FROM meta")),
                     access=self._load_access(conn),
                     last_event_seq=self._last_event_seq_stored(conn),
+                    durations=[durations_codec.decode_duration(r) for r in conn.execute(_SELECT_DURATIONS)],
                 )
             finally:
                 conn.execute("COMMIT")
@@ -260,6 +270,9 @@ class SqliteStore:
         event_rows = self._event_rows(batch.events)
         meta = [(str(k), str(v)) for k, v in batch.meta.items()]
         access = batch.access
+        # Few rows (flushed every few seconds): encoded up front, so a bad one fails before BEGIN.
+        duration_rows = [durations_codec.encode_duration(d) for d in batch.durations.upserts.values()]
+        duration_deletes = [durations_codec.encode_duration_key(k) for k in batch.durations.deleted]
         with self._write_lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -275,6 +288,10 @@ class SqliteStore:
                     self._commit_access(access)
                 if batch.deleted_agents:
                     conn.executemany(_DELETE_AGENT, [(agent_id,) for agent_id in batch.deleted_agents])
+                if duration_deletes:
+                    conn.executemany(_DELETE_DURATION, duration_deletes)
+                if duration_rows:
+                    conn.executemany(_UPSERT_DURATION, duration_rows)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:

@@ -309,5 +309,24 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE events")
 
 
+def _migration_6_learned_durations(db: sqlite_utils.Database) -> None:
+    """Issue 9: learned task durations (EWMA per task of a workflow name, and per payload fingerprint).
+
+    Keyed by what it describes, so a learned value is one upsert; bounded by the controller's
+    ``max_learned_durations`` (evicted entries are deleted in the same commits).
+    """
+    db.execute(
+        "CREATE TABLE durations (kind TEXT NOT NULL, namespace TEXT NOT NULL, workflow TEXT NOT NULL, "
+        "name TEXT NOT NULL, seconds REAL NOT NULL, samples INTEGER NOT NULL, updated_at REAL NOT NULL, "
+        "PRIMARY KEY (kind, namespace, workflow, name)) STRICT, WITHOUT ROWID"
+    )
+
+
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3, _migration_4)
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+    _migration_6_learned_durations,
+)
