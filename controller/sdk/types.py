@@ -88,6 +88,9 @@ class TaskStatus(Record):
     agent_losses: int  # attempts that died with their agent (the poison counter)
     reruns_after_fence: int  # running attempts fenced and run again
     failure_reason: str  # why it FAILED, as a word: "poison", or ""
+    rank_s: float  # upward rank: expected seconds left on the longest path from it (0: not ranked yet)
+    expected_duration_s: float  # its expected run time (0 with source "structural")
+    duration_source: str  # "estimate", "learned", "fingerprint", "structural", or "" before its workflow starts
     raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -115,6 +118,9 @@ class TaskStatus(Record):
             agent_losses=m.agent_losses,
             reruns_after_fence=m.reruns_after_fence,
             failure_reason=m.failure_reason,
+            rank_s=m.rank_s,
+            expected_duration_s=m.expected_duration_s,
+            duration_source=m.duration_source,
             raw=m,
         )
 

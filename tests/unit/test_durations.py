@@ -1,0 +1,92 @@
+"""Learned durations: preference order, EWMA, fingerprints, LRU eviction and its store changes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from corral.controller.core.durations import DurationBook, DurationSource, LearnedDuration, fingerprint
+
+
+def test_estimate_beats_history_and_history_beats_fingerprint() -> None:
+    book = DurationBook()
+    assert book.expected("ns", "wf", "a", 0.0, "python:m:f") == (0.0, DurationSource.STRUCTURAL)
+    book.learn("ns", "other-wf", "b", "python:m:f", 8.0, now=1.0)
+    assert book.expected("ns", "wf", "a", 0.0, "python:m:f") == (8.0, DurationSource.FINGERPRINT)
+    assert book.expected("ns", "wf", "a", 0.0, "") == (0.0, DurationSource.STRUCTURAL)  # level skipped
+    book.learn("ns", "wf", "a", "python:m:f", 2.0, now=2.0)
+    assert book.expected("ns", "wf", "a", 0.0, "python:m:f") == (2.0, DurationSource.LEARNED)
+    assert book.expected("ns", "wf", "a", 30.0, "python:m:f") == (30.0, DurationSource.ESTIMATE)
+    # Namespaces do not see each other's history.
+    assert book.expected("other-ns", "wf", "a", 0.0, "python:m:f")[1] is DurationSource.STRUCTURAL
+
+
+def test_ewma_follows_runs_with_weight_alpha() -> None:
+    book = DurationBook(alpha=0.3)
+    book.learn("ns", "wf", "a", "", 10.0, now=1.0)
+    book.learn("ns", "wf", "a", "", 20.0, now=2.0)
+    book.learn("ns", "wf", "a", "", 20.0, now=3.0)
+    seconds, _ = book.expected("ns", "wf", "a", 0.0, "")
+    assert seconds == pytest.approx(10.0 + 3.0 + 0.3 * (20.0 - 13.0))
+    entry = book.get(("task", "ns", "wf", "a"))
+    assert entry is not None and entry.samples == 3 and entry.updated_at == 3.0
+
+
+def test_bad_samples_and_settings_are_refused() -> None:
+    book = DurationBook()
+    for bad in (math.nan, math.inf, -1.0):
+        book.learn("ns", "wf", "a", "", bad, now=1.0)
+    assert len(book) == 0 and not book.take_changes()
+    with pytest.raises(ValueError, match="max_entries"):
+        DurationBook(max_entries=0)
+    with pytest.raises(ValueError, match="alpha"):
+        DurationBook(alpha=0.0)
+
+
+def test_least_recently_used_is_evicted_and_reported_for_deletion() -> None:
+    book = DurationBook(max_entries=2)
+    book.learn("ns", "wf", "a", "", 1.0, now=1.0)
+    book.learn("ns", "wf", "b", "", 2.0, now=2.0)
+    assert set(book.take_changes().upserts) == {("task", "ns", "wf", "a"), ("task", "ns", "wf", "b")}
+    book.expected("ns", "wf", "a", 0.0, "")  # reading is use: b is now the oldest
+    book.learn("ns", "wf", "c", "", 3.0, now=3.0)
+    assert book.expected("ns", "wf", "b", 0.0, "")[1] is DurationSource.STRUCTURAL
+    assert book.expected("ns", "wf", "a", 0.0, "")[1] is DurationSource.LEARNED
+    changes = book.take_changes()
+    assert set(changes.upserts) == {("task", "ns", "wf", "c")}
+    assert changes.deleted == {("task", "ns", "wf", "b")}
+    assert not book.take_changes()  # taken once
+
+
+def test_learned_then_evicted_in_one_flush_is_only_deleted() -> None:
+    book = DurationBook(max_entries=1)
+    book.learn("ns", "wf", "a", "", 1.0, now=1.0)
+    book.learn("ns", "wf", "b", "", 2.0, now=2.0)
+    changes = book.take_changes()
+    assert set(changes.upserts) == {("task", "ns", "wf", "b")}
+    assert changes.deleted == {("task", "ns", "wf", "a")}
+
+
+def test_restore_orders_by_update_time_and_caps() -> None:
+    book = DurationBook(max_entries=2)
+    book.restore(
+        [
+            LearnedDuration(("task", "ns", "wf", "new"), 3.0, 1, 30.0),
+            LearnedDuration(("task", "ns", "wf", "old"), 1.0, 1, 10.0),
+            LearnedDuration(("task", "ns", "wf", "mid"), 2.0, 1, 20.0),
+        ]
+    )
+    assert len(book) == 2
+    assert book.expected("ns", "wf", "old", 0.0, "")[1] is DurationSource.STRUCTURAL
+    assert book.take_changes().deleted == {("task", "ns", "wf", "old")}  # the store drops it too
+
+
+def test_fingerprints() -> None:
+    assert fingerprint("python", b'{"function": "etl.jobs:extract", "args": [1]}') == "python:etl.jobs:extract"
+    assert fingerprint("shell", b'{"command": ["/usr/bin/gzip", "-9", "x"]}') == "shell:/usr/bin/gzip"
+    assert fingerprint("shell", b'{"shell": "  sort -u in > out"}') == "shell:sort"
+    assert fingerprint("gpu-trainer", b'{"model": "x"}') == "gpu-trainer"
+    assert fingerprint("python", b"not json") == "python"
+    assert fingerprint("shell", b'{"command": []}') == "shell"
+    assert len(fingerprint("shell", b'{"command": ["' + b"x" * 5000 + b'"]}')) == len("shell:") + 256
