@@ -127,8 +127,8 @@ class MemoryStore:
             self._meta.update(meta)
             for agent_id in batch.deleted_agents:
                 self._rows["agents"].pop(agent_id, None)
-            for key in duration_deletes:
-                self._durations.pop(key, None)
+            for duration_key in duration_deletes:
+                self._durations.pop(duration_key, None)
             for row in duration_rows:
                 self._durations[row[:4]] = row
             for table, keyed in access.items():

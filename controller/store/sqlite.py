@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-
 import os
 import sqlite3
 import stat
