@@ -152,31 +152,32 @@ class DurationBook:
 
     def learn(self, namespace: str, workflow: str, task: str, print_: str, seconds: float, now: float) -> None:
         """Feed one completed run time into the task's and the fingerprint's averages."""
-        if not (seconds >= 0 and math.isfinite(seconds)):
+        if not 0 <= seconds < math.inf:  # also refuses NaN
             return
-        self._learn((TASK, namespace, workflow, task), seconds, now)
-        if print_:
-            self._learn((FINGERPRINT, namespace, "", print_), seconds, now)
-        self._evict()
+        # Runs once per completed task: kept to a few dict operations (no helper calls).
+        entries, upserts, alpha = self._entries, self._upserts, self.alpha
+        for key in ((TASK, namespace, workflow, task), (FINGERPRINT, namespace, "", print_)):
+            if not key[3]:
+                continue
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = LearnedDuration(key, seconds, 1, now)
+            else:
+                entry.seconds += alpha * (seconds - entry.seconds)
+                entry.samples += 1
+                entry.updated_at = now
+                entries.move_to_end(key)
+            upserts[key] = entry
+            if self._deleted:
+                self._deleted.discard(key)
+        if len(entries) > self.max_entries:
+            self._evict()
 
     def take_changes(self) -> DurationChanges:
         """Entries learned and evicted since the last call (for this tick's commit)."""
         changes = DurationChanges(self._upserts, self._deleted)
         self._upserts, self._deleted = {}, set()
         return changes
-
-    def _learn(self, key: DurationKey, seconds: float, now: float) -> None:
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = LearnedDuration(key, seconds, 1, now)
-            self._entries[key] = entry
-        else:
-            entry.seconds += self.alpha * (seconds - entry.seconds)
-            entry.samples += 1
-            entry.updated_at = now
-            self._entries.move_to_end(key)
-        self._upserts[key] = entry
-        self._deleted.discard(key)
 
     def _evict(self) -> None:
         while len(self._entries) > self.max_entries:

@@ -12,6 +12,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from corral.controller.core.access import AccessState
 from corral.controller.core.durations import DurationBook, DurationSource, fingerprint
@@ -37,9 +38,11 @@ from corral.controller.store.base import ChangeBatch, LogChunk
 __all__ = ["MachineConfig", "MachineState", "TaskRank"]
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRank:
-    """How a task is ordered: upward rank and expected duration (seconds), their source, queue score."""
+class TaskRank(NamedTuple):
+    """How a task is ordered: upward rank and expected duration (seconds), their source, queue score.
+
+    A named tuple: one is made per task when its workflow starts (cheaper than a frozen dataclass).
+    """
 
     rank_s: float
     expected_s: float
@@ -400,13 +403,10 @@ class MachineState:
         expected: dict[str, tuple[float, DurationSource]] = {}
         known: list[float] = []
         for task in tasks:
+            # The fingerprint is cached per payload, so asking for it up front costs a lookup.
             seconds, source = self.durations.expected(
-                task.namespace, workflow.name, task.name, task.estimated_duration_s, ""
+                task.namespace, workflow.name, task.name, task.estimated_duration_s, self.fingerprint_of(task)
             )
-            if source is DurationSource.STRUCTURAL:
-                seconds, source = self.durations.expected(
-                    task.namespace, workflow.name, task.name, 0.0, self.fingerprint_of(task)
-                )
             expected[task.id] = (seconds, source)
             if source is not DurationSource.STRUCTURAL:
                 known.append(seconds)
@@ -523,7 +523,7 @@ class MachineState:
                 view.window = view.slots + self.prefetch_for(view.slots)
 
 
-_FINGERPRINT_CACHE = 4096  # payloads whose fingerprint is remembered
+_FINGERPRINT_CACHE = 65_536  # payloads whose fingerprint is remembered (tasks hold the bytes anyway)
 
 # The event-log kind of a plain transition into each state (callers name the special ones:
 # "retry", "requeued", "lost", "fenced", "poison").
