@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.controller.core.rank import RankCycleError, rank_graph
 
@@ -63,3 +65,33 @@ def test_large_graph_is_linear_and_iterative() -> None:
     parents = {ids[i]: [ids[i - 1]] for i in range(1, n)}
     ranks = rank_graph(ids, parents, lambda _t: 1.0, lookahead=0.0)
     assert ranks.rank["t0"] == n and ranks.rank[ids[-1]] == 1.0
+
+
+@st.composite
+def _dags(draw: st.DrawFn) -> tuple[list[str], dict[str, list[str]], dict[str, float]]:
+    n = draw(st.integers(1, 12))
+    ids = [f"t{i}" for i in range(n)]
+    parents = {ids[i]: draw(st.lists(st.sampled_from(ids[:i]), unique=True)) if i else [] for i in range(n)}
+    durations = {t: draw(st.floats(0, 100)) for t in ids}
+    order = draw(st.permutations(ids))  # the input order must not matter
+    return list(order), parents, durations
+
+
+@settings(max_examples=200, deadline=None)
+@given(_dags(), st.sampled_from([0.0, 0.8, 1.0]))
+def test_matches_the_recursive_definition(
+    dag: tuple[list[str], dict[str, list[str]], dict[str, float]], w: float
+) -> None:
+    ids, parents, durations = dag
+    children = {t: [c for c in ids if t in parents[c]] for t in ids}
+
+    def rank(t: str) -> float:
+        return durations[t] + max((rank(c) for c in children[t]), default=0.0)
+
+    def top(t: str) -> float:
+        return max((top(p) + durations[p] for p in parents[t]), default=0.0)
+
+    ranks = rank_graph(ids, parents, durations.__getitem__, lookahead=w)
+    for t in ids:
+        assert ranks.rank[t] == pytest.approx(rank(t))
+        assert ranks.score[t] == pytest.approx(rank(t) + w * top(t))
