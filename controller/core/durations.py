@@ -8,7 +8,7 @@ Preference order (first known wins), named by :class:`DurationSource`:
 3. ``fingerprint``: an EWMA per payload fingerprint in the namespace (python: the ``function``;
    shell: argv[0] of the command; other agent types: the agent type), so a new workflow calling
    a known function starts with a fair guess;
-4. ``structural``: nothing is known; the ranker falls back to unit durations (height).
+4. ``structural``: nothing is known; the ranks come from the graph alone (``rank.structural_ranks``).
 
 The book is pure and bounded: at most ``max_entries`` entries, the least recently used evicted
 first (reading an entry counts as use: a workflow that runs daily keeps its entries). Entries

@@ -19,9 +19,12 @@ gets finished. Measured with zero-overhead list schedules on the six WfCommons t
 Both passes are O(V + E), run once per workflow when it starts (and after a restore); the
 scores then stay fixed while it runs, so queue keys never need updating.
 
-When no duration of a workflow is known the caller passes unit durations: the rank is then the
-task's *height*. Height beat descendant counts on the traces (and descendant counts are O(V * E)
-to compute exactly).
+When no duration of a workflow is known, :func:`structural_ranks` stands in: the number of tasks
+below each task, where a task with several parents counts a share ``1 / parents`` towards each
+(``below(t) = 1 + sum(below(c) / parents(c))``). It is O(V + E), never overcounts shared
+descendants the way path counts do, and is exact on trees. On the six traces it orders as well as
+exact descendant counts (which cost O(V * E)) and better than the height: geomean 1.045 against
+1.058 of the better of FIFO and CP-first with true durations (cycles: 1.16 against 1.24).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["LOOKAHEAD", "GraphRanks", "RankCycleError", "rank_graph"]
+__all__ = ["LOOKAHEAD", "GraphRanks", "RankCycleError", "rank_graph", "structural_ranks"]
 
 LOOKAHEAD = 0.8  # weight of the path already behind a task in its score (see the module docstring)
 
@@ -59,37 +62,17 @@ def rank_graph(
     ``duration(t)`` is the expected run time in seconds (negative or non-finite counts as 0).
     Raises :class:`RankCycleError` when the graph has a cycle.
     """
-    members = set(task_ids)
-    children: dict[str, list[str]] = {task_id: [] for task_id in task_ids}
-    waiting_parents: dict[str, int] = {}
-    for task_id in task_ids:
-        count = 0
-        for parent in parents.get(task_id, ()):
-            if parent in members:
-                children[parent].append(task_id)
-                count += 1
-        waiting_parents[task_id] = count
+    order, children = _topological(task_ids, parents)
     own: dict[str, float] = {}
     for task_id in task_ids:
         seconds = duration(task_id)
         own[task_id] = seconds if seconds > 0 and math.isfinite(seconds) else 0.0
-
-    # Downward pass (Kahn from the sources): the topological order, and top(t).
-    order: list[str] = [task_id for task_id in task_ids if waiting_parents[task_id] == 0]
-    top: dict[str, float] = dict.fromkeys(task_ids, 0.0)
-    position = 0
-    while position < len(order):
-        task_id = order[position]
-        position += 1
+    top: dict[str, float] = dict.fromkeys(task_ids, 0.0)  # longest path from the start to the task
+    for task_id in order:
         reach = top[task_id] + own[task_id]
         for child in children[task_id]:
             if reach > top[child]:
                 top[child] = reach
-            waiting_parents[child] -= 1
-            if waiting_parents[child] == 0:
-                order.append(child)
-    if len(order) != len(members):
-        raise RankCycleError(f"dependency cycle among {len(members) - len(order)} tasks")
 
     # Upward pass: children come after their parents in ``order``, so walk it backwards.
     rank: dict[str, float] = {}
@@ -101,3 +84,47 @@ def rank_graph(
         rank[task_id] = own[task_id] + below
     score = {task_id: rank[task_id] + lookahead * top[task_id] for task_id in order}
     return GraphRanks(rank, score)
+
+
+def structural_ranks(task_ids: Sequence[str], parents: Mapping[str, Sequence[str]]) -> GraphRanks:
+    """Ranks from the graph alone: the tasks below each one, shared among their parents.
+
+    ``rank = score = 1 + sum(rank(c) / parents(c))`` over the children ``c``; O(V + E). Raises
+    :class:`RankCycleError` when the graph has a cycle.
+    """
+    order, children = _topological(task_ids, parents)
+    fan_in = dict.fromkeys(task_ids, 0)
+    for task_id in order:
+        for child in children[task_id]:
+            fan_in[child] += 1
+    below: dict[str, float] = {}
+    for task_id in reversed(order):
+        below[task_id] = 1.0 + sum(below[child] / fan_in[child] for child in children[task_id])
+    return GraphRanks(below, below)
+
+
+def _topological(
+    task_ids: Sequence[str], parents: Mapping[str, Sequence[str]]
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Kahn's order from the sources, and the children of each task (parents outside ignored)."""
+    members = set(task_ids)
+    children: dict[str, list[str]] = {task_id: [] for task_id in task_ids}
+    waiting: dict[str, int] = {}
+    for task_id in task_ids:
+        count = 0
+        for parent in parents.get(task_id, ()):
+            if parent in members:
+                children[parent].append(task_id)
+                count += 1
+        waiting[task_id] = count
+    order = [task_id for task_id in task_ids if waiting[task_id] == 0]
+    position = 0
+    while position < len(order):
+        for child in children[order[position]]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                order.append(child)
+        position += 1
+    if len(order) != len(members):
+        raise RankCycleError(f"dependency cycle among {len(members) - len(order)} tasks")
+    return order, children

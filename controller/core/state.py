@@ -30,7 +30,7 @@ from corral.controller.core.model import (
 )
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.queues import ReadyQueue
-from corral.controller.core.rank import rank_graph
+from corral.controller.core.rank import rank_graph, structural_ranks
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
 from corral.controller.store.base import ChangeBatch, LogChunk
@@ -396,8 +396,8 @@ class MachineState:
         """Rank every task of a workflow (O(V + E)): expected durations, upward ranks, scores.
 
         Durations come from the estimate, else history (task, then fingerprint). When none is
-        known for any task the ranks are structural (unit durations: the height); tasks without
-        a duration in a partly known workflow count as the mean of the known ones.
+        known for any task the ranks are structural (:func:`structural_ranks`: tasks below);
+        tasks without a duration in a partly known workflow count as the mean of the known ones.
         """
         tasks = [self.tasks[task_id] for task_id in workflow.task_ids]
         expected: dict[str, tuple[float, DurationSource]] = {}
@@ -410,13 +410,16 @@ class MachineState:
             expected[task.id] = (seconds, source)
             if source is not DurationSource.STRUCTURAL:
                 known.append(seconds)
-        fill = sum(known) / len(known) if known else 1.0
-        weights = {
-            task_id: (seconds if source is not DurationSource.STRUCTURAL else fill)
-            for task_id, (seconds, source) in expected.items()
-        }
         parents = {task.id: task.dependencies for task in tasks}
-        ranks = rank_graph(workflow.task_ids, parents, weights.__getitem__)
+        if known:
+            fill = sum(known) / len(known)
+            weights = {
+                task_id: (seconds if source is not DurationSource.STRUCTURAL else fill)
+                for task_id, (seconds, source) in expected.items()
+            }
+            ranks = rank_graph(workflow.task_ids, parents, weights.__getitem__)
+        else:
+            ranks = structural_ranks(workflow.task_ids, parents)
         for task_id, (seconds, source) in expected.items():
             self.ranking[task_id] = TaskRank(ranks.rank[task_id], seconds, source, ranks.score[task_id])
 

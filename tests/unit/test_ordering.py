@@ -52,8 +52,9 @@ def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None
     first, _ = sim.submit(tasks, name="nightly")
     for name in ("fan", "quick", "slow", "join"):
         assert sim.machine.ranking[sim.task(first, name).id].source is S.STRUCTURAL
-    # Structural: quick and slow look alike (height 2).
-    assert sim.machine.ranking[sim.task(first, "quick").id].rank_s == 2.0
+    # Structural: quick and slow look alike (themselves plus half of join below each).
+    assert sim.machine.ranking[sim.task(first, "quick").id].rank_s == 1.5
+    assert sim.machine.ranking[sim.task(first, "fan").id].rank_s == 4.0
     _run_one(sim, "a1", first, "fan", 2.0)
     quick, slow = sim.attempt_of(first, "quick"), sim.attempt_of(first, "slow")
     sim.started("a1", quick)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.controller.core.rank import RankCycleError, rank_graph
+from corral.controller.core.rank import RankCycleError, rank_graph, structural_ranks
 
 
 def test_chain_rank_is_the_remaining_work() -> None:
@@ -95,3 +95,35 @@ def test_matches_the_recursive_definition(
     for t in ids:
         assert ranks.rank[t] == pytest.approx(rank(t))
         assert ranks.score[t] == pytest.approx(rank(t) + w * top(t))
+
+
+def test_structural_ranks_count_tasks_below_sharing_joins() -> None:
+    #   a
+    #  / \
+    # b   c     d (alone)
+    #  \ /
+    #   e
+    #   |
+    #   f
+    parents = {"b": ["a"], "c": ["a"], "e": ["b", "c"], "f": ["e"]}
+    ranks = structural_ranks(list("abcdef"), parents)
+    assert ranks.rank == {"f": 1.0, "e": 2.0, "b": 2.0, "c": 2.0, "a": 5.0, "d": 1.0}
+    assert ranks.score == ranks.rank
+    with pytest.raises(RankCycleError):
+        structural_ranks(["a", "b"], {"a": ["b"], "b": ["a"]})
+
+
+@settings(max_examples=100, deadline=None)
+@given(_dags())
+def test_structural_ranks_are_exact_descendant_counts_on_trees(
+    dag: tuple[list[str], dict[str, list[str]], dict[str, float]],
+) -> None:
+    ids, parents, _ = dag
+    tree = {t: ps[:1] for t, ps in parents.items()}  # at most one parent each: a forest
+    children = {t: [c for c in ids if t in tree[c]] for t in ids}
+
+    def count(t: str) -> int:
+        return 1 + sum(count(c) for c in children[t])
+
+    ranks = structural_ranks(ids, tree)
+    assert ranks.rank == {t: pytest.approx(count(t)) for t in ids}
