@@ -17,10 +17,10 @@ S = DurationSource
 
 
 def _run_one(sim: Sim, agent: str, workflow_id: str, name: str, seconds: float) -> None:
-    """Start the task's attempt now and finish it ``seconds`` later (the fake clock)."""
+    """Start the task's attempt now and finish it ``seconds`` later (the fake clock; agents beat)."""
     attempt_id = sim.attempt_of(workflow_id, name)
     sim.started(agent, attempt_id)
-    sim.now += seconds
+    sim.advance(seconds)
     sim.finished(agent, attempt_id)
 
 
@@ -59,9 +59,9 @@ def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None
     quick, slow = sim.attempt_of(first, "quick"), sim.attempt_of(first, "slow")
     sim.started("a1", quick)
     sim.started("a1", slow)
-    sim.now += 1.0
+    sim.advance(1.0)
     sim.finished("a1", quick)
-    sim.now += 9.0
+    sim.advance(9.0)
     sim.finished("a1", slow)
     _run_one(sim, "a1", first, "join", 3.0)
     assert sim.machine.workflows[first].state == "completed"
@@ -130,3 +130,27 @@ def test_task_status_shows_rank_fields(sim: Sim) -> None:
     assert (status.rank_s, status.expected_duration_s, status.duration_source) == (4.0, 0.0, "structural")
     pending, _ = sim.submit([task_spec("c")], name="later", start=False)
     assert wire.task_status(sim.machine, sim.task(pending, "c")).duration_source == ""
+
+
+def test_second_run_places_the_learned_critical_path_first(sim: Sim) -> None:
+    # Structure alone favours "wide" (three tasks below it); the runs show the long chain matters.
+    tasks = [
+        task_spec("wide"),
+        task_spec("w1", "wide"),
+        task_spec("w2", "wide"),
+        task_spec("w3", "wide"),
+        task_spec("long", payload={"command": ["long-job"]}),
+        task_spec("long-tail", "long", payload={"command": ["long-job", "--tail"]}),
+    ]
+    sim.hello("a1", slots=1)
+    first, _ = sim.submit(tasks, name="recurring")
+    assert _placed(sim) == ["wide"]
+    seconds = {"wide": 1.0, "w1": 1.0, "w2": 1.0, "w3": 1.0, "long": 50.0, "long-tail": 50.0}
+    while sim.machine.workflows[first].state == "running":
+        (name,) = _placed(sim)
+        _run_one(sim, "a1", first, name, seconds[name])
+    assert sim.machine.workflows[first].state == "completed"
+
+    second, _ = sim.submit(tasks, name="recurring")
+    assert _placed(sim) == ["long"]
+    assert sim.machine.ranking[sim.task(second, "long").id].rank_s == 100.0
