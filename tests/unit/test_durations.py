@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.controller.core.durations import DurationBook, DurationSource, LearnedDuration, fingerprint
 
@@ -90,3 +93,20 @@ def test_fingerprints() -> None:
     assert fingerprint("python", b"not json") == "python"
     assert fingerprint("shell", b'{"command": []}') == "shell"
     assert len(fingerprint("shell", b'{"command": ["' + b"x" * 5000 + b'"]}')) == len("shell:") + 256
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(min_size=1, max_size=40),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.sampled_from([(", ", ": "), (",", ":")]),
+    st.booleans(),
+)
+def test_fingerprint_reads_the_first_key_as_json_would(
+    word: str, rest: list[str], separators: tuple[str, str], ascii_only: bool
+) -> None:
+    """The no-parse path for ``{"function": ...`` / ``{"command": [...`` agrees with a JSON parse."""
+    python = json.dumps({"function": word, "args": rest}, separators=separators, ensure_ascii=ascii_only).encode()
+    assert fingerprint("python", python) == f"python:{word[:256]}"
+    shell = json.dumps({"command": [word, *rest]}, separators=separators, ensure_ascii=ascii_only).encode()
+    assert fingerprint("shell", shell) == f"shell:{word[:256]}"
