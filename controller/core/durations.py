@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
@@ -100,27 +101,24 @@ def fingerprint(agent_type: str, payload: bytes) -> str:
 
 
 # Payloads as clients usually encode them: the first key read without parsing the whole JSON
-# (a parse is most of the cost of a fingerprint, and every task needs one).
-_FAST_PREFIXES: dict[str, tuple[bytes, ...]] = {
-    "python": (b'{"function": "', b'{"function":"'),
-    "shell": (b'{"command": ["', b'{"command":["'),
+# (a parse is most of the cost of a fingerprint, and every completed task needs one). No
+# backslash allowed in the value: escapes are left to the JSON parser.
+_FAST = {
+    "python": re.compile(rb'\{"function": ?"([^"\\]+)"'),
+    "shell": re.compile(rb'\{"command": ?\["([^"\\]+)"'),
 }
 
 
 def _fast_fingerprint(agent_type: str, payload: bytes) -> str | None:
     """The fingerprint when the payload starts with its key, else None (then it is parsed)."""
-    for prefix in _FAST_PREFIXES.get(agent_type, ()):
-        if payload.startswith(prefix):
-            end = payload.find(b'"', len(prefix))
-            value = payload[len(prefix) : end]
-            # A backslash means an escape: leave those to the JSON parser.
-            if end < 0 or not value or b"\\" in value:
-                return None
-            try:
-                return f"{agent_type}:{value.decode()[:_MAX_FINGERPRINT]}"
-            except UnicodeDecodeError:
-                return None
-    return None
+    pattern = _FAST.get(agent_type)
+    match = pattern.match(payload) if pattern is not None else None
+    if match is None:
+        return None
+    try:
+        return f"{agent_type}:{match.group(1).decode()[:_MAX_FINGERPRINT]}"
+    except UnicodeDecodeError:
+        return None
 
 
 class DurationBook:
@@ -140,6 +138,7 @@ class DurationBook:
         self._entries: OrderedDict[DurationKey, LearnedDuration] = OrderedDict()
         self._upserts: dict[DurationKey, LearnedDuration] = {}
         self._deleted: set[DurationKey] = set()
+        self._prints: dict[str, int] = {}  # namespace -> fingerprint entries held
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -151,9 +150,15 @@ class DurationBook:
             self._entries.move_to_end(key)
         return entry
 
+    def knows_fingerprints(self, namespace: str) -> bool:
+        """Whether any fingerprint of ``namespace`` was learned (else computing one is wasted)."""
+        return self._prints.get(namespace, 0) > 0
+
     def restore(self, entries: list[LearnedDuration]) -> None:
         """Load stored entries (oldest ``updated_at`` first becomes least recently used)."""
         for entry in sorted(entries, key=lambda e: e.updated_at):
+            if entry.key[0] == FINGERPRINT and entry.key not in self._entries:
+                self._prints[entry.key[1]] = self._prints.get(entry.key[1], 0) + 1
             self._entries[entry.key] = entry
             self._entries.move_to_end(entry.key)
         self._evict()
@@ -189,6 +194,8 @@ class DurationBook:
             entry = entries.get(key)
             if entry is None:
                 entry = entries[key] = LearnedDuration(key, seconds, 1, now)
+                if key[0] == FINGERPRINT:
+                    self._prints[namespace] = self._prints.get(namespace, 0) + 1
             else:
                 entry.seconds += alpha * (seconds - entry.seconds)
                 entry.samples += 1
@@ -209,5 +216,7 @@ class DurationBook:
     def _evict(self) -> None:
         while len(self._entries) > self.max_entries:
             key, _ = self._entries.popitem(last=False)
+            if key[0] == FINGERPRINT:
+                self._prints[key[1]] -= 1
             self._upserts.pop(key, None)
             self._deleted.add(key)

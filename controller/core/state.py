@@ -402,11 +402,15 @@ class MachineState:
         tasks = [self.tasks[task_id] for task_id in workflow.task_ids]
         expected: dict[str, tuple[float, DurationSource]] = {}
         known: list[float] = []
+        book = self.durations
+        # A fingerprint costs a look at the payload: only worth it when the namespace has some.
+        prints = book.knows_fingerprints(workflow.namespace)
         for task in tasks:
-            # The fingerprint is cached per payload, so asking for it up front costs a lookup.
-            seconds, source = self.durations.expected(
-                task.namespace, workflow.name, task.name, task.estimated_duration_s, self.fingerprint_of(task)
-            )
+            seconds, source = book.expected(task.namespace, workflow.name, task.name, task.estimated_duration_s, "")
+            if prints and source is DurationSource.STRUCTURAL:
+                seconds, source = book.expected(
+                    task.namespace, workflow.name, task.name, 0.0, self.fingerprint_of(task)
+                )
             expected[task.id] = (seconds, source)
             if source is not DurationSource.STRUCTURAL:
                 known.append(seconds)

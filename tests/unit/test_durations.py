@@ -110,3 +110,16 @@ def test_fingerprint_reads_the_first_key_as_json_would(
     assert fingerprint("python", python) == f"python:{word[:256]}"
     shell = json.dumps({"command": [word, *rest]}, separators=separators, ensure_ascii=ascii_only).encode()
     assert fingerprint("shell", shell) == f"shell:{word[:256]}"
+
+
+def test_knows_fingerprints_per_namespace_through_learning_eviction_and_restore() -> None:
+    book = DurationBook(max_entries=2)
+    assert not book.knows_fingerprints("ns")
+    book.learn("ns", "wf", "a", "python:m:f", 1.0, now=1.0)  # a task entry and a fingerprint entry
+    assert book.knows_fingerprints("ns") and not book.knows_fingerprints("other")
+    book.learn("ns", "wf", "b", "", 1.0, now=2.0)  # evicts the task entry a
+    book.learn("ns", "wf", "c", "", 1.0, now=3.0)  # evicts the fingerprint
+    assert not book.knows_fingerprints("ns")
+    fresh = DurationBook()
+    fresh.restore([LearnedDuration(("fingerprint", "ns", "", "shell:gzip"), 2.0, 1, 1.0)])
+    assert fresh.knows_fingerprints("ns")
