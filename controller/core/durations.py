@@ -30,12 +30,16 @@ __all__ = [
     "DurationChanges",
     "DurationKey",
     "DurationSource",
+    "GroupKey",
     "LearnedDuration",
     "fingerprint",
 ]
 
 # (kind, namespace, workflow name or "", task name or fingerprint). kind: "task" or "fingerprint".
 DurationKey = tuple[str, str, str, str]
+# The first three parts: the entries stored together in one row (one workflow's tasks, or one
+# namespace's fingerprints), so learning a 20k-task workflow writes one row, not 20k.
+GroupKey = tuple[str, str, str]
 
 TASK = "task"
 FINGERPRINT = "fingerprint"
@@ -63,13 +67,16 @@ class LearnedDuration:
 
 @dataclass(slots=True)
 class DurationChanges:
-    """Learned durations to upsert and keys to delete (evicted), for one commit."""
+    """Groups whose entries changed, each with all its current entries (empty: delete the group)."""
 
-    upserts: dict[DurationKey, LearnedDuration]
-    deleted: set[DurationKey]
+    groups: dict[GroupKey, tuple[LearnedDuration, ...]]
 
     def __bool__(self) -> bool:
-        return bool(self.upserts or self.deleted)
+        return bool(self.groups)
+
+    def entries(self) -> int:
+        """How many entries the changed groups hold (a measure of the commit's size)."""
+        return sum(len(entries) for entries in self.groups.values())
 
 
 def fingerprint(agent_type: str, payload: bytes) -> str:
@@ -136,8 +143,8 @@ class DurationBook:
         self.max_entries = max_entries
         self.alpha = alpha
         self._entries: OrderedDict[DurationKey, LearnedDuration] = OrderedDict()
-        self._upserts: dict[DurationKey, LearnedDuration] = {}
-        self._deleted: set[DurationKey] = set()
+        self._members: dict[GroupKey, dict[str, LearnedDuration]] = {}
+        self._dirty: set[GroupKey] = set()  # groups changed since the last take_changes
         self._prints: dict[str, int] = {}  # namespace -> fingerprint entries held
 
     def __len__(self) -> int:
@@ -157,10 +164,13 @@ class DurationBook:
     def restore(self, entries: list[LearnedDuration]) -> None:
         """Load stored entries (oldest ``updated_at`` first becomes least recently used)."""
         for entry in sorted(entries, key=lambda e: e.updated_at):
-            if entry.key[0] == FINGERPRINT and entry.key not in self._entries:
-                self._prints[entry.key[1]] = self._prints.get(entry.key[1], 0) + 1
-            self._entries[entry.key] = entry
-            self._entries.move_to_end(entry.key)
+            key = entry.key
+            if key not in self._entries:
+                self._added(key, entry)
+            else:
+                self._members[key[:3]][key[3]] = entry
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
         self._evict()
 
     def expected(
@@ -187,36 +197,48 @@ class DurationBook:
         if not 0 <= seconds < math.inf:  # also refuses NaN
             return
         # Runs once per completed task: kept to a few dict operations (no helper calls).
-        entries, upserts, alpha = self._entries, self._upserts, self.alpha
-        for key in ((TASK, namespace, workflow, task), (FINGERPRINT, namespace, "", print_)):
-            if not key[3]:
+        entries, dirty, alpha = self._entries, self._dirty, self.alpha
+        for group, name in (((TASK, namespace, workflow), task), ((FINGERPRINT, namespace, ""), print_)):
+            if not name:
                 continue
+            key = (*group, name)
             entry = entries.get(key)
             if entry is None:
                 entry = entries[key] = LearnedDuration(key, seconds, 1, now)
-                if key[0] == FINGERPRINT:
-                    self._prints[namespace] = self._prints.get(namespace, 0) + 1
+                self._added(key, entry)
             else:
                 entry.seconds += alpha * (seconds - entry.seconds)
                 entry.samples += 1
                 entry.updated_at = now
                 entries.move_to_end(key)
-            upserts[key] = entry
-            if self._deleted:
-                self._deleted.discard(key)
+            dirty.add(group)
         if len(entries) > self.max_entries:
             self._evict()
 
     def take_changes(self) -> DurationChanges:
-        """Entries learned and evicted since the last call (for this tick's commit)."""
-        changes = DurationChanges(self._upserts, self._deleted)
-        self._upserts, self._deleted = {}, set()
+        """The groups learned into or evicted from since the last call, with their entries now."""
+        members = self._members
+        changes = DurationChanges({group: tuple(members.get(group, {}).values()) for group in self._dirty})
+        self._dirty = set()
         return changes
+
+    def _added(self, key: DurationKey, entry: LearnedDuration) -> None:
+        group = key[:3]
+        members = self._members.get(group)
+        if members is None:
+            members = self._members[group] = {}
+        members[key[3]] = entry
+        if key[0] == FINGERPRINT:
+            self._prints[key[1]] = self._prints.get(key[1], 0) + 1
 
     def _evict(self) -> None:
         while len(self._entries) > self.max_entries:
             key, _ = self._entries.popitem(last=False)
+            group = key[:3]
+            members = self._members[group]
+            del members[key[3]]
+            if not members:
+                del self._members[group]
             if key[0] == FINGERPRINT:
                 self._prints[key[1]] -= 1
-            self._upserts.pop(key, None)
-            self._deleted.add(key)
+            self._dirty.add(group)

@@ -44,8 +44,8 @@ class ChangeBatch:
     access: AccessChanges = field(default_factory=AccessChanges)
     deleted_agents: set[str] = field(default_factory=set)
     events: list[WorkflowEvent] = field(default_factory=list)  # appended to the event log
-    # Learned durations (issue 9): upserted, and evicted ones deleted.
-    durations: DurationChanges = field(default_factory=lambda: DurationChanges({}, set()))
+    # Learned durations (issue 9): changed groups with all their entries (empty: deleted).
+    durations: DurationChanges = field(default_factory=lambda: DurationChanges({}))
 
     def size(self) -> int:
         """Records and log chunks in the batch, a measure of its commit's cost.
@@ -63,8 +63,7 @@ class ChangeBatch:
             + self.access.size()
             + len(self.deleted_agents)
             + len(self.events) // 4
-            + len(self.durations.upserts)
-            + len(self.durations.deleted)
+            + len(self.durations.groups)
         )
 
     def __bool__(self) -> bool:

@@ -1,50 +1,65 @@
 """Rows of the learned-duration table (issue 9), shared by both stores.
 
-A row is ``(kind, namespace, workflow, name, seconds, samples, updated_at)``, the columns of
-migration 6; ``decode_duration(encode_duration(d)) == d``. Values a well-behaved book never
-produces (a non-finite or negative duration, an unknown kind) are refused on both stores alike,
-so a bad record fails the commit instead of poisoning the next boot's ranks.
+One row per group of entries: a workflow's tasks (``("task", namespace, workflow)``) or a
+namespace's fingerprints (``("fingerprint", namespace, "")``), the columns of migration 6:
+``(kind, namespace, workflow, data, updated_at)`` where ``data`` is a JSON list of
+``[name, seconds, samples, updated_at]``. Grouping makes learning a 20k-task workflow one row
+write instead of 20k. Values a well-behaved book never produces (a non-finite or negative
+duration, a count below 1, an unknown kind) are refused on both stores alike, so a bad record
+fails the commit instead of poisoning the next boot's ranks.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any, Final
 
-from corral.controller.core.durations import FINGERPRINT, TASK, DurationKey, LearnedDuration
+from corral.controller.core.durations import FINGERPRINT, TASK, GroupKey, LearnedDuration
 
-__all__ = ["DURATION_COLUMNS", "decode_duration", "encode_duration", "encode_duration_key"]
+__all__ = ["DURATION_COLUMNS", "decode_group", "encode_group", "encode_group_key"]
 
-DURATION_COLUMNS: Final = ("kind", "namespace", "workflow", "name", "seconds", "samples", "updated_at")
+DURATION_COLUMNS: Final = ("kind", "namespace", "workflow", "data", "updated_at")
 _KINDS: Final = frozenset({TASK, FINGERPRINT})
 
 Row = tuple[Any, ...]
 
 
-def encode_duration_key(key: DurationKey) -> tuple[str, str, str, str]:
-    """The primary key columns of ``key``; ValueError when it is not a valid key."""
-    kind, namespace, workflow, name = key
+def encode_group_key(group: GroupKey) -> tuple[str, str, str]:
+    """The primary key columns of a group; ValueError when it is not a valid key."""
+    kind, namespace, workflow = group
     if kind not in _KINDS:
         raise ValueError(f"learned duration kind must be one of {sorted(_KINDS)}, got {kind!r}")
-    for part in (namespace, workflow, name):
-        if not isinstance(part, str):
-            raise TypeError(f"learned duration key parts must be str, got {type(part).__name__}")
-    return (kind, namespace, workflow, name)
+    if not (isinstance(namespace, str) and isinstance(workflow, str)):
+        raise TypeError("learned duration group keys are strings")
+    return (kind, namespace, workflow)
 
 
-def encode_duration(entry: LearnedDuration) -> Row:
-    """One row; ValueError for a negative or non-finite duration, a count below 1 or a bad key."""
-    if not (math.isfinite(entry.seconds) and entry.seconds >= 0):
-        raise ValueError(f"learned duration must be a finite number >= 0, got {entry.seconds!r}")
-    if not isinstance(entry.samples, int) or entry.samples < 1:
-        raise ValueError(f"learned duration samples must be an int >= 1, got {entry.samples!r}")
-    if not math.isfinite(entry.updated_at):
-        raise ValueError(f"learned duration updated_at must be finite, got {entry.updated_at!r}")
-    return (*encode_duration_key(entry.key), float(entry.seconds), entry.samples, float(entry.updated_at))
+def encode_group(group: GroupKey, entries: Sequence[LearnedDuration]) -> Row:
+    """One row holding every entry of ``group``; ValueError for a bad entry or key."""
+    data: list[list[Any]] = []
+    latest = -math.inf
+    for entry in entries:
+        if entry.key[:3] != group or not isinstance(entry.key[3], str):
+            raise ValueError(f"learned duration {entry.key!r} is not of group {group!r}")
+        if not (math.isfinite(entry.seconds) and entry.seconds >= 0):
+            raise ValueError(f"learned duration must be a finite number >= 0, got {entry.seconds!r}")
+        if not isinstance(entry.samples, int) or entry.samples < 1:
+            raise ValueError(f"learned duration samples must be an int >= 1, got {entry.samples!r}")
+        if not math.isfinite(entry.updated_at):
+            raise ValueError(f"learned duration updated_at must be finite, got {entry.updated_at!r}")
+        data.append([entry.key[3], entry.seconds, entry.samples, entry.updated_at])
+        latest = max(latest, entry.updated_at)
+    if not data:
+        raise ValueError(f"learned duration group {group!r} is empty (delete it instead)")
+    return (*encode_group_key(group), json.dumps(data, separators=(",", ":")), float(latest))
 
 
-def decode_duration(row: Sequence[Any]) -> LearnedDuration:
-    """The entry of one row."""
-    kind, namespace, workflow, name, seconds, samples, updated_at = row
-    return LearnedDuration((kind, namespace, workflow, name), float(seconds), int(samples), float(updated_at))
+def decode_group(row: Sequence[Any]) -> list[LearnedDuration]:
+    """The entries of one row."""
+    kind, namespace, workflow, data, _ = row
+    return [
+        LearnedDuration((kind, namespace, workflow, name), float(seconds), int(samples), float(updated_at))
+        for name, seconds, samples, updated_at in json.loads(data)
+    ]

@@ -49,7 +49,7 @@ class MemoryStore:
         self._audit_seq = 0  # numbers never reused, as SQLite's AUTOINCREMENT
         self._events: dict[str, list[codec.Row]] = {}  # workflow id -> event rows in seq order
         self._last_event_seq = 0
-        self._durations: dict[tuple[str, str, str, str], codec.Row] = {}
+        self._durations: dict[tuple[str, str, str], codec.Row] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -63,7 +63,7 @@ class MemoryStore:
             rows = {table: list(table_rows.values()) for table, table_rows in self._rows.items()}
             meta = dict(self._meta)
             last_event_seq = self._last_event_seq
-            durations = sorted(self._durations.values(), key=lambda r: r[6])
+            duration_rows = list(self._durations.values())
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -80,7 +80,9 @@ class MemoryStore:
                 revoked_certs=[access_codec.decode_revoked(r) for r in access["revoked_certs"]],
             ),
             last_event_seq=last_event_seq,
-            durations=[durations_codec.decode_duration(r) for r in durations],
+            durations=sorted(
+                (d for r in duration_rows for d in durations_codec.decode_group(r)), key=lambda d: d.updated_at
+            ),
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -104,8 +106,9 @@ class MemoryStore:
         }
         audit = [access_codec.encode_audit(a) for a in changes.audit]
         events = [codec.encode_event(e) for e in batch.events]
-        duration_rows = [durations_codec.encode_duration(d) for d in batch.durations.upserts.values()]
-        duration_deletes = [durations_codec.encode_duration_key(k) for k in batch.durations.deleted]
+        groups = batch.durations.groups
+        duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
+        duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
         with self._lock:
             self._check_open()
             if events and (
@@ -130,7 +133,7 @@ class MemoryStore:
             for duration_key in duration_deletes:
                 self._durations.pop(duration_key, None)
             for row in duration_rows:
-                self._durations[row[:4]] = row
+                self._durations[row[:3]] = row
             for table, keyed in access.items():
                 self._access[table].update(keyed)
             for key in changes.deleted_secrets:

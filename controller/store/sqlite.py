@@ -91,15 +91,12 @@ _UPSERT_META: Final = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
 _DELETE_AGENT: Final = "DELETE FROM agents WHERE id = ?"
-_UPSERT_DURATION: Final = (
-    "INSERT INTO durations (kind, namespace, workflow, name, seconds, samples, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(kind, namespace, workflow, name) DO UPDATE SET "
-    "seconds = excluded.seconds, samples = excluded.samples, updated_at = excluded.updated_at"
+_UPSERT_DURATIONS: Final = (
+    "INSERT INTO durations (kind, namespace, workflow, data, updated_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(kind, namespace, workflow) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
 )
-_DELETE_DURATION: Final = "DELETE FROM durations WHERE kind = ? AND namespace = ? AND workflow = ? AND name = ?"
-_SELECT_DURATIONS: Final = (
-    "SELECT kind, namespace, workflow, name, seconds, samples, updated_at FROM durations ORDER BY updated_at"
-)
+_DELETE_DURATIONS: Final = "DELETE FROM durations WHERE kind = ? AND namespace = ? AND workflow = ?"
+_SELECT_DURATIONS: Final = "SELECT kind, namespace, workflow, data, updated_at FROM durations"
 _EVENT_BATCH_INSERT: Final = "INSERT INTO event_batches (last_seq, workflow_id, first_seq, data) VALUES (?, ?, ?, ?)"
 # Every batch holding a seq above ``after``: a range of the (workflow_id, last_seq) index.
 _EVENT_BATCHES_OF_WORKFLOW: Final = (
@@ -240,7 +237,10 @@ class SqliteStore:
                     meta=dict(conn.execute("SELECT key, value FROM meta")),
                     access=self._load_access(conn),
                     last_event_seq=self._last_event_seq_stored(conn),
-                    durations=[durations_codec.decode_duration(r) for r in conn.execute(_SELECT_DURATIONS)],
+                    durations=sorted(
+                        (d for r in conn.execute(_SELECT_DURATIONS) for d in durations_codec.decode_group(r)),
+                        key=lambda d: d.updated_at,
+                    ),
                 )
             finally:
                 conn.execute("COMMIT")
@@ -270,8 +270,9 @@ class SqliteStore:
         meta = [(str(k), str(v)) for k, v in batch.meta.items()]
         access = batch.access
         # Few rows (flushed every few seconds): encoded up front, so a bad one fails before BEGIN.
-        duration_rows = [durations_codec.encode_duration(d) for d in batch.durations.upserts.values()]
-        duration_deletes = [durations_codec.encode_duration_key(k) for k in batch.durations.deleted]
+        groups = batch.durations.groups
+        duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
+        duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
         with self._write_lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -288,9 +289,9 @@ class SqliteStore:
                 if batch.deleted_agents:
                     conn.executemany(_DELETE_AGENT, [(agent_id,) for agent_id in batch.deleted_agents])
                 if duration_deletes:
-                    conn.executemany(_DELETE_DURATION, duration_deletes)
+                    conn.executemany(_DELETE_DURATIONS, duration_deletes)
                 if duration_rows:
-                    conn.executemany(_UPSERT_DURATION, duration_rows)
+                    conn.executemany(_UPSERT_DURATIONS, duration_rows)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:

@@ -312,13 +312,13 @@ def _migration_4(db: sqlite_utils.Database) -> None:
 def _migration_6_learned_durations(db: sqlite_utils.Database) -> None:
     """Issue 9: learned task durations (EWMA per task of a workflow name, and per payload fingerprint).
 
-    Keyed by what it describes, so a learned value is one upsert; bounded by the controller's
-    ``max_learned_durations`` (evicted entries are deleted in the same commits).
+    One row per group (a workflow name's tasks, or a namespace's fingerprints) holding its entries
+    as JSON: learning a 20k-task workflow is one row write. Bounded by the controller's
+    ``max_learned_durations`` (a group emptied by eviction is deleted in the same commit).
     """
     db.execute(
         "CREATE TABLE durations (kind TEXT NOT NULL, namespace TEXT NOT NULL, workflow TEXT NOT NULL, "
-        "name TEXT NOT NULL, seconds REAL NOT NULL, samples INTEGER NOT NULL, updated_at REAL NOT NULL, "
-        "PRIMARY KEY (kind, namespace, workflow, name)) STRICT, WITHOUT ROWID"
+        "data TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (kind, namespace, workflow)) STRICT"
     )
 
 

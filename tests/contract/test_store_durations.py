@@ -16,8 +16,11 @@ from corral.controller.store.sqlite_schema import Migration
 from .conftest import Backend
 
 
-def _changes(*entries: LearnedDuration, deleted: tuple[tuple[str, str, str, str], ...] = ()) -> ChangeBatch:
-    return ChangeBatch(durations=DurationChanges({e.key: e for e in entries}, set(deleted)))
+def _changes(*entries: LearnedDuration, deleted: tuple[tuple[str, str, str], ...] = ()) -> ChangeBatch:
+    groups: dict[tuple[str, str, str], tuple[LearnedDuration, ...]] = {group: () for group in deleted}
+    for entry in entries:
+        groups[entry.key[:3]] = (*groups.get(entry.key[:3], ()), entry)
+    return ChangeBatch(durations=DurationChanges(groups))
 
 
 def test_durations_round_trip_oldest_first_and_survive_reopen(backend: Backend) -> None:
@@ -28,15 +31,17 @@ def test_durations_round_trip_oldest_first_and_survive_reopen(backend: Backend) 
     assert backend.reopen().load().durations == [early, late]
 
 
-def test_durations_upsert_and_delete(backend: Backend) -> None:
-    key = ("task", "default", "wf", "a")
-    other = LearnedDuration(("task", "default", "wf", "b"), 2.0, 1, 10.0)
-    backend.store.commit(_changes(LearnedDuration(key, 1.0, 1, 5.0), other))
-    backend.store.commit(_changes(LearnedDuration(key, 4.0, 2, 20.0)))
-    assert backend.reopen().load().durations == [other, LearnedDuration(key, 4.0, 2, 20.0)]
-    backend.store.commit(_changes(deleted=(key,)))
+def test_durations_groups_are_replaced_whole_and_deleted(backend: Backend) -> None:
+    a1 = LearnedDuration(("task", "default", "wf", "a"), 1.0, 1, 5.0)
+    b = LearnedDuration(("task", "default", "wf", "b"), 2.0, 1, 10.0)
+    other = LearnedDuration(("task", "default", "other", "x"), 3.0, 1, 1.0)
+    backend.store.commit(_changes(a1, b, other))
+    a2 = LearnedDuration(("task", "default", "wf", "a"), 4.0, 2, 20.0)
+    backend.store.commit(_changes(a2))  # the group now holds a alone (b was evicted)
+    assert backend.reopen().load().durations == [other, a2]
+    backend.store.commit(_changes(deleted=(("task", "default", "wf"),)))
     assert backend.reopen().load().durations == [other]
-    backend.store.commit(_changes(deleted=(("task", "default", "wf", "never"),)))  # absent: no error
+    backend.store.commit(_changes(deleted=(("task", "default", "never"),)))  # absent: no error
     assert backend.store.load().durations == [other]
 
 
@@ -47,6 +52,7 @@ def test_durations_upsert_and_delete(backend: Backend) -> None:
         LearnedDuration(("task", "default", "wf", "a"), -1.0, 1, 1.0),
         LearnedDuration(("task", "default", "wf", "a"), 1.0, 0, 1.0),
         LearnedDuration(("guess", "default", "wf", "a"), 1.0, 1, 1.0),
+        LearnedDuration(("task", "default", "wf", "a"), 1.0, 1, math.inf),
     ],
 )
 def test_bad_duration_changes_nothing(backend: Backend, bad: LearnedDuration) -> None:

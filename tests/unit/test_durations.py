@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.controller.core.durations import DurationBook, DurationSource, LearnedDuration, fingerprint
+from corral.controller.core.durations import (
+    DurationBook,
+    DurationChanges,
+    DurationSource,
+    LearnedDuration,
+    fingerprint,
+)
 
 
 def test_estimate_beats_history_and_history_beats_fingerprint() -> None:
@@ -47,28 +53,40 @@ def test_bad_samples_and_settings_are_refused() -> None:
         DurationBook(alpha=0.0)
 
 
-def test_least_recently_used_is_evicted_and_reported_for_deletion() -> None:
+def _names(changes: DurationChanges) -> dict[tuple[str, str, str], set[str]]:
+    return {group: {entry.key[3] for entry in entries} for group, entries in changes.groups.items()}
+
+
+def test_least_recently_used_is_evicted_and_its_group_rewritten() -> None:
     book = DurationBook(max_entries=2)
     book.learn("ns", "wf", "a", "", 1.0, now=1.0)
     book.learn("ns", "wf", "b", "", 2.0, now=2.0)
-    assert set(book.take_changes().upserts) == {("task", "ns", "wf", "a"), ("task", "ns", "wf", "b")}
+    assert _names(book.take_changes()) == {("task", "ns", "wf"): {"a", "b"}}
     book.expected("ns", "wf", "a", 0.0, "")  # reading is use: b is now the oldest
-    book.learn("ns", "wf", "c", "", 3.0, now=3.0)
+    book.learn("ns", "other", "c", "", 3.0, now=3.0)
     assert book.expected("ns", "wf", "b", 0.0, "")[1] is DurationSource.STRUCTURAL
     assert book.expected("ns", "wf", "a", 0.0, "")[1] is DurationSource.LEARNED
-    changes = book.take_changes()
-    assert set(changes.upserts) == {("task", "ns", "wf", "c")}
-    assert changes.deleted == {("task", "ns", "wf", "b")}
+    # Both groups changed: wf lost b (rewritten with a alone), other gained c.
+    assert _names(book.take_changes()) == {("task", "ns", "wf"): {"a"}, ("task", "ns", "other"): {"c"}}
     assert not book.take_changes()  # taken once
 
 
-def test_learned_then_evicted_in_one_flush_is_only_deleted() -> None:
+def test_a_group_emptied_by_eviction_is_sent_empty_for_deletion() -> None:
     book = DurationBook(max_entries=1)
     book.learn("ns", "wf", "a", "", 1.0, now=1.0)
-    book.learn("ns", "wf", "b", "", 2.0, now=2.0)
+    book.learn("ns", "other", "b", "", 2.0, now=2.0)
     changes = book.take_changes()
-    assert set(changes.upserts) == {("task", "ns", "wf", "b")}
-    assert changes.deleted == {("task", "ns", "wf", "a")}
+    assert changes.groups[("task", "ns", "wf")] == ()
+    assert _names(changes)[("task", "ns", "other")] == {"b"}
+    assert changes.entries() == 1
+
+
+def test_fingerprints_of_a_namespace_share_a_group() -> None:
+    book = DurationBook()
+    book.learn("ns", "wf", "a", "python:m:f", 1.0, now=1.0)
+    book.learn("ns", "wf2", "b", "shell:gzip", 2.0, now=2.0)
+    groups = _names(book.take_changes())
+    assert groups[("fingerprint", "ns", "")] == {"python:m:f", "shell:gzip"}
 
 
 def test_restore_orders_by_update_time_and_caps() -> None:
@@ -82,7 +100,7 @@ def test_restore_orders_by_update_time_and_caps() -> None:
     )
     assert len(book) == 2
     assert book.expected("ns", "wf", "old", 0.0, "")[1] is DurationSource.STRUCTURAL
-    assert book.take_changes().deleted == {("task", "ns", "wf", "old")}  # the store drops it too
+    assert _names(book.take_changes()) == {("task", "ns", "wf"): {"new", "mid"}}  # the store drops old too
 
 
 def test_fingerprints() -> None:
