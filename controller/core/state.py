@@ -72,9 +72,10 @@ class MachineConfig:
     # score (critical path) rather than by arrival. 0: continuous ageing, score only breaks ties.
     ageing_step: float = 30.0
     max_learned_durations: int = 100_000  # learned-duration entries kept (least recently used evicted)
-    # Learned durations are hints: they reach the store at most this often, in one batch, rather
-    # than as one more row per completed task in every commit (the no-op throughput path).
-    durations_flush_s: float = 5.0
+    # Learned durations are hints: they reach the store at most this often (and when a workflow
+    # ends), a changed group rewritten whole, rather than one more row per completed task in
+    # every commit (the no-op throughput path). A crash loses at most this much learning.
+    durations_flush_s: float = 30.0
     max_backoff_s: float = 300.0
     backoff_jitter: float = 0.25  # +- fraction of the backoff
     pull_lease_s: float = 3600.0  # pulled attempts without a timeout are lost after this long
