@@ -41,7 +41,10 @@ def encode_group(group: GroupKey, entries: Sequence[LearnedDuration]) -> Row:
     Whole-list checks rather than per-entry branches: a group can hold tens of thousands.
     """
     key = encode_group_key(group)
-    data = [[entry.key[3], entry.seconds, entry.samples, entry.updated_at] for entry in entries]
+    # Tuples encode as JSON lists.
+    data: list[tuple[str, float, int, float]] = [
+        (entry.key[3], entry.seconds, entry.samples, entry.updated_at) for entry in entries
+    ]
     if not data:
         raise ValueError(f"learned duration group {group!r} is empty (delete it instead)")
     try:
