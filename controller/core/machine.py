@@ -84,7 +84,7 @@ class Machine(FleetOps):
         self.expire_deadlines(now)
         self.expire_assignments(now)
         self.forget_agents(now)
-        self.flush_durations_if_due(now)
+        self.ordering.flush_if_due(now)
         self.schedule(now)
 
     def next_timer(self) -> float | None:
@@ -132,7 +132,7 @@ class Machine(FleetOps):
                     self.fence_at[attempt.id] = max(adopt_deadline, self.fence_deadline(attempt, now))
                 else:
                     self.fence_at[attempt.id] = adopt_deadline
-        self.durations.restore(snapshot.durations)
+        self.ordering.book.restore(snapshot.durations)
         for workflow in self.workflows.values():
             if workflow.state in (WorkflowState.RUNNING, WorkflowState.PAUSED, WorkflowState.CANCELLING):
                 self.rank_workflow(workflow)

@@ -12,10 +12,8 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from corral.controller.core.access import AccessState
-from corral.controller.core.durations import DurationBook, DurationSource, fingerprint
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.model import (
     Agent,
@@ -28,26 +26,14 @@ from corral.controller.core.model import (
     WorkflowEvent,
     WorkflowState,
 )
+from corral.controller.core.ordering import Ordering
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.queues import ReadyQueue
-from corral.controller.core.rank import rank_graph, structural_ranks
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
 from corral.controller.store.base import ChangeBatch, LogChunk
 
-__all__ = ["MachineConfig", "MachineState", "TaskRank"]
-
-
-class TaskRank(NamedTuple):
-    """How a task is ordered: upward rank and expected duration (seconds), their source, queue score.
-
-    A named tuple: one is made per task when its workflow starts (cheaper than a frozen dataclass).
-    """
-
-    rank_s: float
-    expected_s: float
-    source: DurationSource
-    score: float
+__all__ = ["MachineConfig", "MachineState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +144,8 @@ class MachineState:
         self.idempotency: dict[tuple[str, str], str] = {}  # (namespace, key) -> workflow id
         self.access = AccessState()
         self.queue = ReadyQueue(config.ageing_per_s, config.ageing_step)
-        # Ordering (issue 9): learned durations, and each started workflow's task ranks.
-        self.durations = DurationBook(config.max_learned_durations)
-        self.ranking: dict[str, TaskRank] = {}  # task id -> rank (tasks of started workflows)
-        self._fingerprints: dict[tuple[str, bytes], str] = {}  # payload -> fingerprint (bounded cache)
-        self.next_durations_flush = 0.0
-        self._flush_durations = False
+        # Issue 9: learned durations and each started workflow's task ranks (queue scores).
+        self.ordering = Ordering(config.max_learned_durations, config.durations_flush_s)
         self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
         self.crowded: set[str] = set()  # agents whose view holds more attempts than slots (may be stale)
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
@@ -289,9 +271,9 @@ class MachineState:
             deleted_agents=self._deleted_agents,
             events=self._events,
         )
-        if self._flush_durations:
-            batch.durations = self.durations.take_changes()
-            self._flush_durations = False
+        durations = self.ordering.take_changes()
+        if durations is not None:
+            batch.durations = durations
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []
@@ -371,73 +353,22 @@ class MachineState:
         if new.terminal:
             workflow.finished_at = now
             self.emit(WorkflowDone(workflow.id))
-            self.flush_durations_if_due(now, force=True)  # its runs are learned by the next one
+            self.ordering.flush_if_due(now, force=True)  # its runs are learned by the next one
         self.touch_workflow(workflow)
         self.record(workflow, now, _WORKFLOW_KINDS[new], message=message, reason=message)
 
     def enqueue(self, task: Task) -> None:
         """Put a READY task of a running workflow on the ready queue, ordered by its graph score."""
-        ranked = self.ranking.get(task.id)
-        score = ranked.score if ranked is not None else 0.0
+        score = self.ordering.score(task.id)
         self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before, score)
 
-    # --- ordering: durations and ranks ----------------------------------------------------------
-
-    def fingerprint_of(self, task: Task) -> str:
-        """The task's payload fingerprint, cached (payloads repeat across runs and tasks)."""
-        key = (task.agent_type, task.payload)
-        found = self._fingerprints.get(key)
-        if found is None:
-            if len(self._fingerprints) >= _FINGERPRINT_CACHE:
-                self._fingerprints.clear()  # crude but bounded; refilled from the next tasks
-            found = self._fingerprints[key] = fingerprint(task.agent_type, task.payload)
-        return found
-
     def rank_workflow(self, workflow: Workflow) -> None:
-        """Rank every task of a workflow (O(V + E)): expected durations, upward ranks, scores.
-
-        Durations come from the estimate, else history (task, then fingerprint). When none is
-        known for any task the ranks are structural (:func:`structural_ranks`: tasks below);
-        tasks without a duration in a partly known workflow count as the mean of the known ones.
-        """
-        tasks = [self.tasks[task_id] for task_id in workflow.task_ids]
-        expected: dict[str, tuple[float, DurationSource]] = {}
-        known: list[float] = []
-        book = self.durations
-        # A fingerprint costs a look at the payload: only worth it when the namespace has some.
-        prints = book.knows_fingerprints(workflow.namespace)
-        for task in tasks:
-            seconds, source = book.expected(task.namespace, workflow.name, task.name, task.estimated_duration_s, "")
-            if prints and source is DurationSource.STRUCTURAL:
-                seconds, source = book.expected(
-                    task.namespace, workflow.name, task.name, 0.0, self.fingerprint_of(task)
-                )
-            expected[task.id] = (seconds, source)
-            if source is not DurationSource.STRUCTURAL:
-                known.append(seconds)
-        parents = {task.id: task.dependencies for task in tasks}
-        if known:
-            fill = sum(known) / len(known)
-            weights = {
-                task_id: (seconds if source is not DurationSource.STRUCTURAL else fill)
-                for task_id, (seconds, source) in expected.items()
-            }
-            ranks = rank_graph(workflow.task_ids, parents, weights.__getitem__)
-        else:
-            ranks = structural_ranks(workflow.task_ids, parents)
-        for task_id, (seconds, source) in expected.items():
-            self.ranking[task_id] = TaskRank(ranks.rank[task_id], seconds, source, ranks.score[task_id])
-
-    def flush_durations_if_due(self, now: float, *, force: bool = False) -> None:
-        """Have this tick's commit carry the learned durations when ``durations_flush_s`` passed."""
-        if force or now >= self.next_durations_flush:
-            self._flush_durations = True
-            self.next_durations_flush = now + self.config.durations_flush_s
+        """Rank a workflow's tasks (when it starts, or is restored): see :class:`Ordering`."""
+        self.ordering.rank_workflow(workflow, [self.tasks[task_id] for task_id in workflow.task_ids])
 
     def learn_duration(self, task: Task, seconds: float, now: float) -> None:
-        """A completed attempt ran ``seconds``: feed the task's and its fingerprint's averages."""
-        workflow = self.workflows[task.workflow_id]
-        self.durations.learn(task.namespace, workflow.name, task.name, self.fingerprint_of(task), seconds, now)
+        """A completed attempt of ``task`` ran ``seconds``."""
+        self.ordering.learn(task, self.workflows[task.workflow_id].name, seconds, now)
 
     def track_task(self, task: Task) -> None:
         """Index a task (submission or restore)."""
@@ -530,8 +461,6 @@ class MachineState:
             for view in self.views.values():
                 view.window = view.slots + self.prefetch_for(view.slots)
 
-
-_FINGERPRINT_CACHE = 65_536  # payloads whose fingerprint is remembered (tasks hold the bytes anyway)
 
 # The event-log kind of a plain transition into each state (callers name the special ones:
 # "retry", "requeued", "lost", "fenced", "poison").

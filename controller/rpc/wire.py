@@ -232,7 +232,7 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
         reruns_after_fence=task.reruns_after_fence,
         failure_reason=task.failure_reason,
     )
-    ranked = machine.ranking.get(task.id)
+    ranked = machine.ordering.ranking.get(task.id)
     if ranked is not None:
         message.rank_s = ranked.rank_s
         message.expected_duration_s = ranked.expected_s

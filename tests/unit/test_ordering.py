@@ -38,7 +38,7 @@ def test_critical_path_is_placed_first(sim: Sim) -> None:
         task_spec("tail", "head", estimated_duration=50.0),
     ]
     workflow_id, _ = sim.submit(tasks)
-    ranking = sim.machine.ranking
+    ranking = sim.machine.ordering.ranking
     head = sim.task(workflow_id, "head")
     assert ranking[head.id].rank_s == 51.0 and ranking[head.id].source is S.ESTIMATE
     sim.hello("a1", slots=1)
@@ -51,10 +51,10 @@ def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None
     tasks = [task_spec("fan"), task_spec("quick", "fan"), task_spec("slow", "fan"), task_spec("join", "quick", "slow")]
     first, _ = sim.submit(tasks, name="nightly")
     for name in ("fan", "quick", "slow", "join"):
-        assert sim.machine.ranking[sim.task(first, name).id].source is S.STRUCTURAL
+        assert sim.machine.ordering.ranking[sim.task(first, name).id].source is S.STRUCTURAL
     # Structural: quick and slow look alike (themselves plus half of join below each).
-    assert sim.machine.ranking[sim.task(first, "quick").id].rank_s == 1.5
-    assert sim.machine.ranking[sim.task(first, "fan").id].rank_s == 4.0
+    assert sim.machine.ordering.ranking[sim.task(first, "quick").id].rank_s == 1.5
+    assert sim.machine.ordering.ranking[sim.task(first, "fan").id].rank_s == 4.0
     _run_one(sim, "a1", first, "fan", 2.0)
     quick, slow = sim.attempt_of(first, "quick"), sim.attempt_of(first, "slow")
     sim.started("a1", quick)
@@ -70,9 +70,11 @@ def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None
     assert stored == {"fan": 2.0, "quick": 1.0, "slow": 10.0, "join": 3.0}
 
     second, _ = sim.submit(tasks, name="nightly", start=False)
-    assert sim.task(second, "fan").id not in sim.machine.ranking  # ranked when it starts
+    assert sim.task(second, "fan").id not in sim.machine.ordering.ranking  # ranked when it starts
     sim.do(ev.StartWorkflow(second))
-    ranked = {name: sim.machine.ranking[sim.task(second, name).id] for name in ("fan", "quick", "slow", "join")}
+    ranked = {
+        name: sim.machine.ordering.ranking[sim.task(second, name).id] for name in ("fan", "quick", "slow", "join")
+    }
     assert {r.source for r in ranked.values()} == {S.LEARNED}
     assert ranked["slow"].expected_s == 10.0
     assert ranked["fan"].rank_s == 2.0 + 10.0 + 3.0
@@ -92,9 +94,9 @@ def test_learned_durations_survive_a_restart_and_rank_restored_workflows(make_si
     machine.restore(sim.store.load(), sim.now)
     x = machine.tasks[machine.by_name[(running, "x")]]
     y = machine.tasks[machine.by_name[(running, "y")]]
-    assert machine.ranking[x.id].source is S.LEARNED and machine.ranking[x.id].expected_s == 7.0
-    assert machine.ranking[x.id].rank_s == 14.0  # y unknown: the mean of the known ones (7)
-    assert machine.ranking[y.id].source is S.STRUCTURAL
+    assert machine.ordering.ranking[x.id].source is S.LEARNED and machine.ordering.ranking[x.id].expected_s == 7.0
+    assert machine.ordering.ranking[x.id].rank_s == 14.0  # y unknown: the mean of the known ones (7)
+    assert machine.ordering.ranking[y.id].source is S.STRUCTURAL
     machine.validate()
 
 
@@ -104,7 +106,7 @@ def test_a_new_workflow_borrows_the_fingerprint(sim: Sim) -> None:
     first, _ = sim.submit(tasks, name="archive")
     _run_one(sim, "a1", first, "compress", 40.0)
     other, _ = sim.submit([task_spec("pack", payload={"command": ["gzip", "other.log"]})], name="backup")
-    ranked = sim.machine.ranking[sim.task(other, "pack").id]
+    ranked = sim.machine.ordering.ranking[sim.task(other, "pack").id]
     assert ranked.source is S.FINGERPRINT and ranked.expected_s == 40.0
 
 
@@ -115,7 +117,7 @@ def test_failed_attempts_teach_nothing(sim: Sim) -> None:
     sim.started("a1", attempt_id)
     sim.now += 5.0
     sim.finished("a1", attempt_id, outcome=AttemptState.FAILED, retryable=False)
-    assert len(sim.machine.durations) == 0
+    assert len(sim.machine.ordering.book) == 0
 
 
 def test_task_status_shows_rank_fields(sim: Sim) -> None:
@@ -153,4 +155,4 @@ def test_second_run_places_the_learned_critical_path_first(sim: Sim) -> None:
 
     second, _ = sim.submit(tasks, name="recurring")
     assert _placed(sim) == ["long"]
-    assert sim.machine.ranking[sim.task(second, "long").id].rank_s == 100.0
+    assert sim.machine.ordering.ranking[sim.task(second, "long").id].rank_s == 100.0
