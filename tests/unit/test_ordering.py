@@ -156,3 +156,19 @@ def test_second_run_places_the_learned_critical_path_first(sim: Sim) -> None:
     second, _ = sim.submit(tasks, name="recurring")
     assert _placed(sim) == ["long"]
     assert sim.machine.ordering.ranking[sim.task(second, "long").id].rank_s == 100.0
+
+
+def test_learned_durations_reach_the_store_on_the_flush_timer(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim(config=MachineConfig(durations_flush_s=60.0))
+    sim.hello("a1", slots=1)
+    workflow_id, _ = sim.submit([task_spec("first"), task_spec("second", "first")], name="long-running")
+    sim.tick()  # the first tick's flush (the timer starts due): nothing learned yet
+    _run_one(sim, "a1", workflow_id, "first", 5.0)
+    assert sim.machine.workflows[workflow_id].state == "running"
+    assert sim.store.load().durations == []  # learned, not yet written
+    sim.advance(60.0)
+    stored = {d.key: d.seconds for d in sim.store.load().durations}
+    assert stored == {
+        ("task", "default", "long-running", "first"): 5.0,
+        ("fingerprint", "default", "", "shell:echo"): 5.0,
+    }
