@@ -24,7 +24,9 @@ below each task, where a task with several parents counts a share ``1 / parents`
 (``below(t) = 1 + sum(below(c) / parents(c))``). It is O(V + E), never overcounts shared
 descendants the way path counts do, and is exact on trees. On the six traces it orders as well as
 exact descendant counts (which cost O(V * E)) and better than the height: geomean 1.045 against
-1.058 of the better of FIFO and CP-first with true durations (cycles: 1.16 against 1.24).
+1.058 of the better of FIFO and CP-first with true durations (cycles: 1.16 against 1.24). Its
+score adds ``STRUCTURAL_LOOKAHEAD`` (0.5) per dependency level above the task, the same "finish
+what was started" bonus: geomean 1.025 (cycles 1.03); 0.5 to 1.5 all measure 1.024 to 1.031.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["LOOKAHEAD", "GraphRanks", "RankCycleError", "rank_graph", "structural_ranks"]
+__all__ = ["LOOKAHEAD", "STRUCTURAL_LOOKAHEAD", "GraphRanks", "RankCycleError", "rank_graph", "structural_ranks"]
 
 LOOKAHEAD = 0.8  # weight of the path already behind a task in its score (see the module docstring)
+STRUCTURAL_LOOKAHEAD = 0.5  # the same for structural ranks, per dependency level above the task
 
 
 class RankCycleError(ValueError):
@@ -86,21 +89,29 @@ def rank_graph(
     return GraphRanks(rank, score)
 
 
-def structural_ranks(task_ids: Sequence[str], parents: Mapping[str, Sequence[str]]) -> GraphRanks:
+def structural_ranks(
+    task_ids: Sequence[str], parents: Mapping[str, Sequence[str]], lookahead: float = STRUCTURAL_LOOKAHEAD
+) -> GraphRanks:
     """Ranks from the graph alone: the tasks below each one, shared among their parents.
 
-    ``rank = score = 1 + sum(rank(c) / parents(c))`` over the children ``c``; O(V + E). Raises
-    :class:`RankCycleError` when the graph has a cycle.
+    ``rank = 1 + sum(rank(c) / parents(c))`` over the children ``c``; ``score = rank + lookahead
+    * depth`` (depth: dependency levels above the task), the structural twin of the lookahead of
+    :func:`rank_graph`. O(V + E). Raises :class:`RankCycleError` when the graph has a cycle.
     """
     order, children = _topological(task_ids, parents)
     fan_in = dict.fromkeys(task_ids, 0)
+    depth = dict.fromkeys(task_ids, 0)
     for task_id in order:
+        below_depth = depth[task_id] + 1
         for child in children[task_id]:
             fan_in[child] += 1
+            if below_depth > depth[child]:
+                depth[child] = below_depth
     below: dict[str, float] = {}
     for task_id in reversed(order):
         below[task_id] = 1.0 + sum(below[child] / fan_in[child] for child in children[task_id])
-    return GraphRanks(below, below)
+    score = {task_id: below[task_id] + lookahead * depth[task_id] for task_id in order}
+    return GraphRanks(below, score)
 
 
 def _topological(

@@ -106,9 +106,10 @@ def test_structural_ranks_count_tasks_below_sharing_joins() -> None:
     #   |
     #   f
     parents = {"b": ["a"], "c": ["a"], "e": ["b", "c"], "f": ["e"]}
-    ranks = structural_ranks(list("abcdef"), parents)
+    ranks = structural_ranks(list("abcdef"), parents, lookahead=0.5)
     assert ranks.rank == {"f": 1.0, "e": 2.0, "b": 2.0, "c": 2.0, "a": 5.0, "d": 1.0}
-    assert ranks.score == ranks.rank
+    # score = rank + 0.5 per dependency level above: a 0, b/c 1, e 2, f 3, d 0.
+    assert ranks.score == {"f": 2.5, "e": 3.0, "b": 2.5, "c": 2.5, "a": 5.0, "d": 1.0}
     with pytest.raises(RankCycleError):
         structural_ranks(["a", "b"], {"a": ["b"], "b": ["a"]})
 
