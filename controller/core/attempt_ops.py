@@ -343,6 +343,8 @@ class AttemptOps(WorkflowOps):
             started = attempt.started_at
             if event.at is not None and started is not None and event.at >= started:
                 attempt.finished_at = event.at
+            if started is not None and attempt.finished_at is not None:
+                self.learn_duration(task, attempt.finished_at - started, now)
             task.result = event.result if event.result is not None else b"null"
             task.error = ""
             task.finished_at = attempt.finished_at

@@ -90,6 +90,7 @@ class Machine(FleetOps):
         self.expire_deadlines(now)
         self.expire_assignments(now)
         self.forget_agents(now)
+        self.ordering.flush_if_due(now)
         self.schedule(now)
 
     def next_timer(self) -> float | None:
@@ -137,9 +138,19 @@ class Machine(FleetOps):
                     self.fence_at[attempt.id] = max(adopt_deadline, self.fence_deadline(attempt, now))
                 else:
                     self.fence_at[attempt.id] = adopt_deadline
-        for task in self.tasks.values():
-            if task.state is T.READY and self.workflows[task.workflow_id].state is WorkflowState.RUNNING:
-                self.enqueue(task)
+        self.ordering.book.restore(snapshot.durations)
+        for workflow in self.workflows.values():
+            if workflow.state in (WorkflowState.RUNNING, WorkflowState.PAUSED, WorkflowState.CANCELLING):
+                self.rank_workflow(workflow)
+        # In the order they became ready, so FIFO among equals survives the restart.
+        ready = [
+            task
+            for task in self.tasks.values()
+            if task.state is T.READY and self.workflows[task.workflow_id].state is WorkflowState.RUNNING
+        ]
+        ready.sort(key=lambda task: task.ready_at or 0.0)
+        for task in ready:
+            self.enqueue(task)
 
     # --- explanations ---------------------------------------------------------------------------
 

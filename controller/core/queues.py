@@ -1,9 +1,24 @@
-"""The indexed ready queue: one heap per agent type, priority ageing, retry backoff, no full scans.
+"""The indexed ready queue: one heap per agent type, priority ageing in steps, rank, no full scans.
 
-Effective priority is ``priority + ageing_per_s * (now - ready_at)``. Comparing two tasks at the
-same ``now`` the ``now`` terms cancel, so the order is fixed by the static key
-``priority - ageing_per_s * ready_at``: heaps built once stay correct as time passes, and a
-priority-0 task that waited long enough overtakes fresh priority-100 ones (no starvation).
+The order (smaller key first) is ``(aged-priority band, -score, push sequence)``:
+
+* **Aged-priority band.** Effective priority is ``priority + ageing_per_s * waited``, raised in
+  whole steps of ``ageing_step`` points. Comparing two tasks at the same ``now`` the ``now`` terms
+  cancel, so the band is the static ``priority - ageing_step * floor(ageing_per_s * ready_at /
+  ageing_step)``: heaps built once stay correct as time passes. Tasks of one priority that became
+  ready within the same ``ageing_step / ageing_per_s`` seconds share a band; a task from an older
+  window is ahead of any newer one of its priority, and ``ageing_step`` points ahead per window
+  of a lower priority (a priority-0 task overtakes fresh priority-100 work after about
+  ``100 / ageing_per_s`` seconds, as with continuous ageing, just quantised). ``ageing_step`` 0
+  is continuous ageing: the band is then exact and the score only breaks exact ties.
+* **Score** (higher first): the task's graph score from :mod:`rank` (upward rank plus lookahead),
+  so within a band the critical path goes first. The next session's least-slack term slots in
+  between the band and the score.
+* **Push sequence**: FIFO among equals.
+
+Starvation: later arrivals of a priority fall into lower bands once a window passes, so a task
+waits at most for the finitely many tasks of its own and older windows (and of higher bands,
+which it catches up with at ``ageing_per_s``), whatever their scores.
 
 Removal is lazy: ``discard`` drops the index entry and the heap item becomes stale, skipped when
 met and swept when stale items outnumber live ones. Every operation is O(log n) amortised.
@@ -12,13 +27,16 @@ met and swept when stale items outnumber live ones. Every operation is O(log n) 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
-__all__ = ["QueueEntry", "ReadyQueue"]
+__all__ = ["OrderKey", "QueueEntry", "ReadyQueue"]
 
-# A heap item: (order key, ready_at, sequence, task id). Smaller sorts first. The sequence number is
-# unique per push, so it identifies the live version of an entry and gives FIFO among equals.
+#: The sort key of a queued task, smaller first: (band, -score, sequence). See the module docstring.
+OrderKey = tuple[float, float, int]
+# A heap item: (band, -score, sequence, task id). The sequence number is unique per push, so it
+# identifies the live version of an entry and gives FIFO among equals.
 _Item = tuple[float, float, int, str]
 # A delayed item: (not_before, sequence, task id).
 _Delayed = tuple[float, int, str]
@@ -37,6 +55,7 @@ class QueueEntry:
     not_before: float | None
     seq: int
     delayed: bool  # still waiting for its backoff to pass
+    score: float = 0.0  # graph score (upward rank + lookahead): higher goes first within a band
 
     def effective_priority(self, now: float, ageing_per_s: float) -> float:
         """Priority raised by ageing: ``priority + ageing_per_s * (now - ready_at)``."""
@@ -44,17 +63,20 @@ class QueueEntry:
 
 
 class ReadyQueue:
-    """Ready tasks indexed by agent type, ordered by aged priority, FIFO among equals.
+    """Ready tasks indexed by agent type, ordered by aged-priority band, then score, then FIFO.
 
     Tasks pushed with a ``not_before`` wait in a backoff heap until :meth:`promote` (or
     :meth:`candidates`, which promotes first) moves them to their agent type's ready heap.
     Do not push or discard while iterating :meth:`candidates`.
     """
 
-    def __init__(self, ageing_per_s: float = 0.5) -> None:
-        if ageing_per_s < 0:
-            raise ValueError("ageing_per_s must be >= 0")
+    def __init__(self, ageing_per_s: float = 0.5, ageing_step: float = 0.0) -> None:
+        if not ageing_per_s >= 0 or ageing_per_s == float("inf"):
+            raise ValueError("ageing_per_s must be a finite number >= 0")
+        if not ageing_step >= 0 or ageing_step == float("inf"):
+            raise ValueError("ageing_step must be a finite number >= 0")
         self.ageing_per_s = ageing_per_s
+        self.ageing_step = ageing_step
         self._entries: dict[str, QueueEntry] = {}
         self._heaps: dict[str, list[_Item]] = {}
         self._ready_counts: dict[str, int] = {}  # live, not delayed entries per agent type
@@ -88,22 +110,31 @@ class ReadyQueue:
         """How many tasks of ``agent_type`` are ready (not delayed)."""
         return self._ready_counts.get(agent_type, 0)
 
-    def order_key(self, task_id: str) -> tuple[float, float, int]:
+    def order_key(self, task_id: str) -> OrderKey:
         """The sort key of a queued task: smaller goes first. Raises KeyError when absent."""
         entry = self._entries[task_id]
-        return (self._key(entry.priority, entry.ready_at), entry.ready_at, entry.seq)
+        return (self._band(entry.priority, entry.ready_at), -entry.score, entry.seq)
 
     # -- changes --------------------------------------------------------------------------------
 
     def push(
-        self, task_id: str, agent_type: str, priority: int, ready_at: float, not_before: float | None = None
+        self,
+        task_id: str,
+        agent_type: str,
+        priority: int,
+        ready_at: float,
+        not_before: float | None = None,
+        score: float = 0.0,
     ) -> None:
-        """Queue a task; pushing an id already present replaces its entry."""
+        """Queue a task; pushing an id already present replaces its entry.
+
+        ``score`` orders tasks within a band, higher first (the graph score from :mod:`rank`).
+        """
         self.discard(task_id)
         self._seq += 1
         seq = self._seq
         delayed = not_before is not None
-        entry = QueueEntry(task_id, agent_type, priority, ready_at, not_before, seq, delayed)
+        entry = QueueEntry(task_id, agent_type, priority, ready_at, not_before, seq, delayed, score)
         self._entries[task_id] = entry
         self._counts[agent_type] = self._counts.get(agent_type, 0) + 1
         if not_before is not None:
@@ -139,7 +170,9 @@ class ReadyQueue:
             if not self._live_delayed(item):
                 continue
             old = self._entries[item[2]]
-            entry = QueueEntry(old.task_id, old.agent_type, old.priority, old.ready_at, old.not_before, old.seq, False)
+            entry = QueueEntry(
+                old.task_id, old.agent_type, old.priority, old.ready_at, old.not_before, old.seq, False, old.score
+            )
             self._entries[entry.task_id] = entry
             self._delayed_count -= 1
             self._enqueue(entry)
@@ -154,7 +187,7 @@ class ReadyQueue:
     # -- reading in order -----------------------------------------------------------------------
 
     def candidates(self, agent_types: Collection[str], now: float) -> Iterator[str]:
-        """Ready task ids of ``agent_types``, highest effective priority first, FIFO among equals.
+        """Ready task ids of ``agent_types`` in queue order (band, then score, then FIFO).
 
         Nothing is removed: the caller discards what it places. Tasks whose backoff has passed by
         ``now`` are promoted first; tasks still in backoff are not yielded. The walk is lazy, so
@@ -188,13 +221,17 @@ class ReadyQueue:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _key(self, priority: int, ready_at: float) -> float:
-        # Negated so a min-heap yields the highest effective priority first.
-        return self.ageing_per_s * ready_at - priority
+    def _band(self, priority: int, ready_at: float) -> float:
+        # Negated so a min-heap yields the highest band first.
+        aged = self.ageing_per_s * ready_at
+        step = self.ageing_step
+        if step > 0:
+            aged = step * math.floor(aged / step)
+        return aged - priority
 
     def _enqueue(self, entry: QueueEntry) -> None:
         heap = self._heaps.setdefault(entry.agent_type, [])
-        heapq.heappush(heap, (self._key(entry.priority, entry.ready_at), entry.ready_at, entry.seq, entry.task_id))
+        heapq.heappush(heap, (self._band(entry.priority, entry.ready_at), -entry.score, entry.seq, entry.task_id))
         self._ready_counts[entry.agent_type] = self._ready_counts.get(entry.agent_type, 0) + 1
 
     def _live(self, item: _Item) -> bool:

@@ -26,6 +26,7 @@ from corral.controller.core.model import (
     WorkflowEvent,
     WorkflowState,
 )
+from corral.controller.core.ordering import Ordering
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.core.scheduling import Plan
@@ -53,6 +54,15 @@ class MachineConfig:
     prefetch_below_s: float = 0.1  # only tasks expected to run shorter than this are prefetched
     steal_after_s: float = 0.01  # prefetched attempts not started after this long may move to idle agents
     ageing_per_s: float = 0.5  # priority points gained per second of waiting
+    # Ageing is applied in whole steps of this many points (see queues.py): tasks of a priority
+    # that became ready within one step's time (60 s at the defaults) are ordered by their graph
+    # score (critical path) rather than by arrival. 0: continuous ageing, score only breaks ties.
+    ageing_step: float = 30.0
+    max_learned_durations: int = 100_000  # learned-duration entries kept (least recently used evicted)
+    # Learned durations are hints: they reach the store at most this often (and when a workflow
+    # ends), a changed group rewritten whole, rather than one more row per completed task in
+    # every commit (the no-op throughput path). A crash loses at most this much learning.
+    durations_flush_s: float = 30.0
     max_backoff_s: float = 300.0
     backoff_jitter: float = 0.25  # +- fraction of the backoff
     pull_lease_s: float = 3600.0  # pulled attempts without a timeout are lost after this long
@@ -88,6 +98,10 @@ class MachineConfig:
             raise ValueError(f"max_agent_losses must be at least 1, got {self.max_agent_losses}")
         if not self.max_disconnect_s > 0:
             raise ValueError(f"max_disconnect_s must be positive, got {self.max_disconnect_s:g}")
+        if not 0 <= self.ageing_step < float("inf"):
+            raise ValueError(f"ageing_step must be a finite number >= 0, got {self.ageing_step:g}")
+        if self.max_learned_durations < 1:
+            raise ValueError(f"max_learned_durations must be at least 1, got {self.max_learned_durations}")
 
     @property
     def echo_every_s(self) -> float:
@@ -130,7 +144,9 @@ class MachineState:
         self.counts: dict[str, Counter[TaskState]] = {}
         self.idempotency: dict[tuple[str, str], str] = {}  # (namespace, key) -> workflow id
         self.access = AccessState()
-        self.queue = ReadyQueue(config.ageing_per_s)
+        self.queue = ReadyQueue(config.ageing_per_s, config.ageing_step)
+        # Issue 9: learned durations and each started workflow's task ranks (queue scores).
+        self.ordering = Ordering(config.max_learned_durations, config.durations_flush_s)
         self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
         self.crowded: set[str] = set()  # agents whose view holds more attempts than slots (may be stale)
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
@@ -268,6 +284,9 @@ class MachineState:
             deleted_agents=self._deleted_agents,
             events=self._events,
         )
+        durations = self.ordering.take_changes()
+        if durations is not None:
+            batch.durations = durations
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []
@@ -347,12 +366,22 @@ class MachineState:
         if new.terminal:
             workflow.finished_at = now
             self.emit(WorkflowDone(workflow.id))
+            self.ordering.flush_if_due(now, force=True)  # its runs are learned by the next one
         self.touch_workflow(workflow)
         self.record(workflow, now, _WORKFLOW_KINDS[new], message=message, reason=message)
 
     def enqueue(self, task: Task) -> None:
-        """Put a READY task of a running workflow on the ready queue."""
-        self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before)
+        """Put a READY task of a running workflow on the ready queue, ordered by its graph score."""
+        score = self.ordering.score(task.id)
+        self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before, score)
+
+    def rank_workflow(self, workflow: Workflow) -> None:
+        """Rank a workflow's tasks (when it starts, or is restored): see :class:`Ordering`."""
+        self.ordering.rank_workflow(workflow, [self.tasks[task_id] for task_id in workflow.task_ids])
+
+    def learn_duration(self, task: Task, seconds: float, now: float) -> None:
+        """A completed attempt of ``task`` ran ``seconds``."""
+        self.ordering.learn(task, self.workflows[task.workflow_id].name, seconds, now)
 
     def track_task(self, task: Task) -> None:
         """Index a task (submission or restore)."""

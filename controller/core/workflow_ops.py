@@ -59,6 +59,7 @@ class WorkflowOps(MachineState):
             return workflow  # already started: starting is idempotent
         workflow.started_at = now
         self.set_workflow_state(workflow, W.RUNNING, now)
+        self.rank_workflow(workflow)  # before any task is queued: the queue orders by the scores
         for task_id in workflow.task_ids:
             if self.unfinished_deps[task_id] == 0:
                 self.make_ready(self.tasks[task_id], now)

@@ -240,6 +240,11 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
         message.cpu_s = attempt.cpu_s
     if task.state is TaskState.READY:
         message.plan_reason = machine.plan_reason(task)
+    ranked = machine.ordering.ranking.get(task.id)
+    if ranked is not None:
+        message.rank_s = ranked.rank_s
+        message.expected_duration_s = ranked.expected_s
+        message.duration_source = ranked.source.value
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
     _stamp(message.created_at, task.created_at)

@@ -92,6 +92,9 @@ class TaskStatus(Record):
     peak_rss_bytes: int
     cpu_s: float
     plan_reason: str  # READY: what the last scheduling pass recorded for it
+    rank_s: float  # upward rank: expected seconds left on the longest path from it (0: not ranked yet)
+    expected_duration_s: float  # its expected run time (0 with source "structural")
+    duration_source: str  # "estimate", "learned", "fingerprint", "structural", or "" before its workflow starts
     raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -122,6 +125,9 @@ class TaskStatus(Record):
             peak_rss_bytes=m.peak_rss_bytes,
             cpu_s=m.cpu_s,
             plan_reason=m.plan_reason,
+            rank_s=m.rank_s,
+            expected_duration_s=m.expected_duration_s,
+            duration_source=m.duration_source,
             raw=m,
         )
 

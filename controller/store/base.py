@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
+from corral.controller.core.durations import DurationChanges, LearnedDuration
 from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
 
 __all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
@@ -43,6 +44,8 @@ class ChangeBatch:
     access: AccessChanges = field(default_factory=AccessChanges)
     deleted_agents: set[str] = field(default_factory=set)
     events: list[WorkflowEvent] = field(default_factory=list)  # appended to the event log
+    # Learned durations (issue 9): changed groups with all their entries (empty: deleted).
+    durations: DurationChanges = field(default_factory=lambda: DurationChanges({}))
 
     def size(self) -> int:
         """Records and log chunks in the batch, a measure of its commit's cost.
@@ -60,6 +63,7 @@ class ChangeBatch:
             + self.access.size()
             + len(self.deleted_agents)
             + len(self.events) // 4
+            + len(self.durations.groups)
         )
 
     def __bool__(self) -> bool:
@@ -73,6 +77,7 @@ class ChangeBatch:
             or self.access
             or self.deleted_agents
             or self.events
+            or self.durations
         )
 
 
@@ -87,6 +92,7 @@ class Snapshot:
     meta: dict[str, str] = field(default_factory=dict)
     access: AccessSnapshot = field(default_factory=AccessSnapshot)
     last_event_seq: int = 0  # the highest event-log seq stored (new events continue after it)
+    durations: list[LearnedDuration] = field(default_factory=list)  # learned durations (issue 9)
 
 
 class Store(Protocol):

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec
+from corral.controller.store import access_codec, codec, durations_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MemoryStore"]
@@ -49,6 +49,7 @@ class MemoryStore:
         self._audit_seq = 0  # numbers never reused, as SQLite's AUTOINCREMENT
         self._events: dict[str, list[codec.Row]] = {}  # workflow id -> event rows in seq order
         self._last_event_seq = 0
+        self._durations: dict[tuple[str, str, str], codec.Row] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -62,6 +63,7 @@ class MemoryStore:
             rows = {table: list(table_rows.values()) for table, table_rows in self._rows.items()}
             meta = dict(self._meta)
             last_event_seq = self._last_event_seq
+            duration_rows = list(self._durations.values())
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -78,6 +80,9 @@ class MemoryStore:
                 revoked_certs=[access_codec.decode_revoked(r) for r in access["revoked_certs"]],
             ),
             last_event_seq=last_event_seq,
+            durations=sorted(
+                (d for r in duration_rows for d in durations_codec.decode_group(r)), key=lambda d: d.updated_at
+            ),
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -101,6 +106,9 @@ class MemoryStore:
         }
         audit = [access_codec.encode_audit(a) for a in changes.audit]
         events = [codec.encode_event(e) for e in batch.events]
+        groups = batch.durations.groups
+        duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
+        duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
         with self._lock:
             self._check_open()
             if events and (
@@ -122,6 +130,10 @@ class MemoryStore:
             self._meta.update(meta)
             for agent_id in batch.deleted_agents:
                 self._rows["agents"].pop(agent_id, None)
+            for duration_key in duration_deletes:
+                self._durations.pop(duration_key, None)
+            for row in duration_rows:
+                self._durations[row[:3]] = row
             for table, keyed in access.items():
                 self._access[table].update(keyed)
             for key in changes.deleted_secrets:

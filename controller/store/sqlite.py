@@ -24,7 +24,7 @@ import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec
+from corral.controller.store import access_codec, codec, durations_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -91,6 +91,12 @@ _UPSERT_META: Final = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
 _DELETE_AGENT: Final = "DELETE FROM agents WHERE id = ?"
+_UPSERT_DURATIONS: Final = (
+    "INSERT INTO durations (kind, namespace, workflow, data, updated_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(kind, namespace, workflow) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
+)
+_DELETE_DURATIONS: Final = "DELETE FROM durations WHERE kind = ? AND namespace = ? AND workflow = ?"
+_SELECT_DURATIONS: Final = "SELECT kind, namespace, workflow, data, updated_at FROM durations"
 _EVENT_BATCH_INSERT: Final = "INSERT INTO event_batches (last_seq, workflow_id, first_seq, data) VALUES (?, ?, ?, ?)"
 # Every batch holding a seq above ``after``: a range of the (workflow_id, last_seq) index.
 _EVENT_BATCHES_OF_WORKFLOW: Final = (
@@ -231,6 +237,10 @@ class SqliteStore:
                     meta=dict(conn.execute("SELECT key, value FROM meta")),
                     access=self._load_access(conn),
                     last_event_seq=self._last_event_seq_stored(conn),
+                    durations=sorted(
+                        (d for r in conn.execute(_SELECT_DURATIONS) for d in durations_codec.decode_group(r)),
+                        key=lambda d: d.updated_at,
+                    ),
                 )
             finally:
                 conn.execute("COMMIT")
@@ -259,6 +269,10 @@ class SqliteStore:
         event_rows = self._event_rows(batch.events)
         meta = [(str(k), str(v)) for k, v in batch.meta.items()]
         access = batch.access
+        # Few rows (flushed every few seconds): encoded up front, so a bad one fails before BEGIN.
+        groups = batch.durations.groups
+        duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
+        duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
         with self._write_lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -274,6 +288,10 @@ class SqliteStore:
                     self._commit_access(access)
                 if batch.deleted_agents:
                     conn.executemany(_DELETE_AGENT, [(agent_id,) for agent_id in batch.deleted_agents])
+                if duration_deletes:
+                    conn.executemany(_DELETE_DURATIONS, duration_deletes)
+                if duration_rows:
+                    conn.executemany(_UPSERT_DURATIONS, duration_rows)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:

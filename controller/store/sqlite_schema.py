@@ -322,6 +322,17 @@ def _migration_7_attempt_usage(db: sqlite_utils.Database) -> None:
     attempts = db.table("attempts")
     attempts.add_column("peak_rss_bytes", int, not_null_default=0)
     attempts.add_column("cpu_s", float, not_null_default=0.0)
+def _migration_6_learned_durations(db: sqlite_utils.Database) -> None:
+    """Issue 9: learned task durations (EWMA per task of a workflow name, and per payload fingerprint).
+
+    One row per group (a workflow name's tasks, or a namespace's fingerprints) holding its entries
+    as JSON: learning a 20k-task workflow is one row write. Bounded by the controller's
+    ``max_learned_durations`` (a group emptied by eviction is deleted in the same commit).
+    """
+    db.execute(
+        "CREATE TABLE durations (kind TEXT NOT NULL, namespace TEXT NOT NULL, workflow TEXT NOT NULL, "
+        "data TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (kind, namespace, workflow)) STRICT"
+    )
 
 
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
@@ -331,5 +342,6 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_3,
     _migration_4,
     _migration_5_placement_preferences,
+    _migration_6_learned_durations,
     _migration_7_attempt_usage,
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import islice
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,6 +152,7 @@ class _Model:
     ready_at: float
     not_before: float | None
     seq: int
+    score: float
 
 
 _ids = st.sampled_from([f"t{i}" for i in range(12)])
@@ -162,6 +165,7 @@ _ops = st.one_of(
         st.integers(0, 100),
         st.integers(0, 200).map(float),
         st.none() | st.integers(0, 300).map(float),
+        st.sampled_from([0.0, 1.0, 2.5, 7.0]),
     ),
     st.tuples(st.just("discard"), _ids),
     st.tuples(st.just("promote"), st.integers(0, 300).map(float)),
@@ -172,21 +176,25 @@ _ops = st.one_of(
 @given(
     st.lists(_ops, max_size=40),
     st.sampled_from([0.0, 0.5, 2.0]),
+    st.sampled_from([0.0, 10.0]),
     st.integers(0, 300).map(float),
     st.sets(_types, min_size=1),
 )
-def test_matches_brute_force(ops: list[tuple[object, ...]], ageing: float, now: float, types: set[str]) -> None:
-    queue = ReadyQueue(ageing_per_s=ageing)
+def test_matches_brute_force(
+    ops: list[tuple[object, ...]], ageing: float, step: float, now: float, types: set[str]
+) -> None:
+    queue = ReadyQueue(ageing_per_s=ageing, ageing_step=step)
     model: dict[str, _Model] = {}
     seq = 0
     for op in ops:
         if op[0] == "push":
-            _, tid, agent_type, priority, ready_at, not_before = op
+            _, tid, agent_type, priority, ready_at, not_before, score = op
             assert isinstance(tid, str) and isinstance(agent_type, str) and isinstance(priority, int)
             assert isinstance(ready_at, float) and (not_before is None or isinstance(not_before, float))
-            queue.push(tid, agent_type, priority, ready_at, not_before)
+            assert isinstance(score, float)
+            queue.push(tid, agent_type, priority, ready_at, not_before, score)
             seq += 1
-            model[tid] = _Model(agent_type, priority, ready_at, not_before, seq)
+            model[tid] = _Model(agent_type, priority, ready_at, not_before, seq, score)
         elif op[0] == "discard":
             assert isinstance(op[1], str)
             queue.discard(op[1])
@@ -206,15 +214,84 @@ def test_matches_brute_force(ops: list[tuple[object, ...]], ageing: float, now: 
     waiting = [m.not_before for m in model.values() if m.not_before is not None]
     assert queue.next_wakeup() == (min(waiting) if waiting else None)
 
-    # candidates() promotes what is due by `now`, then yields by effective priority, FIFO on ties.
+    # candidates() promotes what is due by `now`, then yields by aged priority (in whole steps
+    # of ageing counted from the epoch, or continuous with step 0), then score, then FIFO.
     eligible = [
         (tid, m) for tid, m in model.items() if m.agent_type in types and (m.not_before is None or m.not_before <= now)
     ]
-    expected = [
-        tid
-        for tid, m in sorted(
-            eligible,
-            key=lambda e: (-(e[1].priority + ageing * (now - e[1].ready_at)), e[1].ready_at, e[1].seq),
-        )
-    ]
+
+    def aged(m: _Model) -> float:
+        if step:
+            steps_now = math.floor(ageing * now / step)
+            return m.priority + step * (steps_now - math.floor(ageing * m.ready_at / step))
+        return m.priority + ageing * (now - m.ready_at)
+
+    expected = [tid for tid, m in sorted(eligible, key=lambda e: (-aged(e[1]), -e[1].score, e[1].seq))]
     assert list(queue.candidates(types, now)) == expected
+
+
+# --- issue 9: score within a band, ageing in steps ---------------------------------------------
+
+
+def test_score_orders_within_a_band_fifo_among_equal_scores() -> None:
+    queue = ReadyQueue(ageing_per_s=0.5, ageing_step=30.0)  # one band = 60 s of readiness
+    queue.push("short-path", "shell", 50, ready_at=0.0, score=1.0)
+    queue.push("critical", "shell", 50, ready_at=10.0, score=9.0)
+    queue.push("mid-a", "shell", 50, ready_at=20.0, score=5.0)
+    queue.push("mid-b", "shell", 50, ready_at=5.0, score=5.0)
+    queue.push("urgent", "shell", 51, ready_at=30.0, score=0.0)  # higher priority: ahead of any score
+    assert list(queue.candidates(["shell"], now=40.0)) == ["urgent", "critical", "mid-a", "mid-b", "short-path"]
+
+
+def test_an_older_band_goes_before_a_higher_score() -> None:
+    queue = ReadyQueue(ageing_per_s=0.5, ageing_step=30.0)
+    queue.push("old", "shell", 50, ready_at=59.0, score=1.0)  # band of [0, 60)
+    queue.push("new", "shell", 50, ready_at=61.0, score=100.0)  # band of [60, 120)
+    assert list(queue.candidates(["shell"], now=61.0)) == ["old", "new"]
+
+
+def test_ageing_steps_let_a_low_priority_task_overtake() -> None:
+    # 0.5 points/s in steps of 30 points: a priority-0 task waiting passes fresh priority-100 work
+    # once 4 steps (240 s) separate their windows, about when continuous ageing would (200 s).
+    queue = ReadyQueue(ageing_per_s=0.5, ageing_step=30.0)
+    queue.push("old-low", "shell", 0, ready_at=0.0)
+    for t in range(1000):
+        queue.push(f"fresh-{t}", "shell", 100, ready_at=float(t), score=1e9)
+        head = next(queue.candidates(["shell"], now=float(t)))
+        queue.discard(head)
+        if head == "old-low":
+            break
+    assert 200 <= t <= 240
+
+
+def test_a_low_score_task_is_served_while_high_scores_keep_arriving() -> None:
+    queue = ReadyQueue(ageing_per_s=0.5, ageing_step=30.0)
+    queue.push("low", "shell", 50, ready_at=0.0, score=0.0)
+    served = None
+    for t in range(1000):
+        queue.push(f"hot-{t}", "shell", 50, ready_at=float(t), score=1000.0)
+        head = next(queue.candidates(["shell"], now=float(t)))
+        queue.discard(head)
+        if head == "low":
+            served = t
+            break
+    # Served once its window (60 s) has passed and the hot tasks of that window are gone.
+    assert served is not None and 60 <= served <= 120
+
+
+def test_repush_with_a_new_score_leaves_no_stale_order() -> None:
+    queue = ReadyQueue(ageing_per_s=0.0)
+    queue.push("a", "shell", 50, ready_at=0.0, score=1.0)
+    queue.push("b", "shell", 50, ready_at=0.0, score=2.0)
+    queue.push("a", "shell", 50, ready_at=0.0, score=3.0)  # replaces a's entry: the old item is stale
+    assert list(queue.candidates(["shell"], now=0.0)) == ["a", "b"]
+    assert queue.order_key("a") < queue.order_key("b")
+    queue.push("r", "shell", 50, ready_at=0.0, not_before=5.0, score=9.0)
+    assert list(queue.candidates(["shell"], now=4.0)) == ["a", "b"]
+    assert list(queue.candidates(["shell"], now=5.0)) == ["r", "a", "b"]  # its score survives the backoff
+
+
+@pytest.mark.parametrize("kwargs", [{"ageing_per_s": -1.0}, {"ageing_step": -1.0}, {"ageing_step": math.inf}])
+def test_bad_ageing_settings_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be a finite number"):
+        ReadyQueue(**kwargs)

@@ -1,0 +1,244 @@
+"""Expected task durations: the user's estimate, else what earlier runs taught us, else structure.
+
+Preference order (first known wins), named by :class:`DurationSource`:
+
+1. ``estimate``: the task's ``estimated_duration``;
+2. ``learned``: an EWMA of the completed run times of the same (namespace, workflow name, task
+   name), so a recurring workflow is ranked well from its second run;
+3. ``fingerprint``: an EWMA per payload fingerprint in the namespace (python: the ``function``;
+   shell: argv[0] of the command; other agent types: the agent type), so a new workflow calling
+   a known function starts with a fair guess;
+4. ``structural``: nothing is known; the ranks come from the graph alone (``rank.structural_ranks``).
+
+The book is pure and bounded: at most ``max_entries`` entries, the least recently used evicted
+first (reading an entry counts as use: a workflow that runs daily keeps its entries). Entries
+learned or evicted are collected for the store (:meth:`DurationBook.take_changes`), so they
+commit with the tick that learned them; the store's table is as bounded as the book.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "DurationBook",
+    "DurationChanges",
+    "DurationKey",
+    "DurationSource",
+    "GroupKey",
+    "LearnedDuration",
+    "fingerprint",
+]
+
+# (kind, namespace, workflow name or "", task name or fingerprint). kind: "task" or "fingerprint".
+DurationKey = tuple[str, str, str, str]
+# The first three parts: the entries stored together in one row (one workflow's tasks, or one
+# namespace's fingerprints), so learning a 20k-task workflow writes one row, not 20k.
+GroupKey = tuple[str, str, str]
+
+TASK = "task"
+FINGERPRINT = "fingerprint"
+_MAX_FINGERPRINT = 256  # characters kept of a fingerprint (argv[0] can be long)
+
+
+class DurationSource(StrEnum):
+    """Where an expected duration came from (TaskStatus.duration_source)."""
+
+    ESTIMATE = "estimate"
+    LEARNED = "learned"
+    FINGERPRINT = "fingerprint"
+    STRUCTURAL = "structural"
+
+
+@dataclass(slots=True)
+class LearnedDuration:
+    """One learned duration: the EWMA in seconds, how many runs fed it, when it last changed."""
+
+    key: DurationKey
+    seconds: float
+    samples: int
+    updated_at: float
+
+
+@dataclass(slots=True)
+class DurationChanges:
+    """Groups whose entries changed, each with all its current entries (empty: delete the group)."""
+
+    groups: dict[GroupKey, tuple[LearnedDuration, ...]]
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    def entries(self) -> int:
+        """How many entries the changed groups hold (a measure of the commit's size)."""
+        return sum(len(entries) for entries in self.groups.values())
+
+
+def fingerprint(agent_type: str, payload: bytes) -> str:
+    """What a task runs, as a short string: python ``function``, shell argv[0], else the agent type.
+
+    A payload that cannot be read (it was validated at submit, so this is only a guard) gives the
+    agent type, which is always a fair (if coarse) class.
+    """
+    fast = _fast_fingerprint(agent_type, payload)
+    if fast is not None:
+        return fast
+    try:
+        body = json.loads(payload) if agent_type in ("python", "shell") else None
+    except ValueError:
+        body = None
+    found = ""
+    if isinstance(body, dict):
+        if agent_type == "python":
+            function = body.get("function")
+            found = function if isinstance(function, str) else ""
+        else:
+            command = body.get("command")
+            shell = body.get("shell")
+            if isinstance(command, list) and command and isinstance(command[0], str):
+                found = command[0]
+            elif isinstance(shell, str) and shell.split():
+                found = shell.split()[0]
+    return f"{agent_type}:{found[:_MAX_FINGERPRINT]}" if found else agent_type
+
+
+# Payloads as clients usually encode them: the first key read without parsing the whole JSON
+# (a parse is most of the cost of a fingerprint, and every completed task needs one). No
+# backslash allowed in the value: escapes are left to the JSON parser.
+_FAST = {
+    "python": re.compile(rb'\{"function": ?"([^"\\]+)"'),
+    "shell": re.compile(rb'\{"command": ?\["([^"\\]+)"'),
+}
+
+
+def _fast_fingerprint(agent_type: str, payload: bytes) -> str | None:
+    """The fingerprint when the payload starts with its key, else None (then it is parsed)."""
+    pattern = _FAST.get(agent_type)
+    match = pattern.match(payload) if pattern is not None else None
+    if match is None:
+        return None
+    try:
+        return f"{agent_type}:{match.group(1).decode()[:_MAX_FINGERPRINT]}"
+    except UnicodeDecodeError:
+        return None
+
+
+class DurationBook:
+    """Learned durations by (namespace, workflow, task) and by fingerprint; bounded, LRU-evicted.
+
+    ``alpha`` is the EWMA weight of a new run time: 0.3 follows a real change within a few runs
+    without letting one outlier (a cold cache, a slow host) move the estimate most of the way.
+    """
+
+    def __init__(self, max_entries: int = 100_000, alpha: float = 0.3) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        self.max_entries = max_entries
+        self.alpha = alpha
+        self._entries: OrderedDict[DurationKey, LearnedDuration] = OrderedDict()
+        self._members: dict[GroupKey, dict[str, LearnedDuration]] = {}
+        self._dirty: set[GroupKey] = set()  # groups changed since the last take_changes
+        self._prints: dict[str, int] = {}  # namespace -> fingerprint entries held
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: DurationKey) -> LearnedDuration | None:
+        """The entry under ``key`` (marked as recently used), or None."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def knows_fingerprints(self, namespace: str) -> bool:
+        """Whether any fingerprint of ``namespace`` was learned (else computing one is wasted)."""
+        return self._prints.get(namespace, 0) > 0
+
+    def restore(self, entries: list[LearnedDuration]) -> None:
+        """Load stored entries (oldest ``updated_at`` first becomes least recently used)."""
+        for entry in sorted(entries, key=lambda e: e.updated_at):
+            key = entry.key
+            if key not in self._entries:
+                self._added(key, entry)
+            else:
+                self._members[key[:3]][key[3]] = entry
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+        self._evict()
+
+    def expected(
+        self, namespace: str, workflow: str, task: str, estimate: float, print_: str
+    ) -> tuple[float, DurationSource]:
+        """The expected duration of a task and where it came from (0 with ``structural``).
+
+        ``print_`` is the task's :func:`fingerprint`, or "" to skip that level (its cost is a
+        payload parse, paid only when the task's own history is missing).
+        """
+        if estimate > 0 and math.isfinite(estimate):
+            return estimate, DurationSource.ESTIMATE
+        entry = self.get((TASK, namespace, workflow, task))
+        if entry is not None:
+            return entry.seconds, DurationSource.LEARNED
+        if print_:
+            entry = self.get((FINGERPRINT, namespace, "", print_))
+            if entry is not None:
+                return entry.seconds, DurationSource.FINGERPRINT
+        return 0.0, DurationSource.STRUCTURAL
+
+    def learn(self, namespace: str, workflow: str, task: str, print_: str, seconds: float, now: float) -> None:
+        """Feed one completed run time into the task's and the fingerprint's averages."""
+        if not 0 <= seconds < math.inf:  # also refuses NaN
+            return
+        # Runs once per completed task: kept to a few dict operations (no helper calls).
+        entries, dirty, alpha = self._entries, self._dirty, self.alpha
+        for group, name in (((TASK, namespace, workflow), task), ((FINGERPRINT, namespace, ""), print_)):
+            if not name:
+                continue
+            key = (*group, name)
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = LearnedDuration(key, seconds, 1, now)
+                self._added(key, entry)
+            else:
+                entry.seconds += alpha * (seconds - entry.seconds)
+                entry.samples += 1
+                entry.updated_at = now
+                entries.move_to_end(key)
+            dirty.add(group)
+        if len(entries) > self.max_entries:
+            self._evict()
+
+    def take_changes(self) -> DurationChanges:
+        """The groups learned into or evicted from since the last call, with their entries now."""
+        members = self._members
+        changes = DurationChanges({group: tuple(members.get(group, {}).values()) for group in self._dirty})
+        self._dirty = set()
+        return changes
+
+    def _added(self, key: DurationKey, entry: LearnedDuration) -> None:
+        group = key[:3]
+        members = self._members.get(group)
+        if members is None:
+            members = self._members[group] = {}
+        members[key[3]] = entry
+        if key[0] == FINGERPRINT:
+            self._prints[key[1]] = self._prints.get(key[1], 0) + 1
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.max_entries:
+            key, _ = self._entries.popitem(last=False)
+            group = key[:3]
+            members = self._members[group]
+            del members[key[3]]
+            if not members:
+                del self._members[group]
+            if key[0] == FINGERPRINT:
+                self._prints[key[1]] -= 1
+            self._dirty.add(group)

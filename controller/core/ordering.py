@@ -1,0 +1,111 @@
+"""The machine's ordering component: learned durations, per-task ranks, and their flushes.
+
+Pure like the rest of the core. :class:`~corral.controller.core.state.MachineState` owns one
+``Ordering`` and calls it at four points: a workflow starts (or is restored) -> :meth:`rank_workflow`;
+a task is queued -> :meth:`score`; an attempt completes -> :meth:`learn`; a tick commits ->
+:meth:`take_changes` (only when a flush is due: learned durations are hints, written every
+``durations_flush_s`` and when a workflow ends rather than with every completion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from corral.controller.core.durations import DurationBook, DurationChanges, DurationSource, fingerprint
+from corral.controller.core.model import Task, Workflow
+from corral.controller.core.rank import rank_graph, structural_ranks
+
+__all__ = ["Ordering", "TaskRank"]
+
+_FINGERPRINT_CACHE = 65_536  # payloads whose fingerprint is remembered (tasks hold the bytes anyway)
+
+
+class TaskRank(NamedTuple):
+    """How a task is ordered: upward rank and expected duration (seconds), their source, queue score.
+
+    A named tuple: one is made per task when its workflow starts (cheaper than a frozen dataclass).
+    """
+
+    rank_s: float
+    expected_s: float
+    source: DurationSource
+    score: float
+
+
+class Ordering:
+    """Durations learned from completed attempts, and the ranks of started workflows' tasks."""
+
+    def __init__(self, max_learned: int, flush_every_s: float) -> None:
+        self.book = DurationBook(max_learned)
+        self.ranking: dict[str, TaskRank] = {}  # task id -> rank (tasks of started workflows)
+        self.flush_every_s = flush_every_s
+        self._fingerprints: dict[tuple[str, bytes], str] = {}  # payload -> fingerprint (bounded)
+        self._next_flush = 0.0
+        self._flush = False
+
+    def score(self, task_id: str) -> float:
+        """The queue score of a task (0 before its workflow was ranked)."""
+        ranked = self.ranking.get(task_id)
+        return ranked.score if ranked is not None else 0.0
+
+    def fingerprint_of(self, task: Task) -> str:
+        """The task's payload fingerprint, cached (payloads repeat across runs and tasks)."""
+        key = (task.agent_type, task.payload)
+        found = self._fingerprints.get(key)
+        if found is None:
+            if len(self._fingerprints) >= _FINGERPRINT_CACHE:
+                self._fingerprints.clear()  # crude but bounded; refilled from the next tasks
+            found = self._fingerprints[key] = fingerprint(task.agent_type, task.payload)
+        return found
+
+    def rank_workflow(self, workflow: Workflow, tasks: Sequence[Task]) -> None:
+        """Rank every task of a workflow (O(V + E)): expected durations, upward ranks, scores.
+
+        Durations come from the estimate, else history (task, then fingerprint). When none is
+        known for any task the ranks are structural (:func:`structural_ranks`: tasks below);
+        tasks without a duration in a partly known workflow count as the mean of the known ones.
+        """
+        expected: dict[str, tuple[float, DurationSource]] = {}
+        known: list[float] = []
+        book = self.book
+        # A fingerprint costs a look at the payload: only worth it when the namespace has some.
+        prints = book.knows_fingerprints(workflow.namespace)
+        for task in tasks:
+            seconds, source = book.expected(task.namespace, workflow.name, task.name, task.estimated_duration_s, "")
+            if prints and source is DurationSource.STRUCTURAL:
+                seconds, source = book.expected(
+                    task.namespace, workflow.name, task.name, 0.0, self.fingerprint_of(task)
+                )
+            expected[task.id] = (seconds, source)
+            if source is not DurationSource.STRUCTURAL:
+                known.append(seconds)
+        parents = {task.id: task.dependencies for task in tasks}
+        if known:
+            fill = sum(known) / len(known)
+            weights = {
+                task_id: (seconds if source is not DurationSource.STRUCTURAL else fill)
+                for task_id, (seconds, source) in expected.items()
+            }
+            ranks = rank_graph(workflow.task_ids, parents, weights.__getitem__)
+        else:
+            ranks = structural_ranks(workflow.task_ids, parents)
+        for task_id, (seconds, source) in expected.items():
+            self.ranking[task_id] = TaskRank(ranks.rank[task_id], seconds, source, ranks.score[task_id])
+
+    def learn(self, task: Task, workflow_name: str, seconds: float, now: float) -> None:
+        """A completed attempt ran ``seconds``: feed the task's and its fingerprint's averages."""
+        self.book.learn(task.namespace, workflow_name, task.name, self.fingerprint_of(task), seconds, now)
+
+    def flush_if_due(self, now: float, *, force: bool = False) -> None:
+        """Have the next commit carry the learned durations when ``flush_every_s`` passed (or forced)."""
+        if force or now >= self._next_flush:
+            self._flush = True
+            self._next_flush = now + self.flush_every_s
+
+    def take_changes(self) -> DurationChanges | None:
+        """The durations to commit now, or None when no flush is due."""
+        if not self._flush:
+            return None
+        self._flush = False
+        return self.book.take_changes()

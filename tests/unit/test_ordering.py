@@ -1,0 +1,174 @@
+"""Ordering in the machine: ranks at start, critical path first, durations learned across runs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from corral.controller.core import events as ev
+from corral.controller.core.durations import DurationSource
+from corral.controller.core.machine import Machine, MachineConfig
+from corral.controller.core.model import AttemptState
+from corral.controller.rpc import wire
+
+from .conftest import Sim, task_spec
+
+S = DurationSource
+
+
+def _run_one(sim: Sim, agent: str, workflow_id: str, name: str, seconds: float) -> None:
+    """Start the task's attempt now and finish it ``seconds`` later (the fake clock; agents beat)."""
+    attempt_id = sim.attempt_of(workflow_id, name)
+    sim.started(agent, attempt_id)
+    sim.advance(seconds)
+    sim.finished(agent, attempt_id)
+
+
+def _placed(sim: Sim) -> list[str]:
+    return [t.name for t in sim.machine.tasks.values() if t.state in ("assigned", "running")]
+
+
+def test_critical_path_is_placed_first(sim: Sim) -> None:
+    # File order puts three short independent tasks first; the long chain's head must go first.
+    tasks = [
+        task_spec("s1", estimated_duration=1.0),
+        task_spec("s2", estimated_duration=1.0),
+        task_spec("s3", estimated_duration=1.0),
+        task_spec("head", estimated_duration=1.0),
+        task_spec("tail", "head", estimated_duration=50.0),
+    ]
+    workflow_id, _ = sim.submit(tasks)
+    ranking = sim.machine.ordering.ranking
+    head = sim.task(workflow_id, "head")
+    assert ranking[head.id].rank_s == 51.0 and ranking[head.id].source is S.ESTIMATE
+    sim.hello("a1", slots=1)
+    assert _placed(sim) == ["head"]
+
+
+def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
+    sim.hello("a1", slots=4)
+    tasks = [task_spec("fan"), task_spec("quick", "fan"), task_spec("slow", "fan"), task_spec("join", "quick", "slow")]
+    first, _ = sim.submit(tasks, name="nightly")
+    for name in ("fan", "quick", "slow", "join"):
+        assert sim.machine.ordering.ranking[sim.task(first, name).id].source is S.STRUCTURAL
+    # Structural: quick and slow look alike (themselves plus half of join below each).
+    assert sim.machine.ordering.ranking[sim.task(first, "quick").id].rank_s == 1.5
+    assert sim.machine.ordering.ranking[sim.task(first, "fan").id].rank_s == 4.0
+    _run_one(sim, "a1", first, "fan", 2.0)
+    quick, slow = sim.attempt_of(first, "quick"), sim.attempt_of(first, "slow")
+    sim.started("a1", quick)
+    sim.started("a1", slow)
+    sim.advance(1.0)
+    sim.finished("a1", quick)
+    sim.advance(9.0)
+    sim.finished("a1", slow)
+    _run_one(sim, "a1", first, "join", 3.0)
+    assert sim.machine.workflows[first].state == "completed"
+    # The workflow's end flushed what it taught into the store.
+    stored = {d.key[3]: d.seconds for d in sim.store.load().durations if d.key[0] == "task"}
+    assert stored == {"fan": 2.0, "quick": 1.0, "slow": 10.0, "join": 3.0}
+
+    second, _ = sim.submit(tasks, name="nightly", start=False)
+    assert sim.task(second, "fan").id not in sim.machine.ordering.ranking  # ranked when it starts
+    sim.do(ev.StartWorkflow(second))
+    ranked = {
+        name: sim.machine.ordering.ranking[sim.task(second, name).id] for name in ("fan", "quick", "slow", "join")
+    }
+    assert {r.source for r in ranked.values()} == {S.LEARNED}
+    assert ranked["slow"].expected_s == 10.0
+    assert ranked["fan"].rank_s == 2.0 + 10.0 + 3.0
+    assert ranked["slow"].score > ranked["quick"].score
+
+
+def test_learned_durations_survive_a_restart_and_rank_restored_workflows(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
+    sim.hello("a1", slots=2)
+    done, _ = sim.submit([task_spec("x")], name="daily")
+    _run_one(sim, "a1", done, "x", 7.0)
+    unknown = {"command": ["sort", "-u"]}  # a fingerprint nothing taught
+    running, _ = sim.submit([task_spec("x"), task_spec("y", "x", payload=unknown)], name="daily")
+    sim.quiet()
+
+    machine = Machine(MachineConfig(), new_id=sim.new_id, rng=random.Random(1), boot_time=sim.now)
+    machine.restore(sim.store.load(), sim.now)
+    x = machine.tasks[machine.by_name[(running, "x")]]
+    y = machine.tasks[machine.by_name[(running, "y")]]
+    assert machine.ordering.ranking[x.id].source is S.LEARNED and machine.ordering.ranking[x.id].expected_s == 7.0
+    assert machine.ordering.ranking[x.id].rank_s == 14.0  # y unknown: the mean of the known ones (7)
+    assert machine.ordering.ranking[y.id].source is S.STRUCTURAL
+    machine.validate()
+
+
+def test_a_new_workflow_borrows_the_fingerprint(sim: Sim) -> None:
+    sim.hello("a1", slots=1)
+    tasks = [task_spec("compress", payload={"command": ["gzip", "-9", "big.log"]})]
+    first, _ = sim.submit(tasks, name="archive")
+    _run_one(sim, "a1", first, "compress", 40.0)
+    other, _ = sim.submit([task_spec("pack", payload={"command": ["gzip", "other.log"]})], name="backup")
+    ranked = sim.machine.ordering.ranking[sim.task(other, "pack").id]
+    assert ranked.source is S.FINGERPRINT and ranked.expected_s == 40.0
+
+
+def test_failed_attempts_teach_nothing(sim: Sim) -> None:
+    sim.hello("a1", slots=1)
+    workflow_id, _ = sim.submit([task_spec("flaky")], name="wf")
+    attempt_id = sim.attempt_of(workflow_id, "flaky")
+    sim.started("a1", attempt_id)
+    sim.now += 5.0
+    sim.finished("a1", attempt_id, outcome=AttemptState.FAILED, retryable=False)
+    assert len(sim.machine.ordering.book) == 0
+
+
+def test_task_status_shows_rank_fields(sim: Sim) -> None:
+    workflow_id, _ = sim.submit(
+        [task_spec("a", estimated_duration=4.0), task_spec("b", "a", payload={"command": ["sort"]})], name="wf"
+    )
+    a, b = sim.task(workflow_id, "a"), sim.task(workflow_id, "b")
+    status = wire.task_status(sim.machine, a)
+    assert (status.rank_s, status.expected_duration_s, status.duration_source) == (8.0, 4.0, "estimate")
+    status = wire.task_status(sim.machine, b)
+    # b has no duration: it weighs the mean of the known ones, but says it is structural.
+    assert (status.rank_s, status.expected_duration_s, status.duration_source) == (4.0, 0.0, "structural")
+    pending, _ = sim.submit([task_spec("c")], name="later", start=False)
+    assert wire.task_status(sim.machine, sim.task(pending, "c")).duration_source == ""
+
+
+def test_second_run_places_the_learned_critical_path_first(sim: Sim) -> None:
+    # Structure alone favours "wide" (three tasks below it); the runs show the long chain matters.
+    tasks = [
+        task_spec("wide"),
+        task_spec("w1", "wide"),
+        task_spec("w2", "wide"),
+        task_spec("w3", "wide"),
+        task_spec("long", payload={"command": ["long-job"]}),
+        task_spec("long-tail", "long", payload={"command": ["long-job", "--tail"]}),
+    ]
+    sim.hello("a1", slots=1)
+    first, _ = sim.submit(tasks, name="recurring")
+    assert _placed(sim) == ["wide"]
+    seconds = {"wide": 1.0, "w1": 1.0, "w2": 1.0, "w3": 1.0, "long": 50.0, "long-tail": 50.0}
+    while sim.machine.workflows[first].state == "running":
+        (name,) = _placed(sim)
+        _run_one(sim, "a1", first, name, seconds[name])
+    assert sim.machine.workflows[first].state == "completed"
+
+    second, _ = sim.submit(tasks, name="recurring")
+    assert _placed(sim) == ["long"]
+    assert sim.machine.ordering.ranking[sim.task(second, "long").id].rank_s == 100.0
+
+
+def test_learned_durations_reach_the_store_on_the_flush_timer(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim(config=MachineConfig(durations_flush_s=60.0))
+    sim.hello("a1", slots=1)
+    workflow_id, _ = sim.submit([task_spec("first"), task_spec("second", "first")], name="long-running")
+    sim.tick()  # the first tick's flush (the timer starts due): nothing learned yet
+    _run_one(sim, "a1", workflow_id, "first", 5.0)
+    assert sim.machine.workflows[workflow_id].state == "running"
+    assert sim.store.load().durations == []  # learned, not yet written
+    sim.advance(60.0)
+    stored = {d.key: d.seconds for d in sim.store.load().durations}
+    assert stored == {
+        ("task", "default", "long-running", "first"): 5.0,
+        ("fingerprint", "default", "", "shell:echo"): 5.0,
+    }
