@@ -322,6 +322,8 @@ def _migration_7_attempt_usage(db: sqlite_utils.Database) -> None:
     attempts = db.table("attempts")
     attempts.add_column("peak_rss_bytes", int, not_null_default=0)
     attempts.add_column("cpu_s", float, not_null_default=0.0)
+
+
 def _migration_6_learned_durations(db: sqlite_utils.Database) -> None:
     """Issue 9: learned task durations (EWMA per task of a workflow name, and per payload fingerprint).
 
