@@ -1,0 +1,85 @@
+"""The machine's deadline component: latest starts of started workflows' tasks, at-risk timers.
+
+:class:`~corral.controller.core.state.MachineState` owns one ``DeadlineBook`` and calls it when a
+workflow with a deadline starts (or is restored) -> :meth:`plan_workflow`; a task is queued ->
+:meth:`queue_terms`; each placement pass -> :meth:`due` (tasks that just became at risk are
+re-pushed one band higher, workflows whose deadline passed get a ``deadline_missed`` event).
+With no deadline anywhere the book stays empty and every call is one dict lookup or less.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from corral.controller.core.deadlines import RiskTimers, latest_finishes
+from corral.controller.core.model import Task, Workflow
+
+__all__ = ["DeadlineBook"]
+
+
+class DeadlineBook:
+    """Per task of a started workflow with a deadline: latest start and when it becomes at risk."""
+
+    def __init__(self, at_risk_fraction: float, boost: int) -> None:
+        self.at_risk_fraction = at_risk_fraction
+        self.boost = boost
+        self.latest_start: dict[str, float] = {}  # task id -> latest finish - expected duration
+        self.risk_at: dict[str, float] = {}  # task id -> when its slack falls under the threshold
+        self.tasks = RiskTimers()  # task ids to re-push when they become at risk
+        self.workflows = RiskTimers()  # workflow ids to check at their deadline
+
+    def __bool__(self) -> bool:
+        return bool(self.latest_start) or bool(self.workflows)
+
+    def plan_workflow(self, workflow: Workflow, tasks: Sequence[Task], expected: Mapping[str, float]) -> None:
+        """Latest starts of a workflow's tasks (O(V + E)); nothing when no deadline bounds it."""
+        own = {task.id: task.deadline for task in tasks if task.deadline is not None}
+        if workflow.deadline is None and not own:
+            return
+        parents = {task.id: task.dependencies for task in tasks}
+        latest = latest_finishes(workflow.task_ids, parents, own, expected, workflow.deadline)
+        ends = [d for d in (workflow.deadline, *own.values()) if d is not None]
+        # The threshold: a share of the horizon from submit to the (earliest) deadline.
+        threshold = self.at_risk_fraction * max(min(ends) - workflow.created_at, 0.0)
+        for task_id, finish in latest.items():
+            if math.isfinite(finish):
+                start = finish - expected.get(task_id, 0.0)
+                self.latest_start[task_id] = start
+                self.risk_at[task_id] = start - threshold
+        if workflow.deadline is not None and not workflow.state.terminal:
+            self.workflows.add(workflow.deadline, workflow.id)
+
+    def queue_terms(self, task: Task, now: float) -> tuple[int, float]:
+        """``(priority, latest start)`` for the queue: at-risk tasks gain ``boost`` points.
+
+        A task not yet at risk gets a timer (one per enqueue, popped once: O(log n)).
+        """
+        start = self.latest_start.get(task.id)
+        if start is None:
+            return task.priority, math.inf
+        risk_at = self.risk_at[task.id]
+        if now >= risk_at:
+            return task.priority + self.boost, start
+        self.tasks.add(risk_at, task.id)
+        return task.priority, start
+
+    def slack(self, task_id: str, now: float) -> float | None:
+        """``latest start - now`` (seconds; negative: late), or None without a deadline."""
+        start = self.latest_start.get(task_id)
+        return None if start is None else start - now
+
+    def workflow_slack(self, task_ids: Sequence[str], now: float) -> float | None:
+        """The least slack over a workflow's given (unfinished) tasks, or None."""
+        slacks = [s for s in (self.latest_start.get(t) for t in task_ids) if s is not None]
+        return min(slacks) - now if slacks else None
+
+    def due(self, now: float) -> tuple[list[str], list[str]]:
+        """``(tasks now at risk, workflows whose deadline passed)`` since the last call."""
+        return self.tasks.due(now), self.workflows.due(now)
+
+    def forget(self, task_ids: Sequence[str]) -> None:
+        """Drop a finished workflow's tasks."""
+        for task_id in task_ids:
+            self.latest_start.pop(task_id, None)
+            self.risk_at.pop(task_id, None)
