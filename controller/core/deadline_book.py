@@ -17,6 +17,8 @@ from corral.controller.core.model import Task, Workflow
 
 __all__ = ["DeadlineBook"]
 
+_MAX_ADMISSIONS = 1024
+
 
 class DeadlineBook:
     """Per task of a started workflow with a deadline: latest start and when it becomes at risk."""
@@ -28,6 +30,9 @@ class DeadlineBook:
         self.risk_at: dict[str, float] = {}  # task id -> when its slack falls under the threshold
         self.tasks = RiskTimers()  # task ids to re-push when they become at risk
         self.workflows = RiskTimers()  # workflow ids to check at their deadline
+        # Admission messages of recent submissions, for the SubmitWorkflow response (memory only,
+        # taken by the response; bounded in case nobody takes them, e.g. in-process submits).
+        self.admissions: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self.latest_start) or bool(self.workflows)
@@ -68,6 +73,22 @@ class DeadlineBook:
         """``latest start - now`` (seconds; negative: late), or None without a deadline."""
         start = self.latest_start.get(task_id)
         return None if start is None else start - now
+
+    def remember_admission(self, workflow_id: str, message: str) -> None:
+        """Keep a submission's admission message until its response takes it (bounded)."""
+        if len(self.admissions) >= _MAX_ADMISSIONS:
+            del self.admissions[next(iter(self.admissions))]
+        self.admissions[workflow_id] = message
+
+    def note(self, task_id: str, now: float) -> str:
+        """One line for explain: the slack and whether the task is at risk (boosted)."""
+        start = self.latest_start.get(task_id)
+        if start is None:
+            return ""
+        slack = start - now
+        if now >= self.risk_at[task_id]:
+            return f"at risk: slack {slack:.1f}s (latest start in {slack:.1f}s); queued {self.boost} priority points up"
+        return f"slack {slack:.1f}s; at risk in {self.risk_at[task_id] - now:.1f}s"
 
     def workflow_slack(self, task_ids: Sequence[str], now: float) -> float | None:
         """The least slack over a workflow's given (unfinished) tasks, or None."""

@@ -65,6 +65,7 @@ class DeadlineOps(MachineState):
         if verdict.verdict is Verdict.INFEASIBLE and workflow.deadline_policy == "reject":
             raise FailedPrecondition(f"deadline cannot be met, nothing was stored: {verdict.message()}")
         workflow.deadline_verdict = verdict.verdict.value
+        self.deadline_book.remember_admission(workflow.id, verdict.message())
         return verdict
 
     def deadline_due(self, now: float) -> None:
