@@ -15,6 +15,7 @@ from corral.controller.cli.common import (
     OutputFormat,
     OutputOption,
     call,
+    err_console,
     load_spec,
     out_console,
 )
@@ -47,7 +48,10 @@ def submit(
     async def action(client: Client) -> Submission:
         return await client.submit(spec, start=start, idempotency_key=idempotency_key, namespace=target)
 
-    print(call(address, action).workflow_id)
+    submission = call(address, action)
+    if submission.deadline_line():
+        err_console().print(submission.deadline_line(), markup=False)
+    print(submission.workflow_id)
 
 
 def plan(
