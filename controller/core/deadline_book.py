@@ -99,6 +99,11 @@ class DeadlineBook:
         """``(tasks now at risk, workflows whose deadline passed)`` since the last call."""
         return self.tasks.due(now), self.workflows.due(now)
 
+    def next_wakeup(self) -> float | None:
+        """The earliest pending timer (the runtime ticks then), or None."""
+        times = [t for t in (self.tasks.next_wakeup(), self.workflows.next_wakeup()) if t is not None]
+        return min(times) if times else None
+
     def forget(self, task_ids: Sequence[str]) -> None:
         """Drop a finished workflow's tasks."""
         for task_id in task_ids:
