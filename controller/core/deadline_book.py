@@ -30,6 +30,7 @@ class DeadlineBook:
         self.risk_at: dict[str, float] = {}  # task id -> when its slack falls under the threshold
         self.tasks = RiskTimers()  # task ids to re-push when they become at risk
         self.workflows = RiskTimers()  # workflow ids to check at their deadline
+        self.started: dict[str, float] = {}  # workflow id -> when it started (its tasks age from then)
         # Admission messages of recent submissions, for the SubmitWorkflow response (memory only,
         # taken by the response; bounded in case nobody takes them, e.g. in-process submits).
         self.admissions: dict[str, str] = {}
@@ -54,20 +55,27 @@ class DeadlineBook:
                 self.risk_at[task_id] = start - threshold
         if workflow.deadline is not None and not workflow.state.terminal:
             self.workflows.add(workflow.deadline, workflow.id)
+        self.started[workflow.id] = workflow.started_at if workflow.started_at is not None else workflow.created_at
 
-    def queue_terms(self, task: Task, now: float) -> tuple[int, float]:
-        """``(priority, latest start)`` for the queue: at-risk tasks gain ``boost`` points.
+    def queue_terms(self, task: Task, now: float) -> tuple[int, float, float]:
+        """``(priority, latest start, aged since)`` for the queue: at-risk tasks gain ``boost`` points.
 
-        A task not yet at risk gets a timer (one per enqueue, popped once: O(log n)).
+        A deadline task ages from its workflow's start rather than from when it became ready, so
+        the later stages of a workflow are not pushed into ever newer ageing bands while its
+        deadline comes nearer: within one priority, deadline work of workflows started in the
+        same ageing window competes by slack alone. A task not yet at risk gets a timer (one per
+        enqueue, popped once: O(log n)).
         """
+        ready_at = task.ready_at or 0.0
         start = self.latest_start.get(task.id)
         if start is None:
-            return task.priority, math.inf
+            return task.priority, math.inf, ready_at
+        since = min(ready_at, self.started.get(task.workflow_id, ready_at))
         risk_at = self.risk_at[task.id]
         if now >= risk_at:
-            return task.priority + self.boost, start
+            return task.priority + self.boost, start, since
         self.tasks.add(risk_at, task.id)
-        return task.priority, start
+        return task.priority, start, since
 
     def slack(self, task_id: str, now: float) -> float | None:
         """``latest start - now`` (seconds; negative: late), or None without a deadline."""
@@ -104,8 +112,9 @@ class DeadlineBook:
         times = [t for t in (self.tasks.next_wakeup(), self.workflows.next_wakeup()) if t is not None]
         return min(times) if times else None
 
-    def forget(self, task_ids: Sequence[str]) -> None:
-        """Drop a finished workflow's tasks."""
+    def forget(self, workflow_id: str, task_ids: Sequence[str]) -> None:
+        """Drop a finished workflow and its tasks."""
+        self.started.pop(workflow_id, None)
         for task_id in task_ids:
             self.latest_start.pop(task_id, None)
             self.risk_at.pop(task_id, None)

@@ -376,7 +376,7 @@ class MachineState:
             self.emit(WorkflowDone(workflow.id))
             self.ordering.flush_if_due(now, force=True)  # its runs are learned by the next one
             if self.deadline_book:
-                self.deadline_book.forget(workflow.task_ids)
+                self.deadline_book.forget(workflow.id, workflow.task_ids)
         self.touch_workflow(workflow)
         self.record(workflow, now, _WORKFLOW_KINDS[new], message=message, reason=message)
 
@@ -385,8 +385,8 @@ class MachineState:
         score = self.ordering.score(task.id)
         if self.deadline_book.latest_start:  # deadlines in use: least slack first, at-risk boost
             at = (task.ready_at or 0.0) if now is None else now
-            priority, latest = self.deadline_book.queue_terms(task, at)
-            self.queue.push(task.id, task.agent_type, priority, task.ready_at or 0.0, task.not_before, score, latest)
+            priority, latest, since = self.deadline_book.queue_terms(task, at)
+            self.queue.push(task.id, task.agent_type, priority, since, task.not_before, score, latest)
             return
         self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before, score)
 
