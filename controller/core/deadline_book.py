@@ -95,7 +95,8 @@ class DeadlineBook:
             return ""
         slack = start - now
         if now >= self.risk_at[task_id]:
-            return f"at risk: slack {slack:.1f}s (latest start in {slack:.1f}s); queued {self.boost} priority points up"
+            late = " (behind: it cannot finish in time at its expected duration)" if slack < 0 else ""
+            return f"at risk: slack {slack:.1f}s{late}; while queued it ranks {self.boost} priority points up"
         return f"slack {slack:.1f}s; at risk in {self.risk_at[task_id] - now:.1f}s"
 
     def workflow_slack(self, task_ids: Sequence[str], now: float) -> float | None:
