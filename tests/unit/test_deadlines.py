@@ -6,6 +6,7 @@ The machine-level tests run on the fake clock of :class:`Sim` (``START`` = 1000 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -123,8 +124,8 @@ def _agent(sim: Sim, slots: int = 1) -> None:
     sim.hello("a1", slots=slots)
 
 
-def test_reject_policy_refuses_an_infeasible_workflow_and_stores_nothing() -> None:
-    sim = Sim()
+def test_reject_policy_refuses_an_infeasible_workflow_and_stores_nothing(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
     _agent(sim)
     before = (dict(sim.machine.workflows), dict(sim.machine.tasks), len(sim.machine.queue))
     with pytest.raises(FailedPrecondition, match=r"deadline cannot be met.*critical path 500.0s"):
@@ -137,8 +138,8 @@ def test_reject_policy_refuses_an_infeasible_workflow_and_stores_nothing() -> No
     assert sim.machine.take_changes().events == []
 
 
-def test_warn_policy_accepts_and_logs_the_verdict() -> None:
-    sim = Sim()
+def test_warn_policy_accepts_and_logs_the_verdict(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
     _agent(sim)
     wf, step = sim.submit([task_spec("a", estimated_duration=600)], deadline="5m")
     workflow = sim.machine.workflows[wf]
@@ -150,16 +151,16 @@ def test_warn_policy_accepts_and_logs_the_verdict() -> None:
     assert "infeasible" in entry.reason
 
 
-def test_best_effort_is_silent() -> None:
-    sim = Sim()
+def test_best_effort_is_silent(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
     _agent(sim)
     wf, step = sim.submit([task_spec("a", estimated_duration=600)], deadline="5m", deadline_policy="best_effort")
     assert sim.machine.workflows[wf].deadline_verdict == ""
     assert "deadline_admission" not in [e.kind for e in step.changes.events]
 
 
-def test_work_queued_ahead_makes_a_deadline_at_risk() -> None:
-    sim = Sim()
+def test_work_queued_ahead_makes_a_deadline_at_risk(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
     _agent(sim, slots=1)
     wf, _ = sim.submit([task_spec("alone", estimated_duration=50)], name="first", deadline="100")
     assert sim.machine.workflows[wf].deadline_verdict == "feasible"
@@ -175,8 +176,8 @@ def test_work_queued_ahead_makes_a_deadline_at_risk() -> None:
     assert sim.machine.workflows[wf].deadline_verdict == "feasible"
 
 
-def test_past_or_bad_deadline_at_submit_is_invalid_argument() -> None:
-    sim = Sim()
+def test_past_or_bad_deadline_at_submit_is_invalid_argument(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
     with pytest.raises(InvalidArgument) as caught:
         sim.submit([task_spec("a")], deadline="1970-01-01T00:00:10Z")
     assert [v.field for v in caught.value.violations] == ["spec.deadline"]
@@ -208,8 +209,8 @@ def _blocked(sim: Sim) -> str:
     return attempt
 
 
-def test_edf_in_the_machine_places_the_tighter_deadline_first() -> None:
-    sim = Sim(config=MachineConfig(ageing_per_s=0.0))
+def test_edf_in_the_machine_places_the_tighter_deadline_first(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim(config=MachineConfig(ageing_per_s=0.0))
     blocker = _blocked(sim)
     loose, _ = sim.submit([task_spec("x", estimated_duration=10)], name="loose", deadline="1h")
     plain, _ = sim.submit([task_spec("y", estimated_duration=10)], name="plain")
@@ -220,8 +221,8 @@ def test_edf_in_the_machine_places_the_tighter_deadline_first() -> None:
     assert sim.task(loose, "x").state is TaskState.READY and sim.task(plain, "y").state is TaskState.READY
 
 
-def test_deadline_scheduling_off_keeps_fifo_and_skips_admission() -> None:
-    sim = Sim(config=MachineConfig(ageing_per_s=0.0, deadline_scheduling=False))
+def test_deadline_scheduling_off_keeps_fifo_and_skips_admission(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim(config=MachineConfig(ageing_per_s=0.0, deadline_scheduling=False))
     blocker = _blocked(sim)
     first, _ = sim.submit([task_spec("x", estimated_duration=10)], name="first", deadline="1h")
     sim.submit([task_spec("z", estimated_duration=10)], name="tight", deadline="30m")
@@ -230,8 +231,8 @@ def test_deadline_scheduling_off_keeps_fifo_and_skips_admission() -> None:
     assert [a.task.workflow_id for a in step.assignments("a1")] == [first]
 
 
-def test_at_risk_task_gains_a_band() -> None:
-    sim = Sim(config=MachineConfig(ageing_per_s=0.0, at_risk_boost=30))
+def test_at_risk_task_gains_a_band(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim(config=MachineConfig(ageing_per_s=0.0, at_risk_boost=30))
     blocker = _blocked(sim)
     # Priority 60 without a deadline is a band above priority 50 with one...
     high, _ = sim.submit([task_spec("h", estimated_duration=10)], name="high", priority=60)
@@ -249,8 +250,8 @@ def test_at_risk_task_gains_a_band() -> None:
     assert [a.task.id for a in step.assignments("a1")] == [u]
 
 
-def test_missed_deadline_is_logged_and_the_workflow_keeps_running() -> None:
-    sim = Sim()
+def test_missed_deadline_is_logged_and_the_workflow_keeps_running(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
     sim.hello("a1", slots=1)
     wf, step = sim.submit([task_spec("slow", estimated_duration=10)], deadline="60")
     attempt = step.assignments("a1")[0].attempt_id
@@ -270,8 +271,8 @@ def test_missed_deadline_is_logged_and_the_workflow_keeps_running() -> None:
     assert sim.machine.workflows[wf].state is WorkflowState.COMPLETED
 
 
-def test_deadlines_survive_the_store() -> None:
-    sim = Sim()
+def test_deadlines_survive_the_store(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
     sim.hello("a1", slots=1)
     wf, _ = sim.submit([task_spec("a", deadline="2h")], deadline="1h", deadline_policy="reject")
     snapshot = sim.store.load()
