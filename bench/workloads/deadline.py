@@ -96,7 +96,7 @@ def run_sync() -> Result:
         details=[
             (
                 f"deadline: {WORKFLOWS} workflows, seed {SEED}, {AGENTS}x{SLOTS} simulated slots",
-                f"{edf:.3f} vs {fifo:.3f}",
+                f"hit rate {edf:.3f} (fifo {fifo:.3f})",
             ),
             ("deadline: wall time of both simulations", f"{time.perf_counter() - began:.2f} s"),
         ],

@@ -247,7 +247,7 @@ def task_status(
         message.rank_s = ranked.rank_s
         message.expected_duration_s = ranked.expected_s
         message.duration_source = ranked.source.value
-    if task.deadline is not None or machine.deadline_book:
+    if task.deadline is not None or machine.deadline_book.latest_start:  # a dict test when unused
         _task_deadline(machine, task, message, now)
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
