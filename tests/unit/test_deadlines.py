@@ -313,3 +313,19 @@ def test_bench_mix_meets_its_target_and_is_seeded() -> None:
     edf, fifo = hit_rates()
     assert edf - fifo >= 0.15
     assert [(s.name, d) for s, d in mix()] == [(s.name, d) for s, d in mix()]
+
+
+def test_builder_takes_deadlines() -> None:
+    from datetime import timedelta
+
+    from corral.controller.sdk.builder import Workflow
+    from corral.controller.sdk.errors import InvalidArgumentError
+
+    wf = Workflow("w", deadline=timedelta(minutes=10), deadline_policy="reject")
+    wf.task("a", shell="true", deadline=datetime(2030, 1, 1, tzinfo=UTC))
+    spec = wf.build()
+    assert (spec.deadline, spec.deadline_policy) == ("600.0", "reject")
+    assert spec.tasks[0].deadline == "2030-01-01T00:00:00+00:00"
+    assert Workflow.from_spec(spec).build() == spec
+    with pytest.raises(InvalidArgumentError, match="no zone"):
+        Workflow("w", deadline="2030-01-01T00:00:00")
