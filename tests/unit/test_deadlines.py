@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,6 +24,8 @@ from corral.controller.core.machine import MachineConfig
 from corral.controller.core.model import TaskState, WorkflowState
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.errors import FailedPrecondition, InvalidArgument
+from corral.controller.sdk.builder import Workflow
+from corral.controller.sdk.errors import InvalidArgumentError
 from corral.controller.sim import Fleet, Simulator
 from corral.controller.spec import parse_workflow
 from tests.unit.conftest import Sim, task_spec
@@ -316,11 +318,6 @@ def test_bench_mix_meets_its_target_and_is_seeded() -> None:
 
 
 def test_builder_takes_deadlines() -> None:
-    from datetime import timedelta
-
-    from corral.controller.sdk.builder import Workflow
-    from corral.controller.sdk.errors import InvalidArgumentError
-
     wf = Workflow("w", deadline=timedelta(minutes=10), deadline_policy="reject")
     wf.task("a", shell="true", deadline=datetime(2030, 1, 1, tzinfo=UTC))
     spec = wf.build()
