@@ -38,6 +38,7 @@ WORKLOADS: dict[str, str] = {
     "traces": "bench.workloads.traces",
     "best_list": "bench.workloads.best_list",
     "sim": "bench.workloads.sim",
+    "deadline": "bench.workloads.deadline",
     "heartbeat": "bench.workloads.heartbeat",
 }
 
@@ -59,6 +60,9 @@ FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "sim_vs_best_list": ("sim", "", 1.03, False),
     "sim_vs_best_list_learned": ("sim", "", 1.05, False),
     "sim_vs_best_list_cold": ("sim", "", 1.10, False),
+    "deadline_hit_rate": ("deadline", "", 0.8, True),
+    "deadline_hit_rate_fifo": ("deadline", "", 0.0, True),  # the comparison: no target of its own
+    "deadline_hit_rate_gain": ("deadline", "", 0.15, True),
     "agents_1000_heartbeat_cpu": ("heartbeat", "cores", 0.25, False),
 }
 

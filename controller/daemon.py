@@ -89,6 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds after which a disconnected or lost agent holding nothing is forgotten",
     )
     parser.add_argument("--max-agents", type=int, default=10_000, help="agents the controller keeps track of at most")
+    parser.add_argument(
+        "--no-deadline-scheduling",
+        dest="deadline_scheduling",
+        action="store_false",
+        help="keep deadlines and report them, but neither judge them at submit nor order the queue by slack",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
         "--auth", action="store_true", help="authenticate every call (bearer tokens); always on with TLS"
@@ -216,6 +222,7 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         agent_ttl_s=args.agent_ttl,
         max_agents=args.max_agents,
         fence_after_s=args.fence_after,
+        deadline_scheduling=args.deadline_scheduling,
     )
     return config
 

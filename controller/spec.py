@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from corral.controller.core.deadlines import parse_deadline
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import LabelExpr
 from corral.controller.errors import FieldViolation, InvalidArgument, clip
@@ -255,6 +256,14 @@ class TaskSpec(_Strict):
     max_agent_losses: int | None = Field(
         None, ge=1, le=Limits.max_agent_losses, description="agent deaths after which it fails as poison (default 3)"
     )
+    deadline: str | None = Field(
+        None, description='latest finish: seconds or "10m" after submit, or RFC 3339 with a zone', max_length=64
+    )
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _task_deadline(cls, value: Any) -> Any:
+        return _check_deadline(value)
 
     @field_validator("max_disconnect", mode="before")
     @classmethod
@@ -365,6 +374,14 @@ def _check_env_cwd(payload: Mapping[str, Any]) -> None:
         raise ValueError("payload.cwd must not contain NUL")
 
 
+def _check_deadline(value: Any) -> Any:
+    """Validate a deadline's form (``core.deadlines.parse_deadline``); numbers become their text."""
+    if value is None:
+        return None
+    parse_deadline(value)  # ValueError -> a field violation
+    return value if isinstance(value, str) else repr(float(value))
+
+
 class WorkflowHeader(_Strict):
     """Everything of a workflow but its tasks (validated apart when tasks stream in one by one)."""
 
@@ -376,6 +393,20 @@ class WorkflowHeader(_Strict):
     max_agent_losses: int | None = Field(
         None, ge=1, le=Limits.max_agent_losses, description="default of its tasks' max_agent_losses (3)"
     )
+    deadline: str | None = Field(
+        None,
+        description='every task\'s latest finish: seconds or "10m" after submit, or RFC 3339 with a zone',
+        max_length=64,
+    )
+    deadline_policy: Literal["reject", "warn", "best_effort"] = Field(
+        "warn",
+        description="when the deadline looks infeasible at submit: refuse, accept with a warning, or say nothing",
+    )
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline(cls, value: Any) -> Any:
+        return _check_deadline(value)
 
     @field_validator("metadata")
     @classmethod

@@ -193,11 +193,23 @@ def status_view(status: WorkflowStatus, wide: bool) -> RenderableType:
         head.add_row("Duration", seconds(_duration(status.started_at, status.finished_at)))
     if status.error:
         head.add_row("Error", Text(status.error, style="red"))
+    if status.deadline is not None:
+        head.add_row("Deadline", _deadline(status))
     if wide and status.labels:
         head.add_row("Labels", ", ".join(f"{k}={v}" for k, v in sorted(status.labels.items())))
     if not status.tasks:
         return head
     return Group(head, Text(""), tasks_table(status.tasks, wide))
+
+
+def _deadline(status: WorkflowStatus) -> str:
+    """``<when> (verdict at submit), slack <s>``: the slack is the least over unfinished tasks."""
+    text = _stamp(status.deadline)
+    if status.deadline_verdict:
+        text += f" ({status.deadline_verdict} at submit)"
+    if status.slack_s is not None:
+        text += f", slack {status.slack_s:.1f}s" + (" (behind)" if status.slack_s < 0 else "")
+    return text
 
 
 def workflows_view(workflows: Sequence[WorkflowSummary], wide: bool) -> RenderableType:
@@ -330,6 +342,8 @@ def explanation_view(explanation: Explanation, wide: bool) -> RenderableType:
         head.add_row("Last pass", explanation.last_plan_reason + when)
     if explanation.demand_class:
         head.add_row("Demand class", explanation.demand_class)
+    if explanation.deadline_note:
+        head.add_row("Deadline", explanation.deadline_note)
     if explanation.waiting_on:
         head.add_row("Waiting on", ", ".join(explanation.waiting_on))
     if task.unschedulable:

@@ -209,6 +209,8 @@ def run(
         submission = await client.submit(
             spec, start=True, idempotency_key=idempotency_key, namespace=resolve_namespace(namespace, spec.namespace)
         )
+        if submission.deadline_line():
+            stderr.print(submission.deadline_line(), markup=False)
         if detach:
             return submission.workflow_id
         if not output.structured:

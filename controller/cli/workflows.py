@@ -15,6 +15,7 @@ from corral.controller.cli.common import (
     OutputFormat,
     OutputOption,
     call,
+    err_console,
     load_spec,
     out_console,
 )
@@ -47,7 +48,10 @@ def submit(
     async def action(client: Client) -> Submission:
         return await client.submit(spec, start=start, idempotency_key=idempotency_key, namespace=target)
 
-    print(call(address, action).workflow_id)
+    submission = call(address, action)
+    if submission.deadline_line():
+        err_console().print(submission.deadline_line(), markup=False)
+    print(submission.workflow_id)
 
 
 def plan(
@@ -79,8 +83,8 @@ def status(
     JSON fields: workflow_id, name, state, task_total, task_counts (state -> count), tasks[] (task_id,
     name, workflow_id, state, agent_type, priority, attempts, retries_used, attempt_id, agent_id, result,
     error, exit_code, waiting_reason, plan_reason, unschedulable, dependencies, created_at, started_at,
-    finished_at),
-    error, metadata, labels, created_at, started_at, finished_at, namespace.
+    finished_at, deadline, latest_start, slack_s),
+    error, metadata, labels, created_at, started_at, finished_at, namespace, deadline, deadline_verdict, slack_s.
     """
 
     async def action(client: Client) -> WorkflowStatus:

@@ -97,6 +97,8 @@ class AttemptOps(WorkflowOps):
 
     def place(self, now: float) -> None:
         """Plan a pass over the queue and apply it: one Assign per agent; the plan is kept for explain."""
+        if self.deadline_book:
+            self.deadline_due(now)
         if not self.queue:
             return
         if not any(view.has_room() for view in self.views.values()):

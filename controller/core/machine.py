@@ -95,7 +95,7 @@ class Machine(FleetOps):
 
     def next_timer(self) -> float | None:
         """The earliest time at which :meth:`tick` has something to do without any new event."""
-        times = [t for t in (self.queue.next_wakeup(),) if t is not None]
+        times = [t for t in (self.queue.next_wakeup(), self.deadline_book.next_wakeup()) if t is not None]
         times.extend(self.deadlines.values())
         times.extend(self.unconfirmed.values())
         times.extend(self.fence_at.values())

@@ -236,6 +236,10 @@ class Task:
     constraint_exprs: tuple[LabelExpr, ...] = ()
     spread: str = ""
     affinity: Mapping[str, str] = field(default_factory=dict)
+    # Deadlines (issue 9, core/deadlines.py): epoch seconds; relative (seconds after submit) until
+    # the submit resolves it.
+    deadline: float | None = None
+    deadline_relative: bool = False
 
 
 @dataclass(slots=True)
@@ -254,6 +258,11 @@ class Workflow:
     error: str = ""
     namespace: str = "default"
     max_agent_losses: int | None = None  # the default of its tasks (None: the controller's)
+    # Deadlines (issue 9, core/deadlines.py): as on Task; the policy at submit and its verdict.
+    deadline: float | None = None
+    deadline_relative: bool = False
+    deadline_policy: str = "warn"  # reject | warn | best_effort
+    deadline_verdict: str = ""  # "", feasible, at_risk, infeasible
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The indexed ready queue: one heap per agent type, priority ageing in steps, rank, no full scans.
 
-The order (smaller key first) is ``(aged-priority band, -score, push sequence)``:
+The order (smaller key first) is ``(aged-priority band, latest start, -score, push sequence)``:
 
 * **Aged-priority band.** Effective priority is ``priority + ageing_per_s * waited``, raised in
   whole steps of ``ageing_step`` points. Comparing two tasks at the same ``now`` the ``now`` terms
@@ -12,8 +12,10 @@ The order (smaller key first) is ``(aged-priority band, -score, push sequence)``
   ``100 / ageing_per_s`` seconds, as with continuous ageing, just quantised). ``ageing_step`` 0
   is continuous ageing: the band is then exact and the score only breaks exact ties.
 * **Score** (higher first): the task's graph score from :mod:`rank` (upward rank plus lookahead),
-  so within a band the critical path goes first. The next session's least-slack term slots in
-  between the band and the score.
+  so within a band the critical path goes first. Before it, the least-slack term (below).
+* **Latest start** (earlier first): a deadline task's latest finish minus its expected duration
+  (:mod:`deadlines`), an absolute time, so static; tasks without a deadline have ``inf`` and sort
+  after those with one in their band (EDF / least slack within a priority band).
 * **Push sequence**: FIFO among equals.
 
 Starvation: later arrivals of a priority fall into lower bands once a window passes, so a task
@@ -33,11 +35,11 @@ from dataclasses import dataclass
 
 __all__ = ["OrderKey", "QueueEntry", "ReadyQueue"]
 
-#: The sort key of a queued task, smaller first: (band, -score, sequence). See the module docstring.
-OrderKey = tuple[float, float, int]
-# A heap item: (band, -score, sequence, task id). The sequence number is unique per push, so it
+#: The sort key of a queued task, smaller first: (band, latest start, -score, sequence). See the module docstring.
+OrderKey = tuple[float, float, float, int]
+# A heap item: (band, latest start, -score, sequence, task id). The sequence number is unique per push, so it
 # identifies the live version of an entry and gives FIFO among equals.
-_Item = tuple[float, float, int, str]
+_Item = tuple[float, float, float, int, str]
 # A delayed item: (not_before, sequence, task id).
 _Delayed = tuple[float, int, str]
 
@@ -56,6 +58,7 @@ class QueueEntry:
     seq: int
     delayed: bool  # still waiting for its backoff to pass
     score: float = 0.0  # graph score (upward rank + lookahead): higher goes first within a band
+    latest_start: float = math.inf  # deadlines: least slack first within a band (inf: no deadline)
 
     def effective_priority(self, now: float, ageing_per_s: float) -> float:
         """Priority raised by ageing: ``priority + ageing_per_s * (now - ready_at)``."""
@@ -63,7 +66,7 @@ class QueueEntry:
 
 
 class ReadyQueue:
-    """Ready tasks indexed by agent type, ordered by aged-priority band, then score, then FIFO.
+    """Ready tasks indexed by agent type, ordered by aged-priority band, latest start, score, then FIFO.
 
     Tasks pushed with a ``not_before`` wait in a backoff heap until :meth:`promote` (or
     :meth:`candidates`, which promotes first) moves them to their agent type's ready heap.
@@ -110,10 +113,14 @@ class ReadyQueue:
         """How many tasks of ``agent_type`` are ready (not delayed)."""
         return self._ready_counts.get(agent_type, 0)
 
+    def entries(self) -> Iterator[QueueEntry]:
+        """Every queued entry (delayed ones included), in no particular order."""
+        return iter(self._entries.values())
+
     def order_key(self, task_id: str) -> OrderKey:
         """The sort key of a queued task: smaller goes first. Raises KeyError when absent."""
         entry = self._entries[task_id]
-        return (self._band(entry.priority, entry.ready_at), -entry.score, entry.seq)
+        return (self._band(entry.priority, entry.ready_at), entry.latest_start, -entry.score, entry.seq)
 
     # -- changes --------------------------------------------------------------------------------
 
@@ -125,16 +132,18 @@ class ReadyQueue:
         ready_at: float,
         not_before: float | None = None,
         score: float = 0.0,
+        latest_start: float = math.inf,
     ) -> None:
         """Queue a task; pushing an id already present replaces its entry.
 
-        ``score`` orders tasks within a band, higher first (the graph score from :mod:`rank`).
+        ``latest_start`` orders tasks within a band before the score, earliest first (least slack:
+        :mod:`deadlines`); ``score`` then orders, higher first (the graph score from :mod:`rank`).
         """
         self.discard(task_id)
         self._seq += 1
         seq = self._seq
         delayed = not_before is not None
-        entry = QueueEntry(task_id, agent_type, priority, ready_at, not_before, seq, delayed, score)
+        entry = QueueEntry(task_id, agent_type, priority, ready_at, not_before, seq, delayed, score, latest_start)
         self._entries[task_id] = entry
         self._counts[agent_type] = self._counts.get(agent_type, 0) + 1
         if not_before is not None:
@@ -171,7 +180,15 @@ class ReadyQueue:
                 continue
             old = self._entries[item[2]]
             entry = QueueEntry(
-                old.task_id, old.agent_type, old.priority, old.ready_at, old.not_before, old.seq, False, old.score
+                old.task_id,
+                old.agent_type,
+                old.priority,
+                old.ready_at,
+                old.not_before,
+                old.seq,
+                False,
+                old.score,
+                old.latest_start,
             )
             self._entries[entry.task_id] = entry
             self._delayed_count -= 1
@@ -187,7 +204,7 @@ class ReadyQueue:
     # -- reading in order -----------------------------------------------------------------------
 
     def candidates(self, agent_types: Collection[str], now: float) -> Iterator[str]:
-        """Ready task ids of ``agent_types`` in queue order (band, then score, then FIFO).
+        """Ready task ids of ``agent_types`` in queue order (band, latest start, score, FIFO).
 
         Nothing is removed: the caller discards what it places. Tasks whose backoff has passed by
         ``now`` are promoted first; tasks still in backoff are not yielded. The walk is lazy, so
@@ -217,7 +234,7 @@ class ReadyQueue:
                 if child < len(heap):
                     heapq.heappush(frontier, (heap[child], number, child))
             if self._live(item):
-                yield item[3]
+                yield item[4]
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -231,12 +248,13 @@ class ReadyQueue:
 
     def _enqueue(self, entry: QueueEntry) -> None:
         heap = self._heaps.setdefault(entry.agent_type, [])
-        heapq.heappush(heap, (self._band(entry.priority, entry.ready_at), -entry.score, entry.seq, entry.task_id))
+        band = self._band(entry.priority, entry.ready_at)
+        heapq.heappush(heap, (band, entry.latest_start, -entry.score, entry.seq, entry.task_id))
         self._ready_counts[entry.agent_type] = self._ready_counts.get(entry.agent_type, 0) + 1
 
     def _live(self, item: _Item) -> bool:
-        entry = self._entries.get(item[3])
-        return entry is not None and entry.seq == item[2] and not entry.delayed
+        entry = self._entries.get(item[4])
+        return entry is not None and entry.seq == item[3] and not entry.delayed
 
     def _live_delayed(self, item: _Delayed) -> bool:
         entry = self._entries.get(item[2])

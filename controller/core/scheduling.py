@@ -33,7 +33,7 @@ from corral.controller.core.placement import (
     demand_class,
     explain,
 )
-from corral.controller.core.queues import ReadyQueue
+from corral.controller.core.queues import OrderKey, ReadyQueue
 
 __all__ = ["Placement", "Plan", "PlanView", "Preemption", "Steal", "plan"]
 
@@ -161,7 +161,7 @@ def plan(view: PlanView, now: float) -> Plan:
     queue.promote(now)
     # Merge one candidate stream per agent type ourselves (rather than one merged stream) so a type
     # whose agents fill up can be dropped mid-pass without rewalking the others.
-    streams: list[tuple[tuple[float, float, int], str, str, Iterator[str]]] = []
+    streams: list[tuple[OrderKey, str, str, Iterator[str]]] = []
     for agent_type in sorted(by_type):
         stream = queue.candidates((agent_type,), now)
         first = next(stream, None)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
+from corral.controller.core.deadline_book import DeadlineBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.model import (
     Agent,
@@ -87,6 +88,12 @@ class MachineConfig:
     # interval ahead; echoing every heartbeat would double the controller's stream writes.
     # Never more than a sixth of ``fence_after_s`` (see :attr:`echo_every_s`).
     heartbeat_echo_s: float = 5.0
+    # Deadlines (core/deadlines.py): a task is at risk when its slack is under this share of its
+    # workflow's deadline horizon; it then gains ``at_risk_boost`` priority points. Off: deadlines
+    # are kept and reported but neither admission nor the queue order uses them.
+    at_risk_fraction: float = 0.1
+    at_risk_boost: int = 30
+    deadline_scheduling: bool = True
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -147,6 +154,7 @@ class MachineState:
         self.queue = ReadyQueue(config.ageing_per_s, config.ageing_step)
         # Issue 9: learned durations and each started workflow's task ranks (queue scores).
         self.ordering = Ordering(config.max_learned_durations, config.durations_flush_s)
+        self.deadline_book = DeadlineBook(config.at_risk_fraction, config.at_risk_boost)
         self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
         self.crowded: set[str] = set()  # agents whose view holds more attempts than slots (may be stale)
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
@@ -367,17 +375,30 @@ class MachineState:
             workflow.finished_at = now
             self.emit(WorkflowDone(workflow.id))
             self.ordering.flush_if_due(now, force=True)  # its runs are learned by the next one
+            if self.deadline_book:
+                self.deadline_book.forget(workflow.id, workflow.task_ids)
         self.touch_workflow(workflow)
         self.record(workflow, now, _WORKFLOW_KINDS[new], message=message, reason=message)
 
-    def enqueue(self, task: Task) -> None:
+    def enqueue(self, task: Task, now: float | None = None) -> None:
         """Put a READY task of a running workflow on the ready queue, ordered by its graph score."""
         score = self.ordering.score(task.id)
+        if self.deadline_book.latest_start:  # deadlines in use: least slack first, at-risk boost
+            at = (task.ready_at or 0.0) if now is None else now
+            priority, latest, since = self.deadline_book.queue_terms(task, at)
+            self.queue.push(task.id, task.agent_type, priority, since, task.not_before, score, latest)
+            return
         self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before, score)
 
     def rank_workflow(self, workflow: Workflow) -> None:
         """Rank a workflow's tasks (when it starts, or is restored): see :class:`Ordering`."""
-        self.ordering.rank_workflow(workflow, [self.tasks[task_id] for task_id in workflow.task_ids])
+        tasks = [self.tasks[task_id] for task_id in workflow.task_ids]
+        self.ordering.rank_workflow(workflow, tasks)
+        if self.config.deadline_scheduling and (
+            workflow.deadline is not None or any(task.deadline is not None for task in tasks)
+        ):
+            ranking = self.ordering.ranking
+            self.deadline_book.plan_workflow(workflow, tasks, {t.id: ranking[t.id].expected_s for t in tasks})
 
     def learn_duration(self, task: Task, seconds: float, now: float) -> None:
         """A completed attempt of ``task`` ran ``seconds``."""

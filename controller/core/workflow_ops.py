@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from corral.controller.core.deadline_ops import DeadlineOps
 from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
 from corral.controller.core.model import (
     AttemptState,
@@ -12,7 +13,6 @@ from corral.controller.core.model import (
     Workflow,
     WorkflowState,
 )
-from corral.controller.core.state import MachineState
 from corral.controller.errors import FailedPrecondition
 
 __all__ = ["WorkflowOps"]
@@ -21,7 +21,7 @@ W = WorkflowState
 T = TaskState
 
 
-class WorkflowOps(MachineState):
+class WorkflowOps(DeadlineOps):
     """Handlers for the Orchestrator's workflow requests and the workflow-level consequences of tasks."""
 
     def submit(self, event: SubmitWorkflow, now: float) -> tuple[str, bool]:
@@ -35,6 +35,11 @@ class WorkflowOps(MachineState):
             if event.start and existing.state is W.PENDING:
                 self.start(existing.id, now)
             return existing.id, True
+        if workflow.deadline is not None or any(task.deadline is not None for task in event.tasks):
+            self.resolve_deadlines(event, now)  # raises before anything changes
+            admission = self.admit_deadline(event, now)
+        else:
+            admission = None
         self.submitted.append(event)
         workflow.created_at = now
         self.workflows[workflow.id] = workflow
@@ -47,6 +52,8 @@ class WorkflowOps(MachineState):
         self.count_unfinished(workflow.task_ids)
         self.touch_workflow(workflow)
         self.record(workflow, now, "submitted", reason=f"{len(event.tasks)} tasks")
+        if admission is not None:
+            self.record(workflow, now, "deadline_admission", reason=admission.message())
         if event.start:
             self.start(workflow.id, now)
         return workflow.id, False

@@ -67,19 +67,24 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         event = rq.SubmitRequest(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start))
         del admitted  # the records now belong to the event (and soon the machine)
 
-        def waiting(machine: Machine, answer: tuple[Workflow, bool], now: float) -> tuple[str, bool, Any]:
+        def waiting(machine: Machine, answer: tuple[Workflow, bool], now: float) -> tuple[str, bool, Any, str, str]:
             workflow, deduplicated = answer
             # The waiter is registered in the same tick, so the end cannot slip by unseen.
             waiter = rt.waiter(workflow.id) if request.wait and not workflow.state.terminal else None
-            return workflow.id, deduplicated, waiter
+            admission = machine.deadline_book.admissions.pop(workflow.id, "")
+            return workflow.id, deduplicated, waiter, workflow.deadline_verdict, admission
 
-        workflow_id, deduplicated, waiter = await rt.handle(event, waiting)
+        workflow_id, deduplicated, waiter, verdict, admission = await rt.handle(event, waiting)
         if not deduplicated:
             self._plans[workflow_id] = plan
             while len(self._plans) > _CACHED_PLANS:
                 del self._plans[next(iter(self._plans))]
         response = pb.SubmitWorkflowResponse(
-            workflow_id=workflow_id, plan=wire.plan_to_proto(plan), deduplicated=deduplicated
+            workflow_id=workflow_id,
+            plan=wire.plan_to_proto(plan),
+            deduplicated=deduplicated,
+            deadline_verdict=verdict,
+            deadline_message=admission,
         )
         if request.wait:
             await _wait(waiter, request.wait_timeout_s)

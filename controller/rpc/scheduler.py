@@ -119,8 +119,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
         def render(machine: Machine, answer: tuple[Task, Explanation], now: float) -> pb.ExplainTaskResponse:
             task, why = answer
-            return pb.ExplainTaskResponse(
-                task=wire.task_status(machine, task, why.reason, why.unschedulable),
+            response = pb.ExplainTaskResponse(
+                task=wire.task_status(machine, task, why.reason, why.unschedulable, now),
                 reason=why.reason,
                 waiting_on=why.waiting_on,
                 agents=[pb.AgentVerdict(agent_id=a, agent_name=n, reason=r) for a, n, r in why.agents],
@@ -128,6 +128,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 last_plan_age_s=why.last_plan_age_s,
                 demand_class=why.demand_class,
             )
+            if response.task.HasField("slack_s"):
+                response.slack_s = response.task.slack_s
+                response.deadline_note = machine.deadline_book.note(task.id, now)
+            return response
 
         response: pb.ExplainTaskResponse = await self.rt.handle(
             rq.ExplainQuery(request.task_id, current_caller()), render

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from corral.controller.core.access import DEFAULT_NAMESPACE
 from corral.controller.core.analysis import ExecutionPlan, analyze
+from corral.controller.core.deadlines import parse_deadline
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.errors import FieldViolation, InvalidArgument
@@ -78,7 +79,16 @@ class _Records:
             constraint_exprs=spec.label_expressions() if spec.constraints else (),
             spread=spec.spread or "",
             affinity=dict(spec.affinity) if spec.affinity else _NO_CONSTRAINTS,
+            **_deadline(spec.deadline),
         )
+
+
+def _deadline(text: str | None) -> dict[str, Any]:
+    """The model's deadline fields of a validated deadline (made absolute by the core at submit)."""
+    if text is None:
+        return {}
+    seconds, relative = parse_deadline(text)
+    return {"deadline": seconds, "deadline_relative": relative}
 
 
 def _resolve(tasks: list[Task]) -> None:
@@ -102,6 +112,8 @@ def _workflow(
         standalone=standalone,
         namespace=header.namespace or DEFAULT_NAMESPACE,
         max_agent_losses=header.max_agent_losses,
+        deadline_policy=header.deadline_policy,
+        **_deadline(header.deadline),
     )
 
 
@@ -127,6 +139,10 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["namespace"] = message.namespace
     if message.HasField("max_agent_losses"):
         data["max_agent_losses"] = message.max_agent_losses
+    if message.deadline:
+        data["deadline"] = message.deadline
+    if message.deadline_policy:
+        data["deadline_policy"] = message.deadline_policy
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:

@@ -211,7 +211,9 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
     )
 
 
-def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: bool = False) -> pb.TaskStatus:
+def task_status(
+    machine: Machine, task: Task, reason: str = "", unschedulable: bool = False, now: float | None = None
+) -> pb.TaskStatus:
     tasks = machine.tasks
     message = pb.TaskStatus(
         task_id=task.id,
@@ -245,6 +247,8 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
         message.rank_s = ranked.rank_s
         message.expected_duration_s = ranked.expected_s
         message.duration_source = ranked.source.value
+    if task.deadline is not None or machine.deadline_book.latest_start:  # a dict test when unused
+        _task_deadline(machine, task, message, now)
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
     _stamp(message.created_at, task.created_at)
@@ -253,6 +257,21 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
     if task.finished_at is not None:
         _stamp(message.finished_at, task.finished_at)
     return message
+
+
+def _task_deadline(machine: Machine, task: Task, message: pb.TaskStatus, now: float | None) -> None:
+    """Deadline, latest start and slack (``now`` known) of a task; nothing without a deadline."""
+    bound = task.deadline
+    workflow_deadline = machine.workflows[task.workflow_id].deadline
+    if workflow_deadline is not None:
+        bound = workflow_deadline if bound is None else min(bound, workflow_deadline)
+    if bound is not None:
+        _stamp(message.deadline, bound)
+    start = machine.deadline_book.latest_start.get(task.id)
+    if start is not None:
+        _stamp(message.latest_start, start)
+        if now is not None:
+            message.slack_s = start - now
 
 
 def _stamp(stamp: Timestamp, value: float) -> None:
@@ -280,10 +299,18 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         task_total=len(workflow.task_ids),
         namespace=workflow.namespace,
     )
+    if workflow.deadline is not None:
+        _stamp(message.deadline, workflow.deadline)
+        message.deadline_verdict = workflow.deadline_verdict
+        if not workflow.state.terminal:
+            unfinished = [t for t in workflow.task_ids if not machine.tasks[t].state.terminal]
+            slack = machine.deadline_book.workflow_slack(unfinished, now)
+            if slack is not None:
+                message.slack_s = slack
     if include_tasks:
         tasks = [machine.tasks[t] for t in workflow.task_ids]
         message.tasks.extend(
-            task_status(machine, task, reason, unschedulable)
+            task_status(machine, task, reason, unschedulable, now)
             for task, reason, unschedulable in machine.waiting_reasons(tasks, now)
         )
     return message

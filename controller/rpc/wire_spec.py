@@ -98,6 +98,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["max_disconnect_s"] = task.max_disconnect
     if task.max_agent_losses is not None:
         fields["max_agent_losses"] = task.max_agent_losses
+    if task.deadline is not None:
+        fields["deadline"] = task.deadline
     return pb.TaskSpec(**fields)
 
 
@@ -115,6 +117,10 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.namespace = spec.namespace
     if spec.max_agent_losses is not None:
         message.max_agent_losses = spec.max_agent_losses
+    if spec.deadline is not None:
+        message.deadline = spec.deadline
+    if spec.deadline_policy != "warn":
+        message.deadline_policy = spec.deadline_policy
     return message
 
 
@@ -179,6 +185,8 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["max_disconnect"] = message.max_disconnect_s
     if message.HasField("max_agent_losses"):
         data["max_agent_losses"] = message.max_agent_losses
+    if message.deadline:
+        data["deadline"] = message.deadline
     return data
 
 

@@ -19,7 +19,7 @@ segment returned by :meth:`Workflow.include`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
 
@@ -66,6 +66,7 @@ class TaskOptions(TypedDict, total=False):
     max_agent_losses: int | None
     spread: str | None
     affinity: Mapping[str, str] | None
+    deadline: Deadline
 
 
 class TaskHandle:
@@ -181,6 +182,17 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
+#: A deadline: seconds or a timedelta after the submit, a duration string ("10m"), an aware
+#: datetime, or an RFC 3339 string with a zone.
+Deadline = float | timedelta | datetime | str | None
+
+
+def _deadline(value: Deadline) -> float | str | None:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
 def _from_pydantic(exc: ValidationError, prefix: str) -> list[Violation]:
     out = []
     for err in exc.errors(include_url=False):
@@ -204,8 +216,12 @@ class Workflow:
         labels: Mapping[str, str] | None = None,
         priority: int | None = None,
         max_agent_losses: int | None = None,
+        deadline: Deadline = None,
+        deadline_policy: Literal["reject", "warn", "best_effort"] = "warn",
     ) -> None:
         self._name = name
+        self._deadline = _deadline(deadline)
+        self._deadline_policy = deadline_policy
         self._metadata = dict(metadata or {})
         self._labels = dict(labels or {})
         self._priority = priority
@@ -266,6 +282,7 @@ class Workflow:
         max_agent_losses: int | None = None,
         spread: str | None = None,
         affinity: Mapping[str, str] | None = None,
+        deadline: Deadline = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -302,6 +319,7 @@ class Workflow:
             "on_disconnect": on_disconnect,
             "max_disconnect": max_disconnect if isinstance(max_disconnect, str) else _seconds(max_disconnect),
             "max_agent_losses": max_agent_losses,
+            "deadline": _deadline(deadline),
         }
         try:
             spec = TaskSpec.model_validate(data)
@@ -410,6 +428,8 @@ class Workflow:
             labels=spec.labels,
             priority=spec.priority,
             max_agent_losses=spec.max_agent_losses,
+            deadline=spec.deadline,
+            deadline_policy=spec.deadline_policy,
         )
         wf._tasks = {t.name: t for t in spec.tasks}
         return wf
@@ -433,6 +453,8 @@ class Workflow:
             "labels": self._labels,
             "priority": self._priority,
             "max_agent_losses": self._max_agent_losses,
+            "deadline": self._deadline,
+            "deadline_policy": self._deadline_policy,
         }
         try:
             return parse_workflow(data)
@@ -454,6 +476,8 @@ class Workflow:
             "labels": self._labels,
             "priority": self._priority,
             "max_agent_losses": self._max_agent_losses,
+            "deadline": self._deadline,
+            "deadline_policy": self._deadline_policy,
         }
         try:
             WorkflowSpec.model_validate(data)

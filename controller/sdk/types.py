@@ -96,6 +96,10 @@ class TaskStatus(Record):
     expected_duration_s: float  # its expected run time (0 with source "structural")
     duration_source: str  # "estimate", "learned", "fingerprint", "structural", or "" before its workflow starts
     raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
+    # Deadlines (None without one): the bound on its finish, its latest start, its slack then.
+    deadline: datetime | None = None
+    latest_start: datetime | None = None
+    slack_s: float | None = None
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -129,6 +133,9 @@ class TaskStatus(Record):
             expected_duration_s=m.expected_duration_s,
             duration_source=m.duration_source,
             raw=m,
+            deadline=timestamp(m, "deadline"),
+            latest_start=timestamp(m, "latest_start"),
+            slack_s=m.slack_s if m.HasField("slack_s") else None,
         )
 
     @property
@@ -157,6 +164,9 @@ class WorkflowStatus(Record):
     finished_at: datetime | None
     namespace: str
     raw: pb.WorkflowStatus = dataclasses.field(repr=False, compare=False)
+    deadline: datetime | None = None
+    deadline_verdict: str = ""  # at submit: feasible, at_risk, infeasible
+    slack_s: float | None = None  # least slack over its unfinished tasks
 
     @classmethod
     def from_proto(cls, m: pb.WorkflowStatus) -> WorkflowStatus:
@@ -175,6 +185,9 @@ class WorkflowStatus(Record):
             finished_at=timestamp(m, "finished_at"),
             namespace=m.namespace or "default",
             raw=m,
+            deadline=timestamp(m, "deadline"),
+            deadline_verdict=m.deadline_verdict,
+            slack_s=m.slack_s if m.HasField("slack_s") else None,
         )
 
     @property
@@ -308,10 +321,26 @@ class Submission(Record):
     plan: ExecutionPlan
     deduplicated: bool
     raw: orchestrator_pb2.SubmitWorkflowResponse = dataclasses.field(repr=False, compare=False)
+    deadline_verdict: str = ""  # feasible, at_risk, infeasible; "" without a deadline or with best_effort
+    deadline_message: str = ""  # the estimate behind the verdict
 
     @classmethod
     def from_proto(cls, m: orchestrator_pb2.SubmitWorkflowResponse) -> Submission:
-        return cls(m.workflow_id, ExecutionPlan.from_proto(m.plan), m.deduplicated, raw=m)
+        return cls(
+            m.workflow_id,
+            ExecutionPlan.from_proto(m.plan),
+            m.deduplicated,
+            raw=m,
+            deadline_verdict=m.deadline_verdict,
+            deadline_message=m.deadline_message,
+        )
+
+    def deadline_line(self) -> str:
+        """The admission verdict as a line for the user ("warning: ..." when at risk or infeasible), or ""."""
+        if not self.deadline_verdict:
+            return ""
+        risky = self.deadline_verdict in ("at_risk", "infeasible")
+        return ("warning: " if risky else "") + (self.deadline_message or f"deadline: {self.deadline_verdict}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,6 +450,8 @@ class Explanation(Record):
     last_plan_age_s: float
     demand_class: str
     raw: scheduler_pb2.ExplainTaskResponse = dataclasses.field(repr=False, compare=False)
+    slack_s: float | None = None  # deadlines: latest start - now
+    deadline_note: str = ""
 
     @classmethod
     def from_proto(cls, m: scheduler_pb2.ExplainTaskResponse) -> Explanation:
@@ -433,6 +464,8 @@ class Explanation(Record):
             m.last_plan_age_s,
             m.demand_class,
             raw=m,
+            slack_s=m.slack_s if m.HasField("slack_s") else None,
+            deadline_note=m.deadline_note,
         )
 
 

@@ -83,6 +83,9 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "error",
         "namespace",
         "max_agent_losses",
+        "deadline",
+        "deadline_policy",
+        "deadline_verdict",
     ),
     "tasks": (
         "id",
@@ -123,6 +126,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "constraint_exprs",
         "spread",
         "affinity",
+        "deadline",
     ),
     "attempts": (
         "id",
@@ -342,6 +346,9 @@ def encode_workflow(w: Workflow) -> Row:
         w.error,
         w.namespace,
         w.max_agent_losses,
+        w.deadline,
+        w.deadline_policy,
+        w.deadline_verdict,
     )
 
 
@@ -362,6 +369,9 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         row[11],
         row[12],
         row[13],
+        deadline=row[14],
+        deadline_policy=row[15],
+        deadline_verdict=row[16],
     )
 
 
@@ -408,6 +418,7 @@ def encode_task(t: Task) -> Row:
         _encode_exprs(t.constraint_exprs) if t.constraint_exprs else "[]",
         t.spread,
         _encode_mapping(t.affinity) if t.affinity else _EMPTY_OBJECT,
+        t.deadline,
     )
 
 
@@ -452,6 +463,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         constraint_exprs=_decode_exprs(row[35]),
         spread=row[36],
         affinity=_decode_str_mapping(row[37]),
+        deadline=row[38],
     )
 
 

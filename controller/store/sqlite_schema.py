@@ -338,6 +338,15 @@ def _migration_6_learned_durations(db: sqlite_utils.Database) -> None:
 
 
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
+def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
+    """Issue 9: deadlines (absolute epoch seconds) of workflows and tasks, the policy and verdict at submit."""
+    workflows = db.table("workflows")
+    workflows.add_column("deadline", float)
+    workflows.add_column("deadline_policy", str, not_null_default="warn")
+    workflows.add_column("deadline_verdict", str, not_null_default="")
+    db.table("tasks").add_column("deadline", float)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -346,4 +355,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_5_placement_preferences,
     _migration_6_learned_durations,
     _migration_7_attempt_usage,
+    _migration_9_deadlines,
 )

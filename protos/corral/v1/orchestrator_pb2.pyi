@@ -25,16 +25,20 @@ class SubmitWorkflowRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_types_pb2.WorkflowSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., start: _Optional[bool] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ...) -> None: ...
 
 class SubmitWorkflowResponse(_message.Message):
-    __slots__ = ("workflow_id", "plan", "deduplicated", "result")
+    __slots__ = ("workflow_id", "plan", "deduplicated", "result", "deadline_verdict", "deadline_message")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_VERDICT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     plan: _types_pb2.ExecutionPlan
     deduplicated: bool
     result: _types_pb2.WorkflowResult
-    def __init__(self, workflow_id: _Optional[str] = ..., plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ..., deduplicated: _Optional[bool] = ..., result: _Optional[_Union[_types_pb2.WorkflowResult, _Mapping]] = ...) -> None: ...
+    deadline_verdict: str
+    deadline_message: str
+    def __init__(self, workflow_id: _Optional[str] = ..., plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ..., deduplicated: _Optional[bool] = ..., result: _Optional[_Union[_types_pb2.WorkflowResult, _Mapping]] = ..., deadline_verdict: _Optional[str] = ..., deadline_message: _Optional[str] = ...) -> None: ...
 
 class ExecuteWorkflowRequest(_message.Message):
     __slots__ = ("workflow_id", "wait", "wait_timeout_s")
