@@ -255,6 +255,10 @@ class TaskSpec(_Strict):
     max_agent_losses: int | None = Field(
         None, ge=1, le=Limits.max_agent_losses, description="agent deaths after which it fails as poison (default 3)"
     )
+    preemptible: bool = Field(False, description="may be stopped (and requeued) for higher base-priority work")
+    max_preemptions: int | None = Field(
+        None, ge=0, le=1000, description="preempted at most this many times, then no longer a victim (default 3)"
+    )
 
     @field_validator("max_disconnect", mode="before")
     @classmethod

@@ -236,6 +236,12 @@ class Task:
     constraint_exprs: tuple[LabelExpr, ...] = ()
     spread: str = ""
     affinity: Mapping[str, str] = field(default_factory=dict)
+    # Preemption (issue 9): may be stopped for higher base-priority work, at most this many times
+    # (None: the controller's ``max_preemptions``); how often it was, and why the last time.
+    preemptible: bool = False
+    max_preemptions: int | None = None
+    preemptions: int = 0
+    last_preemption: str = ""
 
 
 @dataclass(slots=True)

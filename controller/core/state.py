@@ -28,6 +28,7 @@ from corral.controller.core.model import (
 )
 from corral.controller.core.ordering import Ordering
 from corral.controller.core.placement import AgentView, Demand
+from corral.controller.core.preemption import Preempter
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.core.scheduling import Plan
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
@@ -87,6 +88,7 @@ class MachineConfig:
     # interval ahead; echoing every heartbeat would double the controller's stream writes.
     # Never more than a sixth of ``fence_after_s`` (see :attr:`echo_every_s`).
     heartbeat_echo_s: float = 5.0
+    max_preemptions: int = 3  # default cap on how often one task is preempted (hysteresis)
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -190,6 +192,7 @@ class MachineState:
         self._meta: dict[str, str] = {}
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
+        self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -386,6 +389,8 @@ class MachineState:
     def track_task(self, task: Task) -> None:
         """Index a task (submission or restore)."""
         self.tasks[task.id] = task
+        if task.preemptible:
+            self.preempter.enabled = True
         self.by_name[(task.workflow_id, task.name)] = task.id
         self.dependents.setdefault(task.id, [])
         for dep in task.dependencies:
@@ -413,6 +418,8 @@ class MachineState:
         view = self.views.get(attempt.agent_id)
         if view is not None:
             view.release(attempt.resources, attempt.gpu_ids)
+        if attempt.id in self.preempter.victim_of:
+            self.preempter.victim_ended(attempt, view)  # its room stays reserved for the preemptor
         owned = self.active.get(attempt.agent_id)
         if owned is not None:
             owned.discard(attempt.id)

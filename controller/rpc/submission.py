@@ -78,6 +78,8 @@ class _Records:
             constraint_exprs=spec.label_expressions() if spec.constraints else (),
             spread=spec.spread or "",
             affinity=dict(spec.affinity) if spec.affinity else _NO_CONSTRAINTS,
+            preemptible=spec.preemptible,
+            max_preemptions=spec.max_preemptions,
         )
 
 

@@ -98,6 +98,10 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["max_disconnect_s"] = task.max_disconnect
     if task.max_agent_losses is not None:
         fields["max_agent_losses"] = task.max_agent_losses
+    if task.preemptible:
+        fields["preemptible"] = True
+    if task.max_preemptions is not None:
+        fields["max_preemptions"] = task.max_preemptions
     return pb.TaskSpec(**fields)
 
 
@@ -179,6 +183,10 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["max_disconnect"] = message.max_disconnect_s
     if message.HasField("max_agent_losses"):
         data["max_agent_losses"] = message.max_agent_losses
+    if message.preemptible:
+        data["preemptible"] = True
+    if message.HasField("max_preemptions"):
+        data["max_preemptions"] = message.max_preemptions
     return data
 
 

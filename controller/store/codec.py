@@ -123,6 +123,10 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "constraint_exprs",
         "spread",
         "affinity",
+        "preemptible",
+        "max_preemptions",
+        "preemptions",
+        "last_preemption",
     ),
     "attempts": (
         "id",
@@ -408,6 +412,10 @@ def encode_task(t: Task) -> Row:
         _encode_exprs(t.constraint_exprs) if t.constraint_exprs else "[]",
         t.spread,
         _encode_mapping(t.affinity) if t.affinity else _EMPTY_OBJECT,
+        int(t.preemptible),
+        t.max_preemptions,
+        t.preemptions,
+        t.last_preemption,
     )
 
 
@@ -452,6 +460,10 @@ def decode_task(row: Sequence[Any]) -> Task:
         constraint_exprs=_decode_exprs(row[35]),
         spread=row[36],
         affinity=_decode_str_mapping(row[37]),
+        preemptible=bool(row[38]),
+        max_preemptions=row[39],
+        preemptions=row[40],
+        last_preemption=row[41],
     )
 
 
