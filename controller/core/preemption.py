@@ -65,7 +65,9 @@ class Pending:
     victims: set[str]
     reason: str
     count: int
-    held: list[tuple[Resources, tuple[int, ...]]] = field(default_factory=list)
+    # Placeholders on the agent's view: (the view, what it holds). A view rebuilt since (the agent
+    # reconnected) no longer holds them, so only those on the current view are released.
+    held: list[tuple[AgentView, Resources, tuple[int, ...]]] = field(default_factory=list)
 
 
 class Preempter:
@@ -91,7 +93,11 @@ class Preempter:
         pending.victims.discard(attempt.id)
         if view is not None and view.id == pending.agent_id:
             gpu_ids = view.allocate(attempt.resources)
-            pending.held.append((attempt.resources, gpu_ids))
+            pending.held.append((view, attempt.resources, gpu_ids))
+
+    def held_on(self, view: AgentView) -> list[Resources]:
+        """The placeholders reserving room on this view (for the machine's invariant checks)."""
+        return [r for p in self.pending.values() for v, r, _ in p.held if v is view]
 
 
 def choose_victims(demand: Demand, view: AgentView, candidates: Sequence[Candidate], priority: int) -> list[Candidate]:
@@ -241,9 +247,9 @@ def start_preemptors(ops: AttemptOps, now: float) -> None:
     for pending in done:
         del preempter.pending[pending.for_task_id]
         view = ops.views.get(pending.agent_id)
-        for resources, gpu_ids in pending.held:
-            if view is not None:
-                view.release(resources, gpu_ids)
+        for held_view, resources, gpu_ids in pending.held:
+            if held_view is view:
+                held_view.release(resources, gpu_ids)
         task = ops.tasks[pending.for_task_id]
         if task.state is not TaskState.READY or task.id not in ops.queue or view is None:
             continue  # cancelled, placed elsewhere, or the agent went away: the next pass decides
