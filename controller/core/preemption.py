@@ -54,6 +54,7 @@ class Candidate:
     started_at: float | None  # None: assigned, not started yet (nothing lost by stopping it)
     resources: Resources
     gpu_ids: tuple[int, ...]
+    assigned_at: float = 0.0  # breaks ties between attempts not started yet: the newest goes first
 
 
 @dataclass(slots=True)
@@ -108,7 +109,7 @@ def choose_victims(demand: Demand, view: AgentView, candidates: Sequence[Candida
     """
     eligible = sorted(
         (c for c in candidates if c.priority < priority),
-        key=lambda c: (c.priority, -(c.started_at if c.started_at is not None else float("inf"))),
+        key=lambda c: (c.priority, -(c.started_at if c.started_at is not None else float("inf")), -c.assigned_at),
     )
     trial = view.clone()
     chosen: list[Candidate] = []
@@ -172,6 +173,7 @@ def _candidates(ops: AttemptOps) -> dict[str, list[Candidate]]:
                     attempt.started_at,
                     attempt.resources,
                     attempt.gpu_ids,
+                    attempt.assigned_at,
                 )
             )
     return found
