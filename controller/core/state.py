@@ -418,7 +418,7 @@ class MachineState:
         view = self.views.get(attempt.agent_id)
         if view is not None:
             view.release(attempt.resources, attempt.gpu_ids)
-        if attempt.id in self.preempter.victim_of:
+        if self.preempter.victim_of and attempt.id in self.preempter.victim_of:
             self.preempter.victim_ended(attempt, view)  # its room stays reserved for the preemptor
         owned = self.active.get(attempt.agent_id)
         if owned is not None:
