@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from corral.controller.core.events import Assign, CancelAttempts
@@ -182,17 +183,20 @@ def _candidates(ops: AttemptOps) -> dict[str, list[Candidate]]:
 def preempt_pass(ops: AttemptOps, result: Plan, now: float) -> None:
     """After a placement pass: start preemptions for queued tasks that fit nowhere (``result.preemptions``)."""
     preempter = ops.preempter
+    if not ops.queue:
+        return
+    # Only the head of the queue (lazily: never a walk of the whole queue), and only then the
+    # running attempts (O(active)): most passes with nothing waiting stop at the first line.
+    head = islice(ops.queue.candidates(ops.queue.agent_types(), now), MAX_PREEMPTORS_SCANNED)
+    waiting = [ops.tasks[t] for t in head if t not in preempter.pending]
+    if not waiting:
+        return
     by_agent = _candidates(ops)
-    if not by_agent or not ops.queue:
+    if not by_agent:
         return
     lowest = min(c.priority for cands in by_agent.values() for c in cands)
-    scanned = 0
-    for task_id in list(ops.queue.candidates(ops.queue.agent_types(), now)):
-        if scanned >= MAX_PREEMPTORS_SCANNED:
-            break
-        scanned += 1
-        task = ops.tasks[task_id]
-        if task.priority <= lowest or task_id in preempter.pending:
+    for task in waiting:
+        if task.priority <= lowest:
             continue
         demand = ops.demand(task)
         best: tuple[tuple[int, int], str, list[Candidate]] | None = None
