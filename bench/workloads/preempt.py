@@ -49,10 +49,12 @@ async def run() -> Result:
         high_id = (await client.submit(high, start=True)).workflow_id
         await _until(lambda: _started(client, high_id), "the preemptor to start")
         elapsed = time.perf_counter() - start
+        status = await client.status(low_id)
+        preempted = sum(1 for t in status.tasks if t.preemptions)
         await client.cancel(low_id, force=True)
     return Result(
         figures={"preempt_start_s": elapsed},
-        details=[("preempt: submit -> start (kill grace 1 s)", f"{elapsed:.3f} s")],
+        details=[("preempt: submit -> start (kill grace 1 s); victims", f"{elapsed:.3f} s; {preempted}")],
     )
 
 
