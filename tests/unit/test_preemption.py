@@ -160,3 +160,18 @@ def test_unused_feature_costs_a_flag(sim: Sim) -> None:
     sim.hello("a1", cpu=1, slots=1)
     sim.submit([task_spec("a", resources=CPU1, priority=10), task_spec("b", resources=CPU1, priority=100)])
     assert not sim.machine.preempter.enabled
+
+
+def test_victim_lost_with_its_agent_ends_the_wait(sim: Sim) -> None:
+    sim.hello("a1", cpu=1, slots=4)
+    sim.hello("a2", cpu=0.5, slots=4)  # too small for either task: only a1 can run them
+    low = _low(sim, [("l1", 10)])
+    high, step = sim.submit([task_spec("h", resources=CPU1, priority=100)], name="high")
+    (cancel,) = _cancels(step.actions)
+    victim = sim.machine.attempts[cancel.attempt_ids[0]]
+    # a1 goes silent and never reports: the victim is given up once its fence has surely fired.
+    sim.run_for(sim.config.fence_total_s + 2 * sim.config.lease_s, silent=["a1"])
+    assert victim.state is AttemptState.LOST
+    assert not sim.machine.preempter.pending and not sim.machine.preempter.victim_of
+    assert sim.task(high, "h").state is TaskState.READY  # its agent is gone: it waits for room
+    assert sim.task(low, "l1").preemptions == 0  # lost, not preempted: counted as a loss instead
