@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -98,8 +99,17 @@ class BenchCluster:
     controller's host:port and ``cluster.controller.pid`` its pid.
     """
 
-    def __init__(self, *, agents: int = 2, slots: int = 1, keep_dir: bool | None = None, tls: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        agents: int = 2,
+        slots: int = 1,
+        keep_dir: bool | None = None,
+        tls: bool = False,
+        controller_flags: Sequence[str] = (),
+    ) -> None:
         self.agent_count = agents
+        self.controller_flags = list(controller_flags)
         self.slots = slots
         self.tls = tls
         # CORRAL_BENCH_KEEP=1 keeps the folder (database and process logs) for a post-mortem.
@@ -188,6 +198,7 @@ class BenchCluster:
             "--address-file",
             str(address_file),
             *(self._make_pki() if self.tls else []),
+            *self.controller_flags,
         ]
         self.controller = controller = Proc("controller", argv, self.env, self.directory / "controller.log")
         try:

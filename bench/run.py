@@ -40,6 +40,7 @@ WORKLOADS: dict[str, str] = {
     "sim": "bench.workloads.sim",
     "deadline": "bench.workloads.deadline",
     "heartbeat": "bench.workloads.heartbeat",
+    "preempt": "bench.workloads.preempt",
 }
 
 #: figure -> (workload, unit, target, True when higher is better)
@@ -64,6 +65,7 @@ FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "deadline_hit_rate_fifo": ("deadline", "", 0.0, True),  # the comparison: no target of its own
     "deadline_hit_rate_gain": ("deadline", "", 0.15, True),
     "agents_1000_heartbeat_cpu": ("heartbeat", "cores", 0.25, False),
+    "preempt_start_s": ("preempt", "s", 2.0, False),
 }
 
 

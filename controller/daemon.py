@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--reconnect-grace", type=float, default=5.0, help="seconds for unreported attempts")
     parser.add_argument("--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL grace for cancels")
+    parser.add_argument(
+        "--max-preemptions", type=int, default=3, help="a preemptible task is preempted at most this often (default)"
+    )
     parser.add_argument("--prefetch", type=int, default=1, help="attempts queued per agent beyond its slots")
     parser.add_argument(
         "--assignment-lease",
@@ -154,6 +157,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0")
     if not math.isfinite(args.agent_ttl) or args.agent_ttl <= 0:
         parser.error("--agent-ttl must be a finite number of seconds > 0")
+    if not 0 <= args.max_preemptions <= 1000:
+        parser.error("--max-preemptions must be between 0 and 1000")
     if args.max_agents < 1:
         parser.error("--max-agents must be at least 1")
     if args.heartbeat_interval <= 0 or args.lease <= args.heartbeat_interval:
@@ -223,6 +228,7 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         max_agents=args.max_agents,
         fence_after_s=args.fence_after,
         deadline_scheduling=args.deadline_scheduling,
+        max_preemptions=args.max_preemptions,
     )
     return config
 

@@ -264,6 +264,10 @@ class TaskSpec(_Strict):
     @classmethod
     def _task_deadline(cls, value: Any) -> Any:
         return _check_deadline(value)
+    preemptible: bool = Field(False, description="may be stopped (and requeued) for higher base-priority work")
+    max_preemptions: int | None = Field(
+        None, ge=0, le=1000, description="preempted at most this many times, then no longer a victim (default 3)"
+    )
 
     @field_validator("max_disconnect", mode="before")
     @classmethod

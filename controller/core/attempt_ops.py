@@ -17,6 +17,7 @@ from corral.controller.core.events import (
 )
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
+from corral.controller.core.preemption import preempt_pass, preempted, start_preemptors
 from corral.controller.core.scheduling import Plan, PlanView, Steal, plan
 from corral.controller.core.transitions import move_attempt
 from corral.controller.core.workflow_ops import WorkflowOps
@@ -99,11 +100,16 @@ class AttemptOps(WorkflowOps):
         """Plan a pass over the queue and apply it: one Assign per agent; the plan is kept for explain."""
         if self.deadline_book:
             self.deadline_due(now)
+        preempting = self.preempter.enabled
+        if preempting:
+            start_preemptors(self, now)
         if not self.queue:
             return
         if not any(view.has_room() for view in self.views.values()):
             # Nothing can be placed; record that cheaply (no queue walk) so explain can say so.
             self.last_plan = Plan(at=now, stopped="no agent had room for new work")
+            if preempting:
+                preempt_pass(self, self.last_plan, now)
             return
         view = PlanView(
             self.queue,
@@ -126,6 +132,8 @@ class AttemptOps(WorkflowOps):
             )
         for agent_id, assignments in batches.items():
             self.emit(Assign(agent_id, assignments))
+        if preempting:
+            preempt_pass(self, result, now)
 
     def running_per_agent(self, workflow_id: str) -> dict[str, int]:
         """Active attempts of ``workflow_id`` per agent id (spread scoring).
@@ -356,6 +364,8 @@ class AttemptOps(WorkflowOps):
             self.end_attempt(attempt, event.outcome, now, event.error)
             task.finished_at = now
             self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
+        elif attempt.id in self.preempter.victim_of:
+            preempted(self, attempt, task, now)  # stopped for a preemptor: no retry spent
         elif event.outcome in (A.CANCELLED, A.LOST):
             # Given back or stopped by its agent (drain, shutdown, its supervisor fenced it)
             # rather than by us: run it elsewhere, without spending a retry.

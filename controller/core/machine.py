@@ -279,9 +279,10 @@ class Machine(FleetOps):
                 assert task.current_attempt_id == attempt.id, f"attempt {attempt.id} is not its task's current one"
         for agent_id, view in self.views.items():
             held = [self.attempts[a] for a in self.active.get(agent_id, ())]
-            assert view.outstanding == len(held), f"agent {agent_id}: outstanding {view.outstanding} != {len(held)}"
+            reserved = self.preempter.held_on(view)  # room freed by preemption victims, kept for the preemptor
+            assert view.outstanding == len(held) + len(reserved), f"agent {agent_id}: outstanding {view.outstanding}"
             if view.outstanding > view.slots:
                 assert agent_id in self.crowded, f"agent {agent_id}: prefetched work but not marked crowded"
             for name in ("cpu_cores", "memory_mb", "gpu_count"):
-                total = sum(getattr(a.resources, name) for a in held)
+                total = sum(getattr(a.resources, name) for a in held) + sum(getattr(r, name) for r in reserved)
                 assert abs(getattr(view.allocated, name) - total) < 1e-6, f"agent {agent_id}: {name} allocation"

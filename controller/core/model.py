@@ -240,6 +240,12 @@ class Task:
     # the submit resolves it.
     deadline: float | None = None
     deadline_relative: bool = False
+    # Preemption (issue 9): may be stopped for higher base-priority work, at most this many times
+    # (None: the controller's ``max_preemptions``); how often it was, and why the last time.
+    preemptible: bool = False
+    max_preemptions: int | None = None
+    preemptions: int = 0
+    last_preemption: str = ""
 
 
 @dataclass(slots=True)

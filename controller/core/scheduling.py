@@ -62,8 +62,8 @@ class Steal:
 class Preemption:
     """Stop ``attempt_id`` (on ``agent_id``) to make room for ``for_task_id``.
 
-    The extension point for preemption (issue 9 item 5, next session): :func:`plan` does not
-    produce any yet, and the machine applies none.
+    Added to the pass's plan by :func:`~corral.controller.core.preemption.preempt_pass`, which the
+    machine runs right after :func:`plan` (and which sends the Cancels); see that module.
     """
 
     attempt_id: str

@@ -29,6 +29,7 @@ from corral.controller.core.model import (
 )
 from corral.controller.core.ordering import Ordering
 from corral.controller.core.placement import AgentView, Demand
+from corral.controller.core.preemption import Preempter
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.core.scheduling import Plan
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
@@ -94,6 +95,7 @@ class MachineConfig:
     at_risk_fraction: float = 0.1
     at_risk_boost: int = 30
     deadline_scheduling: bool = True
+    max_preemptions: int = 3  # default cap on how often one task is preempted (hysteresis)
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -198,6 +200,7 @@ class MachineState:
         self._meta: dict[str, str] = {}
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
+        self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -407,6 +410,8 @@ class MachineState:
     def track_task(self, task: Task) -> None:
         """Index a task (submission or restore)."""
         self.tasks[task.id] = task
+        if task.preemptible:
+            self.preempter.enabled = True
         self.by_name[(task.workflow_id, task.name)] = task.id
         self.dependents.setdefault(task.id, [])
         for dep in task.dependencies:
@@ -434,6 +439,8 @@ class MachineState:
         view = self.views.get(attempt.agent_id)
         if view is not None:
             view.release(attempt.resources, attempt.gpu_ids)
+        if self.preempter.victim_of and attempt.id in self.preempter.victim_of:
+            self.preempter.victim_ended(attempt, view)  # its room stays reserved for the preemptor
         owned = self.active.get(attempt.agent_id)
         if owned is not None:
             owned.discard(attempt.id)

@@ -10,6 +10,7 @@ from corral.controller.core import requests as rq
 from corral.controller.core.analysis import dependency_insights
 from corral.controller.core.machine import Explanation, Machine
 from corral.controller.core.model import AttemptState, Task, TaskState
+from corral.controller.core.preemption import preemption_note
 from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import fields, identity, wire
 from corral.controller.rpc.admission import admit, admit_task
@@ -119,14 +120,16 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
         def render(machine: Machine, answer: tuple[Task, Explanation], now: float) -> pb.ExplainTaskResponse:
             task, why = answer
+            note = preemption_note(machine, task)
             response = pb.ExplainTaskResponse(
                 task=wire.task_status(machine, task, why.reason, why.unschedulable, now),
-                reason=why.reason,
+                reason=f"{note}; {why.reason}" if note else why.reason,
                 waiting_on=why.waiting_on,
                 agents=[pb.AgentVerdict(agent_id=a, agent_name=n, reason=r) for a, n, r in why.agents],
                 last_plan_reason=why.last_plan_reason,
                 last_plan_age_s=why.last_plan_age_s,
                 demand_class=why.demand_class,
+                preemption=note,
             )
             if response.task.HasField("slack_s"):
                 response.slack_s = response.task.slack_s

@@ -80,6 +80,8 @@ class _Records:
             spread=spec.spread or "",
             affinity=dict(spec.affinity) if spec.affinity else _NO_CONSTRAINTS,
             **_deadline(spec.deadline),
+            preemptible=spec.preemptible,
+            max_preemptions=spec.max_preemptions,
         )
 
 

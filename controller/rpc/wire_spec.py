@@ -100,6 +100,10 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["max_agent_losses"] = task.max_agent_losses
     if task.deadline is not None:
         fields["deadline"] = task.deadline
+    if task.preemptible:
+        fields["preemptible"] = True
+    if task.max_preemptions is not None:
+        fields["max_preemptions"] = task.max_preemptions
     return pb.TaskSpec(**fields)
 
 
@@ -187,6 +191,10 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["max_agent_losses"] = message.max_agent_losses
     if message.deadline:
         data["deadline"] = message.deadline
+    if message.preemptible:
+        data["preemptible"] = True
+    if message.HasField("max_preemptions"):
+        data["max_preemptions"] = message.max_preemptions
     return data
 
 

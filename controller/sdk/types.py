@@ -95,6 +95,8 @@ class TaskStatus(Record):
     rank_s: float  # upward rank: expected seconds left on the longest path from it (0: not ranked yet)
     expected_duration_s: float  # its expected run time (0 with source "structural")
     duration_source: str  # "estimate", "learned", "fingerprint", "structural", or "" before its workflow starts
+    preemptions: int  # times it was preempted (requeued for higher-priority work, no retry spent)
+    last_preemption: str  # why, the last time ("preempted by NAME (priority P) of workflow W")
     raw: pb.TaskStatus = dataclasses.field(repr=False, compare=False)
     # Deadlines (None without one): the bound on its finish, its latest start, its slack then.
     deadline: datetime | None = None
@@ -132,6 +134,8 @@ class TaskStatus(Record):
             rank_s=m.rank_s,
             expected_duration_s=m.expected_duration_s,
             duration_source=m.duration_source,
+            preemptions=m.preemptions,
+            last_preemption=m.last_preemption,
             raw=m,
             deadline=timestamp(m, "deadline"),
             latest_start=timestamp(m, "latest_start"),
@@ -449,6 +453,7 @@ class Explanation(Record):
     last_plan_reason: str
     last_plan_age_s: float
     demand_class: str
+    preemption: str  # "preempting N tasks on agent X" / "preempted by ...", or ""
     raw: scheduler_pb2.ExplainTaskResponse = dataclasses.field(repr=False, compare=False)
     slack_s: float | None = None  # deadlines: latest start - now
     deadline_note: str = ""
@@ -463,6 +468,7 @@ class Explanation(Record):
             m.last_plan_reason,
             m.last_plan_age_s,
             m.demand_class,
+            m.preemption,
             raw=m,
             slack_s=m.slack_s if m.HasField("slack_s") else None,
             deadline_note=m.deadline_note,

@@ -127,6 +127,10 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "spread",
         "affinity",
         "deadline",
+        "preemptible",
+        "max_preemptions",
+        "preemptions",
+        "last_preemption",
     ),
     "attempts": (
         "id",
@@ -419,6 +423,10 @@ def encode_task(t: Task) -> Row:
         t.spread,
         _encode_mapping(t.affinity) if t.affinity else _EMPTY_OBJECT,
         t.deadline,
+        int(t.preemptible),
+        t.max_preemptions,
+        t.preemptions,
+        t.last_preemption,
     )
 
 
@@ -464,6 +472,10 @@ def decode_task(row: Sequence[Any]) -> Task:
         spread=row[36],
         affinity=_decode_str_mapping(row[37]),
         deadline=row[38],
+        preemptible=bool(row[39]),
+        max_preemptions=row[40],
+        preemptions=row[41],
+        last_preemption=row[42],
     )
 
 

@@ -324,6 +324,15 @@ def _migration_7_attempt_usage(db: sqlite_utils.Database) -> None:
     attempts.add_column("cpu_s", float, not_null_default=0.0)
 
 
+def _migration_10_preemption(db: sqlite_utils.Database) -> None:
+    """Issue 9: preemptible tasks, their cap, how often they were preempted and the last reason."""
+    tasks = db.table("tasks")
+    tasks.add_column("preemptible", int, not_null_default=0)
+    tasks.add_column("max_preemptions", int)
+    tasks.add_column("preemptions", int, not_null_default=0)
+    tasks.add_column("last_preemption", str, not_null_default="")
+
+
 def _migration_6_learned_durations(db: sqlite_utils.Database) -> None:
     """Issue 9: learned task durations (EWMA per task of a workflow name, and per payload fingerprint).
 
@@ -356,4 +365,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_6_learned_durations,
     _migration_7_attempt_usage,
     _migration_9_deadlines,
+    _migration_10_preemption,
 )

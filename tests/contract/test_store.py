@@ -110,6 +110,10 @@ def full_task(tid: str = "wf-1-t1", wid: str = "wf-1", index: int = 1) -> Task:
         ),
         spread="zone",
         affinity={"disk": "nvme", "rack": "r ü"},
+        preemptible=True,
+        max_preemptions=5,
+        preemptions=2,
+        last_preemption="preempted by big (priority 100) of workflow wf-9",
     )
 
 
@@ -618,6 +622,10 @@ _tasks = st.builds(
     ).map(tuple),
     spread=st.text(max_size=8),
     affinity=_str_map,
+    preemptible=st.booleans(),
+    max_preemptions=st.none() | _ints,
+    preemptions=_ints,
+    last_preemption=st.text(max_size=20),
     state=st.sampled_from(TaskState),
     current_attempt_id=st.none() | st.text(max_size=8),
     result=st.none() | st.binary(max_size=16),
@@ -925,5 +933,23 @@ def test_sqlite_migration_7_gives_old_attempts_no_usage(tmp_path: Path) -> None:
         assert attempt.state is AttemptState.SUCCEEDED
         assert (attempt.peak_rss_bytes, attempt.cpu_s) == (0, 0.0)
         assert type(attempt.cpu_s) is float
+    finally:
+        store.close()
+
+
+def test_sqlite_migration_10_gives_old_tasks_no_preemption(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    old = SqliteStore(path, migrations=MIGRATIONS[:-1])
+    old.close()
+    columns = codec.COLUMNS["tasks"][:-4]  # the columns before preemption, as an older corral wrote them
+    row = codec.encode_task(minimal_task("t", "w"))[:-4]
+    with sqlite3.connect(path) as conn:
+        names = ", ".join(f'"{c}"' for c in columns)
+        conn.execute(f"INSERT INTO tasks ({names}) VALUES ({', '.join('?' * len(row))})", row)
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        (task,) = store.load().tasks
+        assert (task.preemptible, task.max_preemptions, task.preemptions, task.last_preemption) == (False, None, 0, "")
     finally:
         store.close()
