@@ -15,6 +15,7 @@ from corral.controller.core.events import (
     CancelAttempts,
     PullTask,
 )
+from corral.controller.core.group_ops import on_finished, pass_rules
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
 from corral.controller.core.scheduling import Plan, PlanView, Steal, plan
@@ -109,6 +110,7 @@ class AttemptOps(WorkflowOps):
             list(self.views.values()),
             self.config.strategy,
             self.running_per_agent,
+            rules=pass_rules(self) if self.gangs or self.parallelism else None,
         )
         result = plan(view, now)
         self.last_plan = result
@@ -336,6 +338,8 @@ class AttemptOps(WorkflowOps):
         if attempt.started_at is not None and event.at is not None and not attempt.pulled:
             self.observe_run_time(attempt.workflow_id, max(0.0, event.at - attempt.started_at))
         task.exit_code = event.exit_code
+        if event.oom_killed or self.parallelism:
+            on_finished(self, event, task, now)
         if event.outcome is A.SUCCEEDED:
             self.end_attempt(attempt, A.SUCCEEDED, now)
             # Start and end by the same (the agent's) clock when it said, so run times are exact

@@ -236,6 +236,7 @@ class Task:
     constraint_exprs: tuple[LabelExpr, ...] = ()
     spread: str = ""
     affinity: Mapping[str, str] = field(default_factory=dict)
+    gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
 
 
 @dataclass(slots=True)
@@ -254,6 +255,7 @@ class Workflow:
     error: str = ""
     namespace: str = "default"
     max_agent_losses: int | None = None  # the default of its tasks (None: the controller's)
+    max_parallel: int | None = None  # at most this many of its tasks ASSIGNED/RUNNING at once
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from corral.controller.core.gangs import PassRules, admit
 from corral.controller.core.placement import (
     STRATEGIES,
     AgentView,
@@ -88,14 +89,20 @@ class Plan:
     filled: set[str] = field(default_factory=set)
     # Why the pass stopped before the end of the queue ("" when it did not).
     stopped: str = ""
+    # Gang and concurrency-limit holds (gangs.py): reasons per task id and per workflow id.
+    held_tasks: dict[str, str] = field(default_factory=dict)
+    held_workflows: dict[str, str] = field(default_factory=dict)
 
-    def reason_for(self, demand: Demand, ready_at: float | None = None) -> str:
+    def reason_for(self, demand: Demand, ready_at: float | None = None, task_id: str = "") -> str:
         """What this pass did about a waiting task with this demand.
 
         ``ready_at`` is when the task became ready: a task queued after the pass was not in it.
         """
         if ready_at is not None and ready_at > self.at:
             return "ready since the last scheduling pass; the next one will consider it"
+        held = self.held_tasks.get(task_id) or self.held_workflows.get(demand.workflow_id)
+        if held:
+            return held
         found = self.waiting.get(demand_class(demand))
         if found is not None:
             return found
@@ -124,6 +131,7 @@ class PlanView:
     strategy: str = "binpack"
     running: Callable[[str], Mapping[str, int]] | None = None
     max_skips: int = 256
+    rules: PassRules | None = None  # gangs and concurrency limits; None when no workflow uses them
 
 
 def plan(view: PlanView, now: float) -> Plan:
@@ -171,6 +179,7 @@ def plan(view: PlanView, now: float) -> Plan:
 
     placements = result.placements
     waiting = result.waiting
+    rules = view.rules
     skips = 0
     while streams:
         if skips >= view.max_skips:
@@ -182,7 +191,16 @@ def plan(view: PlanView, now: float) -> Plan:
             continue  # every agent of this type filled up earlier in this pass
         demand = view.demand(task_id)
         key = demand_class(demand)
-        if key in waiting:
+        group = None if rules is None else admit(rules, task_id, demand, view.demand, current.values(), strategy, ctx)
+        if group is not None:
+            for member, agent_id in group:  # a whole gang, on agents its trial chose
+                agent = current[agent_id]
+                placements.append(Placement(member, agent_id, agent.allocate(view.demand(member).resources)))
+                if not agent.has_room():
+                    _drop_full(by_type, agent, result.filled)
+            if not by_type or (rules is not None and rules.held >= rules.max_held):
+                break
+        elif key in waiting:
             # Its class already failed in this pass, and placements only take capacity away.
             skips += 1
         else:
@@ -194,6 +212,8 @@ def plan(view: PlanView, now: float) -> Plan:
                 skips = 0
                 gpu_ids = chosen.allocate(demand.resources)
                 placements.append(Placement(task_id, chosen.id, gpu_ids))
+                if rules is not None:
+                    rules.started(demand.workflow_id)
                 if demand.spread:
                     ctx.placed(demand.workflow_id, chosen)
                 if not chosen.has_room():
@@ -203,6 +223,8 @@ def plan(view: PlanView, now: float) -> Plan:
         following = next(stream, None)
         if following is not None:
             heapq.heappush(streams, (queue.order_key(following), following, agent_type, stream))
+    if rules is not None:
+        result.held_tasks, result.held_workflows = rules.held_tasks, rules.held_workflows
     return result
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
+from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import (
     Agent,
     Attempt,
@@ -27,6 +28,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.ordering import Ordering
+from corral.controller.core.parallelism import Parallelism
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.core.scheduling import Plan
@@ -158,6 +160,9 @@ class MachineState:
         self.releasing: set[str] = set()  # attempts asked back (a move), waiting for Released/Started
         # The last scheduling pass (its reasons for waiting tasks feed explain and status); memory only.
         self.last_plan: Plan | None = None
+        # Gangs (workflow id -> gang -> member ids) and concurrency limits (group_ops.py); memory only.
+        self.gangs: dict[str, dict[str, list[str]]] = {}
+        self.parallelism = Parallelism()
         self.held_back: dict[str, float] = {}  # agent id -> no new work before this (or an ack)
         # Attempts of silent (lost, disconnected, or not yet back after a restart) agents -> when
         # they are requeued: fenced (``stop``) or given up (``keep``). Cleared by a Hello.
@@ -391,6 +396,8 @@ class MachineState:
         for dep in task.dependencies:
             self.dependents.setdefault(dep, []).append(task.id)
         self.counts.setdefault(task.workflow_id, Counter())[task.state] += 1
+        if task.gang:
+            track_groups(self, None, task)
 
     def count_unfinished(self, task_ids: Iterable[str]) -> None:
         for task_id in task_ids:

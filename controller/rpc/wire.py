@@ -186,6 +186,7 @@ def task_event_from_proto(
             fenced=done.outcome == pb.ATTEMPT_OUTCOME_FENCED,
             peak_rss_bytes=done.peak_rss_bytes,
             cpu_s=done.cpu_s,
+            oom_killed=done.oom_killed,
         )
     return None
 
