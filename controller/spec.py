@@ -255,6 +255,7 @@ class TaskSpec(_Strict):
     max_agent_losses: int | None = Field(
         None, ge=1, le=Limits.max_agent_losses, description="agent deaths after which it fails as poison (default 3)"
     )
+    gang: Name | None = Field(None, description="placed all at once with the workflow's other tasks of this gang")
 
     @field_validator("max_disconnect", mode="before")
     @classmethod
@@ -375,6 +376,9 @@ class WorkflowHeader(_Strict):
     namespace: Name | None = Field(None, description='where it lives (default "default"); the token must cover it')
     max_agent_losses: int | None = Field(
         None, ge=1, le=Limits.max_agent_losses, description="default of its tasks' max_agent_losses (3)"
+    )
+    max_parallel: int | None = Field(
+        None, ge=1, le=Limits.max_tasks, description="at most this many of its tasks assigned or running at once"
     )
 
     @field_validator("metadata")

@@ -15,12 +15,14 @@ builds one (some gang or limit exists), so the common pass pays one ``is None`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from corral.controller.core.model import Task
 from corral.controller.core.placement import AgentView, Demand, ScoreContext, choose
+from corral.controller.errors import FieldViolation
 
-__all__ = ["GangInfo", "PassRules", "admit", "gang_not_ready", "gang_reason", "try_gang"]
+__all__ = ["GangInfo", "PassRules", "admit", "gang_not_ready", "gang_problems", "gang_reason", "try_gang"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +147,53 @@ def admit(
     for member in gang.members:
         rules.held_tasks[member] = why
     return []
+
+
+MAX_GANG_SIZE = 64  # members per gang: a gang's trial clones the agents and tries every member
+MAX_GANGS = 64  # gangs per workflow: admission checks each one against the graph
+
+
+def gang_problems(tasks: Sequence[Task]) -> list[FieldViolation]:
+    """Admission checks of a workflow's gangs (dependencies still as task names).
+
+    A gang is placed only when all its members are ready, so no member may depend, even through
+    other tasks, on another member: that gang would wait forever. Limits: ``MAX_GANG_SIZE``
+    members per gang, ``MAX_GANGS`` gangs per workflow.
+    """
+    members: dict[str, list[int]] = {}
+    for index, task in enumerate(tasks):
+        if task.gang:
+            members.setdefault(task.gang, []).append(index)
+    problems: list[FieldViolation] = []
+    if len(members) > MAX_GANGS:
+        first = list(members.values())[MAX_GANGS][0]
+        return [FieldViolation(f"tasks[{first}].gang", f"{len(members)} gangs, over the limit of {MAX_GANGS}")]
+    by_name = {task.name: index for index, task in enumerate(tasks)}
+    for name, indexes in members.items():
+        if len(indexes) > MAX_GANG_SIZE:
+            problems.append(
+                FieldViolation(
+                    f"tasks[{indexes[MAX_GANG_SIZE]}].gang",
+                    f"gang {name!r} has {len(indexes)} tasks, over the limit of {MAX_GANG_SIZE}",
+                )
+            )
+            continue
+        inside = set(indexes)
+        # Walk every ancestor of the members once: reaching a member means one depends on another.
+        seen: set[int] = set()
+        stack = [by_name[d] for i in indexes for d in tasks[i].dependencies]
+        while stack:
+            current = stack.pop()
+            if current in inside:
+                problems.append(
+                    FieldViolation(
+                        f"tasks[{current}].gang",
+                        f"gang {name!r}: another task of the gang depends on {tasks[current].name!r}, "
+                        "so the gang could never be all ready",
+                    )
+                )
+                break
+            if current not in seen:
+                seen.add(current)
+                stack.extend(by_name[d] for d in tasks[current].dependencies)
+    return problems

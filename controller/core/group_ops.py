@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 __all__ = ["forget_groups", "on_finished", "pass_rules", "track_groups"]
 
-MAX_GANG_SIZE = 64  # members per gang (the edge rejects more): a gang trial clones the agents once
-
 
 def track_groups(state: State, workflow: Workflow | None, task: Task | None) -> None:
     """Index a workflow's ``max_parallel`` or a task's gang (submission and restore)."""

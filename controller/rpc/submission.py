@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from corral.controller.core.access import DEFAULT_NAMESPACE
 from corral.controller.core.analysis import ExecutionPlan, analyze
+from corral.controller.core.gangs import gang_problems
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.errors import FieldViolation, InvalidArgument
@@ -78,6 +79,7 @@ class _Records:
             constraint_exprs=spec.label_expressions() if spec.constraints else (),
             spread=spec.spread or "",
             affinity=dict(spec.affinity) if spec.affinity else _NO_CONSTRAINTS,
+            gang=spec.gang or "",
         )
 
 
@@ -102,6 +104,7 @@ def _workflow(
         standalone=standalone,
         namespace=header.namespace or DEFAULT_NAMESPACE,
         max_agent_losses=header.max_agent_losses,
+        max_parallel=header.max_parallel,
     )
 
 
@@ -127,6 +130,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["namespace"] = message.namespace
     if message.HasField("max_agent_losses"):
         data["max_agent_losses"] = message.max_agent_losses
+    if message.HasField("max_parallel"):
+        data["max_parallel"] = message.max_parallel
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:
@@ -177,6 +182,8 @@ def admit_workflow(
     names = [t.name for t in tasks]
     dependencies = [t.dependencies for t in tasks]
     problems = graph_problems(names, dependencies)
+    if not problems and any(t.gang for t in tasks):
+        problems = gang_problems(tasks)
     if problems:
         raise InvalidArgument(problems)
     plan = analyze(names, dependencies, [t.estimated_duration_s for t in tasks])

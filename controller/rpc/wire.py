@@ -280,6 +280,8 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         labels=dict(workflow.labels),
         task_total=len(workflow.task_ids),
         namespace=workflow.namespace,
+        max_parallel=workflow.max_parallel or 0,
+        concurrency_limit=machine.parallelism.current(workflow.id),
     )
     if include_tasks:
         tasks = [machine.tasks[t] for t in workflow.task_ids]

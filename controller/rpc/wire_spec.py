@@ -98,6 +98,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["max_disconnect_s"] = task.max_disconnect
     if task.max_agent_losses is not None:
         fields["max_agent_losses"] = task.max_agent_losses
+    if task.gang:
+        fields["gang"] = task.gang
     return pb.TaskSpec(**fields)
 
 
@@ -115,6 +117,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.namespace = spec.namespace
     if spec.max_agent_losses is not None:
         message.max_agent_losses = spec.max_agent_losses
+    if spec.max_parallel is not None:
+        message.max_parallel = spec.max_parallel
     return message
 
 
@@ -179,6 +183,8 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["max_disconnect"] = message.max_disconnect_s
     if message.HasField("max_agent_losses"):
         data["max_agent_losses"] = message.max_agent_losses
+    if message.gang:
+        data["gang"] = message.gang
     return data
 
 

@@ -83,6 +83,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "error",
         "namespace",
         "max_agent_losses",
+        "max_parallel",
     ),
     "tasks": (
         "id",
@@ -123,6 +124,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "constraint_exprs",
         "spread",
         "affinity",
+        "gang",
     ),
     "attempts": (
         "id",
@@ -342,6 +344,7 @@ def encode_workflow(w: Workflow) -> Row:
         w.error,
         w.namespace,
         w.max_agent_losses,
+        w.max_parallel,
     )
 
 
@@ -362,6 +365,7 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         row[11],
         row[12],
         row[13],
+        row[14],
     )
 
 
@@ -408,6 +412,7 @@ def encode_task(t: Task) -> Row:
         _encode_exprs(t.constraint_exprs) if t.constraint_exprs else "[]",
         t.spread,
         _encode_mapping(t.affinity) if t.affinity else _EMPTY_OBJECT,
+        t.gang,
     )
 
 
@@ -452,6 +457,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         constraint_exprs=_decode_exprs(row[35]),
         spread=row[36],
         affinity=_decode_str_mapping(row[37]),
+        gang=row[38],
     )
 
 

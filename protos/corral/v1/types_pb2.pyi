@@ -126,7 +126,7 @@ class ResourceRequirements(_message.Message):
     def __init__(self, cpu_cores: _Optional[float] = ..., memory_mb: _Optional[int] = ..., disk_mb: _Optional[int] = ..., network_bandwidth_mbps: _Optional[int] = ..., gpu_count: _Optional[int] = ..., custom_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "type", "agent_type", "payload_json", "resources", "priority", "timeout_s", "retries", "dependencies", "constraints", "estimated_duration_s", "retry_backoff_s", "on_disconnect", "max_disconnect_s", "max_agent_losses", "constraint_exprs", "spread", "affinity")
+    __slots__ = ("name", "type", "agent_type", "payload_json", "resources", "priority", "timeout_s", "retries", "dependencies", "constraints", "estimated_duration_s", "retry_backoff_s", "on_disconnect", "max_disconnect_s", "max_agent_losses", "constraint_exprs", "spread", "affinity", "gang")
     class ConstraintsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +159,7 @@ class TaskSpec(_message.Message):
     CONSTRAINT_EXPRS_FIELD_NUMBER: _ClassVar[int]
     SPREAD_FIELD_NUMBER: _ClassVar[int]
     AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    GANG_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: TaskType
     agent_type: str
@@ -177,7 +178,8 @@ class TaskSpec(_message.Message):
     constraint_exprs: _containers.RepeatedCompositeFieldContainer[LabelExpression]
     spread: str
     affinity: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., max_agent_losses: _Optional[int] = ..., constraint_exprs: _Optional[_Iterable[_Union[LabelExpression, _Mapping]]] = ..., spread: _Optional[str] = ..., affinity: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    gang: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., max_agent_losses: _Optional[int] = ..., constraint_exprs: _Optional[_Iterable[_Union[LabelExpression, _Mapping]]] = ..., spread: _Optional[str] = ..., affinity: _Optional[_Mapping[str, str]] = ..., gang: _Optional[str] = ...) -> None: ...
 
 class LabelExpression(_message.Message):
     __slots__ = ("key", "op", "values")
@@ -190,7 +192,7 @@ class LabelExpression(_message.Message):
     def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WorkflowSpec(_message.Message):
-    __slots__ = ("name", "tasks", "metadata_json", "labels", "priority", "namespace", "max_agent_losses")
+    __slots__ = ("name", "tasks", "metadata_json", "labels", "priority", "namespace", "max_agent_losses", "max_parallel")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +207,7 @@ class WorkflowSpec(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MAX_AGENT_LOSSES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
     metadata_json: bytes
@@ -212,7 +215,8 @@ class WorkflowSpec(_message.Message):
     priority: int
     namespace: str
     max_agent_losses: int
-    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., namespace: _Optional[str] = ..., max_agent_losses: _Optional[int] = ...) -> None: ...
+    max_parallel: int
+    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., namespace: _Optional[str] = ..., max_agent_losses: _Optional[int] = ..., max_parallel: _Optional[int] = ...) -> None: ...
 
 class ExecutionStage(_message.Message):
     __slots__ = ("index", "task_names", "estimated_duration_s")
@@ -301,7 +305,7 @@ class TaskStatus(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace")
+    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "max_parallel", "concurrency_limit")
     class TaskCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -329,6 +333,8 @@ class WorkflowStatus(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TASK_TOTAL_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     name: str
     state: WorkflowState
@@ -342,7 +348,9 @@ class WorkflowStatus(_message.Message):
     labels: _containers.ScalarMap[str, str]
     task_total: int
     namespace: str
-    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
+    max_parallel: int
+    concurrency_limit: int
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ..., max_parallel: _Optional[int] = ..., concurrency_limit: _Optional[int] = ...) -> None: ...
 
 class WorkflowResult(_message.Message):
     __slots__ = ("workflow_id", "state", "results_json", "tasks", "critical_path", "duration_s", "error")
