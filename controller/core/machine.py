@@ -191,8 +191,13 @@ class Machine(FleetOps):
                     unschedulable,
                     *planned,
                 )
+            held = last.held_reason(task.id, task.workflow_id) if last is not None else ""
             return Explanation(
-                summary or "queued: will be placed on the next scheduling tick", (), verdicts, unschedulable, *planned
+                summary or held or "queued: will be placed on the next scheduling tick",
+                (),
+                verdicts,
+                unschedulable,
+                *planned,
             )
         if task.state in (T.ASSIGNED, T.RUNNING):
             where = names.get(task.agent_id or "", task.agent_id or "?")

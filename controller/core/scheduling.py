@@ -100,7 +100,7 @@ class Plan:
         """
         if ready_at is not None and ready_at > self.at:
             return "ready since the last scheduling pass; the next one will consider it"
-        held = self.held_tasks.get(task_id) or self.held_workflows.get(demand.workflow_id)
+        held = self.held_reason(task_id, demand.workflow_id)
         if held:
             return held
         found = self.waiting.get(demand_class(demand))
@@ -114,6 +114,10 @@ class Plan:
         if self.stopped:
             return f"not reached: {self.stopped}"
         return "not reached in the pass (queued behind others, or in retry backoff)"
+
+    def held_reason(self, task_id: str, workflow_id: str) -> str:
+        """Why a gang or a concurrency limit held the task in this pass ("" when neither did)."""
+        return self.held_tasks.get(task_id) or self.held_workflows.get(workflow_id) or ""
 
 
 @dataclass(frozen=True, slots=True)
