@@ -162,6 +162,6 @@ def test_no_reaction_to_timeouts_failures_or_fencing(make_sim: type[Sim], outcom
 def test_unused_features_build_no_rules(make_sim: type[Sim]) -> None:
     sim = _sim(make_sim)
     sim.hello("a1", slots=4)
-    wf, _ = sim.submit([task_spec("t")])
+    sim.submit([task_spec("t")])
     assert not sim.machine.gangs and not sim.machine.parallelism
     assert sim.machine.last_plan is not None and sim.machine.last_plan.held_workflows == {}
