@@ -18,6 +18,7 @@ from corral.controller.core.events import (
 from corral.controller.core.group_ops import on_finished, pass_rules
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
+from corral.controller.core.reservations import after_pass, stuck_test, sweep
 from corral.controller.core.scheduling import Plan, PlanView, Steal, plan
 from corral.controller.core.transitions import move_attempt
 from corral.controller.core.workflow_ops import WorkflowOps
@@ -104,6 +105,8 @@ class AttemptOps(WorkflowOps):
             # Nothing can be placed; record that cheaply (no queue walk) so explain can say so.
             self.last_plan = Plan(at=now, stopped="no agent had room for new work")
             return
+        if self.reservations:
+            sweep(self, now)
         view = PlanView(
             self.queue,
             lambda tid: self.demand(self.tasks[tid]),
@@ -111,9 +114,13 @@ class AttemptOps(WorkflowOps):
             self.config.strategy,
             self.running_per_agent,
             rules=pass_rules(self) if self.gangs or self.parallelism else None,
+            reserved=self.reservations.by_agent or None,
+            stuck=stuck_test(self, now),
         )
         result = plan(view, now)
         self.last_plan = result
+        if result.stuck or self.reservations:
+            after_pass(self, result, now)
         batches: dict[str, list[Assignment]] = {}
         for placement in result.placements:
             task = self.tasks[placement.task_id]

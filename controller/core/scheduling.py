@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.controller.core.gangs import PassRules, admit
+from corral.controller.core.model import Resources
 from corral.controller.core.placement import (
     STRATEGIES,
     AgentView,
@@ -35,6 +36,7 @@ from corral.controller.core.placement import (
     explain,
 )
 from corral.controller.core.queues import ReadyQueue
+from corral.controller.core.reservations import Reservation, hold
 
 __all__ = ["Placement", "Plan", "PlanView", "Preemption", "Steal", "plan"]
 
@@ -92,6 +94,8 @@ class Plan:
     # Gang and concurrency-limit holds (gangs.py): reasons per task id and per workflow id.
     held_tasks: dict[str, str] = field(default_factory=dict)
     held_workflows: dict[str, str] = field(default_factory=dict)
+    # A task that waited past reserve_after_s and did not fit (reservations.py reserves for it).
+    stuck: str = ""
 
     def reason_for(self, demand: Demand, ready_at: float | None = None, task_id: str = "") -> str:
         """What this pass did about a waiting task with this demand.
@@ -136,6 +140,8 @@ class PlanView:
     running: Callable[[str], Mapping[str, int]] | None = None
     max_skips: int = 256
     rules: PassRules | None = None  # gangs and concurrency limits; None when no workflow uses them
+    reserved: Mapping[str, Reservation] | None = None  # agent id -> its reservation (reservations.py)
+    stuck: Callable[[str], bool] | None = None  # whether a task that did not fit should reserve
 
 
 def plan(view: PlanView, now: float) -> Plan:
@@ -149,6 +155,8 @@ def plan(view: PlanView, now: float) -> Plan:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     result = Plan(at=now)
+    reserved = view.reserved
+    held: dict[str, tuple[AgentView, Resources, tuple[int, ...]]] = {}  # reserving task -> room held
     # Per agent type, only the clones that still have room: full agents drop out as they fill, so
     # each placement looks at the agents that could still take work, not the whole cluster.
     by_type: dict[str, list[AgentView]] = {}
@@ -156,6 +164,8 @@ def plan(view: PlanView, now: float) -> Plan:
     for agent in view.agents:
         if agent.has_room():
             clone = agent.clone()
+            if reserved and agent.id in reserved:  # only its task may use the reserved room
+                held[reserved[agent.id].task_id] = (clone, *hold(clone, reserved[agent.id]))
             current[agent.id] = clone
             for agent_type in clone.agent_types:
                 by_type.setdefault(agent_type, []).append(clone)
@@ -195,6 +205,10 @@ def plan(view: PlanView, now: float) -> Plan:
             continue  # every agent of this type filled up earlier in this pass
         demand = view.demand(task_id)
         key = demand_class(demand)
+        if held and task_id in held:
+            agent, room, gpus = held.pop(task_id)
+            agent.release(room, gpus)
+            waiting.pop(key, None)  # its class may have failed without the room
         group = None if rules is None else admit(rules, task_id, demand, view.demand, current.values(), strategy, ctx)
         if group is not None:
             for member, agent_id in group:  # a whole gang, on agents its trial chose
@@ -207,11 +221,13 @@ def plan(view: PlanView, now: float) -> Plan:
         elif key in waiting:
             # Its class already failed in this pass, and placements only take capacity away.
             skips += 1
+            _note_stuck(view, result, task_id)
         else:
             chosen = choose(demand, candidates.of(demand, key), strategy, ctx, prefiltered=True)
             if chosen is None:
                 skips += 1
                 waiting[key] = _reason(demand, list(current.values()))
+                _note_stuck(view, result, task_id)
             else:
                 skips = 0
                 gpu_ids = chosen.allocate(demand.resources)
@@ -230,6 +246,11 @@ def plan(view: PlanView, now: float) -> Plan:
     if rules is not None:
         result.held_tasks, result.held_workflows = rules.held_tasks, rules.held_workflows
     return result
+
+
+def _note_stuck(view: PlanView, result: Plan, task_id: str) -> None:
+    if view.stuck is not None and not result.stuck and view.stuck(task_id):
+        result.stuck = task_id
 
 
 def _reason(demand: Demand, agents: Sequence[AgentView]) -> str:

@@ -31,6 +31,7 @@ from corral.controller.core.ordering import Ordering
 from corral.controller.core.parallelism import Parallelism
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.queues import ReadyQueue
+from corral.controller.core.reservations import Reservations
 from corral.controller.core.scheduling import Plan
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
@@ -89,6 +90,12 @@ class MachineConfig:
     # interval ahead; echoing every heartbeat would double the controller's stream writes.
     # Never more than a sixth of ``fence_after_s`` (see :attr:`echo_every_s`).
     heartbeat_echo_s: float = 5.0
+    # Reservations (reservations.py): a task waiting this long that fits nowhere reserves the agent
+    # expected to free room first (0: never); unused, it expires after this factor x the expected
+    # wait; at most this many at once.
+    reserve_after_s: float = 60.0
+    reservation_expiry_factor: float = 2.0
+    max_reservations: int = 64
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -163,6 +170,7 @@ class MachineState:
         # Gangs (workflow id -> gang -> member ids) and concurrency limits (group_ops.py); memory only.
         self.gangs: dict[str, dict[str, list[str]]] = {}
         self.parallelism = Parallelism()
+        self.reservations = Reservations()  # memory only: rebuilt as big tasks wait again
         self.held_back: dict[str, float] = {}  # agent id -> no new work before this (or an ack)
         # Attempts of silent (lost, disconnected, or not yet back after a restart) agents -> when
         # they are requeued: fenced (``stop``) or given up (``keep``). Cleared by a Hello.
