@@ -205,9 +205,9 @@ def plan(view: PlanView, now: float) -> Plan:
             continue  # every agent of this type filled up earlier in this pass
         demand = view.demand(task_id)
         key = demand_class(demand)
-        if held and task_id in held:
-            agent, room, gpus = held.pop(task_id)
-            agent.release(room, gpus)
+        mine = held.pop(task_id, None) if held else None
+        if mine is not None:  # the reserving task itself: it may use the reserved room
+            mine[0].release(mine[1], mine[2])
             waiting.pop(key, None)  # its class may have failed without the room
         group = None if rules is None else admit(rules, task_id, demand, view.demand, current.values(), strategy, ctx)
         if group is not None:
@@ -240,6 +240,8 @@ def plan(view: PlanView, now: float) -> Plan:
                     _drop_full(by_type, chosen, result.filled)
                     if not by_type:
                         break
+        if mine is not None and not (placements and placements[-1].task_id == task_id):
+            mine[0].allocate(mine[1])  # not placed (it fits nowhere yet): the room stays reserved
         following = next(stream, None)
         if following is not None:
             heapq.heappush(streams, (queue.order_key(following), following, agent_type, stream))

@@ -165,3 +165,57 @@ def test_unused_features_build_no_rules(make_sim: type[Sim]) -> None:
     sim.submit([task_spec("t")])
     assert not sim.machine.gangs and not sim.machine.parallelism
     assert sim.machine.last_plan is not None and sim.machine.last_plan.held_workflows == {}
+
+
+# --- reservations --------------------------------------------------------------------------------
+
+
+def _starved(make_sim: type[Sim]) -> tuple[Sim, str, str, list[str]]:
+    """Two 4-core tasks on an 8-core agent, then an 8-core task waiting past reserve_after_s."""
+    sim = make_sim(config=MachineConfig(prefetch=0, reserve_after_s=60.0, reservation_expiry_factor=2.0))
+    sim.hello("a1", cpu=8, slots=8)
+    small = {"cpu_cores": 4}
+    wf, step = sim.submit([task_spec(f"s{i}", resources=small, estimated_duration=100) for i in range(2)], name="small")
+    smalls = [a.attempt_id for a in step.assignments()]
+    for attempt_id in smalls:
+        sim.started("a1", attempt_id)
+    big_wf, step = sim.submit([task_spec("big", resources={"cpu_cores": 8})], name="big")
+    assert step.assignments() == []
+    return sim, wf, big_wf, smalls
+
+
+def test_reservation_keeps_small_tasks_out_of_the_freed_room(make_sim: type[Sim]) -> None:
+    sim, _, big_wf, smalls = _starved(make_sim)
+    big = sim.task(big_wf, "big")
+    sim.advance(59)
+    assert not sim.machine.reservations  # not before reserve_after_s
+    sim.advance(2)
+    reservation = sim.machine.reservations.by_task[big.id]
+    assert reservation.agent_id == "a1"
+    assert 1060.0 <= reservation.made_at <= sim.now
+    # Expected free when the 100 s smalls end (about 40 s), so the bound is 2 x max(40, 60) s.
+    assert reservation.expires_at == pytest.approx(reservation.made_at + 120.0)
+    assert sim.machine.plan_reason(big).startswith("reserved agent a1")
+    sim.finished("a1", smalls[0])  # 4 cores free: a new small task would fit there
+    _, step = sim.submit([task_spec("late", resources={"cpu_cores": 4})], name="late")
+    assert step.assignments() == []  # the room is reserved for big
+    step = sim.finished("a1", smalls[1])
+    assert [a.task.name for a in step.assignments()] == ["big"]
+    sim.tick()
+    assert not sim.machine.reservations  # dropped once its task started
+
+
+def test_unused_reservation_expires(make_sim: type[Sim]) -> None:
+    sim, _, big_wf, smalls = _starved(make_sim)
+    big = sim.task(big_wf, "big")
+    sim.advance(61)
+    expires_at = sim.machine.reservations.by_task[big.id].expires_at
+    sim.finished("a1", smalls[0])
+    _, step = sim.submit([task_spec("late", resources={"cpu_cores": 4})], name="late")
+    assert step.assignments() == []
+    sim.advance(expires_at - 1.0 - sim.now)
+    assert big.id in sim.machine.reservations.by_task  # still held just before its bound
+    step = sim.advance(1.0)
+    assert any(e.kind == "reservation_ended" and "expired unused" in e.message for e in step.changes.events)
+    assert [a.task.name for a in step.assignments()] == ["late"]  # the room is anyone's again
+    assert big.id not in sim.machine.reservations.by_task
