@@ -89,6 +89,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds after which a disconnected or lost agent holding nothing is forgotten",
     )
     parser.add_argument("--max-agents", type=int, default=10_000, help="agents the controller keeps track of at most")
+    parser.add_argument(
+        "--reserve-after",
+        type=float,
+        default=60.0,
+        help="seconds a task that fits nowhere waits before it reserves the agent that frees room first (0: never)",
+    )
+    parser.add_argument(
+        "--reservation-expiry-factor",
+        type=float,
+        default=2.0,
+        help="an unused reservation expires after this many times its expected wait (at least --reserve-after)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
         "--auth", action="store_true", help="authenticate every call (bearer tokens); always on with TLS"
@@ -142,6 +154,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "reconnect_grace",
         "kill_grace",
         "assignment_lease",
+        "reserve_after",
+        "reservation_expiry_factor",
     ):
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:
@@ -216,6 +230,8 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         agent_ttl_s=args.agent_ttl,
         max_agents=args.max_agents,
         fence_after_s=args.fence_after,
+        reserve_after_s=args.reserve_after,
+        reservation_expiry_factor=args.reservation_expiry_factor,
     )
     return config
 
