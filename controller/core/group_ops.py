@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from corral.controller.core.events import AttemptFinished
     from corral.controller.core.state import MachineState as State
 
+_UNPLACED = (TaskState.PENDING, TaskState.READY)
+
 __all__ = ["forget_groups", "on_finished", "pass_rules", "track_groups"]
 
 
@@ -43,7 +45,10 @@ def pass_rules(state: State) -> PassRules:
         task = tasks[task_id]
         if not task.gang:
             return None
-        return GangInfo(task.gang, tuple(gangs.get(task.workflow_id, {}).get(task.gang, (task_id,))))
+        # Only the members still to be placed: one retried after the rest started (or ended) is
+        # placed alone, rather than waiting for members that will never be READY again.
+        members = gangs.get(task.workflow_id, {}).get(task.gang, [task_id])
+        return GangInfo(task.gang, tuple(m for m in members if tasks[m].state in _UNPLACED))
 
     def placeable(task_id: str) -> bool:
         return tasks[task_id].state is TaskState.READY and task_id in queue and queue.delayed(task_id) is None

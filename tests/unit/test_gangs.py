@@ -219,3 +219,14 @@ def test_unused_reservation_expires(make_sim: type[Sim]) -> None:
     assert any(e.kind == "reservation_ended" and "expired unused" in e.message for e in step.changes.events)
     assert [a.task.name for a in step.assignments()] == ["late"]  # the room is anyone's again
     assert big.id not in sim.machine.reservations.by_task
+
+
+def test_a_member_retried_after_the_gang_started_is_placed_alone(make_sim: type[Sim]) -> None:
+    sim = _sim(make_sim)
+    sim.hello("a1", slots=8)
+    wf, step = sim.submit([task_spec("g1", gang="g", retries=1), task_spec("g2", gang="g")])
+    assert len(step.assignments()) == 2
+    sim.finished("a1", sim.attempt_of(wf, "g1"), A.FAILED, error="boom")
+    step = sim.advance(5)  # past the retry backoff; g2 still runs
+    assert sim.task(wf, "g1").state is T.ASSIGNED
+    assert sim.task(wf, "g2").state is T.ASSIGNED
