@@ -8,6 +8,9 @@ from corral.controller.core import events as ev
 from corral.controller.core.machine import MachineConfig
 from corral.controller.core.model import AttemptState, TaskState
 from corral.controller.errors import InvalidArgument
+from corral.controller.rpc.submission import admit_workflow
+from corral.controller.rpc.wire_spec import spec_to_proto
+from corral.controller.spec import parse_workflow
 from tests.unit.conftest import Sim, task_spec
 
 A = AttemptState
@@ -230,3 +233,13 @@ def test_a_member_retried_after_the_gang_started_is_placed_alone(make_sim: type[
     step = sim.advance(5)  # past the retry backoff; g2 still runs
     assert sim.task(wf, "g1").state is T.ASSIGNED
     assert sim.task(wf, "g2").state is T.ASSIGNED
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_max_parallel_below_one_is_rejected_at_its_path(make_sim: type[Sim], value: int) -> None:
+    sim = _sim(make_sim)
+    proto = spec_to_proto(parse_workflow({"name": "wf", "max_parallel": 1, "tasks": [task_spec("t")]}))
+    proto.max_parallel = value  # past the client's own check, as a raw caller could send it
+    with pytest.raises(InvalidArgument) as caught:
+        admit_workflow(proto, sim.new_id)
+    assert [v.field for v in caught.value.violations] == ["max_parallel"]
