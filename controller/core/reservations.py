@@ -126,6 +126,8 @@ def after_pass(state: MachineState, plan: Plan, now: float) -> None:
     """Reserve for the pass's stuck task (if any) and note every live reservation in the plan."""
     config = state.config
     book = state.reservations
+    if len(book.not_before) > 1024:  # bounded: drop the pauses that are over
+        book.not_before = {t: at for t, at in book.not_before.items() if at > now}
     if plan.stuck and plan.stuck not in book.by_task and len(book.by_agent) < config.max_reservations:
         task = state.tasks[plan.stuck]
         taken = {r.agent_id for r in book.by_agent.values()}
@@ -134,7 +136,11 @@ def after_pass(state: MachineState, plan: Plan, now: float) -> None:
         # slots are all busy needs no reservation, the task just waits its turn.
         fragmented = any(v.has_room() for v in agents)
         picked = pick_agent(state.demand(task), agents, lambda a: _ends(state, a, now), now) if fragmented else None
-        if picked is not None:
+        if picked is None:
+            # Nothing to reserve now (no agent could ever hold it, or room is not fragmented): do
+            # not look again for a while, so other waiting tasks get their turn as the pass's pick.
+            book.not_before[task.id] = now + config.reserve_after_s
+        else:
             agent_id, free_at = picked
             wait = max(free_at - now, config.reserve_after_s)
             reservation = Reservation(

@@ -241,6 +241,8 @@ def task_status(machine: Machine, task: Task, reason: str = "", unschedulable: b
         message.cpu_s = attempt.cpu_s
     if task.state is TaskState.READY:
         message.plan_reason = machine.plan_reason(task)
+    if task.gang:
+        message.gang = task.gang
     ranked = machine.ordering.ranking.get(task.id)
     if ranked is not None:
         message.rank_s = ranked.rank_s

@@ -42,6 +42,7 @@ def test_gang_waits_until_all_of_its_tasks_fit(cluster: Cluster) -> None:
 
     tasks = eventually(held, 20, "the gang held with its reason")
     assert tasks["g0"].plan_reason == "gang trio: waiting until all 3 tasks fit (2 fit now)"
+    assert tasks["g0"].gang == "trio"
     assert api.explain(tasks["g0"].task_id).reason == "gang trio: waiting until all 3 tasks fit (2 fit now)"
     # Two of three fit on alpha, yet none started: the gang is placed all at once or not at all.
     assert all(t.state == TaskState.READY for t in api.tasks(workflow_id).values())
