@@ -404,7 +404,7 @@ class MachineState:
         for dep in task.dependencies:
             self.dependents.setdefault(dep, []).append(task.id)
         self.counts.setdefault(task.workflow_id, Counter())[task.state] += 1
-        if task.gang:
+        if task.gang and not task.state.terminal:  # a restored finished gang needs no index
             track_groups(self, None, task)
 
     def count_unfinished(self, task_ids: Iterable[str]) -> None:

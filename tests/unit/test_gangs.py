@@ -243,3 +243,19 @@ def test_max_parallel_below_one_is_rejected_at_its_path(make_sim: type[Sim], val
     with pytest.raises(InvalidArgument) as caught:
         admit_workflow(proto, sim.new_id)
     assert [v.field for v in caught.value.violations] == ["max_parallel"]
+
+
+def test_restart_restores_max_parallel_and_live_gangs_only(make_sim: type[Sim]) -> None:
+    sim = _sim(make_sim)
+    sim.hello("a1", slots=8)
+    done, step = sim.submit([task_spec("d1", gang="old"), task_spec("d2", gang="old")], name="done")
+    for assignment in step.assignments():
+        sim.finished("a1", assignment.attempt_id)
+    live, _ = sim.submit([task_spec(f"t{i}") for i in range(3)] + [task_spec("pre"), task_spec("g", "pre", gang="g")])
+    limited, _ = sim.submit([task_spec(f"l{i}") for i in range(3)], name="limited", max_parallel=1)
+    assert sim.machine.gangs.keys() == {live}  # the finished workflow's gang was forgotten
+    fresh = make_sim(boot_time=sim.now, now=sim.now, store=sim.store, config=MachineConfig(prefetch=0))
+    fresh.machine.restore(sim.store.load(), sim.now)
+    assert fresh.machine.gangs.keys() == {live}
+    assert fresh.machine.parallelism.current(limited) == 1
+    assert fresh.task(done, "d1").state is T.COMPLETED
