@@ -61,6 +61,7 @@ def full_workflow(wid: str = "wf-1") -> Workflow:
         error="boom",
         namespace="team-a",
         max_agent_losses=5,
+        max_parallel=7,
     )
 
 
@@ -110,6 +111,7 @@ def full_task(tid: str = "wf-1-t1", wid: str = "wf-1", index: int = 1) -> Task:
         ),
         spread="zone",
         affinity={"disk": "nvme", "rack": "r ü"},
+        gang="ring ü",
     )
 
 
@@ -618,6 +620,7 @@ _tasks = st.builds(
     ).map(tuple),
     spread=st.text(max_size=8),
     affinity=_str_map,
+    gang=st.text(max_size=8),
     state=st.sampled_from(TaskState),
     current_attempt_id=st.none() | st.text(max_size=8),
     result=st.none() | st.binary(max_size=16),
@@ -925,5 +928,27 @@ def test_sqlite_migration_7_gives_old_attempts_no_usage(tmp_path: Path) -> None:
         assert attempt.state is AttemptState.SUCCEEDED
         assert (attempt.peak_rss_bytes, attempt.cpu_s) == (0, 0.0)
         assert type(attempt.cpu_s) is float
+    finally:
+        store.close()
+
+
+def test_sqlite_migration_11_gives_old_rows_no_gang_and_no_max_parallel(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    old = SqliteStore(path, migrations=MIGRATIONS[:-1])
+    old.close()
+    task_columns = codec.COLUMNS["tasks"][:-1]  # as the version before wrote them
+    task_row = codec.encode_task(minimal_task("t", "w"))[:-1]
+    with sqlite3.connect(path) as conn:
+        names = ", ".join(f'"{c}"' for c in task_columns)
+        conn.execute(f"INSERT INTO tasks ({names}) VALUES ({', '.join('?' * len(task_row))})", task_row)
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        (task,) = store.load().tasks
+        assert task.gang == ""
+        task.gang = "ring"
+        store.commit(ChangeBatch(tasks={"t": task}))
+        assert store.load().tasks[0].gang == "ring"
     finally:
         store.close()
