@@ -12,6 +12,7 @@ import pytest
 from corral.agent import cgroup
 from corral.v1 import orchestrator_pb2
 from tests.e2e.conftest import Cluster, TaskState, WorkflowState, eventually
+from tests.procs import corral
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -105,7 +106,7 @@ def test_aimd_halves_concurrency_on_oom_kills(cluster: Cluster) -> None:
     api = cluster.api
     api.wait_agents(["alpha"])
     hog = {"name": "hog", "payload": {"command": [PY, "-c", HOG]}, "resources": {"cpu_cores": 0.1, "memory_mb": 48}}
-    tasks = [_sleep(f"s{i}", 3) for i in range(3)] + [hog] + [_sleep(f"w{i}", 0.1) for i in range(4)]
+    tasks = [_sleep(f"s{i}", 8) for i in range(3)] + [hog] + [_sleep(f"w{i}", 0.1) for i in range(4)]
     workflow_id = api.submit({"name": "aimd", "tasks": tasks})
 
     def halved() -> Any:
@@ -115,7 +116,12 @@ def test_aimd_halves_concurrency_on_oom_kills(cluster: Cluster) -> None:
     events = eventually(halved, 40, "the concurrency halved after the OOM kill")
     assert events[0].message.startswith("concurrency halved: OOM kill of task hog (limit ")
     status = api.status(workflow_id)
-    assert 1 <= status.concurrency_limit <= 2, status
+    limit = status.concurrency_limit
+    assert 1 <= limit <= 2, status  # half of the (up to 4) attempts active when hog was killed
+    # The sleepers hold their slots for 8 s: no success can grow the limit back before this.
+    shown = corral("status", workflow_id, "--address", api.address, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert any(line.split()[:3] == ["Concurrency", "limit", str(limit)] for line in shown.stdout.splitlines())
     hog_status = api.tasks(workflow_id)["hog"]
     assert "out of memory" in hog_status.error, hog_status
     api.wait_done(workflow_id, timeout=60)
