@@ -14,6 +14,10 @@ The plan records why tasks were left waiting **per demand class**, not per task,
 O(placements + classes): the first time a class fails in a pass, the pipeline's explanation of it
 against the pass's agents (at that moment) is its reason. :meth:`Plan.reason_for` maps a waiting
 task to what the pass did with it, so explain reports what the scheduler actually decided.
+
+Gangs and per-workflow concurrency limits (:mod:`~corral.controller.core.gangs`) and reservations
+(:mod:`~corral.controller.core.reservations`) hook in through ``PlanView.rules``, ``reserved`` and
+``stuck``; all are None or empty when no workflow uses them, so the pass then pays a flag check.
 """
 
 from __future__ import annotations
@@ -216,7 +220,10 @@ def plan(view: PlanView, now: float) -> Plan:
                 placements.append(Placement(member, agent_id, agent.allocate(view.demand(member).resources)))
                 if not agent.has_room():
                     _drop_full(by_type, agent, result.filled)
-            if not by_type or (rules is not None and rules.held >= rules.max_held):
+            if not by_type:
+                break
+            if rules is not None and rules.held >= rules.max_held:
+                result.stopped = f"the pass ended after holding {rules.held} tasks (gangs, max_parallel)"
                 break
         elif key in waiting:
             # Its class already failed in this pass, and placements only take capacity away.

@@ -259,3 +259,13 @@ def test_restart_restores_max_parallel_and_live_gangs_only(make_sim: type[Sim]) 
     assert fresh.machine.gangs.keys() == {live}
     assert fresh.machine.parallelism.current(limited) == 1
     assert fresh.task(done, "d1").state is T.COMPLETED
+
+
+def test_held_tasks_do_not_end_the_pass_like_skips(make_sim: type[Sim]) -> None:
+    sim = _sim(make_sim)
+    sim.hello("a1", slots=8)
+    # More held tasks than max_skips (256): were they counted as skips, "after" would not be reached.
+    sim.submit([task_spec(f"t{i}", priority=90) for i in range(300)], max_parallel=1)
+    _, step = sim.submit([task_spec("after", priority=10)], name="after")
+    assert [a.task.name for a in step.assignments()] == ["after"]
+    assert sim.machine.last_plan is not None and sim.machine.last_plan.stopped == ""
