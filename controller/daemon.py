@@ -98,6 +98,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="keep deadlines and report them, but neither judge them at submit nor order the queue by slack",
     )
+    parser.add_argument(
+        "--reserve-after",
+        type=float,
+        default=60.0,
+        help="seconds a task that fits nowhere waits before it reserves the agent that frees room first (0: never)",
+    )
+    parser.add_argument(
+        "--reservation-expiry-factor",
+        type=float,
+        default=2.0,
+        help="an unused reservation expires after this many times its expected wait (at least --reserve-after)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
         "--auth", action="store_true", help="authenticate every call (bearer tokens); always on with TLS"
@@ -151,6 +163,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "reconnect_grace",
         "kill_grace",
         "assignment_lease",
+        "reserve_after",
+        "reservation_expiry_factor",
     ):
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:
@@ -229,6 +243,8 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         fence_after_s=args.fence_after,
         deadline_scheduling=args.deadline_scheduling,
         max_preemptions=args.max_preemptions,
+        reserve_after_s=args.reserve_after,
+        reservation_expiry_factor=args.reservation_expiry_factor,
     )
     return config
 

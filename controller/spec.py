@@ -264,10 +264,12 @@ class TaskSpec(_Strict):
     @classmethod
     def _task_deadline(cls, value: Any) -> Any:
         return _check_deadline(value)
+
     preemptible: bool = Field(False, description="may be stopped (and requeued) for higher base-priority work")
     max_preemptions: int | None = Field(
         None, ge=0, le=1000, description="preempted at most this many times, then no longer a victim (default 3)"
     )
+    gang: Name | None = Field(None, description="placed all at once with the workflow's other tasks of this gang")
 
     @field_validator("max_disconnect", mode="before")
     @classmethod
@@ -411,6 +413,10 @@ class WorkflowHeader(_Strict):
     @classmethod
     def _deadline(cls, value: Any) -> Any:
         return _check_deadline(value)
+
+    max_parallel: int | None = Field(
+        None, ge=1, le=Limits.max_tasks, description="at most this many of its tasks assigned or running at once"
+    )
 
     @field_validator("metadata")
     @classmethod

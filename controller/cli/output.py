@@ -195,6 +195,9 @@ def status_view(status: WorkflowStatus, wide: bool) -> RenderableType:
         head.add_row("Error", Text(status.error, style="red"))
     if status.deadline is not None:
         head.add_row("Deadline", _deadline(status))
+    if status.raw.concurrency_limit:  # max_parallel, or AIMD after OOM kills (issue 9)
+        cap = status.raw.max_parallel
+        head.add_row("Concurrency", f"limit {status.raw.concurrency_limit}" + (f" (max_parallel {cap})" if cap else ""))
     if wide and status.labels:
         head.add_row("Labels", ", ".join(f"{k}={v}" for k, v in sorted(status.labels.items())))
     if not status.tasks:

@@ -15,9 +15,11 @@ from corral.controller.core.events import (
     CancelAttempts,
     PullTask,
 )
+from corral.controller.core.group_ops import on_finished, pass_rules
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
 from corral.controller.core.preemption import preempt_pass, preempted, start_preemptors
+from corral.controller.core.reservations import after_pass, stuck_test, sweep
 from corral.controller.core.scheduling import Plan, PlanView, Steal, plan
 from corral.controller.core.transitions import move_attempt
 from corral.controller.core.workflow_ops import WorkflowOps
@@ -111,15 +113,22 @@ class AttemptOps(WorkflowOps):
             if preempting:
                 preempt_pass(self, self.last_plan, now)
             return
+        if self.reservations:
+            sweep(self, now)
         view = PlanView(
             self.queue,
             lambda tid: self.demand(self.tasks[tid]),
             list(self.views.values()),
             self.config.strategy,
             self.running_per_agent,
+            rules=pass_rules(self) if self.gangs or self.parallelism else None,
+            reserved=self.reservations.by_agent or None,
+            stuck=stuck_test(self, now),
         )
         result = plan(view, now)
         self.last_plan = result
+        if result.stuck or self.reservations:
+            after_pass(self, result, now)
         batches: dict[str, list[Assignment]] = {}
         for placement in result.placements:
             task = self.tasks[placement.task_id]
@@ -346,6 +355,8 @@ class AttemptOps(WorkflowOps):
         if attempt.started_at is not None and event.at is not None and not attempt.pulled:
             self.observe_run_time(attempt.workflow_id, max(0.0, event.at - attempt.started_at))
         task.exit_code = event.exit_code
+        if event.oom_killed or self.parallelism:
+            on_finished(self, event, task, now)
         if event.outcome is A.SUCCEEDED:
             self.end_attempt(attempt, A.SUCCEEDED, now)
             # Start and end by the same (the agent's) clock when it said, so run times are exact

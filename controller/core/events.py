@@ -221,6 +221,7 @@ class AttemptFinished:
     # Measured by the agent (Finished.peak_rss_bytes, Finished.cpu_s); 0 when not measured.
     peak_rss_bytes: int = 0
     cpu_s: float = 0.0
+    oom_killed: bool = False  # its cgroup hit the memory limit (Finished.oom_killed): AIMD reacts
 
 
 Report = AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk

@@ -19,6 +19,7 @@ from typing import Any
 
 from corral.controller.core import events as ev
 from corral.controller.core.fleet_ops import FleetOps
+from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
 from corral.controller.core.queries import request_handlers
@@ -114,6 +115,8 @@ class Machine(FleetOps):
         self.access.restore(snapshot.access)
         for workflow in snapshot.workflows:
             self.workflows[workflow.id] = workflow
+            if workflow.max_parallel and not workflow.state.terminal:
+                track_groups(self, workflow, None)
             if workflow.idempotency_key:
                 self.idempotency[(workflow.namespace, workflow.idempotency_key)] = workflow.id
         for task in snapshot.tasks:
@@ -188,8 +191,13 @@ class Machine(FleetOps):
                     unschedulable,
                     *planned,
                 )
+            held = last.held_reason(task.id, task.workflow_id) if last is not None else ""
             return Explanation(
-                summary or "queued: will be placed on the next scheduling tick", (), verdicts, unschedulable, *planned
+                summary or held or "queued: will be placed on the next scheduling tick",
+                (),
+                verdicts,
+                unschedulable,
+                *planned,
             )
         if task.state in (T.ASSIGNED, T.RUNNING):
             where = names.get(task.agent_id or "", task.agent_id or "?")
@@ -221,7 +229,7 @@ class Machine(FleetOps):
             return "no scheduling pass yet"
         if task.not_before is not None and task.not_before > last.at:
             return "in retry backoff during the last pass"
-        return last.reason_for(self.demand(task), task.ready_at)
+        return last.reason_for(self.demand(task), task.ready_at, task.id)
 
     def waiting_reasons(self, tasks: list[Task], now: float) -> Iterator[tuple[Task, str, bool]]:
         """``(task, reason, unschedulable)`` for status listings; placement verdicts cached per demand."""

@@ -246,6 +246,7 @@ class Task:
     max_preemptions: int | None = None
     preemptions: int = 0
     last_preemption: str = ""
+    gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
 
 
 @dataclass(slots=True)
@@ -269,6 +270,7 @@ class Workflow:
     deadline_relative: bool = False
     deadline_policy: str = "warn"  # reject | warn | best_effort
     deadline_verdict: str = ""  # "", feasible, at_risk, infeasible
+    max_parallel: int | None = None  # at most this many of its tasks ASSIGNED/RUNNING at once
 
 
 @dataclass(slots=True)

@@ -14,6 +14,10 @@ The plan records why tasks were left waiting **per demand class**, not per task,
 O(placements + classes): the first time a class fails in a pass, the pipeline's explanation of it
 against the pass's agents (at that moment) is its reason. :meth:`Plan.reason_for` maps a waiting
 task to what the pass did with it, so explain reports what the scheduler actually decided.
+
+Gangs and per-workflow concurrency limits (:mod:`~corral.controller.core.gangs`) and reservations
+(:mod:`~corral.controller.core.reservations`) hook in through ``PlanView.rules``, ``reserved`` and
+``stuck``; all are None or empty when no workflow uses them, so the pass then pays a flag check.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from corral.controller.core.gangs import PassRules, admit
+from corral.controller.core.model import Resources
 from corral.controller.core.placement import (
     STRATEGIES,
     AgentView,
@@ -34,6 +40,7 @@ from corral.controller.core.placement import (
     explain,
 )
 from corral.controller.core.queues import OrderKey, ReadyQueue
+from corral.controller.core.reservations import Reservation, hold
 
 __all__ = ["Placement", "Plan", "PlanView", "Preemption", "Steal", "plan"]
 
@@ -88,14 +95,22 @@ class Plan:
     filled: set[str] = field(default_factory=set)
     # Why the pass stopped before the end of the queue ("" when it did not).
     stopped: str = ""
+    # Gang and concurrency-limit holds (gangs.py): reasons per task id and per workflow id.
+    held_tasks: dict[str, str] = field(default_factory=dict)
+    held_workflows: dict[str, str] = field(default_factory=dict)
+    # A task that waited past reserve_after_s and did not fit (reservations.py reserves for it).
+    stuck: str = ""
 
-    def reason_for(self, demand: Demand, ready_at: float | None = None) -> str:
+    def reason_for(self, demand: Demand, ready_at: float | None = None, task_id: str = "") -> str:
         """What this pass did about a waiting task with this demand.
 
         ``ready_at`` is when the task became ready: a task queued after the pass was not in it.
         """
         if ready_at is not None and ready_at > self.at:
             return "ready since the last scheduling pass; the next one will consider it"
+        held = self.held_reason(task_id, demand.workflow_id)
+        if held:
+            return held
         found = self.waiting.get(demand_class(demand))
         if found is not None:
             return found
@@ -107,6 +122,10 @@ class Plan:
         if self.stopped:
             return f"not reached: {self.stopped}"
         return "not reached in the pass (queued behind others, or in retry backoff)"
+
+    def held_reason(self, task_id: str, workflow_id: str) -> str:
+        """Why a gang or a concurrency limit held the task in this pass ("" when neither did)."""
+        return self.held_tasks.get(task_id) or self.held_workflows.get(workflow_id) or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +143,9 @@ class PlanView:
     strategy: str = "binpack"
     running: Callable[[str], Mapping[str, int]] | None = None
     max_skips: int = 256
+    rules: PassRules | None = None  # gangs and concurrency limits; None when no workflow uses them
+    reserved: Mapping[str, Reservation] | None = None  # agent id -> its reservation (reservations.py)
+    stuck: Callable[[str], bool] | None = None  # whether a task that did not fit should reserve
 
 
 def plan(view: PlanView, now: float) -> Plan:
@@ -137,6 +159,8 @@ def plan(view: PlanView, now: float) -> Plan:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     result = Plan(at=now)
+    reserved = view.reserved
+    held: dict[str, tuple[AgentView, Resources, tuple[int, ...]]] = {}  # reserving task -> room held
     # Per agent type, only the clones that still have room: full agents drop out as they fill, so
     # each placement looks at the agents that could still take work, not the whole cluster.
     by_type: dict[str, list[AgentView]] = {}
@@ -144,6 +168,8 @@ def plan(view: PlanView, now: float) -> Plan:
     for agent in view.agents:
         if agent.has_room():
             clone = agent.clone()
+            if reserved and agent.id in reserved:  # only its task may use the reserved room
+                held[reserved[agent.id].task_id] = (clone, *hold(clone, reserved[agent.id]))
             current[agent.id] = clone
             for agent_type in clone.agent_types:
                 by_type.setdefault(agent_type, []).append(clone)
@@ -171,6 +197,7 @@ def plan(view: PlanView, now: float) -> Plan:
 
     placements = result.placements
     waiting = result.waiting
+    rules = view.rules
     skips = 0
     while streams:
         if skips >= view.max_skips:
@@ -182,28 +209,57 @@ def plan(view: PlanView, now: float) -> Plan:
             continue  # every agent of this type filled up earlier in this pass
         demand = view.demand(task_id)
         key = demand_class(demand)
-        if key in waiting:
+        mine = held.pop(task_id, None) if held else None
+        if mine is not None:  # the reserving task itself: it may use the reserved room
+            mine[0].release(mine[1], mine[2])
+            waiting.pop(key, None)  # its class may have failed without the room
+        group = None if rules is None else admit(rules, task_id, demand, view.demand, current.values(), strategy, ctx)
+        if group is not None:
+            for member, agent_id in group:  # a whole gang, on agents its trial chose
+                agent = current[agent_id]
+                placements.append(Placement(member, agent_id, agent.allocate(view.demand(member).resources)))
+                if not agent.has_room():
+                    _drop_full(by_type, agent, result.filled)
+            if not by_type:
+                break
+            if rules is not None and rules.held >= rules.max_held:
+                result.stopped = f"the pass ended after holding {rules.held} tasks (gangs, max_parallel)"
+                break
+        elif key in waiting:
             # Its class already failed in this pass, and placements only take capacity away.
             skips += 1
+            _note_stuck(view, result, task_id)
         else:
             chosen = choose(demand, candidates.of(demand, key), strategy, ctx, prefiltered=True)
             if chosen is None:
                 skips += 1
                 waiting[key] = _reason(demand, list(current.values()))
+                _note_stuck(view, result, task_id)
             else:
                 skips = 0
                 gpu_ids = chosen.allocate(demand.resources)
                 placements.append(Placement(task_id, chosen.id, gpu_ids))
+                if rules is not None:
+                    rules.started(demand.workflow_id)
                 if demand.spread:
                     ctx.placed(demand.workflow_id, chosen)
                 if not chosen.has_room():
                     _drop_full(by_type, chosen, result.filled)
                     if not by_type:
                         break
+        if mine is not None and not (placements and placements[-1].task_id == task_id):
+            mine[0].allocate(mine[1])  # not placed (it fits nowhere yet): the room stays reserved
         following = next(stream, None)
         if following is not None:
             heapq.heappush(streams, (queue.order_key(following), following, agent_type, stream))
+    if rules is not None:
+        result.held_tasks, result.held_workflows = rules.held_tasks, rules.held_workflows
     return result
+
+
+def _note_stuck(view: PlanView, result: Plan, task_id: str) -> None:
+    if view.stuck is not None and not result.stuck and view.stuck(task_id):
+        result.stuck = task_id
 
 
 def _reason(demand: Demand, agents: Sequence[AgentView]) -> str:

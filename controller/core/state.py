@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from corral.controller.core.access import AccessState
 from corral.controller.core.deadline_book import DeadlineBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
+from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import (
     Agent,
     Attempt,
@@ -28,9 +29,11 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.ordering import Ordering
+from corral.controller.core.parallelism import Parallelism
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.preemption import Preempter
 from corral.controller.core.queues import ReadyQueue
+from corral.controller.core.reservations import Reservations
 from corral.controller.core.scheduling import Plan
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
@@ -96,6 +99,12 @@ class MachineConfig:
     at_risk_boost: int = 30
     deadline_scheduling: bool = True
     max_preemptions: int = 3  # default cap on how often one task is preempted (hysteresis)
+    # Reservations (reservations.py): a task waiting this long that fits nowhere reserves the agent
+    # expected to free room first (0: never); unused, it expires after this factor x the expected
+    # wait; at most this many at once.
+    reserve_after_s: float = 60.0
+    reservation_expiry_factor: float = 2.0
+    max_reservations: int = 64
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -168,6 +177,10 @@ class MachineState:
         self.releasing: set[str] = set()  # attempts asked back (a move), waiting for Released/Started
         # The last scheduling pass (its reasons for waiting tasks feed explain and status); memory only.
         self.last_plan: Plan | None = None
+        # Gangs (workflow id -> gang -> member ids) and concurrency limits (group_ops.py); memory only.
+        self.gangs: dict[str, dict[str, list[str]]] = {}
+        self.parallelism = Parallelism()
+        self.reservations = Reservations()  # memory only: rebuilt as big tasks wait again
         self.held_back: dict[str, float] = {}  # agent id -> no new work before this (or an ack)
         # Attempts of silent (lost, disconnected, or not yet back after a restart) agents -> when
         # they are requeued: fenced (``stop``) or given up (``keep``). Cleared by a Hello.
@@ -417,6 +430,8 @@ class MachineState:
         for dep in task.dependencies:
             self.dependents.setdefault(dep, []).append(task.id)
         self.counts.setdefault(task.workflow_id, Counter())[task.state] += 1
+        if task.gang and not task.state.terminal:  # a restored finished gang needs no index
+            track_groups(self, None, task)
 
     def count_unfinished(self, task_ids: Iterable[str]) -> None:
         for task_id in task_ids:

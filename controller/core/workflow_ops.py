@@ -6,6 +6,7 @@ from collections import deque
 
 from corral.controller.core.deadline_ops import DeadlineOps
 from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
+from corral.controller.core.group_ops import forget_groups, track_groups
 from corral.controller.core.model import (
     AttemptState,
     Task,
@@ -45,6 +46,8 @@ class WorkflowOps(DeadlineOps):
         self.workflows[workflow.id] = workflow
         if key:
             self.idempotency[key] = workflow.id
+        if workflow.max_parallel:
+            track_groups(self, workflow, None)
         for task in event.tasks:
             task.created_at = now
             self.track_task(task)
@@ -183,3 +186,5 @@ class WorkflowOps(DeadlineOps):
             self.set_workflow_state(workflow, W.FAILED, now, workflow.error)
         else:
             self.set_workflow_state(workflow, W.COMPLETED, now)
+        if self.gangs or self.parallelism:
+            forget_groups(self, workflow.id)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from corral.controller.core.access import DEFAULT_NAMESPACE
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.deadlines import parse_deadline
+from corral.controller.core.gangs import gang_problems
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.errors import FieldViolation, InvalidArgument
@@ -82,6 +83,7 @@ class _Records:
             **_deadline(spec.deadline),
             preemptible=spec.preemptible,
             max_preemptions=spec.max_preemptions,
+            gang=spec.gang or "",
         )
 
 
@@ -116,6 +118,7 @@ def _workflow(
         max_agent_losses=header.max_agent_losses,
         deadline_policy=header.deadline_policy,
         **_deadline(header.deadline),
+        max_parallel=header.max_parallel,
     )
 
 
@@ -145,6 +148,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["deadline"] = message.deadline
     if message.deadline_policy:
         data["deadline_policy"] = message.deadline_policy
+    if message.HasField("max_parallel"):
+        data["max_parallel"] = message.max_parallel
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:
@@ -195,6 +200,8 @@ def admit_workflow(
     names = [t.name for t in tasks]
     dependencies = [t.dependencies for t in tasks]
     problems = graph_problems(names, dependencies)
+    if not problems and any(t.gang for t in tasks):
+        problems = gang_problems(tasks)
     if problems:
         raise InvalidArgument(problems)
     plan = analyze(names, dependencies, [t.estimated_duration_s for t in tasks])

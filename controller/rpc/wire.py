@@ -186,6 +186,7 @@ def task_event_from_proto(
             fenced=done.outcome == pb.ATTEMPT_OUTCOME_FENCED,
             peak_rss_bytes=done.peak_rss_bytes,
             cpu_s=done.cpu_s,
+            oom_killed=done.oom_killed,
         )
     return None
 
@@ -245,6 +246,8 @@ def task_status(
         message.cpu_s = attempt.cpu_s
     if task.state is TaskState.READY:
         message.plan_reason = machine.plan_reason(task)
+    if task.gang:
+        message.gang = task.gang
     ranked = machine.ordering.ranking.get(task.id)
     if ranked is not None:
         message.rank_s = ranked.rank_s
@@ -301,6 +304,8 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         labels=dict(workflow.labels),
         task_total=len(workflow.task_ids),
         namespace=workflow.namespace,
+        max_parallel=workflow.max_parallel or 0,
+        concurrency_limit=machine.parallelism.current(workflow.id),
     )
     if workflow.deadline is not None:
         _stamp(message.deadline, workflow.deadline)

@@ -104,6 +104,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["preemptible"] = True
     if task.max_preemptions is not None:
         fields["max_preemptions"] = task.max_preemptions
+    if task.gang:
+        fields["gang"] = task.gang
     return pb.TaskSpec(**fields)
 
 
@@ -125,6 +127,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.deadline = spec.deadline
     if spec.deadline_policy != "warn":
         message.deadline_policy = spec.deadline_policy
+    if spec.max_parallel is not None:
+        message.max_parallel = spec.max_parallel
     return message
 
 
@@ -195,6 +199,8 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["preemptible"] = True
     if message.HasField("max_preemptions"):
         data["max_preemptions"] = message.max_preemptions
+    if message.gang:
+        data["gang"] = message.gang
     return data
 
 

@@ -86,6 +86,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "deadline",
         "deadline_policy",
         "deadline_verdict",
+        "max_parallel",
     ),
     "tasks": (
         "id",
@@ -131,6 +132,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "max_preemptions",
         "preemptions",
         "last_preemption",
+        "gang",
     ),
     "attempts": (
         "id",
@@ -353,6 +355,7 @@ def encode_workflow(w: Workflow) -> Row:
         w.deadline,
         w.deadline_policy,
         w.deadline_verdict,
+        w.max_parallel,
     )
 
 
@@ -376,6 +379,7 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         deadline=row[14],
         deadline_policy=row[15],
         deadline_verdict=row[16],
+        max_parallel=row[17],
     )
 
 
@@ -427,6 +431,7 @@ def encode_task(t: Task) -> Row:
         t.max_preemptions,
         t.preemptions,
         t.last_preemption,
+        t.gang,
     )
 
 
@@ -476,6 +481,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         max_preemptions=row[40],
         preemptions=row[41],
         last_preemption=row[42],
+        gang=row[43],
     )
 
 

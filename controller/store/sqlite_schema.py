@@ -346,6 +346,12 @@ def _migration_6_learned_durations(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_11_gangs(db: sqlite_utils.Database) -> None:
+    """Issue 9: a task's gang (placed all at once with the rest) and a workflow's max_parallel."""
+    db.table("tasks").add_column("gang", str, not_null_default="")
+    db.table("workflows").add_column("max_parallel", int)
+
+
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
 def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
     """Issue 9: deadlines (absolute epoch seconds) of workflows and tasks, the policy and verdict at submit."""
@@ -366,4 +372,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_7_attempt_usage,
     _migration_9_deadlines,
     _migration_10_preemption,
+    _migration_11_gangs,
 )

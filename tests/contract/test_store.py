@@ -61,6 +61,7 @@ def full_workflow(wid: str = "wf-1") -> Workflow:
         error="boom",
         namespace="team-a",
         max_agent_losses=5,
+        max_parallel=7,
     )
 
 
@@ -114,6 +115,7 @@ def full_task(tid: str = "wf-1-t1", wid: str = "wf-1", index: int = 1) -> Task:
         max_preemptions=5,
         preemptions=2,
         last_preemption="preempted by big (priority 100) of workflow wf-9",
+        gang="ring ü",
     )
 
 
@@ -626,6 +628,7 @@ _tasks = st.builds(
     max_preemptions=st.none() | _ints,
     preemptions=_ints,
     last_preemption=st.text(max_size=20),
+    gang=st.text(max_size=8),
     state=st.sampled_from(TaskState),
     current_attempt_id=st.none() | st.text(max_size=8),
     result=st.none() | st.binary(max_size=16),
@@ -939,10 +942,10 @@ def test_sqlite_migration_7_gives_old_attempts_no_usage(tmp_path: Path) -> None:
 
 def test_sqlite_migration_10_gives_old_tasks_no_preemption(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
-    old = SqliteStore(path, migrations=MIGRATIONS[:-1])
+    old = SqliteStore(path, migrations=MIGRATIONS[:-2])  # before 10 (11 follows it)
     old.close()
-    columns = codec.COLUMNS["tasks"][:-4]  # the columns before preemption, as an older corral wrote them
-    row = codec.encode_task(minimal_task("t", "w"))[:-4]
+    columns = codec.COLUMNS["tasks"][:-5]  # the columns before preemption (4) and gangs (1)
+    row = codec.encode_task(minimal_task("t", "w"))[:-5]
     with sqlite3.connect(path) as conn:
         names = ", ".join(f'"{c}"' for c in columns)
         conn.execute(f"INSERT INTO tasks ({names}) VALUES ({', '.join('?' * len(row))})", row)
@@ -951,5 +954,27 @@ def test_sqlite_migration_10_gives_old_tasks_no_preemption(tmp_path: Path) -> No
     try:
         (task,) = store.load().tasks
         assert (task.preemptible, task.max_preemptions, task.preemptions, task.last_preemption) == (False, None, 0, "")
+    finally:
+        store.close()
+
+
+def test_sqlite_migration_11_gives_old_rows_no_gang_and_no_max_parallel(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    old = SqliteStore(path, migrations=MIGRATIONS[:-1])
+    old.close()
+    task_columns = codec.COLUMNS["tasks"][:-1]  # as the version before wrote them
+    task_row = codec.encode_task(minimal_task("t", "w"))[:-1]
+    with sqlite3.connect(path) as conn:
+        names = ", ".join(f'"{c}"' for c in task_columns)
+        conn.execute(f"INSERT INTO tasks ({names}) VALUES ({', '.join('?' * len(task_row))})", task_row)
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        (task,) = store.load().tasks
+        assert task.gang == ""
+        task.gang = "ring"
+        store.commit(ChangeBatch(tasks={"t": task}))
+        assert store.load().tasks[0].gang == "ring"
     finally:
         store.close()
