@@ -38,6 +38,12 @@ class Namespace:
     name: str
     description: str = ""
     created_at: float = 0.0
+    # Fair share (fairshare.py): DRF weight, and quotas on running work (0: no limit).
+    weight: float = 1.0
+    max_cpu: float = 0.0
+    max_memory_mb: int = 0
+    max_gpu: int = 0
+    max_running: int = 0
 
 
 @dataclass(slots=True)

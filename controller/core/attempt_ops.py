@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core.access import secret_refs
+from corral.controller.core.fairshare import fair_for
 from corral.controller.core.events import (
     Assign,
     Assignment,
@@ -109,6 +110,7 @@ class AttemptOps(WorkflowOps):
             list(self.views.values()),
             self.config.strategy,
             self.running_per_agent,
+            fair=fair_for(self.access.namespaces, self.views.values(), self.active, self.attempts, self.tasks),
         )
         result = plan(view, now)
         self.last_plan = result

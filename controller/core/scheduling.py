@@ -22,6 +22,7 @@ import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from corral.controller.core.fairshare import FairPicker, FairShare
 from corral.controller.core.placement import (
     STRATEGIES,
     AgentView,
@@ -124,6 +125,8 @@ class PlanView:
     strategy: str = "binpack"
     running: Callable[[str], Mapping[str, int]] | None = None
     max_skips: int = 256
+    # Set only when several namespaces or a quota are in play: DRF order and quotas (fairshare.py).
+    fair: FairShare | None = None
 
 
 def plan(view: PlanView, now: float) -> Plan:
@@ -172,11 +175,18 @@ def plan(view: PlanView, now: float) -> Plan:
     placements = result.placements
     waiting = result.waiting
     skips = 0
-    while streams:
+    picker = None if view.fair is None else FairPicker(view.fair, view.demand)
+    while streams or (picker is not None and picker.pending()):
         if skips >= view.max_skips:
             result.stopped = f"the pass ended after {skips} tasks in a row could not be placed"
             break
-        _, task_id, agent_type, stream = heapq.heappop(streams)
+        if picker is None:
+            _, task_id, agent_type, stream = heapq.heappop(streams)
+        else:
+            picked = picker.pop(streams, queue.order_key, waiting)
+            if picked is None:
+                break
+            _, task_id, agent_type, stream = picked
         if agent_type not in by_type:
             result.filled.add(agent_type)
             continue  # every agent of this type filled up earlier in this pass
@@ -194,6 +204,8 @@ def plan(view: PlanView, now: float) -> Plan:
                 skips = 0
                 gpu_ids = chosen.allocate(demand.resources)
                 placements.append(Placement(task_id, chosen.id, gpu_ids))
+                if picker is not None:
+                    picker.placed(demand)
                 if demand.spread:
                     ctx.placed(demand.workflow_id, chosen)
                 if not chosen.has_room():

@@ -1,0 +1,282 @@
+"""Weighted Dominant Resource Fairness across namespaces, and per-namespace quotas.
+
+A namespace's **dominant share** is the largest, over cpu, memory, gpu and slots, of its running
+usage divided by the cluster's capacity of that resource (every task takes a slot, so a task with
+no resources still counts). Its **weighted share** is that divided by its weight (default 1). In a
+pass the namespace with the lowest weighted share gets the next placement, and its share grows as
+the pass places (DRF progressive filling), so a namespace with ready work and share 0 goes first.
+Within one namespace the ready queue's order (aged priority band, then graph score) is kept, so
+priorities only order work inside a namespace: setting priority 100 on everything gains a tenant
+nothing over the others.
+
+A **quota** caps a namespace's running cpu, memory, gpu and task count; a task that would exceed
+it waits with the reason ``namespace X at quota: ...`` and is never placed over it.
+
+The pass (:func:`~corral.controller.core.scheduling.plan`) only asks for a :class:`FairPicker`
+when :attr:`PlanView.fair` is set, which the state machine does only when more than one namespace
+exists or a quota or weight is set: with one namespace the pass costs exactly what it did.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from corral.controller.core.model import AgentState, Resources
+from corral.controller.core.placement import AgentView, Demand, DemandClass, demand_class
+
+__all__ = ["FairPicker", "FairShare", "Quota", "Usage", "capacity_of", "fair_for", "jain_index", "quota_of"]
+
+#: How many ready tasks the picker holds ahead of the pass, so it can choose among namespaces.
+LOOKAHEAD = 256
+#: How many tasks a pass may set aside (namespace at quota, class already failed) before it stops
+#: looking further: keeps one pass O(placements + this) even behind a huge blocked namespace.
+DROP_BUDGET = 4096
+
+# A stream of the pass: (order key, task id, agent type, remaining ids of that agent type).
+Stream = tuple[tuple[float, float, int], str, str, Iterator[str]]
+_EMPTY: Iterator[str] = iter(())
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A namespace's weight and limits; a limit of 0 means none."""
+
+    weight: float = 1.0
+    max_cpu: float = 0.0
+    max_memory_mb: int = 0
+    max_gpu: int = 0
+    max_running: int = 0
+
+    def is_default(self) -> bool:
+        """Whether this is weight 1 with no limits (the namespace needs no fairness bookkeeping)."""
+        return self == _DEFAULT
+
+
+_DEFAULT = Quota()
+
+
+@dataclass(slots=True)
+class Usage:
+    """Running (or offered) cpu, memory, gpu and slots (task count)."""
+
+    cpu: float = 0.0
+    memory_mb: float = 0.0
+    gpu: float = 0.0
+    slots: float = 0.0
+
+    def add(self, resources: Resources, sign: int = 1) -> None:
+        """Count (or with ``sign`` -1, uncount) one task needing ``resources``."""
+        self.cpu += sign * resources.cpu_cores
+        self.memory_mb += sign * resources.memory_mb
+        self.gpu += sign * resources.gpu_count
+        self.slots += sign
+
+
+def capacity_of(agents: Iterable[AgentView]) -> Usage:
+    """The cluster's capacity: the sum of the agents' cpu, memory, gpu and slots."""
+    total = Usage()
+    for agent in agents:
+        total.cpu += agent.capacity.cpu_cores
+        total.memory_mb += agent.capacity.memory_mb
+        total.gpu += agent.capacity.gpu_count
+        total.slots += agent.slots
+    return total
+
+
+def dominant(usage: Usage, capacity: Usage) -> float:
+    """The largest share of the cluster ``usage`` takes of any resource the cluster has."""
+    best = 0.0
+    for used, total in (
+        (usage.cpu, capacity.cpu),
+        (usage.memory_mb, capacity.memory_mb),
+        (usage.gpu, capacity.gpu),
+        (usage.slots, capacity.slots),
+    ):
+        if total > 0 and used / total > best:
+            best = used / total
+    return best
+
+
+def jain_index(values: Iterable[float]) -> float:
+    """Jain's fairness index: 1 when all values are equal, 1/n when one takes everything."""
+    xs = list(values)
+    if not xs:
+        return 1.0
+    square = sum(x * x for x in xs)
+    return 1.0 if square == 0 else sum(xs) ** 2 / (len(xs) * square)
+
+
+@dataclass(slots=True)
+class FairShare:
+    """Capacity, running usage per namespace, and weights/quotas: the fairness inputs of one pass.
+
+    ``usage`` is updated in place by :meth:`charge` as the pass places tasks.
+    """
+
+    capacity: Usage
+    usage: MutableMapping[str, Usage] = field(default_factory=dict)
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
+
+    def quota(self, namespace: str) -> Quota:
+        """The namespace's weight and limits (defaults when none were set)."""
+        return self.quotas.get(namespace, _DEFAULT)
+
+    def dominant(self, namespace: str) -> float:
+        """The namespace's dominant share of the cluster (unweighted)."""
+        used = self.usage.get(namespace)
+        return 0.0 if used is None else dominant(used, self.capacity)
+
+    def share(self, namespace: str) -> float:
+        """The namespace's weighted dominant share: the lowest goes next."""
+        weight = self.quota(namespace).weight
+        return self.dominant(namespace) / (weight if weight > 0 else 1.0)
+
+    def over_quota(self, namespace: str, resources: Resources) -> str:
+        """Why one more task needing ``resources`` would exceed the namespace's quota ("" if not)."""
+        quota = self.quotas.get(namespace)
+        if quota is None:
+            return ""
+        used = self.usage.get(namespace) or Usage()
+        for limit, now, need, what in (
+            (quota.max_running, used.slots, 1, "running tasks"),
+            (quota.max_cpu, used.cpu, resources.cpu_cores, "cpu"),
+            (quota.max_memory_mb, used.memory_mb, resources.memory_mb, "memory_mb"),
+            (quota.max_gpu, used.gpu, resources.gpu_count, "gpu"),
+        ):
+            if limit and now + need > limit:
+                return f"namespace {namespace!r} at quota: {what} {now:g} in use of {limit:g} (task needs {need:g})"
+        return ""
+
+    def charge(self, namespace: str, resources: Resources) -> None:
+        """Count one more running task of ``namespace`` (a placement of the pass)."""
+        used = self.usage.get(namespace)
+        if used is None:
+            used = self.usage[namespace] = Usage()
+        used.add(resources)
+
+
+class FairPicker:
+    """Reorders a pass's queue-ordered streams so the lowest weighted share goes next.
+
+    It holds up to :data:`LOOKAHEAD` ready tasks, each namespace's in queue order, and hands out
+    the head of the namespace with the lowest weighted share. Tasks of a namespace at quota, and of
+    a demand class that already failed in the pass, are set aside (with the quota reason recorded
+    in ``waiting``), at most :data:`DROP_BUDGET` per pass.
+    """
+
+    def __init__(self, fair: FairShare, demand: Callable[[str], Demand]) -> None:
+        self.fair = fair
+        self._demand = demand
+        self._buffers: dict[str, deque[tuple[str, str, Demand]]] = {}
+        self._held = 0
+        self._dropped = 0
+
+    def pending(self) -> bool:
+        """Whether tasks are held that the pass has not been handed yet."""
+        return self._held > 0
+
+    def placed(self, demand: Demand) -> None:
+        """The pass placed a task with ``demand``: its namespace's share grows."""
+        self.fair.charge(demand.namespace, demand.resources)
+
+    def _fill(self, streams: list[Stream], order_key: Callable[[str], tuple[float, float, int]]) -> None:
+        while streams and self._held < LOOKAHEAD:
+            _, task_id, agent_type, stream = heapq.heappop(streams)
+            following = next(stream, None)
+            if following is not None:
+                heapq.heappush(streams, (order_key(following), following, agent_type, stream))
+            demand = self._demand(task_id)
+            self._buffers.setdefault(demand.namespace, deque()).append((task_id, agent_type, demand))
+            self._held += 1
+
+    def pop(
+        self,
+        streams: list[Stream],
+        order_key: Callable[[str], tuple[float, float, int]],
+        waiting: MutableMapping[DemandClass, str],
+    ) -> Stream | None:
+        """The next task for the pass, as a stream item with nothing behind it; None when done."""
+        fair = self.fair
+        while True:
+            if self._dropped < DROP_BUDGET:
+                self._fill(streams, order_key)
+            best: str | None = None
+            best_share = 0.0
+            for namespace, buffer in self._buffers.items():
+                if buffer:
+                    share = fair.share(namespace)
+                    if best is None or share < best_share:
+                        best, best_share = namespace, share
+            if best is None:
+                return None
+            task_id, agent_type, demand = self._buffers[best].popleft()
+            self._held -= 1
+            key = demand_class(demand)
+            if key in waiting:
+                self._dropped += 1  # its class failed already: placements only take capacity away
+                continue
+            reason = fair.over_quota(best, demand.resources)
+            if reason:
+                waiting[key] = reason
+                self._dropped += 1
+                continue
+            return ((0.0, 0.0, 0), task_id, agent_type, _EMPTY)
+
+
+class _NamespaceLike(Protocol):
+    weight: float
+    max_cpu: float
+    max_memory_mb: int
+    max_gpu: int
+    max_running: int
+
+
+class _AttemptLike(Protocol):
+    task_id: str
+
+
+class _TaskLike(Protocol):
+    namespace: str
+    resources: Resources
+
+
+def quota_of(namespace: _NamespaceLike) -> Quota:
+    """The weight and limits set on a namespace record."""
+    return Quota(
+        namespace.weight, namespace.max_cpu, namespace.max_memory_mb, namespace.max_gpu, namespace.max_running
+    )
+
+
+def fair_for(
+    namespaces: Mapping[str, _NamespaceLike],
+    agents: Iterable[AgentView],
+    active: Mapping[str, Iterable[str]],
+    attempts: Mapping[str, _AttemptLike],
+    tasks: Mapping[str, _TaskLike],
+) -> FairShare | None:
+    """The fairness inputs of a pass, or None when there is nothing to be fair about.
+
+    None (the pass keeps plain queue order, at no cost) when only one namespace exists and it has
+    neither a quota nor a weight. Otherwise O(namespaces + agents + running attempts).
+    """
+    quotas: dict[str, Quota] = {}
+    for name, record in namespaces.items():
+        quota = quota_of(record)
+        if not quota.is_default():
+            quotas[name] = quota
+    if len(namespaces) <= 1 and not quotas:
+        return None
+    usage: dict[str, Usage] = {}
+    for held in active.values():
+        for attempt_id in held:
+            task = tasks[attempts[attempt_id].task_id]
+            used = usage.get(task.namespace)
+            if used is None:
+                used = usage[task.namespace] = Usage()
+            used.add(task.resources)
+    live = [a for a in agents if a.state is AgentState.CONNECTED]
+    return FairShare(capacity_of(live), usage, quotas)
