@@ -257,18 +257,19 @@ def fair_for(
     active: Mapping[str, Iterable[str]],
     attempts: Mapping[str, _AttemptLike],
     tasks: Mapping[str, _TaskLike],
+    always: bool = False,
 ) -> FairShare | None:
     """The fairness inputs of a pass, or None when there is nothing to be fair about.
 
     None (the pass keeps plain queue order, at no cost) when only one namespace exists and it has
-    neither a quota nor a weight. Otherwise O(namespaces + agents + running attempts).
+    neither a quota nor a weight, unless ``always`` (reports). O(namespaces + agents + running).
     """
     quotas: dict[str, Quota] = {}
     for name, record in namespaces.items():
         quota = quota_of(record)
         if not quota.is_default():
             quotas[name] = quota
-    if len(namespaces) <= 1 and not quotas:
+    if len(namespaces) <= 1 and not quotas and not always:
         return None
     usage: dict[str, Usage] = {}
     for held in active.values():
