@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core.access import secret_refs
-from corral.controller.core.fairshare import fair_for
 from corral.controller.core.events import (
     Assign,
     Assignment,
@@ -16,6 +15,7 @@ from corral.controller.core.events import (
     CancelAttempts,
     PullTask,
 )
+from corral.controller.core.fairshare import fair_for
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
 from corral.controller.core.scheduling import Plan, PlanView, Steal, plan

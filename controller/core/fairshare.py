@@ -246,9 +246,7 @@ class _TaskLike(Protocol):
 
 def quota_of(namespace: _NamespaceLike) -> Quota:
     """The weight and limits set on a namespace record."""
-    return Quota(
-        namespace.weight, namespace.max_cpu, namespace.max_memory_mb, namespace.max_gpu, namespace.max_running
-    )
+    return Quota(namespace.weight, namespace.max_cpu, namespace.max_memory_mb, namespace.max_gpu, namespace.max_running)
 
 
 def fair_for(
