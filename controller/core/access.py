@@ -221,6 +221,16 @@ class AccessState:
         self._changes.namespaces[name] = namespace
         return namespace
 
+    def set_quota(
+        self, name: str, weight: float, max_cpu: float, max_memory_mb: int, max_gpu: int, max_running: int
+    ) -> Namespace:
+        """Set a namespace's fair-share weight and quotas (fairshare.py); it must exist."""
+        namespace = self.namespace(name)
+        namespace.weight, namespace.max_cpu, namespace.max_memory_mb = weight, max_cpu, max_memory_mb
+        namespace.max_gpu, namespace.max_running = max_gpu, max_running
+        self._changes.namespaces[name] = namespace
+        return namespace
+
     # --- tokens -----------------------------------------------------------------------------------
 
     def add_token(self, token: TokenRecord) -> TokenRecord:

@@ -28,7 +28,18 @@ from typing import Protocol
 from corral.controller.core.model import AgentState, Resources
 from corral.controller.core.placement import AgentView, Demand, DemandClass, demand_class
 
-__all__ = ["FairPicker", "FairShare", "Quota", "Usage", "capacity_of", "fair_for", "jain_index", "quota_of"]
+__all__ = [
+    "FairPicker",
+    "FairShare",
+    "Quota",
+    "QuotaRow",
+    "Usage",
+    "capacity_of",
+    "fair_for",
+    "jain_index",
+    "quota_of",
+    "quota_rows",
+]
 
 #: How many ready tasks the picker holds ahead of the pass, so it can choose among namespaces.
 LOOKAHEAD = 256
@@ -279,3 +290,36 @@ def fair_for(
             used.add(task.resources)
     live = [a for a in agents if a.state is AgentState.CONNECTED]
     return FairShare(capacity_of(live), usage, quotas)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRow:
+    """One namespace as ``corral quota`` shows it: running usage vs quota, weight and shares."""
+
+    namespace: str
+    quota: Quota
+    usage: Usage
+    dominant_share: float
+    weighted_share: float
+
+
+def quota_rows(
+    namespaces: Mapping[str, _NamespaceLike],
+    agents: Iterable[AgentView],
+    active: Mapping[str, Iterable[str]],
+    attempts: Mapping[str, _AttemptLike],
+    tasks: Mapping[str, _TaskLike],
+) -> list[QuotaRow]:
+    """Every namespace's usage, quota and shares, by name. O(namespaces + agents + running)."""
+    fair = fair_for(namespaces, agents, active, attempts, tasks, always=True)
+    assert fair is not None  # always=True
+    return [
+        QuotaRow(
+            name,
+            quota_of(namespaces[name]),
+            fair.usage.get(name) or Usage(),
+            fair.dominant(name),
+            fair.share(name),
+        )
+        for name in sorted(namespaces)
+    ]
