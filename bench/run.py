@@ -39,6 +39,7 @@ WORKLOADS: dict[str, str] = {
     "best_list": "bench.workloads.best_list",
     "sim": "bench.workloads.sim",
     "heartbeat": "bench.workloads.heartbeat",
+    "fair": "bench.workloads.fair",
 }
 
 #: figure -> (workload, unit, target, True when higher is better)
@@ -60,6 +61,7 @@ FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "sim_vs_best_list_learned": ("sim", "", 1.05, False),
     "sim_vs_best_list_cold": ("sim", "", 1.10, False),
     "agents_1000_heartbeat_cpu": ("heartbeat", "cores", 0.25, False),
+    "fair_jain": ("fair", "", 0.95, True),
 }
 
 

@@ -20,13 +20,13 @@ exists or a quota or weight is set: with one namespace the pass costs exactly wh
 from __future__ import annotations
 
 import heapq
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.controller.core.model import AgentState, Resources
 from corral.controller.core.placement import AgentView, Demand, DemandClass, demand_class
+from corral.controller.core.queues import ReadyQueue
 
 __all__ = [
     "FairPicker",
@@ -41,8 +41,6 @@ __all__ = [
     "quota_rows",
 ]
 
-#: How many ready tasks the picker holds ahead of the pass, so it can choose among namespaces.
-LOOKAHEAD = 256
 #: How many tasks a pass may set aside (namespace at quota, class already failed) before it stops
 #: looking further: keeps one pass O(placements + this) even behind a huge blocked namespace.
 DROP_BUDGET = 4096
@@ -171,61 +169,67 @@ class FairShare:
 
 
 class FairPicker:
-    """Reorders a pass's queue-ordered streams so the lowest weighted share goes next.
+    """Hands a pass its tasks so the namespace with the lowest weighted share goes next.
 
-    It holds up to :data:`LOOKAHEAD` ready tasks, each namespace's in queue order, and hands out
-    the head of the namespace with the lowest weighted share. Tasks of a namespace at quota, and of
-    a demand class that already failed in the pass, are set aside (with the quota reason recorded
-    in ``waiting``), at most :data:`DROP_BUDGET` per pass.
+    One merged stream per namespace over the pass's agent types (the queue keeps each namespace's
+    tasks apart, in queue order), so choosing the next namespace costs O(namespaces) and never
+    scans another namespace's backlog. Streams of agent types that filled up in the pass are
+    dropped. Tasks of a namespace at quota, and of a demand class that already failed in the pass,
+    are set aside (the quota reason recorded in ``waiting``); after :data:`DROP_BUDGET` of those
+    the pass ends, so it stays O(placements + budget) behind a huge blocked namespace.
     """
 
-    def __init__(self, fair: FairShare, demand: Callable[[str], Demand]) -> None:
+    def __init__(
+        self,
+        fair: FairShare,
+        demand: Callable[[str], Demand],
+        queue: ReadyQueue,
+        agent_types: Iterable[str],
+        now: float,
+    ) -> None:
         self.fair = fair
         self._demand = demand
-        self._buffers: dict[str, deque[tuple[str, str, Demand]]] = {}
-        self._held = 0
+        self._key = queue.order_key
+        self._streams: dict[str, list[Stream]] = {}
+        for agent_type in agent_types:
+            for namespace in queue.partitions(agent_type):
+                stream = queue.candidates((agent_type,), now, namespace)
+                first = next(stream, None)
+                if first is not None:
+                    self._streams.setdefault(namespace, []).append((self._key(first), first, agent_type, stream))
+        for streams in self._streams.values():
+            heapq.heapify(streams)
         self._dropped = 0
-
-    def pending(self) -> bool:
-        """Whether tasks are held that the pass has not been handed yet."""
-        return self._held > 0
 
     def placed(self, demand: Demand) -> None:
         """The pass placed a task with ``demand``: its namespace's share grows."""
         self.fair.charge(demand.namespace, demand.resources)
 
-    def _fill(self, streams: list[Stream], order_key: Callable[[str], tuple[float, float, int]]) -> None:
-        while streams and self._held < LOOKAHEAD:
-            _, task_id, agent_type, stream = heapq.heappop(streams)
-            following = next(stream, None)
-            if following is not None:
-                heapq.heappush(streams, (order_key(following), following, agent_type, stream))
-            demand = self._demand(task_id)
-            self._buffers.setdefault(demand.namespace, deque()).append((task_id, agent_type, demand))
-            self._held += 1
+    def pop(self, waiting: MutableMapping[DemandClass, str], open_types: Container[str]) -> Stream | None:
+        """The next task for the pass, as a stream item with nothing behind it; None when done.
 
-    def pop(
-        self,
-        streams: list[Stream],
-        order_key: Callable[[str], tuple[float, float, int]],
-        waiting: MutableMapping[DemandClass, str],
-    ) -> Stream | None:
-        """The next task for the pass, as a stream item with nothing behind it; None when done."""
+        ``open_types`` are the agent types that still have an agent with room.
+        """
         fair = self.fair
-        while True:
-            if self._dropped < DROP_BUDGET:
-                self._fill(streams, order_key)
+        all_streams = self._streams
+        while self._dropped < DROP_BUDGET:
             best: str | None = None
             best_share = 0.0
-            for namespace, buffer in self._buffers.items():
-                if buffer:
+            for namespace, streams in all_streams.items():
+                if streams:
                     share = fair.share(namespace)
                     if best is None or share < best_share:
                         best, best_share = namespace, share
             if best is None:
                 return None
-            task_id, agent_type, demand = self._buffers[best].popleft()
-            self._held -= 1
+            streams = all_streams[best]
+            _, task_id, agent_type, stream = heapq.heappop(streams)
+            if agent_type not in open_types:
+                continue  # every agent of the type filled up: drop the stream
+            following = next(stream, None)
+            if following is not None:
+                heapq.heappush(streams, (self._key(following), following, agent_type, stream))
+            demand = self._demand(task_id)
             key = demand_class(demand)
             if key in waiting:
                 self._dropped += 1  # its class failed already: placements only take capacity away
@@ -236,6 +240,7 @@ class FairPicker:
                 self._dropped += 1
                 continue
             return ((0.0, 0.0, 0), task_id, agent_type, _EMPTY)
+        return None
 
 
 class _NamespaceLike(Protocol):

@@ -175,15 +175,15 @@ def plan(view: PlanView, now: float) -> Plan:
     placements = result.placements
     waiting = result.waiting
     skips = 0
-    picker = None if view.fair is None else FairPicker(view.fair, view.demand)
-    while streams or (picker is not None and picker.pending()):
+    picker = None if view.fair is None else FairPicker(view.fair, view.demand, queue, by_type, now)
+    while streams or picker is not None:
         if skips >= view.max_skips:
             result.stopped = f"the pass ended after {skips} tasks in a row could not be placed"
             break
         if picker is None:
             _, task_id, agent_type, stream = heapq.heappop(streams)
         else:
-            picked = picker.pop(streams, queue.order_key, waiting)
+            picked = picker.pop(waiting, by_type)
             if picked is None:
                 break
             _, task_id, agent_type, stream = picked

@@ -373,7 +373,9 @@ class MachineState:
     def enqueue(self, task: Task) -> None:
         """Put a READY task of a running workflow on the ready queue, ordered by its graph score."""
         score = self.ordering.score(task.id)
-        self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before, score)
+        self.queue.push(
+            task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before, score, task.namespace
+        )
 
     def rank_workflow(self, workflow: Workflow) -> None:
         """Rank a workflow's tasks (when it starts, or is restored): see :class:`Ordering`."""

@@ -21,7 +21,7 @@ class NsTasks:
 
     def add(self, task_id: str, namespace: str, priority: int = 50, **resources: float) -> None:
         self.demands[task_id] = Demand("shell", Resources(**resources), {}, True, namespace)  # type: ignore[arg-type]
-        self.queue.push(task_id, "shell", priority, ready_at=float(len(self.demands)))
+        self.queue.push(task_id, "shell", priority, ready_at=float(len(self.demands)), partition=namespace)
 
     def demand(self, task_id: str) -> Demand:
         return self.demands[task_id]
@@ -98,7 +98,8 @@ def test_drf_uses_each_namespaces_dominant_resource() -> None:
 
 def test_a_namespace_with_share_zero_goes_first() -> None:
     tasks = NsTasks()
-    for i in range(4):
+    # A long backlog of a queued ahead: the pass must not have to walk it to find b's task.
+    for i in range(5000):
         tasks.add(f"a{i}", "a")
     tasks.add("b0", "b")
     agents = [view("x", slots=1)]
