@@ -133,3 +133,15 @@ def test_quota_on_cpu_is_never_exceeded_and_others_still_run() -> None:
     assert sum(t.startswith("b") for t in placed) == 2
     assert fair.usage["a"].cpu <= 4
     assert "cpu 3 in use of 4 (task needs 1.5)" in fair_pass(tasks, agents, fair).reason_for(tasks.demand("a4"))
+
+
+def test_the_queue_walks_one_partition_alone_or_all_merged_in_order() -> None:
+    queue = ReadyQueue(ageing_per_s=0.0)
+    for i, (ns, priority) in enumerate([("a", 10), ("b", 90), ("a", 50), ("b", 20)]):
+        queue.push(f"t{i}", "shell", priority, ready_at=float(i), partition=ns)
+    assert queue.partitions("shell") == ["a", "b"]
+    assert list(queue.candidates(("shell",), 10.0, "a")) == ["t2", "t0"]
+    assert list(queue.candidates(("shell",), 10.0, "b")) == ["t1", "t3"]
+    assert list(queue.candidates(("shell",), 10.0)) == ["t1", "t2", "t3", "t0"]
+    queue.discard("t2")
+    assert list(queue.candidates(("shell",), 10.0, "a")) == ["t0"]
