@@ -212,6 +212,7 @@ class AttemptOps(WorkflowOps):
         self.queue.promote(now)
         chosen: Task | None = None
         doomed: list[Task] = []  # failed after the scan: the queue must not change while iterated
+        fair = fair_for(self.access.namespaces, self.views.values(), self.active, self.attempts, self.tasks)
         for scanned, task_id in enumerate(self.queue.candidates(event.agent_types, now)):
             if scanned >= _MAX_PULL_SCAN:
                 break
@@ -223,6 +224,8 @@ class AttemptOps(WorkflowOps):
             if event.capacity is not None and task.resources.shortfall(event.capacity):
                 continue
             if event.namespaces and task.namespace not in event.namespaces:
+                continue
+            if fair is not None and fair.over_quota(task.namespace, task.resources):
                 continue
             refs = secret_refs(task.payload)
             if refs and self.access.missing_secrets(task.namespace, refs):

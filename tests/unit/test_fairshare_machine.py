@@ -63,3 +63,20 @@ def test_equal_weights_get_equal_dominant_shares_within_one_task(make_sim: Calla
         sim.started(running.agent_id, running.current_attempt_id)
         sim.finished(running.agent_id, running.current_attempt_id)
     assert seen >= 25
+
+
+def test_pulled_work_respects_the_namespace_quota(make_sim: Callable[..., Sim]) -> None:
+    sim = make_sim()
+    sim.do(rq.CreateNamespaceRequest("team"))
+    sim.do(rq.SetNamespaceQuotaRequest("team", max_running=1))
+    tasks = [{"name": f"p{i}", "agent_type": "ext", "payload": {"job": i}} for i in range(2)]
+    workflow_id, _ = sim.submit(tasks, name="pulled", start=False)
+    for i in range(2):
+        sim.task(workflow_id, f"p{i}").namespace = "team"
+    sim.machine.workflows[workflow_id].namespace = "team"
+    sim.do(ev.StartWorkflow(workflow_id))
+    first = sim.do(ev.PullTask("w1", ("ext",))).result
+    assert first is not None
+    assert sim.do(ev.PullTask("w2", ("ext",))).result is None  # the quota of 1 running task
+    sim.finished("w1", first.attempt_id)
+    assert sim.do(ev.PullTask("w2", ("ext",))).result is not None
