@@ -40,6 +40,7 @@ READ = {
     "Cluster/GetAgent",
     "Admin/WhoAmI",
     "Admin/ListNamespaces",
+    "Admin/ListQuotas",
 }
 SUBMIT = {
     "Orchestrator/SubmitWorkflow",
@@ -61,6 +62,7 @@ ADMIN_ONLY = {
     "Admin/RevokeCertificate",
     "Admin/ListRevokedCertificates",
     "Admin/ListAudit",
+    "Admin/SetNamespaceQuota",
 }
 PUBLIC = {"AgentGateway/Join"}
 CONNECT = {"AgentGateway/Connect"}
