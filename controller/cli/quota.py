@@ -6,6 +6,7 @@ corral quota set team-a --weight 2 --max-cpu 16 --max-running 40
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -17,13 +18,32 @@ from corral.controller.cli.output import emit
 from corral.controller.sdk.admin_types import QuotaInfo
 from corral.controller.sdk.client import Client
 
-__all__ = ["app"]
+__all__ = ["app", "quota_table"]
 
 app = typer.Typer(help="Fair share: namespace weights and quotas, usage and dominant shares.")
 
 
 def _of(used: float, limit: float) -> str:
     return f"{used:g}" if not limit else f"{used:g}/{limit:g}"
+
+
+def quota_table(rows: Sequence[QuotaInfo]) -> RenderableType:
+    """The table `corral quota` prints: usage as used/limit (just used without a limit), shares."""
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for column in ("NAMESPACE", "WEIGHT", "RUNNING", "CPU", "MEMORY_MB", "GPU", "DOMINANT", "WEIGHTED"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.namespace,
+            f"{r.weight:g}",
+            _of(r.running, r.max_running),
+            _of(r.cpu, r.max_cpu),
+            _of(r.memory_mb, r.max_memory_mb),
+            _of(r.gpu, r.max_gpu),
+            f"{r.dominant_share:.3f}",
+            f"{r.weighted_share:.3f}",
+        )
+    return table
 
 
 @app.callback(invoke_without_command=True)
@@ -37,24 +57,7 @@ def quota_list(ctx: typer.Context, output: OutputOption = OutputFormat.table, ad
 
     rows = call(address, action)
 
-    def view(wide: bool) -> RenderableType:
-        table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
-        for column in ("NAMESPACE", "WEIGHT", "RUNNING", "CPU", "MEMORY_MB", "GPU", "DOMINANT", "WEIGHTED"):
-            table.add_column(column, no_wrap=True)
-        for r in rows:
-            table.add_row(
-                r.namespace,
-                f"{r.weight:g}",
-                _of(r.running, r.max_running),
-                _of(r.cpu, r.max_cpu),
-                _of(r.memory_mb, r.max_memory_mb),
-                _of(r.gpu, r.max_gpu),
-                f"{r.dominant_share:.3f}",
-                f"{r.weighted_share:.3f}",
-            )
-        return table
-
-    emit([r.to_dict() for r in rows], output, view)
+    emit([r.to_dict() for r in rows], output, lambda wide: quota_table(rows))
 
 
 @app.command("set")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from corral.v1 import admin_pb2, admin_pb2_grpc
 from tests.e2e.conftest import Cluster, WorkflowState
+from tests.procs import corral
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -33,3 +36,8 @@ def test_two_namespaces_share_the_cluster_fairly(cluster: Cluster) -> None:
     # started about half of its tasks (without fair share it would have started none).
     before = sum(1 for s in fair_starts if s < hog_starts[-1])
     assert before >= N // 2 - 2, (before, hog_starts, fair_starts)
+    shown = corral("quota", "--address", api.address, "-o", "json", timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["namespace"]: row for row in json.loads(shown.stdout)}
+    assert set(rows) == {"default", "hog", "fair"} and rows["hog"]["weight"] == 1.0
+    assert rows["fair"]["running"] == 0 and rows["fair"]["dominant_share"] == 0.0  # all done
