@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.controller.core import events as ev
+from corral.controller.core.fairshare import fair_for
 from corral.controller.core.fleet_ops import FleetOps
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
@@ -188,6 +189,8 @@ class Machine(FleetOps):
                     unschedulable,
                     *planned,
                 )
+            fair = fair_for(self.access.namespaces, views, self.active, self.attempts, self.tasks)
+            summary = summary or (fair.over_quota(task.namespace, task.resources) if fair is not None else "")
             return Explanation(
                 summary or "queued: will be placed on the next scheduling tick", (), verdicts, unschedulable, *planned
             )

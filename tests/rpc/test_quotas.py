@@ -9,7 +9,7 @@ import grpc.aio
 import pytest
 
 from corral.controller.store.sqlite import SqliteStore
-from corral.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, orchestrator_pb2, scheduler_pb2
+from corral.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, orchestrator_pb2, scheduler_pb2, types_pb2
 
 from .conftest import Controller, bad_request, shell_task, workflow_spec
 
@@ -45,7 +45,9 @@ async def test_a_quota_is_stored_enforced_and_explained(controller: Controller) 
     quota = admin_pb2.NamespaceQuota(weight=2.5, max_running=1)
     await admin.SetNamespaceQuota(admin_pb2.SetNamespaceQuotaRequest(name="team", quota=quota))
     call = controller.gateway.Connect()
-    await call.write(agent_pb2.AgentMessage(hello=agent_pb2.Hello(agent_id="a1", name="a1", agent_types=["shell"])))
+    inventory = types_pb2.Inventory(cpu_cores=4, memory_mb=4096, slots=4)
+    hello = agent_pb2.Hello(agent_id="a1", name="a1", agent_types=["shell"], inventory=inventory)
+    await call.write(agent_pb2.AgentMessage(hello=hello))
     submitted = await controller.orchestrator.SubmitWorkflow(
         orchestrator_pb2.SubmitWorkflowRequest(
             spec=workflow_spec("w", [shell_task("t1"), shell_task("t2")], namespace="team"), start=True
@@ -61,6 +63,7 @@ async def test_a_quota_is_stored_enforced_and_explained(controller: Controller) 
     (waiting,) = [t for t in status.status.tasks if t.task_id != message.assign.assignments[0].task_id]
     explained = await controller.scheduler.ExplainTask(scheduler_pb2.ExplainTaskRequest(task_id=waiting.task_id))
     assert explained.last_plan_reason.startswith("namespace 'team' at quota: running tasks 1 in use of 1")
+    assert explained.reason.startswith("namespace 'team' at quota: running tasks 1 in use of 1")
     rows = {r.namespace: r for r in (await admin.ListQuotas(admin_pb2.ListQuotasRequest())).namespaces}
     assert rows["team"].running == 1 and rows["team"].quota.weight == 2.5
     assert rows["team"].weighted_share == pytest.approx(rows["team"].dominant_share / 2.5)
