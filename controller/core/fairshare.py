@@ -238,6 +238,8 @@ class FairPicker:
             if reason:
                 waiting[key] = reason
                 self._dropped += 1
+                if fair.over_quota(best, Resources()):
+                    streams.clear()  # at its task count (or full) quota: none of its tasks can go
                 continue
             return ((0.0, 0.0, 0), task_id, agent_type, _EMPTY)
         return None

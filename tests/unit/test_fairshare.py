@@ -145,3 +145,22 @@ def test_the_queue_walks_one_partition_alone_or_all_merged_in_order() -> None:
     assert list(queue.candidates(("shell",), 10.0)) == ["t1", "t2", "t3", "t0"]
     queue.discard("t2")
     assert list(queue.candidates(("shell",), 10.0, "a")) == ["t0"]
+
+
+def test_a_namespace_at_its_task_quota_is_not_walked() -> None:
+    tasks = NsTasks()
+    for i in range(3 * 4096):
+        tasks.add(f"a{i}", "a")
+    tasks.add("b0", "b")
+    agents = [view("x", slots=4)]
+    # a already runs its quota of 2 tasks: once b's task is placed, the pass must end, not walk a.
+    fair = FairShare(capacity_of(agents), {"a": Usage(slots=2)}, {"a": Quota(max_running=2)})
+    looked: list[str] = []
+
+    def demand(task_id: str) -> Demand:
+        looked.append(task_id)
+        return tasks.demand(task_id)
+
+    result = plan(PlanView(tasks.queue, demand, agents, "binpack", None, fair=fair), now=100.0)
+    assert [p.task_id for p in result.placements] == ["b0"]
+    assert len(looked) < 10
