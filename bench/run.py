@@ -41,6 +41,7 @@ WORKLOADS: dict[str, str] = {
     "deadline": "bench.workloads.deadline",
     "heartbeat": "bench.workloads.heartbeat",
     "preempt": "bench.workloads.preempt",
+    "fair": "bench.workloads.fair",
 }
 
 #: figure -> (workload, unit, target, True when higher is better)
@@ -66,6 +67,7 @@ FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "deadline_hit_rate_gain": ("deadline", "", 0.15, True),
     "agents_1000_heartbeat_cpu": ("heartbeat", "cores", 0.25, False),
     "preempt_start_s": ("preempt", "s", 2.0, False),
+    "fair_jain": ("fair", "", 0.95, True),
 }
 
 

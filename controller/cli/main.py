@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import admin, analyze, certs, cluster, daemons, run, simulate, tasks, workflows
+from corral.controller.cli import admin, analyze, certs, cluster, daemons, quota, run, simulate, tasks, workflows
 from corral.controller.cli.common import (
     CaOption,
     CertOption,
@@ -81,6 +81,7 @@ certs.app.command("revoke")(admin.certs_revoke)
 app.add_typer(admin.token_app, name="token", rich_help_panel=_SECURITY)
 app.add_typer(admin.namespace_app, name="namespace", rich_help_panel=_SECURITY)
 app.add_typer(admin.secret_app, name="secret", rich_help_panel=_SECURITY)
+app.add_typer(quota.app, name="quota", rich_help_panel=_CLUSTER)
 app.command("audit", rich_help_panel=_SECURITY)(admin.audit)
 app.command("whoami", rich_help_panel=_SECURITY)(admin.whoami)
 

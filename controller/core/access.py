@@ -38,6 +38,12 @@ class Namespace:
     name: str
     description: str = ""
     created_at: float = 0.0
+    # Fair share (fairshare.py): DRF weight, and quotas on running work (0: no limit).
+    weight: float = 1.0
+    max_cpu: float = 0.0
+    max_memory_mb: int = 0
+    max_gpu: int = 0
+    max_running: int = 0
 
 
 @dataclass(slots=True)
@@ -212,6 +218,16 @@ class AccessState:
             raise AlreadyExists(f"namespace {name!r} already exists")
         namespace = Namespace(name, description, now)
         self.namespaces[name] = namespace
+        self._changes.namespaces[name] = namespace
+        return namespace
+
+    def set_quota(
+        self, name: str, weight: float, max_cpu: float, max_memory_mb: int, max_gpu: int, max_running: int
+    ) -> Namespace:
+        """Set a namespace's fair-share weight and quotas (fairshare.py); it must exist."""
+        namespace = self.namespace(name)
+        namespace.weight, namespace.max_cpu, namespace.max_memory_mb = weight, max_cpu, max_memory_mb
+        namespace.max_gpu, namespace.max_running = max_gpu, max_running
         self._changes.namespaces[name] = namespace
         return namespace
 

@@ -15,6 +15,7 @@ from corral.controller.core.events import (
     CancelAttempts,
     PullTask,
 )
+from corral.controller.core.fairshare import fair_for
 from corral.controller.core.group_ops import on_finished, pass_rules
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
@@ -124,6 +125,7 @@ class AttemptOps(WorkflowOps):
             rules=pass_rules(self) if self.gangs or self.parallelism else None,
             reserved=self.reservations.by_agent or None,
             stuck=stuck_test(self, now),
+            fair=fair_for(self.access.namespaces, self.views.values(), self.active, self.attempts, self.tasks),
         )
         result = plan(view, now)
         self.last_plan = result
@@ -229,6 +231,7 @@ class AttemptOps(WorkflowOps):
         self.queue.promote(now)
         chosen: Task | None = None
         doomed: list[Task] = []  # failed after the scan: the queue must not change while iterated
+        fair = fair_for(self.access.namespaces, self.views.values(), self.active, self.attempts, self.tasks)
         for scanned, task_id in enumerate(self.queue.candidates(event.agent_types, now)):
             if scanned >= _MAX_PULL_SCAN:
                 break
@@ -240,6 +243,8 @@ class AttemptOps(WorkflowOps):
             if event.capacity is not None and task.resources.shortfall(event.capacity):
                 continue
             if event.namespaces and task.namespace not in event.namespaces:
+                continue
+            if fair is not None and fair.over_quota(task.namespace, task.resources):
                 continue
             refs = secret_refs(task.payload)
             if refs and self.access.missing_secrets(task.namespace, refs):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.controller.core import events as ev
+from corral.controller.core.fairshare import fair_for
 from corral.controller.core.fleet_ops import FleetOps
 from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
@@ -192,6 +193,8 @@ class Machine(FleetOps):
                     *planned,
                 )
             held = last.held_reason(task.id, task.workflow_id) if last is not None else ""
+            fair = fair_for(self.access.namespaces, views, self.active, self.attempts, self.tasks)
+            summary = summary or (fair.over_quota(task.namespace, task.resources) if fair is not None else "")
             return Explanation(
                 summary or held or "queued: will be placed on the next scheduling tick",
                 (),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from corral.controller.core import events as ev
 from corral.controller.core import requests as rq
 from corral.controller.core.access import AuditEntry, Namespace, RevokedCert, TokenRecord, secret_env
+from corral.controller.core.fairshare import QuotaRow, quota_rows
 from corral.controller.core.model import Agent, Attempt, Task, TaskState, Workflow
 from corral.controller.errors import (
     FailedPrecondition,
@@ -298,6 +299,15 @@ class _Queries:
         chosen = (n for n in self.m.access.namespaces.values() if event.caller.covers(n.name))
         return sorted(chosen, key=lambda n: n.name)
 
+    def set_quota(self, event: rq.SetNamespaceQuotaRequest, now: float) -> Namespace:
+        e = event
+        return self.m.access.set_quota(e.name, e.weight, e.max_cpu, e.max_memory_mb, e.max_gpu, e.max_running)
+
+    def quotas(self, event: rq.ListQuotasQuery, now: float) -> list[QuotaRow]:
+        m = self.m
+        rows = quota_rows(m.access.namespaces, m.views.values(), m.active, m.attempts, m.tasks)
+        return [row for row in rows if event.caller.covers(row.namespace)]
+
     def set_secret(self, event: rq.SetSecretRequest, now: float) -> bool:
         return self.m.access.set_secret(event.namespace, event.name, event.ciphertext, now)
 
@@ -388,4 +398,6 @@ def request_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]
         rq.ListRevokedCertsQuery: q.revoked_certs,
         rq.RecordAudit: q.record_audit,
         rq.JoinRequest: q.join,
+        rq.SetNamespaceQuotaRequest: q.set_quota,
+        rq.ListQuotasQuery: q.quotas,
     }

@@ -59,6 +59,7 @@ class QueueEntry:
     delayed: bool  # still waiting for its backoff to pass
     score: float = 0.0  # graph score (upward rank + lookahead): higher goes first within a band
     latest_start: float = math.inf  # deadlines: least slack first within a band (inf: no deadline)
+    partition: str = ""  # its namespace: fair share walks each namespace's tasks apart (fairshare.py)
 
     def effective_priority(self, now: float, ageing_per_s: float) -> float:
         """Priority raised by ageing: ``priority + ageing_per_s * (now - ready_at)``."""
@@ -81,7 +82,10 @@ class ReadyQueue:
         self.ageing_per_s = ageing_per_s
         self.ageing_step = ageing_step
         self._entries: dict[str, QueueEntry] = {}
-        self._heaps: dict[str, list[_Item]] = {}
+        # One heap per (agent type, partition); the partitions of each type, in creation order.
+        self._heaps: dict[tuple[str, str], list[_Item]] = {}
+        self._heap_live: dict[tuple[str, str], int] = {}
+        self._partitions: dict[str, list[str]] = {}
         self._ready_counts: dict[str, int] = {}  # live, not delayed entries per agent type
         self._counts: dict[str, int] = {}  # all live entries per agent type
         self._delayed: list[_Delayed] = []
@@ -133,17 +137,21 @@ class ReadyQueue:
         not_before: float | None = None,
         score: float = 0.0,
         latest_start: float = math.inf,
+        partition: str = "",
     ) -> None:
         """Queue a task; pushing an id already present replaces its entry.
 
         ``latest_start`` orders tasks within a band before the score, earliest first (least slack:
         :mod:`deadlines`); ``score`` then orders, higher first (the graph score from :mod:`rank`).
+        ``partition`` (the namespace) lets :meth:`candidates` walk one partition's tasks alone.
         """
         self.discard(task_id)
         self._seq += 1
         seq = self._seq
         delayed = not_before is not None
-        entry = QueueEntry(task_id, agent_type, priority, ready_at, not_before, seq, delayed, score, latest_start)
+        entry = QueueEntry(
+            task_id, agent_type, priority, ready_at, not_before, seq, delayed, score, latest_start, partition
+        )
         self._entries[task_id] = entry
         self._counts[agent_type] = self._counts.get(agent_type, 0) + 1
         if not_before is not None:
@@ -165,8 +173,9 @@ class ReadyQueue:
                 heapq.heapify(self._delayed)
         else:
             self._ready_counts[entry.agent_type] -= 1
-            heap = self._heaps[entry.agent_type]
-            live = self._ready_counts[entry.agent_type]
+            key = (entry.agent_type, entry.partition)
+            heap = self._heaps[key]
+            live = self._heap_live[key] = self._heap_live[key] - 1
             if len(heap) > _SWEEP_MIN and len(heap) > 2 * live:
                 heap[:] = [item for item in heap if self._live(item)]
                 heapq.heapify(heap)
@@ -189,6 +198,7 @@ class ReadyQueue:
                 False,
                 old.score,
                 old.latest_start,
+                old.partition,
             )
             self._entries[entry.task_id] = entry
             self._delayed_count -= 1
@@ -203,8 +213,14 @@ class ReadyQueue:
 
     # -- reading in order -----------------------------------------------------------------------
 
-    def candidates(self, agent_types: Collection[str], now: float) -> Iterator[str]:
+    def partitions(self, agent_type: str) -> list[str]:
+        """The partitions (namespaces) that ever had a ready task of ``agent_type``."""
+        return self._partitions.get(agent_type, [])
+
+    def candidates(self, agent_types: Collection[str], now: float, partition: str | None = None) -> Iterator[str]:
         """Ready task ids of ``agent_types`` in queue order (band, latest start, score, FIFO).
+
+        With ``partition``, only that partition's tasks (fair share walks each namespace apart).
 
         Nothing is removed: the caller discards what it places. Tasks whose backoff has passed by
         ``now`` are promoted first; tasks still in backoff are not yielded. The walk is lazy, so
@@ -216,16 +232,17 @@ class ReadyQueue:
         frontier: list[tuple[_Item, int, int]] = []  # (item, heap number, index in that heap)
         heaps: list[list[_Item]] = []
         for agent_type in dict.fromkeys(agent_types):
-            heap = self._heaps.get(agent_type)
-            if not heap:
-                continue
-            # Stale items at the top are the common case (placed tasks are discarded): drop them so
-            # every walk does not step over them again.
-            while heap and not self._live(heap[0]):
-                heapq.heappop(heap)
-            if heap:
-                heaps.append(heap)
-                frontier.append((heap[0], len(heaps) - 1, 0))
+            for part in self._partitions.get(agent_type, ()) if partition is None else (partition,):
+                heap = self._heaps.get((agent_type, part))
+                if not heap:
+                    continue
+                # Stale items at the top are the common case (placed tasks are discarded): drop them
+                # so every walk does not step over them again.
+                while heap and not self._live(heap[0]):
+                    heapq.heappop(heap)
+                if heap:
+                    heaps.append(heap)
+                    frontier.append((heap[0], len(heaps) - 1, 0))
         heapq.heapify(frontier)
         while frontier:
             item, number, position = heapq.heappop(frontier)
@@ -247,10 +264,15 @@ class ReadyQueue:
         return aged - priority
 
     def _enqueue(self, entry: QueueEntry) -> None:
-        heap = self._heaps.setdefault(entry.agent_type, [])
+        key = (entry.agent_type, entry.partition)
+        heap = self._heaps.get(key)
+        if heap is None:
+            heap = self._heaps[key] = []
+            self._partitions.setdefault(entry.agent_type, []).append(entry.partition)
         band = self._band(entry.priority, entry.ready_at)
         heapq.heappush(heap, (band, entry.latest_start, -entry.score, entry.seq, entry.task_id))
         self._ready_counts[entry.agent_type] = self._ready_counts.get(entry.agent_type, 0) + 1
+        self._heap_live[key] = self._heap_live.get(key, 0) + 1
 
     def _live(self, item: _Item) -> bool:
         entry = self._entries.get(item[4])

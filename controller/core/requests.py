@@ -31,6 +31,7 @@ __all__ = [
     "JoinRequest",
     "ListAgentsQuery",
     "ListNamespacesQuery",
+    "ListQuotasQuery",
     "ListRevokedCertsQuery",
     "ListSecretsQuery",
     "ListTokensQuery",
@@ -43,6 +44,7 @@ __all__ = [
     "ResumeRequest",
     "RevokeCertRequest",
     "RevokeTokenRequest",
+    "SetNamespaceQuotaRequest",
     "SetSecretRequest",
     "StartRequest",
     "SubmitRequest",
@@ -301,3 +303,23 @@ class JoinRequest:
     credential_id: str
     credential_hash: str
     method: str = "/corral.v1.AgentGateway/Join"
+
+
+@dataclass(frozen=True, slots=True)
+class SetNamespaceQuotaRequest:
+    """Set a namespace's fair-share weight and quotas (validated by the RPC layer); answers the record."""
+
+    name: str
+    weight: float = 1.0
+    max_cpu: float = 0.0
+    max_memory_mb: int = 0
+    max_gpu: int = 0
+    max_running: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuotasQuery:
+    """Every namespace the caller covers: usage vs quota, weight and dominant share (``fairshare.QuotaRow``)."""
+
+    READ: ClassVar[bool] = True
+    caller: Caller

@@ -26,6 +26,7 @@ import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from corral.controller.core.fairshare import FairPicker, FairShare
 from corral.controller.core.gangs import PassRules, admit
 from corral.controller.core.model import Resources
 from corral.controller.core.placement import (
@@ -146,6 +147,8 @@ class PlanView:
     rules: PassRules | None = None  # gangs and concurrency limits; None when no workflow uses them
     reserved: Mapping[str, Reservation] | None = None  # agent id -> its reservation (reservations.py)
     stuck: Callable[[str], bool] | None = None  # whether a task that did not fit should reserve
+    # Set only when several namespaces or a quota are in play: DRF order and quotas (fairshare.py).
+    fair: FairShare | None = None
 
 
 def plan(view: PlanView, now: float) -> Plan:
@@ -199,11 +202,18 @@ def plan(view: PlanView, now: float) -> Plan:
     waiting = result.waiting
     rules = view.rules
     skips = 0
-    while streams:
+    picker = None if view.fair is None else FairPicker(view.fair, view.demand, queue, by_type, now)
+    while streams or picker is not None:
         if skips >= view.max_skips:
             result.stopped = f"the pass ended after {skips} tasks in a row could not be placed"
             break
-        _, task_id, agent_type, stream = heapq.heappop(streams)
+        if picker is None:
+            _, task_id, agent_type, stream = heapq.heappop(streams)
+        else:
+            picked = picker.pop(waiting, by_type)
+            if picked is None:
+                break
+            _, task_id, agent_type, stream = picked
         if agent_type not in by_type:
             result.filled.add(agent_type)
             continue  # every agent of this type filled up earlier in this pass
@@ -241,6 +251,8 @@ def plan(view: PlanView, now: float) -> Plan:
                 placements.append(Placement(task_id, chosen.id, gpu_ids))
                 if rules is not None:
                     rules.started(demand.workflow_id)
+                if picker is not None:
+                    picker.placed(demand)
                 if demand.spread:
                     ctx.placed(demand.workflow_id, chosen)
                 if not chosen.has_room():

@@ -402,9 +402,19 @@ class MachineState:
         if self.deadline_book.latest_start:  # deadlines in use: least slack first, at-risk boost
             at = (task.ready_at or 0.0) if now is None else now
             priority, latest, since = self.deadline_book.queue_terms(task, at)
-            self.queue.push(task.id, task.agent_type, priority, since, task.not_before, score, latest)
+            self.queue.push(
+                task.id, task.agent_type, priority, since, task.not_before, score, latest, partition=task.namespace
+            )
             return
-        self.queue.push(task.id, task.agent_type, task.priority, task.ready_at or 0.0, task.not_before, score)
+        self.queue.push(
+            task.id,
+            task.agent_type,
+            task.priority,
+            task.ready_at or 0.0,
+            task.not_before,
+            score,
+            partition=task.namespace,
+        )
 
     def rank_workflow(self, workflow: Workflow) -> None:
         """Rank a workflow's tasks (when it starts, or is restored): see :class:`Ordering`."""

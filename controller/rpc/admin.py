@@ -14,8 +14,9 @@ from typing import Any
 
 from corral.controller.core import requests as rq
 from corral.controller.core.access import Namespace, RevokedCert, TokenRecord
+from corral.controller.core.fairshare import QuotaRow
 from corral.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from corral.controller.rpc import fields, wire
+from corral.controller.rpc import fields, quotas, wire
 from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.identity import current_principal
 from corral.controller.rpc.scope import require_namespace
@@ -181,6 +182,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def ListNamespaces(self, request: pb.ListNamespacesRequest, context: Any) -> pb.ListNamespacesResponse:
         namespaces: list[Namespace] = await self.rt.handle(rq.ListNamespacesQuery(current_caller()))
         return pb.ListNamespacesResponse(namespaces=[_namespace_info(n) for n in namespaces])
+
+    async def SetNamespaceQuota(
+        self, request: pb.SetNamespaceQuotaRequest, context: Any
+    ) -> pb.SetNamespaceQuotaResponse:
+        name = _name(request.name, "name", "a namespace")
+        updated: Namespace = await self.rt.handle(quotas.quota_request(name, request.quota))
+        return pb.SetNamespaceQuotaResponse(quota=quotas.quota_message(updated))
+
+    async def ListQuotas(self, request: pb.ListQuotasRequest, context: Any) -> pb.ListQuotasResponse:
+        rows: list[QuotaRow] = await self.rt.handle(rq.ListQuotasQuery(current_caller()))
+        return pb.ListQuotasResponse(namespaces=[quotas.quota_usage(row) for row in rows])
 
     # --- secrets ----------------------------------------------------------------------------------
 

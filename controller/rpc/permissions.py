@@ -76,6 +76,8 @@ METHODS: Final[Mapping[str, str]] = {
     _A + "RevokeCertificate": ADMIN,
     _A + "ListRevokedCertificates": ADMIN,
     _A + "ListAudit": ADMIN,
+    _A + "SetNamespaceQuota": ADMIN,
+    _A + "ListQuotas": READ,
     # Kubernetes probes and load balancers have no credentials.
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
@@ -113,6 +115,7 @@ MUTATING: Final = frozenset(
         _A + "SetSecret",
         _A + "DeleteSecret",
         _A + "RevokeCertificate",
+        _A + "SetNamespaceQuota",
     }
 )
 

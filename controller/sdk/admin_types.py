@@ -137,3 +137,39 @@ class AuditRecord(Record):
     @classmethod
     def from_proto(cls, m: admin_pb2.AuditRecord) -> AuditRecord:
         return cls(m.seq, timestamp(m, "at"), m.principal, m.role, m.method, m.target, m.namespace, m.code, m.detail)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaInfo(Record):
+    """A namespace's fair-share weight and quotas (0: no limit), its running usage and its shares."""
+
+    namespace: str
+    weight: float
+    max_cpu: float
+    max_memory_mb: int
+    max_gpu: int
+    max_running: int
+    cpu: float = 0.0
+    memory_mb: float = 0.0
+    gpu: int = 0
+    running: int = 0
+    dominant_share: float = 0.0
+    weighted_share: float = 0.0
+
+    @classmethod
+    def from_proto(cls, m: admin_pb2.QuotaUsage) -> QuotaInfo:
+        q = m.quota
+        return cls(
+            m.namespace,
+            q.weight,
+            q.max_cpu,
+            q.max_memory_mb,
+            q.max_gpu,
+            q.max_running,
+            m.cpu,
+            m.memory_mb,
+            m.gpu,
+            m.running,
+            m.dominant_share,
+            m.weighted_share,
+        )

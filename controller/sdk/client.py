@@ -34,6 +34,7 @@ from corral.controller.sdk.admin_types import (
     CreatedToken,
     Identity,
     NamespaceInfo,
+    QuotaInfo,
     RevokedCertificate,
     SecretInfo,
     TokenInfo,
@@ -513,6 +514,27 @@ class Client:
     async def list_namespaces(self) -> tuple[NamespaceInfo, ...]:
         response = await self._call("admin", "ListNamespaces", admin_pb2.ListNamespacesRequest())
         return tuple(NamespaceInfo.from_proto(n) for n in response.namespaces)
+
+    async def set_quota(
+        self,
+        namespace: str,
+        *,
+        weight: float = 1.0,
+        max_cpu: float = 0.0,
+        max_memory_mb: int = 0,
+        max_gpu: int = 0,
+        max_running: int = 0,
+    ) -> None:
+        """Set a namespace's fair-share weight and quotas on running work (0: no limit); admin only."""
+        quota = admin_pb2.NamespaceQuota(
+            weight=weight, max_cpu=max_cpu, max_memory_mb=max_memory_mb, max_gpu=max_gpu, max_running=max_running
+        )
+        await self._call("admin", "SetNamespaceQuota", admin_pb2.SetNamespaceQuotaRequest(name=namespace, quota=quota))
+
+    async def list_quotas(self) -> tuple[QuotaInfo, ...]:
+        """Every namespace you may see: usage vs quota, weight and dominant share."""
+        response = await self._call("admin", "ListQuotas", admin_pb2.ListQuotasRequest())
+        return tuple(QuotaInfo.from_proto(n) for n in response.namespaces)
 
     async def set_secret(self, namespace: str, name: str, value: str | bytes) -> bool:
         """Store a secret (encrypted at rest); True when it is new, False when replaced."""

@@ -29,7 +29,8 @@ __all__ = [
 
 #: Columns per access table, in row order (they match migration 2 of the SQLite store).
 ACCESS_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
-    "namespaces": ("name", "description", "created_at"),
+    # weight .. max_running: migration 8 (fair share).
+    "namespaces": ("name", "description", "created_at", "weight", "max_cpu", "max_memory_mb", "max_gpu", "max_running"),
     "tokens": (
         "id",
         "hash",
@@ -64,11 +65,20 @@ def _str(value: Any, what: str) -> str:
 
 
 def encode_namespace(n: Namespace) -> tuple[Any, ...]:
-    return (_str(n.name, "namespace name"), _str(n.description, "description"), float(n.created_at))
+    return (
+        _str(n.name, "namespace name"),
+        _str(n.description, "description"),
+        float(n.created_at),
+        float(n.weight),
+        float(n.max_cpu),
+        int(n.max_memory_mb),
+        int(n.max_gpu),
+        int(n.max_running),
+    )
 
 
 def decode_namespace(row: Sequence[Any]) -> Namespace:
-    return Namespace(row[0], row[1], row[2])
+    return Namespace(row[0], row[1], row[2], float(row[3]), float(row[4]), int(row[5]), int(row[6]), int(row[7]))
 
 
 def encode_token(t: TokenRecord) -> tuple[Any, ...]:

@@ -352,6 +352,16 @@ def _migration_11_gangs(db: sqlite_utils.Database) -> None:
     db.table("workflows").add_column("max_parallel", int)
 
 
+def _migration_8_namespace_fair_share(db: sqlite_utils.Database) -> None:
+    """Issue 9: each namespace's fair-share weight and quotas on running work (0: no limit)."""
+    namespaces = db.table("namespaces")
+    namespaces.add_column("weight", float, not_null_default=1.0)
+    namespaces.add_column("max_cpu", float, not_null_default=0.0)
+    namespaces.add_column("max_memory_mb", int, not_null_default=0)
+    namespaces.add_column("max_gpu", int, not_null_default=0)
+    namespaces.add_column("max_running", int, not_null_default=0)
+
+
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
 def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
     """Issue 9: deadlines (absolute epoch seconds) of workflows and tasks, the policy and verdict at submit."""
@@ -370,6 +380,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_5_placement_preferences,
     _migration_6_learned_durations,
     _migration_7_attempt_usage,
+    _migration_8_namespace_fair_share,
     _migration_9_deadlines,
     _migration_10_preemption,
     _migration_11_gangs,

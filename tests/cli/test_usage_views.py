@@ -8,8 +8,10 @@ from rich.console import Console
 
 from corral.controller.cli.analyze import analysis_view
 from corral.controller.cli.output import memory, tasks_table
+from corral.controller.cli.quota import quota_table
+from corral.controller.sdk.admin_types import QuotaInfo
 from corral.controller.sdk.types import DependencyAnalysis, TaskStatus
-from corral.v1 import scheduler_pb2
+from corral.v1 import admin_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
 
 
@@ -81,3 +83,18 @@ def test_long_lists_are_cut_unless_wide() -> None:
     analysis = _analysis(immediate_dominators={n: "t0" for n in names[1:]})
     assert "... and 9 more (--output wide shows all)" in render(analysis_view(analysis, names, wide=False))
     assert "more (--output wide" not in render(analysis_view(analysis, names, wide=True))
+
+
+def test_quota_table_shows_used_of_limit_weight_and_shares() -> None:
+    row = admin_pb2.QuotaUsage(
+        namespace="team",
+        quota=admin_pb2.NamespaceQuota(weight=2, max_cpu=16, max_running=40),
+        cpu=4,
+        memory_mb=2048,
+        running=3,
+        dominant_share=0.5,
+        weighted_share=0.25,
+    )
+    lines = [line.split() for line in render(quota_table([QuotaInfo.from_proto(row)])).splitlines()]
+    assert lines[0] == ["NAMESPACE", "WEIGHT", "RUNNING", "CPU", "MEMORY_MB", "GPU", "DOMINANT", "WEIGHTED"]
+    assert lines[1] == ["team", "2", "3/40", "4/16", "2048", "0", "0.500", "0.250"]

@@ -40,6 +40,7 @@ READ = {
     "Cluster/GetAgent",
     "Admin/WhoAmI",
     "Admin/ListNamespaces",
+    "Admin/ListQuotas",
 }
 SUBMIT = {
     "Orchestrator/SubmitWorkflow",
@@ -61,6 +62,7 @@ ADMIN_ONLY = {
     "Admin/RevokeCertificate",
     "Admin/ListRevokedCertificates",
     "Admin/ListAudit",
+    "Admin/SetNamespaceQuota",
 }
 PUBLIC = {"AgentGateway/Join"}
 CONNECT = {"AgentGateway/Connect"}
@@ -321,3 +323,16 @@ def test_reflection_needs_any_valid_credential(auth: Auth) -> None:
     (answer,) = list(reflect(iter([request]), metadata=auth.md(auth.token("worker")), timeout=10))
     names = {s.name for s in answer.list_services_response.service}
     assert "corral.v1.Admin" in names and "corral.v1.Orchestrator" in names
+
+
+def test_only_an_admin_of_every_namespace_sets_quotas(auth: Auth) -> None:
+    admin_md = auth.md(auth.admin_token)
+    auth.admin.CreateNamespace(admin_pb2.CreateNamespaceRequest(name="team-q"), metadata=admin_md, timeout=10)
+    request = admin_pb2.SetNamespaceQuotaRequest(name="team-q", quota=admin_pb2.NamespaceQuota(weight=5))
+    scoped = auth.md(auth.token("admin", "team-q"))
+    with pytest.raises(grpc.RpcError) as denied:
+        auth.admin.SetNamespaceQuota(request, metadata=scoped, timeout=10)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    auth.admin.SetNamespaceQuota(request, metadata=admin_md, timeout=10)
+    rows = auth.admin.ListQuotas(admin_pb2.ListQuotasRequest(), metadata=scoped, timeout=10).namespaces
+    assert [(r.namespace, r.quota.weight) for r in rows] == [("team-q", 5.0)]  # only what it covers

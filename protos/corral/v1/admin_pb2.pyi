@@ -274,3 +274,61 @@ class ListAuditResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ...) -> None: ...
+
+class NamespaceQuota(_message.Message):
+    __slots__ = ("weight", "max_cpu", "max_memory_mb", "max_gpu", "max_running")
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CPU_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    MAX_GPU_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    weight: float
+    max_cpu: float
+    max_memory_mb: int
+    max_gpu: int
+    max_running: int
+    def __init__(self, weight: _Optional[float] = ..., max_cpu: _Optional[float] = ..., max_memory_mb: _Optional[int] = ..., max_gpu: _Optional[int] = ..., max_running: _Optional[int] = ...) -> None: ...
+
+class SetNamespaceQuotaRequest(_message.Message):
+    __slots__ = ("name", "quota")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    quota: NamespaceQuota
+    def __init__(self, name: _Optional[str] = ..., quota: _Optional[_Union[NamespaceQuota, _Mapping]] = ...) -> None: ...
+
+class SetNamespaceQuotaResponse(_message.Message):
+    __slots__ = ("quota",)
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    quota: NamespaceQuota
+    def __init__(self, quota: _Optional[_Union[NamespaceQuota, _Mapping]] = ...) -> None: ...
+
+class QuotaUsage(_message.Message):
+    __slots__ = ("namespace", "quota", "cpu", "memory_mb", "gpu", "running", "dominant_share", "weighted_share")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    DOMINANT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    quota: NamespaceQuota
+    cpu: float
+    memory_mb: float
+    gpu: int
+    running: int
+    dominant_share: float
+    weighted_share: float
+    def __init__(self, namespace: _Optional[str] = ..., quota: _Optional[_Union[NamespaceQuota, _Mapping]] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[float] = ..., gpu: _Optional[int] = ..., running: _Optional[int] = ..., dominant_share: _Optional[float] = ..., weighted_share: _Optional[float] = ...) -> None: ...
+
+class ListQuotasRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListQuotasResponse(_message.Message):
+    __slots__ = ("namespaces",)
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...

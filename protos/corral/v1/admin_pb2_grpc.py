@@ -94,6 +94,16 @@ class AdminStub:
                 request_serializer=corral_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.SetNamespaceQuota = channel.unary_unary(
+                '/corral.v1.Admin/SetNamespaceQuota',
+                request_serializer=corral_dot_v1_dot_admin__pb2.SetNamespaceQuotaRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_admin__pb2.SetNamespaceQuotaResponse.FromString,
+                _registered_method=True)
+        self.ListQuotas = channel.unary_unary(
+                '/corral.v1.Admin/ListQuotas',
+                request_serializer=corral_dot_v1_dot_admin__pb2.ListQuotasRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_admin__pb2.ListQuotasResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -173,6 +183,19 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetNamespaceQuota(self, request, context):
+        """Fair share: a namespace's weight and quotas, and every namespace's usage against them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuotas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +258,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=corral_dot_v1_dot_admin__pb2.ListAuditRequest.FromString,
                     response_serializer=corral_dot_v1_dot_admin__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'SetNamespaceQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNamespaceQuota,
+                    request_deserializer=corral_dot_v1_dot_admin__pb2.SetNamespaceQuotaRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_admin__pb2.SetNamespaceQuotaResponse.SerializeToString,
+            ),
+            'ListQuotas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuotas,
+                    request_deserializer=corral_dot_v1_dot_admin__pb2.ListQuotasRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_admin__pb2.ListQuotasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -561,6 +594,60 @@ class Admin:
             '/corral.v1.Admin/ListAudit',
             corral_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
             corral_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNamespaceQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Admin/SetNamespaceQuota',
+            corral_dot_v1_dot_admin__pb2.SetNamespaceQuotaRequest.SerializeToString,
+            corral_dot_v1_dot_admin__pb2.SetNamespaceQuotaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuotas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Admin/ListQuotas',
+            corral_dot_v1_dot_admin__pb2.ListQuotasRequest.SerializeToString,
+            corral_dot_v1_dot_admin__pb2.ListQuotasResponse.FromString,
             options,
             channel_credentials,
             insecure,
