@@ -40,8 +40,8 @@ def raw_depth(raw: bytes) -> int:
     Exact for valid JSON; for invalid JSON it is only an estimate, and the parser refuses it anyway.
     """
     opening = raw.count(b"[") + raw.count(b"{")
-    if opening <= 1:
-        return opening  # the common small payload: no scan at all
+    if opening == 0 or (opening == 1 and b'"' not in raw):
+        return opening  # the common small payload: no scan at all (no string to hide a bracket)
     brackets = _STRING.sub(b"", raw).translate(_MARKS, _NOT_BRACKETS)
     return max(accumulate(memoryview(brackets).cast("b")), default=0)
 
