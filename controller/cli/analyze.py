@@ -67,30 +67,27 @@ def analysis_view(
             )
         )
         return Group(*parts)
-    if analysis.redundant_edges:
-        table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
-        table.add_column("TASK")
-        table.add_column("REDUNDANT DEPENDENCY (implied through another path)")
-        rows, more = _cut([(to, dependency) for dependency, to in analysis.redundant_edges], wide)
-        for row in rows:
-            table.add_row(*row)
-        parts.append(table)
-        if more:
-            parts.append(Text(f"... and {more} more (--output wide shows all)", style="dim"))
-    else:
-        parts.append(Text("No redundant dependencies.", style="dim"))
+    redundant = [(to, dependency) for dependency, to in analysis.redundant_edges]
+    parts += _pairs(
+        "REDUNDANT DEPENDENCY (implied through another path)", redundant, wide, "No redundant dependencies."
+    )
     parts.append(Text(""))
     dominated = [(name, analysis.immediate_dominators[name]) for name in order if name in analysis.immediate_dominators]
-    if dominated:
-        table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
-        table.add_column("TASK")
-        table.add_column("IMMEDIATE DOMINATOR (on every path to it)")
-        rows, more = _cut(dominated, wide)
-        for row in rows:
-            table.add_row(*row)
-        parts.append(table)
-        if more:
-            parts.append(Text(f"... and {more} more (--output wide shows all)", style="dim"))
-    else:
-        parts.append(Text("No task is dominated by another (every task is a root or joins several).", style="dim"))
+    none = "No task is dominated by another (every task is a root or joins several)."
+    parts += _pairs("IMMEDIATE DOMINATOR (on every path to it)", dominated, wide, none)
     return Group(*parts)
+
+
+def _pairs(heading: str, pairs: list[tuple[str, str]], wide: bool, empty: str) -> list[Table | Text]:
+    """A TASK / ``heading`` table of ``pairs`` (cut unless ``wide``), or ``empty`` when there are none."""
+    if not pairs:
+        return [Text(empty, style="dim")]
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    table.add_column("TASK")
+    table.add_column(heading)
+    rows, more = _cut(pairs, wide)
+    for row in rows:
+        table.add_row(*row)
+    if more:
+        return [table, Text(f"... and {more} more (--output wide shows all)", style="dim")]
+    return [table]

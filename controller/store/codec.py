@@ -567,11 +567,10 @@ def decode_agent(row: Sequence[Any]) -> Agent:
     )
 
 
-def encode_event(e: WorkflowEvent) -> Row:
-    """Row of the ``events`` table."""
-    return (
+def _event_fields(e: WorkflowEvent) -> list[Any]:
+    """An event's fields but its workflow id, in the stored order (its batch row names the workflow)."""
+    return [
         e.seq,
-        e.workflow_id,
         e.at,
         _enum_value(e.workflow_state, WorkflowState, _WORKFLOW_STATES),
         e.task_id,
@@ -582,25 +581,36 @@ def encode_event(e: WorkflowEvent) -> Row:
         e.kind,
         e.reason,
         e.message,
+    ]
+
+
+def _event_of(workflow_id: str, f: Sequence[Any]) -> WorkflowEvent:
+    """Inverse of :func:`_event_fields`."""
+    return WorkflowEvent(
+        seq=f[0],
+        at=f[1],
+        workflow_id=workflow_id,
+        workflow_state=_WORKFLOW_STATES[f[2]],
+        task_id=f[3],
+        task_name=f[4],
+        task_state=None if f[5] is None else _TASK_STATES[f[5]],
+        attempt_id=f[6],
+        agent_id=f[7],
+        kind=f[8],
+        reason=f[9],
+        message=f[10],
     )
+
+
+def encode_event(e: WorkflowEvent) -> Row:
+    """Row of the version-3 ``events`` table (one per event; the memory store keeps these)."""
+    seq, *rest = _event_fields(e)
+    return (seq, e.workflow_id, *rest)
 
 
 def decode_event(row: Sequence[Any]) -> WorkflowEvent:
     """Inverse of :func:`encode_event`."""
-    return WorkflowEvent(
-        seq=row[0],
-        workflow_id=row[1],
-        at=row[2],
-        workflow_state=_WORKFLOW_STATES[row[3]],
-        task_id=row[4],
-        task_name=row[5],
-        task_state=None if row[6] is None else _TASK_STATES[row[6]],
-        attempt_id=row[7],
-        agent_id=row[8],
-        kind=row[9],
-        reason=row[10],
-        message=row[11],
-    )
+    return _event_of(row[1], (row[0], *row[2:]))
 
 
 def encode_event_batches(events: Sequence[WorkflowEvent]) -> list[Row]:
@@ -612,24 +622,11 @@ def encode_event_batches(events: Sequence[WorkflowEvent]) -> list[Row]:
     """
     grouped: dict[str, list[list[Any]]] = {}
     for e in events:
-        fields = [
-            e.seq,
-            e.at,
-            _enum_value(e.workflow_state, WorkflowState, _WORKFLOW_STATES),
-            e.task_id,
-            e.task_name,
-            None if e.task_state is None else _enum_value(e.task_state, TaskState, _TASK_STATES),
-            e.attempt_id,
-            e.agent_id,
-            e.kind,
-            e.reason,
-            e.message,
-        ]
         batch = grouped.get(e.workflow_id)
         if batch is None:
-            grouped[e.workflow_id] = [fields]
+            grouped[e.workflow_id] = [_event_fields(e)]
         else:
-            batch.append(fields)
+            batch.append(_event_fields(e))
     return [
         (batch[-1][0], workflow_id, batch[0][0], json.dumps(batch, ensure_ascii=False, separators=(",", ":")))
         for workflow_id, batch in grouped.items()
@@ -638,23 +635,7 @@ def encode_event_batches(events: Sequence[WorkflowEvent]) -> list[Row]:
 
 def decode_event_batch(workflow_id: str, data: str) -> list[WorkflowEvent]:
     """Inverse of one row of :func:`encode_event_batches`: its events, oldest first."""
-    return [
-        WorkflowEvent(
-            seq=f[0],
-            at=f[1],
-            workflow_id=workflow_id,
-            workflow_state=_WORKFLOW_STATES[f[2]],
-            task_id=f[3],
-            task_name=f[4],
-            task_state=None if f[5] is None else _TASK_STATES[f[5]],
-            attempt_id=f[6],
-            agent_id=f[7],
-            kind=f[8],
-            reason=f[9],
-            message=f[10],
-        )
-        for f in json.loads(data)
-    ]
+    return [_event_of(workflow_id, f) for f in json.loads(data)]
 
 
 def merge_log_chunks(chunks: Sequence[LogChunk]) -> dict[str, tuple[bytes, bytes, bool]]:
