@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec
+from corral.controller.store import access_codec, codec, durations_codec, event_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MemoryStore"]
@@ -105,7 +105,7 @@ class MemoryStore:
             "revoked_certs": [(c.name, access_codec.encode_revoked(c)) for c in changes.revoked_certs.values()],
         }
         audit = [access_codec.encode_audit(a) for a in changes.audit]
-        events = [codec.encode_event(e) for e in batch.events]
+        events = [event_codec.encode_event(e) for e in batch.events]
         groups = batch.durations.groups
         duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
@@ -172,7 +172,7 @@ class MemoryStore:
                     picked.append(row)
                     if len(picked) >= limit:
                         break
-        return [codec.decode_event(r) for r in picked]
+        return [event_codec.decode_event(r) for r in picked]
 
     def read_logs(self, attempt_id: str, stdout_offset: int = 0, stderr_offset: int = 0) -> LogChunk:
         """Output of an attempt after the given byte offsets; empty for an unknown attempt."""

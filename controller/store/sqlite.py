@@ -24,7 +24,7 @@ import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec
+from corral.controller.store import access_codec, codec, durations_codec, event_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -358,7 +358,7 @@ class SqliteStore:
                     # A batch without the task's id in its text holds none of its events.
                     if needle is not None and needle not in data:
                         continue
-                    for event in codec.decode_event_batch(workflow_id, data):
+                    for event in event_codec.decode_event_batch(workflow_id, data):
                         if event.seq > after_seq and (task_id is None or event.task_id == task_id):
                             found.append(event)
                             if len(found) == limit:
@@ -378,7 +378,7 @@ class SqliteStore:
         for before, after in itertools.pairwise(events):
             if after.seq <= before.seq:
                 raise ValueError(f"event seq {after.seq} follows {before.seq}: seqs must increase")
-        return codec.encode_event_batches(events)
+        return event_codec.encode_event_batches(events)
 
     def _append_logs(self, logs: dict[str, tuple[bytes, bytes, bool]]) -> None:
         conn = self._conn

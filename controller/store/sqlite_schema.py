@@ -275,11 +275,6 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     )
 
 
-_OLD_EVENT_COLUMNS: Final = (
-    "seq, workflow_id, at, workflow_state, task_id, task_name, task_state, attempt_id, agent_id, kind, reason, message"
-)
-
-
 def _migration_4(db: sqlite_utils.Database) -> None:
     """The event log in batches: one row per workflow per commit instead of one per event.
 
@@ -288,7 +283,7 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     highest seq stored is one lookup. Readers page a workflow through ``(workflow_id, last_seq)``.
     """
     # Imported here: the codec imports the model, which this module must not need at import time.
-    from corral.controller.store import codec
+    from corral.controller.store import event_codec
 
     db.execute(
         "CREATE TABLE event_batches (last_seq INTEGER PRIMARY KEY, workflow_id TEXT NOT NULL, "
@@ -299,12 +294,13 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     workflow_ids = [row[0] for row in conn.execute("SELECT DISTINCT workflow_id FROM events")]
     for workflow_id in workflow_ids:
         rows = conn.execute(
-            f"SELECT {_OLD_EVENT_COLUMNS} FROM events WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
+            f"SELECT {', '.join(event_codec.EVENT_COLUMNS)} FROM events WHERE workflow_id = ? ORDER BY seq",
+            (workflow_id,),
         ).fetchall()
-        events = [codec.decode_event(row) for row in rows]
+        events = [event_codec.decode_event(row) for row in rows]
         conn.executemany(
             "INSERT INTO event_batches (last_seq, workflow_id, first_seq, data) VALUES (?, ?, ?, ?)",
-            codec.encode_event_batches(events),
+            event_codec.encode_event_batches(events),
         )
     db.execute("DROP TABLE events")
 

@@ -31,7 +31,7 @@ from corral.controller.core.model import (
     WorkflowEvent,
     WorkflowState,
 )
-from corral.controller.store import codec
+from corral.controller.store import codec, event_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot, Store
 from corral.controller.store.memory import MemoryStore
 from corral.controller.store.sqlite import MIGRATIONS, SchemaVersionError, SqliteStore
@@ -893,7 +893,7 @@ def test_sqlite_migration_4_moves_the_event_rows_into_batches(tmp_path: Path) ->
         conn.executemany(
             "INSERT INTO events (seq, workflow_id, at, workflow_state, task_id, task_name, task_state, "
             "attempt_id, agent_id, kind, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [codec.encode_event(e) for e in events],
+            [event_codec.encode_event(e) for e in events],
         )
     conn.close()
     store = SqliteStore(path)
