@@ -32,6 +32,7 @@ __all__ = [
     "DurationSource",
     "GroupKey",
     "LearnedDuration",
+    "fast_fingerprint",
     "fingerprint",
 ]
 
@@ -85,7 +86,7 @@ def fingerprint(agent_type: str, payload: bytes) -> str:
     A payload that cannot be read (it was validated at submit, so this is only a guard) gives the
     agent type, which is always a fair (if coarse) class.
     """
-    fast = _fast_fingerprint(agent_type, payload)
+    fast = fast_fingerprint(agent_type, payload)
     if fast is not None:
         return fast
     try:
@@ -116,7 +117,7 @@ _FAST = {
 }
 
 
-def _fast_fingerprint(agent_type: str, payload: bytes) -> str | None:
+def fast_fingerprint(agent_type: str, payload: bytes) -> str | None:
     """The fingerprint when the payload starts with its key, else None (then it is parsed)."""
     pattern = _FAST.get(agent_type)
     match = pattern.match(payload) if pattern is not None else None

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from corral.controller.core.durations import DurationBook, DurationChanges, DurationSource, fingerprint
+from corral.controller.core.durations import (
+    DurationBook,
+    DurationChanges,
+    DurationSource,
+    fast_fingerprint,
+    fingerprint,
+)
 from corral.controller.core.model import Task, Workflow
 from corral.controller.core.rank import rank_graph, structural_ranks
 
@@ -51,6 +57,11 @@ class Ordering:
 
     def fingerprint_of(self, task: Task) -> str:
         """The task's payload fingerprint, cached (payloads repeat across runs and tasks)."""
+        # Most payloads start with their key: a prefix match, no parse. Not cached, because their
+        # bytes usually differ per task (the arguments), so a cache would only churn.
+        fast = fast_fingerprint(task.agent_type, task.payload)
+        if fast is not None:
+            return fast
         key = (task.agent_type, task.payload)
         found = self._fingerprints.get(key)
         if found is None:

@@ -236,10 +236,12 @@ def task_status(
         agent_losses=task.agent_losses,
         reruns_after_fence=task.reruns_after_fence,
         failure_reason=task.failure_reason,
-        preemptions=task.preemptions,
-        last_preemption=task.last_preemption,
-        preemptible=task.preemptible,
     )
+    if task.preemptible:  # fields set only when used: a result carries every task of the workflow
+        message.preemptible = True
+    if task.preemptions:
+        message.preemptions = task.preemptions
+        message.last_preemption = task.last_preemption
     attempt = machine.attempts.get(task.current_attempt_id) if task.current_attempt_id else None
     if attempt is not None and (attempt.peak_rss_bytes or attempt.cpu_s):
         message.peak_rss_bytes = attempt.peak_rss_bytes
