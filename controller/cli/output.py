@@ -144,17 +144,34 @@ def memory(size: int) -> str:
     return f"{size / (1 << 30):.1f}Gi"
 
 
+def _usage(measured: str, expected: str) -> str:
+    """The measured figure, else the one learned from earlier runs as ``~52Mi``, else ``-``."""
+    if measured != "-" or expected == "-":
+        return measured
+    return "~" + expected
+
+
+def _slack(value: float | None) -> RenderableType:
+    if value is None:
+        return "-"
+    return Text(f"{value:.1f}s", style="red" if value < 0 else "")
+
+
 def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
     """One row per task: state, attempts, duration, measured usage, and why it waits or failed.
 
-    PEAK MEM and CPU are the current (or last) attempt's, as its agent measured them when it ended.
+    PEAK MEM and CPU are the current (or last) attempt's, as its agent measured them when it ended;
+    for a task not run yet, ``~`` marks what earlier runs of the same workflow and task used.
+    SLACK (latest start minus now) appears when some task has a deadline. DETAIL of a ready task
+    says what the last scheduling pass recorded for it when nothing more specific is known.
     """
-    columns = ["NAME", "STATE", "ATTEMPTS", "DURATION", "PEAK MEM", "CPU", "DETAIL"]
+    slack = any(task.slack_s is not None for task in tasks)
+    columns = ["NAME", "STATE", "ATTEMPTS", "DURATION", "PEAK MEM", "CPU", *(["SLACK"] if slack else []), "DETAIL"]
     if wide:
         columns = ["TASK ID", *columns[:2], "AGENT TYPE", "AGENT", "PRIORITY", *columns[2:], "EXIT"]
     table = _table(*columns)
     for task in tasks:
-        detail = task.error or task.waiting_reason
+        detail = task.error or task.waiting_reason or task.plan_reason
         if task.unschedulable:
             detail = f"unschedulable: {task.waiting_reason}"
         cells: list[RenderableType] = [
@@ -162,8 +179,12 @@ def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
             _state(task.state),
             str(task.attempts),
             seconds(_duration(task.started_at, task.finished_at)),
-            memory(task.peak_rss_bytes),
-            seconds(task.cpu_s) if task.cpu_s > 0 else "-",
+            _usage(memory(task.peak_rss_bytes), memory(task.expected_peak_rss_bytes)),
+            _usage(
+                seconds(task.cpu_s) if task.cpu_s > 0 else "-",
+                seconds(task.expected_cpu_s) if task.expected_cpu_s > 0 else "-",
+            ),
+            *([_slack(task.slack_s)] if slack else []),
             Text(detail.splitlines()[0] if detail else ""),
         ]
         if wide:
@@ -349,6 +370,9 @@ def explanation_view(explanation: Explanation, wide: bool) -> RenderableType:
         head.add_row("Deadline", explanation.deadline_note)
     if explanation.waiting_on:
         head.add_row("Waiting on", ", ".join(explanation.waiting_on))
+    if task.expected_peak_rss_bytes or task.expected_cpu_s:
+        learned = f"peak {memory(task.expected_peak_rss_bytes)}, CPU {seconds(task.expected_cpu_s)}"
+        head.add_row("Earlier runs used", learned + " (set resources.memory_mb to reserve it)")
     if task.unschedulable:
         head.add_row("Unschedulable", Text("yes: no connected agent can ever take this task", style="red"))
     if not explanation.agents:

@@ -370,7 +370,7 @@ class AttemptOps(WorkflowOps):
             if event.at is not None and started is not None and event.at >= started:
                 attempt.finished_at = event.at
             if started is not None and attempt.finished_at is not None:
-                self.learn_duration(task, attempt.finished_at - started, now)
+                self.learn_duration(task, attempt.finished_at - started, now, attempt.peak_rss_bytes, attempt.cpu_s)
             task.result = event.result if event.result is not None else b"null"
             task.error = ""
             task.finished_at = attempt.finished_at

@@ -64,6 +64,9 @@ class LearnedDuration:
     seconds: float
     samples: int
     updated_at: float
+    # Measured usage of the same runs (EWMA; 0 until a run reported it): peak memory and CPU.
+    peak_rss_bytes: float = 0.0
+    cpu_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -193,10 +196,34 @@ class DurationBook:
                 return entry.seconds, DurationSource.FINGERPRINT
         return 0.0, DurationSource.STRUCTURAL
 
-    def learn(self, namespace: str, workflow: str, task: str, print_: str, seconds: float, now: float) -> None:
-        """Feed one completed run time into the task's and the fingerprint's averages."""
+    def usage(self, namespace: str, workflow: str, task: str) -> LearnedDuration | None:
+        """The task's learned entry when it holds measured usage (peak memory or CPU), else None.
+
+        By task name only: usage is shown for waiting and running tasks, and a fingerprint would
+        cost a payload look per task on every status read. Not marked as recently used (a read).
+        """
+        entry = self._entries.get((TASK, namespace, workflow, task))
+        if entry is None or not (entry.peak_rss_bytes or entry.cpu_s):
+            return None
+        return entry
+
+    def learn(
+        self,
+        namespace: str,
+        workflow: str,
+        task: str,
+        print_: str,
+        seconds: float,
+        now: float,
+        peak_rss_bytes: int = 0,
+        cpu_s: float = 0.0,
+    ) -> None:
+        """Feed one completed run (its time, and its measured usage when known) into the task's
+        and the fingerprint's averages."""
         if not 0 <= seconds < math.inf:  # also refuses NaN
             return
+        rss = float(peak_rss_bytes) if peak_rss_bytes > 0 else 0.0
+        cpu = cpu_s if 0 < cpu_s < math.inf else 0.0
         # Runs once per completed task: kept to a few dict operations (no helper calls).
         entries, dirty, alpha = self._entries, self._dirty, self.alpha
         for group, name in (((TASK, namespace, workflow), task), ((FINGERPRINT, namespace, ""), print_)):
@@ -205,12 +232,19 @@ class DurationBook:
             key = (*group, name)
             entry = entries.get(key)
             if entry is None:
-                entry = entries[key] = LearnedDuration(key, seconds, 1, now)
+                entry = entries[key] = LearnedDuration(key, seconds, 1, now, rss, cpu)
                 self._added(key, entry)
             else:
                 entry.seconds += alpha * (seconds - entry.seconds)
                 entry.samples += 1
                 entry.updated_at = now
+                # A run that measured nothing (an agent without the meter) leaves the usage alone.
+                if rss:
+                    entry.peak_rss_bytes = (
+                        rss if not entry.peak_rss_bytes else entry.peak_rss_bytes + alpha * (rss - entry.peak_rss_bytes)
+                    )
+                if cpu:
+                    entry.cpu_s = cpu if not entry.cpu_s else entry.cpu_s + alpha * (cpu - entry.cpu_s)
                 entries.move_to_end(key)
             dirty.add(group)
         if len(entries) > self.max_entries:

@@ -104,9 +104,14 @@ class Ordering:
         for task_id, (seconds, source) in expected.items():
             self.ranking[task_id] = TaskRank(ranks.rank[task_id], seconds, source, ranks.score[task_id])
 
-    def learn(self, task: Task, workflow_name: str, seconds: float, now: float) -> None:
-        """A completed attempt ran ``seconds``: feed the task's and its fingerprint's averages."""
-        self.book.learn(task.namespace, workflow_name, task.name, self.fingerprint_of(task), seconds, now)
+    def learn(
+        self, task: Task, workflow_name: str, seconds: float, now: float, peak_rss_bytes: int = 0, cpu_s: float = 0.0
+    ) -> None:
+        """A completed attempt ran ``seconds`` (and used this much): feed the task's and its
+        fingerprint's averages."""
+        self.book.learn(
+            task.namespace, workflow_name, task.name, self.fingerprint_of(task), seconds, now, peak_rss_bytes, cpu_s
+        )
 
     def flush_if_due(self, now: float, *, force: bool = False) -> None:
         """Have the next commit carry the learned durations when ``flush_every_s`` passed (or forced)."""

@@ -426,9 +426,11 @@ class MachineState:
             ranking = self.ordering.ranking
             self.deadline_book.plan_workflow(workflow, tasks, {t.id: ranking[t.id].expected_s for t in tasks})
 
-    def learn_duration(self, task: Task, seconds: float, now: float) -> None:
-        """A completed attempt of ``task`` ran ``seconds``."""
-        self.ordering.learn(task, self.workflows[task.workflow_id].name, seconds, now)
+    def learn_duration(
+        self, task: Task, seconds: float, now: float, peak_rss_bytes: int = 0, cpu_s: float = 0.0
+    ) -> None:
+        """A completed attempt of ``task`` ran ``seconds`` and used this much (0: not measured)."""
+        self.ordering.learn(task, self.workflows[task.workflow_id].name, seconds, now, peak_rss_bytes, cpu_s)
 
     def track_task(self, task: Task) -> None:
         """Index a task (submission or restore)."""

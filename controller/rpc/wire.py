@@ -255,6 +255,11 @@ def task_status(
         message.rank_s = ranked.rank_s
         message.expected_duration_s = ranked.expected_s
         message.duration_source = ranked.source.value
+    if not task.state.terminal:
+        learned = machine.ordering.book.usage(task.namespace, machine.workflows[task.workflow_id].name, task.name)
+        if learned is not None:
+            message.expected_peak_rss_bytes = int(learned.peak_rss_bytes)
+            message.expected_cpu_s = learned.cpu_s
     if task.deadline is not None or machine.deadline_book.latest_start:  # a dict test when unused
         _task_deadline(machine, task, message, now)
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a

@@ -102,6 +102,9 @@ class TaskStatus(Record):
     deadline: datetime | None = None
     latest_start: datetime | None = None
     slack_s: float | None = None
+    # Learned from earlier runs of this workflow and task name (unfinished tasks; 0: unknown).
+    expected_peak_rss_bytes: int = 0
+    expected_cpu_s: float = 0.0
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -140,6 +143,8 @@ class TaskStatus(Record):
             deadline=timestamp(m, "deadline"),
             latest_start=timestamp(m, "latest_start"),
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            expected_peak_rss_bytes=m.expected_peak_rss_bytes,
+            expected_cpu_s=m.expected_cpu_s,
         )
 
     @property

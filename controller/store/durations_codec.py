@@ -42,8 +42,9 @@ def encode_group(group: GroupKey, entries: Sequence[LearnedDuration]) -> Row:
     """
     key = encode_group_key(group)
     # Tuples encode as JSON lists.
-    data: list[tuple[str, float, int, float]] = [
-        (entry.key[3], entry.seconds, entry.samples, entry.updated_at) for entry in entries
+    data: list[tuple[str, float, int, float, float, float]] = [
+        (entry.key[3], entry.seconds, entry.samples, entry.updated_at, entry.peak_rss_bytes, entry.cpu_s)
+        for entry in entries
     ]
     if not data:
         raise ValueError(f"learned duration group {group!r} is empty (delete it instead)")
@@ -53,6 +54,8 @@ def encode_group(group: GroupKey, entries: Sequence[LearnedDuration]) -> Row:
         raise ValueError(f"learned durations of {group!r} must be finite numbers") from None
     if min(row[1] for row in data) < 0 or min(row[2] for row in data) < 1:
         raise ValueError(f"learned durations of {group!r} must be >= 0 s, from at least 1 sample")
+    if min(min(row[4], row[5]) for row in data) < 0:
+        raise ValueError(f"learned usage of {group!r} must be >= 0")
     if not all(isinstance(row[0], str) and type(row[2]) is int for row in data):
         raise TypeError(f"learned durations of {group!r}: names are str, sample counts int")
     return (*key, text, float(max(row[3] for row in data)))
@@ -61,7 +64,10 @@ def encode_group(group: GroupKey, entries: Sequence[LearnedDuration]) -> Row:
 def decode_group(row: Sequence[Any]) -> list[LearnedDuration]:
     """The entries of one row."""
     kind, namespace, workflow, data, _ = row
+    # Rows written before usage was learned hold 4 fields per entry: their usage is 0 (unknown).
     return [
-        LearnedDuration((kind, namespace, workflow, name), float(seconds), int(samples), float(updated_at))
-        for name, seconds, samples, updated_at in json.loads(data)
+        LearnedDuration(
+            (kind, namespace, workflow, name), float(seconds), int(samples), float(updated_at), *map(float, usage[:2])
+        )
+        for name, seconds, samples, updated_at, *usage in json.loads(data)
     ]

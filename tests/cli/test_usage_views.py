@@ -38,6 +38,30 @@ def test_status_table_shows_peak_memory_and_cpu() -> None:
     assert measured.to_dict()["peak_rss_bytes"] == 52 << 20
 
 
+def test_status_table_shows_slack_and_the_last_pass_reason() -> None:
+    late = TaskStatus.from_proto(pb.TaskStatus(name="report", state=pb.TASK_STATE_READY, slack_s=-4.25))
+    ready = TaskStatus.from_proto(
+        pb.TaskStatus(name="train", state=pb.TASK_STATE_READY, plan_reason="waiting for free capacity: all slots busy")
+    )
+    lines = [line.split() for line in render(tasks_table([late, ready], wide=False)).splitlines()]
+    assert lines[0] == ["NAME", "STATE", "ATTEMPTS", "DURATION", "PEAK", "MEM", "CPU", "SLACK", "DETAIL"]
+    assert lines[1] == ["report", "ready", "0", "-", "-", "-", "-4.2s"]
+    assert lines[2][:7] == ["train", "ready", "0", "-", "-", "-", "-"]
+    assert " ".join(lines[2][7:]) == "waiting for free capacity: all slots busy"
+
+
+def test_status_table_marks_usage_learned_from_earlier_runs() -> None:
+    waiting = TaskStatus.from_proto(
+        pb.TaskStatus(name="train", state=pb.TASK_STATE_READY, expected_peak_rss_bytes=52 << 20, expected_cpu_s=1.5)
+    )
+    done = TaskStatus.from_proto(
+        pb.TaskStatus(name="prep", state=pb.TASK_STATE_COMPLETED, peak_rss_bytes=8 << 20, cpu_s=0.5)
+    )
+    lines = [line.split() for line in render(tasks_table([waiting, done], wide=False)).splitlines()]
+    assert lines[1][:6] == ["train", "ready", "0", "-", "~52Mi", "~1.5s"]
+    assert lines[2][:6] == ["prep", "completed", "0", "-", "8Mi", "500ms"]
+
+
 def _analysis(**fields: object) -> DependencyAnalysis:
     message = scheduler_pb2.AnalyzeDependenciesResponse(
         plan=pb.ExecutionPlan(

@@ -81,6 +81,20 @@ def test_book_changes_round_trip_through_the_store(backend: Backend) -> None:
     assert fresh.expected("default", "wf", "c", 0.0, "") == (30.0, "learned")
 
 
+def test_learned_usage_round_trips_and_rows_without_it_read_as_unknown(backend: Backend, tmp_path: Path) -> None:
+    used = LearnedDuration(("task", "default", "wf", "a"), 1.0, 2, 5.0, 150.0 * (1 << 20), 3.0)
+    backend.store.commit(_changes(used))
+    assert backend.reopen().load().durations == [used]
+    # A row written before usage was learned (4 fields per entry) reads with usage 0.
+    from corral.controller.store import durations_codec
+
+    old = ("task", "default", "wf", '[["b",2.0,1,6.0]]', 6.0)
+    (entry,) = durations_codec.decode_group(old)
+    assert (entry.seconds, entry.peak_rss_bytes, entry.cpu_s) == (2.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        backend.store.commit(_changes(LearnedDuration(("task", "default", "wf", "c"), 1.0, 1, 1.0, -1.0, 0.0)))
+
+
 def test_sqlite_migration_6_adds_an_empty_durations_table(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     before: list[Migration] = list(MIGRATIONS[:5])

@@ -42,6 +42,23 @@ def test_ewma_follows_runs_with_weight_alpha() -> None:
     assert entry is not None and entry.samples == 3 and entry.updated_at == 3.0
 
 
+def test_usage_is_learned_alongside_and_a_run_without_it_keeps_it() -> None:
+    book = DurationBook(alpha=0.5)
+    assert book.usage("ns", "wf", "a") is None
+    book.learn("ns", "wf", "a", "python:m:f", 1.0, now=1.0)  # measured nothing
+    assert book.usage("ns", "wf", "a") is None
+    book.learn("ns", "wf", "a", "python:m:f", 1.0, now=2.0, peak_rss_bytes=100 << 20, cpu_s=2.0)
+    book.learn("ns", "wf", "a", "python:m:f", 1.0, now=3.0, peak_rss_bytes=200 << 20, cpu_s=4.0)
+    book.learn("ns", "wf", "a", "python:m:f", 1.0, now=4.0)  # an agent without the meter
+    entry = book.usage("ns", "wf", "a")
+    assert entry is not None
+    assert (entry.peak_rss_bytes, entry.cpu_s) == (150 << 20, 3.0)
+    printed = book.get(("fingerprint", "ns", "", "python:m:f"))
+    assert printed is not None and printed.peak_rss_bytes == 150 << 20
+    book.learn("ns", "wf", "b", "", 1.0, now=5.0, peak_rss_bytes=-5, cpu_s=math.nan)  # garbage: unknown
+    assert book.usage("ns", "wf", "b") is None
+
+
 def test_bad_samples_and_settings_are_refused() -> None:
     book = DurationBook()
     for bad in (math.nan, math.inf, -1.0):

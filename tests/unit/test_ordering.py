@@ -172,3 +172,23 @@ def test_learned_durations_reach_the_store_on_the_flush_timer(make_sim: Callable
         ("task", "default", "long-running", "first"): 5.0,
         ("fingerprint", "default", "", "shell:echo"): 5.0,
     }
+
+
+def test_measured_usage_is_learned_and_shown_on_the_next_run(sim: Sim) -> None:
+    sim.hello("a1", slots=4)
+    first, _ = sim.submit([task_spec("train")], name="nightly")
+    attempt_id = sim.attempt_of(first, "train")
+    sim.started("a1", attempt_id)
+    sim.advance(2.0)
+    sim.do(
+        ev.AttemptFinished(
+            "a1", attempt_id, AttemptState.SUCCEEDED, 0, b"null", at=sim.now, peak_rss_bytes=300 << 20, cpu_s=1.75
+        )
+    )
+    done = wire.task_status(sim.machine, sim.task(first, "train"))
+    assert (done.peak_rss_bytes, done.expected_peak_rss_bytes) == (300 << 20, 0)  # finished: measured only
+    second, _ = sim.submit([task_spec("train")], name="nightly", start=False)
+    waiting = wire.task_status(sim.machine, sim.task(second, "train"))
+    assert (waiting.expected_peak_rss_bytes, waiting.expected_cpu_s) == (300 << 20, 1.75)
+    other, _ = sim.submit([task_spec("train")], name="weekly", start=False)  # another workflow: unknown
+    assert wire.task_status(sim.machine, sim.task(other, "train")).expected_peak_rss_bytes == 0
