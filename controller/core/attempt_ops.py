@@ -285,7 +285,13 @@ class AttemptOps(WorkflowOps):
         self.touch_attempt(attempt)
         task.started_at = attempt.started_at
         if task.state is T.ASSIGNED:
+            unwritten = task.id not in self._dirty_tasks
             self.set_task_state(task, T.RUNNING, now)
+            if unwritten:
+                # The attempt's row already says RUNNING (and when): the task's is not rewritten
+                # for it (one upsert of the widest row less per task); restore derives the task's
+                # state from its attempt, and the task's next change writes it whole.
+                del self._dirty_tasks[task.id]
 
     def refuse_late(self, reporter: str, attempt_id: str) -> None:
         """A Started or Accepted for an attempt that was taken back from (or never given to) this

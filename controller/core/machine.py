@@ -120,7 +120,13 @@ class Machine(FleetOps):
                 track_groups(self, workflow, None)
             if workflow.idempotency_key:
                 self.idempotency[(workflow.namespace, workflow.idempotency_key)] = workflow.id
+        running = {a.id: a for a in snapshot.attempts if a.state is AttemptState.RUNNING}
         for task in snapshot.tasks:
+            # A task's row is not rewritten when its attempt starts (mark_running): its running
+            # attempt's row says so.
+            if task.state is T.ASSIGNED and task.current_attempt_id in running:
+                task.state = T.RUNNING
+                task.started_at = running[task.current_attempt_id].started_at
             self.track_task(task)
         self.count_unfinished(self.tasks)
         for agent in snapshot.agents:

@@ -366,6 +366,27 @@ def test_after_a_restart_unreported_attempts_wait_for_the_fence_or_max_disconnec
     assert fresh.task(wf, "stop").agent_losses == 0
 
 
+def test_a_started_task_restores_running_from_its_attempt_row(sim: Sim, make_sim: Callable[..., Sim]) -> None:
+    """mark_running does not rewrite the task's row (its attempt's says RUNNING): restore derives it."""
+    sim.hello("a1", slots=2)
+    wf, step = sim.submit([task_spec("a"), task_spec("b")])
+    a, _ = (x.attempt_id for x in step.assignments("a1"))
+    started = sim.started("a1", a)
+    assert sim.task(wf, "a").id not in started.changes.tasks  # the attempt row carries it
+    assert started.changes.attempts[a].state is A.RUNNING
+    stored = {t.name: t for t in sim.store.load().tasks}
+    assert stored["a"].state == "assigned" and stored["b"].state == "assigned"
+    fresh = make_sim(store=sim.store, now=sim.now + 1.0, boot_time=sim.now + 1.0)
+    fresh.machine.restore(sim.store.load(), fresh.now)
+    fresh.quiet()
+    restored = fresh.task(wf, "a")
+    assert restored.state == "running" and restored.started_at == sim.task(wf, "a").started_at
+    assert fresh.task(wf, "b").state == "assigned"  # never started: stays assigned
+    assert fresh.machine.counts[wf]["running"] == 1 and fresh.machine.counts[wf]["assigned"] == 1
+    sim.finished("a1", a)  # the next change writes the task's row whole
+    assert {t.name: t.state for t in sim.store.load().tasks}["a"] == "completed"
+
+
 # --- the event log ------------------------------------------------------------------------------
 
 
