@@ -29,6 +29,8 @@ from corral.controller.server import build_server
 from corral.controller.store.base import Store
 from corral.controller.store.memory import MemoryStore
 from corral.controller.store.sqlite import SqliteStore
+from corral.controller.web import HttpServer, WebContext
+from corral.controller.web import installers as web_installers
 
 __all__ = [
     "EXIT_USAGE",
@@ -60,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", type=Path, default=None, help=f"SQLite state file (default {default_db_path()})")
     parser.add_argument("--memory", action="store_true", help="keep state in memory only (nothing survives)")
     parser.add_argument("--address-file", type=Path, help="write the bound host:port here once serving")
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve HTTP here: /healthz, /readyz, Prometheus /metrics, the dashboard (port 0: any free port)",
+    )
+    parser.add_argument("--http-address-file", type=Path, help="write the bound HTTP host:port here")
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"], help="SQLite durability")
     parser.add_argument("--heartbeat-interval", type=float, default=2.0, help="seconds between agent heartbeats")
     parser.add_argument("--lease", type=float, default=15.0, help="an agent silent this long is lost")
@@ -187,7 +195,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--client-ca, --mtls-listen and --mtls-address-file need --tls-cert and --tls-key")
     if args.client_ca is None and (args.mtls_listen or args.mtls_address_file):
         parser.error("--mtls-listen and --mtls-address-file need --client-ca")
+    if args.http is not None and not _is_host_port(args.http):
+        parser.error(f"--http wants host:port (port 0: any free port), got {args.http!r}")
+    if args.http_address_file is not None and args.http is None:
+        parser.error("--http-address-file needs --http")
     return args
+
+
+def _is_host_port(value: str) -> bool:
+    host, colon, port = value.rpartition(":")
+    return bool(colon) and port.isdigit() and int(port) < 65536 and (not host.startswith("[") or host.endswith("]"))
 
 
 def tls_enabled(args: argparse.Namespace) -> bool:
@@ -333,6 +350,12 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
         log.info("grpc health (plaintext, health only) on %s", _bound(str(args.health_listen), server.health_port))
     if args.address_file:
         write_address(args.address_file, address)
+    http = None
+    if args.http:
+        http = HttpServer(WebContext(runtime, auth=auth, tls=tls is not None), installers=web_installers())
+        http_address = await http.start(args.http)
+        if args.http_address_file:
+            write_address(args.http_address_file, http_address)
     security = f"TLS with {tls.summary}" if tls is not None else "plaintext"
     log.info("corral controller listening on %s, %s (state: %s)", address, security, where)
 
@@ -345,6 +368,8 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
     await asyncio.wait([asyncio.ensure_future(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
     pruner.cancel()
+    if http is not None:
+        await http.stop()
     await server.stop(1.0)
     await runtime.stop()
     return 1 if runtime.failure is not None else 0
