@@ -25,6 +25,7 @@ import structlog
 
 from corral.agent import adopt
 from corral.agent.attempt import AttemptResult, Run
+from corral.agent.checkpoints import CheckpointWatch
 from corral.agent.lifecycle import (
     Acked,
     Adopted,
@@ -50,7 +51,7 @@ from corral.agent.lifecycle import (
     TimedOut,
 )
 from corral.agent.policy import ExecPolicy
-from corral.agent.pypool import WorkerPool
+from corral.agent.pypool import PythonRun, WorkerPool
 from corral.agent.registry import Launch, RunnerRegistry
 from corral.agent.runas import RunAs
 from corral.agent.runner import ShellContext
@@ -80,6 +81,8 @@ class EventSink(Protocol):
     def output(self, attempt_id: str, stdout: bytes, stderr: bytes, truncated: bool) -> None: ...
 
     def finished(self, attempt_id: str, result: AttemptResult) -> None: ...
+
+    def checkpoint(self, attempt_id: str, data: bytes) -> None: ...
 
 
 class Executor:
@@ -125,6 +128,7 @@ class Executor:
         self._idle = asyncio.Event()
         self._idle.set()
         self._flusher: asyncio.Task[None] | None = None
+        self._checkpoints = CheckpointWatch(sink.checkpoint)
         self._do = {
             Start: self._start,
             Stop: self._stop,
@@ -211,6 +215,9 @@ class Executor:
                 run = item.run
                 self._apply(Adopted(item.attempt_id, pid=run.pid))
                 self._runs[item.attempt_id] = run
+                self._checkpoints.watch(
+                    item.attempt_id, self.work_dir / "attempts" / item.attempt_id / "checkpoint.json"
+                )
                 self._tasks[item.attempt_id] = asyncio.create_task(self._await_run(item.attempt_id, run, True))
             elif item.result is not None:
                 self._apply(Adopted(item.attempt_id, result=item.result))
@@ -309,6 +316,7 @@ class Executor:
             self._apply(StartFailed(attempt_id, started))
             return
         self._runs[attempt_id] = started
+        self._watch_checkpoint(attempt_id, started, assignment.agent_type)
         self._apply(Started(attempt_id, started.pid))
         timeout_s = assignment.timeout_s
         if timeout_s > 0:
@@ -323,6 +331,14 @@ class Executor:
             self._timers[attempt_id] = loop.call_later(delay, self._apply, event)
         await self._await_run(attempt_id, started, self.registry.has_folders(assignment.agent_type))
 
+    def _watch_checkpoint(self, attempt_id: str, run: Run, agent_type: str) -> None:
+        """Watch the attempt's ``$CORRAL_CHECKPOINT_FILE`` (issue 10): its folder's, or its worker's."""
+        if isinstance(run, PythonRun):
+            if run.checkpoint_file is not None:
+                self._checkpoints.watch(attempt_id, run.checkpoint_file, remove=True, extra=run.checkpoint_in)
+        elif self.registry.has_folders(agent_type):
+            self._checkpoints.watch(attempt_id, self.work_dir / "attempts" / attempt_id / "checkpoint.json")
+
     async def _await_run(self, attempt_id: str, run: Run, folders: bool) -> None:
         """Wait for a started (or adopted) run to end, then report its last output and its result."""
         try:
@@ -330,6 +346,8 @@ class Executor:
         except Exception as exc:
             log.exception("attempt failed inside the agent", attempt_id=attempt_id)
             result = AttemptResult.failed(f"agent error: {exc}", retryable=True)
+        # Read now, before anything else runs: a python worker's folder is wiped at the next await.
+        checkpoint = self._checkpoints.take_final(attempt_id)
         timer = self._timers.pop(attempt_id, None)
         if timer is not None:
             timer.cancel()
@@ -343,12 +361,15 @@ class Executor:
             self._apply(GotOutput(attempt_id, stdout, stderr, truncated))
         if folders:
             self._ended.append((asyncio.get_running_loop().time(), attempt_id))
+        if checkpoint is not None:
+            await self._checkpoints.send_final(attempt_id, checkpoint)  # before the Finished report
         self._apply(Ended(attempt_id, result))
 
     async def _flush_output(self) -> None:
         while True:
             await asyncio.sleep(OUTPUT_INTERVAL_S)
             self._expire_folders()
+            self._checkpoints.poll()
             for attempt_id, run in list(self._runs.items()):
                 try:
                     stdout, stderr, truncated = run.take_output()

@@ -37,8 +37,9 @@ from typing import Any
 import structlog
 
 from corral.agent.attempt import AttemptResult, StopReason
+from corral.agent.checkpoints import write_checkpoint_in
 from corral.agent.output import PipeCapture, Redactor
-from corral.agent.policy import ExecPolicy, PayloadError
+from corral.agent.policy import ExecPolicy, PayloadError, safe_component
 from corral.agent.pycgroup import WorkerCgroup, cgroup_root, new_pool_name, remove_pool, remove_stale
 from corral.agent.pyconn import PyWorker, ResponseReader, WorkerDied
 from corral.agent.pyreap import lock_name, remove_stale_workers, settle_orphans, stop_worker
@@ -313,6 +314,7 @@ class WorkerPool:
         )
         worker = await self._acquire(assignment.workflow_id)
         worker.workflow = assignment.workflow_id
+        checkpoint_file, checkpoint_in = self._checkpoint_env(worker, assignment, env)
         secrets = dict(assignment.secrets) if len(assignment.secrets) else {}
         worker.begin(self._cap, secrets)
         inputs = dict(assignment.inputs_json) if assignment.inputs_json else None
@@ -327,7 +329,28 @@ class WorkerPool:
             assignment.timeout_s,
             self.kill_grace_s,
         )
-        return PythonRun(self, worker, worker.send(request), redactor)
+        run = PythonRun(self, worker, worker.send(request), redactor)
+        run.checkpoint_file, run.checkpoint_in = checkpoint_file, checkpoint_in
+        return run
+
+    def _checkpoint_env(
+        self, worker: PyWorker, assignment: types_pb2.TaskAssignment, env: dict[str, str]
+    ) -> tuple[str | None, str | None]:
+        """``CORRAL_CHECKPOINT_FILE`` (and ``_IN`` when resuming) in the worker's folder (issue 10).
+
+        Strings, not paths: this runs for every python task, and a file is rarely written.
+        """
+        attempt_id = assignment.attempt_id
+        if not safe_component(attempt_id):
+            return None, None
+        checkpoint_file = env["CORRAL_CHECKPOINT_FILE"] = f"{worker.home}/.corral-checkpoint-{attempt_id}.json"
+        if not assignment.checkpoint_json:
+            return checkpoint_file, None
+        checkpoint_in = f"{worker.home}/.corral-checkpoint-in-{attempt_id}.json"
+        run_as = self._run_as
+        owner = (run_as.uid, run_as.gid) if run_as is not None else None
+        env["CORRAL_CHECKPOINT_IN"] = write_checkpoint_in(checkpoint_in, assignment.checkpoint_json, owner)
+        return checkpoint_file, checkpoint_in
 
     def detach(self) -> None:
         """Let go of every worker without stopping it (the agent exits, its tasks live on).
@@ -381,6 +404,9 @@ class PythonRun:
         self._out: PipeCapture | None = None
         self._err: PipeCapture | None = None
         self._ended = False
+        # The attempt's checkpoint files in the worker's folder (issue 10), watched by the executor.
+        self.checkpoint_file: str | None = None
+        self.checkpoint_in: str | None = None
 
     @property
     def pid(self) -> int:

@@ -74,7 +74,8 @@ class AttemptOps(WorkflowOps):
         keep_for = 0.0
         if task.on_disconnect == "keep":
             keep_for = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
-        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets, keep_for)
+        checkpoint = self.checkpoints.get(task.id) if self.checkpoints else None
+        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets, keep_for, checkpoint)
 
     def fails_for_secrets(self, task: Task, now: float) -> bool:
         """Fail a queued task for good when a secret its env refers to no longer exists."""
@@ -373,6 +374,8 @@ class AttemptOps(WorkflowOps):
                 self.learn_duration(task, attempt.finished_at - started, now)
             task.result = event.result if event.result is not None else b"null"
             task.error = ""
+            if self.checkpoints:
+                self.checkpoints.drop((task.id,))  # completed: nothing resumes from it
             task.finished_at = attempt.finished_at
             self.set_task_state(task, T.COMPLETED, now, attempt.usage_note())
             self.release_dependents(task, now)

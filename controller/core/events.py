@@ -24,6 +24,7 @@ __all__ = [
     "Assign",
     "Assignment",
     "AttemptAccepted",
+    "AttemptCheckpoint",
     "AttemptFinished",
     "AttemptReleased",
     "AttemptStarted",
@@ -224,7 +225,16 @@ class AttemptFinished:
     oom_killed: bool = False  # its cgroup hit the memory limit (Finished.oom_killed): AIMD reacts
 
 
-Report = AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk
+@dataclass(frozen=True, slots=True)
+class AttemptCheckpoint:
+    """A running attempt saved its state (JSON, checked at the edge): see core/checkpoints.py."""
+
+    reporter: str
+    attempt_id: str
+    data: bytes
+
+
+Report = AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk | AttemptCheckpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +296,7 @@ class Assignment:
     gpu_ids: tuple[int, ...] = ()
     secrets: Mapping[str, str] = field(default_factory=dict)  # decrypted values its env refers to
     max_disconnect_s: float = 0.0  # a keep task's effective limit (its own, else the controller's)
+    checkpoint: bytes | None = None  # the task's last checkpoint (JSON), for the attempt to resume from
 
 
 @dataclass(frozen=True, slots=True)

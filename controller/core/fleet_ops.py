@@ -17,6 +17,7 @@ import heapq
 from datetime import UTC, datetime
 
 from corral.controller.core.attempt_ops import AttemptOps
+from corral.controller.core.checkpoints import checkpointed
 from corral.controller.core.events import (
     Ack,
     AgentGone,
@@ -24,6 +25,7 @@ from corral.controller.core.events import (
     AgentHello,
     AgentReports,
     AttemptAccepted,
+    AttemptCheckpoint,
     AttemptFinished,
     AttemptStarted,
     Disconnect,
@@ -231,6 +233,8 @@ class FleetOps(AttemptOps):
                 self.started(report, now)
             elif isinstance(report, AttemptAccepted):
                 self.accepted(report, now)
+            elif isinstance(report, AttemptCheckpoint):
+                checkpointed(self, report, now)
             else:
                 self.released(report, now)
         if finished:

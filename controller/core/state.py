@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
+from corral.controller.core.checkpoints import CheckpointBook
 from corral.controller.core.deadline_book import DeadlineBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.group_ops import track_groups
@@ -214,6 +215,7 @@ class MachineState:
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
+        self.checkpoints = CheckpointBook()  # issue 10: each task's last checkpoint
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -311,6 +313,9 @@ class MachineState:
         durations = self.ordering.take_changes()
         if durations is not None:
             batch.durations = durations
+        checkpoints = self.checkpoints.take_changes()
+        if checkpoints is not None:
+            batch.checkpoints = checkpoints
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []

@@ -246,6 +246,11 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
             report = wire.task_event_from_proto(agent_id, epoch, message)
             if isinstance(report, ev.AttemptFinished):
                 report = _checked_result(report, f"events.events[{i}].finished.result_json")
+            elif isinstance(report, ev.AttemptCheckpoint):
+                problem = agent_input.checkpoint_problem(report.data, i)
+                if problem is not None:  # dropped: the attempt goes on, its next checkpoint may do
+                    log.warning("agent %s: checkpoint of attempt %s refused: %s", agent_id, report.attempt_id, problem)
+                    report = None
             if report is not None:
                 reports.append(report)
         event = ev.AgentReports(agent_id, epoch, tuple(reports))

@@ -160,9 +160,9 @@ def hello_from_proto(message: agent_pb2.Hello) -> ev.AgentHello:
 
 def task_event_from_proto(
     agent_id: str, session_epoch: int, message: agent_pb2.TaskEvent
-) -> ev.AttemptStarted | ev.AttemptFinished | ev.AttemptAccepted | ev.AttemptReleased | None:
-    """A Started, Finished, Accepted or Released report as a machine event (Output and Checkpoint
-    are handled apart)."""
+) -> ev.AttemptStarted | ev.AttemptFinished | ev.AttemptAccepted | ev.AttemptReleased | ev.AttemptCheckpoint | None:
+    """A Started, Finished, Accepted, Released or Checkpoint report as a machine event (Output is
+    handled apart)."""
     kind = message.WhichOneof("kind")
     if kind == "accepted":
         return ev.AttemptAccepted(agent_id, message.attempt_id)
@@ -188,6 +188,8 @@ def task_event_from_proto(
             cpu_s=done.cpu_s,
             oom_killed=done.oom_killed,
         )
+    if kind == "checkpoint":
+        return ev.AttemptCheckpoint(agent_id, message.attempt_id, message.checkpoint.data_json)
     return None
 
 
@@ -209,6 +211,7 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         namespace=task.namespace,
         on_disconnect=ON_DISCONNECT_TO_PB.get(task.on_disconnect, pb.ON_DISCONNECT_STOP),
         max_disconnect_s=assignment.max_disconnect_s,
+        checkpoint_json=assignment.checkpoint or b"",
     )
 
 

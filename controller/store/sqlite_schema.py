@@ -368,6 +368,14 @@ def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("deadline", float)
 
 
+def _migration_12_checkpoints(db: sqlite_utils.Database) -> None:
+    """Issue 10: each task's last checkpoint (JSON as saved by its attempt), kept until it completes."""
+    db.execute(
+        "CREATE TABLE checkpoints (task_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, "
+        "attempt_id TEXT NOT NULL, at REAL NOT NULL, data BLOB NOT NULL) STRICT"
+    )
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -380,4 +388,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_9_deadlines,
     _migration_10_preemption,
     _migration_11_gangs,
+    _migration_12_checkpoints,
 )

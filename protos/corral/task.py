@@ -1,0 +1,102 @@
+"""The context of a running python task: who it is, its last checkpoint, and how to save one.
+
+A task function receives it as its ``ctx`` parameter when it declares one, or calls
+:func:`current`::
+
+    def count(to: int, ctx: TaskContext) -> int:
+        start = (ctx.checkpoint_state or {}).get("n", 0)
+        for n in range(start, to):
+            work(n)
+            if n % 10 == 0:
+                ctx.checkpoint({"n": n})
+        return to
+
+``ctx.checkpoint(state)`` saves a JSON value (at most 1 MiB) to the attempt's checkpoint file,
+written whole and then renamed over the old one, so a kill at any moment leaves either the old
+state or the new one. The agent reports the file when it changes (at most once a second, and once
+more when the attempt ends); the controller keeps the last one and hands it to the task's next
+attempt (retry, preemption, timeout, agent loss, controller restart) as ``ctx.checkpoint_state``.
+
+Shell tasks do the same with files: write ``$CORRAL_CHECKPOINT_FILE`` (write a temporary file,
+then ``mv`` it), read ``$CORRAL_CHECKPOINT_IN`` (set only when there is a checkpoint).
+
+Standard library only: the warm python workers import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+__all__ = ["MAX_CHECKPOINT_BYTES", "TaskContext", "current"]
+
+#: The largest checkpoint (its JSON text), as the controller enforces it.
+MAX_CHECKPOINT_BYTES = 1 << 20
+
+_UNREAD: Any = object()
+
+
+class TaskContext:
+    """What a running task knows about itself (read from its ``CORRAL_*`` environment)."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.task_id = env.get("CORRAL_TASK_ID", "")
+        self.task_name = env.get("CORRAL_TASK_NAME", "")
+        self.workflow_id = env.get("CORRAL_WORKFLOW_ID", "")
+        self.attempt_id = env.get("CORRAL_ATTEMPT_ID", "")
+        self._file = env.get("CORRAL_CHECKPOINT_FILE", "")
+        self._in = env.get("CORRAL_CHECKPOINT_IN", "")
+        self._state: Any = _UNREAD
+
+    @property
+    def checkpoint_state(self) -> Any:
+        """The last checkpoint an earlier attempt of this task saved, or None (first attempt)."""
+        if self._state is _UNREAD:
+            self._state = None
+            if self._in:
+                with open(self._in, "rb") as file:
+                    self._state = json.loads(file.read())
+        return self._state
+
+    def checkpoint(self, state: Any) -> None:
+        """Save ``state`` (any JSON value, at most 1 MiB) for the next attempt to resume from.
+
+        Cheap enough to call often: the file is rewritten each time, the agent reports only the
+        latest state at most once a second. Raises ValueError for a state that is not JSON or too big.
+        """
+        try:
+            data = json.dumps(state, allow_nan=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a checkpoint must be a JSON value: {exc}") from None
+        if len(data) > MAX_CHECKPOINT_BYTES:
+            raise ValueError(f"checkpoint of {len(data)} bytes, over the {MAX_CHECKPOINT_BYTES}-byte limit")
+        if not self._file:
+            raise RuntimeError("this task cannot checkpoint (no CORRAL_CHECKPOINT_FILE: not run by a corral agent)")
+        temporary = f"{self._file}.tmp"
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, self._file)  # atomic: the agent never reads half a checkpoint
+
+
+_current: TaskContext | None = None
+
+
+def current() -> TaskContext:
+    """The context of the task running in this process; RuntimeError outside a task."""
+    if _current is None:
+        raise RuntimeError("corral.task.current() is only available inside a running corral task")
+    return _current
+
+
+def _begin(environ: dict[str, str] | None = None) -> TaskContext:
+    """Called by the worker before each task (and by tests)."""
+    global _current
+    _current = TaskContext(environ)
+    return _current
+
+
+def _end() -> None:
+    global _current
+    _current = None
