@@ -265,6 +265,11 @@ def task_status(
         _stamp(message.started_at, task.started_at)
     if task.finished_at is not None:
         _stamp(message.finished_at, task.finished_at)
+    if machine.checkpoints:  # issue 10: a truth test while no task has a checkpoint
+        checkpoint = machine.checkpoints.records.get(task.id)
+        if checkpoint is not None:
+            _stamp(message.checkpointed_at, checkpoint.at)
+            message.checkpoint_bytes = len(checkpoint.data)
     return message
 
 

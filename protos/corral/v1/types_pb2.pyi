@@ -255,7 +255,7 @@ class ExecutionPlan(_message.Message):
     def __init__(self, stages: _Optional[_Iterable[_Union[ExecutionStage, _Mapping]]] = ..., critical_path: _Optional[_Iterable[str]] = ..., estimated_duration_s: _Optional[float] = ..., parallelism_factor: _Optional[float] = ..., task_count: _Optional[int] = ..., total_work_s: _Optional[float] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "name", "state", "agent_type", "priority", "attempts", "retries_used", "attempt_id", "agent_id", "result_json", "error", "waiting_reason", "created_at", "started_at", "finished_at", "dependencies", "workflow_id", "exit_code", "unschedulable", "agent_losses", "reruns_after_fence", "failure_reason", "peak_rss_bytes", "cpu_s", "plan_reason", "rank_s", "expected_duration_s", "duration_source", "deadline", "latest_start", "slack_s", "preemptions", "last_preemption", "preemptible", "gang")
+    __slots__ = ("task_id", "name", "state", "agent_type", "priority", "attempts", "retries_used", "attempt_id", "agent_id", "result_json", "error", "waiting_reason", "created_at", "started_at", "finished_at", "dependencies", "workflow_id", "exit_code", "unschedulable", "agent_losses", "reruns_after_fence", "failure_reason", "peak_rss_bytes", "cpu_s", "plan_reason", "rank_s", "expected_duration_s", "duration_source", "deadline", "latest_start", "slack_s", "preemptions", "last_preemption", "preemptible", "gang", "checkpointed_at", "checkpoint_bytes")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +291,8 @@ class TaskStatus(_message.Message):
     LAST_PREEMPTION_FIELD_NUMBER: _ClassVar[int]
     PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
     GANG_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_BYTES_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     state: TaskState
@@ -326,7 +328,9 @@ class TaskStatus(_message.Message):
     last_preemption: str
     preemptible: bool
     gang: str
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slack_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., last_preemption: _Optional[str] = ..., preemptible: _Optional[bool] = ..., gang: _Optional[str] = ...) -> None: ...
+    checkpointed_at: _timestamp_pb2.Timestamp
+    checkpoint_bytes: int
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slack_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., last_preemption: _Optional[str] = ..., preemptible: _Optional[bool] = ..., gang: _Optional[str] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_bytes: _Optional[int] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
     __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "deadline", "deadline_verdict", "slack_s", "max_parallel", "concurrency_limit")
