@@ -32,8 +32,7 @@ def test_a_failed_attempt_hands_its_checkpoint_to_the_retry(sim: Sim) -> None:
     assert [e.kind for e in step.changes.events] == ["checkpointed"]
     sim.now += 1.0
     step = sim.finished("a1", first, AttemptState.FAILED, error="killed")
-    step = sim.tick(after=1.0) if not step.assignments() else step
-    (assignment,) = step.assignments()
+    (assignment,) = step.assignments() or sim.tick(after=1.0).assignments()
     assert assignment.attempt_id != first and assignment.checkpoint == b'{"n": 50}'
 
 
@@ -82,3 +81,36 @@ def test_unused_costs_nothing_in_the_batch(sim: Sim) -> None:
     _, step = sim.submit([task_spec("plain")])
     assert step.assignments()[0].checkpoint is None
     assert not step.changes.checkpoints and not sim.machine.checkpoints
+
+
+def test_a_timed_out_attempt_hands_it_on(sim: Sim) -> None:
+    _, first = _started(sim, retries=1, retry_backoff=0, timeout=30)
+    sim.do(_checkpoint(sim, "a1", first, b"[1, 2]"))
+    step = sim.finished("a1", first, AttemptState.TIMED_OUT, error="timed out after 30s")
+    (again,) = step.assignments() or sim.tick(after=1.0).assignments()
+    assert again.checkpoint == b"[1, 2]"
+
+
+def test_an_attempt_fenced_with_its_lost_agent_hands_it_on(sim: Sim) -> None:
+    _, first = _started(sim)
+    sim.do(_checkpoint(sim, "a1", first, b'"state"'))
+    sim.hello("a2", slots=1)
+    step = sim.run_for(sim.machine.config.fence_total_s + 1.0, silent=("a1",))
+    (again,) = step.assignments("a2")
+    assert again.checkpoint == b'"state"' and sim.machine.attempts[first].state is AttemptState.LOST
+
+
+def test_a_preempted_victim_resumes_from_it(sim: Sim) -> None:
+    sim.hello("a1", cpu=1, slots=4)
+    low, _ = sim.submit([task_spec("low", resources={"cpu_cores": 1}, priority=10, preemptible=True)], name="low")
+    victim = sim.attempt_of(low, "low")
+    sim.started("a1", victim)
+    sim.now += 1.0
+    sim.do(_checkpoint(sim, "a1", victim, b'{"n": 70}'))
+    _, step = sim.submit([task_spec("high", resources={"cpu_cores": 1}, priority=100)], name="high")
+    (cancel,) = step.of(ev.CancelAttempts)
+    assert cancel.attempt_ids == [victim]
+    (placed,) = sim.finished("a1", victim, AttemptState.CANCELLED).assignments("a1")
+    sim.started("a1", placed.attempt_id)
+    (resumed,) = sim.finished("a1", placed.attempt_id).assignments("a1")  # the preemptor is done
+    assert resumed.task.name == "low" and resumed.checkpoint == b'{"n": 70}'
