@@ -349,6 +349,8 @@ def explanation_view(explanation: Explanation, wide: bool) -> RenderableType:
         head.add_row("Deadline", explanation.deadline_note)
     if explanation.waiting_on:
         head.add_row("Waiting on", ", ".join(explanation.waiting_on))
+    if explanation.checkpoint:
+        head.add_row("Checkpoint", explanation.checkpoint)
     if task.unschedulable:
         head.add_row("Unschedulable", Text("yes: no connected agent can ever take this task", style="red"))
     if not explanation.agents:

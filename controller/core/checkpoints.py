@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from corral.controller.core.attempt_ops import AttemptOps
     from corral.controller.core.events import AttemptCheckpoint
+    from corral.controller.core.state import MachineState
 
 __all__ = [
     "MAX_CHECKPOINT_BYTES",
@@ -26,6 +28,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointBook",
     "CheckpointChanges",
+    "checkpoint_note",
     "checkpointed",
 ]
 
@@ -130,3 +133,14 @@ def checkpointed(machine: AttemptOps, report: AttemptCheckpoint, now: float) -> 
         agent_id=attempt.agent_id,
     )
     return True
+
+
+def checkpoint_note(machine: MachineState, task_id: str) -> str:
+    """For explain: what the task's next (or current) attempt resumes from, or ""."""
+    record = machine.checkpoints.records.get(task_id) if machine.checkpoints else None
+    if record is None:
+        return ""
+    attempt = machine.attempts.get(record.attempt_id)
+    by = f"attempt {attempt.number}" if attempt is not None else "an earlier attempt"
+    at = datetime.fromtimestamp(record.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"resumes from the checkpoint {by} saved at {at} ({len(record.data)} bytes)"

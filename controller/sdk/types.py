@@ -102,6 +102,9 @@ class TaskStatus(Record):
     deadline: datetime | None = None
     latest_start: datetime | None = None
     slack_s: float | None = None
+    # Checkpoints (issue 10): when its last checkpoint was stored, and its size (0: none).
+    checkpointed_at: datetime | None = None
+    checkpoint_bytes: int = 0
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -140,6 +143,8 @@ class TaskStatus(Record):
             deadline=timestamp(m, "deadline"),
             latest_start=timestamp(m, "latest_start"),
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            checkpointed_at=timestamp(m, "checkpointed_at"),
+            checkpoint_bytes=m.checkpoint_bytes,
         )
 
     @property
@@ -457,6 +462,7 @@ class Explanation(Record):
     raw: scheduler_pb2.ExplainTaskResponse = dataclasses.field(repr=False, compare=False)
     slack_s: float | None = None  # deadlines: latest start - now
     deadline_note: str = ""
+    checkpoint: str = ""  # "resumes from the checkpoint attempt N saved at ..." (issue 10), or ""
 
     @classmethod
     def from_proto(cls, m: scheduler_pb2.ExplainTaskResponse) -> Explanation:
@@ -472,6 +478,7 @@ class Explanation(Record):
             raw=m,
             slack_s=m.slack_s if m.HasField("slack_s") else None,
             deadline_note=m.deadline_note,
+            checkpoint=m.checkpoint,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from corral.controller.core import events as ev
-from corral.controller.core.checkpoints import MAX_CHECKPOINT_BYTES, MIN_INTERVAL_S
+from corral.controller.core.checkpoints import MAX_CHECKPOINT_BYTES, MIN_INTERVAL_S, checkpoint_note
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AttemptState
 
@@ -114,3 +114,11 @@ def test_a_preempted_victim_resumes_from_it(sim: Sim) -> None:
     sim.started("a1", placed.attempt_id)
     (resumed,) = sim.finished("a1", placed.attempt_id).assignments("a1")  # the preemptor is done
     assert resumed.task.name == "low" and resumed.checkpoint == b'{"n": 70}'
+
+
+def test_explain_says_what_the_next_attempt_resumes_from(sim: Sim) -> None:
+    wf, attempt = _started(sim, retries=1)
+    task_id = sim.task(wf, "count").id
+    assert checkpoint_note(sim.machine, task_id) == ""
+    sim.do(_checkpoint(sim, "a1", attempt, b'{"n": 5}'))
+    assert checkpoint_note(sim.machine, task_id).startswith("resumes from the checkpoint attempt 1 saved at ")
