@@ -69,6 +69,8 @@ class AttemptOps(WorkflowOps):
         task.agent_id = agent_id
         self.set_task_state(task, T.ASSIGNED, now)
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
+        if task.dynamic is not None and task.dynamic.map_item is not None:
+            inputs["item"] = task.dynamic.map_item  # a map child's item (core/dynamic.py)
         refs = secret_refs(task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
         keep_for = 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from corral.controller.core.dynamic import SpawnedTask
 from corral.controller.core.model import AttemptState, Inventory, Resources, Task, Workflow, WorkflowEvent
 from corral.controller.store.base import LogChunk
 
@@ -27,6 +28,7 @@ __all__ = [
     "AttemptCheckpoint",
     "AttemptFinished",
     "AttemptReleased",
+    "AttemptSpawn",
     "AttemptStarted",
     "CancelAttempts",
     "CancelWorkflow",
@@ -234,7 +236,19 @@ class AttemptCheckpoint:
     data: bytes
 
 
-Report = AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk | AttemptCheckpoint
+@dataclass(frozen=True, slots=True)
+class AttemptSpawn:
+    """A running attempt adds tasks to its workflow (validated at the edge; ``error`` says why not)."""
+
+    reporter: str
+    attempt_id: str
+    tasks: tuple[SpawnedTask, ...] = ()
+    error: str = ""
+
+
+Report = (
+    AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk | AttemptCheckpoint | AttemptSpawn
+)
 
 
 @dataclass(frozen=True, slots=True)

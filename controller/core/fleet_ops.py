@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from corral.controller.core.attempt_ops import AttemptOps
 from corral.controller.core.checkpoints import checkpointed
+from corral.controller.core.dynamic import spawned
 from corral.controller.core.events import (
     Ack,
     AgentGone,
@@ -27,6 +28,7 @@ from corral.controller.core.events import (
     AttemptAccepted,
     AttemptCheckpoint,
     AttemptFinished,
+    AttemptSpawn,
     AttemptStarted,
     Disconnect,
     DrainAgent,
@@ -235,6 +237,8 @@ class FleetOps(AttemptOps):
                 self.accepted(report, now)
             elif isinstance(report, AttemptCheckpoint):
                 checkpointed(self, report, now)
+            elif isinstance(report, AttemptSpawn):
+                spawned(self, report, now)
             else:
                 self.released(report, now)
         if finished:
