@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -95,6 +95,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 Name = Annotated[str, Field(min_length=1, max_length=Limits.max_name_length, pattern=NAME_PATTERN)]
+# A dependency: a task name, or "NAME/*": that task and every task it spawns (issue 10).
+DependencyName = Annotated[
+    str, Field(min_length=1, max_length=Limits.max_name_length + 2, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/\*)?$")
+]
+
+
+def plain_dependencies(dependencies: Sequence[str]) -> list[str]:
+    """The task names a task waits for: ``X/*`` counts as X (its children are added at run time)."""
+    return list(dict.fromkeys(d[:-2] if d.endswith("/*") else d for d in dependencies))
 
 
 def control_character(value: str, *, multiline: bool = False) -> str | None:
@@ -234,7 +243,11 @@ class TaskSpec(_Strict):
     timeout: float | None = Field(None, description="seconds; none means no limit")
     retries: int = Field(0, ge=0, le=Limits.max_retries)
     retry_backoff: float = Field(1.0, description="base of the exponential retry backoff, seconds")
-    dependencies: list[Name] = Field(default_factory=list, max_length=Limits.max_dependencies)
+    dependencies: list[DependencyName] = Field(
+        default_factory=list,
+        max_length=Limits.max_dependencies,
+        description='task names; "X/*": X and every task X spawns',
+    )
     constraints: dict[Name, Constraint] = Field(
         default_factory=dict,
         max_length=Limits.max_labels,
@@ -270,6 +283,20 @@ class TaskSpec(_Strict):
         None, ge=0, le=1000, description="preempted at most this many times, then no longer a victim (default 3)"
     )
     gang: Name | None = Field(None, description="placed all at once with the workflow's other tasks of this gang")
+    map: Name | None = Field(
+        None,
+        description="fan out over the list result of this dependency: one copy per item, "
+        "which gets the item as inputs['item']; the task's result is the list of theirs",
+    )
+
+    @model_validator(mode="after")
+    def _map_over_a_dependency(self) -> TaskSpec:
+        if self.map is not None:
+            if self.map not in self.dependencies:
+                raise ValueError(f"map: {self.map!r} must be one of the task's dependencies")
+            if self.gang:
+                raise ValueError("map: a map task cannot be in a gang")
+        return self
 
     @field_validator("max_disconnect", mode="before")
     @classmethod
@@ -497,7 +524,7 @@ def parse_workflow(data: Any) -> WorkflowSpec:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
         raise InvalidArgument(violations_of(exc)) from None
-    problems = graph_problems([t.name for t in spec.tasks], [t.dependencies for t in spec.tasks])
+    problems = graph_problems([t.name for t in spec.tasks], [plain_dependencies(t.dependencies) for t in spec.tasks])
     if problems:
         raise InvalidArgument(problems)
     return spec

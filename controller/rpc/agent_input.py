@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH = 128
+_MAX_SPAWN_BYTES = 4 << 20  # spawn_input.MAX_SPAWN_BYTES (that module imports the submission's)
 _MAX_HOSTNAME = 255
 _MAX_VERSION = 64
 _MAX_GPU_TEXT = 256
@@ -253,6 +254,8 @@ def check_events(batch: pb.TaskEvents) -> None:
                 )
             if not 0.0 <= cpu <= MAX_CPU_S:  # False for NaN too
                 _amount(problems, f"events.events[{i}].finished.cpu_s", cpu, MAX_CPU_S, "max_cpu_cores*366d")
+        elif kind == "spawn" and len(event.spawn.tasks_json) > _MAX_SPAWN_BYTES:
+            problems.add(f"events.events[{i}].spawn.tasks_json", f"over the {_MAX_SPAWN_BYTES}-byte spawn limit")
         elif kind == "checkpoint" and len(event.checkpoint.data_json) > MAX_CHECKPOINT_BYTES:
             problems.add(
                 f"events.events[{i}].checkpoint.data_json",

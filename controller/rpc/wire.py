@@ -190,7 +190,7 @@ def task_event_from_proto(
         )
     if kind == "checkpoint":
         return ev.AttemptCheckpoint(agent_id, message.attempt_id, message.checkpoint.data_json)
-    return None
+    return None  # Output and Spawn are decoded apart (gateway, spawn_input)
 
 
 def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
