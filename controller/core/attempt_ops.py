@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core.access import secret_refs
+from corral.controller.core.dynamic import map_inputs
 from corral.controller.core.events import (
     Assign,
     Assignment,
@@ -70,7 +71,7 @@ class AttemptOps(WorkflowOps):
         self.set_task_state(task, T.ASSIGNED, now)
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
         if task.dynamic is not None and task.dynamic.map_item is not None:
-            inputs["item"] = task.dynamic.map_item  # a map child's item (core/dynamic.py)
+            inputs = map_inputs(self, task, task.dynamic.map_item)  # a map child (core/dynamic.py)
         refs = secret_refs(task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
         keep_for = 0.0

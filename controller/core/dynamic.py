@@ -33,6 +33,7 @@ from corral.controller.core.model import AttemptState, Task, TaskState, Workflow
 if TYPE_CHECKING:
     from corral.controller.core.attempt_ops import AttemptOps
     from corral.controller.core.events import AttemptSpawn
+    from corral.controller.core.state import MachineState
     from corral.controller.core.workflow_ops import WorkflowOps
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "decode_dynamic",
     "encode_dynamic",
     "expand_or_gather",
+    "map_inputs",
     "spawned",
 ]
 
@@ -271,7 +273,10 @@ def expand_or_gather(machine: WorkflowOps, task: Task, now: float) -> None:
             id=ids[i],
             name=f"{task.name}/{i}",
             dynamic=Dynamic(spawned_by=task.id, map_item=json.dumps(item, separators=(",", ":")).encode()),
-            dependencies=task.dependencies,
+            # No dependencies of their own (theirs are all complete): they get the map task's
+            # inputs (see map_inputs). Listing them would also grow the dependents list that the
+            # completion of the map's upstream is walking right now.
+            dependencies=(),
             state=T.PENDING,
         )
         for i, item in enumerate(items)
@@ -285,6 +290,16 @@ def expand_or_gather(machine: WorkflowOps, task: Task, now: float) -> None:
     machine.record(machine.workflows[task.workflow_id], now, "mapped", task, message=f"{len(items)} items")
     if not items:
         expand_or_gather(machine, task, now)
+
+
+def map_inputs(machine: MachineState, task: Task, item: bytes) -> dict[str, bytes]:
+    """A map child's inputs: its map task's (its dependencies' results, not its children's) plus the item."""
+    assert task.dynamic is not None
+    parent = machine.tasks[task.dynamic.spawned_by]
+    tasks = machine.tasks
+    inputs = {tasks[d].name: tasks[d].result or b"null" for d in parent.dependencies if _parent(tasks[d]) != parent.id}
+    inputs["item"] = item
+    return inputs
 
 
 def _parent(task: Task) -> str:
