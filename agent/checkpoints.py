@@ -1,4 +1,4 @@
-"""Checkpoint files of running attempts, reported to the controller when they change (issue 10).
+"""Checkpoint and spawn files of running attempts, reported to the controller (issue 10).
 
 A task saves its state to ``$CORRAL_CHECKPOINT_FILE`` (python: ``ctx.checkpoint(state)``, which
 writes a temporary file and renames it; shell: the script does the same). The executor polls the
@@ -9,6 +9,10 @@ waits out the rest of the second if it must, and goes before the Finished report
 
 A file that is not valid JSON (a shell task that wrote it in place and was caught halfway) or over
 1 MiB is skipped; the next change is read again. Nothing is polled while no attempt runs.
+
+Spawns (``ctx.spawn``) are lines appended to ``$CORRAL_SPAWN_FILE``, each a JSON list of tasks; every
+complete new line is reported as it is found (no rate limit: the controller bounds the children),
+and the last ones before the checkpoint and the Finished report.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from pathlib import Path
 
 import structlog
 
-__all__ = ["MAX_CHECKPOINT_BYTES", "MIN_INTERVAL_S", "CheckpointWatch", "write_checkpoint_in"]
+__all__ = ["MAX_CHECKPOINT_BYTES", "MAX_SPAWN_BYTES", "MIN_INTERVAL_S", "CheckpointWatch", "write_checkpoint_in"]
 
 log = structlog.get_logger("corral.agent.checkpoints")
 
 MAX_CHECKPOINT_BYTES = 1 << 20
 MIN_INTERVAL_S = 1.0  # per attempt, by this agent's monotonic clock
+MAX_SPAWN_BYTES = 4 << 20  # one spawn line (the controller's limit of a Spawn report)
+# Sent instead of a line over the limit: the controller then fails the spawner (not a list of tasks).
+_OVERSIZED = b'"a spawn over the 4 MiB limit"'
 
 
 @dataclass(slots=True)
@@ -39,24 +46,43 @@ class _Watched:
     extra: str | None = None
     seen: tuple[int, int, int] | None = None  # (mtime ns, size, inode) of the last read
     sent_at: float = -MIN_INTERVAL_S
+    spawn_path: str | Path | None = None
+    spawn_offset: int = 0
 
 
 class CheckpointWatch:
     """The checkpoint files of this agent's running attempts."""
 
-    def __init__(self, send: Callable[[str, bytes], None], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        send: Callable[[str, bytes], None],
+        clock: Callable[[], float] = time.monotonic,
+        spawn: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         self._send = send
+        self._spawn = spawn
         self._clock = clock
         self._watched: dict[str, _Watched] = {}
 
-    def watch(self, attempt_id: str, path: str | Path, *, remove: bool = False, extra: str | None = None) -> None:
-        """Report ``path`` for this attempt when it changes; ``remove``: delete it (and ``extra``) at the end."""
-        self._watched[attempt_id] = _Watched(path, remove, extra)
+    def watch(
+        self,
+        attempt_id: str,
+        path: str | Path,
+        *,
+        remove: bool = False,
+        extra: str | None = None,
+        spawn_path: str | Path | None = None,
+    ) -> None:
+        """Report ``path`` for this attempt when it changes, and new lines of ``spawn_path``;
+        ``remove``: delete the files (and ``extra``) at the end."""
+        self._watched[attempt_id] = _Watched(path, remove, extra, spawn_path=spawn_path)
 
     def poll(self) -> None:
         """Report every changed file whose attempt did not report in the last second."""
         now = self._clock()
         for attempt_id, watched in self._watched.items():
+            if watched.spawn_path is not None:
+                self._send_spawns(attempt_id, watched)
             if now - watched.sent_at >= MIN_INTERVAL_S:
                 data = _read_changed(watched)
                 if data is not None:
@@ -69,9 +95,11 @@ class CheckpointWatch:
         watched = self._watched.pop(attempt_id, None)
         if watched is None:
             return None
+        if watched.spawn_path is not None:
+            self._send_spawns(attempt_id, watched)  # spawns go at once, before any later report
         data = _read_changed(watched)
         if watched.remove:
-            for path in (watched.path, watched.extra):
+            for path in (watched.path, watched.extra, watched.spawn_path):
                 if path is not None:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
@@ -91,6 +119,25 @@ class CheckpointWatch:
 
     def forget(self, attempt_id: str) -> None:
         self._watched.pop(attempt_id, None)
+
+    def _send_spawns(self, attempt_id: str, watched: _Watched) -> None:
+        """Report every complete line appended to the spawn file since the last look."""
+        assert watched.spawn_path is not None
+        if self._spawn is None:
+            return
+        try:
+            with open(watched.spawn_path, "rb") as file:
+                file.seek(watched.spawn_offset)
+                data = file.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n")
+        if end < 0:
+            return  # nothing new, or a line still being written
+        watched.spawn_offset += end + 1
+        for line in data[:end].split(b"\n"):
+            if line.strip():
+                self._spawn(attempt_id, line if len(line) <= MAX_SPAWN_BYTES else _OVERSIZED)
 
 
 def _read_changed(watched: _Watched) -> bytes | None:

@@ -84,6 +84,8 @@ class EventSink(Protocol):
 
     def checkpoint(self, attempt_id: str, data: bytes) -> None: ...
 
+    def spawn(self, attempt_id: str, tasks_json: bytes) -> None: ...
+
 
 class Executor:
     """Runs assigned attempts with at most ``slots`` at once; extra ones wait in FIFO order."""
@@ -128,7 +130,7 @@ class Executor:
         self._idle = asyncio.Event()
         self._idle.set()
         self._flusher: asyncio.Task[None] | None = None
-        self._checkpoints = CheckpointWatch(sink.checkpoint)
+        self._checkpoints = CheckpointWatch(sink.checkpoint, spawn=sink.spawn)
         self._do = {
             Start: self._start,
             Stop: self._stop,
@@ -335,9 +337,12 @@ class Executor:
         """Watch the attempt's ``$CORRAL_CHECKPOINT_FILE`` (issue 10): its folder's, or its worker's."""
         if isinstance(run, PythonRun):
             if run.checkpoint_file is not None:
-                self._checkpoints.watch(attempt_id, run.checkpoint_file, remove=True, extra=run.checkpoint_in)
+                self._checkpoints.watch(
+                    attempt_id, run.checkpoint_file, remove=True, extra=run.checkpoint_in, spawn_path=run.spawn_file
+                )
         elif self.registry.has_folders(agent_type):
-            self._checkpoints.watch(attempt_id, self.work_dir / "attempts" / attempt_id / "checkpoint.json")
+            folder = self.work_dir / "attempts" / attempt_id
+            self._checkpoints.watch(attempt_id, folder / "checkpoint.json", spawn_path=folder / "spawn.jsonl")
 
     async def _await_run(self, attempt_id: str, run: Run, folders: bool) -> None:
         """Wait for a started (or adopted) run to end, then report its last output and its result."""

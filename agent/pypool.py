@@ -315,6 +315,7 @@ class WorkerPool:
         worker = await self._acquire(assignment.workflow_id)
         worker.workflow = assignment.workflow_id
         checkpoint_file, checkpoint_in = self._checkpoint_env(worker, assignment, env)
+        spawn_file = env["CORRAL_SPAWN_FILE"] = f"{worker.home}/.corral-spawn-{assignment.attempt_id}.jsonl"
         secrets = dict(assignment.secrets) if len(assignment.secrets) else {}
         worker.begin(self._cap, secrets)
         inputs = dict(assignment.inputs_json) if assignment.inputs_json else None
@@ -331,6 +332,8 @@ class WorkerPool:
         )
         run = PythonRun(self, worker, worker.send(request), redactor)
         run.checkpoint_file, run.checkpoint_in = checkpoint_file, checkpoint_in
+        if checkpoint_file is not None:
+            run.spawn_file = spawn_file
         return run
 
     def _checkpoint_env(
@@ -407,6 +410,7 @@ class PythonRun:
         # The attempt's checkpoint files in the worker's folder (issue 10), watched by the executor.
         self.checkpoint_file: str | None = None
         self.checkpoint_in: str | None = None
+        self.spawn_file: str | None = None  # ctx.spawn's lines
 
     @property
     def pid(self) -> int:

@@ -179,6 +179,7 @@ def _prepare(
     env["CORRAL_INPUTS_FILE"] = str(folder / "inputs.json")
     env["CORRAL_RESULT_FILE"] = str(folder / "result.json")
     env["CORRAL_CHECKPOINT_FILE"] = str(folder / "checkpoint.json")  # issue 10; CORRAL_CHECKPOINT_IN below
+    env["CORRAL_SPAWN_FILE"] = str(folder / "spawn.jsonl")
     return argv, folder, workdir, env, secrets
 
 

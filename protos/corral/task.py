@@ -20,6 +20,12 @@ attempt (retry, preemption, timeout, agent loss, controller restart) as ``ctx.ch
 Shell tasks do the same with files: write ``$CORRAL_CHECKPOINT_FILE`` (write a temporary file,
 then ``mv`` it), read ``$CORRAL_CHECKPOINT_IN`` (set only when there is a checkpoint).
 
+``ctx.spawn(name, "module:function", kwargs={...})`` adds a task to the running workflow, named
+``<this task>/<name>``; ``dependencies`` name this task (its result becomes an input), siblings by
+their short name, or any task of the workflow. It is validated like a submitted task; a bad spawn
+fails this task. Spawning is idempotent on the name, so a retried task does not add its children
+twice. A task that depends on ``<this task>/*`` waits for this task and all it spawned.
+
 Standard library only: the warm python workers import it.
 """
 
@@ -29,10 +35,12 @@ import json
 import os
 from typing import Any
 
-__all__ = ["MAX_CHECKPOINT_BYTES", "TaskContext", "current"]
+__all__ = ["MAX_CHECKPOINT_BYTES", "MAX_SPAWN_BYTES", "TaskContext", "current"]
 
 #: The largest checkpoint (its JSON text), as the controller enforces it.
 MAX_CHECKPOINT_BYTES = 1 << 20
+#: The largest single spawn (one call's tasks, as JSON).
+MAX_SPAWN_BYTES = 4 << 20
 
 _UNREAD: Any = object()
 
@@ -48,6 +56,7 @@ class TaskContext:
         self.attempt_id = env.get("CORRAL_ATTEMPT_ID", "")
         self._file = env.get("CORRAL_CHECKPOINT_FILE", "")
         self._in = env.get("CORRAL_CHECKPOINT_IN", "")
+        self._spawn_file = env.get("CORRAL_SPAWN_FILE", "")
         self._state: Any = _UNREAD
 
     @property
@@ -78,6 +87,56 @@ class TaskContext:
         with open(temporary, "wb") as file:
             file.write(data)
         os.replace(temporary, self._file)  # atomic: the agent never reads half a checkpoint
+
+    def spawn(
+        self,
+        name: str,
+        function: str | None = None,
+        *,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        dependencies: list[str] | tuple[str, ...] = (),
+        **fields: Any,
+    ) -> str:
+        """Add a task to this workflow; returns its full name (``<this task>/<name>``).
+
+        ``function`` makes a python task (``module:function`` with ``args``/``kwargs``); otherwise
+        pass ``payload=`` and ``agent_type=`` yourself. ``fields`` are any other task fields of the
+        workflow file (``retries``, ``resources``, ``timeout``, ...).
+        """
+        task: dict[str, Any] = {"name": name, **fields}
+        if function is not None:
+            payload: dict[str, Any] = {"function": function}
+            if args:
+                payload["args"] = list(args)
+            if kwargs:
+                payload["kwargs"] = kwargs
+            task.setdefault("agent_type", "python")
+            task["payload"] = payload
+        if dependencies:
+            task["dependencies"] = list(dependencies)
+        self.spawn_many([task])
+        return f"{self.task_name}/{name}"
+
+    def spawn_many(self, tasks: list[dict[str, Any]]) -> list[str]:
+        """Add several tasks (workflow-file mappings) at once: one report for all of them."""
+        if not self._spawn_file:
+            raise RuntimeError("this task cannot spawn (no CORRAL_SPAWN_FILE: not run by a corral agent)")
+        try:
+            line = json.dumps(list(tasks), allow_nan=False, separators=(",", ":")).encode() + b"\n"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"spawned tasks must be JSON: {exc}") from None
+        if len(line) > MAX_SPAWN_BYTES:
+            raise ValueError(f"a spawn of {len(line)} bytes, over the {MAX_SPAWN_BYTES}-byte limit: split it")
+        # One write with O_APPEND: the agent reads whole lines only, so it never sees half of one.
+        fd = os.open(self._spawn_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        return [f"{self.task_name}/{t.get('name')}" for t in tasks]
 
 
 _current: TaskContext | None = None

@@ -13,7 +13,7 @@ from typing import Any
 import corral.task
 from corral.task import TaskContext
 
-__all__ = ["count", "count_current"]
+__all__ = ["child", "count", "count_current", "double", "fan_in", "items", "spawner", "total"]
 
 
 def count(to: int, ledger: str, delay: float, ctx: TaskContext, every: int = 10) -> int:
@@ -33,3 +33,60 @@ def count(to: int, ledger: str, delay: float, ctx: TaskContext, every: int = 10)
 def count_current(to: int, ledger: str, delay: float) -> int:
     """:func:`count` through ``corral.task.current()`` instead of a ``ctx`` parameter."""
     return count(to, ledger, delay, corral.task.current())
+
+
+def _log(ledger: str, line: str) -> None:
+    with open(ledger, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
+def spawner(n: int, ledger: str, fail_once: str, delay: float, ctx: TaskContext) -> int:
+    """Spawn ``n`` children that depend on this task; the first attempt then fails (when
+    ``fail_once`` does not exist yet), so the retry spawns the same children again."""
+    _log(ledger, f"spawner {ctx.attempt_id}")
+    children = [
+        {
+            "name": f"c{i}",
+            "agent_type": "python",
+            "payload": {"function": "ckpt_tasks:child", "kwargs": {"i": i, "ledger": ledger, "delay": delay}},
+            "dependencies": [ctx.task_name],
+        }
+        for i in range(n)
+    ]
+    ctx.spawn_many(children)
+    if fail_once and not os.path.exists(fail_once):
+        open(fail_once, "w").close()
+        raise RuntimeError("the first attempt fails after spawning")
+    return n
+
+
+def child(i: int, ledger: str, delay: float, inputs: dict[str, Any]) -> int:
+    """A spawned child: its index (it also sees its spawner's result)."""
+    time.sleep(delay)
+    _log(ledger, f"child {i} {corral.task.current().attempt_id} {inputs.get('spawn')}")
+    return i
+
+
+def fan_in(ledger: str, inputs: dict[str, Any]) -> dict[str, int]:
+    """Count and sum the results of the spawner's children (``spawn/*`` inputs)."""
+    values = [v for k, v in inputs.items() if "/" in k]
+    _log(ledger, f"fan_in {len(values)}")
+    return {"count": len(values), "sum": sum(values)}
+
+
+def items(n: int) -> list[int]:
+    """The list a map fans out over."""
+    return list(range(n))
+
+
+def double(ledger: str, delay: float, inputs: dict[str, Any]) -> int:
+    """A map child: twice its item."""
+    time.sleep(delay)
+    item = int(inputs["item"])
+    _log(ledger, f"item {item} {corral.task.current().attempt_id}")
+    return 2 * item
+
+
+def total(inputs: dict[str, Any]) -> int:
+    """The sum of the map's results (a list)."""
+    return int(sum(inputs["each"]))
