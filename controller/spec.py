@@ -102,8 +102,17 @@ DependencyName = Annotated[
 
 
 def plain_dependencies(dependencies: Sequence[str]) -> list[str]:
-    """The task names a task waits for: ``X/*`` counts as X (its children are added at run time)."""
-    return list(dict.fromkeys(d[:-2] if d.endswith("/*") else d for d in dependencies))
+    """The task names a task waits for: ``X/*`` counts as X (its children are added at run time).
+
+    ``X`` and ``X/*`` together count once; a name listed twice stays a duplicate (an error).
+    """
+    names: list[str] = []
+    for dependency in dependencies:
+        if not dependency.endswith("/*"):
+            names.append(dependency)
+        elif dependency[:-2] not in dependencies and dependency[:-2] not in names:
+            names.append(dependency[:-2])
+    return names
 
 
 def control_character(value: str, *, multiline: bool = False) -> str | None:
