@@ -117,6 +117,9 @@ class CheckpointWatch:
             await asyncio.sleep(wait)
         self._send(attempt_id, data)
 
+    def watching(self, attempt_id: str) -> bool:
+        return attempt_id in self._watched
+
     def forget(self, attempt_id: str) -> None:
         self._watched.pop(attempt_id, None)
 

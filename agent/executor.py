@@ -50,11 +50,12 @@ from corral.agent.lifecycle import (
     Stop,
     TimedOut,
 )
-from corral.agent.policy import ExecPolicy
+from corral.agent.policy import ExecPolicy, safe_component
 from corral.agent.pypool import PythonRun, WorkerPool
 from corral.agent.registry import Launch, RunnerRegistry
 from corral.agent.runas import RunAs
 from corral.agent.runner import ShellContext
+from corral.task import checkpoint_path, spawn_path
 from corral.v1 import types_pb2
 
 __all__ = ["ATTEMPT_DIR_KEEP_S", "BACKSTOP_SLACK_S", "EventSink", "Executor"]
@@ -318,7 +319,8 @@ class Executor:
             self._apply(StartFailed(attempt_id, started))
             return
         self._runs[attempt_id] = started
-        self._watch_checkpoint(attempt_id, started, assignment.agent_type)
+        if not isinstance(started, PythonRun) and self.registry.has_folders(assignment.agent_type):
+            self._watch_folder(attempt_id)
         self._apply(Started(attempt_id, started.pid))
         timeout_s = assignment.timeout_s
         if timeout_s > 0:
@@ -333,16 +335,23 @@ class Executor:
             self._timers[attempt_id] = loop.call_later(delay, self._apply, event)
         await self._await_run(attempt_id, started, self.registry.has_folders(assignment.agent_type))
 
-    def _watch_checkpoint(self, attempt_id: str, run: Run, agent_type: str) -> None:
-        """Watch the attempt's ``$CORRAL_CHECKPOINT_FILE`` (issue 10): its folder's, or its worker's."""
-        if isinstance(run, PythonRun):
-            if run.checkpoint_file is not None:
-                self._checkpoints.watch(
-                    attempt_id, run.checkpoint_file, remove=True, extra=run.checkpoint_in, spawn_path=run.spawn_file
-                )
-        elif self.registry.has_folders(agent_type):
-            folder = self.work_dir / "attempts" / attempt_id
-            self._checkpoints.watch(attempt_id, folder / "checkpoint.json", spawn_path=folder / "spawn.jsonl")
+    def _watch_folder(self, attempt_id: str) -> None:
+        """Watch a shell attempt's checkpoint and spawn files (issue 10), in its folder."""
+        folder = self.work_dir / "attempts" / attempt_id
+        self._checkpoints.watch(attempt_id, folder / "checkpoint.json", spawn_path=folder / "spawn.jsonl")
+
+    def _watch_python(self, attempt_id: str, run: PythonRun) -> None:
+        """Watch a python attempt's files, in its worker's folder: only once it has run a second,
+        or ended having written some (its worker said so, or died): a short task costs nothing."""
+        if not self._checkpoints.watching(attempt_id) and safe_component(attempt_id):
+            home = run.home
+            self._checkpoints.watch(
+                attempt_id,
+                checkpoint_path(home, attempt_id),
+                remove=True,
+                extra=run.checkpoint_in,
+                spawn_path=spawn_path(home, attempt_id),
+            )
 
     async def _await_run(self, attempt_id: str, run: Run, folders: bool) -> None:
         """Wait for a started (or adopted) run to end, then report its last output and its result."""
@@ -352,6 +361,11 @@ class Executor:
             log.exception("attempt failed inside the agent", attempt_id=attempt_id)
             result = AttemptResult.failed(f"agent error: {exc}", retryable=True)
         # Read now, before anything else runs: a python worker's folder is wiped at the next await.
+        if isinstance(run, PythonRun):
+            if run.touched is False and run.checkpoint_in is None:
+                self._checkpoints.forget(attempt_id)  # the common case: nothing to read or remove
+            else:
+                self._watch_python(attempt_id, run)
         checkpoint = self._checkpoints.take_final(attempt_id)
         timer = self._timers.pop(attempt_id, None)
         if timer is not None:
@@ -374,6 +388,9 @@ class Executor:
         while True:
             await asyncio.sleep(OUTPUT_INTERVAL_S)
             self._expire_folders()
+            for attempt_id, run in self._runs.items():
+                if isinstance(run, PythonRun):
+                    self._watch_python(attempt_id, run)
             self._checkpoints.poll()
             for attempt_id, run in list(self._runs.items()):
                 try:

@@ -12,7 +12,8 @@ supervision (:mod:`corral.agent.pywatch`): ``work_dir``, ``lease``, ``cgroup`` (
 Request: ``(payload_json, inputs, env, workflow_id, attempt_id, keep, timeout_s, grace_s)`` where
 ``inputs`` maps dependency names to result JSON bytes and ``env`` holds the task's own variables
 (CORRAL_*, CUDA_VISIBLE_DEVICES, payload env). Response: ``(ok, result_json, error, retryable,
-stop, peak_rss_bytes, cpu_s)``; ``stop`` is "" unless the worker stopped the task itself
+stop, peak_rss_bytes, cpu_s, touched)``; ``touched``: the task wrote a checkpoint or spawned
+(:mod:`corral.task`); ``stop`` is "" unless the worker stopped the task itself
 ("fenced"); the usage is the task's (:class:`corral.agent.usage.TaskMeter`), absent (a 5-tuple)
 when the worker answers for a task it stopped.
 
@@ -58,8 +59,13 @@ HEADER = struct.Struct("<I")
 #: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s)
 Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
 #: (ok, result JSON, error, retryable, stop: "" or the reason the worker stopped the task, e.g. "fenced",
-#: then the task's peak RSS bytes and CPU seconds; a stopped task's answer ends after ``stop``)
-Response = tuple[bool, bytes, str, bool, str] | tuple[bool, bytes, str, bool, str, int, float]
+#: then the task's peak RSS bytes and CPU seconds, then whether it wrote a checkpoint or spawned
+#: (issue 10); a stopped task's answer ends after ``stop``)
+Response = (
+    tuple[bool, bytes, str, bool, str]
+    | tuple[bool, bytes, str, bool, str, int, float]
+    | tuple[bool, bytes, str, bool, str, int, float, bool]
+)
 
 
 class _Permanent(Exception):
@@ -309,7 +315,7 @@ def _serve(
             # SystemExit and KeyboardInterrupt raised by a task fail that task, not the worker.
             traceback.print_exc()
             ok, error, retryable = False, _last_line(exc), True
-        corral_task._end()
+        touched = corral_task._end()  # the agent reads the task's checkpoint/spawn files only if so
         for stream in (sys.stdout, sys.stderr, stdout, stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -318,7 +324,7 @@ def _serve(
         rss, cpu = meter.take()
         if not shared.may_answer():
             return  # the worker is stopping this task (fenced): it answers, this process exits
-        _reply(responses, (ok, result, error, retryable, "", rss, cpu))
+        _reply(responses, (ok, result, error, retryable, "", rss, cpu, touched))
         shared.idle()
         frame = _read_frame(requests)
 

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_CHECKPOINT_BYTES", "MAX_SPAWN_BYTES", "TaskContext", "current"]
+__all__ = ["MAX_CHECKPOINT_BYTES", "MAX_SPAWN_BYTES", "TaskContext", "checkpoint_path", "current", "spawn_path"]
 
 #: The largest checkpoint (its JSON text), as the controller enforces it.
 MAX_CHECKPOINT_BYTES = 1 << 20
@@ -48,15 +49,18 @@ _UNREAD: Any = object()
 class TaskContext:
     """What a running task knows about itself (read from its ``CORRAL_*`` environment)."""
 
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.task_id = env.get("CORRAL_TASK_ID", "")
         self.task_name = env.get("CORRAL_TASK_NAME", "")
         self.workflow_id = env.get("CORRAL_WORKFLOW_ID", "")
         self.attempt_id = env.get("CORRAL_ATTEMPT_ID", "")
-        self._file = env.get("CORRAL_CHECKPOINT_FILE", "")
+        # Shell tasks get the paths; a python task's are in its worker's folder (HOME), named after
+        # the attempt: no variables to set for every task that never checkpoints.
+        home, attempt = env.get("HOME", ""), self.attempt_id
+        self._file = env.get("CORRAL_CHECKPOINT_FILE") or (checkpoint_path(home, attempt) if home and attempt else "")
+        self._spawn_file = env.get("CORRAL_SPAWN_FILE") or (spawn_path(home, attempt) if home and attempt else "")
         self._in = env.get("CORRAL_CHECKPOINT_IN", "")
-        self._spawn_file = env.get("CORRAL_SPAWN_FILE", "")
         self._state: Any = _UNREAD
 
     @property
@@ -87,6 +91,7 @@ class TaskContext:
         with open(temporary, "wb") as file:
             file.write(data)
         os.replace(temporary, self._file)  # atomic: the agent never reads half a checkpoint
+        _mark_touched()
 
     def spawn(
         self,
@@ -136,26 +141,51 @@ class TaskContext:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
+        _mark_touched()
         return [f"{self.task_name}/{t.get('name')}" for t in tasks]
 
 
+def checkpoint_path(home: str, attempt_id: str) -> str:
+    """A python attempt's checkpoint file in its worker's folder (the agent watches the same path)."""
+    return f"{home}/.corral-checkpoint-{attempt_id}.json"
+
+
+def spawn_path(home: str, attempt_id: str) -> str:
+    """A python attempt's spawn file in its worker's folder."""
+    return f"{home}/.corral-spawn-{attempt_id}.jsonl"
+
+
+# The worker's state for the task it runs: inside one (begun), the context (made on first use, so
+# tasks that never ask cost nothing), and whether the task wrote a checkpoint or spawned.
+_active = False
 _current: TaskContext | None = None
+_environ: Mapping[str, str] | None = None
+_touched = False
+
+
+def _mark_touched() -> None:
+    global _touched
+    _touched = True
 
 
 def current() -> TaskContext:
     """The context of the task running in this process; RuntimeError outside a task."""
-    if _current is None:
+    global _current
+    if not _active:
         raise RuntimeError("corral.task.current() is only available inside a running corral task")
+    if _current is None:
+        _current = TaskContext(_environ)
     return _current
 
 
-def _begin(environ: dict[str, str] | None = None) -> TaskContext:
-    """Called by the worker before each task (and by tests)."""
-    global _current
-    _current = TaskContext(environ)
-    return _current
+def _begin(environ: Mapping[str, str] | None = None) -> None:
+    """Called by the worker before each task (tests pass an environment)."""
+    global _active, _current, _environ, _touched
+    _active, _current, _environ, _touched = True, None, environ, False
 
 
-def _end() -> None:
-    global _current
-    _current = None
+def _end() -> bool:
+    """Called by the worker after each task: whether it checkpointed or spawned."""
+    global _active, _current, _environ
+    _active, _current, _environ = False, None, None
+    return _touched

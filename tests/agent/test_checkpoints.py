@@ -98,8 +98,9 @@ def test_task_context_saves_atomically_and_reads_the_last_state(tmp_path: Path) 
     given = tmp_path / "in.json"
     given.write_text('{"n": 50}')
     env = {"CORRAL_TASK_NAME": "count", "CORRAL_CHECKPOINT_FILE": str(out), "CORRAL_CHECKPOINT_IN": str(given)}
-    ctx = corral.task._begin(env)
+    corral.task._begin(env)
     try:
+        ctx = corral.task.current()
         assert corral.task.current() is ctx and ctx.task_name == "count"
         assert ctx.checkpoint_state == {"n": 50}
         ctx.checkpoint({"n": 60})
@@ -111,7 +112,48 @@ def test_task_context_saves_atomically_and_reads_the_last_state(tmp_path: Path) 
             ctx.checkpoint({"n": float("nan")})
         assert json.loads(out.read_text()) == {"n": 60}  # a refused state leaves the last one
     finally:
-        corral.task._end()
+        assert corral.task._end() is True  # it checkpointed: the agent reads its files
     with pytest.raises(RuntimeError):
         corral.task.current()
     assert TaskContext({}).checkpoint_state is None  # first attempt: nothing to resume from
+
+
+def test_a_python_tasks_files_are_in_its_workers_folder_and_untouched_ones_say_so(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "CORRAL_ATTEMPT_ID": "att", "CORRAL_TASK_NAME": "split"}
+    corral.task._begin(env)
+    assert corral.task._end() is False  # never asked for its context: nothing to read
+    corral.task._begin(env)
+    try:
+        ctx = corral.task.current()
+        ctx.checkpoint([1])
+        assert ctx.spawn("a", "m:f", kwargs={"x": 1}, dependencies=["split"]) == "split/a"
+        ctx.spawn_many([{"name": "b", "payload": {"shell": "true"}}])
+    finally:
+        assert corral.task._end() is True
+    assert json.loads(Path(corral.task.checkpoint_path(str(tmp_path), "att")).read_text()) == [1]
+    lines = Path(corral.task.spawn_path(str(tmp_path), "att")).read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        [
+            {
+                "name": "a",
+                "agent_type": "python",
+                "payload": {"function": "m:f", "kwargs": {"x": 1}},
+                "dependencies": ["split"],
+            }
+        ],
+        [{"name": "b", "payload": {"shell": "true"}}],
+    ]
+
+
+def test_spawn_lines_are_reported_whole_and_once(tmp_path: Path) -> None:
+    spawns: list[tuple[str, bytes]] = []
+    watch = CheckpointWatch(lambda a, d: None, _Clock(), spawn=lambda a, d: spawns.append((a, d)))
+    path = tmp_path / "spawn.jsonl"
+    watch.watch("att", tmp_path / "checkpoint.json", spawn_path=path)
+    path.write_bytes(b'[{"name": "a"}]\n[{"name": "b"')  # the second line is still being written
+    watch.poll()
+    assert spawns == [("att", b'[{"name": "a"}]')]
+    with path.open("ab") as out:
+        out.write(b"}]\n")
+    watch.take_final("att")
+    assert spawns == [("att", b'[{"name": "a"}]'), ("att", b'[{"name": "b"}]')]
