@@ -195,7 +195,7 @@ def task_event_from_proto(
 
 def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
     task = assignment.task
-    return pb.TaskAssignment(
+    message = pb.TaskAssignment(
         attempt_id=assignment.attempt_id,
         task_id=task.id,
         workflow_id=task.workflow_id,
@@ -211,8 +211,10 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         namespace=task.namespace,
         on_disconnect=ON_DISCONNECT_TO_PB.get(task.on_disconnect, pb.ON_DISCONNECT_STOP),
         max_disconnect_s=assignment.max_disconnect_s,
-        checkpoint_json=assignment.checkpoint or b"",
     )
+    if assignment.checkpoint is not None:  # issue 10: resume from the task's last checkpoint
+        message.checkpoint_json = assignment.checkpoint
+    return message
 
 
 def task_status(
