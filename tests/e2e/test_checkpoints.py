@@ -23,7 +23,7 @@ import pytest
 from corral.v1 import orchestrator_pb2
 from tests.e2e.conftest import Cluster, WorkflowState, eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 KILL_AT = 55
 DELAY_S = 0.05  # per number: 5 s for a whole run
@@ -100,7 +100,7 @@ def test_a_killed_task_resumes_from_its_checkpoint(
         cluster.controller.start()
         api = cluster.api  # the old channel was closed with the dead controller
 
-    status = api.wait_done(workflow_id, 60)
+    status = api.wait_done(workflow_id, 150)
     assert status.state == WorkflowState.COMPLETED, status
     (task,) = status.tasks
     assert json.loads(task.result_json) == 100

@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.conftest import Cluster, WorkflowState, eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 
 def _lines(ledger: Path, kind: str) -> list[list[str]]:
@@ -58,7 +58,7 @@ def test_a_task_spawns_100_and_a_fan_in_gets_100_results(cluster: Cluster, tmp_p
     if restart:
         _kill_controller_when(cluster, ledger, "child", 20)
         api = cluster.api
-    status = api.wait_done(workflow_id, 120)
+    status = api.wait_done(workflow_id, 240)
     assert status.state == WorkflowState.COMPLETED, status.error
     tasks = {t.name: t for t in status.tasks}
     assert len(tasks) == 102 and json.loads(tasks["fan"].result_json) == {"count": 100, "sum": sum(range(100))}
@@ -97,7 +97,7 @@ def test_map_over_a_50_item_upstream_list(cluster: Cluster, tmp_path: Path, rest
     if restart:
         _kill_controller_when(cluster, ledger, "item", 10)
         api = cluster.api
-    status = api.wait_done(workflow_id, 120)
+    status = api.wait_done(workflow_id, 240)
     assert status.state == WorkflowState.COMPLETED, status.error
     tasks = {t.name: t for t in status.tasks}
     assert json.loads(tasks["each"].result_json) == [2 * i for i in range(50)]
