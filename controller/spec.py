@@ -298,14 +298,16 @@ class TaskSpec(_Strict):
         "which gets the item as inputs['item']; the task's result is the list of theirs",
     )
 
-    @model_validator(mode="after")
-    def _map_over_a_dependency(self) -> TaskSpec:
-        if self.map is not None:
-            if self.map not in self.dependencies:
-                raise ValueError(f"map: {self.map!r} must be one of the task's dependencies")
-            if self.gang:
-                raise ValueError("map: a map task cannot be in a gang")
-        return self
+    @field_validator("map")
+    @classmethod
+    def _map_over_a_dependency(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Declared after dependencies and gang, so both are in info.data (when they were valid).
+        if value is not None:
+            if value not in info.data.get("dependencies", [value]):
+                raise ValueError(f"{value!r} must be one of the task's dependencies")
+            if info.data.get("gang"):
+                raise ValueError("a map task cannot be in a gang")
+        return value
 
     @field_validator("max_disconnect", mode="before")
     @classmethod

@@ -31,3 +31,27 @@ def test_a_good_checkpoint_becomes_a_report() -> None:
     assert agent_input.checkpoint_problem(b'{"n": 50}', 0) is None
     report = wire.task_event_from_proto("a1", 1, _event(b'{"n": 50}'))
     assert report == ev.AttemptCheckpoint("a1", "att-1", b'{"n": 50}')
+
+
+def test_a_bad_map_through_the_wire_is_refused_with_its_path() -> None:
+    from corral.controller.rpc.submission import admit_workflow
+    from corral.v1 import types_pb2
+
+    message = types_pb2.WorkflowSpec(
+        name="wf",
+        tasks=[
+            types_pb2.TaskSpec(name="items", agent_type="shell", payload_json=b'{"shell": "echo []"}'),
+            types_pb2.TaskSpec(
+                name="each", agent_type="shell", payload_json=b'{"shell": "true"}', dependencies=["items"], map="nope"
+            ),
+        ],
+    )
+    with pytest.raises(InvalidArgument) as caught:
+        admit_workflow(message, lambda: "1")
+    assert "tasks[1].map" in str(caught.value)
+    good = types_pb2.WorkflowSpec(name="wf", tasks=[message.tasks[0]])
+    good.tasks.add(name="fan", agent_type="shell", payload_json=b'{"shell": "true"}', dependencies=["items/*"])
+    admitted = admit_workflow(good, lambda: "2")
+    fan = admitted.tasks[1]
+    assert fan.dependencies == (admitted.tasks[0].id,) and fan.dynamic is not None
+    assert fan.dynamic.group_deps == (admitted.tasks[0].id,)

@@ -192,8 +192,8 @@ def test_spawned_tasks_and_fan_ins_survive_a_restart(sim: Sim) -> None:
 @pytest.mark.parametrize(
     ("task", "path"),
     [
-        (task_spec("each", "items", map="other"), "map"),
-        (task_spec("each", "nope/*"), "dependencies"),
+        (task_spec("each", "items", map="other"), "tasks[1].map"),
+        (task_spec("each", "nope/*"), "tasks[1].dependencies[0]: unknown task"),
         (task_spec("each", "items/x"), "dependencies[0]"),
     ],
 )
