@@ -5,7 +5,8 @@ saving a checkpoint every 10. When the ledger reaches 55 its worker (python: the
 shell: the task's shell) is killed with ``kill -9``; the retry must start from the checkpoint, so
 the ledger shows no number below it counted twice. The replay variant also kills the controller
 (``kill -9``) in the middle and restarts it on the same store: the checkpoint it stored before
-dying is read back from the database, and the outcome is the same.
+dying is read back from the database, and the outcome is the same. A preempted task (stopped
+for a higher-priority one, requeued without spending a retry) resumes from its checkpoint too.
 """
 
 from __future__ import annotations
@@ -122,3 +123,26 @@ def test_a_killed_task_resumes_from_its_checkpoint(
     ).events
     assert any(e.kind == "checkpointed" for e in events)
     assert task.checkpoint_bytes == 0
+
+
+def test_a_preempted_task_resumes_from_its_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    api = cluster.start({"alpha": 1})
+    task = counting_task("python", ledger)
+    low = api.submit({"name": "low", "tasks": [{**task, "retries": 0, "priority": 10, "preemptible": True}]})
+    eventually(lambda: [row for row in _ledger(ledger) if row[1] >= 35], 60, "the count to reach 35", 0.01)
+    high = api.submit({"name": "high", "tasks": [{"name": "urgent", "priority": 100, "payload": {"shell": "true"}}]})
+    assert api.wait_done(high, 60).state == WorkflowState.COMPLETED
+    status = api.wait_done(low, 150)
+    assert status.state == WorkflowState.COMPLETED, status  # requeued, not failed: no retry was spent
+    (victim,) = status.tasks
+    assert victim.preemptions == 1 and victim.retries_used == 0 and victim.attempts == 2, victim
+    rows = _ledger(ledger)
+    attempts = list(dict.fromkeys(attempt for attempt, _, _ in rows))
+    assert len(attempts) == 2, attempts
+    stopped_at = max(n for attempt, n, _ in rows if attempt == attempts[0])
+    second = [n for attempt, n, _ in rows if attempt == attempts[1]]
+    assert second[0] >= 30 and second[0] % 10 == 0 and second[0] <= stopped_at + 1, (second[0], stopped_at)
+    assert second == list(range(second[0], 100))
+    counted = Counter(n for _, n, _ in rows)
+    assert all(counted[n] == 1 for n in range(second[0])), "a number below the checkpoint was counted twice"
