@@ -6,7 +6,8 @@ shell: the task's shell) is killed with ``kill -9``; the retry must start from t
 the ledger shows no number below it counted twice. The replay variant also kills the controller
 (``kill -9``) in the middle and restarts it on the same store: the checkpoint it stored before
 dying is read back from the database, and the outcome is the same. A preempted task (stopped
-for a higher-priority one, requeued without spending a retry) resumes from its checkpoint too.
+for a higher-priority one, requeued without spending a retry) and a timed-out one resume from
+their checkpoints too.
 """
 
 from __future__ import annotations
@@ -146,3 +147,20 @@ def test_a_preempted_task_resumes_from_its_checkpoint(cluster: Cluster, tmp_path
     assert second == list(range(second[0], 100))
     counted = Counter(n for _, n, _ in rows)
     assert all(counted[n] == 1 for n in range(second[0])), "a number below the checkpoint was counted twice"
+
+
+def test_a_timed_out_task_resumes_from_its_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    api = cluster.start({"alpha": 1})
+    task = {**counting_task("python", ledger), "retries": 8, "timeout": 2.5}  # a run needs 5 s: two or more attempts
+    workflow_id = api.submit({"name": "count", "tasks": [task]})
+    status = api.wait_done(workflow_id, 150)
+    assert status.state == WorkflowState.COMPLETED, status
+    rows = _ledger(ledger)
+    attempts = list(dict.fromkeys(attempt for attempt, _, _ in rows))
+    assert len(attempts) >= 2, attempts
+    starts = [next(n for attempt, n, _ in rows if attempt == a) for a in attempts]
+    assert starts[0] == 0 and all(s > 0 and s % 10 == 0 for s in starts[1:]), starts  # each resumed
+    assert starts == sorted(starts), starts
+    counted = Counter(n for _, n, _ in rows)
+    assert all(counted[n] == 1 for n in range(starts[1])), "a number below the checkpoint was counted twice"
