@@ -104,3 +104,21 @@ def test_map_over_a_50_item_upstream_list(cluster: Cluster, tmp_path: Path, rest
     assert json.loads(tasks["total"].result_json) == sum(2 * i for i in range(50))
     assert {f"each/{i}" for i in range(50)} <= set(tasks)
     assert Counter(int(line[0]) for line in _lines(ledger, "item")) == Counter(range(50))  # each item once
+
+
+def test_a_shell_task_spawns_through_its_spawn_file(cluster: Cluster, tmp_path: Path) -> None:
+    api = cluster.start({"alpha": 2})
+    children = json.dumps([{"name": f"c{i}", "payload": {"shell": f"echo {i}"}} for i in range(3)])
+    workflow_id = api.submit(
+        {
+            "name": "shell-spawn",
+            "tasks": [
+                {"name": "root", "payload": {"shell": f"echo '{children}' >> \"$CORRAL_SPAWN_FILE\"; echo 0"}},
+                {"name": "sum", "dependencies": ["root/*"], "payload": {"shell": 'echo "$CORRAL_INPUTS"'}},
+            ],
+        }
+    )
+    status = api.wait_done(workflow_id, 120)
+    assert status.state == WorkflowState.COMPLETED, status.error
+    tasks = {t.name: t for t in status.tasks}
+    assert json.loads(tasks["sum"].result_json) == {"root": 0, "root/c0": 0, "root/c1": 1, "root/c2": 2}
