@@ -380,8 +380,9 @@ class Executor:
             self._apply(GotOutput(attempt_id, stdout, stderr, truncated))
         if folders:
             self._ended.append((asyncio.get_running_loop().time(), attempt_id))
-        if checkpoint is not None:
-            await self._checkpoints.send_final(attempt_id, checkpoint)  # before the Finished report
+        if checkpoint is not None and result.outcome != types_pb2.ATTEMPT_OUTCOME_SUCCEEDED:
+            # Before the Finished report; a success drops its checkpoint, so it need not wait.
+            await self._checkpoints.send_final(attempt_id, checkpoint)
         self._apply(Ended(attempt_id, result))
 
     async def _flush_output(self) -> None:
