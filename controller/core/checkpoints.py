@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_CHECKPOINT_BYTES",
+    "MAX_TOTAL_BYTES",
     "MIN_INTERVAL_S",
     "Checkpoint",
     "CheckpointBook",
@@ -38,6 +39,9 @@ MAX_CHECKPOINT_BYTES = 1 << 20
 #: sooner than this after the last accepted (less than a second: reports of one agent arrive
 #: batched, so two sent a second apart may arrive closer).
 MIN_INTERVAL_S = 0.5
+#: All checkpoints held at once (they live in memory like results): past it a new one is refused
+#: (its attempt goes on; the task keeps its previous checkpoint). Completed tasks free theirs.
+MAX_TOTAL_BYTES = 1 << 30
 
 
 @dataclass(slots=True)
@@ -62,10 +66,11 @@ class CheckpointBook:
     test when the feature is unused.
     """
 
-    __slots__ = ("_changes", "_last", "records")
+    __slots__ = ("_changes", "_last", "records", "total_bytes")
 
     def __init__(self) -> None:
         self.records: dict[str, Checkpoint] = {}
+        self.total_bytes = 0
         self._changes: CheckpointChanges = {}
         self._last: dict[str, float] = {}  # attempt id -> when its last checkpoint was accepted (memory)
 
@@ -79,8 +84,11 @@ class CheckpointBook:
 
     def put(self, record: Checkpoint) -> None:
         previous = self.records.get(record.task_id)
-        if previous is not None and previous.attempt_id != record.attempt_id:
-            self._last.pop(previous.attempt_id, None)
+        if previous is not None:
+            self.total_bytes -= len(previous.data)
+            if previous.attempt_id != record.attempt_id:
+                self._last.pop(previous.attempt_id, None)
+        self.total_bytes += len(record.data)
         self.records[record.task_id] = record
         self._last[record.attempt_id] = record.at
         self._changes[record.task_id] = record
@@ -90,6 +98,7 @@ class CheckpointBook:
         for task_id in task_ids:
             record = self.records.pop(task_id, None)
             if record is not None:
+                self.total_bytes -= len(record.data)
                 self._last.pop(record.attempt_id, None)
                 self._changes[task_id] = None
 
@@ -97,9 +106,15 @@ class CheckpointBook:
         last = self._last.get(attempt_id)
         return last is not None and now - last < MIN_INTERVAL_S
 
+    def room_for(self, task_id: str, size: int) -> bool:
+        """Whether a checkpoint of ``size`` bytes replacing the task's keeps the total in bounds."""
+        previous = self.records.get(task_id)
+        return self.total_bytes - (len(previous.data) if previous else 0) + size <= MAX_TOTAL_BYTES
+
     def restore(self, records: Iterable[Checkpoint]) -> None:
         for record in records:
             self.records[record.task_id] = record
+            self.total_bytes += len(record.data)
 
     def take_changes(self) -> CheckpointChanges | None:
         if not self._changes:
@@ -113,15 +128,16 @@ def checkpointed(machine: AttemptOps, report: AttemptCheckpoint, now: float) -> 
 
     Refused: an attempt that does not own its task now (stale, fenced, another agent's), one that
     checkpoints more often than once a second, a state over the size limit (also checked at the
-    edge). A refused checkpoint is only dropped: the attempt goes on.
+    edge), one that would take the checkpoints held over :data:`MAX_TOTAL_BYTES`. A refused
+    checkpoint is only dropped: the attempt goes on.
     """
     attempt = machine.owned_active(report.reporter, report.attempt_id)
     if attempt is None or len(report.data) > MAX_CHECKPOINT_BYTES:
         return False
     book = machine.checkpoints
-    if book.too_soon(attempt.id, now):
-        return False
     task = machine.tasks[attempt.task_id]
+    if book.too_soon(attempt.id, now) or not book.room_for(task.id, len(report.data)):
+        return False
     book.put(Checkpoint(task.id, task.workflow_id, attempt.id, now, report.data))
     machine.record(
         machine.workflows[task.workflow_id],

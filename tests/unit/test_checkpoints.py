@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+from corral.controller.core import checkpoints
 from corral.controller.core import events as ev
 from corral.controller.core.checkpoints import MAX_CHECKPOINT_BYTES, MIN_INTERVAL_S, checkpoint_note
 from corral.controller.core.machine import Machine
@@ -122,3 +125,16 @@ def test_explain_says_what_the_next_attempt_resumes_from(sim: Sim) -> None:
     assert checkpoint_note(sim.machine, task_id) == ""
     sim.do(_checkpoint(sim, "a1", attempt, b'{"n": 5}'))
     assert checkpoint_note(sim.machine, task_id).startswith("resumes from the checkpoint attempt 1 saved at ")
+
+
+def test_the_checkpoints_held_are_bounded_in_total(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoints, "MAX_TOTAL_BYTES", 10)
+    wf, attempt = _started(sim)
+    task_id = sim.task(wf, "count").id
+    sim.do(_checkpoint(sim, "a1", attempt, b'"12345678"'))  # 10 bytes: fits
+    sim.now += 1.0
+    assert not sim.do(_checkpoint(sim, "a1", attempt, b'"123456789"')).changes.checkpoints  # 11: refused
+    assert sim.machine.checkpoints.get(task_id) == b'"12345678"' and sim.machine.checkpoints.total_bytes == 10
+    sim.now += 1.0
+    assert sim.do(_checkpoint(sim, "a1", attempt, b"[1]")).changes.checkpoints  # replacing frees the old one
+    assert sim.machine.checkpoints.total_bytes == 3
