@@ -25,6 +25,7 @@ import structlog
 
 from corral.agent import adopt
 from corral.agent.attempt import AttemptResult, Run
+from corral.agent.checkpoints import CheckpointWatch
 from corral.agent.lifecycle import (
     Acked,
     Adopted,
@@ -49,11 +50,12 @@ from corral.agent.lifecycle import (
     Stop,
     TimedOut,
 )
-from corral.agent.policy import ExecPolicy
-from corral.agent.pypool import WorkerPool
+from corral.agent.policy import ExecPolicy, safe_component
+from corral.agent.pypool import PythonRun, WorkerPool
 from corral.agent.registry import Launch, RunnerRegistry
 from corral.agent.runas import RunAs
 from corral.agent.runner import ShellContext
+from corral.task import checkpoint_path, spawn_path
 from corral.v1 import types_pb2
 
 __all__ = ["ATTEMPT_DIR_KEEP_S", "BACKSTOP_SLACK_S", "EventSink", "Executor"]
@@ -80,6 +82,10 @@ class EventSink(Protocol):
     def output(self, attempt_id: str, stdout: bytes, stderr: bytes, truncated: bool) -> None: ...
 
     def finished(self, attempt_id: str, result: AttemptResult) -> None: ...
+
+    def checkpoint(self, attempt_id: str, data: bytes) -> None: ...
+
+    def spawn(self, attempt_id: str, tasks_json: bytes) -> None: ...
 
 
 class Executor:
@@ -125,6 +131,7 @@ class Executor:
         self._idle = asyncio.Event()
         self._idle.set()
         self._flusher: asyncio.Task[None] | None = None
+        self._checkpoints = CheckpointWatch(sink.checkpoint, spawn=sink.spawn)
         self._do = {
             Start: self._start,
             Stop: self._stop,
@@ -211,6 +218,9 @@ class Executor:
                 run = item.run
                 self._apply(Adopted(item.attempt_id, pid=run.pid))
                 self._runs[item.attempt_id] = run
+                self._checkpoints.watch(
+                    item.attempt_id, self.work_dir / "attempts" / item.attempt_id / "checkpoint.json"
+                )
                 self._tasks[item.attempt_id] = asyncio.create_task(self._await_run(item.attempt_id, run, True))
             elif item.result is not None:
                 self._apply(Adopted(item.attempt_id, result=item.result))
@@ -309,6 +319,8 @@ class Executor:
             self._apply(StartFailed(attempt_id, started))
             return
         self._runs[attempt_id] = started
+        if not isinstance(started, PythonRun) and self.registry.has_folders(assignment.agent_type):
+            self._watch_folder(attempt_id)
         self._apply(Started(attempt_id, started.pid))
         timeout_s = assignment.timeout_s
         if timeout_s > 0:
@@ -323,6 +335,24 @@ class Executor:
             self._timers[attempt_id] = loop.call_later(delay, self._apply, event)
         await self._await_run(attempt_id, started, self.registry.has_folders(assignment.agent_type))
 
+    def _watch_folder(self, attempt_id: str) -> None:
+        """Watch a shell attempt's checkpoint and spawn files (issue 10), in its folder."""
+        folder = self.work_dir / "attempts" / attempt_id
+        self._checkpoints.watch(attempt_id, folder / "checkpoint.json", spawn_path=folder / "spawn.jsonl")
+
+    def _watch_python(self, attempt_id: str, run: PythonRun) -> None:
+        """Watch a python attempt's files, in its worker's folder: only once it has run a second,
+        or ended having written some (its worker said so, or died): a short task costs nothing."""
+        if not self._checkpoints.watching(attempt_id) and safe_component(attempt_id):
+            home = run.home
+            self._checkpoints.watch(
+                attempt_id,
+                checkpoint_path(home, attempt_id),
+                remove=True,
+                extra=run.checkpoint_in,
+                spawn_path=spawn_path(home, attempt_id),
+            )
+
     async def _await_run(self, attempt_id: str, run: Run, folders: bool) -> None:
         """Wait for a started (or adopted) run to end, then report its last output and its result."""
         try:
@@ -330,6 +360,13 @@ class Executor:
         except Exception as exc:
             log.exception("attempt failed inside the agent", attempt_id=attempt_id)
             result = AttemptResult.failed(f"agent error: {exc}", retryable=True)
+        # Read now, before anything else runs: a python worker's folder is wiped at the next await.
+        if isinstance(run, PythonRun):
+            if run.touched is False and run.checkpoint_in is None:
+                self._checkpoints.forget(attempt_id)  # the common case: nothing to read or remove
+            else:
+                self._watch_python(attempt_id, run)
+        checkpoint = self._checkpoints.take_final(attempt_id)
         timer = self._timers.pop(attempt_id, None)
         if timer is not None:
             timer.cancel()
@@ -343,12 +380,19 @@ class Executor:
             self._apply(GotOutput(attempt_id, stdout, stderr, truncated))
         if folders:
             self._ended.append((asyncio.get_running_loop().time(), attempt_id))
+        if checkpoint is not None and result.outcome != types_pb2.ATTEMPT_OUTCOME_SUCCEEDED:
+            # Before the Finished report; a success drops its checkpoint, so it need not wait.
+            await self._checkpoints.send_final(attempt_id, checkpoint)
         self._apply(Ended(attempt_id, result))
 
     async def _flush_output(self) -> None:
         while True:
             await asyncio.sleep(OUTPUT_INTERVAL_S)
             self._expire_folders()
+            for attempt_id, run in self._runs.items():
+                if isinstance(run, PythonRun):
+                    self._watch_python(attempt_id, run)
+            self._checkpoints.poll()
             for attempt_id, run in list(self._runs.items()):
                 try:
                     stdout, stderr, truncated = run.take_output()

@@ -89,6 +89,14 @@ class Outbox:
         output = agent_pb2.Output(stdout=stdout, stderr=stderr, truncated=truncated)
         self._push(_TaskEvent(attempt_id=attempt_id, at=_now(), output=output))
 
+    def checkpoint(self, attempt_id: str, data: bytes) -> None:
+        """A running attempt saved its state (JSON); sent at once, never re-sent (the next one replaces it)."""
+        self._push(_TaskEvent(attempt_id=attempt_id, at=_now(), checkpoint=agent_pb2.Checkpoint(data_json=data)))
+
+    def spawn(self, attempt_id: str, tasks_json: bytes) -> None:
+        """A running attempt adds tasks to its workflow (a JSON list); best-effort like Output."""
+        self._push(_TaskEvent(attempt_id=attempt_id, at=_now(), spawn=agent_pb2.Spawn(tasks_json=tasks_json)))
+
     def finished(self, attempt_id: str, result: AttemptResult) -> None:
         """An attempt ended: report it, and keep the report until it is acknowledged."""
         finished = agent_pb2.Finished(

@@ -37,6 +37,7 @@ from typing import Any
 import structlog
 
 from corral.agent.attempt import AttemptResult, StopReason
+from corral.agent.checkpoints import write_checkpoint_in
 from corral.agent.output import PipeCapture, Redactor
 from corral.agent.policy import ExecPolicy, PayloadError
 from corral.agent.pycgroup import WorkerCgroup, cgroup_root, new_pool_name, remove_pool, remove_stale
@@ -313,6 +314,8 @@ class WorkerPool:
         )
         worker = await self._acquire(assignment.workflow_id)
         worker.workflow = assignment.workflow_id
+        if assignment.checkpoint_json:  # resuming: the last checkpoint of an earlier attempt (issue 10)
+            checkpoint_in = self._checkpoint_in(worker, assignment, env)
         secrets = dict(assignment.secrets) if len(assignment.secrets) else {}
         worker.begin(self._cap, secrets)
         inputs = dict(assignment.inputs_json) if assignment.inputs_json else None
@@ -327,7 +330,22 @@ class WorkerPool:
             assignment.timeout_s,
             self.kill_grace_s,
         )
-        return PythonRun(self, worker, worker.send(request), redactor)
+        run = PythonRun(self, worker, worker.send(request), redactor)
+        if assignment.checkpoint_json:
+            run.checkpoint_in = checkpoint_in
+        return run
+
+    def _checkpoint_in(self, worker: PyWorker, assignment: types_pb2.TaskAssignment, env: dict[str, str]) -> str:
+        """Write the checkpoint handed to this attempt into the worker's folder: ``CORRAL_CHECKPOINT_IN``.
+
+        The attempt's own files (``corral.task.checkpoint_path``/``spawn_path``, in the worker's
+        folder) need no variable: a task that never checkpoints costs nothing.
+        """
+        path = f"{worker.home}/.corral-checkpoint-in-{assignment.attempt_id}.json"
+        run_as = self._run_as
+        owner = (run_as.uid, run_as.gid) if run_as is not None else None
+        env["CORRAL_CHECKPOINT_IN"] = write_checkpoint_in(path, assignment.checkpoint_json, owner)
+        return path
 
     def detach(self) -> None:
         """Let go of every worker without stopping it (the agent exits, its tasks live on).
@@ -381,11 +399,20 @@ class PythonRun:
         self._out: PipeCapture | None = None
         self._err: PipeCapture | None = None
         self._ended = False
+        # Issue 10: the checkpoint handed to this attempt (a file in the worker's folder), and
+        # whether the task wrote a checkpoint or spawned (None: unknown, the worker did not say).
+        self.checkpoint_in: str | None = None
+        self.touched: bool | None = None
 
     @property
     def pid(self) -> int:
         """The worker's process id."""
         return self._worker.pid
+
+    @property
+    def home(self) -> str:
+        """The worker's folder, where the attempt's checkpoint and spawn files are (issue 10)."""
+        return str(self._worker.home)
 
     def take_output(self) -> tuple[bytes, bytes, bool]:
         """New output of the task (read from the worker's output pipes)."""
@@ -453,6 +480,7 @@ class PythonRun:
             return AttemptResult.stopped(StopReason.FENCED, "not started")
         # The task's usage, measured in the worker (a task could write a frame: bounded here).
         rss, cpu = clean(response[5], response[6]) if len(response) >= 7 else (0, 0.0)
+        self.touched = bool(response[7]) if len(response) >= 8 else None
         if ok:
             return AttemptResult(_SUCCEEDED, result_json=result, peak_rss_bytes=rss, cpu_s=cpu)
         if self._redactor is not None:

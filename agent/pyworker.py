@@ -12,7 +12,8 @@ supervision (:mod:`corral.agent.pywatch`): ``work_dir``, ``lease``, ``cgroup`` (
 Request: ``(payload_json, inputs, env, workflow_id, attempt_id, keep, timeout_s, grace_s)`` where
 ``inputs`` maps dependency names to result JSON bytes and ``env`` holds the task's own variables
 (CORRAL_*, CUDA_VISIBLE_DEVICES, payload env). Response: ``(ok, result_json, error, retryable,
-stop, peak_rss_bytes, cpu_s)``; ``stop`` is "" unless the worker stopped the task itself
+stop, peak_rss_bytes, cpu_s, touched)``; ``touched``: the task wrote a checkpoint or spawned
+(:mod:`corral.task`); ``stop`` is "" unless the worker stopped the task itself
 ("fenced"); the usage is the task's (:class:`corral.agent.usage.TaskMeter`), absent (a 5-tuple)
 when the worker answers for a task it stopped.
 
@@ -46,6 +47,7 @@ import types
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from corral import task as corral_task
 from corral.agent.policy import MAX_RESULT_BYTES, ModuleRule, over_limit
 from corral.agent.pywatch import Shared, Watcher, become_subreaper, die_with_parent, kill_descendants, kill_leftovers
 from corral.agent.usage import TaskMeter
@@ -57,8 +59,13 @@ HEADER = struct.Struct("<I")
 #: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s)
 Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
 #: (ok, result JSON, error, retryable, stop: "" or the reason the worker stopped the task, e.g. "fenced",
-#: then the task's peak RSS bytes and CPU seconds; a stopped task's answer ends after ``stop``)
-Response = tuple[bool, bytes, str, bool, str] | tuple[bool, bytes, str, bool, str, int, float]
+#: then the task's peak RSS bytes and CPU seconds, then whether it wrote a checkpoint or spawned
+#: (issue 10); a stopped task's answer ends after ``stop``)
+Response = (
+    tuple[bool, bytes, str, bool, str]
+    | tuple[bool, bytes, str, bool, str, int, float]
+    | tuple[bool, bytes, str, bool, str, int, float, bool]
+)
 
 
 class _Permanent(Exception):
@@ -68,7 +75,7 @@ class _Permanent(Exception):
 class _Worker:
     def __init__(self, rule: ModuleRule) -> None:
         self.rule = rule
-        self.functions: dict[str, tuple[Callable[..., Any], bool]] = {}
+        self.functions: dict[str, tuple[Callable[..., Any], bool, bool]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _refuse(self, spec: str, target: Any) -> None:
@@ -84,7 +91,7 @@ class _Worker:
         if refusal is not None:
             raise _Permanent(f"policy: {spec!r} leads to {owner!r}: {refusal}")
 
-    def resolve(self, spec: Any) -> tuple[Callable[..., Any], bool]:
+    def resolve(self, spec: Any) -> tuple[Callable[..., Any], bool, bool]:
         cached = self.functions.get(spec) if isinstance(spec, str) else None
         if cached is not None:
             return cached
@@ -111,10 +118,12 @@ class _Worker:
         try:
             params = inspect.signature(target).parameters.values()
             wants_inputs = any(p.name == "inputs" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+            # Only a parameter named ctx gets the task context (never **kwargs: it may forward them).
+            wants_ctx = any(p.name == "ctx" for p in params)
         except (TypeError, ValueError):
-            wants_inputs = False
-        self.functions[spec] = (target, wants_inputs)
-        return target, wants_inputs
+            wants_inputs = wants_ctx = False
+        self.functions[spec] = (target, wants_inputs, wants_ctx)
+        return target, wants_inputs, wants_ctx
 
     def call(self, payload_json: bytes, inputs_raw: dict[str, bytes] | None) -> bytes:
         try:
@@ -123,7 +132,7 @@ class _Worker:
             raise _Permanent(f"payload is not valid JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise _Permanent("payload must be a JSON object")
-        fn, wants_inputs = self.resolve(payload.get("function"))
+        fn, wants_inputs, wants_ctx = self.resolve(payload.get("function"))
         args = payload.get("args") or []
         kwargs = payload.get("kwargs") or {}
         if not isinstance(args, list) or not isinstance(kwargs, dict):
@@ -136,6 +145,8 @@ class _Worker:
                 except ValueError:
                     inputs[name] = None
             kwargs["inputs"] = inputs
+        if wants_ctx and "ctx" not in kwargs:
+            kwargs["ctx"] = corral_task.current()
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             if self.loop is None:
@@ -294,6 +305,7 @@ def _serve(
         shared.begin(attempt_id, keep, timeout_s, grace_s)
         meter.begin()
         ok, error, retryable, result = True, "", False, b""
+        corral_task._begin()  # corral.task.current(), from the task's CORRAL_* environment
         try:
             result = worker.call(payload_json, inputs_raw)
         except _Permanent as exc:
@@ -303,6 +315,7 @@ def _serve(
             # SystemExit and KeyboardInterrupt raised by a task fail that task, not the worker.
             traceback.print_exc()
             ok, error, retryable = False, _last_line(exc), True
+        touched = corral_task._end()  # the agent reads the task's checkpoint/spawn files only if so
         for stream in (sys.stdout, sys.stderr, stdout, stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -311,7 +324,7 @@ def _serve(
         rss, cpu = meter.take()
         if not shared.may_answer():
             return  # the worker is stopping this task (fenced): it answers, this process exits
-        _reply(responses, (ok, result, error, retryable, "", rss, cpu))
+        _reply(responses, (ok, result, error, retryable, "", rss, cpu, touched))
         shared.idle()
         frame = _read_frame(requests)
 

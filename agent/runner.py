@@ -29,6 +29,7 @@ from typing import Any
 
 from corral.agent.attempt import AttemptResult
 from corral.agent.cgroup import prepare_agent
+from corral.agent.checkpoints import write_checkpoint_in
 from corral.agent.policy import (
     MAX_RESULT_BYTES,
     ExecPolicy,
@@ -177,6 +178,8 @@ def _prepare(
     env.update(task_env(assignment, ctx.has_gpus))
     env["CORRAL_INPUTS_FILE"] = str(folder / "inputs.json")
     env["CORRAL_RESULT_FILE"] = str(folder / "result.json")
+    env["CORRAL_CHECKPOINT_FILE"] = str(folder / "checkpoint.json")  # issue 10; CORRAL_CHECKPOINT_IN below
+    env["CORRAL_SPAWN_FILE"] = str(folder / "spawn.jsonl")
     return argv, folder, workdir, env, secrets
 
 
@@ -262,6 +265,11 @@ async def start_shell(
             os.chown(inputs_file, run_as.uid, run_as.gid)
         if len(inputs_text) < INPUTS_ENV_LIMIT:
             env["CORRAL_INPUTS"] = inputs_text
+        if assignment.checkpoint_json:  # resuming: the last checkpoint of an earlier attempt
+            owner = (run_as.uid, run_as.gid) if run_as is not None else None
+            env["CORRAL_CHECKPOINT_IN"] = write_checkpoint_in(
+                folder / "checkpoint-in.json", assignment.checkpoint_json, owner
+            )
         # A leftover of an earlier start of this attempt id (its supervisor is dead) is replaced.
         shutil.rmtree(control, ignore_errors=True)
         control.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

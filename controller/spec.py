@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -95,6 +95,24 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 Name = Annotated[str, Field(min_length=1, max_length=Limits.max_name_length, pattern=NAME_PATTERN)]
+# A dependency: a task name, or "NAME/*": that task and every task it spawns (issue 10).
+DependencyName = Annotated[
+    str, Field(min_length=1, max_length=Limits.max_name_length + 2, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/\*)?$")
+]
+
+
+def plain_dependencies(dependencies: Sequence[str]) -> list[str]:
+    """The task names a task waits for: ``X/*`` counts as X (its children are added at run time).
+
+    ``X`` and ``X/*`` together count once; a name listed twice stays a duplicate (an error).
+    """
+    names: list[str] = []
+    for dependency in dependencies:
+        if not dependency.endswith("/*"):
+            names.append(dependency)
+        elif dependency[:-2] not in dependencies and dependency[:-2] not in names:
+            names.append(dependency[:-2])
+    return names
 
 
 def control_character(value: str, *, multiline: bool = False) -> str | None:
@@ -234,7 +252,11 @@ class TaskSpec(_Strict):
     timeout: float | None = Field(None, description="seconds; none means no limit")
     retries: int = Field(0, ge=0, le=Limits.max_retries)
     retry_backoff: float = Field(1.0, description="base of the exponential retry backoff, seconds")
-    dependencies: list[Name] = Field(default_factory=list, max_length=Limits.max_dependencies)
+    dependencies: list[DependencyName] = Field(
+        default_factory=list,
+        max_length=Limits.max_dependencies,
+        description='task names; "X/*": X and every task X spawns',
+    )
     constraints: dict[Name, Constraint] = Field(
         default_factory=dict,
         max_length=Limits.max_labels,
@@ -270,6 +292,22 @@ class TaskSpec(_Strict):
         None, ge=0, le=1000, description="preempted at most this many times, then no longer a victim (default 3)"
     )
     gang: Name | None = Field(None, description="placed all at once with the workflow's other tasks of this gang")
+    map: Name | None = Field(
+        None,
+        description="fan out over the list result of this dependency: one copy per item, "
+        "which gets the item as inputs['item']; the task's result is the list of theirs",
+    )
+
+    @field_validator("map")
+    @classmethod
+    def _map_over_a_dependency(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Declared after dependencies and gang, so both are in info.data (when they were valid).
+        if value is not None:
+            if value not in info.data.get("dependencies", [value]):
+                raise ValueError(f"{value!r} must be one of the task's dependencies")
+            if info.data.get("gang"):
+                raise ValueError("a map task cannot be in a gang")
+        return value
 
     @field_validator("max_disconnect", mode="before")
     @classmethod
@@ -497,7 +535,7 @@ def parse_workflow(data: Any) -> WorkflowSpec:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
         raise InvalidArgument(violations_of(exc)) from None
-    problems = graph_problems([t.name for t in spec.tasks], [t.dependencies for t in spec.tasks])
+    problems = graph_problems([t.name for t in spec.tasks], [plain_dependencies(t.dependencies) for t in spec.tasks])
     if problems:
         raise InvalidArgument(problems)
     return spec

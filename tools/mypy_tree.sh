@@ -7,6 +7,7 @@ tree=$here/build/mypy
 rm -rf "$tree" && mkdir -p "$tree/corral"
 ln -sfn "$here/protos/corral/__init__.py" "$tree/corral/__init__.py"
 ln -sfn "$here/protos/corral/py.typed" "$tree/corral/py.typed"
+ln -sfn "$here/protos/corral/task.py" "$tree/corral/task.py"
 ln -sfn "$here/protos/corral/v1" "$tree/corral/v1"
 ln -sfn "$here/controller" "$tree/corral/controller"
 ln -sfn "$here/agent" "$tree/corral/agent"

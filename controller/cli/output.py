@@ -373,6 +373,8 @@ def explanation_view(explanation: Explanation, wide: bool) -> RenderableType:
     if task.expected_peak_rss_bytes or task.expected_cpu_s:
         learned = f"peak {memory(task.expected_peak_rss_bytes)}, CPU {seconds(task.expected_cpu_s)}"
         head.add_row("Earlier runs used", learned + " (set resources.memory_mb to reserve it)")
+    if explanation.checkpoint:
+        head.add_row("Checkpoint", explanation.checkpoint)
     if task.unschedulable:
         head.add_row("Unschedulable", Text("yes: no connected agent can ever take this task", style="red"))
     if not explanation.agents:

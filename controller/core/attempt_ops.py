@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core.access import secret_refs
+from corral.controller.core.dynamic import map_inputs
 from corral.controller.core.events import (
     Assign,
     Assignment,
@@ -69,12 +70,15 @@ class AttemptOps(WorkflowOps):
         task.agent_id = agent_id
         self.set_task_state(task, T.ASSIGNED, now)
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
+        if task.dynamic is not None and task.dynamic.map_item is not None:
+            inputs = map_inputs(self, task, task.dynamic.map_item)  # a map child (core/dynamic.py)
         refs = secret_refs(task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
         keep_for = 0.0
         if task.on_disconnect == "keep":
             keep_for = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
-        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets, keep_for)
+        checkpoint = self.checkpoints.get(task.id) if self.checkpoints else None
+        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets, keep_for, checkpoint)
 
     def fails_for_secrets(self, task: Task, now: float) -> bool:
         """Fail a queued task for good when a secret its env refers to no longer exists."""
@@ -379,6 +383,8 @@ class AttemptOps(WorkflowOps):
                 self.learn_duration(task, attempt.finished_at - started, now, attempt.peak_rss_bytes, attempt.cpu_s)
             task.result = event.result if event.result is not None else b"null"
             task.error = ""
+            if self.checkpoints:
+                self.checkpoints.drop((task.id,))  # completed: nothing resumes from it
             task.finished_at = attempt.finished_at
             self.set_task_state(task, T.COMPLETED, now, attempt.usage_note())
             self.release_dependents(task, now)

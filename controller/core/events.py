@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from corral.controller.core.dynamic import SpawnedTask
 from corral.controller.core.model import AttemptState, Inventory, Resources, Task, Workflow, WorkflowEvent
 from corral.controller.store.base import LogChunk
 
@@ -24,8 +25,10 @@ __all__ = [
     "Assign",
     "Assignment",
     "AttemptAccepted",
+    "AttemptCheckpoint",
     "AttemptFinished",
     "AttemptReleased",
+    "AttemptSpawn",
     "AttemptStarted",
     "CancelAttempts",
     "CancelWorkflow",
@@ -224,7 +227,28 @@ class AttemptFinished:
     oom_killed: bool = False  # its cgroup hit the memory limit (Finished.oom_killed): AIMD reacts
 
 
-Report = AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk
+@dataclass(frozen=True, slots=True)
+class AttemptCheckpoint:
+    """A running attempt saved its state (JSON, checked at the edge): see core/checkpoints.py."""
+
+    reporter: str
+    attempt_id: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSpawn:
+    """A running attempt adds tasks to its workflow (validated at the edge; ``error`` says why not)."""
+
+    reporter: str
+    attempt_id: str
+    tasks: tuple[SpawnedTask, ...] = ()
+    error: str = ""
+
+
+Report = (
+    AttemptStarted | AttemptFinished | AttemptAccepted | AttemptReleased | LogChunk | AttemptCheckpoint | AttemptSpawn
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +310,7 @@ class Assignment:
     gpu_ids: tuple[int, ...] = ()
     secrets: Mapping[str, str] = field(default_factory=dict)  # decrypted values its env refers to
     max_disconnect_s: float = 0.0  # a keep task's effective limit (its own, else the controller's)
+    checkpoint: bytes | None = None  # the task's last checkpoint (JSON), for the attempt to resume from
 
 
 @dataclass(frozen=True, slots=True)

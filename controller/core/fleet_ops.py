@@ -17,6 +17,8 @@ import heapq
 from datetime import UTC, datetime
 
 from corral.controller.core.attempt_ops import AttemptOps
+from corral.controller.core.checkpoints import checkpointed
+from corral.controller.core.dynamic import spawned
 from corral.controller.core.events import (
     Ack,
     AgentGone,
@@ -24,7 +26,9 @@ from corral.controller.core.events import (
     AgentHello,
     AgentReports,
     AttemptAccepted,
+    AttemptCheckpoint,
     AttemptFinished,
+    AttemptSpawn,
     AttemptStarted,
     Disconnect,
     DrainAgent,
@@ -231,6 +235,10 @@ class FleetOps(AttemptOps):
                 self.started(report, now)
             elif isinstance(report, AttemptAccepted):
                 self.accepted(report, now)
+            elif isinstance(report, AttemptCheckpoint):
+                checkpointed(self, report, now)
+            elif isinstance(report, AttemptSpawn):
+                spawned(self, report, now)
             else:
                 self.released(report, now)
         if finished:

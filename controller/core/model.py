@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.controller.core.dynamic import Dynamic
 
 __all__ = [
     "LABEL_OPS",
@@ -247,6 +251,7 @@ class Task:
     preemptions: int = 0
     last_preemption: str = ""
     gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
+    dynamic: Dynamic | None = None  # spawned / map / "X/*" fan-in (issue 10, core/dynamic.py); None: none
 
 
 @dataclass(slots=True)

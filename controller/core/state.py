@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
+from corral.controller.core.checkpoints import CheckpointBook
 from corral.controller.core.deadline_book import DeadlineBook
+from corral.controller.core.dynamic import DynamicBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import (
@@ -214,6 +216,8 @@ class MachineState:
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
+        self.checkpoints = CheckpointBook()  # issue 10: each task's last checkpoint
+        self.dynamic = DynamicBook()  # issue 10: spawned children and "X/*" fan-ins (indexes)
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -311,6 +315,9 @@ class MachineState:
         durations = self.ordering.take_changes()
         if durations is not None:
             batch.durations = durations
+        checkpoints = self.checkpoints.take_changes()
+        if checkpoints is not None:
+            batch.checkpoints = checkpoints
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []
@@ -444,6 +451,8 @@ class MachineState:
         self.counts.setdefault(task.workflow_id, Counter())[task.state] += 1
         if task.gang and not task.state.terminal:  # a restored finished gang needs no index
             track_groups(self, None, task)
+        if task.dynamic is not None:
+            self.dynamic.track(task)
 
     def count_unfinished(self, task_ids: Iterable[str]) -> None:
         for task_id in task_ids:

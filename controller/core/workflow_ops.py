@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core.deadline_ops import DeadlineOps
+from corral.controller.core.dynamic import expand_or_gather
 from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
 from corral.controller.core.group_ops import forget_groups, track_groups
 from corral.controller.core.model import (
@@ -141,6 +142,9 @@ class WorkflowOps(DeadlineOps):
 
         ``kind``/``reason`` name the event-log entry ("retry", "requeued", "fenced", ...).
         """
+        if task.dynamic is not None and task.dynamic.map_over:
+            expand_or_gather(self, task, now)  # a map task runs nothing itself (core/dynamic.py)
+            return
         task.ready_at = now
         task.not_before = not_before
         self.set_task_state(task, T.READY, now, kind=kind, reason=reason)

@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
+from corral.controller.core.checkpoints import MAX_CHECKPOINT_BYTES
 from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.rpc.wire_spec import decode_json_field
 from corral.controller.spec import NAME_PATTERN, Limits
@@ -28,10 +29,12 @@ __all__ = [
     "check_events",
     "check_heartbeat",
     "check_hello",
+    "checkpoint_problem",
     "finished_result_problem",
 ]
 
 MAX_ID_LENGTH = 128
+_MAX_SPAWN_BYTES = 4 << 20  # spawn_input.MAX_SPAWN_BYTES (that module imports the submission's)
 _MAX_HOSTNAME = 255
 _MAX_VERSION = 64
 _MAX_GPU_TEXT = 256
@@ -251,6 +254,13 @@ def check_events(batch: pb.TaskEvents) -> None:
                 )
             if not 0.0 <= cpu <= MAX_CPU_S:  # False for NaN too
                 _amount(problems, f"events.events[{i}].finished.cpu_s", cpu, MAX_CPU_S, "max_cpu_cores*366d")
+        elif kind == "spawn" and len(event.spawn.tasks_json) > _MAX_SPAWN_BYTES:
+            problems.add(f"events.events[{i}].spawn.tasks_json", f"over the {_MAX_SPAWN_BYTES}-byte spawn limit")
+        elif kind == "checkpoint" and len(event.checkpoint.data_json) > MAX_CHECKPOINT_BYTES:
+            problems.add(
+                f"events.events[{i}].checkpoint.data_json",
+                f"{len(event.checkpoint.data_json)} bytes, over the {MAX_CHECKPOINT_BYTES}-byte checkpoint limit",
+            )
         if kind != "accepted" and not 0 <= event.at.seconds < _MAX_SECONDS:
             problems.add(f"events.events[{i}].at", "timestamp out of range (years 1970 to 9999)")
     problems.raise_any()
@@ -264,4 +274,17 @@ def finished_result_problem(result: bytes | None, path: str) -> str | None:
         decode_json_field(result, path, Limits.max_result_bytes, "max_result_bytes")
     except InvalidArgument as exc:
         return f"the agent reported an invalid result: {exc.message}"
+    return None
+
+
+def checkpoint_problem(data: bytes, index: int) -> str | None:
+    """Why a checkpoint cannot be kept (empty, not JSON, too deep, NaN); None when it is fine."""
+    if not data:
+        return f"events.events[{index}].checkpoint.data_json: empty (a checkpoint is a JSON value)"
+    try:
+        decode_json_field(
+            data, f"events.events[{index}].checkpoint.data_json", MAX_CHECKPOINT_BYTES, "max_checkpoint_bytes"
+        )
+    except InvalidArgument as exc:
+        return exc.message
     return None

@@ -29,6 +29,7 @@ from corral.controller.errors import AlreadyExists, CorralError, InvalidArgument
 from corral.controller.rpc import agent_input, identity, wire
 from corral.controller.rpc.agent_binding import bind_hello
 from corral.controller.rpc.join import join
+from corral.controller.rpc.spawn_input import spawn_report
 from corral.controller.runtime import AgentSession, Runtime
 from corral.controller.store.base import LogChunk
 from corral.v1 import agent_pb2 as pb
@@ -239,13 +240,23 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         # Decoded and checked here, outside the state loop; the loop only applies them.
         reports: list[ev.Report] = []
         for i, message in enumerate(batch.events):
-            if message.WhichOneof("kind") == "output":
+            kind = message.WhichOneof("kind")
+            if kind == "output":
                 out = message.output
                 reports.append(LogChunk(message.attempt_id, out.stdout, out.stderr, out.truncated))
+                continue
+            if kind == "spawn":  # issue 10: validated here, off the state loop
+                path = f"events.events[{i}].spawn.tasks_json"
+                reports.append(spawn_report(agent_id, message.attempt_id, message.spawn.tasks_json, path))
                 continue
             report = wire.task_event_from_proto(agent_id, epoch, message)
             if isinstance(report, ev.AttemptFinished):
                 report = _checked_result(report, f"events.events[{i}].finished.result_json")
+            elif isinstance(report, ev.AttemptCheckpoint):
+                problem = agent_input.checkpoint_problem(report.data, i)
+                if problem is not None:  # dropped: the attempt goes on, its next checkpoint may do
+                    log.warning("agent %s: checkpoint of attempt %s refused: %s", agent_id, report.attempt_id, problem)
+                    report = None
             if report is not None:
                 reports.append(report)
         event = ev.AgentReports(agent_id, epoch, tuple(reports))

@@ -8,6 +8,7 @@ from typing import Any
 from corral.controller.core import events as ev
 from corral.controller.core import requests as rq
 from corral.controller.core.analysis import dependency_insights
+from corral.controller.core.checkpoints import checkpoint_note
 from corral.controller.core.machine import Explanation, Machine
 from corral.controller.core.model import AttemptState, Task, TaskState
 from corral.controller.core.preemption import preemption_note
@@ -130,6 +131,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 last_plan_age_s=why.last_plan_age_s,
                 demand_class=why.demand_class,
                 preemption=note,
+                checkpoint=checkpoint_note(machine, task.id),
             )
             if response.task.HasField("slack_s"):
                 response.slack_s = response.task.slack_s

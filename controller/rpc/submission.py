@@ -18,12 +18,13 @@ from pydantic import ValidationError
 from corral.controller.core.access import DEFAULT_NAMESPACE
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.deadlines import parse_deadline
+from corral.controller.core.dynamic import Dynamic
 from corral.controller.core.gangs import gang_problems
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
-from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, violations_of
+from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, plain_dependencies, violations_of
 from corral.v1 import types_pb2 as pb
 
 __all__ = ["Admitted", "admit_workflow"]
@@ -70,7 +71,7 @@ class _Records:
             timeout_s=spec.timeout,
             max_retries=spec.retries,
             retry_backoff_s=spec.retry_backoff,
-            dependencies=tuple(spec.dependencies),  # names for now; see _resolve
+            dependencies=tuple(plain_dependencies(spec.dependencies)),  # names for now; see _resolve
             constraints=spec.equality_constraints() if spec.constraints else _NO_CONSTRAINTS,
             estimated_duration_s=spec.estimated_duration,
             namespace=self.namespace,
@@ -84,6 +85,7 @@ class _Records:
             preemptible=spec.preemptible,
             max_preemptions=spec.max_preemptions,
             gang=spec.gang or "",
+            dynamic=_dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None,
         )
 
 
@@ -95,12 +97,21 @@ def _deadline(text: str | None) -> dict[str, Any]:
     return {"deadline": seconds, "deadline_relative": relative}
 
 
+def _dynamic(spec: TaskSpec) -> Dynamic:
+    """Issue 10: a map task, or a fan-in over spawned tasks ("X/*"); names until :func:`_resolve`."""
+    groups = tuple(d[:-2] for d in spec.dependencies if d.endswith("/*"))
+    return Dynamic(map_over=spec.map or "", group_deps=groups)
+
+
 def _resolve(tasks: list[Task]) -> None:
     """Replace dependency names by task ids (the graph was checked: every name exists)."""
     ids = {task.name: task.id for task in tasks}
     for task in tasks:
         if task.dependencies:
             task.dependencies = tuple([ids[name] for name in task.dependencies])
+        if task.dynamic is not None:
+            task.dynamic.group_deps = tuple(ids[name] for name in task.dynamic.group_deps)
+            task.dynamic.map_over = ids[task.dynamic.map_over] if task.dynamic.map_over else ""
 
 
 def _workflow(

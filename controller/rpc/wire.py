@@ -160,9 +160,9 @@ def hello_from_proto(message: agent_pb2.Hello) -> ev.AgentHello:
 
 def task_event_from_proto(
     agent_id: str, session_epoch: int, message: agent_pb2.TaskEvent
-) -> ev.AttemptStarted | ev.AttemptFinished | ev.AttemptAccepted | ev.AttemptReleased | None:
-    """A Started, Finished, Accepted or Released report as a machine event (Output and Checkpoint
-    are handled apart)."""
+) -> ev.AttemptStarted | ev.AttemptFinished | ev.AttemptAccepted | ev.AttemptReleased | ev.AttemptCheckpoint | None:
+    """A Started, Finished, Accepted, Released or Checkpoint report as a machine event (Output is
+    handled apart)."""
     kind = message.WhichOneof("kind")
     if kind == "accepted":
         return ev.AttemptAccepted(agent_id, message.attempt_id)
@@ -188,12 +188,14 @@ def task_event_from_proto(
             cpu_s=done.cpu_s,
             oom_killed=done.oom_killed,
         )
-    return None
+    if kind == "checkpoint":
+        return ev.AttemptCheckpoint(agent_id, message.attempt_id, message.checkpoint.data_json)
+    return None  # Output and Spawn are decoded apart (gateway, spawn_input)
 
 
 def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
     task = assignment.task
-    return pb.TaskAssignment(
+    message = pb.TaskAssignment(
         attempt_id=assignment.attempt_id,
         task_id=task.id,
         workflow_id=task.workflow_id,
@@ -210,6 +212,9 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         on_disconnect=ON_DISCONNECT_TO_PB.get(task.on_disconnect, pb.ON_DISCONNECT_STOP),
         max_disconnect_s=assignment.max_disconnect_s,
     )
+    if assignment.checkpoint is not None:  # issue 10: resume from the task's last checkpoint
+        message.checkpoint_json = assignment.checkpoint
+    return message
 
 
 def task_status(
@@ -269,6 +274,11 @@ def task_status(
         _stamp(message.started_at, task.started_at)
     if task.finished_at is not None:
         _stamp(message.finished_at, task.finished_at)
+    if machine.checkpoints:  # issue 10: a truth test while no task has a checkpoint
+        checkpoint = machine.checkpoints.records.get(task.id)
+        if checkpoint is not None:
+            _stamp(message.checkpointed_at, checkpoint.at)
+            message.checkpoint_bytes = len(checkpoint.data)
     return message
 
 

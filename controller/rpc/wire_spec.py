@@ -106,6 +106,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["max_preemptions"] = task.max_preemptions
     if task.gang:
         fields["gang"] = task.gang
+    if task.map:
+        fields["map"] = task.map
     return pb.TaskSpec(**fields)
 
 
@@ -201,6 +203,8 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["max_preemptions"] = message.max_preemptions
     if message.gang:
         data["gang"] = message.gang
+    if message.map:
+        data["map"] = message.map
     return data
 
 

@@ -36,6 +36,7 @@ from corral.controller.spec import (
     format_loc,
     load_workflow_file,
     parse_workflow,
+    plain_dependencies,
 )
 
 __all__ = [
@@ -67,6 +68,8 @@ class TaskOptions(TypedDict, total=False):
     spread: str | None
     affinity: Mapping[str, str] | None
     deadline: Deadline
+    map_over: TaskHandle | str | None
+    after_spawned: Iterable[TaskHandle | str]
 
 
 class TaskHandle:
@@ -283,6 +286,8 @@ class Workflow:
         spread: str | None = None,
         affinity: Mapping[str, str] | None = None,
         deadline: Deadline = None,
+        map_over: TaskHandle | str | None = None,
+        after_spawned: Iterable[TaskHandle | str] = (),
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -294,6 +299,10 @@ class Workflow:
         ``{"zone": {"in": ["a", "b"]}, "gpu": {"exists": True}}``. ``spread="zone"`` prefers agents
         whose zone runs the fewest of this workflow's tasks (``"agent"``: per agent); ``affinity``
         names labels preferred but not required.
+
+        Dynamic tasks (issue 10): ``map_over=items`` runs one copy per item of ``items``' list result
+        (``inputs["item"]``; it becomes a dependency), its result the list of theirs;
+        ``after_spawned=[x]`` waits for ``x`` and every task ``x`` spawns (``"x/*"``).
         """
         self._check_open()
         index = len(self._tasks)
@@ -301,6 +310,10 @@ class Workflow:
         upstream: list[str] = []
         for dep in depends_on:
             upstream.extend(t.name for t in self._resolve(dep)._exits())
+        mapped = map_over.name if isinstance(map_over, TaskHandle) else map_over
+        if mapped is not None and mapped not in upstream:
+            upstream.append(mapped)
+        upstream.extend(f"{t.name if isinstance(t, TaskHandle) else t}/*" for t in after_spawned)
         data: dict[str, Any] = {
             "name": name,
             "agent_type": agent_type,
@@ -320,6 +333,7 @@ class Workflow:
             "max_disconnect": max_disconnect if isinstance(max_disconnect, str) else _seconds(max_disconnect),
             "max_agent_losses": max_agent_losses,
             "deadline": _deadline(deadline),
+            "map": mapped,
         }
         try:
             spec = TaskSpec.model_validate(data)
@@ -491,6 +505,7 @@ class Workflow:
         if spec.name in self._tasks:
             problems.append((f"{prefix}.name", f"duplicate task name {spec.name!r}"))
         for j, dep in enumerate(spec.dependencies):
+            dep = dep.removesuffix("/*")  # "x/*": x and the tasks it spawns
             if dep == spec.name:
                 problems.append((f"{prefix}.dependencies[{j}]", f"task {dep!r} depends on itself"))
             elif dep not in self._tasks:
@@ -521,8 +536,10 @@ class Workflow:
         self._check_open()
         sources = [t.name for n in self._nodes(upstream) for t in n._exits()]
         targets = [t.name for n in self._nodes(downstream) for t in n._entries()]
-        edges: dict[str, list[str]] = {name: list(spec.dependencies) for name, spec in self._tasks.items()}
-        changed: set[str] = set()
+        edges: dict[str, list[str]] = {
+            name: plain_dependencies(spec.dependencies) for name, spec in self._tasks.items()
+        }
+        changed: dict[str, list[str]] = {}
         for target in targets:
             for source in sources:
                 if source in edges[target]:
@@ -534,9 +551,10 @@ class Workflow:
                     loop = " -> ".join([*path, target])
                     raise InvalidArgumentError(violations=[("dependencies", f"dependency cycle: {loop}")])
                 edges[target].append(source)
-                changed.add(target)
-        for name in changed:
-            self._tasks[name] = self._tasks[name].model_copy(update={"dependencies": edges[name]})
+                changed.setdefault(target, []).append(source)
+        for name, added in changed.items():
+            dependencies = [*self._tasks[name].dependencies, *added]  # an "x/*" stays as it was
+            self._tasks[name] = self._tasks[name].model_copy(update={"dependencies": dependencies})
 
 
 def _path(edges: Mapping[str, Sequence[str]], start: str, goal: str) -> list[str] | None:

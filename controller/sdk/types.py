@@ -105,6 +105,9 @@ class TaskStatus(Record):
     # Learned from earlier runs of this workflow and task name (unfinished tasks; 0: unknown).
     expected_peak_rss_bytes: int = 0
     expected_cpu_s: float = 0.0
+    # Checkpoints (issue 10): when its last checkpoint was stored, and its size (0: none).
+    checkpointed_at: datetime | None = None
+    checkpoint_bytes: int = 0
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -145,6 +148,8 @@ class TaskStatus(Record):
             slack_s=m.slack_s if m.HasField("slack_s") else None,
             expected_peak_rss_bytes=m.expected_peak_rss_bytes,
             expected_cpu_s=m.expected_cpu_s,
+            checkpointed_at=timestamp(m, "checkpointed_at"),
+            checkpoint_bytes=m.checkpoint_bytes,
         )
 
     @property
@@ -462,6 +467,7 @@ class Explanation(Record):
     raw: scheduler_pb2.ExplainTaskResponse = dataclasses.field(repr=False, compare=False)
     slack_s: float | None = None  # deadlines: latest start - now
     deadline_note: str = ""
+    checkpoint: str = ""  # "resumes from the checkpoint attempt N saved at ..." (issue 10), or ""
 
     @classmethod
     def from_proto(cls, m: scheduler_pb2.ExplainTaskResponse) -> Explanation:
@@ -477,6 +483,7 @@ class Explanation(Record):
             raw=m,
             slack_s=m.slack_s if m.HasField("slack_s") else None,
             deadline_note=m.deadline_note,
+            checkpoint=m.checkpoint,
         )
 
 

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from corral.controller.core.dynamic import decode_dynamic, encode_dynamic
 from corral.controller.core.model import (
     Agent,
     AgentState,
@@ -127,6 +128,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "preemptions",
         "last_preemption",
         "gang",
+        "dynamic",
     ),
     "attempts": (
         "id",
@@ -410,6 +412,7 @@ def encode_task(t: Task) -> Row:
         t.preemptions,
         t.last_preemption,
         t.gang,
+        encode_dynamic(t.dynamic) if t.dynamic is not None else "",
     )
 
 
@@ -460,6 +463,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         preemptions=row[41],
         last_preemption=row[42],
         gang=row[43],
+        dynamic=decode_dynamic(row[44]) if row[44] else None,
     )
 
 

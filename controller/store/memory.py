@@ -11,9 +11,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
+from dataclasses import astuple
 from typing import Any, Final
 
 from corral.controller.core.access import AccessSnapshot, AuditEntry
+from corral.controller.core.checkpoints import Checkpoint
 from corral.controller.core.model import WorkflowEvent
 from corral.controller.store import access_codec, codec, durations_codec, event_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
@@ -50,6 +52,7 @@ class MemoryStore:
         self._events: dict[str, list[codec.Row]] = {}  # workflow id -> event rows in seq order
         self._last_event_seq = 0
         self._durations: dict[tuple[str, str, str], codec.Row] = {}
+        self._checkpoints: dict[str, Checkpoint] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -64,6 +67,7 @@ class MemoryStore:
             meta = dict(self._meta)
             last_event_seq = self._last_event_seq
             duration_rows = list(self._durations.values())
+            checkpoints = [Checkpoint(*astuple(c)) for c in self._checkpoints.values()]
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -83,6 +87,7 @@ class MemoryStore:
             durations=sorted(
                 (d for r in duration_rows for d in durations_codec.decode_group(r)), key=lambda d: d.updated_at
             ),
+            checkpoints=checkpoints,
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -134,6 +139,11 @@ class MemoryStore:
                 self._durations.pop(duration_key, None)
             for row in duration_rows:
                 self._durations[row[:3]] = row
+            for task_id, record in batch.checkpoints.items():
+                if record is None:
+                    self._checkpoints.pop(task_id, None)
+                else:  # a copy: the machine's record is live
+                    self._checkpoints[task_id] = Checkpoint(*astuple(record))
             for table, keyed in access.items():
                 self._access[table].update(keyed)
             for key in changes.deleted_secrets:

@@ -23,6 +23,7 @@ from typing import Any, Final
 import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
+from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.model import WorkflowEvent
 from corral.controller.store import access_codec, codec, durations_codec, event_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
@@ -97,6 +98,11 @@ _UPSERT_DURATIONS: Final = (
 )
 _DELETE_DURATIONS: Final = "DELETE FROM durations WHERE kind = ? AND namespace = ? AND workflow = ?"
 _SELECT_DURATIONS: Final = "SELECT kind, namespace, workflow, data, updated_at FROM durations"
+_UPSERT_CHECKPOINT: Final = (
+    "INSERT OR REPLACE INTO checkpoints (task_id, workflow_id, attempt_id, at, data) VALUES (?, ?, ?, ?, ?)"
+)
+_DELETE_CHECKPOINT: Final = "DELETE FROM checkpoints WHERE task_id = ?"
+_SELECT_CHECKPOINTS: Final = "SELECT task_id, workflow_id, attempt_id, at, data FROM checkpoints"
 _EVENT_BATCH_INSERT: Final = "INSERT INTO event_batches (last_seq, workflow_id, first_seq, data) VALUES (?, ?, ?, ?)"
 # Every batch holding a seq above ``after``: a range of the (workflow_id, last_seq) index.
 _EVENT_BATCHES_OF_WORKFLOW: Final = (
@@ -241,6 +247,7 @@ class SqliteStore:
                         (d for r in conn.execute(_SELECT_DURATIONS) for d in durations_codec.decode_group(r)),
                         key=lambda d: d.updated_at,
                     ),
+                    checkpoints=[Checkpoint(*row) for row in conn.execute(_SELECT_CHECKPOINTS)],
                 )
             finally:
                 conn.execute("COMMIT")
@@ -292,6 +299,8 @@ class SqliteStore:
                     conn.executemany(_DELETE_DURATIONS, duration_deletes)
                 if duration_rows:
                     conn.executemany(_UPSERT_DURATIONS, duration_rows)
+                if batch.checkpoints:
+                    self._commit_checkpoints(batch.checkpoints)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:
@@ -309,6 +318,14 @@ class SqliteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _commit_checkpoints(self, changes: CheckpointChanges) -> None:
+        conn = self._conn
+        conn.executemany(_DELETE_CHECKPOINT, [(task_id,) for task_id, record in changes.items() if record is None])
+        conn.executemany(
+            _UPSERT_CHECKPOINT,
+            [(r.task_id, r.workflow_id, r.attempt_id, r.at, r.data) for r in changes.values() if r is not None],
+        )
 
     @staticmethod
     def _load_access(conn: sqlite3.Connection) -> AccessSnapshot:

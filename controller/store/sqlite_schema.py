@@ -368,6 +368,16 @@ def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("deadline", float)
 
 
+def _migration_12_checkpoints(db: sqlite_utils.Database) -> None:
+    """Issue 10: each task's last checkpoint (JSON as saved by its attempt), kept until it completes;
+    a task's part in dynamic tasks (spawned by, map, "X/*" fan-in: JSON, "" for most tasks)."""
+    db.execute(
+        "CREATE TABLE checkpoints (task_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, "
+        "attempt_id TEXT NOT NULL, at REAL NOT NULL, data BLOB NOT NULL) STRICT"
+    )
+    db.table("tasks").add_column("dynamic", str, not_null_default="")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -380,4 +390,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_9_deadlines,
     _migration_10_preemption,
     _migration_11_gangs,
+    _migration_12_checkpoints,
 )

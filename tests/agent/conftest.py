@@ -91,6 +91,8 @@ class RecordingSink:
         self.order: list[tuple[str, str]] = []
         self.accepted_ids: list[str] = []
         self.released_ids: list[str] = []
+        self.checkpoints: dict[str, list[bytes]] = {}
+        self.spawns: dict[str, list[bytes]] = {}
 
     def accepted(self, attempt_id: str) -> None:
         self.accepted_ids.append(attempt_id)
@@ -107,6 +109,15 @@ class RecordingSink:
         assert stdout or stderr, "empty Output event"
         self.outputs.setdefault(attempt_id, []).append((stdout, stderr, truncated))
         self.order.append(("output", attempt_id))
+
+    def checkpoint(self, attempt_id: str, data: bytes) -> None:
+        assert attempt_id not in self.results, "checkpoint after the Finished report"
+        self.checkpoints.setdefault(attempt_id, []).append(data)
+        self.order.append(("checkpoint", attempt_id))
+
+    def spawn(self, attempt_id: str, tasks_json: bytes) -> None:
+        assert attempt_id not in self.results, "spawn after the Finished report"
+        self.spawns.setdefault(attempt_id, []).append(tasks_json)
 
     def finished(self, attempt_id: str, result: AttemptResult) -> None:
         assert attempt_id not in self.results, "reported twice"

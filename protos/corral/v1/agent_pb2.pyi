@@ -154,7 +154,7 @@ class TaskEvents(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("attempt_id", "at", "started", "finished", "output", "checkpoint", "accepted", "released")
+    __slots__ = ("attempt_id", "at", "started", "finished", "output", "checkpoint", "accepted", "released", "spawn")
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class TaskEvent(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
+    SPAWN_FIELD_NUMBER: _ClassVar[int]
     attempt_id: str
     at: _timestamp_pb2.Timestamp
     started: Started
@@ -171,7 +172,8 @@ class TaskEvent(_message.Message):
     checkpoint: Checkpoint
     accepted: Accepted
     released: Released
-    def __init__(self, attempt_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ...) -> None: ...
+    spawn: Spawn
+    def __init__(self, attempt_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., spawn: _Optional[_Union[Spawn, _Mapping]] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ()
@@ -222,6 +224,12 @@ class Checkpoint(_message.Message):
     DATA_JSON_FIELD_NUMBER: _ClassVar[int]
     data_json: bytes
     def __init__(self, data_json: _Optional[bytes] = ...) -> None: ...
+
+class Spawn(_message.Message):
+    __slots__ = ("tasks_json",)
+    TASKS_JSON_FIELD_NUMBER: _ClassVar[int]
+    tasks_json: bytes
+    def __init__(self, tasks_json: _Optional[bytes] = ...) -> None: ...
 
 class Assign(_message.Message):
     __slots__ = ("assignments",)
