@@ -417,6 +417,11 @@ class WorkflowHeader(_Strict):
     max_parallel: int | None = Field(
         None, ge=1, le=Limits.max_tasks, description="at most this many of its tasks assigned or running at once"
     )
+    on_failure: Literal["fail", "compensate", "pause"] = Field(
+        "fail",
+        description="when a task fails for good: fail the workflow, compensate its completed tasks, "
+        "or pause it for `corral retry`",
+    )
 
     @field_validator("metadata")
     @classmethod

@@ -54,6 +54,7 @@ class AttemptOps(WorkflowOps):
             pulled=pulled,
             assigned_at=now,
             principal=principal,
+            run=self.workflows[task.workflow_id].run,
         )
         self.attempts[attempt.id] = attempt
         lease = self.config.assignment_lease_s

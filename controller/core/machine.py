@@ -24,6 +24,7 @@ from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
 from corral.controller.core.queries import request_handlers
+from corral.controller.core.runs import run_handlers
 from corral.controller.core.state import MachineConfig
 from corral.controller.store.base import Snapshot
 
@@ -80,6 +81,7 @@ class Machine(FleetOps):
             ev.PullTask: self.pull,
         }
         self._handlers.update(request_handlers(self))
+        self._handlers.update(run_handlers(self))
 
     def handle(self, event: ev.Event, now: float) -> Any:
         """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""
@@ -143,6 +145,7 @@ class Machine(FleetOps):
                 else:
                     self.fence_at[attempt.id] = adopt_deadline
         self.ordering.book.restore(snapshot.durations)
+        self.run_book.restore(snapshot.runs)
         for workflow in self.workflows.values():
             if workflow.state in (WorkflowState.RUNNING, WorkflowState.PAUSED, WorkflowState.CANCELLING):
                 self.rank_workflow(workflow)

@@ -271,6 +271,10 @@ class Workflow:
     deadline_policy: str = "warn"  # reject | warn | best_effort
     deadline_verdict: str = ""  # "", feasible, at_risk, infeasible
     max_parallel: int | None = None  # at most this many of its tasks ASSIGNED/RUNNING at once
+    # Issue 10 (core/runs.py): what a failure does (fail | compensate | pause), and the current run
+    # (1-based; retry and rerun start the next one, the earlier ones are rows of the runs table).
+    on_failure: str = "fail"
+    run: int = 1
 
 
 @dataclass(slots=True)
@@ -296,6 +300,7 @@ class Attempt:
     # Measured usage, as its agent reported it when it ended (0: not measured, or not ended yet).
     peak_rss_bytes: int = 0
     cpu_s: float = 0.0
+    run: int = 1  # the workflow run it belongs to (issue 10)
 
     def usage_note(self) -> str:
         """The measured usage in words for the event log ("peak RSS 52.3 MiB, CPU 0.41 s"), or ""."""

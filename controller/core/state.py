@@ -34,6 +34,7 @@ from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.preemption import Preempter
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.core.reservations import Reservations
+from corral.controller.core.runs import RunBook
 from corral.controller.core.scheduling import Plan
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
@@ -214,6 +215,7 @@ class MachineState:
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
+        self.run_book = RunBook()  # issue 10: the runs of retried workflows
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -311,6 +313,8 @@ class MachineState:
         durations = self.ordering.take_changes()
         if durations is not None:
             batch.durations = durations
+        if self.run_book.dirty:
+            batch.runs = self.run_book.take()
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []

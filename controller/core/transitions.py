@@ -43,10 +43,11 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     # -> READY: retry after a failure, or requeue after a lost agent / drained attempt.
     T.ASSIGNED: frozenset({T.RUNNING, T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
     T.RUNNING: frozenset({T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
-    T.COMPLETED: frozenset(),
-    T.FAILED: frozenset(),
-    T.CANCELLED: frozenset(),
-    T.SKIPPED: frozenset(),
+    # -> PENDING: a retry or rerun of its workflow (issue 10, core/runs.py) runs it again.
+    T.COMPLETED: frozenset({T.PENDING}),
+    T.FAILED: frozenset({T.PENDING}),
+    T.CANCELLED: frozenset({T.PENDING}),
+    T.SKIPPED: frozenset({T.PENDING}),
 }
 
 _ATTEMPT_ENDS = frozenset({A.SUCCEEDED, A.FAILED, A.TIMED_OUT, A.CANCELLED, A.LOST})
@@ -67,9 +68,10 @@ WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
     # Attempts already running when a workflow pauses may still finish it.
     W.PAUSED: frozenset({W.RUNNING, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED}),
     W.CANCELLING: frozenset({W.CANCELLED}),
-    W.COMPLETED: frozenset(),
-    W.FAILED: frozenset(),
-    W.CANCELLED: frozenset(),
+    # -> RUNNING: a new run (retry, rerun; issue 10, core/runs.py).
+    W.COMPLETED: frozenset({W.RUNNING}),
+    W.FAILED: frozenset({W.RUNNING}),
+    W.CANCELLED: frozenset({W.RUNNING}),
 }
 
 

@@ -14,6 +14,7 @@ from corral.controller.core.model import (
     Workflow,
     WorkflowState,
 )
+from corral.controller.core.runs import pause_on_failure, paused_on_failure, skip_held_failures
 from corral.controller.errors import FailedPrecondition
 
 __all__ = ["WorkflowOps"]
@@ -93,7 +94,10 @@ class WorkflowOps(DeadlineOps):
             return workflow
         if workflow.state is not W.PAUSED:
             raise FailedPrecondition(f"workflow {workflow_id} is {workflow.state}; only a paused workflow resumes")
+        held = paused_on_failure(self, workflow)
         self.set_workflow_state(workflow, W.RUNNING, now)
+        if held:
+            skip_held_failures(self, workflow, now)
         for task_id in workflow.task_ids:
             task = self.tasks[task_id]
             if task.state is T.READY:
@@ -158,8 +162,13 @@ class WorkflowOps(DeadlineOps):
             if ready and workflow.state in (W.RUNNING, W.PAUSED):
                 self.make_ready(child, now)
 
-    def skip_descendants(self, task: Task, now: float) -> None:
-        """A task failed for good: everything downstream of it can never run."""
+    def skip_descendants(self, task: Task, now: float, *, hold: bool = True) -> None:
+        """A task failed for good: everything downstream of it can never run.
+
+        ``on_failure: pause`` (issue 10) pauses the workflow instead, its descendants held PENDING.
+        """
+        if hold and self.workflows[task.workflow_id].on_failure == "pause" and pause_on_failure(self, task, now):
+            return
         pending = deque(self.dependents[task.id])
         message = f"upstream task {task.name!r} failed"
         while pending:
@@ -174,6 +183,8 @@ class WorkflowOps(DeadlineOps):
         """End the workflow once every task is terminal."""
         if workflow.state.terminal or workflow.state is W.PENDING or self.remaining(workflow.id):
             return
+        if workflow.on_failure == "pause" and paused_on_failure(self, workflow):
+            return  # waits for a retry (or a resume, which fails it)
         counts = self.counts[workflow.id]
         if workflow.state is W.CANCELLING:
             self.set_workflow_state(workflow, W.CANCELLED, now, workflow.error)

@@ -119,6 +119,7 @@ def _workflow(
         deadline_policy=header.deadline_policy,
         **_deadline(header.deadline),
         max_parallel=header.max_parallel,
+        on_failure=header.on_failure,
     )
 
 
@@ -150,6 +151,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["deadline_policy"] = message.deadline_policy
     if message.HasField("max_parallel"):
         data["max_parallel"] = message.max_parallel
+    if message.on_failure:
+        data["on_failure"] = message.on_failure
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:

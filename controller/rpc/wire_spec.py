@@ -129,6 +129,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.deadline_policy = spec.deadline_policy
     if spec.max_parallel is not None:
         message.max_parallel = spec.max_parallel
+    if spec.on_failure != "fail":
+        message.on_failure = spec.on_failure
     return message
 
 

@@ -218,8 +218,10 @@ class Workflow:
         max_agent_losses: int | None = None,
         deadline: Deadline = None,
         deadline_policy: Literal["reject", "warn", "best_effort"] = "warn",
+        on_failure: Literal["fail", "compensate", "pause"] = "fail",
     ) -> None:
         self._name = name
+        self._on_failure = on_failure
         self._deadline = _deadline(deadline)
         self._deadline_policy = deadline_policy
         self._metadata = dict(metadata or {})
@@ -430,6 +432,7 @@ class Workflow:
             max_agent_losses=spec.max_agent_losses,
             deadline=spec.deadline,
             deadline_policy=spec.deadline_policy,
+            on_failure=spec.on_failure,
         )
         wf._tasks = {t.name: t for t in spec.tasks}
         return wf
@@ -455,6 +458,7 @@ class Workflow:
             "max_agent_losses": self._max_agent_losses,
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
+            "on_failure": self._on_failure,
         }
         try:
             return parse_workflow(data)
@@ -478,6 +482,7 @@ class Workflow:
             "max_agent_losses": self._max_agent_losses,
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
+            "on_failure": self._on_failure,
         }
         try:
             WorkflowSpec.model_validate(data)

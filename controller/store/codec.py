@@ -81,6 +81,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "deadline_policy",
         "deadline_verdict",
         "max_parallel",
+        "on_failure",
+        "run",
     ),
     "tasks": (
         "id",
@@ -146,6 +148,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "error",
         "peak_rss_bytes",
         "cpu_s",
+        "run",
     ),
     "agents": (
         "id",
@@ -334,6 +337,8 @@ def encode_workflow(w: Workflow) -> Row:
         w.deadline_policy,
         w.deadline_verdict,
         w.max_parallel,
+        w.on_failure,
+        w.run,
     )
 
 
@@ -358,6 +363,8 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         deadline_policy=row[15],
         deadline_verdict=row[16],
         max_parallel=row[17],
+        on_failure=row[18],
+        run=row[19],
     )
 
 
@@ -483,6 +490,7 @@ def encode_attempt(a: Attempt) -> Row:
         a.error,
         a.peak_rss_bytes,
         a.cpu_s,
+        a.run,
     )
 
 
@@ -506,6 +514,7 @@ def decode_attempt(row: Sequence[Any]) -> Attempt:
         row[14],
         peak_rss_bytes=row[15],
         cpu_s=row[16],
+        run=row[17],
     )
 
 

@@ -24,7 +24,7 @@ import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec
+from corral.controller.store import access_codec, codec, durations_codec, event_codec, runs_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -241,6 +241,7 @@ class SqliteStore:
                         (d for r in conn.execute(_SELECT_DURATIONS) for d in durations_codec.decode_group(r)),
                         key=lambda d: d.updated_at,
                     ),
+                    runs=[runs_codec.decode_run(r) for r in conn.execute(runs_codec.RUN_SELECT)],
                 )
             finally:
                 conn.execute("COMMIT")
@@ -292,6 +293,8 @@ class SqliteStore:
                     conn.executemany(_DELETE_DURATIONS, duration_deletes)
                 if duration_rows:
                     conn.executemany(_UPSERT_DURATIONS, duration_rows)
+                if batch.runs:
+                    conn.executemany(runs_codec.RUN_UPSERT, [runs_codec.encode_run(r) for r in batch.runs])
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:

@@ -368,6 +368,19 @@ def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("deadline", float)
 
 
+def _migration_13_runs(db: sqlite_utils.Database) -> None:
+    """Issue 10: numbered runs (retry, rerun), a workflow's on_failure, the run of each attempt."""
+    db.execute(
+        "CREATE TABLE runs (workflow_id TEXT NOT NULL, number INTEGER NOT NULL, kind TEXT NOT NULL, "
+        "from_task TEXT NOT NULL, fresh INTEGER NOT NULL, started_at REAL, finished_at REAL, "
+        "state TEXT NOT NULL, error TEXT NOT NULL, PRIMARY KEY (workflow_id, number)) STRICT"
+    )
+    workflows = db.table("workflows")
+    workflows.add_column("on_failure", str, not_null_default="fail")
+    workflows.add_column("run", int, not_null_default=1)
+    db.table("attempts").add_column("run", int, not_null_default=1)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -380,4 +393,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_9_deadlines,
     _migration_10_preemption,
     _migration_11_gangs,
+    _migration_13_runs,
 )
