@@ -186,7 +186,7 @@ def status_view(status: WorkflowStatus, wide: bool) -> RenderableType:
     head.add_column(style="bold")
     head.add_column()
     head.add_row("Workflow", f"{status.name} ({status.workflow_id})")
-    head.add_row("State", _state(status.state))
+    head.add_row("State", _state(status.state) + (f"  (run {status.run})" if status.run > 1 else ""))
     head.add_row("Tasks", f"{status.task_total}  {_counts(status.task_counts)}")
     head.add_row("Created", _stamp(status.created_at))
     if status.started_at:

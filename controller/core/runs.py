@@ -23,8 +23,8 @@ from corral.controller.errors import FailedPrecondition
 
 if TYPE_CHECKING:
     # The store's base module imports Run from here: nothing that imports the store at run time.
-    from corral.controller.core.requests import Caller
     from corral.controller.core.machine import Machine
+    from corral.controller.core.requests import Caller
     from corral.controller.core.state import MachineState
     from corral.controller.core.workflow_ops import WorkflowOps
 

@@ -306,6 +306,8 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         namespace=workflow.namespace,
         max_parallel=workflow.max_parallel or 0,
         concurrency_limit=machine.parallelism.current(workflow.id),
+        run=workflow.run,
+        on_failure=workflow.on_failure,
     )
     if workflow.deadline is not None:
         _stamp(message.deadline, workflow.deadline)

@@ -171,6 +171,8 @@ class WorkflowStatus(Record):
     deadline: datetime | None = None
     deadline_verdict: str = ""  # at submit: feasible, at_risk, infeasible
     slack_s: float | None = None  # least slack over its unfinished tasks
+    run: int = 1  # issue 10: the current run (retry and rerun start the next)
+    on_failure: str = "fail"
 
     @classmethod
     def from_proto(cls, m: pb.WorkflowStatus) -> WorkflowStatus:
@@ -192,6 +194,8 @@ class WorkflowStatus(Record):
             deadline=timestamp(m, "deadline"),
             deadline_verdict=m.deadline_verdict,
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            run=m.run or 1,
+            on_failure=m.on_failure or "fail",
         )
 
     @property

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from corral.controller.core.runs import Run
 
-__all__ = ["RUN_COLUMNS", "RUN_UPSERT", "RUN_SELECT", "decode_run", "encode_run"]
+__all__ = ["RUN_COLUMNS", "RUN_SELECT", "RUN_UPSERT", "decode_run", "encode_run"]
 
 RUN_COLUMNS: Final = (
     "workflow_id",
