@@ -51,6 +51,7 @@ STATE_STYLES: dict[str, str] = {
     "running": "bold blue",
     "paused": "yellow",
     "cancelling": "yellow",
+    "compensating": "yellow",
     "completed": "green",
     "failed": "bold red",
     "cancelled": "magenta",

@@ -70,6 +70,8 @@ class AttemptOps(WorkflowOps):
         task.agent_id = agent_id
         self.set_task_state(task, T.ASSIGNED, now)
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
+        if task.compensates:  # a compensation (issue 10) receives the result of the task it undoes
+            inputs = {"task": self.tasks[task.compensates].result or b"null"}
         refs = secret_refs(task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
         keep_for = 0.0

@@ -63,6 +63,7 @@ class WorkflowState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    COMPENSATING = "compensating"  # on_failure: compensate: its completed tasks are undone (issue 10)
 
     @property
     def terminal(self) -> bool:
@@ -247,6 +248,10 @@ class Task:
     preemptions: int = 0
     last_preemption: str = ""
     gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
+    # Sagas (issue 10, core/sagas.py): its compensation spec (JSON, b"" none); on a compensation's
+    # own record, the id of the task it undoes (such records are not in their workflow's task_ids).
+    compensate: bytes = b""
+    compensates: str = ""
 
 
 @dataclass(slots=True)
@@ -275,6 +280,7 @@ class Workflow:
     # (1-based; retry and rerun start the next one, the earlier ones are rows of the runs table).
     on_failure: str = "fail"
     run: int = 1
+    compensation: str = ""  # the end state ("failed", "cancelled") its compensation leads to; "" none
 
 
 @dataclass(slots=True)

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from corral.controller.core.model import AttemptState, Task, TaskState, Workflow, WorkflowState
+from corral.controller.core.run_record import Run
+from corral.controller.core.sagas import compensation_of, failed_compensations, retry_compensations
 from corral.controller.errors import FailedPrecondition
 
 if TYPE_CHECKING:
-    # The store's base module imports Run from here: nothing that imports the store at run time.
     from corral.controller.core.machine import Machine
     from corral.controller.core.requests import Caller
     from corral.controller.core.state import MachineState
@@ -51,25 +52,6 @@ MAX_TASKS_SHOWN = 100  # names of the tasks that ran, per run, in a ListRuns ans
 _RETRYABLE = frozenset({T.FAILED, T.SKIPPED, T.CANCELLED})
 _RETRY_FROM = frozenset({W.FAILED, W.CANCELLED})
 _RERUN_FROM = frozenset({W.FAILED, W.CANCELLED, W.COMPLETED})
-
-
-@dataclass(slots=True)
-class Run:
-    """One run of a workflow, as the ``runs`` table stores it (keyed by workflow id and number).
-
-    ``state``/``finished_at``/``error`` are filled when the run is superseded by the next one; for
-    the current run they are the workflow's own.
-    """
-
-    workflow_id: str
-    number: int
-    kind: str  # submit | retry | rerun
-    from_task: str = ""  # retry --from: the task's name
-    fresh: bool = False  # retry --fresh: checkpoints discarded
-    started_at: float | None = None
-    finished_at: float | None = None
-    state: str = ""  # a WorkflowState value once ended, "" for the current run
-    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +163,11 @@ def run_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]]:
     def retry(event: RetryRequest, now: float) -> Workflow:
         workflow = visible_workflow(machine, event.workflow, event.caller)
         _check_state(machine, workflow, _RETRY_FROM, "retry")
+        if workflow.compensation and failed_compensations(machine, workflow):
+            if event.from_task:
+                raise FailedPrecondition("its compensations failed: `corral retry` without --from runs them again")
+            retry_compensations(machine, workflow, now)
+            return workflow
         if event.from_task:
             start = _task_of(machine, workflow, event.from_task, visible_task, event.caller)
             chosen = _descendants(machine, start)
@@ -189,7 +176,7 @@ def run_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]]:
                 raise FailedPrecondition(f"task {busy[0]!r} is {machine.tasks[chosen[0]].state}; wait for it to end")
             from_name = start.name
         else:
-            chosen = [t for t in workflow.task_ids if machine.tasks[t].state in _RETRYABLE]
+            chosen = [t for t in workflow.task_ids if _retryable(machine, machine.tasks[t])]
             from_name = ""
         if not chosen:
             raise FailedPrecondition(f"workflow {workflow.id} has no failed, skipped or cancelled task to retry")
@@ -199,6 +186,8 @@ def run_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]]:
     def rerun(event: RerunRequest, now: float) -> Workflow:
         workflow = visible_workflow(machine, event.workflow, event.caller)
         _check_state(machine, workflow, _RERUN_FROM, "rerun")
+        if workflow.compensation and failed_compensations(machine, workflow):
+            raise FailedPrecondition("its compensations failed: `corral retry` runs them again before a rerun")
         busy = [t for t in workflow.task_ids if not machine.tasks[t].state.terminal]
         if busy:
             raise FailedPrecondition(f"task {machine.tasks[busy[0]].name!r} still runs; wait for it to end")
@@ -210,6 +199,16 @@ def run_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]]:
         return workflow, _views(machine, workflow)
 
     return {RetryRequest: retry, RerunRequest: rerun, ListRunsQuery: runs}
+
+
+def _retryable(machine: Machine, task: Task) -> bool:
+    """Failed, skipped or cancelled; or completed and then compensated (its effects were undone)."""
+    if task.state in _RETRYABLE:
+        return True
+    if task.state is T.COMPLETED and task.compensate:
+        record = compensation_of(machine, task)
+        return record is not None and record.state is T.COMPLETED
+    return False
 
 
 def _check_state(machine: Machine, workflow: Workflow, allowed: frozenset[WorkflowState], verb: str) -> None:
@@ -258,6 +257,7 @@ def _new_run(
         _reset(machine, machine.tasks[task_id], now, reason)
     workflow.error = ""
     workflow.finished_at = None
+    workflow.compensation = ""
     if workflow.state is not W.PAUSED:
         workflow.started_at = now
     machine.set_workflow_state(workflow, W.RUNNING, now, reason)
@@ -290,6 +290,7 @@ def _reset(machine: Machine, task: Task, now: float, reason: str) -> None:
     task.ready_at = None
     task.started_at = None
     task.finished_at = None
+    machine.sagas.of_task.pop(task.id, None)  # undone (or never): a later failure compensates it anew
     machine.set_task_state(task, T.PENDING, now, kind="reset", reason=reason)
 
 

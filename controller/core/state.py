@@ -35,6 +35,7 @@ from corral.controller.core.preemption import Preempter
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.core.reservations import Reservations
 from corral.controller.core.runs import RunBook
+from corral.controller.core.sagas import Sagas
 from corral.controller.core.scheduling import Plan
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
@@ -216,6 +217,7 @@ class MachineState:
         self.submitted: list[SubmitWorkflow] = []
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
         self.run_book = RunBook()  # issue 10: the runs of retried workflows
+        self.sagas = Sagas()  # issue 10: compensation records
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -552,6 +554,7 @@ _WORKFLOW_KINDS: dict[WorkflowState, str] = {
     WorkflowState.COMPLETED: "completed",
     WorkflowState.FAILED: "failed",
     WorkflowState.CANCELLED: "cancelled",
+    WorkflowState.COMPENSATING: "compensating",
 }
 
 

@@ -64,14 +64,17 @@ ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
 
 WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
     W.PENDING: frozenset({W.RUNNING, W.CANCELLED}),
-    W.RUNNING: frozenset({W.PAUSED, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED}),
+    W.RUNNING: frozenset({W.PAUSED, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED, W.COMPENSATING}),
     # Attempts already running when a workflow pauses may still finish it.
-    W.PAUSED: frozenset({W.RUNNING, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED}),
-    W.CANCELLING: frozenset({W.CANCELLED}),
-    # -> RUNNING: a new run (retry, rerun; issue 10, core/runs.py).
+    W.PAUSED: frozenset({W.RUNNING, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED, W.COMPENSATING}),
+    W.CANCELLING: frozenset({W.CANCELLED, W.COMPENSATING}),
+    # Sagas (issue 10, core/sagas.py): compensations run, then the workflow ends as it would have.
+    W.COMPENSATING: frozenset({W.FAILED, W.CANCELLED}),
+    # -> RUNNING: a new run (retry, rerun; issue 10, core/runs.py); -> COMPENSATING: a retry of
+    # failed compensations.
     W.COMPLETED: frozenset({W.RUNNING}),
-    W.FAILED: frozenset({W.RUNNING}),
-    W.CANCELLED: frozenset({W.RUNNING}),
+    W.FAILED: frozenset({W.RUNNING, W.COMPENSATING}),
+    W.CANCELLED: frozenset({W.RUNNING, W.COMPENSATING}),
 }
 
 

@@ -84,7 +84,15 @@ class _Records:
             preemptible=spec.preemptible,
             max_preemptions=spec.max_preemptions,
             gang=spec.gang or "",
+            compensate=_compensate(spec),
         )
+
+
+def _compensate(spec: TaskSpec) -> bytes:
+    """A task's compensation spec as stored (JSON), b"" without one."""
+    if spec.compensate is None:
+        return b""
+    return json.dumps(spec.compensate.model_dump(exclude_defaults=True), separators=(",", ":")).encode()
 
 
 def _deadline(text: str | None) -> dict[str, Any]:

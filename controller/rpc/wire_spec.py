@@ -106,6 +106,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["max_preemptions"] = task.max_preemptions
     if task.gang:
         fields["gang"] = task.gang
+    if task.compensate is not None:
+        fields["compensate_json"] = _json_bytes(task.compensate.model_dump(exclude_defaults=True))
     return pb.TaskSpec(**fields)
 
 
@@ -203,6 +205,11 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["max_preemptions"] = message.max_preemptions
     if message.gang:
         data["gang"] = message.gang
+    if message.compensate_json:
+        where = f"{path}.compensate"
+        data["compensate"] = decode_json_field(
+            message.compensate_json, where, Limits.max_payload_bytes, "max_payload_bytes"
+        )
     return data
 
 

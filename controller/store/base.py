@@ -13,7 +13,7 @@ from typing import Protocol
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.durations import DurationChanges, LearnedDuration
 from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
-from corral.controller.core.runs import Run
+from corral.controller.core.run_record import Run
 
 __all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
 

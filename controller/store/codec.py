@@ -83,6 +83,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "max_parallel",
         "on_failure",
         "run",
+        "compensation",
     ),
     "tasks": (
         "id",
@@ -129,6 +130,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "preemptions",
         "last_preemption",
         "gang",
+        "compensate",
+        "compensates",
     ),
     "attempts": (
         "id",
@@ -339,6 +342,7 @@ def encode_workflow(w: Workflow) -> Row:
         w.max_parallel,
         w.on_failure,
         w.run,
+        w.compensation,
     )
 
 
@@ -365,6 +369,7 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         max_parallel=row[17],
         on_failure=row[18],
         run=row[19],
+        compensation=row[20],
     )
 
 
@@ -417,6 +422,8 @@ def encode_task(t: Task) -> Row:
         t.preemptions,
         t.last_preemption,
         t.gang,
+        t.compensate,
+        t.compensates,
     )
 
 
@@ -467,6 +474,8 @@ def decode_task(row: Sequence[Any]) -> Task:
         preemptions=row[41],
         last_preemption=row[42],
         gang=row[43],
+        compensate=row[44],
+        compensates=row[45],
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from corral.controller.core.runs import Run
+from corral.controller.core.run_record import Run
 
 __all__ = ["RUN_COLUMNS", "RUN_SELECT", "RUN_UPSERT", "decode_run", "encode_run"]
 

@@ -369,7 +369,8 @@ def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
 
 
 def _migration_13_runs(db: sqlite_utils.Database) -> None:
-    """Issue 10: numbered runs (retry, rerun), a workflow's on_failure, the run of each attempt."""
+    """Issue 10: numbered runs (retry, rerun), a workflow's on_failure, the run of each attempt, and
+    sagas: a task's compensation spec, a compensation record's task, a workflow's compensation target."""
     db.execute(
         "CREATE TABLE runs (workflow_id TEXT NOT NULL, number INTEGER NOT NULL, kind TEXT NOT NULL, "
         "from_task TEXT NOT NULL, fresh INTEGER NOT NULL, started_at REAL, finished_at REAL, "
@@ -378,6 +379,10 @@ def _migration_13_runs(db: sqlite_utils.Database) -> None:
     workflows = db.table("workflows")
     workflows.add_column("on_failure", str, not_null_default="fail")
     workflows.add_column("run", int, not_null_default=1)
+    workflows.add_column("compensation", str, not_null_default="")
+    tasks = db.table("tasks")
+    tasks.add_column("compensate", bytes, not_null_default=b"")
+    tasks.add_column("compensates", str, not_null_default="")
     db.table("attempts").add_column("run", int, not_null_default=1)
 
 
