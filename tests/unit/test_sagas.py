@@ -60,8 +60,6 @@ def test_compensations_run_in_reverse_order_with_the_task_result_then_the_workfl
     wf = _chain(sim)
     for name in ("a", "b"):
         _finish(sim, sim.task(wf, name).id)
-    step_before = sim.quiet()
-    del step_before
     c = sim.task(wf, "c")
     attempt = c.current_attempt_id
     assert attempt is not None
