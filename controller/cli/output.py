@@ -158,6 +158,8 @@ def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
         detail = task.error or task.waiting_reason
         if task.unschedulable:
             detail = f"unschedulable: {task.waiting_reason}"
+        if task.compensation_state:  # issue 10: its compensation's outcome
+            detail = f"compensation {task.compensation_state}" + (f" ({detail})" if detail else "")
         cells: list[RenderableType] = [
             task.name,
             _state(task.state),

@@ -156,6 +156,20 @@ def skip_held_failures(machine: WorkflowOps, workflow: Workflow, now: float) -> 
             machine.skip_descendants(task, now, hold=False)
 
 
+def explain_note(machine: Machine, task: Task) -> str:
+    """What the workflow's ``on_failure`` handling means for this task, for ``corral explain``."""
+    workflow = machine.workflows[task.workflow_id]
+    if task.compensates:
+        undone = machine.tasks[task.compensates].name
+        return f"compensation of task {undone!r} ({task.state})"
+    if paused_on_failure(machine, workflow):
+        return f"workflow paused on a failure (on_failure: pause): fix the cause, then `corral retry {workflow.id}`"
+    record = compensation_of(machine, task) if machine.sagas.of_task else None
+    if workflow.state is W.COMPENSATING:
+        return f"compensating: its compensation is {record.state}" if record else "workflow compensating"
+    return f"compensation {record.state}" if record else ""
+
+
 def run_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]]:
     """The handlers of this module's requests, for the machine's handler table."""
     from corral.controller.core.queries import visible_task, visible_workflow

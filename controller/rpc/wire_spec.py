@@ -259,6 +259,7 @@ _WIRE_NAMES = {
     "retry_backoff": "retry_backoff_s",
     "estimated_duration": "estimated_duration_s",
     "max_disconnect": "max_disconnect_s",
+    "compensate": "compensate_json",
 }
 ON_DISCONNECT_TO_PB = {"stop": pb.ON_DISCONNECT_STOP, "keep": pb.ON_DISCONNECT_KEEP}
 ON_DISCONNECT_FROM_PB = {v: k for k, v in ON_DISCONNECT_TO_PB.items()}

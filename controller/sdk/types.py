@@ -102,6 +102,9 @@ class TaskStatus(Record):
     deadline: datetime | None = None
     latest_start: datetime | None = None
     slack_s: float | None = None
+    # Issue 10, on_failure: compensate: its compensation's state ("" none) and error.
+    compensation_state: str = ""
+    compensation_error: str = ""
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -140,6 +143,8 @@ class TaskStatus(Record):
             deadline=timestamp(m, "deadline"),
             latest_start=timestamp(m, "latest_start"),
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            compensation_state=m.compensation_state,
+            compensation_error=m.compensation_error,
         )
 
     @property
@@ -461,6 +466,7 @@ class Explanation(Record):
     raw: scheduler_pb2.ExplainTaskResponse = dataclasses.field(repr=False, compare=False)
     slack_s: float | None = None  # deadlines: latest start - now
     deadline_note: str = ""
+    on_failure_note: str = ""  # issue 10: paused on a failure, compensating, a compensation
 
     @classmethod
     def from_proto(cls, m: scheduler_pb2.ExplainTaskResponse) -> Explanation:
@@ -476,6 +482,7 @@ class Explanation(Record):
             raw=m,
             slack_s=m.slack_s if m.HasField("slack_s") else None,
             deadline_note=m.deadline_note,
+            on_failure_note=m.on_failure_note,
         )
 
 

@@ -162,3 +162,28 @@ def test_force_cancel_skips_compensation_and_says_so(cluster: Cluster, tmp_path:
     events = api.orchestrator.GetWorkflowEvents(request, timeout=RPC_TIMEOUT_S).events
     assert [e.reason for e in events if e.kind == "compensation_skipped"] == ["force-cancel skips compensation"]
     assert [name for name, _, _ in _ledger(ledger)] == ["A", "B"]  # no compensation ran
+
+
+def test_bad_input_is_refused_with_a_field_path_and_nothing_is_stored(cluster: Cluster, tmp_path: Path) -> None:
+    api = cluster.start({"alpha": 1})
+    task = {"name": "a", "agent_type": "shell", "payload_json": b'{"shell": "true"}'}
+    cases = [  # (path, words in the message, compensate_json)
+        ("tasks[0].compensate_json", "cannot have dependencies", b'{"payload": {"shell": "x"}, "dependencies": ["b"]}'),
+        ("tasks[0].compensate_json.retries", "", b'{"payload": {"shell": "x"}, "retries": -1}'),
+        ("tasks[0].compensate_json", "not valid JSON", b"{not json"),
+    ]
+    for path, words, raw in cases:
+        message = types_pb2.TaskSpec(**task, compensate_json=raw)
+        spec = types_pb2.WorkflowSpec(name="bad", tasks=[message], on_failure="compensate")
+        with pytest.raises(grpc.RpcError) as refused:
+            api.orchestrator.SubmitWorkflow(orchestrator_pb2.SubmitWorkflowRequest(spec=spec), timeout=RPC_TIMEOUT_S)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, path
+        details = refused.value.details() or ""
+        assert path in details and words in details, (path, details)
+    spec = types_pb2.WorkflowSpec(name="bad", tasks=[types_pb2.TaskSpec(**task)], on_failure="explode")
+    with pytest.raises(grpc.RpcError) as unknown:
+        api.orchestrator.SubmitWorkflow(orchestrator_pb2.SubmitWorkflowRequest(spec=spec), timeout=RPC_TIMEOUT_S)
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "on_failure" in (unknown.value.details() or "")
+    listed = api.orchestrator.ListWorkflows(orchestrator_pb2.ListWorkflowsRequest(), timeout=RPC_TIMEOUT_S)
+    assert not listed.workflows  # nothing stored
