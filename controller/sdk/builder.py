@@ -67,6 +67,7 @@ class TaskOptions(TypedDict, total=False):
     spread: str | None
     affinity: Mapping[str, str] | None
     deadline: Deadline
+    compensate: Mapping[str, Any] | None
 
 
 class TaskHandle:
@@ -285,6 +286,7 @@ class Workflow:
         spread: str | None = None,
         affinity: Mapping[str, str] | None = None,
         deadline: Deadline = None,
+        compensate: Mapping[str, Any] | None = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -295,7 +297,8 @@ class Workflow:
         ``constraints`` maps an agent label to a value it must equal, or to an expression:
         ``{"zone": {"in": ["a", "b"]}, "gpu": {"exists": True}}``. ``spread="zone"`` prefers agents
         whose zone runs the fewest of this workflow's tasks (``"agent"``: per agent); ``affinity``
-        names labels preferred but not required.
+        names labels preferred but not required. ``compensate={"payload": {...}, "retries": 2}`` undoes
+        the task when the workflow fails or is cancelled (with ``on_failure="compensate"``).
         """
         self._check_open()
         index = len(self._tasks)
@@ -323,6 +326,8 @@ class Workflow:
             "max_agent_losses": max_agent_losses,
             "deadline": _deadline(deadline),
         }
+        if compensate is not None:
+            data["compensate"] = dict(compensate)
         try:
             spec = TaskSpec.model_validate(data)
         except ValidationError as exc:

@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+import yaml
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
@@ -14,7 +15,8 @@ from corral.controller.core.requests import Caller
 from corral.controller.core.runs import RetryRequest
 from corral.controller.core.sagas import compensation_of
 from corral.controller.errors import FailedPrecondition, InvalidArgument
-from corral.controller.spec import parse_workflow
+from corral.controller.sdk.builder import Workflow
+from corral.controller.spec import WorkflowSpec, parse_workflow
 from tests.unit.conftest import Sim, task_spec
 
 T = TaskState
@@ -203,3 +205,16 @@ def test_on_failure_must_be_known() -> None:
     with pytest.raises(InvalidArgument) as refused:
         parse_workflow({"name": "w", "on_failure": "explode", "tasks": [task_spec("a")]})
     assert [v.field for v in refused.value.violations] == ["on_failure"]
+
+
+def test_the_builder_and_the_file_format_carry_on_failure_and_compensate() -> None:
+    wf = Workflow("saga", on_failure="compensate")
+    a = wf.shell("a", shell="echo a", compensate={"payload": {"shell": "echo undo"}, "retries": 2})
+    wf.shell("b", shell="echo b", depends_on=[a])
+    spec = wf.build()
+    assert spec.on_failure == "compensate"
+    assert spec.tasks[0].compensate is not None and spec.tasks[0].compensate.retries == 2
+    again = parse_workflow(yaml.safe_load(wf.to_yaml()))
+    assert again == spec
+    schema = WorkflowSpec.model_json_schema()
+    assert "on_failure" in schema["properties"] and "CompensateSpec" in schema["$defs"]
