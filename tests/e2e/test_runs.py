@@ -165,6 +165,9 @@ def test_on_failure_pause_waits_for_the_operator_then_retry_completes(
         api = cluster.api
         assert eventually(paused, 30, "the restarted controller to answer").state == WorkflowState.PAUSED
     assert _ledger(ledger) == {"t1": 1, "t2": 1, "t3": 1, "t4": 1}
+    t5 = api.explain(api.tasks(workflow_id)["t5"].task_id)
+    assert t5.on_failure_note.startswith("workflow paused on a failure")
+    assert "corral retry" in t5.reason
 
     flag.touch()
     assert _retry(api, workflow_id).run == 2

@@ -106,6 +106,9 @@ def test_compensations_run_in_reverse_order_with_their_task_results(
     assert by_name["A"].compensation_state == by_name["B"].compensation_state == "completed"
     assert by_name["C"].compensation_state == ""
     assert by_name["A"].state == by_name["B"].state == TaskState.COMPLETED
+    record = api.explain(by_name["B"].compensation_task_id)  # the compensation's own record
+    assert record.on_failure_note == "compensation of task 'B' (completed)"
+    assert record.task.result_json  # its own result; its logs are under its attempts like any task's
 
     rows = _ledger(ledger)
     names = [name for name, _, _ in rows]
