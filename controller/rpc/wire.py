@@ -290,7 +290,12 @@ def _stamp(stamp: Timestamp, value: float) -> None:
 
 
 def _counts(machine: Machine, workflow: Workflow) -> dict[str, int]:
-    return {str(state): n for state, n in machine.counts[workflow.id].items() if n}
+    counts = machine.counts[workflow.id]
+    records = machine.sagas.of_workflow.get(workflow.id)
+    if records:  # issue 10: compensation records are counted there, but are not tasks of the listing
+        counts = counts.copy()
+        counts.subtract(machine.tasks[r].state for r in records)
+    return {str(state): n for state, n in counts.items() if n}
 
 
 def _compensation(machine: Machine, task: Task, message: pb.TaskStatus) -> None:

@@ -103,6 +103,7 @@ def test_compensations_run_in_reverse_order_with_their_task_results(
     assert "'C' failed" in done.error and "compensation_failed" not in done.error
     by_name = {t.name: t for t in done.tasks}
     assert set(by_name) == {"A", "B", "C"}  # compensations are not tasks of the listing
+    assert dict(done.task_counts) == {"completed": 2, "failed": 1}
     assert by_name["A"].compensation_state == by_name["B"].compensation_state == "completed"
     assert by_name["C"].compensation_state == ""
     assert by_name["A"].state == by_name["B"].state == TaskState.COMPLETED
