@@ -218,3 +218,23 @@ def test_the_builder_and_the_file_format_carry_on_failure_and_compensate() -> No
     assert again == spec
     schema = WorkflowSpec.model_json_schema()
     assert "on_failure" in schema["properties"] and "CompensateSpec" in schema["$defs"]
+
+
+def test_a_task_killed_while_running_is_compensated_too(sim: Sim) -> None:
+    sim.hello("a1")
+    wf = _chain(sim)
+    _finish(sim, sim.task(wf, "a").id)
+    b = sim.task(wf, "b")
+    attempt = b.current_attempt_id
+    assert attempt is not None
+    sim.started("a1", attempt)
+    sim.do(ev.CancelWorkflow(wf))
+    sim.finished("a1", attempt, A.CANCELLED, error="terminated")
+    assert b.state is T.CANCELLED
+    comp_b, comp_a = compensation_of(sim.machine, b), compensation_of(sim.machine, sim.task(wf, "a"))
+    assert comp_b is not None and comp_a is not None
+    assert comp_b.state is T.ASSIGNED and comp_a.dependencies == (comp_b.id,)
+    _finish(sim, comp_b.id)
+    _finish(sim, comp_a.id)
+    workflow = sim.machine.workflows[wf]
+    assert workflow.state is W.CANCELLED and workflow.error == "cancelled"
