@@ -240,6 +240,38 @@ Constraint = Annotated[
 TaskTypeName = Literal["compute", "io", "network", "hybrid"]
 
 
+class CompensateSpec(_Strict):
+    """A task's compensation (issue 10, ``on_failure: compensate``): what undoes it, with its own
+    retries. It runs with its task's agent type and resources and receives the task's result as
+    the input ``task``; it has no dependencies of its own (the workflow's order, reversed)."""
+
+    payload: dict[str, Any] = Field(min_length=1, description="as a task's payload, for the task's agent type")
+    retries: int = Field(0, ge=0, le=Limits.max_retries)
+    retry_backoff: float = Field(1.0, description="base of the exponential retry backoff, seconds")
+    timeout: float | None = Field(None, description="seconds; none means no limit")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_dependencies(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dependencies" in data:
+            raise ValueError(
+                "a compensation cannot have dependencies: compensations run in the reverse order of their tasks"
+            )
+        return data
+
+    @field_validator("retry_backoff")
+    @classmethod
+    def _backoff(cls, value: float) -> float:
+        return _finite(value, "seconds", Limits.max_timeout_s)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or not 0 < value <= Limits.max_timeout_s):
+            raise ValueError(f"timeout must be a finite number of seconds > 0 and <= {Limits.max_timeout_s:g}")
+        return value
+
+
 class TaskSpec(_Strict):
     """One task of a workflow file."""
 
@@ -308,6 +340,21 @@ class TaskSpec(_Strict):
             if info.data.get("gang"):
                 raise ValueError("a map task cannot be in a gang")
         return value
+
+    compensate: CompensateSpec | None = Field(
+        None, description="what undoes this task when its workflow fails or is cancelled (on_failure: compensate)"
+    )
+
+    @model_validator(mode="after")
+    def _compensation_payload(self) -> TaskSpec:
+        if self.compensate is not None:
+            try:  # the same payload rules as the task's own, for its agent type
+                TaskSpec.model_validate(
+                    {"name": self.name, "agent_type": self.agent_type, "payload": self.compensate.payload}
+                )
+            except ValidationError as exc:
+                raise ValueError(f"compensate.payload: {exc.errors()[0]['msg']}") from None
+        return self
 
     @field_validator("max_disconnect", mode="before")
     @classmethod
@@ -454,6 +501,11 @@ class WorkflowHeader(_Strict):
 
     max_parallel: int | None = Field(
         None, ge=1, le=Limits.max_tasks, description="at most this many of its tasks assigned or running at once"
+    )
+    on_failure: Literal["fail", "compensate", "pause"] = Field(
+        "fail",
+        description="when a task fails for good: fail the workflow, compensate its completed tasks, "
+        "or pause it for `corral retry`",
     )
 
     @field_validator("metadata")

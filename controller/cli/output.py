@@ -51,6 +51,7 @@ STATE_STYLES: dict[str, str] = {
     "running": "bold blue",
     "paused": "yellow",
     "cancelling": "yellow",
+    "compensating": "yellow",
     "completed": "green",
     "failed": "bold red",
     "cancelled": "magenta",
@@ -174,6 +175,8 @@ def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
         detail = task.error or task.waiting_reason or task.plan_reason
         if task.unschedulable:
             detail = f"unschedulable: {task.waiting_reason}"
+        if task.compensation_state:  # issue 10: its compensation's outcome
+            detail = f"compensation {task.compensation_state}" + (f" ({detail})" if detail else "")
         cells: list[RenderableType] = [
             task.name,
             _state(task.state),
@@ -207,7 +210,7 @@ def status_view(status: WorkflowStatus, wide: bool) -> RenderableType:
     head.add_column(style="bold")
     head.add_column()
     head.add_row("Workflow", f"{status.name} ({status.workflow_id})")
-    head.add_row("State", _state(status.state))
+    head.add_row("State", _state(status.state) + (f"  (run {status.run})" if status.run > 1 else ""))
     head.add_row("Tasks", f"{status.task_total}  {_counts(status.task_counts)}")
     head.add_row("Created", _stamp(status.created_at))
     if status.started_at:

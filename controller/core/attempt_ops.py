@@ -55,6 +55,7 @@ class AttemptOps(WorkflowOps):
             pulled=pulled,
             assigned_at=now,
             principal=principal,
+            run=self.workflows[task.workflow_id].run,
         )
         self.attempts[attempt.id] = attempt
         lease = self.config.assignment_lease_s
@@ -72,6 +73,8 @@ class AttemptOps(WorkflowOps):
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
         if task.dynamic is not None and task.dynamic.map_item is not None:
             inputs = map_inputs(self, task, task.dynamic.map_item)  # a map child (core/dynamic.py)
+        if task.compensates:  # a compensation (issue 10) receives the result of the task it undoes
+            inputs = {"task": self.tasks[task.compensates].result or b"null"}
         refs = secret_refs(task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
         keep_for = 0.0

@@ -24,12 +24,16 @@ from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
 from corral.controller.core.queries import request_handlers
+from corral.controller.core.runs import run_handlers
+from corral.controller.core.sagas import restore as restore_sagas
 from corral.controller.core.state import MachineConfig
 from corral.controller.store.base import Snapshot
 
 __all__ = ["Explanation", "Machine", "MachineConfig"]
 
 T = TaskState
+# Workflow states whose READY tasks are queued (COMPENSATING: its compensations, issue 10).
+_QUEUEING = frozenset({WorkflowState.RUNNING, WorkflowState.COMPENSATING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class Machine(FleetOps):
             ev.PullTask: self.pull,
         }
         self._handlers.update(request_handlers(self))
+        self._handlers.update(run_handlers(self))
 
     def handle(self, event: ev.Event, now: float) -> Any:
         """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""
@@ -150,6 +155,8 @@ class Machine(FleetOps):
                     self.fence_at[attempt.id] = adopt_deadline
         self.ordering.book.restore(snapshot.durations)
         self.checkpoints.restore(snapshot.checkpoints)
+        self.run_book.restore(snapshot.runs)
+        restore_sagas(self, snapshot.tasks)
         for workflow in self.workflows.values():
             if workflow.state in (WorkflowState.RUNNING, WorkflowState.PAUSED, WorkflowState.CANCELLING):
                 self.rank_workflow(workflow)
@@ -157,7 +164,7 @@ class Machine(FleetOps):
         ready = [
             task
             for task in self.tasks.values()
-            if task.state is T.READY and self.workflows[task.workflow_id].state is WorkflowState.RUNNING
+            if task.state is T.READY and self.workflows[task.workflow_id].state in _QUEUEING
         ]
         ready.sort(key=lambda task: task.ready_at or 0.0)
         for task in ready:
@@ -232,7 +239,7 @@ class Machine(FleetOps):
         """
         if task.state is not T.READY:
             return ""
-        if self.workflows[task.workflow_id].state is not WorkflowState.RUNNING:
+        if self.workflows[task.workflow_id].state not in _QUEUEING:
             return "not queued: its workflow is not running"
         last = self.last_plan
         if last is None:
@@ -268,7 +275,7 @@ class Machine(FleetOps):
         for task in self.tasks.values():
             workflow = self.workflows[task.workflow_id]
             queued = task.id in self.queue
-            should_queue = task.state is T.READY and workflow.state is WorkflowState.RUNNING
+            should_queue = task.state is T.READY and workflow.state in _QUEUEING
             assert queued == should_queue, f"task {task.name}: queued={queued}, state {task.state}/{workflow.state}"
             if task.state in (T.ASSIGNED, T.RUNNING):
                 attempt = self.attempts.get(task.current_attempt_id or "")
@@ -279,7 +286,7 @@ class Machine(FleetOps):
                 assert unfinished == 0, f"task {task.name} is {task.state} with unfinished dependencies"
         for workflow in self.workflows.values():
             counted = sum(self.counts[workflow.id].values())
-            assert counted == len(workflow.task_ids), f"workflow {workflow.id}: counts"
+            assert counted == len(workflow.task_ids) + self.sagas.hidden(workflow.id), f"workflow {workflow.id}: counts"
             if workflow.state.terminal:
                 assert self.remaining(workflow.id) == 0, f"workflow {workflow.id} ended with live tasks"
         for attempt_id in self.fence_at.keys() | self.withdrawing.keys():

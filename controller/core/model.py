@@ -67,6 +67,7 @@ class WorkflowState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    COMPENSATING = "compensating"  # on_failure: compensate: its completed tasks are undone (issue 10)
 
     @property
     def terminal(self) -> bool:
@@ -252,6 +253,10 @@ class Task:
     last_preemption: str = ""
     gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
     dynamic: Dynamic | None = None  # spawned / map / "X/*" fan-in (issue 10, core/dynamic.py); None: none
+    # Sagas (issue 10, core/sagas.py): its compensation spec (JSON, b"" none); on a compensation's
+    # own record, the id of the task it undoes (such records are not in their workflow's task_ids).
+    compensate: bytes = b""
+    compensates: str = ""
 
 
 @dataclass(slots=True)
@@ -276,6 +281,11 @@ class Workflow:
     deadline_policy: str = "warn"  # reject | warn | best_effort
     deadline_verdict: str = ""  # "", feasible, at_risk, infeasible
     max_parallel: int | None = None  # at most this many of its tasks ASSIGNED/RUNNING at once
+    # Issue 10 (core/runs.py): what a failure does (fail | compensate | pause), and the current run
+    # (1-based; retry and rerun start the next one, the earlier ones are rows of the runs table).
+    on_failure: str = "fail"
+    run: int = 1
+    compensation: str = ""  # the end state ("failed", "cancelled") its compensation leads to; "" none
 
 
 @dataclass(slots=True)
@@ -301,6 +311,7 @@ class Attempt:
     # Measured usage, as its agent reported it when it ended (0: not measured, or not ended yet).
     peak_rss_bytes: int = 0
     cpu_s: float = 0.0
+    run: int = 1  # the workflow run it belongs to (issue 10)
 
     def usage_note(self) -> str:
         """The measured usage in words for the event log ("peak RSS 52.3 MiB, CPU 0.41 s"), or ""."""

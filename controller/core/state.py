@@ -36,6 +36,8 @@ from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.preemption import Preempter
 from corral.controller.core.queues import ReadyQueue
 from corral.controller.core.reservations import Reservations
+from corral.controller.core.runs import RunBook
+from corral.controller.core.sagas import Sagas
 from corral.controller.core.scheduling import Plan
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
@@ -218,6 +220,8 @@ class MachineState:
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
         self.checkpoints = CheckpointBook()  # issue 10: each task's last checkpoint
         self.dynamic = DynamicBook()  # issue 10: spawned children and "X/*" fan-ins (indexes)
+        self.run_book = RunBook()  # issue 10: the runs of retried workflows
+        self.sagas = Sagas()  # issue 10: compensation records
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -318,6 +322,8 @@ class MachineState:
         checkpoints = self.checkpoints.take_changes()
         if checkpoints is not None:
             batch.checkpoints = checkpoints
+        if self.run_book.dirty:
+            batch.runs = self.run_book.take()
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []
@@ -559,6 +565,7 @@ _WORKFLOW_KINDS: dict[WorkflowState, str] = {
     WorkflowState.COMPLETED: "completed",
     WorkflowState.FAILED: "failed",
     WorkflowState.CANCELLED: "cancelled",
+    WorkflowState.COMPENSATING: "compensating",
 }
 
 

@@ -43,10 +43,11 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     # -> READY: retry after a failure, or requeue after a lost agent / drained attempt.
     T.ASSIGNED: frozenset({T.RUNNING, T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
     T.RUNNING: frozenset({T.READY, T.COMPLETED, T.FAILED, T.CANCELLED}),
-    T.COMPLETED: frozenset(),
-    T.FAILED: frozenset(),
-    T.CANCELLED: frozenset(),
-    T.SKIPPED: frozenset(),
+    # -> PENDING: a retry or rerun of its workflow (issue 10, core/runs.py) runs it again.
+    T.COMPLETED: frozenset({T.PENDING}),
+    T.FAILED: frozenset({T.PENDING}),
+    T.CANCELLED: frozenset({T.PENDING}),
+    T.SKIPPED: frozenset({T.PENDING}),
 }
 
 _ATTEMPT_ENDS = frozenset({A.SUCCEEDED, A.FAILED, A.TIMED_OUT, A.CANCELLED, A.LOST})
@@ -63,13 +64,17 @@ ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
 
 WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
     W.PENDING: frozenset({W.RUNNING, W.CANCELLED}),
-    W.RUNNING: frozenset({W.PAUSED, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED}),
+    W.RUNNING: frozenset({W.PAUSED, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED, W.COMPENSATING}),
     # Attempts already running when a workflow pauses may still finish it.
-    W.PAUSED: frozenset({W.RUNNING, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED}),
-    W.CANCELLING: frozenset({W.CANCELLED}),
-    W.COMPLETED: frozenset(),
-    W.FAILED: frozenset(),
-    W.CANCELLED: frozenset(),
+    W.PAUSED: frozenset({W.RUNNING, W.CANCELLING, W.CANCELLED, W.COMPLETED, W.FAILED, W.COMPENSATING}),
+    W.CANCELLING: frozenset({W.CANCELLED, W.COMPENSATING}),
+    # Sagas (issue 10, core/sagas.py): compensations run, then the workflow ends as it would have.
+    W.COMPENSATING: frozenset({W.FAILED, W.CANCELLED}),
+    # -> RUNNING: a new run (retry, rerun; issue 10, core/runs.py); -> COMPENSATING: a retry of
+    # failed compensations.
+    W.COMPLETED: frozenset({W.RUNNING}),
+    W.FAILED: frozenset({W.RUNNING, W.COMPENSATING}),
+    W.CANCELLED: frozenset({W.RUNNING, W.COMPENSATING}),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from corral.controller.core import sagas
 from corral.controller.core.deadline_ops import DeadlineOps
 from corral.controller.core.dynamic import expand_or_gather
 from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
@@ -15,6 +16,7 @@ from corral.controller.core.model import (
     Workflow,
     WorkflowState,
 )
+from corral.controller.core.runs import pause_on_failure, paused_on_failure, skip_held_failures
 from corral.controller.errors import FailedPrecondition
 
 __all__ = ["WorkflowOps"]
@@ -94,7 +96,10 @@ class WorkflowOps(DeadlineOps):
             return workflow
         if workflow.state is not W.PAUSED:
             raise FailedPrecondition(f"workflow {workflow_id} is {workflow.state}; only a paused workflow resumes")
+        held = paused_on_failure(self, workflow)
         self.set_workflow_state(workflow, W.RUNNING, now)
+        if held:
+            skip_held_failures(self, workflow, now)
         for task_id in workflow.task_ids:
             task = self.tasks[task_id]
             if task.state is T.READY:
@@ -106,6 +111,10 @@ class WorkflowOps(DeadlineOps):
         workflow = self.workflow(event.workflow_id)
         if workflow.state.terminal:
             raise FailedPrecondition(f"workflow {workflow.id} already {workflow.state}; nothing to cancel")
+        if workflow.on_failure == "compensate":
+            sagas.check_cancel(workflow, event.force)
+            if event.force:
+                sagas.force_cancel(self, workflow, now)
         if workflow.state is W.CANCELLING and not event.force:
             return workflow
         workflow.error = event.reason or ("cancelled (forced)" if event.force else "cancelled")
@@ -128,7 +137,8 @@ class WorkflowOps(DeadlineOps):
         for agent_id, attempt_ids in by_agent.items():
             self.emit(CancelAttempts(agent_id, attempt_ids, event.force, self.config.kill_grace_s))
         if self.remaining(workflow.id) == 0:
-            self.set_workflow_state(workflow, W.CANCELLED, now, workflow.error)
+            if event.force or workflow.on_failure != "compensate" or not sagas.begin(self, workflow, W.CANCELLED, now):
+                self.set_workflow_state(workflow, W.CANCELLED, now, workflow.error)
         elif workflow.state is not W.CANCELLING:
             self.set_workflow_state(workflow, W.CANCELLING, now, workflow.error)
         return workflow
@@ -149,7 +159,8 @@ class WorkflowOps(DeadlineOps):
         task.not_before = not_before
         self.set_task_state(task, T.READY, now, kind=kind, reason=reason)
         task.agent_id = None
-        if self.workflows[task.workflow_id].state is W.RUNNING:
+        state = self.workflows[task.workflow_id].state
+        if state is W.RUNNING or state is W.COMPENSATING:
             self.enqueue(task)
 
     def release_dependents(self, task: Task, now: float) -> None:
@@ -159,11 +170,16 @@ class WorkflowOps(DeadlineOps):
             self.unfinished_deps[child_id] -= 1
             child = self.tasks[child_id]
             ready = self.unfinished_deps[child_id] == 0 and child.state is T.PENDING
-            if ready and workflow.state in (W.RUNNING, W.PAUSED):
+            if ready and workflow.state in (W.RUNNING, W.PAUSED, W.COMPENSATING):
                 self.make_ready(child, now)
 
-    def skip_descendants(self, task: Task, now: float) -> None:
-        """A task failed for good: everything downstream of it can never run."""
+    def skip_descendants(self, task: Task, now: float, *, hold: bool = True) -> None:
+        """A task failed for good: everything downstream of it can never run.
+
+        ``on_failure: pause`` (issue 10) pauses the workflow instead, its descendants held PENDING.
+        """
+        if hold and self.workflows[task.workflow_id].on_failure == "pause" and pause_on_failure(self, task, now):
+            return
         pending = deque(self.dependents[task.id])
         message = f"upstream task {task.name!r} failed"
         while pending:
@@ -177,6 +193,10 @@ class WorkflowOps(DeadlineOps):
     def finish_if_done(self, workflow: Workflow, now: float) -> None:
         """End the workflow once every task is terminal."""
         if workflow.state.terminal or workflow.state is W.PENDING or self.remaining(workflow.id):
+            return
+        if workflow.on_failure == "pause" and paused_on_failure(self, workflow):
+            return  # waits for a retry (or a resume, which fails it)
+        if workflow.on_failure == "compensate" and sagas.step(self, workflow, now):
             return
         counts = self.counts[workflow.id]
         if workflow.state is W.CANCELLING:

@@ -17,6 +17,7 @@ from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
 from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.identity import current_principal
+from corral.controller.rpc.runs import RunsServicer
 from corral.controller.rpc.scope import require_namespace
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
@@ -48,7 +49,7 @@ def _status(include_tasks: bool = False) -> Callable[[Machine, Workflow, float],
     return render
 
 
-class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
+class OrchestratorService(RunsServicer, orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         # Plans of the latest submissions: a plan depends only on the spec, and asking for it

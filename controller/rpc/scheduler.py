@@ -12,6 +12,7 @@ from corral.controller.core.checkpoints import checkpoint_note
 from corral.controller.core.machine import Explanation, Machine
 from corral.controller.core.model import AttemptState, Task, TaskState
 from corral.controller.core.preemption import preemption_note
+from corral.controller.core.runs import explain_note
 from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import fields, identity, wire
 from corral.controller.rpc.admission import admit, admit_task
@@ -122,6 +123,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         def render(machine: Machine, answer: tuple[Task, Explanation], now: float) -> pb.ExplainTaskResponse:
             task, why = answer
             note = preemption_note(machine, task)
+            durable = explain_note(machine, task)
             response = pb.ExplainTaskResponse(
                 task=wire.task_status(machine, task, why.reason, why.unschedulable, now),
                 reason=f"{note}; {why.reason}" if note else why.reason,
@@ -132,7 +134,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 demand_class=why.demand_class,
                 preemption=note,
                 checkpoint=checkpoint_note(machine, task.id),
+                on_failure_note=durable,
             )
+            if durable:
+                response.reason = f"{durable}; {response.reason}"
             if response.task.HasField("slack_s"):
                 response.slack_s = response.task.slack_s
                 response.deadline_note = machine.deadline_book.note(task.id, now)

@@ -86,7 +86,15 @@ class _Records:
             max_preemptions=spec.max_preemptions,
             gang=spec.gang or "",
             dynamic=_dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None,
+            compensate=_compensate(spec),
         )
+
+
+def _compensate(spec: TaskSpec) -> bytes:
+    """A task's compensation spec as stored (JSON), b"" without one."""
+    if spec.compensate is None:
+        return b""
+    return json.dumps(spec.compensate.model_dump(exclude_defaults=True), separators=(",", ":")).encode()
 
 
 def _deadline(text: str | None) -> dict[str, Any]:
@@ -130,6 +138,7 @@ def _workflow(
         deadline_policy=header.deadline_policy,
         **_deadline(header.deadline),
         max_parallel=header.max_parallel,
+        on_failure=header.on_failure,
     )
 
 
@@ -161,6 +170,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["deadline_policy"] = message.deadline_policy
     if message.HasField("max_parallel"):
         data["max_parallel"] = message.max_parallel
+    if message.on_failure:
+        data["on_failure"] = message.on_failure
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:

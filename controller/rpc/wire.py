@@ -66,6 +66,7 @@ WORKFLOW_STATE_TO_PB = {
     WorkflowState.COMPLETED: pb.WORKFLOW_STATE_COMPLETED,
     WorkflowState.FAILED: pb.WORKFLOW_STATE_FAILED,
     WorkflowState.CANCELLED: pb.WORKFLOW_STATE_CANCELLED,
+    WorkflowState.COMPENSATING: pb.WORKFLOW_STATE_COMPENSATING,
 }
 WORKFLOW_STATE_FROM_PB = {v: k for k, v in WORKFLOW_STATE_TO_PB.items()}
 AGENT_STATE_TO_PB = {
@@ -255,6 +256,8 @@ def task_status(
         message.plan_reason = machine.plan_reason(task)
     if task.gang:
         message.gang = task.gang
+    if machine.sagas.of_task:  # issue 10: its compensation, once one was made
+        _compensation(machine, task, message)
     ranked = machine.ordering.ranking.get(task.id)
     if ranked is not None:
         message.rank_s = ranked.rank_s
@@ -304,7 +307,21 @@ def _stamp(stamp: Timestamp, value: float) -> None:
 
 
 def _counts(machine: Machine, workflow: Workflow) -> dict[str, int]:
-    return {str(state): n for state, n in machine.counts[workflow.id].items() if n}
+    counts = machine.counts[workflow.id]
+    records = machine.sagas.of_workflow.get(workflow.id)
+    if records:  # issue 10: compensation records are counted there, but are not tasks of the listing
+        counts = counts.copy()
+        counts.subtract(machine.tasks[r].state for r in records)
+    return {str(state): n for state, n in counts.items() if n}
+
+
+def _compensation(machine: Machine, task: Task, message: pb.TaskStatus) -> None:
+    record_id = machine.sagas.of_task.get(task.id)
+    if record_id is not None:
+        record = machine.tasks[record_id]
+        message.compensation_state = str(record.state)
+        message.compensation_error = record.error
+        message.compensation_task_id = record.id
 
 
 def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, now: float) -> pb.WorkflowStatus:
@@ -323,6 +340,8 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         namespace=workflow.namespace,
         max_parallel=workflow.max_parallel or 0,
         concurrency_limit=machine.parallelism.current(workflow.id),
+        run=workflow.run,
+        on_failure=workflow.on_failure,
     )
     if workflow.deadline is not None:
         _stamp(message.deadline, workflow.deadline)

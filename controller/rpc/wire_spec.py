@@ -108,6 +108,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["gang"] = task.gang
     if task.map:
         fields["map"] = task.map
+    if task.compensate is not None:
+        fields["compensate_json"] = _json_bytes(task.compensate.model_dump(exclude_defaults=True))
     return pb.TaskSpec(**fields)
 
 
@@ -131,6 +133,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.deadline_policy = spec.deadline_policy
     if spec.max_parallel is not None:
         message.max_parallel = spec.max_parallel
+    if spec.on_failure != "fail":
+        message.on_failure = spec.on_failure
     return message
 
 
@@ -205,6 +209,11 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["gang"] = message.gang
     if message.map:
         data["map"] = message.map
+    if message.compensate_json:
+        where = f"{path}.compensate"
+        data["compensate"] = decode_json_field(
+            message.compensate_json, where, Limits.max_payload_bytes, "max_payload_bytes"
+        )
     return data
 
 
@@ -254,6 +263,7 @@ _WIRE_NAMES = {
     "retry_backoff": "retry_backoff_s",
     "estimated_duration": "estimated_duration_s",
     "max_disconnect": "max_disconnect_s",
+    "compensate": "compensate_json",
 }
 ON_DISCONNECT_TO_PB = {"stop": pb.ON_DISCONNECT_STOP, "keep": pb.ON_DISCONNECT_KEEP}
 ON_DISCONNECT_FROM_PB = {v: k for k, v in ON_DISCONNECT_TO_PB.items()}

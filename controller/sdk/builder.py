@@ -70,6 +70,7 @@ class TaskOptions(TypedDict, total=False):
     deadline: Deadline
     map_over: TaskHandle | str | None
     after_spawned: Iterable[TaskHandle | str]
+    compensate: Mapping[str, Any] | None
 
 
 class TaskHandle:
@@ -221,8 +222,10 @@ class Workflow:
         max_agent_losses: int | None = None,
         deadline: Deadline = None,
         deadline_policy: Literal["reject", "warn", "best_effort"] = "warn",
+        on_failure: Literal["fail", "compensate", "pause"] = "fail",
     ) -> None:
         self._name = name
+        self._on_failure = on_failure
         self._deadline = _deadline(deadline)
         self._deadline_policy = deadline_policy
         self._metadata = dict(metadata or {})
@@ -288,6 +291,7 @@ class Workflow:
         deadline: Deadline = None,
         map_over: TaskHandle | str | None = None,
         after_spawned: Iterable[TaskHandle | str] = (),
+        compensate: Mapping[str, Any] | None = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -303,6 +307,8 @@ class Workflow:
         Dynamic tasks (issue 10): ``map_over=items`` runs one copy per item of ``items``' list result
         (``inputs["item"]``; it becomes a dependency), its result the list of theirs;
         ``after_spawned=[x]`` waits for ``x`` and every task ``x`` spawns (``"x/*"``).
+        ``compensate={"payload": {...}, "retries": 2}`` undoes the task when the workflow fails or is
+        cancelled (with ``on_failure="compensate"``).
         """
         self._check_open()
         index = len(self._tasks)
@@ -335,6 +341,8 @@ class Workflow:
             "deadline": _deadline(deadline),
             "map": mapped,
         }
+        if compensate is not None:
+            data["compensate"] = dict(compensate)
         try:
             spec = TaskSpec.model_validate(data)
         except ValidationError as exc:
@@ -444,6 +452,7 @@ class Workflow:
             max_agent_losses=spec.max_agent_losses,
             deadline=spec.deadline,
             deadline_policy=spec.deadline_policy,
+            on_failure=spec.on_failure,
         )
         wf._tasks = {t.name: t for t in spec.tasks}
         return wf
@@ -469,6 +478,7 @@ class Workflow:
             "max_agent_losses": self._max_agent_losses,
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
+            "on_failure": self._on_failure,
         }
         try:
             return parse_workflow(data)
@@ -492,6 +502,7 @@ class Workflow:
             "max_agent_losses": self._max_agent_losses,
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
+            "on_failure": self._on_failure,
         }
         try:
             WorkflowSpec.model_validate(data)

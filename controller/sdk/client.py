@@ -49,6 +49,7 @@ from corral.controller.sdk.errors import (
     error_from_rpc,
     unreachable,
 )
+from corral.controller.sdk.runs import RunsMixin
 from corral.controller.sdk.types import (
     AgentInfo,
     Assignment,
@@ -111,7 +112,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client:
+class Client(RunsMixin):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of

@@ -108,6 +108,9 @@ class TaskStatus(Record):
     # Checkpoints (issue 10): when its last checkpoint was stored, and its size (0: none).
     checkpointed_at: datetime | None = None
     checkpoint_bytes: int = 0
+    # Issue 10, on_failure: compensate: its compensation's state ("" none) and error.
+    compensation_state: str = ""
+    compensation_error: str = ""
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -150,6 +153,8 @@ class TaskStatus(Record):
             expected_cpu_s=m.expected_cpu_s,
             checkpointed_at=timestamp(m, "checkpointed_at"),
             checkpoint_bytes=m.checkpoint_bytes,
+            compensation_state=m.compensation_state,
+            compensation_error=m.compensation_error,
         )
 
     @property
@@ -181,6 +186,8 @@ class WorkflowStatus(Record):
     deadline: datetime | None = None
     deadline_verdict: str = ""  # at submit: feasible, at_risk, infeasible
     slack_s: float | None = None  # least slack over its unfinished tasks
+    run: int = 1  # issue 10: the current run (retry and rerun start the next)
+    on_failure: str = "fail"
 
     @classmethod
     def from_proto(cls, m: pb.WorkflowStatus) -> WorkflowStatus:
@@ -202,6 +209,8 @@ class WorkflowStatus(Record):
             deadline=timestamp(m, "deadline"),
             deadline_verdict=m.deadline_verdict,
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            run=m.run or 1,
+            on_failure=m.on_failure or "fail",
         )
 
     @property
@@ -468,6 +477,7 @@ class Explanation(Record):
     slack_s: float | None = None  # deadlines: latest start - now
     deadline_note: str = ""
     checkpoint: str = ""  # "resumes from the checkpoint attempt N saved at ..." (issue 10), or ""
+    on_failure_note: str = ""  # issue 10: paused on a failure, compensating, a compensation
 
     @classmethod
     def from_proto(cls, m: scheduler_pb2.ExplainTaskResponse) -> Explanation:
@@ -484,6 +494,7 @@ class Explanation(Record):
             slack_s=m.slack_s if m.HasField("slack_s") else None,
             deadline_note=m.deadline_note,
             checkpoint=m.checkpoint,
+            on_failure_note=m.on_failure_note,
         )
 
 

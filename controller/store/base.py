@@ -14,6 +14,7 @@ from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEn
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.durations import DurationChanges, LearnedDuration
 from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
+from corral.controller.core.run_record import Run
 
 __all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
 
@@ -49,6 +50,7 @@ class ChangeBatch:
     durations: DurationChanges = field(default_factory=lambda: DurationChanges({}))
     # Task checkpoints (issue 10): task id -> the record, or None to delete it.
     checkpoints: CheckpointChanges = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)  # issue 10: run rows, upserted
 
     def size(self) -> int:
         """Records and log chunks in the batch, a measure of its commit's cost.
@@ -68,6 +70,7 @@ class ChangeBatch:
             + len(self.events) // 4
             + len(self.durations.groups)
             + len(self.checkpoints)
+            + len(self.runs)
         )
 
     def __bool__(self) -> bool:
@@ -83,6 +86,7 @@ class ChangeBatch:
             or self.events
             or self.durations
             or self.checkpoints
+            or self.runs
         )
 
 
@@ -99,6 +103,7 @@ class Snapshot:
     last_event_seq: int = 0  # the highest event-log seq stored (new events continue after it)
     durations: list[LearnedDuration] = field(default_factory=list)  # learned durations (issue 9)
     checkpoints: list[Checkpoint] = field(default_factory=list)  # task checkpoints (issue 10)
+    runs: list[Run] = field(default_factory=list)  # issue 10: runs of retried workflows
 
 
 class Store(Protocol):

@@ -82,6 +82,9 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "deadline_policy",
         "deadline_verdict",
         "max_parallel",
+        "on_failure",
+        "run",
+        "compensation",
     ),
     "tasks": (
         "id",
@@ -129,6 +132,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "last_preemption",
         "gang",
         "dynamic",
+        "compensate",
+        "compensates",
     ),
     "attempts": (
         "id",
@@ -148,6 +153,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "error",
         "peak_rss_bytes",
         "cpu_s",
+        "run",
     ),
     "agents": (
         "id",
@@ -336,6 +342,9 @@ def encode_workflow(w: Workflow) -> Row:
         w.deadline_policy,
         w.deadline_verdict,
         w.max_parallel,
+        w.on_failure,
+        w.run,
+        w.compensation,
     )
 
 
@@ -360,6 +369,9 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         deadline_policy=row[15],
         deadline_verdict=row[16],
         max_parallel=row[17],
+        on_failure=row[18],
+        run=row[19],
+        compensation=row[20],
     )
 
 
@@ -413,6 +425,8 @@ def encode_task(t: Task) -> Row:
         t.last_preemption,
         t.gang,
         encode_dynamic(t.dynamic) if t.dynamic is not None else "",
+        t.compensate,
+        t.compensates,
     )
 
 
@@ -464,6 +478,8 @@ def decode_task(row: Sequence[Any]) -> Task:
         last_preemption=row[42],
         gang=row[43],
         dynamic=decode_dynamic(row[44]) if row[44] else None,
+        compensate=row[45],
+        compensates=row[46],
     )
 
 
@@ -487,6 +503,7 @@ def encode_attempt(a: Attempt) -> Row:
         a.error,
         a.peak_rss_bytes,
         a.cpu_s,
+        a.run,
     )
 
 
@@ -510,6 +527,7 @@ def decode_attempt(row: Sequence[Any]) -> Attempt:
         row[14],
         peak_rss_bytes=row[15],
         cpu_s=row[16],
+        run=row[17],
     )
 
 

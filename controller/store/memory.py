@@ -17,7 +17,7 @@ from typing import Any, Final
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec
+from corral.controller.store import access_codec, codec, durations_codec, event_codec, runs_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MemoryStore"]
@@ -53,6 +53,7 @@ class MemoryStore:
         self._last_event_seq = 0
         self._durations: dict[tuple[str, str, str], codec.Row] = {}
         self._checkpoints: dict[str, Checkpoint] = {}
+        self._runs: dict[tuple[str, int], codec.Row] = {}  # issue 10
         self._closed = False
 
     def _check_open(self) -> None:
@@ -68,6 +69,7 @@ class MemoryStore:
             last_event_seq = self._last_event_seq
             duration_rows = list(self._durations.values())
             checkpoints = [Checkpoint(*astuple(c)) for c in self._checkpoints.values()]
+            run_rows = sorted(self._runs.values())
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -88,6 +90,7 @@ class MemoryStore:
                 (d for r in duration_rows for d in durations_codec.decode_group(r)), key=lambda d: d.updated_at
             ),
             checkpoints=checkpoints,
+            runs=[runs_codec.decode_run(r) for r in run_rows],
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -114,6 +117,7 @@ class MemoryStore:
         groups = batch.durations.groups
         duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
+        runs = [runs_codec.encode_run(r) for r in batch.runs]
         with self._lock:
             self._check_open()
             if events and (
@@ -144,6 +148,8 @@ class MemoryStore:
                     self._checkpoints.pop(task_id, None)
                 else:  # a copy: the machine's record is live
                     self._checkpoints[task_id] = Checkpoint(*astuple(record))
+            for row in runs:
+                self._runs[(row[0], row[1])] = row
             for table, keyed in access.items():
                 self._access[table].update(keyed)
             for key in changes.deleted_secrets:

@@ -25,7 +25,7 @@ import sqlite_utils
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec
+from corral.controller.store import access_codec, codec, durations_codec, event_codec, runs_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -248,6 +248,7 @@ class SqliteStore:
                         key=lambda d: d.updated_at,
                     ),
                     checkpoints=[Checkpoint(*row) for row in conn.execute(_SELECT_CHECKPOINTS)],
+                    runs=[runs_codec.decode_run(r) for r in conn.execute(runs_codec.RUN_SELECT)],
                 )
             finally:
                 conn.execute("COMMIT")
@@ -301,6 +302,8 @@ class SqliteStore:
                     conn.executemany(_UPSERT_DURATIONS, duration_rows)
                 if batch.checkpoints:
                     self._commit_checkpoints(batch.checkpoints)
+                if batch.runs:
+                    conn.executemany(runs_codec.RUN_UPSERT, [runs_codec.encode_run(r) for r in batch.runs])
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:

@@ -378,6 +378,24 @@ def _migration_12_checkpoints(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("dynamic", str, not_null_default="")
 
 
+def _migration_13_runs(db: sqlite_utils.Database) -> None:
+    """Issue 10: numbered runs (retry, rerun), a workflow's on_failure, the run of each attempt, and
+    sagas: a task's compensation spec, a compensation record's task, a workflow's compensation target."""
+    db.execute(
+        "CREATE TABLE runs (workflow_id TEXT NOT NULL, number INTEGER NOT NULL, kind TEXT NOT NULL, "
+        "from_task TEXT NOT NULL, fresh INTEGER NOT NULL, started_at REAL, finished_at REAL, "
+        "state TEXT NOT NULL, error TEXT NOT NULL, PRIMARY KEY (workflow_id, number)) STRICT"
+    )
+    workflows = db.table("workflows")
+    workflows.add_column("on_failure", str, not_null_default="fail")
+    workflows.add_column("run", int, not_null_default=1)
+    workflows.add_column("compensation", str, not_null_default="")
+    tasks = db.table("tasks")
+    tasks.add_column("compensate", bytes, not_null_default=b"")
+    tasks.add_column("compensates", str, not_null_default="")
+    db.table("attempts").add_column("run", int, not_null_default=1)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -391,4 +409,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_10_preemption,
     _migration_11_gangs,
     _migration_12_checkpoints,
+    _migration_13_runs,
 )

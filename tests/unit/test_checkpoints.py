@@ -11,6 +11,8 @@ from corral.controller.core import events as ev
 from corral.controller.core.checkpoints import MAX_CHECKPOINT_BYTES, MIN_INTERVAL_S, checkpoint_note
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AttemptState
+from corral.controller.core.requests import Caller
+from corral.controller.core.runs import RetryRequest
 
 from .conftest import Sim, task_spec
 
@@ -138,3 +140,19 @@ def test_the_checkpoints_held_are_bounded_in_total(sim: Sim, monkeypatch: pytest
     sim.now += 1.0
     assert sim.do(_checkpoint(sim, "a1", attempt, b"[1]")).changes.checkpoints  # replacing frees the old one
     assert sim.machine.checkpoints.total_bytes == 3
+
+
+@pytest.mark.parametrize(("fresh", "kept"), [(False, True), (True, False)])
+def test_retry_keeps_the_checkpoint_and_retry_fresh_drops_it(sim: Sim, fresh: bool, kept: bool) -> None:
+    wf, first = _started(sim)
+    sim.do(_checkpoint(sim, "a1", first, b'{"n": 50}'))
+    sim.now += 1.0
+    sim.finished("a1", first, AttemptState.FAILED, error="killed", retryable=False)
+    assert sim.machine.workflows[wf].state == "failed"
+    step = sim.do(RetryRequest(wf, Caller(), fresh=fresh))
+    (assignment,) = step.assignments()
+    assert assignment.checkpoint == (b'{"n": 50}' if kept else None)
+    task_id = sim.task(wf, "count").id
+    assert (task_id in sim.machine.checkpoints.records) is kept
+    if not kept:
+        assert step.changes.checkpoints == {task_id: None}  # deleted from the store too

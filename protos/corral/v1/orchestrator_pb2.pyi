@@ -231,3 +231,71 @@ class GetTaskLogsResponse(_message.Message):
     finished: bool
     truncated: bool
     def __init__(self, attempt_id: _Optional[str] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., finished: _Optional[bool] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class RetryWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "from_task", "fresh")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_TASK_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    from_task: str
+    fresh: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., from_task: _Optional[str] = ..., fresh: _Optional[bool] = ...) -> None: ...
+
+class RetryWorkflowResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _types_pb2.WorkflowStatus
+    def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
+
+class RerunWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id",)
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    def __init__(self, workflow_id: _Optional[str] = ...) -> None: ...
+
+class RerunWorkflowResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _types_pb2.WorkflowStatus
+    def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
+
+class ListRunsRequest(_message.Message):
+    __slots__ = ("workflow_id",)
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    def __init__(self, workflow_id: _Optional[str] = ...) -> None: ...
+
+class RunInfo(_message.Message):
+    __slots__ = ("number", "kind", "from_task", "fresh", "started_at", "finished_at", "state", "error", "attempts", "failed_attempts", "tasks_run")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FROM_TASK_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_RUN_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    kind: str
+    from_task: str
+    fresh: bool
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    state: _types_pb2.WorkflowState
+    error: str
+    attempts: int
+    failed_attempts: int
+    tasks_run: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, number: _Optional[int] = ..., kind: _Optional[str] = ..., from_task: _Optional[str] = ..., fresh: _Optional[bool] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[_types_pb2.WorkflowState, str]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., tasks_run: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("workflow_id", "runs")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
+    def __init__(self, workflow_id: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...

@@ -89,6 +89,21 @@ class OrchestratorStub:
                 request_serializer=corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsResponse.FromString,
                 _registered_method=True)
+        self.RetryWorkflow = channel.unary_unary(
+                '/corral.v1.Orchestrator/RetryWorkflow',
+                request_serializer=corral_dot_v1_dot_orchestrator__pb2.RetryWorkflowRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_orchestrator__pb2.RetryWorkflowResponse.FromString,
+                _registered_method=True)
+        self.RerunWorkflow = channel.unary_unary(
+                '/corral.v1.Orchestrator/RerunWorkflow',
+                request_serializer=corral_dot_v1_dot_orchestrator__pb2.RerunWorkflowRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_orchestrator__pb2.RerunWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/corral.v1.Orchestrator/ListRuns',
+                request_serializer=corral_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_orchestrator__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -161,6 +176,28 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryWorkflow(self, request, context):
+        """A new run of an ended (or paused-on-failure) workflow: its failed, skipped and cancelled tasks
+        (or from_task and its descendants) run again; completed tasks keep their results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunWorkflow(self, request, context):
+        """A new run of an ended workflow from scratch: every task runs again with the same inputs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """The numbered runs of a workflow, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +255,21 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.GetWorkflowEvents,
                     request_deserializer=corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsRequest.FromString,
                     response_serializer=corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsResponse.SerializeToString,
+            ),
+            'RetryWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryWorkflow,
+                    request_deserializer=corral_dot_v1_dot_orchestrator__pb2.RetryWorkflowRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_orchestrator__pb2.RetryWorkflowResponse.SerializeToString,
+            ),
+            'RerunWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunWorkflow,
+                    request_deserializer=corral_dot_v1_dot_orchestrator__pb2.RerunWorkflowRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_orchestrator__pb2.RerunWorkflowResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=corral_dot_v1_dot_orchestrator__pb2.ListRunsRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_orchestrator__pb2.ListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -517,6 +569,87 @@ class Orchestrator:
             '/corral.v1.Orchestrator/GetWorkflowEvents',
             corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsRequest.SerializeToString,
             corral_dot_v1_dot_orchestrator__pb2.GetWorkflowEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Orchestrator/RetryWorkflow',
+            corral_dot_v1_dot_orchestrator__pb2.RetryWorkflowRequest.SerializeToString,
+            corral_dot_v1_dot_orchestrator__pb2.RetryWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Orchestrator/RerunWorkflow',
+            corral_dot_v1_dot_orchestrator__pb2.RerunWorkflowRequest.SerializeToString,
+            corral_dot_v1_dot_orchestrator__pb2.RerunWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Orchestrator/ListRuns',
+            corral_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
+            corral_dot_v1_dot_orchestrator__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

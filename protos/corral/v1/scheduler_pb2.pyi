@@ -143,7 +143,7 @@ class AgentVerdict(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ExplainTaskResponse(_message.Message):
-    __slots__ = ("task", "reason", "waiting_on", "agents", "last_plan_reason", "last_plan_age_s", "demand_class", "slack_s", "deadline_note", "preemption", "checkpoint")
+    __slots__ = ("task", "reason", "waiting_on", "agents", "last_plan_reason", "last_plan_age_s", "demand_class", "slack_s", "deadline_note", "preemption", "checkpoint", "on_failure_note")
     TASK_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     WAITING_ON_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class ExplainTaskResponse(_message.Message):
     DEADLINE_NOTE_FIELD_NUMBER: _ClassVar[int]
     PREEMPTION_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_NOTE_FIELD_NUMBER: _ClassVar[int]
     task: _types_pb2.TaskStatus
     reason: str
     waiting_on: _containers.RepeatedScalarFieldContainer[str]
@@ -166,4 +167,5 @@ class ExplainTaskResponse(_message.Message):
     deadline_note: str
     preemption: str
     checkpoint: str
-    def __init__(self, task: _Optional[_Union[_types_pb2.TaskStatus, _Mapping]] = ..., reason: _Optional[str] = ..., waiting_on: _Optional[_Iterable[str]] = ..., agents: _Optional[_Iterable[_Union[AgentVerdict, _Mapping]]] = ..., last_plan_reason: _Optional[str] = ..., last_plan_age_s: _Optional[float] = ..., demand_class: _Optional[str] = ..., slack_s: _Optional[float] = ..., deadline_note: _Optional[str] = ..., preemption: _Optional[str] = ..., checkpoint: _Optional[str] = ...) -> None: ...
+    on_failure_note: str
+    def __init__(self, task: _Optional[_Union[_types_pb2.TaskStatus, _Mapping]] = ..., reason: _Optional[str] = ..., waiting_on: _Optional[_Iterable[str]] = ..., agents: _Optional[_Iterable[_Union[AgentVerdict, _Mapping]]] = ..., last_plan_reason: _Optional[str] = ..., last_plan_age_s: _Optional[float] = ..., demand_class: _Optional[str] = ..., slack_s: _Optional[float] = ..., deadline_note: _Optional[str] = ..., preemption: _Optional[str] = ..., checkpoint: _Optional[str] = ..., on_failure_note: _Optional[str] = ...) -> None: ...
