@@ -16,6 +16,7 @@ from corral.controller.core.events import (
     PullTask,
 )
 from corral.controller.core.fairshare import fair_for
+from corral.controller.core.fallbacks import add_error_inputs, try_fallback
 from corral.controller.core.group_ops import on_finished, pass_rules
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
@@ -69,7 +70,9 @@ class AttemptOps(WorkflowOps):
         task.agent_id = agent_id
         self.set_task_state(task, T.ASSIGNED, now)
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
-        refs = secret_refs(task.payload)
+        if self.fallbacks.enabled:
+            add_error_inputs(self, task, inputs)
+        refs = secret_refs(task.run_payload if task.fallback_used else task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
         keep_for = 0.0
         if task.on_disconnect == "keep":
@@ -408,7 +411,7 @@ class AttemptOps(WorkflowOps):
             backoff *= 1.0 + self.rng.uniform(-jitter, jitter)
             why = f"retry {task.retries_used} of {task.max_retries} in {backoff:.1f}s after: {task.error}"
             self.make_ready(task, now, not_before=now + backoff, kind="retry", reason=why)
-        else:
+        elif task.rules is None or not try_fallback(self, task, now):
             task.finished_at = now
             note = attempt.usage_note()
             message = f"{task.error} ({note})" if note else task.error

@@ -18,6 +18,7 @@ __all__ = [
     "AgentState",
     "Attempt",
     "AttemptState",
+    "FallbackRules",
     "Inventory",
     "LabelExpr",
     "Resources",
@@ -247,6 +248,18 @@ class Task:
     preemptions: int = 0
     last_preemption: str = ""
     gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
+    # Issue 10 (core/fallbacks.py): fallback payload, allow_failure, min_success, approval; None
+    # for almost every task, so the hot paths test one attribute.
+    rules: FallbackRules | None = None
+    fallback_used: bool = False  # the fallback payload replaced the primary one (never cached)
+
+    @property
+    def run_payload(self) -> bytes:
+        """The payload its next attempt runs: the fallback once it replaced the primary one."""
+        rules = self.rules
+        if self.fallback_used and rules is not None and rules.fallback is not None:
+            return rules.fallback
+        return self.payload
 
 
 @dataclass(slots=True)
@@ -346,3 +359,21 @@ class WorkflowEvent:
     message: str = ""
     kind: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackRules:
+    """What a task does about failure (issue 10, ``core/fallbacks.py``); set at submit, never changed.
+
+    ``fallback``: the alternative payload (JSON) run when every retry of the primary one failed.
+    ``allow_failure``: its dependents run anyway (receiving ``null`` and the error).
+    ``min_success``: a fan-in that runs once its dependencies ended with at least this many completed.
+    ``approval``: no payload to run; it waits for ``corral approve``/``reject`` (or its timeout).
+    """
+
+    fallback: bytes | None = None
+    allow_failure: bool = False
+    min_success: int | None = None
+    approval: bool = False
+    approval_timeout_s: float | None = None
+    approval_message: str = ""

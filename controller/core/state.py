@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from corral.controller.core.access import AccessState
 from corral.controller.core.deadline_book import DeadlineBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
+from corral.controller.core.fallbacks import Fallbacks, track_rules, unfinished_of
 from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import (
     Agent,
@@ -214,6 +215,7 @@ class MachineState:
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
+        self.fallbacks = Fallbacks()  # issue 10: fallbacks, partial results, approvals (memory only)
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -398,6 +400,8 @@ class MachineState:
 
     def enqueue(self, task: Task, now: float | None = None) -> None:
         """Put a READY task of a running workflow on the ready queue, ordered by its graph score."""
+        if task.rules is not None and task.rules.approval:
+            return  # waits for an answer, not for an agent
         score = self.ordering.score(task.id)
         if self.deadline_book.latest_start:  # deadlines in use: least slack first, at-risk boost
             at = (task.ready_at or 0.0) if now is None else now
@@ -442,10 +446,15 @@ class MachineState:
         self.counts.setdefault(task.workflow_id, Counter())[task.state] += 1
         if task.gang and not task.state.terminal:  # a restored finished gang needs no index
             track_groups(self, None, task)
+        if task.rules is not None:
+            track_rules(self, task)  # type: ignore[arg-type]
 
     def count_unfinished(self, task_ids: Iterable[str]) -> None:
         for task_id in task_ids:
             task = self.tasks[task_id]
+            if self.fallbacks.enabled:
+                self.unfinished_deps[task_id] = unfinished_of(self, task)  # type: ignore[arg-type]
+                continue
             self.unfinished_deps[task_id] = sum(
                 1 for dep in task.dependencies if self.tasks[dep].state is not TaskState.COMPLETED
             )

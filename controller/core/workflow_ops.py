@@ -6,6 +6,7 @@ from collections import deque
 
 from corral.controller.core.deadline_ops import DeadlineOps
 from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
+from corral.controller.core.fallbacks import absorbed_failures, ready_approval, skip_tolerant
 from corral.controller.core.group_ops import forget_groups, track_groups
 from corral.controller.core.model import (
     AttemptState,
@@ -143,6 +144,9 @@ class WorkflowOps(DeadlineOps):
         """
         task.ready_at = now
         task.not_before = not_before
+        if task.rules is not None and ready_approval(self, task):
+            self.set_task_state(task, T.READY, now, "waiting for approval", kind="waiting_approval")
+            return
         self.set_task_state(task, T.READY, now, kind=kind, reason=reason)
         task.agent_id = None
         if self.workflows[task.workflow_id].state is W.RUNNING:
@@ -160,6 +164,9 @@ class WorkflowOps(DeadlineOps):
 
     def skip_descendants(self, task: Task, now: float) -> None:
         """A task failed for good: everything downstream of it can never run."""
+        if self.fallbacks.enabled:
+            skip_tolerant(self, task, now)  # allow_failure / min_success edges release instead
+            return
         pending = deque(self.dependents[task.id])
         message = f"upstream task {task.name!r} failed"
         while pending:
@@ -177,7 +184,9 @@ class WorkflowOps(DeadlineOps):
         counts = self.counts[workflow.id]
         if workflow.state is W.CANCELLING:
             self.set_workflow_state(workflow, W.CANCELLED, now, workflow.error)
-        elif counts[T.FAILED] or counts[T.SKIPPED] or counts[T.CANCELLED]:
+        elif (counts[T.FAILED] or counts[T.SKIPPED] or counts[T.CANCELLED]) and not (
+            self.fallbacks.enabled and absorbed_failures(self, workflow)
+        ):
             if not workflow.error:
                 failed = [self.tasks[t] for t in workflow.task_ids if self.tasks[t].state is T.FAILED]
                 workflow.error = (

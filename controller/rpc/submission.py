@@ -22,6 +22,7 @@ from corral.controller.core.gangs import gang_problems
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.rpc.wire_fallbacks import rules_of
 from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
 from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, violations_of
 from corral.v1 import types_pb2 as pb
@@ -84,6 +85,7 @@ class _Records:
             preemptible=spec.preemptible,
             max_preemptions=spec.max_preemptions,
             gang=spec.gang or "",
+            rules=rules_of(spec),
         )
 
 

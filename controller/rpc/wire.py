@@ -22,6 +22,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.placement import AgentView
+from corral.controller.rpc.wire_fallbacks import rules_status
 from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
 
@@ -199,7 +200,7 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         workflow_id=task.workflow_id,
         task_name=task.name,
         agent_type=task.agent_type,
-        payload_json=task.payload,
+        payload_json=task.run_payload if task.fallback_used else task.payload,
         resources=resources_to_proto(task.resources),
         timeout_s=task.timeout_s or 0.0,
         inputs_json=dict(assignment.inputs),
@@ -248,6 +249,8 @@ def task_status(
         message.plan_reason = machine.plan_reason(task)
     if task.gang:
         message.gang = task.gang
+    if task.rules is not None or task.fallback_used:
+        rules_status(machine, task, message)
     ranked = machine.ordering.ranking.get(task.id)
     if ranked is not None:
         message.rank_s = ranked.rank_s

@@ -32,6 +32,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.store.base import LogChunk
+from corral.controller.store.rules_codec import decode_rules, encode_rules
 
 __all__ = [
     "COLUMNS",
@@ -127,6 +128,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "preemptions",
         "last_preemption",
         "gang",
+        "rules",
     ),
     "attempts": (
         "id",
@@ -410,6 +412,7 @@ def encode_task(t: Task) -> Row:
         t.preemptions,
         t.last_preemption,
         t.gang,
+        None if t.rules is None and not t.fallback_used else encode_rules(t.rules, t.fallback_used),
     )
 
 
@@ -460,6 +463,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         preemptions=row[41],
         last_preemption=row[42],
         gang=row[43],
+        **({} if row[44] is None else decode_rules(row[44])),
     )
 
 

@@ -231,3 +231,21 @@ class GetTaskLogsResponse(_message.Message):
     finished: bool
     truncated: bool
     def __init__(self, attempt_id: _Optional[str] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., finished: _Optional[bool] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class ResolveApprovalRequest(_message.Message):
+    __slots__ = ("workflow_id", "task", "approve", "reason")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    task: str
+    approve: bool
+    reason: str
+    def __init__(self, workflow_id: _Optional[str] = ..., task: _Optional[str] = ..., approve: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResolveApprovalResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _types_pb2.TaskStatus
+    def __init__(self, task: _Optional[_Union[_types_pb2.TaskStatus, _Mapping]] = ...) -> None: ...
