@@ -53,6 +53,7 @@ METHODS: Final[Mapping[str, str]] = {
     _O + "GetExecutionPlan": READ,
     _O + "GetTaskLogs": READ,
     _O + "GetWorkflowEvents": READ,
+    _O + "ResolveApproval": SUBMIT,  # the role that may cancel workflows (issue 10)
     _S + "ScheduleTask": SUBMIT,
     _S + "GetNextTask": PULL,
     _S + "CompleteTask": PULL,
@@ -104,6 +105,7 @@ MUTATING: Final = frozenset(
         _O + "CancelWorkflow",
         _O + "PauseWorkflow",
         _O + "ResumeWorkflow",
+        _O + "ResolveApproval",
         _S + "ScheduleTask",
         _S + "CompleteTask",
         _S + "FailTask",

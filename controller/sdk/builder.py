@@ -67,6 +67,9 @@ class TaskOptions(TypedDict, total=False):
     spread: str | None
     affinity: Mapping[str, str] | None
     deadline: Deadline
+    fallback: Mapping[str, Any] | None
+    allow_failure: bool
+    min_success: int | None
 
 
 class TaskHandle:
@@ -283,6 +286,10 @@ class Workflow:
         spread: str | None = None,
         affinity: Mapping[str, str] | None = None,
         deadline: Deadline = None,
+        fallback: Mapping[str, Any] | None = None,
+        allow_failure: bool = False,
+        min_success: int | None = None,
+        approval: Mapping[str, Any] | None = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -293,7 +300,9 @@ class Workflow:
         ``constraints`` maps an agent label to a value it must equal, or to an expression:
         ``{"zone": {"in": ["a", "b"]}, "gpu": {"exists": True}}``. ``spread="zone"`` prefers agents
         whose zone runs the fewest of this workflow's tasks (``"agent"``: per agent); ``affinity``
-        names labels preferred but not required.
+        names labels preferred but not required. ``fallback`` (a payload run once every retry
+        failed), ``allow_failure``, ``min_success`` (checked at build: wiring may come later) and
+        ``approval`` (``{"timeout": "1h", "message": ...}``, no payload) are issue 10's rules.
         """
         self._check_open()
         index = len(self._tasks)
@@ -320,9 +329,14 @@ class Workflow:
             "max_disconnect": max_disconnect if isinstance(max_disconnect, str) else _seconds(max_disconnect),
             "max_agent_losses": max_agent_losses,
             "deadline": _deadline(deadline),
+            "fallback": None if fallback is None else dict(fallback),
+            "allow_failure": allow_failure,
+            "approval": None if approval is None else dict(approval),
         }
         try:
             spec = TaskSpec.model_validate(data)
+            if min_success is not None:  # its dependencies may be wired later: build() checks it
+                spec = spec.model_copy(update={"min_success": min_success})
         except ValidationError as exc:
             violations = _from_pydantic(exc, prefix)
             raise InvalidArgumentError(f"task {name!r}: " + "; ".join(str(v) for v in violations), violations) from None
