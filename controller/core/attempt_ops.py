@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core.access import secret_refs
+from corral.controller.core.cordon import observe_finish
 from corral.controller.core.events import (
     Assign,
     Assignment,
@@ -304,7 +305,7 @@ class AttemptOps(WorkflowOps):
         if self.held_back.pop(agent_id, None) is not None:
             view = self.views.get(agent_id)
             if view is not None:
-                view.held_back = False
+                view.held_back = agent_id in self.cordons.until
 
     def accepted(self, event: AttemptAccepted, now: float) -> bool:
         """The agent holds the assignment; False (and a kill order) when it is not its to hold."""
@@ -357,6 +358,7 @@ class AttemptOps(WorkflowOps):
             return self.late_success(event, now)
         task = self.tasks[attempt.task_id]
         workflow = self.workflows[task.workflow_id]
+        observe_finish(self, attempt, event.outcome, now)  # cascade prevention (cordon.py)
         attempt.exit_code = event.exit_code
         attempt.peak_rss_bytes = event.peak_rss_bytes
         attempt.cpu_s = event.cpu_s
@@ -537,7 +539,7 @@ class AttemptOps(WorkflowOps):
                 del self.held_back[agent_id]
                 view = self.views.get(agent_id)
                 if view is not None:
-                    view.held_back = False
+                    view.held_back = agent_id in self.cordons.until
         lease = self.config.assignment_lease_s
         taken: dict[str, list[str]] = {}
         while (deadline := self.next_assignment_deadline()) is not None and deadline <= now:

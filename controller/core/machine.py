@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.controller.core import events as ev
+from corral.controller.core.cordon import cordon_verdicts, expire_cordons, restore_cordon
 from corral.controller.core.fairshare import fair_for
 from corral.controller.core.fallbacks import (
     ResolveApproval,
@@ -103,6 +104,8 @@ class Machine(FleetOps):
         self.forget_agents(now)
         if self.fallbacks.approvals:
             expire_approvals(self, now)
+        if self.cordons.until:
+            expire_cordons(self, now)
         self.ordering.flush_if_due(now)
         self.schedule(now)
 
@@ -114,6 +117,7 @@ class Machine(FleetOps):
         times.extend(self.fence_at.values())
         times.extend(self.held_back.values())
         times.extend(self.fallbacks.approvals.values())
+        times.extend(self.cordons.until.values())
         assignment = self.next_assignment_deadline()
         if assignment is not None:
             times.append(assignment)
@@ -140,6 +144,7 @@ class Machine(FleetOps):
                 agent.state = AgentState.DISCONNECTED
             agent.last_seen = max(agent.last_seen, now)
             self.agents[agent.id] = agent
+            restore_cordon(self, agent.id, agent.cordoned_until)
         # Unreported attempts wait for their agents: a ``stop`` one at least until its supervisor
         # has surely fenced itself (the controller cannot know when the agent last heard from it),
         # a ``keep`` one for its max_disconnect.
@@ -188,6 +193,8 @@ class Machine(FleetOps):
             demand = self.demand(task)
             summary, per_agent = explain(demand, views)
             verdicts = tuple((aid, names.get(aid, aid), reason) for aid, reason in per_agent)
+            if self.cordons.until:
+                verdicts = cordon_verdicts(self, verdicts)
             unschedulable = bool(summary) and not summary.startswith("waiting for free capacity")
             last = self.last_plan
             planned = (

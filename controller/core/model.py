@@ -335,6 +335,9 @@ class Agent:
     namespaces: tuple[str, ...] = ()
     # Random per agent process start (its Hello says it): a new one means the process died.
     incarnation: str = ""
+    # Issue 10 (core/cordon.py): no new work before this time, and why (its tasks kept failing).
+    cordoned_until: float | None = None
+    cordon_reason: str = ""
 
 
 # Not frozen: one is made per transition of every workflow (the event log), and a frozen

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
+from corral.controller.core.cordon import Cordons
 from corral.controller.core.deadline_book import DeadlineBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.fallbacks import Fallbacks, track_rules, unfinished_of
@@ -106,6 +107,12 @@ class MachineConfig:
     reserve_after_s: float = 60.0
     reservation_expiry_factor: float = 2.0
     max_reservations: int = 64
+    # Issue 10 cascade prevention (cordon.py): this many failed attempts in a row on one agent, from
+    # at least ``cordon_workflows`` workflows whose tasks succeed elsewhere, cordon it for the
+    # cool-down (0: never).
+    cordon_after: int = 5
+    cordon_workflows: int = 3
+    cordon_cooldown_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -215,6 +222,7 @@ class MachineState:
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
+        self.cordons = Cordons()  # issue 10: failure streaks and cordoned agents
         self.fallbacks = Fallbacks()  # issue 10: fallbacks, partial results, approvals (memory only)
 
     # --- lookups --------------------------------------------------------------------------------
@@ -499,7 +507,7 @@ class MachineState:
             outstanding=len(held),
             used_gpu_ids=[g for attempt in held for g in attempt.gpu_ids],
             prefetch=self.prefetch_for(agent.inventory.slots),
-            held_back=agent.id in self.held_back,
+            held_back=agent.id in self.held_back or agent.id in self.cordons.until,
         )
         view.crowded = self.crowded
         if view.outstanding > view.slots:

@@ -429,4 +429,7 @@ def agent_info(agent: Agent, view: AgentView | None, running: int, usage: pb.Usa
     )
     if usage is not None:
         message.usage.CopyFrom(usage)
+    if agent.cordoned_until is not None:
+        _stamp(message.cordoned_until, agent.cordoned_until)
+        message.cordon_reason = agent.cordon_reason
     return message

@@ -162,6 +162,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "last_seen",
         "version",
         "incarnation",
+        "cordoned_until",
+        "cordon_reason",
     ),
 }
 
@@ -528,6 +530,8 @@ def encode_agent(a: Agent) -> Row:
         a.last_seen,
         a.version,
         a.incarnation,
+        a.cordoned_until,
+        a.cordon_reason,
     )
 
 
@@ -546,6 +550,8 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         row[9],
         row[10],
         incarnation=row[11],
+        cordoned_until=row[12],
+        cordon_reason=row[13],
     )
 
 

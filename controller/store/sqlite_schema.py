@@ -362,6 +362,9 @@ def _migration_14_fallbacks(db: sqlite_utils.Database) -> None:
     """Issue 10: a task's fallback / allow_failure / min_success / approval rules and whether its
     fallback replaced the payload, as one JSON text (NULL for the tasks without any: nearly all)."""
     db.table("tasks").add_column("rules", str)
+    # Cascade prevention: a cordoned agent takes no new work until then, and why.
+    db.table("agents").add_column("cordoned_until", float)
+    db.table("agents").add_column("cordon_reason", str, not_null_default="")
 
 
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.

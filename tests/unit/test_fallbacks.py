@@ -280,3 +280,83 @@ def test_rules_round_trip_the_wire() -> None:
     message = spec_to_proto(spec)
     back = [TaskSpec.model_validate(task_mapping(t, f"tasks[{i}]")) for i, t in enumerate(message.tasks)]
     assert back == spec.tasks
+
+
+# --- cordon on failures (cascade prevention) -----------------------------------------------------------
+
+
+def _cordon_sim(make_sim: type[Sim], agents: int = 3) -> Sim:
+    config = MachineConfig(prefetch=0, backoff_jitter=0.0, cordon_after=3, cordon_cooldown_s=60.0)
+    sim = make_sim(config=config)
+    for i in range(agents):
+        sim.hello(f"a{i}", slots=1)
+    return sim
+
+
+def _observe(sim: Sim, agent: str, workflow: str, outcome: AttemptState) -> None:
+    from corral.controller.core.cordon import observe_finish
+    from corral.controller.core.model import Attempt
+
+    observe_finish(sim.machine, Attempt(f"x-{agent}-{workflow}", "t", workflow, agent, 1), outcome, sim.now)
+
+
+def test_cordon_needs_failures_from_3_workflows_that_succeed_elsewhere(make_sim: type[Sim]) -> None:
+    sim = _cordon_sim(make_sim)
+    m = sim.machine
+    for wf in ("w1", "w2", "w3"):
+        _observe(sim, "a2", wf, FAILED)
+    assert m.agents["a2"].cordoned_until is None  # no evidence that these workflows work elsewhere
+    _observe(sim, "a0", "w1", A.SUCCEEDED)
+    _observe(sim, "a0", "w2", A.SUCCEEDED)
+    assert m.agents["a2"].cordoned_until is None  # two witnessed workflows, not three
+    _observe(sim, "a2", "w1", A.CANCELLED)  # not the agent's verdict on a task: ignored
+    _observe(sim, "a1", "w3", A.SUCCEEDED)
+    assert m.agents["a2"].cordoned_until is not None
+
+
+def test_a_success_on_the_agent_resets_its_streak(make_sim: type[Sim]) -> None:
+    sim = _cordon_sim(make_sim)
+    for wf in ("w1", "w2"):
+        _observe(sim, "a2", wf, FAILED)
+    _observe(sim, "a2", "w9", A.SUCCEEDED)
+    _observe(sim, "a2", "w3", FAILED)
+    for wf in ("w1", "w2", "w3"):
+        _observe(sim, "a0", wf, A.SUCCEEDED)
+    assert sim.machine.agents["a2"].cordoned_until is None
+
+
+def test_failures_of_one_workflow_never_cordon(make_sim: type[Sim]) -> None:
+    sim = _cordon_sim(make_sim)
+    for _ in range(10):
+        _observe(sim, "a2", "w1", FAILED)
+    _observe(sim, "a0", "w1", A.SUCCEEDED)
+    assert sim.machine.agents["a2"].cordoned_until is None
+
+
+def test_cordon_holds_back_the_agent_for_the_cool_down_and_survives_a_restart(make_sim: type[Sim]) -> None:
+    sim = _cordon_sim(make_sim)
+    m = sim.machine
+    for wf in ("w1", "w2", "w3"):
+        _observe(sim, "a2", wf, FAILED)
+        _observe(sim, "a0", wf, A.SUCCEEDED)
+    agent = m.agents["a2"]
+    assert agent.cordoned_until == pytest.approx(sim.now + 60)
+    assert "from 3 workflows" in agent.cordon_reason
+    assert m.views["a2"].held_back
+    # Never more than a third of the agents of a type: a1 failing the same way stays uncordoned.
+    for wf in ("w1", "w2", "w3"):
+        _observe(sim, "a1", wf, FAILED)
+    assert m.agents["a1"].cordoned_until is None
+    # New work goes elsewhere, and explain's verdicts say why a2 takes none.
+    wf, step = sim.submit([task_spec("x"), task_spec("y"), task_spec("z")], name="after")
+    assert {a.task.name for a in step.assignments()} == {"x", "y"}  # a0 and a1, one slot each
+    z = sim.task(wf, "z")
+    verdicts = {aid: why for aid, _, why in m.explain(z.id, sim.now).agents}
+    assert verdicts["a2"].startswith("cordoned"), verdicts
+    fresh = _restored(make_sim, sim)
+    assert fresh.machine.cordons.until["a2"] == pytest.approx(sim.now + 60)
+    fresh.hello("a2", slots=1)
+    assert fresh.machine.views["a2"].held_back
+    fresh.advance(61)  # heartbeating all along
+    assert fresh.machine.agents["a2"].cordoned_until is None
+    assert fresh.task(wf, "z").agent_id == "a2"  # the cool-down is over: it takes work again

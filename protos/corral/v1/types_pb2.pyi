@@ -514,7 +514,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_percent: _Optional[float] = ..., memory_used_mb: _Optional[int] = ..., load_1m: _Optional[float] = ..., running_attempts: _Optional[int] = ..., disk_free_mb: _Optional[int] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "name", "state", "agent_types", "labels", "inventory", "allocated", "running_attempts", "last_heartbeat", "connected_at", "hostname", "usage", "version", "namespaces")
+    __slots__ = ("agent_id", "name", "state", "agent_types", "labels", "inventory", "allocated", "running_attempts", "last_heartbeat", "connected_at", "hostname", "usage", "version", "namespaces", "cordoned_until", "cordon_reason")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -536,6 +536,8 @@ class AgentInfo(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    CORDON_REASON_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     state: AgentState
@@ -550,7 +552,9 @@ class AgentInfo(_message.Message):
     usage: Usage
     version: str
     namespaces: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
+    cordoned_until: _timestamp_pb2.Timestamp
+    cordon_reason: str
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cordoned_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cordon_reason: _Optional[str] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
     __slots__ = ("attempt_id", "task_id", "workflow_id", "task_name", "agent_type", "payload_json", "resources", "timeout_s", "inputs_json", "gpu_ids", "attempt_number", "secrets", "namespace", "on_disconnect", "max_disconnect_s")
