@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Cordons", "cordon_verdicts", "expire_cordons", "observe_finish", "restore_cordon"]
 
 _FAILURES = frozenset({AttemptState.FAILED, AttemptState.TIMED_OUT})
+_MAX_STREAK = 256  # failures remembered per agent
 _MAX_SUSPECTS = 10_000  # workflows remembered as failing somewhere (oldest forgotten first)
 
 
@@ -64,7 +65,9 @@ def observe_finish(m: MachineState, attempt: Attempt, outcome: AttemptState, now
         return
     streak = c.streaks.get(agent_id)
     if streak is None:
-        streak = c.streaks[agent_id] = deque(maxlen=config.cordon_after)
+        # Every failure since its last success (bounded): a retry that lands on it again repeats a
+        # workflow, so a window of only ``cordon_after`` could hold too few different ones.
+        streak = c.streaks[agent_id] = deque(maxlen=max(config.cordon_after, _MAX_STREAK))
     streak.append(attempt.workflow_id)
     if attempt.workflow_id not in c.succeeded_on:
         if len(c.succeeded_on) >= _MAX_SUSPECTS:

@@ -360,3 +360,12 @@ def test_cordon_holds_back_the_agent_for_the_cool_down_and_survives_a_restart(ma
     fresh.advance(61)  # heartbeating all along
     assert fresh.machine.agents["a2"].cordoned_until is None
     assert fresh.task(wf, "z").agent_id == "a2"  # the cool-down is over: it takes work again
+
+
+def test_repeated_failures_of_one_workflow_do_not_hide_the_others(make_sim: type[Sim]) -> None:
+    sim = _cordon_sim(make_sim)
+    for wf in ("w1", "w2", "w3", "w3", "w3", "w3"):  # a retry landing on it again and again
+        _observe(sim, "a2", wf, FAILED)
+    for wf in ("w1", "w2", "w3"):
+        _observe(sim, "a0", wf, A.SUCCEEDED)
+    assert sim.machine.agents["a2"].cordoned_until is not None
