@@ -13,12 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from corral.v1 import types_pb2
 from tests.e2e.conftest import Api, Cluster, WorkflowState, eventually
 from tests.procs import corral
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
+# A long assignment lease: on a loaded test host a slow Accepted must not hold the healthy agents
+# back (30 s without work) while the bad one is cordoned.
 FLAGS = ["--adopt-grace", "3", "--reconnect-grace", "2", "--cordon-after", "3", "--cordon-cooldown", "600"]
+FLAGS += ["--assignment-lease", "30"]
 
 
 def _task(name: str, path: Path) -> dict[str, object]:
@@ -38,6 +42,15 @@ def _wave(api: Api, ledger: Path, count: int, tag: str) -> list[str]:
     ]
 
 
+def _done(api: Api, workflow_id: str) -> types_pb2.WorkflowStatus:
+    try:
+        return api.wait_done(workflow_id, timeout=60)
+    except AssertionError:  # say why what is left waits
+        for task in api.status(workflow_id).tasks:
+            print(task.name, task.state, api.explain(task.task_id))
+        raise
+
+
 def _ledger(path: Path) -> list[tuple[float, str, str]]:
     """(time, where, workflow) per run."""
     rows = []
@@ -51,13 +64,22 @@ def _ledger(path: Path) -> list[tuple[float, str, str]]:
 def test_an_agent_whose_tasks_keep_failing_is_cordoned(cluster: Cluster, tmp_path: Path, restart: bool) -> None:
     ledger = tmp_path / "ledger"
     api = cluster.start({"alpha": 1, "beta": 1, "bad": 1}, controller_flags=FLAGS)
-    first = _wave(api, ledger, 8, "w")
 
     def cordoned() -> object:
         agents = {a.name: a for a in api.agents()}
         return agents["bad"] if agents["bad"].cordon_reason else None
 
-    bad = eventually(cordoned, 60, "the failing agent to be cordoned")
+    # Waves of work until the bad agent has failed enough (placement decides how much it gets).
+    first: list[str] = []
+    for wave in range(6):
+        first += _wave(api, ledger, 6, f"w{wave}-")
+        for workflow_id in first:
+            if cordoned():
+                break
+            _done(api, workflow_id)
+        if cordoned():
+            break
+    bad = eventually(cordoned, 10, "the failing agent to be cordoned")
     assert bad.HasField("cordoned_until")
     assert "failed" in bad.cordon_reason and "workflows" in bad.cordon_reason
     cordoned_at = bad.cordoned_until.seconds + bad.cordoned_until.nanos / 1e9 - 600
@@ -71,7 +93,7 @@ def test_an_agent_whose_tasks_keep_failing_is_cordoned(cluster: Cluster, tmp_pat
         assert {a.name for a in api.agents() if a.cordon_reason} == {"bad"}  # stored, not forgotten
     second = _wave(api, ledger, 4, "v")  # new work after the cordon
     for workflow_id in first + second:
-        final = api.wait_done(workflow_id, timeout=60)
+        final = _done(api, workflow_id)
         assert final.state == WorkflowState.COMPLETED, final.error
 
     shown = corral("agents", "--address", api.address, timeout=30)
