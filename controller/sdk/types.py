@@ -102,6 +102,11 @@ class TaskStatus(Record):
     deadline: datetime | None = None
     latest_start: datetime | None = None
     slack_s: float | None = None
+    # Issue 10: its fallback replaced the payload; approval tasks: "waiting", "approved", "rejected",
+    # "approval_timeout" ("" otherwise) and, while waiting, when it times out.
+    fallback_used: bool = False
+    approval_state: str = ""
+    approval_deadline: datetime | None = None
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -140,6 +145,9 @@ class TaskStatus(Record):
             deadline=timestamp(m, "deadline"),
             latest_start=timestamp(m, "latest_start"),
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            fallback_used=m.fallback_used,
+            approval_state=m.approval_state,
+            approval_deadline=timestamp(m, "approval_deadline"),
         )
 
     @property
