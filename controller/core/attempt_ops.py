@@ -82,7 +82,7 @@ class AttemptOps(WorkflowOps):
 
     def fails_for_secrets(self, task: Task, now: float) -> bool:
         """Fail a queued task for good when a secret its env refers to no longer exists."""
-        refs = secret_refs(task.payload)
+        refs = secret_refs(task.run_payload if task.fallback_used else task.payload)
         if not refs:
             return False
         missing = self.access.missing_secrets(task.namespace, refs)
