@@ -28,6 +28,7 @@ from corral.controller.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from corral.controller.core.requests import Caller
+    from corral.controller.core.state import MachineState
     from corral.controller.core.workflow_ops import WorkflowOps
 
 __all__ = [
@@ -91,13 +92,13 @@ def dependency_done(dep: Task, child: Task) -> bool:
     return state is T.FAILED and dep.rules is not None and dep.rules.allow_failure
 
 
-def unfinished_of(m: WorkflowOps, task: Task) -> int:
+def unfinished_of(m: MachineState, task: Task) -> int:
     """Dependencies of ``task`` still holding it back (the rule-aware ``unfinished_deps``)."""
     tasks = m.tasks
     return sum(1 for d in task.dependencies if not dependency_done(tasks[d], task))
 
 
-def track_rules(m: WorkflowOps, task: Task) -> None:
+def track_rules(m: MachineState, task: Task) -> None:
     """Index a task with rules (submit or restore): switch the rule-aware paths on, arm its timeout."""
     m.fallbacks.enabled = True
     rules = task.rules
@@ -105,7 +106,7 @@ def track_rules(m: WorkflowOps, task: Task) -> None:
         _arm(m, task, rules)
 
 
-def _arm(m: WorkflowOps, task: Task, rules: FallbackRules) -> None:
+def _arm(m: MachineState, task: Task, rules: FallbackRules) -> None:
     if rules.approval_timeout_s is not None:
         m.fallbacks.approvals[task.id] = (task.ready_at or 0.0) + rules.approval_timeout_s
 

@@ -455,13 +455,13 @@ class MachineState:
         if task.gang and not task.state.terminal:  # a restored finished gang needs no index
             track_groups(self, None, task)
         if task.rules is not None:
-            track_rules(self, task)  # type: ignore[arg-type]
+            track_rules(self, task)
 
     def count_unfinished(self, task_ids: Iterable[str]) -> None:
         for task_id in task_ids:
             task = self.tasks[task_id]
             if self.fallbacks.enabled:
-                self.unfinished_deps[task_id] = unfinished_of(self, task)  # type: ignore[arg-type]
+                self.unfinished_deps[task_id] = unfinished_of(self, task)
                 continue
             self.unfinished_deps[task_id] = sum(
                 1 for dep in task.dependencies if self.tasks[dep].state is not TaskState.COMPLETED
