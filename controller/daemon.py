@@ -113,6 +113,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds a task that fits nowhere waits before it reserves the agent that frees room first (0: never)",
     )
     parser.add_argument(
+        "--cordon-after",
+        type=int,
+        default=5,
+        help="failed attempts in a row (from 3+ workflows succeeding elsewhere) that cordon an agent (0: never)",
+    )
+    parser.add_argument(
+        "--cordon-cooldown", type=float, default=300.0, help="seconds a cordoned agent gets no new work"
+    )
+    parser.add_argument(
         "--reservation-expiry-factor",
         type=float,
         default=2.0,
@@ -173,6 +182,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "assignment_lease",
         "reserve_after",
         "reservation_expiry_factor",
+        "cordon_after",
+        "cordon_cooldown",
     ):
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:
@@ -262,6 +273,8 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         max_preemptions=args.max_preemptions,
         reserve_after_s=args.reserve_after,
         reservation_expiry_factor=args.reservation_expiry_factor,
+        cordon_after=args.cordon_after,
+        cordon_cooldown_s=args.cordon_cooldown,
     )
     return config
 

@@ -237,6 +237,32 @@ Constraint = Annotated[
     Discriminator(_constraint_kind),
 ]
 
+
+class ApprovalSpec(_Strict):
+    """An approval task's settings: how long it waits (then fails as ``approval_timeout``), and a message."""
+
+    timeout: float | None = Field(None, description='seconds or "1h"; none: waits until answered')
+    message: str = Field("", max_length=1024, description="shown to whoever is asked to approve")
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if not 0 < seconds <= Limits.max_timeout_s:
+            raise ValueError(f"timeout must be > 0 and <= max_timeout_s={Limits.max_timeout_s:g} seconds")
+        return seconds
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, value: str) -> str:
+        problem = control_character(value, multiline=True)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
 TaskTypeName = Literal["compute", "io", "network", "hybrid"]
 
 
@@ -407,37 +433,81 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _payload_shape(self) -> TaskSpec:
-        payload = self.payload
-        if self.agent_type == "shell":
-            command = payload.get("command")
-            shell = payload.get("shell")
-            if (command is None) == (shell is None):
-                raise ValueError("a shell task's payload needs exactly one of 'command' (argv list) or 'shell'")
-            if command is not None and (
-                not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command)
-            ):
-                raise ValueError("payload.command must be a non-empty list of strings")
-            if shell is not None and (not isinstance(shell, str) or not shell.strip()):
-                raise ValueError("payload.shell must be a non-empty string")
-            _check_env_cwd(payload)
-            # NUL can never reach exec (argv, environment and paths are C strings): refuse it here
-            # rather than fail on the agent.
-            for i, arg in enumerate(command or [shell]):
-                if "\x00" in arg:
-                    where = f"command[{i}]" if command else "shell"
-                    raise ValueError(f"payload.{where} must not contain NUL")
-        elif self.agent_type == "python":
-            function = payload.get("function")
-            if not isinstance(function, str) or not re.fullmatch(r"[\w.]+:[\w.]+", function):
-                raise ValueError("a python task's payload needs 'function' as 'module:function'")
-            if not isinstance(payload.get("args", []), list):
-                raise ValueError("payload.args must be a list")
-            if not isinstance(payload.get("kwargs", {}), dict):
-                raise ValueError("payload.kwargs must be a mapping")
+        if self.approval is None:  # an approval task has no payload (checked on the field)
+            _check_payload_shape(self.agent_type, self.payload, "payload")
         return self
+
+    # Issue 10: fallbacks, partial results and approvals (core/fallbacks.py).
+    fallback: dict[str, Any] | None = Field(
+        None, description="alternative payload (same agent type) run once every retry of the payload failed"
+    )
+    allow_failure: bool = Field(False, description="dependents run anyway, receiving null and the error")
+    min_success: int | None = Field(
+        None,
+        ge=1,
+        le=Limits.max_dependencies,
+        description="fan-in: runs once its dependencies ended with at least this many completed",
+    )
+    approval: ApprovalSpec | None = Field(
+        None, description="waits for `corral approve` / `corral reject` (no payload; optional timeout)"
+    )
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        check_json_value(value, "fallback", Limits.max_payload_bytes, "max_payload_bytes")
+        _check_payload_shape(info.data.get("agent_type", "shell"), value, "fallback")
+        return value
+
+    @field_validator("min_success")
+    @classmethod
+    def _min_success(cls, value: int | None, info: ValidationInfo) -> int | None:
+        deps = len(info.data.get("dependencies", ()))
+        if value is not None and value > deps:
+            raise ValueError(f"min_success={value} is more than its {deps} dependencies")
+        return value
+
+    @field_validator("approval")
+    @classmethod
+    def _approval(cls, value: ApprovalSpec | None, info: ValidationInfo) -> ApprovalSpec | None:
+        if value is not None and (info.data.get("payload") or info.data.get("fallback") is not None):
+            raise ValueError("an approval task runs nothing: it takes no payload and no fallback")
+        return value
 
     def payload_json(self) -> bytes:
         return json.dumps(self.payload, separators=(",", ":")).encode()
+
+
+def _check_payload_shape(agent_type: str, payload: Mapping[str, Any], p: str) -> None:
+    """The shape a payload (or a fallback, ``p``) must have for its agent type; ValueError if not."""
+    if agent_type == "shell":
+        command = payload.get("command")
+        shell = payload.get("shell")
+        if (command is None) == (shell is None):
+            raise ValueError(f"a shell task's {p} needs exactly one of 'command' (argv list) or 'shell'")
+        if command is not None and (
+            not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command)
+        ):
+            raise ValueError(f"{p}.command must be a non-empty list of strings")
+        if shell is not None and (not isinstance(shell, str) or not shell.strip()):
+            raise ValueError(f"{p}.shell must be a non-empty string")
+        _check_env_cwd(payload, p)
+        # NUL can never reach exec (argv, environment and paths are C strings): refuse it here
+        # rather than fail on the agent.
+        for i, arg in enumerate(command or [shell]):
+            if "\x00" in arg:
+                where = f"command[{i}]" if command else "shell"
+                raise ValueError(f"{p}.{where} must not contain NUL")
+    elif agent_type == "python":
+        function = payload.get("function")
+        if not isinstance(function, str) or not re.fullmatch(r"[\w.]+:[\w.]+", function):
+            raise ValueError(f"a python task's {p} needs 'function' as 'module:function'")
+        if not isinstance(payload.get("args", []), list):
+            raise ValueError(f"{p}.args must be a list")
+        if not isinstance(payload.get("kwargs", {}), dict):
+            raise ValueError(f"{p}.kwargs must be a mapping")
 
 
 def _env_value(value: Any) -> bool:
@@ -452,17 +522,17 @@ def _env_value(value: Any) -> bool:
     )
 
 
-def _check_env_cwd(payload: Mapping[str, Any]) -> None:
+def _check_env_cwd(payload: Mapping[str, Any], p: str = "payload") -> None:
     env = payload.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(k, str) and _env_value(v) for k, v in env.items()):
-        raise ValueError('payload.env must map strings to strings or to {"secret": NAME}')
+        raise ValueError(p + '.env must map strings to strings or to {"secret": NAME}')
     if any("\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in env.items()):
-        raise ValueError("payload.env must not contain NUL")
+        raise ValueError(f"{p}.env must not contain NUL")
     cwd = payload.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
-        raise ValueError("payload.cwd must be a string")
+        raise ValueError(f"{p}.cwd must be a string")
     if cwd is not None and "\x00" in cwd:
-        raise ValueError("payload.cwd must not contain NUL")
+        raise ValueError(f"{p}.cwd must not contain NUL")
 
 
 def _check_deadline(value: Any) -> Any:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import admin, analyze, certs, cluster, daemons, quota, run, runs, simulate, tasks, workflows
+from corral.controller.cli import (
+    admin,
+    analyze,
+    approvals,
+    certs,
+    cluster,
+    daemons,
+    quota,
+    run,
+    runs,
+    simulate,
+    tasks,
+    workflows,
+)
 from corral.controller.cli.common import (
     CaOption,
     CertOption,
@@ -70,6 +83,7 @@ app.command("resume", rich_help_panel=_WORK)(workflows.resume)
 app.command("schema", rich_help_panel=_WORK)(workflows.schema)
 app.command("simulate", rich_help_panel=_WORK)(simulate.simulate)
 runs.register(app, _WORK)
+approvals.register(app, _WORK)
 
 app.command("explain", rich_help_panel=_TASKS)(tasks.explain)
 app.command("logs", rich_help_panel=_TASKS)(tasks.logs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core.access import secret_refs
+from corral.controller.core.cordon import observe_finish
 from corral.controller.core.dynamic import map_inputs
 from corral.controller.core.events import (
     Assign,
@@ -17,6 +18,7 @@ from corral.controller.core.events import (
     PullTask,
 )
 from corral.controller.core.fairshare import fair_for
+from corral.controller.core.fallbacks import add_error_inputs, try_fallback
 from corral.controller.core.group_ops import on_finished, pass_rules
 from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import fits_now
@@ -75,7 +77,9 @@ class AttemptOps(WorkflowOps):
             inputs = map_inputs(self, task, task.dynamic.map_item)  # a map child (core/dynamic.py)
         if task.compensates:  # a compensation (issue 10) receives the result of the task it undoes
             inputs = {"task": self.tasks[task.compensates].result or b"null"}
-        refs = secret_refs(task.payload)
+        if self.fallbacks.enabled:
+            add_error_inputs(self, task, inputs)
+        refs = secret_refs(task.run_payload if task.fallback_used else task.payload)
         secrets = self.access.reveal(task.namespace, refs) if refs else {}
         keep_for = 0.0
         if task.on_disconnect == "keep":
@@ -85,7 +89,7 @@ class AttemptOps(WorkflowOps):
 
     def fails_for_secrets(self, task: Task, now: float) -> bool:
         """Fail a queued task for good when a secret its env refers to no longer exists."""
-        refs = secret_refs(task.payload)
+        refs = secret_refs(task.run_payload if task.fallback_used else task.payload)
         if not refs:
             return False
         missing = self.access.missing_secrets(task.namespace, refs)
@@ -314,7 +318,7 @@ class AttemptOps(WorkflowOps):
         if self.held_back.pop(agent_id, None) is not None:
             view = self.views.get(agent_id)
             if view is not None:
-                view.held_back = False
+                view.held_back = agent_id in self.cordons.until
 
     def accepted(self, event: AttemptAccepted, now: float) -> bool:
         """The agent holds the assignment; False (and a kill order) when it is not its to hold."""
@@ -367,6 +371,7 @@ class AttemptOps(WorkflowOps):
             return self.late_success(event, now)
         task = self.tasks[attempt.task_id]
         workflow = self.workflows[task.workflow_id]
+        observe_finish(self, attempt, event.outcome, now)  # cascade prevention (cordon.py)
         attempt.exit_code = event.exit_code
         attempt.peak_rss_bytes = event.peak_rss_bytes
         attempt.cpu_s = event.cpu_s
@@ -423,7 +428,7 @@ class AttemptOps(WorkflowOps):
             backoff *= 1.0 + self.rng.uniform(-jitter, jitter)
             why = f"retry {task.retries_used} of {task.max_retries} in {backoff:.1f}s after: {task.error}"
             self.make_ready(task, now, not_before=now + backoff, kind="retry", reason=why)
-        else:
+        elif task.rules is None or not try_fallback(self, task, now):
             task.finished_at = now
             note = attempt.usage_note()
             message = f"{task.error} ({note})" if note else task.error
@@ -549,7 +554,7 @@ class AttemptOps(WorkflowOps):
                 del self.held_back[agent_id]
                 view = self.views.get(agent_id)
                 if view is not None:
-                    view.held_back = False
+                    view.held_back = agent_id in self.cordons.until
         lease = self.config.assignment_lease_s
         taken: dict[str, list[str]] = {}
         while (deadline := self.next_assignment_deadline()) is not None and deadline <= now:

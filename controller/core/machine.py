@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.controller.core import events as ev
+from corral.controller.core.cordon import cordon_verdicts, expire_cordons, restore_cordon
 from corral.controller.core.fairshare import fair_for
+from corral.controller.core.fallbacks import (
+    ResolveApproval,
+    approval_explanation,
+    awaits_approval,
+    dependency_done,
+    expire_approvals,
+    resolve_approval,
+)
 from corral.controller.core.fleet_ops import FleetOps
 from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
@@ -85,6 +94,7 @@ class Machine(FleetOps):
         }
         self._handlers.update(request_handlers(self))
         self._handlers.update(run_handlers(self))
+        self._handlers[ResolveApproval] = lambda e, now: resolve_approval(self, e, now)
 
     def handle(self, event: ev.Event, now: float) -> Any:
         """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""
@@ -97,6 +107,10 @@ class Machine(FleetOps):
         self.expire_deadlines(now)
         self.expire_assignments(now)
         self.forget_agents(now)
+        if self.fallbacks.approvals:
+            expire_approvals(self, now)
+        if self.cordons.until:
+            expire_cordons(self, now)
         self.ordering.flush_if_due(now)
         self.schedule(now)
 
@@ -107,6 +121,8 @@ class Machine(FleetOps):
         times.extend(self.unconfirmed.values())
         times.extend(self.fence_at.values())
         times.extend(self.held_back.values())
+        times.extend(self.fallbacks.approvals.values())
+        times.extend(self.cordons.until.values())
         assignment = self.next_assignment_deadline()
         if assignment is not None:
             times.append(assignment)
@@ -139,6 +155,7 @@ class Machine(FleetOps):
                 agent.state = AgentState.DISCONNECTED
             agent.last_seen = max(agent.last_seen, now)
             self.agents[agent.id] = agent
+            restore_cordon(self, agent.id, agent.cordoned_until)
         # Unreported attempts wait for their agents: a ``stop`` one at least until its supervisor
         # has surely fenced itself (the controller cannot know when the agent last heard from it),
         # a ``keep`` one for its max_disconnect.
@@ -175,6 +192,8 @@ class Machine(FleetOps):
     def explain(self, task_id: str, now: float) -> Explanation:
         """Why this task is not running (or what it is doing)."""
         task = self.task(task_id)
+        if task.rules is not None and (awaiting := approval_explanation(self, task, now)):
+            return Explanation(awaiting)
         workflow = self.workflows[task.workflow_id]
         views = list(self.views.values())
         names = {agent.id: agent.name for agent in self.agents.values()}
@@ -188,6 +207,8 @@ class Machine(FleetOps):
             demand = self.demand(task)
             summary, per_agent = explain(demand, views)
             verdicts = tuple((aid, names.get(aid, aid), reason) for aid, reason in per_agent)
+            if self.cordons.until:
+                verdicts = cordon_verdicts(self, verdicts)
             unschedulable = bool(summary) and not summary.startswith("waiting for free capacity")
             last = self.last_plan
             planned = (
@@ -262,7 +283,9 @@ class Machine(FleetOps):
                 summary, _ = explain(demand, views)
                 cache[key] = (summary, bool(summary) and not summary.startswith("waiting for free capacity"))
             summary, unschedulable = cache[key]
-            if self.workflows[task.workflow_id].state is WorkflowState.PAUSED:
+            if task.rules is not None and task.rules.approval:
+                summary, unschedulable = "waiting for approval", False
+            elif self.workflows[task.workflow_id].state is WorkflowState.PAUSED:
                 summary = "workflow paused"
             elif task.not_before is not None and task.not_before > now:
                 summary = "retry backoff"
@@ -275,12 +298,12 @@ class Machine(FleetOps):
         for task in self.tasks.values():
             workflow = self.workflows[task.workflow_id]
             queued = task.id in self.queue
-            should_queue = task.state is T.READY and workflow.state in _QUEUEING
+            should_queue = task.state is T.READY and workflow.state in _QUEUEING and not awaits_approval(task)
             assert queued == should_queue, f"task {task.name}: queued={queued}, state {task.state}/{workflow.state}"
             if task.state in (T.ASSIGNED, T.RUNNING):
                 attempt = self.attempts.get(task.current_attempt_id or "")
                 assert attempt is not None and attempt.state.active, f"task {task.name} {task.state} without attempt"
-            unfinished = sum(1 for d in task.dependencies if self.tasks[d].state is not T.COMPLETED)
+            unfinished = sum(1 for d in task.dependencies if not dependency_done(self.tasks[d], task))
             assert unfinished == self.unfinished_deps[task.id], f"task {task.name}: dependency count"
             if task.state is not T.PENDING and not task.state.terminal:
                 assert unfinished == 0, f"task {task.name} is {task.state} with unfinished dependencies"

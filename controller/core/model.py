@@ -22,6 +22,7 @@ __all__ = [
     "AgentState",
     "Attempt",
     "AttemptState",
+    "FallbackRules",
     "Inventory",
     "LabelExpr",
     "Resources",
@@ -257,6 +258,18 @@ class Task:
     # own record, the id of the task it undoes (such records are not in their workflow's task_ids).
     compensate: bytes = b""
     compensates: str = ""
+    # Issue 10 (core/fallbacks.py): fallback payload, allow_failure, min_success, approval; None
+    # for almost every task, so the hot paths test one attribute.
+    rules: FallbackRules | None = None
+    fallback_used: bool = False  # the fallback payload replaced the primary one (never cached)
+
+    @property
+    def run_payload(self) -> bytes:
+        """The payload its next attempt runs: the fallback once it replaced the primary one."""
+        rules = self.rules
+        if self.fallback_used and rules is not None and rules.fallback is not None:
+            return rules.fallback
+        return self.payload
 
 
 @dataclass(slots=True)
@@ -338,6 +351,9 @@ class Agent:
     namespaces: tuple[str, ...] = ()
     # Random per agent process start (its Hello says it): a new one means the process died.
     incarnation: str = ""
+    # Issue 10 (core/cordon.py): no new work before this time, and why (its tasks kept failing).
+    cordoned_until: float | None = None
+    cordon_reason: str = ""
 
 
 # Not frozen: one is made per transition of every workflow (the event log), and a frozen
@@ -362,3 +378,21 @@ class WorkflowEvent:
     message: str = ""
     kind: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackRules:
+    """What a task does about failure (issue 10, ``core/fallbacks.py``); set at submit, never changed.
+
+    ``fallback``: the alternative payload (JSON) run when every retry of the primary one failed.
+    ``allow_failure``: its dependents run anyway (receiving ``null`` and the error).
+    ``min_success``: a fan-in that runs once its dependencies ended with at least this many completed.
+    ``approval``: no payload to run; it waits for ``corral approve``/``reject`` (or its timeout).
+    """
+
+    fallback: bytes | None = None
+    allow_failure: bool = False
+    min_success: int | None = None
+    approval: bool = False
+    approval_timeout_s: float | None = None
+    approval_message: str = ""

@@ -307,6 +307,8 @@ def _reset(machine: Machine, task: Task, now: float, reason: str) -> None:
     task.started_at = None
     task.finished_at = None
     machine.sagas.of_task.pop(task.id, None)  # undone (or never): a later failure compensates it anew
+    task.fallback_used = False  # a new run tries the primary payload first
+    machine.fallbacks.failed_deps.pop(task.id, None)  # a min_success fan-in counts its deps anew
     machine.set_task_state(task, T.PENDING, now, kind="reset", reason=reason)
 
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
 from corral.controller.core.checkpoints import CheckpointBook
+from corral.controller.core.cordon import Cordons
 from corral.controller.core.deadline_book import DeadlineBook
 from corral.controller.core.dynamic import DynamicBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
+from corral.controller.core.fallbacks import Fallbacks, track_rules, unfinished_of
 from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import (
     Agent,
@@ -109,6 +111,12 @@ class MachineConfig:
     reserve_after_s: float = 60.0
     reservation_expiry_factor: float = 2.0
     max_reservations: int = 64
+    # Issue 10 cascade prevention (cordon.py): this many failed attempts in a row on one agent, from
+    # at least ``cordon_workflows`` workflows whose tasks succeed elsewhere, cordon it for the
+    # cool-down (0: never).
+    cordon_after: int = 5
+    cordon_workflows: int = 3
+    cordon_cooldown_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -222,6 +230,8 @@ class MachineState:
         self.dynamic = DynamicBook()  # issue 10: spawned children and "X/*" fan-ins (indexes)
         self.run_book = RunBook()  # issue 10: the runs of retried workflows
         self.sagas = Sagas()  # issue 10: compensation records
+        self.cordons = Cordons()  # issue 10: failure streaks and cordoned agents
+        self.fallbacks = Fallbacks()  # issue 10: fallbacks, partial results, approvals (memory only)
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -411,6 +421,8 @@ class MachineState:
 
     def enqueue(self, task: Task, now: float | None = None) -> None:
         """Put a READY task of a running workflow on the ready queue, ordered by its graph score."""
+        if task.rules is not None and task.rules.approval:
+            return  # waits for an answer, not for an agent
         score = self.ordering.score(task.id)
         if self.deadline_book.latest_start:  # deadlines in use: least slack first, at-risk boost
             at = (task.ready_at or 0.0) if now is None else now
@@ -459,10 +471,15 @@ class MachineState:
             track_groups(self, None, task)
         if task.dynamic is not None:
             self.dynamic.track(task)
+        if task.rules is not None:
+            track_rules(self, task)
 
     def count_unfinished(self, task_ids: Iterable[str]) -> None:
         for task_id in task_ids:
             task = self.tasks[task_id]
+            if self.fallbacks.enabled:
+                self.unfinished_deps[task_id] = unfinished_of(self, task)
+                continue
             self.unfinished_deps[task_id] = sum(
                 1 for dep in task.dependencies if self.tasks[dep].state is not TaskState.COMPLETED
             )
@@ -507,7 +524,7 @@ class MachineState:
             outstanding=len(held),
             used_gpu_ids=[g for attempt in held for g in attempt.gpu_ids],
             prefetch=self.prefetch_for(agent.inventory.slots),
-            held_back=agent.id in self.held_back,
+            held_back=agent.id in self.held_back or agent.id in self.cordons.until,
         )
         view.crowded = self.crowded
         if view.outstanding > view.slots:

@@ -8,6 +8,7 @@ from corral.controller.core import sagas
 from corral.controller.core.deadline_ops import DeadlineOps
 from corral.controller.core.dynamic import expand_or_gather
 from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
+from corral.controller.core.fallbacks import absorbed_failures, ready_approval, skip_tolerant
 from corral.controller.core.group_ops import forget_groups, track_groups
 from corral.controller.core.model import (
     AttemptState,
@@ -157,6 +158,9 @@ class WorkflowOps(DeadlineOps):
             return
         task.ready_at = now
         task.not_before = not_before
+        if task.rules is not None and ready_approval(self, task):
+            self.set_task_state(task, T.READY, now, "waiting for approval", kind="waiting_approval")
+            return
         self.set_task_state(task, T.READY, now, kind=kind, reason=reason)
         task.agent_id = None
         state = self.workflows[task.workflow_id].state
@@ -176,9 +180,13 @@ class WorkflowOps(DeadlineOps):
     def skip_descendants(self, task: Task, now: float, *, hold: bool = True) -> None:
         """A task failed for good: everything downstream of it can never run.
 
-        ``on_failure: pause`` (issue 10) pauses the workflow instead, its descendants held PENDING.
+        ``on_failure: pause`` (issue 10) pauses the workflow instead, its descendants held PENDING;
+        ``allow_failure`` / ``min_success`` edges release their dependents instead of skipping them.
         """
         if hold and self.workflows[task.workflow_id].on_failure == "pause" and pause_on_failure(self, task, now):
+            return
+        if self.fallbacks.enabled:
+            skip_tolerant(self, task, now)
             return
         pending = deque(self.dependents[task.id])
         message = f"upstream task {task.name!r} failed"
@@ -201,7 +209,9 @@ class WorkflowOps(DeadlineOps):
         counts = self.counts[workflow.id]
         if workflow.state is W.CANCELLING:
             self.set_workflow_state(workflow, W.CANCELLED, now, workflow.error)
-        elif counts[T.FAILED] or counts[T.SKIPPED] or counts[T.CANCELLED]:
+        elif (counts[T.FAILED] or counts[T.SKIPPED] or counts[T.CANCELLED]) and not (
+            self.fallbacks.enabled and absorbed_failures(self, workflow)
+        ):
             if not workflow.error:
                 failed = [self.tasks[t] for t in workflow.task_ids if self.tasks[t].state is T.FAILED]
                 workflow.error = (

@@ -10,6 +10,7 @@ from typing import Any
 from corral.controller.core import events as ev
 from corral.controller.core import requests as rq
 from corral.controller.core.analysis import ExecutionPlan, analyze
+from corral.controller.core.fallbacks import ResolveApproval
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import Attempt, Task, TaskState, Workflow, WorkflowEvent
 from corral.controller.errors import InvalidArgument
@@ -299,4 +300,17 @@ class OrchestratorService(RunsServicer, orchestrator_pb2_grpc.OrchestratorServic
 
         event = rq.LogsQuery(request.task_id, current_caller(), request.attempt_id)
         response: pb.GetTaskLogsResponse = await self.rt.handle(event, logs)
+        return response
+
+    async def ResolveApproval(self, request: pb.ResolveApprovalRequest, context: Any) -> pb.ResolveApprovalResponse:
+        """Approve or reject a waiting approval task (issue 10; ``core/fallbacks.py``)."""
+        fields.identifier(request.workflow_id, "workflow_id", "workflow id")
+        fields.identifier(request.task, "task", "task name or id")
+        fields.text(request.reason, "reason", _MAX_REASON)
+        event = ResolveApproval(request.workflow_id, request.task, current_caller(), request.approve, request.reason)
+
+        def render(machine: Machine, task: Task, now: float) -> pb.ResolveApprovalResponse:
+            return pb.ResolveApprovalResponse(task=wire.task_status(machine, task, now=now))
+
+        response: pb.ResolveApprovalResponse = await self.rt.handle(event, render)
         return response

@@ -56,6 +56,7 @@ METHODS: Final[Mapping[str, str]] = {
     _O + "RetryWorkflow": SUBMIT,
     _O + "RerunWorkflow": SUBMIT,
     _O + "ListRuns": READ,
+    _O + "ResolveApproval": SUBMIT,  # the role that may cancel workflows (issue 10)
     _S + "ScheduleTask": SUBMIT,
     _S + "GetNextTask": PULL,
     _S + "CompleteTask": PULL,
@@ -109,6 +110,7 @@ MUTATING: Final = frozenset(
         _O + "ResumeWorkflow",
         _O + "RetryWorkflow",
         _O + "RerunWorkflow",
+        _O + "ResolveApproval",
         _S + "ScheduleTask",
         _S + "CompleteTask",
         _S + "FailTask",

@@ -23,6 +23,7 @@ from corral.controller.core.gangs import gang_problems
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.rpc.wire_fallbacks import rules_of
 from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
 from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, plain_dependencies, violations_of
 from corral.v1 import types_pb2 as pb
@@ -87,6 +88,7 @@ class _Records:
             gang=spec.gang or "",
             dynamic=_dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None,
             compensate=_compensate(spec),
+            rules=rules_of(spec),
         )
 
 

@@ -22,6 +22,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.placement import AgentView
+from corral.controller.rpc.wire_fallbacks import rules_status
 from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
 
@@ -202,7 +203,7 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         workflow_id=task.workflow_id,
         task_name=task.name,
         agent_type=task.agent_type,
-        payload_json=task.payload,
+        payload_json=task.run_payload if task.fallback_used else task.payload,
         resources=resources_to_proto(task.resources),
         timeout_s=task.timeout_s or 0.0,
         inputs_json=dict(assignment.inputs),
@@ -258,6 +259,8 @@ def task_status(
         message.gang = task.gang
     if machine.sagas.of_task:  # issue 10: its compensation, once one was made
         _compensation(machine, task, message)
+    if task.rules is not None or task.fallback_used:
+        rules_status(machine, task, message)
     ranked = machine.ordering.ranking.get(task.id)
     if ranked is not None:
         message.rank_s = ranked.rank_s
@@ -462,4 +465,7 @@ def agent_info(agent: Agent, view: AgentView | None, running: int, usage: pb.Usa
     )
     if usage is not None:
         message.usage.CopyFrom(usage)
+    if agent.cordoned_until is not None:
+        _stamp(message.cordoned_until, agent.cordoned_until)
+        message.cordon_reason = agent.cordon_reason
     return message

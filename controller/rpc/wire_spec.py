@@ -12,6 +12,7 @@ from typing import Any
 
 from corral.controller import safejson
 from corral.controller.errors import InvalidArgument, clip
+from corral.controller.rpc.wire_fallbacks import rules_from_proto, rules_to_proto
 from corral.controller.spec import Limits, TaskSpec, WorkflowSpec
 from corral.v1 import types_pb2 as pb
 
@@ -110,6 +111,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["map"] = task.map
     if task.compensate is not None:
         fields["compensate_json"] = _json_bytes(task.compensate.model_dump(exclude_defaults=True))
+    if task.fallback is not None or task.allow_failure or task.min_success is not None or task.approval is not None:
+        rules_to_proto(task, fields)
     return pb.TaskSpec(**fields)
 
 
@@ -214,6 +217,13 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["compensate"] = decode_json_field(
             message.compensate_json, where, Limits.max_payload_bytes, "max_payload_bytes"
         )
+    if (
+        message.fallback_json
+        or message.allow_failure
+        or message.HasField("min_success")
+        or message.HasField("approval")
+    ):
+        rules_from_proto(message, path, data)
     return data
 
 
@@ -264,6 +274,7 @@ _WIRE_NAMES = {
     "estimated_duration": "estimated_duration_s",
     "max_disconnect": "max_disconnect_s",
     "compensate": "compensate_json",
+    "fallback": "fallback_json",
 }
 ON_DISCONNECT_TO_PB = {"stop": pb.ON_DISCONNECT_STOP, "keep": pb.ON_DISCONNECT_KEEP}
 ON_DISCONNECT_FROM_PB = {v: k for k, v in ON_DISCONNECT_TO_PB.items()}

@@ -71,6 +71,9 @@ class TaskOptions(TypedDict, total=False):
     map_over: TaskHandle | str | None
     after_spawned: Iterable[TaskHandle | str]
     compensate: Mapping[str, Any] | None
+    fallback: Mapping[str, Any] | None
+    allow_failure: bool
+    min_success: int | None
 
 
 class TaskHandle:
@@ -292,6 +295,10 @@ class Workflow:
         map_over: TaskHandle | str | None = None,
         after_spawned: Iterable[TaskHandle | str] = (),
         compensate: Mapping[str, Any] | None = None,
+        fallback: Mapping[str, Any] | None = None,
+        allow_failure: bool = False,
+        min_success: int | None = None,
+        approval: Mapping[str, Any] | None = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -308,7 +315,9 @@ class Workflow:
         (``inputs["item"]``; it becomes a dependency), its result the list of theirs;
         ``after_spawned=[x]`` waits for ``x`` and every task ``x`` spawns (``"x/*"``).
         ``compensate={"payload": {...}, "retries": 2}`` undoes the task when the workflow fails or is
-        cancelled (with ``on_failure="compensate"``).
+        cancelled (with ``on_failure="compensate"``). ``fallback`` (a payload run once every retry
+        failed), ``allow_failure``, ``min_success`` (checked at build: wiring may come later) and
+        ``approval`` (``{"timeout": "1h", "message": ...}``, no payload) are issue 10's rules.
         """
         self._check_open()
         index = len(self._tasks)
@@ -340,11 +349,16 @@ class Workflow:
             "max_agent_losses": max_agent_losses,
             "deadline": _deadline(deadline),
             "map": mapped,
+            "fallback": None if fallback is None else dict(fallback),
+            "allow_failure": allow_failure,
+            "approval": None if approval is None else dict(approval),
         }
         if compensate is not None:
             data["compensate"] = dict(compensate)
         try:
             spec = TaskSpec.model_validate(data)
+            if min_success is not None:  # its dependencies may be wired later: build() checks it
+                spec = spec.model_copy(update={"min_success": min_success})
         except ValidationError as exc:
             violations = _from_pydantic(exc, prefix)
             raise InvalidArgumentError(f"task {name!r}: " + "; ".join(str(v) for v in violations), violations) from None

@@ -39,6 +39,7 @@ from corral.controller.sdk.admin_types import (
     SecretInfo,
     TokenInfo,
 )
+from corral.controller.sdk.approvals import ApprovalsMixin
 from corral.controller.sdk.builder import TaskHandle, WorkflowLike, as_spec
 from corral.controller.sdk.credentials import Credentials, PathLike
 from corral.controller.sdk.errors import (
@@ -112,7 +113,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client(RunsMixin):
+class Client(RunsMixin, ApprovalsMixin):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of

@@ -75,6 +75,9 @@ class AgentInfo(Record):
     connected_at: datetime | None
     last_heartbeat: datetime | None
     raw: pb.AgentInfo = dataclasses.field(repr=False, compare=False)
+    # Issue 10: no new work until then because its tasks kept failing (None: not cordoned), and why.
+    cordoned_until: datetime | None = None
+    cordon_reason: str = ""
 
     @classmethod
     def from_proto(cls, m: pb.AgentInfo) -> AgentInfo:
@@ -93,6 +96,8 @@ class AgentInfo(Record):
             connected_at=timestamp(m, "connected_at"),
             last_heartbeat=timestamp(m, "last_heartbeat"),
             raw=m,
+            cordoned_until=timestamp(m, "cordoned_until"),
+            cordon_reason=m.cordon_reason,
         )
 
 

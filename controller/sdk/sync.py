@@ -44,6 +44,7 @@ from corral.controller.sdk.types import (
     LogChunk,
     ScheduledTask,
     Submission,
+    TaskStatus,
     WorkflowEvent,
     WorkflowPage,
     WorkflowResult,
@@ -167,6 +168,14 @@ class SyncClient(SyncRunsMixin):
     def cancel(self, workflow_id: str, *, force: bool = False, reason: str = "") -> WorkflowStatus:
         """See :meth:`Client.cancel`."""
         return self._run(self._client.cancel(workflow_id, force=force, reason=reason))
+
+    def approve(self, workflow_id: str, task: str, *, reason: str = "") -> TaskStatus:
+        """See :meth:`Client.approve`."""
+        return self._run(self._client.approve(workflow_id, task, reason=reason))
+
+    def reject(self, workflow_id: str, task: str, *, reason: str = "") -> TaskStatus:
+        """See :meth:`Client.reject`."""
+        return self._run(self._client.reject(workflow_id, task, reason=reason))
 
     def status(self, workflow_id: str, *, include_tasks: bool = True) -> WorkflowStatus:
         """See :meth:`Client.status`."""

@@ -111,6 +111,11 @@ class TaskStatus(Record):
     # Issue 10, on_failure: compensate: its compensation's state ("" none) and error.
     compensation_state: str = ""
     compensation_error: str = ""
+    # Issue 10: its fallback replaced the payload; approval tasks: "waiting", "approved", "rejected",
+    # "approval_timeout" ("" otherwise) and, while waiting, when it times out.
+    fallback_used: bool = False
+    approval_state: str = ""
+    approval_deadline: datetime | None = None
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -155,6 +160,9 @@ class TaskStatus(Record):
             checkpoint_bytes=m.checkpoint_bytes,
             compensation_state=m.compensation_state,
             compensation_error=m.compensation_error,
+            fallback_used=m.fallback_used,
+            approval_state=m.approval_state,
+            approval_deadline=timestamp(m, "approval_deadline"),
         )
 
     @property

@@ -33,6 +33,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.store.base import LogChunk
+from corral.controller.store.rules_codec import decode_rules, encode_rules
 
 __all__ = [
     "COLUMNS",
@@ -134,6 +135,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "dynamic",
         "compensate",
         "compensates",
+        "rules",
     ),
     "attempts": (
         "id",
@@ -168,6 +170,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "last_seen",
         "version",
         "incarnation",
+        "cordoned_until",
+        "cordon_reason",
     ),
 }
 
@@ -427,6 +431,7 @@ def encode_task(t: Task) -> Row:
         encode_dynamic(t.dynamic) if t.dynamic is not None else "",
         t.compensate,
         t.compensates,
+        None if t.rules is None and not t.fallback_used else encode_rules(t.rules, t.fallback_used),
     )
 
 
@@ -480,6 +485,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         dynamic=decode_dynamic(row[44]) if row[44] else None,
         compensate=row[45],
         compensates=row[46],
+        **({} if row[47] is None else decode_rules(row[47])),
     )
 
 
@@ -546,6 +552,8 @@ def encode_agent(a: Agent) -> Row:
         a.last_seen,
         a.version,
         a.incarnation,
+        a.cordoned_until,
+        a.cordon_reason,
     )
 
 
@@ -564,6 +572,8 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         row[9],
         row[10],
         incarnation=row[11],
+        cordoned_until=row[12],
+        cordon_reason=row[13],
     )
 
 

@@ -358,6 +358,15 @@ def _migration_8_namespace_fair_share(db: sqlite_utils.Database) -> None:
     namespaces.add_column("max_running", int, not_null_default=0)
 
 
+def _migration_14_fallbacks(db: sqlite_utils.Database) -> None:
+    """Issue 10: a task's fallback / allow_failure / min_success / approval rules and whether its
+    fallback replaced the payload, as one JSON text (NULL for the tasks without any: nearly all)."""
+    db.table("tasks").add_column("rules", str)
+    # Cascade prevention: a cordoned agent takes no new work until then, and why.
+    db.table("agents").add_column("cordoned_until", float)
+    db.table("agents").add_column("cordon_reason", str, not_null_default="")
+
+
 #: Every schema version so far, oldest first; ``PRAGMA user_version`` is the count applied.
 def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
     """Issue 9: deadlines (absolute epoch seconds) of workflows and tasks, the policy and verdict at submit."""
@@ -410,4 +419,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_11_gangs,
     _migration_12_checkpoints,
     _migration_13_runs,
+    _migration_14_fallbacks,
 )

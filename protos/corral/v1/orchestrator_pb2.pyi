@@ -299,3 +299,21 @@ class ListRunsResponse(_message.Message):
     workflow_id: str
     runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
     def __init__(self, workflow_id: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+
+class ResolveApprovalRequest(_message.Message):
+    __slots__ = ("workflow_id", "task", "approve", "reason")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    task: str
+    approve: bool
+    reason: str
+    def __init__(self, workflow_id: _Optional[str] = ..., task: _Optional[str] = ..., approve: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResolveApprovalResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _types_pb2.TaskStatus
+    def __init__(self, task: _Optional[_Union[_types_pb2.TaskStatus, _Mapping]] = ...) -> None: ...

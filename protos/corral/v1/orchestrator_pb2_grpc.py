@@ -104,6 +104,11 @@ class OrchestratorStub:
                 request_serializer=corral_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_orchestrator__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.ResolveApproval = channel.unary_unary(
+                '/corral.v1.Orchestrator/ResolveApproval',
+                request_serializer=corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -198,6 +203,14 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveApproval(self, request, context):
+        """Approve or reject a waiting approval task (issue 10). Needs the role that may cancel workflows
+        in its namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +283,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=corral_dot_v1_dot_orchestrator__pb2.ListRunsRequest.FromString,
                     response_serializer=corral_dot_v1_dot_orchestrator__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'ResolveApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveApproval,
+                    request_deserializer=corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -650,6 +668,33 @@ class Orchestrator:
             '/corral.v1.Orchestrator/ListRuns',
             corral_dot_v1_dot_orchestrator__pb2.ListRunsRequest.SerializeToString,
             corral_dot_v1_dot_orchestrator__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Orchestrator/ResolveApproval',
+            corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalRequest.SerializeToString,
+            corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -128,7 +128,7 @@ class ResourceRequirements(_message.Message):
     def __init__(self, cpu_cores: _Optional[float] = ..., memory_mb: _Optional[int] = ..., disk_mb: _Optional[int] = ..., network_bandwidth_mbps: _Optional[int] = ..., gpu_count: _Optional[int] = ..., custom_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "type", "agent_type", "payload_json", "resources", "priority", "timeout_s", "retries", "dependencies", "constraints", "estimated_duration_s", "retry_backoff_s", "on_disconnect", "max_disconnect_s", "max_agent_losses", "constraint_exprs", "spread", "affinity", "deadline", "preemptible", "max_preemptions", "gang", "map", "compensate_json")
+    __slots__ = ("name", "type", "agent_type", "payload_json", "resources", "priority", "timeout_s", "retries", "dependencies", "constraints", "estimated_duration_s", "retry_backoff_s", "on_disconnect", "max_disconnect_s", "max_agent_losses", "constraint_exprs", "spread", "affinity", "deadline", "preemptible", "max_preemptions", "gang", "map", "compensate_json", "fallback_json", "allow_failure", "min_success", "approval")
     class ConstraintsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,10 @@ class TaskSpec(_message.Message):
     GANG_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     COMPENSATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_JSON_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: TaskType
     agent_type: str
@@ -191,7 +195,19 @@ class TaskSpec(_message.Message):
     gang: str
     map: str
     compensate_json: bytes
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., max_agent_losses: _Optional[int] = ..., constraint_exprs: _Optional[_Iterable[_Union[LabelExpression, _Mapping]]] = ..., spread: _Optional[str] = ..., affinity: _Optional[_Mapping[str, str]] = ..., deadline: _Optional[str] = ..., preemptible: _Optional[bool] = ..., max_preemptions: _Optional[int] = ..., gang: _Optional[str] = ..., map: _Optional[str] = ..., compensate_json: _Optional[bytes] = ...) -> None: ...
+    fallback_json: bytes
+    allow_failure: bool
+    min_success: int
+    approval: ApprovalSpec
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., max_agent_losses: _Optional[int] = ..., constraint_exprs: _Optional[_Iterable[_Union[LabelExpression, _Mapping]]] = ..., spread: _Optional[str] = ..., affinity: _Optional[_Mapping[str, str]] = ..., deadline: _Optional[str] = ..., preemptible: _Optional[bool] = ..., max_preemptions: _Optional[int] = ..., gang: _Optional[str] = ..., map: _Optional[str] = ..., compensate_json: _Optional[bytes] = ..., fallback_json: _Optional[bytes] = ..., allow_failure: _Optional[bool] = ..., min_success: _Optional[int] = ..., approval: _Optional[_Union[ApprovalSpec, _Mapping]] = ...) -> None: ...
+
+class ApprovalSpec(_message.Message):
+    __slots__ = ("timeout_s", "message")
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    timeout_s: float
+    message: str
+    def __init__(self, timeout_s: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class LabelExpression(_message.Message):
     __slots__ = ("key", "op", "values")
@@ -263,7 +279,7 @@ class ExecutionPlan(_message.Message):
     def __init__(self, stages: _Optional[_Iterable[_Union[ExecutionStage, _Mapping]]] = ..., critical_path: _Optional[_Iterable[str]] = ..., estimated_duration_s: _Optional[float] = ..., parallelism_factor: _Optional[float] = ..., task_count: _Optional[int] = ..., total_work_s: _Optional[float] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "name", "state", "agent_type", "priority", "attempts", "retries_used", "attempt_id", "agent_id", "result_json", "error", "waiting_reason", "created_at", "started_at", "finished_at", "dependencies", "workflow_id", "exit_code", "unschedulable", "agent_losses", "reruns_after_fence", "failure_reason", "peak_rss_bytes", "cpu_s", "plan_reason", "rank_s", "expected_duration_s", "duration_source", "deadline", "latest_start", "slack_s", "preemptions", "last_preemption", "preemptible", "gang", "expected_peak_rss_bytes", "expected_cpu_s", "checkpointed_at", "checkpoint_bytes", "compensation_state", "compensation_error", "compensation_task_id")
+    __slots__ = ("task_id", "name", "state", "agent_type", "priority", "attempts", "retries_used", "attempt_id", "agent_id", "result_json", "error", "waiting_reason", "created_at", "started_at", "finished_at", "dependencies", "workflow_id", "exit_code", "unschedulable", "agent_losses", "reruns_after_fence", "failure_reason", "peak_rss_bytes", "cpu_s", "plan_reason", "rank_s", "expected_duration_s", "duration_source", "deadline", "latest_start", "slack_s", "preemptions", "last_preemption", "preemptible", "gang", "expected_peak_rss_bytes", "expected_cpu_s", "checkpointed_at", "checkpoint_bytes", "compensation_state", "compensation_error", "compensation_task_id", "fallback_used", "approval_state", "approval_deadline", "approval_message")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -306,6 +322,10 @@ class TaskStatus(_message.Message):
     COMPENSATION_STATE_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_ERROR_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_USED_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     state: TaskState
@@ -348,7 +368,11 @@ class TaskStatus(_message.Message):
     compensation_state: str
     compensation_error: str
     compensation_task_id: str
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slack_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., last_preemption: _Optional[str] = ..., preemptible: _Optional[bool] = ..., gang: _Optional[str] = ..., expected_peak_rss_bytes: _Optional[int] = ..., expected_cpu_s: _Optional[float] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_bytes: _Optional[int] = ..., compensation_state: _Optional[str] = ..., compensation_error: _Optional[str] = ..., compensation_task_id: _Optional[str] = ...) -> None: ...
+    fallback_used: bool
+    approval_state: str
+    approval_deadline: _timestamp_pb2.Timestamp
+    approval_message: str
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slack_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., last_preemption: _Optional[str] = ..., preemptible: _Optional[bool] = ..., gang: _Optional[str] = ..., expected_peak_rss_bytes: _Optional[int] = ..., expected_cpu_s: _Optional[float] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_bytes: _Optional[int] = ..., compensation_state: _Optional[str] = ..., compensation_error: _Optional[str] = ..., compensation_task_id: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., approval_state: _Optional[str] = ..., approval_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_message: _Optional[str] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
     __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "deadline", "deadline_verdict", "slack_s", "max_parallel", "concurrency_limit", "run", "on_failure")
@@ -516,7 +540,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_percent: _Optional[float] = ..., memory_used_mb: _Optional[int] = ..., load_1m: _Optional[float] = ..., running_attempts: _Optional[int] = ..., disk_free_mb: _Optional[int] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "name", "state", "agent_types", "labels", "inventory", "allocated", "running_attempts", "last_heartbeat", "connected_at", "hostname", "usage", "version", "namespaces")
+    __slots__ = ("agent_id", "name", "state", "agent_types", "labels", "inventory", "allocated", "running_attempts", "last_heartbeat", "connected_at", "hostname", "usage", "version", "namespaces", "cordoned_until", "cordon_reason")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -538,6 +562,8 @@ class AgentInfo(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    CORDON_REASON_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     state: AgentState
@@ -552,7 +578,9 @@ class AgentInfo(_message.Message):
     usage: Usage
     version: str
     namespaces: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ...) -> None: ...
+    cordoned_until: _timestamp_pb2.Timestamp
+    cordon_reason: str
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cordoned_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cordon_reason: _Optional[str] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
     __slots__ = ("attempt_id", "task_id", "workflow_id", "task_name", "agent_type", "payload_json", "resources", "timeout_s", "inputs_json", "gpu_ids", "attempt_number", "secrets", "namespace", "on_disconnect", "max_disconnect_s", "checkpoint_json")
