@@ -143,6 +143,7 @@ class Machine(FleetOps):
                 else:
                     self.fence_at[attempt.id] = adopt_deadline
         self.ordering.book.restore(snapshot.durations)
+        self.cache.restore(snapshot.cache_entries)
         for workflow in self.workflows.values():
             if workflow.state in (WorkflowState.RUNNING, WorkflowState.PAUSED, WorkflowState.CANCELLING):
                 self.rank_workflow(workflow)

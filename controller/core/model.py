@@ -22,6 +22,7 @@ __all__ = [
     "LabelExpr",
     "Resources",
     "Task",
+    "TaskCache",
     "TaskState",
     "TaskType",
     "Workflow",
@@ -247,6 +248,10 @@ class Task:
     preemptions: int = 0
     last_preemption: str = ""
     gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
+    # Issue 10 (core/cache.py): its cache policy (None: never cached), and where the result it
+    # completed with came from ("workflow id/task id/attempt id"; "": it ran).
+    cache: TaskCache | None = None
+    cache_source: str = ""
 
 
 @dataclass(slots=True)
@@ -271,6 +276,8 @@ class Workflow:
     deadline_policy: str = "warn"  # reject | warn | best_effort
     deadline_verdict: str = ""  # "", feasible, at_risk, infeasible
     max_parallel: int | None = None  # at most this many of its tasks ASSIGNED/RUNNING at once
+    params: bytes = b"{}"  # issue 10: the parameter values it was submitted with (JSON object)
+    no_cache: bool = False  # issue 10: its tasks never read the cache (their successes refresh it)
 
 
 @dataclass(slots=True)
@@ -322,6 +329,16 @@ class Agent:
     namespaces: tuple[str, ...] = ()
     # Random per agent process start (its Hello says it): a new one means the process died.
     incarnation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCache:
+    """A task's cache policy (issue 10): its own key text ("": hash of the payload and inputs),
+    how long an entry lives (None: until evicted) and a version that invalidates older entries."""
+
+    key: str = ""
+    ttl_s: float | None = None
+    version: str = ""
 
 
 # Not frozen: one is made per transition of every workflow (the event log), and a frozen

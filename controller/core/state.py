@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
+from corral.controller.core.cache import CacheBook
 from corral.controller.core.deadline_book import DeadlineBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.group_ops import track_groups
@@ -105,6 +106,9 @@ class MachineConfig:
     reserve_after_s: float = 60.0
     reservation_expiry_factor: float = 2.0
     max_reservations: int = 64
+    # Issue 10: the task result cache (core/cache.py), least recently used entries evicted past these.
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -214,6 +218,7 @@ class MachineState:
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
+        self.cache = CacheBook(config.cache_max_entries, config.cache_max_bytes)  # issue 10
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -311,6 +316,9 @@ class MachineState:
         durations = self.ordering.take_changes()
         if durations is not None:
             batch.durations = durations
+        cached = self.cache.take_changes()
+        if cached is not None:
+            batch.cache = cached
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []

@@ -12,6 +12,7 @@ from typing import Any
 
 from corral.controller import safejson
 from corral.controller.errors import InvalidArgument, clip
+from corral.controller.rpc.cache_wire import cache_mapping, cache_to_proto
 from corral.controller.spec import Limits, TaskSpec, WorkflowSpec
 from corral.v1 import types_pb2 as pb
 
@@ -106,6 +107,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["max_preemptions"] = task.max_preemptions
     if task.gang:
         fields["gang"] = task.gang
+    if task.cache is not None:
+        fields["cache"] = cache_to_proto(task.cache)
     return pb.TaskSpec(**fields)
 
 
@@ -129,6 +132,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.deadline_policy = spec.deadline_policy
     if spec.max_parallel is not None:
         message.max_parallel = spec.max_parallel
+    if spec.params:
+        message.params_json = _json_bytes(spec.params)
     return message
 
 
@@ -201,6 +206,8 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         data["max_preemptions"] = message.max_preemptions
     if message.gang:
         data["gang"] = message.gang
+    if message.HasField("cache"):
+        data["cache"] = cache_mapping(message.cache)
     return data
 
 
@@ -250,6 +257,8 @@ _WIRE_NAMES = {
     "retry_backoff": "retry_backoff_s",
     "estimated_duration": "estimated_duration_s",
     "max_disconnect": "max_disconnect_s",
+    "ttl": "ttl_s",
+    "params": "params_json",
 }
 ON_DISCONNECT_TO_PB = {"stop": pb.ON_DISCONNECT_STOP, "keep": pb.ON_DISCONNECT_KEEP}
 ON_DISCONNECT_FROM_PB = {v: k for k, v in ON_DISCONNECT_TO_PB.items()}
@@ -260,7 +269,7 @@ def wire_path(path: str) -> str:
     parts = path.split(".")
     for i, part in enumerate(parts):
         name, bracket, rest = part.partition("[")
-        if name in _WIRE_NAMES and (i > 0 or name == "metadata"):
+        if name in _WIRE_NAMES and (i > 0 or name in ("metadata", "params")):
             parts[i] = _WIRE_NAMES[name] + bracket + rest
             break  # inside a JSON field the rest of the path is the document's own
     return ".".join(parts)

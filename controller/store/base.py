@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
+from corral.controller.core.cache import CacheChanges, CacheEntry
 from corral.controller.core.durations import DurationChanges, LearnedDuration
 from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
 
@@ -46,6 +47,7 @@ class ChangeBatch:
     events: list[WorkflowEvent] = field(default_factory=list)  # appended to the event log
     # Learned durations (issue 9): changed groups with all their entries (empty: deleted).
     durations: DurationChanges = field(default_factory=lambda: DurationChanges({}))
+    cache: CacheChanges = field(default_factory=CacheChanges)  # issue 10: cache entries
 
     def size(self) -> int:
         """Records and log chunks in the batch, a measure of its commit's cost.
@@ -64,6 +66,7 @@ class ChangeBatch:
             + len(self.deleted_agents)
             + len(self.events) // 4
             + len(self.durations.groups)
+            + self.cache.size()
         )
 
     def __bool__(self) -> bool:
@@ -78,6 +81,7 @@ class ChangeBatch:
             or self.deleted_agents
             or self.events
             or self.durations
+            or self.cache
         )
 
 
@@ -93,6 +97,7 @@ class Snapshot:
     access: AccessSnapshot = field(default_factory=AccessSnapshot)
     last_event_seq: int = 0  # the highest event-log seq stored (new events continue after it)
     durations: list[LearnedDuration] = field(default_factory=list)  # learned durations (issue 9)
+    cache_entries: list[CacheEntry] = field(default_factory=list)  # issue 10
 
 
 class Store(Protocol):

@@ -32,6 +32,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.store.base import LogChunk
+from corral.controller.store.cache_codec import decode_task_cache, encode_task_cache
 
 __all__ = [
     "COLUMNS",
@@ -81,6 +82,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "deadline_policy",
         "deadline_verdict",
         "max_parallel",
+        "params",
+        "no_cache",
     ),
     "tasks": (
         "id",
@@ -127,6 +130,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "preemptions",
         "last_preemption",
         "gang",
+        "cache",
+        "cache_source",
     ),
     "attempts": (
         "id",
@@ -334,6 +339,8 @@ def encode_workflow(w: Workflow) -> Row:
         w.deadline_policy,
         w.deadline_verdict,
         w.max_parallel,
+        _blob(w.params),
+        int(w.no_cache),
     )
 
 
@@ -358,6 +365,8 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         deadline_policy=row[15],
         deadline_verdict=row[16],
         max_parallel=row[17],
+        params=row[18],
+        no_cache=bool(row[19]),
     )
 
 
@@ -410,6 +419,8 @@ def encode_task(t: Task) -> Row:
         t.preemptions,
         t.last_preemption,
         t.gang,
+        "" if t.cache is None else encode_task_cache(t.cache),
+        t.cache_source,
     )
 
 
@@ -460,6 +471,8 @@ def decode_task(row: Sequence[Any]) -> Task:
         preemptions=row[41],
         last_preemption=row[42],
         gang=row[43],
+        cache=decode_task_cache(row[44]) if row[44] else None,
+        cache_source=row[45],
     )
 
 

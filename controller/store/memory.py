@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec
+from corral.controller.store import access_codec, cache_codec, codec, durations_codec, event_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MemoryStore"]
@@ -50,6 +50,7 @@ class MemoryStore:
         self._events: dict[str, list[codec.Row]] = {}  # workflow id -> event rows in seq order
         self._last_event_seq = 0
         self._durations: dict[tuple[str, str, str], codec.Row] = {}
+        self._cache: dict[str, codec.Row] = {}  # issue 10: cache entries by key
         self._closed = False
 
     def _check_open(self) -> None:
@@ -64,6 +65,7 @@ class MemoryStore:
             meta = dict(self._meta)
             last_event_seq = self._last_event_seq
             duration_rows = list(self._durations.values())
+            cache_rows = list(self._cache.values())
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -83,6 +85,7 @@ class MemoryStore:
             durations=sorted(
                 (d for r in duration_rows for d in durations_codec.decode_group(r)), key=lambda d: d.updated_at
             ),
+            cache_entries=[cache_codec.decode_entry(r) for r in cache_rows],
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -109,6 +112,7 @@ class MemoryStore:
         groups = batch.durations.groups
         duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
+        cache_rows = [cache_codec.encode_entry(e) for e in batch.cache.upserts.values()]
         with self._lock:
             self._check_open()
             if events and (
@@ -134,6 +138,9 @@ class MemoryStore:
                 self._durations.pop(duration_key, None)
             for row in duration_rows:
                 self._durations[row[:3]] = row
+            for key in batch.cache.deletes:
+                self._cache.pop(key, None)
+            self._cache.update((row[0], row) for row in cache_rows)
             for table, keyed in access.items():
                 self._access[table].update(keyed)
             for key in changes.deleted_secrets:

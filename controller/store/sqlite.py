@@ -24,7 +24,7 @@ import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec
+from corral.controller.store import access_codec, cache_codec, codec, durations_codec, event_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -97,6 +97,11 @@ _UPSERT_DURATIONS: Final = (
 )
 _DELETE_DURATIONS: Final = "DELETE FROM durations WHERE kind = ? AND namespace = ? AND workflow = ?"
 _SELECT_DURATIONS: Final = "SELECT kind, namespace, workflow, data, updated_at FROM durations"
+_UPSERT_CACHE: Final = (
+    f"INSERT OR REPLACE INTO cache_entries ({', '.join(cache_codec.CACHE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_CACHE: Final = "DELETE FROM cache_entries WHERE key = ?"
+_SELECT_CACHE: Final = f"SELECT {', '.join(cache_codec.CACHE_COLUMNS)} FROM cache_entries"
 _EVENT_BATCH_INSERT: Final = "INSERT INTO event_batches (last_seq, workflow_id, first_seq, data) VALUES (?, ?, ?, ?)"
 # Every batch holding a seq above ``after``: a range of the (workflow_id, last_seq) index.
 _EVENT_BATCHES_OF_WORKFLOW: Final = (
@@ -241,6 +246,7 @@ class SqliteStore:
                         (d for r in conn.execute(_SELECT_DURATIONS) for d in durations_codec.decode_group(r)),
                         key=lambda d: d.updated_at,
                     ),
+                    cache_entries=[cache_codec.decode_entry(r) for r in conn.execute(_SELECT_CACHE)],
                 )
             finally:
                 conn.execute("COMMIT")
@@ -273,6 +279,7 @@ class SqliteStore:
         groups = batch.durations.groups
         duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
+        cache_rows = [cache_codec.encode_entry(e) for e in batch.cache.upserts.values()]
         with self._write_lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -292,6 +299,9 @@ class SqliteStore:
                     conn.executemany(_DELETE_DURATIONS, duration_deletes)
                 if duration_rows:
                     conn.executemany(_UPSERT_DURATIONS, duration_rows)
+                if batch.cache:
+                    conn.executemany(_DELETE_CACHE, [(key,) for key in batch.cache.deletes])
+                    conn.executemany(_UPSERT_CACHE, cache_rows)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:

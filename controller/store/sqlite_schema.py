@@ -368,6 +368,23 @@ def _migration_9_deadlines(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("deadline", float)
 
 
+def _migration_15_cache(db: sqlite_utils.Database) -> None:
+    """Issue 10: the task result cache, tasks' cache policies and sources, workflows' parameters.
+
+    ``cache_entries`` is bounded by the controller's ``--cache-max-entries``/``--cache-max-bytes``
+    (evictions are deletes in the same commit); each entry holds its own copy of the result.
+    """
+    db.execute(
+        "CREATE TABLE cache_entries (key TEXT PRIMARY KEY, namespace TEXT NOT NULL, result BLOB NOT NULL, "
+        "source TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL, last_used REAL NOT NULL) STRICT"
+    )
+    tasks = db.table("tasks")
+    tasks.add_column("cache", str, not_null_default="")
+    tasks.add_column("cache_source", str, not_null_default="")
+    db.execute("ALTER TABLE workflows ADD COLUMN params BLOB NOT NULL DEFAULT X'7B7D'")  # b"{}"
+    db.table("workflows").add_column("no_cache", int, not_null_default=0)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -380,4 +397,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_9_deadlines,
     _migration_10_preemption,
     _migration_11_gangs,
+    _migration_15_cache,
 )

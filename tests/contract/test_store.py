@@ -960,10 +960,11 @@ def test_sqlite_migration_10_gives_old_tasks_no_preemption(tmp_path: Path) -> No
 
 def test_sqlite_migration_11_gives_old_rows_no_gang_and_no_max_parallel(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
-    old = SqliteStore(path, migrations=MIGRATIONS[:-1])
+    old = SqliteStore(path, migrations=MIGRATIONS[:10])
     old.close()
-    task_columns = codec.COLUMNS["tasks"][:-1]  # as the version before wrote them
-    task_row = codec.encode_task(minimal_task("t", "w"))[:-1]
+    gang = codec.COLUMNS["tasks"].index("gang")
+    task_columns = codec.COLUMNS["tasks"][:gang]  # as version 10 wrote them
+    task_row = codec.encode_task(minimal_task("t", "w"))[:gang]
     with sqlite3.connect(path) as conn:
         names = ", ".join(f'"{c}"' for c in task_columns)
         conn.execute(f"INSERT INTO tasks ({names}) VALUES ({', '.join('?' * len(task_row))})", task_row)
