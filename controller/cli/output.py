@@ -154,7 +154,7 @@ def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
         columns = ["TASK ID", *columns[:2], "AGENT TYPE", "AGENT", "PRIORITY", *columns[2:], "EXIT"]
     table = _table(*columns)
     for task in tasks:
-        detail = task.error or task.waiting_reason
+        detail = task.error or task.waiting_reason or (f"CACHED from {task.cache_source}" if task.cache_source else "")
         if task.unschedulable:
             detail = f"unschedulable: {task.waiting_reason}"
         cells: list[RenderableType] = [
@@ -198,6 +198,8 @@ def status_view(status: WorkflowStatus, wide: bool) -> RenderableType:
     if status.raw.concurrency_limit:  # max_parallel, or AIMD after OOM kills (issue 9)
         cap = status.raw.max_parallel
         head.add_row("Concurrency", f"limit {status.raw.concurrency_limit}" + (f" (max_parallel {cap})" if cap else ""))
+    if status.params:  # issue 10
+        head.add_row("Params", ", ".join(f"{k}={v}" for k, v in sorted(status.params.items())))
     if wide and status.labels:
         head.add_row("Labels", ", ".join(f"{k}={v}" for k, v in sorted(status.labels.items())))
     if not status.tasks:

@@ -18,17 +18,19 @@ import json
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from corral.controller.core.model import Attempt, Task, TaskState, WorkflowState
 
 if TYPE_CHECKING:
+    from corral.controller.core.requests import Caller
     from corral.controller.core.workflow_ops import WorkflowOps as State
 
 __all__ = [
     "CacheBook",
     "CacheChanges",
     "CacheEntry",
+    "ClearCacheRequest",
     "cache_key",
     "clear_cache",
     "invalidate",
@@ -240,3 +242,21 @@ def clear_cache(state: State, namespaces: frozenset[str] | None) -> tuple[int, i
     for key in doomed:
         book.delete(key)
     return len(doomed), len(book.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearCacheRequest:
+    """Admin.ClearCache as a request event: drop the entries of ``namespace`` ("" = every namespace
+    the caller covers); answers ``(cleared, remaining)``."""
+
+    READ: ClassVar[bool] = False
+    caller: Caller
+    namespace: str = ""
+
+    def handle(self, state: State, now: float) -> tuple[int, int]:
+        """The handler (registered in the machine's table by ``queries.request_handlers``)."""
+        if self.namespace:
+            state.access.namespace(self.namespace)  # NotFound for one that does not exist
+            return clear_cache(state, frozenset({self.namespace}))
+        covered = self.caller.namespaces
+        return clear_cache(state, frozenset(covered) if covered else None)

@@ -214,6 +214,8 @@ class Machine(FleetOps):
                 where = f"{where} (attempt {task.attempts}); agent {agent.state}, silent {silent:.1f}s"
                 return Explanation(f"{task.state} on {where}{fate}")
             return Explanation(f"{task.state} on {where} (attempt {task.attempts})")
+        if task.cache_source:  # issue 10
+            return Explanation(f"completed from the cache (CACHED): the result of {task.cache_source}")
         if task.failure_reason == "poison":
             return Explanation(f"{task.state} (poison): {task.error}")
         return Explanation(f"{task.state}" + (f": {task.error}" if task.error else ""))

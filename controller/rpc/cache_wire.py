@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from corral.controller.core.model import TaskCache
+from corral.controller.core.model import Task, TaskCache
 from corral.controller.core.params import ParamValue, resolve_params, substitute
 from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.spec import CacheSpec, Limits, WorkflowHeader, check_json_value
@@ -21,7 +21,7 @@ from corral.v1 import types_pb2 as pb
 __all__ = [
     "ParamsInvalid",
     "cache_mapping",
-    "cache_source_fields",
+    "cache_status",
     "cache_to_proto",
     "declared_params",
     "param_values",
@@ -55,16 +55,12 @@ def task_cache(cache: CacheSpec) -> TaskCache:
     return TaskCache(cache.key or "", cache.ttl, cache.version)
 
 
-def cache_source_fields(source: str) -> dict[str, str]:
-    """TaskStatus fields of a task's ``cache_source`` ("workflow/task/attempt"); {} when it ran."""
-    if not source:
-        return {}
-    workflow_id, task_id, attempt_id = [*source.split("/"), "", "", ""][:3]
-    return {
-        "cache_source_workflow_id": workflow_id,
-        "cache_source_task_id": task_id,
-        "cache_source_attempt_id": attempt_id,
-    }
+def cache_status(task: Task, message: pb.TaskStatus) -> None:
+    """Set the TaskStatus fields of a task completed from the cache (its ``cache_source``)."""
+    workflow_id, task_id, attempt_id = [*task.cache_source.split("/"), "", "", ""][:3]
+    message.cache_source_workflow_id = workflow_id
+    message.cache_source_task_id = task_id
+    message.cache_source_attempt_id = attempt_id
 
 
 def declared_params(message: pb.WorkflowSpec, data: dict[str, Any], violations: list[FieldViolation]) -> None:

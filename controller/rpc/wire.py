@@ -22,6 +22,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.placement import AgentView
+from corral.controller.rpc.cache_wire import cache_status
 from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
 
@@ -248,6 +249,8 @@ def task_status(
         message.plan_reason = machine.plan_reason(task)
     if task.gang:
         message.gang = task.gang
+    if task.cache_source:
+        cache_status(task, message)
     ranked = machine.ordering.ranking.get(task.id)
     if ranked is not None:
         message.rank_s = ranked.rank_s
@@ -306,6 +309,7 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         namespace=workflow.namespace,
         max_parallel=workflow.max_parallel or 0,
         concurrency_limit=machine.parallelism.current(workflow.id),
+        params_json=workflow.params if workflow.params != b"{}" else b"",
     )
     if workflow.deadline is not None:
         _stamp(message.deadline, workflow.deadline)

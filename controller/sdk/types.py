@@ -102,6 +102,13 @@ class TaskStatus(Record):
     deadline: datetime | None = None
     latest_start: datetime | None = None
     slack_s: float | None = None
+    # Completed from the cache (issue 10): "workflow id/task id/attempt id" of the result's source.
+    cache_source: str = ""
+
+    @property
+    def cached(self) -> bool:
+        """Whether it completed with a cached result (state "completed", nothing ran)."""
+        return bool(self.cache_source)
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -140,6 +147,9 @@ class TaskStatus(Record):
             deadline=timestamp(m, "deadline"),
             latest_start=timestamp(m, "latest_start"),
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            cache_source="/".join((m.cache_source_workflow_id, m.cache_source_task_id, m.cache_source_attempt_id))
+            if m.cache_source_workflow_id
+            else "",
         )
 
     @property
@@ -171,6 +181,7 @@ class WorkflowStatus(Record):
     deadline: datetime | None = None
     deadline_verdict: str = ""  # at submit: feasible, at_risk, infeasible
     slack_s: float | None = None  # least slack over its unfinished tasks
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # issue 10: its parameter values
 
     @classmethod
     def from_proto(cls, m: pb.WorkflowStatus) -> WorkflowStatus:
@@ -192,6 +203,7 @@ class WorkflowStatus(Record):
             deadline=timestamp(m, "deadline"),
             deadline_verdict=m.deadline_verdict,
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            params=decode_json(m.params_json) or {},
         )
 
     @property
