@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import admin, analyze, certs, cluster, daemons, quota, run, simulate, tasks, workflows
+from corral.controller.cli import admin, analyze, cache, certs, cluster, daemons, quota, run, simulate, tasks, workflows
 from corral.controller.cli.common import (
     CaOption,
     CertOption,
@@ -69,6 +69,7 @@ app.command("pause", rich_help_panel=_WORK)(workflows.pause)
 app.command("resume", rich_help_panel=_WORK)(workflows.resume)
 app.command("schema", rich_help_panel=_WORK)(workflows.schema)
 app.command("simulate", rich_help_panel=_WORK)(simulate.simulate)
+app.add_typer(cache.app, name="cache", rich_help_panel=_WORK)
 
 app.command("explain", rich_help_panel=_TASKS)(tasks.explain)
 app.command("logs", rich_help_panel=_TASKS)(tasks.logs)

@@ -67,6 +67,7 @@ class TaskOptions(TypedDict, total=False):
     spread: str | None
     affinity: Mapping[str, str] | None
     deadline: Deadline
+    cache: bool | Mapping[str, Any] | None
 
 
 class TaskHandle:
@@ -218,8 +219,10 @@ class Workflow:
         max_agent_losses: int | None = None,
         deadline: Deadline = None,
         deadline_policy: Literal["reject", "warn", "best_effort"] = "warn",
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self._name = name
+        self._params = dict(params or {})  # name -> default (None: required); ${params.NAME} in payloads
         self._deadline = _deadline(deadline)
         self._deadline_policy = deadline_policy
         self._metadata = dict(metadata or {})
@@ -283,6 +286,7 @@ class Workflow:
         spread: str | None = None,
         affinity: Mapping[str, str] | None = None,
         deadline: Deadline = None,
+        cache: bool | Mapping[str, Any] | None = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -293,7 +297,8 @@ class Workflow:
         ``constraints`` maps an agent label to a value it must equal, or to an expression:
         ``{"zone": {"in": ["a", "b"]}, "gpu": {"exists": True}}``. ``spread="zone"`` prefers agents
         whose zone runs the fewest of this workflow's tasks (``"agent"``: per agent); ``affinity``
-        names labels preferred but not required.
+        names labels preferred but not required. ``cache=True`` (or ``{"ttl": "1d", "key": ...,
+        "version": ...}``) completes it at once with a cached result of the same work.
         """
         self._check_open()
         index = len(self._tasks)
@@ -320,6 +325,7 @@ class Workflow:
             "max_disconnect": max_disconnect if isinstance(max_disconnect, str) else _seconds(max_disconnect),
             "max_agent_losses": max_agent_losses,
             "deadline": _deadline(deadline),
+            "cache": dict(cache) if isinstance(cache, Mapping) else cache,
         }
         try:
             spec = TaskSpec.model_validate(data)
@@ -430,6 +436,7 @@ class Workflow:
             max_agent_losses=spec.max_agent_losses,
             deadline=spec.deadline,
             deadline_policy=spec.deadline_policy,
+            params=spec.params,
         )
         wf._tasks = {t.name: t for t in spec.tasks}
         return wf
@@ -455,6 +462,7 @@ class Workflow:
             "max_agent_losses": self._max_agent_losses,
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
+            "params": self._params,
         }
         try:
             return parse_workflow(data)
@@ -478,6 +486,7 @@ class Workflow:
             "max_agent_losses": self._max_agent_losses,
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
+            "params": self._params,
         }
         try:
             WorkflowSpec.model_validate(data)
