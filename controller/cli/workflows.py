@@ -47,10 +47,12 @@ def submit(
     """Submit a workflow file and print its id (use `corral run` to follow it)."""
     spec = load_spec(file)
     target = resolve_namespace(namespace, spec.namespace)
-    options = {"params": parse_params(param), "no_cache": no_cache}
+    params = parse_params(param)
 
     async def action(client: Client) -> Submission:
-        return await client.submit(spec, start=start, idempotency_key=idempotency_key, namespace=target, **options)
+        return await client.submit(
+            spec, start=start, idempotency_key=idempotency_key, namespace=target, params=params, no_cache=no_cache
+        )
 
     submission = call(address, action)
     if submission.deadline_line():

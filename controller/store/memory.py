@@ -138,8 +138,8 @@ class MemoryStore:
                 self._durations.pop(duration_key, None)
             for row in duration_rows:
                 self._durations[row[:3]] = row
-            for key in batch.cache.deletes:
-                self._cache.pop(key, None)
+            for cache_key in batch.cache.deletes:
+                self._cache.pop(cache_key, None)
             self._cache.update((row[0], row) for row in cache_rows)
             for table, keyed in access.items():
                 self._access[table].update(keyed)

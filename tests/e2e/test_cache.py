@@ -25,7 +25,7 @@ from tests.e2e.conftest import RPC_TIMEOUT_S, Api, Cluster, TaskState, WorkflowS
 TTL_S = 8.0
 
 
-def _task(name: str, ledger: Path, deps: list[str] = (), *, sleep: float = 0.0, **fields: Any) -> dict[str, Any]:  # type: ignore[assignment]
+def _task(name: str, ledger: Path, deps: tuple[str, ...] = (), *, sleep: float = 0.0, **fields: Any) -> dict[str, Any]:
     text = fields.pop("text", "ran")
     work = f"sleep {sleep}; " if sleep else ""
     script = (
@@ -41,8 +41,8 @@ def _workflow(ledger: Path, *, sleep_c: float = 0.0) -> dict[str, Any]:
         "name": "cached",
         "tasks": [
             _task("a", ledger, cache=cache),
-            _task("b", ledger, ["a"], cache=cache),
-            _task("c", ledger, ["a"], sleep=sleep_c, cache=cache),
+            _task("b", ledger, ("a",), cache=cache),
+            _task("c", ledger, ("a",), sleep=sleep_c, cache=cache),
         ],
     }
 
@@ -50,7 +50,8 @@ def _workflow(ledger: Path, *, sleep_c: float = 0.0) -> dict[str, Any]:
 def _ledger(ledger: Path) -> list[tuple[str, str, str]]:
     if not ledger.exists():
         return []
-    return [tuple(line.split(" ", 2)) for line in ledger.read_text().splitlines() if line.strip()]  # type: ignore[misc]
+    lines = [line.split(" ", 2) for line in ledger.read_text().splitlines() if line.strip()]
+    return [(wf, name, text) for wf, name, text in lines]
 
 
 def _submit(api: Api, spec: dict[str, Any], **request: Any) -> str:
@@ -147,7 +148,7 @@ def _params_workflow(ledger: Path) -> dict[str, Any]:
         "params": {"who": None, "times": 2},
         "tasks": [
             _task("greet", ledger, text="hello ${params.who} x${params.times}"),
-            _task("slow", ledger, ["greet"], sleep=3.0, text="bye ${params.who}"),
+            _task("slow", ledger, ("greet",), sleep=3.0, text="bye ${params.who}"),
         ],
     }
 
