@@ -322,7 +322,9 @@ class TaskSpec(_Strict):
     )
     gang: Name | None = Field(None, description="placed all at once with the workflow's other tasks of this gang")
     cache: CacheSpec | None = Field(
-        None, description="true, or {key, ttl, version}: complete at once with a cached result of the same work"
+        None,
+        description="true, or {key, ttl, version}: complete at once with a cached result of the same work",
+        json_schema_extra=lambda schema: schema["anyOf"].insert(0, {"type": "boolean"}),  # `cache: true`
     )
 
     @field_validator("cache", mode="before")

@@ -84,9 +84,12 @@ def param_values(header: WorkflowHeader | None, supplied: Mapping[str, str] | No
     """Every declared parameter's value: supplied, else its default (see :func:`resolve_params`).
 
     Raises :class:`ParamsInvalid`, whose paths (``params.NAME``) name the request's own field.
+    ``supplied`` None (a plan or an analysis, not a submission): the defaults, required ones null.
     """
     if header is None or (not header.params and not supplied):
         return {}
+    if supplied is None:
+        return dict(header.params)
     try:
         return resolve_params(header.params, supplied or {})
     except InvalidArgument as exc:

@@ -68,13 +68,9 @@ def test_sqlite_migration_15_gives_old_rows_no_cache_and_no_params(tmp_path: Pat
     wf_columns = codec.COLUMNS["workflows"][: codec.COLUMNS["workflows"].index("max_parallel") + 1]
     wf_row = codec.encode_workflow(minimal_workflow("w"))[: len(wf_columns)]
     with sqlite3.connect(path) as conn:
-        conn.execute(
-            f"INSERT INTO tasks ({', '.join(f'{c!r}' for c in columns)}) VALUES ({', '.join('?' * len(row))})", row
-        )
-        conn.execute(
-            f"INSERT INTO workflows ({', '.join(f'{c!r}' for c in wf_columns)}) VALUES ({', '.join('?' * len(wf_row))})",
-            wf_row,
-        )
+        for table, names, values in (("tasks", columns, row), ("workflows", wf_columns, wf_row)):
+            quoted = ", ".join(f'"{c}"' for c in names)
+            conn.execute(f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(values))})", values)
     conn.close()
     store = SqliteStore(path)
     try:

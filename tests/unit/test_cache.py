@@ -171,3 +171,34 @@ def test_invalidate_and_clear(sim: Sim) -> None:
     assert sim.store.load().cache_entries == []  # the deletes were committed
     _run_all(sim, second)
     assert len(sim.store.load().cache_entries) == 1
+
+
+@pytest.mark.parametrize(
+    ("cache", "path"),
+    [
+        ({"ttl": -1}, "tasks[0].cache.ttl"),
+        ({"ttl": "soon"}, "tasks[0].cache.ttl"),
+        ({"ttl": "400d"}, "tasks[0].cache.ttl"),
+        ({"key": ""}, "tasks[0].cache.key"),
+        ({"version": "v\n2"}, "tasks[0].cache.version"),
+        ({"color": "red"}, "tasks[0].cache.color"),
+        ("yes", "tasks[0].cache"),
+    ],
+)
+def test_a_bad_cache_policy_is_refused_with_its_path(cache: Any, path: str) -> None:
+    from corral.controller.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as exc:
+        parse_workflow({"name": "wf", "tasks": [_cached("a", cache=cache)]})
+    assert [v.field for v in exc.value.violations] == [path]
+
+
+def test_a_bad_ttl_on_the_wire_names_the_request_field() -> None:
+    from corral.controller.errors import InvalidArgument
+    from corral.controller.rpc.admission import admit
+
+    message = spec_to_proto(parse_workflow({"name": "wf", "tasks": [_cached("a", cache={"ttl": 5})]}))
+    message.tasks[0].cache.ttl_s = float("nan")
+    with pytest.raises(InvalidArgument) as exc:
+        admit(message, True, lambda: "x")
+    assert [v.field for v in exc.value.violations] == ["spec.tasks[0].cache.ttl_s"]

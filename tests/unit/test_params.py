@@ -105,3 +105,13 @@ def test_resolve_and_substitute_directly() -> None:
     assert substitute({"k": ["${params.a}-${params.b}", 5]}, values, "p") == {"k": ["1-x", 5]}
     with pytest.raises(InvalidArgument):
         resolve_params({}, {str(i): "1" for i in range(65)})
+
+
+def test_a_plan_needs_no_values() -> None:
+    # GetExecutionPlan / AnalyzeDependencies admit without values: required parameters are not asked for.
+    spec = _spec({"who": None, "n": 2}, {"shell": "echo ${params.who} ${params.n}"})
+    (task,) = _admit(spec, None).tasks
+    assert json.loads(task.payload) == {"shell": "echo null 2"}
+    with pytest.raises(InvalidArgument) as exc:
+        _admit(spec, {})  # a submission must give them
+    assert _paths(exc) == ["params.who"]
