@@ -175,6 +175,8 @@ def lookup(state: State, task: Task, now: float) -> bool:
     workflow = state.workflows[task.workflow_id]
     if workflow.no_cache or workflow.state not in (WorkflowState.RUNNING, WorkflowState.PAUSED):
         return False
+    if task.gang:
+        return False  # a gang is placed all at once: a member completed alone would leave it waiting
     book = state.cache
     entry = book.get(cache_key(state, task), now)
     if entry is None:
@@ -188,6 +190,7 @@ def lookup(state: State, task: Task, now: float) -> bool:
             _complete(state, *book.pending.popleft(), now)
     finally:
         book.draining = False
+        book.pending.clear()  # only left over when a hit raised: that tick is thrown away whole
     return True
 
 

@@ -202,3 +202,11 @@ def test_a_bad_ttl_on_the_wire_names_the_request_field() -> None:
     with pytest.raises(InvalidArgument) as exc:
         admit(message, True, lambda: "x")
     assert [v.field for v in exc.value.violations] == ["spec.tasks[0].cache.ttl_s"]
+
+
+def test_gang_members_always_run(sim: Sim) -> None:
+    sim.hello("a1")
+    first, _ = sim.submit([_cached("a", gang="g"), _cached("b", gang="g")])
+    assert _run_all(sim, first) == ["a", "b"]
+    _, step = sim.submit([_cached("a", gang="g"), _cached("b", gang="g")])
+    assert sorted(a.task.name for a in step.assignments()) == ["a", "b"]
