@@ -269,6 +269,13 @@ def _param_default(value: Any) -> Any:
     return value
 
 
+def _cache_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of ``cache`` also accepts ``true``/``false`` (the before-validator's shorthand)."""
+    options = schema.get("anyOf")
+    if isinstance(options, list):
+        options.insert(0, {"type": "boolean"})
+
+
 #: A parameter's default: a scalar, or null for a required parameter.
 ParamDefault = Annotated[bool | int | float | str | None, AfterValidator(_param_default)]
 
@@ -324,7 +331,7 @@ class TaskSpec(_Strict):
     cache: CacheSpec | None = Field(
         None,
         description="true, or {key, ttl, version}: complete at once with a cached result of the same work",
-        json_schema_extra=lambda schema: schema["anyOf"].insert(0, {"type": "boolean"}),  # `cache: true`
+        json_schema_extra=_cache_schema,
     )
 
     @field_validator("cache", mode="before")
