@@ -194,7 +194,7 @@ def admit_workflow(
         payload = task_message.payload_json or b"{}"
         try:
             mapping = task_mapping(task_message, path)
-            if MARKER in payload:  # ${params.x}: substituted before the task is validated
+            if MARKER in payload and header is not None:  # ${params.x}: substituted, then validated
                 payload = with_params(mapping, values, path)
             spec = TaskSpec.model_validate(mapping, context=_CHECKED)
         except InvalidArgument as exc:
