@@ -21,9 +21,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     Tag,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -262,6 +264,9 @@ def cache_shorthand(value: Any) -> Any:
 
 
 def _param_default(value: Any) -> Any:
+    # One validator rather than a union: an error names the parameter, not one branch per type.
+    if value is not None and not isinstance(value, str | int | float):  # bool is an int
+        raise ValueError("a parameter's default is a string, a number, a boolean, or null (required)")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("a parameter's default must be a finite number")
     if isinstance(value, str) and len(value) > MAX_PARAM_TEXT:
@@ -277,7 +282,20 @@ def _cache_schema(schema: dict[str, Any]) -> None:
 
 
 #: A parameter's default: a scalar, or null for a required parameter.
-ParamDefault = Annotated[bool | int | float | str | None, AfterValidator(_param_default)]
+ParamDefault = Annotated[
+    bool | int | float | str | None,
+    PlainValidator(_param_default),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "number"},
+                {"type": "string", "maxLength": MAX_PARAM_TEXT},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 
 
 class TaskSpec(_Strict):
