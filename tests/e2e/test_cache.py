@@ -22,7 +22,7 @@ from corral.controller.spec import parse_workflow
 from corral.v1 import admin_pb2, admin_pb2_grpc, orchestrator_pb2, types_pb2
 from tests.e2e.conftest import RPC_TIMEOUT_S, Api, Cluster, TaskState, WorkflowState, eventually
 
-TTL_S = 8.0
+TTL_S = 10.0
 
 
 def _task(name: str, ledger: Path, deps: tuple[str, ...] = (), *, sleep: float = 0.0, **fields: Any) -> dict[str, Any]:
@@ -35,8 +35,8 @@ def _task(name: str, ledger: Path, deps: tuple[str, ...] = (), *, sleep: float =
     return {"name": name, "payload": {"shell": script}, "dependencies": list(deps), **fields}
 
 
-def _workflow(ledger: Path, *, sleep_c: float = 0.0) -> dict[str, Any]:
-    cache = {"ttl": TTL_S}
+def _workflow(ledger: Path, *, sleep_c: float = 0.0, ttl: float | None = TTL_S) -> dict[str, Any]:
+    cache: dict[str, Any] = {"ttl": ttl} if ttl else {}
     return {
         "name": "cached",
         "tasks": [
@@ -114,7 +114,7 @@ def test_a_second_run_executes_nothing_and_runs_again_after_the_ttl(cluster: Clu
 def test_cache_replay_after_a_controller_kill9_in_the_middle(cluster: Cluster, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     api = cluster.start({"solo": 2})
-    first = _submit(api, _workflow(ledger, sleep_c=3.0))
+    first = _submit(api, _workflow(ledger, sleep_c=3.0, ttl=None))
 
     def c_running() -> bool:
         tasks = api.tasks(first)
@@ -127,7 +127,7 @@ def test_cache_replay_after_a_controller_kill9_in_the_middle(cluster: Cluster, t
     done = api.wait_done(first, timeout=40)
     assert done.state == WorkflowState.COMPLETED, done.error
 
-    second = _submit(api, _workflow(ledger, sleep_c=3.0))
+    second = _submit(api, _workflow(ledger, sleep_c=3.0, ttl=None))
     again = api.wait_done(second, timeout=30)
     assert again.state == WorkflowState.COMPLETED
     assert _cached_from(again) == {"a": first, "b": first, "c": first}
@@ -137,7 +137,7 @@ def test_cache_replay_after_a_controller_kill9_in_the_middle(cluster: Cluster, t
     # A second restart with the entries only in the database: still a hit.
     cluster.controller.kill9()
     cluster.controller.start()
-    third = _submit(cluster.api, _workflow(ledger, sleep_c=3.0))
+    third = _submit(cluster.api, _workflow(ledger, sleep_c=3.0, ttl=None))
     assert _cached_from(cluster.api.wait_done(third, timeout=30)) == {"a": first, "b": first, "c": first}
     assert len(_ledger(ledger)) == 3
 
