@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-preemptions", type=int, default=3, help="a preemptible task is preempted at most this often (default)"
     )
     parser.add_argument("--prefetch", type=int, default=1, help="attempts queued per agent beyond its slots")
+    parser.add_argument("--cache-max-entries", type=int, default=10_000, help="task results cached (LRU evicted)")
+    parser.add_argument("--cache-max-bytes", type=int, default=256 << 20, help="bytes of cached task results")
     parser.add_argument(
         "--assignment-lease",
         type=float,
@@ -194,6 +196,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-preemptions must be between 0 and 1000")
     if args.max_agents < 1:
         parser.error("--max-agents must be at least 1")
+    if args.cache_max_entries < 0 or args.cache_max_bytes < 0:
+        parser.error("--cache-max-entries and --cache-max-bytes must be >= 0 (0: no caching)")
     if args.heartbeat_interval <= 0 or args.lease <= args.heartbeat_interval:
         parser.error("--lease must be longer than --heartbeat-interval, which must be > 0")
     if args.fence_after <= args.lease:
@@ -275,6 +279,8 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         reservation_expiry_factor=args.reservation_expiry_factor,
         cordon_after=args.cordon_after,
         cordon_cooldown_s=args.cordon_cooldown,
+        cache_max_entries=args.cache_max_entries,
+        cache_max_bytes=args.cache_max_bytes,
     )
     return config
 

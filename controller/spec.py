@@ -21,9 +21,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     Tag,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -31,11 +33,13 @@ from pydantic import (
 from corral.controller.core.deadlines import parse_deadline
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import LabelExpr
+from corral.controller.core.params import MAX_PARAM_TEXT, MAX_PARAMS, unknown_references
 from corral.controller.errors import FieldViolation, InvalidArgument, clip
 from corral.controller.safejson import json_depth
 
 __all__ = [
     "LIMITS",
+    "CacheSpec",
     "LabelExpressionSpec",
     "LabelValue",
     "Limits",
@@ -83,6 +87,7 @@ class Limits:
     max_task_events = 10_000  # events in one TaskEvents batch from an agent
     max_output_chunk_bytes = 16 * 1024 * 1024  # stdout plus stderr of one Output event
     max_error_length = 64 * 1024
+    max_cache_ttl_s = 366 * 24 * 3600.0  # issue 10: a cache entry's ttl
 
 
 LIMITS = Limits()
@@ -298,6 +303,77 @@ class CompensateSpec(_Strict):
         return value
 
 
+class CacheSpec(_Strict):
+    """A task's cache policy (``cache: true`` is ``cache: {}``): see README "Caching"."""
+
+    key: str | None = Field(
+        None, min_length=1, max_length=1024, description="the key text (default: hash of agent type, payload, inputs)"
+    )
+    ttl: float | None = Field(
+        None, description='how long an entry is used: seconds or "10m", "1d" (default: no expiry)'
+    )
+    version: str = Field("", max_length=128, description="a new version never uses older entries")
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if not 0 < seconds <= Limits.max_cache_ttl_s:
+            raise ValueError(f"ttl must be > 0 and <= max_cache_ttl_s={Limits.max_cache_ttl_s:g} seconds")
+        return seconds
+
+    @field_validator("key", "version")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else _plain_text(value)
+
+
+def cache_shorthand(value: Any) -> Any:
+    """``cache: true`` is the default policy, ``cache: false`` none."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+def _param_default(value: Any) -> Any:
+    # One validator rather than a union: an error names the parameter, not one branch per type.
+    if value is not None and not isinstance(value, str | int | float):  # bool is an int
+        raise ValueError("a parameter's default is a string, a number, a boolean, or null (required)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("a parameter's default must be a finite number")
+    if isinstance(value, str) and len(value) > MAX_PARAM_TEXT:
+        raise ValueError(f"a parameter's default is at most {MAX_PARAM_TEXT} characters")
+    return value
+
+
+def _cache_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of ``cache`` also accepts ``true``/``false`` (the before-validator's shorthand)."""
+    options = schema.get("anyOf")
+    if isinstance(options, list):
+        options.insert(0, {"type": "boolean"})
+
+
+#: A parameter's default: a scalar, or null for a required parameter.
+ParamDefault = Annotated[
+    bool | int | float | str | None,
+    PlainValidator(_param_default),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "number"},
+                {"type": "string", "maxLength": MAX_PARAM_TEXT},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+
+
 class TaskSpec(_Strict):
     """One task of a workflow file."""
 
@@ -381,6 +457,17 @@ class TaskSpec(_Strict):
             except ValidationError as exc:
                 raise ValueError(f"compensate.payload: {exc.errors()[0]['msg']}") from None
         return self
+
+    cache: CacheSpec | None = Field(
+        None,
+        description="true, or {key, ttl, version}: complete at once with a cached result of the same work",
+        json_schema_extra=_cache_schema,
+    )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache(cls, value: Any) -> Any:
+        return cache_shorthand(value)
 
     @field_validator("max_disconnect", mode="before")
     @classmethod
@@ -577,6 +664,11 @@ class WorkflowHeader(_Strict):
         description="when a task fails for good: fail the workflow, compensate its completed tasks, "
         "or pause it for `corral retry`",
     )
+    params: dict[Name, ParamDefault] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMS,
+        description="parameters and their defaults (null: required); ${params.NAME} in payload strings",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -658,6 +750,8 @@ def parse_workflow(data: Any) -> WorkflowSpec:
     except ValidationError as exc:
         raise InvalidArgument(violations_of(exc)) from None
     problems = graph_problems([t.name for t in spec.tasks], [plain_dependencies(t.dependencies) for t in spec.tasks])
+    for i, task in enumerate(spec.tasks):  # ${params.x} of undeclared parameters (issue 10)
+        problems.extend(unknown_references(task.payload, f"tasks[{i}].payload", spec.params))
     if problems:
         raise InvalidArgument(problems)
     return spec

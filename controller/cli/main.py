@@ -8,6 +8,7 @@ from corral.controller.cli import (
     admin,
     analyze,
     approvals,
+    cache,
     certs,
     cluster,
     daemons,
@@ -84,6 +85,7 @@ app.command("schema", rich_help_panel=_WORK)(workflows.schema)
 app.command("simulate", rich_help_panel=_WORK)(simulate.simulate)
 runs.register(app, _WORK)
 approvals.register(app, _WORK)
+app.add_typer(cache.app, name="cache", rich_help_panel=_WORK)
 
 app.command("explain", rich_help_panel=_TASKS)(tasks.explain)
 app.command("logs", rich_help_panel=_TASKS)(tasks.logs)

@@ -172,7 +172,8 @@ def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
         columns = ["TASK ID", *columns[:2], "AGENT TYPE", "AGENT", "PRIORITY", *columns[2:], "EXIT"]
     table = _table(*columns)
     for task in tasks:
-        detail = task.error or task.waiting_reason or task.plan_reason
+        cached = f"CACHED from {task.cache_source}" if task.cache_source else ""
+        detail = task.error or task.waiting_reason or cached or task.plan_reason
         if task.unschedulable:
             detail = f"unschedulable: {task.waiting_reason}"
         if task.compensation_state:  # issue 10: its compensation's outcome
@@ -222,6 +223,8 @@ def status_view(status: WorkflowStatus, wide: bool) -> RenderableType:
     if status.raw.concurrency_limit:  # max_parallel, or AIMD after OOM kills (issue 9)
         cap = status.raw.max_parallel
         head.add_row("Concurrency", f"limit {status.raw.concurrency_limit}" + (f" (max_parallel {cap})" if cap else ""))
+    if status.params:  # issue 10
+        head.add_row("Params", ", ".join(f"{k}={v}" for k, v in sorted(status.params.items())))
     if wide and status.labels:
         head.add_row("Labels", ", ".join(f"{k}={v}" for k, v in sorted(status.labels.items())))
     if not status.tasks:

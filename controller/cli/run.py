@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.controller.cli.admin import NamespaceOption, resolve_namespace
+from corral.controller.cli.cache import NoCacheOption, ParamOption, parse_params
 from corral.controller.cli.common import (
     DEFAULT,
     EXIT_ERROR,
@@ -195,6 +196,8 @@ def run(
     namespace: NamespaceOption = "",
     output: OutputOption = OutputFormat.table,
     address: AddressOption = DEFAULT,
+    param: ParamOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Submit a workflow, show its progress live, then print a summary.
 
@@ -202,12 +205,14 @@ def run(
     workflow's status (fields as in `corral status`).
     """
     spec = load_spec(file)
+    params = parse_params(param)
     stderr = err_console()
     show_progress = not output.structured and sys.stdout.isatty() and stderr.is_terminal
 
     async def action(client: Client) -> Outcome | str:
+        target = resolve_namespace(namespace, spec.namespace)
         submission = await client.submit(
-            spec, start=True, idempotency_key=idempotency_key, namespace=resolve_namespace(namespace, spec.namespace)
+            spec, start=True, idempotency_key=idempotency_key, namespace=target, params=params, no_cache=no_cache
         )
         if submission.deadline_line():
             stderr.print(submission.deadline_line(), markup=False)

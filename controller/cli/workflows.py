@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from corral.controller.cli.admin import NamespaceOption, resolve_namespace
+from corral.controller.cli.cache import NoCacheOption, ParamOption, parse_params
 from corral.controller.cli.common import (
     DEFAULT,
     AddressOption,
@@ -40,13 +41,18 @@ def submit(
     ] = "",
     namespace: NamespaceOption = "",
     address: AddressOption = DEFAULT,
+    param: ParamOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Submit a workflow file and print its id (use `corral run` to follow it)."""
     spec = load_spec(file)
     target = resolve_namespace(namespace, spec.namespace)
+    params = parse_params(param)
 
     async def action(client: Client) -> Submission:
-        return await client.submit(spec, start=start, idempotency_key=idempotency_key, namespace=target)
+        return await client.submit(
+            spec, start=start, idempotency_key=idempotency_key, namespace=target, params=params, no_cache=no_cache
+        )
 
     submission = call(address, action)
     if submission.deadline_line():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core.access import secret_refs
+from corral.controller.core.cache import store_result
 from corral.controller.core.cordon import observe_finish
 from corral.controller.core.dynamic import map_inputs
 from corral.controller.core.events import (
@@ -395,6 +396,8 @@ class AttemptOps(WorkflowOps):
                 self.checkpoints.drop((task.id,))  # completed: nothing resumes from it
             task.finished_at = attempt.finished_at
             self.set_task_state(task, T.COMPLETED, now, attempt.usage_note())
+            if task.cache is not None:
+                store_result(self, task, attempt, now)
             self.release_dependents(task, now)
         elif workflow.state is WorkflowState.CANCELLING:
             self.end_attempt(attempt, event.outcome, now, event.error)
@@ -501,6 +504,8 @@ class AttemptOps(WorkflowOps):
         task.exit_code = event.exit_code
         task.finished_at = attempt.finished_at or now
         self.set_task_state(task, T.COMPLETED, now, attempt.usage_note(), kind="completed", reason=why)
+        if task.cache is not None:
+            store_result(self, task, attempt, now)
         self.release_dependents(task, now)
         self.finish_if_done(self.workflows[task.workflow_id], now)
 

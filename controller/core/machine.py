@@ -174,6 +174,7 @@ class Machine(FleetOps):
         self.checkpoints.restore(snapshot.checkpoints)
         self.run_book.restore(snapshot.runs)
         restore_sagas(self, snapshot.tasks)
+        self.cache.restore(snapshot.cache_entries)
         for workflow in self.workflows.values():
             if workflow.state in (WorkflowState.RUNNING, WorkflowState.PAUSED, WorkflowState.CANCELLING):
                 self.rank_workflow(workflow)
@@ -248,6 +249,8 @@ class Machine(FleetOps):
                 where = f"{where} (attempt {task.attempts}); agent {agent.state}, silent {silent:.1f}s"
                 return Explanation(f"{task.state} on {where}{fate}")
             return Explanation(f"{task.state} on {where} (attempt {task.attempts})")
+        if task.cache_source:  # issue 10
+            return Explanation(f"completed from the cache (CACHED): the result of {task.cache_source}")
         if task.failure_reason == "poison":
             return Explanation(f"{task.state} (poison): {task.error}")
         return Explanation(f"{task.state}" + (f": {task.error}" if task.error else ""))

@@ -27,6 +27,7 @@ __all__ = [
     "LabelExpr",
     "Resources",
     "Task",
+    "TaskCache",
     "TaskState",
     "TaskType",
     "Workflow",
@@ -271,6 +272,11 @@ class Task:
             return rules.fallback
         return self.payload
 
+    # Issue 10 (core/cache.py): its cache policy (None: never cached), and where the result it
+    # completed with came from ("workflow id/task id/attempt id"; "": it ran).
+    cache: TaskCache | None = None
+    cache_source: str = ""
+
 
 @dataclass(slots=True)
 class Workflow:
@@ -299,6 +305,8 @@ class Workflow:
     on_failure: str = "fail"
     run: int = 1
     compensation: str = ""  # the end state ("failed", "cancelled") its compensation leads to; "" none
+    params: bytes = b"{}"  # issue 10: the parameter values it was submitted with (JSON object)
+    no_cache: bool = False  # issue 10: its tasks never read the cache (their successes refresh it)
 
 
 @dataclass(slots=True)
@@ -354,6 +362,16 @@ class Agent:
     # Issue 10 (core/cordon.py): no new work before this time, and why (its tasks kept failing).
     cordoned_until: float | None = None
     cordon_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCache:
+    """A task's cache policy (issue 10): its own key text ("": hash of the payload and inputs),
+    how long an entry lives (None: until evicted) and a version that invalidates older entries."""
+
+    key: str = ""
+    ttl_s: float | None = None
+    version: str = ""
 
 
 # Not frozen: one is made per transition of every workflow (the event log), and a frozen

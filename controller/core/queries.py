@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from corral.controller.core import events as ev
 from corral.controller.core import requests as rq
 from corral.controller.core.access import AuditEntry, Namespace, RevokedCert, TokenRecord, secret_env
+from corral.controller.core.cache import ClearCacheRequest
 from corral.controller.core.fairshare import QuotaRow, quota_rows
 from corral.controller.core.model import Agent, Attempt, Task, TaskState, Workflow
 from corral.controller.errors import (
@@ -400,4 +401,5 @@ def request_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]
         rq.JoinRequest: q.join,
         rq.SetNamespaceQuotaRequest: q.set_quota,
         rq.ListQuotasQuery: q.quotas,
+        ClearCacheRequest: lambda event, now: event.handle(machine, now),
     }

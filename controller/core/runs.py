@@ -308,6 +308,7 @@ def _reset(machine: Machine, task: Task, now: float, reason: str) -> None:
     task.finished_at = None
     machine.sagas.of_task.pop(task.id, None)  # undone (or never): a later failure compensates it anew
     task.fallback_used = False  # a new run tries the primary payload first
+    task.cache_source = ""  # a new run may hit the cache anew
     machine.fallbacks.failed_deps.pop(task.id, None)  # a min_success fan-in counts its deps anew
     machine.set_task_state(task, T.PENDING, now, kind="reset", reason=reason)
 

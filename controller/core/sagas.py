@@ -22,6 +22,7 @@ import json
 from collections import deque
 from typing import TYPE_CHECKING
 
+from corral.controller.core.cache import invalidate
 from corral.controller.core.events import CancelAttempts
 from corral.controller.core.model import AttemptState, Task, TaskState, Workflow, WorkflowState
 from corral.controller.errors import FailedPrecondition
@@ -83,6 +84,8 @@ def failed_compensations(machine: WorkflowOps, workflow: Workflow) -> list[Task]
 def _needs_undo(machine: WorkflowOps, task: Task) -> bool:
     if not task.compensate or task.state not in _UNDONE_STATES:
         return False
+    if task.cache_source:
+        return False  # completed from the cache: its effects belong to the workflow that ran it
     if task.state is T.CANCELLED and task.started_at is None:
         return False  # cancelled before it ran: nothing to undo
     record = compensation_of(machine, task)
@@ -188,6 +191,14 @@ def end(machine: WorkflowOps, workflow: Workflow, now: float) -> None:
     """Every compensation ended: the workflow ends as it was heading, or FAILED (compensation_failed)."""
     failed = failed_compensations(machine, workflow)
     target = W(workflow.compensation) if workflow.compensation else W.FAILED
+    if machine.cache.entries:
+        # An undone task's cached result describes effects that no longer exist: a later run (or
+        # another workflow) must run it again rather than reuse it.
+        for task_id in workflow.task_ids:
+            task = machine.tasks[task_id]
+            record = compensation_of(machine, task)
+            if record is not None and record.state is T.COMPLETED:
+                invalidate(machine, task)
     if failed:
         first = next((r for r in failed if r.state is T.FAILED), failed[0])  # the cause, not what it skipped
         workflow.error = f"{COMPENSATION_FAILED}: compensation of {first.name.split('~')[0]!r} {first.state}" + (

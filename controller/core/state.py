@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from corral.controller.core.access import AccessState
+from corral.controller.core.cache import CacheBook
 from corral.controller.core.checkpoints import CheckpointBook
 from corral.controller.core.cordon import Cordons
 from corral.controller.core.deadline_book import DeadlineBook
@@ -117,6 +118,9 @@ class MachineConfig:
     cordon_after: int = 5
     cordon_workflows: int = 3
     cordon_cooldown_s: float = 300.0
+    # Issue 10: the task result cache (core/cache.py), least recently used entries evicted past these.
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -232,6 +236,7 @@ class MachineState:
         self.sagas = Sagas()  # issue 10: compensation records
         self.cordons = Cordons()  # issue 10: failure streaks and cordoned agents
         self.fallbacks = Fallbacks()  # issue 10: fallbacks, partial results, approvals (memory only)
+        self.cache = CacheBook(config.cache_max_entries, config.cache_max_bytes)  # issue 10
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -334,6 +339,9 @@ class MachineState:
             batch.checkpoints = checkpoints
         if self.run_book.dirty:
             batch.runs = self.run_book.take()
+        cached = self.cache.take_changes()
+        if cached is not None:
+            batch.cache = cached
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []

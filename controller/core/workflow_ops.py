@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from corral.controller.core import sagas
+from corral.controller.core.cache import lookup
 from corral.controller.core.deadline_ops import DeadlineOps
 from corral.controller.core.dynamic import expand_or_gather
 from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
@@ -75,7 +76,8 @@ class WorkflowOps(DeadlineOps):
         self.set_workflow_state(workflow, W.RUNNING, now)
         self.rank_workflow(workflow)  # before any task is queued: the queue orders by the scores
         for task_id in workflow.task_ids:
-            if self.unfinished_deps[task_id] == 0:
+            # PENDING: a cached task completed above may have made its dependents ready already.
+            if self.unfinished_deps[task_id] == 0 and self.tasks[task_id].state is T.PENDING:
                 self.make_ready(self.tasks[task_id], now)
         return workflow
 
@@ -163,6 +165,8 @@ class WorkflowOps(DeadlineOps):
             return
         self.set_task_state(task, T.READY, now, kind=kind, reason=reason)
         task.agent_id = None
+        if task.cache is not None and lookup(self, task, now):
+            return  # completed from the cache (issue 10)
         state = self.workflows[task.workflow_id].state
         if state is W.RUNNING or state is W.COMPENSATING:
             self.enqueue(task)

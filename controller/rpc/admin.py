@@ -14,6 +14,7 @@ from typing import Any
 
 from corral.controller.core import requests as rq
 from corral.controller.core.access import Namespace, RevokedCert, TokenRecord
+from corral.controller.core.cache import ClearCacheRequest
 from corral.controller.core.fairshare import QuotaRow
 from corral.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from corral.controller.rpc import fields, quotas, wire
@@ -193,6 +194,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def ListQuotas(self, request: pb.ListQuotasRequest, context: Any) -> pb.ListQuotasResponse:
         rows: list[QuotaRow] = await self.rt.handle(rq.ListQuotasQuery(current_caller()))
         return pb.ListQuotasResponse(namespaces=[quotas.quota_usage(row) for row in rows])
+
+    async def ClearCache(self, request: pb.ClearCacheRequest, context: Any) -> pb.ClearCacheResponse:
+        """Issue 10: drop cached task results of a namespace (or of all the caller covers)."""
+        if request.namespace:
+            require_namespace(current_principal(), _name(request.namespace, "namespace", "a namespace"))
+        event = ClearCacheRequest(current_caller(), request.namespace)
+        cleared, remaining = await self.rt.handle(event)
+        return pb.ClearCacheResponse(cleared=cleared, remaining=remaining)
 
     # --- secrets ----------------------------------------------------------------------------------
 

@@ -3,9 +3,10 @@ with every violation's path naming the request field it came from."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.rpc.cache_wire import ParamsInvalid
 from corral.controller.rpc.submission import Admitted, admit_workflow
 from corral.controller.rpc.wire_spec import wire_path
 from corral.v1 import types_pb2
@@ -29,12 +30,15 @@ def admit(
     *,
     field: str = "spec",
     idempotency_key: str | None = None,
+    params: Mapping[str, str] | None = None,
 ) -> Admitted:
     """Validate a WorkflowSpec field of a request and build its records (see :func:`admit_workflow`)."""
     if not present:
         raise InvalidArgument.field(field, "a workflow spec is required")
     try:
-        return admit_workflow(message, make_id, idempotency_key=idempotency_key)
+        return admit_workflow(message, make_id, idempotency_key=idempotency_key, params=params)
+    except ParamsInvalid:
+        raise  # the request's own `params` field
     except InvalidArgument as exc:
         raise InvalidArgument(_in_request(v, field) for v in exc.violations) from None
 

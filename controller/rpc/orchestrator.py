@@ -63,7 +63,14 @@ class OrchestratorService(RunsServicer, orchestrator_pb2_grpc.OrchestratorServic
             raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
         fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
         rt = self.rt
-        admitted = admit(request.spec, request.HasField("spec"), rt.new_id, idempotency_key=request.idempotency_key)
+        admitted = admit(
+            request.spec,
+            request.HasField("spec"),
+            rt.new_id,
+            idempotency_key=request.idempotency_key,
+            params=request.params,
+        )
+        admitted.workflow.no_cache = request.no_cache
         plan = admitted.plan
         require_namespace(current_principal(), admitted.workflow.namespace)
         event = rq.SubmitRequest(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start))

@@ -82,6 +82,7 @@ METHODS: Final[Mapping[str, str]] = {
     _A + "ListAudit": ADMIN,
     _A + "SetNamespaceQuota": ADMIN,
     _A + "ListQuotas": READ,
+    _A + "ClearCache": SUBMIT,  # issue 10: whoever may run work in a namespace may make it run again
     # Kubernetes probes and load balancers have no credentials.
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
@@ -123,6 +124,7 @@ MUTATING: Final = frozenset(
         _A + "DeleteSecret",
         _A + "RevokeCertificate",
         _A + "SetNamespaceQuota",
+        _A + "ClearCache",
     }
 )
 

@@ -22,7 +22,9 @@ from corral.controller.core.dynamic import Dynamic
 from corral.controller.core.gangs import gang_problems
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
+from corral.controller.core.params import MARKER
 from corral.controller.errors import FieldViolation, InvalidArgument
+from corral.controller.rpc.cache_wire import declared_params, param_values, task_cache, with_params
 from corral.controller.rpc.wire_fallbacks import rules_of
 from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
 from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, plain_dependencies, violations_of
@@ -89,6 +91,7 @@ class _Records:
             dynamic=_dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None,
             compensate=_compensate(spec),
             rules=rules_of(spec),
+            cache=None if spec.cache is None else task_cache(spec.cache),
         )
 
 
@@ -174,6 +177,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["max_parallel"] = message.max_parallel
     if message.on_failure:
         data["on_failure"] = message.on_failure
+    if message.params_json:
+        declared_params(message, data, violations)
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:
@@ -187,6 +192,7 @@ def admit_workflow(
     *,
     idempotency_key: str | None = None,
     standalone: bool = False,
+    params: Mapping[str, str] | None = None,
 ) -> Admitted:
     """Validate a workflow message and build its records; InvalidArgument lists every problem.
 
@@ -200,6 +206,7 @@ def admit_workflow(
     if count == 0:
         violations.append(FieldViolation("tasks", "a workflow needs at least one task"))
     header = _header(message, violations)
+    values = param_values(header, params) if not violations else {}
     workflow_id = "wf-" + make_id()
     records = _Records(
         workflow_id, header.priority if header else None, (header.namespace if header else None) or DEFAULT_NAMESPACE
@@ -208,8 +215,12 @@ def admit_workflow(
     tasks: list[Task] = []
     for index, task_message in enumerate(message.tasks):
         path = f"tasks[{index}]"
+        payload = task_message.payload_json or b"{}"
         try:
-            spec = TaskSpec.model_validate(task_mapping(task_message, path), context=_CHECKED)
+            mapping = task_mapping(task_message, path)
+            if MARKER in payload and header is not None:  # ${params.x}: substituted, then validated
+                payload = with_params(mapping, values, path)
+            spec = TaskSpec.model_validate(mapping, context=_CHECKED)
         except InvalidArgument as exc:
             violations.extend(exc.violations)
             continue
@@ -217,7 +228,7 @@ def admit_workflow(
             violations.extend(violations_of(exc, path))
             continue
         if not violations:  # once something is wrong, only look for more problems
-            tasks.append(records.task(spec, ids[index], index, task_message.payload_json or b"{}"))
+            tasks.append(records.task(spec, ids[index], index, payload))
     if violations:
         raise InvalidArgument(violations)
     assert header is not None
@@ -230,4 +241,7 @@ def admit_workflow(
         raise InvalidArgument(problems)
     plan = analyze(names, dependencies, [t.estimated_duration_s for t in tasks])
     _resolve(tasks)
-    return Admitted(_workflow(workflow_id, header, tasks, idempotency_key, standalone), tasks, plan)
+    workflow = _workflow(workflow_id, header, tasks, idempotency_key, standalone)
+    if values:
+        workflow.params = json.dumps(values, separators=(",", ":")).encode()
+    return Admitted(workflow, tasks, plan)

@@ -22,6 +22,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.placement import AgentView
+from corral.controller.rpc.cache_wire import cache_status
 from corral.controller.rpc.wire_fallbacks import rules_status
 from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
@@ -261,6 +262,8 @@ def task_status(
         _compensation(machine, task, message)
     if task.rules is not None or task.fallback_used:
         rules_status(machine, task, message)
+    if task.cache_source:
+        cache_status(task, message)
     ranked = machine.ordering.ranking.get(task.id)
     if ranked is not None:
         message.rank_s = ranked.rank_s
@@ -345,6 +348,7 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         concurrency_limit=machine.parallelism.current(workflow.id),
         run=workflow.run,
         on_failure=workflow.on_failure,
+        params_json=workflow.params if workflow.params != b"{}" else b"",
     )
     if workflow.deadline is not None:
         _stamp(message.deadline, workflow.deadline)

@@ -12,6 +12,7 @@ from typing import Any
 
 from corral.controller import safejson
 from corral.controller.errors import InvalidArgument, clip
+from corral.controller.rpc.cache_wire import cache_mapping, cache_to_proto
 from corral.controller.rpc.wire_fallbacks import rules_from_proto, rules_to_proto
 from corral.controller.spec import Limits, TaskSpec, WorkflowSpec
 from corral.v1 import types_pb2 as pb
@@ -113,6 +114,8 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         fields["compensate_json"] = _json_bytes(task.compensate.model_dump(exclude_defaults=True))
     if task.fallback is not None or task.allow_failure or task.min_success is not None or task.approval is not None:
         rules_to_proto(task, fields)
+    if task.cache is not None:
+        fields["cache"] = cache_to_proto(task.cache)
     return pb.TaskSpec(**fields)
 
 
@@ -138,6 +141,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.max_parallel = spec.max_parallel
     if spec.on_failure != "fail":
         message.on_failure = spec.on_failure
+    if spec.params:
+        message.params_json = _json_bytes(spec.params)
     return message
 
 
@@ -224,6 +229,8 @@ def task_mapping(message: pb.TaskSpec, path: str) -> dict[str, Any]:
         or message.HasField("approval")
     ):
         rules_from_proto(message, path, data)
+    if message.HasField("cache"):
+        data["cache"] = cache_mapping(message.cache)
     return data
 
 
@@ -275,6 +282,8 @@ _WIRE_NAMES = {
     "max_disconnect": "max_disconnect_s",
     "compensate": "compensate_json",
     "fallback": "fallback_json",
+    "ttl": "ttl_s",
+    "params": "params_json",
 }
 ON_DISCONNECT_TO_PB = {"stop": pb.ON_DISCONNECT_STOP, "keep": pb.ON_DISCONNECT_KEEP}
 ON_DISCONNECT_FROM_PB = {v: k for k, v in ON_DISCONNECT_TO_PB.items()}
@@ -285,7 +294,7 @@ def wire_path(path: str) -> str:
     parts = path.split(".")
     for i, part in enumerate(parts):
         name, bracket, rest = part.partition("[")
-        if name in _WIRE_NAMES and (i > 0 or name == "metadata"):
+        if name in _WIRE_NAMES and (i > 0 or name in ("metadata", "params")):
             parts[i] = _WIRE_NAMES[name] + bracket + rest
             break  # inside a JSON field the rest of the path is the document's own
     return ".".join(parts)

@@ -74,6 +74,7 @@ class TaskOptions(TypedDict, total=False):
     fallback: Mapping[str, Any] | None
     allow_failure: bool
     min_success: int | None
+    cache: bool | Mapping[str, Any] | None
 
 
 class TaskHandle:
@@ -226,9 +227,11 @@ class Workflow:
         deadline: Deadline = None,
         deadline_policy: Literal["reject", "warn", "best_effort"] = "warn",
         on_failure: Literal["fail", "compensate", "pause"] = "fail",
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self._name = name
         self._on_failure = on_failure
+        self._params = dict(params or {})  # name -> default (None: required); ${params.NAME} in payloads
         self._deadline = _deadline(deadline)
         self._deadline_policy = deadline_policy
         self._metadata = dict(metadata or {})
@@ -299,6 +302,7 @@ class Workflow:
         allow_failure: bool = False,
         min_success: int | None = None,
         approval: Mapping[str, Any] | None = None,
+        cache: bool | Mapping[str, Any] | None = None,
         **payload_fields: Any,
     ) -> TaskHandle:
         """Add a task run by agents of ``agent_type``; extra keywords go into its payload.
@@ -318,6 +322,8 @@ class Workflow:
         cancelled (with ``on_failure="compensate"``). ``fallback`` (a payload run once every retry
         failed), ``allow_failure``, ``min_success`` (checked at build: wiring may come later) and
         ``approval`` (``{"timeout": "1h", "message": ...}``, no payload) are issue 10's rules.
+        ``cache=True`` (or ``{"ttl": "1d", "key": ..., "version": ...}``) completes it at once with a
+        cached result of the same work.
         """
         self._check_open()
         index = len(self._tasks)
@@ -352,6 +358,7 @@ class Workflow:
             "fallback": None if fallback is None else dict(fallback),
             "allow_failure": allow_failure,
             "approval": None if approval is None else dict(approval),
+            "cache": dict(cache) if isinstance(cache, Mapping) else cache,
         }
         if compensate is not None:
             data["compensate"] = dict(compensate)
@@ -467,6 +474,7 @@ class Workflow:
             deadline=spec.deadline,
             deadline_policy=spec.deadline_policy,
             on_failure=spec.on_failure,
+            params=spec.params,
         )
         wf._tasks = {t.name: t for t in spec.tasks}
         return wf
@@ -493,6 +501,7 @@ class Workflow:
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
             "on_failure": self._on_failure,
+            "params": self._params,
         }
         try:
             return parse_workflow(data)
@@ -517,6 +526,7 @@ class Workflow:
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
             "on_failure": self._on_failure,
+            "params": self._params,
         }
         try:
             WorkflowSpec.model_validate(data)

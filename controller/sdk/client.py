@@ -21,12 +21,11 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
-from pydantic import ValidationError
 
 from corral.controller.rpc.wire_spec import spec_to_proto, task_spec_to_proto
 from corral.controller.sdk.admin_types import (
@@ -42,11 +41,12 @@ from corral.controller.sdk.admin_types import (
 from corral.controller.sdk.approvals import ApprovalsMixin
 from corral.controller.sdk.builder import TaskHandle, WorkflowLike, as_spec
 from corral.controller.sdk.credentials import Credentials, PathLike
+from corral.controller.sdk.durable import DurableMixin, SubmitOptions, submit_options
+from corral.controller.sdk.durable import task_spec_of as _task_spec
 from corral.controller.sdk.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
-    Violation,
     error_from_rpc,
     unreachable,
 )
@@ -66,7 +66,7 @@ from corral.controller.sdk.types import (
     WorkflowResult,
     WorkflowStatus,
 )
-from corral.controller.spec import Limits, TaskSpec, format_loc
+from corral.controller.spec import Limits, TaskSpec
 from corral.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -113,7 +113,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client(RunsMixin, ApprovalsMixin):
+class Client(RunsMixin, ApprovalsMixin, DurableMixin):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of
@@ -223,15 +223,22 @@ class Client(RunsMixin, ApprovalsMixin):
     # -- Orchestrator --------------------------------------------------------------------------
 
     async def submit(
-        self, workflow: WorkflowLike, *, start: bool = False, idempotency_key: str = "", namespace: str = ""
+        self,
+        workflow: WorkflowLike,
+        *,
+        start: bool = False,
+        idempotency_key: str = "",
+        namespace: str = "",
+        **options: Unpack[SubmitOptions],
     ) -> Submission:
         """Submit a workflow (a :class:`Workflow` builder, a ``WorkflowSpec`` or a mapping).
 
         With ``start`` it starts at once. Resubmitting with the same ``idempotency_key`` returns the
-        first submission (``deduplicated`` is then true).
+        first submission (``deduplicated`` is then true). ``params`` gives parameter values;
+        ``no_cache`` runs every task (cached results are not used, successes refresh them).
         """
         request = orchestrator_pb2.SubmitWorkflowRequest(
-            spec=_spec(workflow, namespace), idempotency_key=idempotency_key, start=start
+            spec=_spec(workflow, namespace), idempotency_key=idempotency_key, start=start, **submit_options(options)
         )
         return Submission.from_proto(await self._call("orchestrator", "SubmitWorkflow", request))
 
@@ -265,7 +272,13 @@ class Client(RunsMixin, ApprovalsMixin):
         return WorkflowResult.from_proto(response.result)
 
     async def execute(
-        self, workflow: WorkflowLike, *, idempotency_key: str = "", timeout: float | None = None, namespace: str = ""
+        self,
+        workflow: WorkflowLike,
+        *,
+        idempotency_key: str = "",
+        timeout: float | None = None,
+        namespace: str = "",
+        **options: Unpack[SubmitOptions],
     ) -> WorkflowResult:
         """Submit, start and wait for a workflow in one round trip; returns its :class:`WorkflowResult`.
 
@@ -278,6 +291,7 @@ class Client(RunsMixin, ApprovalsMixin):
             start=True,
             wait=True,
             wait_timeout_s=timeout or 0.0,
+            **submit_options(options),
         )
         deadline: float | bool = False if timeout is None else timeout + _WAIT_SLACK_S
         response = await self._call("orchestrator", "SubmitWorkflow", request, timeout=deadline)
@@ -577,18 +591,3 @@ def _spec(workflow: WorkflowLike, namespace: str) -> pb.WorkflowSpec:
     if namespace:
         message.namespace = namespace
     return message
-
-
-def _task_spec(task: TaskLike) -> TaskSpec:
-    if isinstance(task, TaskSpec):
-        return task
-    if isinstance(task, TaskHandle):
-        return task.spec.model_copy(update={"dependencies": []})
-    try:
-        return TaskSpec.model_validate(dict(task))
-    except ValidationError as exc:
-        violations = [
-            Violation(format_loc(("task", *err["loc"])), str(err["msg"]).removeprefix("Value error, "))
-            for err in exc.errors(include_url=False)
-        ]
-        raise InvalidArgumentError(violations=violations) from None

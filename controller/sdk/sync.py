@@ -19,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from corral.controller.sdk.admin_types import (
     AuditRecord,
@@ -33,6 +33,7 @@ from corral.controller.sdk.admin_types import (
 from corral.controller.sdk.builder import WorkflowLike
 from corral.controller.sdk.client import Client, TaskLike
 from corral.controller.sdk.credentials import PathLike
+from corral.controller.sdk.durable import SubmitOptions, SyncDurableMixin
 from corral.controller.sdk.runs import SyncRunsMixin
 from corral.controller.sdk.types import (
     AgentInfo,
@@ -56,7 +57,7 @@ __all__ = ["SyncClient"]
 T = TypeVar("T")
 
 
-class SyncClient(SyncRunsMixin):
+class SyncClient(SyncRunsMixin, SyncDurableMixin):
     """A blocking client of one controller; arguments as for :class:`Client`. Close it when done."""
 
     def __init__(
@@ -142,11 +143,17 @@ class SyncClient(SyncRunsMixin):
     # -- Orchestrator --------------------------------------------------------------------------
 
     def submit(
-        self, workflow: WorkflowLike, *, start: bool = False, idempotency_key: str = "", namespace: str = ""
+        self,
+        workflow: WorkflowLike,
+        *,
+        start: bool = False,
+        idempotency_key: str = "",
+        namespace: str = "",
+        **options: Unpack[SubmitOptions],
     ) -> Submission:
         """See :meth:`Client.submit`."""
         return self._run(
-            self._client.submit(workflow, start=start, idempotency_key=idempotency_key, namespace=namespace)
+            self._client.submit(workflow, start=start, idempotency_key=idempotency_key, namespace=namespace, **options)
         )
 
     def start(self, workflow_id: str) -> WorkflowStatus:
@@ -158,11 +165,19 @@ class SyncClient(SyncRunsMixin):
         return self._run(self._client.wait(workflow_id, timeout=timeout))
 
     def execute(
-        self, workflow: WorkflowLike, *, idempotency_key: str = "", timeout: float | None = None, namespace: str = ""
+        self,
+        workflow: WorkflowLike,
+        *,
+        idempotency_key: str = "",
+        timeout: float | None = None,
+        namespace: str = "",
+        **options: Unpack[SubmitOptions],
     ) -> WorkflowResult:
         """See :meth:`Client.execute`."""
         return self._run(
-            self._client.execute(workflow, idempotency_key=idempotency_key, timeout=timeout, namespace=namespace)
+            self._client.execute(
+                workflow, idempotency_key=idempotency_key, timeout=timeout, namespace=namespace, **options
+            )
         )
 
     def cancel(self, workflow_id: str, *, force: bool = False, reason: str = "") -> WorkflowStatus:

@@ -116,6 +116,13 @@ class TaskStatus(Record):
     fallback_used: bool = False
     approval_state: str = ""
     approval_deadline: datetime | None = None
+    # Completed from the cache (issue 10): "workflow id/task id/attempt id" of the result's source.
+    cache_source: str = ""
+
+    @property
+    def cached(self) -> bool:
+        """Whether it completed with a cached result (state "completed", nothing ran)."""
+        return bool(self.cache_source)
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
@@ -163,6 +170,9 @@ class TaskStatus(Record):
             fallback_used=m.fallback_used,
             approval_state=m.approval_state,
             approval_deadline=timestamp(m, "approval_deadline"),
+            cache_source="/".join((m.cache_source_workflow_id, m.cache_source_task_id, m.cache_source_attempt_id))
+            if m.cache_source_workflow_id
+            else "",
         )
 
     @property
@@ -196,6 +206,7 @@ class WorkflowStatus(Record):
     slack_s: float | None = None  # least slack over its unfinished tasks
     run: int = 1  # issue 10: the current run (retry and rerun start the next)
     on_failure: str = "fail"
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # issue 10: its parameter values
 
     @classmethod
     def from_proto(cls, m: pb.WorkflowStatus) -> WorkflowStatus:
@@ -219,6 +230,7 @@ class WorkflowStatus(Record):
             slack_s=m.slack_s if m.HasField("slack_s") else None,
             run=m.run or 1,
             on_failure=m.on_failure or "fail",
+            params=decode_json(m.params_json) or {},
         )
 
     @property

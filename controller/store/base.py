@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
+from corral.controller.core.cache import CacheChanges, CacheEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.durations import DurationChanges, LearnedDuration
 from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
@@ -51,6 +52,7 @@ class ChangeBatch:
     # Task checkpoints (issue 10): task id -> the record, or None to delete it.
     checkpoints: CheckpointChanges = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)  # issue 10: run rows, upserted
+    cache: CacheChanges = field(default_factory=CacheChanges)  # issue 10: cache entries
 
     def size(self) -> int:
         """Records and log chunks in the batch, a measure of its commit's cost.
@@ -71,6 +73,7 @@ class ChangeBatch:
             + len(self.durations.groups)
             + len(self.checkpoints)
             + len(self.runs)
+            + self.cache.size()
         )
 
     def __bool__(self) -> bool:
@@ -87,6 +90,7 @@ class ChangeBatch:
             or self.durations
             or self.checkpoints
             or self.runs
+            or self.cache
         )
 
 
@@ -104,6 +108,7 @@ class Snapshot:
     durations: list[LearnedDuration] = field(default_factory=list)  # learned durations (issue 9)
     checkpoints: list[Checkpoint] = field(default_factory=list)  # task checkpoints (issue 10)
     runs: list[Run] = field(default_factory=list)  # issue 10: runs of retried workflows
+    cache_entries: list[CacheEntry] = field(default_factory=list)  # issue 10
 
 
 class Store(Protocol):

@@ -33,6 +33,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.store.base import LogChunk
+from corral.controller.store.cache_codec import decode_task_cache, encode_task_cache
 from corral.controller.store.rules_codec import decode_rules, encode_rules
 
 __all__ = [
@@ -86,6 +87,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "on_failure",
         "run",
         "compensation",
+        "params",
+        "no_cache",
     ),
     "tasks": (
         "id",
@@ -136,6 +139,8 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "compensate",
         "compensates",
         "rules",
+        "cache",
+        "cache_source",
     ),
     "attempts": (
         "id",
@@ -349,6 +354,8 @@ def encode_workflow(w: Workflow) -> Row:
         w.on_failure,
         w.run,
         w.compensation,
+        _blob(w.params),
+        int(w.no_cache),
     )
 
 
@@ -376,6 +383,8 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         on_failure=row[18],
         run=row[19],
         compensation=row[20],
+        params=row[21],
+        no_cache=bool(row[22]),
     )
 
 
@@ -432,6 +441,8 @@ def encode_task(t: Task) -> Row:
         t.compensate,
         t.compensates,
         None if t.rules is None and not t.fallback_used else encode_rules(t.rules, t.fallback_used),
+        "" if t.cache is None else encode_task_cache(t.cache),
+        t.cache_source,
     )
 
 
@@ -486,6 +497,8 @@ def decode_task(row: Sequence[Any]) -> Task:
         compensate=row[45],
         compensates=row[46],
         **({} if row[47] is None else decode_rules(row[47])),
+        cache=decode_task_cache(row[48]) if row[48] else None,
+        cache_source=row[49],
     )
 
 

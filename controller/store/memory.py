@@ -17,7 +17,7 @@ from typing import Any, Final
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec, runs_codec
+from corral.controller.store import access_codec, cache_codec, codec, durations_codec, event_codec, runs_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MemoryStore"]
@@ -54,6 +54,7 @@ class MemoryStore:
         self._durations: dict[tuple[str, str, str], codec.Row] = {}
         self._checkpoints: dict[str, Checkpoint] = {}
         self._runs: dict[tuple[str, int], codec.Row] = {}  # issue 10
+        self._cache: dict[str, codec.Row] = {}  # issue 10: cache entries by key
         self._closed = False
 
     def _check_open(self) -> None:
@@ -70,6 +71,7 @@ class MemoryStore:
             duration_rows = list(self._durations.values())
             checkpoints = [Checkpoint(*astuple(c)) for c in self._checkpoints.values()]
             run_rows = sorted(self._runs.values())
+            cache_rows = list(self._cache.values())
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -91,6 +93,7 @@ class MemoryStore:
             ),
             checkpoints=checkpoints,
             runs=[runs_codec.decode_run(r) for r in run_rows],
+            cache_entries=[cache_codec.decode_entry(r) for r in cache_rows],
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -118,6 +121,7 @@ class MemoryStore:
         duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
         runs = [runs_codec.encode_run(r) for r in batch.runs]
+        cache_rows = [cache_codec.encode_entry(e) for e in batch.cache.upserts.values()]
         with self._lock:
             self._check_open()
             if events and (
@@ -150,6 +154,9 @@ class MemoryStore:
                     self._checkpoints[task_id] = Checkpoint(*astuple(record))
             for row in runs:
                 self._runs[(row[0], row[1])] = row
+            for cache_key in batch.cache.deletes:
+                self._cache.pop(cache_key, None)
+            self._cache.update((row[0], row) for row in cache_rows)
             for table, keyed in access.items():
                 self._access[table].update(keyed)
             for key in changes.deleted_secrets:

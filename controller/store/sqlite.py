@@ -25,7 +25,7 @@ import sqlite_utils
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec, runs_codec
+from corral.controller.store import access_codec, cache_codec, codec, durations_codec, event_codec, runs_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -103,6 +103,11 @@ _UPSERT_CHECKPOINT: Final = (
 )
 _DELETE_CHECKPOINT: Final = "DELETE FROM checkpoints WHERE task_id = ?"
 _SELECT_CHECKPOINTS: Final = "SELECT task_id, workflow_id, attempt_id, at, data FROM checkpoints"
+_UPSERT_CACHE: Final = (
+    f"INSERT OR REPLACE INTO cache_entries ({', '.join(cache_codec.CACHE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_CACHE: Final = "DELETE FROM cache_entries WHERE key = ?"
+_SELECT_CACHE: Final = f"SELECT {', '.join(cache_codec.CACHE_COLUMNS)} FROM cache_entries"
 _EVENT_BATCH_INSERT: Final = "INSERT INTO event_batches (last_seq, workflow_id, first_seq, data) VALUES (?, ?, ?, ?)"
 # Every batch holding a seq above ``after``: a range of the (workflow_id, last_seq) index.
 _EVENT_BATCHES_OF_WORKFLOW: Final = (
@@ -249,6 +254,7 @@ class SqliteStore:
                     ),
                     checkpoints=[Checkpoint(*row) for row in conn.execute(_SELECT_CHECKPOINTS)],
                     runs=[runs_codec.decode_run(r) for r in conn.execute(runs_codec.RUN_SELECT)],
+                    cache_entries=[cache_codec.decode_entry(r) for r in conn.execute(_SELECT_CACHE)],
                 )
             finally:
                 conn.execute("COMMIT")
@@ -281,6 +287,7 @@ class SqliteStore:
         groups = batch.durations.groups
         duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
+        cache_rows = [cache_codec.encode_entry(e) for e in batch.cache.upserts.values()]
         with self._write_lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -304,6 +311,9 @@ class SqliteStore:
                     self._commit_checkpoints(batch.checkpoints)
                 if batch.runs:
                     conn.executemany(runs_codec.RUN_UPSERT, [runs_codec.encode_run(r) for r in batch.runs])
+                if batch.cache:
+                    conn.executemany(_DELETE_CACHE, [(key,) for key in batch.cache.deletes])
+                    conn.executemany(_UPSERT_CACHE, cache_rows)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:

@@ -405,6 +405,23 @@ def _migration_13_runs(db: sqlite_utils.Database) -> None:
     db.table("attempts").add_column("run", int, not_null_default=1)
 
 
+def _migration_15_cache(db: sqlite_utils.Database) -> None:
+    """Issue 10: the task result cache, tasks' cache policies and sources, workflows' parameters.
+
+    ``cache_entries`` is bounded by the controller's ``--cache-max-entries``/``--cache-max-bytes``
+    (evictions are deletes in the same commit); each entry holds its own copy of the result.
+    """
+    db.execute(
+        "CREATE TABLE cache_entries (key TEXT PRIMARY KEY, namespace TEXT NOT NULL, result BLOB NOT NULL, "
+        "source TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL, last_used REAL NOT NULL) STRICT"
+    )
+    tasks = db.table("tasks")
+    tasks.add_column("cache", str, not_null_default="")
+    tasks.add_column("cache_source", str, not_null_default="")
+    db.execute("ALTER TABLE workflows ADD COLUMN params BLOB NOT NULL DEFAULT X'7B7D'")  # b"{}"
+    db.table("workflows").add_column("no_cache", int, not_null_default=0)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -420,4 +437,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_12_checkpoints,
     _migration_13_runs,
     _migration_14_fallbacks,
+    _migration_15_cache,
 )

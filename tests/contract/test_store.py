@@ -963,7 +963,7 @@ def test_sqlite_migration_11_gives_old_rows_no_gang_and_no_max_parallel(tmp_path
     old = SqliteStore(path, migrations=MIGRATIONS[:10])  # before migration 11 (later ones append)
     old.close()
     gang = codec.COLUMNS["tasks"].index("gang")
-    task_columns = codec.COLUMNS["tasks"][:gang]  # as the version before wrote them
+    task_columns = codec.COLUMNS["tasks"][:gang]  # as version 10 wrote them
     task_row = codec.encode_task(minimal_task("t", "w"))[:gang]
     with sqlite3.connect(path) as conn:
         names = ", ".join(f'"{c}"' for c in task_columns)

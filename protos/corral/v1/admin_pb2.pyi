@@ -332,3 +332,17 @@ class ListQuotasResponse(_message.Message):
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     namespaces: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
     def __init__(self, namespaces: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...
+
+class ClearCacheRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class ClearCacheResponse(_message.Message):
+    __slots__ = ("cleared", "remaining")
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    cleared: int
+    remaining: int
+    def __init__(self, cleared: _Optional[int] = ..., remaining: _Optional[int] = ...) -> None: ...

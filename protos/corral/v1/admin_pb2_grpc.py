@@ -104,6 +104,11 @@ class AdminStub:
                 request_serializer=corral_dot_v1_dot_admin__pb2.ListQuotasRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_admin__pb2.ListQuotasResponse.FromString,
                 _registered_method=True)
+        self.ClearCache = channel.unary_unary(
+                '/corral.v1.Admin/ClearCache',
+                request_serializer=corral_dot_v1_dot_admin__pb2.ClearCacheRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_admin__pb2.ClearCacheResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -196,6 +201,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClearCache(self, request, context):
+        """Issue 10: drop cached task results (of one namespace, or of every namespace the caller covers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +280,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListQuotas,
                     request_deserializer=corral_dot_v1_dot_admin__pb2.ListQuotasRequest.FromString,
                     response_serializer=corral_dot_v1_dot_admin__pb2.ListQuotasResponse.SerializeToString,
+            ),
+            'ClearCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearCache,
+                    request_deserializer=corral_dot_v1_dot_admin__pb2.ClearCacheRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_admin__pb2.ClearCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -648,6 +665,33 @@ class Admin:
             '/corral.v1.Admin/ListQuotas',
             corral_dot_v1_dot_admin__pb2.ListQuotasRequest.SerializeToString,
             corral_dot_v1_dot_admin__pb2.ListQuotasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Admin/ClearCache',
+            corral_dot_v1_dot_admin__pb2.ClearCacheRequest.SerializeToString,
+            corral_dot_v1_dot_admin__pb2.ClearCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,18 +11,29 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubmitWorkflowRequest(_message.Message):
-    __slots__ = ("spec", "idempotency_key", "start", "wait", "wait_timeout_s")
+    __slots__ = ("spec", "idempotency_key", "start", "wait", "wait_timeout_s", "no_cache", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SPEC_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     WAIT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     spec: _types_pb2.WorkflowSpec
     idempotency_key: str
     start: bool
     wait: bool
     wait_timeout_s: float
-    def __init__(self, spec: _Optional[_Union[_types_pb2.WorkflowSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., start: _Optional[bool] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ...) -> None: ...
+    no_cache: bool
+    params: _containers.ScalarMap[str, str]
+    def __init__(self, spec: _Optional[_Union[_types_pb2.WorkflowSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., start: _Optional[bool] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., no_cache: _Optional[bool] = ..., params: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SubmitWorkflowResponse(_message.Message):
     __slots__ = ("workflow_id", "plan", "deduplicated", "result", "deadline_verdict", "deadline_message")

@@ -128,7 +128,7 @@ class ResourceRequirements(_message.Message):
     def __init__(self, cpu_cores: _Optional[float] = ..., memory_mb: _Optional[int] = ..., disk_mb: _Optional[int] = ..., network_bandwidth_mbps: _Optional[int] = ..., gpu_count: _Optional[int] = ..., custom_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "type", "agent_type", "payload_json", "resources", "priority", "timeout_s", "retries", "dependencies", "constraints", "estimated_duration_s", "retry_backoff_s", "on_disconnect", "max_disconnect_s", "max_agent_losses", "constraint_exprs", "spread", "affinity", "deadline", "preemptible", "max_preemptions", "gang", "map", "compensate_json", "fallback_json", "allow_failure", "min_success", "approval")
+    __slots__ = ("name", "type", "agent_type", "payload_json", "resources", "priority", "timeout_s", "retries", "dependencies", "constraints", "estimated_duration_s", "retry_backoff_s", "on_disconnect", "max_disconnect_s", "max_agent_losses", "constraint_exprs", "spread", "affinity", "deadline", "preemptible", "max_preemptions", "gang", "map", "compensate_json", "fallback_json", "allow_failure", "min_success", "approval", "cache")
     class ConstraintsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +171,7 @@ class TaskSpec(_message.Message):
     ALLOW_FAILURE_FIELD_NUMBER: _ClassVar[int]
     MIN_SUCCESS_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: TaskType
     agent_type: str
@@ -199,7 +200,8 @@ class TaskSpec(_message.Message):
     allow_failure: bool
     min_success: int
     approval: ApprovalSpec
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., max_agent_losses: _Optional[int] = ..., constraint_exprs: _Optional[_Iterable[_Union[LabelExpression, _Mapping]]] = ..., spread: _Optional[str] = ..., affinity: _Optional[_Mapping[str, str]] = ..., deadline: _Optional[str] = ..., preemptible: _Optional[bool] = ..., max_preemptions: _Optional[int] = ..., gang: _Optional[str] = ..., map: _Optional[str] = ..., compensate_json: _Optional[bytes] = ..., fallback_json: _Optional[bytes] = ..., allow_failure: _Optional[bool] = ..., min_success: _Optional[int] = ..., approval: _Optional[_Union[ApprovalSpec, _Mapping]] = ...) -> None: ...
+    cache: TaskCache
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TaskType, str]] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., priority: _Optional[int] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., dependencies: _Optional[_Iterable[str]] = ..., constraints: _Optional[_Mapping[str, str]] = ..., estimated_duration_s: _Optional[float] = ..., retry_backoff_s: _Optional[float] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., max_agent_losses: _Optional[int] = ..., constraint_exprs: _Optional[_Iterable[_Union[LabelExpression, _Mapping]]] = ..., spread: _Optional[str] = ..., affinity: _Optional[_Mapping[str, str]] = ..., deadline: _Optional[str] = ..., preemptible: _Optional[bool] = ..., max_preemptions: _Optional[int] = ..., gang: _Optional[str] = ..., map: _Optional[str] = ..., compensate_json: _Optional[bytes] = ..., fallback_json: _Optional[bytes] = ..., allow_failure: _Optional[bool] = ..., min_success: _Optional[int] = ..., approval: _Optional[_Union[ApprovalSpec, _Mapping]] = ..., cache: _Optional[_Union[TaskCache, _Mapping]] = ...) -> None: ...
 
 class ApprovalSpec(_message.Message):
     __slots__ = ("timeout_s", "message")
@@ -208,6 +210,16 @@ class ApprovalSpec(_message.Message):
     timeout_s: float
     message: str
     def __init__(self, timeout_s: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TaskCache(_message.Message):
+    __slots__ = ("key", "ttl_s", "version")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    ttl_s: float
+    version: str
+    def __init__(self, key: _Optional[str] = ..., ttl_s: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
 
 class LabelExpression(_message.Message):
     __slots__ = ("key", "op", "values")
@@ -220,7 +232,7 @@ class LabelExpression(_message.Message):
     def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WorkflowSpec(_message.Message):
-    __slots__ = ("name", "tasks", "metadata_json", "labels", "priority", "namespace", "max_agent_losses", "deadline", "deadline_policy", "max_parallel", "on_failure")
+    __slots__ = ("name", "tasks", "metadata_json", "labels", "priority", "namespace", "max_agent_losses", "deadline", "deadline_policy", "max_parallel", "on_failure", "params_json")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +251,7 @@ class WorkflowSpec(_message.Message):
     DEADLINE_POLICY_FIELD_NUMBER: _ClassVar[int]
     MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
     metadata_json: bytes
@@ -250,7 +263,8 @@ class WorkflowSpec(_message.Message):
     deadline_policy: str
     max_parallel: int
     on_failure: str
-    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., namespace: _Optional[str] = ..., max_agent_losses: _Optional[int] = ..., deadline: _Optional[str] = ..., deadline_policy: _Optional[str] = ..., max_parallel: _Optional[int] = ..., on_failure: _Optional[str] = ...) -> None: ...
+    params_json: bytes
+    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., namespace: _Optional[str] = ..., max_agent_losses: _Optional[int] = ..., deadline: _Optional[str] = ..., deadline_policy: _Optional[str] = ..., max_parallel: _Optional[int] = ..., on_failure: _Optional[str] = ..., params_json: _Optional[bytes] = ...) -> None: ...
 
 class ExecutionStage(_message.Message):
     __slots__ = ("index", "task_names", "estimated_duration_s")
@@ -279,7 +293,7 @@ class ExecutionPlan(_message.Message):
     def __init__(self, stages: _Optional[_Iterable[_Union[ExecutionStage, _Mapping]]] = ..., critical_path: _Optional[_Iterable[str]] = ..., estimated_duration_s: _Optional[float] = ..., parallelism_factor: _Optional[float] = ..., task_count: _Optional[int] = ..., total_work_s: _Optional[float] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "name", "state", "agent_type", "priority", "attempts", "retries_used", "attempt_id", "agent_id", "result_json", "error", "waiting_reason", "created_at", "started_at", "finished_at", "dependencies", "workflow_id", "exit_code", "unschedulable", "agent_losses", "reruns_after_fence", "failure_reason", "peak_rss_bytes", "cpu_s", "plan_reason", "rank_s", "expected_duration_s", "duration_source", "deadline", "latest_start", "slack_s", "preemptions", "last_preemption", "preemptible", "gang", "expected_peak_rss_bytes", "expected_cpu_s", "checkpointed_at", "checkpoint_bytes", "compensation_state", "compensation_error", "compensation_task_id", "fallback_used", "approval_state", "approval_deadline", "approval_message")
+    __slots__ = ("task_id", "name", "state", "agent_type", "priority", "attempts", "retries_used", "attempt_id", "agent_id", "result_json", "error", "waiting_reason", "created_at", "started_at", "finished_at", "dependencies", "workflow_id", "exit_code", "unschedulable", "agent_losses", "reruns_after_fence", "failure_reason", "peak_rss_bytes", "cpu_s", "plan_reason", "rank_s", "expected_duration_s", "duration_source", "deadline", "latest_start", "slack_s", "preemptions", "last_preemption", "preemptible", "gang", "expected_peak_rss_bytes", "expected_cpu_s", "checkpointed_at", "checkpoint_bytes", "compensation_state", "compensation_error", "compensation_task_id", "fallback_used", "approval_state", "approval_deadline", "approval_message", "cache_source_workflow_id", "cache_source_task_id", "cache_source_attempt_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +340,9 @@ class TaskStatus(_message.Message):
     APPROVAL_STATE_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_SOURCE_WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHE_SOURCE_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHE_SOURCE_ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     state: TaskState
@@ -372,10 +389,13 @@ class TaskStatus(_message.Message):
     approval_state: str
     approval_deadline: _timestamp_pb2.Timestamp
     approval_message: str
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slack_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., last_preemption: _Optional[str] = ..., preemptible: _Optional[bool] = ..., gang: _Optional[str] = ..., expected_peak_rss_bytes: _Optional[int] = ..., expected_cpu_s: _Optional[float] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_bytes: _Optional[int] = ..., compensation_state: _Optional[str] = ..., compensation_error: _Optional[str] = ..., compensation_task_id: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., approval_state: _Optional[str] = ..., approval_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_message: _Optional[str] = ...) -> None: ...
+    cache_source_workflow_id: str
+    cache_source_task_id: str
+    cache_source_attempt_id: str
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slack_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., last_preemption: _Optional[str] = ..., preemptible: _Optional[bool] = ..., gang: _Optional[str] = ..., expected_peak_rss_bytes: _Optional[int] = ..., expected_cpu_s: _Optional[float] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_bytes: _Optional[int] = ..., compensation_state: _Optional[str] = ..., compensation_error: _Optional[str] = ..., compensation_task_id: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., approval_state: _Optional[str] = ..., approval_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_message: _Optional[str] = ..., cache_source_workflow_id: _Optional[str] = ..., cache_source_task_id: _Optional[str] = ..., cache_source_attempt_id: _Optional[str] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "deadline", "deadline_verdict", "slack_s", "max_parallel", "concurrency_limit", "run", "on_failure")
+    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "deadline", "deadline_verdict", "slack_s", "max_parallel", "concurrency_limit", "run", "on_failure", "params_json")
     class TaskCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +430,7 @@ class WorkflowStatus(_message.Message):
     CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     name: str
     state: WorkflowState
@@ -430,7 +451,8 @@ class WorkflowStatus(_message.Message):
     concurrency_limit: int
     run: int
     on_failure: str
-    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline_verdict: _Optional[str] = ..., slack_s: _Optional[float] = ..., max_parallel: _Optional[int] = ..., concurrency_limit: _Optional[int] = ..., run: _Optional[int] = ..., on_failure: _Optional[str] = ...) -> None: ...
+    params_json: bytes
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline_verdict: _Optional[str] = ..., slack_s: _Optional[float] = ..., max_parallel: _Optional[int] = ..., concurrency_limit: _Optional[int] = ..., run: _Optional[int] = ..., on_failure: _Optional[str] = ..., params_json: _Optional[bytes] = ...) -> None: ...
 
 class WorkflowResult(_message.Message):
     __slots__ = ("workflow_id", "state", "results_json", "tasks", "critical_path", "duration_s", "error")
