@@ -271,6 +271,9 @@ class Workflow:
     deadline_policy: str = "warn"  # reject | warn | best_effort
     deadline_verdict: str = ""  # "", feasible, at_risk, infeasible
     max_parallel: int | None = None  # at most this many of its tasks ASSIGNED/RUNNING at once
+    # Issue 10: no task starts before this (epoch s; relative until submit makes it absolute).
+    scheduled_at: float | None = None
+    scheduled_relative: bool = False
 
 
 @dataclass(slots=True)

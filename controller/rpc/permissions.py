@@ -78,6 +78,11 @@ METHODS: Final[Mapping[str, str]] = {
     _A + "ListAudit": ADMIN,
     _A + "SetNamespaceQuota": ADMIN,
     _A + "ListQuotas": READ,
+    "/corral.v1.Schedules/CreateSchedule": SUBMIT,
+    "/corral.v1.Schedules/ListSchedules": READ,
+    "/corral.v1.Schedules/PauseSchedule": SUBMIT,
+    "/corral.v1.Schedules/ResumeSchedule": SUBMIT,
+    "/corral.v1.Schedules/DeleteSchedule": SUBMIT,
     # Kubernetes probes and load balancers have no credentials.
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
@@ -116,6 +121,10 @@ MUTATING: Final = frozenset(
         _A + "DeleteSecret",
         _A + "RevokeCertificate",
         _A + "SetNamespaceQuota",
+        "/corral.v1.Schedules/CreateSchedule",
+        "/corral.v1.Schedules/PauseSchedule",
+        "/corral.v1.Schedules/ResumeSchedule",
+        "/corral.v1.Schedules/DeleteSchedule",
     }
 )
 

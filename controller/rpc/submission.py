@@ -21,6 +21,7 @@ from corral.controller.core.deadlines import parse_deadline
 from corral.controller.core.gangs import gang_problems
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
+from corral.controller.core.schedules import scheduled_fields
 from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
 from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, violations_of
@@ -119,6 +120,7 @@ def _workflow(
         deadline_policy=header.deadline_policy,
         **_deadline(header.deadline),
         max_parallel=header.max_parallel,
+        **scheduled_fields(header.scheduled_at),
     )
 
 
@@ -150,6 +152,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["deadline_policy"] = message.deadline_policy
     if message.HasField("max_parallel"):
         data["max_parallel"] = message.max_parallel
+    if message.scheduled_at:
+        data["scheduled_at"] = message.scheduled_at
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:

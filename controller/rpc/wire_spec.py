@@ -129,6 +129,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.deadline_policy = spec.deadline_policy
     if spec.max_parallel is not None:
         message.max_parallel = spec.max_parallel
+    if spec.scheduled_at is not None:
+        message.scheduled_at = spec.scheduled_at
     return message
 
 

@@ -13,6 +13,7 @@ from typing import Protocol
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.durations import DurationChanges, LearnedDuration
 from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
+from corral.controller.core.schedules import Fire, Schedule, ScheduleChanges
 
 __all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
 
@@ -46,6 +47,7 @@ class ChangeBatch:
     events: list[WorkflowEvent] = field(default_factory=list)  # appended to the event log
     # Learned durations (issue 9): changed groups with all their entries (empty: deleted).
     durations: DurationChanges = field(default_factory=lambda: DurationChanges({}))
+    schedules: ScheduleChanges = field(default_factory=ScheduleChanges)  # issue 10: cron schedules, fires
 
     def size(self) -> int:
         """Records and log chunks in the batch, a measure of its commit's cost.
@@ -64,6 +66,7 @@ class ChangeBatch:
             + len(self.deleted_agents)
             + len(self.events) // 4
             + len(self.durations.groups)
+            + self.schedules.size()
         )
 
     def __bool__(self) -> bool:
@@ -78,6 +81,7 @@ class ChangeBatch:
             or self.deleted_agents
             or self.events
             or self.durations
+            or self.schedules
         )
 
 
@@ -93,6 +97,8 @@ class Snapshot:
     access: AccessSnapshot = field(default_factory=AccessSnapshot)
     last_event_seq: int = 0  # the highest event-log seq stored (new events continue after it)
     durations: list[LearnedDuration] = field(default_factory=list)  # learned durations (issue 9)
+    schedules: list[Schedule] = field(default_factory=list)  # issue 10
+    schedule_fires: list[Fire] = field(default_factory=list)  # the last few of each schedule
 
 
 class Store(Protocol):

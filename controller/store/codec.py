@@ -81,6 +81,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "deadline_policy",
         "deadline_verdict",
         "max_parallel",
+        "scheduled_at",
     ),
     "tasks": (
         "id",
@@ -334,6 +335,7 @@ def encode_workflow(w: Workflow) -> Row:
         w.deadline_policy,
         w.deadline_verdict,
         w.max_parallel,
+        w.scheduled_at,
     )
 
 
@@ -358,6 +360,7 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         deadline_policy=row[15],
         deadline_verdict=row[16],
         max_parallel=row[17],
+        scheduled_at=row[18],
     )
 
 

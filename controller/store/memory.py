@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec
+from corral.controller.store import access_codec, codec, durations_codec, event_codec, schedules_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MemoryStore"]
@@ -50,6 +50,8 @@ class MemoryStore:
         self._events: dict[str, list[codec.Row]] = {}  # workflow id -> event rows in seq order
         self._last_event_seq = 0
         self._durations: dict[tuple[str, str, str], codec.Row] = {}
+        self._schedules: dict[str, tuple[Any, ...]] = {}
+        self._fires: dict[tuple[str, float], tuple[Any, ...]] = {}  # unique, as SQLite's primary key
         self._closed = False
 
     def _check_open(self) -> None:
@@ -64,6 +66,8 @@ class MemoryStore:
             meta = dict(self._meta)
             last_event_seq = self._last_event_seq
             duration_rows = list(self._durations.values())
+            schedule_rows = sorted(self._schedules.values())
+            fire_rows = sorted(self._fires.values(), key=lambda r: r[1])
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -83,6 +87,8 @@ class MemoryStore:
             durations=sorted(
                 (d for r in duration_rows for d in durations_codec.decode_group(r)), key=lambda d: d.updated_at
             ),
+            schedules=[schedules_codec.decode_schedule(r) for r in schedule_rows],
+            schedule_fires=[schedules_codec.decode_fire(r) for r in fire_rows[-20 * max(1, len(schedule_rows)) :]],
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -109,8 +115,14 @@ class MemoryStore:
         groups = batch.durations.groups
         duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
+        schedule_rows = [schedules_codec.encode_schedule(s) for s in batch.schedules.schedules.values()]
+        fire_rows = [schedules_codec.encode_fire(f) for f in batch.schedules.fires]
         with self._lock:
             self._check_open()
+            if any((row[0], row[1]) in self._fires for row in fire_rows) or len(
+                {(row[0], row[1]) for row in fire_rows}
+            ) != len(fire_rows):
+                raise ValueError("a schedule fire is stored twice (as SQLite's primary key refuses)")
             if events and (
                 events[0][0] <= self._last_event_seq or any(a[0] >= b[0] for a, b in itertools.pairwise(events))
             ):
@@ -118,6 +130,12 @@ class MemoryStore:
                 raise ValueError(f"event seq {events[0][0]} is not above the last stored {self._last_event_seq}")
             for table, rows in encoded.items():
                 self._rows[table].update((row[0], row) for row in rows)
+            for schedule_id in batch.schedules.deleted:
+                self._schedules.pop(schedule_id, None)
+                for fire in [k for k in self._fires if k[0] == schedule_id]:
+                    del self._fires[fire]
+            self._schedules.update((row[0], row) for row in schedule_rows)
+            self._fires.update(((row[0], row[1]), row) for row in fire_rows)
             for attempt_id, (out, err, truncated) in logs.items():
                 output = self._logs.get(attempt_id)
                 if output is None:

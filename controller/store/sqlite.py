@@ -24,7 +24,7 @@ import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, codec, durations_codec, event_codec
+from corral.controller.store import access_codec, codec, durations_codec, event_codec, schedules_codec
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -242,6 +242,7 @@ class SqliteStore:
                         key=lambda d: d.updated_at,
                     ),
                 )
+                self._load_schedules(conn, snapshot)
             finally:
                 conn.execute("COMMIT")
         return snapshot
@@ -292,6 +293,8 @@ class SqliteStore:
                     conn.executemany(_DELETE_DURATIONS, duration_deletes)
                 if duration_rows:
                     conn.executemany(_UPSERT_DURATIONS, duration_rows)
+                if batch.schedules:
+                    self._commit_schedules(batch)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:
@@ -309,6 +312,28 @@ class SqliteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _load_schedules(conn: sqlite3.Connection, snapshot: Snapshot) -> None:
+        snapshot.schedules = [
+            schedules_codec.decode_schedule(r) for r in conn.execute(schedules_codec.SELECT_SCHEDULES)
+        ]
+        for schedule in snapshot.schedules:
+            rows = conn.execute(schedules_codec.RECENT_FIRES, (schedule.id,))
+            snapshot.schedule_fires.extend(schedules_codec.decode_fire(r) for r in rows)
+
+    def _commit_schedules(self, batch: ChangeBatch) -> None:
+        changes, conn = batch.schedules, self._conn
+        for schedule_id in changes.deleted:
+            conn.execute(schedules_codec.DELETE_SCHEDULE, (schedule_id,))
+            conn.execute(schedules_codec.DELETE_FIRES, (schedule_id,))
+        conn.executemany(
+            schedules_codec.UPSERT_SCHEDULE, map(schedules_codec.encode_schedule, changes.schedules.values())
+        )
+        if changes.fires:
+            conn.executemany(schedules_codec.INSERT_FIRE, map(schedules_codec.encode_fire, changes.fires))
+            for schedule_id in {fire.schedule_id for fire in changes.fires}:
+                conn.execute(schedules_codec.PRUNE_FIRES, (schedule_id,))
 
     @staticmethod
     def _load_access(conn: sqlite3.Connection) -> AccessSnapshot:
