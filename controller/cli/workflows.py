@@ -20,6 +20,7 @@ from corral.controller.cli.common import (
     out_console,
 )
 from corral.controller.cli.output import emit, event_dict, events_view, plan_view, status_view, workflows_view
+from corral.controller.cli.schedules import AtOption, with_start_time
 from corral.controller.sdk.client import Client
 from corral.controller.sdk.types import ExecutionPlan, Submission, WorkflowEvent, WorkflowStatus, WorkflowSummary
 from corral.controller.spec import WorkflowSpec
@@ -40,9 +41,10 @@ def submit(
     ] = "",
     namespace: NamespaceOption = "",
     address: AddressOption = DEFAULT,
+    at: AtOption = "",
 ) -> None:
     """Submit a workflow file and print its id (use `corral run` to follow it)."""
-    spec = load_spec(file)
+    spec = with_start_time(load_spec(file), at)
     target = resolve_namespace(namespace, spec.namespace)
 
     async def action(client: Client) -> Submission:

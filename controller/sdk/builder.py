@@ -218,10 +218,12 @@ class Workflow:
         max_agent_losses: int | None = None,
         deadline: Deadline = None,
         deadline_policy: Literal["reject", "warn", "best_effort"] = "warn",
+        scheduled_at: Deadline = None,
     ) -> None:
         self._name = name
         self._deadline = _deadline(deadline)
         self._deadline_policy = deadline_policy
+        self._scheduled_at = _deadline(scheduled_at)  # no task starts before (same forms as a deadline)
         self._metadata = dict(metadata or {})
         self._labels = dict(labels or {})
         self._priority = priority
@@ -430,6 +432,7 @@ class Workflow:
             max_agent_losses=spec.max_agent_losses,
             deadline=spec.deadline,
             deadline_policy=spec.deadline_policy,
+            scheduled_at=spec.scheduled_at,
         )
         wf._tasks = {t.name: t for t in spec.tasks}
         return wf
@@ -455,6 +458,7 @@ class Workflow:
             "max_agent_losses": self._max_agent_losses,
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
+            "scheduled_at": self._scheduled_at,
         }
         try:
             return parse_workflow(data)
@@ -478,6 +482,7 @@ class Workflow:
             "max_agent_losses": self._max_agent_losses,
             "deadline": self._deadline,
             "deadline_policy": self._deadline_policy,
+            "scheduled_at": self._scheduled_at,
         }
         try:
             WorkflowSpec.model_validate(data)

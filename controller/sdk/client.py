@@ -49,6 +49,7 @@ from corral.controller.sdk.errors import (
     error_from_rpc,
     unreachable,
 )
+from corral.controller.sdk.schedules import ScheduleMethods
 from corral.controller.sdk.types import (
     AgentInfo,
     Assignment,
@@ -74,6 +75,7 @@ from corral.v1 import (
     orchestrator_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
+    schedules_pb2_grpc,
 )
 from corral.v1 import types_pb2 as pb
 
@@ -111,7 +113,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client:
+class Client(ScheduleMethods):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of
@@ -205,6 +207,7 @@ class Client:
                 "scheduler": scheduler_pb2_grpc.SchedulerStub,
                 "cluster": agent_pb2_grpc.ClusterStub,
                 "admin": admin_pb2_grpc.AdminStub,
+                "schedules": schedules_pb2_grpc.SchedulesStub,
             }
             factory = factories[name]
             stub = self._stubs[name] = factory(self._channel)

@@ -171,6 +171,8 @@ class WorkflowStatus(Record):
     deadline: datetime | None = None
     deadline_verdict: str = ""  # at submit: feasible, at_risk, infeasible
     slack_s: float | None = None  # least slack over its unfinished tasks
+    scheduled_at: datetime | None = None  # its delayed start, or its schedule fire's nominal time
+    schedule_id: str = ""  # the schedule that fired it
 
     @classmethod
     def from_proto(cls, m: pb.WorkflowStatus) -> WorkflowStatus:
@@ -192,6 +194,8 @@ class WorkflowStatus(Record):
             deadline=timestamp(m, "deadline"),
             deadline_verdict=m.deadline_verdict,
             slack_s=m.slack_s if m.HasField("slack_s") else None,
+            scheduled_at=timestamp(m, "scheduled_at"),
+            schedule_id=m.schedule_id,
         )
 
     @property
