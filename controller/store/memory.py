@@ -88,7 +88,11 @@ class MemoryStore:
                 (d for r in duration_rows for d in durations_codec.decode_group(r)), key=lambda d: d.updated_at
             ),
             schedules=[schedules_codec.decode_schedule(r) for r in schedule_rows],
-            schedule_fires=[schedules_codec.decode_fire(r) for r in fire_rows[-20 * max(1, len(schedule_rows)) :]],
+            schedule_fires=[
+                schedules_codec.decode_fire(r)
+                for schedule in schedule_rows
+                for r in [f for f in fire_rows if f[0] == schedule[0]][-20:]  # as SQLite: the last 20 of each
+            ],
         )
 
     def commit(self, batch: ChangeBatch) -> None:

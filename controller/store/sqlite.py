@@ -319,8 +319,8 @@ class SqliteStore:
             schedules_codec.decode_schedule(r) for r in conn.execute(schedules_codec.SELECT_SCHEDULES)
         ]
         for schedule in snapshot.schedules:
-            rows = conn.execute(schedules_codec.RECENT_FIRES, (schedule.id,))
-            snapshot.schedule_fires.extend(schedules_codec.decode_fire(r) for r in rows)
+            rows = conn.execute(schedules_codec.RECENT_FIRES, (schedule.id,)).fetchall()
+            snapshot.schedule_fires.extend(schedules_codec.decode_fire(r) for r in reversed(rows))  # oldest first
 
     def _commit_schedules(self, batch: ChangeBatch) -> None:
         changes, conn = batch.schedules, self._conn

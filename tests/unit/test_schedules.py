@@ -24,9 +24,7 @@ from corral.controller.errors import FailedPrecondition, NotFound
 from corral.controller.rpc.schedules import template_builder
 from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.spec import parse_workflow
-from corral.controller.store.base import ChangeBatch
-from corral.controller.store.memory import MemoryStore
-from corral.controller.store.schedules_codec import decode_fire, encode_fire
+from corral.controller.store.schedules_codec import decode_fire
 from tests.unit.conftest import Sim, task_spec
 
 T0 = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC).timestamp()  # a whole minute
@@ -296,18 +294,3 @@ def test_a_fire_whose_namespace_is_gone_fails_and_the_schedule_goes_on(make_sim:
     (fire,) = _fires(sim)
     assert fire.outcome == "failed" and fire.error
     assert schedule.last_nominal == T0 + 1 and sim.machine.next_timer() is not None
-
-
-def test_the_store_refuses_a_second_fire_of_one_nominal_time() -> None:
-    store = MemoryStore()
-    fire = Fire("sch-1", T0, T0, "wf-1")
-    store.commit(ChangeBatch(schedules=_changes(fire)))
-    with pytest.raises(ValueError):
-        store.commit(ChangeBatch(schedules=_changes(Fire("sch-1", T0, T0 + 1, "wf-2"))))
-    assert [decode_fire(encode_fire(f)) for f in store.load().schedule_fires] == [fire]
-
-
-def _changes(*fires: Fire) -> Any:
-    from corral.controller.core.schedules import ScheduleChanges
-
-    return ScheduleChanges(fires=list(fires))
