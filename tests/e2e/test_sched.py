@@ -20,6 +20,7 @@ from corral.controller.spec import parse_workflow
 from corral.v1 import orchestrator_pb2, schedules_pb2, schedules_pb2_grpc, types_pb2
 from tests.e2e.conftest import RPC_TIMEOUT_S, Api, Cluster, TaskState, WorkflowState, eventually
 
+pytestmark = pytest.mark.e2e
 CRON_RUN_S = 180.0  # the acceptance: a per-second schedule over 3 minutes
 RESTART_FLAGS = ["--adopt-grace", "3", "--reconnect-grace", "2"]
 
@@ -155,6 +156,7 @@ def test_schedule_pause_resume_delete(cluster: Cluster, tmp_path: Path) -> None:
     assert list(schedules.ListSchedules(schedules_pb2.ListSchedulesRequest(), timeout=RPC_TIMEOUT_S).schedules) == []
 
 
+@pytest.mark.timeout(CRON_RUN_S + 180)
 def test_a_per_second_schedule_over_three_minutes_survives_kill9(cluster: Cluster, tmp_path: Path) -> None:
     """The acceptance: fires within 1 s of their time, none twice, none missed, across a kill -9."""
     ledger = tmp_path / "ledger"
