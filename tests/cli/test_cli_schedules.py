@@ -38,7 +38,7 @@ def test_schedule_commands_round_trip(cluster: Cluster, tmp_path: Path) -> None:
     paused = corral("schedule", "pause", "pulse", *addr)
     assert paused.returncode == 0 and "paused" in paused.stdout
     listed = json.loads(corral("schedule", "list", "-o", "json", *addr).stdout)
-    assert [s["paused"] for s in listed] == [True] and listed[0]["next_fire"] == "-"
+    assert [s["paused"] for s in listed] == [True] and listed[0]["next_fire"] is None
     assert corral("schedule", "resume", info["schedule_id"], *addr).returncode == 0
     assert corral("schedule", "delete", "pulse", *addr).returncode == 0
     assert json.loads(corral("schedule", "list", "-o", "json", *addr).stdout) == []
