@@ -225,5 +225,6 @@ def test_a_per_second_schedule_over_three_minutes_survives_kill9(cluster: Cluste
     worst = ", ".join(f"{d * 1000:.0f} ms at restart{t:+.0f}s" for d, t in delays[-3:])
     median = delays[len(delays) // 2][0]
     print(
-        f"\n{len(nominal)} fires, {len(late_ids)} late after the restart; on time: median {median * 1000:.0f} ms, worst {worst}"
+        f"\n{len(nominal)} fires, {len(late_ids)} late after the restart; "
+        f"on time: median {median * 1000:.0f} ms, worst {worst}"
     )
