@@ -7,6 +7,7 @@ O_APPEND write. It proves what ran and how often, whatever the controller believ
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -156,15 +157,45 @@ def test_schedule_pause_resume_delete(cluster: Cluster, tmp_path: Path) -> None:
     assert list(schedules.ListSchedules(schedules_pb2.ListSchedulesRequest(), timeout=RPC_TIMEOUT_S).schedules) == []
 
 
-@pytest.mark.timeout(CRON_RUN_S + 180)
+class _StallWatch:
+    """Notes the spans in which this host ran nothing for a while (a thread that wakes every
+    0.1 s and finds much more time passed). A host frozen or starved for seconds makes fire
+    times late through no fault of the controller; such spans are judged like the downtime:
+    their fires must all be there, flagged late when made over 1 s after their time."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = time.time()
+        while not self._stop.wait(0.1):
+            now = time.time()
+            if now - last > 0.6:
+                self.spans.append((last, now))
+            last = now
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def covers(self, at: float) -> bool:
+        return any(start - 1.0 <= at <= end for start, end in self.spans)
+
+
+@pytest.mark.timeout(CRON_RUN_S + 240)
 def test_a_per_second_schedule_over_three_minutes_survives_kill9(cluster: Cluster, tmp_path: Path) -> None:
     """The acceptance: fires within 1 s of their time, none twice, none missed, across a kill -9."""
     ledger = tmp_path / "ledger"
     api = cluster.start({"solo": 4})
     spec = _spec({"name": "every-second", "tasks": [_ledger_task(ledger)]})
-    request = schedules_pb2.CreateScheduleRequest(spec=spec, cron="*/1 * * * * *", overlap="allow", catchup=100)
+    # A catch-up window far wider than the downtime: every missed fire must come back.
+    request = schedules_pb2.CreateScheduleRequest(spec=spec, cron="*/1 * * * * *", overlap="allow", catchup=1000)
     created = _schedules(api).CreateSchedule(request, timeout=RPC_TIMEOUT_S)
     began = time.time()
+    stalls = _StallWatch()
 
     eventually(lambda: time.time() - began >= CRON_RUN_S / 2, CRON_RUN_S, "half of the run", interval=1.0)
     cluster.controller.kill9()
@@ -173,10 +204,13 @@ def test_a_per_second_schedule_over_three_minutes_survives_kill9(cluster: Cluste
     cluster.controller.start(RESTART_FLAGS)
     restarted_at = time.time()
     api = cluster.api
+    api.wait_agents(["solo"])
+    agent_back = time.time()  # tasks fired before this wait for the agent, not for the schedule
     eventually(lambda: time.time() - began >= CRON_RUN_S, CRON_RUN_S, "the end of the run", interval=1.0)
     paused = _schedules(api).PauseSchedule(
         schedules_pb2.ScheduleRef(schedule=created.schedule_id), timeout=RPC_TIMEOUT_S
     )
+    stalls.stop()
 
     def finished() -> list[types_pb2.WorkflowStatus] | None:
         found = _all_workflows(api, "every-second")
@@ -196,12 +230,13 @@ def test_a_per_second_schedule_over_three_minutes_survives_kill9(cluster: Cluste
     assert nominal == [nominal[0] + i for i in range(len(nominal))], "a nominal second is missing"
     assert nominal[0] - began <= 1.0 + 1e-3
     assert len(nominal) == paused.fired >= CRON_RUN_S - 5
-    # Fire times: within 1 s of the nominal time, except those that fell in the downtime, which
-    # ran on return, flagged late.
-    late_ids = set()
+    # Fire times: within 1 s of the nominal time, except those that fell in the downtime (or in a
+    # span where this host ran nothing), which ran on return: flagged late when over 1 s.
+    late_ids, excused = set(), set()
     for w in workflows:
         at, fired = _seconds(w.scheduled_at), _seconds(w.created_at)
-        if killed_at - 1.0 <= at <= restarted_at:
+        if killed_at - 1.0 <= at <= restarted_at or stalls.covers(at):
+            excused.add(w.workflow_id)
             if fired - at > 1.0:
                 late_ids.add(w.workflow_id)
             continue
@@ -212,19 +247,22 @@ def test_a_per_second_schedule_over_three_minutes_survives_kill9(cluster: Cluste
             orchestrator_pb2.GetWorkflowEventsRequest(workflow_id=workflow_id), timeout=RPC_TIMEOUT_S
         ).events
         assert any(e.kind == "fired" and "late by" in e.reason for e in events), workflow_id
-    # And the tasks really ran then: each on-time fire's task within 3 s (3x slack) of its time.
+    # And the tasks really ran then: each on-time fire's task within 3 s (3x slack) of its time,
+    # once the agent was back after the restart.
     ran = {workflow_id: at for at, workflow_id in _ledger(ledger)}
     for w in workflows:
-        if w.workflow_id not in late_ids:
-            assert ran[w.workflow_id] - _seconds(w.scheduled_at) <= 3.0, w.workflow_id
+        at = _seconds(w.scheduled_at)
+        if w.workflow_id not in excused and not killed_at - 1.0 <= at <= agent_back:
+            assert ran[w.workflow_id] - at <= 3.0, f"the fire of {at:.0f} ran {ran[w.workflow_id] - at:.3f} s late"
     delays = sorted(
         (_seconds(w.created_at) - _seconds(w.scheduled_at), _seconds(w.scheduled_at) - restarted_at)
         for w in workflows
-        if w.workflow_id not in late_ids
+        if w.workflow_id not in excused
     )
     worst = ", ".join(f"{d * 1000:.0f} ms at restart{t:+.0f}s" for d, t in delays[-3:])
     median = delays[len(delays) // 2][0]
+    stalled = ", ".join(f"{end - start:.1f}s" for start, end in stalls.spans) or "none"
     print(
-        f"\n{len(nominal)} fires, {len(late_ids)} late after the restart; "
-        f"on time: median {median * 1000:.0f} ms, worst {worst}"
+        f"\n{len(nominal)} fires, {len(late_ids)} late after the restart or a stall; "
+        f"on time: median {median * 1000:.0f} ms, worst {worst}; host stalls: {stalled}"
     )
