@@ -294,3 +294,10 @@ def test_a_fire_whose_namespace_is_gone_fails_and_the_schedule_goes_on(make_sim:
     (fire,) = _fires(sim)
     assert fire.outcome == "failed" and fire.error
     assert schedule.last_nominal == T0 + 1 and sim.machine.next_timer() is not None
+
+
+def test_a_long_downtime_costs_catchup_steps_not_one_per_missed_time() -> None:
+    schedule = Schedule("s", "s", "default", "* * * * * *", "UTC", b"", catchup=5, created_at=T0)
+    times, dropped = due_fires(schedule, T0 + 86_400.5)  # a day of per-second times passed
+    assert times == [T0 + 86_400 - i for i in range(5, -1, -1)]  # 5 caught up, and the one due now
+    assert dropped == 1_000  # counted up to the bound: a lower bound of the 86,394 dropped
