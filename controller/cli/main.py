@@ -4,19 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.controller.cli import (
-    admin,
-    analyze,
-    certs,
-    cluster,
-    daemons,
-    quota,
-    run,
-    schedules,
-    simulate,
-    tasks,
-    workflows,
-)
+from corral.controller.cli import admin, analyze, certs, cluster, daemons, quota, run, simulate, tasks, workflows
 from corral.controller.cli.common import (
     CaOption,
     CertOption,
@@ -25,6 +13,7 @@ from corral.controller.cli.common import (
     TokenOption,
     use_credentials,
 )
+from corral.controller.cli.schedules import app as schedule_app
 
 __all__ = ["app", "main"]
 
@@ -94,7 +83,7 @@ app.add_typer(admin.token_app, name="token", rich_help_panel=_SECURITY)
 app.add_typer(admin.namespace_app, name="namespace", rich_help_panel=_SECURITY)
 app.add_typer(admin.secret_app, name="secret", rich_help_panel=_SECURITY)
 app.add_typer(quota.app, name="quota", rich_help_panel=_CLUSTER)
-app.add_typer(schedules.app, name="schedule", rich_help_panel=_WORK)
+app.add_typer(schedule_app, name="schedule", rich_help_panel=_WORK)
 app.command("audit", rich_help_panel=_SECURITY)(admin.audit)
 app.command("whoami", rich_help_panel=_SECURITY)(admin.whoami)
 

@@ -244,8 +244,10 @@ class ScheduleOps(FleetOps):
 
     def next_time_timer(self) -> float | None:
         """The earliest delayed start or schedule fire (None: nothing timed)."""
-        times = [heap[0][0] for heap in (self.held, self.schedule_heap) if heap]
-        return min(times) if times else None
+        held, fires = self.held, self.schedule_heap  # called every loop turn: no allocation
+        if not held:
+            return fires[0][0] if fires else None
+        return min(held[0][0], fires[0][0]) if fires else held[0][0]
 
     def run_timers(self, now: float) -> None:
         """Release due delayed starts and handle due fires (called by ``Machine.tick``)."""

@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.sdk.builder import WorkflowLike, as_spec
@@ -21,9 +22,12 @@ from corral.v1 import schedules_pb2 as pb
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
-__all__ = ["ScheduleFire", "ScheduleInfo", "ScheduleMethods"]
+    from corral.controller.sdk.client import Client
+
+__all__ = ["ScheduleFire", "ScheduleInfo", "ScheduleMethods", "SyncScheduleMethods"]
 
 Overlap = Literal["skip", "allow", "cancel_previous"]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,3 +147,46 @@ class ScheduleMethods:
         return ScheduleInfo.from_proto(
             await self._call("schedules", "DeleteSchedule", pb.ScheduleRef(schedule=schedule))
         )
+
+
+class SyncScheduleMethods:
+    """The same methods, blocking: a mixin of :class:`~corral.controller.sdk.sync.SyncClient`."""
+
+    if TYPE_CHECKING:
+        _client: Client
+
+        def _run(self, coroutine: Coroutine[Any, Any, T]) -> T: ...
+
+    def create_schedule(
+        self,
+        workflow: WorkflowLike,
+        *,
+        cron: str,
+        name: str = "",
+        timezone: str = "UTC",
+        overlap: Overlap = "skip",
+        catchup: int = 1,
+        namespace: str = "",
+    ) -> ScheduleInfo:
+        """See :meth:`ScheduleMethods.create_schedule`."""
+        return self._run(
+            self._client.create_schedule(
+                workflow, cron=cron, name=name, timezone=timezone, overlap=overlap, catchup=catchup, namespace=namespace
+            )
+        )
+
+    def list_schedules(self, *, namespace: str = "") -> list[ScheduleInfo]:
+        """See :meth:`ScheduleMethods.list_schedules`."""
+        return self._run(self._client.list_schedules(namespace=namespace))
+
+    def pause_schedule(self, schedule: str) -> ScheduleInfo:
+        """See :meth:`ScheduleMethods.pause_schedule`."""
+        return self._run(self._client.pause_schedule(schedule))
+
+    def resume_schedule(self, schedule: str) -> ScheduleInfo:
+        """See :meth:`ScheduleMethods.resume_schedule`."""
+        return self._run(self._client.resume_schedule(schedule))
+
+    def delete_schedule(self, schedule: str) -> ScheduleInfo:
+        """See :meth:`ScheduleMethods.delete_schedule`."""
+        return self._run(self._client.delete_schedule(schedule))

@@ -33,6 +33,7 @@ from corral.controller.sdk.admin_types import (
 from corral.controller.sdk.builder import WorkflowLike
 from corral.controller.sdk.client import Client, TaskLike
 from corral.controller.sdk.credentials import PathLike
+from corral.controller.sdk.schedules import SyncScheduleMethods
 from corral.controller.sdk.types import (
     AgentInfo,
     Assignment,
@@ -54,7 +55,7 @@ __all__ = ["SyncClient"]
 T = TypeVar("T")
 
 
-class SyncClient:
+class SyncClient(SyncScheduleMethods):
     """A blocking client of one controller; arguments as for :class:`Client`. Close it when done."""
 
     def __init__(

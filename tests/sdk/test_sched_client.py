@@ -54,3 +54,15 @@ async def test_a_delayed_start_from_the_builder(cluster: Cluster) -> None:
         assert 3500 < status.scheduled_at.timestamp() - time.time() <= 3600
         (task,) = status.tasks
         assert task.state == "pending" and task.waiting_reason.startswith("scheduled at ")
+
+
+def test_the_sync_client_has_the_schedule_methods(cluster: Cluster) -> None:
+    from corral.controller.sdk import SyncClient
+
+    with SyncClient(cluster.address) as client:
+        info = client.create_schedule(_template("sync"), cron="0 * * * *", overlap="allow", catchup=0)
+        assert (info.overlap, info.catchup) == ("allow", 0)
+        assert [s.name for s in client.list_schedules()] == ["sync"]
+        assert client.pause_schedule("sync").paused and not client.resume_schedule("sync").paused
+        client.delete_schedule("sync")
+        assert client.list_schedules() == []
