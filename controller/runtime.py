@@ -410,6 +410,7 @@ class Runtime(DegradedMode):
         stored_states = {agent.id: agent.state for agent in snapshot.agents}  # restore changes them
         now = self.clock()
         machine = Machine(old.config, new_id=old.new_id, rng=old.rng, boot_time=now)
+        machine.build_workflow = old.build_workflow  # before restore: schedules may fire on its tick
         machine.restore(snapshot, now)
         machine.event_seq = old.event_seq  # watchers resume by sequence number: never go back
         machine.watched = set(self.watchers)

@@ -13,6 +13,7 @@ from corral.controller.rpc.errors import ErrorInterceptor
 from corral.controller.rpc.gateway import AgentGatewayService
 from corral.controller.rpc.orchestrator import OrchestratorService
 from corral.controller.rpc.scheduler import SchedulerService
+from corral.controller.rpc.schedules import add_schedules
 from corral.controller.rpc.tls import ServerTls
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import SecretBox
@@ -26,6 +27,7 @@ from corral.v1 import (
     orchestrator_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
+    schedules_pb2,
 )
 
 __all__ = ["SERVICE_NAMES", "Server", "build_server"]
@@ -36,6 +38,7 @@ SERVICE_NAMES = (
     agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    schedules_pb2.DESCRIPTOR.services_by_name["Schedules"].full_name,
 )
 
 # Agents ping every 5 s (DESIGN.md §5); the server must allow that or it answers GOAWAY
@@ -120,6 +123,7 @@ async def build_server(
     agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayService(runtime), server)
     agent_pb2_grpc.add_ClusterServicer_to_server(ClusterService(runtime), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(runtime, auth_enabled=auth, box=secret_box), server)
+    add_schedules(runtime, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)

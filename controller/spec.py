@@ -34,6 +34,7 @@ from corral.controller.core.deadlines import parse_deadline
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import LabelExpr
 from corral.controller.core.params import MAX_PARAM_TEXT, MAX_PARAMS, unknown_references
+from corral.controller.core.schedules import check_start
 from corral.controller.errors import FieldViolation, InvalidArgument, clip
 from corral.controller.safejson import json_depth
 
@@ -669,6 +670,16 @@ class WorkflowHeader(_Strict):
         max_length=MAX_PARAMS,
         description="parameters and their defaults (null: required); ${params.NAME} in payload strings",
     )
+    scheduled_at: str | None = Field(
+        None,
+        description='no task starts before this: seconds or "10m" after submit, or RFC 3339 with a zone',
+        max_length=64,
+    )
+
+    @field_validator("scheduled_at", mode="before")
+    @classmethod
+    def _scheduled_at(cls, value: Any) -> Any:
+        return check_start(value)
 
     @field_validator("metadata")
     @classmethod

@@ -27,6 +27,7 @@ from corral.controller.cli.common import (
     TokenOption,
     use_credentials,
 )
+from corral.controller.cli.schedules import app as schedule_app
 
 __all__ = ["app", "main"]
 
@@ -99,6 +100,7 @@ app.add_typer(admin.token_app, name="token", rich_help_panel=_SECURITY)
 app.add_typer(admin.namespace_app, name="namespace", rich_help_panel=_SECURITY)
 app.add_typer(admin.secret_app, name="secret", rich_help_panel=_SECURITY)
 app.add_typer(quota.app, name="quota", rich_help_panel=_CLUSTER)
+app.add_typer(schedule_app, name="schedule", rich_help_panel=_WORK)
 app.command("audit", rich_help_panel=_SECURITY)(admin.audit)
 app.command("whoami", rich_help_panel=_SECURITY)(admin.whoami)
 

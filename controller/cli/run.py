@@ -38,6 +38,7 @@ from corral.controller.cli.common import (
     load_spec,
 )
 from corral.controller.cli.output import STATE_STYLES, emit, status_view
+from corral.controller.cli.schedules import AtOption, with_start_time
 from corral.controller.sdk.client import Client
 from corral.controller.sdk.errors import CorralError, UnavailableError
 from corral.controller.sdk.types import TERMINAL_TASK_STATES, TaskStatus, WorkflowEvent, WorkflowStatus
@@ -198,13 +199,14 @@ def run(
     address: AddressOption = DEFAULT,
     param: ParamOption = None,
     no_cache: NoCacheOption = False,
+    at: AtOption = "",
 ) -> None:
     """Submit a workflow, show its progress live, then print a summary.
 
     Exit code: 0 completed, 1 failed or cancelled, 3 unschedulable. The summary in JSON is the
     workflow's status (fields as in `corral status`).
     """
-    spec = load_spec(file)
+    spec = with_start_time(load_spec(file), at)
     params = parse_params(param)
     stderr = err_console()
     show_progress = not output.structured and sys.stdout.isatty() and stderr.is_terminal

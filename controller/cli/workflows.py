@@ -21,6 +21,7 @@ from corral.controller.cli.common import (
     out_console,
 )
 from corral.controller.cli.output import emit, event_dict, events_view, plan_view, status_view, workflows_view
+from corral.controller.cli.schedules import AtOption, with_start_time
 from corral.controller.sdk.client import Client
 from corral.controller.sdk.types import ExecutionPlan, Submission, WorkflowEvent, WorkflowStatus, WorkflowSummary
 from corral.controller.spec import WorkflowSpec
@@ -43,9 +44,10 @@ def submit(
     address: AddressOption = DEFAULT,
     param: ParamOption = None,
     no_cache: NoCacheOption = False,
+    at: AtOption = "",
 ) -> None:
     """Submit a workflow file and print its id (use `corral run` to follow it)."""
-    spec = load_spec(file)
+    spec = with_start_time(load_spec(file), at)
     target = resolve_namespace(namespace, spec.namespace)
     params = parse_params(param)
 

@@ -28,13 +28,13 @@ from corral.controller.core.fallbacks import (
     expire_approvals,
     resolve_approval,
 )
-from corral.controller.core.fleet_ops import FleetOps
 from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
 from corral.controller.core.queries import request_handlers
 from corral.controller.core.runs import run_handlers
 from corral.controller.core.sagas import restore as restore_sagas
+from corral.controller.core.schedule_ops import ScheduleOps
 from corral.controller.core.state import MachineConfig
 from corral.controller.store.base import Snapshot
 
@@ -61,7 +61,7 @@ class Explanation:
     demand_class: str = ""
 
 
-class Machine(FleetOps):
+class Machine(ScheduleOps):
     """All workflow, task, attempt and agent state of one controller, and every transition of it."""
 
     def __init__(
@@ -95,6 +95,7 @@ class Machine(FleetOps):
         self._handlers.update(request_handlers(self))
         self._handlers.update(run_handlers(self))
         self._handlers[ResolveApproval] = lambda e, now: resolve_approval(self, e, now)
+        self._handlers.update(self.schedule_handlers())
 
     def handle(self, event: ev.Event, now: float) -> Any:
         """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""
@@ -112,6 +113,8 @@ class Machine(FleetOps):
         if self.cordons.until:
             expire_cordons(self, now)
         self.ordering.flush_if_due(now)
+        if self.held or self.schedule_heap:
+            self.run_timers(now)
         self.schedule(now)
 
     def next_timer(self) -> float | None:
@@ -123,6 +126,9 @@ class Machine(FleetOps):
         times.extend(self.held_back.values())
         times.extend(self.fallbacks.approvals.values())
         times.extend(self.cordons.until.values())
+        timed = self.next_time_timer()
+        if timed is not None:
+            times.append(timed)
         assignment = self.next_assignment_deadline()
         if assignment is not None:
             times.append(assignment)
@@ -187,6 +193,7 @@ class Machine(FleetOps):
         ready.sort(key=lambda task: task.ready_at or 0.0)
         for task in ready:
             self.enqueue(task)
+        self.restore_schedules(snapshot.schedules, snapshot.schedule_fires, now)
 
     # --- explanations ---------------------------------------------------------------------------
 
@@ -202,6 +209,8 @@ class Machine(FleetOps):
             waiting = tuple(self.tasks[d].name for d in task.dependencies if self.tasks[d].state is not T.COMPLETED)
             if workflow.state is WorkflowState.PENDING:
                 return Explanation("workflow not started (ExecuteWorkflow starts it)", waiting)
+            if not waiting and (held := self.held_reason(task, now)):
+                return Explanation(held)
             total = len(task.dependencies)
             return Explanation(f"waiting on dependencies: {', '.join(waiting)} ({len(waiting)} of {total})", waiting)
         if task.state is T.READY:
@@ -278,7 +287,7 @@ class Machine(FleetOps):
         views: list[AgentView] = list(self.views.values())
         for task in tasks:
             if task.state is not T.READY:
-                yield task, "", False
+                yield task, self.held_reason(task, now) if self.held and task.state is T.PENDING else "", False
                 continue
             demand = self.demand(task)
             key = demand_class(demand)

@@ -307,6 +307,9 @@ class Workflow:
     compensation: str = ""  # the end state ("failed", "cancelled") its compensation leads to; "" none
     params: bytes = b"{}"  # issue 10: the parameter values it was submitted with (JSON object)
     no_cache: bool = False  # issue 10: its tasks never read the cache (their successes refresh it)
+    # Issue 10: no task starts before this (epoch s; relative until submit makes it absolute).
+    scheduled_at: float | None = None
+    scheduled_relative: bool = False
 
 
 @dataclass(slots=True)

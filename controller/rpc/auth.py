@@ -42,7 +42,7 @@ _HEALTH = "/grpc.health.v1.Health/"
 _MAX_CERT_CACHE = 1024
 _MAX_TARGET = 128
 # Request fields that name what a call acts on, in order of preference.
-_TARGET_FIELDS = ("workflow_id", "task_id", "attempt_id", "agent_id", "token_id", "name")
+_TARGET_FIELDS = ("workflow_id", "task_id", "attempt_id", "agent_id", "token_id", "name", "schedule")
 
 
 def audit_target(request: Any, response: Any = None) -> tuple[str, str]:
@@ -54,7 +54,7 @@ def audit_target(request: Any, response: Any = None) -> tuple[str, str]:
             target = value
             break
     if not target and response is not None:
-        for name in ("workflow_id", "task_id"):
+        for name in ("workflow_id", "task_id", "schedule_id"):
             value = getattr(response, name, "")
             if isinstance(value, str) and value:
                 target = value

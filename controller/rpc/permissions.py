@@ -83,6 +83,11 @@ METHODS: Final[Mapping[str, str]] = {
     _A + "SetNamespaceQuota": ADMIN,
     _A + "ListQuotas": READ,
     _A + "ClearCache": SUBMIT,  # issue 10: whoever may run work in a namespace may make it run again
+    "/corral.v1.Schedules/CreateSchedule": SUBMIT,
+    "/corral.v1.Schedules/ListSchedules": READ,
+    "/corral.v1.Schedules/PauseSchedule": SUBMIT,
+    "/corral.v1.Schedules/ResumeSchedule": SUBMIT,
+    "/corral.v1.Schedules/DeleteSchedule": SUBMIT,
     # Kubernetes probes and load balancers have no credentials.
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
@@ -125,6 +130,10 @@ MUTATING: Final = frozenset(
         _A + "RevokeCertificate",
         _A + "SetNamespaceQuota",
         _A + "ClearCache",
+        "/corral.v1.Schedules/CreateSchedule",
+        "/corral.v1.Schedules/PauseSchedule",
+        "/corral.v1.Schedules/ResumeSchedule",
+        "/corral.v1.Schedules/DeleteSchedule",
     }
 )
 

@@ -23,6 +23,7 @@ from corral.controller.core.gangs import gang_problems
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import Resources, Task, TaskType, Workflow
 from corral.controller.core.params import MARKER
+from corral.controller.core.schedules import scheduled_fields
 from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.rpc.cache_wire import declared_params, param_values, task_cache, with_params
 from corral.controller.rpc.wire_fallbacks import rules_of
@@ -144,6 +145,7 @@ def _workflow(
         **_deadline(header.deadline),
         max_parallel=header.max_parallel,
         on_failure=header.on_failure,
+        **scheduled_fields(header.scheduled_at),
     )
 
 
@@ -179,6 +181,8 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         data["on_failure"] = message.on_failure
     if message.params_json:
         declared_params(message, data, violations)
+    if message.scheduled_at:
+        data["scheduled_at"] = message.scheduled_at
     try:
         return WorkflowHeader.model_validate(data)
     except ValidationError as exc:

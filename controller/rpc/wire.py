@@ -22,6 +22,7 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.placement import AgentView
+from corral.controller.core.schedule_ops import schedule_of
 from corral.controller.rpc.cache_wire import cache_status
 from corral.controller.rpc.wire_fallbacks import rules_status
 from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
@@ -358,6 +359,9 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
             slack = machine.deadline_book.workflow_slack(unfinished, now)
             if slack is not None:
                 message.slack_s = slack
+    if workflow.scheduled_at is not None:
+        _stamp(message.scheduled_at, workflow.scheduled_at)
+        message.schedule_id = schedule_of(workflow)
     if include_tasks:
         tasks = [machine.tasks[t] for t in workflow.task_ids]
         message.tasks.extend(

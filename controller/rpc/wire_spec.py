@@ -143,6 +143,8 @@ def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
         message.on_failure = spec.on_failure
     if spec.params:
         message.params_json = _json_bytes(spec.params)
+    if spec.scheduled_at is not None:
+        message.scheduled_at = spec.scheduled_at
     return message
 
 

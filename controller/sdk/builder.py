@@ -228,12 +228,14 @@ class Workflow:
         deadline_policy: Literal["reject", "warn", "best_effort"] = "warn",
         on_failure: Literal["fail", "compensate", "pause"] = "fail",
         params: Mapping[str, Any] | None = None,
+        scheduled_at: Deadline = None,
     ) -> None:
         self._name = name
         self._on_failure = on_failure
         self._params = dict(params or {})  # name -> default (None: required); ${params.NAME} in payloads
         self._deadline = _deadline(deadline)
         self._deadline_policy = deadline_policy
+        self._scheduled_at = _deadline(scheduled_at)  # no task starts before (same forms as a deadline)
         self._metadata = dict(metadata or {})
         self._labels = dict(labels or {})
         self._priority = priority
@@ -475,6 +477,7 @@ class Workflow:
             deadline_policy=spec.deadline_policy,
             on_failure=spec.on_failure,
             params=spec.params,
+            scheduled_at=spec.scheduled_at,
         )
         wf._tasks = {t.name: t for t in spec.tasks}
         return wf
@@ -502,6 +505,7 @@ class Workflow:
             "deadline_policy": self._deadline_policy,
             "on_failure": self._on_failure,
             "params": self._params,
+            "scheduled_at": self._scheduled_at,
         }
         try:
             return parse_workflow(data)
@@ -527,6 +531,7 @@ class Workflow:
             "deadline_policy": self._deadline_policy,
             "on_failure": self._on_failure,
             "params": self._params,
+            "scheduled_at": self._scheduled_at,
         }
         try:
             WorkflowSpec.model_validate(data)

@@ -51,6 +51,7 @@ from corral.controller.sdk.errors import (
     unreachable,
 )
 from corral.controller.sdk.runs import RunsMixin
+from corral.controller.sdk.schedules import ScheduleMethods
 from corral.controller.sdk.types import (
     AgentInfo,
     Assignment,
@@ -76,6 +77,7 @@ from corral.v1 import (
     orchestrator_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
+    schedules_pb2_grpc,
 )
 from corral.v1 import types_pb2 as pb
 
@@ -113,7 +115,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client(RunsMixin, ApprovalsMixin, DurableMixin):
+class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of
@@ -207,6 +209,7 @@ class Client(RunsMixin, ApprovalsMixin, DurableMixin):
                 "scheduler": scheduler_pb2_grpc.SchedulerStub,
                 "cluster": agent_pb2_grpc.ClusterStub,
                 "admin": admin_pb2_grpc.AdminStub,
+                "schedules": schedules_pb2_grpc.SchedulesStub,
             }
             factory = factories[name]
             stub = self._stubs[name] = factory(self._channel)

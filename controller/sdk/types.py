@@ -207,6 +207,8 @@ class WorkflowStatus(Record):
     run: int = 1  # issue 10: the current run (retry and rerun start the next)
     on_failure: str = "fail"
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # issue 10: its parameter values
+    scheduled_at: datetime | None = None  # its delayed start, or its schedule fire's nominal time
+    schedule_id: str = ""  # the schedule that fired it
 
     @classmethod
     def from_proto(cls, m: pb.WorkflowStatus) -> WorkflowStatus:
@@ -231,6 +233,8 @@ class WorkflowStatus(Record):
             run=m.run or 1,
             on_failure=m.on_failure or "fail",
             params=decode_json(m.params_json) or {},
+            scheduled_at=timestamp(m, "scheduled_at"),
+            schedule_id=m.schedule_id,
         )
 
     @property

@@ -16,6 +16,7 @@ from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.durations import DurationChanges, LearnedDuration
 from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
 from corral.controller.core.run_record import Run
+from corral.controller.core.schedules import Fire, Schedule, ScheduleChanges
 
 __all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
 
@@ -53,6 +54,7 @@ class ChangeBatch:
     checkpoints: CheckpointChanges = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)  # issue 10: run rows, upserted
     cache: CacheChanges = field(default_factory=CacheChanges)  # issue 10: cache entries
+    schedules: ScheduleChanges = field(default_factory=ScheduleChanges)  # issue 10: cron schedules, fires
 
     def size(self) -> int:
         """Records and log chunks in the batch, a measure of its commit's cost.
@@ -74,6 +76,7 @@ class ChangeBatch:
             + len(self.checkpoints)
             + len(self.runs)
             + self.cache.size()
+            + self.schedules.size()
         )
 
     def __bool__(self) -> bool:
@@ -91,6 +94,7 @@ class ChangeBatch:
             or self.checkpoints
             or self.runs
             or self.cache
+            or self.schedules
         )
 
 
@@ -109,6 +113,8 @@ class Snapshot:
     checkpoints: list[Checkpoint] = field(default_factory=list)  # task checkpoints (issue 10)
     runs: list[Run] = field(default_factory=list)  # issue 10: runs of retried workflows
     cache_entries: list[CacheEntry] = field(default_factory=list)  # issue 10
+    schedules: list[Schedule] = field(default_factory=list)  # issue 10
+    schedule_fires: list[Fire] = field(default_factory=list)  # the last few of each schedule
 
 
 class Store(Protocol):

@@ -89,6 +89,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "compensation",
         "params",
         "no_cache",
+        "scheduled_at",
     ),
     "tasks": (
         "id",
@@ -356,6 +357,7 @@ def encode_workflow(w: Workflow) -> Row:
         w.compensation,
         _blob(w.params),
         int(w.no_cache),
+        w.scheduled_at,
     )
 
 
@@ -385,6 +387,7 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
         compensation=row[20],
         params=row[21],
         no_cache=bool(row[22]),
+        scheduled_at=row[23],
     )
 
 

@@ -17,7 +17,15 @@ from typing import Any, Final
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, cache_codec, codec, durations_codec, event_codec, runs_codec
+from corral.controller.store import (
+    access_codec,
+    cache_codec,
+    codec,
+    durations_codec,
+    event_codec,
+    runs_codec,
+    schedules_codec,
+)
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 
 __all__ = ["MemoryStore"]
@@ -55,6 +63,8 @@ class MemoryStore:
         self._checkpoints: dict[str, Checkpoint] = {}
         self._runs: dict[tuple[str, int], codec.Row] = {}  # issue 10
         self._cache: dict[str, codec.Row] = {}  # issue 10: cache entries by key
+        self._schedules: dict[str, tuple[Any, ...]] = {}
+        self._fires: dict[tuple[str, float], tuple[Any, ...]] = {}  # unique, as SQLite's primary key
         self._closed = False
 
     def _check_open(self) -> None:
@@ -72,6 +82,8 @@ class MemoryStore:
             checkpoints = [Checkpoint(*astuple(c)) for c in self._checkpoints.values()]
             run_rows = sorted(self._runs.values())
             cache_rows = list(self._cache.values())
+            schedule_rows = sorted(self._schedules.values())
+            fire_rows = sorted(self._fires.values(), key=lambda r: r[1])
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
@@ -94,6 +106,12 @@ class MemoryStore:
             checkpoints=checkpoints,
             runs=[runs_codec.decode_run(r) for r in run_rows],
             cache_entries=[cache_codec.decode_entry(r) for r in cache_rows],
+            schedules=[schedules_codec.decode_schedule(r) for r in schedule_rows],
+            schedule_fires=[
+                schedules_codec.decode_fire(r)
+                for schedule in schedule_rows
+                for r in [f for f in fire_rows if f[0] == schedule[0]][-20:]  # as SQLite: the last 20 of each
+            ],
         )
 
     def commit(self, batch: ChangeBatch) -> None:
@@ -122,8 +140,14 @@ class MemoryStore:
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
         runs = [runs_codec.encode_run(r) for r in batch.runs]
         cache_rows = [cache_codec.encode_entry(e) for e in batch.cache.upserts.values()]
+        schedule_rows = [schedules_codec.encode_schedule(s) for s in batch.schedules.schedules.values()]
+        fire_rows = [schedules_codec.encode_fire(f) for f in batch.schedules.fires]
         with self._lock:
             self._check_open()
+            if any((row[0], row[1]) in self._fires for row in fire_rows) or len(
+                {(row[0], row[1]) for row in fire_rows}
+            ) != len(fire_rows):
+                raise ValueError("a schedule fire is stored twice (as SQLite's primary key refuses)")
             if events and (
                 events[0][0] <= self._last_event_seq or any(a[0] >= b[0] for a, b in itertools.pairwise(events))
             ):
@@ -131,6 +155,12 @@ class MemoryStore:
                 raise ValueError(f"event seq {events[0][0]} is not above the last stored {self._last_event_seq}")
             for table, rows in encoded.items():
                 self._rows[table].update((row[0], row) for row in rows)
+            for schedule_id in batch.schedules.deleted:
+                self._schedules.pop(schedule_id, None)
+                for fire in [k for k in self._fires if k[0] == schedule_id]:
+                    del self._fires[fire]
+            self._schedules.update((row[0], row) for row in schedule_rows)
+            self._fires.update(((row[0], row[1]), row) for row in fire_rows)
             for attempt_id, (out, err, truncated) in logs.items():
                 output = self._logs.get(attempt_id)
                 if output is None:

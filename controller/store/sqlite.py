@@ -25,7 +25,15 @@ import sqlite_utils
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.store import access_codec, cache_codec, codec, durations_codec, event_codec, runs_codec
+from corral.controller.store import (
+    access_codec,
+    cache_codec,
+    codec,
+    durations_codec,
+    event_codec,
+    runs_codec,
+    schedules_codec,
+)
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
@@ -256,6 +264,7 @@ class SqliteStore:
                     runs=[runs_codec.decode_run(r) for r in conn.execute(runs_codec.RUN_SELECT)],
                     cache_entries=[cache_codec.decode_entry(r) for r in conn.execute(_SELECT_CACHE)],
                 )
+                self._load_schedules(conn, snapshot)
             finally:
                 conn.execute("COMMIT")
         return snapshot
@@ -314,6 +323,8 @@ class SqliteStore:
                 if batch.cache:
                     conn.executemany(_DELETE_CACHE, [(key,) for key in batch.cache.deletes])
                     conn.executemany(_UPSERT_CACHE, cache_rows)
+                if batch.schedules:
+                    self._commit_schedules(batch)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:
@@ -339,6 +350,28 @@ class SqliteStore:
             _UPSERT_CHECKPOINT,
             [(r.task_id, r.workflow_id, r.attempt_id, r.at, r.data) for r in changes.values() if r is not None],
         )
+
+    @staticmethod
+    def _load_schedules(conn: sqlite3.Connection, snapshot: Snapshot) -> None:
+        snapshot.schedules = [
+            schedules_codec.decode_schedule(r) for r in conn.execute(schedules_codec.SELECT_SCHEDULES)
+        ]
+        for schedule in snapshot.schedules:
+            rows = conn.execute(schedules_codec.RECENT_FIRES, (schedule.id,)).fetchall()
+            snapshot.schedule_fires.extend(schedules_codec.decode_fire(r) for r in reversed(rows))  # oldest first
+
+    def _commit_schedules(self, batch: ChangeBatch) -> None:
+        changes, conn = batch.schedules, self._conn
+        for schedule_id in changes.deleted:
+            conn.execute(schedules_codec.DELETE_SCHEDULE, (schedule_id,))
+            conn.execute(schedules_codec.DELETE_FIRES, (schedule_id,))
+        conn.executemany(
+            schedules_codec.UPSERT_SCHEDULE, map(schedules_codec.encode_schedule, changes.schedules.values())
+        )
+        if changes.fires:
+            conn.executemany(schedules_codec.INSERT_FIRE, map(schedules_codec.encode_fire, changes.fires))
+            for schedule_id in {fire.schedule_id for fire in changes.fires}:
+                conn.execute(schedules_codec.PRUNE_FIRES, (schedule_id,))
 
     @staticmethod
     def _load_access(conn: sqlite3.Connection) -> AccessSnapshot:

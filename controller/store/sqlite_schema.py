@@ -422,6 +422,27 @@ def _migration_15_cache(db: sqlite_utils.Database) -> None:
     db.table("workflows").add_column("no_cache", int, not_null_default=0)
 
 
+def _migration_16_schedules(db: sqlite_utils.Database) -> None:
+    """Issue 10: delayed starts, cron schedules, and their fires (unique per nominal time).
+
+    A fire row is inserted in the commit that creates its workflow; its primary key makes a
+    second fire of one nominal time fail that commit whole.
+    """
+    db.table("workflows").add_column("scheduled_at", float)
+    db.execute(
+        "CREATE TABLE schedules (id TEXT PRIMARY KEY, name TEXT NOT NULL, namespace TEXT NOT NULL, "
+        "cron TEXT NOT NULL, timezone TEXT NOT NULL, spec BLOB NOT NULL, overlap TEXT NOT NULL, "
+        "catchup INTEGER NOT NULL, paused INTEGER NOT NULL, created_at REAL NOT NULL, last_nominal REAL, "
+        "last_workflow_id TEXT NOT NULL, fired INTEGER NOT NULL, skipped INTEGER NOT NULL, "
+        "missed INTEGER NOT NULL) STRICT"
+    )
+    db.execute(
+        "CREATE TABLE schedule_fires (schedule_id TEXT NOT NULL, nominal REAL NOT NULL, fired_at REAL NOT NULL, "
+        "workflow_id TEXT NOT NULL, late INTEGER NOT NULL, outcome TEXT NOT NULL, error TEXT NOT NULL, "
+        "PRIMARY KEY (schedule_id, nominal)) STRICT"
+    )
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -438,4 +459,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_13_runs,
     _migration_14_fallbacks,
     _migration_15_cache,
+    _migration_16_schedules,
 )

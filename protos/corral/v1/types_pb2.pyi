@@ -232,7 +232,7 @@ class LabelExpression(_message.Message):
     def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WorkflowSpec(_message.Message):
-    __slots__ = ("name", "tasks", "metadata_json", "labels", "priority", "namespace", "max_agent_losses", "deadline", "deadline_policy", "max_parallel", "on_failure", "params_json")
+    __slots__ = ("name", "tasks", "metadata_json", "labels", "priority", "namespace", "max_agent_losses", "deadline", "deadline_policy", "max_parallel", "on_failure", "params_json", "scheduled_at")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +252,7 @@ class WorkflowSpec(_message.Message):
     MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
     metadata_json: bytes
@@ -264,7 +265,8 @@ class WorkflowSpec(_message.Message):
     max_parallel: int
     on_failure: str
     params_json: bytes
-    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., namespace: _Optional[str] = ..., max_agent_losses: _Optional[int] = ..., deadline: _Optional[str] = ..., deadline_policy: _Optional[str] = ..., max_parallel: _Optional[int] = ..., on_failure: _Optional[str] = ..., params_json: _Optional[bytes] = ...) -> None: ...
+    scheduled_at: str
+    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., namespace: _Optional[str] = ..., max_agent_losses: _Optional[int] = ..., deadline: _Optional[str] = ..., deadline_policy: _Optional[str] = ..., max_parallel: _Optional[int] = ..., on_failure: _Optional[str] = ..., params_json: _Optional[bytes] = ..., scheduled_at: _Optional[str] = ...) -> None: ...
 
 class ExecutionStage(_message.Message):
     __slots__ = ("index", "task_names", "estimated_duration_s")
@@ -395,7 +397,7 @@ class TaskStatus(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slack_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., last_preemption: _Optional[str] = ..., preemptible: _Optional[bool] = ..., gang: _Optional[str] = ..., expected_peak_rss_bytes: _Optional[int] = ..., expected_cpu_s: _Optional[float] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_bytes: _Optional[int] = ..., compensation_state: _Optional[str] = ..., compensation_error: _Optional[str] = ..., compensation_task_id: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., approval_state: _Optional[str] = ..., approval_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_message: _Optional[str] = ..., cache_source_workflow_id: _Optional[str] = ..., cache_source_task_id: _Optional[str] = ..., cache_source_attempt_id: _Optional[str] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "deadline", "deadline_verdict", "slack_s", "max_parallel", "concurrency_limit", "run", "on_failure", "params_json")
+    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "deadline", "deadline_verdict", "slack_s", "max_parallel", "concurrency_limit", "run", "on_failure", "params_json", "scheduled_at", "schedule_id")
     class TaskCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +433,8 @@ class WorkflowStatus(_message.Message):
     RUN_FIELD_NUMBER: _ClassVar[int]
     ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     name: str
     state: WorkflowState
@@ -452,7 +456,9 @@ class WorkflowStatus(_message.Message):
     run: int
     on_failure: str
     params_json: bytes
-    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline_verdict: _Optional[str] = ..., slack_s: _Optional[float] = ..., max_parallel: _Optional[int] = ..., concurrency_limit: _Optional[int] = ..., run: _Optional[int] = ..., on_failure: _Optional[str] = ..., params_json: _Optional[bytes] = ...) -> None: ...
+    scheduled_at: _timestamp_pb2.Timestamp
+    schedule_id: str
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline_verdict: _Optional[str] = ..., slack_s: _Optional[float] = ..., max_parallel: _Optional[int] = ..., concurrency_limit: _Optional[int] = ..., run: _Optional[int] = ..., on_failure: _Optional[str] = ..., params_json: _Optional[bytes] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schedule_id: _Optional[str] = ...) -> None: ...
 
 class WorkflowResult(_message.Message):
     __slots__ = ("workflow_id", "state", "results_json", "tasks", "critical_path", "duration_s", "error")
