@@ -10,22 +10,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
-    PlainValidator,
     Tag,
     ValidationError,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -33,14 +29,39 @@ from pydantic import (
 from corral.controller.core.deadlines import parse_deadline
 from corral.controller.core.graph import graph_problems
 from corral.controller.core.model import LabelExpr
-from corral.controller.core.params import MAX_PARAM_TEXT, MAX_PARAMS, unknown_references
+from corral.controller.core.params import MAX_PARAMS, unknown_references
 from corral.controller.core.schedules import check_start
 from corral.controller.errors import FieldViolation, InvalidArgument, clip
 from corral.controller.safejson import json_depth
+from corral.controller.spec_common import (
+    LIMITS,
+    NAME_PATTERN,
+    DependencyName,
+    LabelValue,
+    Limits,
+    Name,
+    _finite,
+    _Strict,
+    check_json_value,
+    control_character,
+    parse_duration,
+    plain_dependencies,
+)
+from corral.controller.spec_durable import (
+    ApprovalSpec,
+    CacheSpec,
+    CompensateSpec,
+    ParamDefault,
+    _cache_schema,
+    cache_shorthand,
+)
 
 __all__ = [
     "LIMITS",
+    "NAME_PATTERN",
+    "ApprovalSpec",
     "CacheSpec",
+    "CompensateSpec",
     "LabelExpressionSpec",
     "LabelValue",
     "Limits",
@@ -56,118 +77,9 @@ __all__ = [
     "parse_duration",
     "parse_workflow",
     "parse_workflow_text",
+    "plain_dependencies",
     "violations_of",
 ]
-
-
-class Limits:
-    """Size limits on everything a caller sends. Named so that errors can say which one was hit."""
-
-    max_message_bytes = 64 * 1024 * 1024  # one gRPC message, either way (a 100k-task workflow fits)
-    max_tasks = 200_000
-    max_dependencies = 10_000
-    max_payload_bytes = 64 * 1024
-    max_result_bytes = 256 * 1024
-    max_metadata_bytes = 64 * 1024
-    maxjson_depth = 32  # nested arrays/objects in one JSON field (checked on the raw bytes first)
-    max_name_length = 128
-    max_labels = 64
-    max_label_length = 256
-    max_timeout_s = 7 * 24 * 3600.0
-    max_retries = 100
-    max_agent_losses = 100
-    max_cpu_cores = 4096.0
-    max_memory_mb = 1 << 40
-    max_disk_mb = 1 << 44
-    max_gpu_count = 256
-    max_custom_resource = 1e12
-    max_network_mbps = 1_000_000_000
-    max_slots = 4096  # concurrent attempts one agent may offer
-    max_agent_types = 16
-    max_agent_attempts = 20_000  # attempts one agent may report running (slots plus its prefetch queue)
-    max_task_events = 10_000  # events in one TaskEvents batch from an agent
-    max_output_chunk_bytes = 16 * 1024 * 1024  # stdout plus stderr of one Output event
-    max_error_length = 64 * 1024
-    max_cache_ttl_s = 366 * 24 * 3600.0  # issue 10: a cache entry's ttl
-
-
-LIMITS = Limits()
-# Anchored for pydantic's Rust regex engine, where "$" matches only at the very end (Python's
-# would also match before a trailing newline, so never reuse this with re.match).
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-# C0 controls (NUL, newline, ESC ...), DEL and C1 controls: never part of a name, key or label.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# Multi-line free text (error messages) may hold newlines and tabs, nothing else of the above.
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-Name = Annotated[str, Field(min_length=1, max_length=Limits.max_name_length, pattern=NAME_PATTERN)]
-# A dependency: a task name, or "NAME/*": that task and every task it spawns (issue 10).
-DependencyName = Annotated[
-    str, Field(min_length=1, max_length=Limits.max_name_length + 2, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/\*)?$")
-]
-
-
-def plain_dependencies(dependencies: Sequence[str]) -> list[str]:
-    """The task names a task waits for: ``X/*`` counts as X (its children are added at run time).
-
-    ``X`` and ``X/*`` together count once; a name listed twice stays a duplicate (an error).
-    """
-    names: list[str] = []
-    for dependency in dependencies:
-        if not dependency.endswith("/*"):
-            names.append(dependency)
-        elif dependency[:-2] not in dependencies and dependency[:-2] not in names:
-            names.append(dependency[:-2])
-    return names
-
-
-def control_character(value: str, *, multiline: bool = False) -> str | None:
-    """A description of the first control character in ``value`` (None when there is none)."""
-    found = (_CONTROL_MULTILINE if multiline else _CONTROL).search(value)
-    if found is None:
-        return None
-    return f"must not contain control characters (found {found.group()!r} at offset {found.start()})"
-
-
-def _plain_text(value: str) -> str:
-    problem = control_character(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-#: A label or constraint value: free text up to max_label_length, without control characters.
-LabelValue = Annotated[str, Field(max_length=Limits.max_label_length), AfterValidator(_plain_text)]
-
-
-def check_json_value(value: Any, what: str, max_bytes: int, limit_name: str) -> bytes:
-    """Encode ``value`` as JSON, enforcing the size and nesting limits; raise ValueError naming the limit."""
-    depth = json_depth(value)
-    if depth > Limits.maxjson_depth:
-        raise ValueError(f"{what} nests {depth} levels deep, over the maxjson_depth={Limits.maxjson_depth} limit")
-    try:
-        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
-    if len(encoded) > max_bytes:
-        raise ValueError(f"{what} is {len(encoded)} bytes, over the {limit_name}={max_bytes} bytes limit")
-    return encoded
-
-
-class _Strict(BaseModel):
-    # No str_strip_whitespace: a name sent as " a" or "a\n" is refused with its path, never
-    # silently changed into another name.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _finite(value: float, field_name: str, maximum: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{field_name} must be a finite number")
-    if value < 0:
-        raise ValueError(f"{field_name} must be >= 0")
-    if value > maximum:
-        raise ValueError(f"{field_name} must be <= {maximum:g}")
-    return value
 
 
 class ResourceSpec(_Strict):
@@ -244,135 +156,7 @@ Constraint = Annotated[
 ]
 
 
-class ApprovalSpec(_Strict):
-    """An approval task's settings: how long it waits (then fails as ``approval_timeout``), and a message."""
-
-    timeout: float | None = Field(None, description='seconds or "1h"; none: waits until answered')
-    message: str = Field("", max_length=1024, description="shown to whoever is asked to approve")
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        seconds = parse_duration(value)
-        if not 0 < seconds <= Limits.max_timeout_s:
-            raise ValueError(f"timeout must be > 0 and <= max_timeout_s={Limits.max_timeout_s:g} seconds")
-        return seconds
-
-    @field_validator("message")
-    @classmethod
-    def _message(cls, value: str) -> str:
-        problem = control_character(value, multiline=True)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
 TaskTypeName = Literal["compute", "io", "network", "hybrid"]
-
-
-class CompensateSpec(_Strict):
-    """A task's compensation (issue 10, ``on_failure: compensate``): what undoes it, with its own
-    retries. It runs with its task's agent type and resources and receives the task's result as
-    the input ``task``; it has no dependencies of its own (the workflow's order, reversed)."""
-
-    payload: dict[str, Any] = Field(min_length=1, description="as a task's payload, for the task's agent type")
-    retries: int = Field(0, ge=0, le=Limits.max_retries)
-    retry_backoff: float = Field(1.0, description="base of the exponential retry backoff, seconds")
-    timeout: float | None = Field(None, description="seconds; none means no limit")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_dependencies(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "dependencies" in data:
-            raise ValueError(
-                "a compensation cannot have dependencies: compensations run in the reverse order of their tasks"
-            )
-        return data
-
-    @field_validator("retry_backoff")
-    @classmethod
-    def _backoff(cls, value: float) -> float:
-        return _finite(value, "seconds", Limits.max_timeout_s)
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float | None) -> float | None:
-        if value is not None and (not math.isfinite(value) or not 0 < value <= Limits.max_timeout_s):
-            raise ValueError(f"timeout must be a finite number of seconds > 0 and <= {Limits.max_timeout_s:g}")
-        return value
-
-
-class CacheSpec(_Strict):
-    """A task's cache policy (``cache: true`` is ``cache: {}``): see README "Caching"."""
-
-    key: str | None = Field(
-        None, min_length=1, max_length=1024, description="the key text (default: hash of agent type, payload, inputs)"
-    )
-    ttl: float | None = Field(
-        None, description='how long an entry is used: seconds or "10m", "1d" (default: no expiry)'
-    )
-    version: str = Field("", max_length=128, description="a new version never uses older entries")
-
-    @field_validator("ttl", mode="before")
-    @classmethod
-    def _ttl(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        seconds = parse_duration(value)
-        if not 0 < seconds <= Limits.max_cache_ttl_s:
-            raise ValueError(f"ttl must be > 0 and <= max_cache_ttl_s={Limits.max_cache_ttl_s:g} seconds")
-        return seconds
-
-    @field_validator("key", "version")
-    @classmethod
-    def _text(cls, value: str | None) -> str | None:
-        return None if value is None else _plain_text(value)
-
-
-def cache_shorthand(value: Any) -> Any:
-    """``cache: true`` is the default policy, ``cache: false`` none."""
-    if value is True:
-        return {}
-    if value is False:
-        return None
-    return value
-
-
-def _param_default(value: Any) -> Any:
-    # One validator rather than a union: an error names the parameter, not one branch per type.
-    if value is not None and not isinstance(value, str | int | float):  # bool is an int
-        raise ValueError("a parameter's default is a string, a number, a boolean, or null (required)")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("a parameter's default must be a finite number")
-    if isinstance(value, str) and len(value) > MAX_PARAM_TEXT:
-        raise ValueError(f"a parameter's default is at most {MAX_PARAM_TEXT} characters")
-    return value
-
-
-def _cache_schema(schema: dict[str, Any]) -> None:
-    """The JSON schema of ``cache`` also accepts ``true``/``false`` (the before-validator's shorthand)."""
-    options = schema.get("anyOf")
-    if isinstance(options, list):
-        options.insert(0, {"type": "boolean"})
-
-
-#: A parameter's default: a scalar, or null for a required parameter.
-ParamDefault = Annotated[
-    bool | int | float | str | None,
-    PlainValidator(_param_default),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "boolean"},
-                {"type": "number"},
-                {"type": "string", "maxLength": MAX_PARAM_TEXT},
-                {"type": "null"},
-            ]
-        }
-    ),
-]
 
 
 class TaskSpec(_Strict):
@@ -697,28 +481,6 @@ class WorkflowSpec(WorkflowHeader):
     """A workflow file: a named DAG of tasks."""
 
     tasks: list[TaskSpec] = Field(min_length=1, max_length=Limits.max_tasks)
-
-
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like ``"90"``, ``"30s"``, ``"10m"``, ``"1.5h"``, ``"2d"``.
-
-    Raises ValueError naming the accepted forms.
-    """
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '10m'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration: give seconds or a string like '30s', '10m', '1h', '2d'")
-    if not math.isfinite(seconds):
-        raise ValueError("a duration must be finite")
-    return seconds
 
 
 _CONSTRAINT_TAGS = ("value", "expression")
