@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 # Includes the fast chaos subset (tests/chaos, short timings); the long scenarios carry the
 # `chaos` marker and are deselected here: `make chaos` runs them.
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 protos: $(STAMP)
 	tools/gen_protos.sh
