@@ -238,3 +238,45 @@ def test_a_task_killed_while_running_is_compensated_too(sim: Sim) -> None:
     _finish(sim, comp_a.id)
     workflow = sim.machine.workflows[wf]
     assert workflow.state is W.CANCELLED and workflow.error == "cancelled"
+
+
+def test_a_cached_task_is_not_compensated_and_an_undone_one_loses_its_cache_entry(sim: Sim) -> None:
+    """Glue of the cache and compensation: cached effects belong to another workflow; undone ones
+    must run again rather than be reused."""
+    sim.hello("a1")
+    first, _ = sim.submit([task_spec("a", cache=True)], name="warm")
+    _finish(sim, sim.task(first, "a").id)
+    assert len(sim.machine.cache.entries) == 1
+    wf, _ = sim.submit(
+        [
+            task_spec("a", cache=True, compensate=_undo("a")),  # the same work: a hit
+            task_spec("b", "a", cache=True, compensate=_undo("b")),
+            task_spec("c", "b"),
+        ],
+        on_failure="compensate",
+    )
+    assert sim.task(wf, "a").cache_source  # completed from the cache, nothing ran
+    _finish(sim, sim.task(wf, "b").id)
+    assert len(sim.machine.cache.entries) == 2  # b's success was stored
+    c = sim.task(wf, "c")
+    assert c.current_attempt_id is not None
+    sim.started("a1", c.current_attempt_id)
+    step = sim.finished("a1", c.current_attempt_id, A.FAILED, error="boom", retryable=False)
+    assert [p.task.name for p in step.assignments()] == ["b~compensate"]  # never a~compensate
+    assert compensation_of(sim.machine, sim.task(wf, "a")) is None
+    _finish(sim, step.assignments()[0].task.id)
+    assert sim.machine.workflows[wf].state is W.FAILED
+    # b was undone: its entry is gone; a's (another workflow's effects) stays.
+    assert [e.source.split("/")[0] for e in sim.machine.cache.entries.values()] == [first]
+
+
+def test_a_fallbacks_success_is_not_cached(sim: Sim) -> None:
+    sim.hello("a1")
+    wf, _ = sim.submit([task_spec("a", cache=True, fallback={"shell": "echo plan b"})])
+    task = sim.task(wf, "a")
+    assert task.current_attempt_id is not None
+    sim.started("a1", task.current_attempt_id)
+    sim.finished("a1", task.current_attempt_id, A.FAILED, error="boom", retryable=False)
+    assert task.fallback_used and task.current_attempt_id is not None
+    _finish(sim, task.id)
+    assert task.state is T.COMPLETED and not sim.machine.cache.entries
