@@ -22,3 +22,17 @@ def cluster_with_agent(cluster: Cluster) -> Cluster:
     cluster.add_agent("a1", slots=2)
     cluster.wait_for_agents(1)
     return cluster
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``chaos`` (long fault scenarios, controller kill -9 replays, the three-minute
+    cron test) are deselected unless ``-m`` selects them: ``make chaos`` runs them."""
+    if config.option.markexpr:
+        return  # an explicit -m decides
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        (dropped if item.get_closest_marker("chaos") else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

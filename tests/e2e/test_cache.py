@@ -111,6 +111,7 @@ def test_a_second_run_executes_nothing_and_runs_again_after_the_ttl(cluster: Clu
     assert sorted(name for wf, name, _ in _ledger(ledger) if wf == cleared) == ["a", "b", "c"]
 
 
+@pytest.mark.chaos  # the controller-restart variant: make chaos runs it
 def test_cache_replay_after_a_controller_kill9_in_the_middle(cluster: Cluster, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     api = cluster.start({"solo": 2})

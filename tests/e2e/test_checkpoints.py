@@ -77,7 +77,9 @@ def _resume_point(state: Any) -> int:
     return int(state["n"]) if isinstance(state, dict) else int(state)
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["worker-kill", "controller-restart"])
+@pytest.mark.parametrize(
+    "restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["worker-kill", "controller-restart"]
+)
 @pytest.mark.parametrize(("kind", "function"), [("python", "count"), ("python", "count_current"), ("shell", "")])
 def test_a_killed_task_resumes_from_its_checkpoint(
     cluster: Cluster, tmp_path: Path, kind: str, function: str, restart: bool

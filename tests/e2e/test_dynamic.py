@@ -30,7 +30,9 @@ def _kill_controller_when(cluster: Cluster, ledger: Path, kind: str, count: int)
     cluster.controller.start()
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["plain", "controller-restart"])
+@pytest.mark.parametrize(
+    "restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "controller-restart"]
+)
 def test_a_task_spawns_100_and_a_fan_in_gets_100_results(cluster: Cluster, tmp_path: Path, restart: bool) -> None:
     ledger = tmp_path / "ledger"
     api = cluster.start({"alpha": 4})
@@ -69,7 +71,9 @@ def test_a_task_spawns_100_and_a_fan_in_gets_100_results(cluster: Cluster, tmp_p
     assert _lines(ledger, "fan_in") == [["100"]]
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["plain", "controller-restart"])
+@pytest.mark.parametrize(
+    "restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "controller-restart"]
+)
 def test_map_over_a_50_item_upstream_list(cluster: Cluster, tmp_path: Path, restart: bool) -> None:
     ledger = tmp_path / "ledger"
     api = cluster.start({"alpha": 4})

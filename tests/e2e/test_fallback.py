@@ -22,7 +22,9 @@ from tests.procs import corral
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
-RESTART = pytest.mark.parametrize("restart", [False, True], ids=["plain", "controller-restart"])
+RESTART = pytest.mark.parametrize(
+    "restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "controller-restart"]
+)
 
 
 def _shell(ledger: Path, name_as: str, script: str = "") -> dict[str, Any]:

@@ -60,7 +60,9 @@ def _ledger(path: Path) -> list[tuple[float, str, str]]:
     return rows
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["plain", "controller-restart"])
+@pytest.mark.parametrize(
+    "restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "controller-restart"]
+)
 def test_an_agent_whose_tasks_keep_failing_is_cordoned(cluster: Cluster, tmp_path: Path, restart: bool) -> None:
     ledger = tmp_path / "ledger"
     api = cluster.start({"alpha": 1, "beta": 1, "bad": 1}, controller_flags=FLAGS)

@@ -78,7 +78,7 @@ def _kill_while_running(cluster: Cluster, workflow_id: str, task: str) -> Api:
     return cluster.api
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["plain", "restart"])
+@pytest.mark.parametrize("restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "restart"])
 def test_retry_reruns_only_the_failed_and_skipped_tasks(cluster: Cluster, tmp_path: Path, restart: bool) -> None:
     ledger, flag = tmp_path / "ledger", tmp_path / "flag"
     api = cluster.start({"alpha": 2})
@@ -112,7 +112,7 @@ def test_retry_reruns_only_the_failed_and_skipped_tasks(cluster: Cluster, tmp_pa
     assert runs[0].failed_attempts == 1 and set(runs[1].tasks_run) == {"t4", "t5", "t6"}
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["plain", "restart"])
+@pytest.mark.parametrize("restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "restart"])
 def test_retry_from_a_task_and_rerun(cluster: Cluster, tmp_path: Path, restart: bool) -> None:
     ledger, flag = tmp_path / "ledger", tmp_path / "flag"
     api = cluster.start({"alpha": 2})
@@ -143,7 +143,7 @@ def test_retry_from_a_task_and_rerun(cluster: Cluster, tmp_path: Path, restart: 
     assert [(r.kind, r.from_task) for r in _runs(api, workflow_id)] == [("submit", ""), ("retry", "t2"), ("rerun", "")]
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["plain", "restart"])
+@pytest.mark.parametrize("restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "restart"])
 def test_on_failure_pause_waits_for_the_operator_then_retry_completes(
     cluster: Cluster, tmp_path: Path, restart: bool
 ) -> None:

@@ -89,7 +89,7 @@ def _restart_while_compensating(cluster: Cluster, workflow_id: str) -> Api:
     return cluster.api
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["plain", "restart"])
+@pytest.mark.parametrize("restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "restart"])
 def test_compensations_run_in_reverse_order_with_their_task_results(
     cluster: Cluster, tmp_path: Path, restart: bool
 ) -> None:
@@ -121,7 +121,7 @@ def test_compensations_run_in_reverse_order_with_their_task_results(
     assert inputs == {"undo-B": {"task": "B-result"}, "undo-A": {"task": "A-result"}}
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["plain", "restart"])
+@pytest.mark.parametrize("restart", [False, pytest.param(True, marks=pytest.mark.chaos)], ids=["plain", "restart"])
 def test_failed_compensation_fails_the_workflow_and_the_operator_retries_it(
     cluster: Cluster, tmp_path: Path, restart: bool
 ) -> None:
