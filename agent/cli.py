@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import re
 import shlex
 import socket
 import sys
 from pathlib import Path
-
-import structlog
 
 from corral.agent.auth import AuthError, certificate_name
 from corral.agent.config import (
@@ -23,6 +20,7 @@ from corral.agent.config import (
     read_config_file,
 )
 from corral.agent.daemon import Agent
+from corral.agent.logsetup import LOG_FORMATS, configure, default_format
 from corral.agent.policy import split_list
 from corral.agent.runas import RunAsError, resolve_run_as
 
@@ -154,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--kill-grace", type=_seconds, default=10.0, metavar="SECONDS", help="SIGTERM to SIGKILL grace, default 10"
     )
     parser.add_argument("--log-level", choices=_LEVELS, default="info")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default_format(),
+        help="text (key=value) or json (one object per line); default $CORRAL_LOG_FORMAT or text",
+    )
     policy = parser.add_argument_group("execution policy")
     policy.add_argument("--no-shell", action="store_true", help="refuse shell tasks (and do not offer the type)")
     policy.add_argument(
@@ -259,25 +263,15 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     )
 
 
-def configure_logging(level: str) -> None:
-    """structlog to stderr, one line per event."""
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """structlog to stderr, one line per event, as text or JSON (:mod:`corral.agent.logsetup`)."""
+    configure(level, fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the agent until it is drained or killed; returns the exit code."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     try:
         config = config_from_args(args)
         unknown = [t for t in config.agent_types if t not in KNOWN_AGENT_TYPES and t not in config.declared_types]
