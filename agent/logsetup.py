@@ -64,7 +64,9 @@ def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> No
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(number)
+    # Debug is ours alone: grpc, asyncio and aiohttp at debug would drown the lines that matter.
+    root.setLevel(max(number, logging.INFO))
+    logging.getLogger("corral").setLevel(number)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
