@@ -21,6 +21,7 @@ from corral.agent.config import (
 )
 from corral.agent.daemon import Agent
 from corral.agent.logsetup import LOG_FORMATS, configure, default_format
+from corral.agent.metrics import split_listen
 from corral.agent.policy import split_list
 from corral.agent.runas import RunAsError, resolve_run_as
 
@@ -71,6 +72,14 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+def _listen(text: str) -> str:
+    try:
+        split_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -158,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_format(),
         help="text (key=value) or json (one object per line); default $CORRAL_LOG_FORMAT or text",
     )
+    parser.add_argument(
+        "--http",
+        type=_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /healthz here (port 0: any)",
+    )
+    parser.add_argument("--http-address-file", type=Path, default=None, help="write the bound HTTP host:port here")
     policy = parser.add_argument_group("execution policy")
     policy.add_argument("--no-shell", action="store_true", help="refuse shell tasks (and do not offer the type)")
     policy.add_argument(
@@ -260,6 +277,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         cert=args.cert,
         key=args.key,
         join_token=args.join_token,
+        http=args.http,
+        http_address_file=args.http_address_file,
     )
 
 

@@ -51,6 +51,7 @@ from corral.agent.lifecycle import (
     Stop,
     TimedOut,
 )
+from corral.agent.metrics import FINISHED
 from corral.agent.policy import ExecPolicy, safe_component
 from corral.agent.pypool import PythonRun, WorkerPool
 from corral.agent.registry import Launch, RunnerRegistry
@@ -365,6 +366,7 @@ class Executor:
         except Exception as exc:
             log.exception("attempt failed inside the agent", attempt_id=attempt_id)
             result = AttemptResult.failed(f"agent error: {exc}", retryable=True)
+        FINISHED[result.outcome] += 1  # the agent's /metrics (one dict increment per attempt)
         log.debug("attempt ended", attempt_id=attempt_id, outcome=result.outcome, exit_code=result.exit_code)
         # Read now, before anything else runs: a python worker's folder is wiped at the next await.
         if isinstance(run, PythonRun):

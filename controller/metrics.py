@@ -237,17 +237,17 @@ def _machine_gauges(machine: Machine) -> Iterator[Metric]:
     """Gauges read from the machine at scrape time (on the event loop, between ticks)."""
     by_state: Counter[str] = Counter()
     for counts in machine.counts.values():
-        for state, n in counts.items():
+        for task_state, n in counts.items():
             if n:
-                by_state[state.value] += n
+                by_state[task_state.value] += n
     tasks = GaugeMetricFamily("corral_tasks", "Tasks the controller holds, by state.", labels=["state"])
-    for state, n in sorted(by_state.items()):
-        tasks.add_metric([state], float(n))
+    for name, n in sorted(by_state.items()):
+        tasks.add_metric([name], float(n))
     yield tasks
     workflows_by_state = Counter(workflow.state.value for workflow in machine.workflows.values())
     workflows = GaugeMetricFamily("corral_workflows", "Workflows the controller holds, by state.", labels=["state"])
-    for state, n in sorted(workflows_by_state.items()):
-        workflows.add_metric([state], float(n))
+    for name, n in sorted(workflows_by_state.items()):
+        workflows.add_metric([name], float(n))
     yield workflows
     queue = GaugeMetricFamily(
         "corral_queue_depth", "Ready tasks waiting in the controller's queue, by agent type.", labels=["agent_type"]

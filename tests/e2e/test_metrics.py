@@ -31,11 +31,17 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_controller_metrics_count_a_workflow(cluster: Cluster, tmp_path: Path) -> None:
-    http_file = tmp_path / "http.addr"
-    api = cluster.start({"alpha": 2}, controller_flags=["--http", "127.0.0.1:0", "--http-address-file", str(http_file)])
+def test_controller_and_agent_metrics_count_a_workflow(cluster: Cluster, tmp_path: Path) -> None:
+    http_file, agent_file = tmp_path / "http.addr", tmp_path / "agent-http.addr"
+    api = cluster.start(
+        {"alpha": 2},
+        controller_flags=["--http", "127.0.0.1:0", "--http-address-file", str(http_file)],
+        agent_flags=["--http", "127.0.0.1:0", "--http-address-file", str(agent_file)],
+    )
     base = "http://" + wait_for_address(http_file, timeout=30)
+    agent_base = "http://" + wait_for_address(agent_file, timeout=30)
     before = scrape(base)
+    agent_before = scrape(agent_base)
     marker = tmp_path / "failed-once"
     # a -> (b, flaky); flaky fails its first attempt and succeeds on its retry: 4 placements, 1 retry.
     flaky = f'if [ -e "{marker}" ]; then echo 3; else touch "{marker}"; exit 7; fi'
@@ -92,3 +98,17 @@ def test_controller_metrics_count_a_workflow(cluster: Cluster, tmp_path: Path) -
     assert value(after, "corral_agent_allocated", agent="alpha", resource="slots") == 0
     assert value(after, "corral_agents", state="connected") == 1
     assert not [k for k in after if k[0] == "corral_queue_depth" and after[k] > 0]
+
+    # The agent's own port: attempts by outcome (3 succeeded, the flaky one's first attempt failed).
+    agent = scrape(agent_base)
+
+    def agent_moved(name: str, **labels: str) -> float:
+        return value(agent, name, **labels) - value(agent_before, name, **labels)
+
+    assert agent_moved("corral_agent_attempts_finished_total", outcome="succeeded") == 3
+    assert agent_moved("corral_agent_attempts_finished_total", outcome="failed") == 1
+    assert value(agent, "corral_agent_slots") == 2
+    assert value(agent, "corral_agent_capacity", resource="slots") == 2
+    assert value(agent, "corral_agent_connected") == 1
+    assert value(agent, "corral_agent_attempts_running") == 0
+    assert value(agent, "process_cpu_seconds_total") > 0  # prometheus-client's process collector

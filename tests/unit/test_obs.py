@@ -97,3 +97,13 @@ def test_collector_without_a_runtime_renders_counters_only() -> None:
     assert samples[("corral_rpc_duration_seconds_count", (("code", "INVALID_ARGUMENT"), method))] == 1
     assert samples[("corral_placements_total", ())] == 0
     assert not [name for name, _ in samples if name == "corral_tasks"]  # no runtime: no gauges
+
+
+def test_agent_http_flag_wants_host_and_port(capsys: pytest.CaptureFixture[str]) -> None:
+    from corral.agent.cli import build_parser
+
+    assert build_parser().parse_args(["--http", "127.0.0.1:0"]).http == "127.0.0.1:0"
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--http", "nonsense"])
+    assert exited.value.code == 2
+    assert "--http wants host:port" in capsys.readouterr().err
