@@ -93,8 +93,9 @@ class AgentMetrics(Collector):
             gauge.add_metric([], float(value))
             yield gauge
         inventory = agent.inventory
+        # Not corral_agent_capacity: the controller exports that name per agent (labels agent, resource).
         capacity = GaugeMetricFamily(
-            "corral_agent_capacity", "What this agent offers, by resource.", labels=["resource"]
+            "corral_agent_inventory", "What this agent offers, by resource.", labels=["resource"]
         )
         capacity.add_metric(["slots"], float(inventory.slots))
         capacity.add_metric(["cpu_cores"], float(inventory.cpu_cores))

@@ -108,7 +108,7 @@ def test_controller_and_agent_metrics_count_a_workflow(cluster: Cluster, tmp_pat
     assert agent_moved("corral_agent_attempts_finished_total", outcome="succeeded") == 3
     assert agent_moved("corral_agent_attempts_finished_total", outcome="failed") == 1
     assert value(agent, "corral_agent_slots") == 2
-    assert value(agent, "corral_agent_capacity", resource="slots") == 2
+    assert value(agent, "corral_agent_inventory", resource="slots") == 2
     assert value(agent, "corral_agent_connected") == 1
     assert value(agent, "corral_agent_attempts_running") == 0
     assert value(agent, "process_cpu_seconds_total") > 0  # prometheus-client's process collector

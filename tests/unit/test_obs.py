@@ -5,15 +5,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from corral.agent.logsetup import configure, default_format
+from corral.agent.metrics import AgentMetrics
 from corral.controller.metrics import ControllerMetrics, LeanHistogram
+from corral.controller.runtime import Runtime
+from corral.controller.store.memory import MemoryStore
+from corral.v1 import types_pb2
 
 
 @pytest.fixture
@@ -107,3 +115,41 @@ def test_agent_http_flag_wants_host_and_port(capsys: pytest.CaptureFixture[str])
         build_parser().parse_args(["--http", "nonsense"])
     assert exited.value.code == 2
     assert "--http wants host:port" in capsys.readouterr().err
+
+
+def _exposed(collector: Collector) -> set[str]:
+    """Every sample name a collector can expose (counters as _total, histograms as _bucket/_count/_sum)."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    names: set[str] = set()
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        names.add(family.name)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        if family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_count", "_sum"))
+    return names
+
+
+class _FakeAgent:
+    """What AgentMetrics reads of an agent that has not connected yet (weak-referenceable)."""
+
+    executor = None
+    session = None
+    inventory = types_pb2.Inventory(slots=2)
+    outbox = SimpleNamespace(unacked_ids=[])
+
+
+def test_grafana_dashboard_queries_only_metrics_that_exist() -> None:
+    controller = ControllerMetrics()
+    runtime = Runtime(MemoryStore())
+    controller.attach(runtime)
+    agent = AgentMetrics()
+    fake_agent = _FakeAgent()
+    agent.attach(fake_agent)  # type: ignore[arg-type]
+    exposed = _exposed(controller) | _exposed(agent)
+    dashboard = json.loads((Path(__file__).parents[2] / "deploy" / "grafana" / "corral.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\b(corral_[a-z_]+)", expr)}
+    assert len(exprs) > 20 and used
+    assert not used - exposed, f"the dashboard queries metrics nobody exports: {sorted(used - exposed)}"
