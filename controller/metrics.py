@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from corral.controller.rpc.errors import code_name
+from corral.controller.tracing import WorkflowTracer, from_environment
 
 if TYPE_CHECKING:
     from corral.controller.core.machine import Machine
@@ -116,6 +117,7 @@ class ControllerMetrics(Collector):
         self.rpc: dict[tuple[str, str], LeanHistogram] = {}  # (method, code) -> latency
         self.streams: Counter[str] = Counter()  # method -> open streams
         self.streams_opened: Counter[str] = Counter()
+        self.tracer: WorkflowTracer | None = None  # OpenTelemetry spans, when configured (tracing.py)
 
     # --- updates (runtime and interceptor) -------------------------------------------------------
 
@@ -153,6 +155,8 @@ class ControllerMetrics(Collector):
                         latency.observe(max(0.0, event.at - task.ready_at))
                 if debug:
                     _log_event(logging.DEBUG, event)
+            if self.tracer is not None:
+                self.tracer.feed(events)
         except Exception:  # metrics must never cost a tick
             log.exception("metrics: could not count a commit")
 
@@ -380,10 +384,15 @@ _registered = False
 
 
 def attach(runtime: Runtime) -> ControllerMetrics:
-    """Register the controller's metrics in ``REGISTRY`` (once per process) and feed them from ``runtime``."""
+    """Register the controller's metrics in ``REGISTRY`` (once per process) and feed them from ``runtime``.
+
+    Also turns on OpenTelemetry spans when the environment configures an OTLP endpoint.
+    """
     global _registered
     if not _registered:
         REGISTRY.register(METRICS)
         _registered = True
     METRICS.attach(runtime)
+    if METRICS.tracer is None:
+        METRICS.tracer = from_environment()
     return METRICS
