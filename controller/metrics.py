@@ -109,7 +109,7 @@ class ControllerMetrics(Collector):
 
     def __init__(self) -> None:
         self._runtime: weakref.ref[Runtime] | None = None
-        self.events: Counter[str] = Counter()  # task event-log kind -> entries committed
+        self.events: dict[str, int] = {}  # task event-log kind -> entries committed
         self.workflow_events: Counter[str] = Counter()  # the same for workflow-level entries
         self.commit_seconds = LeanHistogram(LATENCY_BUCKETS)
         self.commit_records = LeanHistogram(BATCH_BUCKETS)
@@ -147,7 +147,10 @@ class ControllerMetrics(Collector):
                     self.workflow_events[kind] += 1
                     _log_event(logging.INFO, event)
                     continue
-                counts[kind] += 1
+                try:  # a plain dict: a Counter's += measured about twice as slow here
+                    counts[kind] += 1
+                except KeyError:
+                    counts[kind] = 1
                 if kind == "placed":
                     # Schedule latency: from the moment the task became ready to its placement.
                     task = tasks.get(event.task_id)
