@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import re
 import shlex
 import socket
 import sys
 from pathlib import Path
-
-import structlog
 
 from corral.agent.auth import AuthError, certificate_name
 from corral.agent.config import (
@@ -23,6 +20,8 @@ from corral.agent.config import (
     read_config_file,
 )
 from corral.agent.daemon import Agent
+from corral.agent.logsetup import LOG_FORMATS, configure, default_format
+from corral.agent.metrics import split_listen
 from corral.agent.policy import split_list
 from corral.agent.runas import RunAsError, resolve_run_as
 
@@ -73,6 +72,14 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+def _listen(text: str) -> str:
+    try:
+        split_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -154,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--kill-grace", type=_seconds, default=10.0, metavar="SECONDS", help="SIGTERM to SIGKILL grace, default 10"
     )
     parser.add_argument("--log-level", choices=_LEVELS, default="info")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default_format(),
+        help="text (key=value) or json (one object per line); default $CORRAL_LOG_FORMAT or text",
+    )
+    parser.add_argument(
+        "--http",
+        type=_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /healthz here (port 0: any)",
+    )
+    parser.add_argument("--http-address-file", type=Path, default=None, help="write the bound HTTP host:port here")
     policy = parser.add_argument_group("execution policy")
     policy.add_argument("--no-shell", action="store_true", help="refuse shell tasks (and do not offer the type)")
     policy.add_argument(
@@ -256,28 +277,20 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         cert=args.cert,
         key=args.key,
         join_token=args.join_token,
+        http=args.http,
+        http_address_file=args.http_address_file,
     )
 
 
-def configure_logging(level: str) -> None:
-    """structlog to stderr, one line per event."""
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """structlog to stderr, one line per event, as text or JSON (:mod:`corral.agent.logsetup`)."""
+    configure(level, fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the agent until it is drained or killed; returns the exit code."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     try:
         config = config_from_args(args)
         unknown = [t for t in config.agent_types if t not in KNOWN_AGENT_TYPES and t not in config.declared_types]

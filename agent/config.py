@@ -122,6 +122,9 @@ class AgentConfig:
     key: Path | None = None
     #: exchanged once for a stored credential when there is no certificate
     join_token: str | None = field(default=None, repr=False)
+    #: the agent's HTTP port for Prometheus /metrics (None: none), and where to write its address
+    http: str | None = None
+    http_address_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.slots < 1:

@@ -26,6 +26,8 @@ from corral.agent.config import AgentConfig
 from corral.agent.executor import Executor
 from corral.agent.inventory import GpuProbe, collect_inventory, collect_usage, probe_nvml
 from corral.agent.lease import LeaseFile
+from corral.agent.metrics import AgentHttp
+from corral.agent.metrics import attach as attach_metrics
 from corral.agent.outbox import Outbox
 from corral.agent.pypool import WorkerPool
 from corral.agent.runas import resolve_run_as
@@ -176,6 +178,7 @@ class Agent:
         if config.join_token and config.cert is not None:
             log.warning("--join-token is not used: this agent has a certificate (--cert), which names it")
         self.session.start()
+        http = await self._start_http()
         self.ready.set()
         try:
             return await self._exit
@@ -183,7 +186,18 @@ class Agent:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+            if http is not None:
+                await http.stop()
             await self._teardown()
+
+    async def _start_http(self) -> AgentHttp | None:
+        """The ``--http`` port (Prometheus /metrics), when asked for."""
+        if self.config.http is None:
+            return None
+        attach_metrics(self)
+        http = AgentHttp()
+        await http.start(self.config.http, self.config.http_address_file)
+        return http
 
     def _clean_previous_life(self, adopted: set[str]) -> None:
         """Remove what a previous agent process left that nothing adopted (its reports died with it)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
+from structlog.contextvars import bind_contextvars
 
 from corral.agent import adopt
 from corral.agent.attempt import AttemptResult, Run
@@ -50,6 +51,7 @@ from corral.agent.lifecycle import (
     Stop,
     TimedOut,
 )
+from corral.agent.metrics import FINISHED
 from corral.agent.policy import ExecPolicy, safe_component
 from corral.agent.pypool import PythonRun, WorkerPool
 from corral.agent.registry import Launch, RunnerRegistry
@@ -309,6 +311,10 @@ class Executor:
 
     async def _execute(self, assignment: types_pb2.TaskAssignment) -> None:
         attempt_id = assignment.attempt_id
+        # This coroutine is the attempt's own asyncio task, with its own context: every line
+        # logged while it runs (here, in the runners) carries the attempt's ids.
+        bind_contextvars(workflow_id=assignment.workflow_id, task_id=assignment.task_id, attempt_id=attempt_id)
+        log.debug("attempt starting", task=assignment.task_name, agent_type=assignment.agent_type)
         try:
             started = await self.registry.start(assignment, self._launch())
         except Exception as exc:
@@ -360,6 +366,8 @@ class Executor:
         except Exception as exc:
             log.exception("attempt failed inside the agent", attempt_id=attempt_id)
             result = AttemptResult.failed(f"agent error: {exc}", retryable=True)
+        FINISHED[result.outcome] += 1  # the agent's /metrics (one dict increment per attempt)
+        log.debug("attempt ended", attempt_id=attempt_id, outcome=result.outcome, exit_code=result.exit_code)
         # Read now, before anything else runs: a python worker's folder is wiped at the next await.
         if isinstance(run, PythonRun):
             if run.touched is False and run.checkpoint_in is None:

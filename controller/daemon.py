@@ -17,10 +17,13 @@ import signal
 import sys
 from pathlib import Path
 
+from corral.agent.logsetup import LOG_FORMATS, default_format
+from corral.agent.logsetup import configure as configure_logging
 from corral.controller.access_boot import bootstrap_admin_token, prune_audit_forever, use_secret_box
 from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
 from corral.controller.durations import parse_duration
+from corral.controller.metrics import attach as attach_metrics
 from corral.controller.rpc.gateway import deliver
 from corral.controller.rpc.tls import ServerTls, TlsError, TlsFiles, is_loopback, listen_host
 from corral.controller.runtime import Runtime
@@ -130,6 +133,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an unused reservation expires after this many times its expected wait (at least --reserve-after)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default_format(),
+        help="text (key=value) or json (one object per line); default $CORRAL_LOG_FORMAT or text",
+    )
     parser.add_argument(
         "--auth", action="store_true", help="authenticate every call (bearer tokens); always on with TLS"
     )
@@ -337,6 +346,7 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
     runtime = Runtime(store, _config(args), encode_actions=deliver)
     box = SecretBox.from_key_file(args.secret_key_file) if args.secret_key_file else None
     await runtime.start()
+    attach_metrics(runtime)
     use_secret_box(runtime, box)
     # Auth is on whenever the controller serves TLS, and with --auth without it.
     auth = bool(args.auth) or tls is not None
@@ -411,11 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     # The controller holds many long-lived records and allocates in bursts (a 20k-task submission);
     # the default thresholds would rescan the whole heap many times per burst.
     gc.set_threshold(100_000, 50, 1000)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     problem = _exposure_error(args)
     if problem is not None:
         print(f"corral controller: {problem}", file=sys.stderr)

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -107,6 +108,8 @@ class Runtime(DegradedMode):
         self._errors: dict[tuple[str, str, int], int] = {}  # unexpected errors seen, by kind
         # Watchers and waiters registered during the current attempt at a tick, undone if it fails.
         self._undo: list[Callable[[], None]] = []
+        # Told of every committed tick (machine, changes, commit seconds): the metrics (metrics.py).
+        self.on_commit: Callable[[Machine, Any, float], None] | None = None
         self._init_degraded()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -326,7 +329,9 @@ class Runtime(DegradedMode):
                 raise Failed(exc) from exc
             changes = machine.take_changes()
             actions = machine.take_actions()
+            commit_s = 0.0
             if changes:
+                started = time.perf_counter()
                 try:
                     if changes.size() <= _INLINE_COMMIT_RECORDS:
                         # A small commit is one fsync: cheaper inline than two thread switches.
@@ -337,6 +342,7 @@ class Runtime(DegradedMode):
                     raise Failed(exc, operational=True) from exc
                 except Exception as exc:  # a value the store cannot encode
                     raise Failed(exc) from exc
+                commit_s = time.perf_counter() - started
         except Failed:
             for undo in reversed(self._undo):
                 undo()
@@ -345,6 +351,8 @@ class Runtime(DegradedMode):
             raise
         self._undo = []
         self.ticks += 1
+        if self.on_commit is not None and changes:
+            self.on_commit(machine, changes, commit_s)  # never raises
         # Everything below happens only after the commit.
         self._deliver(actions)
         self._answer(answers)

@@ -6,6 +6,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from corral.controller.metrics import METRICS, RpcMetricsInterceptor
 from corral.controller.rpc.admin import AdminService
 from corral.controller.rpc.auth import AuthInterceptor
 from corral.controller.rpc.cluster import ClusterService
@@ -116,7 +117,7 @@ async def build_server(
     load balancers cannot speak TLS, and the health status tells nobody anything else.
     """
     # The error interceptor is outermost, so the auth interceptor's refusals become status codes.
-    interceptors = [ErrorInterceptor(), AuthInterceptor(runtime, enabled=auth)]
+    interceptors = [ErrorInterceptor(), AuthInterceptor(runtime, enabled=auth), RpcMetricsInterceptor(METRICS)]
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(runtime), server)
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(runtime), server)

@@ -255,7 +255,14 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
             elif isinstance(report, ev.AttemptCheckpoint):
                 problem = agent_input.checkpoint_problem(report.data, i)
                 if problem is not None:  # dropped: the attempt goes on, its next checkpoint may do
-                    log.warning("agent %s: checkpoint of attempt %s refused: %s", agent_id, report.attempt_id, problem)
+                    ids = {"attempt_id": report.attempt_id, "agent_id": agent_id}  # fields of JSON log lines
+                    log.warning(
+                        "agent %s: checkpoint of attempt %s refused: %s",
+                        agent_id,
+                        report.attempt_id,
+                        problem,
+                        extra=ids,
+                    )
                     report = None
             if report is not None:
                 reports.append(report)
