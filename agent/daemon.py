@@ -232,6 +232,8 @@ class Agent:
             await asyncio.sleep(0.05)
         if self.outbox.unacked_ids:
             log.warning("exiting with unacknowledged reports", attempts=len(self.outbox.unacked_ids))
+        # Issue 11: the drain's last line; the controller shows the agent as drained once it leaves.
+        log.info("drained: every attempt finished or given back; exiting", grace_s=grace_s)
         self._finish(0)
 
     async def _kill(self) -> None:

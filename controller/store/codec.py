@@ -178,6 +178,7 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "incarnation",
         "cordoned_until",
         "cordon_reason",
+        "cordoned_by",
     ),
 }
 
@@ -570,6 +571,7 @@ def encode_agent(a: Agent) -> Row:
         a.incarnation,
         a.cordoned_until,
         a.cordon_reason,
+        a.cordoned_by,
     )
 
 
@@ -590,6 +592,7 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         incarnation=row[11],
         cordoned_until=row[12],
         cordon_reason=row[13],
+        cordoned_by=row[14],
     )
 
 
