@@ -119,6 +119,8 @@ class Agent:
             self.work_dir.chmod(0o711)
             (self.work_dir / "attempts").chmod(0o711)
         self.inventory = collect_inventory(self.work_dir, config.slots, config.gpus, self._gpu_probe)
+        # Issue 11: what it offers, after its cgroup's limits (a container reports its own share).
+        log.info("inventory", cpu_cores=self.inventory.cpu_cores, memory_mb=self.inventory.memory_mb)
         collect_usage(self.work_dir, 0)  # primes psutil's cpu_percent
         policy = config.policy
         passed_env = config.passed_env()
