@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from corral.controller.core import requests as rq
 from corral.controller.core.fleet_admin import MAX_REASON, CordonRequest, RemoveAgentRequest, UncordonRequest
 from corral.controller.core.machine import Machine
-from corral.controller.core.model import Agent
+from corral.controller.core.model import Agent, AgentState
 from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.auth import current_caller
@@ -16,10 +17,21 @@ from corral.controller.runtime import Runtime
 from corral.v1 import agent_pb2 as pb
 from corral.v1 import agent_pb2_grpc, types_pb2
 
-__all__ = ["ClusterService"]
+__all__ = ["ClusterService", "note_drained"]
 
 _MAX_GRACE_S = 86_400.0
 log = logging.getLogger("corral.controller.cluster")
+
+
+def note_drained(agent_id: str) -> Callable[[Machine, object, float], None]:
+    """The ``then`` of an AgentGone (issue 11): the drain's last line, once a draining agent left."""
+
+    def then(machine: Machine, answer: object, now: float) -> None:
+        agent = machine.agents.get(agent_id)
+        if agent is not None and agent.state is AgentState.DRAINED:
+            log.info("agent %s (%s) drained: its work is done and it left; final state drained", agent.name, agent.id)
+
+    return then
 
 
 class ClusterService(agent_pb2_grpc.ClusterServicer):

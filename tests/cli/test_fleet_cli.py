@@ -86,6 +86,7 @@ def test_drain_logs_ends_drained_and_agents_rm_removes_only_what_left(cluster: C
     controller_log = (cluster.directory / "controller.log").read_text()
     assert "agent a1 (a1) draining, requested by" in controller_log
     assert "drained: every attempt finished or given back; exiting" in (cluster.directory / "agent-a1.log").read_text()
+    assert "agent a1 (a1) drained: its work is done and it left; final state drained" in controller_log
 
     removed = corral("agents", "rm", "a1", *addr)
     assert removed.returncode == 0, removed.stderr
