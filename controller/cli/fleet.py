@@ -17,11 +17,7 @@ __all__ = ["agents_app", "cordon", "register", "remove", "uncordon"]
 
 AgentArgument = Annotated[str, typer.Argument(help="Agent id, name or a unique prefix.", show_default=False)]
 
-agents_app = typer.Typer(
-    help="List the agents the controller knows (`corral agents`), or remove one (`corral agents rm`).",
-    invoke_without_command=True,
-    no_args_is_help=False,
-)
+agents_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
 
 
 def register(app: typer.Typer, panel: str) -> None:
@@ -43,7 +39,7 @@ def agents(
     output: OutputOption = OutputFormat.table,
     address: AddressOption = DEFAULT,
 ) -> None:
-    """List the agents the controller knows (see `corral agents --help` for `rm`).
+    """List the agents the controller knows; `corral agents rm AGENT` removes one that left.
 
     JSON: a list of {agent_id, name, state, hostname, version, agent_types, labels, inventory {cpu_cores,
     memory_mb, disk_mb, network_bandwidth_mbps, gpu_count, gpus, custom_resources, slots}, allocated,
