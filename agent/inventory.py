@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from corral.agent.limits import CgroupLimits, read_limits, usable_cpus
+from corral.agent.limits import CgroupLimits, memory_working_set, read_limits, usable_cpus
 from corral.v1 import types_pb2
 
 __all__ = [
@@ -126,16 +126,23 @@ def collect_inventory(
     return inventory
 
 
-def collect_usage(work_dir: Path, running_attempts: int) -> types_pb2.Usage:
-    """Current load for a heartbeat. cpu_percent is measured since the previous call."""
+def collect_usage(work_dir: Path, running_attempts: int, limits: CgroupLimits | None = None) -> types_pb2.Usage:
+    """Current load for a heartbeat. cpu_percent is measured since the previous call.
+
+    Memory in use is the working set of the cgroup that limits the agent's memory (``limits``,
+    as the inventory offers that limit), else the host's used memory.
+    """
     try:
         load_1m = os.getloadavg()[0]
     except OSError:
         load_1m = 0.0
-    memory = psutil.virtual_memory()
+    used = memory_working_set(limits) if limits is not None else None
+    if used is None:
+        memory = psutil.virtual_memory()
+        used = int(memory.total - memory.available)
     return types_pb2.Usage(
         cpu_percent=float(psutil.cpu_percent(interval=None)),
-        memory_used_mb=int(memory.total - memory.available) // _MB,
+        memory_used_mb=used // _MB,
         load_1m=load_1m,
         running_attempts=running_attempts,
         disk_free_mb=disk_free_mb(work_dir),

@@ -18,10 +18,10 @@ Standard library only; every read that fails (no cgroupfs, no permission) means 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CgroupLimits", "read_limits", "usable_cpus"]
+__all__ = ["CgroupLimits", "memory_working_set", "read_limits", "usable_cpus"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -36,6 +36,8 @@ class CgroupLimits:
     version: int = 0  # 0: no cgroup filesystem found
     cpu_cores: float | None = None
     memory_bytes: int | None = None
+    # The cgroup that sets the memory limit: its usage is what counts against it (heartbeats).
+    memory_dir: Path | None = field(default=None, compare=False)
 
 
 def _own_paths(proc_cgroup: Path) -> dict[str, str]:
@@ -75,9 +77,16 @@ def _smallest(values: list[float]) -> float | None:
     return min(values) if values else None
 
 
+def _tightest(limits: list[tuple[int, Path]]) -> tuple[int | None, Path | None]:
+    if not limits:
+        return None, None
+    value, directory = min(limits, key=lambda limit: limit[0])
+    return value, directory
+
+
 def _v2(mount: Path, own: str) -> CgroupLimits:
     cpus: list[float] = []
-    memory: list[float] = []
+    memory: list[tuple[int, Path]] = []
     for directory in _chain(mount, own):
         cpu_max = (_read(directory / "cpu.max") or "").split()
         if len(cpu_max) == 2 and cpu_max[0] != "max":
@@ -90,14 +99,13 @@ def _v2(mount: Path, own: str) -> CgroupLimits:
                     cpus.append(quota / period)
         memory_max = _read(directory / "memory.max")
         if memory_max and memory_max != "max" and memory_max.isdigit():
-            memory.append(int(memory_max))
-    limit = _smallest(memory)
-    return CgroupLimits(2, _smallest(cpus), int(limit) if limit is not None else None)
+            memory.append((int(memory_max), directory))
+    return CgroupLimits(2, _smallest(cpus), *_tightest(memory))
 
 
 def _v1(root: Path, own: dict[str, str]) -> CgroupLimits:
     cpus: list[float] = []
-    memory: list[float] = []
+    memory: list[tuple[int, Path]] = []
     cpu_mount = root / "cpu"
     if cpu_mount.is_dir():
         for directory in _chain(cpu_mount, own.get("cpu", "/")):
@@ -113,9 +121,8 @@ def _v1(root: Path, own: dict[str, str]) -> CgroupLimits:
         for directory in _chain(memory_mount, own.get("memory", "/")):
             text = _read(directory / "memory.limit_in_bytes")
             if text and text.isdigit() and int(text) < _UNLIMITED:
-                memory.append(int(text))
-    limit = _smallest(memory)
-    return CgroupLimits(1, _smallest(cpus), int(limit) if limit is not None else None)
+                memory.append((int(text), directory))
+    return CgroupLimits(1, _smallest(cpus), *_tightest(memory))
 
 
 def read_limits(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> CgroupLimits:
@@ -126,6 +133,28 @@ def read_limits(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> Cg
     if (root / "memory").is_dir() or (root / "cpu").is_dir():
         return _v1(root, own)
     return CgroupLimits()
+
+
+def memory_working_set(limits: CgroupLimits) -> int | None:
+    """Bytes in use in the cgroup that sets the memory limit, as the kernel counts them against it,
+    less inactive file pages (reclaimable): the "working set" of docker stats and the kubelet.
+    None without a limit or when unreadable."""
+    directory = limits.memory_dir
+    if directory is None:
+        return None
+    usage_name, inactive_key = (
+        ("memory.current", "inactive_file") if limits.version == 2 else ("memory.usage_in_bytes", "total_inactive_file")
+    )
+    usage = _read(directory / usage_name)
+    if usage is None or not usage.isdigit():
+        return None
+    inactive = 0
+    for line in (_read(directory / "memory.stat") or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == inactive_key and value.isdigit():
+            inactive = int(value)
+            break
+    return max(0, int(usage) - inactive)
 
 
 def usable_cpus() -> int:

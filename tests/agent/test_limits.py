@@ -172,3 +172,36 @@ def test_v1_limits_live_on_this_machine(tmp_path: Path) -> None:
     finally:
         for directory in made:
             directory.rmdir()  # the child exited: the cgroup is empty
+
+
+def test_usage_is_the_working_set_of_the_cgroup_that_sets_the_limit(tmp_path: Path) -> None:
+    from corral.agent.inventory import collect_usage
+    from corral.agent.limits import memory_working_set
+
+    root = tmp_path / "cg"
+    _files(
+        root,
+        {
+            "cgroup.controllers": "memory",
+            "pod/memory.max": str(512 * MIB),
+            "pod/memory.current": str(300 * MIB),
+            "pod/memory.stat": f"anon {200 * MIB}\ninactive_file {100 * MIB}\nactive_file 0",
+            "pod/agent/memory.max": "max",
+            "pod/agent/memory.current": str(10 * MIB),
+        },
+    )
+    limits = read_limits(root, _proc(tmp_path, "0::/pod/agent\n"))
+    assert limits.memory_dir == root / "pod"
+    assert memory_working_set(limits) == 200 * MIB  # the pod's usage, less reclaimable file pages
+    assert collect_usage(tmp_path, 0, limits).memory_used_mb == 200
+    v1 = tmp_path / "v1"
+    _files(
+        v1,
+        {
+            "memory/c/memory.limit_in_bytes": str(256 * MIB),
+            "memory/c/memory.usage_in_bytes": str(64 * MIB),
+            "memory/c/memory.stat": f"cache 0\ntotal_inactive_file {16 * MIB}",
+        },
+    )
+    assert memory_working_set(read_limits(v1, _proc(tmp_path, "4:memory:/c\n"))) == 48 * MIB
+    assert memory_working_set(CgroupLimits()) is None  # no limit: the host's figure is used

@@ -79,8 +79,13 @@ def test_agent_in_a_limited_cgroup_advertises_the_limit(tmp_path: Path, limited:
                 assert proc.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "the agent did not connect"
                 time.sleep(0.1)
+            # Heartbeats report the limited cgroup's working set: within the limit, not the host's use.
+            while not [a for a in client.list_agents() if a.name == "limited" and a.usage.memory_used_mb > 0]:
+                assert time.monotonic() < deadline, "no heartbeat usage"
+                time.sleep(0.1)
             (agent,) = [a for a in client.list_agents() if a.name == "limited"]
         assert agent.inventory.memory_mb == 400
+        assert 0 < agent.usage.memory_used_mb <= 400
         if has_cpu:
             assert agent.inventory.cpu_cores == min(1.5, len(os.sched_getaffinity(0)))
         assert "memory_mb=400" in log_path.read_text()
