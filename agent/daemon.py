@@ -26,6 +26,7 @@ from corral.agent.config import AgentConfig
 from corral.agent.executor import Executor
 from corral.agent.inventory import GpuProbe, collect_inventory, collect_usage, probe_nvml
 from corral.agent.lease import LeaseFile
+from corral.agent.limits import CgroupLimits, read_limits
 from corral.agent.metrics import AgentHttp
 from corral.agent.metrics import attach as attach_metrics
 from corral.agent.outbox import Outbox
@@ -74,6 +75,7 @@ class Agent:
         self.adopted: list[str] = []
         self.outbox = Outbox()
         self.inventory = types_pb2.Inventory()
+        self.limits = CgroupLimits()  # read at start (run)
         self.pool: WorkerPool | None = None
         self.executor: Executor | None = None
         self.session: Session | None = None
@@ -120,7 +122,10 @@ class Agent:
             # The run-as user may pass through to its own folders, and list or create nothing else.
             self.work_dir.chmod(0o711)
             (self.work_dir / "attempts").chmod(0o711)
-        self.inventory = collect_inventory(self.work_dir, config.slots, config.gpus, self._gpu_probe)
+        self.limits = read_limits()  # issue 11: the container's share, not the host's
+        self.inventory = collect_inventory(self.work_dir, config.slots, config.gpus, self._gpu_probe, self.limits)
+        # Issue 11: what it offers, after its cgroup's limits (a container reports its own share).
+        log.info("inventory", cpu_cores=self.inventory.cpu_cores, memory_mb=self.inventory.memory_mb)
         collect_usage(self.work_dir, 0)  # primes psutil's cpu_percent
         policy = config.policy
         passed_env = config.passed_env()
@@ -228,7 +233,7 @@ class Agent:
 
     def _usage(self) -> types_pb2.Usage:
         running = self.executor.running_count if self.executor is not None else 0
-        return collect_usage(self.work_dir, running)
+        return collect_usage(self.work_dir, running, self.limits)
 
     def _finish(self, code: int) -> None:
         if self._exit is not None and not self._exit.done():
@@ -246,6 +251,8 @@ class Agent:
             await asyncio.sleep(0.05)
         if self.outbox.unacked_ids:
             log.warning("exiting with unacknowledged reports", attempts=len(self.outbox.unacked_ids))
+        # Issue 11: the drain's last line; the controller shows the agent as drained once it leaves.
+        log.info("drained: every attempt finished or given back; exiting", grace_s=grace_s)
         self._finish(0)
 
     async def _kill(self) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from corral.agent.limits import CgroupLimits, memory_working_set, read_limits, usable_cpus
 from corral.v1 import types_pb2
 
 __all__ = [
@@ -89,11 +90,23 @@ def collect_inventory(
     slots: int,
     gpus: int | None = None,
     probe: GpuProbe = probe_nvml,
+    limits: CgroupLimits | None = None,
 ) -> types_pb2.Inventory:
-    """Build the Inventory: logical cores, total memory, free disk of the work dir and GPUs.
+    """Build the Inventory: cores, memory, free disk of the work dir and GPUs.
 
-    ``gpus`` overrides discovery (ids ``0..gpus-1``); otherwise ``probe`` is asked.
+    Cores are the CPUs the agent may run on (its affinity), capped by its cgroup's CPU quota;
+    memory is the host's, capped by its cgroup's memory limit (``limits``, read from the cgroup
+    filesystem unless given: see :mod:`corral.agent.limits`). ``gpus`` overrides discovery (ids
+    ``0..gpus-1``); otherwise ``probe`` is asked.
     """
+    if limits is None:
+        limits = read_limits()
+    cores = float(usable_cpus())
+    if limits.cpu_cores is not None:
+        cores = min(cores, round(limits.cpu_cores, 3))
+    memory = int(psutil.virtual_memory().total)
+    if limits.memory_bytes is not None:
+        memory = min(memory, limits.memory_bytes)
     if gpus is not None:
         devices = [GpuDevice(index=i, name="declared") for i in range(gpus)]
     else:
@@ -102,8 +115,8 @@ def collect_inventory(
         except Exception:
             devices = []
     inventory = types_pb2.Inventory(
-        cpu_cores=float(psutil.cpu_count(logical=True) or os.cpu_count() or 1),
-        memory_mb=int(psutil.virtual_memory().total) // _MB,
+        cpu_cores=cores,
+        memory_mb=memory // _MB,
         disk_mb=disk_free_mb(work_dir),
         gpu_count=len(devices),
         slots=slots,
@@ -113,16 +126,23 @@ def collect_inventory(
     return inventory
 
 
-def collect_usage(work_dir: Path, running_attempts: int) -> types_pb2.Usage:
-    """Current load for a heartbeat. cpu_percent is measured since the previous call."""
+def collect_usage(work_dir: Path, running_attempts: int, limits: CgroupLimits | None = None) -> types_pb2.Usage:
+    """Current load for a heartbeat. cpu_percent is measured since the previous call.
+
+    Memory in use is the working set of the cgroup that limits the agent's memory (``limits``,
+    as the inventory offers that limit), else the host's used memory.
+    """
     try:
         load_1m = os.getloadavg()[0]
     except OSError:
         load_1m = 0.0
-    memory = psutil.virtual_memory()
+    used = memory_working_set(limits) if limits is not None else None
+    if used is None:
+        memory = psutil.virtual_memory()
+        used = int(memory.total - memory.available)
     return types_pb2.Usage(
         cpu_percent=float(psutil.cpu_percent(interval=None)),
-        memory_used_mb=int(memory.total - memory.available) // _MB,
+        memory_used_mb=used // _MB,
         load_1m=load_1m,
         running_attempts=running_attempts,
         disk_free_mb=disk_free_mb(work_dir),

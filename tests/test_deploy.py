@@ -38,9 +38,11 @@ def _k8s_objects() -> list[dict[str, Any]]:
     return [doc for path in sorted((DEPLOY / "k8s").glob("*.yaml")) for doc in _documents(path)]
 
 
-def _one(kind: str) -> dict[str, Any]:
-    found = [obj for obj in _k8s_objects() if obj.get("kind") == kind]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+def _one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        obj for obj in _k8s_objects() if obj.get("kind") == kind and (name is None or obj["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
 
@@ -75,21 +77,33 @@ def test_services_select_the_controller_and_the_daemonset_points_at_it() -> None
     assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in selecting}
     front = next(s for s in selecting if s["spec"].get("clusterIP") != "None")
 
-    daemonset = _one("DaemonSet")
+    daemonset = _one("DaemonSet", "corral-agent")
     pod = daemonset["spec"]["template"]["spec"]
     args = pod["containers"][0]["args"]
     assert args[0] == "agent"
     target = args[args.index("--controller") + 1]
     assert target.split(".")[0] == front["metadata"]["name"]
     assert target.endswith(":7070")
-    assert {p["port"] for p in front["spec"]["ports"]} == {7070, 7071}
+    assert {p["port"] for p in front["spec"]["ports"]} == {7070, 7071, 7073}
     assert pod["terminationGracePeriodSeconds"] >= 40, "too short for the agent to drain"
 
 
 def test_compose_has_a_health_checked_controller_and_a_scalable_agent() -> None:
     (compose,) = _documents(DEPLOY / "compose.yaml")
     services = compose["services"]
-    controller, agent = services["controller"], services["agent"]
+    controller = services["controller"]
+    agents = {name: service for name, service in services.items() if name.startswith("agent-")}
+    assert len(agents) >= 2
+    for name, agent in agents.items():
+        # Stable names: the same agent after a recreate, its joined credential on its own volume.
+        assert agent["hostname"] == name
+        assert agent["command"][agent["command"].index("--name") + 1] == name
+        work = agent["command"][agent["command"].index("--work-dir") + 1]
+        (volume,) = [v for v in agent["volumes"] if not v.startswith("./")]
+        assert volume.split(":")[0] in compose["volumes"] and work.startswith(volume.split(":")[1])
+        assert agent["environment"]["CORRAL_HEALTHCHECK"] == "none", "agents serve no health port"
+    assert len({a["command"][a["command"].index("--name") + 1] for a in agents.values()}) == len(agents)
+    agent = agents["agent-1"]
     assert "grpc_health" in "\n".join(controller["healthcheck"]["test"])
     assert any(volume.endswith(":/var/lib/corral") for volume in controller["volumes"])
     assert controller["volumes"][0].split(":")[0] in compose["volumes"], "the database volume is not named"
@@ -108,7 +122,8 @@ def test_compose_has_a_health_checked_controller_and_a_scalable_agent() -> None:
     ):
         assert command[command.index(flag) + 1] == f"/etc/corral/tls/{name}"
     assert agent["command"][agent["command"].index("--ca") + 1] == "/etc/corral/tls/ca.pem"
-    assert agent["volumes"] == ["./tls/ca.pem:/etc/corral/tls/ca.pem:ro"], "agents must not see the controller's key"
+    ca_only = [v for v in agent["volumes"] if v.startswith("./")]
+    assert ca_only == ["./tls/ca.pem:/etc/corral/tls/ca.pem:ro"], "agents must not see the controller's key"
     assert "CORRAL_JOIN_TOKEN" in agent["environment"]
 
 
@@ -146,7 +161,10 @@ def test_compose_health_probe_reports_the_orchestrator_service(
 
 def test_dockerfile_builds_one_image_for_both_roles() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    # A pinned base: a patch release and a Debian release, never a floating tag.
+    (base,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.M)
     assert re.search(r'^ENTRYPOINT \["corral"\]$', text, re.M)
     assert re.search(r'^CMD \["controller"', text, re.M)
     assert '"--tls-cert", "/etc/corral/tls/controller.pem"' in text, "the default command must serve TLS"
@@ -246,7 +264,7 @@ def test_k8s_tls_secrets_are_mounted_and_the_flags_point_into_them() -> None:
     assert args.mtls_listen == "0.0.0.0:7071" and args.health_listen == "0.0.0.0:7072"
     assert not args.insecure
 
-    agent_pod = _one("DaemonSet")["spec"]["template"]["spec"]
+    agent_pod = _one("DaemonSet", "corral-agent")["spec"]["template"]["spec"]
     agent = agent_pod["containers"][0]
     ca_dir = _secret_mount(agent_pod, agent, "corral-ca")
     agent_args = build_parser().parse_args(agent["args"][1:])
@@ -259,18 +277,21 @@ def test_k8s_network_policies_admit_only_the_grpc_ports() -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in _k8s_objects() if p.get("kind") == "NetworkPolicy"}
     controller_pod = _one("StatefulSet")["spec"]["template"]
     container = controller_pod["spec"]["containers"][0]
-    grpc_ports = {p["containerPort"] for p in container["ports"] if p["name"] in ("grpc", "grpc-mtls")}
+    grpc_ports = {p["containerPort"] for p in container["ports"] if p["name"] in ("grpc", "grpc-mtls", "http")}
 
     controller = policies["corral-controller"]
     assert controller["podSelector"]["matchLabels"].items() <= controller_pod["metadata"]["labels"].items()
     assert controller["policyTypes"] == ["Ingress"]
     (rule,) = controller["ingress"]
     assert "from" not in rule, "agents and clients may come from anywhere"
-    assert {p["port"] for p in rule["ports"]} == grpc_ports == {7070, 7071}
+    assert {p["port"] for p in rule["ports"]} == grpc_ports == {7070, 7071, 7073}
 
-    agent_pod = _one("DaemonSet")["spec"]["template"]
     agent = policies["corral-agent"]
-    assert agent["podSelector"]["matchLabels"].items() <= agent_pod["metadata"]["labels"].items()
+    (selector,) = agent["podSelector"]["matchExpressions"]
+    for name in ("corral-agent", "corral-agent-gpu"):
+        agent_pod = _one("DaemonSet", name)["spec"]["template"]
+        assert selector["key"] == "app.kubernetes.io/name" and selector["operator"] == "In"
+        assert agent_pod["metadata"]["labels"][selector["key"]] in selector["values"]
     assert agent["policyTypes"] == ["Ingress"] and agent["ingress"] == [], "agents serve nothing"
 
 
@@ -340,7 +361,7 @@ def _wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
 
 
 def test_k8s_agent_keeper_restarts_the_agent_in_place_and_forwards_sigterm(tmp_path: Path) -> None:
-    agent = _one("DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    agent = _one("DaemonSet", "corral-agent")["spec"]["template"]["spec"]["containers"][0]
     shell, flag, script, name = agent["command"]
     assert (shell, flag, name) == ("/bin/sh", "-c", "corral-keeper")
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
@@ -371,3 +392,176 @@ def test_k8s_agent_keeper_restarts_the_agent_in_place_and_forwards_sigterm(tmp_p
             keeper.wait(timeout=10)
         if supervisor:
             os.kill(supervisor, signal.SIGKILL)
+
+
+# --- issue 11: image hygiene, HTTP port, GPUs, metrics, the agent image -------------------------------
+
+
+def test_dockerignore_keeps_the_venv_and_secrets_out_but_not_what_the_image_copies() -> None:
+    import fnmatch
+
+    root = DEPLOY.parent
+    patterns = [
+        line.strip()
+        for line in (root / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(
+            fnmatch.fnmatch(prefix, pattern) or fnmatch.fnmatch(prefix, pattern.removeprefix("**/"))
+            for pattern in patterns
+            for prefix in prefixes
+        )
+
+    for path in (".venv/bin/python", ".git/HEAD", "corral.db", "deploy/tls/ca.pem", "controller/__pycache__/x.pyc"):
+        assert ignored(path), f"{path} would be sent to the builder"
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", (DEPLOY / "Dockerfile").read_text(encoding="utf-8"), re.M)
+    sources = [source for line in copied for source in line.split()]
+    assert {"pyproject.toml", "README.md", "protos", "controller", "agent", "examples"} <= set(sources)
+    for source in sources:
+        assert not ignored(source), f"{source} is copied by the Dockerfile but .dockerignore drops it"
+
+
+def test_dockerfile_health_check_probes_the_port_the_default_command_serves() -> None:
+    from corral.controller.daemon import parse_args
+
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    (check,) = re.findall(r"^HEALTHCHECK (.+?)CMD (\[[^\n]+\])$", text.replace("\\\n", " "), re.M | re.S)
+    assert "--interval=" in check[0] and "--timeout=" in check[0]
+    assert check[1] == '["python", "-m", "corral.controller.healthprobe"]'
+    (default,) = re.findall(r"^ENV CORRAL_HEALTHCHECK=(\S+)$", text, re.M)
+    (cmd,) = re.findall(r"^CMD (\[.+?\])$", text.replace("\\\n", " "), re.M | re.S)
+    args = parse_args(yaml.safe_load(cmd)[1:])
+    assert default == f"grpc://127.0.0.1:{args.health_listen.rsplit(':', 1)[1]}"
+    assert args.http == "0.0.0.0:7073" and "7073" in re.findall(r"^EXPOSE (.+)$", text, re.M)[0].split()
+
+
+def _probe(setting: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CORRAL_HEALTHCHECK": setting}
+    command = [sys.executable, "-m", "corral.controller.healthprobe"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=60)
+
+
+def test_health_probe_grpc_http_and_none(health_server: tuple[int, health.HealthServicer]) -> None:
+    import http.server
+    import threading
+
+    from corral.controller.healthprobe import probe
+
+    port, servicer = health_server
+    servicer.set("corral.v1.Orchestrator", health_pb2.HealthCheckResponse.SERVING)
+    assert _probe(f"grpc://127.0.0.1:{port}").returncode == 0  # as the HEALTHCHECK runs it
+    servicer.set("corral.v1.Orchestrator", health_pb2.HealthCheckResponse.NOT_SERVING)
+    failed = _probe(f"grpc://127.0.0.1:{port}")
+    assert failed.returncode == 1 and "NOT_SERVING" in failed.stderr
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/readyz" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert probe(f"{base}/readyz") is None
+        assert probe(f"{base}/other") == f"GET {base}/other: HTTP 503"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert probe("none") is None
+    assert _probe("ftp://x").returncode == 2
+
+
+def test_http_port_is_served_and_published_in_compose_and_k8s() -> None:
+    from corral.controller.daemon import parse_args
+
+    (compose,) = _documents(DEPLOY / "compose.yaml")
+    controller = compose["services"]["controller"]
+    assert parse_args(controller["command"][1:]).http == "0.0.0.0:7073"
+    assert "127.0.0.1:7073:7073" in controller["ports"], "HTTP is plain: loopback only"
+
+    container = _one("StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert parse_args(container["args"][1:]).http == "0.0.0.0:7073"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == 7073
+    service = next(
+        s for s in _k8s_objects() if s.get("kind") == "Service" and s["metadata"]["name"] == "corral-controller"
+    )
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}["http"] == "http"
+
+
+def test_gpu_agents_request_gpus_and_share_the_agent_pod() -> None:
+    from corral.agent.cli import build_parser
+
+    cpu = _one("DaemonSet", "corral-agent")["spec"]["template"]["spec"]
+    gpu = _one("DaemonSet", "corral-agent-gpu")["spec"]["template"]["spec"]
+    assert "agent-gpu.yaml" in _documents(DEPLOY / "k8s" / "kustomization.yaml")[0]["resources"]
+    assert gpu["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["tolerations"]
+    (term,) = cpu["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]} in term["matchExpressions"]
+    cpu_agent, gpu_agent = cpu["containers"][0], gpu["containers"][0]
+    assert int(gpu_agent["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    assert "nvidia.com/gpu" not in cpu_agent["resources"].get("limits", {})
+    # The same keeper and flags (no drift between the two), plus the gpu label; a stable name.
+    assert gpu_agent["command"] == cpu_agent["command"]
+    extra = list(gpu_agent["args"])
+    at = extra.index("gpu=nvidia")
+    assert extra[at - 1] == "--label" and extra[: at - 1] + extra[at + 1 :] == cpu_agent["args"]
+    for agent in (cpu_agent, gpu_agent):
+        args = build_parser().parse_args(agent["args"][1:])
+        assert args.name == "$(NODE_NAME)", "agents are named after their node: stable across pod restarts"
+    assert gpu["terminationGracePeriodSeconds"] == cpu["terminationGracePeriodSeconds"]
+
+
+def test_servicemonitor_scrapes_the_controller_http_port() -> None:
+    (monitor,) = _documents(DEPLOY / "k8s" / "monitoring" / "servicemonitor.yaml")
+    assert monitor["kind"] == "ServiceMonitor"
+    service = next(
+        s for s in _k8s_objects() if s.get("kind") == "Service" and s["metadata"]["name"] == "corral-controller"
+    )
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_agent_image_recipe_builds_on_corral_and_its_example_project_works(tmp_path: Path) -> None:
+    from corral.agent.cli import build_parser
+
+    text = (DEPLOY / "agent-image" / "Dockerfile").read_text(encoding="utf-8")
+    assert re.findall(r"^ARG CORRAL_IMAGE=(\S+)$", text, re.M) == ["corral:latest"]
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.M)
+    assert stages == [("${CORRAL_IMAGE}", "build"), ("${CORRAL_IMAGE}", "")], "multi-stage, both FROM corral"
+    final = text[text.rindex("\nFROM ") :]
+    assert "--no-index" in final and "from=build" in final, "the final stage installs only the built wheels"
+    assert re.findall(r"^USER (\S+)$", final, re.M)[-1] == "corral"
+    (cmd,) = re.findall(r"^CMD (\[.+?\])$", final.replace("\\\n", " "), re.M | re.S)
+    args = build_parser().parse_args(yaml.safe_load(cmd)[1:])
+    assert "mytasks" in args.python_allow
+    # The example project is a real pip-installable project whose task function runs.
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), "."],
+        cwd=DEPLOY / "agent-image" / "example",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("mytasks-*.whl")
+    code = "import mytasks, json; print(json.dumps(mytasks.word_count(text='a b c')))"
+    ran = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(wheel)}, capture_output=True, text=True
+    )
+    assert ran.returncode == 0 and ran.stdout.strip() == '{"words": 3}', ran.stderr

@@ -12,6 +12,7 @@ from corral.controller.cli import (
     certs,
     cluster,
     daemons,
+    fleet,
     quota,
     run,
     runs,
@@ -91,7 +92,7 @@ app.add_typer(cache.app, name="cache", rich_help_panel=_WORK)
 app.command("explain", rich_help_panel=_TASKS)(tasks.explain)
 app.command("logs", rich_help_panel=_TASKS)(tasks.logs)
 
-app.command("agents", rich_help_panel=_CLUSTER)(cluster.agents)
+fleet.register(app, _CLUSTER)  # agents (and agents rm), cordon, uncordon
 app.command("drain", rich_help_panel=_CLUSTER)(cluster.drain)
 
 app.add_typer(certs.app, name="certs", rich_help_panel=_SECURITY)

@@ -312,7 +312,7 @@ def agents_view(agents: Sequence[AgentInfo], wide: bool) -> RenderableType:
         inv = agent.inventory
         cells: list[RenderableType] = [
             agent.name,
-            _state(agent.state) if agent.cordoned_until is None else Text(f"{agent.state}, cordoned", style="yellow"),
+            _state(agent.state) if not agent.cordoned else Text(f"{agent.state}, cordoned", style="yellow"),
             ",".join(agent.agent_types),
             f"{agent.running_attempts}/{inv.slots}" if inv.slots else str(agent.running_attempts),
             f"{inv.cpu_cores:g}",
@@ -333,7 +333,7 @@ def agents_view(agents: Sequence[AgentInfo], wide: bool) -> RenderableType:
         table.add_row(*cells)
     if not agents:
         return Text("no agents", style="dim")
-    cordoned = [f"{a.name}: {a.cordon_reason}" for a in agents if a.cordoned_until is not None]
+    cordoned = [f"{a.name}: {a.cordon_reason}" for a in agents if a.cordoned]
     if cordoned:
         return Group(table, Text("\n".join(cordoned), style="yellow"))
     return table

@@ -319,7 +319,7 @@ class AttemptOps(WorkflowOps):
         if self.held_back.pop(agent_id, None) is not None:
             view = self.views.get(agent_id)
             if view is not None:
-                view.held_back = agent_id in self.cordons.until
+                view.held_back = self.cordons.holds(agent_id)
 
     def accepted(self, event: AttemptAccepted, now: float) -> bool:
         """The agent holds the assignment; False (and a kill order) when it is not its to hold."""
@@ -559,7 +559,7 @@ class AttemptOps(WorkflowOps):
                 del self.held_back[agent_id]
                 view = self.views.get(agent_id)
                 if view is not None:
-                    view.held_back = agent_id in self.cordons.until
+                    view.held_back = self.cordons.holds(agent_id)
         lease = self.config.assignment_lease_s
         taken: dict[str, list[str]] = {}
         while (deadline := self.next_assignment_deadline()) is not None and deadline <= now:

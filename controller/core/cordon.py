@@ -43,6 +43,12 @@ class Cordons:
     # workflow id (failed somewhere) -> agents where one of its tasks succeeded since
     succeeded_on: dict[str, set[str]] = field(default_factory=dict)
     until: dict[str, float] = field(default_factory=dict)  # cordoned agent id -> end of its cool-down
+    # Issue 11: agents cordoned by hand (``corral cordon``), until uncordoned; no timer.
+    manual: set[str] = field(default_factory=set)
+
+    def holds(self, agent_id: str) -> bool:
+        """Whether the agent is cordoned (automatically or by hand): it gets no new work."""
+        return agent_id in self.until or agent_id in self.manual
 
 
 def observe_finish(m: MachineState, attempt: Attempt, outcome: AttemptState, now: float) -> None:
@@ -79,7 +85,7 @@ def observe_finish(m: MachineState, attempt: Attempt, outcome: AttemptState, now
 def _judge(m: MachineState, agent_id: str, now: float) -> None:
     config, c = m.config, m.cordons
     streak = c.streaks.get(agent_id)
-    if streak is None or len(streak) < config.cordon_after or agent_id in c.until:
+    if streak is None or len(streak) < config.cordon_after or c.holds(agent_id):
         return
     witnessed = {wf for wf in streak if c.succeeded_on.get(wf, set()) - {agent_id}}
     if len(witnessed) < config.cordon_workflows:
@@ -110,15 +116,17 @@ def _within_a_third(m: MachineState, agent_id: str) -> bool:
             for a in m.agents.values()
             if agent_type in a.agent_types and a.state in (AgentState.CONNECTED, AgentState.DRAINING)
         ]
-        cordoned = sum(1 for a in peers if a in m.cordons.until)
+        cordoned = sum(1 for a in peers if m.cordons.holds(a))
         if 3 * (cordoned + 1) > len(peers):
             return False
     return True
 
 
-def restore_cordon(m: MachineState, agent_id: str, until: float | None) -> None:
+def restore_cordon(m: MachineState, agent_id: str, until: float | None, by: str = "") -> None:
     """A restored agent's stored cordon (its view, built at its Hello, is held back while it lasts)."""
-    if until is not None:
+    if by:
+        m.cordons.manual.add(agent_id)
+    elif until is not None:
         m.cordons.until[agent_id] = until
 
 
@@ -143,7 +151,7 @@ def cordon_verdicts(m: MachineState, verdicts: tuple[tuple[str, str, str], ...])
     out = []
     for agent_id, name, reason in verdicts:
         agent = m.agents.get(agent_id)
-        if agent_id in m.cordons.until and agent is not None and agent.cordon_reason:
+        if m.cordons.holds(agent_id) and agent is not None and agent.cordon_reason:
             reason = agent.cordon_reason
         out.append((agent_id, name, reason))
     return tuple(out)

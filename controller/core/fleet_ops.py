@@ -166,7 +166,7 @@ class FleetOps(AttemptOps):
 
     def forgettable(self, agent: Agent) -> bool:
         """Whether the agent may be forgotten: not online and holding no active attempt."""
-        return agent.state in (S.DISCONNECTED, S.LOST) and not self.active.get(agent.id)
+        return agent.state in (S.DISCONNECTED, S.DRAINED, S.LOST) and not self.active.get(agent.id)
 
     def forget_agents(self, now: float) -> None:
         """Forget agents that have been gone, holding nothing, for longer than ``agent_ttl_s``.
@@ -271,7 +271,8 @@ class FleetOps(AttemptOps):
         agent = self.current(event.agent_id, event.session_epoch)
         if agent is None:
             return
-        agent.state = S.DISCONNECTED
+        # A draining agent leaves when its work is done: the drain's final state (issue 11).
+        agent.state = S.DRAINED if agent.state is S.DRAINING else S.DISCONNECTED
         self.views.pop(agent.id, None)
         self.touch_agent(agent)
 
@@ -303,9 +304,9 @@ class FleetOps(AttemptOps):
             if agent.state is S.LOST or now - agent.last_seen <= lease:
                 continue
             held = self.active.get(agent.id)
-            if agent.state is S.DISCONNECTED and not held:
+            if agent.state in (S.DISCONNECTED, S.DRAINED) and not held:
                 continue  # left cleanly with nothing running
-            if agent.state is not S.DISCONNECTED:
+            if agent.state not in (S.DISCONNECTED, S.DRAINED):
                 # A partition may leave its stream open: close it so the agent must reconnect,
                 # and learn in the Welcome which of its attempts were moved elsewhere.
                 self.emit(Disconnect(agent.id, agent.session_epoch))

@@ -28,6 +28,7 @@ from corral.controller.core.fallbacks import (
     expire_approvals,
     resolve_approval,
 )
+from corral.controller.core.fleet_admin import fleet_handlers
 from corral.controller.core.group_ops import track_groups
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
@@ -96,6 +97,7 @@ class Machine(ScheduleOps):
         self._handlers.update(run_handlers(self))
         self._handlers[ResolveApproval] = lambda e, now: resolve_approval(self, e, now)
         self._handlers.update(self.schedule_handlers())
+        self._handlers.update(fleet_handlers(self))
 
     def handle(self, event: ev.Event, now: float) -> Any:
         """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""
@@ -161,7 +163,7 @@ class Machine(ScheduleOps):
                 agent.state = AgentState.DISCONNECTED
             agent.last_seen = max(agent.last_seen, now)
             self.agents[agent.id] = agent
-            restore_cordon(self, agent.id, agent.cordoned_until)
+            restore_cordon(self, agent.id, agent.cordoned_until, agent.cordoned_by)
         # Unreported attempts wait for their agents: a ``stop`` one at least until its supervisor
         # has surely fenced itself (the controller cannot know when the agent last heard from it),
         # a ``keep`` one for its max_disconnect.
@@ -217,7 +219,7 @@ class Machine(ScheduleOps):
             demand = self.demand(task)
             summary, per_agent = explain(demand, views)
             verdicts = tuple((aid, names.get(aid, aid), reason) for aid, reason in per_agent)
-            if self.cordons.until:
+            if self.cordons.until or self.cordons.manual:
                 verdicts = cordon_verdicts(self, verdicts)
             unschedulable = bool(summary) and not summary.startswith("waiting for free capacity")
             last = self.last_plan
@@ -251,7 +253,7 @@ class Machine(ScheduleOps):
             where = names.get(task.agent_id or "", task.agent_id or "?")
             agent = self.agents.get(task.agent_id or "")
             attempt_id = task.current_attempt_id or ""
-            if agent is not None and agent.state in (AgentState.LOST, AgentState.DISCONNECTED):
+            if agent is not None and agent.state in (AgentState.LOST, AgentState.DISCONNECTED, AgentState.DRAINED):
                 silent = now - agent.last_seen
                 due = self.fence_at.get(attempt_id)
                 fate = f"; requeued in {max(0.0, due - now):.1f}s unless it returns" if due is not None else ""

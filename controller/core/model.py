@@ -95,6 +95,7 @@ class AgentState(StrEnum):
     DRAINING = "draining"
     LOST = "lost"
     DISCONNECTED = "disconnected"  # left cleanly
+    DRAINED = "drained"  # issue 11: left after a drain (its final state until it connects again)
 
 
 RESOURCE_NAMES = ("cpu_cores", "memory_mb", "disk_mb", "network_bandwidth_mbps", "gpu_count")
@@ -365,6 +366,9 @@ class Agent:
     # Issue 10 (core/cordon.py): no new work before this time, and why (its tasks kept failing).
     cordoned_until: float | None = None
     cordon_reason: str = ""
+    # Issue 11 (core/fleet_admin.py): who cordoned it by hand (its cordoned_until is None: until
+    # uncordoned); "" for the automatic cordon or none.
+    cordoned_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -298,6 +298,8 @@ class MachineState:
         self.active.pop(agent_id, None)
         self.held_back.pop(agent_id, None)
         self.echoed.pop(agent_id, None)
+        self.cordons.until.pop(agent_id, None)
+        self.cordons.manual.discard(agent_id)
         self._dirty_agents.pop(agent_id, None)
         self._deleted_agents.add(agent_id)
 
@@ -532,7 +534,7 @@ class MachineState:
             outstanding=len(held),
             used_gpu_ids=[g for attempt in held for g in attempt.gpu_ids],
             prefetch=self.prefetch_for(agent.inventory.slots),
-            held_back=agent.id in self.held_back or agent.id in self.cordons.until,
+            held_back=agent.id in self.held_back or self.cordons.holds(agent.id),
         )
         view.crowded = self.crowded
         if view.outstanding > view.slots:

@@ -28,6 +28,7 @@ from corral.controller.core.model import AttemptState
 from corral.controller.errors import AlreadyExists, CorralError, InvalidArgument
 from corral.controller.rpc import agent_input, identity, wire
 from corral.controller.rpc.agent_binding import bind_hello
+from corral.controller.rpc.cluster import note_drained
 from corral.controller.rpc.join import join
 from corral.controller.rpc.spawn_input import spawn_report
 from corral.controller.runtime import AgentSession, Runtime
@@ -180,7 +181,7 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         del rt.sessions[session.agent_id]
         rt.usage.pop(session.agent_id, None)
         gone = ev.AgentGone(session.agent_id, session.epoch)
-        rt.post_event(gone)
+        rt.post_event(gone, note_drained(session.agent_id))  # issue 11: logs the end of a drain
         log.info("agent %s stream closed (epoch %d)", session.agent_id, session.epoch)
 
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinResponse:

@@ -77,6 +77,7 @@ AGENT_STATE_TO_PB = {
     AgentState.DRAINING: pb.AGENT_STATE_DRAINING,
     AgentState.LOST: pb.AGENT_STATE_LOST,
     AgentState.DISCONNECTED: pb.AGENT_STATE_DISCONNECTED,
+    AgentState.DRAINED: pb.AGENT_STATE_DRAINED,
 }
 AGENT_STATE_FROM_PB = {v: k for k, v in AGENT_STATE_TO_PB.items()}
 _OUTCOME_FROM_PB = {
@@ -476,4 +477,8 @@ def agent_info(agent: Agent, view: AgentView | None, running: int, usage: pb.Usa
     if agent.cordoned_until is not None:
         _stamp(message.cordoned_until, agent.cordoned_until)
         message.cordon_reason = agent.cordon_reason
+    if agent.cordoned_by:  # issue 11: a manual cordon (no end)
+        message.cordon_reason = agent.cordon_reason
+        message.cordoned_by = agent.cordoned_by
+    message.cordoned = agent.cordoned_until is not None or bool(agent.cordoned_by)
     return message

@@ -50,6 +50,7 @@ from corral.controller.sdk.errors import (
     error_from_rpc,
     unreachable,
 )
+from corral.controller.sdk.fleet import FleetMixin
 from corral.controller.sdk.runs import RunsMixin
 from corral.controller.sdk.schedules import ScheduleMethods
 from corral.controller.sdk.types import (
@@ -115,7 +116,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods):
+class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of

@@ -78,6 +78,9 @@ class AgentInfo(Record):
     # Issue 10: no new work until then because its tasks kept failing (None: not cordoned), and why.
     cordoned_until: datetime | None = None
     cordon_reason: str = ""
+    # Issue 11: cordoned at all (a manual cordon has no cordoned_until), and by whom ("": automatic).
+    cordoned: bool = False
+    cordoned_by: str = ""
 
     @classmethod
     def from_proto(cls, m: pb.AgentInfo) -> AgentInfo:
@@ -98,6 +101,8 @@ class AgentInfo(Record):
             raw=m,
             cordoned_until=timestamp(m, "cordoned_until"),
             cordon_reason=m.cordon_reason,
+            cordoned=m.cordoned,
+            cordoned_by=m.cordoned_by,
         )
 
 

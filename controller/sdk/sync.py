@@ -34,6 +34,7 @@ from corral.controller.sdk.builder import WorkflowLike
 from corral.controller.sdk.client import Client, TaskLike
 from corral.controller.sdk.credentials import PathLike
 from corral.controller.sdk.durable import SubmitOptions, SyncDurableMixin
+from corral.controller.sdk.fleet import SyncFleetMixin
 from corral.controller.sdk.runs import SyncRunsMixin
 from corral.controller.sdk.schedules import SyncScheduleMethods
 from corral.controller.sdk.types import (
@@ -58,7 +59,7 @@ __all__ = ["SyncClient"]
 T = TypeVar("T")
 
 
-class SyncClient(SyncRunsMixin, SyncDurableMixin, SyncScheduleMethods):
+class SyncClient(SyncRunsMixin, SyncDurableMixin, SyncScheduleMethods, SyncFleetMixin):
     """A blocking client of one controller; arguments as for :class:`Client`. Close it when done."""
 
     def __init__(

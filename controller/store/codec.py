@@ -452,6 +452,7 @@ def encode_agent(a: Agent) -> Row:
         a.incarnation,
         a.cordoned_until,
         a.cordon_reason,
+        a.cordoned_by,
     )
 
 
@@ -472,6 +473,7 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         incarnation=row[11],
         cordoned_until=row[12],
         cordon_reason=row[13],
+        cordoned_by=row[14],
     )
 
 

@@ -123,5 +123,6 @@ COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
         "incarnation",
         "cordoned_until",
         "cordon_reason",
+        "cordoned_by",
     ),
 }

@@ -443,6 +443,11 @@ def _migration_16_schedules(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_17_fleet(db: sqlite_utils.Database) -> None:
+    """Issue 11: who cordoned an agent by hand ("" for the automatic cordon or none)."""
+    db.table("agents").add_column("cordoned_by", str, not_null_default="")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -460,4 +465,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_14_fallbacks,
     _migration_15_cache,
     _migration_16_schedules,
+    _migration_17_fleet,
 )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psutil
 
 from corral.agent.inventory import GpuDevice, collect_inventory, collect_usage, probe_nvml
+from corral.agent.limits import CgroupLimits
 
 
 def test_inventory_without_gpus(tmp_path: Path) -> None:
-    inventory = collect_inventory(tmp_path, slots=3, probe=lambda: [])
-    assert inventory.cpu_cores == psutil.cpu_count(logical=True)
+    # No cgroup limits: the CPUs it may run on and the host's memory.
+    inventory = collect_inventory(tmp_path, slots=3, probe=lambda: [], limits=CgroupLimits())
+    assert inventory.cpu_cores == len(os.sched_getaffinity(0)) <= (psutil.cpu_count(logical=True) or 1)
     assert inventory.memory_mb == psutil.virtual_memory().total // (1024 * 1024)
     assert inventory.disk_mb > 0
     assert inventory.gpu_count == 0

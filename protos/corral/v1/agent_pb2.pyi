@@ -298,3 +298,45 @@ class DrainAgentResponse(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     agent: _types_pb2.AgentInfo
     def __init__(self, agent: _Optional[_Union[_types_pb2.AgentInfo, _Mapping]] = ...) -> None: ...
+
+class CordonAgentRequest(_message.Message):
+    __slots__ = ("agent_id", "reason")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    reason: str
+    def __init__(self, agent_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CordonAgentResponse(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: _types_pb2.AgentInfo
+    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentInfo, _Mapping]] = ...) -> None: ...
+
+class UncordonAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class UncordonAgentResponse(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: _types_pb2.AgentInfo
+    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentInfo, _Mapping]] = ...) -> None: ...
+
+class RemoveAgentRequest(_message.Message):
+    __slots__ = ("agent_id", "force")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    force: bool
+    def __init__(self, agent_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class RemoveAgentResponse(_message.Message):
+    __slots__ = ("agent", "requeued_attempts")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEUED_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    agent: _types_pb2.AgentInfo
+    requeued_attempts: int
+    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentInfo, _Mapping]] = ..., requeued_attempts: _Optional[int] = ...) -> None: ...

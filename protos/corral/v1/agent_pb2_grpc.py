@@ -166,6 +166,21 @@ class ClusterStub:
                 request_serializer=corral_dot_v1_dot_agent__pb2.DrainAgentRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_agent__pb2.DrainAgentResponse.FromString,
                 _registered_method=True)
+        self.CordonAgent = channel.unary_unary(
+                '/corral.v1.Cluster/CordonAgent',
+                request_serializer=corral_dot_v1_dot_agent__pb2.CordonAgentRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_agent__pb2.CordonAgentResponse.FromString,
+                _registered_method=True)
+        self.UncordonAgent = channel.unary_unary(
+                '/corral.v1.Cluster/UncordonAgent',
+                request_serializer=corral_dot_v1_dot_agent__pb2.UncordonAgentRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_agent__pb2.UncordonAgentResponse.FromString,
+                _registered_method=True)
+        self.RemoveAgent = channel.unary_unary(
+                '/corral.v1.Cluster/RemoveAgent',
+                request_serializer=corral_dot_v1_dot_agent__pb2.RemoveAgentRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_agent__pb2.RemoveAgentResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -189,6 +204,27 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CordonAgent(self, request, context):
+        """Issue 11: no new work for an agent until uncordoned (running attempts keep running).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UncordonAgent(self, request, context):
+        """Clears a manual cordon or an automatic one (issue 10's cascade prevention).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveAgent(self, request, context):
+        """Forget an agent: a disconnected, lost or drained one; a connected one only with force.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +242,21 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.DrainAgent,
                     request_deserializer=corral_dot_v1_dot_agent__pb2.DrainAgentRequest.FromString,
                     response_serializer=corral_dot_v1_dot_agent__pb2.DrainAgentResponse.SerializeToString,
+            ),
+            'CordonAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CordonAgent,
+                    request_deserializer=corral_dot_v1_dot_agent__pb2.CordonAgentRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_agent__pb2.CordonAgentResponse.SerializeToString,
+            ),
+            'UncordonAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.UncordonAgent,
+                    request_deserializer=corral_dot_v1_dot_agent__pb2.UncordonAgentRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_agent__pb2.UncordonAgentResponse.SerializeToString,
+            ),
+            'RemoveAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAgent,
+                    request_deserializer=corral_dot_v1_dot_agent__pb2.RemoveAgentRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_agent__pb2.RemoveAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -289,6 +340,87 @@ class Cluster:
             '/corral.v1.Cluster/DrainAgent',
             corral_dot_v1_dot_agent__pb2.DrainAgentRequest.SerializeToString,
             corral_dot_v1_dot_agent__pb2.DrainAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CordonAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Cluster/CordonAgent',
+            corral_dot_v1_dot_agent__pb2.CordonAgentRequest.SerializeToString,
+            corral_dot_v1_dot_agent__pb2.CordonAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UncordonAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Cluster/UncordonAgent',
+            corral_dot_v1_dot_agent__pb2.UncordonAgentRequest.SerializeToString,
+            corral_dot_v1_dot_agent__pb2.UncordonAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Cluster/RemoveAgent',
+            corral_dot_v1_dot_agent__pb2.RemoveAgentRequest.SerializeToString,
+            corral_dot_v1_dot_agent__pb2.RemoveAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

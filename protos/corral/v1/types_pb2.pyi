@@ -65,6 +65,7 @@ class AgentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGENT_STATE_DRAINING: _ClassVar[AgentState]
     AGENT_STATE_LOST: _ClassVar[AgentState]
     AGENT_STATE_DISCONNECTED: _ClassVar[AgentState]
+    AGENT_STATE_DRAINED: _ClassVar[AgentState]
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_COMPUTE: TaskType
 TASK_TYPE_IO: TaskType
@@ -103,6 +104,7 @@ AGENT_STATE_CONNECTED: AgentState
 AGENT_STATE_DRAINING: AgentState
 AGENT_STATE_LOST: AgentState
 AGENT_STATE_DISCONNECTED: AgentState
+AGENT_STATE_DRAINED: AgentState
 
 class ResourceRequirements(_message.Message):
     __slots__ = ("cpu_cores", "memory_mb", "disk_mb", "network_bandwidth_mbps", "gpu_count", "custom_resources")
@@ -568,7 +570,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_percent: _Optional[float] = ..., memory_used_mb: _Optional[int] = ..., load_1m: _Optional[float] = ..., running_attempts: _Optional[int] = ..., disk_free_mb: _Optional[int] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_id", "name", "state", "agent_types", "labels", "inventory", "allocated", "running_attempts", "last_heartbeat", "connected_at", "hostname", "usage", "version", "namespaces", "cordoned_until", "cordon_reason")
+    __slots__ = ("agent_id", "name", "state", "agent_types", "labels", "inventory", "allocated", "running_attempts", "last_heartbeat", "connected_at", "hostname", "usage", "version", "namespaces", "cordoned_until", "cordon_reason", "cordoned", "cordoned_by")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -592,6 +594,8 @@ class AgentInfo(_message.Message):
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     CORDONED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     CORDON_REASON_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_BY_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     name: str
     state: AgentState
@@ -608,7 +612,9 @@ class AgentInfo(_message.Message):
     namespaces: _containers.RepeatedScalarFieldContainer[str]
     cordoned_until: _timestamp_pb2.Timestamp
     cordon_reason: str
-    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cordoned_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cordon_reason: _Optional[str] = ...) -> None: ...
+    cordoned: bool
+    cordoned_by: str
+    def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cordoned_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cordon_reason: _Optional[str] = ..., cordoned: _Optional[bool] = ..., cordoned_by: _Optional[str] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
     __slots__ = ("attempt_id", "task_id", "workflow_id", "task_name", "agent_type", "payload_json", "resources", "timeout_s", "inputs_json", "gpu_ids", "attempt_number", "secrets", "namespace", "on_disconnect", "max_disconnect_s", "checkpoint_json")
