@@ -108,7 +108,9 @@ class Dashboard:
         return found
 
     async def workflow_rows(self, request: web.Request, filters: dict[str, str]) -> str:
-        states = [types_pb2.WorkflowState.Value(f"WORKFLOW_STATE_{filters['state'].upper()}")] if filters["state"] else []
+        states = (
+            [types_pb2.WorkflowState.Value(f"WORKFLOW_STATE_{filters['state'].upper()}")] if filters["state"] else []
+        )
         rows, more = await self.calls.workflows(
             request, states, filters["prefix"], filters["namespace"], filters["page"]
         )

@@ -11,6 +11,7 @@ templates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -224,9 +225,7 @@ class Calls:
         ask = orchestrator_pb2.ListWorkflowsRequest(
             states=states, name_prefix=prefix, namespace=namespace, limit=100, page_token=page
         )
-        answer = await self.as_caller(
-            request, _O + "ListWorkflows", lambda: self.orchestrator.ListWorkflows(ask, None)
-        )
+        answer = await self.as_caller(request, _O + "ListWorkflows", lambda: self.orchestrator.ListWorkflows(ask, None))
         rows = [
             WorkflowRow(
                 w.workflow_id,
@@ -274,10 +273,8 @@ class Calls:
         panel.verdicts = tuple((v.agent_name or v.agent_id, v.reason) for v in explain.agents)
         if explain.task.result_json:
             text = explain.task.result_json[:_MAX_RESULT_SHOWN].decode("utf-8", "replace")
-            try:
+            with contextlib.suppress(ValueError):
                 text = json.dumps(json.loads(explain.task.result_json), indent=2)[:_MAX_RESULT_SHOWN]
-            except ValueError:
-                pass
             panel.result = text
 
         def attempts(machine: Machine, workflow: Workflow, now: float) -> list[dict[str, Any]]:

@@ -1,0 +1,129 @@
+"""The web dashboard in a real headless Chromium against a real controller and agents.
+
+Loads every page, checks the DOM (the workflow list, the DAG coloured by state, the Gantt bars,
+the task table, a task's explain, attempts and logs, the agents' bars and labels), watches a task
+change state with no reload (server-sent events), clicks cancel on a running workflow and sees it
+cancelled, drains an agent. Screenshots go under the test's temp dir; their paths are printed
+(``pytest -s`` shows them). Without a system Chromium or Playwright the test skips and says why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.controller.address_file import wait_for_address
+from corral.v1 import types_pb2
+from tests.e2e.browser import open_browser
+from tests.e2e.conftest import Cluster, eventually
+
+pytestmark = pytest.mark.e2e
+
+_SPEC = {
+    "name": "dashboard-demo",
+    "tasks": [
+        {"name": "extract", "agent_type": "shell", "payload": {"command": ["sh", "-c", "echo extracted; sleep 2"]}},
+        {
+            "name": "broken",
+            "agent_type": "shell",
+            "dependencies": ["extract"],
+            "payload": {"command": ["sh", "-c", "echo 'no such table' >&2; exit 3"]},
+            "allow_failure": True,
+        },
+        {
+            "name": "train",
+            "agent_type": "shell",
+            "dependencies": ["extract"],
+            "payload": {"command": ["sh", "-c", "echo training; sleep 120"]},
+        },
+        {
+            "name": "report",
+            "agent_type": "shell",
+            "dependencies": ["train", "broken"],
+            "payload": {"command": ["true"]},
+        },
+    ],
+}
+
+
+def _shot(page: Any, directory: Path, name: str, shots: list[Path]) -> None:
+    path = directory / f"dashboard-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    shots.append(path)
+    print(f"screenshot: {path}")
+
+
+@pytest.mark.timeout(300)
+def test_dashboard_pages_live_updates_and_buttons_in_chromium(cluster: Cluster, tmp_path: Path) -> None:
+    http_file = tmp_path / "http.addr"
+    api = cluster.start(
+        {"alpha": 3, "beta": 1},
+        controller_flags=["--http", "127.0.0.1:0", "--http-address-file", str(http_file)],
+        agent_flags=["--label", "zone=a"],
+    )
+    base = "http://" + wait_for_address(http_file, timeout=30)
+    shots: list[Path] = []
+    with open_browser(tmp_path) as browser:
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())  # the cancel button asks first
+        workflow_id = api.submit(_SPEC)
+
+        # The workflow page, opened while extract still runs: its node turns completed live.
+        page.goto(f"{base}/ui/workflows/{workflow_id}")
+        assert page.locator("#workflow-state").inner_text() == "running"
+        assert page.locator("svg.dag g.node").count() == 4
+        assert page.locator("svg.dag path.edge").count() == 4
+        page.evaluate("window.__noReload = true")  # gone if the page were loaded again
+        page.wait_for_selector('svg.dag g.node[data-task="train"][data-state="running"]')
+        page.wait_for_selector('svg.dag g.node[data-task="extract"][data-state="completed"]')
+        page.wait_for_selector('#task-table tr[data-task="broken"] [data-state="failed"]')
+        assert page.evaluate("window.__noReload") is True, "the state changed by a reload, not over SSE"
+        page.wait_for_selector('svg.gantt rect.bar[data-task="extract"]')
+        assert page.locator("svg.gantt text.agent").count() >= 1  # a row per agent that ran something
+        _shot(page, tmp_path, "workflow-running", shots)
+
+        # A task's panel: explain, attempts (exit code 3) and its stderr.
+        page.click('#task-table tr[data-task="broken"]')
+        page.wait_for_selector('#task-panel[data-task="broken"]')
+        assert "exit code 3" in page.locator("#explain").inner_text()
+        assert page.locator("#attempts tbody tr").count() == 1
+        assert "no such table" in page.locator("#stderr").inner_text()
+        page.click('#task-table tr[data-task="extract"]')
+        page.wait_for_selector('#task-panel[data-task="extract"]')
+        assert "extracted" in page.locator("#stdout").inner_text()
+        _shot(page, tmp_path, "task-panel", shots)
+
+        # The list, with its filters.
+        page.goto(f"{base}/ui/")
+        row = page.locator(f'#workflows tr[data-workflow="{workflow_id}"]')
+        assert "running" in row.inner_text() and "dashboard-demo" in row.inner_text()
+        page.select_option('select[name="state"]', "completed")
+        page.click('#filters button[type="submit"]')
+        page.wait_for_selector("#workflows td.empty")  # nothing completed yet
+        page.goto(f"{base}/ui/?state=running&prefix=dash")
+        assert page.locator(f'#workflows tr[data-workflow="{workflow_id}"]').count() == 1
+        _shot(page, tmp_path, "workflows", shots)
+
+        # Cancel: the button, then the state changes on the page.
+        page.goto(f"{base}/ui/workflows/{workflow_id}")
+        page.click("#btn-cancel")
+        page.wait_for_selector('#workflow-state:text-is("cancelled")')
+        page.wait_for_selector('#task-table tr[data-task="train"] [data-state="cancelled"]')
+        assert page.locator("#btn-retry").is_enabled()
+        assert api.status(workflow_id, tasks=False).state == types_pb2.WORKFLOW_STATE_CANCELLED
+        _shot(page, tmp_path, "workflow-cancelled", shots)
+
+        # Agents: bars, labels, and drain.
+        page.goto(f"{base}/ui/agents")
+        assert page.locator("#agents tbody tr").count() == 2
+        assert "zone=a" in page.locator('#agents tr[data-agent="alpha"]').inner_text()
+        assert page.locator('#agents tr[data-agent="alpha"] .bar').count() >= 3
+        page.click('#agents tr[data-agent="beta"] button[data-action="drain"]')
+        page.wait_for_selector(
+            '#agents tr[data-agent="beta"] .state-draining, #agents tr[data-agent="beta"] .state-disconnected'
+        )
+        _shot(page, tmp_path, "agents", shots)
+    eventually(lambda: all(p.exists() and p.stat().st_size > 0 for p in shots) or None, 5, "screenshots")
+    print("screenshots:\n" + "\n".join(str(p) for p in shots))
