@@ -22,8 +22,10 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
+from corral.controller.core.model import WorkflowState
 from corral.controller.errors import CorralError, Unauthenticated
 from corral.controller.rpc.errors import code_name
+from corral.controller.rpc.wire import WORKFLOW_STATE_TO_PB
 from corral.controller.web import charts
 from corral.controller.web.server import WebContext
 from corral.controller.web.session import Sessions
@@ -43,7 +45,7 @@ _HTTP_STATUS = {
     "RESOURCE_EXHAUSTED": 429,
     "UNAVAILABLE": 503,
 }
-WORKFLOW_STATES = ("pending", "running", "paused", "cancelling", "compensating", "completed", "failed", "cancelled")
+WORKFLOW_STATES = tuple(state.value for state in WorkflowState)
 _MAX_FILTER = 128
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -108,9 +110,7 @@ class Dashboard:
         return found
 
     async def workflow_rows(self, request: web.Request, filters: dict[str, str]) -> str:
-        states = (
-            [types_pb2.WorkflowState.Value(f"WORKFLOW_STATE_{filters['state'].upper()}")] if filters["state"] else []
-        )
+        states = [WORKFLOW_STATE_TO_PB[WorkflowState(filters["state"])]] if filters["state"] else []
         rows, more = await self.calls.workflows(
             request, states, filters["prefix"], filters["namespace"], filters["page"]
         )
@@ -161,7 +161,8 @@ class Dashboard:
     # --- agents ---------------------------------------------------------------------------------
 
     async def agent_rows(self, request: web.Request) -> str:
-        return self.render("_agent_rows.html", request, agents=await self.calls.agents(request))
+        agents = await self.calls.agents(request)
+        return self.render("_agent_rows.html", request, agents=agents, can_cordon=self.calls.can_cordon)
 
     async def agents_page(self, request: web.Request) -> web.Response:
         return self.page("agents.html", request, rows=await self.agent_rows(request))

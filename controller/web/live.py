@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -57,7 +58,7 @@ class Live:
         self,
         request: web.Request,
         render: Callable[[], Awaitable[dict[str, str]]],
-        wake: Callable[[asyncio.Event, asyncio.Event], Awaitable[None]] | None,
+        wake: Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]] | None,
         every_s: float,
     ) -> web.StreamResponse:
         if len(self._streams) >= MAX_STREAMS:

@@ -141,10 +141,15 @@ def task_row(t: types_pb2.TaskStatus) -> TaskRow:
 
 
 def agent_row(a: types_pb2.AgentInfo) -> AgentRow:
+    # A cordon on failures (issue 10) has an end; a manual one (issue 11's fleet RPCs, where this
+    # controller has them: ``cordoned``, ``cordoned_by``) lasts until uncordoned.
     cordon = ""
-    if a.HasField("cordoned_until") and _seconds(a.cordoned_until) > time.time():
-        until = time.strftime("%H:%M:%S", time.localtime(_seconds(a.cordoned_until)))
-        cordon = f"{a.cordon_reason or 'cordoned'} (until {until})"
+    until = _seconds(a.cordoned_until) if a.HasField("cordoned_until") else 0.0
+    if getattr(a, "cordoned", False) or until > time.time():
+        by = getattr(a, "cordoned_by", "")
+        cordon = (a.cordon_reason or "cordoned") + (f" by {by}" if by else "")
+        if until:
+            cordon += f" (until {time.strftime('%H:%M:%S', time.localtime(until))})"
     return AgentRow(
         a.agent_id,
         a.name,
@@ -194,6 +199,8 @@ class Calls:
         self.orchestrator = OrchestratorService(runtime)
         self.scheduler = SchedulerService(runtime)
         self.cluster = ClusterService(runtime)
+        # Manual cordons come with the fleet RPCs; without them the page offers drain only.
+        self.can_cordon = hasattr(self.cluster, "CordonAgent") and hasattr(agent_pb2, "CordonAgentRequest")
 
     async def as_caller(self, request: web.Request, method: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` as the request's principal once it may call ``method``; audit what changes state."""
@@ -220,7 +227,12 @@ class Calls:
     # --- reads ----------------------------------------------------------------------------------
 
     async def workflows(
-        self, request: web.Request, states: list[int], prefix: str, namespace: str, page: str
+        self,
+        request: web.Request,
+        states: list[types_pb2.WorkflowState],
+        prefix: str,
+        namespace: str,
+        page: str,
     ) -> tuple[list[WorkflowRow], str]:
         ask = orchestrator_pb2.ListWorkflowsRequest(
             states=states, name_prefix=prefix, namespace=namespace, limit=100, page_token=page

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from corral.controller.address_file import wait_for_address
-from corral.v1 import types_pb2
+from corral.v1 import agent_pb2, types_pb2
 from tests.e2e.browser import open_browser
 from tests.e2e.conftest import Cluster, eventually
 
@@ -120,9 +120,17 @@ def test_dashboard_pages_live_updates_and_buttons_in_chromium(cluster: Cluster, 
         assert page.locator("#agents tbody tr").count() == 2
         assert "zone=a" in page.locator('#agents tr[data-agent="alpha"]').inner_text()
         assert page.locator('#agents tr[data-agent="alpha"] .bar').count() >= 3
+        if hasattr(agent_pb2, "CordonAgentRequest"):  # the fleet part's manual cordon (issue 11)
+            page.click('#agents tr[data-agent="alpha"] button[data-action="cordon"]')
+            page.wait_for_selector('#agents tr[data-agent="alpha"] .state-cordoned')
+            page.click('#agents tr[data-agent="alpha"] button[data-action="uncordon"]')
+            page.wait_for_selector('#agents tr[data-agent="alpha"] button[data-action="cordon"]:enabled')
+            assert page.locator('#agents tr[data-agent="alpha"] .state-cordoned').count() == 0
+        else:
+            assert page.locator('button[data-action="cordon"]').count() == 0  # no button that cannot work
         page.click('#agents tr[data-agent="beta"] button[data-action="drain"]')
         page.wait_for_selector(
-            '#agents tr[data-agent="beta"] .state-draining, #agents tr[data-agent="beta"] .state-disconnected'
+            '#agents tr[data-agent="beta"] :is(.state-draining, .state-drained, .state-disconnected)'
         )
         _shot(page, tmp_path, "agents", shots)
     eventually(lambda: all(p.exists() and p.stat().st_size > 0 for p in shots) or None, 5, "screenshots")
