@@ -196,7 +196,7 @@ class Dashboard:
         token, then = form.get("token", ""), _safe_next(str(form.get("next", "")))
         response = web.HTTPSeeOther(then)
         try:
-            self.sessions.sign_in(token if isinstance(token, str) else "", response)
+            self.sessions.sign_in(token if isinstance(token, str) else "", request, response)
         except CorralError as exc:
             status = _HTTP_STATUS.get(code_name(exc), 400)
             page = self.render("login.html", request, error=str(exc), then=then)
@@ -244,8 +244,8 @@ def install(app: web.Application, context: WebContext) -> None:
     app.middlewares.append(board.errors)
     app.on_shutdown.append(live.shutdown)
     r = app.router
-    r.add_get("/", lambda request: _redirect("/ui/"))
-    r.add_get("/ui", lambda request: _redirect("/ui/"))
+    r.add_get("/", _to_dashboard)
+    r.add_get("/ui", _to_dashboard)
     r.add_get("/ui/", board.workflows_page)
     r.add_get("/ui/workflows/{workflow_id}", board.workflow_page)
     r.add_get("/ui/workflows/{workflow_id}/tasks/{task_id}", board.task_panel)
@@ -261,5 +261,5 @@ def install(app: web.Application, context: WebContext) -> None:
     r.add_static("/ui/static/", _HERE / "static", append_version=False)
 
 
-async def _redirect(location: str) -> web.Response:
-    raise web.HTTPFound(location)
+async def _to_dashboard(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/ui/")

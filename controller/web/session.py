@@ -106,7 +106,7 @@ class Sessions:
         if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
             raise PermissionDenied("missing or wrong CSRF token: reload the page and try again")
 
-    def sign_in(self, token: str, response: web.StreamResponse) -> Principal:
+    def sign_in(self, token: str, request: web.Request, response: web.StreamResponse) -> Principal:
         """Check ``token`` like a gRPC bearer token; on success set a new session's cookie."""
         token = token.strip()
         if not token or len(token) > _MAX_TOKEN:
@@ -123,7 +123,8 @@ class Sessions:
             sid,
             httponly=True,
             samesite="Strict",
-            secure=self.context.tls,
+            # Under TLS a browser keeps it only over HTTPS (a proxy in front of --http) or on localhost.
+            secure=self.context.tls or request.secure,
             path="/",
             max_age=int(_SESSION_TTL_S),
         )
