@@ -47,6 +47,7 @@ _HTTP_STATUS = {
 }
 WORKFLOW_STATES = tuple(state.value for state in WorkflowState)
 _MAX_FILTER = 128
+MAX_TASKS_SHOWN = 2000  # tasks a workflow page lists (and re-renders live)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -133,11 +134,16 @@ class Dashboard:
 
     async def workflow_parts(self, request: web.Request, workflow_id: str) -> dict[str, str]:
         """The live fragments of a workflow page: header (state and buttons), tasks, dag, gantt."""
-        status = await self.calls.workflow(request, workflow_id)
+        # The summary first: rendering every task of a huge workflow each few seconds per open
+        # page would cost the controller's loop real time, so past MAX_TASKS_SHOWN the page keeps
+        # its header live and sends the task list to the CLI.
+        status = await self.calls.workflow(request, workflow_id, tasks=False)
+        if status.task_total <= MAX_TASKS_SHOWN:
+            status = await self.calls.workflow(request, workflow_id, tasks=True)
         names = await self.calls.agent_names(request)
         tasks = [task_row(t) for t in status.tasks]
         state = types_pb2.WorkflowState.Name(status.state).removeprefix("WORKFLOW_STATE_").lower()
-        dag = charts.dag_layout([(t.task_id, t.name, t.state, t.dependencies) for t in tasks])
+        dag = charts.dag_layout([(t.task_id, t.name, t.state, t.dependencies) for t in tasks]) if tasks else None
         gantt = charts.gantt_layout(
             [(t.name, t.state, t.agent_id, t.started, t.finished or None) for t in tasks], names, time.time()
         )
@@ -145,7 +151,7 @@ class Dashboard:
         return {
             "header": self.render("_workflow_header.html", request, **values),
             "tasks": self.render("_tasks.html", request, **values),
-            "dag": self.render("_dag.html", request, dag=dag, workflow_id=status.workflow_id, count=len(tasks)),
+            "dag": self.render("_dag.html", request, dag=dag, workflow_id=status.workflow_id, count=status.task_total),
             "gantt": self.render("_gantt.html", request, gantt=gantt),
         }
 
@@ -196,6 +202,7 @@ class Dashboard:
         token, then = form.get("token", ""), _safe_next(str(form.get("next", "")))
         response = web.HTTPSeeOther(then)
         try:
+            self.sessions.check_origin(request)
             self.sessions.sign_in(token if isinstance(token, str) else "", request, response)
         except CorralError as exc:
             status = _HTTP_STATUS.get(code_name(exc), 400)

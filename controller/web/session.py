@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -99,8 +100,20 @@ class Sessions:
             raise Unauthenticated("sign in with a token to see the dashboard")
         return self._door.admit(method, [("authorization", f"Bearer {session.token}")], _NoPeer())
 
+    @staticmethod
+    def check_origin(request: web.Request) -> None:
+        """PermissionDenied for a POST a browser sent from another site (its ``Origin`` header).
+
+        The CSRF token already stops those for actions; this also covers the sign-in form, where
+        another site could otherwise sign a browser in with the other site's own token.
+        """
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            raise PermissionDenied(f"cross-site request from {origin[:128]!r} refused")
+
     def check_csrf(self, request: web.Request, form_value: str = "") -> None:
-        """PermissionDenied unless the request carries this session's CSRF token."""
+        """PermissionDenied unless the request carries this session's CSRF token (and comes from this site)."""
+        self.check_origin(request)
         expected = self.csrf(request)
         given = request.headers.get(CSRF_HEADER, "") or form_value
         if not expected or not hmac.compare_digest(expected.encode(), given.encode()):

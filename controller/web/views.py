@@ -254,8 +254,8 @@ class Calls:
         ]
         return rows, answer.next_page_token
 
-    async def workflow(self, request: web.Request, workflow_id: str) -> types_pb2.WorkflowStatus:
-        ask = orchestrator_pb2.GetWorkflowStatusRequest(workflow_id=workflow_id, include_tasks=True)
+    async def workflow(self, request: web.Request, workflow_id: str, tasks: bool) -> types_pb2.WorkflowStatus:
+        ask = orchestrator_pb2.GetWorkflowStatusRequest(workflow_id=workflow_id, include_tasks=tasks)
         answer = await self.as_caller(
             request, _O + "GetWorkflowStatus", lambda: self.orchestrator.GetWorkflowStatus(ask, None)
         )

@@ -16,9 +16,11 @@ from corral.controller.core import requests as rq
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import hash_token, new_token, new_token_id
 from corral.controller.store.sqlite import SqliteStore
-from corral.controller.web import HttpServer, WebContext, installers
+from corral.controller.web import HttpServer, WebContext, dashboard, installers
 from corral.controller.web.charts import MAX_NODES, dag_layout, gantt_layout
 from corral.controller.web.live import sse_message
+from corral.v1 import orchestrator_pb2
+from tests.rpc.conftest import Controller, shell_task, workflow_spec
 
 
 @pytest.fixture
@@ -85,6 +87,10 @@ async def test_under_tls_the_session_cookie_is_secure_and_long_tokens_are_refuse
                 base + "/ui/login", data={"token": viewer, "next": "//evil.example/"}, allow_redirects=False
             ) as r:
                 assert r.headers["Location"] == "/ui/"  # never a redirect to another site
+            # Another site cannot sign this browser in (with its own token), nor act with a stolen token.
+            evil = {"Origin": "https://evil.example"}
+            async with http.post(base + "/ui/login", data={"token": viewer}, headers=evil) as r:
+                assert r.status == 403 and "cross-site" in await r.text() and "Set-Cookie" not in r.headers
     finally:
         await server.stop()
 
@@ -124,3 +130,25 @@ def test_gantt_has_a_row_per_agent_and_running_bars_reach_now() -> None:
 def test_sse_messages_frame_every_line() -> None:
     assert sse_message("rows", "<a>\n<b>") == b"event: rows\ndata: <a>\ndata: <b>\n\n"
     assert sse_message("rows", "") == b"event: rows\ndata: \n\n"
+
+
+async def test_a_huge_workflow_keeps_a_live_header_and_sends_its_tasks_to_the_cli(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard, "MAX_TASKS_SHOWN", 2)  # "huge" = more than 2 tasks, for the test
+    spec = workflow_spec("wide", [shell_task("a"), shell_task("b", "a"), shell_task("c", "a")])
+    submitted = await controller.orchestrator.SubmitWorkflow(orchestrator_pb2.SubmitWorkflowRequest(spec=spec))
+    small = workflow_spec("small", [shell_task("a"), shell_task("b", "a")])
+    shown = await controller.orchestrator.SubmitWorkflow(orchestrator_pb2.SubmitWorkflowRequest(spec=small))
+    server, base = await _serve(controller.runtime, auth=False, tls=False)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/ui/workflows/{submitted.workflow_id}") as r:
+                page = await r.text()
+            assert r.status == 200 and 'id="workflow-state"' in page
+            assert 'id="too-many"' in page and "3 tasks" in page and "data-task=" not in page
+            async with http.get(f"{base}/ui/workflows/{shown.workflow_id}") as r:
+                page = await r.text()
+            assert 'id="too-many"' not in page and page.count('<tr data-task="') == 2
+    finally:
+        await server.stop()
