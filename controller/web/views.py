@@ -98,7 +98,8 @@ class AgentRow:
     cpu: tuple[float, float]  # (allocated, capacity) cores
     memory: tuple[int, int]  # (allocated, capacity) MiB
     gpus: tuple[int, int]
-    cpu_percent: float
+    cpu_percent: float  # measured: the agent's CPU busy, 0-100
+    memory_used: int  # measured MiB in use on the machine
     cordoned: str  # "" or why (and until when)
     last_seen: float
 
@@ -162,6 +163,7 @@ def agent_row(a: types_pb2.AgentInfo) -> AgentRow:
         (a.allocated.memory_mb, a.inventory.memory_mb),
         (a.allocated.gpu_count, a.inventory.gpu_count),
         a.usage.cpu_percent,
+        a.usage.memory_used_mb,
         cordon,
         _seconds(a.last_heartbeat),
     )

@@ -119,7 +119,9 @@ def test_dashboard_pages_live_updates_and_buttons_in_chromium(cluster: Cluster, 
         page.goto(f"{base}/ui/agents")
         assert page.locator("#agents tbody tr").count() == 2
         assert "zone=a" in page.locator('#agents tr[data-agent="alpha"]').inner_text()
-        assert page.locator('#agents tr[data-agent="alpha"] .bar').count() >= 3
+        assert (
+            page.locator('#agents tr[data-agent="alpha"] .bar').count() == 5
+        )  # slots; cpu and memory: allocated, used
         if hasattr(agent_pb2, "CordonAgentRequest"):  # the fleet part's manual cordon (issue 11)
             page.click('#agents tr[data-agent="alpha"] button[data-action="cordon"]')
             page.wait_for_selector('#agents tr[data-agent="alpha"] .state-cordoned')
