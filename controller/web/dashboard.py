@@ -13,6 +13,7 @@ stands for, run in process as the signed-in principal (:mod:`corral.controller.w
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -65,6 +66,18 @@ def _duration(seconds: float | None) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} m"
 
 
+def _exit(code: int | None) -> str:
+    """An exit code as people read it: ``SIGTERM (-15)`` for a process killed by a signal."""
+    if code is None:
+        return ""
+    if code < 0:
+        try:
+            return f"{signal.Signals(-code).name} ({code})"
+        except ValueError:
+            return str(code)
+    return str(code)
+
+
 def _percent(used: float, total: float) -> int:
     return 0 if total <= 0 else max(0, min(100, round(100 * used / total)))
 
@@ -81,7 +94,7 @@ class Dashboard:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters.update(clock=_clock, duration=_duration, percent=_percent)
+        self.env.filters.update(clock=_clock, duration=_duration, percent=_percent, exit=_exit)
 
     # --- rendering ------------------------------------------------------------------------------
 

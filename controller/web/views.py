@@ -191,6 +191,11 @@ def _attempt_dicts(machine: Machine, workflow: Workflow, task_id: str) -> list[d
     ]
 
 
+def _by_dashboard(what: str) -> str:
+    """The reason an action records: "cancelled from the dashboard by token:3f2a..." (the current principal)."""
+    return f"{what} from the dashboard by {identity.current_principal().describe()}"
+
+
 class Calls:
     """The dashboard's reads and actions, each as the RPC it stands for."""
 
@@ -320,7 +325,8 @@ class Calls:
             "cancel": (
                 "CancelWorkflow",
                 lambda: o.CancelWorkflow(
-                    orchestrator_pb2.CancelWorkflowRequest(workflow_id=workflow_id, reason="dashboard"), None
+                    orchestrator_pb2.CancelWorkflowRequest(workflow_id=workflow_id, reason=_by_dashboard("cancelled")),
+                    None,
                 ),
             ),
             "pause": (
@@ -354,5 +360,5 @@ class Calls:
             raise web.HTTPNotFound(text=f"this controller has no agent action {action[:32]!r}")
         method = getattr(cluster, rpc)
         fields = message.DESCRIPTOR.fields_by_name
-        ask = message(agent_id=agent_id, **({"reason": "dashboard"} if "reason" in fields else {}))
+        ask = message(agent_id=agent_id, **({"reason": _by_dashboard("cordoned")} if "reason" in fields else {}))
         await self.as_caller(request, f"/corral.v1.Cluster/{rpc}", lambda: method(ask, None))

@@ -9,6 +9,7 @@ cancelled, drains an agent. Screenshots go under the test's temp dir; their path
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,9 @@ def test_dashboard_pages_live_updates_and_buttons_in_chromium(cluster: Cluster, 
         page.wait_for_selector('#workflow-state:text-is("cancelled")')
         page.wait_for_selector('#task-table tr[data-task="train"] [data-state="cancelled"]')
         assert page.locator("#btn-retry").is_enabled()
+        assert "cancelled from the dashboard by dev" in page.locator("#header").inner_text()
+        killed = page.locator('#task-table tr[data-task="train"]').inner_text()
+        assert re.search(r"SIG(TERM|KILL) \(-(15|9)\)", killed), killed  # a signal name, not a bare -15
         assert api.status(workflow_id, tasks=False).state == types_pb2.WORKFLOW_STATE_CANCELLED
         _shot(page, tmp_path, "workflow-cancelled", shots)
 
