@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from corral.controller.address_file import wait_for_address
+from corral.controller.sdk import SyncClient
 from corral.v1 import agent_pb2, types_pb2
 from tests.e2e.browser import open_browser
 from tests.e2e.conftest import Cluster, eventually
+from tests.procs import start_controller, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -141,3 +143,42 @@ def test_dashboard_pages_live_updates_and_buttons_in_chromium(cluster: Cluster, 
         _shot(page, tmp_path, "agents", shots)
     eventually(lambda: all(p.exists() and p.stat().st_size > 0 for p in shots) or None, 5, "screenshots")
     print("screenshots:\n" + "\n".join(str(p) for p in shots))
+
+
+@pytest.mark.timeout(300)
+def test_signing_in_with_a_token_in_chromium_and_acting_over_the_session(tmp_path: Path) -> None:
+    """Auth on: the sign-in form, the cookie the browser keeps, live updates and a cancel over it."""
+    http_file = tmp_path / "http.addr"
+    proc, address = start_controller(
+        tmp_path, extra=["--auth", "--http", "127.0.0.1:0", "--http-address-file", str(http_file)]
+    )
+    try:
+        base = "http://" + wait_for_address(http_file, exited=proc.poll)
+        with SyncClient(address, token=(tmp_path / "admin.token").read_text().strip()) as client:
+            token = client.create_token("submitter", namespaces=["default"]).token
+            workflow_id = client.submit(_SPEC, start=True).workflow_id  # no agents: it stays running
+        shots: list[Path] = []
+        with open_browser(tmp_path) as browser:
+            page = browser.new_page()
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(f"{base}/ui/workflows/{workflow_id}")
+            assert page.url.startswith(f"{base}/ui/login?next=")  # sent to sign in first
+            page.fill('#login input[name="token"]', "corral_wrong")
+            page.click('#login button[type="submit"]')
+            assert "unknown, expired or revoked" in page.locator("#login-error").inner_text()
+            page.fill('#login input[name="token"]', token)
+            page.click('#login button[type="submit"]')
+            page.wait_for_url(f"{base}/ui/workflows/{workflow_id}")
+            (cookie,) = [c for c in browser.cookies() if c["name"] == "corral_session"]
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]
+            assert page.evaluate("document.cookie") == ""  # scripts cannot read the session
+            _shot(page, tmp_path, "signed-in", shots)
+            page.click("#btn-cancel")
+            page.wait_for_selector('#workflow-state:text-is("cancelled")')  # the SSE stream rode the cookie
+            assert "by token:" in page.locator("#header").inner_text()
+            page.click('nav button:text-is("Sign out")')
+            page.wait_for_url(f"{base}/ui/login")
+            page.goto(f"{base}/ui/")
+            assert page.url.startswith(f"{base}/ui/login")
+    finally:
+        stop(proc)
