@@ -109,8 +109,12 @@ def test_dashboard_pages_live_updates_and_buttons_in_chromium(cluster: Cluster, 
         assert page.locator(f'#workflows tr[data-workflow="{workflow_id}"]').count() == 1
         _shot(page, tmp_path, "workflows", shots)
 
-        # Cancel: the button, then the state changes on the page.
+        # Pause and resume, then cancel: each button, then the state changes on the page.
         page.goto(f"{base}/ui/workflows/{workflow_id}")
+        page.click("#btn-pause")
+        page.wait_for_selector('#workflow-state:text-is("paused")')
+        page.click("#btn-resume")
+        page.wait_for_selector('#workflow-state:text-is("running")')
         page.click("#btn-cancel")
         page.wait_for_selector('#workflow-state:text-is("cancelled")')
         page.wait_for_selector('#task-table tr[data-task="train"] [data-state="cancelled"]')
@@ -120,6 +124,12 @@ def test_dashboard_pages_live_updates_and_buttons_in_chromium(cluster: Cluster, 
         assert re.search(r"SIG(TERM|KILL) \(-(15|9)\)", killed), killed  # a signal name, not a bare -15
         assert api.status(workflow_id, tasks=False).state == types_pb2.WORKFLOW_STATE_CANCELLED
         _shot(page, tmp_path, "workflow-cancelled", shots)
+        page.click("#btn-retry")  # a new run of what did not complete
+        page.wait_for_selector('#workflow-state:text-is("running")')
+        page.wait_for_selector('#task-table tr[data-task="train"] [data-state="running"]')
+        assert api.status(workflow_id, tasks=False).run == 2
+        api.cancel(workflow_id)  # nothing left running for the teardown
+        api.wait_done(workflow_id, 60)
 
         # Agents: bars, labels, and drain.
         page.goto(f"{base}/ui/agents")
