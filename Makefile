@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The multi-host tests need iproute2 and nftables; install them when we are root and they are missing.
+# The multi-host tests need iproute2 and nftables, the browser test chromium; install them when we are
+# root and they are missing.
 system-deps:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null && \
 	   { ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! command -v iptables >/dev/null; }; then \
@@ -20,6 +21,13 @@ system-deps:
 	  (apt-get install -y -q nftables iptables iproute2 >/dev/null 2>&1 || \
 	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables iptables iproute2 >/dev/null 2>&1)) || \
 	  echo "could not install nftables/iproute2; multi-host tests will skip" >&2; \
+	fi
+	@# The dashboard's browser test drives Debian's chromium (never a browser a test tool downloads).
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
+	  echo "installing chromium for the dashboard's browser test" >&2; \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+	  echo "could not install chromium; the browser test will skip" >&2; \
 	fi
 
 lint: $(STAMP)

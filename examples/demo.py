@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     # make its agents and `corral run` try TLS or send tokens meant for somebody else.
     for name in ("CORRAL_CA", "CORRAL_CERT", "CORRAL_KEY", "CORRAL_TOKEN", "CORRAL_JOIN_TOKEN"):
         os.environ.pop(name, None)
-    cluster = LocalCluster(base_dir, agents=2, slots=2, python_path=[EXAMPLES])
+    cluster = LocalCluster(base_dir, agents=2, slots=2, python_path=[EXAMPLES], dashboard=True)
     failed = True
     try:
         print(f"corral demo: controller and 2 agents under {base_dir}", flush=True)
@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             demo.wait_for_agents(2)
             names = ", ".join(sorted(demo.agent_names.values()))
             print(f"controller at {address}; agents: {names}", flush=True)
+            print(f"dashboard at {cluster.dashboard_url} (open it while the demo runs)", flush=True)
             outcomes = [demo.pipeline(), demo.retry(), *demo.priority()]
             print("\n=== summary ===")
             for outcome in outcomes:

@@ -11,4 +11,6 @@ __all__ = ["HttpServer", "RouteInstaller", "WebContext", "installers"]
 
 def installers() -> Sequence[RouteInstaller]:
     """Every route installer beyond the built-in probes and metrics (the dashboard adds its own)."""
-    return ()
+    from corral.controller.web.dashboard import install as dashboard
+
+    return (dashboard,)

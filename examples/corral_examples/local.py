@@ -125,6 +125,8 @@ class LocalCluster:
     python_path: Sequence[Path] = ()
     processes: list[ManagedProcess] = field(default_factory=list)
     address: str = ""
+    dashboard: bool = False  # serve the HTTP port (probes, metrics, the web dashboard) too
+    dashboard_url: str = ""  # http://HOST:PORT/ui/ once started with dashboard=True
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -140,6 +142,7 @@ class LocalCluster:
         """Start the controller and the agents; return the controller address."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         address_file = self.base_dir / "controller.addr"
+        http_file = self.base_dir / "http.addr"
         env = self._env()
         cwd = self.python_path[0] if self.python_path else None
         controller = ManagedProcess(
@@ -154,6 +157,7 @@ class LocalCluster:
                 str(self.base_dir / "corral.db"),
                 "--address-file",
                 str(address_file),
+                *(["--http", "127.0.0.1:0", "--http-address-file", str(http_file)] if self.dashboard else []),
             ],
             self.base_dir / "logs" / "controller.log",
             env=env,
@@ -162,6 +166,8 @@ class LocalCluster:
         self.processes.append(controller)
         controller.start()
         self.address = wait_for_address_file(address_file, controller)
+        if self.dashboard:
+            self.dashboard_url = f"http://{wait_for_address_file(http_file, controller)}/ui/"
         for index in range(1, self.agents + 1):
             agent = ManagedProcess(
                 f"agent-{index}",

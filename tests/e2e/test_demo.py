@@ -40,6 +40,7 @@ def test_demo_runs_every_example_and_cleans_up(tmp_path: Path) -> None:
     report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert done.returncode == 0, report
     assert "every example behaved as expected" in done.stdout, report
+    assert "dashboard at http://127.0.0.1:" in done.stdout, report
     for name in ("pipeline", "retry", "priority-low", "priority-high"):
         assert f"\n{name} (" in done.stdout, f"no summary of {name}\n{report}"
     leftovers = _processes_under(base_dir)
