@@ -12,6 +12,7 @@ from corral.controller.cli import (
     certs,
     cluster,
     daemons,
+    history,
     quota,
     run,
     runs,
@@ -28,6 +29,7 @@ from corral.controller.cli.common import (
     use_credentials,
 )
 from corral.controller.cli.schedules import app as schedule_app
+from corral.controller.cli.version import VersionOption
 
 __all__ = ["app", "main"]
 
@@ -48,12 +50,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=False,
+    add_completion=True,
 )
 
 
 @app.callback()
-def options(ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, token: TokenOption = None) -> None:
+def options(
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    token: TokenOption = None,
+    version: VersionOption = False,
+) -> None:
     """Run DAG workflows of tasks across a cluster of machines."""
     use_credentials(ClientCredentials(ca=ca, cert=cert, key=key, token=token))
 
@@ -78,7 +86,6 @@ app.command("plan", rich_help_panel=_WORK)(workflows.plan)
 app.command("analyze", rich_help_panel=_WORK)(analyze.analyze)
 app.command("status", rich_help_panel=_WORK)(workflows.status)
 app.command("list", rich_help_panel=_WORK)(workflows.list_)
-app.command("events", rich_help_panel=_WORK)(workflows.events)
 app.command("cancel", rich_help_panel=_WORK)(workflows.cancel)
 app.command("pause", rich_help_panel=_WORK)(workflows.pause)
 app.command("resume", rich_help_panel=_WORK)(workflows.resume)
@@ -103,6 +110,7 @@ app.add_typer(quota.app, name="quota", rich_help_panel=_CLUSTER)
 app.add_typer(schedule_app, name="schedule", rich_help_panel=_WORK)
 app.command("audit", rich_help_panel=_SECURITY)(admin.audit)
 app.command("whoami", rich_help_panel=_SECURITY)(admin.whoami)
+history.register(app, _WORK, _TASKS)
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ from corral.controller.sdk.errors import (
     error_from_rpc,
     unreachable,
 )
+from corral.controller.sdk.history import HistoryMixin
 from corral.controller.sdk.runs import RunsMixin
 from corral.controller.sdk.schedules import ScheduleMethods
 from corral.controller.sdk.types import (
@@ -115,7 +116,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods):
+class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, HistoryMixin):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of
@@ -229,14 +230,15 @@ class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods):
         self,
         workflow: WorkflowLike,
         *,
-        start: bool = False,
+        start: bool = True,
         idempotency_key: str = "",
         namespace: str = "",
         **options: Unpack[SubmitOptions],
     ) -> Submission:
         """Submit a workflow (a :class:`Workflow` builder, a ``WorkflowSpec`` or a mapping).
 
-        With ``start`` it starts at once. Resubmitting with the same ``idempotency_key`` returns the
+        It starts at once, as ``corral submit`` does; ``start=False`` only stores it (start it later
+        with :meth:`start`). Resubmitting with the same ``idempotency_key`` returns the
         first submission (``deduplicated`` is then true). ``params`` gives parameter values;
         ``no_cache`` runs every task (cached results are not used, successes refresh them).
         """
