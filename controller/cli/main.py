@@ -11,6 +11,7 @@ from corral.controller.cli import (
     cache,
     certs,
     cluster,
+    contexts,
     daemons,
     history,
     quota,
@@ -28,6 +29,7 @@ from corral.controller.cli.common import (
     TokenOption,
     use_credentials,
 )
+from corral.controller.cli.contexts import ContextOption
 from corral.controller.cli.schedules import app as schedule_app
 from corral.controller.cli.version import VersionOption
 
@@ -36,9 +38,10 @@ __all__ = ["app", "main"]
 EPILOG = (
     "Exit codes: 0 ok; 1 workflow failed or cancelled, or an error (controller unreachable, not found); "
     "2 invalid input (workflow file, flags); 3 workflow unschedulable (corral run).\n\n"
-    "The controller address comes from --address, else $CORRAL_ADDRESS, else 127.0.0.1:7070. "
+    "The controller address comes from --address, else $CORRAL_ADDRESS, else the current context "
+    "(`corral context`), else 127.0.0.1:7070. "
     "TLS and credentials come from the global --ca --cert --key --token (before the command), else "
-    "$CORRAL_CA, $CORRAL_CERT, $CORRAL_KEY, $CORRAL_TOKEN. "
+    "$CORRAL_CA, $CORRAL_CERT, $CORRAL_KEY, $CORRAL_TOKEN, else the current context. "
     "Ids accept any unique prefix. Read commands take -o table|wide|json|yaml. NO_COLOR is honoured."
 )
 
@@ -61,8 +64,10 @@ def options(
     key: KeyOption = None,
     token: TokenOption = None,
     version: VersionOption = False,
+    context: ContextOption = "",
 ) -> None:
     """Run DAG workflows of tasks across a cluster of machines."""
+    contexts.use_for_invocation(context)
     use_credentials(ClientCredentials(ca=ca, cert=cert, key=key, token=token))
 
 
@@ -111,6 +116,7 @@ app.add_typer(schedule_app, name="schedule", rich_help_panel=_WORK)
 app.command("audit", rich_help_panel=_SECURITY)(admin.audit)
 app.command("whoami", rich_help_panel=_SECURITY)(admin.whoami)
 history.register(app, _WORK, _TASKS)
+app.add_typer(contexts.app, name="context", rich_help_panel=_SECURITY)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import typer
 
 from corral.controller.cli.admin import NamespaceOption, resolve_namespace
 from corral.controller.cli.cache import NoCacheOption, ParamOption, parse_params
+from corral.controller.cli.choices import workflow_states
 from corral.controller.cli.common import (
     DEFAULT,
     AddressOption,
@@ -114,7 +115,12 @@ def status(
 def list_(
     state: Annotated[
         list[str] | None,
-        typer.Option("--state", "-s", help="Only workflows in this state (repeatable): pending, running, ..."),
+        typer.Option(
+            "--state",
+            "-s",
+            help="Only workflows in this state (repeatable): pending, running, ...",
+            callback=workflow_states,
+        ),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Only workflows whose name starts with this.")] = "",
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,
