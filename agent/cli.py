@@ -23,6 +23,7 @@ from corral.agent.config import (
     read_config_file,
 )
 from corral.agent.daemon import Agent
+from corral.agent.importpath import import_path
 from corral.agent.policy import split_list
 from corral.agent.runas import RunAsError, resolve_run_as
 
@@ -248,7 +249,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         log_level=args.log_level,
         no_shell=args.no_shell,
         python_allow=split_list(args.python_allow),
-        python_paths=tuple(args.python_path),
+        python_paths=import_path(args.python_path, os.environ, Path.cwd())[0],  # + $PYTHONPATH (issue 11)
         env_allow=split_list(args.env_allow),
         pass_env=split_list(args.pass_env),
         run_as=args.run_as,
