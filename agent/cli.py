@@ -20,6 +20,7 @@ from corral.agent.config import (
     read_config_file,
 )
 from corral.agent.daemon import Agent
+from corral.agent.importpath import import_path
 from corral.agent.logsetup import LOG_FORMATS, configure, default_format
 from corral.agent.metrics import split_listen
 from corral.agent.policy import split_list
@@ -269,7 +270,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         log_level=args.log_level,
         no_shell=args.no_shell,
         python_allow=split_list(args.python_allow),
-        python_paths=tuple(args.python_path),
+        python_paths=import_path(args.python_path, os.environ, Path.cwd())[0],  # + $PYTHONPATH (issue 11)
         env_allow=split_list(args.env_allow),
         pass_env=split_list(args.pass_env),
         run_as=args.run_as,

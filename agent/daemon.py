@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -129,6 +130,8 @@ class Agent:
         collect_usage(self.work_dir, 0)  # primes psutil's cpu_percent
         policy = config.policy
         passed_env = config.passed_env()
+        # Issue 11: where python tasks import from, said once at start.
+        log.info("python import path", python_paths=[str(p) for p in config.python_paths], cwd=os.getcwd())
         if config.worker_count:
             self.pool = WorkerPool(
                 config.worker_count,

@@ -44,6 +44,7 @@ def require_server() -> None:
 def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("CORRAL_ADDRESS", None)
+    env["CORRAL_CONFIG"] = os.devnull  # the developer's CLI contexts must not steer the tests
     env.update(extra or {})
     return env
 

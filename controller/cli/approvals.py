@@ -9,6 +9,8 @@ import typer
 from corral.controller.cli.common import DEFAULT, AddressOption, OutputFormat, OutputOption, call, out_console
 from corral.controller.cli.output import emit
 from corral.controller.sdk.client import Client
+from corral.controller.sdk.errors import InvalidArgumentError
+from corral.controller.sdk.history import split_target
 from corral.controller.sdk.types import TaskStatus
 
 __all__ = ["approve", "register", "reject"]
@@ -20,10 +22,14 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="Kept with the answe
 
 
 def _split(target: str) -> tuple[str, str]:
-    workflow, slash, task = target.partition("/")
-    if not slash or not workflow or not task:
+    # The one WF/TASK parser (issue 11); the RPC takes the workflow and the name as they are.
+    try:
+        split = split_target(target)
+    except InvalidArgumentError:
+        split = None
+    if split is None:
         raise typer.BadParameter(f"{target!r}: expected WORKFLOW/TASK, e.g. wf-3fa9/approve-deploy")
-    return workflow, task
+    return split
 
 
 def _answer(target: str, approve: bool, reason: str, output: OutputFormat, address: str) -> None:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from corral.controller.cli.choices import agent_states
 from corral.controller.cli.common import DEFAULT, AddressOption, OutputFormat, OutputOption, call
 from corral.controller.cli.output import agents_view, emit
 from corral.controller.sdk.client import Client
@@ -17,7 +18,12 @@ __all__ = ["agents", "drain"]
 def agents(
     state: Annotated[
         list[str] | None,
-        typer.Option("--state", "-s", help="Only agents in this state (repeatable): connected, draining, lost, ..."),
+        typer.Option(
+            "--state",
+            "-s",
+            help="Only agents in this state (repeatable): connected, draining, lost, ...",
+            callback=agent_states,
+        ),
     ] = None,
     output: OutputOption = OutputFormat.table,
     address: AddressOption = DEFAULT,

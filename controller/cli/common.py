@@ -73,8 +73,8 @@ AddressOption = Annotated[
         "--address",
         "-a",
         envvar="CORRAL_ADDRESS",
-        help="Controller address HOST:PORT.",
-        show_default=True,
+        help="Controller address HOST:PORT [default: the current context's, else 127.0.0.1:7070].",
+        show_default=False,
     ),
 ]
 
@@ -88,7 +88,8 @@ OutputOption = Annotated[
     ),
 ]
 
-DEFAULT = DEFAULT_ADDRESS
+#: "" = not given: the current context's address, else DEFAULT_ADDRESS (see :func:`call`).
+DEFAULT = ""
 
 CaOption = Annotated[
     Path | None,
@@ -176,14 +177,19 @@ def load_spec(path: Path) -> WorkflowSpec:
 
 def call(address: str, action: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``action`` with a connected client; turn SDK errors into one message and an exit code."""
+    # Issue 11: what flags and the environment leave unset comes from the selected context. Imported
+    # here: the contexts module renders with this one's helpers.
+    from corral.controller.cli.contexts import selected
+
+    _, context = selected()
     # "" rather than None: the options already read the environment, the client must not read it again.
     try:
         client = Client(
-            address,
-            ca=_credentials.ca or "",
-            cert=_credentials.cert or "",
-            key=_credentials.key or "",
-            token=_credentials.token or "",
+            address or context.address or DEFAULT_ADDRESS,
+            ca=_credentials.ca or context.ca,
+            cert=_credentials.cert or context.cert,
+            key=_credentials.key or context.key,
+            token=_credentials.token or context.token,
         )
     except InvalidArgumentError as exc:
         _report_invalid(

@@ -70,10 +70,17 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _policy_flags(paths: list[Path], allow: list[str]) -> list[str]:
-    """The dev agents' execution policy: the examples (and what the user names) may run."""
-    folders = [p.resolve() for p in paths]
-    if (_EXAMPLES / "corral_examples").is_dir():
-        folders.append(_EXAMPLES)
+    """The dev agents' execution policy: the examples (and what the user names) may run.
+
+    Issue 11: the current directory and its ``examples/`` go on the agents' python path too, as
+    absolute paths (the agents run in their own work dirs), so `corral dev` then `corral run
+    examples/pipeline.yaml` works from a checkout whether or not corral is installed from it.
+    """
+    cwd = Path.cwd()
+    folders: list[Path] = []
+    for folder in (*(p.resolve() for p in paths), cwd, cwd / "examples", _EXAMPLES):
+        if folder.is_dir() and folder not in folders:
+            folders.append(folder)
     flags = [f"--python-path={folder}" for folder in folders]
     flags += ["--python-allow", ",".join(["corral_examples", *allow])]
     return [*flags, "--pass-env", _EXAMPLES_STATE_ENV]

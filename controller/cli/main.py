@@ -11,8 +11,10 @@ from corral.controller.cli import (
     cache,
     certs,
     cluster,
+    contexts,
     daemons,
     fleet,
+    history,
     quota,
     run,
     runs,
@@ -28,16 +30,19 @@ from corral.controller.cli.common import (
     TokenOption,
     use_credentials,
 )
+from corral.controller.cli.contexts import ContextOption
 from corral.controller.cli.schedules import app as schedule_app
+from corral.controller.cli.version import VersionOption
 
 __all__ = ["app", "main"]
 
 EPILOG = (
     "Exit codes: 0 ok; 1 workflow failed or cancelled, or an error (controller unreachable, not found); "
     "2 invalid input (workflow file, flags); 3 workflow unschedulable (corral run).\n\n"
-    "The controller address comes from --address, else $CORRAL_ADDRESS, else 127.0.0.1:7070. "
+    "The controller address comes from --address, else $CORRAL_ADDRESS, else the current context "
+    "(`corral context`), else 127.0.0.1:7070. "
     "TLS and credentials come from the global --ca --cert --key --token (before the command), else "
-    "$CORRAL_CA, $CORRAL_CERT, $CORRAL_KEY, $CORRAL_TOKEN. "
+    "$CORRAL_CA, $CORRAL_CERT, $CORRAL_KEY, $CORRAL_TOKEN, else the current context. "
     "Ids accept any unique prefix. Read commands take -o table|wide|json|yaml. NO_COLOR is honoured."
 )
 
@@ -49,13 +54,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=False,
+    add_completion=True,
 )
 
 
 @app.callback()
-def options(ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, token: TokenOption = None) -> None:
+def options(
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    token: TokenOption = None,
+    version: VersionOption = False,
+    context: ContextOption = "",
+) -> None:
     """Run DAG workflows of tasks across a cluster of machines."""
+    contexts.use_for_invocation(context)
     use_credentials(ClientCredentials(ca=ca, cert=cert, key=key, token=token))
 
 
@@ -79,7 +92,6 @@ app.command("plan", rich_help_panel=_WORK)(workflows.plan)
 app.command("analyze", rich_help_panel=_WORK)(analyze.analyze)
 app.command("status", rich_help_panel=_WORK)(workflows.status)
 app.command("list", rich_help_panel=_WORK)(workflows.list_)
-app.command("events", rich_help_panel=_WORK)(workflows.events)
 app.command("cancel", rich_help_panel=_WORK)(workflows.cancel)
 app.command("pause", rich_help_panel=_WORK)(workflows.pause)
 app.command("resume", rich_help_panel=_WORK)(workflows.resume)
@@ -104,6 +116,8 @@ app.add_typer(quota.app, name="quota", rich_help_panel=_CLUSTER)
 app.add_typer(schedule_app, name="schedule", rich_help_panel=_WORK)
 app.command("audit", rich_help_panel=_SECURITY)(admin.audit)
 app.command("whoami", rich_help_panel=_SECURITY)(admin.whoami)
+history.register(app, _WORK, _TASKS)
+app.add_typer(contexts.app, name="context", rich_help_panel=_SECURITY)
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.controller.cli.common import OutputFormat, out_console
+from corral.controller.cli.detail import UNPLACEABLE, display_state, queued_and_run, task_details
+from corral.controller.sdk.history import exit_description
 from corral.controller.sdk.types import (
     AgentInfo,
     ExecutionPlan,
@@ -158,31 +160,33 @@ def _slack(value: float | None) -> RenderableType:
     return Text(f"{value:.1f}s", style="red" if value < 0 else "")
 
 
-def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
-    """One row per task: state, attempts, duration, measured usage, and why it waits or failed.
+def tasks_table(tasks: Sequence[TaskStatus], wide: bool, workflow_state: str = "running") -> Table:
+    """One row per task: display state, attempts, queued and run time, measured usage, and DETAIL.
 
-    PEAK MEM and CPU are the current (or last) attempt's, as its agent measured them when it ended;
-    for a task not run yet, ``~`` marks what earlier runs of the same workflow and task used.
-    SLACK (latest start minus now) appears when some task has a deadline. DETAIL of a ready task
-    says what the last scheduling pass recorded for it when nothing more specific is known.
+    STATE is ``unplaceable`` for a READY task no agent can take (a display state, not stored).
+    QUEUED counts from when it last became ready to its start, RUN from its start to its end, so a
+    requeued task's wait is not run time. PEAK MEM and CPU are the current (or last) attempt's, as
+    its agent measured them when it ended; for a task not run yet, ``~`` marks what earlier runs of
+    the same workflow and task used. SLACK (latest start minus now) appears when some task has a
+    deadline. DETAIL is one line for every non-terminal task (what it waits for, where it runs) and
+    the error of a failed one (:mod:`corral.controller.cli.detail`). EXIT (wide) is ``-`` for a
+    task that never ran, a signal name for a killed one.
     """
     slack = any(task.slack_s is not None for task in tasks)
-    columns = ["NAME", "STATE", "ATTEMPTS", "DURATION", "PEAK MEM", "CPU", *(["SLACK"] if slack else []), "DETAIL"]
+    columns = ["NAME", "STATE", "ATTEMPTS", "QUEUED", "RUN", "PEAK MEM", "CPU", *(["SLACK"] if slack else []), "DETAIL"]
     if wide:
         columns = ["TASK ID", *columns[:2], "AGENT TYPE", "AGENT", "PRIORITY", *columns[2:], "EXIT"]
     table = _table(*columns)
-    for task in tasks:
-        cached = f"CACHED from {task.cache_source}" if task.cache_source else ""
-        detail = task.error or task.waiting_reason or cached or task.plan_reason
-        if task.unschedulable:
-            detail = f"unschedulable: {task.waiting_reason}"
-        if task.compensation_state:  # issue 10: its compensation's outcome
-            detail = f"compensation {task.compensation_state}" + (f" ({detail})" if detail else "")
+    details = task_details(tasks, workflow_state)
+    for task, detail in zip(tasks, details, strict=True):
+        queued, run = queued_and_run(task)
+        shown = display_state(task)
         cells: list[RenderableType] = [
             task.name,
-            _state(task.state),
+            Text(shown, style="bold yellow") if shown == UNPLACEABLE else _state(shown),
             str(task.attempts),
-            seconds(_duration(task.started_at, task.finished_at)),
+            seconds(queued),
+            seconds(run),
             _usage(memory(task.peak_rss_bytes), memory(task.expected_peak_rss_bytes)),
             _usage(
                 seconds(task.cpu_s) if task.cpu_s > 0 else "-",
@@ -199,7 +203,7 @@ def tasks_table(tasks: Sequence[TaskStatus], wide: bool) -> Table:
                 task.agent_id or "-",
                 str(task.priority),
                 *cells[2:],
-                str(task.exit_code) if task.finished_at else "-",
+                exit_description(task.exit_code) if task.exit_code_known else "-",
             ]
         table.add_row(*cells)
     return table
@@ -229,7 +233,7 @@ def status_view(status: WorkflowStatus, wide: bool) -> RenderableType:
         head.add_row("Labels", ", ".join(f"{k}={v}" for k, v in sorted(status.labels.items())))
     if not status.tasks:
         return head
-    return Group(head, Text(""), tasks_table(status.tasks, wide))
+    return Group(head, Text(""), tasks_table(status.tasks, wide, status.state))
 
 
 def _deadline(status: WorkflowStatus) -> str:

@@ -10,6 +10,7 @@ import typer
 
 from corral.controller.cli.admin import NamespaceOption, resolve_namespace
 from corral.controller.cli.cache import NoCacheOption, ParamOption, parse_params
+from corral.controller.cli.choices import workflow_states
 from corral.controller.cli.common import (
     DEFAULT,
     AddressOption,
@@ -20,13 +21,14 @@ from corral.controller.cli.common import (
     load_spec,
     out_console,
 )
-from corral.controller.cli.output import emit, event_dict, events_view, plan_view, status_view, workflows_view
+from corral.controller.cli.detail import display_state, task_details
+from corral.controller.cli.output import emit, plan_view, status_view, workflows_view
 from corral.controller.cli.schedules import AtOption, with_start_time
 from corral.controller.sdk.client import Client
-from corral.controller.sdk.types import ExecutionPlan, Submission, WorkflowEvent, WorkflowStatus, WorkflowSummary
+from corral.controller.sdk.types import ExecutionPlan, Submission, WorkflowStatus, WorkflowSummary
 from corral.controller.spec import WorkflowSpec
 
-__all__ = ["cancel", "events", "list_", "pause", "plan", "resume", "schema", "status", "submit"]
+__all__ = ["cancel", "list_", "pause", "plan", "resume", "schema", "status", "submit"]
 
 FileArgument = Annotated[
     Path, typer.Argument(help="Workflow file (.yaml, .yml or .json); see `corral schema`.", show_default=False)
@@ -91,7 +93,8 @@ def status(
     JSON fields: workflow_id, name, state, task_total, task_counts (state -> count), tasks[] (task_id,
     name, workflow_id, state, agent_type, priority, attempts, retries_used, attempt_id, agent_id, result,
     error, exit_code, waiting_reason, plan_reason, unschedulable, dependencies, created_at, started_at,
-    finished_at, deadline, latest_start, slack_s),
+    finished_at, deadline, latest_start, slack_s, ready_at, exit_code_known, display_state (`unplaceable`: ready
+    but no agent can take it), detail),
     error, metadata, labels, created_at, started_at, finished_at, namespace, deadline, deadline_verdict, slack_s.
     """
 
@@ -99,38 +102,25 @@ def status(
         return await client.status(workflow_id, include_tasks=True)
 
     result = call(address, action)
-    emit(result.to_dict(), output, lambda wide: status_view(result, wide))
-
-
-def events(
-    workflow_id: IdArgument,
-    task: Annotated[str, typer.Option("--task", "-t", help="Only this task's events (its name or id).")] = "",
-    after: Annotated[int, typer.Option("--after", min=0, help="Only events after this sequence number.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (same as -o json).")] = False,
-    output: OutputOption = OutputFormat.table,
-    address: AddressOption = DEFAULT,
-) -> None:
-    """Show a workflow's event log: placed, started, finished, lost, fenced, requeued, poison, with reasons.
-
-    JSON: a list of {seq, at, workflow_id, workflow_state, task_id, task_name, task_state, attempt_id,
-    agent_id, message, kind, reason}.
-    """
-
-    async def action(client: Client) -> list[WorkflowEvent]:
-        return await client.events(workflow_id, task or None, after)
-
-    rows = call(address, action)
-    emit(
-        [event_dict(row) for row in rows],
-        OutputFormat.json if as_json else output,
-        lambda wide: events_view(rows, wide),
-    )
+    data = result.to_dict()
+    if output.structured:  # issue 11: the display state (unplaceable) and DETAIL line of each task
+        for row, task, detail in zip(
+            data["tasks"], result.tasks, task_details(result.tasks, result.state), strict=True
+        ):
+            row["display_state"] = display_state(task)
+            row["detail"] = detail
+    emit(data, output, lambda wide: status_view(result, wide))
 
 
 def list_(
     state: Annotated[
         list[str] | None,
-        typer.Option("--state", "-s", help="Only workflows in this state (repeatable): pending, running, ..."),
+        typer.Option(
+            "--state",
+            "-s",
+            help="Only workflows in this state (repeatable): pending, running, ...",
+            callback=workflow_states,
+        ),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Only workflows whose name starts with this.")] = "",
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,

@@ -18,6 +18,7 @@ from corral.controller.core.events import (
     CancelAttempts,
     PullTask,
 )
+from corral.controller.core.exits import exit_words
 from corral.controller.core.fairshare import fair_for
 from corral.controller.core.fallbacks import add_error_inputs, try_fallback
 from corral.controller.core.group_ops import on_finished, pass_rules
@@ -402,7 +403,10 @@ class AttemptOps(WorkflowOps):
         elif workflow.state is WorkflowState.CANCELLING:
             self.end_attempt(attempt, event.outcome, now, event.error)
             task.finished_at = now
-            self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
+            killed = exit_words(event.exit_code)  # issue 11: the signal that stopped it, in the log
+            self.set_task_state(
+                task, T.CANCELLED, now, f"workflow cancelled ({killed})" if killed else "workflow cancelled"
+            )
         elif attempt.id in self.preempter.victim_of:
             preempted(self, attempt, task, now)  # stopped for a preemptor: no retry spent
         elif event.outcome in (A.CANCELLED, A.LOST):
@@ -414,7 +418,9 @@ class AttemptOps(WorkflowOps):
             self.end_attempt(attempt, event.outcome, now, why)
             self.make_ready(task, now, kind="fenced" if event.fenced else "requeued", reason=why)
         else:
-            self.fail_attempt(attempt, task, event.outcome, event.error, event.retryable, now)
+            # Issue 11: an attempt killed without a message says by what ("killed by SIGKILL (-9)").
+            error = event.error or exit_words(event.exit_code)
+            self.fail_attempt(attempt, task, event.outcome, error, event.retryable, now)
         self.finish_if_done(workflow, now)
         return True
 

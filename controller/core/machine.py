@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.controller.core import events as ev
+from corral.controller.core.attempt_list import attempt_handlers
 from corral.controller.core.cordon import cordon_verdicts, expire_cordons, restore_cordon
 from corral.controller.core.fairshare import fair_for
 from corral.controller.core.fallbacks import (
@@ -98,6 +99,7 @@ class Machine(ScheduleOps):
         self._handlers[ResolveApproval] = lambda e, now: resolve_approval(self, e, now)
         self._handlers.update(self.schedule_handlers())
         self._handlers.update(fleet_handlers(self))
+        self._handlers.update(attempt_handlers(self))
 
     def handle(self, event: ev.Event, now: float) -> Any:
         """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""

@@ -16,6 +16,7 @@ from corral.controller.core.model import Attempt, Task, TaskState, Workflow, Wor
 from corral.controller.errors import InvalidArgument
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
+from corral.controller.rpc.attempts import AttemptsServicer
 from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.identity import current_principal
 from corral.controller.rpc.runs import RunsServicer
@@ -50,7 +51,7 @@ def _status(include_tasks: bool = False) -> Callable[[Machine, Workflow, float],
     return render
 
 
-class OrchestratorService(RunsServicer, orchestrator_pb2_grpc.OrchestratorServicer):
+class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         # Plans of the latest submissions: a plan depends only on the spec, and asking for it

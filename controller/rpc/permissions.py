@@ -57,6 +57,7 @@ METHODS: Final[Mapping[str, str]] = {
     _O + "RerunWorkflow": SUBMIT,
     _O + "ListRuns": READ,
     _O + "ResolveApproval": SUBMIT,  # the role that may cancel workflows (issue 10)
+    _O + "ListAttempts": READ,
     _S + "ScheduleTask": SUBMIT,
     _S + "GetNextTask": PULL,
     _S + "CompleteTask": PULL,

@@ -285,6 +285,10 @@ def task_status(
         _stamp(message.started_at, task.started_at)
     if task.finished_at is not None:
         _stamp(message.finished_at, task.finished_at)
+    if task.ready_at is not None:  # issue 11: queued time apart from run time
+        _stamp(message.ready_at, task.ready_at)
+    if task.exit_code is not None:
+        message.exit_code_known = True
     if machine.checkpoints:  # issue 10: a truth test while no task has a checkpoint
         checkpoint = machine.checkpoints.records.get(task.id)
         if checkpoint is not None:

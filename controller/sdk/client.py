@@ -51,6 +51,7 @@ from corral.controller.sdk.errors import (
     unreachable,
 )
 from corral.controller.sdk.fleet import FleetMixin
+from corral.controller.sdk.history import HistoryMixin
 from corral.controller.sdk.runs import RunsMixin
 from corral.controller.sdk.schedules import ScheduleMethods
 from corral.controller.sdk.types import (
@@ -116,7 +117,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin):
+class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin, HistoryMixin):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of
@@ -230,14 +231,15 @@ class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixi
         self,
         workflow: WorkflowLike,
         *,
-        start: bool = False,
+        start: bool = True,
         idempotency_key: str = "",
         namespace: str = "",
         **options: Unpack[SubmitOptions],
     ) -> Submission:
         """Submit a workflow (a :class:`Workflow` builder, a ``WorkflowSpec`` or a mapping).
 
-        With ``start`` it starts at once. Resubmitting with the same ``idempotency_key`` returns the
+        It starts at once, as ``corral submit`` does; ``start=False`` only stores it (start it later
+        with :meth:`start`). Resubmitting with the same ``idempotency_key`` returns the
         first submission (``deduplicated`` is then true). ``params`` gives parameter values;
         ``no_cache`` runs every task (cached results are not used, successes refresh them).
         """

@@ -35,6 +35,7 @@ from corral.controller.sdk.client import Client, TaskLike
 from corral.controller.sdk.credentials import PathLike
 from corral.controller.sdk.durable import SubmitOptions, SyncDurableMixin
 from corral.controller.sdk.fleet import SyncFleetMixin
+from corral.controller.sdk.history import SyncHistoryMixin
 from corral.controller.sdk.runs import SyncRunsMixin
 from corral.controller.sdk.schedules import SyncScheduleMethods
 from corral.controller.sdk.types import (
@@ -59,7 +60,7 @@ __all__ = ["SyncClient"]
 T = TypeVar("T")
 
 
-class SyncClient(SyncRunsMixin, SyncDurableMixin, SyncScheduleMethods, SyncFleetMixin):
+class SyncClient(SyncRunsMixin, SyncDurableMixin, SyncScheduleMethods, SyncFleetMixin, SyncHistoryMixin):
     """A blocking client of one controller; arguments as for :class:`Client`. Close it when done."""
 
     def __init__(
@@ -148,7 +149,7 @@ class SyncClient(SyncRunsMixin, SyncDurableMixin, SyncScheduleMethods, SyncFleet
         self,
         workflow: WorkflowLike,
         *,
-        start: bool = False,
+        start: bool = True,
         idempotency_key: str = "",
         namespace: str = "",
         **options: Unpack[SubmitOptions],

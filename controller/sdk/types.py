@@ -118,6 +118,10 @@ class TaskStatus(Record):
     approval_deadline: datetime | None = None
     # Completed from the cache (issue 10): "workflow id/task id/attempt id" of the result's source.
     cache_source: str = ""
+    # Issue 11: when it last entered READY (queued time counts from here); whether ``exit_code``
+    # is one an attempt reported (False for a task that never ran: its 0 means nothing).
+    ready_at: datetime | None = None
+    exit_code_known: bool = False
 
     @property
     def cached(self) -> bool:
@@ -173,6 +177,8 @@ class TaskStatus(Record):
             cache_source="/".join((m.cache_source_workflow_id, m.cache_source_task_id, m.cache_source_attempt_id))
             if m.cache_source_workflow_id
             else "",
+            ready_at=timestamp(m, "ready_at"),
+            exit_code_known=m.exit_code_known,
         )
 
     @property

@@ -31,9 +31,9 @@ def test_status_table_shows_peak_memory_and_cpu() -> None:
     )
     waiting = TaskStatus.from_proto(pb.TaskStatus(name="eval", state=pb.TASK_STATE_PENDING))
     lines = [line.split() for line in render(tasks_table([measured, waiting], wide=False)).splitlines()]
-    assert lines[0] == ["NAME", "STATE", "ATTEMPTS", "DURATION", "PEAK", "MEM", "CPU", "DETAIL"]
-    assert lines[1] == ["train", "completed", "1", "-", "52Mi", "12.3s"]
-    assert lines[2] == ["eval", "pending", "0", "-", "-", "-"]
+    assert lines[0] == ["NAME", "STATE", "ATTEMPTS", "QUEUED", "RUN", "PEAK", "MEM", "CPU", "DETAIL"]
+    assert lines[1] == ["train", "completed", "1", "-", "-", "52Mi", "12.3s"]
+    assert lines[2][:6] == ["eval", "pending", "0", "-", "-", "-"]
     assert (measured.peak_rss_bytes, measured.cpu_s) == (52 << 20, 12.34)
     assert measured.to_dict()["peak_rss_bytes"] == 52 << 20
 
@@ -44,10 +44,10 @@ def test_status_table_shows_slack_and_the_last_pass_reason() -> None:
         pb.TaskStatus(name="train", state=pb.TASK_STATE_READY, plan_reason="waiting for free capacity: all slots busy")
     )
     lines = [line.split() for line in render(tasks_table([late, ready], wide=False)).splitlines()]
-    assert lines[0] == ["NAME", "STATE", "ATTEMPTS", "DURATION", "PEAK", "MEM", "CPU", "SLACK", "DETAIL"]
-    assert lines[1] == ["report", "ready", "0", "-", "-", "-", "-4.2s"]
-    assert lines[2][:7] == ["train", "ready", "0", "-", "-", "-", "-"]
-    assert " ".join(lines[2][7:]) == "waiting for free capacity: all slots busy"
+    assert lines[0] == ["NAME", "STATE", "ATTEMPTS", "QUEUED", "RUN", "PEAK", "MEM", "CPU", "SLACK", "DETAIL"]
+    assert lines[1][:8] == ["report", "ready", "0", "-", "-", "-", "-", "-4.2s"]
+    assert lines[2][:8] == ["train", "ready", "0", "-", "-", "-", "-", "-"]
+    assert " ".join(lines[2][8:]) == "waiting for free capacity: all slots busy"
 
 
 def test_status_table_marks_usage_learned_from_earlier_runs() -> None:
@@ -58,8 +58,8 @@ def test_status_table_marks_usage_learned_from_earlier_runs() -> None:
         pb.TaskStatus(name="prep", state=pb.TASK_STATE_COMPLETED, peak_rss_bytes=8 << 20, cpu_s=0.5)
     )
     lines = [line.split() for line in render(tasks_table([waiting, done], wide=False)).splitlines()]
-    assert lines[1][:6] == ["train", "ready", "0", "-", "~52Mi", "~1.5s"]
-    assert lines[2][:6] == ["prep", "completed", "0", "-", "8Mi", "500ms"]
+    assert lines[1][:7] == ["train", "ready", "0", "-", "-", "~52Mi", "~1.5s"]
+    assert lines[2][:7] == ["prep", "completed", "0", "-", "-", "8Mi", "500ms"]
 
 
 def _analysis(**fields: object) -> DependencyAnalysis:

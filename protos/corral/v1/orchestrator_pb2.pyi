@@ -328,3 +328,55 @@ class ResolveApprovalResponse(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     task: _types_pb2.TaskStatus
     def __init__(self, task: _Optional[_Union[_types_pb2.TaskStatus, _Mapping]] = ...) -> None: ...
+
+class ListAttemptsRequest(_message.Message):
+    __slots__ = ("workflow_id", "task")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    task: str
+    def __init__(self, workflow_id: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+
+class AttemptInfo(_message.Message):
+    __slots__ = ("attempt_id", "number", "run", "state", "agent_id", "agent_name", "assigned_at", "started_at", "finished_at", "exit_code_known", "exit_code", "error", "peak_rss_bytes", "cpu_s")
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_S_FIELD_NUMBER: _ClassVar[int]
+    attempt_id: str
+    number: int
+    run: int
+    state: str
+    agent_id: str
+    agent_name: str
+    assigned_at: _timestamp_pb2.Timestamp
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    exit_code_known: bool
+    exit_code: int
+    error: str
+    peak_rss_bytes: int
+    cpu_s: float
+    def __init__(self, attempt_id: _Optional[str] = ..., number: _Optional[int] = ..., run: _Optional[int] = ..., state: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., assigned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code_known: _Optional[bool] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ...) -> None: ...
+
+class ListAttemptsResponse(_message.Message):
+    __slots__ = ("workflow_id", "task_id", "task_name", "attempts")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    task_id: str
+    task_name: str
+    attempts: _containers.RepeatedCompositeFieldContainer[AttemptInfo]
+    def __init__(self, workflow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptInfo, _Mapping]]] = ...) -> None: ...

@@ -109,6 +109,11 @@ class OrchestratorStub:
                 request_serializer=corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalResponse.FromString,
                 _registered_method=True)
+        self.ListAttempts = channel.unary_unary(
+                '/corral.v1.Orchestrator/ListAttempts',
+                request_serializer=corral_dot_v1_dot_orchestrator__pb2.ListAttemptsRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_orchestrator__pb2.ListAttemptsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -211,6 +216,13 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAttempts(self, request, context):
+        """Every attempt of one task, oldest first (issue 11: `corral attempts WF/TASK`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -288,6 +300,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.ResolveApproval,
                     request_deserializer=corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalRequest.FromString,
                     response_serializer=corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalResponse.SerializeToString,
+            ),
+            'ListAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAttempts,
+                    request_deserializer=corral_dot_v1_dot_orchestrator__pb2.ListAttemptsRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_orchestrator__pb2.ListAttemptsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -695,6 +712,33 @@ class Orchestrator:
             '/corral.v1.Orchestrator/ResolveApproval',
             corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalRequest.SerializeToString,
             corral_dot_v1_dot_orchestrator__pb2.ResolveApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Orchestrator/ListAttempts',
+            corral_dot_v1_dot_orchestrator__pb2.ListAttemptsRequest.SerializeToString,
+            corral_dot_v1_dot_orchestrator__pb2.ListAttemptsResponse.FromString,
             options,
             channel_credentials,
             insecure,
