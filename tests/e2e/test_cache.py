@@ -154,6 +154,7 @@ def _params_workflow(ledger: Path) -> dict[str, Any]:
     }
 
 
+@pytest.mark.chaos  # a controller-restart variant: make chaos runs it
 def test_params_are_substituted_at_submit_and_survive_a_restart(cluster: Cluster, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     api = cluster.start({"solo": 1})

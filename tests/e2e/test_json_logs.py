@@ -67,7 +67,7 @@ def test_both_daemons_log_json_lines_with_ids(cluster: Cluster) -> None:
             assert record.get("workflow_id"), record
 
     # The agent: every line about an attempt names the attempt, its task and its workflow.
-    about = [r for r in agent if "attempt" in str(r["event"])]
+    about = [r for r in agent if str(r["event"]).startswith("attempt ")]
     assert {r["task_id"] for r in about if r["event"] == "attempt starting"} == set(task_ids.values())
     assert {r["attempt_id"] for r in about if r["event"] == "attempt ended"} == attempts
     for record in about:

@@ -44,4 +44,5 @@ def test_measured_usage_reaches_task_status_and_the_cli(cluster: Cluster) -> Non
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
     row = next(line.split() for line in out.splitlines() if line.startswith("hungry"))
-    assert row[1] == "completed" and row[4].endswith("Mi") and int(row[4][:-2]) >= 50, out
+    # NAME STATE ATTEMPTS QUEUED RUN PEAK-MEM CPU DETAIL
+    assert row[1] == "completed" and row[5].endswith("Mi") and int(row[5][:-2]) >= 50, out

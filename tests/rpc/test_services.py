@@ -435,7 +435,7 @@ async def test_fake_agent_runs_a_workflow_and_the_cluster_api_sees_it(controller
     assert await call.read() is grpc.aio.EOF
     assert await call.code() is grpc.StatusCode.OK
     gone = await controller.cluster.GetAgent(agent_pb2.GetAgentRequest(agent_id="agent-1"))
-    assert gone.agent.state == pb.AGENT_STATE_DISCONNECTED and gone.agent.running_attempts == 0
+    assert gone.agent.state == pb.AGENT_STATE_DRAINED and gone.agent.running_attempts == 0  # left after a drain
 
 
 # --- standard services --------------------------------------------------------------------------

@@ -41,6 +41,9 @@ READ = {
     "Admin/WhoAmI",
     "Admin/ListNamespaces",
     "Admin/ListQuotas",
+    "Orchestrator/ListRuns",
+    "Orchestrator/ListAttempts",
+    "Schedules/ListSchedules",
 }
 SUBMIT = {
     "Orchestrator/SubmitWorkflow",
@@ -49,6 +52,14 @@ SUBMIT = {
     "Orchestrator/PauseWorkflow",
     "Orchestrator/ResumeWorkflow",
     "Scheduler/ScheduleTask",
+    "Orchestrator/RetryWorkflow",
+    "Orchestrator/RerunWorkflow",
+    "Orchestrator/ResolveApproval",
+    "Admin/ClearCache",
+    "Schedules/CreateSchedule",
+    "Schedules/PauseSchedule",
+    "Schedules/ResumeSchedule",
+    "Schedules/DeleteSchedule",
 }
 PULL = {"Scheduler/GetNextTask", "Scheduler/CompleteTask", "Scheduler/FailTask"}
 ADMIN_ONLY = {
@@ -64,12 +75,14 @@ ADMIN_ONLY = {
     "Admin/ListAudit",
     "Admin/SetNamespaceQuota",
 }
+# Whoever may drain an agent may also cordon, uncordon or remove it.
+DRAIN = {"Cluster/DrainAgent", "Cluster/CordonAgent", "Cluster/UncordonAgent", "Cluster/RemoveAgent"}
 PUBLIC = {"AgentGateway/Join"}
 CONNECT = {"AgentGateway/Connect"}
 
 EXPECTED: dict[str, set[str]] = {
-    "admin": READ | SUBMIT | PULL | ADMIN_ONLY | {"Cluster/DrainAgent"} | PUBLIC,
-    "operator": READ | {"Cluster/DrainAgent"} | PUBLIC,
+    "admin": READ | SUBMIT | PULL | ADMIN_ONLY | DRAIN | PUBLIC,
+    "operator": READ | DRAIN | PUBLIC,
     "submitter": READ | SUBMIT | PUBLIC,
     "viewer": READ | PUBLIC,
     "worker": PULL | {"Admin/WhoAmI"} | PUBLIC,
