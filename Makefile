@@ -22,6 +22,14 @@ system-deps:
 	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables iptables iproute2 >/dev/null 2>&1)) || \
 	  echo "could not install nftables/iproute2; multi-host tests will skip" >&2; \
 	fi
+	@# The PostgreSQL store's contract suite and the HA tests start a throwaway server (initdb).
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+	   ! command -v initdb >/dev/null; then \
+	  echo "installing postgresql for the PostgreSQL store's tests" >&2; \
+	  (apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1)) || \
+	  echo "could not install postgresql; the PostgreSQL tests will skip" >&2; \
+	fi
 	@# The dashboard's browser test drives Debian's chromium (never a browser a test tool downloads).
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
 	  echo "installing chromium for the dashboard's browser test" >&2; \

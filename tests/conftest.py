@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pgserver import PgServer, running_server
 from tests.procs import Cluster
 
 
@@ -22,6 +23,22 @@ def cluster_with_agent(cluster: Cluster) -> Cluster:
     cluster.add_agent("a1", slots=2)
     cluster.wait_for_agents(1)
     return cluster
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL for the whole session (fsync off); skips where none is installed."""
+    try:
+        with running_server() as server:
+            yield server
+    except LookupError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> str:
+    """The DSN of a fresh, empty database on the session's PostgreSQL."""
+    return pg_server.create_database()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
