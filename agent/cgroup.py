@@ -23,7 +23,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["AGENT_LEAF", "CGROUP_ROOT", "Cgroup", "CgroupV1", "CgroupV2", "create", "detect", "load", "prepare_agent"]
+__all__ = [
+    "AGENT_LEAF",
+    "CGROUP_ROOT",
+    "Cgroup",
+    "CgroupV1",
+    "CgroupV2",
+    "create",
+    "detect",
+    "load",
+    "prepare_agent",
+    "sweep_stale",
+]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _V1_HIERARCHIES = ("memory", "pids", "freezer")
@@ -119,6 +130,38 @@ def prepare_agent(root: Path = CGROUP_ROOT) -> str:
     except OSError as exc:
         return f"cannot prepare the agent's cgroup for attempts' cgroups: {exc}"
     return ""
+
+
+def sweep_stale(parent: str = "corral", older_than_s: float = 600.0, root: Path = CGROUP_ROOT) -> int:
+    """Remove empty, idle directories below ``<own cgroup>/<parent>``; returns how many went.
+
+    An agent that was killed leaves its per-work-dir level (``corral/<digest>``) behind once its
+    attempts' cgroups are gone, and a test suite with temp work dirs leaves one per agent. Only
+    directories with no process and no child, untouched for ``older_than_s``, are removed, so a
+    live agent's level is never taken from under it (and ``create`` retries if a level vanishes
+    between its mkdirs anyway). rmdir refuses a non-empty cgroup, which makes this safe to race.
+    """
+    found = detect(root)
+    if found is None:
+        return 0
+    _, bases = found
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for base in bases.values():
+        top = base / parent
+        try:
+            levels = [entry for entry in top.iterdir() if entry.is_dir()]
+        except OSError:
+            continue
+        for level in levels:
+            try:
+                if level.stat().st_mtime > cutoff or any(entry.is_dir() for entry in level.iterdir()):
+                    continue
+                level.rmdir()
+                removed += 1
+            except OSError:
+                continue  # busy (a process joined) or gone: leave it
+    return removed
 
 
 class Cgroup:

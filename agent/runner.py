@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent.attempt import AttemptResult
-from corral.agent.cgroup import prepare_agent
+from corral.agent.cgroup import prepare_agent, sweep_stale
 from corral.agent.checkpoints import write_checkpoint_in
 from corral.agent.policy import (
     MAX_RESULT_BYTES,
@@ -191,6 +191,7 @@ def _prepare_cgroups() -> None:
     if not _cgroups_prepared:
         _cgroups_prepared.append(True)
         prepare_agent()
+        sweep_stale()  # levels that killed agents left behind (empty, idle for 10 minutes)
 
 
 def _spec(
