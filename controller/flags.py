@@ -38,6 +38,13 @@ class Synchronous(StrEnum):
 _STORE_ALIASES = ("store", "db", "memory")
 
 
+def _db_url(value: str) -> str:
+    """``--db``: a SQLite path, or (as the PostgreSQL store's branch had it) a postgresql:// URL."""
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    return sqlite_url(Path(value))
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether the user gave this option on the command line (not its default)."""
     source = ctx.get_parameter_source(name)
@@ -56,7 +63,7 @@ def _settings_from(ctx: typer.Context, config: Path | None) -> ControllerSetting
         if len([name for name in _STORE_ALIASES if name in given]) > 1:
             raise ConfigError("--store, --db and --memory are alternatives: give one")
         if "db" in given:
-            given["store"] = sqlite_url(given.pop("db"))
+            given["store"] = _db_url(given.pop("db"))
         if given.pop("memory", False):
             given["store"] = "memory://"
         return load(ControllerSettings, given, config_file("controller", config))
@@ -95,7 +102,7 @@ def controller(
         ),
     ] = None,
     db: Annotated[
-        Path | None, typer.Option("--db", help=f"SQLite state file (default {controller_db()}); = --store sqlite:///DB")
+        str | None, typer.Option("--db", help=f"SQLite state file (default {controller_db()}); = --store sqlite:///DB")
     ] = None,
     memory: Annotated[
         bool, typer.Option("--memory", help="keep state in memory only (nothing survives); = --store memory://")
