@@ -152,7 +152,7 @@ def restore(source_path: Path, path: Path) -> Restored:
         if not _has_meta(source):
             raise BackupError(f"{source_path} is not a corral database (no meta table)")
         backup_epoch = _epoch(source)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the controller makes it
         with _lock(path, fcntl.LOCK_EX):
             previous = _replaced_epoch(path)
             temporary = path.with_name(f".{path.name}.restoring-{os.getpid()}")
