@@ -106,6 +106,7 @@ def test_store_urls_and_their_aliases(monkeypatch: pytest.MonkeyPatch, tmp_path:
     pg = controller_args(["--store", "postgresql://corral:secret@db:5432/corral"]).parsed_store
     assert (pg.kind, pg.dsn) == ("postgresql", "postgresql://corral:secret@db:5432/corral")
     assert "secret" not in pg.display()
+    assert controller_args(["--db", "postgresql://u@db/corral"]).parsed_store.dsn == "postgresql://u@db/corral"
 
 
 @pytest.mark.parametrize(
