@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent.policy import ExecPolicy, ModuleRule
+from corral.dirs import agent_work_dir
 
 __all__ = [
     "DEFAULT_CONTROLLER",
@@ -19,6 +20,7 @@ __all__ = [
     "KNOWN_AGENT_TYPES",
     "AgentConfig",
     "check_declared_types",
+    "declared_from_tables",
     "default_work_dir",
     "read_config_file",
 ]
@@ -66,26 +68,29 @@ def read_config_file(path: Path) -> dict[str, tuple[str, ...]]:
     unknown = sorted(set(data) - {"agent_types"})
     if unknown:
         raise ValueError(f"--config {path}: unknown key {unknown[0]!r} (known: agent_types)")
-    types = data.get("agent_types", {})
+    return declared_from_tables(data.get("agent_types", {}), f"--config {path}")
+
+
+def declared_from_tables(types: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """A config file's ``agent_types`` table (``{NAME: {command: [...]}}``), checked; ValueError names ``where``."""
     if not isinstance(types, dict):
-        raise ValueError(f"--config {path}: agent_types must be a table of [agent_types.NAME] tables")
+        raise ValueError(f"{where}: agent_types must be a table of [agent_types.NAME] tables")
     commands: dict[str, Any] = {}
     for name, table in types.items():
         if not isinstance(table, dict):
-            raise ValueError(f"--config {path}: agent_types.{name} must be a table with a command")
+            raise ValueError(f"{where}: agent_types.{name} must be a table with a command")
         extra = sorted(set(table) - {"command"})
         if extra:
-            raise ValueError(f"--config {path}: agent_types.{name}: unknown key {extra[0]!r} (known: command)")
+            raise ValueError(f"{where}: agent_types.{name}: unknown key {extra[0]!r} (known: command)")
         if "command" not in table:
-            raise ValueError(f"--config {path}: agent_types.{name} needs a command")
+            raise ValueError(f"{where}: agent_types.{name} needs a command")
         commands[name] = table["command"]
-    return check_declared_types(commands, f"--config {path}")
+    return check_declared_types(commands, where)
 
 
 def default_work_dir(name: str) -> Path:
-    """The per-agent state folder: ``$XDG_STATE_HOME/corral/agents/NAME`` (``~/.local/state`` default)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "corral" / "agents" / name
+    """The per-agent state folder: ``$XDG_STATE_HOME/corral/agents/NAME`` (:func:`corral.dirs.agent_work_dir`)."""
+    return agent_work_dir(name)
 
 
 @dataclass(frozen=True)

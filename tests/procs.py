@@ -45,6 +45,7 @@ def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("CORRAL_ADDRESS", None)
     env["CORRAL_CONFIG"] = os.devnull  # the developer's CLI contexts must not steer the tests
+    env["CORRAL_CONTROLLER_CONFIG"] = env["CORRAL_AGENT_CONFIG"] = os.devnull  # nor their daemon config files
     env.update(extra or {})
     return env
 

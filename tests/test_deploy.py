@@ -435,6 +435,7 @@ def test_dockerfile_health_check_probes_the_port_the_default_command_serves() ->
     (default,) = re.findall(r"^ENV CORRAL_HEALTHCHECK=(\S+)$", text, re.M)
     (cmd,) = re.findall(r"^CMD (\[.+?\])$", text.replace("\\\n", " "), re.M | re.S)
     args = parse_args(yaml.safe_load(cmd)[1:])
+    assert args.health_listen is not None
     assert default == f"grpc://127.0.0.1:{args.health_listen.rsplit(':', 1)[1]}"
     assert args.http == "0.0.0.0:7073" and "7073" in re.findall(r"^EXPOSE (.+)$", text, re.M)[0].split()
 

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from corral.controller.errors import InvalidArgument
-from corral.controller.sdk.client import DEFAULT_ADDRESS, Client
+from corral.controller.sdk.client import Client
 from corral.controller.sdk.credentials import ENV_CA, ENV_CERT, ENV_KEY, ENV_TOKEN
 from corral.controller.sdk.errors import CorralError, InvalidArgumentError, UnavailableError
 from corral.controller.spec import WorkflowSpec, load_workflow_file
@@ -177,20 +177,15 @@ def load_spec(path: Path) -> WorkflowSpec:
 
 def call(address: str, action: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``action`` with a connected client; turn SDK errors into one message and an exit code."""
-    # Issue 11: what flags and the environment leave unset comes from the selected context. Imported
-    # here: the contexts module renders with this one's helpers.
-    from corral.controller.cli.contexts import selected
+    # Issue 11: flags > environment > the selected context > defaults, one field at a time.
+    # Imported here: the settings module reads the contexts, which render with this one's helpers.
+    from corral.controller.cli.settings import resolve
 
-    _, context = selected()
-    # "" rather than None: the options already read the environment, the client must not read it again.
+    creds = _credentials
+    settings = resolve(address, creds.ca, creds.cert, creds.key, creds.token)
+    # "" rather than None: the settings already read the environment, the client must not read it again.
     try:
-        client = Client(
-            address or context.address or DEFAULT_ADDRESS,
-            ca=_credentials.ca or context.ca,
-            cert=_credentials.cert or context.cert,
-            key=_credentials.key or context.key,
-            token=_credentials.token or context.token,
-        )
+        client = Client(settings.address, ca=settings.ca, cert=settings.cert, key=settings.key, token=settings.token)
     except InvalidArgumentError as exc:
         _report_invalid(
             [(v.field, v.description) for v in exc.violations], "error: unusable --ca/--cert/--key/--token:"

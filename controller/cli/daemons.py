@@ -21,6 +21,7 @@ import typer
 
 from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 from corral.controller.cli.common import EXIT_ERROR, EXIT_INVALID, die, err_console
+from corral.dirs import dev_dir
 
 __all__ = ["PASSTHROUGH", "agent", "controller", "dev", "state_dir"]
 
@@ -52,8 +53,7 @@ def agent(ctx: typer.Context) -> None:
 
 def state_dir() -> Path:
     """Where ``corral dev`` keeps its database: ``$XDG_STATE_HOME/corral`` or ``~/.local/state/corral``."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "corral"
+    return dev_dir()
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:

@@ -8,6 +8,7 @@ from corral.controller.cli import (
     admin,
     analyze,
     approvals,
+    backup,
     cache,
     certs,
     cluster,
@@ -123,3 +124,7 @@ app.add_typer(contexts.app, name="context", rich_help_panel=_SECURITY)
 def main() -> None:
     """Entry point of the ``corral`` console script."""
     app()
+
+
+app.command("backup", rich_help_panel=_DAEMON)(backup.backup)
+app.command("restore", rich_help_panel=_DAEMON)(backup.restore)
