@@ -296,9 +296,10 @@ class Client(Following, RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods
         pursuit = None  # the hunt for the leader after the stream broke (issue 12)
         while True:
             try:
-                stub = await self._stub("orchestrator")
+                stub = await self._stub("orchestrator", one=pursuit is not None)
             except UnavailableError as exc:
-                pursuit = pursuit or self._pursuit()
+                if pursuit is None:
+                    raise  # not reachable at all: nothing to follow
                 await self._reresolve(exc, pursuit)
                 continue
             request = orchestrator_pb2.WatchWorkflowRequest(workflow_id=workflow_id, after_seq=after_seq)

@@ -184,8 +184,9 @@ class Following:
             state = channel.get_state(try_to_connect=True)
         self._ready = True
 
-    async def _stub(self, name: str) -> Any:
-        await self.connect()
+    async def _stub(self, name: str, *, one: bool = False) -> Any:
+        # ``one``: only the current address (the failover loop moves on itself).
+        await (self._connect_current() if one else self.connect())
         stub = self._stubs.get(name)
         if stub is None:
             stub = self._stubs[name] = _STUBS[name](self._channel)
@@ -193,16 +194,14 @@ class Following:
 
     async def _call(self, service: str, method: str, request: Message, *, timeout: float | bool | None = True) -> Any:
         deadline = self.timeout if timeout is True else (None if timeout is False else timeout)
+        # Not reachable at all (every address of a list tried once): nothing to follow.
+        stub = await self._stub(service)
         try:
-            stub = await self._stub(service)
             return await getattr(stub, method)(request, timeout=deadline, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 raise error_from_rpc(exc, self.address) from exc
-            failure: grpc.aio.AioRpcError | UnavailableError = exc
-        except UnavailableError as exc:
-            failure = exc
-        return await self._failover(failure, service, method, request, deadline)
+            return await self._failover(exc, service, method, request, deadline)
 
     # -- following the leader -----------------------------------------------------------------
 
@@ -225,7 +224,7 @@ class Following:
                 raise self._give_up(failure, pursuit, searched=False)
             await self._reresolve(failure, pursuit)
             try:
-                stub = await self._stub(service)
+                stub = await self._stub(service, one=True)
                 return await getattr(stub, method)(request, timeout=deadline, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
