@@ -116,7 +116,13 @@ def _settings_from(ctx: typer.Context, config: Path | None) -> AgentSettings:
 def agent(
     ctx: typer.Context,
     controller: Annotated[
-        str | None, typer.Option("--controller", metavar="HOST:PORT", help="controller address [127.0.0.1:7070]")
+        str | None,
+        typer.Option(
+            "--controller",
+            metavar="HOST:PORT[,HOST:PORT...]",
+            help="controller address, or a comma-separated list of controllers (the agent follows the leader) "
+            "[127.0.0.1:7070]",
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="agent name and id (default: the hostname)")] = None,
     slots: Annotated[
