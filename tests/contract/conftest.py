@@ -45,10 +45,15 @@ class Backend:
             store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "memory":
         b = Backend("memory", MemoryStore, durable=False)
+    elif request.param == "postgresql":
+        from corral.controller.store.postgres import PostgresStore
+
+        dsn: str = request.getfixturevalue("pg_dsn")  # a fresh database; skips where PostgreSQL is missing
+        b = Backend("postgresql", lambda: PostgresStore(dsn, pool_size=2), durable=True)
     else:
         path = tmp_path / "corral.db"
         b = Backend("sqlite", lambda: SqliteStore(path), durable=True)
