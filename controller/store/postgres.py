@@ -18,10 +18,12 @@ lost during COMMIT raises :class:`~corral.controller.store.errors.CommitUnknown`
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
-from collections.abc import Iterable, Sequence
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -42,16 +44,41 @@ from corral.controller.store import (
 )
 from corral.controller.store import postgres_sql as sql
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
-from corral.controller.store.errors import CommitUnknown, Fenced
+from corral.controller.store.errors import CommitUnknown, Fenced, StoreUnavailable
 from corral.controller.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK, VERSION_TABLE, PgMigration
 from corral.controller.store.sqlite_schema import SchemaVersionError
 
-__all__ = ["MIGRATIONS", "PostgresStore", "SchemaVersionError"]
+__all__ = ["MIGRATIONS", "PostgresStore", "SchemaVersionError", "redacted"]
 
 _STDOUT: Final = 1
 _STDERR: Final = 2
 _EVENT_PAGE: Final = 256  # event batches read per query when paging a workflow's history
 _IDLE: Final = pq.TransactionStatus.IDLE
+_DISK_FULL: Final = "53100"
+_POOL_WAIT_S: Final = 5.0  # a read waits at most this long for a pool connection (database gone: fail)  # SQLSTATE disk_full
+
+
+def redacted(dsn: str) -> str:
+    """The URL without its password, for logs and status lines."""
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    """Turn the driver's "the database is gone" errors into :class:`StoreUnavailable` (degraded mode).
+
+    Errors about the data (IntegrityError, DataError) pass unchanged: they are the batch's fault.
+    """
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailable(f"PostgreSQL: {text}", full=exc.sqlstate == _DISK_FULL) from exc
 
 
 def _connect_kwargs(connect_timeout_s: float, tcp_timeout_s: float) -> dict[str, Any]:
@@ -106,7 +133,7 @@ class PostgresStore:
                 kwargs=self._kwargs,
                 check=ConnectionPool.check_connection,  # a connection the database dropped is replaced
                 name="corral-store-read",
-                timeout=connect_timeout_s,
+                timeout=min(connect_timeout_s, _POOL_WAIT_S),
                 open=True,
             )
         except BaseException:
@@ -154,7 +181,7 @@ class PostgresStore:
 
     def recover(self) -> None:
         """Make the write connection usable again after a failure (the degraded mode's probe calls it)."""
-        with self._write_lock:
+        with self._write_lock, _reachable():
             conn = self._writer()
             if conn.info.transaction_status != _IDLE:
                 conn.execute("ROLLBACK")
@@ -170,7 +197,7 @@ class PostgresStore:
         duration_rows = [durations_codec.encode_group(g, entries) for g, entries in groups.items() if entries]
         duration_deletes = [durations_codec.encode_group_key(g) for g, entries in groups.items() if not entries]
         cache_rows = [cache_codec.encode_entry(e) for e in batch.cache.upserts.values()]
-        with self._write_lock:
+        with self._write_lock, _reachable():
             conn = self._writer()
             try:
                 conn.execute("BEGIN")
@@ -340,7 +367,9 @@ class PostgresStore:
 
     def load(self) -> Snapshot:
         """Every row, read in one REPEATABLE READ transaction so the snapshot is consistent."""
-        with self._pool.connection() as conn:
+        # A connection of its own, not the pool's: a load is rare (boot, rebuild after a failed
+        # commit) and must not wait out the pool's reconnect backoff after the database came back.
+        with _reachable(), psycopg.connect(self.dsn, **self._kwargs) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             try:
                 # Binary results: bytea and numbers arrive without text parsing (boot reads every row).
@@ -384,7 +413,7 @@ class PostgresStore:
 
     def read_audit(self, since: float, principal: str = "", limit: int = 100) -> list[AuditEntry]:
         """The newest ``limit`` audit entries at or after ``since``, returned oldest first."""
-        with self._pool.connection() as conn:
+        with _reachable(), self._pool.connection() as conn:
             rows = conn.execute(sql.AUDIT_READ, (since, principal, principal, limit)).fetchall()
         return [access_codec.decode_audit(r) for r in reversed(rows)]
 
@@ -397,7 +426,7 @@ class PostgresStore:
             return found
         needle = None if task_id is None else json.dumps(task_id, ensure_ascii=False)
         cursor_seq = after_seq
-        with self._pool.connection() as conn:
+        with _reachable(), self._pool.connection() as conn:
             while True:
                 rows = conn.execute(sql.EVENT_BATCHES_OF_WORKFLOW, (workflow_id, cursor_seq, _EVENT_PAGE)).fetchall()
                 for last_seq, data in rows:
@@ -417,7 +446,7 @@ class PostgresStore:
         """Output of an attempt after the given byte offsets; empty for an unknown attempt (one query)."""
         if stdout_offset < 0 or stderr_offset < 0:
             raise ValueError("log offsets must not be negative")
-        with self._pool.connection() as conn:
+        with _reachable(), self._pool.connection() as conn:
             rows = conn.execute(sql.LOG_READ, (attempt_id, stdout_offset, stderr_offset)).fetchall()
         streams: dict[int, list[tuple[int, bytes]]] = {_STDOUT: [], _STDERR: []}
         truncated = False
