@@ -54,8 +54,8 @@ _STDOUT: Final = 1
 _STDERR: Final = 2
 _EVENT_PAGE: Final = 256  # event batches read per query when paging a workflow's history
 _IDLE: Final = pq.TransactionStatus.IDLE
-_DISK_FULL: Final = "53100"
-_POOL_WAIT_S: Final = 5.0  # a read waits at most this long for a pool connection (database gone: fail)  # SQLSTATE disk_full
+_DISK_FULL: Final = "53100"  # SQLSTATE disk_full
+_POOL_WAIT_S: Final = 5.0  # a read waits at most this long for a pool connection (database gone: fail)
 
 
 def redacted(dsn: str) -> str:

@@ -1,4 +1,4 @@
-"""The PostgreSQL schema: versioned migrations, applied in order by :class:`~corral.controller.store.postgres.PostgresStore`.
+"""The PostgreSQL schema: versioned migrations, applied in order by ``postgres.PostgresStore``.
 
 The list is the PostgreSQL store's own, starting at 1 (it does not replay SQLite's history:
 migration 1 is SQLite's schema version 17 in one step, plus the leader lease). The one row of
@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import psycopg
 
-__all__ = ["MIGRATIONS", "PgMigration", "SCHEMA_LOCK", "VERSION_TABLE"]
+__all__ = ["MIGRATIONS", "SCHEMA_LOCK", "VERSION_TABLE", "PgMigration"]
 
 PgMigration = Callable[[psycopg.Connection[Any]], None]
 
@@ -297,8 +297,7 @@ _SCHEMA_1: Final = (
 
 def _migration_1(conn: psycopg.Connection[Any]) -> None:
     """The schema of SQLite version 17 (issues 1 to 11) and the leader lease (issue 12)."""
-    for statement in _SCHEMA_1:
-        conn.execute(statement)
+    conn.execute(";\n".join(_SCHEMA_1))  # one round trip (no parameters: a multi-statement query is allowed)
 
 
 #: Every schema version so far, oldest first; ``corral_schema_version.version`` is the count applied.

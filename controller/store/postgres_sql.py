@@ -55,7 +55,12 @@ UPSERT_META: Final = upsert("meta", ["key", "value"], ["key"])
 SELECT_META: Final = "SELECT key, value FROM meta"
 DELETE_AGENT: Final = "DELETE FROM agents WHERE id = %s"
 
-_ACCESS_KEYS: Final = {"namespaces": ["name"], "tokens": ["id"], "secrets": ["namespace", "name"], "revoked_certs": ["name"]}
+_ACCESS_KEYS: Final = {
+    "namespaces": ["name"],
+    "tokens": ["id"],
+    "secrets": ["namespace", "name"],
+    "revoked_certs": ["name"],
+}
 ACCESS_UPSERT: Final = {
     table: upsert(table, access_codec.ACCESS_COLUMNS[table], keys) for table, keys in _ACCESS_KEYS.items()
 }

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.errors import StorageFull
+from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.store import codec
 from corral.controller.store.base import ChangeBatch, LogChunk
 from corral.controller.store.errors import CommitUnknown, Fenced, StoreUnavailable
@@ -86,7 +86,7 @@ def test_concurrent_boots_migrate_once(pg_dsn: str) -> None:
     def boot() -> None:
         try:
             stores.append(PostgresStore(pg_dsn, pool_size=1))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=boot) for _ in range(4)]
