@@ -199,11 +199,13 @@ class PostgresStore:
         cache_rows = [cache_codec.encode_entry(e) for e in batch.cache.upserts.values()]
         with self._write_lock, _reachable():
             conn = self._writer()
+            epoch = self.fence_epoch
             try:
-                conn.execute("BEGIN")
-                if self.fence_epoch is not None:
-                    self._fence(conn, self.fence_epoch)
-                with conn.cursor() as cur:
+                # Pipeline mode: BEGIN, the fence and every write go out without waiting for each
+                # other's answers; one round trip to the sync, one more for COMMIT.
+                with conn.pipeline() as pipeline, conn.cursor() as cur:
+                    conn.execute("BEGIN")
+                    fence = None if epoch is None else conn.execute(sql.FENCE, (epoch,))
                     self._write(cur, batch, logs, meta)
                     if duration_deletes:
                         cur.executemany(sql.DELETE_DURATIONS, duration_deletes)
@@ -219,6 +221,12 @@ class PostgresStore:
                         if batch.events[0].seq <= stored:
                             raise ValueError(f"event seq {batch.events[0].seq} is not above the last stored {stored}")
                         cur.executemany(sql.EVENT_BATCH_INSERT, event_rows)
+                    pipeline.sync()
+                    # Checked before COMMIT: writes queued behind a failed fence are rolled back.
+                    if fence is not None and fence.fetchone() is None:
+                        raise Fenced(
+                            f"the leader lease is not held at epoch {epoch} (taken over or expired): write refused"
+                        )
             except BaseException:
                 self._abort(conn)
                 raise
@@ -226,11 +234,6 @@ class PostgresStore:
             if batch.events:
                 # Only this connection writes events: no query per commit to know the last seq.
                 self._stored_event_seq = batch.events[-1].seq
-
-    @staticmethod
-    def _fence(conn: psycopg.Connection[Any], epoch: int) -> None:
-        if conn.execute(sql.FENCE, (epoch,)).fetchone() is None:
-            raise Fenced(f"the leader lease is not held at epoch {epoch} (taken over or expired): write refused")
 
     @staticmethod
     def _abort(conn: psycopg.Connection[Any]) -> None:

@@ -15,6 +15,7 @@ import pytest
 from corral.controller.errors import StorageFull
 from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.store import codec
+from corral.controller.store import postgres_sql as sql
 from corral.controller.store.base import ChangeBatch, LogChunk
 from corral.controller.store.errors import CommitUnknown, Fenced, StoreUnavailable
 from corral.controller.store.postgres import MIGRATIONS, PostgresStore, SchemaVersionError, redacted
@@ -184,7 +185,7 @@ def test_a_commit_holds_the_lease_row_until_it_ends(pg: PostgresStore, pg_dsn: s
     pg.fence_epoch = 5
     with psycopg.connect(pg_dsn, autocommit=True) as other:
         pg._conn.execute("BEGIN")
-        pg._fence(pg._conn, 5)  # the commit's first statement, still open
+        pg._conn.execute(sql.FENCE, (5,))  # the commit's first statement, its transaction still open
         other.execute("SET lock_timeout = '200ms'")
         with pytest.raises(psycopg.errors.LockNotAvailable):
             other.execute("UPDATE corral_lease SET epoch = 6 WHERE name = 'leader'")
