@@ -55,6 +55,7 @@ _STDERR: Final = 2
 _EVENT_PAGE: Final = 256  # event batches read per query when paging a workflow's history
 _IDLE: Final = pq.TransactionStatus.IDLE
 _DISK_FULL: Final = "53100"  # SQLSTATE disk_full
+_COPY_MIN: Final = 512  # rows of one table from which a commit writes them with COPY
 _POOL_WAIT_S: Final = 5.0  # a read waits at most this long for a pool connection (database gone: fail)
 
 
@@ -203,7 +204,9 @@ class PostgresStore:
             try:
                 # Pipeline mode: BEGIN, the fence and every write go out without waiting for each
                 # other's answers; one round trip to the sync, one more for COMMIT.
-                with conn.pipeline() as pipeline, conn.cursor() as cur:
+                # A large table write goes through COPY instead (2-3x faster), which a pipeline cannot carry.
+                piped = max(len(batch.workflows), len(batch.tasks), len(batch.attempts), len(batch.agents)) < _COPY_MIN
+                with conn.pipeline() if piped else contextlib.nullcontext() as pipeline, conn.cursor() as cur:
                     conn.execute("BEGIN")
                     fence = None if epoch is None else conn.execute(sql.FENCE, (epoch,))
                     self._write(cur, batch, logs, meta)
@@ -221,7 +224,8 @@ class PostgresStore:
                         if batch.events[0].seq <= stored:
                             raise ValueError(f"event seq {batch.events[0].seq} is not above the last stored {stored}")
                         cur.executemany(sql.EVENT_BATCH_INSERT, event_rows)
-                    pipeline.sync()
+                    if pipeline is not None:
+                        pipeline.sync()
                     # Checked before COMMIT: writes queued behind a failed fence are rolled back.
                     if fence is not None and fence.fetchone() is None:
                         raise Fenced(
@@ -275,7 +279,14 @@ class PostgresStore:
             ("agents", len(batch.agents), map(codec.encode_agent, batch.agents.values())),
         ]
         for table, count, table_rows in rows:
-            if count:
+            if count >= _COPY_MIN:
+                # COPY into a temporary twin of the table, then one INSERT ... ON CONFLICT from it.
+                cur.execute(sql.STAGE[table])
+                with cur.copy(sql.COPY_STAGE[table]) as copy:
+                    for row in table_rows:
+                        copy.write_row(row)
+                cur.execute(sql.UPSERT_STAGED[table])
+            elif count:
                 cur.executemany(sql.UPSERT[table], table_rows)
         if logs:
             self._append_logs(cur, logs)

@@ -45,6 +45,19 @@ def _select(table: str, columns: Sequence[str], order: str) -> str:
 FENCE: Final = "SELECT 1 FROM corral_lease WHERE name = 'leader' AND epoch = %s AND expires_at > now() FOR SHARE"
 
 UPSERT: Final = {table: upsert(table, cols, ["id"]) for table, cols in codec.COLUMNS.items()}
+# Large batches: COPY into a temporary twin of the table (emptied at every commit), then upsert from it.
+STAGE: Final = {
+    table: f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} (LIKE {table}) ON COMMIT DELETE ROWS"
+    for table in codec.COLUMNS
+}
+COPY_STAGE: Final = {
+    table: f"COPY stage_{table} ({', '.join(_q(c) for c in cols)}) FROM STDIN" for table, cols in codec.COLUMNS.items()
+}
+UPSERT_STAGED: Final = {
+    table: f"INSERT INTO {table} ({', '.join(_q(c) for c in cols)}) SELECT {', '.join(_q(c) for c in cols)} "
+    f"FROM stage_{table} ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in cols[1:])
+    for table, cols in codec.COLUMNS.items()
+}
 SELECT: Final = {
     "workflows": _select("workflows", codec.COLUMNS["workflows"], "id"),
     "tasks": _select("tasks", codec.COLUMNS["tasks"], 'workflow_id, "index"'),

@@ -5,6 +5,8 @@ Against the real throwaway server of ``tests/pgserver.py`` (fixture ``pg_dsn``: 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from corral.controller.core.model import Resources
 from corral.controller.errors import StorageFull
 from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.store import codec
@@ -249,3 +252,18 @@ def test_disk_full_maps_to_storage_full() -> None:
 def test_the_dsn_password_is_redacted() -> None:
     assert redacted("postgresql://corral:s3cret@db:5432/corral") == "postgresql://corral:***@db:5432/corral"
     assert redacted("postgresql://corral@db/corral") == "postgresql://corral@db/corral"
+
+
+def test_a_large_batch_goes_through_copy_and_fails_whole(pg: PostgresStore, pg_dsn: str) -> None:
+    tasks = {f"t{i:04d}": minimal_task(f"t{i:04d}", "big", i) for i in range(1200)}
+    pg.commit(ChangeBatch(tasks=tasks))
+    updated = {tid: dataclasses.replace(t, error="again") for tid, t in tasks.items()}
+    bad = dataclasses.replace(minimal_task("zz", "big", 9999), resources=Resources(cpu_cores=math.nan))
+    with pytest.raises(ValueError):
+        pg.commit(ChangeBatch(workflows={"wf-1": full_workflow()}, tasks={**updated, "zz": bad}))
+    assert _workflow_ids(pg_dsn) == []
+    assert {t.error for t in pg.load().tasks} == {""}
+    pg.commit(ChangeBatch(tasks=updated))  # the upsert from the staged rows, over existing rows
+    loaded = pg.load().tasks
+    assert len(loaded) == 1200 and {t.error for t in loaded} == {"again"}
+    assert _query(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'") == [(0,)]
