@@ -32,13 +32,15 @@ from psycopg_pool import ConnectionPool
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
-from corral.controller.core.model import WorkflowEvent
+from corral.controller.core.model import TaskState, Workflow, WorkflowEvent
 from corral.controller.store import (
     access_codec,
+    base,
     cache_codec,
     codec,
     durations_codec,
     event_codec,
+    postgres_retention,
     runs_codec,
     schedules_codec,
 )
@@ -302,6 +304,10 @@ class PostgresStore:
             cur.executemany(sql.UPSERT_RUN, [runs_codec.encode_run(r) for r in batch.runs])
         if batch.schedules:
             self._commit_schedules(cur, batch)
+        # Issue 12 (retention; the lifecycle part's field): after the upserts, as SQLite does.
+        forgotten = getattr(batch, "forgotten_workflows", None)
+        if forgotten:
+            postgres_retention.delete_workflows(cur, forgotten)
 
     @staticmethod
     def _commit_checkpoints(cur: psycopg.Cursor[Any], changes: CheckpointChanges) -> None:
@@ -475,6 +481,28 @@ class PostgresStore:
             _tail(streams[_STDERR], stderr_offset),
             truncated,
         )
+
+    # --- issue 12: workflows out of memory (the lifecycle part's Store methods) ---------------
+
+    def load_workflow(self, workflow_id: str) -> Any:
+        """One stored workflow with its tasks, attempts, runs and checkpoints (a ``WorkflowRecord``), or None."""
+        with _reachable(), self._pool.connection() as conn:
+            rows = postgres_retention.load_workflow_rows(conn, workflow_id)
+        if rows is None:
+            return None
+        # Looked up when called: this module was written before base.WorkflowRecord was merged.
+        record: Any = vars(base)["WorkflowRecord"]
+        return record(*rows)
+
+    def list_workflows(self, query: Any) -> list[Workflow]:
+        """The stored workflows a ``WorkflowQuery`` selects, newest first."""
+        with _reachable(), self._pool.connection() as conn:
+            return postgres_retention.list_workflows(conn, query)
+
+    def task_counts(self, workflow_ids: Sequence[str]) -> dict[str, dict[TaskState, int]]:
+        """Tasks per state of each given stored workflow."""
+        with _reachable(), self._pool.connection() as conn:
+            return postgres_retention.task_counts(conn, workflow_ids)
 
     def close(self) -> None:
         """Close the connections; further calls fail. Closing twice is harmless."""

@@ -300,5 +300,18 @@ def _migration_1(conn: psycopg.Connection[Any]) -> None:
     conn.execute(";\n".join(_SCHEMA_1))  # one round trip (no parameters: a multi-statement query is allowed)
 
 
+def _migration_2_retention(conn: psycopg.Connection[Any]) -> None:
+    """Issue 12 (as SQLite's 18): indexes for retention and for reading one evicted workflow, and
+    a namespace's own retention (NULL: the controller's ``--retain``). Deleted rows are reclaimed
+    by PostgreSQL's autovacuum: no vacuum of our own."""
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS workflows_by_finish ON workflows (finished_at);\n"
+        "CREATE INDEX IF NOT EXISTS workflows_by_created ON workflows (created_at);\n"
+        "CREATE INDEX IF NOT EXISTS attempts_by_workflow ON attempts (workflow_id);\n"
+        "CREATE INDEX IF NOT EXISTS checkpoints_by_workflow ON checkpoints (workflow_id);\n"
+        "ALTER TABLE namespaces ADD COLUMN IF NOT EXISTS retain_s double precision"
+    )
+
+
 #: Every schema version so far, oldest first; ``corral_schema_version.version`` is the count applied.
-MIGRATIONS: Final[tuple[PgMigration, ...]] = (_migration_1,)
+MIGRATIONS: Final[tuple[PgMigration, ...]] = (_migration_1, _migration_2_retention)

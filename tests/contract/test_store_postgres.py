@@ -9,21 +9,22 @@ import dataclasses
 import math
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
 
-from corral.controller.core.model import Resources
+from corral.controller.core.model import Resources, TaskState, WorkflowState
 from corral.controller.errors import StorageFull
 from corral.controller.recovery import OPERATIONAL, storage_error
-from corral.controller.store import codec
+from corral.controller.store import codec, postgres_retention
 from corral.controller.store import postgres_sql as sql
 from corral.controller.store.base import ChangeBatch, LogChunk
 from corral.controller.store.errors import CommitUnknown, Fenced, StoreUnavailable
 from corral.controller.store.postgres import MIGRATIONS, PostgresStore, SchemaVersionError, redacted
 
-from .test_store import full_batch, full_workflow, minimal_task
+from .test_store import _event, full_batch, full_workflow, minimal_task
 
 
 @pytest.fixture
@@ -267,3 +268,54 @@ def test_a_large_batch_goes_through_copy_and_fails_whole(pg: PostgresStore, pg_d
     loaded = pg.load().tasks
     assert len(loaded) == 1200 and {t.error for t in loaded} == {"again"}
     assert _query(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'") == [(0,)]
+
+
+# --- issue 12: workflows read back from the store, listings, deletion (the lifecycle part's methods) --
+
+
+def _query_of(**fields: Any) -> SimpleNamespace:
+    """The lifecycle part's ``WorkflowQuery`` by its attributes (it merges after this store)."""
+    base: dict[str, Any] = {
+        "namespaces": (),
+        "exclude_namespaces": (),
+        "states": frozenset(),
+        "name_prefix": "",
+        "id_prefix": "",
+        "task_id": "",
+        "finished_before": None,
+        "offset": 0,
+        "limit": 100,
+    }
+    return SimpleNamespace(**{**base, **fields})
+
+
+def test_retention_reads_and_deletes_one_workflow_with_all_its_rows(pg: PostgresStore, pg_dsn: str) -> None:
+    batch = full_batch()
+    done = dataclasses.replace(full_workflow("wf-2"), state=WorkflowState.COMPLETED, finished_at=50.0, created_at=9e9)
+    batch.workflows["wf-2"] = done
+    batch.tasks["wf-2-t0"] = minimal_task("wf-2-t0", "wf-2")
+    batch.events = [_event(1), _event(2, "wf-2", "wf-2-t0")]
+    pg.commit(batch)
+    rows = postgres_retention.load_workflow_rows(pg._conn, "wf-1")
+    assert rows is not None
+    workflow, tasks, attempts, runs, checkpoints = rows
+    assert workflow == full_workflow() and tasks == list(full_batch().tasks.values())
+    assert attempts == list(full_batch().attempts.values()) and runs == [] and checkpoints == []
+    assert postgres_retention.load_workflow_rows(pg._conn, "nope") is None
+    assert [w.id for w in pg.list_workflows(_query_of())] == ["wf-2", "wf-1"]  # newest first
+    assert [w.id for w in pg.list_workflows(_query_of(finished_before=100.0))] == ["wf-2"]
+    assert [w.id for w in pg.list_workflows(_query_of(id_prefix="wf-1"))] == ["wf-1"]
+    assert [w.id for w in pg.list_workflows(_query_of(task_id="wf-2-t0"))] == ["wf-2"]
+    assert [w.id for w in pg.list_workflows(_query_of(namespaces=("team-a",), limit=1, offset=1))] == ["wf-1"]
+    assert pg.list_workflows(_query_of(exclude_namespaces=("team-a",))) == []
+    assert pg.task_counts(["wf-1", "wf-2", "nope"]) == {
+        "wf-1": {TaskState.COMPLETED: 1, TaskState.RUNNING: 1},
+        "wf-2": {TaskState.PENDING: 1},
+        "nope": {},
+    }
+    with pg._conn.transaction(), pg._conn.cursor() as cur:
+        postgres_retention.delete_workflows(cur, {"wf-1"})
+    assert _workflow_ids(pg_dsn) == ["wf-2"]
+    assert pg.read_logs("att-2") == LogChunk("att-2")
+    assert pg.workflow_events("wf-1") == [] and len(pg.workflow_events("wf-2")) == 1
+    assert [t.id for t in pg.load().tasks] == ["wf-2-t0"] and pg.load().attempts == []
