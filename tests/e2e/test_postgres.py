@@ -20,7 +20,9 @@ from corral.v1 import types_pb2
 from tests.e2e.conftest import Cluster, TaskState, WorkflowState, eventually
 from tests.e2e.test_recovery import _ledger_task, _read_ledger
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+# make chaos: SQLite's twin (test_recovery) keeps the kill -9 replay in make test; this one adds
+# only the store, which the contract suite and tests/rpc/test_postgres_controller.py cover there.
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(90)]
 
 
 def test_a_controller_on_postgresql_survives_kill9_and_restart(cluster: Cluster, tmp_path: Path, pg_dsn: str) -> None:
