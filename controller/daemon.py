@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", type=Path, default=None, help=f"SQLite state file (default {default_db_path()})")
     parser.add_argument("--memory", action="store_true", help="keep state in memory only (nothing survives)")
     parser.add_argument("--address-file", type=Path, help="write the bound host:port here once serving")
+    # High availability (issue 12): the lead folds --store into config's URL parsing at merge.
+    parser.add_argument("--store", help="postgresql://user@host:port/db: active/standby on PostgreSQL")
+    parser.add_argument("--advertise", metavar="HOST:PORT", help="address in the leader lease (default: --listen)")
+    parser.add_argument("--lease-ttl", type=float, default=5.0, help="seconds a leader's lease lasts unrenewed")
     parser.add_argument(
         "--http",
         metavar="HOST:PORT",
@@ -223,6 +227,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--http wants host:port (port 0: any free port), got {args.http!r}")
     if args.http_address_file is not None and args.http is None:
         parser.error("--http-address-file needs --http")
+    if args.store is not None and not args.store.startswith(("postgresql://", "postgres://")):
+        parser.error("--store takes a postgresql:// URL (SQLite: --db PATH, memory: --memory)")
+    if args.advertise is not None and not _is_host_port(args.advertise):
+        parser.error(f"--advertise wants host:port, got {args.advertise!r}")
+    if not (math.isfinite(args.lease_ttl) and 0.3 <= args.lease_ttl <= 3600):
+        parser.error("--lease-ttl must be between 0.3 and 3600 seconds")
     return args
 
 
@@ -342,6 +352,10 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
     """
     if tls is None:
         tls = server_tls(args)
+    if args.store is not None:  # PostgreSQL: one of several controllers, leading by a fenced lease
+        from corral.controller.ha.node import serve_ha
+
+        return await serve_ha(args, tls, _config(args))
     store, where = _store(args)
     runtime = Runtime(store, _config(args), encode_actions=deliver)
     box = SecretBox.from_key_file(args.secret_key_file) if args.secret_key_file else None
