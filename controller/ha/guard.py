@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.controller.store.base import ChangeBatch, Snapshot, Store
-from corral.controller.store.errors import StoreError
+from corral.controller.store.errors import CommitUnknown, Fenced
 
 __all__ = ["GuardedStore", "NotLeader"]
 
@@ -58,7 +58,7 @@ class GuardedStore:
             raise NotLeader("not the leader: the leadership lease is ending or lost")
         try:
             self.inner.commit(batch)
-        except StoreError as exc:
+        except (Fenced, CommitUnknown) as exc:  # a lost database (StoreUnavailable) is degraded mode's
             self._depose(exc)
             raise NotLeader(f"not the leader: {exc}") from exc
 

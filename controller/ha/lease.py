@@ -7,11 +7,12 @@ the store fences every write with it (``PostgresStore.fence_epoch``).
 
 The :class:`LeaseKeeper` renews the row every ``ttl / 3`` on its own thread and its own
 connection, so a long tick of the state loop never starves it. The controller's own view of how
-long it may still act is kept on its monotonic clock: a renewal sent at ``t`` (before the database
-read ``now()``) makes the lease valid locally until ``t + ttl``, which is never later than the
-database's ``expires_at``. The controller stops taking writes :attr:`LeaseTimings.margin_s`
-before that local end, so it has stepped down before any standby can take over; the fence in the
-database is what makes a late write harmless regardless (a frozen process cannot look at clocks).
+long it may still act is kept on CLOCK_BOOTTIME (monotonic, and counting through a suspend): a
+renewal sent at ``t`` (before the database read ``now()``) makes the lease valid locally until
+``t + ttl``, which is never later than the database's ``expires_at``. The controller stops taking
+writes :attr:`LeaseTimings.margin_s` before that local end, so it has stepped down before any
+standby can take over; the fence in the database is what makes a late write harmless regardless
+(a frozen process cannot look at clocks).
 
 :class:`LeaseView` holds the pure decisions (tested with a fake clock); the keeper only talks to
 the database and records what it heard.
@@ -33,6 +34,7 @@ __all__ = [
     "LeaseKeeper",
     "LeaseTimings",
     "LeaseView",
+    "boottime",
     "connector",
 ]
 
@@ -71,7 +73,10 @@ _RELEASE = """
 UPDATE corral_lease SET expires_at = now()
  WHERE name = 'leader' AND epoch = %(epoch)s AND holder = %(holder)s AND expires_at > now()
 """
-_READ = "SELECT epoch, holder, address, expires_at > now() FROM corral_lease WHERE name = 'leader'"
+_READ = """
+SELECT epoch, holder, address, expires_at > now(), extract(epoch FROM expires_at - now())::float8
+  FROM corral_lease WHERE name = 'leader'
+"""
 
 
 @dataclass(frozen=True)
@@ -158,12 +163,21 @@ class LeaseView:
         return info.address if info is not None and info.live else ""
 
 
+def boottime() -> float:
+    """CLOCK_BOOTTIME: monotonic, and it keeps counting while the host or VM is suspended.
+
+    CLOCK_MONOTONIC stops during a suspend, so a resumed leader would believe its lease still
+    ran; with this clock it knows the lease is gone (the database's fence is the backstop).
+    """
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class LeaseKeeper:
     """The lease's thread: acquires when asked and the row has expired, renews, reads the row.
 
     ``connect()`` returns a new psycopg connection (autocommit); the keeper owns it alone.
     ``holder`` is this controller's instance id, ``address`` the advertised host:port written into
-    the row. ``clock`` is monotonic (a seam for tests). ``on_change`` is called (on the keeper's
+    the row. ``clock`` is CLOCK_BOOTTIME (a seam for tests). ``on_change`` is called (on the keeper's
     thread) whenever the term we hold starts or ends, so the owner can react at once.
     """
 
@@ -174,7 +188,7 @@ class LeaseKeeper:
         address: str,
         timings: LeaseTimings,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.view = LeaseView(timings)
@@ -190,6 +204,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()  # serialises statements on the connection (resign vs the loop)
         self._conn: Any = None
         self._thread = threading.Thread(target=self._run, name="corral-lease", daemon=True)
+        self._next_wait = timings.renew_every_s
         self.errors = 0  # failed statements (connection trouble), for tests and logs
 
     # --- the owner's side -----------------------------------------------------------------------
@@ -251,7 +266,7 @@ class LeaseKeeper:
                 self._wake.wait(min(0.5, self.timings.renew_every_s))
                 self._wake.clear()
                 continue
-            self._wake.wait(self.timings.renew_every_s)
+            self._wake.wait(self._next_wait)
             self._wake.clear()
 
     def _check_expiry(self) -> None:
@@ -281,8 +296,13 @@ class LeaseKeeper:
                 log.info("leadership lease acquired: epoch %d, advertised as %s", int(row[0]), self.address)
                 self._changed()
         row = conn.execute(_READ).fetchone()
+        self._next_wait = self.timings.renew_every_s
         if row is not None:
             view.leader = LeaderInfo(int(row[0]), str(row[1]), str(row[2]), bool(row[3]))
+            if view.epoch is None and self._want.is_set():
+                # Campaigning: try again right when the holder's term ends on the database's
+                # clock, not up to a renewal interval later (failover time is ttl, not 4/3 ttl).
+                self._next_wait = min(self._next_wait, max(0.02, float(row[4]) + 0.02))
 
     def _lose(self) -> None:
         # No new take until the owner campaigns again: it first tears the old term down.

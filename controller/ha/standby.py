@@ -24,7 +24,7 @@ __all__ = ["LEADER_METADATA", "StandbyServer", "build_standby_server"]
 LEADER_METADATA = "corral-leader"
 
 
-class _Redirect(grpc.GenericRpcHandler):
+class _Redirect(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Every method: UNAVAILABLE with the leader's address (health is registered before, so it wins)."""
 
     def __init__(self, leader: Callable[[], str]) -> None:

@@ -1,8 +1,8 @@
-"""Store errors a caller must tell apart from a bad request (see the plan of issue 12).
+"""Errors a store raises that are about the store itself, not about the data of a batch.
 
-``Fenced``: the store refused a write because this controller no longer holds the leadership epoch
-it writes under. ``CommitUnknown``: the connection died during COMMIT, so whether the transaction
-landed is unknown. Both make a controller step down and rebuild from the store.
+A value the store cannot encode raises ``ValueError``/``TypeError`` (the command's fault); a lost
+disk or database raises something in :data:`corral.controller.recovery.OPERATIONAL` (degraded
+mode). These two mean something else again, and only a networked store with leadership raises them.
 """
 
 from __future__ import annotations
@@ -11,12 +11,20 @@ __all__ = ["CommitUnknown", "Fenced", "StoreError"]
 
 
 class StoreError(Exception):
-    """A store failure that is neither bad data nor a transient connection error."""
+    """Base of the store's own errors."""
 
 
 class Fenced(StoreError):
-    """The write was refused: the leadership epoch it was fenced by is no longer ours."""
+    """The write was refused because this controller no longer holds the leader lease at its epoch.
+
+    Raised before anything of the batch was written (the transaction is rolled back): a deposed
+    or partitioned leader can never write. The controller must step down.
+    """
 
 
 class CommitUnknown(StoreError):
-    """The connection died during COMMIT: the outcome of the transaction is unknown."""
+    """The connection died during COMMIT: the batch may or may not be durable.
+
+    Neither answering the writers nor retrying is safe; the controller must rebuild its memory from
+    the store (which then holds the truth) before it serves writes again.
+    """
