@@ -95,6 +95,7 @@ class HaNode:
         self.epoch: int | None = None
         self.terms = 0
         self.step_downs: list[str] = []
+        self.runtime_failures = 0  # terms in a row that failed to start (backoff before campaigning)
         self.runtime: Runtime | None = None  # the term's, while leading
         self.standby: StandbyServer | None = None  # the standby server, while serving as one
         self.address = ""
@@ -118,6 +119,11 @@ class HaNode:
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(wake.set)
+
+    async def _wait_for(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless asked to stop meanwhile."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        await self._wait(lambda: asyncio.get_running_loop().time() >= deadline)
 
     async def _wait(self, done: Callable[[], bool]) -> None:
         assert self._wake is not None
@@ -160,6 +166,11 @@ class HaNode:
                     break
                 log.warning("stepped down from epoch %d (%s): standby again", epoch, reason)
                 self.standby = await self._bind_standby(first=False)
+                if self.runtime_failures:
+                    # A term that could not even start (store unreachable, state unreadable): let
+                    # another controller try before this one campaigns again (1x, 2x, 4x ttl).
+                    delay = self.options.timings.ttl_s * min(4, 2 ** (self.runtime_failures - 1))
+                    await self._wait_for(delay)
         finally:
             if self.standby is not None:
                 await self.standby.stop(0)
@@ -202,6 +213,7 @@ class HaNode:
             inner = await asyncio.to_thread(self.options.open_store)
         except Exception as exc:
             log.error("epoch %d: cannot open the store (%s); giving the term up", epoch, exc)
+            self.runtime_failures += 1
             return f"store unavailable: {exc}"
         if hasattr(inner, "fence_epoch"):
             inner.fence_epoch = epoch  # every write transaction checks this epoch in the database
@@ -215,6 +227,7 @@ class HaNode:
             log.error("epoch %d: cannot load the state (%s); giving the term up", epoch, exc)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(inner.close)
+            self.runtime_failures += 1
             return f"load failed: {exc}"
         attach_metrics(runtime)
         box = SecretBox.from_key_file(args.secret_key_file) if args.secret_key_file else None
@@ -247,6 +260,7 @@ class HaNode:
                 if args.http_address_file:
                     write_address(args.http_address_file, http_address)
             self.runtime = runtime  # serving from here on
+            self.runtime_failures = 0
             log.info("leading as epoch %d on %s", epoch, self.address)
             await self._wait(lambda: store.deposed is not None or not keeper.may_write(epoch))
         except Exception as exc:

@@ -7,7 +7,7 @@ mode). These two mean something else again, and only a networked store with lead
 
 from __future__ import annotations
 
-__all__ = ["CommitUnknown", "Fenced", "StoreError"]
+__all__ = ["CommitUnknown", "Fenced", "StoreError", "StoreUnavailable"]
 
 
 class StoreError(Exception):
@@ -28,3 +28,16 @@ class CommitUnknown(StoreError):
     Neither answering the writers nor retrying is safe; the controller must rebuild its memory from
     the store (which then holds the truth) before it serves writes again.
     """
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or refused service (connection lost, disk full, shutting down).
+
+    Raised before COMMIT, so nothing of the batch was written. ``full`` is True when the database
+    reported its disk full. A member of :data:`corral.controller.recovery.OPERATIONAL` (degraded
+    mode), so the driver's own exception classes need not be imported by every controller.
+    """
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
