@@ -73,6 +73,16 @@ _RELEASE = """
 UPDATE corral_lease SET expires_at = now()
  WHERE name = 'leader' AND epoch = %(epoch)s AND holder = %(holder)s AND expires_at > now()
 """
+# A take waits this long for the row lock (a fenced transaction in flight) before evicting.
+_LOCK_WAIT = "SET LOCAL lock_timeout = '300ms'"
+# The fence's FOR SHARE shows as a RowShareLock on the table: terminate the holders, but only
+# while the term is expired (a live leader's commits must be left alone).
+_EVICT = """
+SELECT pg_terminate_backend(l.pid)
+  FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+ WHERE c.relname = 'corral_lease' AND l.mode = 'RowShareLock' AND l.granted AND l.pid <> pg_backend_pid()
+   AND EXISTS (SELECT 1 FROM corral_lease WHERE name = 'leader' AND expires_at <= now())
+"""
 _READ = """
 SELECT epoch, holder, address, expires_at > now(), extract(epoch FROM expires_at - now())::float8
   FROM corral_lease WHERE name = 'leader'
@@ -205,6 +215,7 @@ class LeaseKeeper:
         self._conn: Any = None
         self._thread = threading.Thread(target=self._run, name="corral-lease", daemon=True)
         self._next_wait = timings.renew_every_s
+        self._evicting = False
         self.errors = 0  # failed statements (connection trouble), for tests and logs
 
     # --- the owner's side -----------------------------------------------------------------------
@@ -290,19 +301,46 @@ class LeaseKeeper:
                 self._lose()
         elif self._want.is_set():
             sent = self._clock()
-            row = conn.execute(_ACQUIRE, params).fetchone()
+            row = self._acquire(conn, params)
             if row is not None:
                 view.acquired(int(row[0]), sent)
                 log.info("leadership lease acquired: epoch %d, advertised as %s", int(row[0]), self.address)
                 self._changed()
         row = conn.execute(_READ).fetchone()
-        self._next_wait = self.timings.renew_every_s
+        # Right after an eviction, try again at once: the row is free as soon as those roll back.
+        self._next_wait = 0.05 if self._evicting else self.timings.renew_every_s
+        self._evicting = False
         if row is not None:
             view.leader = LeaderInfo(int(row[0]), str(row[1]), str(row[2]), bool(row[3]))
             if view.epoch is None and self._want.is_set():
                 # Campaigning: try again right when the holder's term ends on the database's
                 # clock, not up to a renewal interval later (failover time is ttl, not 4/3 ttl).
                 self._next_wait = min(self._next_wait, max(0.02, float(row[4]) + 0.02))
+
+    def _acquire(self, conn: Any, params: dict[str, Any]) -> Any:
+        """Take the row if it has expired; evict a deposed leader's transaction that still holds it.
+
+        Every fenced write transaction holds the row FOR SHARE until it commits, which is what
+        orders it before any take-over. A leader frozen (or partitioned) in the middle of one keeps
+        that lock after its lease expired, and the take-over would wait for it forever (its TCP
+        connection looks alive). So the take waits only briefly; then the sessions holding the
+        row share-locked while it is expired are terminated (their transactions roll back: the
+        old leader sees a lost connection and steps down), and the take is tried again.
+        """
+        import psycopg  # the keeper runs only with PostgreSQL
+
+        try:
+            with conn.transaction():
+                conn.execute(_LOCK_WAIT)
+                return conn.execute(_ACQUIRE, params).fetchone()
+        except psycopg.errors.LockNotAvailable:
+            evicted = conn.execute(_EVICT).fetchall()
+            if evicted:
+                log.warning(
+                    "leadership lease: terminated %d session(s) of the expired term still holding it", len(evicted)
+                )
+            self._evicting = True
+            return None
 
     def _lose(self) -> None:
         # No new take until the owner campaigns again: it first tears the old term down.

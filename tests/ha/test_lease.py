@@ -8,7 +8,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from corral.controller.ha.lease import LeaseKeeper, LeaseTimings, LeaseView
+from corral.controller.ha.lease import LEASE_DDL, LeaseKeeper, LeaseTimings, LeaseView
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -119,3 +119,28 @@ def test_a_keeper_whose_term_was_taken_steps_down(keepers: Callable[..., LeaseKe
     wait_until(lambda: keeper.view.epoch is not None, 3 * 3 + 1.5, "a to lead again")
     assert keeper.view.epoch == epoch + 2
     assert lease_row(pg_dsn)[:2] == (epoch + 2, "a")
+
+
+def test_a_take_over_evicts_a_deposed_leaders_transaction_that_holds_the_row(
+    keepers: Callable[..., LeaseKeeper], pg_dsn: str
+) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as setup:
+        setup.execute(LEASE_DDL)
+        setup.execute("INSERT INTO corral_lease VALUES ('leader', 5, 'old', 'old:1', now() + interval '1 second')")
+    # The old leader's fenced write transaction, frozen between its fence and its COMMIT.
+    frozen = psycopg.connect(pg_dsn)
+    try:
+        frozen.execute(
+            "SELECT 1 FROM corral_lease WHERE name = 'leader' AND epoch = 5 AND expires_at > now() FOR SHARE"
+        )
+        frozen.execute("CREATE TABLE written_by_the_old_leader (x int)")
+        keeper = keepers("new", ttl=1.5)
+        keeper.campaign()
+        wait_until(lambda: keeper.view.epoch is not None, 1 + 3 * 1.5, "the take-over")
+        assert keeper.view.epoch == 6
+        with pytest.raises(psycopg.OperationalError):
+            frozen.execute("COMMIT")  # its session was terminated: nothing of it commits
+    finally:
+        frozen.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as check:
+        assert check.execute("SELECT to_regclass('written_by_the_old_leader')").fetchone() == (None,)
