@@ -27,6 +27,9 @@ def spec(name: str) -> dict[str, Any]:
     return {"name": name, "tasks": [{"name": "t", "agent_type": "shell", "payload": {"shell": "true"}}]}
 
 
+# Two controller processes (~30 s on a loaded machine): make chaos. make test covers the same
+# fence in-process (test_store_fence.py) and the step-down (test_node.py).
+@pytest.mark.chaos
 def test_a_frozen_leader_is_fenced_and_steps_down(tmp_path: Path, pg_dsn: str) -> None:
     require_postgres_store()
     with ha_group(tmp_path, pg_dsn, ttl=TTL) as group:
