@@ -236,6 +236,7 @@ class HaNode:
         server: Server | None = None
         http: Any = None
         pruner = asyncio.ensure_future(prune_audit_forever(runtime, args.audit_retain_s))
+        failure = ""
         try:
             if auth:
                 from corral.controller.daemon import default_db_path
@@ -263,9 +264,11 @@ class HaNode:
             self.runtime_failures = 0
             log.info("leading as epoch %d on %s", epoch, self.address)
             await self._wait(lambda: store.deposed is not None or not keeper.may_write(epoch))
-        except Exception as exc:
+        except Exception as exc:  # e.g. the port cannot be bound again: give the term to another
             log.error("epoch %d: the term failed (%s)", epoch, exc)
-        reason = _why(store, self._stopping)
+            self.runtime_failures += 1
+            failure = f"term failed: {exc}"
+        reason = failure or _why(store, self._stopping)
         # Quiet first: no new write can commit (the gate refuses once the lease is not ours or
         # the store deposed us); health turns NOT_SERVING and every agent stream closes at once,
         # so the agents go looking for the next leader instead of waiting on this one.
