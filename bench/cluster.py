@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -35,13 +35,24 @@ from corral.controller.address_file import AddressTimeout, ControllerExited, wai
 from corral.controller.certs import agent_grant, client_grant, init_dir, issue_identity
 from corral.controller.sdk.client import Client
 
-__all__ = ["TASKS_DIR", "BenchCluster", "Proc"]
+__all__ = ["TASKS_DIR", "BenchCluster", "Proc", "use_store"]
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
 BENCH_CLIENT = "bench-admin"
+
+
+# ``python -m bench.run --store postgresql`` sets this: each controller gets a fresh database URL
+# from it instead of a SQLite file (None: SQLite, the default).
+_store_url: Callable[[], str] | None = None
+
+
+def use_store(new_url: Callable[[], str] | None) -> None:
+    """Run every following controller on the database URL ``new_url()`` returns (None: a SQLite file)."""
+    global _store_url
+    _store_url = new_url
 
 
 # Agents list the task module the way an operator would (agents with TLS must, and listed modules
@@ -194,7 +205,7 @@ class BenchCluster:
             "--listen",
             "127.0.0.1:0",
             "--db",
-            str(db),
+            str(db) if _store_url is None else _store_url(),
             "--address-file",
             str(address_file),
             *(self._make_pki() if self.tls else []),

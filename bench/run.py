@@ -5,6 +5,7 @@
     python -m bench.run                      # every workload once (make bench)
     python -m bench.run --only noop,dag      # a subset
     python -m bench.run --runs 3             # repeat, report medians
+    python -m bench.run --store postgresql   # noop, roundtrip, dag on a throwaway PostgreSQL (keys *_pg)
 
 Prints a table, then as its last line one JSON object with every figure measured.
 """
@@ -44,6 +45,9 @@ WORKLOADS: dict[str, str] = {
     "fair": "bench.workloads.fair",
     "failover": "bench.workloads.failover",
 }
+
+#: The workloads ``--store postgresql`` runs by default (the store's throughput and latency).
+PG_WORKLOADS = ("noop", "roundtrip", "dag")
 
 #: figure -> (workload, unit, target, True when higher is better)
 FIGURES: dict[str, tuple[str, str, float, bool]] = {
@@ -85,8 +89,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated workloads to run (default: all): {', '.join(WORKLOADS)}",
     )
     parser.add_argument("--runs", type=int, default=1, help="repeat every workload N times and report medians")
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the controllers' store; postgresql starts a throwaway durable server, runs "
+        f"{','.join(PG_WORKLOADS)} unless --only says otherwise, and suffixes every figure with _pg",
+    )
     args = parser.parse_args(argv)
-    selected = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
+    default = list(PG_WORKLOADS) if args.store == "postgresql" else list(WORKLOADS)
+    selected = [w.strip() for w in args.only.split(",") if w.strip()] or default
     unknown = [w for w in selected if w not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workloads: {', '.join(unknown)} (choose from {', '.join(WORKLOADS)})")
@@ -124,16 +136,35 @@ async def _run_all(selected: list[str], runs: int, console: Console) -> tuple[di
     return samples, last
 
 
+def _on_postgresql(args: argparse.Namespace, console: Console) -> tuple[dict[str, list[float]], list[Result]]:
+    """The workloads against controllers on a throwaway durable PostgreSQL (fsync on), one database each."""
+    from bench.cluster import use_store
+    from tests.pgserver import running_server
+
+    with running_server(durable=True) as server:
+        console.print(f"PostgreSQL at {server.dsn()} (durable: fsync on)", markup=False)
+        use_store(server.create_database)
+        try:
+            return asyncio.run(_run_all(args.selected, args.runs, console))
+        finally:
+            use_store(None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
     began = time.perf_counter()
-    samples, last = asyncio.run(_run_all(args.selected, args.runs, console))
+    if args.store == "postgresql":
+        samples, last = _on_postgresql(args, console)
+    else:
+        samples, last = asyncio.run(_run_all(args.selected, args.runs, console))
     figures = {key: statistics.median(values) for key, values in samples.items()}
     if "noop_tasks_per_s" in figures and "noop_tls_tasks_per_s" in figures:
         # TLS throughput over plaintext throughput (the medians): the cost of TLS on the wire.
         figures["noop_tls_ratio"] = figures["noop_tls_tasks_per_s"] / figures["noop_tasks_per_s"]
     ordered = {key: figures[key] for key in FIGURES if key in figures}
+    if args.store == "postgresql":
+        ordered = {f"{key}_pg": value for key, value in ordered.items()}
 
     table = Table(title=f"corral benchmarks ({args.runs} run{'s' if args.runs > 1 else ''}, medians)")
     table.add_column("figure")
@@ -141,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_column("target", justify="right")
     table.add_column("", justify="center")
     for key, value in ordered.items():
-        _, unit, target, higher = FIGURES[key]
+        _, unit, target, higher = FIGURES[key.removesuffix("_pg")]
         ok = value >= target if higher else value <= target
         sign = ">=" if higher else "<="
         table.add_row(key, f"{_format(value)} {unit}".strip(), f"{sign} {_format(target)}", "ok" if ok else "MISS")

@@ -62,7 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="corral controller", description="Run the corral controller (gRPC API + SQLite state)."
     )
     parser.add_argument("--listen", default="127.0.0.1:7070", help="host:port to serve on (port 0: any free port)")
-    parser.add_argument("--db", type=Path, default=None, help=f"SQLite state file (default {default_db_path()})")
+    parser.add_argument(
+        "--db",
+        type=_db_arg,
+        default=None,
+        help=f"SQLite state file (default {default_db_path()}), or a postgresql:// URL",
+    )
     parser.add_argument("--memory", action="store_true", help="keep state in memory only (nothing survives)")
     parser.add_argument("--address-file", type=Path, help="write the bound host:port here once serving")
     # High availability (issue 12): the lead folds --store into config's URL parsing at merge.
@@ -304,9 +309,18 @@ def _config(args: argparse.Namespace) -> MachineConfig:
     return config
 
 
+def _db_arg(value: str) -> Path | str:
+    """A SQLite path, or a PostgreSQL URL kept as text (a Path would fold its ``//``)."""
+    return value if value.startswith(("postgresql://", "postgres://")) else Path(value)
+
+
 def _store(args: argparse.Namespace) -> tuple[Store, str]:
     if args.memory:
         return MemoryStore(), "memory"
+    if isinstance(args.db, str):
+        from corral.controller.store.postgres import PostgresStore, redacted  # psycopg only when used
+
+        return PostgresStore(args.db), redacted(args.db)
     path: Path = args.db or default_db_path()
     private_dir(path.parent)
     return SqliteStore(path, synchronous=args.synchronous), str(path)
@@ -420,7 +434,7 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
 
 def _default_token_file(args: argparse.Namespace, where: str) -> Path:
     """``admin.token`` next to the database (in the state directory for --memory)."""
-    if args.memory:
+    if args.memory or isinstance(args.db, str):
         return default_db_path().parent / "admin.token"
     return Path(where).parent / "admin.token"
 

@@ -18,12 +18,15 @@ from collections.abc import Callable, Iterable, Mapping
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AgentState
 from corral.controller.errors import StorageFull, StorageUnavailable
+from corral.controller.store.errors import CommitUnknown, StoreUnavailable
 
 __all__ = ["OPERATIONAL", "anchored_clock", "carry_sessions", "storage_error"]
 
 # A store failure no command caused: the disk, not the data. The tick is refused and the loop
-# probes the store until it takes writes again.
-OPERATIONAL = (sqlite3.OperationalError, OSError, MemoryError)
+# probes the store until it takes writes again. A networked store (PostgreSQL) raises
+# StoreUnavailable for a lost database, and CommitUnknown when the connection died during COMMIT:
+# the rebuild from the store that degraded mode starts with then learns the outcome.
+OPERATIONAL = (sqlite3.OperationalError, OSError, MemoryError, StoreUnavailable, CommitUnknown)
 _SQLITE_FULL = 13  # sqlite3 result code: "database or disk is full"
 _FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _LIVE = (AgentState.CONNECTED, AgentState.DRAINING)
@@ -53,6 +56,8 @@ def storage_error(error: BaseException) -> StorageUnavailable:
         return StorageFull(f"storage full: {error}")
     if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
         return StorageFull(f"storage full: {error.strerror or error}")
+    if isinstance(error, StoreUnavailable) and error.full:
+        return StorageFull(f"storage full: {error}")
     if isinstance(error, MemoryError):
         return StorageUnavailable("storage unavailable: out of memory")
     return StorageUnavailable(f"storage unavailable: {error}")

@@ -91,6 +91,7 @@ class Runtime(DegradedMode):
         encode_actions: Callable[[Runtime, list[ev.Action]], None] | None = None,
     ) -> None:
         self.store = store
+        self._remote_store = bool(getattr(store, "remote", False))  # PostgreSQL: always commit in a thread
         self.clock = clock or anchored_clock()
         self.machine = Machine(config, new_id=new_id(), rng=random.Random(), boot_time=self.clock())
         self.sessions: dict[str, AgentSession] = {}
@@ -333,8 +334,9 @@ class Runtime(DegradedMode):
             if changes:
                 started = time.perf_counter()
                 try:
-                    if changes.size() <= _INLINE_COMMIT_RECORDS:
+                    if changes.size() <= _INLINE_COMMIT_RECORDS and not self._remote_store:
                         # A small commit is one fsync: cheaper inline than two thread switches.
+                        # Never for a networked store: a round trip must not block the event loop.
                         self.store.commit(changes)
                     else:
                         await asyncio.to_thread(self.store.commit, changes)

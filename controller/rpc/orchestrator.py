@@ -14,6 +14,7 @@ from corral.controller.core.fallbacks import ResolveApproval
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import Attempt, Task, TaskState, Workflow, WorkflowEvent
 from corral.controller.errors import InvalidArgument
+from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
 from corral.controller.rpc.attempts import AttemptsServicer
@@ -262,9 +263,12 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
         event = rq.EventsQuery(request.workflow_id, current_caller(), request.task)
         workflow_id, task_id = await self.rt.handle(event)
         # Committed rows on the store's reader connection, off the loop: a long log never stalls it.
-        found = await asyncio.to_thread(
-            self.rt.store.workflow_events, workflow_id, request.after_seq, limit, task_id or None
-        )
+        try:
+            found = await asyncio.to_thread(
+                self.rt.store.workflow_events, workflow_id, request.after_seq, limit, task_id or None
+            )
+        except OPERATIONAL as exc:  # a lost database (or disk) is UNAVAILABLE, not INTERNAL
+            raise storage_error(exc) from exc
         return pb.GetWorkflowEventsResponse(events=[wire.event_to_proto(e) for e in found])
 
     async def GetExecutionPlan(self, request: pb.GetExecutionPlanRequest, context: Any) -> pb.GetExecutionPlanResponse:
@@ -289,11 +293,14 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
         fields.identifier(request.task_id, "task_id", "task id")
         fields.optional_id(request.attempt_id, "attempt_id", "attempt id")
         store = self.rt.store
+        remote = getattr(store, "remote", False)  # a networked store is read after the tick, in a thread
 
         def logs(machine: Machine, answer: tuple[Task, Attempt | None], now: float) -> pb.GetTaskLogsResponse:
             task, attempt = answer
             if attempt is None:
                 return pb.GetTaskLogsResponse(finished=task.state.terminal)
+            if remote:
+                return pb.GetTaskLogsResponse(attempt_id=attempt.id, finished=not attempt.state.active)
             # Read in the tick, between commits, so it never races the writer.
             chunk = store.read_logs(attempt.id, request.stdout_offset, request.stderr_offset)
             return pb.GetTaskLogsResponse(
@@ -308,6 +315,16 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
 
         event = rq.LogsQuery(request.task_id, current_caller(), request.attempt_id)
         response: pb.GetTaskLogsResponse = await self.rt.handle(event, logs)
+        if remote and response.attempt_id:
+            try:  # committed output only; "finished" was decided in the tick, before this read
+                chunk = await asyncio.to_thread(
+                    store.read_logs, response.attempt_id, request.stdout_offset, request.stderr_offset
+                )
+            except OPERATIONAL as exc:
+                raise storage_error(exc) from exc
+            response.stdout, response.stderr, response.truncated = chunk.stdout, chunk.stderr, chunk.truncated
+            response.stdout_offset = request.stdout_offset + len(chunk.stdout)
+            response.stderr_offset = request.stderr_offset + len(chunk.stderr)
         return response
 
     async def ResolveApproval(self, request: pb.ResolveApprovalRequest, context: Any) -> pb.ResolveApprovalResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 import pytest
 
 from corral.controller.core.model import Workflow
@@ -49,7 +50,7 @@ def test_a_second_fire_of_one_nominal_time_fails_the_whole_commit(backend: Backe
         workflows={"wf-2": Workflow("wf-2", "nightly", [])},
         schedules=ScheduleChanges({}, set(), [Fire("sch-1", 200.0, 201.0, "wf-2")]),
     )
-    with pytest.raises((sqlite3.IntegrityError, ValueError)):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError, ValueError)):
         store.commit(twice)
     loaded = backend.reopen().load()
     assert [w.id for w in loaded.workflows] == [], "the fire's workflow went with the refused commit"
