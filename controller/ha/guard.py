@@ -47,7 +47,15 @@ class GuardedStore:
         self.deposed: BaseException | None = None
 
     def load(self) -> Snapshot:
-        """Load the state (reads are not fenced: a standby-to-be reads what the last leader wrote)."""
+        """Load the state, only while the term lasts.
+
+        The runtime reloads after a refused commit (degraded mode rebuilds from the store). A term
+        that is ending would only throw the result away, and on a large database the reload would
+        hold up the answers to the requests in flight until the server cancels them: refusing it
+        makes the runtime refuse those requests at once (UNAVAILABLE, so clients go elsewhere).
+        """
+        if self.deposed is not None or not self._may_write():
+            raise NotLeader("not the leader: the state is not reloaded for a term that is ending")
         return self.inner.load()
 
     def commit(self, batch: ChangeBatch) -> None:

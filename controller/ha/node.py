@@ -281,7 +281,7 @@ class HaNode:
             with contextlib.suppress(Exception):
                 await http.stop()
         if server is not None:
-            await server.stop(0.5)
+            await server.stop(1.0)
         await runtime.stop()
         self.runtime = None
         self.epoch = None

@@ -62,10 +62,11 @@ def test_a_frozen_leader_is_fenced_and_steps_down(tmp_path: Path, pg_dsn: str) -
         os.kill(old.proc.pid, signal.SIGCONT)
         writer.join(40)
         assert not writer.is_alive()
-        assert outcome.get("code") is grpc.StatusCode.UNAVAILABLE, outcome
+        assert outcome.get("code") is grpc.StatusCode.UNAVAILABLE, f"{outcome}\n{old.log()}"
 
         # It stepped down: a standby naming the new leader; the new leader goes on serving.
-        wait_until(lambda: old.health() == health_pb2.HealthCheckResponse.NOT_SERVING, 3 * TTL, "old to stand by")
+        stood_by = wait_until(lambda: old.health() == health_pb2.HealthCheckResponse.NOT_SERVING, 3 * TTL, "standby")
+        assert stood_by, old.log()
         assert "stepped down from epoch" in old.log()
         with pytest.raises(grpc.RpcError) as refused:
             old.submit(spec("to-the-standby-w3"))

@@ -39,6 +39,9 @@ def test_commits_pass_while_the_lease_holds_and_stop_when_it_ends() -> None:
     with pytest.raises(NotLeader, match="lease"):
         store.commit(ChangeBatch(meta={"k": "2"}))
     assert inner.commits == 1 and store.deposed is None
+    with pytest.raises(NotLeader):
+        store.load()  # an ending term reloads nothing (its requests are refused at once instead)
+    holds[0] = True
     assert store.load().meta["k"] == "1"
 
 
