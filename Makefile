@@ -39,8 +39,8 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check controller agent tests bench examples protos/corral/__init__.py protos/corral/task.py
-	$(BIN)/ruff format --check controller agent tests bench examples protos/corral/__init__.py protos/corral/task.py
+	$(BIN)/ruff check controller agent tests bench examples protos/corral/__init__.py protos/corral/task.py protos/corral/protocol.py
+	$(BIN)/ruff format --check controller agent tests bench examples protos/corral/__init__.py protos/corral/task.py protos/corral/protocol.py
 
 typecheck: $(STAMP)
 	tools/mypy_tree.sh >/dev/null

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from corral.protocol import PROTOCOL_METADATA, PROTOCOL_VERSION
 from corral.v1 import agent_pb2, agent_pb2_grpc
 
 __all__ = ["CREDENTIAL_FILE", "JOIN_TIMEOUT_S", "AgentAuth", "AuthError", "certificate_name"]
@@ -140,7 +141,9 @@ class AgentAuth:
         assert self.join_token is not None
         stub: Any = agent_pb2_grpc.AgentGatewayStub(channel)
         request = agent_pb2.JoinRequest(join_token=self.join_token, name=self.name)
-        response: agent_pb2.JoinResponse = await stub.Join(request, timeout=JOIN_TIMEOUT_S)
+        response: agent_pb2.JoinResponse = await stub.Join(
+            request, timeout=JOIN_TIMEOUT_S, metadata=((PROTOCOL_METADATA, str(PROTOCOL_VERSION)),)
+        )
         if not response.credential:
             raise AuthError("the controller answered Join without a credential")
         joined = _Joined(self.name, response.agent_id or self.name, response.credential)

@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="corral agent",
         description="Run the corral agent: report this machine to a controller and run its tasks.",
     )
-    parser.add_argument("--controller", default=DEFAULT_CONTROLLER, metavar="HOST:PORT", help="controller address")
+    parser.add_argument(
+        "--controller",
+        default=DEFAULT_CONTROLLER,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="controller address, or a comma-separated list of controllers (the agent follows the leader)",
+    )
     parser.add_argument("--name", default=None, help="agent name and id (default: the hostname)")
     parser.add_argument(
         "--slots", type=_positive, default=None, help="attempts run at once (default: number of CPU cores)"

@@ -34,6 +34,7 @@ from corral.agent.outbox import Outbox
 from corral.agent.pypool import WorkerPool
 from corral.agent.runas import resolve_run_as
 from corral.agent.session import Session
+from corral.protocol import PROTOCOL_VERSION, parse_addresses
 from corral.v1 import agent_pb2, types_pb2
 
 __all__ = ["ACK_WAIT_S", "Agent", "agent_version"]
@@ -59,6 +60,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig, *, gpu_probe: GpuProbe = probe_nvml) -> None:
         self.config = config
+        parse_addresses(config.controller)  # a bad --controller list is refused at start (ValueError)
         self.work_dir = config.resolved_work_dir
         self.auth = AgentAuth(
             name=config.name,
@@ -232,6 +234,7 @@ class Agent:
             inventory=inventory,
             version=agent_version(),
             incarnation=self.incarnation,
+            protocol_version=PROTOCOL_VERSION,
         )
 
     def _usage(self) -> types_pb2.Usage:

@@ -11,6 +11,11 @@ CLOCK_BOOTTIME time it was sent is remembered for the current stream. Only a Hea
 one of those renews the supervisors' lease file, to that send time plus the Welcome's
 ``fence_after_s``: a backlog of old controller messages, or an ack meant for a previous stream,
 renews nothing, and the lease never moves backwards.
+
+Leaders (issue 12): ``target`` may be a comma-separated list of controllers. A standby refuses the
+stream UNAVAILABLE with the leader's address in the ``corral-leader`` trailer: the next attempt goes
+there at once. Any other failure to connect moves on to the next address of the list, with the
+usual backoff; a Welcome keeps the session on its controller until that stream ends.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from corral.agent.auth import AgentAuth, AuthError
 from corral.agent.executor import Executor
 from corral.agent.lease import LeaseFile, boottime
 from corral.agent.outbox import ACCEPTED_DELAY_S, Outbox
+from corral.protocol import PROTOCOL_METADATA, PROTOCOL_VERSION, leader_hint, parse_addresses
 from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
 __all__ = [
@@ -65,6 +71,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
 
+
+_PROTOCOL = (PROTOCOL_METADATA, str(PROTOCOL_VERSION))
 
 # Typed through a variable so the check holds whether or not the generated stubs carry annotations.
 _make_stub: Callable[[grpc.aio.Channel], Any] = agent_pb2_grpc.AgentGatewayStub
@@ -115,7 +123,10 @@ class Session:
         auth: AgentAuth | None = None,
         lease: LeaseFile | None = None,
     ) -> None:
-        self.target = target
+        #: Every controller this agent may connect to, and the one it connects to now.
+        self.targets = parse_addresses(target)
+        self.target = self.targets[0]
+        self._next_index = 1
         self.draining = False
         self.connected = asyncio.Event()
         self.session_epoch = 0
@@ -175,7 +186,11 @@ class Session:
                 f"connected as {self._name!r}: is a second agent running with the same name or certificate? "
                 "retrying with backoff"
             )
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        if code in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.FAILED_PRECONDITION,  # issue 12: a protocol this controller no longer accepts
+        ):
             # Its Hello was refused (a bad inventory, a name the controller will not take, the
             # agent table is full): a retry at the usual pace would not change that.
             return f"the controller refused this agent ({code.name}: {details}); retrying with backoff"
@@ -192,17 +207,35 @@ class Session:
             hint = "the controller requires credentials: give --ca/--cert/--key or --join-token"
         return f"the controller refused this agent ({code.name}: {details}); {hint}; retrying with backoff"
 
+    def _move_on(self, hint: str | None, hops: int) -> bool:
+        """Pick the controller of the next attempt: the leader a standby named, else the next address.
+
+        True when the next attempt may go at once (a fresh hint, not one of a chain of hints)."""
+        if hint and hint != self.target:
+            log.info("following the leader", standby=self.target, leader=hint)
+            self.target = hint
+            # Standbys naming each other (a stale lease) must not spin: only a short chain goes at once.
+            return hops <= len(self.targets)
+        if len(self.targets) > 1:
+            self.target = self.targets[self._next_index % len(self.targets)]
+            self._next_index += 1
+        return False
+
     async def _run(self) -> None:
         delay = BACKOFF_INITIAL_S
         failures = 0
+        hops = 0  # leader hints followed since the last Welcome
         last_refusal: str | None = None
         while not self._closing:
             refused = False
+            hint: str | None = None
+            moved = True  # a failure to reach this controller: try the next one
             try:
                 welcomed = await self._serve_one()
                 if welcomed:
                     delay = BACKOFF_INITIAL_S
                     failures = 0
+                    hops = 0
                     last_refusal = None
                     if not self._closing:
                         log.warning("controller closed the stream", controller=self.target)
@@ -210,6 +243,8 @@ class Session:
                 failures += 1
                 refusal = self._refusal(exc)
                 refused = refusal is not None
+                moved = exc.code() == grpc.StatusCode.UNAVAILABLE
+                hint = leader_hint(exc.trailing_metadata()) if moved else None
                 if refusal is not None:
                     # One line per distinct refusal, not one per retry.
                     if refusal != last_refusal:
@@ -217,10 +252,10 @@ class Session:
                     last_refusal = refusal
                     delay = max(delay, REFUSED_BACKOFF_S)
                 else:
-                    level = log.warning if failures == 1 else log.debug
-                    hint = (
+                    level = log.warning if failures == 1 and hint is None else log.debug
+                    tls_hint = (
                         {"hint": "TLS handshake or address? check --ca/--cert/--key"}
-                        if exc.code() == grpc.StatusCode.UNAVAILABLE and self._auth is not None and self._auth.tls
+                        if moved and hint is None and self._auth is not None and self._auth.tls
                         else {}
                     )
                     level(
@@ -228,11 +263,12 @@ class Session:
                         controller=self.target,
                         code=exc.code().name,
                         details=exc.details(),
-                        **hint,
+                        **tls_hint,
                     )
             except AuthError as exc:
                 failures += 1
                 refused = True
+                moved = False
                 if str(exc) != last_refusal:
                     log.error(str(exc), controller=self.target)
                 last_refusal = str(exc)
@@ -241,6 +277,7 @@ class Session:
                 failures += 1
                 if isinstance(exc, EndedAtHello):
                     refused = True
+                    moved = False
                     delay = max(delay, REFUSED_BACKOFF_S)
                 level = log.warning if failures == 1 else log.debug
                 level("controller stream failed", controller=self.target, error=str(exc))
@@ -248,6 +285,9 @@ class Session:
                 self.connected.clear()
             if self._closing:
                 break
+            if moved and self._move_on(hint, hops):
+                hops += 1
+                continue  # a standby named the leader: go there now
             # Full jitter: many agents losing the same controller do not come back in lockstep. After
             # a refusal, at least half the delay: a refusal never clears up in a few milliseconds.
             pause = random.uniform(delay / 2 if refused else 0.0, delay)
@@ -275,7 +315,7 @@ class Session:
                     credential_file=str(auth.credential_path),
                 )
             stub = _make_stub(channel)
-            call = stub.Connect(metadata=auth.metadata() if auth is not None else ())
+            call = stub.Connect(metadata=(*(auth.metadata() if auth is not None else ()), _PROTOCOL))
             try:
                 # A new stream: no echo of a heartbeat sent on an earlier one may renew the lease.
                 self._sent = {}

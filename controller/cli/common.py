@@ -73,7 +73,8 @@ AddressOption = Annotated[
         "--address",
         "-a",
         envvar="CORRAL_ADDRESS",
-        help="Controller address HOST:PORT [default: the current context's, else 127.0.0.1:7070].",
+        help="Controller address HOST:PORT, or a comma-separated list of controllers (the leader is found) "
+        "[default: the current context's, else 127.0.0.1:7070].",
         show_default=False,
     ),
 ]
@@ -192,9 +193,9 @@ def call(address: str, action: Callable[[Client], Awaitable[T]]) -> T:
             token=_credentials.token or context.token,
         )
     except InvalidArgumentError as exc:
-        _report_invalid(
-            [(v.field, v.description) for v in exc.violations], "error: unusable --ca/--cert/--key/--token:"
-        )
+        bad_address = any(v.field == "address" for v in exc.violations)
+        header = "error: unusable --address:" if bad_address else "error: unusable --ca/--cert/--key/--token:"
+        _report_invalid([(v.field, v.description) for v in exc.violations], header)
 
     async def main() -> T:
         async with client:

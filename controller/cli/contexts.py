@@ -223,7 +223,9 @@ def _file(value: Path | None, what: str) -> str | None:
 @app.command("set")
 def set_(
     name: NameArgument,
-    address: Annotated[str | None, typer.Option("--address", "-a", help="Controller address HOST:PORT.")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", "-a", help="Controller address HOST:PORT (or a comma-separated list).")
+    ] = None,
     ca: Annotated[Path | None, typer.Option("--ca", help="CA of the controller's certificate (TLS).")] = None,
     cert: Annotated[Path | None, typer.Option("--cert", help="Client certificate (mutual TLS).")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Private key of --cert.")] = None,

@@ -25,7 +25,7 @@ import grpc
 from corral.controller.core.access import AuditEntry
 from corral.controller.core.requests import Caller, RecordAudit
 from corral.controller.errors import PermissionDenied, Unauthenticated
-from corral.controller.rpc import identity, permissions
+from corral.controller.rpc import identity, permissions, protocol_gate
 from corral.controller.rpc.errors import code_name
 from corral.controller.rpc.identity import ANONYMOUS, Grant, Principal
 from corral.controller.runtime import Runtime
@@ -229,6 +229,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method: str = details.method
+        handler = protocol_gate.gate(handler, method, details.invocation_metadata)  # older than N-1: refused
         mutating = method in permissions.MUTATING and method != _JOIN  # Join audits itself, in its commit
         if handler is None or method.startswith(_HEALTH) or not (self.enabled or mutating):
             return handler

@@ -26,7 +26,7 @@ from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AttemptState
 from corral.controller.errors import AlreadyExists, CorralError, InvalidArgument
-from corral.controller.rpc import agent_input, identity, wire
+from corral.controller.rpc import agent_input, identity, protocol_gate, wire
 from corral.controller.rpc.agent_binding import bind_hello
 from corral.controller.rpc.cluster import note_drained
 from corral.controller.rpc.join import join
@@ -99,6 +99,7 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
         except TimeoutError:
             raise InvalidArgument.field("hello", f"no Hello within {HELLO_TIMEOUT_S:g} s") from None
         hello = agent_input.check_hello(first)
+        protocol_gate.check_hello(hello)  # issue 12: agents older than N-1 are refused
         event = bind_hello(wire.hello_from_proto(hello), principal)
         peer = str(context.peer()) if context is not None else ""
 

@@ -11,6 +11,10 @@ Calls return the frozen types of :mod:`corral.controller.sdk.types` and raise th
 created outside a running event loop) and its readiness is checked with a short deadline: a
 controller that is not running gives one :class:`UnavailableError` within ``connect_timeout``
 instead of a call that hangs.
+
+``address`` may list several controllers (``"a:7070,b:7070"``): calls go to the leader, following
+a standby's ``corral-leader`` hint or the list order (:mod:`corral.controller.sdk.follow`). Every
+call carries ``corral-protocol: N`` (:mod:`corral.protocol`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from typing import Any, Unpack
 
 import grpc
 import grpc.aio
-from google.protobuf.message import Message
 
 from corral.controller.rpc.wire_spec import spec_to_proto, task_spec_to_proto
 from corral.controller.sdk.admin_types import (
@@ -47,10 +50,11 @@ from corral.controller.sdk.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
+    UnavailableError,
     error_from_rpc,
-    unreachable,
 )
 from corral.controller.sdk.fleet import FleetMixin
+from corral.controller.sdk.follow import CHANNEL_OPTIONS, DEFAULT_FOLLOW_TIMEOUT_S, Following
 from corral.controller.sdk.history import HistoryMixin
 from corral.controller.sdk.runs import RunsMixin
 from corral.controller.sdk.schedules import ScheduleMethods
@@ -69,21 +73,17 @@ from corral.controller.sdk.types import (
     WorkflowResult,
     WorkflowStatus,
 )
-from corral.controller.spec import Limits, TaskSpec
+from corral.controller.spec import TaskSpec
+from corral.protocol import PROTOCOL_METADATA, PROTOCOL_VERSION, parse_addresses
 from corral.v1 import (
     admin_pb2,
-    admin_pb2_grpc,
     agent_pb2,
-    agent_pb2_grpc,
     orchestrator_pb2,
-    orchestrator_pb2_grpc,
     scheduler_pb2,
-    scheduler_pb2_grpc,
-    schedules_pb2_grpc,
 )
 from corral.v1 import types_pb2 as pb
 
-__all__ = ["DEFAULT_ADDRESS", "Client", "TaskLike", "default_address"]
+__all__ = ["CHANNEL_OPTIONS", "DEFAULT_ADDRESS", "Client", "TaskLike", "default_address"]
 
 DEFAULT_ADDRESS = "127.0.0.1:7070"
 
@@ -91,6 +91,7 @@ TaskLike = TaskSpec | TaskHandle | Mapping[str, Any]
 
 # Generous slack on top of a server-side wait, so the server (not the client) decides the timeout.
 _WAIT_SLACK_S = 10.0
+_PROTOCOL = (PROTOCOL_METADATA, str(PROTOCOL_VERSION))
 
 
 def default_address() -> str:
@@ -109,21 +110,14 @@ def _enum_values(enum: Any, prefix: str, names: Iterable[str] | None, what: str)
     return values
 
 
-# Results of large workflows (every task's status) exceed gRPC's default 4 MiB receive limit: take
-# what the controller sends.
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", Limits.max_message_bytes),
-    ("grpc.max_send_message_length", Limits.max_message_bytes),
-]
-
-
-class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin, HistoryMixin):
+class Client(Following, RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin, HistoryMixin):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of
     each unary call in seconds; ``channel`` lets you bring a configured ``grpc.aio.Channel`` (TLS,
     interceptors), which the client then does not close. ``metadata`` is sent with every call;
-    ``token`` adds ``authorization: Bearer TOKEN`` to it.
+    ``token`` adds ``authorization: Bearer TOKEN`` to it. ``address`` may be a comma-separated list
+    of controllers; ``follow_timeout`` bounds the search for the leader after a failure.
     """
 
     def __init__(
@@ -138,12 +132,19 @@ class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixi
         cert: PathLike | None = None,
         key: PathLike | None = None,
         token: str | None = None,
+        follow_timeout: float = DEFAULT_FOLLOW_TIMEOUT_S,
     ) -> None:
-        self.address = address or default_address()
+        try:
+            self.addresses = parse_addresses(address or default_address())
+        except ValueError as exc:
+            raise InvalidArgumentError(violations=[("address", str(exc))]) from None
+        self.address = self.addresses[0]  # the controller talked to now
+        self._next_index = 1
+        self.follow_timeout = follow_timeout
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.credentials = Credentials.resolve(ca=ca, cert=cert, key=key, token=token)
-        self._metadata = (*self.credentials.metadata(), *metadata)
+        self._metadata = (*self.credentials.metadata(), _PROTOCOL, *metadata)
         self._channel = channel
         self._owns_channel = channel is None
         self._ready = False
@@ -167,63 +168,6 @@ class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixi
 
     def __repr__(self) -> str:
         return f"Client({self.address!r})"
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    async def connect(self) -> None:
-        """Open the channel and wait (up to ``connect_timeout``) until the controller answers.
-
-        Called by every method; call it yourself to fail early. Raises :class:`UnavailableError`.
-        """
-        if self._channel is None:
-            tls = self.credentials.channel_credentials()
-            if tls is None:
-                self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
-            else:
-                self._channel = grpc.aio.secure_channel(self.address, tls, options=CHANNEL_OPTIONS)
-        if self._ready:
-            return
-        channel = self._channel
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
-        state = channel.get_state(try_to_connect=True)
-        while state != grpc.ChannelConnectivity.READY:
-            # A refused connection shows as TRANSIENT_FAILURE at once: report it without waiting
-            # out the deadline, which is only there for hosts that never answer.
-            if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
-                raise unreachable(self.address, tls=self.credentials.tls)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise unreachable(self.address, tls=self.credentials.tls)
-            try:
-                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
-            except TimeoutError:
-                raise unreachable(self.address, tls=self.credentials.tls) from None
-            state = channel.get_state(try_to_connect=True)
-        self._ready = True
-
-    async def _stub(self, name: str) -> Any:
-        await self.connect()
-        stub = self._stubs.get(name)
-        if stub is None:
-            factories: dict[str, Any] = {
-                "orchestrator": orchestrator_pb2_grpc.OrchestratorStub,
-                "scheduler": scheduler_pb2_grpc.SchedulerStub,
-                "cluster": agent_pb2_grpc.ClusterStub,
-                "admin": admin_pb2_grpc.AdminStub,
-                "schedules": schedules_pb2_grpc.SchedulesStub,
-            }
-            factory = factories[name]
-            stub = self._stubs[name] = factory(self._channel)
-        return stub
-
-    async def _call(self, service: str, method: str, request: Message, *, timeout: float | bool | None = True) -> Any:
-        stub = await self._stub(service)
-        deadline = self.timeout if timeout is True else (None if timeout is False else timeout)
-        try:
-            return await getattr(stub, method)(request, timeout=deadline, metadata=self._metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self.address) from exc
 
     # -- Orchestrator --------------------------------------------------------------------------
 
@@ -349,19 +293,33 @@ class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixi
 
         The iteration ends after the workflow's own terminal event (completed, failed, cancelled).
         """
-        stub = await self._stub("orchestrator")
-        request = orchestrator_pb2.WatchWorkflowRequest(workflow_id=workflow_id, after_seq=after_seq)
-        call = stub.WatchWorkflow(request, metadata=self._metadata)
-        try:
-            async for message in call:
-                event = WorkflowEvent.from_proto(message)
-                yield event
-                if event.is_final:
-                    return
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self.address) from exc
-        finally:
-            call.cancel()
+        pursuit = None  # the hunt for the leader after the stream broke (issue 12)
+        while True:
+            try:
+                stub = await self._stub("orchestrator", one=pursuit is not None)
+            except UnavailableError as exc:
+                if pursuit is None:
+                    raise  # not reachable at all: nothing to follow
+                await self._reresolve(exc, pursuit)
+                continue
+            request = orchestrator_pb2.WatchWorkflowRequest(workflow_id=workflow_id, after_seq=after_seq)
+            call = stub.WatchWorkflow(request, metadata=self._metadata)
+            try:
+                async for message in call:
+                    pursuit = None
+                    event = WorkflowEvent.from_proto(message)
+                    after_seq = max(after_seq, event.seq)  # a new stream resumes after it
+                    yield event
+                    if event.is_final:
+                        return
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise error_from_rpc(exc, self.address) from exc
+                pursuit = pursuit or self._pursuit()
+                await self._reresolve(exc, pursuit)
+            finally:
+                call.cancel()
 
     async def events(
         self, workflow_id: str, task: str | None = None, after_seq: int = 0, *, limit: int = 0

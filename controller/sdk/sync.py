@@ -35,6 +35,7 @@ from corral.controller.sdk.client import Client, TaskLike
 from corral.controller.sdk.credentials import PathLike
 from corral.controller.sdk.durable import SubmitOptions, SyncDurableMixin
 from corral.controller.sdk.fleet import SyncFleetMixin
+from corral.controller.sdk.follow import DEFAULT_FOLLOW_TIMEOUT_S
 from corral.controller.sdk.history import SyncHistoryMixin
 from corral.controller.sdk.runs import SyncRunsMixin
 from corral.controller.sdk.schedules import SyncScheduleMethods
@@ -74,6 +75,7 @@ class SyncClient(SyncRunsMixin, SyncDurableMixin, SyncScheduleMethods, SyncFleet
         cert: PathLike | None = None,
         key: PathLike | None = None,
         token: str | None = None,
+        follow_timeout: float = DEFAULT_FOLLOW_TIMEOUT_S,
     ) -> None:
         self._client = Client(
             address,
@@ -84,6 +86,7 @@ class SyncClient(SyncRunsMixin, SyncDurableMixin, SyncScheduleMethods, SyncFleet
             cert=cert,
             key=key,
             token=token,
+            follow_timeout=follow_timeout,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="corral-sync-client", daemon=True)
