@@ -17,11 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from corral.controller.rpc.tls import ServerTls
 from corral.controller.server import SERVER_OPTIONS, SERVICE_NAMES
+from corral.protocol import LEADER_METADATA  # the trailer clients and agents follow (one place)
 
 __all__ = ["LEADER_METADATA", "StandbyServer", "build_standby_server"]
-
-#: the trailing metadata key naming the leader (read by clients and agents to follow it)
-LEADER_METADATA = "corral-leader"
 
 
 class _Redirect(grpc.GenericRpcHandler):  # type: ignore[misc]
