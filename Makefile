@@ -69,7 +69,7 @@ CHAOS_JOBS ?= 3
 # features, the three-minute cron test).
 chaos: $(STAMP) system-deps
 	$(BIN)/python -m tests.chaos --jobs $(CHAOS_JOBS) $(CHAOS_ARGS)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 -m chaos tests/e2e
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 -m chaos tests/e2e tests/ha
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -43,6 +43,7 @@ WORKLOADS: dict[str, str] = {
     "heartbeat": "bench.workloads.heartbeat",
     "preempt": "bench.workloads.preempt",
     "fair": "bench.workloads.fair",
+    "failover": "bench.workloads.failover",
 }
 
 #: The workloads ``--store postgresql`` runs by default (the store's throughput and latency).
@@ -72,6 +73,7 @@ FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "agents_1000_heartbeat_cpu": ("heartbeat", "cores", 0.25, False),
     "preempt_start_s": ("preempt", "s", 2.0, False),
     "fair_jain": ("fair", "", 0.95, True),
+    "failover_s": ("failover", "s", 5, False),
 }
 
 

@@ -168,6 +168,10 @@ async def serve(args: ControllerSettings, tls: ServerTls | None = None) -> int:
     """
     if tls is None:
         tls = server_tls(args)
+    if args.parsed_store.kind == "postgresql":  # one of several controllers, leading by a fenced lease
+        from corral.controller.ha.node import serve_ha
+
+        return await serve_ha(args, tls, _config(args))
     store, where = _store(args)
     runtime = Runtime(store, _config(args), encode_actions=deliver)
     box = SecretBox.from_key_file(args.secret_key_file) if args.secret_key_file else None

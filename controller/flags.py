@@ -268,6 +268,18 @@ def controller(
             help="allow plaintext on a non-loopback address (anyone who reaches the port may do anything)",
         ),
     ] = False,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise",
+            metavar="HOST:PORT",
+            help="PostgreSQL store: the address written into the leader lease (default: --listen)",
+        ),
+    ] = None,
+    lease_ttl: Annotated[
+        float | None,
+        typer.Option("--lease-ttl", help="PostgreSQL store: seconds a leader's lease lasts unrenewed [5]"),
+    ] = None,
 ) -> None:
     """Parse only: the settings are handed to :func:`parse_args` (the daemon runs them)."""
     ctx.obj.append(_settings_from(ctx, config))

@@ -81,6 +81,9 @@ class ControllerSettings(LayeredSettings):
     admin_token_file: Path | None = None
     secret_key_file: Path | None = None
     audit_retain: str = "90d"
+    #: PostgreSQL store (active/standby): the address in the leader lease (None: --listen)
+    advertise: str | None = None
+    lease_ttl: float = 5.0  # seconds a leader's lease lasts unrenewed
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
@@ -144,6 +147,10 @@ class ControllerSettings(LayeredSettings):
             raise ValueError(f"--http wants host:port (port 0: any free port), got {self.http!r}")
         if self.http_address_file is not None and self.http is None:
             raise ValueError("--http-address-file needs --http")
+        if self.advertise is not None and not is_host_port(self.advertise):
+            raise ValueError(f"--advertise wants host:port, got {self.advertise!r}")
+        if not (math.isfinite(self.lease_ttl) and 0.3 <= self.lease_ttl <= 3600):
+            raise ValueError("--lease-ttl must be between 0.3 and 3600 seconds")
         return self
 
     def _check_tls(self) -> None:

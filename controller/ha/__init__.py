@@ -1,0 +1,1 @@
+"""Active/standby controllers on PostgreSQL: the leadership lease, the standby server, the node lifecycle."""

@@ -1,0 +1,105 @@
+"""The standby's gRPC server: health NOT_SERVING, every other call UNAVAILABLE naming the leader.
+
+A standby holds no state, so it answers every RPC of every service (the agent stream included)
+with UNAVAILABLE and the trailing metadata ``corral-leader: host:port``: the leader's advertised
+address from the lease row, or an empty value while no live leader is known (an election is under
+way; retry). gRPC health says NOT_SERVING, so a Kubernetes readiness probe or a load balancer sends
+nobody here. It binds the same port the leader's server will, so clients keep one address list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from corral.controller.rpc.tls import ServerTls
+from corral.controller.server import SERVER_OPTIONS, SERVICE_NAMES
+from corral.protocol import LEADER_METADATA  # the trailer clients and agents follow (one place)
+
+__all__ = ["LEADER_METADATA", "StandbyServer", "build_standby_server"]
+
+
+class _Redirect(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Every method: UNAVAILABLE with the leader's address (health is registered before, so it wins)."""
+
+    def __init__(self, leader: Callable[[], str]) -> None:
+        self._leader = leader
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        # stream-stream fits every call shape: nothing is read, the call ends at once.
+        return grpc.stream_stream_rpc_method_handler(self._refuse)
+
+    async def _refuse(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        leader = self._leader()
+        where = f"the leader is {leader}" if leader else "no leader is known yet (an election is under way)"
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE, f"this controller is a standby: {where}", ((LEADER_METADATA, leader),)
+        )
+
+
+class StandbyServer:
+    """The running standby endpoint: its gRPC server, health servicer and bound ports."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        port: int,
+        *,
+        mtls_port: int | None = None,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int | None = None,
+    ) -> None:
+        self.grpc = server
+        self.health = health_servicer
+        self.port = port
+        self.mtls_port = mtls_port
+        self.health_server = health_server
+        self.health_port = health_port
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop serving (the leader's server binds the same ports next)."""
+        await self.grpc.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+
+
+async def build_standby_server(
+    listen: str,
+    leader: Callable[[], str],
+    *,
+    tls: ServerTls | None = None,
+    mtls_listen: str | None = None,
+    health_listen: str | None = None,
+) -> StandbyServer:
+    """Bind the controller's ports as a standby; ``leader()`` gives the address to redirect to."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_generic_rpc_handlers((_Redirect(leader),))
+    port = server.add_insecure_port(listen) if tls is None else server.add_secure_port(listen, tls.server_credentials())
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    mtls_port: int | None = None
+    if tls is not None and tls.mutual and mtls_listen is not None:
+        mtls_port = server.add_secure_port(mtls_listen, tls.mutual_credentials())
+        if mtls_port == 0:
+            raise OSError(f"cannot listen on {mtls_listen}")
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    if health_listen is not None:
+        health_server = grpc.aio.server(options=SERVER_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(health_listen)
+        if health_port == 0:
+            raise OSError(f"cannot listen on {health_listen}")
+        await health_server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    return StandbyServer(
+        server, health_servicer, port, mtls_port=mtls_port, health_server=health_server, health_port=health_port
+    )
