@@ -16,7 +16,7 @@ def test_the_ha_flags_parse() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--store", "sqlite:///x.db"], "--store takes a postgresql:// URL"),
+        (["--store", "mysql://x"], "--store: "),
         (["--advertise", "no-port"], "--advertise wants host:port"),
         (["--lease-ttl", "0"], "--lease-ttl must be between"),
         (["--lease-ttl", "nan"], "--lease-ttl must be between"),
