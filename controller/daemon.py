@@ -23,6 +23,7 @@ from corral.controller.access_boot import bootstrap_admin_token, prune_audit_for
 from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
 from corral.controller.durations import parse_duration
+from corral.controller.lifecycle import Lifecycle
 from corral.controller.metrics import attach as attach_metrics
 from corral.controller.rpc.gateway import deliver
 from corral.controller.rpc.tls import ServerTls, TlsError, TlsFiles, is_loopback, listen_host
@@ -152,6 +153,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--secret-key-file", type=Path, default=None, help="Fernet key for task secrets (created 0600 if missing)"
     )
     parser.add_argument("--audit-retain", default="90d", help="keep audit records this long (e.g. 90d, 12h)")
+    parser.add_argument(
+        "--evict-after", default="30s", help="finished workflows idle this long leave memory (0: never)"
+    )
+    parser.add_argument("--retain", default="0", help="delete finished workflows this old, e.g. 30d (0: keep forever)")
     tls = parser.add_argument_group("TLS (SIGHUP reloads these files)")
     tls.add_argument("--tls-cert", type=Path, help="the controller's certificate (PEM); serve TLS")
     tls.add_argument("--tls-key", type=Path, help="the key of --tls-cert (PEM)")
@@ -183,6 +188,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.audit_retain_s = parse_duration(args.audit_retain)
     except ValueError as exc:
         parser.error(f"--audit-retain: {exc}")
+    for flag in ("evict_after", "retain"):  # issue 12
+        try:
+            setattr(args, f"{flag}_s", parse_duration(getattr(args, flag)))
+        except ValueError as exc:
+            parser.error(f"--{flag.replace('_', '-')}: {exc}")
     for name in (
         "heartbeat_interval",
         "lease",
@@ -290,6 +300,7 @@ def _config(args: argparse.Namespace) -> MachineConfig:
         cordon_cooldown_s=args.cordon_cooldown,
         cache_max_entries=args.cache_max_entries,
         cache_max_bytes=args.cache_max_bytes,
+        evict_after_s=args.evict_after_s,
     )
     return config
 
@@ -354,6 +365,8 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
         token_file = args.admin_token_file or _default_token_file(args, where)
         await bootstrap_admin_token(runtime, token_file)
     pruner = asyncio.ensure_future(prune_audit_forever(runtime, args.audit_retain_s))
+    runtime.lifecycle = Lifecycle(runtime, args.retain_s)
+    retention = asyncio.ensure_future(runtime.lifecycle.run())
     server = await build_server(
         runtime,
         args.listen,
@@ -397,6 +410,7 @@ async def serve(args: argparse.Namespace, tls: ServerTls | None = None) -> int:
     await asyncio.wait([asyncio.ensure_future(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
     pruner.cancel()
+    retention.cancel()
     if http is not None:
         await http.stop()
     await server.stop(1.0)

@@ -33,6 +33,7 @@ __all__ = [
     "ForgetWorkflows",
     "LifecycleBook",
     "ReadmitWorkflow",
+    "SetNamespaceRetention",
     "drop_workflows",
     "evict_idle",
     "lifecycle_handlers",
@@ -92,6 +93,15 @@ class ForgetWorkflows:
     and not terminal (retried meanwhile) is kept."""
 
     workflows: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetNamespaceRetention:
+    """``corral namespace retain NS DURATION``: a namespace's own retention (None: the default's).
+    Answers the namespace."""
+
+    name: str
+    retain_s: float | None
 
 
 def evict_idle(m: MachineState, now: float) -> list[str]:
@@ -202,9 +212,7 @@ def forget(m: MachineState, event: ForgetWorkflows, now: float) -> list[str]:
     return done
 
 
-def retention_queries(
-    default_s: float, overrides: Mapping[str, float], now: float, limit: int
-) -> list[WorkflowQuery]:
+def retention_queries(default_s: float, overrides: Mapping[str, float], now: float, limit: int) -> list[WorkflowQuery]:
     """The store queries that find workflows past retention: one per namespace with its own
     retention (``0``: keep forever), one for every other namespace (``default_s``; 0: none)."""
     queries = [
@@ -213,7 +221,9 @@ def retention_queries(
         if seconds > 0
     ]
     if default_s > 0:
-        queries.append(WorkflowQuery(exclude_namespaces=tuple(sorted(overrides)), finished_before=now - default_s, limit=limit))
+        queries.append(
+            WorkflowQuery(exclude_namespaces=tuple(sorted(overrides)), finished_before=now - default_s, limit=limit)
+        )
     return queries
 
 
@@ -222,5 +232,5 @@ def lifecycle_handlers(m: MachineState) -> dict[type, Callable[[Any, float], Any
     return {
         ReadmitWorkflow: lambda event, now: readmit(m, event, now),
         ForgetWorkflows: lambda event, now: forget(m, event, now),
+        SetNamespaceRetention: lambda event, now: m.access.set_retention(event.name, event.retain_s),
     }
-

@@ -52,6 +52,7 @@ from corral.controller.sdk.errors import (
 )
 from corral.controller.sdk.fleet import FleetMixin
 from corral.controller.sdk.history import HistoryMixin
+from corral.controller.sdk.retention import RetentionMixin
 from corral.controller.sdk.runs import RunsMixin
 from corral.controller.sdk.schedules import ScheduleMethods
 from corral.controller.sdk.types import (
@@ -117,7 +118,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin, HistoryMixin):
+class Client(RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin, HistoryMixin, RetentionMixin):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of

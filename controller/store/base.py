@@ -7,8 +7,8 @@ and rebuilds memory from it. Nothing leaves the process before the commit that r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry

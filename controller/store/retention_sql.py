@@ -28,12 +28,8 @@ def _columns(table: str) -> str:
 
 _WORKFLOW: Final = f"SELECT {_columns('workflows')} FROM workflows WHERE id = ?"
 _TASKS: Final = f'SELECT {_columns("tasks")} FROM tasks WHERE workflow_id = ? ORDER BY "index"'
-_ATTEMPTS: Final = (
-    f"SELECT {_columns('attempts')} FROM attempts WHERE workflow_id = ? ORDER BY task_id, number, id"
-)
-_RUNS: Final = (
-    f"SELECT {', '.join(runs_codec.RUN_COLUMNS)} FROM runs WHERE workflow_id = ? ORDER BY number"
-)
+_ATTEMPTS: Final = f"SELECT {_columns('attempts')} FROM attempts WHERE workflow_id = ? ORDER BY task_id, number, id"
+_RUNS: Final = f"SELECT {', '.join(runs_codec.RUN_COLUMNS)} FROM runs WHERE workflow_id = ? ORDER BY number"
 _CHECKPOINTS: Final = "SELECT task_id, workflow_id, attempt_id, at, data FROM checkpoints WHERE workflow_id = ?"
 # Deletion, children first. Logs are keyed by attempt: their ids come from the attempts rows.
 _DELETES: Final = (
@@ -109,10 +105,7 @@ def list_workflows(conn: sqlite3.Connection, query: WorkflowQuery) -> list[Workf
     if query.limit <= 0:
         return []
     where, params = query_sql(query)
-    sql = (
-        f"SELECT {_columns('workflows')} FROM workflows WHERE {where} "
-        "ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
-    )
+    sql = f"SELECT {_columns('workflows')} FROM workflows WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?"
     return [codec.decode_workflow(r) for r in conn.execute(sql, (*params, query.limit, query.offset))]
 
 

@@ -31,8 +31,8 @@ from corral.controller.store import (
     codec,
     durations_codec,
     event_codec,
-    runs_codec,
     retention_sql,
+    runs_codec,
     schedules_codec,
 )
 from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot, WorkflowQuery, WorkflowRecord

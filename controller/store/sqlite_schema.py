@@ -460,6 +460,7 @@ def _migration_18_retention(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS workflows_by_created ON workflows (created_at)")
     db.execute("CREATE INDEX IF NOT EXISTS attempts_by_workflow ON attempts (workflow_id)")
     db.execute("CREATE INDEX IF NOT EXISTS checkpoints_by_workflow ON checkpoints (workflow_id)")
+    db.table("namespaces").add_column("retain_s", float)  # a namespace's own retention (NULL: --retain)
 
 
 MIGRATIONS: Final[tuple[Migration, ...]] = (

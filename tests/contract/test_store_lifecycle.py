@@ -14,13 +14,25 @@ W = WorkflowState
 
 
 def _workflow(
-    wid: str, *, state: WorkflowState = W.COMPLETED, created: float = 1.0, finished: float | None = 10.0,
-    namespace: str = "default", name: str = "", tasks: int = 2,
+    wid: str,
+    *,
+    state: WorkflowState = W.COMPLETED,
+    created: float = 1.0,
+    finished: float | None = 10.0,
+    namespace: str = "default",
+    name: str = "",
+    tasks: int = 2,
 ) -> tuple[Workflow, list[Task], list[Attempt]]:
     task_ids = [f"{wid}-t{i}" for i in range(tasks)]
     workflow = Workflow(
-        wid, name or f"name-{wid}", task_ids, state=state, created_at=created, namespace=namespace,
-        finished_at=finished if state.terminal else None, idempotency_key=f"key-{wid}",
+        wid,
+        name or f"name-{wid}",
+        task_ids,
+        state=state,
+        created_at=created,
+        namespace=namespace,
+        finished_at=finished if state.terminal else None,
+        idempotency_key=f"key-{wid}",
     )
     task_state = TaskState.COMPLETED if state.terminal else TaskState.RUNNING
     records = [
@@ -28,7 +40,9 @@ def _workflow(
         for i, t in enumerate(task_ids)
     ]
     attempts = [
-        Attempt(f"{t}-a1", t, wid, "agent-1", 1, state=AttemptState.SUCCEEDED if state.terminal else AttemptState.RUNNING)
+        Attempt(
+            f"{t}-a1", t, wid, "agent-1", 1, state=AttemptState.SUCCEEDED if state.terminal else AttemptState.RUNNING
+        )
         for t in task_ids
     ]
     return workflow, records, attempts
@@ -95,7 +109,9 @@ def test_list_workflows_filters_and_pages_newest_first(store: Store) -> None:
 def test_task_counts_per_state(store: Store) -> None:
     workflow, tasks, attempts = _workflow("wf-c", tasks=3)
     tasks[2].state = TaskState.FAILED
-    compensation = Task("wf-c-comp", "wf-c", "undo", 99, "shell", b"{}", state=TaskState.COMPLETED, compensates="wf-c-t0")
+    compensation = Task(
+        "wf-c-comp", "wf-c", "undo", 99, "shell", b"{}", state=TaskState.COMPLETED, compensates="wf-c-t0"
+    )
     _commit(store, (workflow, [*tasks, compensation], attempts))
     counts = store.task_counts(["wf-c", "unknown"])
     assert counts == {"wf-c": {TaskState.COMPLETED: 2, TaskState.FAILED: 1}, "unknown": {}}

@@ -107,7 +107,7 @@ def test_a_readmitted_workflow_answers_as_before_and_leaves_again(evicting: Sim)
     assert {sim.machine.tasks[t].name: sim.machine.tasks[t].state for t in again.task_ids} == states_before
     assert sim.machine.remaining(done) == 0
     task_a = sim.task(done, "a")
-    logs_task, attempt = sim.machine.handle(rq.LogsQuery(task_a.id, CALLER), sim.now)
+    _, attempt = sim.machine.handle(rq.LogsQuery(task_a.id, CALLER), sim.now)
     assert attempt is not None and attempt.state is AttemptState.SUCCEEDED
     sim.machine.validate()
     sim.advance(31)
