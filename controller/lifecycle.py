@@ -194,11 +194,13 @@ class Lifecycle:
                 if self.rt.degraded is None and self._queries(1):
                     await self.collect(limit=_BATCH)
                 evicted = self.rt.machine.lifecycle.evicted
-                if evicted != self._evicted_seen and self._trim is not None:
-                    # Evicted workflows' memory is freed in many small blocks; without a trim
-                    # glibc keeps most of it in the process (measured: docs/notes/lifecycle.md).
+                if evicted != self._evicted_seen:
                     self._evicted_seen = evicted
-                    await asyncio.to_thread(self._trim)
+                    log.info("%d finished workflows left memory since the start", evicted)
+                    if self._trim is not None:
+                        # Evicted workflows' memory is freed in many small blocks; without a trim
+                        # glibc keeps much of it in the process (docs/notes/lifecycle.md).
+                        await asyncio.to_thread(self._trim)
             except CorralError as exc:  # the store refuses writes: the next pass tries again
                 log.info("retention pass skipped: %s", exc)
             except Exception:  # a bug must not end retention for good
