@@ -91,10 +91,11 @@ def test_retention_deletes_finished_workflows_from_list_and_database(cluster: Cl
     report = admin.CollectGarbage(admin_pb2.CollectGarbageRequest(dry_run=True), timeout=T)
     assert report.dry_run and list(report.workflows) == []
     assert "1s" in report.retention
+    api.cancel(running, force=True)  # a quick teardown
 
 
 def test_an_evicted_workflow_answers_every_read_and_can_be_retried(cluster: Cluster, tmp_path: Path) -> None:
-    api = cluster.start({"alpha": 2}, controller_flags=["--evict-after", "1s"])
+    api = cluster.start({"alpha": 2}, controller_flags=["--evict-after", "0.3s"])
     marker = tmp_path / "failed-once"
     spec = {
         "name": "evictable",
