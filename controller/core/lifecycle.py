@@ -63,6 +63,8 @@ class LifecycleBook:
     forgets: int = 0  # bumped by every forget: a readmission read before one is refused
     forgotten: set[str] = field(default_factory=set)  # this tick's, for the commit
     next_check: float = 0.0
+    # Largest size seen (at an eviction) of each per-task dict, by id(): when to compact it.
+    sizes: dict[int, int] = field(default_factory=dict)
 
     def moved(self, workflow_id: str, terminal: bool, now: float) -> None:
         """A workflow changed state: idle from now if it ended, else not idle."""
@@ -131,6 +133,7 @@ def drop_workflows(m: MachineState, workflow_ids: Iterable[str]) -> None:
     The idempotency index keeps their keys (see the module docstring).
     """
     dropped = set(workflow_ids)
+    _note_sizes(m)
     for workflow_id in dropped:
         m.lifecycle.idle.pop(workflow_id, None)
         workflow = m.workflows.pop(workflow_id)
@@ -160,6 +163,34 @@ def drop_workflows(m: MachineState, workflow_ids: Iterable[str]) -> None:
     # One pass over the attempts for the whole batch: attempts have no per-workflow index.
     for attempt_id in [a.id for a in m.attempts.values() if a.workflow_id in dropped]:
         del m.attempts[attempt_id]
+    _compact(m)
+
+
+# A dict keeps its table after deletions: once most entries left, copy it into a fitting one.
+_COMPACT_MIN = 4096
+
+
+def _tables(m: MachineState) -> list[dict[Any, Any]]:
+    return [m.tasks, m.attempts, m.by_name, m.dependents, m.unfinished_deps, m.ordering.ranking, m.counts]
+
+
+def _note_sizes(m: MachineState) -> None:
+    """Remember the largest size of each per-task dict (their tables never shrink by themselves)."""
+    sizes = m.lifecycle.sizes
+    for table in _tables(m):
+        sizes[id(table)] = max(sizes.get(id(table), 0), len(table))
+
+
+def _compact(m: MachineState) -> None:
+    """Shrink the per-task dicts most of whose entries left, in place (others may hold them)."""
+    sizes = m.lifecycle.sizes
+    for table in _tables(m):
+        peak = sizes.get(id(table), 0)
+        if peak >= _COMPACT_MIN and len(table) * 4 < peak:
+            kept = dict(table)
+            table.clear()  # frees the old table; the update below sizes one for what is left
+            table.update(kept)
+            sizes[id(table)] = len(table)
 
 
 def readmit(m: MachineState, event: ReadmitWorkflow, now: float) -> bool:

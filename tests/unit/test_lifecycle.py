@@ -3,6 +3,7 @@ and are forgotten past retention (core/lifecycle.py), on a fake clock."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -209,3 +210,16 @@ def test_the_event_log_survives_eviction(evicting: Sim) -> None:
     kinds = [e.kind for e in sim.store.workflow_events(done)]
     assert kinds[0] == "submitted" and kinds[-1] == "completed"
     assert isinstance(ev.SubmitWorkflow, type)
+
+
+def test_the_per_task_tables_shrink_once_a_large_workflow_left(evicting: Sim) -> None:
+    sim = evicting
+    big, _ = sim.submit([task_spec(f"t{i}") for i in range(6000)], name="big", start=False)
+    small, _ = sim.submit([task_spec("a")], name="small", start=False)
+    full = sys.getsizeof(sim.machine.tasks)
+    sim.do(ev.CancelWorkflow(big))
+    sim.advance(31)
+    assert big not in sim.machine.workflows and small in sim.machine.workflows
+    assert sys.getsizeof(sim.machine.tasks) * 20 < full  # a dict's table never shrinks by deleting
+    assert sys.getsizeof(sim.machine.by_name) * 20 < full
+    assert sim.task(small, "a").state is T.PENDING  # what is left is all there
