@@ -19,6 +19,7 @@ from corral.controller.access_boot import bootstrap_admin_token, prune_audit_for
 from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
 from corral.controller.flags import EXIT_USAGE, parse_args
+from corral.controller.lifecycle import Lifecycle
 from corral.controller.metrics import attach as attach_metrics
 from corral.controller.rpc.gateway import deliver
 from corral.controller.rpc.tls import ServerTls, TlsError, TlsFiles, is_loopback, listen_host
@@ -110,6 +111,7 @@ def _config(args: ControllerSettings) -> MachineConfig:
         reservation_expiry_factor=args.reservation_expiry_factor,
         cordon_after=args.cordon_after,
         cordon_cooldown_s=args.cordon_cooldown,
+        evict_after_s=args.evict_after_s,
         cache_max_entries=args.cache_max_entries,
         cache_max_bytes=args.cache_max_bytes,
     )
@@ -184,6 +186,8 @@ async def serve(args: ControllerSettings, tls: ServerTls | None = None) -> int:
         token_file = args.admin_token_file or _default_token_file(args, where)
         await bootstrap_admin_token(runtime, token_file)
     pruner = asyncio.ensure_future(prune_audit_forever(runtime, args.audit_retain_s))
+    runtime.lifecycle = Lifecycle(runtime, args.retain_s)
+    retention = asyncio.ensure_future(runtime.lifecycle.run())
     server = await build_server(
         runtime,
         args.listen,
@@ -227,6 +231,7 @@ async def serve(args: ControllerSettings, tls: ServerTls | None = None) -> int:
     await asyncio.wait([asyncio.ensure_future(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
     pruner.cancel()
+    retention.cancel()
     if http is not None:
         await http.stop()
     await server.stop(1.0)

@@ -268,6 +268,14 @@ def controller(
             help="allow plaintext on a non-loopback address (anyone who reaches the port may do anything)",
         ),
     ] = False,
+    evict_after: Annotated[
+        str | None,
+        typer.Option("--evict-after", help="finished workflows idle this long leave memory (0: never) [30s]"),
+    ] = None,
+    retain: Annotated[
+        str | None,
+        typer.Option("--retain", help="delete finished workflows this old, e.g. 30d (0: keep forever) [0]"),
+    ] = None,
     advertise: Annotated[
         str | None,
         typer.Option(

@@ -34,7 +34,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from corral.controller.commands import (
     READ_EVENTS,
@@ -53,9 +53,12 @@ from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
 from corral.controller.core.model import WorkflowEvent
 from corral.controller.degraded import DegradedMode
-from corral.controller.errors import CorralError
+from corral.controller.errors import CorralError, NotFound
 from corral.controller.recovery import OPERATIONAL, anchored_clock, carry_sessions
 from corral.controller.store.base import Store
+
+if TYPE_CHECKING:
+    from corral.controller.lifecycle import Lifecycle
 
 __all__ = ["READ_EVENTS", "AgentSession", "CommandFailed", "Runtime", "new_id"]
 
@@ -111,6 +114,8 @@ class Runtime(DegradedMode):
         self._undo: list[Callable[[], None]] = []
         # Told of every committed tick (machine, changes, commit seconds): the metrics (metrics.py).
         self.on_commit: Callable[[Machine, Any, float], None] | None = None
+        # Issue 12: takes evicted workflows back on demand (controller/lifecycle.py); None: off.
+        self.lifecycle: Lifecycle | None = None
         self._init_degraded()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -183,7 +188,13 @@ class Runtime(DegradedMode):
         """Apply one event in the loop (reads and writes alike); its answer arrives after the commit.
 
         The answer is the handler's, or ``then(machine, answer, now)``'s (see :meth:`post_event`).
+        A request naming a workflow that left memory (issue 12) runs again once it is back.
         """
+        try:
+            return await self.post_event(event, then)
+        except NotFound as missing:
+            if self.lifecycle is None or not await self.lifecycle.readmit_for(event, missing):
+                raise
         return await self.post_event(event, then)
 
     @property

@@ -84,6 +84,8 @@ class ControllerSettings(LayeredSettings):
     #: PostgreSQL store (active/standby): the address in the leader lease (None: --listen)
     advertise: str | None = None
     lease_ttl: float = 5.0  # seconds a leader's lease lasts unrenewed
+    evict_after: str = "30s"  # finished workflows idle this long leave memory ("0": never)
+    retain: str = "0"  # finished workflows this old are deleted ("0": kept forever)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
@@ -91,6 +93,16 @@ class ControllerSettings(LayeredSettings):
     mtls_address_file: Path | None = None
     health_listen: str | None = None
     insecure: bool = False
+
+    @property
+    def evict_after_s(self) -> float:
+        """``evict_after`` in seconds (checked when the settings are built)."""
+        return parse_duration(self.evict_after)
+
+    @property
+    def retain_s(self) -> float:
+        """``retain`` in seconds, 0 for keep forever (checked when the settings are built)."""
+        return parse_duration(self.retain)
 
     @property
     def audit_retain_s(self) -> float:
@@ -115,10 +127,11 @@ class ControllerSettings(LayeredSettings):
     @model_validator(mode="after")
     def _check(self) -> ControllerSettings:
         # The messages name the flags: most values come from them (and env/file use the same names).
-        try:
-            parse_duration(self.audit_retain)
-        except ValueError as exc:
-            raise ValueError(f"--audit-retain: {exc}") from None
+        for flag in ("audit_retain", "evict_after", "retain"):
+            try:
+                parse_duration(getattr(self, flag))
+            except ValueError as exc:
+                raise ValueError(f"--{flag.replace('_', '-')}: {exc}") from None
         if self.store is not None:
             try:
                 parse_store_url(self.store)

@@ -15,6 +15,7 @@ from corral.controller.cli import (
     contexts,
     daemons,
     fleet,
+    gc,
     history,
     quota,
     run,
@@ -119,6 +120,8 @@ app.command("audit", rich_help_panel=_SECURITY)(admin.audit)
 app.command("whoami", rich_help_panel=_SECURITY)(admin.whoami)
 history.register(app, _WORK, _TASKS)
 app.add_typer(contexts.app, name="context", rich_help_panel=_SECURITY)
+app.command("gc", rich_help_panel=_WORK)(gc.gc)  # issue 12
+admin.namespace_app.command("retain")(gc.namespace_retain)
 
 
 def main() -> None:

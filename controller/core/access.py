@@ -44,6 +44,9 @@ class Namespace:
     max_memory_mb: int = 0
     max_gpu: int = 0
     max_running: int = 0
+    # Issue 12: finished workflows deleted after this many seconds (0: kept forever); None: the
+    # controller's --retain applies.
+    retain_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -228,6 +231,13 @@ class AccessState:
         namespace = self.namespace(name)
         namespace.weight, namespace.max_cpu, namespace.max_memory_mb = weight, max_cpu, max_memory_mb
         namespace.max_gpu, namespace.max_running = max_gpu, max_running
+        self._changes.namespaces[name] = namespace
+        return namespace
+
+    def set_retention(self, name: str, retain_s: float | None) -> Namespace:
+        """Set (None: drop) a namespace's own retention of finished workflows; it must exist."""
+        namespace = self.namespace(name)
+        namespace.retain_s = retain_s
         self._changes.namespaces[name] = namespace
         return namespace
 

@@ -79,6 +79,10 @@ class MachineConfig:
     # Issue 10: the task result cache (core/cache.py), least recently used entries evicted past these.
     cache_max_entries: int = 10_000
     cache_max_bytes: int = 256 * 1024 * 1024
+    # Issue 12 (core/lifecycle.py): a finished workflow idle this long leaves memory (0: never;
+    # the daemon's default is 30 s), at most this many tasks' worth per tick.
+    evict_after_s: float = 0.0
+    evict_tasks_per_tick: int = 50_000
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:

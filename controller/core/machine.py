@@ -31,6 +31,7 @@ from corral.controller.core.fallbacks import (
 )
 from corral.controller.core.fleet_admin import fleet_handlers
 from corral.controller.core.group_ops import track_groups
+from corral.controller.core.lifecycle import evict_idle, lifecycle_handlers
 from corral.controller.core.model import AgentState, AttemptState, Task, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, demand_class, describe_class, explain
 from corral.controller.core.queries import request_handlers
@@ -100,6 +101,7 @@ class Machine(ScheduleOps):
         self._handlers.update(self.schedule_handlers())
         self._handlers.update(fleet_handlers(self))
         self._handlers.update(attempt_handlers(self))
+        self._handlers.update(lifecycle_handlers(self))
 
     def handle(self, event: ev.Event, now: float) -> Any:
         """Apply one event. Raises a CorralError (and changes nothing) for a request it refuses."""
@@ -112,6 +114,8 @@ class Machine(ScheduleOps):
         self.expire_deadlines(now)
         self.expire_assignments(now)
         self.forget_agents(now)
+        if self.lifecycle.idle:
+            evict_idle(self, now)
         if self.fallbacks.approvals:
             expire_approvals(self, now)
         if self.cordons.until:
@@ -151,6 +155,8 @@ class Machine(ScheduleOps):
                 track_groups(self, workflow, None)
             if workflow.idempotency_key:
                 self.idempotency[(workflow.namespace, workflow.idempotency_key)] = workflow.id
+            if workflow.state.terminal:
+                self.lifecycle.moved(workflow.id, True, now)
         running = {a.id: a for a in snapshot.attempts if a.state is AttemptState.RUNNING}
         for task in snapshot.tasks:
             # A task's row is not rewritten when its attempt starts (mark_running): its running

@@ -22,6 +22,7 @@ from corral.controller.core.dynamic import DynamicBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.fallbacks import Fallbacks, track_rules, unfinished_of
 from corral.controller.core.group_ops import track_groups
+from corral.controller.core.lifecycle import LifecycleBook
 from corral.controller.core.model import (
     Agent,
     Attempt,
@@ -133,6 +134,7 @@ class MachineState:
         self.cordons = Cordons()  # issue 10: failure streaks and cordoned agents
         self.fallbacks = Fallbacks()  # issue 10: fallbacks, partial results, approvals (memory only)
         self.cache = CacheBook(config.cache_max_entries, config.cache_max_bytes)  # issue 10
+        self.lifecycle = LifecycleBook()  # issue 12: eviction and retention (core/lifecycle.py)
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -240,6 +242,8 @@ class MachineState:
         cached = self.cache.take_changes()
         if cached is not None:
             batch.cache = cached
+        if self.lifecycle.forgotten:
+            batch.forgotten_workflows = self.lifecycle.take()
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []
@@ -316,6 +320,7 @@ class MachineState:
 
     def set_workflow_state(self, workflow: Workflow, new: WorkflowState, now: float, message: str = "") -> None:
         move_workflow(workflow, new)
+        self.lifecycle.moved(workflow.id, new.terminal, now)
         if new.terminal:
             workflow.finished_at = now
             self.emit(WorkflowDone(workflow.id))

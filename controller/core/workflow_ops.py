@@ -11,6 +11,7 @@ from corral.controller.core.dynamic import expand_or_gather
 from corral.controller.core.events import CancelAttempts, CancelWorkflow, SubmitWorkflow
 from corral.controller.core.fallbacks import absorbed_failures, ready_approval, skip_tolerant
 from corral.controller.core.group_ops import forget_groups, track_groups
+from corral.controller.core.lifecycle import Evicted
 from corral.controller.core.model import (
     AttemptState,
     Task,
@@ -37,7 +38,9 @@ class WorkflowOps(DeadlineOps):
         self.access.namespace(workflow.namespace)
         key = (workflow.namespace, workflow.idempotency_key) if workflow.idempotency_key else None
         if key and key in self.idempotency:
-            existing = self.workflows[self.idempotency[key]]
+            existing = self.workflows.get(self.idempotency[key])
+            if existing is None:
+                raise Evicted(self.idempotency[key])  # the runtime takes it back in and submits again
             if event.start and existing.state is W.PENDING:
                 self.start(existing.id, now)
             return existing.id, True

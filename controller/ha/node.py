@@ -38,6 +38,7 @@ from corral.controller.core.machine import MachineConfig
 from corral.controller.ha.guard import GuardedStore
 from corral.controller.ha.lease import LeaseKeeper, LeaseTimings, connector
 from corral.controller.ha.standby import StandbyServer, build_standby_server
+from corral.controller.lifecycle import Lifecycle
 from corral.controller.metrics import attach as attach_metrics
 from corral.controller.rpc.gateway import deliver
 from corral.controller.rpc.tls import ServerTls, listen_host
@@ -236,6 +237,8 @@ class HaNode:
         server: Server | None = None
         http: Any = None
         pruner = asyncio.ensure_future(prune_audit_forever(runtime, args.audit_retain_s))
+        runtime.lifecycle = Lifecycle(runtime, args.retain_s)
+        retention = asyncio.ensure_future(runtime.lifecycle.run())
         failure = ""
         try:
             if auth:
@@ -277,6 +280,7 @@ class HaNode:
         for session in list(runtime.sessions.values()):
             session.close()
         pruner.cancel()
+        retention.cancel()
         if http is not None:
             with contextlib.suppress(Exception):
                 await http.stop()

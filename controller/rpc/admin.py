@@ -16,6 +16,7 @@ from corral.controller.core import requests as rq
 from corral.controller.core.access import Namespace, RevokedCert, TokenRecord
 from corral.controller.core.cache import ClearCacheRequest
 from corral.controller.core.fairshare import QuotaRow
+from corral.controller.core.lifecycle import SetNamespaceRetention
 from corral.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from corral.controller.rpc import fields, quotas, wire
 from corral.controller.rpc.auth import current_caller
@@ -36,6 +37,7 @@ _MAX_TEXT = 1024
 _MAX_TTL_S = 10 * 365 * 86_400.0
 _MAX_SECRET_BYTES = 64 * 1024
 _MAX_LIST = 1000
+_MAX_RETAIN_S = 100 * 365 * 86_400.0
 _ALL = "*"  # a namespace list of just this: every namespace, for any role
 
 
@@ -202,6 +204,43 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         event = ClearCacheRequest(current_caller(), request.namespace)
         cleared, remaining = await self.rt.handle(event)
         return pb.ClearCacheResponse(cleared=cleared, remaining=remaining)
+
+    async def CollectGarbage(self, request: pb.CollectGarbageRequest, context: Any) -> pb.CollectGarbageResponse:
+        """Issue 12: a retention pass now (``corral gc``), or only the list of what it would delete."""
+        lifecycle = self.rt.lifecycle
+        if lifecycle is None:
+            raise FailedPrecondition("this controller runs without retention (no lifecycle)")
+        report = await lifecycle.collect(dry_run=request.dry_run)
+        return pb.CollectGarbageResponse(
+            workflows=[
+                pb.GarbageWorkflow(
+                    workflow_id=w.id,
+                    name=w.name,
+                    namespace=w.namespace,
+                    state=str(w.state),
+                    finished_at=w.finished_at or 0.0,
+                    task_total=len(w.task_ids),
+                )
+                for w in report.workflows
+            ],
+            deleted=report.deleted,
+            dry_run=report.dry_run,
+            retention=report.retention,
+        )
+
+    async def SetNamespaceRetention(
+        self, request: pb.SetNamespaceRetentionRequest, context: Any
+    ) -> pb.SetNamespaceRetentionResponse:
+        """Issue 12: a namespace's own retention of finished workflows (or back to the default)."""
+        name = _name(request.name, "name", "a namespace")
+        if not math.isfinite(request.retain_s) or not 0 <= request.retain_s <= _MAX_RETAIN_S:
+            raise InvalidArgument.field("retain_s", f"must be between 0 (forever) and {_MAX_RETAIN_S:g} seconds")
+        if request.inherit and request.retain_s:
+            raise InvalidArgument.field("inherit", "give a retention or inherit, not both")
+        retain_s = None if request.inherit else request.retain_s
+        await self.rt.handle(SetNamespaceRetention(name, retain_s))
+        lifecycle = self.rt.lifecycle
+        return pb.SetNamespaceRetentionResponse(retention=lifecycle.describe() if lifecycle is not None else "")
 
     # --- secrets ----------------------------------------------------------------------------------
 

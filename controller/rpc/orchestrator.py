@@ -20,6 +20,7 @@ from corral.controller.rpc.admission import admit
 from corral.controller.rpc.attempts import AttemptsServicer
 from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.identity import current_principal
+from corral.controller.rpc.listing import list_merged
 from corral.controller.rpc.runs import RunsServicer
 from corral.controller.rpc.scope import require_namespace
 from corral.controller.runtime import Runtime
@@ -186,6 +187,9 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
         event = rq.ListWorkflowsQuery(
             current_caller(), frozenset(states), request.name_prefix, request.namespace, offset, limit
         )
+        if self.rt.machine.lifecycle.evicted:  # issue 12: some workflows are only in the store
+            summaries, more = await list_merged(self.rt, event)
+            return pb.ListWorkflowsResponse(workflows=summaries, next_page_token=str(offset + limit) if more else "")
 
         def render(machine: Machine, answer: tuple[list[Workflow], bool], now: float) -> pb.ListWorkflowsResponse:
             page, more = answer

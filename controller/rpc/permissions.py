@@ -87,6 +87,8 @@ METHODS: Final[Mapping[str, str]] = {
     _A + "SetNamespaceQuota": ADMIN,
     _A + "ListQuotas": READ,
     _A + "ClearCache": SUBMIT,  # issue 10: whoever may run work in a namespace may make it run again
+    _A + "CollectGarbage": ADMIN,  # issue 12: deletes finished workflows of every namespace
+    _A + "SetNamespaceRetention": ADMIN,
     "/corral.v1.Schedules/CreateSchedule": SUBMIT,
     "/corral.v1.Schedules/ListSchedules": READ,
     "/corral.v1.Schedules/PauseSchedule": SUBMIT,
@@ -137,6 +139,8 @@ MUTATING: Final = frozenset(
         _A + "RevokeCertificate",
         _A + "SetNamespaceQuota",
         _A + "ClearCache",
+        _A + "CollectGarbage",
+        _A + "SetNamespaceRetention",
         "/corral.v1.Schedules/CreateSchedule",
         "/corral.v1.Schedules/PauseSchedule",
         "/corral.v1.Schedules/ResumeSchedule",

@@ -56,6 +56,7 @@ from corral.controller.sdk.errors import (
 from corral.controller.sdk.fleet import FleetMixin
 from corral.controller.sdk.follow import CHANNEL_OPTIONS, DEFAULT_FOLLOW_TIMEOUT_S, Following
 from corral.controller.sdk.history import HistoryMixin
+from corral.controller.sdk.retention import RetentionMixin
 from corral.controller.sdk.runs import RunsMixin
 from corral.controller.sdk.schedules import ScheduleMethods
 from corral.controller.sdk.types import (
@@ -110,7 +111,9 @@ def _enum_values(enum: Any, prefix: str, names: Iterable[str] | None, what: str)
     return values
 
 
-class Client(Following, RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin, HistoryMixin):
+class Client(
+    Following, RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin, HistoryMixin, RetentionMixin
+):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
     ``address`` defaults to ``$CORRAL_ADDRESS`` or ``127.0.0.1:7070``. ``timeout`` is the deadline of

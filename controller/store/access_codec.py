@@ -30,7 +30,17 @@ __all__ = [
 #: Columns per access table, in row order (they match migration 2 of the SQLite store).
 ACCESS_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     # weight .. max_running: migration 8 (fair share).
-    "namespaces": ("name", "description", "created_at", "weight", "max_cpu", "max_memory_mb", "max_gpu", "max_running"),
+    "namespaces": (
+        "name",
+        "description",
+        "created_at",
+        "weight",
+        "max_cpu",
+        "max_memory_mb",
+        "max_gpu",
+        "max_running",
+        "retain_s",
+    ),
     "tokens": (
         "id",
         "hash",
@@ -74,11 +84,15 @@ def encode_namespace(n: Namespace) -> tuple[Any, ...]:
         int(n.max_memory_mb),
         int(n.max_gpu),
         int(n.max_running),
+        None if n.retain_s is None else float(n.retain_s),
     )
 
 
 def decode_namespace(row: Sequence[Any]) -> Namespace:
-    return Namespace(row[0], row[1], row[2], float(row[3]), float(row[4]), int(row[5]), int(row[6]), int(row[7]))
+    retain_s = None if row[8] is None else float(row[8])
+    return Namespace(
+        row[0], row[1], row[2], float(row[3]), float(row[4]), int(row[5]), int(row[6]), int(row[7]), retain_s
+    )
 
 
 def encode_token(t: TokenRecord) -> tuple[Any, ...]:

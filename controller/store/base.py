@@ -7,6 +7,7 @@ and rebuilds memory from it. Nothing leaves the process before the commit that r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,11 +15,11 @@ from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEn
 from corral.controller.core.cache import CacheChanges, CacheEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.durations import DurationChanges, LearnedDuration
-from corral.controller.core.model import Agent, Attempt, Task, Workflow, WorkflowEvent
+from corral.controller.core.model import Agent, Attempt, Task, TaskState, Workflow, WorkflowEvent, WorkflowState
 from corral.controller.core.run_record import Run
 from corral.controller.core.schedules import Fire, Schedule, ScheduleChanges
 
-__all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store"]
+__all__ = ["ChangeBatch", "LogChunk", "Snapshot", "Store", "WorkflowQuery", "WorkflowRecord"]
 
 
 @dataclass(slots=True)
@@ -55,6 +56,9 @@ class ChangeBatch:
     runs: list[Run] = field(default_factory=list)  # issue 10: run rows, upserted
     cache: CacheChanges = field(default_factory=CacheChanges)  # issue 10: cache entries
     schedules: ScheduleChanges = field(default_factory=ScheduleChanges)  # issue 10: cron schedules, fires
+    # Issue 12 (retention): workflow ids deleted with every row of theirs (tasks, attempts, logs,
+    # events, runs, checkpoints), after this batch's upserts. Never upserted in the same batch.
+    forgotten_workflows: set[str] = field(default_factory=set)
 
     def size(self) -> int:
         """Records and log chunks in the batch, a measure of its commit's cost.
@@ -77,6 +81,7 @@ class ChangeBatch:
             + len(self.runs)
             + self.cache.size()
             + self.schedules.size()
+            + 100 * len(self.forgotten_workflows)  # a deletion touches every row of the workflow
         )
 
     def __bool__(self) -> bool:
@@ -95,6 +100,7 @@ class ChangeBatch:
             or self.runs
             or self.cache
             or self.schedules
+            or self.forgotten_workflows
         )
 
 
@@ -147,4 +153,52 @@ class Store(Protocol):
         first; only those of ``task_id`` when given."""
         ...
 
+    def load_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """One workflow with its tasks, attempts, runs and checkpoints (None: not stored).
+
+        Reads committed rows only (a reader connection), so it may run off the state loop.
+        """
+        ...
+
+    def list_workflows(self, query: WorkflowQuery) -> list[Workflow]:
+        """The stored workflows ``query`` selects, newest first (``created_at`` descending, then id)."""
+        ...
+
+    def task_counts(self, workflow_ids: Sequence[str]) -> dict[str, dict[TaskState, int]]:
+        """Tasks per state of each given stored workflow (for listings of evicted workflows)."""
+        ...
+
     def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class WorkflowRecord:
+    """Everything stored about one workflow (issue 12): what the controller needs to take an
+    evicted workflow back into memory. Tasks in index order (compensation records included),
+    attempts by task and number, runs by number."""
+
+    workflow: Workflow
+    tasks: list[Task] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowQuery:
+    """Which stored workflows :meth:`Store.list_workflows` returns; every given filter must hold.
+
+    ``namespaces`` empty: every namespace (less ``exclude_namespaces``). ``finished_before``: only
+    terminal workflows whose ``finished_at`` is before it (retention). ``task_id``: the workflow
+    holding that task. ``id_prefix``/``name_prefix``: ids/names starting so.
+    """
+
+    namespaces: tuple[str, ...] = ()
+    exclude_namespaces: tuple[str, ...] = ()
+    states: frozenset[WorkflowState] = frozenset()
+    name_prefix: str = ""
+    id_prefix: str = ""
+    task_id: str = ""
+    finished_before: float | None = None
+    offset: int = 0
+    limit: int = 100

@@ -11,12 +11,13 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import astuple
 from typing import Any, Final
 
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint
-from corral.controller.core.model import WorkflowEvent
+from corral.controller.core.model import TaskState, Workflow, WorkflowEvent
 from corral.controller.store import (
     access_codec,
     cache_codec,
@@ -26,9 +27,33 @@ from corral.controller.store import (
     runs_codec,
     schedules_codec,
 )
-from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
+from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot, WorkflowQuery, WorkflowRecord
 
 __all__ = ["MemoryStore"]
+
+
+_WORKFLOW_COLUMN: Final = {table: codec.COLUMNS[table].index("workflow_id") for table in ("tasks", "attempts")}
+_TASK_STATE: Final = codec.COLUMNS["tasks"].index("state")
+_COMPENSATES: Final = codec.COLUMNS["tasks"].index("compensates")
+
+
+def _selected(workflow: Workflow, query: WorkflowQuery, holder: codec.Row | None) -> bool:
+    """Whether a stored workflow passes every filter of ``query`` (as the SQLite WHERE clause)."""
+    q = query
+    if q.namespaces and workflow.namespace not in q.namespaces:
+        return False
+    if workflow.namespace in q.exclude_namespaces:
+        return False
+    if q.states and workflow.state not in q.states:
+        return False
+    if not workflow.name.startswith(q.name_prefix) or not workflow.id.startswith(q.id_prefix):
+        return False
+    if q.task_id and (holder is None or holder[1] != workflow.id):
+        return False
+    if q.finished_before is not None:
+        finished = workflow.finished_at
+        return workflow.state.terminal and finished is not None and finished < q.finished_before
+    return True
 
 
 class _Output:
@@ -201,6 +226,69 @@ class MemoryStore:
                 self._events.setdefault(row[1], []).append(row)
             if events:
                 self._last_event_seq = events[-1][0]
+            if batch.forgotten_workflows:
+                self._forget(batch.forgotten_workflows)
+
+    def _forget(self, workflow_ids: set[str]) -> None:
+        """Delete workflows with every row of theirs (as SQLite's deletes; lock held)."""
+        for table in ("tasks", "attempts"):
+            rows = self._rows[table]
+            for key in [k for k, row in rows.items() if row[_WORKFLOW_COLUMN[table]] in workflow_ids]:
+                if table == "attempts":
+                    self._logs.pop(key, None)
+                del rows[key]
+        for workflow_id in workflow_ids:
+            self._rows["workflows"].pop(workflow_id, None)
+            self._events.pop(workflow_id, None)
+        for task_id in [k for k, c in self._checkpoints.items() if c.workflow_id in workflow_ids]:
+            del self._checkpoints[task_id]
+        for run_key in [k for k in self._runs if k[0] in workflow_ids]:
+            del self._runs[run_key]
+
+    def load_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """One stored workflow with its tasks, attempts, runs and checkpoints, decoded afresh."""
+        with self._lock:
+            self._check_open()
+            row = self._rows["workflows"].get(workflow_id)
+            if row is None:
+                return None
+            tasks = sorted((r for r in self._rows["tasks"].values() if r[1] == workflow_id), key=lambda r: r[3])
+            attempts = sorted(
+                (r for r in self._rows["attempts"].values() if r[2] == workflow_id), key=lambda r: (r[1], r[4], r[0])
+            )
+            runs = sorted(r for k, r in self._runs.items() if k[0] == workflow_id)
+            checkpoints = [Checkpoint(*astuple(c)) for c in self._checkpoints.values() if c.workflow_id == workflow_id]
+        return WorkflowRecord(
+            codec.decode_workflow(row),
+            [codec.decode_task(r) for r in tasks],
+            [codec.decode_attempt(r) for r in attempts],
+            [runs_codec.decode_run(r) for r in runs],
+            checkpoints,
+        )
+
+    def list_workflows(self, query: WorkflowQuery) -> list[Workflow]:
+        """The stored workflows ``query`` selects, newest first."""
+        if query.limit <= 0:
+            return []
+        with self._lock:
+            self._check_open()
+            rows = list(self._rows["workflows"].values())
+            holder = self._rows["tasks"].get(query.task_id) if query.task_id else None
+        chosen = [w for w in map(codec.decode_workflow, rows) if _selected(w, query, holder)]
+        chosen.sort(key=lambda w: (-w.created_at, w.id))
+        return chosen[query.offset : query.offset + query.limit]
+
+    def task_counts(self, workflow_ids: Sequence[str]) -> dict[str, dict[TaskState, int]]:
+        """Tasks per state of each given workflow (compensation records not counted)."""
+        wanted = set(workflow_ids)
+        counts: dict[str, dict[TaskState, int]] = {workflow_id: {} for workflow_id in workflow_ids}
+        with self._lock:
+            self._check_open()
+            for row in self._rows["tasks"].values():
+                if row[1] in wanted and not row[_COMPENSATES]:
+                    state = TaskState(row[_TASK_STATE])
+                    counts[row[1]][state] = counts[row[1]].get(state, 0) + 1
+        return counts
 
     def read_audit(self, since: float, principal: str = "", limit: int = 100) -> list[AuditEntry]:
         """The newest ``limit`` audit entries at or after ``since``, returned oldest first."""

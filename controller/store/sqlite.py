@@ -24,17 +24,18 @@ import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
-from corral.controller.core.model import WorkflowEvent
+from corral.controller.core.model import TaskState, Workflow, WorkflowEvent
 from corral.controller.store import (
     access_codec,
     cache_codec,
     codec,
     durations_codec,
     event_codec,
+    retention_sql,
     runs_codec,
     schedules_codec,
 )
-from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
+from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot, WorkflowQuery, WorkflowRecord
 from corral.controller.store.sqlite_schema import MIGRATIONS, Migration, SchemaVersionError
 from corral.controller.store.sqlite_schema import quote_name as _quote
 
@@ -195,6 +196,10 @@ class SqliteStore:
             # Refuse a newer file before changing anything in it (even its journal mode).
             self._check_version(_user_version(self._conn), len(migrations))
             in_memory = self.path == ":memory:"
+            if _user_version(self._conn) == 0 and not in_memory:
+                # Issue 12: only a file without tables can switch (an existing one would need a
+                # full VACUUM, which this constructor never runs: see docs/notes/lifecycle.md).
+                self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             journal = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if journal != "wal" and not in_memory:
                 # Without WAL, readers block the writer and group commit loses its point; some
@@ -325,6 +330,8 @@ class SqliteStore:
                     conn.executemany(_UPSERT_CACHE, cache_rows)
                 if batch.schedules:
                     self._commit_schedules(batch)
+                if batch.forgotten_workflows:
+                    retention_sql.delete_workflows(conn, batch.forgotten_workflows)
                 if event_rows:
                     stored = self._stored_event_seq
                     if stored is None:
@@ -480,6 +487,31 @@ class SqliteStore:
         # Chunks are contiguous, so the first one returned starts at or before ``offset``.
         data = b"".join(chunk for _, chunk in rows)
         return data[offset - rows[0][0] :]
+
+    def load_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """One stored workflow with its tasks, attempts, runs and checkpoints (committed rows)."""
+        with self._read_lock:
+            return retention_sql.load_workflow(self._reader, workflow_id)
+
+    def list_workflows(self, query: WorkflowQuery) -> list[Workflow]:
+        """The stored workflows ``query`` selects, newest first."""
+        with self._read_lock:
+            return retention_sql.list_workflows(self._reader, query)
+
+    def task_counts(self, workflow_ids: Sequence[str]) -> dict[str, dict[TaskState, int]]:
+        """Tasks per state of each given stored workflow."""
+        with self._read_lock:
+            return retention_sql.task_counts(self._reader, workflow_ids)
+
+    def incremental_vacuum(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the file system (after retention deleted rows).
+
+        A no-op on a file created before auto_vacuum=INCREMENTAL (its free pages are reused by
+        new rows instead). Returns the free pages left.
+        """
+        with self._write_lock:
+            self._conn.execute(f"PRAGMA incremental_vacuum({max(0, int(pages))})").fetchall()
+            return int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
 
     def close(self) -> None:
         """Close the connections; further calls fail. Closing twice is harmless."""

@@ -448,6 +448,21 @@ def _migration_17_fleet(db: sqlite_utils.Database) -> None:
     db.table("agents").add_column("cordoned_by", str, not_null_default="")
 
 
+def _migration_18_retention(db: sqlite_utils.Database) -> None:
+    """Issue 12: indexes for retention and for reading one evicted workflow.
+
+    Finished workflows are found by ``finished_at``; a workflow's attempts and checkpoints by
+    ``workflow_id`` (its tasks and event batches already have such an index); listings page by
+    ``created_at``. ``auto_vacuum`` cannot change inside this transaction: a new file gets
+    INCREMENTAL before its first table (:class:`SqliteStore`), an existing one keeps its mode.
+    """
+    db.execute("CREATE INDEX IF NOT EXISTS workflows_by_finish ON workflows (finished_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS workflows_by_created ON workflows (created_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS attempts_by_workflow ON attempts (workflow_id)")
+    db.execute("CREATE INDEX IF NOT EXISTS checkpoints_by_workflow ON checkpoints (workflow_id)")
+    db.table("namespaces").add_column("retain_s", float)  # a namespace's own retention (NULL: --retain)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_1,
     _migration_2,
@@ -466,4 +481,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _migration_15_cache,
     _migration_16_schedules,
     _migration_17_fleet,
+    _migration_18_retention,
 )

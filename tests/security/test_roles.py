@@ -74,6 +74,8 @@ ADMIN_ONLY = {
     "Admin/ListRevokedCertificates",
     "Admin/ListAudit",
     "Admin/SetNamespaceQuota",
+    "Admin/CollectGarbage",  # issue 12
+    "Admin/SetNamespaceRetention",
 }
 # Whoever may drain an agent may also cordon, uncordon or remove it.
 DRAIN = {"Cluster/DrainAgent", "Cluster/CordonAgent", "Cluster/UncordonAgent", "Cluster/RemoveAgent"}

@@ -346,3 +346,53 @@ class ClearCacheResponse(_message.Message):
     cleared: int
     remaining: int
     def __init__(self, cleared: _Optional[int] = ..., remaining: _Optional[int] = ...) -> None: ...
+
+class CollectGarbageRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class GarbageWorkflow(_message.Message):
+    __slots__ = ("workflow_id", "name", "namespace", "state", "finished_at", "task_total")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    TASK_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    name: str
+    namespace: str
+    state: str
+    finished_at: float
+    task_total: int
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., finished_at: _Optional[float] = ..., task_total: _Optional[int] = ...) -> None: ...
+
+class CollectGarbageResponse(_message.Message):
+    __slots__ = ("workflows", "deleted", "dry_run", "retention")
+    WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
+    workflows: _containers.RepeatedCompositeFieldContainer[GarbageWorkflow]
+    deleted: int
+    dry_run: bool
+    retention: str
+    def __init__(self, workflows: _Optional[_Iterable[_Union[GarbageWorkflow, _Mapping]]] = ..., deleted: _Optional[int] = ..., dry_run: _Optional[bool] = ..., retention: _Optional[str] = ...) -> None: ...
+
+class SetNamespaceRetentionRequest(_message.Message):
+    __slots__ = ("name", "retain_s", "inherit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RETAIN_S_FIELD_NUMBER: _ClassVar[int]
+    INHERIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    retain_s: float
+    inherit: bool
+    def __init__(self, name: _Optional[str] = ..., retain_s: _Optional[float] = ..., inherit: _Optional[bool] = ...) -> None: ...
+
+class SetNamespaceRetentionResponse(_message.Message):
+    __slots__ = ("retention",)
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
+    retention: str
+    def __init__(self, retention: _Optional[str] = ...) -> None: ...

@@ -109,6 +109,16 @@ class AdminStub:
                 request_serializer=corral_dot_v1_dot_admin__pb2.ClearCacheRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_admin__pb2.ClearCacheResponse.FromString,
                 _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/corral.v1.Admin/CollectGarbage',
+                request_serializer=corral_dot_v1_dot_admin__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_admin__pb2.CollectGarbageResponse.FromString,
+                _registered_method=True)
+        self.SetNamespaceRetention = channel.unary_unary(
+                '/corral.v1.Admin/SetNamespaceRetention',
+                request_serializer=corral_dot_v1_dot_admin__pb2.SetNamespaceRetentionRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_admin__pb2.SetNamespaceRetentionResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -208,6 +218,19 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectGarbage(self, request, context):
+        """Issue 12: retention of finished workflows. `corral gc [--dry-run]` runs a pass now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNamespaceRetention(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +308,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ClearCache,
                     request_deserializer=corral_dot_v1_dot_admin__pb2.ClearCacheRequest.FromString,
                     response_serializer=corral_dot_v1_dot_admin__pb2.ClearCacheResponse.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=corral_dot_v1_dot_admin__pb2.CollectGarbageRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_admin__pb2.CollectGarbageResponse.SerializeToString,
+            ),
+            'SetNamespaceRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNamespaceRetention,
+                    request_deserializer=corral_dot_v1_dot_admin__pb2.SetNamespaceRetentionRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_admin__pb2.SetNamespaceRetentionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -692,6 +725,60 @@ class Admin:
             '/corral.v1.Admin/ClearCache',
             corral_dot_v1_dot_admin__pb2.ClearCacheRequest.SerializeToString,
             corral_dot_v1_dot_admin__pb2.ClearCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Admin/CollectGarbage',
+            corral_dot_v1_dot_admin__pb2.CollectGarbageRequest.SerializeToString,
+            corral_dot_v1_dot_admin__pb2.CollectGarbageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNamespaceRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Admin/SetNamespaceRetention',
+            corral_dot_v1_dot_admin__pb2.SetNamespaceRetentionRequest.SerializeToString,
+            corral_dot_v1_dot_admin__pb2.SetNamespaceRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,
