@@ -74,8 +74,8 @@ def start_controller(directory: Path, *, extra: Sequence[str] = ()) -> tuple[sub
             "corral.controller",
             "--listen",
             "127.0.0.1:0",
-            "--db",
-            str(directory / "c.db"),
+            # The default store is a SQLite file here, unless the caller names one.
+            *([] if {"--store", "--db", "--memory"} & set(extra) else ["--db", str(directory / "c.db")]),
             "--address-file",
             str(address_file),
             *extra,

@@ -77,7 +77,6 @@ def test_a_leader_cut_from_the_database_stops_before_a_standby_leads(tmp_path: P
             directory.mkdir()
             argv = [sys.executable, "-m", "corral.controller", "--store", dsn, "--lease-ttl", f"{TTL:g}"]
             argv += ["--listen", f"{host.ip}:0", "--insecure", "--address-file", str(directory / "addr")]
-            argv += ["--db", str(directory / "unused.db")]
             proc = cluster.spawn(host, argv, directory / "controller.log")
             address = wait_for_address(directory / "addr", exited=proc.poll)
             controllers.append((host, Controller(f"c{host.index}", directory, proc, address)))
