@@ -42,6 +42,7 @@ WORKLOADS: dict[str, str] = {
     "heartbeat": "bench.workloads.heartbeat",
     "preempt": "bench.workloads.preempt",
     "fair": "bench.workloads.fair",
+    "rss": "bench.workloads.rss",
 }
 
 #: figure -> (workload, unit, target, True when higher is better)
@@ -68,6 +69,8 @@ FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "agents_1000_heartbeat_cpu": ("heartbeat", "cores", 0.25, False),
     "preempt_start_s": ("preempt", "s", 2.0, False),
     "fair_jain": ("fair", "", 0.95, True),
+    "rss_200k_peak_mib": ("rss", "MiB", 350, False),
+    "rss_after_idle_mib": ("rss", "MiB", 120, False),
 }
 
 
