@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from types import MappingProxyType
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 from corral.controller.core.dynamic import decode_dynamic, encode_dynamic
