@@ -28,6 +28,7 @@ from pathlib import Path
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
+from corral.controller.rpc import wire
 from corral.controller.rpc.submission import admit_workflow
 from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.sim.engine import Simulator
@@ -163,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         phases.mark(f"run to the end ({workflow.state}, {sim.steps} steps; includes the simulator's spans)")
         sim._spans.clear()
         phases.mark("drop the simulator's spans (core state of a finished workflow)")
+        # What the wait answers with: every task's status, the results and the executed plan.
+        result = wire.workflow_result(machine, workflow, sim.now)
+        phases.mark("build the WorkflowResult (what wait returns)")
+        wire_bytes = result.SerializeToString()
+        phases.mark(f"serialize it ({len(wire_bytes) / MIB:.1f} MiB)")
+        del result, wire_bytes
+        phases.mark("drop the result")
         if stuck:
             print(f"stuck: {stuck}", file=sys.stderr)
         store.close()

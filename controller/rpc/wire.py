@@ -439,18 +439,28 @@ def executed_plan(machine: Machine, workflow: Workflow) -> ExecutionPlan:
     return analyze([t.name for t in tasks], [[machine.tasks[d].name for d in t.dependencies] for t in tasks], durations)
 
 
-def workflow_result(machine: Machine, workflow: Workflow, now: float) -> pb.WorkflowResult:
+def workflow_result(
+    machine: Machine, workflow: Workflow, now: float, into: pb.WorkflowResult | None = None
+) -> pb.WorkflowResult:
+    """A finished workflow's result: every task's status, the results and the executed critical path.
+
+    With ``into`` (e.g. ``response.result``) it is written there in place: a 200k-task result is
+    tens of MiB, and building it apart then copying it into the response held it twice.
+    """
     tasks = [machine.tasks[t] for t in workflow.task_ids]
     start = workflow.started_at or workflow.created_at
     end = workflow.finished_at or now
-    result = pb.WorkflowResult(
-        workflow_id=workflow.id,
-        state=WORKFLOW_STATE_TO_PB[workflow.state],
-        results_json={t.name: t.result for t in tasks if t.state is TaskState.COMPLETED and t.result is not None},
-        critical_path=executed_plan(machine, workflow).critical_path,
-        duration_s=max(0.0, end - start),
-        error=workflow.error,
-    )
+    result = pb.WorkflowResult() if into is None else into
+    result.Clear()  # a command may run again after a failed tick: never append twice
+    result.workflow_id = workflow.id
+    result.state = WORKFLOW_STATE_TO_PB[workflow.state]
+    results = result.results_json
+    for task in tasks:
+        if task.state is TaskState.COMPLETED and task.result is not None:
+            results[task.name] = task.result
+    result.critical_path.extend(executed_plan(machine, workflow).critical_path)
+    result.duration_s = max(0.0, end - start)
+    result.error = workflow.error
     statuses = result.tasks
     for task in tasks:
         task_status(machine, task, into=statuses)
