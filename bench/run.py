@@ -44,6 +44,7 @@ WORKLOADS: dict[str, str] = {
     "preempt": "bench.workloads.preempt",
     "fair": "bench.workloads.fair",
     "failover": "bench.workloads.failover",
+    "rss": "bench.workloads.rss",
 }
 
 #: The workloads ``--store postgresql`` runs by default (the store's throughput and latency).
@@ -74,6 +75,8 @@ FIGURES: dict[str, tuple[str, str, float, bool]] = {
     "preempt_start_s": ("preempt", "s", 2.0, False),
     "fair_jain": ("fair", "", 0.95, True),
     "failover_s": ("failover", "s", 5, False),
+    "rss_200k_peak_mib": ("rss", "MiB", 350, False),
+    "rss_after_idle_mib": ("rss", "MiB", 120, False),
 }
 
 

@@ -34,6 +34,7 @@ from corral.controller.core.model import (
     WorkflowEvent,
     WorkflowState,
 )
+from corral.controller.core.name_index import NameIndex
 from corral.controller.core.ordering import Ordering
 from corral.controller.core.parallelism import Parallelism
 from corral.controller.core.placement import AgentView, Demand
@@ -69,7 +70,7 @@ class MachineState:
         self.attempts: dict[str, Attempt] = {}
         self.agents: dict[str, Agent] = {}
         # derived indexes
-        self.by_name: dict[tuple[str, str], str] = {}  # (workflow id, task name) -> task id
+        self.by_name = NameIndex()  # (workflow id, task name) -> task id, stored per workflow
         self.dependents: dict[str, list[str]] = {}
         self.unfinished_deps: dict[str, int] = {}
         self.counts: dict[str, Counter[TaskState]] = {}

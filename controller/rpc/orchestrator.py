@@ -100,22 +100,22 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
         )
         if request.wait:
             await _wait(waiter, request.wait_timeout_s)
-            result = await self._result_if_ended(workflow_id)
-            if result is not None:
-                response.result.CopyFrom(result[1])
+            await self._result_if_ended(workflow_id, response.result)
         return response
 
     async def _result_if_ended(
-        self, workflow_id: str
+        self, workflow_id: str, into: types_pb2.WorkflowResult | None = None
     ) -> tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None:
-        """The summary and result of a workflow that has ended (None while it runs)."""
+        """The summary and result of a workflow that has ended (None while it runs); the result is
+        written into ``into`` when given (a response's field: no copy of a big result)."""
 
         def result(
             machine: Machine, workflow: Workflow, now: float
         ) -> tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None:
             if not workflow.state.terminal:
                 return None
-            return wire.workflow_status(machine, workflow, False, now), wire.workflow_result(machine, workflow, now)
+            status = wire.workflow_status(machine, workflow, False, now)
+            return status, wire.workflow_result(machine, workflow, now, into)
 
         answer: tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None = await self.rt.handle(
             rq.WorkflowQuery(workflow_id, current_caller()), result
@@ -138,10 +138,12 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
         if not request.wait:
             return pb.ExecuteWorkflowResponse(status=status)
         await _wait(waiter, request.wait_timeout_s)
-        ended = await self._result_if_ended(workflow_id)
+        response = pb.ExecuteWorkflowResponse()
+        ended = await self._result_if_ended(workflow_id, response.result)
         if ended is not None:
             # The result carries every task; the status stays a summary to halve the message.
-            return pb.ExecuteWorkflowResponse(status=ended[0], result=ended[1])
+            response.status.CopyFrom(ended[0])
+            return response
         running = await rt.handle(rq.WorkflowQuery(workflow_id, current_caller()), _status(True))
         return pb.ExecuteWorkflowResponse(status=running)
 

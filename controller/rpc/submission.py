@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +68,8 @@ class _Records:
             workflow_id=self.workflow_id,
             name=spec.name,
             index=index,
-            agent_type=spec.agent_type,
+            # Interned: the same few words on every task (one string each, not one per task).
+            agent_type=sys.intern(spec.agent_type),
             payload=payload,
             type=_TYPES[spec.type],
             resources=resources,
@@ -79,16 +81,16 @@ class _Records:
             constraints=spec.equality_constraints() if spec.constraints else _NO_CONSTRAINTS,
             estimated_duration_s=spec.estimated_duration,
             namespace=self.namespace,
-            on_disconnect=spec.on_disconnect,
+            on_disconnect=sys.intern(spec.on_disconnect),
             max_disconnect_s=spec.max_disconnect,
             max_agent_losses=spec.max_agent_losses,
             constraint_exprs=spec.label_expressions() if spec.constraints else (),
-            spread=spec.spread or "",
+            spread=sys.intern(spec.spread) if spec.spread else "",
             affinity=dict(spec.affinity) if spec.affinity else _NO_CONSTRAINTS,
             **_deadline(spec.deadline),
             preemptible=spec.preemptible,
             max_preemptions=spec.max_preemptions,
-            gang=spec.gang or "",
+            gang=sys.intern(spec.gang) if spec.gang else "",
             dynamic=_dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None,
             compensate=_compensate(spec),
             rules=rules_of(spec),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -27,6 +27,9 @@ from corral.controller.rpc.cache_wire import cache_status
 from corral.controller.rpc.wire_fallbacks import rules_status
 from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 __all__ = [
     "AGENT_STATE_FROM_PB",
@@ -223,10 +226,17 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
 
 
 def task_status(
-    machine: Machine, task: Task, reason: str = "", unschedulable: bool = False, now: float | None = None
+    machine: Machine,
+    task: Task,
+    reason: str = "",
+    unschedulable: bool = False,
+    now: float | None = None,
+    into: RepeatedCompositeFieldContainer[pb.TaskStatus] | None = None,
 ) -> pb.TaskStatus:
+    """A task's status message; with ``into``, built in place as a new element of that repeated field
+    (a workflow's result carries every task: building each apart and copying it in held both)."""
     tasks = machine.tasks
-    message = pb.TaskStatus(
+    message = (pb.TaskStatus if into is None else into.add)(
         task_id=task.id,
         name=task.name,
         state=TASK_STATE_TO_PB[task.state],
@@ -429,19 +439,32 @@ def executed_plan(machine: Machine, workflow: Workflow) -> ExecutionPlan:
     return analyze([t.name for t in tasks], [[machine.tasks[d].name for d in t.dependencies] for t in tasks], durations)
 
 
-def workflow_result(machine: Machine, workflow: Workflow, now: float) -> pb.WorkflowResult:
+def workflow_result(
+    machine: Machine, workflow: Workflow, now: float, into: pb.WorkflowResult | None = None
+) -> pb.WorkflowResult:
+    """A finished workflow's result: every task's status, the results and the executed critical path.
+
+    With ``into`` (e.g. ``response.result``) it is written there in place: a 200k-task result is
+    tens of MiB, and building it apart then copying it into the response held it twice.
+    """
     tasks = [machine.tasks[t] for t in workflow.task_ids]
     start = workflow.started_at or workflow.created_at
     end = workflow.finished_at or now
-    return pb.WorkflowResult(
-        workflow_id=workflow.id,
-        state=WORKFLOW_STATE_TO_PB[workflow.state],
-        results_json={t.name: t.result for t in tasks if t.state is TaskState.COMPLETED and t.result is not None},
-        tasks=[task_status(machine, t) for t in tasks],
-        critical_path=executed_plan(machine, workflow).critical_path,
-        duration_s=max(0.0, end - start),
-        error=workflow.error,
-    )
+    result = pb.WorkflowResult() if into is None else into
+    result.Clear()  # a command may run again after a failed tick: never append twice
+    result.workflow_id = workflow.id
+    result.state = WORKFLOW_STATE_TO_PB[workflow.state]
+    results = result.results_json
+    for task in tasks:
+        if task.state is TaskState.COMPLETED and task.result is not None:
+            results[task.name] = task.result
+    result.critical_path.extend(executed_plan(machine, workflow).critical_path)
+    result.duration_s = max(0.0, end - start)
+    result.error = workflow.error
+    statuses = result.tasks
+    for task in tasks:
+        task_status(machine, task, into=statuses)
+    return result
 
 
 def event_to_proto(event: WorkflowEvent) -> orchestrator_pb2.WorkflowEvent:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 from corral.controller.core.dynamic import decode_dynamic, encode_dynamic
@@ -109,6 +111,9 @@ def _blob(value: bytes) -> bytes:
     raise TypeError(f"expected bytes holding JSON, got {type(value).__name__}")
 
 
+_intern = sys.intern
+
+
 def _encode_mapping(value: Mapping[str, Any]) -> str:
     return _dumps(dict(value)) if value else _EMPTY_OBJECT
 
@@ -196,10 +201,30 @@ def encode_resources(r: Resources) -> str:
 
 
 def decode_resources(text: str) -> Resources:
-    """Inverse of :func:`encode_resources`."""
-    if text == _EMPTY_OBJECT:
-        return Resources()
-    return _resources_from(json.loads(text))
+    """Inverse of :func:`encode_resources`.
+
+    Requirements without custom resources are shared between the rows that spell them alike (a
+    restored 200k-task workflow holds one object, not 200k): Resources is frozen, and its
+    ``custom`` mapping is never mutated.
+    """
+    found = _DECODED_RESOURCES.get(text)
+    if found is not None:
+        return found
+    resources = Resources() if text == _EMPTY_OBJECT else _resources_from(json.loads(text))
+    if not resources.custom:
+        if len(_DECODED_RESOURCES) >= _RESOURCES_CACHE_MAX:
+            _DECODED_RESOURCES.clear()
+        _DECODED_RESOURCES[text] = resources
+    return resources
+
+
+_DECODED_RESOURCES: dict[str, Resources] = {}
+# Task constraints and affinity are read-only mappings, nearly always empty: one shared empty one.
+_NO_MAPPING: Mapping[str, Any] = MappingProxyType({})
+
+
+def _decode_task_mapping(text: str) -> Mapping[str, Any]:
+    return _NO_MAPPING if text == _EMPTY_OBJECT else _decode_str_mapping(text)
 
 
 def encode_inventory(inv: Inventory) -> str:
@@ -333,12 +358,13 @@ def encode_task(t: Task) -> Row:
 
 def decode_task(row: Sequence[Any]) -> Task:
     """Inverse of :func:`encode_task`."""
+    # Values repeated on every row of a workflow are interned: one string each in memory.
     return Task(
         row[0],
-        row[1],
+        _intern(row[1]),
         row[2],
         row[3],
-        row[4],
+        _intern(row[4]),
         row[5],
         _TASK_TYPES[row[6]],
         decode_resources(row[7]),
@@ -347,9 +373,9 @@ def decode_task(row: Sequence[Any]) -> Task:
         row[10],
         row[11],
         _decode_str_tuple(row[12]),
-        _decode_str_mapping(row[13]),
+        _decode_task_mapping(row[13]),
         row[14],
-        row[28],
+        _intern(row[28]),
         _TASK_STATES[row[15]],
         row[16],
         row[17],
@@ -363,7 +389,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         row[25],
         row[26],
         row[27],
-        on_disconnect=row[29],
+        on_disconnect=_intern(row[29]),
         max_disconnect_s=row[30],
         max_agent_losses=row[31],
         agent_losses=row[32],
@@ -371,7 +397,7 @@ def decode_task(row: Sequence[Any]) -> Task:
         failure_reason=row[34],
         constraint_exprs=_decode_exprs(row[35]),
         spread=row[36],
-        affinity=_decode_str_mapping(row[37]),
+        affinity=_decode_task_mapping(row[37]),
         deadline=row[38],
         preemptible=bool(row[39]),
         max_preemptions=row[40],
@@ -416,8 +442,8 @@ def decode_attempt(row: Sequence[Any]) -> Attempt:
     return Attempt(
         row[0],
         row[1],
-        row[2],
-        row[3],
+        _intern(row[2]),
+        _intern(row[3]),
         row[4],
         _ATTEMPT_STATES[row[5]],
         decode_resources(row[6]),
