@@ -171,7 +171,8 @@ _COMPACT_MIN = 4096
 
 
 def _tables(m: MachineState) -> list[dict[Any, Any]]:
-    return [m.tasks, m.attempts, m.by_name, m.dependents, m.unfinished_deps, m.ordering.ranking, m.counts]
+    # by_name is a NameIndex: its per-workflow dict goes with the workflow's last name, so it never needs this.
+    return [m.tasks, m.attempts, m.dependents, m.unfinished_deps, m.ordering.ranking, m.counts]
 
 
 def _note_sizes(m: MachineState) -> None:
