@@ -25,7 +25,7 @@ from corral.agent.logsetup import configure
 from corral.agent.metrics import split_listen
 from corral.agent.runas import RunAsError, resolve_run_as
 from corral.agent.settings import AgentSettings, check_label, check_name
-from corral.layers import ConfigError, LogFormat, LogLevel, config_file, load, read_file
+from corral.layers import ConfigError, LogFormat, LogLevel, config_file, load, parse_command, read_file
 
 __all__ = ["build_parser", "config_from_args", "configure_logging", "main", "parse_args"]
 
@@ -265,20 +265,8 @@ def parse_args(argv: list[str] | None = None) -> AgentSettings:
 
     Like argparse: bad flags print one message on stderr and raise SystemExit(2).
     """
-    parsed: list[AgentSettings] = []
-    command = typer.main.get_command(app)
-    try:
-        command.main(
-            args=sys.argv[1:] if argv is None else list(argv),
-            prog_name=PROG,
-            standalone_mode=True,
-            obj=parsed,
-        )
-    except SystemExit as exc:
-        if exc.code in (0, None) and parsed:
-            return parsed[0]
-        raise
-    raise SystemExit(0)  # not reached: standalone mode always exits
+    settings: AgentSettings = parse_command(app, PROG, argv)
+    return settings
 
 
 class _Parser:

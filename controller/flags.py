@@ -18,7 +18,7 @@ import typer
 from corral.controller.settings import ControllerSettings
 from corral.controller.store.factory import sqlite_url
 from corral.dirs import controller_db
-from corral.layers import ConfigError, LogFormat, LogLevel, config_file, load
+from corral.layers import ConfigError, LogFormat, LogLevel, config_file, load, parse_command
 
 __all__ = ["EXIT_USAGE", "PROG", "app", "parse_args"]
 
@@ -299,17 +299,5 @@ def parse_args(argv: list[str] | None) -> ControllerSettings:
     Like argparse: bad flags or settings print one message on stderr and raise SystemExit(2);
     ``--help`` prints the help and raises SystemExit(0).
     """
-    parsed: list[ControllerSettings] = []
-    command = typer.main.get_command(app)
-    try:
-        command.main(
-            args=sys.argv[1:] if argv is None else list(argv),
-            prog_name=PROG,
-            standalone_mode=True,
-            obj=parsed,
-        )
-    except SystemExit as exc:
-        if exc.code in (0, None) and parsed:
-            return parsed[0]
-        raise
-    raise SystemExit(0)  # not reached: standalone mode always exits
+    settings: ControllerSettings = parse_command(app, PROG, argv)
+    return settings

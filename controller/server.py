@@ -95,6 +95,37 @@ class Server:
             await self.health_server.stop(0)
 
 
+async def bind_ports(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    listen: str,
+    *,
+    tls: ServerTls | None,
+    mtls_listen: str | None,
+    health_listen: str | None,
+) -> tuple[int, int | None, grpc.aio.Server | None, int | None]:
+    """Bind the controller's ports on ``server`` (a leader's or a standby's), and start the
+    plaintext health-only server when asked: (port, mutual-TLS port, health server, health port)."""
+    port = server.add_insecure_port(listen) if tls is None else server.add_secure_port(listen, tls.server_credentials())
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    mtls_port: int | None = None
+    if tls is not None and tls.mutual and mtls_listen is not None:
+        mtls_port = server.add_secure_port(mtls_listen, tls.mutual_credentials())
+        if mtls_port == 0:
+            raise OSError(f"cannot listen on {mtls_listen}")
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    if health_listen is not None:
+        health_server = grpc.aio.server(options=SERVER_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(health_listen)
+        if health_port == 0:
+            raise OSError(f"cannot listen on {health_listen}")
+        await health_server.start()
+    return port, mtls_port, health_server, health_port
+
+
 async def build_server(
     runtime: Runtime,
     listen: str,
@@ -128,25 +159,11 @@ async def build_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen) if tls is None else server.add_secure_port(listen, tls.server_credentials())
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    mtls_port: int | None = None
-    if tls is not None and tls.mutual:
-        if mtls_listen is None:
-            raise ValueError("a client CA needs an address for the mutual-TLS port")
-        mtls_port = server.add_secure_port(mtls_listen, tls.mutual_credentials())
-        if mtls_port == 0:
-            raise OSError(f"cannot listen on {mtls_listen}")
-    health_server: grpc.aio.Server | None = None
-    health_port: int | None = None
-    if health_listen is not None:
-        health_server = grpc.aio.server(options=SERVER_OPTIONS)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        health_port = health_server.add_insecure_port(health_listen)
-        if health_port == 0:
-            raise OSError(f"cannot listen on {health_listen}")
-        await health_server.start()
+    if tls is not None and tls.mutual and mtls_listen is None:
+        raise ValueError("a client CA needs an address for the mutual-TLS port")
+    port, mtls_port, health_server, health_port = await bind_ports(
+        server, health_servicer, listen, tls=tls, mtls_listen=mtls_listen, health_listen=health_listen
+    )
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

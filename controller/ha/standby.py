@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from corral.controller.rpc.tls import ServerTls
-from corral.controller.server import SERVER_OPTIONS, SERVICE_NAMES
+from corral.controller.server import SERVER_OPTIONS, SERVICE_NAMES, bind_ports
 from corral.protocol import LEADER_METADATA  # the trailer clients and agents follow (one place)
 
 __all__ = ["LEADER_METADATA", "StandbyServer", "build_standby_server"]
@@ -80,23 +80,9 @@ async def build_standby_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.add_generic_rpc_handlers((_Redirect(leader),))
-    port = server.add_insecure_port(listen) if tls is None else server.add_secure_port(listen, tls.server_credentials())
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    mtls_port: int | None = None
-    if tls is not None and tls.mutual and mtls_listen is not None:
-        mtls_port = server.add_secure_port(mtls_listen, tls.mutual_credentials())
-        if mtls_port == 0:
-            raise OSError(f"cannot listen on {mtls_listen}")
-    health_server: grpc.aio.Server | None = None
-    health_port: int | None = None
-    if health_listen is not None:
-        health_server = grpc.aio.server(options=SERVER_OPTIONS)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        health_port = health_server.add_insecure_port(health_listen)
-        if health_port == 0:
-            raise OSError(f"cannot listen on {health_listen}")
-        await health_server.start()
+    port, mtls_port, health_server, health_port = await bind_ports(
+        server, health_servicer, listen, tls=tls, mtls_listen=mtls_listen, health_listen=health_listen
+    )
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()

@@ -13,7 +13,7 @@ from typing import Literal
 
 from corral.controller.store.base import Store
 
-__all__ = ["StoreUrl", "StoreUrlError", "open_store", "parse_store_url", "sqlite_url"]
+__all__ = ["StoreUrl", "StoreUrlError", "open_store", "parse_store_url", "redacted", "sqlite_url"]
 
 _MAX_URL = 4096
 Kind = Literal["sqlite", "memory", "postgresql"]
@@ -37,7 +37,7 @@ class StoreUrl:
             return str(self.path)
         if self.kind == "memory":
             return "memory"
-        return _without_password(self.dsn)
+        return redacted(self.dsn)
 
 
 _ACCEPTED = "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH, memory:// or postgresql://USER@HOST:PORT/DB"
@@ -78,7 +78,7 @@ def parse_store_url(url: str) -> StoreUrl:
         if not rest.startswith("//"):
             raise StoreUrlError(f"{url!r}: expected postgresql://USER@HOST:PORT/DB")
         return StoreUrl("postgresql", dsn=url)
-    raise StoreUrlError(f"unknown store scheme {scheme!r} in {_without_password(url)!r}; expected {_ACCEPTED}")
+    raise StoreUrlError(f"unknown store scheme {scheme!r} in {redacted(url)!r}; expected {_ACCEPTED}")
 
 
 def open_store(url: str, *, synchronous: str = "FULL") -> Store:
@@ -107,7 +107,7 @@ def open_store(url: str, *, synchronous: str = "FULL") -> Store:
     return store
 
 
-def _without_password(url: str) -> str:
+def redacted(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (for logs)."""
     scheme, sep, rest = url.partition("://")
     if not sep:

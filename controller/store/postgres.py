@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import json
 import threading
-import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
@@ -50,7 +49,7 @@ from corral.controller.store.errors import CommitUnknown, Fenced, StoreUnavailab
 from corral.controller.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK, VERSION_TABLE, PgMigration
 from corral.controller.store.sqlite_schema import SchemaVersionError
 
-__all__ = ["MIGRATIONS", "PostgresStore", "SchemaVersionError", "redacted"]
+__all__ = ["MIGRATIONS", "PostgresStore", "SchemaVersionError"]
 
 _STDOUT: Final = 1
 _STDERR: Final = 2
@@ -59,16 +58,6 @@ _IDLE: Final = pq.TransactionStatus.IDLE
 _DISK_FULL: Final = "53100"  # SQLSTATE disk_full
 _COPY_MIN: Final = 512  # rows of one table from which a commit writes them with COPY
 _POOL_WAIT_S: Final = 5.0  # a read waits at most this long for a pool connection (database gone: fail)
-
-
-def redacted(dsn: str) -> str:
-    """The URL without its password, for logs and status lines."""
-    parts = urllib.parse.urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ replaced by the higher layer. Unknown keys in a file are refused, with the file 
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -18,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import typer
 import yaml
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
@@ -25,7 +27,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from corral.dirs import config_dir
 
-__all__ = ["ConfigError", "LayeredSettings", "LogFormat", "LogLevel", "config_file", "load", "read_file"]
+__all__ = [
+    "ConfigError",
+    "LayeredSettings",
+    "LogFormat",
+    "LogLevel",
+    "config_file",
+    "load",
+    "parse_command",
+    "read_file",
+]
 
 _MAX_FILE = 1 << 20  # a config file larger than this is not ours
 _FILE_LAYER: ContextVar[Mapping[str, Any] | None] = ContextVar("corral_config_file_layer", default=None)
@@ -196,3 +207,22 @@ def _where(
     if field not in cls.model_fields and file is not None:
         return f"{file}: unknown setting {field!r}"
     return flag
+
+
+def parse_command(app: typer.Typer, prog: str, argv: list[str] | None) -> Any:
+    """Run a daemon's parse-only typer command on ``argv`` (None: ``sys.argv[1:]``); its settings.
+
+    The command appends the settings it built to ``ctx.obj``. Like argparse: bad flags or settings
+    print one message on stderr and raise SystemExit(2); ``--help`` prints the help and raises
+    SystemExit(0).
+    """
+    parsed: list[Any] = []
+    command = typer.main.get_command(app)
+    try:
+        args = sys.argv[1:] if argv is None else list(argv)
+        command.main(args=args, prog_name=prog, standalone_mode=True, obj=parsed)
+    except SystemExit as exc:
+        if exc.code in (0, None) and parsed:
+            return parsed[0]
+        raise
+    raise SystemExit(0)  # not reached: standalone mode always exits

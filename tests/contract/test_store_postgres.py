@@ -22,7 +22,8 @@ from corral.controller.store import codec, postgres_retention
 from corral.controller.store import postgres_sql as sql
 from corral.controller.store.base import ChangeBatch, LogChunk
 from corral.controller.store.errors import CommitUnknown, Fenced, StoreUnavailable
-from corral.controller.store.postgres import MIGRATIONS, PostgresStore, SchemaVersionError, redacted
+from corral.controller.store.factory import redacted
+from corral.controller.store.postgres import MIGRATIONS, PostgresStore, SchemaVersionError
 
 from .test_store import _event, full_batch, full_workflow, minimal_task
 
