@@ -55,7 +55,7 @@ from corral.controller.core.model import WorkflowEvent
 from corral.controller.degraded import DegradedMode
 from corral.controller.errors import CorralError, NotFound
 from corral.controller.recovery import OPERATIONAL, anchored_clock, carry_sessions
-from corral.controller.store.base import Store
+from corral.controller.store.base import Snapshot, Store
 
 if TYPE_CHECKING:
     from corral.controller.lifecycle import Lifecycle
@@ -120,9 +120,13 @@ class Runtime(DegradedMode):
 
     # --- lifecycle ------------------------------------------------------------------------------
 
+    def _load(self) -> Snapshot:
+        # With eviction on, finished workflows stay in the store: a boot does not read the history.
+        return self.store.load(live_only=self.machine.config.evict_after_s > 0)
+
     async def start(self) -> None:
         """Load state from the store and start the loop."""
-        snapshot = await asyncio.to_thread(self.store.load)
+        snapshot = await asyncio.to_thread(self._load)
         now = self.clock()
         self.machine.restore(snapshot, now)
         self.machine.set_meta("last_boot", repr(now))
@@ -427,7 +431,7 @@ class Runtime(DegradedMode):
             event.rewind()
         old.take_changes()
         old.take_actions()
-        snapshot = await asyncio.to_thread(self.store.load)
+        snapshot = await asyncio.to_thread(self._load)
         stored_states = {agent.id: agent.state for agent in snapshot.agents}  # restore changes them
         now = self.clock()
         machine = Machine(old.config, new_id=old.new_id, rng=old.rng, boot_time=now)

@@ -157,6 +157,9 @@ class Machine(ScheduleOps):
                 self.idempotency[(workflow.namespace, workflow.idempotency_key)] = workflow.id
             if workflow.state.terminal:
                 self.lifecycle.moved(workflow.id, True, now)
+        # Finished workflows a live load left in the store: only their keys (see store.live).
+        for workflow_id, namespace, key in snapshot.evicted_keys:
+            self.idempotency[(namespace, key)] = workflow_id
         running = {a.id: a for a in snapshot.attempts if a.state is AttemptState.RUNNING}
         for task in snapshot.tasks:
             # A task's row is not rewritten when its attempt starts (mark_running): its running

@@ -46,7 +46,7 @@ class GuardedStore:
         self._lock = threading.Lock()
         self.deposed: BaseException | None = None
 
-    def load(self) -> Snapshot:
+    def load(self, *, live_only: bool = False) -> Snapshot:
         """Load the state, only while the term lasts.
 
         The runtime reloads after a refused commit (degraded mode rebuilds from the store). A term
@@ -56,7 +56,7 @@ class GuardedStore:
         """
         if self.deposed is not None or not self._may_write():
             raise NotLeader("not the leader: the state is not reloaded for a term that is ending")
-        return self.inner.load()
+        return self.inner.load(live_only=live_only)
 
     def commit(self, batch: ChangeBatch) -> None:
         """Commit under the lease, or raise NotLeader having written nothing we know of."""

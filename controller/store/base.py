@@ -121,6 +121,8 @@ class Snapshot:
     cache_entries: list[CacheEntry] = field(default_factory=list)  # issue 10
     schedules: list[Schedule] = field(default_factory=list)  # issue 10
     schedule_fires: list[Fire] = field(default_factory=list)  # the last few of each schedule
+    # A live load (issue 12): (id, namespace, idempotency key) of finished workflows left in the store.
+    evicted_keys: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -130,8 +132,10 @@ class Store(Protocol):
     synchronous=FULL); if it raises, none is. Calls come from one writer at a time.
     """
 
-    def load(self) -> Snapshot:
-        """Every workflow, task, attempt and agent, the access records, plus the meta key/values."""
+    def load(self, *, live_only: bool = False) -> Snapshot:
+        """Every workflow, task, attempt and agent, the access records, plus the meta key/values.
+
+        ``live_only``: finished workflows only by their idempotency keys (see :mod:`.live`)."""
         ...
 
     def commit(self, batch: ChangeBatch) -> None:

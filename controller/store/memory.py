@@ -24,6 +24,7 @@ from corral.controller.store import (
     codec,
     durations_codec,
     event_codec,
+    live,
     runs_codec,
     schedules_codec,
 )
@@ -96,8 +97,10 @@ class MemoryStore:
         if self._closed:
             raise RuntimeError("the store is closed")
 
-    def load(self) -> Snapshot:
-        """Every record, decoded afresh; tasks ordered by (workflow_id, index), the rest by id."""
+    def load(self, *, live_only: bool = False) -> Snapshot:
+        """Every record, decoded afresh; tasks ordered by (workflow_id, index), the rest by id.
+
+        ``live_only``: finished workflows only by their idempotency keys (as the SQL stores)."""
         with self._lock:
             self._check_open()
             rows = {table: list(table_rows.values()) for table, table_rows in self._rows.items()}
@@ -112,7 +115,7 @@ class MemoryStore:
             access = {table: sorted(table_rows.values()) for table, table_rows in self._access.items()}
         tasks = sorted(rows["tasks"], key=lambda r: (r[1], r[3]))
         attempts = sorted(rows["attempts"], key=lambda r: (r[1], r[4], r[0]))
-        return Snapshot(
+        snapshot = Snapshot(
             workflows=[codec.decode_workflow(r) for r in sorted(rows["workflows"])],
             tasks=[codec.decode_task(r) for r in tasks],
             attempts=[codec.decode_attempt(r) for r in attempts],
@@ -138,6 +141,9 @@ class MemoryStore:
                 for r in [f for f in fire_rows if f[0] == schedule[0]][-20:]  # as SQLite: the last 20 of each
             ],
         )
+        if live_only:
+            live.live_only(snapshot)
+        return snapshot
 
     def commit(self, batch: ChangeBatch) -> None:
         """Apply the batch; everything is encoded first, so a bad value changes nothing."""

@@ -39,6 +39,7 @@ from corral.controller.store import (
     codec,
     durations_codec,
     event_codec,
+    live,
     postgres_retention,
     runs_codec,
     schedules_codec,
@@ -374,8 +375,9 @@ class PostgresStore:
 
     # --- reads -------------------------------------------------------------------------------------
 
-    def load(self) -> Snapshot:
-        """Every row, read in one REPEATABLE READ transaction so the snapshot is consistent."""
+    def load(self, *, live_only: bool = False) -> Snapshot:
+        """Every row (``live_only``: of unfinished workflows), in one REPEATABLE READ transaction."""
+        select = sql.SELECT_LIVE if live_only else sql.SELECT
         # A connection of its own, not the pool's: a load is rare (boot, rebuild after a failed
         # commit) and must not wait out the pool's reconnect backoff after the database came back.
         with _reachable(), psycopg.connect(self.dsn, **self._kwargs) as conn:
@@ -384,9 +386,9 @@ class PostgresStore:
                 # Binary results: bytea and numbers arrive without text parsing (boot reads every row).
                 cur = conn.cursor(binary=True)
                 snapshot = Snapshot(
-                    workflows=[codec.decode_workflow(r) for r in cur.execute(sql.SELECT["workflows"])],
-                    tasks=[codec.decode_task(r) for r in cur.execute(sql.SELECT["tasks"])],
-                    attempts=[codec.decode_attempt(r) for r in cur.execute(sql.SELECT["attempts"])],
+                    workflows=[codec.decode_workflow(r) for r in cur.execute(select["workflows"])],
+                    tasks=[codec.decode_task(r) for r in cur.execute(select["tasks"])],
+                    attempts=[codec.decode_attempt(r) for r in cur.execute(select["attempts"])],
                     agents=[codec.decode_agent(r) for r in cur.execute(sql.SELECT["agents"])],
                     meta={k: v for k, v in cur.execute(sql.SELECT_META)},
                     access=self._load_access(cur),
@@ -396,10 +398,12 @@ class PostgresStore:
                         key=lambda d: d.updated_at,
                     ),
                     checkpoints=[Checkpoint(*row) for row in cur.execute(sql.SELECT_CHECKPOINTS)],
-                    runs=[runs_codec.decode_run(r) for r in cur.execute(sql.SELECT_RUNS)],
+                    runs=[runs_codec.decode_run(r) for r in cur.execute(select["runs"])],
                     cache_entries=[cache_codec.decode_entry(r) for r in cur.execute(sql.SELECT_CACHE)],
                     schedules=[schedules_codec.decode_schedule(r) for r in cur.execute(sql.SELECT_SCHEDULES)],
                 )
+                if live_only:
+                    snapshot.evicted_keys = [tuple(row) for row in cur.execute(live.EVICTED_KEYS)]
                 for schedule in snapshot.schedules:
                     rows = cur.execute(sql.RECENT_FIRES, (schedule.id,)).fetchall()
                     snapshot.schedule_fires.extend(schedules_codec.decode_fire(r) for r in reversed(rows))

@@ -11,6 +11,7 @@ from typing import Final
 
 from corral.controller.store import access_codec, cache_codec, codec, runs_codec, schedules_codec
 from corral.controller.store.durations_codec import DURATION_COLUMNS
+from corral.controller.store.live import live_select
 from corral.controller.store.schedules_codec import KEEP_FIRES
 
 __all__ = [
@@ -103,6 +104,9 @@ SELECT_CHECKPOINTS: Final = _select("checkpoints", _CHECKPOINT_COLUMNS, "task_id
 
 UPSERT_RUN: Final = upsert("runs", runs_codec.RUN_COLUMNS, ["workflow_id", "number"])
 SELECT_RUNS: Final = _select("runs", runs_codec.RUN_COLUMNS, "workflow_id, number")
+SELECT["runs"] = SELECT_RUNS
+#: The same, restricted to unfinished workflows' rows (a live load: see store.live).
+SELECT_LIVE: Final = {table: live_select(q, table) if table != "agents" else q for table, q in SELECT.items()}
 
 UPSERT_CACHE: Final = upsert("cache_entries", cache_codec.CACHE_COLUMNS, ["key"])
 DELETE_CACHE: Final = "DELETE FROM cache_entries WHERE key = %s"

@@ -31,6 +31,7 @@ from corral.controller.store import (
     codec,
     durations_codec,
     event_codec,
+    live,
     retention_sql,
     runs_codec,
     schedules_codec,
@@ -96,6 +97,10 @@ _SELECT: Final = {
     "tasks": _select_sql("tasks", codec.COLUMNS["tasks"], 'workflow_id, "index"'),
     "attempts": _select_sql("attempts", codec.COLUMNS["attempts"], "task_id, number, id"),
     "agents": _select_sql("agents", codec.COLUMNS["agents"], "id"),
+    "runs": runs_codec.RUN_SELECT,
+}
+_SELECT_LIVE: Final = {
+    table: live.live_select(sql, table) if table != "agents" else sql for table, sql in _SELECT.items()
 }
 _UPSERT_META: Final = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -247,16 +252,17 @@ class SqliteStore:
                 self._conn.execute("ROLLBACK")
             raise
 
-    def load(self) -> Snapshot:
-        """Every row, read in one transaction so the snapshot is consistent."""
+    def load(self, *, live_only: bool = False) -> Snapshot:
+        """Every row (``live_only``: of unfinished workflows), read in one transaction so the snapshot is consistent."""
+        select = _SELECT_LIVE if live_only else _SELECT
         with self._read_lock:
             conn = self._reader
             conn.execute("BEGIN")
             try:
                 snapshot = Snapshot(
-                    workflows=[codec.decode_workflow(r) for r in conn.execute(_SELECT["workflows"])],
-                    tasks=[codec.decode_task(r) for r in conn.execute(_SELECT["tasks"])],
-                    attempts=[codec.decode_attempt(r) for r in conn.execute(_SELECT["attempts"])],
+                    workflows=[codec.decode_workflow(r) for r in conn.execute(select["workflows"])],
+                    tasks=[codec.decode_task(r) for r in conn.execute(select["tasks"])],
+                    attempts=[codec.decode_attempt(r) for r in conn.execute(select["attempts"])],
                     agents=[codec.decode_agent(r) for r in conn.execute(_SELECT["agents"])],
                     meta=dict(conn.execute("SELECT key, value FROM meta")),
                     access=self._load_access(conn),
@@ -266,10 +272,12 @@ class SqliteStore:
                         key=lambda d: d.updated_at,
                     ),
                     checkpoints=[Checkpoint(*row) for row in conn.execute(_SELECT_CHECKPOINTS)],
-                    runs=[runs_codec.decode_run(r) for r in conn.execute(runs_codec.RUN_SELECT)],
+                    runs=[runs_codec.decode_run(r) for r in conn.execute(select["runs"])],
                     cache_entries=[cache_codec.decode_entry(r) for r in conn.execute(_SELECT_CACHE)],
                 )
                 self._load_schedules(conn, snapshot)
+                if live_only:
+                    snapshot.evicted_keys = [tuple(row) for row in conn.execute(live.EVICTED_KEYS)]
             finally:
                 conn.execute("COMMIT")
         return snapshot

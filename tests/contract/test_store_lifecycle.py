@@ -153,3 +153,35 @@ def test_a_forgetting_batch_is_not_empty() -> None:
     batch = ChangeBatch(forgotten_workflows={"wf"})
     assert batch
     assert batch.size() > 0
+
+
+def test_a_live_load_keeps_finished_workflows_in_the_store_by_their_keys(store: Store, backend: Backend) -> None:
+    done = _workflow("wf-done", state=W.COMPLETED)
+    failed = _workflow("wf-failed", state=W.FAILED)
+    running = _workflow("wf-running", state=W.RUNNING, tasks=3)
+    paused = _workflow("wf-paused", state=W.PAUSED)
+    _commit(store, done, failed, running, paused)
+    store.commit(
+        ChangeBatch(
+            runs=[
+                Run("wf-done", 1, "submit", started_at=1.0, finished_at=2.0, state="completed"),
+                Run("wf-running", 1, "submit", started_at=1.0),
+            ]
+        )
+    )
+    for reopen in (False, True):
+        current = backend.reopen() if reopen else store
+        full = current.load()
+        assert {w.id for w in full.workflows} == {"wf-done", "wf-failed", "wf-running", "wf-paused"}
+        assert full.evicted_keys == []
+        live = current.load(live_only=True)
+        assert [w.id for w in live.workflows] == ["wf-paused", "wf-running"]
+        assert {t.workflow_id for t in live.tasks} == {"wf-running", "wf-paused"}
+        assert len(live.tasks) == 5 and len(live.attempts) == 5
+        assert [t.id for t in live.tasks if t.workflow_id == "wf-running"] == running[0].task_ids  # index order
+        assert [(r.workflow_id, r.number) for r in live.runs] == [("wf-running", 1)]
+        assert sorted(live.evicted_keys) == [
+            ("wf-done", "default", "key-wf-done"),
+            ("wf-failed", "default", "key-wf-failed"),
+        ]
+        assert current.load_workflow("wf-done") is not None  # still there, read on demand

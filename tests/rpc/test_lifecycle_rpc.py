@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -175,3 +176,52 @@ async def test_bad_retention_is_refused_with_its_field(rig: Rig) -> None:
         await rig.admin.SetNamespaceRetention(admin_pb2.SetNamespaceRetentionRequest(name="nope", retain_s=5))
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
     assert all(n.retain_s is None for n in rig.rt.machine.access.namespaces.values())
+
+
+async def test_a_restart_with_eviction_on_reads_no_finished_workflow(tmp_path: Path) -> None:
+    """A boot reads finished workflows only by their keys: memory does not grow with the history."""
+    from corral.controller.core.machine import MachineConfig
+
+    db = tmp_path / "c.db"
+    clock = Clock()
+
+    async def serve(evict_after_s: float) -> tuple[Runtime, Any, grpc.aio.Channel]:
+        runtime = Runtime(
+            SqliteStore(db), MachineConfig(evict_after_s=evict_after_s), clock=clock, encode_actions=deliver
+        )
+        await runtime.start()
+        runtime.lifecycle = Lifecycle(runtime, retain_s=0.0)
+        server = await build_server(runtime, "127.0.0.1:0")
+        return runtime, server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+
+    runtime, server, channel = await serve(30.0)
+    rig = Rig(runtime, channel, clock, db)
+    spec = workflow_spec("keyed", [shell_task("a")])
+    first = await rig.orchestrator.SubmitWorkflow(
+        orchestrator_pb2.SubmitWorkflowRequest(spec=spec, idempotency_key="k1")
+    )
+    await rig.orchestrator.CancelWorkflow(orchestrator_pb2.CancelWorkflowRequest(workflow_id=first.workflow_id))
+    pending = await rig.submit("pending", cancel=False)
+    await channel.close()
+    await server.stop(0)
+    await runtime.stop()
+
+    for evict_after_s, finished_in_memory in ((0.0, True), (30.0, False)):  # eviction off: the full history
+        runtime, server, channel = await serve(evict_after_s)
+        try:
+            assert pending in runtime.machine.workflows
+            assert (first.workflow_id in runtime.machine.workflows) is finished_in_memory
+            assert runtime.machine.idempotency[("default", "k1")] == first.workflow_id
+            rig = Rig(runtime, channel, clock, db)
+            status = await rig.orchestrator.GetWorkflowStatus(
+                orchestrator_pb2.GetWorkflowStatusRequest(workflow_id=first.workflow_id, include_tasks=True)
+            )
+            assert status.status.state == CANCELLED and [t.name for t in status.status.tasks] == ["a"]
+            again = await rig.orchestrator.SubmitWorkflow(
+                orchestrator_pb2.SubmitWorkflowRequest(spec=spec, idempotency_key="k1")
+            )
+            assert again.workflow_id == first.workflow_id  # the key still finds it
+        finally:
+            await channel.close()
+            await server.stop(0)
+            await runtime.stop()
