@@ -65,11 +65,11 @@ bench: $(STAMP)
 # three at a time, then the table (scenario, lost, double, overlaps, orphans, detect s, recover s).
 # Needs root for namespaces, the freezer and the tmpfs; scenarios that cannot run here say why.
 CHAOS_JOBS ?= 3
-# Then the long end-to-end variants marked `chaos` (controller kill -9 replays of the durable
+# Then every test marked `chaos` outside tests/chaos (controller kill -9 replays of the durable
 # features, the three-minute cron test).
 chaos: $(STAMP) system-deps
 	$(BIN)/python -m tests.chaos --jobs $(CHAOS_JOBS) $(CHAOS_ARGS)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 -m chaos tests/e2e tests/ha
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 -m chaos tests --ignore=tests/chaos
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -244,6 +244,7 @@ def test_pinned_tasks_run_on_their_host_and_results_cross_hosts(deployment: Depl
     assert _json(result, "back-h1") == {"join": joined}, "the joined result did not come back to h1"
 
 
+@pytest.mark.chaos  # about a minute: make chaos (the partition scenarios of tests/chaos cover it too)
 def test_partitioned_agent_loses_its_task_to_the_other_host(deployment: Deployment) -> None:
     workflow = {
         "name": "partition",

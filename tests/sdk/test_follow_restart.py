@@ -19,7 +19,7 @@ from corral.controller.sdk import Client, Workflow, WorkflowEvent
 from tests.procs import start_agent, start_controller, stop
 from tests.standby import start_standby
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]  # a controller kill -9: make chaos
 
 
 async def test_a_watch_and_an_agent_follow_a_new_leader(tmp_path: Path) -> None:
