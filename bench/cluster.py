@@ -33,6 +33,7 @@ import psutil
 
 from corral.controller.address_file import AddressTimeout, ControllerExited, wait_for_address
 from corral.controller.certs import agent_grant, client_grant, init_dir, issue_identity
+from corral.controller.healthprobe import probe
 from corral.controller.sdk.client import Client
 
 __all__ = ["TASKS_DIR", "BenchCluster", "Proc", "use_store"]
@@ -218,6 +219,9 @@ class BenchCluster:
             )
         except (ControllerExited, AddressTimeout) as exc:
             raise RuntimeError(f"{exc}:\n{controller.tail()}") from None
+        if _store_url is not None and not self.tls:
+            # On PostgreSQL a controller starts as a standby and leads once it holds the lease.
+            await asyncio.to_thread(self._wait_leading)
         if self.tls:
             # Written before the main address: certificate holders (agents, this client) use it.
             self.address = (self.directory / "mtls.addr").read_text().strip()
@@ -257,6 +261,14 @@ class BenchCluster:
         argv = [pyspy, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "--rate", "100"]
         self.profiler = Proc("py-spy", argv, self.env, self.directory / "py-spy.log")
         print(f"py-spy recording the controller into {out}", file=sys.stderr)
+
+    def _wait_leading(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (why := probe(f"grpc://{self.address}")) is not None:
+            if time.monotonic() > deadline:
+                tail = self.controller.tail() if self.controller is not None else ""
+                raise RuntimeError(f"the controller did not become the leader: {why}\n{tail}")
+            time.sleep(0.05)
 
     async def wait_agents(self, names: set[str], timeout: float = START_TIMEOUT_S) -> None:
         """Wait until every agent in ``names`` is CONNECTED."""

@@ -128,7 +128,12 @@ async def _run_all(selected: list[str], runs: int, console: Console) -> tuple[di
             module = importlib.import_module(WORKLOADS[name])
             workload: Callable[[], Awaitable[Result]] = module.run
             began = time.perf_counter()
-            result = await workload()
+            try:
+                result = await workload()
+            except Exception as exc:  # one failing workload must not cost the others' figures
+                console.print(f"[run {run_index + 1}/{runs}] {name}: FAILED: {exc!r}", markup=False)
+                last.append(Result(figures={}, details=[(f"{name}: failed", repr(exc)[:200])]))
+                continue
             took = time.perf_counter() - began
             figures = ", ".join(f"{k}={_format(v)}" for k, v in result.figures.items())
             console.print(f"[run {run_index + 1}/{runs}] {name}: {figures} ({took:.1f} s with setup)", markup=False)

@@ -61,7 +61,7 @@ def _measure(dsn: str, root: Path) -> list[float]:
             directory.mkdir()
             log = (directory / "controller.log").open("wb")
             argv = [sys.executable, "-m", "corral.controller", "--store", dsn, "--listen", "127.0.0.1:0"]
-            argv += ["--address-file", str(directory / "addr"), "--db", str(directory / "unused.db")]
+            argv += ["--address-file", str(directory / "addr")]
             proc = subprocess.Popen(
                 argv,
                 stdout=log,
