@@ -37,7 +37,7 @@ from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
 from corral.controller.ha.guard import GuardedStore
 from corral.controller.ha.lease import LeaseKeeper, LeaseTimings, connector
-from corral.controller.ha.standby import StandbyServer, build_standby_server
+from corral.controller.ha.standby import build_standby_server
 from corral.controller.lifecycle import Lifecycle
 from corral.controller.metrics import attach as attach_metrics
 from corral.controller.rpc.gateway import deliver
@@ -98,7 +98,7 @@ class HaNode:
         self.step_downs: list[str] = []
         self.runtime_failures = 0  # terms in a row that failed to start (backoff before campaigning)
         self.runtime: Runtime | None = None  # the term's, while leading
-        self.standby: StandbyServer | None = None  # the standby server, while serving as one
+        self.standby: Server | None = None  # the standby server, while serving as one
         self.address = ""
         self._listen = str(args.listen)
         self._mtls_listen: str | None = None
@@ -179,7 +179,7 @@ class HaNode:
             await asyncio.to_thread(keeper.stop, release=True)
         return 0
 
-    async def _bind_standby(self, *, first: bool) -> StandbyServer:
+    async def _bind_standby(self, *, first: bool) -> Server:
         standby = await build_standby_server(
             self._listen,
             self._leader_address,

@@ -16,10 +16,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from corral.controller.rpc.tls import ServerTls
-from corral.controller.server import SERVER_OPTIONS, SERVICE_NAMES, bind_ports
+from corral.controller.server import SERVER_OPTIONS, SERVICE_NAMES, Server, bind_ports
 from corral.protocol import LEADER_METADATA  # the trailer clients and agents follow (one place)
 
-__all__ = ["LEADER_METADATA", "StandbyServer", "build_standby_server"]
+__all__ = ["LEADER_METADATA", "build_standby_server"]
 
 
 class _Redirect(grpc.GenericRpcHandler):  # type: ignore[misc]
@@ -40,33 +40,6 @@ class _Redirect(grpc.GenericRpcHandler):  # type: ignore[misc]
         )
 
 
-class StandbyServer:
-    """The running standby endpoint: its gRPC server, health servicer and bound ports."""
-
-    def __init__(
-        self,
-        server: grpc.aio.Server,
-        health_servicer: health.aio.HealthServicer,
-        port: int,
-        *,
-        mtls_port: int | None = None,
-        health_server: grpc.aio.Server | None = None,
-        health_port: int | None = None,
-    ) -> None:
-        self.grpc = server
-        self.health = health_servicer
-        self.port = port
-        self.mtls_port = mtls_port
-        self.health_server = health_server
-        self.health_port = health_port
-
-    async def stop(self, grace: float = 0.0) -> None:
-        """Stop serving (the leader's server binds the same ports next)."""
-        await self.grpc.stop(grace)
-        if self.health_server is not None:
-            await self.health_server.stop(0)
-
-
 async def build_standby_server(
     listen: str,
     leader: Callable[[], str],
@@ -74,7 +47,7 @@ async def build_standby_server(
     tls: ServerTls | None = None,
     mtls_listen: str | None = None,
     health_listen: str | None = None,
-) -> StandbyServer:
+) -> Server:
     """Bind the controller's ports as a standby; ``leader()`` gives the address to redirect to."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     health_servicer = health.aio.HealthServicer()
@@ -86,6 +59,6 @@ async def build_standby_server(
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    return StandbyServer(
+    return Server(
         server, health_servicer, port, mtls_port=mtls_port, health_server=health_server, health_port=health_port
     )
