@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Final
 
 from corral.controller.core.model import WorkflowState
+from corral.controller.store.base import Snapshot
 
 __all__ = ["EVICTED_KEYS", "TERMINAL_STATES", "live_only", "live_select"]
 
@@ -39,12 +40,9 @@ def live_select(select_sql: str, table: str) -> str:
     return f"{head} WHERE {where}{order}{tail}"
 
 
-def live_only(snapshot: object) -> None:
+def live_only(snapshot: Snapshot) -> None:
     """Drop finished workflows (and their tasks, attempts, runs) from a full snapshot, in place,
     keeping their idempotency keys: the same result as the stores' live queries."""
-    from corral.controller.store.base import Snapshot
-
-    assert isinstance(snapshot, Snapshot)
     finished = {w.id for w in snapshot.workflows if w.state.terminal}
     if not finished:
         return
