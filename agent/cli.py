@@ -25,7 +25,7 @@ from corral.agent.logsetup import configure
 from corral.agent.metrics import split_listen
 from corral.agent.runas import RunAsError, resolve_run_as
 from corral.agent.settings import AgentSettings, check_label, check_name
-from corral.layers import ConfigError, LogFormat, LogLevel, config_file, load, parse_command, read_file
+from corral.layers import ConfigError, LogFormat, LogLevel, config_file, given_flags, load, parse_command, read_file
 
 __all__ = ["build_parser", "config_from_args", "configure_logging", "main", "parse_args"]
 
@@ -75,21 +75,11 @@ def _listen(value: str | None) -> str | None:
     return value
 
 
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether the user gave this option on the command line (not its default)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
-
-
 def _settings_from(ctx: typer.Context, config: Path | None) -> AgentSettings:
-    given: dict[str, Any] = {name: value for name, value in ctx.params.items() if _given(ctx, name)}
-    given.pop("config", None)
+    given = given_flags(ctx)
     if "label" in given:
         pairs = (text.partition("=") for text in given.pop("label"))
         given["labels"] = {key.strip(): value.strip() for key, _, value in pairs}
-    for option in ("log_level", "log_format"):
-        if option in given:
-            given[option] = given[option].value
     path = config_file("agent", config)
     data: dict[str, Any] = {}
     try:

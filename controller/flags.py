@@ -11,14 +11,14 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from corral.controller.settings import ControllerSettings
 from corral.controller.store.factory import sqlite_url
 from corral.dirs import controller_db
-from corral.layers import ConfigError, LogFormat, LogLevel, config_file, load, parse_command
+from corral.layers import ConfigError, LogFormat, LogLevel, config_file, given_flags, load, parse_command
 
 __all__ = ["EXIT_USAGE", "PROG", "app", "parse_args"]
 
@@ -45,18 +45,8 @@ def _db_url(value: str) -> str:
     return sqlite_url(Path(value))
 
 
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether the user gave this option on the command line (not its default)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
-
-
 def _settings_from(ctx: typer.Context, config: Path | None) -> ControllerSettings:
-    given: dict[str, Any] = {name: value for name, value in ctx.params.items() if _given(ctx, name)}
-    given.pop("config", None)
-    for name, value in list(given.items()):
-        if isinstance(value, StrEnum):
-            given[name] = value.value
+    given = given_flags(ctx)
     if given.pop("no_deadline_scheduling", False):
         given["deadline_scheduling"] = False
     try:

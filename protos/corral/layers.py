@@ -33,6 +33,7 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "config_file",
+    "given_flags",
     "load",
     "parse_command",
     "read_file",
@@ -226,3 +227,14 @@ def parse_command(app: typer.Typer, prog: str, argv: list[str] | None) -> Any:
             return parsed[0]
         raise
     raise SystemExit(0)  # not reached: standalone mode always exits
+
+
+def given_flags(ctx: typer.Context) -> dict[str, Any]:
+    """The options the user gave on the command line (not their defaults), minus ``--config``:
+    the flags layer. Choices come back as their plain values."""
+    given: dict[str, Any] = {}
+    for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        if name != "config" and source is not None and source.name == "COMMANDLINE":
+            given[name] = value.value if isinstance(value, StrEnum) else value
+    return given
