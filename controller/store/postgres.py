@@ -34,7 +34,6 @@ from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
 from corral.controller.core.model import TaskState, Workflow, WorkflowEvent
 from corral.controller.store import (
     access_codec,
-    base,
     cache_codec,
     codec,
     durations_codec,
@@ -45,7 +44,7 @@ from corral.controller.store import (
     schedules_codec,
 )
 from corral.controller.store import postgres_sql as sql
-from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot
+from corral.controller.store.base import ChangeBatch, LogChunk, Snapshot, WorkflowQuery, WorkflowRecord
 from corral.controller.store.errors import CommitUnknown, Fenced, StoreUnavailable
 from corral.controller.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK, VERSION_TABLE, PgMigration
 from corral.controller.store.sqlite_schema import SchemaVersionError
@@ -294,10 +293,8 @@ class PostgresStore:
             cur.executemany(sql.UPSERT_RUN, [runs_codec.encode_run(r) for r in batch.runs])
         if batch.schedules:
             self._commit_schedules(cur, batch)
-        # Issue 12 (retention; the lifecycle part's field): after the upserts, as SQLite does.
-        forgotten = getattr(batch, "forgotten_workflows", None)
-        if forgotten:
-            postgres_retention.delete_workflows(cur, forgotten)
+        if batch.forgotten_workflows:  # retention (issue 12): after the upserts, as SQLite does
+            postgres_retention.delete_workflows(cur, batch.forgotten_workflows)
 
     @staticmethod
     def _commit_checkpoints(cur: psycopg.Cursor[Any], changes: CheckpointChanges) -> None:
@@ -477,17 +474,13 @@ class PostgresStore:
 
     # --- issue 12: workflows out of memory (the lifecycle part's Store methods) ---------------
 
-    def load_workflow(self, workflow_id: str) -> Any:
-        """One stored workflow with its tasks, attempts, runs and checkpoints (a ``WorkflowRecord``), or None."""
+    def load_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """One stored workflow with its tasks, attempts, runs and checkpoints, or None."""
         with _reachable(), self._pool.connection() as conn:
             rows = postgres_retention.load_workflow_rows(conn, workflow_id)
-        if rows is None:
-            return None
-        # Looked up when called: this module was written before base.WorkflowRecord was merged.
-        record: Any = vars(base)["WorkflowRecord"]
-        return record(*rows)
+        return None if rows is None else WorkflowRecord(*rows)
 
-    def list_workflows(self, query: Any) -> list[Workflow]:
+    def list_workflows(self, query: WorkflowQuery) -> list[Workflow]:
         """The stored workflows a ``WorkflowQuery`` selects, newest first."""
         with _reachable(), self._pool.connection() as conn:
             return postgres_retention.list_workflows(conn, query)
