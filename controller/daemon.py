@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from corral import eventloop
 from corral.agent.logsetup import configure as configure_logging
 from corral.controller.access_boot import bootstrap_admin_token, prune_audit_forever, use_secret_box
 from corral.controller.address_file import write_address
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral controller: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return asyncio.run(serve(args, tls))
+        return eventloop.run(serve(args, tls))
     except StoreBusy as exc:
         print(f"corral controller: {exc}", file=sys.stderr)
         return 1

@@ -68,6 +68,8 @@ _MAX_BATCH = 10_000
 _IDLE_TICK_S = 0.25
 _INLINE_COMMIT_RECORDS = 64  # leases and adoption deadlines are checked at least this often
 _MAX_ERROR_KINDS = 1_000  # distinct unexpected errors remembered for log-once
+# Lazy events (audit records) ride on the next tick, which comes this soon at the latest.
+LAZY_FLUSH_S = _IDLE_TICK_S
 
 
 @dataclass(eq=False)
@@ -103,6 +105,8 @@ class Runtime(DegradedMode):
         self.usage: dict[str, Any] = {}  # agent id -> last Usage message
         self._pulls: list[_Pull] = []
         self._inbox: asyncio.Queue[Entry] = asyncio.Queue()
+        self._lazy: list[Entry] = []  # see post_lazy
+        self._lazy_due: float | None = None
         self.deliver_to_agents = encode_actions
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -188,6 +192,23 @@ class Runtime(DegradedMode):
         self._inbox.put_nowait(Entry(command, future, is_read(event), agent_of(event)))
         return future
 
+    def post_lazy(self, event: Any) -> asyncio.Future[Any]:
+        """Queue an event that does not wake the loop: it joins the next tick, LAZY_FLUSH_S later at most.
+
+        For records nobody waits for (audit entries): a call's audit record would otherwise cost a
+        commit of its own, an fsync per RPC. It is still committed like any change, only grouped.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def command(m: Machine, now: float) -> Any:
+            return m.handle(event, now)
+
+        self._lazy.append(Entry(command, future, is_read(event), agent_of(event)))
+        if self._lazy_due is None:
+            # No wake-up: a loop asleep waits _IDLE_TICK_S at most, the bound this keeps anyway.
+            self._lazy_due = self.clock() + LAZY_FLUSH_S
+        return future
+
     async def handle(self, event: Any, then: Callable[[Machine, Any, float], R] | None = None) -> Any:
         """Apply one event in the loop (reads and writes alike); its answer arrives after the commit.
 
@@ -234,8 +255,19 @@ class Runtime(DegradedMode):
                 for entry in batch:
                     self._reject(entry.future)
                 await asyncio.sleep(0.01)  # never spin on a fault that repeats every tick
+        if self._lazy:  # stopped before their tick came: audit records are not dropped
+            with contextlib.suppress(Exception):
+                await self._tick(await self._next_batch())
 
     async def _next_batch(self) -> Batch:
+        batch = await self._wait_batch()
+        if self._lazy:
+            batch = [*self._lazy, *batch]
+            self._lazy = []
+            self._lazy_due = None
+        return batch
+
+    async def _wait_batch(self) -> Batch:
         now = self.clock()
         timeout = _IDLE_TICK_S
         if self.degraded is not None:
@@ -246,6 +278,8 @@ class Runtime(DegradedMode):
                 timeout = min(timeout, max(0.0, wake - now))
             if self._pulls:
                 timeout = min(timeout, max(0.0, min(p.deadline for p in self._pulls) - now))
+        if self._lazy_due is not None:
+            timeout = min(timeout, max(0.0, self._lazy_due - now))
         batch: Batch = []
         inbox = self._inbox
         if inbox.empty():

@@ -85,7 +85,7 @@ def record_audit(runtime: Runtime, entry: AuditEntry, *, store: bool = True) -> 
         f" detail={entry.detail!r}" if entry.detail else "",
     )
     if store:
-        runtime.post_event(RecordAudit(entry)).add_done_callback(_seen)
+        runtime.post_lazy(RecordAudit(entry)).add_done_callback(_seen)
 
 
 def _seen(done: Any) -> None:
