@@ -352,6 +352,9 @@ class TaskSpec(_Strict):
         return json.dumps(self.payload, separators=(",", ":")).encode()
 
 
+_PY_FUNCTION = re.compile(r"[\w.]+:[\w.]+")  # compiled once: checked on every task of a submission
+
+
 def _check_payload_shape(agent_type: str, payload: Mapping[str, Any], p: str) -> None:
     """The shape a payload (or a fallback, ``p``) must have for its agent type; ValueError if not."""
     if agent_type == "shell":
@@ -374,7 +377,7 @@ def _check_payload_shape(agent_type: str, payload: Mapping[str, Any], p: str) ->
                 raise ValueError(f"{p}.{where} must not contain NUL")
     elif agent_type == "python":
         function = payload.get("function")
-        if not isinstance(function, str) or not re.fullmatch(r"[\w.]+:[\w.]+", function):
+        if not isinstance(function, str) or not _PY_FUNCTION.fullmatch(function):
             raise ValueError(f"a python task's {p} needs 'function' as 'module:function'")
         if not isinstance(payload.get("args", []), list):
             raise ValueError(f"{p}.args must be a list")

@@ -24,17 +24,24 @@ def graph_problems(names: Sequence[str], dependencies: Sequence[Sequence[str]]) 
             index[name] = i
     children: dict[str, list[str]] = {name: [] for name in index}
     for i, deps in enumerate(dependencies):
+        if not deps:
+            continue
+        me = names[i]
+        if len(deps) == 1:  # the common case, without a set: one check, one edge
+            kids = children.get(deps[0])
+            if kids is not None and deps[0] != me:
+                kids.append(me)
+                continue
         seen: set[str] = set()
         for j, dep in enumerate(deps):
-            path = f"tasks[{i}].dependencies[{j}]"
-            if dep == names[i]:
-                problems.append(FieldViolation(path, f"task {dep!r} depends on itself"))
+            if dep == me:
+                problems.append(FieldViolation(f"tasks[{i}].dependencies[{j}]", f"task {dep!r} depends on itself"))
             elif dep in seen:
-                problems.append(FieldViolation(path, f"duplicate dependency {dep!r}"))
+                problems.append(FieldViolation(f"tasks[{i}].dependencies[{j}]", f"duplicate dependency {dep!r}"))
             elif dep not in index:
-                problems.append(FieldViolation(path, f"unknown task {dep!r}"))
+                problems.append(FieldViolation(f"tasks[{i}].dependencies[{j}]", f"unknown task {dep!r}"))
             else:
-                children[dep].append(names[i])
+                children[dep].append(me)
             seen.add(dep)
     if not problems:
         loop = find_cycle(children)

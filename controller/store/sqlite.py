@@ -80,10 +80,19 @@ _AUDIT_READ: Final = (
 )
 
 
+# Identity columns no update changes: left out of DO UPDATE SET, so rewriting a task or attempt
+# row on each state change does not also rewrite its entries in the indexes over them.
+_IMMUTABLE: Final = {
+    "tasks": frozenset({"workflow_id", "index", "name", "namespace"}),
+    "attempts": frozenset({"task_id", "workflow_id", "number"}),
+}
+
+
 def _upsert_sql(table: str, columns: Sequence[str]) -> str:
     names = ", ".join(_quote(c) for c in columns)
     marks = ", ".join("?" for _ in columns)
-    updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns[1:])
+    fixed = _IMMUTABLE.get(table, frozenset())
+    updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns[1:] if c not in fixed)
     return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}"
 
 
