@@ -53,6 +53,14 @@ def _status(include_tasks: bool = False) -> Callable[[Machine, Workflow, float],
     return render
 
 
+def _page_offset(token: str) -> int:
+    """The offset a page token (an earlier answer's ``next_page_token``) stands for; "" is 0."""
+    token = token or "0"
+    if len(token) > _MAX_PAGE_TOKEN or not token.isascii() or not token.isdigit():
+        raise InvalidArgument.field("page_token", "not a page token from an earlier answer")
+    return int(token)
+
+
 class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -104,10 +112,11 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
         return response
 
     async def _result_if_ended(
-        self, workflow_id: str, into: types_pb2.WorkflowResult | None = None
+        self, workflow_id: str, into: types_pb2.WorkflowResult | None = None, *, summary_only: bool = False
     ) -> tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None:
         """The summary and result of a workflow that has ended (None while it runs); the result is
         written into ``into`` when given (a response's field: no copy of a big result)."""
+        limit = 0 if summary_only else Limits.max_result_tasks
 
         def result(
             machine: Machine, workflow: Workflow, now: float
@@ -115,7 +124,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
             if not workflow.state.terminal:
                 return None
             status = wire.workflow_status(machine, workflow, False, now)
-            return status, wire.workflow_result(machine, workflow, now, into)
+            return status, wire.workflow_result(machine, workflow, now, into, limit)
 
         answer: tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None = await self.rt.handle(
             rq.WorkflowQuery(workflow_id, current_caller()), result
@@ -139,7 +148,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
             return pb.ExecuteWorkflowResponse(status=status)
         await _wait(waiter, request.wait_timeout_s)
         response = pb.ExecuteWorkflowResponse()
-        ended = await self._result_if_ended(workflow_id, response.result)
+        ended = await self._result_if_ended(workflow_id, response.result, summary_only=request.summary_only)
         if ended is not None:
             # The result carries every task; the status stays a summary to halve the message.
             response.status.CopyFrom(ended[0])
@@ -157,8 +166,18 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
         self, request: pb.GetWorkflowStatusRequest, context: Any
     ) -> pb.GetWorkflowStatusResponse:
         fields.identifier(request.workflow_id, "workflow_id", "workflow id")
+        if not 0 <= request.page_size <= Limits.max_result_tasks:
+            raise InvalidArgument.field(
+                "page_size", f"{request.page_size} tasks, outside 0..max_result_tasks={Limits.max_result_tasks}"
+            )
+        start = _page_offset(request.page_token)
+        size = request.page_size or Limits.max_result_tasks
+
+        def render(machine: Machine, workflow: Workflow, now: float) -> types_pb2.WorkflowStatus:
+            return wire.workflow_status(machine, workflow, request.include_tasks, now, start, size)
+
         event = rq.WorkflowQuery(request.workflow_id, current_caller())
-        return pb.GetWorkflowStatusResponse(status=await self.rt.handle(event, _status(request.include_tasks)))
+        return pb.GetWorkflowStatusResponse(status=await self.rt.handle(event, render))
 
     async def PauseWorkflow(self, request: pb.PauseWorkflowRequest, context: Any) -> pb.PauseWorkflowResponse:
         fields.identifier(request.workflow_id, "workflow_id", "workflow id")
@@ -174,10 +193,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
         limit = request.limit or 100
         if not 0 < limit <= _MAX_LIST:
             raise InvalidArgument.field("limit", f"must be between 1 and {_MAX_LIST}")
-        token = request.page_token or "0"
-        if len(token) > _MAX_PAGE_TOKEN or not token.isascii() or not token.isdigit():
-            raise InvalidArgument.field("page_token", "not a page token from an earlier answer")
-        offset = int(token)
+        offset = _page_offset(request.page_token)
         fields.text(request.name_prefix, "name_prefix", Limits.max_name_length)
         states = set()
         for i, state in enumerate(request.states):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,6 +26,7 @@ from corral.controller.core.placement import AgentView
 from corral.controller.core.schedule_ops import schedule_of
 from corral.controller.rpc.cache_wire import cache_status
 from corral.controller.rpc.wire_fallbacks import rules_status
+from corral.controller.spec_common import Limits
 from corral.v1 import agent_pb2, orchestrator_pb2, scheduler_pb2
 from corral.v1 import types_pb2 as pb
 
@@ -346,7 +348,15 @@ def _compensation(machine: Machine, task: Task, message: pb.TaskStatus) -> None:
         message.compensation_task_id = record.id
 
 
-def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, now: float) -> pb.WorkflowStatus:
+def workflow_status(
+    machine: Machine,
+    workflow: Workflow,
+    include_tasks: bool,
+    now: float,
+    page_start: int = 0,
+    page_size: int | None = None,
+) -> pb.WorkflowStatus:
+    """A workflow's status; with ``include_tasks``, the page of its tasks from ``page_start``."""
     message = pb.WorkflowStatus(
         workflow_id=workflow.id,
         name=workflow.name,
@@ -378,11 +388,14 @@ def workflow_status(machine: Machine, workflow: Workflow, include_tasks: bool, n
         _stamp(message.scheduled_at, workflow.scheduled_at)
         message.schedule_id = schedule_of(workflow)
     if include_tasks:
-        tasks = [machine.tasks[t] for t in workflow.task_ids]
+        ids = workflow.task_ids
+        end = page_end(machine, ids, page_start, Limits.max_result_tasks if page_size is None else page_size)
+        tasks = [machine.tasks[t] for t in ids[page_start:end]]
         message.tasks.extend(
             task_status(machine, task, reason, unschedulable, now)
             for task, reason, unschedulable in machine.waiting_reasons(tasks, now)
         )
+        message.next_page_token = str(end) if end < len(ids) else ""
     return message
 
 
@@ -440,16 +453,24 @@ def executed_plan(machine: Machine, workflow: Workflow) -> ExecutionPlan:
 
 
 def workflow_result(
-    machine: Machine, workflow: Workflow, now: float, into: pb.WorkflowResult | None = None
+    machine: Machine,
+    workflow: Workflow,
+    now: float,
+    into: pb.WorkflowResult | None = None,
+    limit: int | None = None,
 ) -> pb.WorkflowResult:
-    """A finished workflow's result: every task's status, the results and the executed critical path.
+    """A finished workflow's result: its tasks' statuses and results, and the executed critical path.
 
-    With ``into`` (e.g. ``response.result``) it is written there in place: a 200k-task result is
+    The tasks are the first page (at most ``limit``, fewer past ``Limits.max_page_bytes``); a
+    workflow with more sets ``next_page_token`` for GetWorkflowStatus to carry on from.
+    With ``into`` (e.g. ``response.result``) it is written there in place: a big result is
     tens of MiB, and building it apart then copying it into the response held it twice.
     """
-    tasks = [machine.tasks[t] for t in workflow.task_ids]
+    ids = workflow.task_ids
+    end = page_end(machine, ids, 0, Limits.max_result_tasks if limit is None else limit)
+    tasks = [machine.tasks[t] for t in ids[:end]]
     start = workflow.started_at or workflow.created_at
-    end = workflow.finished_at or now
+    finish = workflow.finished_at or now
     result = pb.WorkflowResult() if into is None else into
     result.Clear()  # a command may run again after a failed tick: never append twice
     result.workflow_id = workflow.id
@@ -459,12 +480,31 @@ def workflow_result(
         if task.state is TaskState.COMPLETED and task.result is not None:
             results[task.name] = task.result
     result.critical_path.extend(executed_plan(machine, workflow).critical_path)
-    result.duration_s = max(0.0, end - start)
+    result.duration_s = max(0.0, finish - start)
     result.error = workflow.error
     statuses = result.tasks
     for task in tasks:
         task_status(machine, task, into=statuses)
+    result.next_page_token = str(end) if end < len(ids) else ""
     return result
+
+
+# What a task's status costs in an answer besides its result (ids, name, times, agent, error).
+_STATUS_BYTES = 256
+
+
+def page_end(machine: Machine, ids: Sequence[str], start: int, size: int) -> int:
+    """Where a page of tasks from ``start`` ends: ``size`` tasks, or fewer once the page's results
+    pass ``Limits.max_page_bytes`` (a page holds at least one task, if any is left)."""
+    end = min(len(ids), start + max(0, size))
+    budget = Limits.max_page_bytes
+    tasks = machine.tasks
+    for index in range(start, end):
+        result = tasks[ids[index]].result
+        budget -= _STATUS_BYTES + (len(result) if result else 0)
+        if budget < 0 and index > start:
+            return index
+    return end
 
 
 def event_to_proto(event: WorkflowEvent) -> orchestrator_pb2.WorkflowEvent:

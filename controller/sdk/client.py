@@ -56,6 +56,7 @@ from corral.controller.sdk.errors import (
 from corral.controller.sdk.fleet import FleetMixin
 from corral.controller.sdk.follow import CHANNEL_OPTIONS, DEFAULT_FOLLOW_TIMEOUT_S, Following
 from corral.controller.sdk.history import HistoryMixin
+from corral.controller.sdk.pages import PagesMixin
 from corral.controller.sdk.retention import RetentionMixin
 from corral.controller.sdk.runs import RunsMixin
 from corral.controller.sdk.schedules import ScheduleMethods
@@ -112,7 +113,15 @@ def _enum_values(enum: Any, prefix: str, names: Iterable[str] | None, what: str)
 
 
 class Client(
-    Following, RunsMixin, ApprovalsMixin, DurableMixin, ScheduleMethods, FleetMixin, HistoryMixin, RetentionMixin
+    Following,
+    RunsMixin,
+    ApprovalsMixin,
+    DurableMixin,
+    ScheduleMethods,
+    FleetMixin,
+    HistoryMixin,
+    RetentionMixin,
+    PagesMixin,
 ):
     """An asyncio client of one controller. Use as ``async with Client(...)`` or call :meth:`close`.
 
@@ -201,14 +210,15 @@ class Client(
         response = await self._call("orchestrator", "ExecuteWorkflow", request)
         return WorkflowStatus.from_proto(response.status)
 
-    async def wait(self, workflow_id: str, *, timeout: float | None = None) -> WorkflowResult:
+    async def wait(self, workflow_id: str, *, timeout: float | None = None, summary: bool = False) -> WorkflowResult:
         """Wait until a started workflow finishes and return its result.
 
         Raises :class:`DeadlineExceededError` if it is still running after ``timeout`` seconds (the
-        workflow itself goes on).
+        workflow itself goes on). ``summary``: only the state, duration and error, no tasks or
+        results (for huge workflows whose results the caller reads with :meth:`task_pages`).
         """
         request = orchestrator_pb2.ExecuteWorkflowRequest(
-            workflow_id=workflow_id, wait=True, wait_timeout_s=timeout or 0.0
+            workflow_id=workflow_id, wait=True, wait_timeout_s=timeout or 0.0, summary_only=summary
         )
         deadline: float | bool = False if timeout is None else timeout + _WAIT_SLACK_S
         try:
@@ -222,6 +232,9 @@ class Client(
             return WorkflowResult.from_status(status)
         if not response.HasField("result"):
             raise DeadlineExceededError(f"workflow {workflow_id} is still running after {timeout:g} s")
+        if not summary:
+            await self._complete(response.result)
+        response.result.next_page_token = ""
         return WorkflowResult.from_proto(response.result)
 
     async def execute(
@@ -250,6 +263,7 @@ class Client(
         response = await self._call("orchestrator", "SubmitWorkflow", request, timeout=deadline)
         if not response.HasField("result"):
             raise DeadlineExceededError(f"workflow {response.workflow_id} is still running after {timeout:g} s")
+        await self._complete(response.result)
         return WorkflowResult.from_proto(response.result)
 
     async def cancel(self, workflow_id: str, *, force: bool = False, reason: str = "") -> WorkflowStatus:
@@ -260,7 +274,9 @@ class Client(
     async def status(self, workflow_id: str, *, include_tasks: bool = True) -> WorkflowStatus:
         """A workflow's state (``workflow_id`` may be a unique prefix), with its tasks by default."""
         request = orchestrator_pb2.GetWorkflowStatusRequest(workflow_id=workflow_id, include_tasks=include_tasks)
-        return WorkflowStatus.from_proto((await self._call("orchestrator", "GetWorkflowStatus", request)).status)
+        status: pb.WorkflowStatus = (await self._call("orchestrator", "GetWorkflowStatus", request)).status
+        await self._gather(status)
+        return WorkflowStatus.from_proto(status)
 
     async def pause(self, workflow_id: str) -> WorkflowStatus:
         """Stop starting new tasks of a workflow; running ones finish."""

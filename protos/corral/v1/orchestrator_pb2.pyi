@@ -52,14 +52,16 @@ class SubmitWorkflowResponse(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., plan: _Optional[_Union[_types_pb2.ExecutionPlan, _Mapping]] = ..., deduplicated: _Optional[bool] = ..., result: _Optional[_Union[_types_pb2.WorkflowResult, _Mapping]] = ..., deadline_verdict: _Optional[str] = ..., deadline_message: _Optional[str] = ...) -> None: ...
 
 class ExecuteWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id", "wait", "wait_timeout_s")
+    __slots__ = ("workflow_id", "wait", "wait_timeout_s", "summary_only")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     WAIT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_ONLY_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     wait: bool
     wait_timeout_s: float
-    def __init__(self, workflow_id: _Optional[str] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ...) -> None: ...
+    summary_only: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., summary_only: _Optional[bool] = ...) -> None: ...
 
 class ExecuteWorkflowResponse(_message.Message):
     __slots__ = ("status", "result")
@@ -86,12 +88,16 @@ class CancelWorkflowResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_types_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
 
 class GetWorkflowStatusRequest(_message.Message):
-    __slots__ = ("workflow_id", "include_tasks")
+    __slots__ = ("workflow_id", "include_tasks", "page_size", "page_token")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TASKS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     include_tasks: bool
-    def __init__(self, workflow_id: _Optional[str] = ..., include_tasks: _Optional[bool] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, workflow_id: _Optional[str] = ..., include_tasks: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetWorkflowStatusResponse(_message.Message):
     __slots__ = ("status",)

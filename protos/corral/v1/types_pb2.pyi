@@ -403,7 +403,7 @@ class TaskStatus(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., agent_type: _Optional[str] = ..., priority: _Optional[int] = ..., attempts: _Optional[int] = ..., retries_used: _Optional[int] = ..., attempt_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result_json: _Optional[bytes] = ..., error: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dependencies: _Optional[_Iterable[str]] = ..., workflow_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., unschedulable: _Optional[bool] = ..., agent_losses: _Optional[int] = ..., reruns_after_fence: _Optional[int] = ..., failure_reason: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., cpu_s: _Optional[float] = ..., plan_reason: _Optional[str] = ..., rank_s: _Optional[float] = ..., expected_duration_s: _Optional[float] = ..., duration_source: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slack_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., last_preemption: _Optional[str] = ..., preemptible: _Optional[bool] = ..., gang: _Optional[str] = ..., expected_peak_rss_bytes: _Optional[int] = ..., expected_cpu_s: _Optional[float] = ..., checkpointed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_bytes: _Optional[int] = ..., compensation_state: _Optional[str] = ..., compensation_error: _Optional[str] = ..., compensation_task_id: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., approval_state: _Optional[str] = ..., approval_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_message: _Optional[str] = ..., cache_source_workflow_id: _Optional[str] = ..., cache_source_task_id: _Optional[str] = ..., cache_source_attempt_id: _Optional[str] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_code_known: _Optional[bool] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "deadline", "deadline_verdict", "slack_s", "max_parallel", "concurrency_limit", "run", "on_failure", "params_json", "scheduled_at", "schedule_id")
+    __slots__ = ("workflow_id", "name", "state", "tasks", "task_counts", "created_at", "started_at", "finished_at", "error", "metadata_json", "labels", "task_total", "namespace", "deadline", "deadline_verdict", "slack_s", "max_parallel", "concurrency_limit", "run", "on_failure", "params_json", "scheduled_at", "schedule_id", "next_page_token")
     class TaskCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -441,6 +441,7 @@ class WorkflowStatus(_message.Message):
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     name: str
     state: WorkflowState
@@ -464,10 +465,11 @@ class WorkflowStatus(_message.Message):
     params_json: bytes
     scheduled_at: _timestamp_pb2.Timestamp
     schedule_id: str
-    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline_verdict: _Optional[str] = ..., slack_s: _Optional[float] = ..., max_parallel: _Optional[int] = ..., concurrency_limit: _Optional[int] = ..., run: _Optional[int] = ..., on_failure: _Optional[str] = ..., params_json: _Optional[bytes] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schedule_id: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., metadata_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., task_total: _Optional[int] = ..., namespace: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline_verdict: _Optional[str] = ..., slack_s: _Optional[float] = ..., max_parallel: _Optional[int] = ..., concurrency_limit: _Optional[int] = ..., run: _Optional[int] = ..., on_failure: _Optional[str] = ..., params_json: _Optional[bytes] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schedule_id: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WorkflowResult(_message.Message):
-    __slots__ = ("workflow_id", "state", "results_json", "tasks", "critical_path", "duration_s", "error")
+    __slots__ = ("workflow_id", "state", "results_json", "tasks", "critical_path", "duration_s", "error", "next_page_token")
     class ResultsJsonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -482,6 +484,7 @@ class WorkflowResult(_message.Message):
     CRITICAL_PATH_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     state: WorkflowState
     results_json: _containers.ScalarMap[str, bytes]
@@ -489,7 +492,8 @@ class WorkflowResult(_message.Message):
     critical_path: _containers.RepeatedScalarFieldContainer[str]
     duration_s: float
     error: str
-    def __init__(self, workflow_id: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., results_json: _Optional[_Mapping[str, bytes]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., critical_path: _Optional[_Iterable[str]] = ..., duration_s: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, workflow_id: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., results_json: _Optional[_Mapping[str, bytes]] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., critical_path: _Optional[_Iterable[str]] = ..., duration_s: _Optional[float] = ..., error: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WorkflowSummary(_message.Message):
     __slots__ = ("workflow_id", "name", "state", "task_counts", "task_total", "created_at", "started_at", "finished_at", "namespace")
