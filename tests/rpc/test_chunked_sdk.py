@@ -10,6 +10,7 @@ import pytest
 
 from corral.controller.sdk import Client, NotFoundError
 from corral.controller.sdk.chunking import chunk_requests, send_submission
+from corral.controller.spec import TaskSpec, WorkflowSpec
 from corral.v1 import admin_pb2, admin_pb2_grpc
 from corral.v1 import orchestrator_pb2 as OR
 from corral.v1 import scheduler_pb2 as S
@@ -130,3 +131,20 @@ async def test_an_upload_the_controller_lost_is_sent_again(controller: Controlle
         with pytest.raises(NotFoundError):
             await send_submission(losing, OR.SubmitWorkflowRequest(spec=pb.WorkflowSpec(name="w2", tasks=lone)))
         assert len(losing.uploads) == 1
+
+
+@pytest.mark.chaos  # one to two minutes on a loaded 2-core machine: `make chaos`
+@pytest.mark.timeout(900)
+async def test_a_workflow_over_the_old_200k_limit_goes_through_the_sdk(controller: Controller) -> None:
+    count = 250_000
+    tasks = [
+        TaskSpec.model_construct(name=f"t{i}", agent_type="ext", dependencies=[f"t{i - 1}"] if i % 1000 else [])
+        for i in range(count)
+    ]
+    spec = WorkflowSpec.model_construct(name="quarter-million", tasks=tasks)  # validated by the controller
+    async with Client(controller.address, timeout=600) as client:
+        submission = await client.submit(spec, start=False)
+        assert submission.plan.task_count == count and len(submission.plan.stages) == 1000
+        status = await client.status(submission.workflow_id, include_tasks=False)
+    assert status.task_total == count and status.state == "pending"
+    assert await audited_methods(controller, submission.workflow_id) == ["AppendTasks"]
