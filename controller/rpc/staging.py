@@ -81,7 +81,7 @@ class Staging:
         self.expire(now)
         if not 0 < chunks <= self.limits.max_chunks:
             raise InvalidArgument.field("chunks", f"must be between 1 and max_upload_chunks={self.limits.max_chunks}")
-        if index >= chunks:
+        if not 0 <= index < chunks:
             raise InvalidArgument.field("index", f"chunk {index} of an upload of {chunks} chunks (0 .. {chunks - 1})")
         key = (owner, upload_id)
         upload = self.uploads.get(key)

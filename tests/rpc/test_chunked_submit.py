@@ -155,6 +155,7 @@ async def test_bad_chunks_are_refused_with_their_field(controller: Controller) -
         (OR.AppendTasksRequest(index=0, chunks=1), "upload_id"),
         (OR.AppendTasksRequest(upload_id="u", index=0, chunks=2, tasks=[ext("a")]), "submit"),
         (OR.AppendTasksRequest(upload_id="u", index=2, chunks=2), "index"),
+        (OR.AppendTasksRequest(upload_id="u", index=-1, chunks=2), "index"),
         (OR.AppendTasksRequest(upload_id="u", index=0, chunks=0, submit=OR.SubmitWorkflowRequest()), "chunks"),
         (OR.AppendTasksRequest(upload_id="u", index=0, chunks=10_001, submit=OR.SubmitWorkflowRequest()), "chunks"),
         (OR.AppendTasksRequest(upload_id="u", index=1, chunks=2, submit=OR.SubmitWorkflowRequest()), "submit"),
