@@ -25,7 +25,7 @@ class Limits:
     """Size limits on everything a caller sends. Named so that errors can say which one was hit."""
 
     max_message_bytes = 64 * 1024 * 1024  # one gRPC message, either way (a 100k-task workflow fits)
-    max_tasks = 1_000_000  # issue 13; over ~300k tasks a workflow needs a chunked upload (AppendTasks)
+    max_tasks = 1_000_000  # issue 13; one over max_message_bytes is sent in chunks (AppendTasks)
     max_dependencies = 10_000
     max_payload_bytes = 64 * 1024
     max_result_bytes = 256 * 1024

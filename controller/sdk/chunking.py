@@ -35,25 +35,17 @@ class _Caller(Protocol):
     async def _call(self, service: str, method: str, request: Any, *, timeout: float | bool | None = True) -> Any: ...
 
 
-def _bounds(request: pb.SubmitWorkflowRequest, chunk_tasks: int, chunk_bytes: int, size: int) -> list[int]:
-    """Where the chunks start (and the end): by count, or by bytes when the tasks are big."""
-    tasks = request.spec.tasks
-    count = len(tasks)
-    if size <= chunk_bytes:
-        step = max(1, chunk_tasks)
-        return [*range(0, count, step), count]
-    # Big tasks (large payloads): cut where the running size passes chunk_bytes. Only these
-    # workflows pay for a size per task.
-    bounds, running, taken = [0], 0, 0
-    for index, task in enumerate(tasks):
-        task_size = task.ByteSize() + 8  # the field's tag and length
-        if index > bounds[-1] and (running + task_size > chunk_bytes or taken >= chunk_tasks):
-            bounds.append(index)
-            running, taken = 0, 0
-        running += task_size
-        taken += 1
-    bounds.append(count)
-    return bounds
+def _cut(tasks: Any, start: int, end: int, limit: int, into: list[pb.AppendTasksRequest]) -> None:
+    """Chunks of ``tasks[start:end]`` of at most ``limit`` bytes each (unless one task alone is more)."""
+    chunk = pb.AppendTasksRequest(tasks=tasks[start:end])
+    if chunk.ByteSize() > limit and end - start > 1:
+        # Bigger than the average said (a few big tasks together): cut in two. Rare, so the wasted
+        # copy is cheaper than sizing every task of every workflow.
+        middle = (start + end) // 2
+        _cut(tasks, start, middle, limit, into)
+        _cut(tasks, middle, end, limit, into)
+        return
+    into.append(chunk)
 
 
 def chunk_requests(
@@ -61,22 +53,24 @@ def chunk_requests(
 ) -> list[pb.AppendTasksRequest] | None:
     """The chunks of ``request`` when it is too big for one SubmitWorkflow, else None.
 
-    The tasks move into the chunks: ``request`` keeps only its header (the tasks are not copied
-    twice). Upload ids are random; each chunk names its index and the total.
+    Chunks hold at most ``chunk_tasks`` tasks and about ``chunk_bytes`` bytes (by the average task
+    size; a chunk over twice that is cut again). The tasks move into the chunks: ``request`` keeps
+    only its header. Upload ids are random; each chunk names its index and the total.
     """
+    tasks = request.spec.tasks
+    count = len(tasks)
     size = request.ByteSize()  # computed in C, and cached for the send
-    if len(request.spec.tasks) <= chunk_tasks and size <= chunk_bytes:
+    if count <= chunk_tasks and size <= chunk_bytes:
         return None
-    bounds = _bounds(request, chunk_tasks, chunk_bytes, size)
-    total = len(bounds) - 1
-    if total <= 1:
+    step = max(1, min(chunk_tasks, count * chunk_bytes // max(size, 1)))
+    chunks: list[pb.AppendTasksRequest] = []
+    for start in range(0, count, step):
+        _cut(tasks, start, min(start + step, count), 2 * chunk_bytes, chunks)
+    if len(chunks) <= 1:
         return None  # one task bigger than a chunk: sent whole (the message limit decides)
     upload_id = "up-" + secrets.token_hex(12)
-    tasks = request.spec.tasks
-    chunks = [
-        pb.AppendTasksRequest(upload_id=upload_id, index=i, chunks=total, tasks=tasks[bounds[i] : bounds[i + 1]])
-        for i in range(total)
-    ]
+    for index, chunk in enumerate(chunks):
+        chunk.upload_id, chunk.index, chunk.chunks = upload_id, index, len(chunks)
     del request.spec.tasks[:]
     chunks[0].submit.CopyFrom(request)
     return chunks

@@ -61,11 +61,17 @@ def test_small_workflows_go_whole_and_big_ones_in_chunks() -> None:
 
 
 def test_big_tasks_are_cut_by_size() -> None:
-    tasks = [pb.TaskSpec(name=f"t{i}", payload_json=b"x" * 1000) for i in range(20)]
+    sizes = [1000] * 20 + [10] * 200 + [3000] * 5  # the big ones together: over the average
+    tasks = [pb.TaskSpec(name=f"t{i}", payload_json=b"x" * size) for i, size in enumerate(sizes)]
     request = OR.SubmitWorkflowRequest(spec=pb.WorkflowSpec(name="w", tasks=tasks))
     chunks = chunk_requests(request, 1000, 5000)
-    assert chunks is not None and all(c.ByteSize() <= 5000 + 200 for c in chunks)
-    assert sum(len(c.tasks) for c in chunks) == 20 and len(chunks) >= 4
+    assert chunks is not None and all(c.ByteSize() <= 2 * 5000 for c in chunks if len(c.tasks) > 1)
+    assert [t.name for c in chunks for t in c.tasks] == [f"t{i}" for i in range(len(sizes))]
+    assert [c.index for c in chunks] == list(range(len(chunks))) and {c.chunks for c in chunks} == {len(chunks)}
+    lone = OR.SubmitWorkflowRequest(
+        spec=pb.WorkflowSpec(name="w", tasks=[pb.TaskSpec(name="a", payload_json=b"x" * 9000)])
+    )
+    assert chunk_requests(lone, 1000, 5000) is None  # one task: sent whole
 
 
 async def test_submit_sends_a_big_workflow_in_chunks(controller: Controller) -> None:
