@@ -96,7 +96,10 @@ class ChunksServicer:
         try:
             response, waiter = await self._submit(submit)
         except BaseException as exc:  # cancelled too: the upload must not stay "sealing"
-            self.staging.abort(upload, str(exc)[:_MAX_REASON] if isinstance(exc, CorralError) else "not submitted")
+            reason = str(exc)[:_MAX_REASON] if isinstance(exc, CorralError) else "its last chunk failed"
+            if not isinstance(exc, Exception):
+                reason = "its last chunk was cancelled: the workflow may or may not exist"
+            self.staging.abort(upload, reason)
             if isinstance(exc, Exception):
                 self._audit_end(principal, upload.upload_id, submit.spec.namespace, exc)
             raise
