@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from corral.controller.core import requests as rq
 from corral.controller.core.access import DEFAULT_NAMESPACE, AuditEntry
+from corral.controller.core.machine import Machine
+from corral.controller.core.model import Workflow
 from corral.controller.errors import CorralError, FieldViolation, InvalidArgument
 from corral.controller.rpc import fields
-from corral.controller.rpc.auth import record_audit
+from corral.controller.rpc.auth import current_caller, record_audit
 from corral.controller.rpc.errors import code_name
 from corral.controller.rpc.identity import Principal, current_principal
 from corral.controller.rpc.scope import require_namespace
@@ -78,7 +81,7 @@ class ChunksServicer:
             # Abandoned uploads release their memory even when no other chunk ever comes.
             asyncio.get_running_loop().call_later(self.staging.limits.idle_s + 1.0, self._sweep)
         if upload.workflow_id:  # a chunk of a sealed upload, sent again: its workflow
-            submitted = pb.SubmitWorkflowResponse(workflow_id=upload.workflow_id, deduplicated=True)
+            submitted = await self._sealed_answer(upload)
             return pb.AppendTasksResponse(
                 upload_id=upload_id, received=upload.received, task_count=upload.tasks, submitted=submitted
             )
@@ -103,7 +106,8 @@ class ChunksServicer:
             if isinstance(exc, Exception):
                 self._audit_end(principal, upload.upload_id, submit.spec.namespace, exc)
             raise
-        self.staging.sealed(upload, response.workflow_id, self.rt.clock())
+        wait_timeout_s = submit.wait_timeout_s if submit.wait else None
+        self.staging.sealed(upload, response.workflow_id, self.rt.clock(), wait_timeout_s)
         self._audit_end(principal, upload.upload_id, submit.spec.namespace, None, response.workflow_id)
         del submit.spec.tasks[:]  # the wait below may be long: keep only the header
         if submit.wait:
@@ -111,6 +115,22 @@ class ChunksServicer:
         return pb.AppendTasksResponse(
             upload_id=upload.upload_id, received=upload.chunks, task_count=task_count, submitted=response
         )
+
+    async def _sealed_answer(self, upload: Upload) -> pb.SubmitWorkflowResponse:
+        """A sealed upload's answer again (its last chunk retried after a lost answer): the workflow,
+        and with wait its result once it ends, as the first answer would have had."""
+        response = pb.SubmitWorkflowResponse(workflow_id=upload.workflow_id, deduplicated=True)
+        if upload.wait_timeout_s is None:
+            return response
+        rt = self.rt
+
+        def waiter(machine: Machine, workflow: Workflow, now: float) -> asyncio.Future[None] | None:
+            return None if workflow.state.terminal else rt.waiter(workflow.id)
+
+        found = await rt.handle(rq.WorkflowQuery(upload.workflow_id, current_caller()), waiter)
+        waiting = pb.SubmitWorkflowRequest(start=True, wait=True, wait_timeout_s=upload.wait_timeout_s)
+        await self._wait_result(waiting, response, found)
+        return response
 
     def _sweep(self) -> None:
         self.staging.expire(self.rt.clock())

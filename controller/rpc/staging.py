@@ -53,6 +53,7 @@ class Upload:
     aborted: str = ""  # why the upload failed (it then holds no parts)
     sealing: bool = False  # the last chunk is being admitted
     workflow_id: str = ""  # set once sealed
+    wait_timeout_s: float | None = None  # set once sealed when the submission waits for the end
 
     @property
     def received(self) -> int:
@@ -148,10 +149,12 @@ class Staging:
         upload.size = 0
         return header, tasks
 
-    def sealed(self, upload: Upload, workflow_id: str, now: float) -> None:
-        """The upload became workflow ``workflow_id``: a retried chunk answers with it until expiry."""
+    def sealed(self, upload: Upload, workflow_id: str, now: float, wait_timeout_s: float | None = None) -> None:
+        """The upload became workflow ``workflow_id``: a retried chunk answers with it until expiry
+        (waiting for its end, at most ``wait_timeout_s``, when the submission asked to wait)."""
         upload.sealing = False
         upload.workflow_id = workflow_id
+        upload.wait_timeout_s = wait_timeout_s
         upload.touched = now
 
     def abort(self, upload: Upload, reason: str) -> None:

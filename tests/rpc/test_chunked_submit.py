@@ -82,6 +82,9 @@ async def test_three_chunks_make_one_workflow_that_runs_to_the_end(controller: C
     assert submitted.result.state == pb.WORKFLOW_STATE_COMPLETED
     assert [t.name for t in submitted.result.tasks] == [f"t{i}" for i in range(9)]
     assert controller.stored() == (1, 9)
+    again = await controller.orchestrator.AppendTasks(requests[2])  # its answer lost: the same, result too
+    assert again.submitted.workflow_id == submitted.workflow_id and again.submitted.deduplicated
+    assert again.submitted.result.state == pb.WORKFLOW_STATE_COMPLETED and len(again.submitted.result.tasks) == 9
 
 
 async def test_a_chunk_sent_again_is_accepted_once(controller: Controller) -> None:
