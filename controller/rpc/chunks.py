@@ -81,7 +81,9 @@ class ChunksServicer:
             # Abandoned uploads release their memory even when no other chunk ever comes.
             asyncio.get_running_loop().call_later(self.staging.limits.idle_s + 1.0, self._sweep)
         if upload.workflow_id:  # a chunk of a sealed upload, sent again: its workflow
-            submitted = await self._sealed_answer(upload)
+            submitted = pb.SubmitWorkflowResponse(workflow_id=upload.workflow_id, deduplicated=True)
+            if index == upload.chunks - 1:
+                submitted = await self._sealed_answer(upload)  # the last one's answer, result too
             return pb.AppendTasksResponse(
                 upload_id=upload_id, received=upload.received, task_count=upload.tasks, submitted=submitted
             )
