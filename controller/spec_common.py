@@ -25,7 +25,7 @@ class Limits:
     """Size limits on everything a caller sends. Named so that errors can say which one was hit."""
 
     max_message_bytes = 64 * 1024 * 1024  # one gRPC message, either way (a 100k-task workflow fits)
-    max_tasks = 200_000
+    max_tasks = 1_000_000  # issue 13; one over max_message_bytes is sent in chunks (AppendTasks)
     max_dependencies = 10_000
     max_payload_bytes = 64 * 1024
     max_result_bytes = 256 * 1024
@@ -54,6 +54,11 @@ class Limits:
     max_output_chunk_bytes = 16 * 1024 * 1024  # stdout plus stderr of one Output event
     max_error_length = 64 * 1024
     max_cache_ttl_s = 366 * 24 * 3600.0  # issue 10: a cache entry's ttl
+    # Issue 13: chunked submissions (AppendTasks), staged in the controller's memory until sealed.
+    max_upload_chunks = 10_000  # chunks of one upload
+    max_open_uploads = 16  # uploads one caller may have open at once
+    max_staged_bytes = 1 << 30  # encoded tasks staged by all open uploads together
+    upload_idle_s = 300.0  # an upload with no chunk for this long is dropped
 
 
 LIMITS = Limits()

@@ -56,7 +56,7 @@ T = TaskState
 MAX_CHILDREN = 1000
 MAX_MAP_ITEMS = 1000
 #: A workflow grown by spawns and maps stays within the submission limit (spec.Limits.max_tasks).
-MAX_WORKFLOW_TASKS = 200_000
+MAX_WORKFLOW_TASKS = 1_000_000  # == Limits.max_tasks (a unit test ties them; the core imports no spec)
 
 
 @dataclass(slots=True)

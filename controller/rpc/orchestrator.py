@@ -19,10 +19,12 @@ from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
 from corral.controller.rpc.attempts import AttemptsServicer
 from corral.controller.rpc.auth import current_caller
+from corral.controller.rpc.chunks import ChunksServicer
 from corral.controller.rpc.identity import current_principal
 from corral.controller.rpc.listing import list_merged
 from corral.controller.rpc.runs import RunsServicer
 from corral.controller.rpc.scope import require_namespace
+from corral.controller.rpc.staging import Staging
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
 from corral.v1 import orchestrator_pb2 as pb
@@ -61,14 +63,24 @@ def _page_offset(token: str) -> int:
     return int(token)
 
 
-class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.OrchestratorServicer):
+class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.staging = Staging()  # issue 13: chunked submissions until their last chunk (AppendTasks)
         # Plans of the latest submissions: a plan depends only on the spec, and asking for it
         # right after submitting is common (and costly for 100k-task workflows).
         self._plans: dict[str, ExecutionPlan] = {}
 
     async def SubmitWorkflow(self, request: pb.SubmitWorkflowRequest, context: Any) -> pb.SubmitWorkflowResponse:
+        response, waiter = await self._submit(request)
+        if request.wait:
+            await self._wait_result(request, response, waiter)
+        return response
+
+    async def _submit(
+        self, request: pb.SubmitWorkflowRequest
+    ) -> tuple[pb.SubmitWorkflowResponse, asyncio.Future[None] | None]:
+        """Admit, store and (with start) start a workflow; the answer and, with wait, the end's waiter."""
         fields.optional_id(request.idempotency_key, "idempotency_key", "idempotency key")
         if request.wait and not request.start:
             raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
@@ -106,10 +118,17 @@ class OrchestratorService(RunsServicer, AttemptsServicer, orchestrator_pb2_grpc.
             deadline_verdict=verdict,
             deadline_message=admission,
         )
-        if request.wait:
-            await _wait(waiter, request.wait_timeout_s)
-            await self._result_if_ended(workflow_id, response.result)
-        return response
+        return response, waiter
+
+    async def _wait_result(
+        self,
+        request: pb.SubmitWorkflowRequest,
+        response: pb.SubmitWorkflowResponse,
+        waiter: asyncio.Future[None] | None,
+    ) -> None:
+        """With wait: the workflow's end (at most wait_timeout_s), its result written into ``response``."""
+        await _wait(waiter, request.wait_timeout_s)
+        await self._result_if_ended(response.workflow_id, response.result)
 
     async def _result_if_ended(
         self, workflow_id: str, into: types_pb2.WorkflowResult | None = None, *, summary_only: bool = False

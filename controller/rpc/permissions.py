@@ -58,6 +58,7 @@ METHODS: Final[Mapping[str, str]] = {
     _O + "ListRuns": READ,
     _O + "ResolveApproval": SUBMIT,  # the role that may cancel workflows (issue 10)
     _O + "ListAttempts": READ,
+    _O + "AppendTasks": SUBMIT,  # issue 13: audited once per upload, by the servicer (not in MUTATING)
     _S + "ScheduleTask": SUBMIT,
     _S + "GetNextTask": PULL,
     _S + "CompleteTask": PULL,

@@ -43,6 +43,7 @@ from corral.controller.sdk.admin_types import (
 )
 from corral.controller.sdk.approvals import ApprovalsMixin
 from corral.controller.sdk.builder import TaskHandle, WorkflowLike, as_spec
+from corral.controller.sdk.chunking import CHUNK_BYTES, CHUNK_TASKS, send_submission
 from corral.controller.sdk.credentials import Credentials, PathLike
 from corral.controller.sdk.durable import DurableMixin, SubmitOptions, submit_options
 from corral.controller.sdk.durable import task_spec_of as _task_spec
@@ -181,6 +182,10 @@ class Client(
     def __repr__(self) -> str:
         return f"Client({self.address!r})"
 
+    #: Issue 13: over this many tasks (or encoded bytes) submit/execute send the workflow in chunks.
+    chunk_tasks = CHUNK_TASKS
+    chunk_bytes = CHUNK_BYTES
+
     # -- Orchestrator --------------------------------------------------------------------------
 
     async def submit(
@@ -202,7 +207,7 @@ class Client(
         request = orchestrator_pb2.SubmitWorkflowRequest(
             spec=_spec(workflow, namespace), idempotency_key=idempotency_key, start=start, **submit_options(options)
         )
-        return Submission.from_proto(await self._call("orchestrator", "SubmitWorkflow", request))
+        return Submission.from_proto(await send_submission(self, request))
 
     async def start(self, workflow_id: str) -> WorkflowStatus:
         """Start a submitted workflow."""
@@ -260,7 +265,7 @@ class Client(
             **submit_options(options),
         )
         deadline: float | bool = False if timeout is None else timeout + _WAIT_SLACK_S
-        response = await self._call("orchestrator", "SubmitWorkflow", request, timeout=deadline)
+        response = await send_submission(self, request, timeout=deadline)
         if not response.HasField("result"):
             raise DeadlineExceededError(f"workflow {response.workflow_id} is still running after {timeout:g} s")
         await self._complete(response.result)

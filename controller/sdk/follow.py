@@ -79,6 +79,7 @@ RETRY_SAFE = frozenset(
         "ListQuotas",
         "ListSchedules",
         "ExecuteWorkflow",
+        "AppendTasks",  # issue 13: a chunk sent twice is accepted once; a sealed upload answers its workflow
     }
 )
 _KEYED = frozenset({"SubmitWorkflow", "ScheduleTask"})

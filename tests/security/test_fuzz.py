@@ -259,7 +259,7 @@ _METHODS = [
     if not method.client_streaming and method.name != "SubmitWorkflow"  # fuzzed above, field by field
 ]
 # Calls that may rightly outlast a short client deadline: long polls and waits on real workflows.
-_MAY_WAIT = {"ExecuteWorkflow", "GetNextTask", "WatchWorkflow"}
+_MAY_WAIT = {"ExecuteWorkflow", "GetNextTask", "WatchWorkflow", "AppendTasks"}  # AppendTasks: a last chunk may wait
 
 
 def _ids(harness: Harness) -> list[str]:

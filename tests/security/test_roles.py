@@ -60,6 +60,7 @@ SUBMIT = {
     "Schedules/PauseSchedule",
     "Schedules/ResumeSchedule",
     "Schedules/DeleteSchedule",
+    "Orchestrator/AppendTasks",  # issue 13
 }
 PULL = {"Scheduler/GetNextTask", "Scheduler/CompleteTask", "Scheduler/FailTask"}
 ADMIN_ONLY = {

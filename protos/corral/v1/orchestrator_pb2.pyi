@@ -386,3 +386,29 @@ class ListAttemptsResponse(_message.Message):
     task_name: str
     attempts: _containers.RepeatedCompositeFieldContainer[AttemptInfo]
     def __init__(self, workflow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptInfo, _Mapping]]] = ...) -> None: ...
+
+class AppendTasksRequest(_message.Message):
+    __slots__ = ("upload_id", "tasks", "index", "chunks", "submit")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    tasks: _containers.RepeatedCompositeFieldContainer[_types_pb2.TaskSpec]
+    index: int
+    chunks: int
+    submit: SubmitWorkflowRequest
+    def __init__(self, upload_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_types_pb2.TaskSpec, _Mapping]]] = ..., index: _Optional[int] = ..., chunks: _Optional[int] = ..., submit: _Optional[_Union[SubmitWorkflowRequest, _Mapping]] = ...) -> None: ...
+
+class AppendTasksResponse(_message.Message):
+    __slots__ = ("upload_id", "received", "task_count", "submitted")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    TASK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    received: int
+    task_count: int
+    submitted: SubmitWorkflowResponse
+    def __init__(self, upload_id: _Optional[str] = ..., received: _Optional[int] = ..., task_count: _Optional[int] = ..., submitted: _Optional[_Union[SubmitWorkflowResponse, _Mapping]] = ...) -> None: ...

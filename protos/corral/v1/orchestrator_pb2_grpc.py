@@ -114,6 +114,11 @@ class OrchestratorStub:
                 request_serializer=corral_dot_v1_dot_orchestrator__pb2.ListAttemptsRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_orchestrator__pb2.ListAttemptsResponse.FromString,
                 _registered_method=True)
+        self.AppendTasks = channel.unary_unary(
+                '/corral.v1.Orchestrator/AppendTasks',
+                request_serializer=corral_dot_v1_dot_orchestrator__pb2.AppendTasksRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_orchestrator__pb2.AppendTasksResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -223,6 +228,15 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendTasks(self, request, context):
+        """Issue 13: a workflow too big for one message (over 64 MiB, up to 1,000,000 tasks) in chunks
+        (see AppendTasksRequest). Nothing exists before the last chunk, which validates the whole
+        workflow and submits it exactly as SubmitWorkflow would (its answer is SubmitWorkflow's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -305,6 +319,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.ListAttempts,
                     request_deserializer=corral_dot_v1_dot_orchestrator__pb2.ListAttemptsRequest.FromString,
                     response_serializer=corral_dot_v1_dot_orchestrator__pb2.ListAttemptsResponse.SerializeToString,
+            ),
+            'AppendTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendTasks,
+                    request_deserializer=corral_dot_v1_dot_orchestrator__pb2.AppendTasksRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_orchestrator__pb2.AppendTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -739,6 +758,33 @@ class Orchestrator:
             '/corral.v1.Orchestrator/ListAttempts',
             corral_dot_v1_dot_orchestrator__pb2.ListAttemptsRequest.SerializeToString,
             corral_dot_v1_dot_orchestrator__pb2.ListAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Orchestrator/AppendTasks',
+            corral_dot_v1_dot_orchestrator__pb2.AppendTasksRequest.SerializeToString,
+            corral_dot_v1_dot_orchestrator__pb2.AppendTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
