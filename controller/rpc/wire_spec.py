@@ -48,6 +48,11 @@ def _json_bytes(value: Any) -> bytes:
 
 def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> pb.TaskSpec:
     """Encode one validated task, leaving defaults unset (a 100k-task workflow encodes quickly)."""
+    return pb.TaskSpec(**_task_fields(task, default_priority))
+
+
+def _task_fields(task: TaskSpec, default_priority: int | None = None) -> dict[str, Any]:
+    """The set fields of a task's message (``repeated.add(**fields)`` builds it in place, no copy)."""
     fields: dict[str, Any] = {
         "name": task.name,
         "agent_type": task.agent_type,
@@ -116,17 +121,15 @@ def task_spec_to_proto(task: TaskSpec, default_priority: int | None = None) -> p
         rules_to_proto(task, fields)
     if task.cache is not None:
         fields["cache"] = cache_to_proto(task.cache)
-    return pb.TaskSpec(**fields)
+    return fields
 
 
 def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
     """Encode a validated workflow for SubmitWorkflow / GetExecutionPlan / AnalyzeDependencies."""
-    message = pb.WorkflowSpec(
-        name=spec.name,
-        tasks=[task_spec_to_proto(task) for task in spec.tasks],
-        metadata_json=_json_bytes(spec.metadata),
-        labels=spec.labels,
-    )
+    message = pb.WorkflowSpec(name=spec.name, metadata_json=_json_bytes(spec.metadata), labels=spec.labels)
+    add = message.tasks.add
+    for task in spec.tasks:
+        add(**_task_fields(task))
     if spec.priority is not None:
         message.priority = spec.priority
     if spec.namespace is not None:
