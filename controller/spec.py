@@ -70,6 +70,7 @@ __all__ = [
     "WorkflowHeader",
     "WorkflowSpec",
     "check_json_value",
+    "check_payload_shape",
     "control_character",
     "format_loc",
     "json_depth",
@@ -306,7 +307,7 @@ class TaskSpec(_Strict):
     @model_validator(mode="after")
     def _payload_shape(self) -> TaskSpec:
         if self.approval is None:  # an approval task has no payload (checked on the field)
-            _check_payload_shape(self.agent_type, self.payload, "payload")
+            check_payload_shape(self.agent_type, self.payload, "payload")
         return self
 
     # Issue 10: fallbacks, partial results and approvals (core/fallbacks.py).
@@ -330,7 +331,7 @@ class TaskSpec(_Strict):
         if value is None:
             return None
         check_json_value(value, "fallback", Limits.max_payload_bytes, "max_payload_bytes")
-        _check_payload_shape(info.data.get("agent_type", "shell"), value, "fallback")
+        check_payload_shape(info.data.get("agent_type", "shell"), value, "fallback")
         return value
 
     @field_validator("min_success")
@@ -355,7 +356,7 @@ class TaskSpec(_Strict):
 _PY_FUNCTION = re.compile(r"[\w.]+:[\w.]+")  # compiled once: checked on every task of a submission
 
 
-def _check_payload_shape(agent_type: str, payload: Mapping[str, Any], p: str) -> None:
+def check_payload_shape(agent_type: str, payload: Mapping[str, Any], p: str) -> None:
     """The shape a payload (or a fallback, ``p``) must have for its agent type; ValueError if not."""
     if agent_type == "shell":
         command = payload.get("command")

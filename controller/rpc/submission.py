@@ -27,6 +27,7 @@ from corral.controller.core.params import MARKER
 from corral.controller.core.schedules import scheduled_fields
 from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.rpc.cache_wire import declared_params, param_values, task_cache, with_params
+from corral.controller.rpc.plain_tasks import plain_task_spec
 from corral.controller.rpc.wire_fallbacks import rules_of
 from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
 from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, plain_dependencies, violations_of
@@ -222,17 +223,19 @@ def admit_workflow(
     for index, task_message in enumerate(message.tasks):
         path = f"tasks[{index}]"
         payload = task_message.payload_json or b"{}"
-        try:
-            mapping = task_mapping(task_message, path)
-            if MARKER in payload and header is not None:  # ${params.x}: substituted, then validated
-                payload = with_params(mapping, values, path)
-            spec = TaskSpec.model_validate(mapping, context=_CHECKED)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-            continue
-        except ValidationError as exc:
-            violations.extend(violations_of(exc, path))
-            continue
+        spec = plain_task_spec(task_message, payload, path)  # most tasks: no model needed
+        if spec is None:
+            try:
+                mapping = task_mapping(task_message, path)
+                if MARKER in payload and header is not None:  # ${params.x}: substituted, then validated
+                    payload = with_params(mapping, values, path)
+                spec = TaskSpec.model_validate(mapping, context=_CHECKED)
+            except InvalidArgument as exc:
+                violations.extend(exc.violations)
+                continue
+            except ValidationError as exc:
+                violations.extend(violations_of(exc, path))
+                continue
         if not violations:  # once something is wrong, only look for more problems
             tasks.append(records.task(spec, ids[index], index, payload))
     if violations:

@@ -1,0 +1,77 @@
+"""Admission's fast path: plain task messages accepted without the pydantic model.
+
+Most tasks of a big workflow set only a name, an agent type, a payload and dependencies. For
+those, the rules the :class:`~corral.controller.spec.TaskSpec` model applies are a name pattern,
+the payload's JSON limits (checked on the bytes, as for every task) and the payload's shape for its
+agent type (the model's own check, called here). This path only ever *accepts*: a task it is not
+sure of, valid or not, goes through the model, which alone words the errors. A property test holds
+the two paths to the same answers (tests/unit/test_plain_tasks.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+from corral.controller.core.params import MARKER
+from corral.controller.errors import InvalidArgument
+from corral.controller.rpc.wire_spec import decode_json_field
+from corral.controller.spec import TaskSpec, check_payload_shape
+from corral.controller.spec_common import NAME_PATTERN, Limits
+from corral.v1 import types_pb2 as pb
+
+__all__ = ["plain_task_spec"]
+
+_PLAIN_FIELDS = frozenset({"name", "agent_type", "payload_json", "dependencies"})
+# The model's Name pattern, with fullmatch for its anchors.
+_NAME = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))
+_MAX_NAME = Limits.max_name_length
+
+
+def _name(text: str) -> bool:
+    return 0 < len(text) <= _MAX_NAME and _NAME.fullmatch(text) is not None
+
+
+def plain_task_spec(message: pb.TaskSpec, payload: bytes, path: str) -> TaskSpec | None:
+    """The validated spec of a plain task, or None to validate it with the model.
+
+    ``payload`` is the message's payload bytes (``b"{}"`` when empty); ``path`` its field path.
+    """
+    for field, _ in message.ListFields():
+        if field.name not in _PLAIN_FIELDS:
+            return None
+    name = message.name
+    agent_type = message.agent_type or "shell"
+    dependencies = message.dependencies
+    if not (_name(name) and _name(agent_type)) or len(dependencies) > Limits.max_dependencies:
+        return None
+    for dependency in dependencies:  # "X/*" (spawned tasks) does not match: the model's path
+        if not _name(dependency):
+            return None
+    if MARKER in payload:  # parameters are substituted first, on the model's path
+        return None
+    try:
+        value = decode_json_field(payload, f"{path}.payload", Limits.max_payload_bytes, "max_payload_bytes")
+    except InvalidArgument:
+        return None
+    if type(value) is not dict:
+        return None
+    try:
+        check_payload_shape(agent_type, value, "payload")
+    except ValueError:
+        return None
+    template = _TEMPLATES.get(agent_type)
+    if template is None:
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        # Defaults for every other field come from the model itself, built once per agent type.
+        template = _TEMPLATES[agent_type] = TaskSpec.model_construct(
+            name=name, agent_type=agent_type, payload={}, dependencies=[]
+        )
+    update = {"name": name, "payload": value, "dependencies": list(dependencies)}
+    return template.model_copy(update=update)
+
+
+# A default TaskSpec per agent type (model_construct resolves every default: 1 ms; a copy: µs).
+# The defaults are only read (records copy what they keep), so the copies may share them.
+_TEMPLATES: dict[str, TaskSpec] = {}
+_MAX_TEMPLATES = 64
