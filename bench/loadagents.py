@@ -8,7 +8,9 @@ Each simulated agent (``agent-0000`` ...) opens a stream, sends a Hello with a s
 waits for its Welcome and then sends ``Heartbeat{usage}`` every ``heartbeat_interval_s`` the Welcome
 gives (the first one at a random offset within the interval, so they do not all fire at once, as
 with agents started at different times). Whatever else the controller sends is read and ignored.
-Once every agent has its Welcome the process prints ``ready N`` on stdout; it runs until SIGTERM
+A stream that fails before its Welcome is opened again (up to 5 times, after a short random
+pause), as a real agent reconnects; the count is printed with ``ready``.
+Once every agent has its Welcome the process prints ``ready N reconnects M`` on stdout; it runs until SIGTERM
 or SIGINT, then closes its streams and prints ``heartbeats N`` (how many it sent).
 """
 
@@ -28,6 +30,8 @@ from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
 __all__ = ["main"]
 
+CONNECT_ATTEMPTS = 5
+
 
 class Load:
     def __init__(self, address: str, agents: int, channels: int, seed: int) -> None:
@@ -37,6 +41,7 @@ class Load:
         self.rng = random.Random(seed)
         self.welcomed = 0
         self.heartbeats = 0
+        self.reconnects = 0
         self.failures: list[str] = []
         self.all_welcomed = asyncio.Event()
         self.stop = asyncio.Event()
@@ -54,13 +59,33 @@ class Load:
         )
         return agent_pb2.AgentMessage(hello=hello)
 
-    async def agent(self, stub: agent_pb2_grpc.AgentGatewayStub, name: str) -> None:
-        call = stub.Connect()
-        try:
-            await call.write(self.hello(name))
-            first = await call.read()
+    async def _open(
+        self, stub: agent_pb2_grpc.AgentGatewayStub, name: str
+    ) -> tuple[grpc.aio.StreamStreamCall, agent_pb2.ControllerMessage]:
+        """Open the stream and get the Welcome; a stream that fails first is opened again, as a real
+        agent would (under a burst of thousands of streams the client side may fail one now and then)."""
+        for attempt in range(CONNECT_ATTEMPTS):
+            call = stub.Connect()
+            try:
+                await call.write(self.hello(name))
+                first = await call.read()
+            except grpc.aio.AioRpcError:
+                call.cancel()
+                if attempt == CONNECT_ATTEMPTS - 1 or self.stop.is_set():
+                    raise
+                self.reconnects += 1
+                await asyncio.sleep(self.rng.uniform(0.1, 1.0) * (attempt + 1))
+                continue
             if first is grpc.aio.EOF or not first.HasField("welcome"):
+                call.cancel()
                 raise RuntimeError(f"{name}: expected a Welcome, got {first!r}")
+            return call, first
+        raise AssertionError("unreachable")
+
+    async def agent(self, stub: agent_pb2_grpc.AgentGatewayStub, name: str) -> None:
+        call: grpc.aio.StreamStreamCall | None = None
+        try:
+            call, first = await self._open(stub, name)
             interval = first.welcome.heartbeat_interval_s or 2.0
             self.welcomed += 1
             if self.welcomed == self.agents:
@@ -81,7 +106,8 @@ class Load:
                 self.failures.append(f"{name}: {exc}")
                 self.all_welcomed.set()  # unblock the waiter; it reports the failure
         finally:
-            call.cancel()
+            if call is not None:
+                call.cancel()
 
     @staticmethod
     async def _drain(call: grpc.aio.StreamStreamCall) -> None:
@@ -103,12 +129,12 @@ class Load:
             print(f"failed {len(self.failures)}: {self.failures[0]}", flush=True)
             self.stop.set()
         else:
-            print(f"ready {self.welcomed}", flush=True)
+            print(f"ready {self.welcomed} reconnects {self.reconnects}", flush=True)
         await self.stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)
         for channel in channels:
             await channel.close()
-        print(f"heartbeats {self.heartbeats}", flush=True)
+        print(f"heartbeats {self.heartbeats} reconnects {self.reconnects}", flush=True)
         return 1 if self.failures else 0
 
 

@@ -80,6 +80,7 @@ async def measure(agents: int, figure: str) -> Result:
             await asyncio.sleep(0.2)
             connected = await _connected(cluster)
         connect_s = time.perf_counter() - began
+        ready = next((line for line in load.tail(200).splitlines() if line.startswith("ready ")), "ready ?")
         controller = psutil.Process(cluster.controller_pid())
         generator = psutil.Process(load.pid)
         cpu0, load0, wall0 = _cpu_seconds(controller), _cpu_seconds(generator), time.perf_counter()
@@ -93,7 +94,7 @@ async def measure(agents: int, figure: str) -> Result:
     return Result(
         figures={figure: share},
         details=[
-            (f"{tag}: all connected after", f"{connect_s:.1f} s ({channels} channels)"),
+            (f"{tag}: all connected after", f"{connect_s:.1f} s ({channels} channels; load process: {ready})"),
             (f"{tag}: controller CPU in window", f"{cpu1 - cpu0:.2f} s over {wall1 - wall0:.1f} s"),
             # The load generator shares the cores: if it is starved, heartbeats arrive late and
             # the controller's figure looks better than it is.

@@ -10,9 +10,9 @@ with keeps its own trailers (``grpc-status-details-bin`` ...) and gains this one
 
 Streaming calls are left alone: their "answer" is a stream with no single departure time.
 
-The cost is two ``perf_counter_ns`` calls, a context variable and one metadata tuple per unary
-call; the wrapped handler is built once per method (as long as the inner chain returns the same
-handler object) so no closure is made per call.
+The cost is two ``perf_counter_ns`` calls, a context variable, a small context wrapper and one
+metadata tuple per unary call; the timed handler is built once per method, so no closure or
+handler is made per call.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 
@@ -29,12 +29,13 @@ __all__ = ["TRAILER", "ServerTimingInterceptor", "server_us"]
 #: The trailing-metadata key: integer microseconds spent in the server (see the module doc).
 TRAILER = "corral-server-us"
 
-# When the current call reached this interceptor (perf_counter_ns). The interceptors and the
-# handler of one call run in one asyncio task, so the handler reads what intercept_service set
-# without a closure per call.
-_ARRIVED: contextvars.ContextVar[int] = contextvars.ContextVar("corral_server_arrived", default=0)
-
 _Handler = Callable[[Any, Any], Awaitable[Any]]
+
+# The current call's arrival (perf_counter_ns) and the inner chain's handler. The interceptors and
+# the handler of one call run in one asyncio task, so the timed handler reads what
+# intercept_service set: one handler per method serves every call, and no closure is made per call
+# even when an inner interceptor builds a fresh handler each time.
+_CALL: contextvars.ContextVar[tuple[int, _Handler]] = contextvars.ContextVar("corral_server_call")
 
 
 def server_us(metadata: Sequence[tuple[str, str | bytes]] | None) -> int | None:
@@ -46,25 +47,34 @@ def server_us(metadata: Sequence[tuple[str, str | bytes]] | None) -> int | None:
     return None
 
 
-def _elapsed_entry() -> tuple[str, str]:
-    now = time.perf_counter_ns()
-    arrived = _ARRIVED.get() or now
-    return (TRAILER, str((now - arrived) // 1000))
+def _elapsed_entry(arrived: int) -> tuple[str, str]:
+    return (TRAILER, str((time.perf_counter_ns() - arrived) // 1000))
+
+
+def _delegate(name: str) -> Callable[..., Any]:
+    def method(self: _TimedContext, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._context, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
 
 
 class _TimedContext:
     """The call's context, except that an abort's status carries the timing trailer too.
 
     An abort sends the status at once, so no outer layer can add a trailer after it: the trailer
-    has to ride on the abort itself. Everything else is the real context's.
+    has to ride on the abort itself. Everything else is the real context's: its public methods
+    are delegated by real methods (set below), because a ``__getattr__`` fallback costs about a
+    microsecond per lookup on Python 3.11 and handlers look up several per call.
     """
 
-    __slots__ = ("_context",)
+    __slots__ = ("_arrived", "_context")
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], arrived: int) -> None:
         self._context = context
+        self._arrived = arrived
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # anything not delegated below (private or new API)
         return getattr(self._context, name)
 
     async def abort(
@@ -72,49 +82,50 @@ class _TimedContext:
     ) -> None:
         # An abort without trailers keeps those set before it (gRPC's own rule), plus ours.
         kept = tuple(trailing_metadata) or tuple(self._context.trailing_metadata() or ())
-        await self._context.abort(code, details, (*kept, _elapsed_entry()))
+        await self._context.abort(code, details, (*kept, _elapsed_entry(self._arrived)))
 
     async def abort_with_status(self, status: grpc.Status) -> None:
         await self.abort(status.code, status.details, status.trailing_metadata)
 
 
-def _timed(inner: _Handler) -> _Handler:
-    async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        response = await inner(request, _TimedContext(context))
-        context.set_trailing_metadata((*(context.trailing_metadata() or ()), _elapsed_entry()))
-        return response
-
-    return unary_unary
+for _name in dir(grpc.aio.ServicerContext):
+    if not _name.startswith("_") and _name not in vars(_TimedContext):
+        setattr(_TimedContext, _name, _delegate(_name))
 
 
-class _Wrapped(NamedTuple):
-    inner: grpc.RpcMethodHandler
-    timed: grpc.RpcMethodHandler
+async def _timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    arrived, inner = _CALL.get()
+    response = await inner(request, _TimedContext(context, arrived))
+    context.set_trailing_metadata((*(context.trailing_metadata() or ()), _elapsed_entry(arrived)))
+    return response
 
 
 class ServerTimingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Adds ``corral-server-us`` to the trailers of every unary-unary answer; register it first."""
 
     def __init__(self) -> None:
-        # method -> the last inner handler and its timed wrapper; one entry per known method
+        # method -> its timed handler (same codecs as the inner one); one entry per known method
         # (unknown methods have no handler and are not kept), so it stays bounded.
-        self._wrapped: dict[str, _Wrapped] = {}
+        self._timed: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        _ARRIVED.set(time.perf_counter_ns())
+        arrived = time.perf_counter_ns()
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known.inner is handler:
-            return known.timed
-        timed = grpc.unary_unary_rpc_method_handler(
-            _timed(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-        )
-        self._wrapped[method] = _Wrapped(handler, timed)
+        _CALL.set((arrived, handler.unary_unary))
+        timed = self._timed.get(handler_call_details.method)
+        if (
+            timed is None
+            or timed.request_deserializer is not handler.request_deserializer
+            or timed.response_serializer is not handler.response_serializer
+        ):
+            timed = grpc.unary_unary_rpc_method_handler(
+                _timed, handler.request_deserializer, handler.response_serializer
+            )
+            self._timed[handler_call_details.method] = timed
         return timed
