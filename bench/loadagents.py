@@ -31,6 +31,11 @@ from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 __all__ = ["main"]
 
 CONNECT_ATTEMPTS = 5
+HEARTBEAT = agent_pb2.AgentMessage(
+    heartbeat=agent_pb2.Heartbeat(
+        usage=types_pb2.Usage(cpu_percent=1.0, memory_used_mb=100, load_1m=0.1, disk_free_mb=10_000)
+    )
+)
 
 
 class Load:
@@ -93,12 +98,13 @@ class Load:
             drain = asyncio.ensure_future(self._drain(call))
             try:
                 await asyncio.sleep(self.rng.uniform(0, interval))
-                while not self.stop.is_set():
-                    usage = types_pb2.Usage(cpu_percent=1.0, memory_used_mb=100, load_1m=0.1, disk_free_mb=10_000)
-                    await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(usage=usage)))
+                # One message, one plain sleep per beat: thousands of agents share this process's
+                # core, and a wait_for (a task and a timer per beat) would starve them first.
+                # run() cancels this loop when it stops.
+                while True:
+                    await call.write(HEARTBEAT)
                     self.heartbeats += 1
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stop.wait(), interval)
+                    await asyncio.sleep(interval)
             finally:
                 drain.cancel()
         except (grpc.aio.AioRpcError, RuntimeError) as exc:
@@ -119,7 +125,10 @@ class Load:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        channels = [grpc.aio.insecure_channel(self.address) for _ in range(self.channels)]
+        # A local subchannel pool per channel: one TCP connection each, as separate agents have
+        # (grpc otherwise shares one connection among all channels to one address).
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.aio.insecure_channel(self.address, options=options) for _ in range(self.channels)]
         stubs = [agent_pb2_grpc.AgentGatewayStub(c) for c in channels]
         tasks = [
             asyncio.ensure_future(self.agent(stubs[i % self.channels], f"agent-{i:04d}")) for i in range(self.agents)
@@ -131,6 +140,8 @@ class Load:
         else:
             print(f"ready {self.welcomed} reconnects {self.reconnects}", flush=True)
         await self.stop.wait()
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for channel in channels:
             await channel.close()
