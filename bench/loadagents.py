@@ -8,8 +8,9 @@ Each simulated agent (``agent-0000`` ...) opens a stream, sends a Hello with a s
 waits for its Welcome and then sends ``Heartbeat{usage}`` every ``heartbeat_interval_s`` the Welcome
 gives (the first one at a random offset within the interval, so they do not all fire at once, as
 with agents started at different times). Whatever else the controller sends is read and ignored.
-A stream that fails before its Welcome is opened again (up to 5 times, after a short random
-pause), as a real agent reconnects; the count is printed with ``ready``.
+A stream that fails before its Welcome is opened again (after a random pause of up to 5 s), as a
+real agent reconnects; the count is printed with ``ready``. ``--rate R`` starts R agents a second
+instead of all at once (a fleet coming up rather than a reconnect storm).
 Once every agent has its Welcome the process prints ``ready N reconnects M`` on stdout; it runs until SIGTERM
 or SIGINT, then closes its streams and prints ``heartbeats N`` (how many it sent).
 """
@@ -30,7 +31,7 @@ from corral.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
 __all__ = ["main"]
 
-CONNECT_ATTEMPTS = 5
+RECONNECT_MAX_S = 5.0
 HEARTBEAT = agent_pb2.AgentMessage(
     heartbeat=agent_pb2.Heartbeat(
         usage=types_pb2.Usage(cpu_percent=1.0, memory_used_mb=100, load_1m=0.1, disk_free_mb=10_000)
@@ -39,7 +40,7 @@ HEARTBEAT = agent_pb2.AgentMessage(
 
 
 class Load:
-    def __init__(self, address: str, agents: int, channels: int, seed: int) -> None:
+    def __init__(self, address: str, agents: int, channels: int, seed: int, rate: float = 0.0) -> None:
         self.address = address
         self.agents = agents
         self.channels = channels
@@ -47,6 +48,8 @@ class Load:
         self.welcomed = 0
         self.heartbeats = 0
         self.reconnects = 0
+        self.rate = rate  # agents started per second (0: all at once)
+        self.reconnect_causes: dict[str, int] = {}
         self.failures: list[str] = []
         self.all_welcomed = asyncio.Event()
         self.stop = asyncio.Event()
@@ -67,29 +70,38 @@ class Load:
     async def _open(
         self, stub: agent_pb2_grpc.AgentGatewayStub, name: str
     ) -> tuple[grpc.aio.StreamStreamCall, agent_pb2.ControllerMessage]:
-        """Open the stream and get the Welcome; a stream that fails first is opened again, as a real
-        agent would (under a burst of thousands of streams the client side may fail one now and then)."""
-        for attempt in range(CONNECT_ATTEMPTS):
+        """Open the stream and get the Welcome; a stream that fails first is opened again (after a
+        random pause growing to RECONNECT_MAX_S), as a real agent does, until the process stops.
+
+        Under a burst of thousands of Hellos the controller falls behind: writes on new streams
+        fail (INTERNAL "Internal error from Core") and streams whose Hello it has not read in 30 s
+        are cancelled. The causes are counted and printed."""
+        attempt = 0
+        while True:
+            attempt += 1
             call = stub.Connect()
             try:
                 await call.write(self.hello(name))
                 first = await call.read()
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as exc:
                 call.cancel()
-                if attempt == CONNECT_ATTEMPTS - 1 or self.stop.is_set():
+                if self.stop.is_set():
                     raise
                 self.reconnects += 1
-                await asyncio.sleep(self.rng.uniform(0.1, 1.0) * (attempt + 1))
+                why = f"{exc.code().name} {exc.details()}"[:80]
+                self.reconnect_causes[why] = self.reconnect_causes.get(why, 0) + 1
+                await asyncio.sleep(self.rng.uniform(0.5, 1.0) * min(RECONNECT_MAX_S, 0.5 * attempt))
                 continue
             if first is grpc.aio.EOF or not first.HasField("welcome"):
                 call.cancel()
                 raise RuntimeError(f"{name}: expected a Welcome, got {first!r}")
             return call, first
-        raise AssertionError("unreachable")
 
-    async def agent(self, stub: agent_pb2_grpc.AgentGatewayStub, name: str) -> None:
+    async def agent(self, stub: agent_pb2_grpc.AgentGatewayStub, name: str, delay: float = 0.0) -> None:
         call: grpc.aio.StreamStreamCall | None = None
         try:
+            if delay:
+                await asyncio.sleep(delay)
             call, first = await self._open(stub, name)
             interval = first.welcome.heartbeat_interval_s or 2.0
             self.welcomed += 1
@@ -131,7 +143,10 @@ class Load:
         channels = [grpc.aio.insecure_channel(self.address, options=options) for _ in range(self.channels)]
         stubs = [agent_pb2_grpc.AgentGatewayStub(c) for c in channels]
         tasks = [
-            asyncio.ensure_future(self.agent(stubs[i % self.channels], f"agent-{i:04d}")) for i in range(self.agents)
+            asyncio.ensure_future(
+                self.agent(stubs[i % self.channels], f"agent-{i:04d}", i / self.rate if self.rate else 0.0)
+            )
+            for i in range(self.agents)
         ]
         await self.all_welcomed.wait()
         if self.failures:
@@ -145,7 +160,7 @@ class Load:
         await asyncio.gather(*tasks, return_exceptions=True)
         for channel in channels:
             await channel.close()
-        print(f"heartbeats {self.heartbeats} reconnects {self.reconnects}", flush=True)
+        print(f"heartbeats {self.heartbeats} reconnects {self.reconnects} {self.reconnect_causes}", flush=True)
         return 1 if self.failures else 0
 
 
@@ -155,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--channels", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate", type=float, default=0.0, help="agents started per second (default: all at once)")
     args = parser.parse_args(argv)
-    return asyncio.run(Load(args.controller, args.agents, args.channels, args.seed).run())
+    return asyncio.run(Load(args.controller, args.agents, args.channels, args.seed, args.rate).run())
 
 
 if __name__ == "__main__":
