@@ -27,7 +27,7 @@ CHANNELS = AGENTS // STREAMS_PER_CHANNEL
 WINDOW_S = 30.0
 # Connecting is paced by the controller's Hello handling: allow more time for more agents.
 CONNECT_TIMEOUT_S = 60.0
-CONNECT_S_PER_1000 = 30.0
+CONNECT_S_PER_1000 = 60.0
 RAMP_5000_PER_S = 500.0
 
 
