@@ -9,7 +9,8 @@ waits for its Welcome and then sends ``Heartbeat{usage}`` every ``heartbeat_inte
 gives (the first one at a random offset within the interval, so they do not all fire at once, as
 with agents started at different times). Whatever else the controller sends is read and ignored.
 A stream that fails before its Welcome is opened again (after a random pause of up to 5 s), as a
-real agent reconnects; the count is printed with ``ready``. ``--rate R`` starts R agents a second
+real agent reconnects; so is a stream that breaks later (a ``drop``). The counts are printed
+with ``ready`` and at the end. ``--rate R`` starts R agents a second
 instead of all at once (a fleet coming up rather than a reconnect storm).
 Once every agent has its Welcome the process prints ``ready N reconnects M`` on stdout; it runs until SIGTERM
 or SIGINT, then closes its streams and prints ``heartbeats N`` (how many it sent).
@@ -48,6 +49,7 @@ class Load:
         self.welcomed = 0
         self.heartbeats = 0
         self.reconnects = 0
+        self.drops = 0  # streams that broke after their Welcome (and were reopened)
         self.rate = rate  # agents started per second (0: all at once)
         self.reconnect_causes: dict[str, int] = {}
         self.failures: list[str] = []
@@ -98,34 +100,46 @@ class Load:
             return call, first
 
     async def agent(self, stub: agent_pb2_grpc.AgentGatewayStub, name: str, delay: float = 0.0) -> None:
-        call: grpc.aio.StreamStreamCall | None = None
+        """One simulated agent: connect, heartbeat; a stream that breaks is reopened (a ``drop``)."""
+        welcomed = False
         try:
             if delay:
                 await asyncio.sleep(delay)
-            call, first = await self._open(stub, name)
-            interval = first.welcome.heartbeat_interval_s or 2.0
-            self.welcomed += 1
-            if self.welcomed == self.agents:
-                self.all_welcomed.set()
-            drain = asyncio.ensure_future(self._drain(call))
-            try:
-                await asyncio.sleep(self.rng.uniform(0, interval))
-                # One message, one plain sleep per beat: thousands of agents share this process's
-                # core, and a wait_for (a task and a timer per beat) would starve them first.
-                # run() cancels this loop when it stops.
-                while True:
-                    await call.write(HEARTBEAT)
-                    self.heartbeats += 1
-                    await asyncio.sleep(interval)
-            finally:
-                drain.cancel()
+            while True:
+                call, first = await self._open(stub, name)
+                if not welcomed:
+                    welcomed = True
+                    self.welcomed += 1
+                    if self.welcomed == self.agents:
+                        self.all_welcomed.set()
+                try:
+                    await self._beat(call, first.welcome.heartbeat_interval_s or 2.0)
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError):  # the stream ended
+                    if self.stop.is_set():
+                        return
+                    # A real agent reconnects; the controller's ListAgents shows the gap, and the
+                    # heartbeat workload fails if an agent is not connected at the window's end.
+                    self.drops += 1
+                finally:
+                    call.cancel()
         except (grpc.aio.AioRpcError, RuntimeError) as exc:
             if not self.stop.is_set():
                 self.failures.append(f"{name}: {exc}")
                 self.all_welcomed.set()  # unblock the waiter; it reports the failure
+
+    async def _beat(self, call: grpc.aio.StreamStreamCall, interval: float) -> None:
+        """Heartbeat on ``call`` until it fails (raises) or run() cancels this task."""
+        drain = asyncio.ensure_future(self._drain(call))
+        try:
+            await asyncio.sleep(self.rng.uniform(0, interval))
+            # One message, one plain sleep per beat: thousands of agents share this process's
+            # core, and a wait_for (a task and a timer per beat) would starve them first.
+            while True:
+                await call.write(HEARTBEAT)
+                self.heartbeats += 1
+                await asyncio.sleep(interval)
         finally:
-            if call is not None:
-                call.cancel()
+            drain.cancel()
 
     @staticmethod
     async def _drain(call: grpc.aio.StreamStreamCall) -> None:
@@ -160,7 +174,10 @@ class Load:
         await asyncio.gather(*tasks, return_exceptions=True)
         for channel in channels:
             await channel.close()
-        print(f"heartbeats {self.heartbeats} reconnects {self.reconnects} {self.reconnect_causes}", flush=True)
+        print(
+            f"heartbeats {self.heartbeats} reconnects {self.reconnects} {self.reconnect_causes} drops {self.drops}",
+            flush=True,
+        )
         return 1 if self.failures else 0
 
 
