@@ -36,7 +36,7 @@ from corral.controller.certs import agent_grant, client_grant, init_dir, issue_i
 from corral.controller.healthprobe import probe
 from corral.controller.sdk.client import Client
 
-__all__ = ["TASKS_DIR", "BenchCluster", "Proc", "use_store"]
+__all__ = ["TASKS_DIR", "BenchCluster", "Proc", "tls_default", "use_store", "use_tls"]
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +54,22 @@ def use_store(new_url: Callable[[], str] | None) -> None:
     """Run every following controller on the database URL ``new_url()`` returns (None: a SQLite file)."""
     global _store_url
     _store_url = new_url
+
+
+# ``python -m bench.run --tls`` (and the TLS column of ``make bench``) sets this: every cluster whose
+# workload does not choose runs with TLS, mutual TLS and auth on.
+_tls_default = False
+
+
+def use_tls(on: bool) -> None:
+    """Run every following cluster that does not say otherwise with TLS + mutual TLS + auth (``on``)."""
+    global _tls_default
+    _tls_default = on
+
+
+def tls_default() -> bool:
+    """Whether clusters run with TLS unless told otherwise (see :func:`use_tls`)."""
+    return _tls_default
 
 
 # Agents list the task module the way an operator would (agents with TLS must, and listed modules
@@ -107,6 +123,9 @@ class Proc:
 class BenchCluster:
     """A controller plus ``agents`` agents of ``slots`` slots each (0 agents: controller only).
 
+    ``tls`` None follows :func:`use_tls` (off unless the run asked for TLS). With TLS the
+    controller also turns auth on (it always does when it serves TLS): every call is authenticated.
+
     Use as ``async with BenchCluster(agents=2, slots=1) as cluster:``; ``cluster.address`` is the
     controller's host:port and ``cluster.controller.pid`` its pid.
     """
@@ -117,13 +136,13 @@ class BenchCluster:
         agents: int = 2,
         slots: int = 1,
         keep_dir: bool | None = None,
-        tls: bool = False,
+        tls: bool | None = None,
         controller_flags: Sequence[str] = (),
     ) -> None:
         self.agent_count = agents
         self.controller_flags = list(controller_flags)
         self.slots = slots
-        self.tls = tls
+        self.tls = _tls_default if tls is None else tls
         # CORRAL_BENCH_KEEP=1 keeps the folder (database and process logs) for a post-mortem.
         self.keep_dir = bool(os.environ.get("CORRAL_BENCH_KEEP")) if keep_dir is None else keep_dir
         self.directory = Path(tempfile.mkdtemp(prefix="corral-bench-"))

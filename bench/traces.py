@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import graphlib
 import json
+import os
 import re
 from pathlib import Path
 
 from bench.listsched import Dag
 from corral.controller.spec import TaskSpec, WorkflowSpec
 
-__all__ = ["DEFAULT_DIR", "TRACES", "Trace", "load_trace", "trace_of"]
+__all__ = ["DEFAULT_DIR", "ENV", "TRACES", "Trace", "load_trace", "trace_of", "traces_dir"]
 
 # ../shared beside the repository (the traces and their licence live there, not in the repository).
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "workloads" / "wfcommons"
@@ -28,6 +29,8 @@ TRACES = (
     "1000genome-chameleon-22ch-100k-001.json",
     "montage-chameleon-2mass-05d-001.json",
 )
+#: A folder holding the six traces, instead of DEFAULT_DIR.
+ENV = "CORRAL_TRACES"
 _BAD = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
@@ -71,6 +74,27 @@ class Trace:
             for task, duration in zip(self.spec.tasks, durations, strict=True)
         ]
         return self.spec.model_copy(update={"tasks": tasks})
+
+
+def traces_dir(environ: dict[str, str] | None = None) -> Path:
+    """The folder of the six traces: ``$CORRAL_TRACES`` when set, else :data:`DEFAULT_DIR`.
+
+    Raises FileNotFoundError naming both places (and the missing files) when a trace is not there.
+    """
+    given = (os.environ if environ is None else environ).get(ENV, "")
+    folder = Path(given).expanduser() if given else DEFAULT_DIR
+    missing = [name for name in TRACES if not (folder / name).is_file()]
+    if missing:
+        where = (
+            f"{ENV}={given}"
+            if given
+            else f"{DEFAULT_DIR} (the default: ../shared/workloads/wfcommons beside the repository)"
+        )
+        raise FileNotFoundError(
+            f"the WfCommons traces are missing from {where}: {', '.join(missing)}; "
+            f"put the six traces in {DEFAULT_DIR} or set {ENV} to a folder that holds them"
+        )
+    return folder
 
 
 def _task_name(task_id: str) -> str:

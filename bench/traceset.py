@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from bench.listsched import critical_path_first, fifo
 from bench.randdag import SEEDS, random_layered
-from bench.traces import DEFAULT_DIR, TRACES, Trace, load_trace
+from bench.traces import TRACES, Trace, load_trace, traces_dir
 
 __all__ = ["SCALE", "SLOTS", "Reference", "geomean", "reference", "scheduling_set"]
 
@@ -19,7 +19,8 @@ SLOTS = 8  # 2 agents x 4 slots
 
 def scheduling_set(scale: float = SCALE) -> list[Trace]:
     """The six traces, then one random layered DAG per seed of :data:`bench.randdag.SEEDS`."""
-    return [load_trace(DEFAULT_DIR / name, scale) for name in TRACES] + [random_layered(s, scale) for s in SEEDS]
+    folder = traces_dir()
+    return [load_trace(folder / name, scale) for name in TRACES] + [random_layered(s, scale) for s in SEEDS]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ from corral.controller.rpc.gateway import AgentGatewayService
 from corral.controller.rpc.orchestrator import OrchestratorService
 from corral.controller.rpc.scheduler import SchedulerService
 from corral.controller.rpc.schedules import add_schedules
+from corral.controller.rpc.server_timing import ServerTimingInterceptor
 from corral.controller.rpc.tls import ServerTls
 from corral.controller.runtime import Runtime
 from corral.controller.secretbox import SecretBox
@@ -149,6 +150,7 @@ async def build_server(
     """
     # The error interceptor is outermost, so the auth interceptor's refusals become status codes.
     interceptors = [ErrorInterceptor(), AuthInterceptor(runtime, enabled=auth), RpcMetricsInterceptor(METRICS)]
+    interceptors.insert(0, ServerTimingInterceptor())  # outermost: its clock starts at the request's arrival
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(runtime), server)
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(runtime), server)

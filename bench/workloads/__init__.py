@@ -9,7 +9,19 @@ from pathlib import Path
 from corral.controller.sdk.types import WorkflowResult
 from corral.controller.spec import TaskSpec, WorkflowSpec
 
-__all__ = ["Result", "check_completed", "noop_task", "peak_rss_mib", "python_task", "workflow"]
+__all__ = [
+    "TLS_SUFFIX",
+    "Result",
+    "check_completed",
+    "noop_task",
+    "peak_rss_mib",
+    "python_task",
+    "tls_suffixed",
+    "workflow",
+]
+
+#: What the figures of a run with TLS + mutual TLS + auth end with (``noop_tasks_per_s_tls``).
+TLS_SUFFIX = "_tls"
 
 
 @dataclasses.dataclass
@@ -18,6 +30,13 @@ class Result:
 
     figures: dict[str, float]
     details: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def tls_suffixed(result: Result) -> Result:
+    """The result of a run with TLS: every figure gets the ``_tls`` suffix (once), every detail a tag."""
+    figures = {key if key.endswith(TLS_SUFFIX) else key + TLS_SUFFIX: value for key, value in result.figures.items()}
+    details = [(label if label.startswith("(TLS) ") else f"(TLS) {label}", text) for label, text in result.details]
+    return Result(figures=figures, details=details)
 
 
 def python_task(name: str, function: str, args: Sequence[object], dependencies: Sequence[str] = ()) -> TaskSpec:

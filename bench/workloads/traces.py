@@ -12,7 +12,7 @@ import math
 import time
 
 from bench.cluster import BenchCluster
-from bench.traces import DEFAULT_DIR, TRACES, load_trace
+from bench.traces import TRACES, load_trace, traces_dir
 from bench.workloads import Result, check_completed
 
 __all__ = ["AGENTS", "SCALE", "SLOTS", "run"]
@@ -23,7 +23,8 @@ SLOTS = 4
 
 
 async def run() -> Result:
-    traces = [load_trace(DEFAULT_DIR / name, SCALE) for name in TRACES]
+    folder = traces_dir()
+    traces = [load_trace(folder / name, SCALE) for name in TRACES]
     ratios: list[float] = []
     details: list[tuple[str, str]] = []
     async with BenchCluster(agents=AGENTS, slots=SLOTS) as cluster, cluster.client() as client:
