@@ -56,7 +56,7 @@ def _slow(message: pb.TaskSpec) -> TaskSpec | None:
         return None
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(names, agent_types, payloads, dependencies, st.booleans())
 def test_the_fast_path_accepts_only_what_the_model_accepts_alike(
     name: str, agent_type: str, payload: bytes, deps: list[str], with_priority: bool
