@@ -30,6 +30,26 @@ from corral.controller.core.scheduling import Plan, PlanView, Steal, plan
 from corral.controller.core.transitions import move_attempt
 from corral.controller.core.workflow_ops import WorkflowOps
 
+# Results of a few bytes ("null", "0", "true"...) are shared: one object per distinct value, not a
+# bytes object (33 B + its length) per finished task. Bounded, so odd small results cannot grow it.
+_SMALL_RESULT = 16
+_SMALL_RESULTS_MAX = 1024
+_small_results: dict[bytes, bytes] = {b"null": b"null"}
+
+
+def shared_result(result: bytes | None) -> bytes:
+    """A reported result as kept on its task (None: ``null``), shared when it is small."""
+    if result is None:
+        return b"null"
+    if len(result) <= _SMALL_RESULT:
+        shared = _small_results.get(result)
+        if shared is not None:
+            return shared
+        if len(_small_results) < _SMALL_RESULTS_MAX:
+            _small_results[result] = result
+    return result
+
+
 __all__ = ["AttemptOps"]
 
 A = AttemptState
@@ -391,7 +411,7 @@ class AttemptOps(WorkflowOps):
                 attempt.finished_at = event.at
             if started is not None and attempt.finished_at is not None:
                 self.learn_duration(task, attempt.finished_at - started, now, attempt.peak_rss_bytes, attempt.cpu_s)
-            task.result = event.result if event.result is not None else b"null"
+            task.result = shared_result(event.result)
             task.error = ""
             if self.checkpoints:
                 self.checkpoints.drop((task.id,))  # completed: nothing resumes from it
@@ -505,7 +525,7 @@ class AttemptOps(WorkflowOps):
         self.touch_attempt(attempt)
         task.current_attempt_id = attempt.id
         task.agent_id = attempt.agent_id
-        task.result = event.result if event.result is not None else b"null"
+        task.result = shared_result(event.result)
         task.error = ""
         task.exit_code = event.exit_code
         task.finished_at = attempt.finished_at or now
