@@ -7,6 +7,7 @@ out the web server and cryptography until a flag asks for them.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from typing import Any
@@ -14,9 +15,11 @@ from typing import Any
 from corral.controller.core.attempt_ops import shared_result
 from corral.controller.core.durations import FINGERPRINT, TASK, DurationSource
 from corral.controller.core.machine import MachineConfig
+from corral.controller.core.model import Task
 from corral.controller.core.state import Dependents
 from corral.controller.sim import Fleet, Simulator
 from corral.controller.spec import parse_workflow
+from corral.controller.store import codec
 
 
 def _spec(name: str, count: int, *, chain: bool = False) -> Any:
@@ -88,3 +91,23 @@ def test_the_daemon_imports_neither_the_web_server_nor_cryptography_at_boot() ->
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_rare_task_fields_cost_one_slot_until_set_and_behave_as_fields() -> None:
+    plain = Task("t-1", "wf-1", "a", 0, "shell", b"{}")
+    assert plain._rare is None and not hasattr(plain, "__dict__")
+    assert (plain.preemptions, plain.failure_reason, plain.max_disconnect_s, plain.compensate) == (0, "", None, b"")
+    assert len(Task.__slots__) + 13 == 53  # 40 slots: 39 fields and the record, instead of 52
+    plain.preemptions = 2
+    plain.failure_reason = "poison"
+    assert plain._rare is not None and (plain.preemptions, plain.failure_reason) == (2, "poison")
+    copy = dataclasses.replace(plain, error="again")
+    copy.preemptions = 3
+    assert plain.preemptions == 2  # replace() copied the record: no aliasing
+    assert copy != plain and dataclasses.replace(copy, error="", preemptions=2) != copy
+    plain.preemptions, plain.failure_reason = 0, ""
+    assert plain._rare is None  # back at defaults: the record goes, and it equals a fresh task
+    assert plain == Task("t-1", "wf-1", "a", 0, "shell", b"{}")
+    built = Task("t-2", "wf-1", "b", 1, "shell", b"{}", compensates="t-1", cache_source="w/t/a", agent_losses=1)
+    assert (built.compensates, built.cache_source, built.agent_losses) == ("t-1", "w/t/a", 1)
+    assert codec.decode_task(codec.encode_task(built)) == built
