@@ -213,61 +213,61 @@ class Task(RareFields):
     index: int  # position in its workflow, for a stable order
     agent_type: str
     payload: bytes  # JSON
-    type: TaskType
-    resources: Resources
-    priority: int
-    timeout_s: float | None
-    max_retries: int
-    retry_backoff_s: float
-    dependencies: tuple[str, ...]  # task ids in the same workflow
-    constraints: Mapping[str, str]
-    estimated_duration_s: float
-    namespace: str  # the namespace of its workflow
-    state: TaskState
-    retries_used: int  # failed attempts that spent a retry
-    attempts: int  # attempts made, lost ones included
-    current_attempt_id: str | None
-    agent_id: str | None
-    result: bytes | None  # JSON
-    error: str
-    exit_code: int | None
-    created_at: float
-    ready_at: float | None  # when it last entered READY (priority ageing counts from here)
-    not_before: float | None  # retry backoff: not placed before this time
-    started_at: float | None
-    finished_at: float | None
+    type: TaskType = TaskType.COMPUTE
+    resources: Resources = field(default_factory=Resources)
+    priority: int = 50
+    timeout_s: float | None = None
+    max_retries: int = 0
+    retry_backoff_s: float = 1.0
+    dependencies: tuple[str, ...] = ()  # task ids in the same workflow
+    constraints: Mapping[str, str] = field(default_factory=dict)
+    estimated_duration_s: float = 0.0
+    namespace: str = "default"  # the namespace of its workflow
+    state: TaskState = TaskState.PENDING
+    retries_used: int = 0  # failed attempts that spent a retry
+    attempts: int = 0  # attempts made, lost ones included
+    current_attempt_id: str | None = None
+    agent_id: str | None = None
+    result: bytes | None = None  # JSON
+    error: str = ""
+    exit_code: int | None = None
+    created_at: float = 0.0
+    ready_at: float | None = None  # when it last entered READY (priority ageing counts from here)
+    not_before: float | None = None  # retry backoff: not placed before this time
+    started_at: float | None = None
+    finished_at: float | None = None
     # What happens to a running attempt when its agent goes silent (issue 8): "stop" (fenced and
     # requeued after fence-after) or "keep" (runs through; requeued only when its agent returns
     # without it or ``max_disconnect_s`` passes). None limits fall back to the workflow / config.
-    on_disconnect: str
+    on_disconnect: str = "stop"
     # Rare (in ``_rare``): max_disconnect_s, max_agent_losses; agent_losses (attempts that died
     # with their agent's process: poison count), reruns_after_fence (running attempts fenced and run
     # again), failure_reason (why it FAILED, as a word: "poison", "" otherwise).
     # Placement preferences (issue 9): label expressions that must hold, a label whose values the
     # workflow's tasks are spread over ("agent": over agents), labels preferred but not required.
-    constraint_exprs: tuple[LabelExpr, ...]
-    spread: str
-    affinity: Mapping[str, str]
+    constraint_exprs: tuple[LabelExpr, ...] = ()
+    spread: str = ""
+    affinity: Mapping[str, str] = field(default_factory=dict)
     # Deadlines (issue 9, core/deadlines.py): epoch seconds; relative (rare: deadline_relative,
     # seconds after submit) until the submit resolves it.
-    deadline: float | None
+    deadline: float | None = None
     # Preemption (issue 9): may be stopped for higher base-priority work, at most max_preemptions
     # times (rare; None: the controller's ``max_preemptions``); how often it was (rare: preemptions),
     # and why the last time (rare: last_preemption).
-    preemptible: bool
-    gang: str  # placed all at once with the workflow's other tasks of this gang (issue 9)
-    dynamic: Dynamic | None  # spawned / map / "X/*" fan-in (issue 10, core/dynamic.py); None: none
+    preemptible: bool = False
+    gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
+    dynamic: Dynamic | None = None  # spawned / map / "X/*" fan-in (issue 10, core/dynamic.py); None: none
     # Sagas (issue 10, core/sagas.py), rare: compensate (its compensation spec, JSON, b"" none);
     # compensates (on a compensation's own record, the id of the task it undoes; such records are
     # not in their workflow's task_ids).
     # Issue 10 (core/fallbacks.py): fallback payload, allow_failure, min_success, approval; None
     # for almost every task, so the hot paths test one attribute. Rare: fallback_used (the
     # fallback payload replaced the primary one, never cached).
-    rules: FallbackRules | None
+    rules: FallbackRules | None = None
     # Issue 10 (core/cache.py): its cache policy (None: never cached), and (rare: cache_source)
     # where the result it completed with came from ("workflow id/task id/attempt id"; "": it ran).
-    cache: TaskCache | None
-    _rare: TaskRare | None  # the rare fields, None while all are at their defaults
+    cache: TaskCache | None = None
+    _rare: TaskRare | None = None  # the rare fields, None while all are at their defaults
 
     def __init__(
         self,
