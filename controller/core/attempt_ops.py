@@ -22,33 +22,21 @@ from corral.controller.core.exits import exit_words
 from corral.controller.core.fairshare import fair_for
 from corral.controller.core.fallbacks import add_error_inputs, try_fallback
 from corral.controller.core.group_ops import on_finished, pass_rules
-from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
+from corral.controller.core.model import (
+    AgentState,
+    Attempt,
+    AttemptState,
+    Task,
+    TaskState,
+    WorkflowState,
+    shared_result,
+)
 from corral.controller.core.placement import fits_now
 from corral.controller.core.preemption import preempt_pass, preempted, start_preemptors
 from corral.controller.core.reservations import after_pass, stuck_test, sweep
 from corral.controller.core.scheduling import Plan, PlanView, Steal, plan
 from corral.controller.core.transitions import move_attempt
 from corral.controller.core.workflow_ops import WorkflowOps
-
-# Results of a few bytes ("null", "0", "true"...) are shared: one object per distinct value, not a
-# bytes object (33 B + its length) per finished task. Bounded, so odd small results cannot grow it.
-_SMALL_RESULT = 16
-_SMALL_RESULTS_MAX = 1024
-_small_results: dict[bytes, bytes] = {b"null": b"null"}
-
-
-def shared_result(result: bytes | None) -> bytes:
-    """A reported result as kept on its task (None: ``null``), shared when it is small."""
-    if result is None:
-        return b"null"
-    if len(result) <= _SMALL_RESULT:
-        shared = _small_results.get(result)
-        if shared is not None:
-            return shared
-        if len(_small_results) < _SMALL_RESULTS_MAX:
-            _small_results[result] = result
-    return result
-
 
 __all__ = ["AttemptOps"]
 

@@ -36,6 +36,7 @@ __all__ = [
     "Workflow",
     "WorkflowEvent",
     "WorkflowState",
+    "shared_result",
 ]
 
 
@@ -408,6 +409,26 @@ class Task(RareFields):
         if rules is not None and rules.fallback is not None and self.fallback_used:
             return rules.fallback
         return self.payload
+
+
+# Results of a few bytes ("null", "0", "true"...) are shared: one object per distinct value, not a
+# bytes object (33 B + its length) per finished task. Bounded, so odd small results cannot grow it.
+_SMALL_RESULT = 16
+_SMALL_RESULTS_MAX = 1024
+_small_results: dict[bytes, bytes] = {b"null": b"null"}
+
+
+def shared_result(result: bytes | None) -> bytes:
+    """A reported result as kept on its task (None: ``null``), shared when it is small."""
+    if result is None:
+        return b"null"
+    if len(result) <= _SMALL_RESULT:
+        shared = _small_results.get(result)
+        if shared is not None:
+            return shared
+        if len(_small_results) < _SMALL_RESULTS_MAX:
+            _small_results[result] = result
+    return result
 
 
 @dataclass(slots=True)

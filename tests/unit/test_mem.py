@@ -12,10 +12,9 @@ import subprocess
 import sys
 from typing import Any
 
-from corral.controller.core.attempt_ops import shared_result
 from corral.controller.core.durations import FINGERPRINT, TASK, DurationSource
 from corral.controller.core.machine import MachineConfig
-from corral.controller.core.model import Task
+from corral.controller.core.model import Task, shared_result
 from corral.controller.core.state import Dependents
 from corral.controller.sim import Fleet, Simulator
 from corral.controller.spec import parse_workflow
