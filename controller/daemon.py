@@ -31,8 +31,6 @@ from corral.controller.settings import ControllerSettings
 from corral.controller.store.backup import StoreBusy, hold_shared
 from corral.controller.store.base import Store
 from corral.controller.store.factory import open_store
-from corral.controller.web import HttpServer, WebContext
-from corral.controller.web import installers as web_installers
 from corral.dirs import controller_db, state_dir
 
 __all__ = [
@@ -216,6 +214,11 @@ async def serve(args: ControllerSettings, tls: ServerTls | None = None) -> int:
         write_address(args.address_file, address)
     http = None
     if args.http:
+        # Imported here: aiohttp and the web modules cost ~14 MiB of RSS that a controller without
+        # --http never uses (docs/notes/mem.md).
+        from corral.controller.web import HttpServer, WebContext
+        from corral.controller.web import installers as web_installers
+
         http = HttpServer(WebContext(runtime, auth=auth, tls=tls is not None), installers=web_installers())
         http_address = await http.start(args.http)
         if args.http_address_file:

@@ -14,8 +14,6 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
-
 __all__ = ["SecretBox", "hash_token", "new_token", "new_token_id", "write_private"]
 
 _TOKEN_PREFIX = "corral_"
@@ -51,12 +49,18 @@ class SecretBox:
     """Encrypts and decrypts secret values with the controller's Fernet key."""
 
     def __init__(self, key: bytes) -> None:
+        # Imported here: cryptography costs ~8 MiB of RSS, and a box exists only with --secret-key-file.
+        from cryptography.fernet import Fernet, InvalidToken
+
         self._fernet = Fernet(key)
+        self._invalid = InvalidToken
 
     @classmethod
     def from_key_file(cls, path: Path) -> SecretBox:
         """Load the key, creating the file (mode 0600) with a new key when it does not exist."""
         if not path.exists():
+            from cryptography.fernet import Fernet
+
             write_private(path, Fernet.generate_key() + b"\n")
         mode = path.stat().st_mode & 0o077
         if mode:
@@ -73,5 +77,5 @@ class SecretBox:
         """The plain value; ValueError when it was not encrypted with this key."""
         try:
             return self._fernet.decrypt(ciphertext).decode()
-        except (InvalidToken, UnicodeDecodeError) as exc:
+        except (self._invalid, UnicodeDecodeError) as exc:
             raise ValueError("secret does not decrypt with this controller's key") from exc

@@ -22,7 +22,15 @@ from corral.controller.core.exits import exit_words
 from corral.controller.core.fairshare import fair_for
 from corral.controller.core.fallbacks import add_error_inputs, try_fallback
 from corral.controller.core.group_ops import on_finished, pass_rules
-from corral.controller.core.model import AgentState, Attempt, AttemptState, Task, TaskState, WorkflowState
+from corral.controller.core.model import (
+    AgentState,
+    Attempt,
+    AttemptState,
+    Task,
+    TaskState,
+    WorkflowState,
+    shared_result,
+)
 from corral.controller.core.placement import fits_now
 from corral.controller.core.preemption import preempt_pass, preempted, start_preemptors
 from corral.controller.core.reservations import after_pass, stuck_test, sweep
@@ -391,7 +399,7 @@ class AttemptOps(WorkflowOps):
                 attempt.finished_at = event.at
             if started is not None and attempt.finished_at is not None:
                 self.learn_duration(task, attempt.finished_at - started, now, attempt.peak_rss_bytes, attempt.cpu_s)
-            task.result = event.result if event.result is not None else b"null"
+            task.result = shared_result(event.result)
             task.error = ""
             if self.checkpoints:
                 self.checkpoints.drop((task.id,))  # completed: nothing resumes from it
@@ -505,7 +513,7 @@ class AttemptOps(WorkflowOps):
         self.touch_attempt(attempt)
         task.current_attempt_id = attempt.id
         task.agent_id = attempt.agent_id
-        task.result = event.result if event.result is not None else b"null"
+        task.result = shared_result(event.result)
         task.error = ""
         task.exit_code = event.exit_code
         task.finished_at = attempt.finished_at or now

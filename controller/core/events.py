@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 from corral.controller.core.dynamic import SpawnedTask
 from corral.controller.core.model import AttemptState, Inventory, Resources, Task, Workflow, WorkflowEvent
+from corral.controller.core.task_rare import RARE_DEFAULTS
 from corral.controller.store.base import LogChunk
 
 __all__ = [
@@ -98,7 +99,8 @@ _TASK_LIFECYCLE = (
 def _reset(record: Workflow | Task, names: tuple[str, ...]) -> None:
     defaults = {f.name: f.default for f in fields(record)}
     for name in names:
-        setattr(record, name, defaults[name])
+        # A task's rarely set fields are properties over one record (core/task_rare.py), not fields.
+        setattr(record, name, defaults[name] if name in defaults else getattr(RARE_DEFAULTS, name))
 
 
 @dataclass(frozen=True, slots=True)

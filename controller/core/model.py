@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from corral.controller.core.task_rare import RareFields, TaskRare
 
 if TYPE_CHECKING:
     from corral.controller.core.dynamic import Dynamic
@@ -33,6 +36,7 @@ __all__ = [
     "Workflow",
     "WorkflowEvent",
     "WorkflowState",
+    "shared_result",
 ]
 
 
@@ -199,8 +203,11 @@ class Inventory:
     gpu_ids: tuple[int, ...] = ()
 
 
-@dataclass(slots=True)
-class Task:
+@dataclass(slots=True, init=False)
+class Task(RareFields):
+    """A task of a workflow. Thirteen rarely set fields live in ``_rare`` (:mod:`task_rare`) and
+    read and write like the others; the constructor takes every field, in the order below."""
+
     id: str
     workflow_id: str
     name: str
@@ -234,49 +241,194 @@ class Task:
     # requeued after fence-after) or "keep" (runs through; requeued only when its agent returns
     # without it or ``max_disconnect_s`` passes). None limits fall back to the workflow / config.
     on_disconnect: str = "stop"
-    max_disconnect_s: float | None = None
-    max_agent_losses: int | None = None
-    agent_losses: int = 0  # attempts that died with their agent's process (poison count)
-    reruns_after_fence: int = 0  # running attempts fenced and run again
-    failure_reason: str = ""  # why it FAILED, as a word: "poison", "" otherwise
+    # Rare (in ``_rare``): max_disconnect_s, max_agent_losses; agent_losses (attempts that died
+    # with their agent's process: poison count), reruns_after_fence (running attempts fenced and run
+    # again), failure_reason (why it FAILED, as a word: "poison", "" otherwise).
     # Placement preferences (issue 9): label expressions that must hold, a label whose values the
     # workflow's tasks are spread over ("agent": over agents), labels preferred but not required.
     constraint_exprs: tuple[LabelExpr, ...] = ()
     spread: str = ""
     affinity: Mapping[str, str] = field(default_factory=dict)
-    # Deadlines (issue 9, core/deadlines.py): epoch seconds; relative (seconds after submit) until
-    # the submit resolves it.
+    # Deadlines (issue 9, core/deadlines.py): epoch seconds; relative (rare: deadline_relative,
+    # seconds after submit) until the submit resolves it.
     deadline: float | None = None
-    deadline_relative: bool = False
-    # Preemption (issue 9): may be stopped for higher base-priority work, at most this many times
-    # (None: the controller's ``max_preemptions``); how often it was, and why the last time.
+    # Preemption (issue 9): may be stopped for higher base-priority work, at most max_preemptions
+    # times (rare; None: the controller's ``max_preemptions``); how often it was (rare: preemptions),
+    # and why the last time (rare: last_preemption).
     preemptible: bool = False
-    max_preemptions: int | None = None
-    preemptions: int = 0
-    last_preemption: str = ""
     gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
     dynamic: Dynamic | None = None  # spawned / map / "X/*" fan-in (issue 10, core/dynamic.py); None: none
-    # Sagas (issue 10, core/sagas.py): its compensation spec (JSON, b"" none); on a compensation's
-    # own record, the id of the task it undoes (such records are not in their workflow's task_ids).
-    compensate: bytes = b""
-    compensates: str = ""
+    # Sagas (issue 10, core/sagas.py), rare: compensate (its compensation spec, JSON, b"" none);
+    # compensates (on a compensation's own record, the id of the task it undoes; such records are
+    # not in their workflow's task_ids).
     # Issue 10 (core/fallbacks.py): fallback payload, allow_failure, min_success, approval; None
-    # for almost every task, so the hot paths test one attribute.
+    # for almost every task, so the hot paths test one attribute. Rare: fallback_used (the
+    # fallback payload replaced the primary one, never cached).
     rules: FallbackRules | None = None
-    fallback_used: bool = False  # the fallback payload replaced the primary one (never cached)
+    # Issue 10 (core/cache.py): its cache policy (None: never cached), and (rare: cache_source)
+    # where the result it completed with came from ("workflow id/task id/attempt id"; "": it ran).
+    cache: TaskCache | None = None
+    _rare: TaskRare | None = None  # the rare fields, None while all are at their defaults
+
+    def __init__(
+        self,
+        id: str,
+        workflow_id: str,
+        name: str,
+        index: int,
+        agent_type: str,
+        payload: bytes,
+        type: TaskType = TaskType.COMPUTE,
+        resources: Resources | None = None,
+        priority: int = 50,
+        timeout_s: float | None = None,
+        max_retries: int = 0,
+        retry_backoff_s: float = 1.0,
+        dependencies: tuple[str, ...] = (),
+        constraints: Mapping[str, str] | None = None,
+        estimated_duration_s: float = 0.0,
+        namespace: str = "default",
+        state: TaskState = TaskState.PENDING,
+        retries_used: int = 0,
+        attempts: int = 0,
+        current_attempt_id: str | None = None,
+        agent_id: str | None = None,
+        result: bytes | None = None,
+        error: str = "",
+        exit_code: int | None = None,
+        created_at: float = 0.0,
+        ready_at: float | None = None,
+        not_before: float | None = None,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        on_disconnect: str = "stop",
+        max_disconnect_s: float | None = None,
+        max_agent_losses: int | None = None,
+        agent_losses: int = 0,
+        reruns_after_fence: int = 0,
+        failure_reason: str = "",
+        constraint_exprs: tuple[LabelExpr, ...] = (),
+        spread: str = "",
+        affinity: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        deadline_relative: bool = False,
+        preemptible: bool = False,
+        max_preemptions: int | None = None,
+        preemptions: int = 0,
+        last_preemption: str = "",
+        gang: str = "",
+        dynamic: Dynamic | None = None,
+        compensate: bytes = b"",
+        compensates: str = "",
+        rules: FallbackRules | None = None,
+        fallback_used: bool = False,
+        cache: TaskCache | None = None,
+        cache_source: str = "",
+        _rare: TaskRare | None = None,  # dataclasses.replace hands the original's over: copied
+    ) -> None:
+        self.id = id
+        self.workflow_id = workflow_id
+        self.name = name
+        self.index = index
+        self.agent_type = agent_type
+        self.payload = payload
+        self.type = type
+        self.resources = Resources() if resources is None else resources
+        self.priority = priority
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.dependencies = dependencies
+        self.constraints = {} if constraints is None else constraints
+        self.estimated_duration_s = estimated_duration_s
+        self.namespace = namespace
+        self.state = state
+        self.retries_used = retries_used
+        self.attempts = attempts
+        self.current_attempt_id = current_attempt_id
+        self.agent_id = agent_id
+        self.result = result
+        self.error = error
+        self.exit_code = exit_code
+        self.created_at = created_at
+        self.ready_at = ready_at
+        self.not_before = not_before
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.on_disconnect = on_disconnect
+        self.constraint_exprs = constraint_exprs
+        self.spread = spread
+        self.affinity = {} if affinity is None else affinity
+        self.deadline = deadline
+        self.preemptible = preemptible
+        self.gang = gang
+        self.dynamic = dynamic
+        self.rules = rules
+        self.cache = cache
+        self._rare = None if _rare is None else dc_replace(_rare)
+        if (
+            max_disconnect_s is not None
+            or max_agent_losses is not None
+            or agent_losses
+            or reruns_after_fence
+            or failure_reason
+            or deadline_relative
+            or max_preemptions is not None
+            or preemptions
+            or last_preemption
+            or compensate
+            or compensates
+            or fallback_used
+            or cache_source
+        ):
+            # One record per task that sets any (a keyword at its default leaves a handed-over value).
+            rare = self._rare if self._rare is not None else TaskRare()
+            for key, value, default in (
+                ("max_disconnect_s", max_disconnect_s, None),
+                ("max_agent_losses", max_agent_losses, None),
+                ("agent_losses", agent_losses, 0),
+                ("reruns_after_fence", reruns_after_fence, 0),
+                ("failure_reason", failure_reason, ""),
+                ("deadline_relative", deadline_relative, False),
+                ("max_preemptions", max_preemptions, None),
+                ("preemptions", preemptions, 0),
+                ("last_preemption", last_preemption, ""),
+                ("compensate", compensate, b""),
+                ("compensates", compensates, ""),
+                ("fallback_used", fallback_used, False),
+                ("cache_source", cache_source, ""),
+            ):
+                if value != default:
+                    setattr(rare, key, value)
+            self._rare = rare
 
     @property
     def run_payload(self) -> bytes:
         """The payload its next attempt runs: the fallback once it replaced the primary one."""
         rules = self.rules
-        if self.fallback_used and rules is not None and rules.fallback is not None:
+        if rules is not None and rules.fallback is not None and self.fallback_used:
             return rules.fallback
         return self.payload
 
-    # Issue 10 (core/cache.py): its cache policy (None: never cached), and where the result it
-    # completed with came from ("workflow id/task id/attempt id"; "": it ran).
-    cache: TaskCache | None = None
-    cache_source: str = ""
+
+# Results of a few bytes ("null", "0", "true"...) are shared: one object per distinct value, not a
+# bytes object (33 B + its length) per finished task. Bounded, so odd small results cannot grow it.
+_SMALL_RESULT = 16
+_SMALL_RESULTS_MAX = 1024
+_small_results: dict[bytes, bytes] = {b"null": b"null"}
+
+
+def shared_result(result: bytes | None) -> bytes:
+    """A reported result as kept on its task (None: ``null``), shared when it is small."""
+    if result is None:
+        return b"null"
+    if len(result) <= _SMALL_RESULT:
+        shared = _small_results.get(result)
+        if shared is not None:
+            return shared
+        if len(_small_results) < _SMALL_RESULTS_MAX:
+            _small_results[result] = result
+    return result
 
 
 @dataclass(slots=True)

@@ -105,12 +105,26 @@ class Ordering:
             self.ranking[task_id] = TaskRank(ranks.rank[task_id], seconds, source, ranks.score[task_id])
 
     def learn(
-        self, task: Task, workflow_name: str, seconds: float, now: float, peak_rss_bytes: int = 0, cpu_s: float = 0.0
+        self,
+        task: Task,
+        workflow_name: str,
+        seconds: float,
+        now: float,
+        peak_rss_bytes: int = 0,
+        cpu_s: float = 0.0,
+        workflow_tasks: int = 0,
     ) -> None:
         """A completed attempt ran ``seconds`` (and used this much): feed the task's and its
-        fingerprint's averages."""
+        fingerprint's averages.
+
+        A workflow of more tasks than the book holds (``workflow_tasks`` > ``max_entries``) feeds
+        only the fingerprint's: its per-task entries could not all stay (each run would evict its own
+        first tasks, least recently used), and at ~250 B each they were the largest per-task cost
+        of a finished 200k-task workflow, pinning allocator arenas after its eviction.
+        """
+        name = task.name if workflow_tasks <= self.book.max_entries else ""
         self.book.learn(
-            task.namespace, workflow_name, task.name, self.fingerprint_of(task), seconds, now, peak_rss_bytes, cpu_s
+            task.namespace, workflow_name, name, self.fingerprint_of(task), seconds, now, peak_rss_bytes, cpu_s
         )
 
     def flush_if_due(self, now: float, *, force: bool = False) -> None:

@@ -37,6 +37,9 @@ _MAX_REASON = 1024
 _MAX_OFFSET = 1 << 62  # log offsets: far past any log, and the answer's offset + length still fits int64
 _MAX_PAGE_TOKEN = 18  # digits of an offset into a listing
 _CACHED_PLANS = 8
+# A bigger plan is not cached: it holds every task name, which would outlive the workflow's
+# eviction and pin the allocator's memory of its whole submission (docs/notes/mem.md).
+_CACHED_PLAN_TASKS = 100_000
 _DEFAULT_EVENTS = 1000
 _MAX_EVENTS = 10_000
 
@@ -107,7 +110,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
             return workflow.id, deduplicated, waiter, workflow.deadline_verdict, admission
 
         workflow_id, deduplicated, waiter, verdict, admission = await rt.handle(event, waiting)
-        if not deduplicated:
+        if not deduplicated and plan.task_count <= _CACHED_PLAN_TASKS:
             self._plans[workflow_id] = plan
             while len(self._plans) > _CACHED_PLANS:
                 del self._plans[next(iter(self._plans))]

@@ -25,9 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-
-from corral.controller.certs import CertError, common_name, verify_key_pair
 
 __all__ = ["ServerTls", "TlsError", "TlsFiles", "is_loopback", "listen_host"]
 
@@ -79,6 +76,11 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _load(files: TlsFiles) -> _Material:
+    # Imported here: cryptography costs ~8 MiB of RSS, which a plaintext controller never needs.
+    from cryptography import x509
+
+    from corral.controller.certs import CertError, common_name, verify_key_pair
+
     cert = _read(files.cert, "--tls-cert")
     key = _read(files.key, "--tls-key")
     try:

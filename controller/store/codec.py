@@ -34,6 +34,7 @@ from corral.controller.core.model import (
     Workflow,
     WorkflowState,
 )
+from corral.controller.core.task_rare import RARE_DEFAULTS
 from corral.controller.store.base import LogChunk
 from corral.controller.store.cache_codec import decode_task_cache, encode_task_cache
 from corral.controller.store.columns import COLUMNS
@@ -301,6 +302,7 @@ def decode_workflow(row: Sequence[Any]) -> Workflow:
 def encode_task(t: Task) -> Row:
     """Row of the ``tasks`` table."""
     result = t.result
+    r = t._rare or RARE_DEFAULTS  # the rare fields in one read (properties cost a call each)
     return (
         t.id,
         t.workflow_id,
@@ -332,27 +334,27 @@ def encode_task(t: Task) -> Row:
         t.finished_at,
         t.namespace,
         t.on_disconnect,
-        t.max_disconnect_s,
-        t.max_agent_losses,
-        t.agent_losses,
-        t.reruns_after_fence,
-        t.failure_reason,
+        r.max_disconnect_s,
+        r.max_agent_losses,
+        r.agent_losses,
+        r.reruns_after_fence,
+        r.failure_reason,
         # Inline empty cases: almost no task has these, and this row is encoded on every change.
         _encode_exprs(t.constraint_exprs) if t.constraint_exprs else "[]",
         t.spread,
         _encode_mapping(t.affinity) if t.affinity else _EMPTY_OBJECT,
         t.deadline,
         int(t.preemptible),
-        t.max_preemptions,
-        t.preemptions,
-        t.last_preemption,
+        r.max_preemptions,
+        r.preemptions,
+        r.last_preemption,
         t.gang,
         encode_dynamic(t.dynamic) if t.dynamic is not None else "",
-        t.compensate,
-        t.compensates,
-        None if t.rules is None and not t.fallback_used else encode_rules(t.rules, t.fallback_used),
+        r.compensate,
+        r.compensates,
+        None if t.rules is None and not r.fallback_used else encode_rules(t.rules, r.fallback_used),
         "" if t.cache is None else encode_task_cache(t.cache),
-        t.cache_source,
+        r.cache_source,
     )
 
 

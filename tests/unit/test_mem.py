@@ -1,0 +1,112 @@
+"""Memory per task and at boot (issue 13): structural checks, never an RSS or a timing.
+
+Leaf tasks keep no dependents list; small results are one object per value; a workflow bigger
+than the learned-duration book feeds only its fingerprint's average; the daemon's imports leave
+out the web server and cryptography until a flag asks for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from typing import Any
+
+from corral.controller.core.durations import FINGERPRINT, TASK, DurationSource
+from corral.controller.core.machine import MachineConfig
+from corral.controller.core.model import Task, shared_result
+from corral.controller.core.state import Dependents
+from corral.controller.sim import Fleet, Simulator
+from corral.controller.spec import parse_workflow
+from corral.controller.store import codec
+
+
+def _spec(name: str, count: int, *, chain: bool = False) -> Any:
+    tasks = [
+        {
+            "name": f"t{i}",
+            "agent_type": "python",
+            "payload": {"function": "mod:work", "args": [i]},
+            "dependencies": [f"t{i - 1}"] if i and chain else [],
+        }
+        for i in range(count)
+    ]
+    return parse_workflow({"name": name, "tasks": tasks})
+
+
+def test_leaf_tasks_have_no_dependents_entry_and_read_as_empty() -> None:
+    sim = Simulator(Fleet(agents=1, slots=1), default_duration_s=0.1)
+    spec = parse_workflow(
+        {
+            "name": "shape",
+            "tasks": [
+                {"name": "a", "payload": {"shell": "true"}},
+                {"name": "b", "payload": {"shell": "true"}, "dependencies": ["a"]},
+                {"name": "c", "payload": {"shell": "true"}, "dependencies": ["a"]},
+                {"name": "lone", "payload": {"shell": "true"}},
+            ],
+        }
+    )
+    assert sim.run(spec).state == "completed"
+    machine = sim.machine
+    assert isinstance(machine.dependents, Dependents)
+    ids = {machine.tasks[t].name: t for t in next(iter(machine.workflows.values())).task_ids}
+    assert sorted(machine.dependents) == [ids["a"]]  # only the task others depend on
+    assert sorted(machine.dependents[ids["a"]]) == sorted([ids["b"], ids["c"]])
+    assert machine.dependents[ids["lone"]] == []
+    assert ids["lone"] not in machine.dependents  # a read does not store
+
+
+def test_small_results_are_shared_and_big_ones_kept_as_given() -> None:
+    one, two = b"".join([b"nu", b"ll"]), b"".join([b"n", b"ull"])
+    assert one is not two
+    assert shared_result(one) is shared_result(two) == b"null"
+    assert shared_result(None) == b"null"
+    three, four = b"".join([b"4", b"2"]), b"".join([b"4", b"2"])
+    assert shared_result(three) is shared_result(four) == b"42"
+    big = b'{"rows": [' + b"1," * 20 + b"1]}"
+    assert shared_result(big) is big
+
+
+def test_a_workflow_bigger_than_the_book_learns_only_its_fingerprint() -> None:
+    sim = Simulator(Fleet(agents=2, slots=2), config=MachineConfig(max_learned_durations=5), default_duration_s=0.5)
+    assert sim.run(_spec("big", 8)).state == "completed"
+    book = sim.machine.ordering.book
+    kinds = {key[0] for key in book._entries}
+    assert kinds == {FINGERPRINT}
+    assert book.expected("default", "big", "t0", 0.0, "python:mod:work")[1] is DurationSource.FINGERPRINT
+    # A workflow that fits learns per task, as before.
+    assert sim.run(_spec("small", 3, chain=True)).state == "completed"
+    learned = {key for key in book._entries if key[0] == TASK}
+    assert learned == {(TASK, "default", "small", f"t{i}") for i in range(3)}
+    assert book.expected("default", "small", "t1", 0.0, "")[1] is DurationSource.LEARNED
+
+
+def test_the_daemon_imports_neither_the_web_server_nor_cryptography_at_boot() -> None:
+    # Each costs ~10 MiB of RSS; a controller without --http, TLS or a secret key never uses them.
+    probe = (
+        "import sys, corral.controller.daemon; "
+        "print(sorted(m for m in ('aiohttp', 'cryptography') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+def test_rare_task_fields_cost_one_slot_until_set_and_behave_as_fields() -> None:
+    plain = Task("t-1", "wf-1", "a", 0, "shell", b"{}")
+    assert plain._rare is None and not hasattr(plain, "__dict__")
+    assert (plain.preemptions, plain.failure_reason, plain.max_disconnect_s, plain.compensate) == (0, "", None, b"")
+    assert len(Task.__slots__) + 13 == 53  # 40 slots: 39 fields and the record, instead of 52
+    plain.preemptions = 2
+    plain.failure_reason = "poison"
+    assert plain._rare is not None and (plain.preemptions, plain.failure_reason) == (2, "poison")
+    copy = dataclasses.replace(plain, error="again")
+    copy.preemptions = 3
+    assert plain.preemptions == 2  # replace() copied the record: no aliasing
+    assert copy != plain and dataclasses.replace(copy, error="", preemptions=2) != copy
+    plain.preemptions, plain.failure_reason = 0, ""
+    assert plain._rare is None  # back at defaults: the record goes, and it equals a fresh task
+    assert plain == Task("t-1", "wf-1", "a", 0, "shell", b"{}")
+    built = Task("t-2", "wf-1", "b", 1, "shell", b"{}", compensates="t-1", cache_source="w/t/a", agent_losses=1)
+    assert (built.compensates, built.cache_source, built.agent_losses) == ("t-1", "w/t/a", 1)
+    assert codec.decode_task(codec.encode_task(built)) == built
