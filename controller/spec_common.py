@@ -31,7 +31,7 @@ class Limits:
     max_result_bytes = 256 * 1024
     # Tasks (statuses and results) in one answer: a workflow's result or status page. Answers stop
     # sooner at max_page_bytes, so a page of large results stays well inside max_message_bytes.
-    max_result_tasks = 50_000
+    max_result_tasks = 10_000
     max_page_bytes = 16 * 1024 * 1024
     max_metadata_bytes = 64 * 1024
     maxjson_depth = 32  # nested arrays/objects in one JSON field (checked on the raw bytes first)
