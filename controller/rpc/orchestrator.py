@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ _MAX_REASON = 1024
 _MAX_OFFSET = 1 << 62  # log offsets: far past any log, and the answer's offset + length still fits int64
 _MAX_PAGE_TOKEN = 18  # digits of an offset into a listing
 _CACHED_PLANS = 8
+_ADMIT_INLINE_TASKS = 5_000  # bigger workflows are admitted in a thread (see _submit)
 # A bigger plan is not cached: it holds every task name, which would outlive the workflow's
 # eviction and pin the allocator's memory of its whole submission (docs/notes/mem.md).
 _CACHED_PLAN_TASKS = 100_000
@@ -89,13 +91,19 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
             raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
         fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
         rt = self.rt
-        admitted = admit(
+        admission = functools.partial(
+            admit,
             request.spec,
             request.HasField("spec"),
             rt.new_id,
             idempotency_key=request.idempotency_key,
             params=request.params,
         )
+        # A big workflow's admission is seconds of CPU (a million tasks: about a minute): in a
+        # thread, the event loop keeps taking the GIL to serve heartbeats and reports meanwhile,
+        # so no agent looks lost while a big workflow is being checked. Small ones stay inline.
+        big = len(request.spec.tasks) > _ADMIT_INLINE_TASKS
+        admitted = await asyncio.to_thread(admission) if big else admission()
         admitted.workflow.no_cache = request.no_cache
         plan = admitted.plan
         require_namespace(current_principal(), admitted.workflow.namespace)
