@@ -215,7 +215,7 @@ async def serve(args: ControllerSettings, tls: ServerTls | None = None) -> int:
     http = None
     if args.http:
         # Imported here: aiohttp and the web modules cost ~14 MiB of RSS that a controller without
-        # --http never uses (docs/notes/mem.md).
+        # --http never uses (DECISIONS.md, memory per task).
         from corral.controller.web import HttpServer, WebContext
         from corral.controller.web import installers as web_installers
 

@@ -199,7 +199,7 @@ class Lifecycle:
                     log.info("%d finished workflows left memory since the start", evicted)
                     if self._trim is not None:
                         # Evicted workflows' memory is freed in many small blocks; without a trim
-                        # glibc keeps much of it in the process (docs/notes/lifecycle.md).
+                        # glibc keeps much of it in the process (docs/DECISIONS.md).
                         await asyncio.to_thread(self._trim)
             except CorralError as exc:  # the store refuses writes: the next pass tries again
                 log.info("retention pass skipped: %s", exc)

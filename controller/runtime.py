@@ -68,7 +68,8 @@ _MAX_BATCH = 10_000
 _IDLE_TICK_S = 0.25
 _INLINE_COMMIT_RECORDS = 64  # leases and adoption deadlines are checked at least this often
 _MAX_ERROR_KINDS = 1_000  # distinct unexpected errors remembered for log-once
-# Lazy events (audit records) ride on the next tick, which comes this soon at the latest.
+# Lazy events (audit records) ride on the next tick: the loop never sleeps longer than the idle
+# tick, so that tick comes this soon at the latest.
 LAZY_FLUSH_S = _IDLE_TICK_S
 
 
@@ -106,7 +107,6 @@ class Runtime(DegradedMode):
         self._pulls: list[_Pull] = []
         self._inbox: asyncio.Queue[Entry] = asyncio.Queue()
         self._lazy: list[Entry] = []  # see post_lazy
-        self._lazy_due: float | None = None
         self.deliver_to_agents = encode_actions
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -178,6 +178,25 @@ class Runtime(DegradedMode):
         the place to turn the answer into a message (reading the machine as it stands) and to
         register watchers or waiters, so nothing between the answer and its rendering is missed.
         """
+        entry, future = self._event_entry(event, then)
+        self._inbox.put_nowait(entry)
+        return future
+
+    def post_lazy(self, event: Any) -> asyncio.Future[Any]:
+        """Queue an event that does not wake the loop: it joins the next tick, which comes within
+        the idle tick (LAZY_FLUSH_S) even when nothing else happens.
+
+        For records nobody waits for (audit entries): a call's audit record would otherwise cost a
+        commit of its own, an fsync per RPC. It is still committed like any change, only grouped.
+        """
+        entry, future = self._event_entry(event, None)
+        self._lazy.append(entry)
+        return future
+
+    @staticmethod
+    def _event_entry(
+        event: Any, then: Callable[[Machine, Any, float], Any] | None
+    ) -> tuple[Entry, asyncio.Future[Any]]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if then is None:
 
@@ -189,25 +208,7 @@ class Runtime(DegradedMode):
             def command(m: Machine, now: float) -> Any:
                 return render(m, m.handle(event, now), now)
 
-        self._inbox.put_nowait(Entry(command, future, is_read(event), agent_of(event)))
-        return future
-
-    def post_lazy(self, event: Any) -> asyncio.Future[Any]:
-        """Queue an event that does not wake the loop: it joins the next tick, LAZY_FLUSH_S later at most.
-
-        For records nobody waits for (audit entries): a call's audit record would otherwise cost a
-        commit of its own, an fsync per RPC. It is still committed like any change, only grouped.
-        """
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def command(m: Machine, now: float) -> Any:
-            return m.handle(event, now)
-
-        self._lazy.append(Entry(command, future, is_read(event), agent_of(event)))
-        if self._lazy_due is None:
-            # No wake-up: a loop asleep waits _IDLE_TICK_S at most, the bound this keeps anyway.
-            self._lazy_due = self.clock() + LAZY_FLUSH_S
-        return future
+        return Entry(command, future, is_read(event), agent_of(event)), future
 
     async def handle(self, event: Any, then: Callable[[Machine, Any, float], R] | None = None) -> Any:
         """Apply one event in the loop (reads and writes alike); its answer arrives after the commit.
@@ -264,7 +265,6 @@ class Runtime(DegradedMode):
         if self._lazy:
             batch = [*self._lazy, *batch]
             self._lazy = []
-            self._lazy_due = None
         return batch
 
     async def _wait_batch(self) -> Batch:
@@ -278,8 +278,6 @@ class Runtime(DegradedMode):
                 timeout = min(timeout, max(0.0, wake - now))
             if self._pulls:
                 timeout = min(timeout, max(0.0, min(p.deadline for p in self._pulls) - now))
-        if self._lazy_due is not None:
-            timeout = min(timeout, max(0.0, self._lazy_due - now))
         batch: Batch = []
         inbox = self._inbox
         if inbox.empty():

@@ -8,7 +8,7 @@ least slack first, since ``slack(now) = latest_start - now`` and ``now`` is comm
 
 Admission at submit estimates the workflow's finish as ``now + expected wait + critical path``,
 where the expected wait is the expected work queued ahead of it (at equal or higher priority)
-divided by the fleet's slots: a deliberately simple, documented estimate (docs/notes/deadline.md).
+divided by the fleet's slots: a deliberately simple, documented estimate (docs/DECISIONS.md).
 
 Pure: no clock; ``now`` is always passed in.
 """

@@ -14,7 +14,7 @@ to ``t`` (HEFT's downward rank). With ``LOOKAHEAD`` = 1 that is the length of th
 has progressed is preferred over a fresh chain of slightly higher rank: work that was started
 gets finished. Measured with zero-overhead list schedules on the six WfCommons traces (8 slots),
 0.8 is no worse than the better of FIFO and CP-first on every trace and better on three
-(docs/notes/order.md has the table; 0.6 to 0.9 all beat both on the geometric mean).
+(docs/DECISIONS.md has the table; 0.6 to 0.9 all beat both on the geometric mean).
 
 Both passes are O(V + E), run once per workflow when it starts (and after a restore); the
 scores then stay fixed while it runs, so queue keys never need updating.

@@ -15,7 +15,7 @@ from corral.controller.core import requests as rq
 from corral.controller.core.access import DEFAULT_NAMESPACE, AuditEntry
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import Workflow
-from corral.controller.errors import CorralError, FieldViolation, InvalidArgument
+from corral.controller.errors import CorralError, InvalidArgument
 from corral.controller.rpc import fields
 from corral.controller.rpc.auth import current_caller, record_audit
 from corral.controller.rpc.errors import code_name
@@ -28,7 +28,7 @@ from corral.v1 import orchestrator_pb2 as pb
 if TYPE_CHECKING:
     from corral.controller.runtime import Runtime
 
-__all__ = ["APPEND_TASKS", "ChunksServicer"]
+__all__ = ["APPEND_TASKS", "ChunksServicer", "check_submit_options"]
 
 APPEND_TASKS = "/corral.v1.Orchestrator/AppendTasks"
 # Fields of AppendTasksRequest that are not its tasks: cleared before a chunk's tasks are encoded
@@ -159,14 +159,16 @@ def _header(request: pb.AppendTasksRequest, principal: Principal) -> bytes:
     if not request.HasField("submit"):
         raise InvalidArgument.field("submit", "chunk 0 carries the workflow's header and the submit options")
     submit = request.submit
-    violations: list[FieldViolation] = []
     if submit.spec.tasks:
-        violations.append(FieldViolation("submit.spec.tasks", "the tasks go in AppendTasksRequest.tasks"))
-    if submit.wait and not submit.start:
-        violations.append(FieldViolation("submit.wait", "waiting needs start: a workflow not started never ends"))
-    if violations:
-        raise InvalidArgument(violations)
-    fields.optional_id(submit.idempotency_key, "submit.idempotency_key", "idempotency key")
-    fields.seconds(submit.wait_timeout_s, "submit.wait_timeout_s", Limits.max_timeout_s)
+        raise InvalidArgument.field("submit.spec.tasks", "the tasks go in AppendTasksRequest.tasks")
+    check_submit_options(submit, "submit.")
     require_namespace(principal, submit.spec.namespace or DEFAULT_NAMESPACE)
     return submit.SerializeToString()
+
+
+def check_submit_options(request: pb.SubmitWorkflowRequest, prefix: str = "") -> None:
+    """The options of a submission besides its spec (SubmitWorkflow's, or chunk 0's header)."""
+    fields.optional_id(request.idempotency_key, f"{prefix}idempotency_key", "idempotency key")
+    if request.wait and not request.start:
+        raise InvalidArgument.field(f"{prefix}wait", "waiting needs start: a workflow that is not started never ends")
+    fields.seconds(request.wait_timeout_s, f"{prefix}wait_timeout_s", Limits.max_timeout_s)

@@ -20,7 +20,7 @@ from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
 from corral.controller.rpc.attempts import AttemptsServicer
 from corral.controller.rpc.auth import current_caller
-from corral.controller.rpc.chunks import ChunksServicer
+from corral.controller.rpc.chunks import ChunksServicer, check_submit_options
 from corral.controller.rpc.identity import current_principal
 from corral.controller.rpc.listing import list_merged
 from corral.controller.rpc.runs import RunsServicer
@@ -40,7 +40,7 @@ _MAX_PAGE_TOKEN = 18  # digits of an offset into a listing
 _CACHED_PLANS = 8
 _ADMIT_INLINE_TASKS = 5_000  # bigger workflows are admitted in a thread (see _submit)
 # A bigger plan is not cached: it holds every task name, which would outlive the workflow's
-# eviction and pin the allocator's memory of its whole submission (docs/notes/mem.md).
+# eviction and pin the allocator's memory of its whole submission (DECISIONS.md, memory per task).
 _CACHED_PLAN_TASKS = 100_000
 _DEFAULT_EVENTS = 1000
 _MAX_EVENTS = 10_000
@@ -86,10 +86,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         self, request: pb.SubmitWorkflowRequest
     ) -> tuple[pb.SubmitWorkflowResponse, asyncio.Future[None] | None]:
         """Admit, store and (with start) start a workflow; the answer and, with wait, the end's waiter."""
-        fields.optional_id(request.idempotency_key, "idempotency_key", "idempotency key")
-        if request.wait and not request.start:
-            raise InvalidArgument.field("wait", "waiting needs start: a workflow that is not started never ends")
-        fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
+        check_submit_options(request)
         rt = self.rt
         admission = functools.partial(
             admit,
@@ -180,7 +177,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         response = pb.ExecuteWorkflowResponse()
         ended = await self._result_if_ended(workflow_id, response.result, summary_only=request.summary_only)
         if ended is not None:
-            # The result carries every task; the status stays a summary to halve the message.
+            # The result carries the tasks (their first page); the status stays a summary.
             response.status.CopyFrom(ended[0])
             return response
         running = await rt.handle(rq.WorkflowQuery(workflow_id, current_caller()), _status(True))

@@ -28,22 +28,18 @@ class PagesMixin:
 
     async def _complete(self, result: pb.WorkflowResult) -> None:
         """Fetch the pages a big workflow's result left out (past max_result_tasks) into it."""
-        token = result.next_page_token
-        while token:
-            page = await self._status_page(result.workflow_id, 0, token)
+        async for page in self._pages_after(result.workflow_id, result.next_page_token):
             for task in page.tasks:
                 if task.state == pb.TASK_STATE_COMPLETED and task.result_json:
                     result.results_json[task.name] = task.result_json
             result.tasks.extend(page.tasks)
-            token = page.next_page_token
         result.next_page_token = ""
 
-    async def _status_page(self, workflow_id: str, page_size: int, token: str) -> pb.WorkflowStatus:
-        request = orchestrator_pb2.GetWorkflowStatusRequest(
-            workflow_id=workflow_id, include_tasks=True, page_size=page_size, page_token=token
-        )
-        status: pb.WorkflowStatus = (await self._call("orchestrator", "GetWorkflowStatus", request)).status
-        return status
+    async def _gather(self, status: pb.WorkflowStatus) -> None:
+        """Append the pages of tasks after the first to ``status``."""
+        async for page in self._pages_after(status.workflow_id, status.next_page_token):
+            status.tasks.extend(page.tasks)
+        status.next_page_token = ""
 
     async def task_pages(self, workflow_id: str, *, page_size: int = 0) -> AsyncIterator[tuple[TaskStatus, ...]]:
         """A workflow's tasks (statuses with their results), a page at a time, in submission order.
@@ -51,19 +47,21 @@ class PagesMixin:
         ``page_size`` 0 is the controller's most (``max_result_tasks``); pages are also cut at
         ``max_page_bytes`` of results. For workflows too big to hold as one result.
         """
-        token = ""
-        while True:
-            page = await self._status_page(workflow_id, page_size, token)
+        first = await self._status_page(workflow_id, page_size, "")
+        yield tuple(TaskStatus.from_proto(task) for task in first.tasks)
+        async for page in self._pages_after(workflow_id, first.next_page_token, page_size):
             yield tuple(TaskStatus.from_proto(task) for task in page.tasks)
-            token = page.next_page_token
-            if not token:
-                return
 
-    async def _gather(self, status: pb.WorkflowStatus) -> None:
-        """Append the pages of tasks after the first to ``status``."""
-        token = status.next_page_token
+    async def _pages_after(self, workflow_id: str, token: str, page_size: int = 0) -> AsyncIterator[pb.WorkflowStatus]:
+        """The pages from ``token`` ("" : none) to the last."""
         while token:
-            page = await self._status_page(status.workflow_id, 0, token)
-            status.tasks.extend(page.tasks)
+            page = await self._status_page(workflow_id, page_size, token)
+            yield page
             token = page.next_page_token
-        status.next_page_token = ""
+
+    async def _status_page(self, workflow_id: str, page_size: int, token: str) -> pb.WorkflowStatus:
+        request = orchestrator_pb2.GetWorkflowStatusRequest(
+            workflow_id=workflow_id, include_tasks=True, page_size=page_size, page_token=token
+        )
+        status: pb.WorkflowStatus = (await self._call("orchestrator", "GetWorkflowStatus", request)).status
+        return status

@@ -212,7 +212,7 @@ class SqliteStore:
             in_memory = self.path == ":memory:"
             if _user_version(self._conn) == 0 and not in_memory:
                 # Issue 12: only a file without tables can switch (an existing one would need a
-                # full VACUUM, which this constructor never runs: see docs/notes/lifecycle.md).
+                # full VACUUM, which this constructor never runs: see docs/DECISIONS.md).
                 self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             journal = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if journal != "wal" and not in_memory:
