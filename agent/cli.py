@@ -7,7 +7,6 @@ defaults (see that module for the variable names and the file format).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
 import socket
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from corral import eventloop
 from corral.agent.auth import AuthError, certificate_name
 from corral.agent.config import KNOWN_AGENT_TYPES, AgentConfig, check_declared_types, declared_from_tables
 from corral.agent.daemon import Agent
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"corral agent: {exc}", file=sys.stderr)
             return 2
     try:
-        return asyncio.run(agent.run(install_signals=True))
+        return eventloop.run(agent.run(install_signals=True))
     except RunAsError as exc:
         print(f"corral agent: {exc}", file=sys.stderr)
         return 2

@@ -20,9 +20,9 @@ __all__ = ["ACCEPTED_DELAY_S", "DEFAULT_OUTPUT_BACKLOG", "Outbox"]
 
 DEFAULT_OUTPUT_BACKLOG = 16 << 20
 STARTED_DELAY_S = 0.005
-# Accepted reports wait for a message that goes anyway (a Finished, a Started, a heartbeat) this
-# long at most: a message of their own would cost both ends more than the report is worth, and
-# the controller's assignment lease (3 s by default) leaves ample time.
+# Accepted reports are held this long: most prefetched attempts start sooner, and their Started
+# acknowledges the assignment too (one report less for both ends to handle); the controller's
+# assignment lease (3 s by default) leaves ample time for the rest.
 ACCEPTED_DELAY_S = 0.25
 
 _TaskEvent = agent_pb2.TaskEvent
@@ -46,6 +46,7 @@ class Outbox:
         self._output_bytes = 0
         self._output_backlog = output_backlog
         self._due: float | None = None  # when held-back Started or Accepted reports must go out
+        self._accepted: dict[str, float] = {}  # attempt id -> when its held Accepted must go out
         self.accepted_delay_s = ACCEPTED_DELAY_S
         self.dropped_output = 0
 
@@ -63,12 +64,15 @@ class Outbox:
     def accepted(self, attempt_id: str) -> None:
         """The agent holds a new assignment (the controller takes back what is not acknowledged).
 
-        Held back (up to ``accepted_delay_s``) until some message goes anyway; an attempt that
-        starts meanwhile sends Started instead, in the same message (see :meth:`take`), so the
-        common case costs nothing extra.
+        Held back for ``accepted_delay_s``, even when other messages go meanwhile: an attempt that
+        starts (or is released) before then says so with its Started (or Released), which
+        acknowledges the assignment as well, so a prefetched attempt that starts soon costs the
+        controller one report less. Only attempts still queued then are reported Accepted.
         """
-        self._pending.append(_TaskEvent(attempt_id=attempt_id, accepted=_ACCEPTED))
-        self._hold(self.accepted_delay_s)
+        due = time.monotonic() + self.accepted_delay_s
+        self._accepted[attempt_id] = due
+        if self._due is None or due < self._due:
+            self._due = due
 
     def _hold(self, delay: float) -> None:
         due = time.monotonic() + delay
@@ -120,28 +124,28 @@ class Outbox:
 
     # -- the sender ----------------------------------------------------------------------------
 
-    def take(self) -> list[agent_pb2.TaskEvent]:
-        """Everything pending, in order (and clear it).
+    def take(self, hold: bool = True) -> list[agent_pb2.TaskEvent]:
+        """Everything pending, in order (and clear it), then the Accepted reports now due (all of
+        them when ``hold`` is False: the stream is closing).
 
-        An Accepted is left out when a later report of the same attempt goes in the same message:
-        Started, Finished or Released says more, and acknowledges the assignment as well.
+        An attempt with any report in this message needs no Accepted: Started, Finished or
+        Released says more, and acknowledges the assignment as well.
         """
         events, self._pending = self._pending, []
         self._output_bytes = 0
         self._due = None
         self._wake.clear()
-        accepted = 0
-        for event in events:
-            if event.HasField("accepted"):
-                accepted += 1
-        if accepted:
-            settled = {
-                e.attempt_id
-                for e in events
-                if e.HasField("started") or e.HasField("finished") or e.HasField("released")
-            }
-            if settled:
-                events = [e for e in events if not (e.HasField("accepted") and e.attempt_id in settled)]
+        held = self._accepted
+        if held:
+            for event in events:
+                held.pop(event.attempt_id, None)
+            now = time.monotonic()
+            due = [attempt_id for attempt_id, when in held.items() if not hold or when <= now]
+            for attempt_id in due:
+                del held[attempt_id]
+                events.append(_TaskEvent(attempt_id=attempt_id, accepted=_ACCEPTED))
+            if held:
+                self._due = min(held.values())
         return events
 
     async def wait(self, timeout: float | None) -> None:
@@ -193,6 +197,7 @@ class Outbox:
             return
         for attempt_id in ids:
             self._unacked.pop(attempt_id, None)
+            self._accepted.pop(attempt_id, None)
         self._pending = [e for e in self._pending if e.attempt_id not in ids]
 
     @property
@@ -202,5 +207,5 @@ class Outbox:
 
     @property
     def pending_count(self) -> int:
-        """Events waiting to be sent."""
-        return len(self._pending)
+        """Events waiting to be sent (held Accepted reports included)."""
+        return len(self._pending) + len(self._accepted)

@@ -15,6 +15,7 @@ import select
 from collections.abc import Mapping
 from pathlib import Path
 
+from corral.agent.childproc import ChildProcess
 from corral.agent.output import PipeCapture
 from corral.agent.pycgroup import WorkerCgroup
 from corral.agent.pyworker import HEADER, Request, Response
@@ -64,7 +65,7 @@ class PyWorker:
     def __init__(
         self,
         index: int,
-        proc: asyncio.subprocess.Process,
+        proc: ChildProcess,
         home: Path,
         out_fd: int,
         err_fd: int,

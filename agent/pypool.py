@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ import structlog
 
 from corral.agent.attempt import AttemptResult, StopReason
 from corral.agent.checkpoints import write_checkpoint_in
+from corral.agent.childproc import spawn
 from corral.agent.output import PipeCapture, Redactor
 from corral.agent.policy import ExecPolicy, PayloadError
 from corral.agent.pycgroup import WorkerCgroup, cgroup_root, new_pool_name, remove_pool, remove_stale
@@ -164,18 +166,20 @@ class WorkerPool:
         if run_as is not None:
             identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                # Isolated: no PYTHON* variables, no user site, no cwd or script dir on sys.path.
-                "-I",
-                "-m",
-                "corral.agent.pyworker",
-                str(req_r),
-                str(resp_w),
-                json.dumps(supervision),
-                *self._policy.modules.to_args(),
-                *self._paths,
-                stdin=asyncio.subprocess.DEVNULL,
+            proc = spawn(
+                [
+                    sys.executable,
+                    # Isolated: no PYTHON* variables, no user site, no cwd or script dir on sys.path.
+                    "-I",
+                    "-m",
+                    "corral.agent.pyworker",
+                    str(req_r),
+                    str(resp_w),
+                    json.dumps(supervision),
+                    *self._policy.modules.to_args(),
+                    *self._paths,
+                ],
+                stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=err_w,
                 pass_fds=(req_r, resp_w, resp_r, out_r, err_r, lock),

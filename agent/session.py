@@ -94,7 +94,7 @@ def _batches(events: list[agent_pb2.TaskEvent]) -> list[list[agent_pb2.TaskEvent
     return batches
 
 
-REPORT_LINGER_S = 0.002
+REPORT_LINGER_S = 0.005
 
 
 class EndedAtHello(ConnectionError):
@@ -444,7 +444,7 @@ class Session:
         outbox = self._outbox
         next_heartbeat = loop.time()
         while True:
-            events = outbox.take()
+            events = outbox.take(hold=not self._closing)
             if events:
                 for batch in _batches(events):
                     await call.write(agent_pb2.AgentMessage(events=agent_pb2.TaskEvents(events=batch)))

@@ -142,9 +142,9 @@ def _decode_exprs(text: str) -> tuple[LabelExpr, ...]:
 def _encode_strs(value: Sequence[str]) -> str:
     if not value:
         return _EMPTY_ARRAY
-    joined = '","'.join(value)  # TypeError for anything but strings
-    if _JSON_UNSAFE.search(joined) is None:
-        return '["' + joined + '"]'
+    # Checked without the separators (a '"' in them would always send this to the JSON encoder).
+    if _JSON_UNSAFE.search("".join(value)) is None:  # TypeError for anything but strings
+        return '["' + '","'.join(value) + '"]'
     return _dumps(list(value))
 
 
