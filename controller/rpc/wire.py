@@ -124,7 +124,16 @@ def _resource_fields(res: Resources) -> dict[str, Any]:
 
 
 def resources_to_proto(res: Resources) -> pb.ResourceRequirements:
-    return pb.ResourceRequirements(**_resource_fields(res))
+    message = pb.ResourceRequirements(
+        cpu_cores=res.cpu_cores,
+        memory_mb=res.memory_mb,
+        disk_mb=res.disk_mb,
+        network_bandwidth_mbps=res.network_bandwidth_mbps,
+        gpu_count=res.gpu_count,
+    )
+    if res.custom:  # a map given to the constructor goes through a slow generic update, even empty
+        message.custom_resources.update(res.custom)
+    return message
 
 
 def resources_from_proto(message: pb.ResourceRequirements | pb.Inventory) -> Resources:
@@ -214,14 +223,17 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         payload_json=task.run_payload if task.fallback_used else task.payload,
         resources=resources_to_proto(task.resources),
         timeout_s=task.timeout_s or 0.0,
-        inputs_json=dict(assignment.inputs),
         gpu_ids=assignment.gpu_ids,
         attempt_number=assignment.attempt_number,
-        secrets=dict(assignment.secrets),
         namespace=task.namespace,
         on_disconnect=ON_DISCONNECT_TO_PB.get(task.on_disconnect, pb.ON_DISCONNECT_STOP),
         max_disconnect_s=assignment.max_disconnect_s,
     )
+    # Maps only when set: given to the constructor, even an empty one costs a generic update.
+    if assignment.inputs:
+        message.inputs_json.update(assignment.inputs)
+    if assignment.secrets:
+        message.secrets.update(assignment.secrets)
     if assignment.checkpoint is not None:  # issue 10: resume from the task's last checkpoint
         message.checkpoint_json = assignment.checkpoint
     return message
