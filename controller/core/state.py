@@ -392,7 +392,10 @@ class MachineState:
         self.by_name[(task.workflow_id, task.name)] = task.id
         for dep in task.dependencies:
             self.dependents.setdefault(dep, []).append(task.id)
-        self.counts.setdefault(task.workflow_id, Counter())[task.state] += 1
+        counts = self.counts.get(task.workflow_id)
+        if counts is None:  # not setdefault: that would build a Counter per task
+            counts = self.counts[task.workflow_id] = Counter()
+        counts[task.state] += 1
         if task.gang and not task.state.terminal:  # a restored finished gang needs no index
             track_groups(self, None, task)
         if task.dynamic is not None:

@@ -463,3 +463,11 @@ async def test_reflection_lists_the_corral_services(controller: Controller) -> N
         "corral.v1.Cluster",
         "grpc.health.v1.Health",
     } <= names
+
+
+async def test_methods_are_served_without_a_pending_request_each(controller: Controller) -> None:
+    # Registered methods would each keep a pending request that grpc.aio waits on again at every
+    # call's arrival; the generic handlers serve them all through one (see server.GenericOnly).
+    await controller.orchestrator.ListWorkflows(OR.ListWorkflowsRequest())
+    pending = [t for t in asyncio.all_tasks() if "_request_registered_call" in repr(t)]
+    assert len(pending) <= 2, f"{len(pending)} per-method requests pending"  # reflection's own
