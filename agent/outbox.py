@@ -73,6 +73,8 @@ class Outbox:
         self._accepted[attempt_id] = due
         if self._due is None or due < self._due:
             self._due = due
+            # The sender may be asleep until its next heartbeat: have it wait for this instead.
+            self._wake.set()
 
     def _hold(self, delay: float) -> None:
         due = time.monotonic() + delay

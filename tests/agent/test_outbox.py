@@ -54,3 +54,15 @@ async def test_discarded_attempts_lose_their_held_accepted() -> None:
     outbox.discard(["killed"])
     assert outbox.pending_count == 0
     assert outbox.take(hold=False) == []
+
+
+async def test_a_sender_asleep_until_its_heartbeat_still_sends_accepted_when_due() -> None:
+    outbox = Outbox()
+    outbox.accepted_delay_s = 0.05
+    sender = asyncio.create_task(outbox.wait(60.0))  # asleep until the next heartbeat
+    await asyncio.sleep(0)
+    outbox.accepted("queued")
+    await asyncio.wait_for(sender, 5.0)  # woken to recompute its deadline
+    assert outbox.take() == []  # not due yet
+    await asyncio.wait_for(outbox.wait(60.0), 5.0)
+    assert _kinds(outbox.take()) == [("queued", "accepted")]
