@@ -50,6 +50,7 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
     """Send a tick's agent actions, merged into one message per agent and kind."""
     assigns: dict[str, list[Any]] = {}
     acks: dict[str, list[str]] = {}
+    interval = 0.0  # the heartbeat interval told in echoes, computed at the first one
     for action in actions:
         session = runtime.sessions.get(getattr(action, "agent_id", ""))
         if session is None:
@@ -69,8 +70,12 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
                 acks.setdefault(action.agent_id, []).extend(action.attempt_ids)
         elif isinstance(action, ev.HeartbeatAck):
             # Only an echo renews the agent's supervisors' lease, and only on the stream it came on.
+            # It also tells the fleet's current heartbeat interval (issue 13: paced by fleet size).
             if session.epoch == action.session_epoch:
-                session.send(pb.ControllerMessage(heartbeat_ack=pb.HeartbeatAck(seq=action.seq)))
+                if not interval:
+                    interval = runtime.machine.config.beat_interval_s(len(runtime.sessions))
+                echo = pb.HeartbeatAck(seq=action.seq, heartbeat_interval_s=interval)
+                session.send(pb.ControllerMessage(heartbeat_ack=echo))
         elif isinstance(action, ev.Disconnect):
             if session.epoch == action.session_epoch:
                 session.close()
@@ -124,7 +129,7 @@ class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):
             message = pb.Welcome(
                 agent_id=welcome.agent_id,
                 session_epoch=welcome.session_epoch,
-                heartbeat_interval_s=config.heartbeat_interval_s,
+                heartbeat_interval_s=config.beat_interval_s(len(rt.sessions)),
                 lease_s=config.lease_s,
                 kill_attempt_ids=welcome.kill_attempt_ids,
                 assignment_lease_s=config.assignment_lease_s,
