@@ -63,7 +63,7 @@ def _beat(seq: int, **usage: Any) -> agent_pb2.AgentMessage:
 async def test_the_welcome_and_echoes_tell_the_fleet_paced_interval(
     fleet: tuple[Runtime, agent_pb2_grpc.AgentGatewayStub],
 ) -> None:
-    runtime, stub = fleet
+    _, stub = fleet
     calls = []
     intervals = []
     for i in range(4):

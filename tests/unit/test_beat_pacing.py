@@ -87,3 +87,14 @@ def test_the_fast_path_never_accepts_what_the_full_check_refuses(
         assert valid
     elif not inventory and valid:
         pytest.fail(f"a valid plain heartbeat missed the fast path: {usage}")
+
+
+def test_the_flag_reaches_the_machine() -> None:
+    from corral.controller.daemon import _config
+    from corral.controller.flags import parse_args
+
+    assert _config(parse_args([])).max_heartbeats_per_s == 100.0
+    assert _config(parse_args(["--max-heartbeats-per-s", "50"])).beat_interval_s(400) == 5.0
+    assert _config(parse_args(["--max-heartbeats-per-s", "0"])).beat_interval_s(5_000) == 2.0
+    with pytest.raises(SystemExit):
+        parse_args(["--max-heartbeats-per-s", "-1"])
