@@ -53,6 +53,7 @@ BACKOFF_MAX_S = 5.0
 # A refusal (bad credential, identity in use) will not change in milliseconds: wait at least this.
 REFUSED_BACKOFF_S = 1.0
 DEFAULT_HEARTBEAT_S = 2.0
+MAX_HEARTBEAT_S = 60.0  # an echo's interval above this is ignored (a lease is far shorter anyway)
 # A controller whose Welcome says nothing of fencing (fence_after_s 0: older than fencing) echoes
 # no heartbeat either: the lease is then renewed at every heartbeat sent, this far ahead.
 DEFAULT_FENCE_AFTER_S = 30.0
@@ -148,6 +149,8 @@ class Session:
         # seq -> CLOCK_BOOTTIME send time, for heartbeats sent on the current stream only.
         self._sent: dict[int, float] = {}
         self._heartbeat_now = False
+        #: The controller's heartbeat interval: the Welcome's, then the latest echo's (issue 13).
+        self.heartbeat_interval_s = DEFAULT_HEARTBEAT_S
         self._closing = False
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -359,6 +362,7 @@ class Session:
                     kill_grace_s=welcome.kill_grace_s,
                 )
                 interval = welcome.heartbeat_interval_s if welcome.heartbeat_interval_s > 0 else DEFAULT_HEARTBEAT_S
+                self.heartbeat_interval_s = interval
                 writer = asyncio.create_task(self._write_loop(call, interval))
                 try:
                     await self._read_loop(call, writer)
@@ -395,6 +399,8 @@ class Session:
             )
         elif kind == "heartbeat_ack":
             self._on_heartbeat_ack(message.heartbeat_ack.seq)
+            if 0 < message.heartbeat_ack.heartbeat_interval_s <= MAX_HEARTBEAT_S:  # issue 13: paced by fleet size
+                self.heartbeat_interval_s = message.heartbeat_ack.heartbeat_interval_s
         elif kind == "drain":
             self._on_drain(message.drain.grace_s)
         # A second Welcome, or a kind this version does not know: nothing to do.
@@ -453,7 +459,7 @@ class Session:
                 self._heartbeat_now = False
                 heartbeat = agent_pb2.Heartbeat(usage=self._usage(), draining=self.draining, seq=self._next_seq())
                 await call.write(agent_pb2.AgentMessage(heartbeat=heartbeat))
-                next_heartbeat = now + interval
+                next_heartbeat = now + self.heartbeat_interval_s
             if self._closing:
                 if not outbox.pending_count:
                     await call.done_writing()

@@ -6,8 +6,9 @@
 
 Each simulated agent (``agent-0000`` ...) opens a stream, sends a Hello with a small inventory,
 waits for its Welcome and then sends ``Heartbeat{usage}`` every ``heartbeat_interval_s`` the Welcome
-gives (the first one at a random offset within the interval, so they do not all fire at once, as
-with agents started at different times). Whatever else the controller sends is read and ignored.
+gives, then the latest echo's, as the controller paces a growing fleet (the first one at a random
+offset within the interval, so they do not all fire at once, as with agents started at different
+times). Whatever else the controller sends is read and ignored.
 A stream that fails before its Welcome is opened again (after a random pause of up to 5 s), as a
 real agent reconnects; so is a stream that breaks later (a ``drop``). The counts are printed
 with ``ready`` and at the end. ``--rate R`` starts R agents a second
@@ -129,7 +130,8 @@ class Load:
 
     async def _beat(self, call: grpc.aio.StreamStreamCall, interval: float) -> None:
         """Heartbeat on ``call`` until it fails (raises) or run() cancels this task."""
-        drain = asyncio.ensure_future(self._drain(call))
+        pace = [interval]  # the Welcome's, then each echo's (the controller paces a big fleet)
+        drain = asyncio.ensure_future(self._drain(call, pace))
         try:
             await asyncio.sleep(self.rng.uniform(0, interval))
             # One message, one plain sleep per beat: thousands of agents share this process's
@@ -137,15 +139,17 @@ class Load:
             while True:
                 await call.write(HEARTBEAT)
                 self.heartbeats += 1
-                await asyncio.sleep(interval)
+                await asyncio.sleep(pace[0])
         finally:
             drain.cancel()
 
     @staticmethod
-    async def _drain(call: grpc.aio.StreamStreamCall) -> None:
+    async def _drain(call: grpc.aio.StreamStreamCall, pace: list[float]) -> None:
+        """Read (and drop) what the controller sends; an echo's interval is adopted, as agents do."""
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            while (await call.read()) is not grpc.aio.EOF:
-                pass
+            while (message := await call.read()) is not grpc.aio.EOF:
+                if message.HasField("heartbeat_ack") and message.heartbeat_ack.heartbeat_interval_s > 0:
+                    pace[0] = message.heartbeat_ack.heartbeat_interval_s
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

@@ -113,6 +113,7 @@ def _config(args: ControllerSettings) -> MachineConfig:
         evict_after_s=args.evict_after_s,
         cache_max_entries=args.cache_max_entries,
         cache_max_bytes=args.cache_max_bytes,
+        max_heartbeats_per_s=args.max_heartbeats_per_s,
     )
     return config
 

@@ -278,6 +278,14 @@ def controller(
         float | None,
         typer.Option("--lease-ttl", help="PostgreSQL store: seconds a leader's lease lasts unrenewed [5]"),
     ] = None,
+    max_heartbeats_per_s: Annotated[
+        float | None,
+        typer.Option(
+            "--max-heartbeats-per-s",
+            help="pace the fleet's heartbeats to about this many a second: a big fleet beats less often "
+            "than --heartbeat-interval, down to a third of --lease (0: never) [100]",
+        ),
+    ] = None,
 ) -> None:
     """Parse only: the settings are handed to :func:`parse_args` (the daemon runs them)."""
     ctx.obj.append(_settings_from(ctx, config))

@@ -35,6 +35,7 @@ _NON_NEGATIVE = (
     "reservation_expiry_factor",
     "cordon_after",
     "cordon_cooldown",
+    "max_heartbeats_per_s",
 )
 
 
@@ -93,6 +94,7 @@ class ControllerSettings(LayeredSettings):
     mtls_address_file: Path | None = None
     health_listen: str | None = None
     insecure: bool = False
+    max_heartbeats_per_s: float = 100.0  # issue 13: the fleet's heartbeat pace (0: never paced)
 
     @property
     def evict_after_s(self) -> float:

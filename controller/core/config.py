@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["MachineConfig"]
@@ -83,6 +84,11 @@ class MachineConfig:
     # the daemon's default is 30 s), at most this many tasks' worth per tick.
     evict_after_s: float = 0.0
     evict_tasks_per_tick: int = 50_000
+    # Issue 13: the fleet's heartbeats are paced to about this many a second, as Nomad's
+    # max_heartbeats_per_second: each agent beats every ``connected / max_heartbeats_per_s`` seconds,
+    # never more often than ``heartbeat_interval_s`` nor less than three times a lease (see
+    # :meth:`beat_interval_s`). Every heartbeat costs the controller a gRPC message it cannot batch.
+    max_heartbeats_per_s: float = 100.0
 
     def __post_init__(self) -> None:
         if not self.fence_after_s > self.lease_s:
@@ -96,8 +102,23 @@ class MachineConfig:
             raise ValueError(f"max_disconnect_s must be positive, got {self.max_disconnect_s:g}")
         if not 0 <= self.ageing_step < float("inf"):
             raise ValueError(f"ageing_step must be a finite number >= 0, got {self.ageing_step:g}")
+        if not 0 <= self.max_heartbeats_per_s < float("inf"):
+            raise ValueError(f"max_heartbeats_per_s must be a finite number >= 0, got {self.max_heartbeats_per_s:g}")
         if self.max_learned_durations < 1:
             raise ValueError(f"max_learned_durations must be at least 1, got {self.max_learned_durations}")
+
+    def beat_interval_s(self, connected: int) -> float:
+        """The heartbeat interval for a fleet of ``connected`` agents (told in Welcome and echoes).
+
+        ``heartbeat_interval_s`` up to ``max_heartbeats_per_s`` x that many agents, then longer, to
+        at most a third of ``lease_s`` (an agent is lost only after three missed beats); rounded
+        up to 0.1 s. A small fleet beats exactly as configured.
+        """
+        floor = self.heartbeat_interval_s
+        if connected <= 0 or self.max_heartbeats_per_s <= 0:
+            return floor
+        paced = math.ceil(connected / self.max_heartbeats_per_s * 10) / 10
+        return max(floor, min(paced, self.lease_s / 3))
 
     @property
     def echo_every_s(self) -> float:

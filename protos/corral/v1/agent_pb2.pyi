@@ -144,10 +144,12 @@ class Heartbeat(_message.Message):
     def __init__(self, usage: _Optional[_Union[_types_pb2.Usage, _Mapping]] = ..., inventory: _Optional[_Union[_types_pb2.Inventory, _Mapping]] = ..., draining: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
-    __slots__ = ("seq",)
+    __slots__ = ("seq", "heartbeat_interval_s")
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     seq: int
-    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+    heartbeat_interval_s: float
+    def __init__(self, seq: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class TaskEvents(_message.Message):
     __slots__ = ("events",)
