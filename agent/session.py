@@ -363,7 +363,7 @@ class Session:
                 )
                 interval = welcome.heartbeat_interval_s if welcome.heartbeat_interval_s > 0 else DEFAULT_HEARTBEAT_S
                 self.heartbeat_interval_s = interval
-                writer = asyncio.create_task(self._write_loop(call, interval))
+                writer = asyncio.create_task(self._write_loop(call))
                 try:
                     await self._read_loop(call, writer)
                 finally:
@@ -445,7 +445,7 @@ class Session:
             return
         self.lease_until = until
 
-    async def _write_loop(self, call: Any, interval: float) -> None:
+    async def _write_loop(self, call: Any) -> None:
         loop = asyncio.get_running_loop()
         outbox = self._outbox
         next_heartbeat = loop.time()
