@@ -8,6 +8,7 @@ import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from corral.controller import heaptrim
 from corral.controller.core import events as ev
 from corral.controller.core import requests as rq
 from corral.controller.core.analysis import ExecutionPlan, analyze
@@ -118,6 +119,8 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
             return workflow.id, deduplicated, waiter, workflow.deadline_verdict, admission
 
         workflow_id, deduplicated, waiter, verdict, admission = await rt.handle(event, waiting)
+        if big:  # its admission's transients (a chunked upload's decoded chunks too) are free now
+            await heaptrim.HEAP.trim()
         if not deduplicated and plan.task_count <= _CACHED_PLAN_TASKS:
             self._plans[workflow_id] = plan
             while len(self._plans) > _CACHED_PLANS:
