@@ -31,13 +31,15 @@ def admit(
     field: str = "spec",
     idempotency_key: str | None = None,
     params: Mapping[str, str] | None = None,
-    tasks: TaskMessages | None = None,
+    task_messages: TaskMessages | None = None,
 ) -> Admitted:
     """Validate a WorkflowSpec field of a request and build its records (see :func:`admit_workflow`)."""
     if not present:
         raise InvalidArgument.field(field, "a workflow spec is required")
     try:
-        return admit_workflow(message, make_id, idempotency_key=idempotency_key, params=params, tasks=tasks)
+        return admit_workflow(
+            message, make_id, idempotency_key=idempotency_key, params=params, task_messages=task_messages
+        )
     except ParamsInvalid:
         raise  # the request's own `params` field
     except InvalidArgument as exc:

@@ -98,7 +98,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
             rt.new_id,
             idempotency_key=request.idempotency_key,
             params=request.params,
-            tasks=tasks,
+            task_messages=tasks,
         )
         # A big workflow's admission is seconds of CPU (a million tasks: about a minute): in a
         # thread, the event loop keeps taking the GIL to serve heartbeats and reports meanwhile,

@@ -208,15 +208,15 @@ def admit_workflow(
     idempotency_key: str | None = None,
     standalone: bool = False,
     params: Mapping[str, str] | None = None,
-    tasks: TaskMessages | None = None,
+    task_messages: TaskMessages | None = None,
 ) -> Admitted:
     """Validate a workflow message and build its records; InvalidArgument lists every problem.
 
     The rules are the pydantic models' of :mod:`spec` (one source of truth), applied to the header
-    and to each task in turn; paths are the file format's (``tasks[3].timeout``). ``tasks``, when
-    given, stands for ``message.tasks`` (a chunked upload's tasks, decoded chunk by chunk).
+    and to each task in turn; paths are the file format's (``tasks[3].timeout``). ``task_messages``,
+    when given, stands for ``message.tasks`` (a chunked upload's tasks, decoded chunk by chunk).
     """
-    messages: TaskMessages = message.tasks if tasks is None else tasks
+    messages: TaskMessages = message.tasks if task_messages is None else task_messages
     count = len(messages)
     if count > Limits.max_tasks:
         raise InvalidArgument.field("tasks", f"{count} tasks, over max_tasks={Limits.max_tasks}")

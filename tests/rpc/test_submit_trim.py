@@ -28,7 +28,9 @@ def trims(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-async def test_a_big_chunked_upload_is_trimmed_after_admission_and_runs(controller: Controller, trims: list[int]) -> None:
+async def test_a_big_chunked_upload_is_trimmed_after_admission_and_runs(
+    controller: Controller, trims: list[int]
+) -> None:
     requests = chunked(chain(9), 4, start=True, wait=True)  # chunks of 4, 4 and 1 tasks
     await send(controller, requests[:-1])
     assert trims == []  # nothing admitted yet
