@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral.controller.core.lifecycle import Evicted, ForgetWorkflows, ReadmitWorkflow, retention_queries
 from corral.controller.core.model import Workflow
 from corral.controller.errors import CorralError, NotFound
+from corral.controller.heaptrim import HEAP, HeapTrim
 from corral.controller.store.base import WorkflowQuery
 
 if TYPE_CHECKING:
@@ -53,23 +51,6 @@ class GcReport:
     retention: str = ""  # the retention in words (for an answer that deletes nothing)
 
 
-def _malloc_trim() -> Callable[[], None] | None:
-    """glibc's malloc_trim(0), or None elsewhere: freed workflow memory goes back to the OS."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-
-    def call() -> None:
-        trim(0)
-
-    return call
-
-
 class Lifecycle:
     """Readmission, retention and garbage collection for one runtime (see the module docstring)."""
 
@@ -77,8 +58,9 @@ class Lifecycle:
         self.rt = runtime
         self.retain_s = retain_s
         self._loading: dict[str, asyncio.Future[bool]] = {}
-        self._trim = _malloc_trim()
+        self.heap: HeapTrim = HEAP
         self._evicted_seen = 0
+        self._trim_due = False  # evictions happened since the last trim
         self._pass = asyncio.Lock()  # one retention pass at a time (the timer's or `corral gc`'s)
         self.forgotten = 0  # workflows deleted by retention since the start
 
@@ -197,10 +179,12 @@ class Lifecycle:
                 if evicted != self._evicted_seen:
                     self._evicted_seen = evicted
                     log.info("%d finished workflows left memory since the start", evicted)
-                    if self._trim is not None:
-                        # Evicted workflows' memory is freed in many small blocks; without a trim
-                        # glibc keeps much of it in the process (docs/DECISIONS.md).
-                        await asyncio.to_thread(self._trim)
+                    self._trim_due = True
+                if self._trim_due:
+                    # Evicted workflows' memory is freed in many small blocks; without a trim
+                    # glibc keeps much of it in the process (docs/DECISIONS.md). A trim skipped
+                    # because another just ran (a big submission's) is tried again next pass.
+                    self._trim_due = not await self.heap.trim()
             except CorralError as exc:  # the store refuses writes: the next pass tries again
                 log.info("retention pass skipped: %s", exc)
             except Exception:  # a bug must not end retention for good

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.rpc.cache_wire import ParamsInvalid
-from corral.controller.rpc.submission import Admitted, admit_workflow
+from corral.controller.rpc.submission import Admitted, TaskMessages, admit_workflow
 from corral.controller.rpc.wire_spec import wire_path
 from corral.v1 import types_pb2
 
@@ -31,12 +31,15 @@ def admit(
     field: str = "spec",
     idempotency_key: str | None = None,
     params: Mapping[str, str] | None = None,
+    task_messages: TaskMessages | None = None,
 ) -> Admitted:
     """Validate a WorkflowSpec field of a request and build its records (see :func:`admit_workflow`)."""
     if not present:
         raise InvalidArgument.field(field, "a workflow spec is required")
     try:
-        return admit_workflow(message, make_id, idempotency_key=idempotency_key, params=params)
+        return admit_workflow(
+            message, make_id, idempotency_key=idempotency_key, params=params, task_messages=task_messages
+        )
     except ParamsInvalid:
         raise  # the request's own `params` field
     except InvalidArgument as exc:

@@ -8,6 +8,7 @@ import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from corral.controller import heaptrim
 from corral.controller.core import events as ev
 from corral.controller.core import requests as rq
 from corral.controller.core.analysis import ExecutionPlan, analyze
@@ -26,6 +27,7 @@ from corral.controller.rpc.listing import list_merged
 from corral.controller.rpc.runs import RunsServicer
 from corral.controller.rpc.scope import require_namespace
 from corral.controller.rpc.staging import Staging
+from corral.controller.rpc.submission import TaskMessages
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
 from corral.v1 import orchestrator_pb2 as pb
@@ -83,9 +85,10 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         return response
 
     async def _submit(
-        self, request: pb.SubmitWorkflowRequest
+        self, request: pb.SubmitWorkflowRequest, tasks: TaskMessages | None = None
     ) -> tuple[pb.SubmitWorkflowResponse, asyncio.Future[None] | None]:
-        """Admit, store and (with start) start a workflow; the answer and, with wait, the end's waiter."""
+        """Admit, store and (with start) start a workflow; the answer and, with wait, the end's waiter.
+        ``tasks`` stands for ``request.spec.tasks`` (a chunked upload's, see :func:`admit_workflow`)."""
         check_submit_options(request)
         rt = self.rt
         admission = functools.partial(
@@ -95,11 +98,12 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
             rt.new_id,
             idempotency_key=request.idempotency_key,
             params=request.params,
+            task_messages=tasks,
         )
         # A big workflow's admission is seconds of CPU (a million tasks: about a minute): in a
         # thread, the event loop keeps taking the GIL to serve heartbeats and reports meanwhile,
         # so no agent looks lost while a big workflow is being checked. Small ones stay inline.
-        big = len(request.spec.tasks) > _ADMIT_INLINE_TASKS
+        big = len(request.spec.tasks if tasks is None else tasks) > _ADMIT_INLINE_TASKS
         admitted = await asyncio.to_thread(admission) if big else admission()
         admitted.workflow.no_cache = request.no_cache
         plan = admitted.plan
@@ -115,6 +119,8 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
             return workflow.id, deduplicated, waiter, workflow.deadline_verdict, admission
 
         workflow_id, deduplicated, waiter, verdict, admission = await rt.handle(event, waiting)
+        if big:  # its admission's transients (a chunked upload's decoded chunks too) are free now
+            await heaptrim.HEAP.trim()
         if not deduplicated and plan.task_count <= _CACHED_PLAN_TASKS:
             self._plans[workflow_id] = plan
             while len(self._plans) > _CACHED_PLANS:

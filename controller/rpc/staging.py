@@ -139,10 +139,13 @@ class Staging:
         """Whether every chunk is in (the caller then seals it with :meth:`take`)."""
         return upload.received == upload.chunks and not upload.sealing and not upload.workflow_id
 
-    def take(self, upload: Upload) -> tuple[bytes, bytes]:
-        """The header and every chunk's tasks joined (one encoding of them all); the parts are released."""
+    def take(self, upload: Upload) -> tuple[bytes, list[bytes]]:
+        """The header and every chunk's encoded tasks, in order; the upload lets go of them.
+
+        The chunks stay apart (not joined): the seal decodes them one at a time, so the whole
+        workflow is never decoded at once (issue 12: the submission's peak)."""
         upload.sealing = True
-        header, tasks = upload.header, b"".join(upload.parts)
+        header, tasks = upload.header, upload.parts
         upload.parts = [b""] * upload.chunks  # keeps `received`; the content is not needed any more
         upload.header = b""
         self.staged_bytes -= upload.size

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -33,7 +33,7 @@ from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
 from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, plain_dependencies, violations_of
 from corral.v1 import types_pb2 as pb
 
-__all__ = ["Admitted", "admit_workflow"]
+__all__ = ["Admitted", "TaskMessages", "admit_workflow"]
 
 _TYPES = {t.value: t for t in TaskType}
 _NO_CONSTRAINTS: Mapping[str, str] = {}
@@ -193,6 +193,14 @@ def _header(message: pb.WorkflowSpec, violations: list[FieldViolation]) -> Workf
         return None
 
 
+class TaskMessages(Protocol):
+    """A workflow's task messages, counted and read once in order (``WorkflowSpec.tasks`` is one)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[pb.TaskSpec]: ...
+
+
 def admit_workflow(
     message: pb.WorkflowSpec,
     make_id: Callable[[], str],
@@ -200,13 +208,16 @@ def admit_workflow(
     idempotency_key: str | None = None,
     standalone: bool = False,
     params: Mapping[str, str] | None = None,
+    task_messages: TaskMessages | None = None,
 ) -> Admitted:
     """Validate a workflow message and build its records; InvalidArgument lists every problem.
 
     The rules are the pydantic models' of :mod:`spec` (one source of truth), applied to the header
-    and to each task in turn; paths are the file format's (``tasks[3].timeout``).
+    and to each task in turn; paths are the file format's (``tasks[3].timeout``). ``task_messages``,
+    when given, stands for ``message.tasks`` (a chunked upload's tasks, decoded chunk by chunk).
     """
-    count = len(message.tasks)
+    messages: TaskMessages = message.tasks if task_messages is None else task_messages
+    count = len(messages)
     if count > Limits.max_tasks:
         raise InvalidArgument.field("tasks", f"{count} tasks, over max_tasks={Limits.max_tasks}")
     violations: list[FieldViolation] = []
@@ -220,7 +231,7 @@ def admit_workflow(
     )
     ids = _task_ids(count)
     tasks: list[Task] = []
-    for index, task_message in enumerate(message.tasks):
+    for index, task_message in enumerate(messages):
         path = f"tasks[{index}]"
         payload = task_message.payload_json or b"{}"
         spec = plain_task_spec(task_message, payload, path)  # most tasks: no model needed

@@ -18,14 +18,14 @@ def test_the_task_limits_agree_and_allow_a_million() -> None:
     assert Limits.max_message_bytes == 64 * 1024 * 1024  # one message stays bounded
 
 
-def test_chunks_in_order_complete_an_upload_and_take_joins_them() -> None:
+def test_chunks_in_order_complete_an_upload_and_take_hands_them_over() -> None:
     staging = Staging()
     upload = staging.append("alice", "u1", 0, 3, b"aa", 2, HEADER, now=0.0)
     staging.append("alice", "u1", 1, 3, b"bbb", 3, b"", now=1.0)
     assert not staging.complete(upload) and staging.staged_bytes == len(HEADER) + 5
     staging.append("alice", "u1", 2, 3, b"c", 1, b"", now=2.0)
     assert staging.complete(upload) and (upload.received, upload.tasks) == (3, 6)
-    assert staging.take(upload) == (HEADER, b"aabbbc")
+    assert staging.take(upload) == (HEADER, [b"aa", b"bbb", b"c"])
     assert staging.staged_bytes == 0 and upload.sealing
     staging.sealed(upload, "wf-1", now=3.0)
     # Any chunk sent again after the seal finds the workflow it became.

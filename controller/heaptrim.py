@@ -1,0 +1,79 @@
+"""Give the C heap's free memory back to the OS after big frees (glibc's ``malloc_trim``), off the loop.
+
+glibc keeps freed memory in the process: after a big workflow's submission (its chunks' encodings
+and their decoded messages, freed chunk by chunk) or the eviction of finished workflows, tens of
+MiB stay resident although nothing uses them, and the objects Python allocates next go to its own
+arenas, not there (issue 12, docs/DECISIONS.md "Memory per task"). ``malloc_trim(0)`` returns the
+free pages. It runs in a thread (it walks the heap: milliseconds for a few hundred MiB) and at most
+once every :data:`MIN_GAP_S`, so a burst of big submissions costs one trim. Elsewhere than glibc
+(musl, macOS) there is no such call and :class:`HeapTrim` does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import math
+import time
+from collections.abc import Callable
+
+__all__ = ["HEAP", "MIN_GAP_S", "HeapTrim", "malloc_trim"]
+
+MIN_GAP_S = 5.0
+
+
+def malloc_trim() -> Callable[[], None] | None:
+    """glibc's malloc_trim(0), or None elsewhere."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def call() -> None:
+        trim(0)
+
+    return call
+
+
+class HeapTrim:
+    """Rate-limited trims of the C heap (see the module docstring); ``trims`` counts the ones done."""
+
+    def __init__(
+        self,
+        trim: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        min_gap_s: float = MIN_GAP_S,
+    ) -> None:
+        self._trim = trim
+        self._clock = clock
+        self.min_gap_s = min_gap_s
+        self._last = -math.inf
+        self._running = False
+        self.trims = 0
+
+    @classmethod
+    def of_libc(cls) -> HeapTrim:
+        """The process's trimmer: glibc's call when there is one."""
+        return cls(malloc_trim())
+
+    async def trim(self) -> bool:
+        """Trim now unless one ran (or runs) within ``min_gap_s``; whether it trimmed."""
+        if self._trim is None or self._running or self._clock() - self._last < self.min_gap_s:
+            return False
+        self._running = True
+        try:
+            await asyncio.to_thread(self._trim)
+            self.trims += 1
+        finally:
+            self._running = False
+            self._last = self._clock()
+        return True
+
+
+#: The process's one trimmer, shared by the submission path and lifecycle's eviction pass.
+HEAP = HeapTrim.of_libc()
