@@ -111,27 +111,21 @@ def seconds_of(stamp: Timestamp) -> float:
     return stamp.seconds + stamp.nanos / 1e9
 
 
-def _resource_fields(res: Resources) -> dict[str, Any]:
-    # ResourceRequirements and Inventory spell the amounts alike.
+def _amounts(res: Resources) -> dict[str, Any]:
+    # ResourceRequirements and Inventory spell the amounts alike. The custom map is set apart, and
+    # only when there is one: a map given to a constructor goes through a slow generic update.
     return {
         "cpu_cores": res.cpu_cores,
         "memory_mb": res.memory_mb,
         "disk_mb": res.disk_mb,
         "network_bandwidth_mbps": res.network_bandwidth_mbps,
         "gpu_count": res.gpu_count,
-        "custom_resources": dict(res.custom),
     }
 
 
 def resources_to_proto(res: Resources) -> pb.ResourceRequirements:
-    message = pb.ResourceRequirements(
-        cpu_cores=res.cpu_cores,
-        memory_mb=res.memory_mb,
-        disk_mb=res.disk_mb,
-        network_bandwidth_mbps=res.network_bandwidth_mbps,
-        gpu_count=res.gpu_count,
-    )
-    if res.custom:  # a map given to the constructor goes through a slow generic update, even empty
+    message = pb.ResourceRequirements(**_amounts(res))
+    if res.custom:
         message.custom_resources.update(res.custom)
     return message
 
@@ -154,11 +148,14 @@ def inventory_from_proto(message: pb.Inventory) -> Inventory:
 
 
 def inventory_to_proto(inventory: Inventory) -> pb.Inventory:
-    return pb.Inventory(
-        **_resource_fields(inventory.capacity),
+    message = pb.Inventory(
+        **_amounts(inventory.capacity),
         gpus=[pb.GpuInfo(index=i) for i in inventory.gpu_ids],
         slots=inventory.slots,
     )
+    if inventory.capacity.custom:
+        message.custom_resources.update(inventory.capacity.custom)
+    return message
 
 
 def hello_from_proto(message: agent_pb2.Hello) -> ev.AgentHello:
