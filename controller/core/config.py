@@ -18,10 +18,10 @@ class MachineConfig:
     reconnect_grace_s: float = 5.0  # after a Hello: attempts it did not report may still be finishing
     kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL for cancels and timeouts
     prefetch: int = 1  # attempts queued beyond its slots on an agent whose task times are unknown
-    max_prefetch: int = 64
+    max_prefetch: int = 256
     # How long the report -> commit -> assign loop may take without an agent running dry: the
     # prefetch grows until the queued work lasts this long at the agent's measured task rate.
-    pipeline_s: float = 0.05
+    pipeline_s: float = 0.2
     prefetch_below_s: float = 0.1  # only tasks expected to run shorter than this are prefetched
     steal_after_s: float = 0.01  # prefetched attempts not started after this long may move to idle agents
     ageing_per_s: float = 0.5  # priority points gained per second of waiting
