@@ -264,6 +264,9 @@ class Watcher:
         self.lock_fd = int(config.get("lock", -1))
         self.seen_lease = False
         self.statuses: dict[int, int] = {}  # exit statuses of children reaped while stopping them
+        # Children that handed their last request back and are exiting: reaped without waiting
+        # (a dying process takes milliseconds to go), at the next switch or the next watch tick.
+        self.ending: set[int] = set()
 
     # -- the normal watch (the agent is alive) ------------------------------------------------------
 
@@ -277,10 +280,28 @@ class Watcher:
             events = dict(poller.poll(TICK_S * 1000))
             if handoff in events:
                 return _read_all(handoff)
+            self.reap_ending()
             if self.requests_fd in events:
                 self._orphaned(pid, handoff)  # never returns
             if self._lease_expired():
                 self._fence(pid)
+
+    @staticmethod
+    def handed_back_within(handoff: int, seconds: float) -> bool:
+        """Whether the child's hand-back pipe has something (or was closed) within ``seconds``."""
+        poller = select.poll()
+        poller.register(handoff, select.POLLIN)
+        return bool(poller.poll(seconds * 1000))
+
+    def reap_ending(self) -> None:
+        """Reap the children in :attr:`ending` that have exited by now; never waits."""
+        for pid in list(self.ending):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                done = True
+            if done or self.statuses.pop(pid, None) is not None:
+                self.ending.discard(pid)
 
     def exit_status(self, pid: int) -> int:
         """The wait status of child ``pid`` (it has ended)."""

@@ -102,7 +102,9 @@ class Runtime(DegradedMode):
         self.machine = Machine(config, new_id=new_id(), rng=random.Random(), boot_time=self.clock())
         self.sessions: dict[str, AgentSession] = {}
         self.watchers: dict[str, set[asyncio.Queue[WorkflowEvent | None]]] = {}
-        self.waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.waiters: dict[str, list[asyncio.Future[bool]]] = {}
+        # What a waiter wants rendered at the end, in the tick that ends its workflow (see waiter).
+        self._renders: dict[asyncio.Future[bool], Callable[[Machine, float], None]] = {}
         self.usage: dict[str, Any] = {}  # agent id -> last Usage message
         self._pulls: list[_Pull] = []
         self._inbox: asyncio.Queue[Entry] = asyncio.Queue()
@@ -507,8 +509,17 @@ class Runtime(DegradedMode):
                     queue.put_nowait(action.event)
             elif isinstance(action, ev.WorkflowDone):
                 for waiter in self.waiters.pop(action.workflow_id, []):
-                    if not waiter.done():
-                        waiter.set_result(None)
+                    render = self._renders.pop(waiter, None)
+                    if waiter.done():
+                        continue
+                    if render is not None:
+                        try:
+                            render(self.machine, self.clock())
+                        except Exception as exc:  # the waiter reads the result itself instead
+                            self._log_once(exc)
+                            waiter.set_result(False)
+                            continue
+                    waiter.set_result(render is not None)
             else:
                 agent_actions.append(action)
         if agent_actions and self.deliver_to_agents is not None:
@@ -533,10 +544,26 @@ class Runtime(DegradedMode):
             del self.watchers[workflow_id]
             self.machine.watched.discard(workflow_id)
 
-    def waiter(self, workflow_id: str) -> asyncio.Future[None]:
-        """A future resolved when the workflow ends (register inside a command)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def waiter(self, workflow_id: str, render: Callable[[Machine, float], None] | None = None) -> asyncio.Future[bool]:
+        """A future resolved when the workflow ends (register inside a command).
+
+        ``render(machine, now)``, if given, runs right after the commit of the tick that ends the
+        workflow, before any other tick: the answer is written then, without a tick of its own
+        (a round trip's third). The future's result is True when it ran and did not fail.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         waiting = self.waiters.setdefault(workflow_id, [])
         waiting.append(future)
-        self._undo.append(lambda: waiting.remove(future) if future in waiting else None)
+        if render is not None:
+            self._renders[future] = render
+        self._undo.append(lambda: self.forget_waiter(workflow_id, future))
         return future
+
+    def forget_waiter(self, workflow_id: str, future: asyncio.Future[bool]) -> None:
+        """Drop a waiter nobody waits for any more (its call timed out, or its tick failed)."""
+        waiting = self.waiters.get(workflow_id)
+        if waiting is not None and future in waiting:
+            waiting.remove(future)
+            if not waiting:
+                del self.waiters[workflow_id]
+        self._renders.pop(future, None)

@@ -49,14 +49,18 @@ class ChunksServicer:
     if TYPE_CHECKING:
 
         async def _submit(
-            self, request: pb.SubmitWorkflowRequest, tasks: TaskMessages | None = None
-        ) -> tuple[pb.SubmitWorkflowResponse, asyncio.Future[None] | None]: ...
+            self,
+            request: pb.SubmitWorkflowRequest,
+            tasks: TaskMessages | None = None,
+            *,
+            into: pb.SubmitWorkflowResponse,
+        ) -> asyncio.Future[bool] | None: ...
 
         async def _wait_result(
             self,
             request: pb.SubmitWorkflowRequest,
             response: pb.SubmitWorkflowResponse,
-            waiter: asyncio.Future[None] | None,
+            waiter: asyncio.Future[bool] | None,
         ) -> None: ...
 
     async def AppendTasks(self, request: pb.AppendTasksRequest, context: Any) -> pb.AppendTasksResponse:
@@ -100,7 +104,8 @@ class ChunksServicer:
         submit = pb.SubmitWorkflowRequest.FromString(encoded_header)
         task_count = upload.tasks
         try:
-            response, waiter = await self._submit(submit, StagedTasks(encoded_tasks, task_count))
+            response = pb.SubmitWorkflowResponse()
+            waiter = await self._submit(submit, StagedTasks(encoded_tasks, task_count), into=response)
         except BaseException as exc:  # cancelled too: the upload must not stay "sealing"
             reason = str(exc)[:_MAX_REASON] if isinstance(exc, CorralError) else "its last chunk failed"
             if not isinstance(exc, Exception):
@@ -126,7 +131,7 @@ class ChunksServicer:
             return response
         rt = self.rt
 
-        def waiter(machine: Machine, workflow: Workflow, now: float) -> asyncio.Future[None] | None:
+        def waiter(machine: Machine, workflow: Workflow, now: float) -> asyncio.Future[bool] | None:
             return None if workflow.state.terminal else rt.waiter(workflow.id)
 
         found = await rt.handle(rq.WorkflowQuery(upload.workflow_id, current_caller()), waiter)

@@ -48,11 +48,25 @@ _DEFAULT_EVENTS = 1000
 _MAX_EVENTS = 10_000
 
 
-async def _wait(waiter: asyncio.Future[None] | None, timeout_s: float) -> None:
-    """Wait for a workflow's end, at most ``timeout_s`` (0: no limit); the workflow goes on either way."""
-    if waiter is not None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), timeout_s or None)
+async def _wait(waiter: asyncio.Future[bool] | None, timeout_s: float) -> bool:
+    """Wait for a workflow's end, at most ``timeout_s`` (0: no limit); the workflow goes on either way.
+
+    True when the waiter's render wrote the answer at the end (see ``Runtime.waiter``).
+    """
+    if waiter is None:
+        return False
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(asyncio.shield(waiter), timeout_s or None)
+    return False
+
+
+def _result_into(workflow_id: str, into: types_pb2.WorkflowResult) -> Callable[[Machine, float], None]:
+    """A waiter's render (``Runtime.waiter``): the ended workflow's result, written ``into``."""
+
+    def render(machine: Machine, now: float) -> None:
+        wire.workflow_result(machine, machine.workflows[workflow_id], now, into, Limits.max_result_tasks)
+
+    return render
 
 
 def _status(include_tasks: bool = False) -> Callable[[Machine, Workflow, float], types_pb2.WorkflowStatus]:
@@ -79,15 +93,17 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         self._plans: dict[str, ExecutionPlan] = {}
 
     async def SubmitWorkflow(self, request: pb.SubmitWorkflowRequest, context: Any) -> pb.SubmitWorkflowResponse:
-        response, waiter = await self._submit(request)
+        response = pb.SubmitWorkflowResponse()
+        waiter = await self._submit(request, into=response)
         if request.wait:
             await self._wait_result(request, response, waiter)
         return response
 
     async def _submit(
-        self, request: pb.SubmitWorkflowRequest, tasks: TaskMessages | None = None
-    ) -> tuple[pb.SubmitWorkflowResponse, asyncio.Future[None] | None]:
-        """Admit, store and (with start) start a workflow; the answer and, with wait, the end's waiter.
+        self, request: pb.SubmitWorkflowRequest, tasks: TaskMessages | None = None, *, into: pb.SubmitWorkflowResponse
+    ) -> asyncio.Future[bool] | None:
+        """Admit, store and (with start) start a workflow; the answer is written ``into`` and, with
+        wait, the end's waiter returned (it writes the result there when the workflow ends).
         ``tasks`` stands for ``request.spec.tasks`` (a chunked upload's, see :func:`admit_workflow`)."""
         check_submit_options(request)
         rt = self.rt
@@ -111,37 +127,45 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         event = rq.SubmitRequest(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start))
         del admitted  # the records now belong to the event (and soon the machine)
 
-        def waiting(machine: Machine, answer: tuple[Workflow, bool], now: float) -> tuple[str, bool, Any, str, str]:
+        def waiting(
+            machine: Machine, answer: tuple[Workflow, bool], now: float
+        ) -> tuple[str, bool, asyncio.Future[bool] | None, str, str]:
             workflow, deduplicated = answer
             # The waiter is registered in the same tick, so the end cannot slip by unseen.
-            waiter = rt.waiter(workflow.id) if request.wait and not workflow.state.terminal else None
+            waiter = (
+                rt.waiter(workflow.id, _result_into(workflow.id, into.result))
+                if request.wait and not workflow.state.terminal
+                else None
+            )
             admission = machine.deadline_book.admissions.pop(workflow.id, "")
             return workflow.id, deduplicated, waiter, workflow.deadline_verdict, admission
 
-        workflow_id, deduplicated, waiter, verdict, admission = await rt.handle(event, waiting)
+        answer: tuple[str, bool, asyncio.Future[bool] | None, str, str] = await rt.handle(event, waiting)
+        workflow_id, deduplicated, waiter, verdict, verdict_message = answer
         if big:  # its admission's transients (a chunked upload's decoded chunks too) are free now
             await heaptrim.HEAP.trim()
         if not deduplicated and plan.task_count <= _CACHED_PLAN_TASKS:
             self._plans[workflow_id] = plan
             while len(self._plans) > _CACHED_PLANS:
                 del self._plans[next(iter(self._plans))]
-        response = pb.SubmitWorkflowResponse(
-            workflow_id=workflow_id,
-            plan=wire.plan_to_proto(plan),
-            deduplicated=deduplicated,
-            deadline_verdict=verdict,
-            deadline_message=admission,
-        )
-        return response, waiter
+        into.workflow_id = workflow_id
+        into.plan.CopyFrom(wire.plan_to_proto(plan))
+        into.deduplicated = deduplicated
+        into.deadline_verdict = verdict
+        into.deadline_message = verdict_message
+        return waiter
 
     async def _wait_result(
         self,
         request: pb.SubmitWorkflowRequest,
         response: pb.SubmitWorkflowResponse,
-        waiter: asyncio.Future[None] | None,
+        waiter: asyncio.Future[bool] | None,
     ) -> None:
         """With wait: the workflow's end (at most wait_timeout_s), its result written into ``response``."""
-        await _wait(waiter, request.wait_timeout_s)
+        if await _wait(waiter, request.wait_timeout_s):
+            return  # written in the tick that ended it
+        if waiter is not None:
+            self.rt.forget_waiter(response.workflow_id, waiter)  # the answer leaves without it
         await self._result_if_ended(response.workflow_id, response.result)
 
     async def _result_if_ended(
@@ -171,7 +195,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
 
         def started(
             machine: Machine, workflow: Workflow, now: float
-        ) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[None] | None]:
+        ) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[bool] | None]:
             waiter = rt.waiter(workflow.id) if request.wait and not workflow.state.terminal else None
             return workflow.id, wire.workflow_status(machine, workflow, False, now), waiter
 

@@ -15,6 +15,7 @@ __all__ = [
     "boom",
     "die",
     "echo_env",
+    "leave_file",
     "noop",
     "pid",
     "print_lines",
@@ -27,6 +28,13 @@ __all__ = [
 
 def noop() -> None:
     """Nothing at all (the throughput case)."""
+
+
+def leave_file(relative: str) -> int:
+    """Write a file under the working folder and leave it there; the process id."""
+    with open(relative, "w") as file:
+        file.write("left behind")
+    return os.getpid()
 
 
 def add(a: int, b: int) -> int:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psutil
 
 from corral.v1 import types_pb2
 
-from .conftest import ExecutorFactory, RecordingSink, python_task
+from .conftest import ExecutorFactory, RecordingSink, eventually, python_task
 
 SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
 FAILED = types_pb2.ATTEMPT_OUTCOME_FAILED
@@ -24,6 +25,32 @@ async def test_the_same_warm_worker_serves_several_tasks(make_executor: Executor
     assert json.loads(second.result_json) == task_pid
     assert sink.pids["p1"] == sink.pids["p2"] == psutil.Process(task_pid).ppid()
     assert json.loads((await sink.result("p3")).result_json) == 5
+
+
+async def test_a_workflow_switch_empties_the_folder_and_reaps_the_child_it_leaves(
+    make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
+) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    first = python_task("a1", "leave_file", "tmp/left.txt")
+    first.workflow_id = "wf-A"
+    executor.submit([first])
+    child_a = json.loads((await sink.result("a1")).result_json)
+    tmp = tmp_path / "pyworkers" / "worker-0" / "tmp"
+    assert (tmp / "left.txt").exists()
+    second = python_task("b1", "pid")
+    second.workflow_id = "wf-B"
+    executor.submit([second])
+    child_b = json.loads((await sink.result("b1")).result_json)
+    assert child_b != child_a
+    # The next workflow found the folder emptied, tmp included (the switch no longer waits for
+    # the old child's exit, so the wipe must still come first).
+    assert tmp.is_dir() and not list(tmp.iterdir())
+
+    def reaped() -> bool:
+        return not psutil.pid_exists(child_a)  # a zombie still exists
+
+    # The child that handed wf-B back is reaped while wf-B's child runs: no zombie is left.
+    await eventually(reaped, what="the previous workflow's child reaped")
 
 
 async def test_exception(make_executor: ExecutorFactory, sink: RecordingSink) -> None:

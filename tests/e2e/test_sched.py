@@ -83,7 +83,11 @@ def test_a_delayed_start_waits_for_its_time_across_a_controller_restart(cluster:
     cluster.controller.kill9()  # the restarted controller must hold the start back as well
     cluster.controller.start(RESTART_FLAGS)
     api = cluster.api
-    assert {t.name: t.state for t in api.status(workflow_id).tasks}["tick"] == TaskState.PENDING
+    restarted = api.status(workflow_id)
+    if time.time() < scheduled_at - 0.5:
+        # Only checkable when the restart beat the start time (a loaded host may take longer than
+        # the 6 s); the ledger below holds the start back in every case.
+        assert {t.name: t.state for t in restarted.tasks}["tick"] == TaskState.PENDING
     final = api.wait_done(workflow_id, timeout=40)
     assert final.state == WorkflowState.COMPLETED, final.error
     runs = _ledger(ledger)
