@@ -18,10 +18,14 @@ from hypothesis import strategies as st
 
 from corral.controller.core.analysis import analyze
 from corral.controller.core.dag import Dag, DagCycleError
+from corral.controller.core.model import AttemptState, TaskState, WorkflowState
 from corral.controller.core.rank import GraphRanks, RankCycleError, rank_graph, structural_ranks
 from corral.controller.rpc import wire
+from corral.controller.core.requests import Caller
+from corral.controller.core.runs import RetryRequest
 from corral.controller.sim import Fleet, Simulator
 from corral.controller.spec import parse_workflow
+from tests.unit.conftest import Sim, task_spec
 
 
 def _old_topological(
@@ -149,3 +153,25 @@ def test_a_finished_workflows_result_carries_the_executed_critical_path() -> Non
     assert tuple(wire.executed_critical_path(machine, workflow)) == expected
     result = wire.workflow_result(machine, workflow, sim.now)
     assert tuple(result.critical_path) == expected
+
+
+def test_a_finished_task_drops_its_rank_and_a_retry_ranks_it_again(sim: Sim) -> None:
+    sim.hello("a1")
+    wf, _ = sim.submit([task_spec("a", estimated_duration=4.0), task_spec("b", "a", estimated_duration=2.0)])
+    ranking = sim.machine.ordering.ranking
+    a, b = sim.task(wf, "a"), sim.task(wf, "b")
+    assert ranking[a.id].rank_s == 6.0 and ranking[b.id].rank_s == 2.0
+    attempt = sim.attempt_of(wf, "a")
+    sim.started("a1", attempt)
+    sim.finished("a1", attempt)
+    assert a.state is TaskState.COMPLETED and a.id not in ranking
+    done = wire.task_status(sim.machine, a)
+    assert (done.rank_s, done.expected_duration_s, done.duration_source) == (0.0, 0.0, "")  # as after readmission
+    waiting = wire.task_status(sim.machine, b)
+    assert (waiting.rank_s, waiting.expected_duration_s, waiting.duration_source) == (2.0, 2.0, "estimate")
+    attempt = sim.attempt_of(wf, "b")
+    sim.started("a1", attempt)
+    sim.finished("a1", attempt, AttemptState.FAILED, error="boom", retryable=False)
+    assert sim.machine.workflows[wf].state is WorkflowState.FAILED and not ranking
+    sim.do(RetryRequest(wf, Caller()))  # the retried task is ranked again for the queue
+    assert ranking[b.id].rank_s == 2.0 and b.state is not TaskState.COMPLETED
