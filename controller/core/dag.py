@@ -43,9 +43,9 @@ class Dag:
         size = len(ids)
         position = {task_id: i for i, task_id in enumerate(ids)}
         get = position.get
-        parents = array("q", bytes(8 * size))
-        starts = array("q", bytes(8 * (size + 1)))
-        edges = array("q")  # parent positions, grouped by child in order
+        parents = array("i", bytes(4 * size))
+        starts = array("i", bytes(4 * (size + 1)))
+        edges = array("i")  # parent positions, grouped by child in order
         for i in range(size):
             count = 0
             for dep in dependencies[i]:
@@ -58,8 +58,8 @@ class Dag:
         del position
         for i in range(size):
             starts[i + 1] += starts[i]
-        fill = array("q", starts)
-        children = array("q", bytes(8 * len(edges)))
+        fill = array("i", starts)
+        children = array("i", bytes(4 * len(edges)))
         at = 0
         for i in range(size):
             for _ in range(parents[i]):
@@ -68,8 +68,8 @@ class Dag:
                 children[fill[p]] = i
                 fill[p] += 1
         del edges, fill
-        waiting = array("q", parents)
-        order = array("q", [i for i in range(size) if not parents[i]])
+        waiting = array("i", parents)
+        order = array("i", [i for i in range(size) if not parents[i]])
         k = 0
         while k < len(order):
             node = order[k]
@@ -98,7 +98,7 @@ class Dag:
             return []
         starts, children = self.starts, self.children
         longest = array("d", bytes(8 * size))  # heaviest path ending at a parent, per task
-        best = array("q", [-1]) * size
+        best = array("i", [-1]) * size
         dist = array("d", bytes(8 * size))
         for node in self.order:
             d = longest[node] + weights[node]

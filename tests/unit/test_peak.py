@@ -20,9 +20,9 @@ from corral.controller.core.analysis import analyze
 from corral.controller.core.dag import Dag, DagCycleError
 from corral.controller.core.model import AttemptState, TaskState, WorkflowState
 from corral.controller.core.rank import GraphRanks, RankCycleError, rank_graph, structural_ranks
-from corral.controller.rpc import wire
 from corral.controller.core.requests import Caller
 from corral.controller.core.runs import RetryRequest
+from corral.controller.rpc import wire
 from corral.controller.sim import Fleet, Simulator
 from corral.controller.spec import parse_workflow
 from tests.unit.conftest import Sim, task_spec
