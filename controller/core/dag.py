@@ -35,13 +35,16 @@ class Dag:
 
     __slots__ = ("children", "order", "parents", "size", "starts")
 
-    def __init__(self, ids: Sequence[str], dependencies: Sequence[Sequence[str]]) -> None:
-        """``dependencies[i]``: the ids task ``ids[i]`` depends on; ids outside ``ids`` are ignored.
+    def __init__(self, ids: Sequence[str], dependencies: Sequence[Sequence[str]], *, strict: bool = False) -> None:
+        """``dependencies[i]``: the ids task ``ids[i]`` depends on; ids outside ``ids`` are ignored,
+        or with ``strict`` refused (``ValueError``, as are ids named twice).
 
         Raises :class:`DagCycleError` when the graph has a cycle.
         """
         size = len(ids)
         position = {task_id: i for i, task_id in enumerate(ids)}
+        if strict and len(position) != size:
+            raise ValueError("task names are not unique")
         get = position.get
         parents = array("i", bytes(4 * size))
         starts = array("i", bytes(4 * (size + 1)))
@@ -54,6 +57,8 @@ class Dag:
                     edges.append(p)
                     starts[p + 1] += 1
                     count += 1
+                elif strict:
+                    raise ValueError(f"task {ids[i]!r} depends on unknown task {dep!r}")
             parents[i] = count
         del position
         for i in range(size):

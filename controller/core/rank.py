@@ -99,7 +99,9 @@ def structural_ranks(
     return _by_id(task_ids, dag, rank, score)
 
 
-def ranks_by_position(dag: Dag, durations: Sequence[float], lookahead: float = LOOKAHEAD) -> tuple[array, array]:
+def ranks_by_position(
+    dag: Dag, durations: Sequence[float], lookahead: float = LOOKAHEAD
+) -> tuple[array[float], array[float]]:
     """:func:`rank_graph` over a :class:`Dag`: ``(rank, score)`` arrays indexed by position."""
     size = dag.size
     starts, children, order = dag.starts, dag.children, dag.order
@@ -129,7 +131,7 @@ def ranks_by_position(dag: Dag, durations: Sequence[float], lookahead: float = L
     return rank, top
 
 
-def structural_by_position(dag: Dag, lookahead: float = STRUCTURAL_LOOKAHEAD) -> tuple[array, array]:
+def structural_by_position(dag: Dag, lookahead: float = STRUCTURAL_LOOKAHEAD) -> tuple[array[float], array[float]]:
     """:func:`structural_ranks` over a :class:`Dag`: ``(rank, score)`` arrays indexed by position."""
     size = dag.size
     starts, children, order, fan_in = dag.starts, dag.children, dag.order, dag.parents
@@ -157,5 +159,5 @@ def dag_of(task_ids: Sequence[str], dependencies: Sequence[Sequence[str]]) -> Da
         raise RankCycleError(str(exc)) from None
 
 
-def _by_id(task_ids: Sequence[str], dag: Dag, rank: array, score: array) -> GraphRanks:
+def _by_id(task_ids: Sequence[str], dag: Dag, rank: array[float], score: array[float]) -> GraphRanks:
     return GraphRanks({task_ids[i]: rank[i] for i in dag.order}, {task_ids[i]: score[i] for i in dag.order})
