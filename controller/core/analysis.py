@@ -4,8 +4,9 @@ The input is a graph that :func:`corral.controller.core.graph.graph_problems` al
 (unique names, known dependencies, no cycle). The same function computes the *planned* critical
 path (durations = estimates) and the *executed* one (durations = measured run times).
 
-One Kahn-style pass over integer indexes does everything: it is linear in tasks + edges (plus a
-sort per stage to keep submission order), which keeps a 100,000-task workflow well under a second.
+It walks a :class:`~corral.controller.core.dag.Dag` (flat arrays by position: no lists per task,
+which a 200k-task submission paid at its peak), linear in tasks + edges: stages are the
+generations bucketed in submission order, the critical path is :meth:`Dag.longest_path`.
 networkx would build a graph of Python dicts first and is several times slower here.
 
 :func:`dependency_insights` is the heavier, user-facing part, for AnalyzeDependencies only (never
@@ -17,8 +18,11 @@ O(tasks x edges) Python steps (24 s on a 2,000-task DAG with a long chain), this
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from corral.controller.core.dag import Dag, DagCycleError
 
 #: Bounds of :func:`dependency_insights`: above them it computes nothing (memory grows with
 #: tasks squared / 8 bytes at worst, 50 MB at the bound; time with edges x tasks / 64).
@@ -86,19 +90,10 @@ def analyze(names: Sequence[str], dependencies: Sequence[Sequence[str]], duratio
     if n == 0:
         return ExecutionPlan((), (), 0.0, 1.0, 0, 0.0, (), (), 0, 0)
 
-    index = {name: i for i, name in enumerate(names)}
-    if len(index) != n:
-        raise ValueError("task names are not unique")
-    preds: list[list[int]] = [[] for _ in range(n)]
-    children: list[list[int]] = [[] for _ in range(n)]
-    for i, deps in enumerate(dependencies):
-        mine = preds[i]
-        for dep in deps:
-            j = index.get(dep)
-            if j is None:
-                raise ValueError(f"task {names[i]!r} depends on unknown task {dep!r}")
-            mine.append(j)
-            children[j].append(i)
+    try:
+        dag = Dag(names, dependencies, strict=True)
+    except DagCycleError:
+        raise ValueError("the dependency graph has a cycle") from None
 
     measured = [_duration(d) for d in durations]
     total_measured = sum(measured)
@@ -106,53 +101,33 @@ def analyze(names: Sequence[str], dependencies: Sequence[Sequence[str]], duratio
     weights = measured if total_measured > 0 else [1.0] * n
     total_weight = total_measured if total_measured > 0 else float(n)
 
-    # Kahn by generations. `dist[i]` is the heaviest path ending at i (inclusive); `best[i]` is the
-    # predecessor on it. Predecessors are all final before i is reached, so one pass suffices.
-    remaining = [len(p) for p in preds]
-    dist = [0.0] * n
-    best = [-1] * n
-    current = [i for i in range(n) if remaining[i] == 0]
+    # Stages are the topological generations: a task's is one past its latest dependency's.
+    # Positions in flat arrays (core/dag.py): a 200k-task submission is planned while its records
+    # are being built, and lists of lists per task cost ~300 bytes each.
+    starts, children = dag.starts, dag.children
+    generation = array("i", bytes(4 * n))
+    for node in dag.order:
+        below = generation[node] + 1
+        for j in range(starts[node], starts[node + 1]):
+            child = children[j]
+            if below > generation[child]:
+                generation[child] = below
+    members: list[array[int]] = [array("i") for _ in range(max(generation) + 1)]
+    for i in range(n):
+        members[generation[i]].append(i)  # submission order within each stage
     stages: list[Stage] = []
-    seen = 0
-    while current:
+    for index, stage in enumerate(members):
         stage_max = 0.0
-        following: list[int] = []
-        for i in current:
-            longest = 0.0
-            pick = -1
-            for p in preds[i]:
-                d = dist[p]
-                # On ties keep the earliest-submitted predecessor, so the path is deterministic.
-                if pick == -1 or d > longest or (d == longest and p < pick):
-                    longest = d
-                    pick = p
-            dist[i] = longest + weights[i]
-            best[i] = pick
+        for i in stage:
             if measured[i] > stage_max:
                 stage_max = measured[i]
-            for c in children[i]:
-                remaining[c] -= 1
-                if remaining[c] == 0:
-                    following.append(c)
-        seen += len(current)
-        stages.append(Stage(len(stages), tuple(names[i] for i in current), stage_max))
-        following.sort()
-        current = following
-    if seen != n:
-        raise ValueError("the dependency graph has a cycle")
+        stages.append(Stage(index, tuple(names[i] for i in stage), stage_max))
+    del members, generation
 
-    end = 0
-    for i in range(1, n):
-        if dist[i] > dist[end]:
-            end = i
-    path: list[int] = []
-    node = end
-    while node != -1:
-        path.append(node)
-        node = best[node]
-    path.reverse()
-
-    critical_weight = dist[end]
+    path = dag.longest_path(weights)
+    critical_weight = 0.0
+    for i in path:
+        critical_weight += weights[i]
     factor = total_weight / critical_weight if critical_weight > 0 else 1.0
     return ExecutionPlan(
         stages=tuple(stages),
@@ -162,8 +137,8 @@ def analyze(names: Sequence[str], dependencies: Sequence[Sequence[str]], duratio
         parallelism_factor=max(1.0, factor),
         task_count=n,
         total_work_s=total_measured,
-        roots=tuple(names[i] for i in range(n) if not preds[i]),
-        leaves=tuple(names[i] for i in range(n) if not children[i]),
+        roots=tuple(names[i] for i in range(n) if not dag.parents[i]),
+        leaves=tuple(names[i] for i in range(n) if starts[i] == starts[i + 1]),
         max_width=max(len(s.task_names) for s in stages),
         depth=len(stages),
     )

@@ -20,7 +20,7 @@ from corral.controller.core.durations import (
     fingerprint,
 )
 from corral.controller.core.model import Task, Workflow
-from corral.controller.core.rank import rank_graph, structural_ranks
+from corral.controller.core.rank import dag_of, ranks_by_position, structural_by_position
 
 __all__ = ["Ordering", "TaskRank"]
 
@@ -77,8 +77,12 @@ class Ordering:
         known for any task the ranks are structural (:func:`structural_ranks`: tasks below);
         tasks without a duration in a partly known workflow count as the mean of the known ones.
         """
-        expected: dict[str, tuple[float, DurationSource]] = {}
-        known: list[float] = []
+        # Lists by position, not dicts by task id: a 200k-task workflow starts in one tick, and
+        # its transients come on top of its records (see core/dag.py).
+        seconds_of: list[float] = []
+        sources: list[DurationSource] = []
+        known = 0
+        total = 0.0
         book = self.book
         # A fingerprint costs a look at the payload: only worth it when the namespace has some.
         prints = book.knows_fingerprints(workflow.namespace)
@@ -88,21 +92,25 @@ class Ordering:
                 seconds, source = book.expected(
                     task.namespace, workflow.name, task.name, 0.0, self.fingerprint_of(task)
                 )
-            expected[task.id] = (seconds, source)
+            seconds_of.append(seconds)
+            sources.append(source)
             if source is not DurationSource.STRUCTURAL:
-                known.append(seconds)
-        parents = {task.id: task.dependencies for task in tasks}
+                known += 1
+                total += seconds
+        dag = dag_of(workflow.task_ids, [task.dependencies for task in tasks])
         if known:
-            fill = sum(known) / len(known)
-            weights = {
-                task_id: (seconds if source is not DurationSource.STRUCTURAL else fill)
-                for task_id, (seconds, source) in expected.items()
-            }
-            ranks = rank_graph(workflow.task_ids, parents, weights.__getitem__)
+            fill = total / known
+            weights = [
+                seconds if source is not DurationSource.STRUCTURAL else fill
+                for seconds, source in zip(seconds_of, sources, strict=True)
+            ]
+            rank, score = ranks_by_position(dag, weights)
         else:
-            ranks = structural_ranks(workflow.task_ids, parents)
-        for task_id, (seconds, source) in expected.items():
-            self.ranking[task_id] = TaskRank(ranks.rank[task_id], seconds, source, ranks.score[task_id])
+            rank, score = structural_by_position(dag)
+        del dag
+        ranking = self.ranking
+        for i, task in enumerate(tasks):
+            ranking[task.id] = TaskRank(rank[i], seconds_of[i], sources[i], score[i])
 
     def learn(
         self,

@@ -17,7 +17,9 @@ gets finished. Measured with zero-overhead list schedules on the six WfCommons t
 (docs/DECISIONS.md has the table; 0.6 to 0.9 all beat both on the geometric mean).
 
 Both passes are O(V + E), run once per workflow when it starts (and after a restore); the
-scores then stay fixed while it runs, so queue keys never need updating.
+scores then stay fixed while it runs, so queue keys never need updating. They walk a
+:class:`~corral.controller.core.dag.Dag` (flat arrays by position): dicts per task id cost
+~700 bytes of transients per task at the start of a 200k-task workflow.
 
 When no duration of a workflow is known, :func:`structural_ranks` stands in: the number of tasks
 below each task, where a task with several parents counts a share ``1 / parents`` towards each
@@ -32,10 +34,23 @@ what was started" bonus: geomean 1.025 (cycles 1.03); 0.5 to 1.5 all measure 1.0
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["LOOKAHEAD", "STRUCTURAL_LOOKAHEAD", "GraphRanks", "RankCycleError", "rank_graph", "structural_ranks"]
+from corral.controller.core.dag import Dag, DagCycleError
+
+__all__ = [
+    "LOOKAHEAD",
+    "STRUCTURAL_LOOKAHEAD",
+    "GraphRanks",
+    "RankCycleError",
+    "dag_of",
+    "rank_graph",
+    "ranks_by_position",
+    "structural_by_position",
+    "structural_ranks",
+]
 
 LOOKAHEAD = 0.8  # weight of the path already behind a task in its score (see the module docstring)
 STRUCTURAL_LOOKAHEAD = 0.5  # the same for structural ranks, per dependency level above the task
@@ -65,28 +80,9 @@ def rank_graph(
     ``duration(t)`` is the expected run time in seconds (negative or non-finite counts as 0).
     Raises :class:`RankCycleError` when the graph has a cycle.
     """
-    order, children = _topological(task_ids, parents)
-    own: dict[str, float] = {}
-    for task_id in task_ids:
-        seconds = duration(task_id)
-        own[task_id] = seconds if seconds > 0 and math.isfinite(seconds) else 0.0
-    top: dict[str, float] = dict.fromkeys(task_ids, 0.0)  # longest path from the start to the task
-    for task_id in order:
-        reach = top[task_id] + own[task_id]
-        for child in children[task_id]:
-            if reach > top[child]:
-                top[child] = reach
-
-    # Upward pass: children come after their parents in ``order``, so walk it backwards.
-    rank: dict[str, float] = {}
-    for task_id in reversed(order):
-        below = 0.0
-        for child in children[task_id]:
-            if rank[child] > below:
-                below = rank[child]
-        rank[task_id] = own[task_id] + below
-    score = {task_id: rank[task_id] + lookahead * top[task_id] for task_id in order}
-    return GraphRanks(rank, score)
+    dag = dag_of(task_ids, [parents.get(t, ()) for t in task_ids])
+    rank, score = ranks_by_position(dag, [duration(t) for t in task_ids], lookahead)
+    return _by_id(task_ids, dag, rank, score)
 
 
 def structural_ranks(
@@ -98,44 +94,70 @@ def structural_ranks(
     * depth`` (depth: dependency levels above the task), the structural twin of the lookahead of
     :func:`rank_graph`. O(V + E). Raises :class:`RankCycleError` when the graph has a cycle.
     """
-    order, children = _topological(task_ids, parents)
-    fan_in = dict.fromkeys(task_ids, 0)
-    depth = dict.fromkeys(task_ids, 0)
-    for task_id in order:
-        below_depth = depth[task_id] + 1
-        for child in children[task_id]:
-            fan_in[child] += 1
+    dag = dag_of(task_ids, [parents.get(t, ()) for t in task_ids])
+    rank, score = structural_by_position(dag, lookahead)
+    return _by_id(task_ids, dag, rank, score)
+
+
+def ranks_by_position(
+    dag: Dag, durations: Sequence[float], lookahead: float = LOOKAHEAD
+) -> tuple[array[float], array[float]]:
+    """:func:`rank_graph` over a :class:`Dag`: ``(rank, score)`` arrays indexed by position."""
+    size = dag.size
+    starts, children, order = dag.starts, dag.children, dag.order
+    own = array("d", bytes(8 * size))
+    for i in range(size):
+        seconds = durations[i]
+        if seconds > 0 and math.isfinite(seconds):
+            own[i] = seconds
+    top = array("d", bytes(8 * size))  # longest path from the start to the task
+    for node in order:
+        reach = top[node] + own[node]
+        for j in range(starts[node], starts[node + 1]):
+            child = children[j]
+            if reach > top[child]:
+                top[child] = reach
+    # Upward pass: children come after their parents in ``order``, so walk it backwards.
+    rank = array("d", bytes(8 * size))
+    for node in reversed(order):
+        below = 0.0
+        for j in range(starts[node], starts[node + 1]):
+            child_rank = rank[children[j]]
+            if child_rank > below:
+                below = child_rank
+        rank[node] = own[node] + below
+    for i in range(size):
+        top[i] = rank[i] + lookahead * top[i]  # the score, in place of the path above
+    return rank, top
+
+
+def structural_by_position(dag: Dag, lookahead: float = STRUCTURAL_LOOKAHEAD) -> tuple[array[float], array[float]]:
+    """:func:`structural_ranks` over a :class:`Dag`: ``(rank, score)`` arrays indexed by position."""
+    size = dag.size
+    starts, children, order, fan_in = dag.starts, dag.children, dag.order, dag.parents
+    depth = array("i", bytes(4 * size))
+    for node in order:
+        below_depth = depth[node] + 1
+        for j in range(starts[node], starts[node + 1]):
+            child = children[j]
             if below_depth > depth[child]:
                 depth[child] = below_depth
-    below: dict[str, float] = {}
-    for task_id in reversed(order):
-        below[task_id] = 1.0 + sum(below[child] / fan_in[child] for child in children[task_id])
-    score = {task_id: below[task_id] + lookahead * depth[task_id] for task_id in order}
-    return GraphRanks(below, score)
+    below = array("d", bytes(8 * size))
+    for node in reversed(order):
+        below[node] = 1.0 + sum(below[children[j]] / fan_in[children[j]] for j in range(starts[node], starts[node + 1]))
+    score = array("d", bytes(8 * size))
+    for i in range(size):
+        score[i] = below[i] + lookahead * depth[i]
+    return below, score
 
 
-def _topological(
-    task_ids: Sequence[str], parents: Mapping[str, Sequence[str]]
-) -> tuple[list[str], dict[str, list[str]]]:
-    """Kahn's order from the sources, and the children of each task (parents outside ignored)."""
-    members = set(task_ids)
-    children: dict[str, list[str]] = {task_id: [] for task_id in task_ids}
-    waiting: dict[str, int] = {}
-    for task_id in task_ids:
-        count = 0
-        for parent in parents.get(task_id, ()):
-            if parent in members:
-                children[parent].append(task_id)
-                count += 1
-        waiting[task_id] = count
-    order = [task_id for task_id in task_ids if waiting[task_id] == 0]
-    position = 0
-    while position < len(order):
-        for child in children[order[position]]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                order.append(child)
-        position += 1
-    if len(order) != len(members):
-        raise RankCycleError(f"dependency cycle among {len(members) - len(order)} tasks")
-    return order, children
+def dag_of(task_ids: Sequence[str], dependencies: Sequence[Sequence[str]]) -> Dag:
+    """The :class:`Dag` of a workflow's tasks; :class:`RankCycleError` when it has a cycle."""
+    try:
+        return Dag(task_ids, dependencies)
+    except DagCycleError as exc:
+        raise RankCycleError(str(exc)) from None
+
+
+def _by_id(task_ids: Sequence[str], dag: Dag, rank: array[float], score: array[float]) -> GraphRanks:
+    return GraphRanks({task_ids[i]: rank[i] for i in dag.order}, {task_ids[i]: score[i] for i in dag.order})
