@@ -9,7 +9,8 @@ hands the results to the loop as events:
   run the request again (:meth:`Runtime.handle` does that once).
 - :meth:`Lifecycle.run`: once a second, find workflows past retention (their namespace's override
   or ``--retain``) and forget a small batch of them; each batch is one tick's commit. Then give
-  SQLite's free pages back (incremental vacuum) and, after evictions, the C heap (``malloc_trim``).
+  SQLite's free pages back (incremental vacuum) and, after evictions, the interpreter's free lists
+  (a full collection, after big ones) and the C heap (``malloc_trim``).
 - :meth:`Lifecycle.collect`: the same pass on demand (``corral gc``), or only its list (dry run).
 """
 
