@@ -16,6 +16,7 @@ from pathlib import Path
 
 from corral import eventloop
 from corral.agent.logsetup import configure as configure_logging
+from corral.controller import heaptrim
 from corral.controller.access_boot import bootstrap_admin_token, prune_audit_forever, use_secret_box
 from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
@@ -260,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     # The controller holds many long-lived records and allocates in bursts (a 20k-task submission);
     # the default thresholds would rescan the whole heap many times per burst.
     gc.set_threshold(100_000, 50, 1000)
+    # Before the first big allocation: memory freed after a big workflow must be able to leave the
+    # process (heaptrim.py; docs/DECISIONS.md "Memory after idle").
+    heaptrim.fix_thresholds()
     configure_logging(args.log_level, args.log_format)
     problem = _exposure_error(args)
     if problem is not None:

@@ -15,12 +15,44 @@ import asyncio
 import ctypes
 import ctypes.util
 import math
+import os
 import time
 from collections.abc import Callable
 
-__all__ = ["HEAP", "MIN_GAP_S", "HeapTrim", "malloc_trim"]
+__all__ = ["FIXED_THRESHOLD", "HEAP", "MIN_GAP_S", "HeapTrim", "fix_thresholds", "malloc_trim"]
 
 MIN_GAP_S = 5.0
+#: glibc's thresholds the controller fixes at start (bytes): see :func:`fix_thresholds`.
+FIXED_THRESHOLD = 128 * 1024
+_M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold")
+
+
+def fix_thresholds(threshold: int = FIXED_THRESHOLD) -> bool:
+    """Fix glibc's trim and mmap thresholds at ``threshold`` (call at start); whether it did.
+
+    glibc raises both thresholds on its own each time a big mmapped block is freed (up to 32 and
+    64 MiB): a big workflow's submission does that, after which its big blocks come from the heaps
+    and a thread's heap keeps up to 64 MiB of free top resident, which ``malloc_trim`` does not
+    release (it trims only the main heap's top). Fixed thresholds keep big blocks mmapped (each
+    goes back when freed) and let every heap give its free top back. Nothing happens where the
+    C library is not glibc, or when the operator set either threshold in the environment.
+    """
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(name in os.environ for name in _ENV) or any(name in tunables for name in _TUNABLES):
+        return False  # the operator's choice
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, threshold))
 
 
 def malloc_trim() -> Callable[[], None] | None:

@@ -163,7 +163,10 @@ class _Queries:
         return self.m.resume(visible_workflow(self.m, event.workflow, event.caller).id, now)
 
     def workflow(self, event: rq.WorkflowQuery, now: float) -> Workflow:
-        return visible_workflow(self.m, event.workflow, event.caller)
+        workflow = visible_workflow(self.m, event.workflow, event.caller)
+        if workflow.id in self.m.lifecycle.idle:  # read: idle from now (a result paged past --evict-after)
+            self.m.lifecycle.moved(workflow.id, True, now)
+        return workflow
 
     def list_workflows(self, event: rq.ListWorkflowsQuery, now: float) -> tuple[list[Workflow], bool]:
         caller, namespace = event.caller, event.namespace

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes.util
+import os
+import subprocess
+import sys
 
 import pytest
 
-from corral.controller.heaptrim import HeapTrim, malloc_trim
+from corral.controller.heaptrim import HeapTrim, fix_thresholds, malloc_trim
 
 
 class Clock:
@@ -61,3 +64,46 @@ async def test_the_real_call_runs_and_the_process_goes_on() -> None:
     heap = HeapTrim(trim, Clock())
     assert await heap.trim() and heap.trims == 1
     assert sum(len(bytearray(1 << 16)) for _ in range(16)) == 16 << 16  # allocating still works
+
+
+_PROBE = """
+import ctypes, sys
+from corral.controller.heaptrim import fix_thresholds
+
+class MallInfo2(ctypes.Structure):
+    names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(n, ctypes.c_size_t) for n in names.split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+fixed = fix_thresholds() if sys.argv[1] == "fix" else False
+first = bytearray(4 << 20)  # mmapped (over any threshold at start), then freed
+del first
+before = libc.mallinfo2().hblkhd
+second = bytearray(4 << 20)
+print(fixed, libc.mallinfo2().hblkhd - before >= 4 << 20)
+"""
+
+
+def _probe(mode: str) -> str:
+    """Run the probe in a fresh interpreter (glibc's state is per process), without the caller's tuning."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", _PROBE, mode], env=environ, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(malloc_trim() is None, reason="not glibc")
+def test_fixed_thresholds_keep_big_blocks_mmapped_after_a_big_free() -> None:
+    # glibc's own: freeing a 4 MiB mmapped block raises the threshold, so the next one comes from
+    # the heap (and stays resident after it is freed). Fixed: it is mmapped again (and unmapped when freed).
+    assert _probe("default") == "False False"
+    assert _probe("fix") == "True True"
+
+
+def test_an_operators_threshold_in_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1048576")
+    assert not fix_thresholds()  # returns before any mallopt: this process is left as it is
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
+    assert not fix_thresholds()

@@ -223,3 +223,16 @@ def test_the_per_task_tables_shrink_once_a_large_workflow_left(evicting: Sim) ->
     assert sys.getsizeof(sim.machine.tasks) * 20 < full  # a dict's table never shrinks by deleting
     assert (big, "t0") not in sim.machine.by_name and len(sim.machine.by_name) == 1
     assert sim.task(small, "a").state is T.PENDING  # what is left is all there
+
+
+def test_a_read_keeps_a_finished_workflow_in_memory_for_another_period(evicting: Sim) -> None:
+    # A big result is read page by page: the workflow must not leave memory between two pages.
+    sim = evicting
+    done, _ = sim.submit([task_spec("a")], name="done")
+    _finish_all(sim, done)
+    sim.advance(25)
+    sim.machine.handle(rq.WorkflowQuery(done, CALLER), sim.now)
+    sim.advance(25)
+    assert done in sim.machine.workflows  # 50 s after it ended, 25 s after the read
+    sim.advance(10)
+    assert done not in sim.machine.workflows
