@@ -43,6 +43,10 @@ __all__ = ["AttemptOps"]
 A = AttemptState
 T = TaskState
 _MAX_PULL_SCAN = 256
+# An agent heard from this long after an assignment left would have acknowledged it by then (it
+# holds an Accepted at most 0.25 s, agent/outbox.py; a Started goes at once): its silence about
+# that assignment means the Assign was lost. Heard from nothing since, it may be cut off instead.
+_HEARD_AFTER_ASSIGN_S = 1.0
 
 
 class AttemptOps(WorkflowOps):
@@ -586,6 +590,17 @@ class AttemptOps(WorkflowOps):
                 # before it died or was cut off, its Accepted lost with it. Taking it back now could
                 # run two copies; it stays with the agent and follows the fence clock like a running
                 # attempt (or the agent's next Hello says whether it holds it).
+                continue
+            if agent is not None and agent.last_seen < attempt.assigned_at + _HEARD_AFTER_ASSIGN_S:
+                # Nothing heard from the agent since: a partition looks like a live stream until
+                # its keepalive fails, and the agent may have started the attempt with its reports
+                # held up behind the fault. Taking it back now could run two copies (make chaos,
+                # partition-20). Asked again a lease later: by then the agent has spoken without
+                # acknowledging it (its Assign was lost: taken back then), or it is lost and the
+                # attempt follows the fence clock, or its reports arrived.
+                again = now + lease
+                self.unacknowledged[attempt_id] = again
+                self.ack_queue.append((again, attempt_id))
                 continue
             name = agent.name if agent is not None else attempt.agent_id
             self.requeue(attempt, A.LOST, now, f"not acknowledged by agent {name} within {lease:g}s")

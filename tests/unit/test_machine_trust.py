@@ -79,6 +79,38 @@ def test_an_unacknowledged_assignment_of_a_vanished_agent_waits_for_the_fence(ma
     assert sim.task(wf, "t").state is T.READY
 
 
+def test_an_agent_silent_since_the_assignment_keeps_it_past_the_lease(make_sim: Callable[..., Sim]) -> None:
+    # A partition looks like a live stream until its keepalive fails: the agent may have started
+    # the attempt, its Started held up behind the fault. Taking it back would run two copies.
+    sim = _silent(make_sim)
+    sim.hello("cut", slots=1)
+    wf, step = sim.submit([task_spec("t")])
+    (assignment,) = step.assignments("cut")
+    attempt_id = assignment.attempt_id
+    step = sim.run_for(8.0, silent=["cut"])
+    assert not step.of(ev.CancelAttempts)
+    assert sim.machine.attempts[attempt_id].state is A.ASSIGNED
+    # The fault heals: its Started arrives, the one copy runs on.
+    assert sim.started("cut", attempt_id).result is True
+    assert sim.machine.attempts[attempt_id].state is A.RUNNING
+    assert not sim.machine.unacknowledged
+
+
+def test_an_agent_that_speaks_without_acknowledging_loses_the_assignment(make_sim: Callable[..., Sim]) -> None:
+    # Heard from after the assignment yet silent about it: its Assign was lost (a blackhole).
+    sim = _silent(make_sim)
+    sim.hello("cut", slots=1)
+    wf, step = sim.submit([task_spec("t")])
+    attempt_id = step.assignments("cut")[0].attempt_id
+    assert not sim.run_for(5.0, silent=["cut"]).of(ev.CancelAttempts)
+    sim.do(ev.AgentHeartbeat("cut", sim.machine.agents["cut"].session_epoch))
+    step = sim.run_for(3.5)
+    (cancel,) = step.of(ev.CancelAttempts)
+    assert cancel.attempt_ids == [attempt_id]
+    assert sim.machine.attempts[attempt_id].state is A.LOST
+    assert sim.task(wf, "t").state is T.READY and sim.task(wf, "t").retries_used == 0
+
+
 def test_assignment_leases_start_again_when_the_store_takes_writes_again(make_sim: Callable[..., Sim]) -> None:
     # While the store refused writes the agent's Accepted could not be recorded: its assignment
     # must not be taken back at the old deadline once writes resume.
