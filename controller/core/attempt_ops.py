@@ -326,6 +326,16 @@ class AttemptOps(WorkflowOps):
             return
         self.emit(CancelAttempts(reporter, [attempt_id], True, 0.0))
 
+    def hold_until_beat(self, agent_id: str, now: float) -> None:
+        """The agent's supervisors fenced: its lease ran out, so what is placed on it before an echo
+        renews the lease is refused at start (after a long outage, over and over, make chaos
+        controller-down-45). No new work until its next heartbeat (or an assignment lease)."""
+        self.awaiting_beat.add(agent_id)
+        self.held_back[agent_id] = max(self.held_back.get(agent_id, 0.0), now + self.config.assignment_lease_s)
+        view = self.views.get(agent_id)
+        if view is not None:
+            view.held_back = True
+
     def acknowledged(self, agent_id: str, attempt_id: str) -> None:
         """The agent holds this attempt: its lease is settled and any hold-back lifts."""
         self.unacknowledged.pop(attempt_id, None)
@@ -426,6 +436,8 @@ class AttemptOps(WorkflowOps):
             # rather than by us: run it elsewhere, without spending a retry.
             if event.fenced and attempt.state is A.RUNNING:
                 task.reruns_after_fence += 1
+            if event.fenced:
+                self.hold_until_beat(attempt.agent_id, now)
             why = event.error or ("fenced by its supervisor" if event.fenced else "given back by its agent")
             self.end_attempt(attempt, event.outcome, now, why)
             self.make_ready(task, now, kind="fenced" if event.fenced else "requeued", reason=why)

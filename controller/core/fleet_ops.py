@@ -208,9 +208,18 @@ class FleetOps(AttemptOps):
             self.touch_agent(agent)
             self.rebuild_view(agent)
         echoed = self.echoed.get(agent.id)
-        if echoed is None or echoed[0] != event.session_epoch or now - echoed[1] >= self.config.echo_every_s:
+        renewing = agent.id in self.awaiting_beat
+        due = echoed is None or echoed[0] != event.session_epoch or now - echoed[1] >= self.config.echo_every_s
+        if renewing or due:
             self.echoed[agent.id] = (event.session_epoch, now)
             self.emit(HeartbeatAck(agent.id, event.session_epoch, event.seq))
+        if renewing:
+            # The echo goes out before anything placed from now on: the agent renews its lease first.
+            self.awaiting_beat.discard(agent.id)
+            if self.held_back.pop(agent.id, None) is not None:
+                view = self.views.get(agent.id)
+                if view is not None:
+                    view.held_back = self.cordons.holds(agent.id)
         return True
 
     def reports(self, event: AgentReports, now: float) -> bool:

@@ -80,7 +80,10 @@ class StateFilter:
         if agent.state is not AgentState.CONNECTED:
             return f"agent is {agent.state.value}"
         if agent.held_back:
-            return "agent left assignments unacknowledged; held back until it acknowledges again"
+            return (
+                "agent held back: it left assignments unacknowledged, or its lease ran out; "
+                "until it acknowledges or beats again"
+            )
         return None
 
     def passes(self, demand: Demand, agent: AgentView) -> bool:

@@ -110,6 +110,9 @@ class MachineState:
         self.parallelism = Parallelism()
         self.reservations = Reservations()  # memory only: rebuilt as big tasks wait again
         self.held_back: dict[str, float] = {}  # agent id -> no new work before this (or an ack)
+        # Agents whose supervisors fenced an attempt (their lease ran out): held back until their
+        # next heartbeat is echoed, which renews it; work placed before would be refused.
+        self.awaiting_beat: set[str] = set()
         # Attempts of silent (lost, disconnected, or not yet back after a restart) agents -> when
         # they are requeued: fenced (``stop``) or given up (``keep``). Cleared by a Hello.
         self.fence_at: dict[str, float] = {}
@@ -211,6 +214,7 @@ class MachineState:
         self.active.pop(agent_id, None)
         self.held_back.pop(agent_id, None)
         self.echoed.pop(agent_id, None)
+        self.awaiting_beat.discard(agent_id)
         self.cordons.until.pop(agent_id, None)
         self.cordons.manual.discard(agent_id)
         self._dirty_agents.pop(agent_id, None)

@@ -149,9 +149,15 @@ def test_a_supervisor_fenced_report_requeues_without_a_retry(sim: Sim) -> None:
     step = sim.do(ev.AttemptFinished("a1", attempt, A.LOST, None, None, "lease expired", True, fenced=True))
     assert step.result is True
     task = sim.task(wf, "t")
-    assert task.state is T.ASSIGNED and task.attempts == 2  # placed again on the same agent
+    # Its agent's lease ran out: work placed before an echo renews it would be refused at start.
+    assert task.state is T.READY and task.attempts == 1
     assert (task.retries_used, task.reruns_after_fence, task.agent_losses) == (0, 1, 0)
-    assert [e.kind for e in step.changes.events] == ["fenced", "placed"]
+    assert [e.kind for e in step.changes.events] == ["fenced"]
+    # Its next heartbeat is echoed, and only then is the task placed on it again.
+    step = sim.do(ev.AgentHeartbeat("a1", sim.machine.agents["a1"].session_epoch))
+    kinds = [type(a).__name__ for a in step.actions]
+    assert kinds.index("HeartbeatAck") < kinds.index("Assign"), kinds
+    assert task.state is T.ASSIGNED and task.attempts == 2  # placed again on the same agent
 
 
 # --- poison -------------------------------------------------------------------------------------
