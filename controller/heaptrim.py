@@ -18,6 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["FIXED_THRESHOLD", "HEAP", "MIN_GAP_S", "HeapTrim", "fix_thresholds", "malloc_trim"]
 
@@ -28,6 +29,17 @@ _M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
 _ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 _TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold")
+
+
+def _libc(function: str) -> Any:
+    """A function of the C library by name (a ctypes function), or None where there is none."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return getattr(ctypes.CDLL(name), function)
+    except (OSError, AttributeError):
+        return None
 
 
 def fix_thresholds(threshold: int = FIXED_THRESHOLD) -> bool:
@@ -43,12 +55,8 @@ def fix_thresholds(threshold: int = FIXED_THRESHOLD) -> bool:
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if any(name in os.environ for name in _ENV) or any(name in tunables for name in _TUNABLES):
         return False  # the operator's choice
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -57,12 +65,8 @@ def fix_thresholds(threshold: int = FIXED_THRESHOLD) -> bool:
 
 def malloc_trim() -> Callable[[], None] | None:
     """glibc's malloc_trim(0), or None elsewhere."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+    trim = _libc("malloc_trim")
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
 
