@@ -84,7 +84,7 @@ def test_an_agent_silent_since_the_assignment_keeps_it_past_the_lease(make_sim: 
     # the attempt, its Started held up behind the fault. Taking it back would run two copies.
     sim = _silent(make_sim)
     sim.hello("cut", slots=1)
-    wf, step = sim.submit([task_spec("t")])
+    _, step = sim.submit([task_spec("t")])
     (assignment,) = step.assignments("cut")
     attempt_id = assignment.attempt_id
     step = sim.run_for(8.0, silent=["cut"])
