@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 from corral.controller.core.access import secret_refs
+from corral.controller.core.assignment_leases import AssignmentLeases
 from corral.controller.core.cache import store_result
 from corral.controller.core.cordon import observe_finish
 from corral.controller.core.dynamic import map_inputs
@@ -36,20 +35,15 @@ from corral.controller.core.preemption import preempt_pass, preempted, start_pre
 from corral.controller.core.reservations import after_pass, stuck_test, sweep
 from corral.controller.core.scheduling import Plan, PlanView, Steal, plan
 from corral.controller.core.transitions import move_attempt
-from corral.controller.core.workflow_ops import WorkflowOps
 
 __all__ = ["AttemptOps"]
 
 A = AttemptState
 T = TaskState
 _MAX_PULL_SCAN = 256
-# An agent heard from this long after an assignment left would have acknowledged it by then (it
-# holds an Accepted at most 0.25 s, agent/outbox.py; a Started goes at once): its silence about
-# that assignment means the Assign was lost. Heard from nothing since, it may be cut off instead.
-_HEARD_AFTER_ASSIGN_S = 1.0
 
 
-class AttemptOps(WorkflowOps):
+class AttemptOps(AssignmentLeases):
     """Handlers that create, confirm and end attempts."""
 
     def dispatch(
@@ -326,24 +320,6 @@ class AttemptOps(WorkflowOps):
             return
         self.emit(CancelAttempts(reporter, [attempt_id], True, 0.0))
 
-    def hold_until_beat(self, agent_id: str, now: float) -> None:
-        """The agent's supervisors fenced: its lease ran out, so what is placed on it before an echo
-        renews the lease is refused at start (after a long outage, over and over, make chaos
-        controller-down-45). No new work until its next heartbeat (or an assignment lease)."""
-        self.awaiting_beat.add(agent_id)
-        self.held_back[agent_id] = max(self.held_back.get(agent_id, 0.0), now + self.config.assignment_lease_s)
-        view = self.views.get(agent_id)
-        if view is not None:
-            view.held_back = True
-
-    def acknowledged(self, agent_id: str, attempt_id: str) -> None:
-        """The agent holds this attempt: its lease is settled and any hold-back lifts."""
-        self.unacknowledged.pop(attempt_id, None)
-        if self.held_back.pop(agent_id, None) is not None:
-            view = self.views.get(agent_id)
-            if view is not None:
-                view.held_back = self.cordons.holds(agent_id)
-
     def accepted(self, event: AttemptAccepted, now: float) -> bool:
         """The agent holds the assignment; False (and a kill order) when it is not its to hold."""
         attempt = self.owned_active(event.reporter, event.attempt_id)
@@ -468,23 +444,6 @@ class AttemptOps(WorkflowOps):
             self.set_task_state(task, T.FAILED, now, message, reason=task.error)
             self.skip_descendants(task, now)
 
-    def lose_attempt(self, attempt: Attempt, now: float, why: str) -> None:
-        """Its agent never re-reported it: requeue without spending a retry."""
-        self.requeue(attempt, A.LOST, now, why, kind="lost")
-
-    def requeue(self, attempt: Attempt, outcome: AttemptState, now: float, why: str, *, kind: str = "requeued") -> None:
-        """End an attempt that did not fail by itself and make its task ready again (no retry spent);
-        in a cancelling workflow the task is cancelled instead. ``kind`` names the log entry."""
-        task = self.tasks[attempt.task_id]
-        workflow = self.workflows[task.workflow_id]
-        self.end_attempt(attempt, outcome, now, why)
-        if workflow.state is WorkflowState.CANCELLING:
-            task.finished_at = now
-            self.set_task_state(task, T.CANCELLED, now, "workflow cancelled")
-        else:
-            self.make_ready(task, now, kind=kind, reason=why)
-        self.finish_if_done(workflow, now)
-
     def late_success(self, event: AttemptFinished, now: float) -> bool:
         """A success reported for a fenced or lost attempt of this agent: accepted while its
         replacement has not started (the task waits in the queue, or its replacement is withdrawn
@@ -560,66 +519,3 @@ class AttemptOps(WorkflowOps):
         for attempt_id, deadline in list(self.unconfirmed.items()):
             if deadline <= now:
                 self.lose_attempt(self.attempts[attempt_id], now, "not reported by its agent after reconnect")
-
-    def next_assignment_deadline(self) -> float | None:
-        """The earliest assignment lease still running (settled ones are dropped on the way)."""
-        queue, pending = self.ack_queue, self.unacknowledged
-        while queue and pending.get(queue[0][1]) != queue[0][0]:
-            queue.popleft()
-        return queue[0][0] if queue else None
-
-    def restart_assignment_leases(self, now: float) -> None:
-        """Give every unacknowledged assignment a full lease from ``now`` (after a storage outage,
-        during which an agent's Accepted or Started could not be recorded: taking the attempt back
-        then could run a second copy)."""
-        lease = self.config.assignment_lease_s
-        for attempt_id, deadline in self.unacknowledged.items():
-            self.unacknowledged[attempt_id] = max(deadline, now + lease)
-        self.ack_queue = deque(sorted((d, a) for a, d in self.unacknowledged.items()))
-
-    def expire_assignments(self, now: float) -> None:
-        """Take back assignments not acknowledged within the lease, and hold their agents back.
-
-        The attempt ends LOST and its task is requeued without spending a retry; its agent is told
-        to kill it should it ever get it, and gets no new work until it acknowledges something
-        (or ``hold_back_s`` passes), so a blackhole agent cannot keep swallowing work.
-        """
-        for agent_id, until in list(self.held_back.items()):
-            if until <= now:
-                del self.held_back[agent_id]
-                view = self.views.get(agent_id)
-                if view is not None:
-                    view.held_back = self.cordons.holds(agent_id)
-        lease = self.config.assignment_lease_s
-        taken: dict[str, list[str]] = {}
-        while (deadline := self.next_assignment_deadline()) is not None and deadline <= now:
-            _, attempt_id = self.ack_queue.popleft()
-            del self.unacknowledged[attempt_id]
-            attempt = self.attempts[attempt_id]
-            agent = self.agents.get(attempt.agent_id)
-            if agent is not None and agent.state not in (AgentState.CONNECTED, AgentState.DRAINING):
-                # Its stream is gone: the agent may have got the assignment and started it just
-                # before it died or was cut off, its Accepted lost with it. Taking it back now could
-                # run two copies; it stays with the agent and follows the fence clock like a running
-                # attempt (or the agent's next Hello says whether it holds it).
-                continue
-            if agent is not None and agent.last_seen < attempt.assigned_at + _HEARD_AFTER_ASSIGN_S:
-                # Nothing heard from the agent since: a partition looks like a live stream until
-                # its keepalive fails, and the agent may have started the attempt with its reports
-                # held up behind the fault. Taking it back now could run two copies (make chaos,
-                # partition-20). Asked again a lease later: by then the agent has spoken without
-                # acknowledging it (its Assign was lost: taken back then), or it is lost and the
-                # attempt follows the fence clock, or its reports arrived.
-                again = now + lease
-                self.unacknowledged[attempt_id] = again
-                self.ack_queue.append((again, attempt_id))
-                continue
-            name = agent.name if agent is not None else attempt.agent_id
-            self.requeue(attempt, A.LOST, now, f"not acknowledged by agent {name} within {lease:g}s")
-            taken.setdefault(attempt.agent_id, []).append(attempt_id)
-        for agent_id, attempt_ids in taken.items():
-            self.emit(CancelAttempts(agent_id, attempt_ids, True, 0.0))
-            self.held_back[agent_id] = now + self.config.hold_back_s
-            view = self.views.get(agent_id)
-            if view is not None:
-                view.held_back = True

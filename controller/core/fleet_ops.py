@@ -216,10 +216,7 @@ class FleetOps(AttemptOps):
         if renewing:
             # The echo goes out before anything placed from now on: the agent renews its lease first.
             self.awaiting_beat.discard(agent.id)
-            if self.held_back.pop(agent.id, None) is not None:
-                view = self.views.get(agent.id)
-                if view is not None:
-                    view.held_back = self.cordons.holds(agent.id)
+            self.release_hold(agent.id)
         return True
 
     def reports(self, event: AgentReports, now: float) -> bool:
