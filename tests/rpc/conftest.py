@@ -12,6 +12,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from corral.controller.core.lifecycle import drop_workflows
+from corral.controller.core.machine import Machine
 from corral.controller.rpc.gateway import deliver
 from corral.controller.runtime import Runtime
 from corral.controller.server import Server, build_server
@@ -70,6 +72,16 @@ async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
         await server.stop(0)
         await runtime.stop()
     assert runtime.failure is None
+
+
+async def evict_workflows(rt: Runtime, workflow_ids: Sequence[str]) -> None:
+    """Take finished workflows out of the controller's memory, as its eviction does."""
+
+    def command(m: Machine, now: float) -> None:
+        drop_workflows(m, workflow_ids)
+        m.lifecycle.evicted += len(workflow_ids)
+
+    await rt.call(command, read=True)
 
 
 def shell_task(name: str, *deps: str, **fields: Any) -> pb.TaskSpec:

@@ -12,8 +12,6 @@ import grpc
 import grpc.aio
 import pytest
 
-from corral.controller.core.lifecycle import drop_workflows
-from corral.controller.core.machine import Machine
 from corral.controller.heaptrim import HeapTrim
 from corral.controller.lifecycle import Lifecycle
 from corral.controller.rpc.gateway import deliver
@@ -22,7 +20,7 @@ from corral.controller.server import build_server
 from corral.controller.store.sqlite import SqliteStore
 from corral.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
-from .conftest import shell_task, workflow_spec
+from .conftest import evict_workflows, shell_task, workflow_spec
 
 
 class Rig:
@@ -46,11 +44,7 @@ class Rig:
         return answer.workflow_id
 
     async def evict(self, *workflow_ids: str) -> None:
-        def command(m: Machine, now: float) -> None:
-            drop_workflows(m, workflow_ids)
-            m.lifecycle.evicted += len(workflow_ids)
-
-        await self.rt.call(command, read=True)
+        await evict_workflows(self.rt, workflow_ids)
         await self.lifecycle.after_evictions()
 
 

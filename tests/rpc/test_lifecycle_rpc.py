@@ -12,8 +12,6 @@ import grpc
 import grpc.aio
 import pytest
 
-from corral.controller.core.lifecycle import drop_workflows
-from corral.controller.core.machine import Machine
 from corral.controller.lifecycle import Lifecycle
 from corral.controller.rpc.gateway import deliver
 from corral.controller.runtime import Runtime
@@ -21,7 +19,7 @@ from corral.controller.server import build_server
 from corral.controller.store.sqlite import SqliteStore
 from corral.v1 import admin_pb2, admin_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
-from .conftest import bad_request, shell_task, workflow_spec
+from .conftest import bad_request, evict_workflows, shell_task, workflow_spec
 
 CANCELLED = types_pb2.WORKFLOW_STATE_CANCELLED
 
@@ -53,11 +51,7 @@ class Rig:
         return answer.workflow_id
 
     async def evict(self, *workflow_ids: str) -> None:
-        def command(m: Machine, now: float) -> None:
-            drop_workflows(m, workflow_ids)
-            m.lifecycle.evicted += len(workflow_ids)
-
-        await self.rt.call(command, read=True)
+        await evict_workflows(self.rt, workflow_ids)
 
     async def listed(self, **fields: object) -> list[str]:
         ids: list[str] = []
