@@ -104,14 +104,8 @@ def analyze(names: Sequence[str], dependencies: Sequence[Sequence[str]], duratio
     # Stages are the topological generations: a task's is one past its latest dependency's.
     # Positions in flat arrays (core/dag.py): a 200k-task submission is planned while its records
     # are being built, and lists of lists per task cost ~300 bytes each.
-    starts, children = dag.starts, dag.children
-    generation = array("i", bytes(4 * n))
-    for node in dag.order:
-        below = generation[node] + 1
-        for j in range(starts[node], starts[node + 1]):
-            child = children[j]
-            if below > generation[child]:
-                generation[child] = below
+    starts = dag.starts
+    generation = dag.generations()
     members: list[array[int]] = [array("i") for _ in range(max(generation) + 1)]
     for i in range(n):
         members[generation[i]].append(i)  # submission order within each stage

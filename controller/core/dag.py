@@ -92,6 +92,18 @@ class Dag:
         self.children = children
         self.order = order
 
+    def generations(self) -> array[int]:
+        """Each position's depth: 0 for a root, else one past its deepest dependency's."""
+        starts, children = self.starts, self.children
+        depth = array("i", bytes(4 * self.size))
+        for node in self.order:
+            below = depth[node] + 1
+            for j in range(starts[node], starts[node + 1]):
+                child = children[j]
+                if below > depth[child]:
+                    depth[child] = below
+        return depth
+
     def longest_path(self, weights: Sequence[float]) -> list[int]:
         """The heaviest path (positions, first to last), each task weighing ``weights[i]``.
 

@@ -135,13 +135,7 @@ def structural_by_position(dag: Dag, lookahead: float = STRUCTURAL_LOOKAHEAD) ->
     """:func:`structural_ranks` over a :class:`Dag`: ``(rank, score)`` arrays indexed by position."""
     size = dag.size
     starts, children, order, fan_in = dag.starts, dag.children, dag.order, dag.parents
-    depth = array("i", bytes(4 * size))
-    for node in order:
-        below_depth = depth[node] + 1
-        for j in range(starts[node], starts[node + 1]):
-            child = children[j]
-            if below_depth > depth[child]:
-                depth[child] = below_depth
+    depth = dag.generations()
     below = array("d", bytes(8 * size))
     for node in reversed(order):
         below[node] = 1.0 + sum(below[children[j]] / fan_in[children[j]] for j in range(starts[node], starts[node + 1]))
