@@ -208,7 +208,7 @@ class Lifecycle:
                 # arena of the run alive, and only a full collection empties them. The daemon's
                 # thresholds (daemon.py) make full collections rare, and an idle controller never
                 # reaches one: measured after a 200k-task workflow, 137 arenas before, 68 after,
-                # -69 MiB of RSS (docs/notes/idle.md).
+                # -69 MiB of RSS (DECISIONS.md, "Memory, fourth wave: after idle").
                 self.gc_collect()
                 self.collections += 1
                 self._tasks_peak = in_memory
