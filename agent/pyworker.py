@@ -55,11 +55,6 @@ from corral.agent.usage import TaskMeter
 __all__ = ["HEADER", "Request", "Response", "main"]
 
 HEADER = struct.Struct("<I")
-#: How long a new child has the machine to itself before the template forks the next one. On a
-#: small host a fork beside a starting task doubles that task's time (measured: a one-task
-#: workflow's run went from 4.9 to 3.4 ms); a switch that comes sooner forks then, as before.
-STANDBY_DELAY_S = 0.005
-
 #: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s)
 Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
 #: (ok, result JSON, error, retryable, stop: "" or the reason the worker stopped the task, e.g. "fenced",
@@ -424,9 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     This process never runs a task. It is a clean template: each workflow's tasks run in a child
     forked from it, reading the same pipes; when a task of another workflow arrives, the child hands
     that request back and exits, the folder is emptied, and the next child takes over. So no state
-    of one workflow reaches another. The next child is forked in advance, while the current one
-    works (STANDBY_DELAY_S after it starts), so a switch costs a pipe write, not a fork or an
-    interpreter start.
+    of one workflow reaches another. The next child is forked in advance, as soon as the current one
+    has its first request, so a switch costs a pipe write, not a fork or an interpreter start.
     """
     args = sys.argv[1:] if argv is None else argv
     requests = os.fdopen(int(args[0]), "rb", buffering=0)
@@ -463,15 +457,19 @@ def main(argv: list[str] | None = None) -> int:
     ready = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
     _write_all(responses, HEADER.pack(len(ready)) + ready)
     pending = _read_frame(requests)
-    standby: _Child | None = first
+    standby = first
     while pending is not None:
-        active = standby if standby is not None else fork()
+        active = standby
         # A fresh look before a new child starts its first task (the tick may be up to 0.5 s old).
         watcher.refresh_lease()
         _write_all_fd(active.go, pending)
         os.close(active.go)
         watcher.reap_ending()
-        standby = None if watcher.handed_back_within(active.handoff, STANDBY_DELAY_S) else fork()
+        # Forked now, beside the new child's first task, not later: on a small host the critical
+        # path of a short workflow (controller, agent, this child) runs one process at a time, so
+        # the fork takes a core that is idle now, and would slow the controller's handling of the
+        # answer if it came after it (measured: one-task workflows back to back, 6.0 -> 5.0 ms).
+        standby = fork()
         # Not a blocking read: the watch also fences a task whose lease ran out, and takes over
         # a running task when the agent dies.
         handed_back = watcher.watch(active.pid, active.handoff)
@@ -482,8 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             # stops this worker), or a task killed its process. Either way this worker is done,
             # and its exit code says how the child ended. os._exit, not a return: the pipes must
             # close with the process, so the agent, which sees them close, finds the status set.
-            if standby is not None:
-                os.close(standby.go)  # the standby reads EOF and exits
+            os.close(standby.go)  # the standby reads EOF and exits
             # Whatever the dead child's tasks left running came back to this subreaper: it goes too.
             kill_descendants()
             code = os.waitstatus_to_exitcode(status)
@@ -496,8 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         watcher.ending.add(active.pid)
         _wipe(home)
         pending = handed_back
-    if standby is not None:
-        os.close(standby.go)
+    os.close(standby.go)
     return 0
 
 
