@@ -11,6 +11,7 @@ the two paths to the same answers (tests/unit/test_plain_tasks.py).
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from corral.controller.core.params import MARKER
 from corral.controller.errors import InvalidArgument
@@ -19,7 +20,7 @@ from corral.controller.spec import TaskSpec, check_payload_shape
 from corral.controller.spec_common import NAME_PATTERN, Limits
 from corral.v1 import types_pb2 as pb
 
-__all__ = ["plain_task_spec"]
+__all__ = ["PlainTask", "plain_task", "plain_task_spec", "plain_template"]
 
 _PLAIN_FIELDS = frozenset({"name", "agent_type", "payload_json", "dependencies"})
 # The model's Name pattern, with fullmatch for its anchors.
@@ -31,10 +32,19 @@ def _name(text: str) -> bool:
     return 0 < len(text) <= _MAX_NAME and _NAME.fullmatch(text) is not None
 
 
-def plain_task_spec(message: pb.TaskSpec, payload: bytes, path: str) -> TaskSpec | None:
-    """The validated spec of a plain task, or None to validate it with the model.
+class PlainTask(NamedTuple):
+    """What a plain task sets; everything else is its agent type's default (:func:`plain_template`)."""
+
+    name: str
+    agent_type: str
+    dependencies: tuple[str, ...]
+
+
+def plain_task(message: pb.TaskSpec, payload: bytes, path: str) -> PlainTask | None:
+    """A plain task, validated as the model would, or None to validate it with the model.
 
     ``payload`` is the message's payload bytes (``b"{}"`` when empty); ``path`` its field path.
+    Admission builds its record from this and :func:`plain_template`, with no model in between.
     """
     for field, _ in message.ListFields():
         if field.name not in _PLAIN_FIELDS:
@@ -59,16 +69,30 @@ def plain_task_spec(message: pb.TaskSpec, payload: bytes, path: str) -> TaskSpec
         check_payload_shape(agent_type, value, "payload")
     except ValueError:
         return None
+    return PlainTask(name, agent_type, tuple(dependencies))
+
+
+def plain_template(agent_type: str) -> TaskSpec:
+    """The model's spec of a plain task of ``agent_type`` with every default (name and payload empty)."""
     template = _TEMPLATES.get(agent_type)
     if template is None:
         if len(_TEMPLATES) >= _MAX_TEMPLATES:
             _TEMPLATES.clear()
         # Defaults for every other field come from the model itself, built once per agent type.
         template = _TEMPLATES[agent_type] = TaskSpec.model_construct(
-            name=name, agent_type=agent_type, payload={}, dependencies=[]
+            name="", agent_type=agent_type, payload={}, dependencies=[]
         )
-    update = {"name": name, "payload": value, "dependencies": list(dependencies)}
-    return template.model_copy(update=update)
+    return template
+
+
+def plain_task_spec(message: pb.TaskSpec, payload: bytes, path: str) -> TaskSpec | None:
+    """:func:`plain_task` as the model's spec (what the model would make of it), or None."""
+    plain = plain_task(message, payload, path)
+    if plain is None:
+        return None
+    value = decode_json_field(payload, f"{path}.payload", Limits.max_payload_bytes, "max_payload_bytes")
+    update = {"name": plain.name, "payload": value, "dependencies": list(plain.dependencies)}
+    return plain_template(plain.agent_type).model_copy(update=update)
 
 
 # A default TaskSpec per agent type (model_construct resolves every default: 1 ms; a copy: µs).

@@ -27,7 +27,7 @@ from corral.controller.core.params import MARKER
 from corral.controller.core.schedules import scheduled_fields
 from corral.controller.errors import FieldViolation, InvalidArgument
 from corral.controller.rpc.cache_wire import declared_params, param_values, task_cache, with_params
-from corral.controller.rpc.plain_tasks import plain_task_spec
+from corral.controller.rpc.plain_tasks import PlainTask, plain_task, plain_template
 from corral.controller.rpc.wire_fallbacks import rules_of
 from corral.controller.rpc.wire_spec import decode_json_field, task_mapping
 from corral.controller.spec import Limits, TaskSpec, WorkflowHeader, plain_dependencies, violations_of
@@ -55,8 +55,37 @@ class _Records:
         self.namespace = namespace
         self.default_priority = 50 if default_priority is None else default_priority
         self._resources: dict[tuple[float, int, int, int, int], Resources] = {}
+        self._plain: dict[str, dict[str, Any]] = {}  # agent type -> a plain task's fields
 
     def task(self, spec: TaskSpec, task_id: str, index: int, payload: bytes) -> Task:
+        return Task(
+            id=task_id,
+            workflow_id=self.workflow_id,
+            name=spec.name,
+            index=index,
+            payload=payload,
+            dependencies=tuple(plain_dependencies(spec.dependencies)),  # names for now; see _resolve
+            dynamic=_dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None,
+            **self._fields(spec),
+        )
+
+    def plain_task(self, plain: PlainTask, task_id: str, index: int, payload: bytes) -> Task:
+        """The record of a task the fast path accepted: its agent type's defaults, computed once."""
+        fields = self._plain.get(plain.agent_type)
+        if fields is None:
+            fields = self._plain[plain.agent_type] = self._fields(plain_template(plain.agent_type))
+        return Task(
+            id=task_id,
+            workflow_id=self.workflow_id,
+            name=plain.name,
+            index=index,
+            payload=payload,
+            dependencies=plain.dependencies,
+            **fields,
+        )
+
+    def _fields(self, spec: TaskSpec) -> dict[str, Any]:
+        """The record's fields that come from the spec, but its name, payload and dependencies."""
         res = spec.resources
         key = (res.cpu_cores, res.memory_mb, res.disk_mb, res.network_bandwidth_mbps, res.gpu_count)
         resources = None if res.custom_resources else self._resources.get(key)
@@ -64,39 +93,32 @@ class _Records:
             resources = Resources(*key, custom=dict(res.custom_resources))
             if not res.custom_resources:
                 self._resources[key] = resources
-        return Task(
-            id=task_id,
-            workflow_id=self.workflow_id,
-            name=spec.name,
-            index=index,
+        return {
             # Interned: the same few words on every task (one string each, not one per task).
-            agent_type=sys.intern(spec.agent_type),
-            payload=payload,
-            type=_TYPES[spec.type],
-            resources=resources,
-            priority=spec.priority if spec.priority is not None else self.default_priority,
-            timeout_s=spec.timeout,
-            max_retries=spec.retries,
-            retry_backoff_s=spec.retry_backoff,
-            dependencies=tuple(plain_dependencies(spec.dependencies)),  # names for now; see _resolve
-            constraints=spec.equality_constraints() if spec.constraints else _NO_CONSTRAINTS,
-            estimated_duration_s=spec.estimated_duration,
-            namespace=self.namespace,
-            on_disconnect=sys.intern(spec.on_disconnect),
-            max_disconnect_s=spec.max_disconnect,
-            max_agent_losses=spec.max_agent_losses,
-            constraint_exprs=spec.label_expressions() if spec.constraints else (),
-            spread=sys.intern(spec.spread) if spec.spread else "",
-            affinity=dict(spec.affinity) if spec.affinity else _NO_CONSTRAINTS,
+            "agent_type": sys.intern(spec.agent_type),
+            "type": _TYPES[spec.type],
+            "resources": resources,
+            "priority": spec.priority if spec.priority is not None else self.default_priority,
+            "timeout_s": spec.timeout,
+            "max_retries": spec.retries,
+            "retry_backoff_s": spec.retry_backoff,
+            "constraints": spec.equality_constraints() if spec.constraints else _NO_CONSTRAINTS,
+            "estimated_duration_s": spec.estimated_duration,
+            "namespace": self.namespace,
+            "on_disconnect": sys.intern(spec.on_disconnect),
+            "max_disconnect_s": spec.max_disconnect,
+            "max_agent_losses": spec.max_agent_losses,
+            "constraint_exprs": spec.label_expressions() if spec.constraints else (),
+            "spread": sys.intern(spec.spread) if spec.spread else "",
+            "affinity": dict(spec.affinity) if spec.affinity else _NO_CONSTRAINTS,
             **_deadline(spec.deadline),
-            preemptible=spec.preemptible,
-            max_preemptions=spec.max_preemptions,
-            gang=sys.intern(spec.gang) if spec.gang else "",
-            dynamic=_dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None,
-            compensate=_compensate(spec),
-            rules=rules_of(spec),
-            cache=None if spec.cache is None else task_cache(spec.cache),
-        )
+            "preemptible": spec.preemptible,
+            "max_preemptions": spec.max_preemptions,
+            "gang": sys.intern(spec.gang) if spec.gang else "",
+            "compensate": _compensate(spec),
+            "rules": rules_of(spec),
+            "cache": None if spec.cache is None else task_cache(spec.cache),
+        }
 
 
 def _compensate(spec: TaskSpec) -> bytes:
@@ -234,19 +256,22 @@ def admit_workflow(
     for index, task_message in enumerate(messages):
         path = f"tasks[{index}]"
         payload = task_message.payload_json or b"{}"
-        spec = plain_task_spec(task_message, payload, path)  # most tasks: no model needed
-        if spec is None:
-            try:
-                mapping = task_mapping(task_message, path)
-                if MARKER in payload and header is not None:  # ${params.x}: substituted, then validated
-                    payload = with_params(mapping, values, path)
-                spec = TaskSpec.model_validate(mapping, context=_CHECKED)
-            except InvalidArgument as exc:
-                violations.extend(exc.violations)
-                continue
-            except ValidationError as exc:
-                violations.extend(violations_of(exc, path))
-                continue
+        plain = plain_task(task_message, payload, path)  # most tasks: no model needed
+        if plain is not None:
+            if not violations:
+                tasks.append(records.plain_task(plain, ids[index], index, payload))
+            continue
+        try:
+            mapping = task_mapping(task_message, path)
+            if MARKER in payload and header is not None:  # ${params.x}: substituted, then validated
+                payload = with_params(mapping, values, path)
+            spec = TaskSpec.model_validate(mapping, context=_CHECKED)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+            continue
+        except ValidationError as exc:
+            violations.extend(violations_of(exc, path))
+            continue
         if not violations:  # once something is wrong, only look for more problems
             tasks.append(records.task(spec, ids[index], index, payload))
     if violations:

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -18,12 +18,15 @@ __all__ = [
     "TERMINAL_WORKFLOW_STATES",
     "Record",
     "Resources",
+    "build",
     "decode_json",
     "optional_state",
     "plain",
     "state_name",
     "timestamp",
 ]
+
+_R = TypeVar("_R")
 
 #: workflow states after which nothing changes any more
 TERMINAL_WORKFLOW_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -81,6 +84,18 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple | frozenset | set):
         return [plain(v) for v in value]
     return value
+
+
+def build(cls: type[_R], **values: Any) -> _R:
+    """An instance of the frozen record ``cls`` from every one of its field values, without ``__init__``.
+
+    A frozen dataclass's generated ``__init__`` stores each field through ``object.__setattr__``:
+    6 us for a task status's 46 fields, more than decoding them, and a 20,000-task result is decoded
+    in the caller's ``wait``. ``values`` must name every field (no defaults are filled in).
+    """
+    record = object.__new__(cls)
+    record.__dict__.update(values)
+    return record
 
 
 @dataclasses.dataclass(frozen=True)

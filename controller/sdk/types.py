@@ -28,6 +28,7 @@ from corral.controller.sdk.records import (
     TERMINAL_WORKFLOW_STATES,
     Record,
     Resources,
+    build,
     decode_json,
     optional_state,
     state_name,
@@ -130,7 +131,8 @@ class TaskStatus(Record):
 
     @classmethod
     def from_proto(cls, m: pb.TaskStatus) -> TaskStatus:
-        return cls(
+        return build(
+            cls,
             task_id=m.task_id,
             name=m.name,
             workflow_id=m.workflow_id,

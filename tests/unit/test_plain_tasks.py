@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from corral.controller.errors import InvalidArgument
-from corral.controller.rpc.plain_tasks import plain_task_spec
-from corral.controller.rpc.submission import admit_workflow
+from corral.controller.rpc.plain_tasks import plain_task, plain_task_spec
+from corral.controller.rpc.submission import _Records, admit_workflow
+from corral.controller.store.codec import encode_task
 from corral.controller.rpc.wire_spec import task_mapping
 from corral.controller.spec import TaskSpec
 from corral.v1 import types_pb2 as pb
@@ -72,6 +73,24 @@ def test_the_fast_path_accepts_only_what_the_model_accepts_alike(
     assert slow is not None, (name, agent_type, payload, deps)
     assert fast == slow
     assert fast.model_dump() == slow.model_dump()
+
+
+@settings(max_examples=100, deadline=None)
+@given(names, agent_types, payloads, dependencies, st.sampled_from([None, 10]))
+def test_the_fast_path_builds_the_record_the_model_path_builds(
+    name: str, agent_type: str, payload: bytes, deps: list[str], default_priority: int | None
+) -> None:
+    message = pb.TaskSpec(name=name, agent_type=agent_type, payload_json=payload, dependencies=deps)
+    plain = plain_task(message, payload or b"{}", "tasks[0]")
+    if plain is None:
+        return
+    slow = _slow(message)
+    assert slow is not None
+    records = _Records("wf-1", default_priority, "team-a")
+    fast_record = records.plain_task(plain, "t-1", 3, payload or b"{}")
+    slow_record = records.task(slow, "t-1", 3, payload or b"{}")
+    assert encode_task(fast_record) == encode_task(slow_record)
+    assert fast_record == slow_record
 
 
 def test_plain_tasks_take_the_fast_path() -> None:
