@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from corral.controller.errors import InvalidArgument
 from corral.controller.rpc.plain_tasks import plain_task, plain_task_spec
 from corral.controller.rpc.submission import _Records, admit_workflow
-from corral.controller.store.codec import encode_task
 from corral.controller.rpc.wire_spec import task_mapping
 from corral.controller.spec import TaskSpec
+from corral.controller.store.codec import encode_task
 from corral.v1 import types_pb2 as pb
 
 _CHECKED = {"payload_checked": True}
