@@ -121,6 +121,27 @@ class _Records:
         }
 
 
+def _analyzed(names: list[str], dependencies: list[tuple[str, ...]], durations: list[float]) -> ExecutionPlan:
+    """The plan of a valid graph, or InvalidArgument naming every structural problem of it.
+
+    The plan's own walk (``Dag(strict=True)``) refuses duplicate names, unknown dependencies and
+    cycles, but not a dependency listed twice. ``graph_problems``, which words each problem with
+    its field path, runs only when the walk failed or a task lists a dependency twice: a valid
+    100k-task graph is walked once, not twice (a third of a second).
+    """
+    try:
+        plan: ExecutionPlan | None = analyze(names, dependencies, durations)
+    except ValueError:
+        plan = None
+    if plan is None or any(len(deps) > 1 and len(set(deps)) != len(deps) for deps in dependencies):
+        problems = graph_problems(names, dependencies)
+        if problems:
+            raise InvalidArgument(problems)
+    if plan is None:  # the walk refused what graph_problems accepts: a bug in one of them
+        raise AssertionError("the dependency graph was refused by the plan but has no problem")
+    return plan
+
+
 def _compensate(spec: TaskSpec) -> bytes:
     """A task's compensation spec as stored (JSON), b"" without one."""
     if spec.compensate is None:
@@ -279,12 +300,11 @@ def admit_workflow(
     assert header is not None
     names = [t.name for t in tasks]
     dependencies = [t.dependencies for t in tasks]
-    problems = graph_problems(names, dependencies)
-    if not problems and any(t.gang for t in tasks):
+    plan = _analyzed(names, dependencies, [t.estimated_duration_s for t in tasks])
+    if any(t.gang for t in tasks):
         problems = gang_problems(tasks)
-    if problems:
-        raise InvalidArgument(problems)
-    plan = analyze(names, dependencies, [t.estimated_duration_s for t in tasks])
+        if problems:
+            raise InvalidArgument(problems)
     _resolve(tasks)
     workflow = _workflow(workflow_id, header, tasks, idempotency_key, standalone)
     if values:
