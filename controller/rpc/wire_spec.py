@@ -8,6 +8,7 @@ so every field error carries its path.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from corral.controller import safejson
@@ -22,7 +23,9 @@ __all__ = [
     "ON_DISCONNECT_TO_PB",
     "TASK_TYPE_FROM_PB",
     "TASK_TYPE_TO_PB",
+    "add_tasks",
     "decode_json_field",
+    "spec_header_to_proto",
     "spec_to_proto",
     "task_mapping",
     "task_spec_to_proto",
@@ -126,10 +129,21 @@ def _task_fields(task: TaskSpec, default_priority: int | None = None) -> dict[st
 
 def spec_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
     """Encode a validated workflow for SubmitWorkflow / GetExecutionPlan / AnalyzeDependencies."""
-    message = pb.WorkflowSpec(name=spec.name, metadata_json=_json_bytes(spec.metadata), labels=spec.labels)
-    add = message.tasks.add
-    for task in spec.tasks:
+    message = spec_header_to_proto(spec)
+    add_tasks(message.tasks, spec.tasks)
+    return message
+
+
+def add_tasks(into: Any, tasks: Sequence[TaskSpec]) -> None:
+    """Encode ``tasks`` at the end of the repeated ``TaskSpec`` field ``into`` (each built in place)."""
+    add = into.add
+    for task in tasks:
         add(**_task_fields(task))
+
+
+def spec_header_to_proto(spec: WorkflowSpec) -> pb.WorkflowSpec:
+    """The workflow's message without its tasks (:func:`add_tasks` adds them, here or in chunks)."""
+    message = pb.WorkflowSpec(name=spec.name, metadata_json=_json_bytes(spec.metadata), labels=spec.labels)
     if spec.priority is not None:
         message.priority = spec.priority
     if spec.namespace is not None:

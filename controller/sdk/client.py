@@ -30,7 +30,7 @@ from typing import Any, Unpack
 import grpc
 import grpc.aio
 
-from corral.controller.rpc.wire_spec import spec_to_proto, task_spec_to_proto
+from corral.controller.rpc.wire_spec import spec_header_to_proto, spec_to_proto, task_spec_to_proto
 from corral.controller.sdk.admin_types import (
     AuditRecord,
     CreatedToken,
@@ -76,7 +76,7 @@ from corral.controller.sdk.types import (
     WorkflowResult,
     WorkflowStatus,
 )
-from corral.controller.spec import TaskSpec
+from corral.controller.spec import TaskSpec, WorkflowSpec
 from corral.protocol import PROTOCOL_METADATA, PROTOCOL_VERSION, parse_addresses
 from corral.v1 import (
     admin_pb2,
@@ -204,10 +204,11 @@ class Client(
         first submission (``deduplicated`` is then true). ``params`` gives parameter values;
         ``no_cache`` runs every task (cached results are not used, successes refresh them).
         """
+        spec = as_spec(workflow)
         request = orchestrator_pb2.SubmitWorkflowRequest(
-            spec=_spec(workflow, namespace), idempotency_key=idempotency_key, start=start, **submit_options(options)
+            spec=_header(spec, namespace), idempotency_key=idempotency_key, start=start, **submit_options(options)
         )
-        return Submission.from_proto(await send_submission(self, request))
+        return Submission.from_proto(await send_submission(self, request, tasks=spec.tasks))
 
     async def start(self, workflow_id: str) -> WorkflowStatus:
         """Start a submitted workflow."""
@@ -256,8 +257,9 @@ class Client(
         Raises :class:`DeadlineExceededError` if it is still running after ``timeout`` seconds (the
         workflow itself goes on).
         """
+        spec = as_spec(workflow)
         request = orchestrator_pb2.SubmitWorkflowRequest(
-            spec=_spec(workflow, namespace),
+            spec=_header(spec, namespace),
             idempotency_key=idempotency_key,
             start=True,
             wait=True,
@@ -265,7 +267,7 @@ class Client(
             **submit_options(options),
         )
         deadline: float | bool = False if timeout is None else timeout + _WAIT_SLACK_S
-        response = await send_submission(self, request, timeout=deadline)
+        response = await send_submission(self, request, tasks=spec.tasks, timeout=deadline)
         if not response.HasField("result"):
             raise DeadlineExceededError(f"workflow {response.workflow_id} is still running after {timeout:g} s")
         await self._complete(response.result)
@@ -574,8 +576,9 @@ class Client(
         return tuple(AuditRecord.from_proto(r) for r in response.records)
 
 
-def _spec(workflow: WorkflowLike, namespace: str) -> pb.WorkflowSpec:
-    message = spec_to_proto(as_spec(workflow))
+def _header(spec: WorkflowSpec, namespace: str) -> pb.WorkflowSpec:
+    """The workflow's message without its tasks (``send_submission`` encodes them, whole or in chunks)."""
+    message = spec_header_to_proto(spec)
     if namespace:
         message.namespace = namespace
     return message

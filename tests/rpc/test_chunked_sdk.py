@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from corral.controller.sdk import Client, NotFoundError
-from corral.controller.sdk.chunking import chunk_requests, send_submission
+from corral.controller.sdk.chunking import build_submission, chunk_requests, send_submission
 from corral.controller.spec import TaskSpec, WorkflowSpec
 from corral.v1 import admin_pb2, admin_pb2_grpc
 from corral.v1 import orchestrator_pb2 as OR
@@ -72,6 +72,25 @@ def test_big_tasks_are_cut_by_size() -> None:
         spec=pb.WorkflowSpec(name="w", tasks=[pb.TaskSpec(name="a", payload_json=b"x" * 9000)])
     )
     assert chunk_requests(lone, 1000, 5000) is None  # one task: sent whole
+
+
+def test_a_workflow_is_encoded_into_its_chunks_directly() -> None:
+    spec = WorkflowSpec.model_validate(workflow(250))
+    request = OR.SubmitWorkflowRequest(spec=pb.WorkflowSpec(name="big"), start=True)
+    chunks = build_submission(request, spec.tasks, 100, 1 << 20)
+    assert chunks is not None and not request.spec.tasks
+    assert [(c.index, c.chunks, len(c.tasks)) for c in chunks] == [(0, 3, 100), (1, 3, 100), (2, 3, 50)]
+    assert chunks[0].submit.spec.name == "big" and chunks[0].submit.start
+    assert [t.name for c in chunks for t in c.tasks] == [f"t{i}" for i in range(250)]
+    assert chunks[1].tasks[1].dependencies == ["t100"]  # encoded as spec_to_proto encodes them
+    # Over the byte limit inside a chunk of chunk_tasks tasks: that chunk is cut by size too.
+    padded = WorkflowSpec.model_validate(workflow(40, payload_bytes=200)).tasks
+    pieces = build_submission(OR.SubmitWorkflowRequest(spec=pb.WorkflowSpec(name="p")), padded, 20, 2000)
+    assert pieces is not None and len(pieces) > 2 and all(p.ByteSize() <= 2 * 2000 for p in pieces)
+    assert [t.name for p in pieces for t in p.tasks] == [f"t{i}" for i in range(40)]
+    # Few tasks go whole, in the request itself.
+    whole = OR.SubmitWorkflowRequest(spec=pb.WorkflowSpec(name="s"))
+    assert build_submission(whole, spec.tasks[:5], 100, 1 << 20) is None and len(whole.spec.tasks) == 5
 
 
 async def test_submit_sends_a_big_workflow_in_chunks(controller: Controller) -> None:
