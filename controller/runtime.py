@@ -141,7 +141,8 @@ class Runtime(DegradedMode):
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:
-            self._inbox.put_nowait(Entry(lambda m, now: None, None, True))
+            # The last tick stores the learned durations not yet flushed (Ordering.flush_soon).
+            self._inbox.put_nowait(Entry(lambda m, now: m.ordering.flush_if_due(now, force=True), None, True))
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 5)
         for session in list(self.sessions.values()):

@@ -39,6 +39,10 @@ class TaskRank(NamedTuple):
     score: float
 
 
+#: How soon after a workflow ends the durations it taught are stored (see Ordering.flush_soon).
+END_FLUSH_S = 1.0
+
+
 class Ordering:
     """Durations learned from completed attempts, and the ranks of started workflows' tasks."""
 
@@ -48,6 +52,7 @@ class Ordering:
         self.flush_every_s = flush_every_s
         self._fingerprints: dict[tuple[str, bytes], str] = {}  # payload -> fingerprint (bounded)
         self._next_flush = 0.0
+        self._soon: float | None = None  # a workflow ended: flush by then (see flush_soon)
         self._flush = False
 
     def score(self, task_id: str) -> float:
@@ -135,11 +140,24 @@ class Ordering:
             task.namespace, workflow_name, name, self.fingerprint_of(task), seconds, now, peak_rss_bytes, cpu_s
         )
 
+    def flush_soon(self, now: float) -> None:
+        """A workflow ended: have what it taught stored within :data:`END_FLUSH_S`.
+
+        Not in the tick that ends it: every workflow that ends meanwhile shares one write (one-task
+        workflows back to back wrote their durations with every end, a table more per commit).
+        Learning itself is immediate; only the copy that survives a restart waits.
+        """
+        due = now + END_FLUSH_S
+        if self._soon is None or due < self._soon:
+            self._soon = due
+
     def flush_if_due(self, now: float, *, force: bool = False) -> None:
-        """Have the next commit carry the learned durations when ``flush_every_s`` passed (or forced)."""
-        if force or now >= self._next_flush:
+        """Have the next commit carry the learned durations when ``flush_every_s`` passed, a
+        :meth:`flush_soon` came due, or ``force`` (the controller stops)."""
+        if force or now >= self._next_flush or (self._soon is not None and now >= self._soon):
             self._flush = True
             self._next_flush = now + self.flush_every_s
+            self._soon = None
 
     def take_changes(self) -> DurationChanges | None:
         """The durations to commit now, or None when no flush is due."""

@@ -347,7 +347,7 @@ class MachineState:
         if new.terminal:
             workflow.finished_at = now
             self.emit(WorkflowDone(workflow.id))
-            self.ordering.flush_if_due(now, force=True)  # its runs are learned by the next one
+            self.ordering.flush_soon(now)  # learned at once; stored within a second
             if self.deadline_book:
                 self.deadline_book.forget(workflow.id, workflow.task_ids)
         self.touch_workflow(workflow)

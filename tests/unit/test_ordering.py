@@ -9,6 +9,7 @@ from corral.controller.core import events as ev
 from corral.controller.core.durations import DurationSource
 from corral.controller.core.machine import Machine, MachineConfig
 from corral.controller.core.model import AttemptState
+from corral.controller.core.ordering import END_FLUSH_S
 from corral.controller.rpc import wire
 
 from .conftest import Sim, task_spec
@@ -65,7 +66,9 @@ def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None
     sim.finished("a1", slow)
     _run_one(sim, "a1", first, "join", 3.0)
     assert sim.machine.workflows[first].state == "completed"
-    # The workflow's end flushed what it taught into the store.
+    # Learned at once (below); stored within END_FLUSH_S of the workflow's end, not in its tick.
+    assert not [d for d in sim.store.load().durations if d.key[0] == "task"]
+    sim.advance(END_FLUSH_S)
     stored = {d.key[3]: d.seconds for d in sim.store.load().durations if d.key[0] == "task"}
     assert stored == {"fan": 2.0, "quick": 1.0, "slow": 10.0, "join": 3.0}
 
@@ -86,6 +89,7 @@ def test_learned_durations_survive_a_restart_and_rank_restored_workflows(make_si
     sim.hello("a1", slots=2)
     done, _ = sim.submit([task_spec("x")], name="daily")
     _run_one(sim, "a1", done, "x", 7.0)
+    sim.advance(END_FLUSH_S)  # stored within this of the workflow's end (a crash sooner loses it)
     unknown = {"command": ["sort", "-u"]}  # a fingerprint nothing taught
     running, _ = sim.submit([task_spec("x"), task_spec("y", "x", payload=unknown)], name="daily")
     sim.quiet()
