@@ -374,9 +374,26 @@ class Session:
             finally:
                 call.cancel()
 
+    def silence_limit_s(self) -> float | None:
+        """How long the stream may stay silent before the agent opens a new one (None: no limit).
+
+        A controller that fences echoes a heartbeat at least every sixth of ``fence_after_s``, so
+        half of it without any message means the controller is gone or the transport is stuck
+        (seen once: a stream that stayed open for a minute after its controller's kill -9, although
+        the keepalive should have ended it). A controller that echoes nothing has only the keepalive.
+        """
+        if not self._echoes:
+            return None
+        return max(self.fence_after_s / 2, 3 * self.heartbeat_interval_s)
+
     async def _read_loop(self, call: Any, writer: asyncio.Task[None]) -> None:
+        limit = self.silence_limit_s()
         while True:
-            message = await call.read()
+            try:
+                async with asyncio.timeout(limit):
+                    message = await call.read()
+            except TimeoutError:
+                raise ConnectionError(f"no message from the controller for {limit:g} s") from None
             if not isinstance(message, agent_pb2.ControllerMessage):
                 return
             self._dispatch(message)

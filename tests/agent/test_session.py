@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from corral.agent.lease import LeaseFile, boottime
 from corral.agent.session import DEFAULT_FENCE_AFTER_S
 from corral.v1 import agent_pb2, types_pb2
 
-from .conftest import AgentFactory, FakeConnection, FakeGateway, eventually, python_task, shell_task
+from .conftest import DEADLINE_S, AgentFactory, FakeConnection, FakeGateway, eventually, python_task, shell_task
 
 SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
 CANCELLED = types_pb2.ATTEMPT_OUTCOME_CANCELLED
@@ -205,6 +206,19 @@ async def test_reconnects_while_the_controller_is_down(make_agent: AgentFactory,
     await asyncio.sleep(0.5)
     assert not task.done() and not gateway.connections
     assert agent.session is not None and not agent.session.connected.is_set()
+
+
+async def test_a_silent_controller_stream_is_replaced(make_agent: AgentFactory, gateway: FakeGateway) -> None:
+    # A controller that fences echoes heartbeats: a stream with no message for half of fence_after
+    # (at least 3 heartbeats) is dead, even if the transport says nothing (this gateway never answers).
+    gateway.fence_after_s = 2.0
+    agent, _ = await make_agent()
+    first = await gateway.connection(0)
+    assert agent.session is not None and agent.session.silence_limit_s() == 1.0
+    opened = time.monotonic()
+    await gateway.connection(1, timeout=3 * 1.0 + 1.0)
+    assert time.monotonic() - opened >= 0.5  # not at once: the limit counts from the Welcome
+    await asyncio.wait_for(first.agent_closed.wait(), DEADLINE_S)  # the old stream is given up
 
 
 # -- the lease: renewed only by echoes of this stream's heartbeats ---------------------------------------
