@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.controller.core.lifecycle import Evicted, ForgetWorkflows, ReadmitWorkflow, retention_queries
 from corral.controller.core.model import Workflow
+from corral.controller.core.shrink import shrink_tables
 from corral.controller.errors import CorralError, NotFound
 from corral.controller.heaptrim import HEAP, HeapTrim
 from corral.controller.store.base import WorkflowQuery
@@ -209,8 +210,10 @@ class Lifecycle:
                 # thresholds (daemon.py) make full collections rare, and an idle controller never
                 # reaches one: measured after a 200k-task workflow, 137 arenas before, 68 after,
                 # -69 MiB of RSS (DECISIONS.md, "Memory, fourth wave: after idle").
+                shrunk = shrink_tables(self.rt.machine)
                 self.gc_collect()
                 self.collections += 1
+                log.debug("after evictions: %d bytes of emptied tables given back", shrunk)
                 self._tasks_peak = in_memory
             self._trim_due = True
         if self._trim_due:
