@@ -58,29 +58,36 @@ class _Records:
         self._plain: dict[str, dict[str, Any]] = {}  # agent type -> a plain task's fields
 
     def task(self, spec: TaskSpec, task_id: str, index: int, payload: bytes) -> Task:
-        return Task(
-            id=task_id,
-            workflow_id=self.workflow_id,
-            name=spec.name,
-            index=index,
-            payload=payload,
-            dependencies=tuple(plain_dependencies(spec.dependencies)),  # names for now; see _resolve
-            dynamic=_dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None,
-            **self._fields(spec),
-        )
+        dynamic = _dynamic(spec) if spec.map or any(d.endswith("/*") for d in spec.dependencies) else None
+        # Dependencies are names for now; see _resolve.
+        dependencies = tuple(plain_dependencies(spec.dependencies))
+        return self._record(spec.name, task_id, index, payload, dependencies, self._fields(spec), dynamic)
 
     def plain_task(self, plain: PlainTask, task_id: str, index: int, payload: bytes) -> Task:
         """The record of a task the fast path accepted: its agent type's defaults, computed once."""
         fields = self._plain.get(plain.agent_type)
         if fields is None:
             fields = self._plain[plain.agent_type] = self._fields(plain_template(plain.agent_type))
+        return self._record(plain.name, task_id, index, payload, plain.dependencies, fields)
+
+    def _record(
+        self,
+        name: str,
+        task_id: str,
+        index: int,
+        payload: bytes,
+        dependencies: tuple[str, ...],
+        fields: dict[str, Any],
+        dynamic: Dynamic | None = None,
+    ) -> Task:
         return Task(
             id=task_id,
             workflow_id=self.workflow_id,
-            name=plain.name,
+            name=name,
             index=index,
             payload=payload,
-            dependencies=plain.dependencies,
+            dependencies=dependencies,
+            dynamic=dynamic,
             **fields,
         )
 
