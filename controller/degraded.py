@@ -110,21 +110,25 @@ class DegradedMode:
             self.degraded_periods += 1
         self.degraded = storage
         self._probe_at = now + self._probe_delay
-        try:
-            await self._rebuild()
-        except OPERATIONAL:
-            self._stale = True  # cannot even read the store: memory may hold the refused tick
+        # The writes are refused before the rebuild, not after it: a rebuild can take long (a big
+        # database, a store that answers slowly), and a leader whose term ends stops its server
+        # within a second, which would cancel them instead (CANCELLED tells a client nothing).
+        reads = [entry for entry in pending if entry.read]
+        for entry in pending:
+            if not entry.read:
+                self._refuse(entry)
         for waiting in self._pulls:
             if not waiting.future.done():
                 waiting.future.set_exception(storage)
         self._pulls = []
-        reads = []
-        for entry in pending:
-            if entry.read and not self._stale:
-                reads.append(entry)
-            else:
+        try:
+            await self._rebuild()
+        except OPERATIONAL:
+            self._stale = True  # cannot even read the store: memory may hold the refused tick
+        if self._stale:
+            for entry in reads:
                 self._refuse(entry)
-        if reads:
+        elif reads:
             await self._degraded_tick(reads, probe=False)
 
     def _refuse(self, entry: Entry) -> None:

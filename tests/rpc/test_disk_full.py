@@ -14,6 +14,7 @@ import errno
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -294,3 +295,43 @@ def test_the_clock_does_not_jump_when_the_wall_clock_is_stepped() -> None:
     machine.next_lease_check = 0.0
     machine.expire_leases(wall[0] + 7200.0 + 3600.0)
     assert machine.agents["agent-1"].state is AgentState.LOST
+
+
+class _SlowReload(SqliteStore):
+    """A real SQLite store whose reload waits until released: a big database, or a slow disk."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.loading = threading.Event()
+        self.release = threading.Event()
+        self.slow = False
+
+    def load(self, **options: Any) -> Any:
+        if self.slow:
+            self.loading.set()
+            self.release.wait(30)
+        return super().load(**options)
+
+
+async def test_writes_are_refused_before_the_rebuild_that_follows_a_refused_commit(small_disk: Path) -> None:
+    store = _SlowReload(small_disk / "c.db")
+    runtime = Runtime(store, encode_actions=deliver)
+    await runtime.start()
+    server = await build_server(runtime, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            orchestrator = orchestrator_pb2_grpc.OrchestratorStub(channel)
+            filler = _fill(small_disk)
+            store.slow = True
+            spec = workflow_spec("during", [shell_task("a", payload={"shell": "x" * 2000})])
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await orchestrator.SubmitWorkflow(OR.SubmitWorkflowRequest(spec=spec), timeout=RESUME_BOUND_S)
+            # Answered while the rebuild still waits: the refusal does not depend on it.
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert store.loading.is_set() and not store.release.is_set()
+            store.release.set()
+            filler.unlink()
+    finally:
+        store.release.set()
+        await server.stop(0)
+        await runtime.stop()
