@@ -19,7 +19,7 @@ O(tasks x edges) Python steps (24 s on a 2,000-task DAG with a long chain), this
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.controller.core.dag import Dag, DagCycleError
@@ -37,6 +37,7 @@ __all__ = [
     "Stage",
     "analyze",
     "dependency_insights",
+    "path_weights",
 ]
 
 
@@ -65,10 +66,16 @@ class ExecutionPlan:
     depth: int
 
 
-def _duration(value: float) -> float:
-    # Negative or NaN durations (a bad estimate, a clock step in a measurement) count as zero
-    # rather than corrupting the longest-path computation; `value > 0` is False for NaN.
-    return float(value) if value > 0 else 0.0
+def path_weights(durations: Iterable[float]) -> tuple[array[float], array[float], float]:
+    """``(measured, weights, total measured)`` of tasks for a longest-path walk.
+
+    Negative or NaN durations (a bad estimate, a clock step in a measurement) count as zero rather
+    than corrupting the walk (``value > 0`` is False for NaN). With nothing measured at all each task
+    weighs 1, so the heaviest path is the longest chain.
+    """
+    measured = array("d", (value if value > 0 else 0.0 for value in durations))
+    total = sum(measured)
+    return measured, (measured if total > 0 else array("d", [1.0]) * len(measured)), total
 
 
 def analyze(names: Sequence[str], dependencies: Sequence[Sequence[str]], durations: Sequence[float]) -> ExecutionPlan:
@@ -95,10 +102,7 @@ def analyze(names: Sequence[str], dependencies: Sequence[Sequence[str]], duratio
     except DagCycleError:
         raise ValueError("the dependency graph has a cycle") from None
 
-    measured = [_duration(d) for d in durations]
-    total_measured = sum(measured)
-    # With no durations at all, weigh each task 1 so the critical path is the longest chain.
-    weights = measured if total_measured > 0 else [1.0] * n
+    measured, weights, total_measured = path_weights(durations)
     total_weight = total_measured if total_measured > 0 else float(n)
 
     # Stages are the topological generations: a task's is one past its latest dependency's.

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from corral.controller.core import events as ev
-from corral.controller.core.analysis import DependencyInsights, ExecutionPlan, analyze
+from corral.controller.core.analysis import DependencyInsights, ExecutionPlan, analyze, path_weights
 from corral.controller.core.dag import Dag
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import (
@@ -458,9 +457,7 @@ def analysis_to_proto(plan: ExecutionPlan, insights: DependencyInsights) -> sche
 def executed_plan(machine: Machine, workflow: Workflow) -> ExecutionPlan:
     """The workflow's DAG weighted by measured run times (the critical path as executed)."""
     tasks = [machine.tasks[t] for t in workflow.task_ids]
-    durations = [
-        (t.finished_at - t.started_at) if t.finished_at is not None and t.started_at is not None else 0.0 for t in tasks
-    ]
+    durations = list(_run_times(tasks))
     return analyze([t.name for t in tasks], [[machine.tasks[d].name for d in t.dependencies] for t in tasks], durations)
 
 
@@ -471,18 +468,15 @@ def executed_critical_path(machine: Machine, workflow: Workflow) -> list[str]:
     task on top of a finished workflow's records (80 MiB at 200k tasks, at the controller's peak).
     """
     tasks = [machine.tasks[t] for t in workflow.task_ids]
-    durations = array("d", bytes(8 * len(tasks)))
-    total = 0.0
-    for i, t in enumerate(tasks):
-        if t.finished_at is not None and t.started_at is not None:
-            seconds = t.finished_at - t.started_at
-            if seconds > 0:  # as analyze: negative or NaN run times weigh nothing
-                durations[i] = seconds
-                total += seconds
-    if total <= 0:  # nothing measured: the longest chain by task count, as analyze
-        durations = array("d", [1.0]) * len(tasks)
-    path = Dag(workflow.task_ids, [t.dependencies for t in tasks]).longest_path(durations)
+    _, weights, _ = path_weights(_run_times(tasks))
+    path = Dag(workflow.task_ids, [t.dependencies for t in tasks]).longest_path(weights)
     return [tasks[i].name for i in path]
+
+
+def _run_times(tasks: Sequence[Task]) -> Iterator[float]:
+    """Each task's measured run time (0 when it did not both start and finish)."""
+    for t in tasks:
+        yield (t.finished_at - t.started_at) if t.finished_at is not None and t.started_at is not None else 0.0
 
 
 def workflow_result(
