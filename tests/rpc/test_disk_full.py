@@ -326,9 +326,11 @@ async def test_writes_are_refused_before_the_rebuild_that_follows_a_refused_comm
             spec = workflow_spec("during", [shell_task("a", payload={"shell": "x" * 2000})])
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await orchestrator.SubmitWorkflow(OR.SubmitWorkflowRequest(spec=spec), timeout=RESUME_BOUND_S)
-            # Answered while the rebuild still waits: the refusal does not depend on it.
+            # Answered though the rebuild is held back (it may not even have started): the refusal
+            # does not depend on it. The rebuild does follow, and waits until released.
             assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert store.loading.is_set() and not store.release.is_set()
+            assert not store.release.is_set()
+            assert await asyncio.to_thread(store.loading.wait, RESUME_BOUND_S)
             store.release.set()
             filler.unlink()
     finally:
