@@ -4,9 +4,11 @@
 
     python -m bench.memphases                      # 200 layers x 1,000 tasks (the rss workload's shape)
     python -m bench.memphases --layers 20 --top 15 # smaller, with more allocation sites per phase
+    python -m bench.memphases --chunked --rss-only # the tasks as the SDK uploads them (AppendTasks)
 
 Replays what the controller does with a submission, with tracemalloc on: the request's bytes are
-decoded (``pb.WorkflowSpec``), admitted (validation and records), submitted to a real core
+decoded (``pb.WorkflowSpec``; with ``--chunked``, the upload's chunk encodings, decoded one at a
+time as the controller's seal does), admitted (validation and records), submitted to a real core
 (:class:`~corral.controller.core.machine.Machine`), the tick's :class:`ChangeBatch` committed to a
 real SQLite file, then run to the end by the simulator's agents (zero overhead, every change
 committed to the same file, as the runtime does). For each phase it prints the memory the phase
@@ -19,22 +21,28 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import multiprocessing
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.rpc import wire
+from corral.controller.rpc.chunks import NOT_TASK_FIELDS, StagedTasks
 from corral.controller.rpc.submission import admit_workflow
-from corral.controller.rpc.wire_spec import spec_to_proto
+from corral.controller.rpc.wire_spec import spec_header_to_proto, spec_to_proto
+from corral.controller.sdk.chunking import CHUNK_BYTES, CHUNK_TASKS, build_submission
 from corral.controller.sim.engine import Simulator
 from corral.controller.sim.fleet import Fleet
 from corral.controller.store.base import ChangeBatch
 from corral.controller.store.sqlite import SqliteStore
+from corral.v1 import orchestrator_pb2
 from corral.v1 import types_pb2 as pb
 
 __all__ = ["main"]
@@ -94,6 +102,21 @@ def _spec_bytes(layers: int, width: int, seed: int) -> bytes:
     return spec_to_proto(rss.spec(layers, width, seed)).SerializeToString()  # type: ignore[arg-type]
 
 
+def _chunk_parts(layers: int, width: int, seed: int) -> tuple[bytes, list[bytes]]:
+    """The header and the chunks' encoded tasks, as the SDK uploads them and staging keeps them."""
+    from bench.workloads import rss
+
+    spec: Any = rss.spec(layers, width, seed)
+    request = orchestrator_pb2.SubmitWorkflowRequest(spec=spec_header_to_proto(spec))
+    chunks = build_submission(request, spec.tasks, CHUNK_TASKS, CHUNK_BYTES) or []
+    parts = []
+    for chunk in chunks:
+        for name in NOT_TASK_FIELDS:
+            chunk.ClearField(name)
+        parts.append(chunk.SerializeToString())
+    return request.spec.SerializeToString(), parts
+
+
 class _StoredSimulator(Simulator):
     """The simulator, committing every step's changes to a real store as the runtime does."""
 
@@ -121,11 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=1, help="tracemalloc frames per allocation")
     parser.add_argument("--rss-only", action="store_true", help="no tracemalloc: RSS and its peak per phase (fast)")
     parser.add_argument("--submit-only", action="store_true", help="stop after the submission's commit")
+    parser.add_argument("--chunked", action="store_true", help="tasks in upload chunks, as the SDK sends 50k+")
     args = parser.parse_args(argv)
 
-    data = _spec_bytes(args.layers, args.width, args.seed)
+    count = args.layers * args.width
+    parts: list[bytes] = []
+    # Built in a child process: the SDK objects' garbage would stay in this process's heap (and
+    # RSS), and the controller's phases could reuse it unseen.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        if args.chunked:
+            data, parts = pool.submit(_chunk_parts, args.layers, args.width, args.seed).result()
+        else:
+            data = pool.submit(_spec_bytes, args.layers, args.width, args.seed).result()
+    size = len(data) + sum(map(len, parts))
     gc.collect()
-    print(f"request: {len(data) / MIB:.1f} MiB on the wire, {args.layers * args.width} tasks; RSS {_rss():.0f} MiB")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here: the controller's phases only
+    print(f"request: {size / MIB:.1f} MiB on the wire, {count} tasks in {len(parts) or 1} parts; RSS {_rss():.0f} MiB")
     if not args.rss_only:
         tracemalloc.start(args.frames)
     with tempfile.TemporaryDirectory(prefix="corral-memphases-") as tmp:
@@ -141,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         message = pb.WorkflowSpec.FromString(data)
         del data
         phases.mark("decode the request (pb.WorkflowSpec)")
-        admitted = admit_workflow(message, new_id)
+        admitted = admit_workflow(message, new_id, task_messages=StagedTasks(parts, count) if parts else None)
         phases.mark("admit (validate, build Task records, plan)")
         del message
         phases.mark("drop the request message")

@@ -319,18 +319,34 @@ class FleetOps(AttemptOps):
             agent.state = S.LOST
             self.views.pop(agent.id, None)
             self.touch_agent(agent)
+            renewed = self.last_renewal(agent)
             for attempt_id in held or ():
-                deadline = self.fence_deadline(self.attempts[attempt_id], agent.last_seen)
+                deadline = self.fence_deadline(self.attempts[attempt_id], agent.last_seen, renewed)
                 # Never earlier than a wait already set (the one after a controller restart).
                 self.fence_at[attempt_id] = max(self.fence_at.get(attempt_id, deadline), deadline)
 
-    def fence_deadline(self, attempt: Attempt, silent_since: float) -> float:
-        """When an attempt of an agent silent since then is requeued: fenced (``stop``) or given up (``keep``)."""
+    def last_renewal(self, agent: Agent) -> float:
+        """The latest time the agent's supervisors' lease can count from (on this clock).
+
+        Only an echo of a heartbeat renews it, to that heartbeat's send time plus fence-after, and
+        an echo is decided in the tick that applied the heartbeat, after it was sent: so the last
+        echo's tick bounds every renewal. It is up to ``echo_every_s`` before the agent was last
+        heard, and in a one-way partition (the agent's heartbeats still arrive, the echoes do not)
+        it is what keeps the requeue close to the fault. Unknown after a controller start: then
+        ``last_seen``, which the restore sets to the start.
+        """
+        echoed = self.echoed.get(agent.id)
+        return echoed[1] if echoed is not None else agent.last_seen
+
+    def fence_deadline(self, attempt: Attempt, silent_since: float, renewed: float | None = None) -> float:
+        """When an attempt of an agent silent since then is requeued: fenced (``stop``: fence-after,
+        the kill grace and the margin after its lease's last renewal, ``renewed``, by default
+        ``silent_since``) or given up (``keep``: ``max_disconnect`` after ``silent_since``)."""
         task = self.tasks[attempt.task_id]
         if task.on_disconnect == "keep":
             limit = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
             return silent_since + limit
-        return silent_since + self.config.fence_total_s
+        return (silent_since if renewed is None else renewed) + self.config.fence_total_s
 
     def expire_fences(self, now: float) -> None:
         """Requeue the attempts of silent agents whose fence deadline passed (no retry spent, no

@@ -31,12 +31,12 @@ from corral.v1 import types_pb2
 if TYPE_CHECKING:
     from corral.controller.runtime import Runtime
 
-__all__ = ["APPEND_TASKS", "ChunksServicer", "StagedTasks", "check_submit_options"]
+__all__ = ["APPEND_TASKS", "NOT_TASK_FIELDS", "ChunksServicer", "StagedTasks", "check_submit_options"]
 
 APPEND_TASKS = "/corral.v1.Orchestrator/AppendTasks"
 # Fields of AppendTasksRequest that are not its tasks: cleared before a chunk's tasks are encoded
 # (field 2, like WorkflowSpec.tasks, so the joined encodings decode as the workflow's tasks).
-_NOT_TASKS = ("upload_id", "index", "chunks", "submit")
+NOT_TASK_FIELDS = ("upload_id", "index", "chunks", "submit")
 _MAX_REASON = 512
 
 
@@ -70,7 +70,7 @@ class ChunksServicer:
         header = _header(request, principal) if index == 0 else b""
         if index != 0 and request.HasField("submit"):
             raise InvalidArgument.field("submit", "only chunk 0 carries the workflow's header")
-        for name in _NOT_TASKS:
+        for name in NOT_TASK_FIELDS:
             request.ClearField(name)
         request.DiscardUnknownFields()  # only known task fields reach the workflow's decoding
         part = request.SerializeToString()

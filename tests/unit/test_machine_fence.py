@@ -61,6 +61,28 @@ def test_silent_agent_is_lost_at_its_lease_but_keeps_its_attempts(sim: Sim) -> N
     assert "agent lost, silent" in sim.machine.explain(sim.task(wf, "t").id, sim.now).reason
 
 
+def test_the_fence_counts_from_the_last_echo_not_from_the_last_heartbeat(sim: Sim) -> None:
+    """Only an echo renews the supervisors' lease: heartbeats applied after the last echo (as in a
+    one-way partition, where they still arrive and the echoes do not) do not push the requeue back."""
+    cfg = sim.machine.config
+    wf, attempt = _running(sim, task_spec("t", retries=0))
+    sim.beat("a1", at=sim.now + 1.0)  # a session's first heartbeat: echoed at once
+    echoed_at = sim.now
+    assert sim.machine.echoed["a1"][1] == echoed_at
+    step = sim.beat("a1", at=echoed_at + cfg.echo_every_s * 0.8)  # applied, not echoed
+    assert not step.of(ev.HeartbeatAck) and sim.machine.agents["a1"].last_seen > echoed_at
+    sim.hello("a2", slots=1)
+    deadline = echoed_at + cfg.fence_total_s
+    step = sim.run_for(deadline - 0.01 - sim.now, silent=("a1",))
+    assert sim.machine.agents["a1"].state is S.LOST
+    assert sim.machine.fence_at == {attempt: deadline}
+    assert sim.machine.attempts[attempt].state is A.RUNNING and step.assignments() == []
+    step = sim.run_for(0.01, silent=("a1",))
+    assert sim.machine.attempts[attempt].state is A.LOST
+    assert sim.task(wf, "t").reruns_after_fence == 1
+    assert len(step.assignments("a2")) == 1
+
+
 def test_stop_attempt_is_requeued_exactly_at_fence_after_plus_grace_plus_margin(sim: Sim) -> None:
     cfg = sim.machine.config
     wf, attempt = _running(sim, task_spec("t", retries=0))
