@@ -27,12 +27,13 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
+from corral.controller.heaptrim import malloc_trim
 from corral.controller.rpc import wire
 from corral.controller.rpc.chunks import NOT_TASK_FIELDS, StagedTasks
 from corral.controller.rpc.submission import admit_workflow
@@ -171,12 +172,19 @@ def main(argv: list[str] | None = None) -> int:
         counter = itertools.count(1)
         new_id: Callable[[], str] = lambda: f"x{next(counter):08d}"  # noqa: E731
         phases = Phases(args.top)
+        trim = malloc_trim()
 
         message = pb.WorkflowSpec.FromString(data)
         del data
         phases.mark("decode the request (pb.WorkflowSpec)")
-        admitted = admit_workflow(message, new_id, task_messages=StagedTasks(parts, count) if parts else None)
-        phases.mark("admit (validate, build Task records, plan)")
+        staged = StagedTasks(parts, count) if parts else None
+        # As the controller does with a big workflow: admitted in a thread, then the C heap trimmed.
+        with ThreadPoolExecutor(1) as thread:
+            admitted = thread.submit(admit_workflow, message, new_id, task_messages=staged).result()
+        phases.mark("admit in a thread (validate, build Task records, plan)")
+        if trim is not None:
+            trim()
+            phases.mark("trim the C heap (malloc_trim)")
         del message
         phases.mark("drop the request message")
         workflow = admitted.workflow

@@ -121,6 +121,12 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         # so no agent looks lost while a big workflow is being checked. Small ones stay inline.
         big = len(request.spec.tasks if tasks is None else tasks) > _ADMIT_INLINE_TASKS
         admitted = await asyncio.to_thread(admission) if big else admission()
+        if big:
+            # Now, before the core takes the records: the admission's transients (a chunked
+            # upload's decoded chunks too) were freed in the thread's own malloc arena, which the
+            # loop thread never reuses. Left there until after the submit, they added ~40 MiB to
+            # a 200k-task submission's peak (issue 12; bench.memphases --chunked).
+            await heaptrim.HEAP.trim()
         admitted.workflow.no_cache = request.no_cache
         plan = admitted.plan
         require_namespace(current_principal(), admitted.workflow.namespace)
@@ -142,8 +148,6 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
 
         answer: tuple[str, bool, asyncio.Future[bool] | None, str, str] = await rt.handle(event, waiting)
         workflow_id, deduplicated, waiter, verdict, verdict_message = answer
-        if big:  # its admission's transients (a chunked upload's decoded chunks too) are free now
-            await heaptrim.HEAP.trim()
         if not deduplicated and plan.task_count <= _CACHED_PLAN_TASKS:
             self._plans[workflow_id] = plan
             while len(self._plans) > _CACHED_PLANS:

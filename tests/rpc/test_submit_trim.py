@@ -44,6 +44,22 @@ async def test_a_big_chunked_upload_is_trimmed_after_admission_and_runs(
     assert controller.stored() == (1, 9)
 
 
+async def test_the_trim_comes_before_the_core_takes_the_records(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admission's transients live in its thread's malloc arena, which the loop thread never
+    reuses: trimmed only after the submit, they were still resident while the core grew."""
+    workflows_at_trim: list[int] = []
+    trim = heaptrim.HeapTrim(lambda: workflows_at_trim.append(len(controller.runtime.machine.workflows)), min_gap_s=0)
+    monkeypatch.setattr(heaptrim, "HEAP", trim)
+    monkeypatch.setattr(orchestrator, "_ADMIT_INLINE_TASKS", 5)
+    spec = pb.WorkflowSpec(name="big", tasks=chain(8))
+    answer = await controller.orchestrator.SubmitWorkflow(OR.SubmitWorkflowRequest(spec=spec))
+    assert answer.workflow_id
+    assert workflows_at_trim == [0]
+    assert answer.workflow_id in controller.runtime.machine.workflows
+
+
 async def test_a_small_submission_is_not_trimmed(controller: Controller, trims: list[int]) -> None:
     spec = pb.WorkflowSpec(name="small", tasks=chain(3))
     answer = await controller.orchestrator.SubmitWorkflow(OR.SubmitWorkflowRequest(spec=spec))
