@@ -214,7 +214,10 @@ class _Env:
         self.environ = os.environ
         self.base = dict(os.environ)
         self.previous: dict[str, str] = {}
-        self.snapshot: Any = None
+        # The base as it is now: a child forked from the template finds the environment unchanged
+        # and takes the fast path for its first task too (~50 us less per workflow switch).
+        data = self._data()
+        self.snapshot: Any = dict(data) if data is not None else None
 
     def _data(self) -> Any:
         return getattr(self.environ, "_data", None)
