@@ -35,7 +35,7 @@ from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
 from corral.controller.heaptrim import malloc_trim
 from corral.controller.rpc import wire
-from corral.controller.rpc.chunks import NOT_TASK_FIELDS, StagedTasks
+from corral.controller.rpc.chunks import StagedTasks, task_part
 from corral.controller.rpc.submission import admit_workflow
 from corral.controller.rpc.wire_spec import spec_header_to_proto, spec_to_proto
 from corral.controller.sdk.chunking import CHUNK_BYTES, CHUNK_TASKS, build_submission
@@ -110,12 +110,7 @@ def _chunk_parts(layers: int, width: int, seed: int) -> tuple[bytes, list[bytes]
     spec: Any = rss.spec(layers, width, seed)
     request = orchestrator_pb2.SubmitWorkflowRequest(spec=spec_header_to_proto(spec))
     chunks = build_submission(request, spec.tasks, CHUNK_TASKS, CHUNK_BYTES) or []
-    parts = []
-    for chunk in chunks:
-        for name in NOT_TASK_FIELDS:
-            chunk.ClearField(name)
-        parts.append(chunk.SerializeToString())
-    return request.spec.SerializeToString(), parts
+    return request.spec.SerializeToString(), [task_part(chunk) for chunk in chunks]
 
 
 class _StoredSimulator(Simulator):

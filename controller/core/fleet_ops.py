@@ -338,15 +338,15 @@ class FleetOps(AttemptOps):
         echoed = self.echoed.get(agent.id)
         return echoed[1] if echoed is not None else agent.last_seen
 
-    def fence_deadline(self, attempt: Attempt, silent_since: float, renewed: float | None = None) -> float:
+    def fence_deadline(self, attempt: Attempt, silent_since: float, renewed: float) -> float:
         """When an attempt of an agent silent since then is requeued: fenced (``stop``: fence-after,
-        the kill grace and the margin after its lease's last renewal, ``renewed``, by default
-        ``silent_since``) or given up (``keep``: ``max_disconnect`` after ``silent_since``)."""
+        the kill grace and the margin after its lease's last renewal, ``renewed``) or given up
+        (``keep``: ``max_disconnect`` after ``silent_since``)."""
         task = self.tasks[attempt.task_id]
         if task.on_disconnect == "keep":
             limit = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
             return silent_since + limit
-        return (silent_since if renewed is None else renewed) + self.config.fence_total_s
+        return renewed + self.config.fence_total_s
 
     def expire_fences(self, now: float) -> None:
         """Requeue the attempts of silent agents whose fence deadline passed (no retry spent, no

@@ -186,7 +186,7 @@ class Machine(ScheduleOps):
                 if attempt.pulled:
                     self.deadlines[attempt.id] = now + self.config.pull_lease_s
                 elif self.tasks[attempt.task_id].on_disconnect == "keep":
-                    self.fence_at[attempt.id] = max(adopt_deadline, self.fence_deadline(attempt, now))
+                    self.fence_at[attempt.id] = max(adopt_deadline, self.fence_deadline(attempt, now, now))
                 else:
                     self.fence_at[attempt.id] = adopt_deadline
         self.ordering.book.restore(snapshot.durations)

@@ -10,14 +10,13 @@ place (same object: every holder of a reference keeps working).
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
 from typing import Any
 
 __all__ = ["shrink_tables"]
 
 #: Containers smaller than this are left alone (their tables are a rounding error).
 MIN_BYTES = 1 << 20
-_TYPES = (dict, set, OrderedDict)
+_TYPES = (dict, set)
 
 
 def shrink_tables(root: object, *, depth: int = 2, min_bytes: int = MIN_BYTES) -> int:
@@ -32,8 +31,10 @@ def shrink_tables(root: object, *, depth: int = 2, min_bytes: int = MIN_BYTES) -
         if id(owner) in seen:
             return
         seen.add(id(owner))
-        for value in list(_attributes(owner)):
-            if type(value) in _TYPES:
+        for value in _attributes(owner):
+            # Subclasses too (the machine's Dependents is a dict): copy() gives a plain dict or
+            # set, and clear() + update() refill the same object.
+            if isinstance(value, _TYPES):
                 freed += _shrink(value, min_bytes)
             elif level > 0 and type(value).__module__.startswith("corral."):
                 visit(value, level - 1)

@@ -31,12 +31,12 @@ from corral.v1 import types_pb2
 if TYPE_CHECKING:
     from corral.controller.runtime import Runtime
 
-__all__ = ["APPEND_TASKS", "NOT_TASK_FIELDS", "ChunksServicer", "StagedTasks", "check_submit_options"]
+__all__ = ["APPEND_TASKS", "ChunksServicer", "StagedTasks", "check_submit_options", "task_part"]
 
 APPEND_TASKS = "/corral.v1.Orchestrator/AppendTasks"
 # Fields of AppendTasksRequest that are not its tasks: cleared before a chunk's tasks are encoded
 # (field 2, like WorkflowSpec.tasks, so the joined encodings decode as the workflow's tasks).
-NOT_TASK_FIELDS = ("upload_id", "index", "chunks", "submit")
+_NOT_TASKS = ("upload_id", "index", "chunks", "submit")
 _MAX_REASON = 512
 
 
@@ -70,10 +70,7 @@ class ChunksServicer:
         header = _header(request, principal) if index == 0 else b""
         if index != 0 and request.HasField("submit"):
             raise InvalidArgument.field("submit", "only chunk 0 carries the workflow's header")
-        for name in NOT_TASK_FIELDS:
-            request.ClearField(name)
-        request.DiscardUnknownFields()  # only known task fields reach the workflow's decoding
-        part = request.SerializeToString()
+        part = task_part(request)
         del request
         now = self.rt.clock()
         fresh = index == 0 and (principal.describe(), upload_id) not in self.staging.uploads
@@ -182,6 +179,14 @@ class StagedTasks:
             # Chunks are AppendTasksRequest encodings holding only field 2, WorkflowSpec.tasks' number.
             yield from types_pb2.WorkflowSpec.FromString(part).tasks
             del part
+
+
+def task_part(request: pb.AppendTasksRequest) -> bytes:
+    """A chunk's tasks as staged: its encoding with every other field cleared (``request`` too)."""
+    for name in _NOT_TASKS:
+        request.ClearField(name)
+    request.DiscardUnknownFields()  # only known task fields reach the workflow's decoding
+    return request.SerializeToString()
 
 
 def _header(request: pb.AppendTasksRequest, principal: Principal) -> bytes:

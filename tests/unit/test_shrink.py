@@ -46,3 +46,14 @@ def test_the_machine_s_indexes_are_reached() -> None:
         del machine.tasks[f"t-{i}"]
     tasks = machine.tasks
     assert shrink_tables(machine) > 1 << 20 and machine.tasks is tasks and sys.getsizeof(tasks) < 1 << 10
+
+
+def test_a_dict_subclass_of_the_machine_is_reached_and_keeps_its_class() -> None:
+    machine = Machine(MachineConfig(), new_id=lambda: "x")
+    dependents = machine.dependents
+    dependents.update((f"t-{i}", [f"u-{i}"]) for i in range(100_000))
+    for i in range(99_999):
+        del dependents[f"t-{i}"]
+    assert shrink_tables(machine) > 1 << 20
+    assert machine.dependents is dependents and sys.getsizeof(dependents) < 1 << 10
+    assert dependents == {"t-99999": ["u-99999"]} and dependents["absent"] == []  # still a Dependents
