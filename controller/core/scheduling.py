@@ -171,6 +171,7 @@ def plan(view: PlanView, now: float) -> Plan:
     for agent in view.agents:
         if agent.has_room():
             clone = agent.clone()
+            clone.window = agent.pass_window()
             if reserved and agent.id in reserved:  # only its task may use the reserved room
                 held[reserved[agent.id].task_id] = (clone, *hold(clone, reserved[agent.id]))
             current[agent.id] = clone

@@ -1,15 +1,17 @@
 """Admission's fast path: plain task messages accepted without the pydantic model.
 
-Most tasks of a big workflow set only a name, an agent type, a payload and dependencies. For
-those, the rules the :class:`~corral.controller.spec.TaskSpec` model applies are a name pattern,
-the payload's JSON limits (checked on the bytes, as for every task) and the payload's shape for its
-agent type (the model's own check, called here). This path only ever *accepts*: a task it is not
-sure of, valid or not, goes through the model, which alone words the errors. A property test holds
-the two paths to the same answers (tests/unit/test_plain_tasks.py).
+Most tasks of a big workflow set only a name, an agent type, a payload, dependencies and perhaps
+an estimated duration. For those, the rules the :class:`~corral.controller.spec.TaskSpec` model
+applies are a name pattern, the payload's JSON limits (checked on the bytes, as for every task),
+the payload's shape for its agent type (the model's own check, called here) and a finite estimate
+in range. This path only ever *accepts*: a task it is not sure of, valid or not, goes through the
+model, which alone words the errors. A property test holds the two paths to the same answers
+(tests/unit/test_plain_tasks.py).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import NamedTuple
 
@@ -22,7 +24,7 @@ from corral.v1 import types_pb2 as pb
 
 __all__ = ["PlainTask", "plain_task", "plain_task_spec", "plain_template"]
 
-_PLAIN_FIELDS = frozenset({"name", "agent_type", "payload_json", "dependencies"})
+_PLAIN_FIELDS = frozenset({"name", "agent_type", "payload_json", "dependencies", "estimated_duration_s"})
 # The model's Name pattern, with fullmatch for its anchors.
 _NAME = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))
 _MAX_NAME = Limits.max_name_length
@@ -38,6 +40,7 @@ class PlainTask(NamedTuple):
     name: str
     agent_type: str
     dependencies: tuple[str, ...]
+    estimated_duration: float = 0.0  # seconds; 0: none given
 
 
 def plain_task(message: pb.TaskSpec, payload: bytes, path: str) -> PlainTask | None:
@@ -54,6 +57,9 @@ def plain_task(message: pb.TaskSpec, payload: bytes, path: str) -> PlainTask | N
     dependencies = message.dependencies
     if not (_name(name) and _name(agent_type)) or len(dependencies) > Limits.max_dependencies:
         return None
+    estimate = message.estimated_duration_s  # the model's rule: finite, 0 to max_timeout_s
+    if not (math.isfinite(estimate) and 0.0 <= estimate <= Limits.max_timeout_s):
+        return None
     for dependency in dependencies:  # "X/*" (spawned tasks) does not match: the model's path
         if not _name(dependency):
             return None
@@ -69,7 +75,7 @@ def plain_task(message: pb.TaskSpec, payload: bytes, path: str) -> PlainTask | N
         check_payload_shape(agent_type, value, "payload")
     except ValueError:
         return None
-    return PlainTask(name, agent_type, tuple(dependencies))
+    return PlainTask(name, agent_type, tuple(dependencies), estimate)
 
 
 def plain_template(agent_type: str) -> TaskSpec:
@@ -91,7 +97,12 @@ def plain_task_spec(message: pb.TaskSpec, payload: bytes, path: str) -> TaskSpec
     if plain is None:
         return None
     value = decode_json_field(payload, f"{path}.payload", Limits.max_payload_bytes, "max_payload_bytes")
-    update = {"name": plain.name, "payload": value, "dependencies": list(plain.dependencies)}
+    update = {
+        "name": plain.name,
+        "payload": value,
+        "dependencies": list(plain.dependencies),
+        "estimated_duration": plain.estimated_duration,
+    }
     return plain_template(plain.agent_type).model_copy(update=update)
 
 

@@ -68,6 +68,8 @@ class _Records:
         fields = self._plain.get(plain.agent_type)
         if fields is None:
             fields = self._plain[plain.agent_type] = self._fields(plain_template(plain.agent_type))
+        if plain.estimated_duration:
+            fields = {**fields, "estimated_duration_s": plain.estimated_duration}
         return self._record(plain.name, task_id, index, payload, plain.dependencies, fields)
 
     def _record(

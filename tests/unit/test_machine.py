@@ -90,6 +90,31 @@ def test_window_is_slots_plus_prefetch_for_short_tasks(make_sim: type[Sim]) -> N
     assert len(sim.finished("a1", first).assignments("a1")) == 1
 
 
+def test_a_deep_prefetch_window_opens_by_doubling(make_sim: type[Sim]) -> None:
+    # An idle agent gets twice its slots in one pass, not its whole window: hundreds of attempts
+    # committed and sent at once would delay the first ones' start. Its reports open the rest.
+    sim = make_sim(config=MachineConfig(prefetch=100))
+    sim.hello("a1", slots=2)
+    _, step = sim.submit([task_spec(f"t{i}", estimated_duration=0.01) for i in range(300)])
+    first = step.assignments("a1")
+    assert len(first) == 4 and sim.machine.views["a1"].window == 102
+    ready = next(t for t in sim.machine.tasks.values() if t.state is T.READY)
+    assert not sim.machine.explain(ready.id, sim.now).unschedulable
+    # Each pass may bring it to twice what it holds: 3 held -> 6, then 5 -> 10, then 9 -> 18.
+    held = 4
+    for added in (3, 5, 9):
+        done = sim.finished("a1", first.pop(0).attempt_id)
+        more = done.assignments("a1")
+        assert len(more) == added
+        first.extend(more)
+        held += added - 1
+        assert sim.machine.views["a1"].outstanding == held
+    # A busy agent's window is not cut: holding half its window, a pass may fill all of it.
+    view = sim.machine.views["a1"].clone()
+    view.outstanding = view.window // 2
+    assert view.pass_window() == view.window
+
+
 def test_long_or_unknown_tasks_only_take_free_slots(make_sim: type[Sim]) -> None:
     sim = make_sim(config=MachineConfig(prefetch=1))
     sim.hello("a1", slots=2)

@@ -4,6 +4,7 @@ model accepts as the same spec; anything else is left to the model (which words 
 from __future__ import annotations
 
 import json
+import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from corral.controller.rpc.plain_tasks import plain_task, plain_task_spec
 from corral.controller.rpc.submission import _Records, admit_workflow
 from corral.controller.rpc.wire_spec import task_mapping
 from corral.controller.spec import TaskSpec
+from corral.controller.spec_common import Limits
 from corral.controller.store.codec import encode_task
 from corral.v1 import types_pb2 as pb
 
@@ -48,6 +50,11 @@ payloads = st.sampled_from(
     ]
 )
 dependencies = st.lists(names, max_size=3)
+# The model's rule for estimated_duration: finite, 0 to max_timeout_s (0 is "none given").
+estimates = st.one_of(
+    st.sampled_from([0.0, 0.5, 1e-9, -0.0, -1.0, math.nan, math.inf, Limits.max_timeout_s, Limits.max_timeout_s * 2]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
 
 
 def _slow(message: pb.TaskSpec) -> TaskSpec | None:
@@ -58,11 +65,13 @@ def _slow(message: pb.TaskSpec) -> TaskSpec | None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(names, agent_types, payloads, dependencies, st.booleans())
+@given(names, agent_types, payloads, dependencies, st.booleans(), estimates)
 def test_the_fast_path_accepts_only_what_the_model_accepts_alike(
-    name: str, agent_type: str, payload: bytes, deps: list[str], with_priority: bool
+    name: str, agent_type: str, payload: bytes, deps: list[str], with_priority: bool, estimate: float
 ) -> None:
-    message = pb.TaskSpec(name=name, agent_type=agent_type, payload_json=payload, dependencies=deps)
+    message = pb.TaskSpec(
+        name=name, agent_type=agent_type, payload_json=payload, dependencies=deps, estimated_duration_s=estimate
+    )
     if with_priority:
         message.priority = 10  # not a plain task: the model's path
     fast = plain_task_spec(message, payload or b"{}", "tasks[0]")
@@ -76,11 +85,13 @@ def test_the_fast_path_accepts_only_what_the_model_accepts_alike(
 
 
 @settings(max_examples=100, deadline=None)
-@given(names, agent_types, payloads, dependencies, st.sampled_from([None, 10]))
+@given(names, agent_types, payloads, dependencies, st.sampled_from([None, 10]), estimates)
 def test_the_fast_path_builds_the_record_the_model_path_builds(
-    name: str, agent_type: str, payload: bytes, deps: list[str], default_priority: int | None
+    name: str, agent_type: str, payload: bytes, deps: list[str], default_priority: int | None, estimate: float
 ) -> None:
-    message = pb.TaskSpec(name=name, agent_type=agent_type, payload_json=payload, dependencies=deps)
+    message = pb.TaskSpec(
+        name=name, agent_type=agent_type, payload_json=payload, dependencies=deps, estimated_duration_s=estimate
+    )
     plain = plain_task(message, payload or b"{}", "tasks[0]")
     if plain is None:
         return
@@ -93,6 +104,20 @@ def test_the_fast_path_builds_the_record_the_model_path_builds(
     assert fast_record == slow_record
 
 
+@settings(max_examples=200, deadline=None)
+@given(estimates)
+def test_an_estimate_takes_the_fast_path_exactly_when_the_model_accepts_it(estimate: float) -> None:
+    message = pb.TaskSpec(name="t", payload_json=b'{"shell": "true"}', estimated_duration_s=estimate)
+    plain = plain_task(message, message.payload_json, "tasks[0]")
+    slow = _slow(message)
+    assert (plain is None) == (slow is None), estimate
+    if plain is not None and slow is not None:
+        assert plain_task_spec(message, message.payload_json, "tasks[0]") == slow
+        records = _Records("wf-1", None, "default")
+        fast_record = records.plain_task(plain, "t-1", 0, message.payload_json)
+        assert encode_task(fast_record) == encode_task(records.task(slow, "t-1", 0, message.payload_json))
+
+
 def test_plain_tasks_take_the_fast_path() -> None:
     message = pb.TaskSpec(name="t1", agent_type="python", payload_json=b'{"function": "m:f", "args": [1]}')
     message.dependencies.extend(["t0"])
@@ -100,6 +125,10 @@ def test_plain_tasks_take_the_fast_path() -> None:
     assert fast is not None and fast == _slow(message)
     shell = pb.TaskSpec(name="s", payload_json=b'{"shell": "true"}')
     assert plain_task_spec(shell, shell.payload_json, "tasks[0]") is not None
+    estimated = pb.TaskSpec(name="e", payload_json=b'{"shell": "true"}', estimated_duration_s=0.25)
+    plain = plain_task(estimated, estimated.payload_json, "tasks[0]")
+    assert plain is not None and plain.estimated_duration == 0.25
+    assert _Records("wf-1", None, "default").plain_task(plain, "t-1", 0, b"{}").estimated_duration_s == 0.25
 
 
 def test_errors_are_the_models_whichever_path_a_task_takes() -> None:
