@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import traceback
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -98,11 +98,22 @@ def agent_of(event: object) -> str:
     return ""
 
 
+_IDS_PER_DRAW = 256
+
+
 def new_id(prefix: str = "") -> Callable[[], str]:
-    """An id factory: random 80-bit hex ids, short enough to type a prefix of."""
+    """An id factory: random 80-bit hex ids, short enough to type a prefix of.
+
+    Drawn from ``os.urandom`` 256 at a time: one syscall and no UUID object per id (every attempt
+    takes one on the state loop; ``uuid4().hex`` cost 2% of the controller under the noop load).
+    """
+    ready: list[str] = []
 
     def make() -> str:
-        return prefix + uuid.uuid4().hex[:20]
+        if not ready:
+            digits = os.urandom(10 * _IDS_PER_DRAW).hex()
+            ready.extend(prefix + digits[i : i + 20] for i in range(0, 20 * _IDS_PER_DRAW, 20))
+        return ready.pop()
 
     return make
 
