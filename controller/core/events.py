@@ -188,14 +188,18 @@ class DrainAgent:
     grace_s: float = 30.0
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (by convention read-only): one is built per attempt report or assignment, and a
+# frozen dataclass's __init__ sets each field through object.__setattr__ (AttemptFinished: 2.2 us
+# against 0.6, 3% of the controller's loop under the noop load).
+@dataclass(slots=True)
 class AttemptStarted:
     reporter: str  # the agent or worker id the report came from
     attempt_id: str
     at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as AttemptStarted (built per report).
+@dataclass(slots=True)
 class AttemptAccepted:
     """The agent holds the assignment (queued or starting): it is not taken back after the lease."""
 
@@ -211,7 +215,8 @@ class AttemptReleased:
     attempt_id: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as AttemptStarted (built per report).
+@dataclass(slots=True)
 class AttemptFinished:
     reporter: str
     attempt_id: str
@@ -301,7 +306,10 @@ Event = (
 # --- actions ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (by convention read-only): one is built per attempt report or assignment, and a
+# frozen dataclass's __init__ sets each field through object.__setattr__ (AttemptFinished: 2.2 us
+# against 0.6, 3% of the controller's loop under the noop load).
+@dataclass(slots=True)
 class Assignment:
     """One attempt handed out, with the results of its dependencies as inputs."""
 
