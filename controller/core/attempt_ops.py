@@ -79,7 +79,7 @@ class AttemptOps(AssignmentLeases):
         self.touch_attempt(attempt)
         task.current_attempt_id = attempt.id
         task.agent_id = agent_id
-        self.set_task_state(task, T.ASSIGNED, now)
+        self.set_task_state(task, T.ASSIGNED, now, progress=True)
         inputs = {self.tasks[d].name: self.tasks[d].result or b"null" for d in task.dependencies}
         if task.dynamic is not None and task.dynamic.map_item is not None:
             inputs = map_inputs(self, task, task.dynamic.map_item)  # a map child (core/dynamic.py)
@@ -304,13 +304,13 @@ class AttemptOps(AssignmentLeases):
         self.touch_attempt(attempt)
         task.started_at = attempt.started_at
         if task.state is T.ASSIGNED:
-            unwritten = task.id not in self._dirty_tasks
-            self.set_task_state(task, T.RUNNING, now)
+            unwritten = task.id not in self._dirty_tasks and task.id not in self._moved_tasks
+            self.set_task_state(task, T.RUNNING, now, progress=True)
             if unwritten:
                 # The attempt's row already says RUNNING (and when): the task's is not rewritten
-                # for it (one upsert of the widest row less per task); restore derives the task's
-                # state from its attempt, and the task's next change writes it whole.
-                del self._dirty_tasks[task.id]
+                # for it (one write less per task); restore derives the task's state from its
+                # attempt, and the task's next change writes it.
+                del self._moved_tasks[task.id]
 
     def refuse_late(self, reporter: str, attempt_id: str) -> None:
         """A Started or Accepted for an attempt that was taken back from (or never given to) this
@@ -394,7 +394,7 @@ class AttemptOps(AssignmentLeases):
             if self.checkpoints:
                 self.checkpoints.drop((task.id,))  # completed: nothing resumes from it
             task.finished_at = attempt.finished_at
-            self.set_task_state(task, T.COMPLETED, now, attempt.usage_note())
+            self.set_task_state(task, T.COMPLETED, now, attempt.usage_note(), progress=True)
             if task.cache is not None:
                 store_result(self, task, attempt, now)
             self.release_dependents(task, now)

@@ -136,6 +136,9 @@ class MachineState:
         self._actions: list[Action] = []
         self._dirty_workflows: dict[str, Workflow] = {}
         self._dirty_tasks: dict[str, Task] = {}
+        # Tasks whose only changes since their row was last written are progress (see
+        # touch_progress); written narrowly unless also touched whole in the same tick.
+        self._moved_tasks: dict[str, Task] = {}
         self._dirty_attempts: dict[str, Attempt] = {}
         self._dirty_agents: dict[str, Agent] = {}
         self._deleted_agents: set[str] = set()
@@ -200,6 +203,16 @@ class MachineState:
     def touch_task(self, task: Task) -> None:
         self._dirty_tasks[task.id] = task
 
+    def touch_progress(self, task: Task) -> None:
+        """The task, already stored, changed only in codec.PROGRESS_COLUMNS (state, attempt, agent,
+        times, outcome) since its row was last written: the store may update just those.
+
+        Only the hot transitions say so (placed, started, completed, ready after its
+        dependencies); every other change writes the row whole (:meth:`touch_task`), and a task
+        touched both ways in one tick is written whole.
+        """
+        self._moved_tasks[task.id] = task
+
     def touch_attempt(self, attempt: Attempt) -> None:
         self._dirty_attempts[attempt.id] = attempt
 
@@ -239,9 +252,13 @@ class MachineState:
         The records are the live objects, not copies: the runtime touches the machine only between
         commits, so nothing changes them while the store encodes them.
         """
+        dirty, moved = self._dirty_tasks, self._moved_tasks
+        if dirty and moved:
+            moved = {task_id: task for task_id, task in moved.items() if task_id not in dirty}
         batch = ChangeBatch(
             workflows=self._dirty_workflows,
-            tasks=self._dirty_tasks,
+            tasks=dirty,
+            moved_tasks=moved,
             attempts=self._dirty_attempts,
             agents=self._dirty_agents,
             logs=self._logs,
@@ -264,6 +281,7 @@ class MachineState:
         if self.lifecycle.forgotten:
             batch.forgotten_workflows = self.lifecycle.take()
         self._dirty_workflows, self._dirty_tasks, self._dirty_attempts, self._dirty_agents = {}, {}, {}, {}
+        self._moved_tasks = {}
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []
         self.submitted = []
@@ -313,12 +331,21 @@ class MachineState:
             self.emit(Publish(event))
 
     def set_task_state(
-        self, task: Task, new: TaskState, now: float, message: str = "", *, kind: str = "", reason: str = ""
+        self,
+        task: Task,
+        new: TaskState,
+        now: float,
+        message: str = "",
+        *,
+        kind: str = "",
+        reason: str = "",
+        progress: bool = False,
     ) -> None:
         """The one place a task changes state: the transition table, counters, record and event.
 
         ``kind`` names the event-log entry (by default the new state's, e.g. "placed" for
-        ASSIGNED); ``reason`` defaults to ``message``.
+        ASSIGNED); ``reason`` defaults to ``message``. ``progress``: the caller changed nothing
+        but progress columns since the task's row was written (see :meth:`touch_progress`).
         """
         old = task.state
         move_task(task, new)
@@ -329,7 +356,10 @@ class MachineState:
         counts = self.counts[task.workflow_id]
         counts[old] -= 1
         counts[new] += 1
-        self.touch_task(task)
+        if progress:
+            self.touch_progress(task)
+        else:
+            self.touch_task(task)
         self.record(
             self.workflows[task.workflow_id],
             now,

@@ -166,7 +166,9 @@ class WorkflowOps(DeadlineOps):
         if task.rules is not None and ready_approval(self, task):
             self.set_task_state(task, T.READY, now, "waiting for approval", kind="waiting_approval")
             return
-        self.set_task_state(task, T.READY, now, kind=kind, reason=reason)
+        # A plain "ready" (its dependencies done, or its workflow started) changed only progress
+        # columns; a retry, requeue or fallback also changed other fields: written whole.
+        self.set_task_state(task, T.READY, now, kind=kind, reason=reason, progress=not kind)
         task.agent_id = None
         if task.cache is not None and lookup(self, task, now):
             return  # completed from the cache (issue 10)

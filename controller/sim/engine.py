@@ -37,6 +37,7 @@ from corral.controller.rpc.submission import Admitted, admit_workflow
 from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.sim.fleet import Fleet
 from corral.controller.spec import Limits, WorkflowSpec
+from corral.controller.store.base import ChangeBatch
 
 __all__ = [
     "MAX_LATENCY_S",
@@ -174,10 +175,12 @@ class Simulator:
         seed: int = 0,
         latency_s: float = 0.0,
         check: Callable[[Machine], None] | None = None,
+        commit: Callable[[ChangeBatch], None] | None = None,
     ) -> None:
         """``latency_s``: how long each message between the core and an agent takes, each way
         (assignments and cancels out, reports back); 0 is a zero-overhead controller.
-        ``check(machine)`` runs after every step (e.g. ``Machine.validate`` in property tests)."""
+        ``check(machine)`` runs after every step (e.g. ``Machine.validate`` in property tests);
+        ``commit(changes)`` receives every step's changes (e.g. a store's commit), else dropped."""
         if not (math.isfinite(latency_s) and 0 <= latency_s <= MAX_LATENCY_S):
             raise InvalidArgument.field("latency", f"must be between 0 and {MAX_LATENCY_S:g} seconds, got {latency_s}")
         if not (math.isfinite(default_duration_s) and 0 <= default_duration_s <= MAX_VIRTUAL_S):
@@ -202,6 +205,7 @@ class Simulator:
         self._length: DurationFn = lambda task: self.default_duration_s  # set by each run
         self._fails: FailFn = lambda task: False
         self._check = check
+        self._commit = commit
         inventory = fleet.inventory()
         for agent in self._agents.values():
             hello = ev.AgentHello(
@@ -335,11 +339,13 @@ class Simulator:
     # --- driving the core -----------------------------------------------------------------------
 
     def _step(self, events: list[ev.Event]) -> list[object]:
-        """Handle events at ``now``, tick, drop the changes (no store), carry out the actions."""
+        """Handle events at ``now``, tick, commit or drop the changes, carry out the actions."""
         self.steps += 1
         results = [self.machine.handle(event, self.now) for event in events]
         self.machine.tick(self.now)
-        self.machine.take_changes()
+        changes = self.machine.take_changes()
+        if self._commit is not None and changes:
+            self._commit(changes)
         for action in self.machine.take_actions():
             self._act(action)
         self._deliver()

@@ -42,6 +42,10 @@ class ChangeBatch:
 
     workflows: dict[str, Workflow] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
+    # Tasks already stored whose changes since their last whole write are all progress (state,
+    # attempt, agent, times, outcome: codec.PROGRESS_COLUMNS). A store may update only those
+    # columns (SQLite) or write the rows whole (memory, PostgreSQL). Never also in ``tasks``.
+    moved_tasks: dict[str, Task] = field(default_factory=dict)
     attempts: dict[str, Attempt] = field(default_factory=dict)
     agents: dict[str, Agent] = field(default_factory=dict)
     logs: list[LogChunk] = field(default_factory=list)
@@ -69,6 +73,7 @@ class ChangeBatch:
         return (
             len(self.workflows)
             + len(self.tasks)
+            + len(self.moved_tasks)
             + len(self.attempts)
             + len(self.agents)
             + len(self.logs)
@@ -88,6 +93,7 @@ class ChangeBatch:
         return bool(
             self.workflows
             or self.tasks
+            or self.moved_tasks
             or self.attempts
             or self.agents
             or self.logs

@@ -43,6 +43,7 @@ from corral.controller.store.rules_codec import decode_rules, encode_rules
 __all__ = [
     "COLUMNS",
     "MAX_LOG_BYTES_PER_STREAM",
+    "PROGRESS_COLUMNS",
     "Row",
     "decode_agent",
     "decode_attempt",
@@ -55,6 +56,7 @@ __all__ = [
     "encode_inventory",
     "encode_resources",
     "encode_task",
+    "encode_task_progress",
     "encode_workflow",
     "fit_log",
     "merge_log_chunks",
@@ -355,6 +357,44 @@ def encode_task(t: Task) -> Row:
         None if t.rules is None and not r.fallback_used else encode_rules(t.rules, r.fallback_used),
         "" if t.cache is None else encode_task_cache(t.cache),
         r.cache_source,
+    )
+
+
+#: The columns a task's progress changes (state, attempt, agent, times, outcome): what a moved
+#: task's row is updated with (``ChangeBatch.moved_tasks``), in :func:`encode_task_progress` order.
+PROGRESS_COLUMNS: Final = (
+    "state",
+    "retries_used",
+    "attempts",
+    "current_attempt_id",
+    "agent_id",
+    "result",
+    "error",
+    "exit_code",
+    "ready_at",
+    "not_before",
+    "started_at",
+    "finished_at",
+)
+
+
+def encode_task_progress(t: Task) -> Row:
+    """A task's :data:`PROGRESS_COLUMNS`, then its id (the parameters of a narrow UPDATE)."""
+    result = t.result
+    return (
+        _enum_value(t.state, TaskState, _TASK_STATES),
+        t.retries_used,
+        t.attempts,
+        t.current_attempt_id,
+        t.agent_id,
+        None if result is None else _blob(result),
+        t.error,
+        t.exit_code,
+        t.ready_at,
+        t.not_before,
+        t.started_at,
+        t.finished_at,
+        t.id,
     )
 
 

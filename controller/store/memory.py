@@ -151,7 +151,8 @@ class MemoryStore:
             return
         encoded = {
             "workflows": [codec.encode_workflow(w) for w in batch.workflows.values()],
-            "tasks": [codec.encode_task(t) for t in batch.tasks.values()],
+            # Moved tasks are written whole: the row is the same as updating its progress columns.
+            "tasks": [codec.encode_task(t) for t in (*batch.tasks.values(), *batch.moved_tasks.values())],
             "attempts": [codec.encode_attempt(a) for a in batch.attempts.values()],
             "agents": [codec.encode_agent(a) for a in batch.agents.values()],
         }

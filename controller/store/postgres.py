@@ -196,7 +196,8 @@ class PostgresStore:
                 # Pipeline mode: BEGIN, the fence and every write go out without waiting for each
                 # other's answers; one round trip to the sync, one more for COMMIT.
                 # A large table write goes through COPY instead (2-3x faster), which a pipeline cannot carry.
-                piped = max(len(batch.workflows), len(batch.tasks), len(batch.attempts), len(batch.agents)) < _COPY_MIN
+                tasks = len(batch.tasks) + len(batch.moved_tasks)
+                piped = max(len(batch.workflows), tasks, len(batch.attempts), len(batch.agents)) < _COPY_MIN
                 with conn.pipeline() if piped else contextlib.nullcontext() as pipeline, conn.cursor() as cur:
                     conn.execute("BEGIN")
                     fence = None if epoch is None else conn.execute(sql.FENCE, (epoch,))
@@ -265,7 +266,13 @@ class PostgresStore:
         # stored fails inside the transaction, which is then rolled back whole.
         rows: list[tuple[str, int, Iterable[Sequence[Any]]]] = [
             ("workflows", len(batch.workflows), map(codec.encode_workflow, batch.workflows.values())),
-            ("tasks", len(batch.tasks), map(codec.encode_task, batch.tasks.values())),
+            # Moved tasks are written whole (the same row as updating their progress columns):
+            # one statement, or one COPY, for every task of the batch.
+            (
+                "tasks",
+                len(batch.tasks) + len(batch.moved_tasks),
+                map(codec.encode_task, itertools.chain(batch.tasks.values(), batch.moved_tasks.values())),
+            ),
             ("attempts", len(batch.attempts), map(codec.encode_attempt, batch.attempts.values())),
             ("agents", len(batch.agents), map(codec.encode_agent, batch.agents.values())),
         ]

@@ -101,6 +101,11 @@ def _select_sql(table: str, columns: Sequence[str], order: str) -> str:
 
 
 _UPSERT: Final = {table: _upsert_sql(table, cols) for table, cols in codec.COLUMNS.items()}
+# A moved task (ChangeBatch.moved_tasks): its progress columns only, a quarter of the row's
+# parameters to bind (8.8 -> ~4 us a row in SQLite, two such writes per task).
+_UPDATE_PROGRESS: Final = (
+    f"UPDATE tasks SET {', '.join(f'{_quote(c)} = ?' for c in codec.PROGRESS_COLUMNS)} WHERE id = ?"
+)
 _SELECT: Final = {
     "workflows": _select_sql("workflows", codec.COLUMNS["workflows"], "id"),
     "tasks": _select_sql("tasks", codec.COLUMNS["tasks"], 'workflow_id, "index"'),
@@ -326,6 +331,8 @@ class SqliteStore:
                 for table, table_rows in rows.items():
                     if counts[table]:
                         conn.executemany(_UPSERT[table], table_rows)
+                if batch.moved_tasks:
+                    conn.executemany(_UPDATE_PROGRESS, map(codec.encode_task_progress, batch.moved_tasks.values()))
                 if logs:
                     self._append_logs(logs)
                 if meta:

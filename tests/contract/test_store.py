@@ -245,6 +245,30 @@ def test_upsert_latest_state_wins_and_other_rows_stay(backend: Backend) -> None:
     assert snap.meta == {"schema_note": "x", "boot_epoch": "4"}
 
 
+def test_a_moved_task_gets_its_progress_and_keeps_every_other_column(backend: Backend) -> None:
+    backend.store.commit(full_batch())
+    moved = dataclasses.replace(
+        full_task(),
+        state=TaskState.COMPLETED,
+        retries_used=2,
+        attempts=4,
+        current_attempt_id="a-9",
+        agent_id="agent-9",
+        result=b'{"ok": true}',
+        error="",
+        exit_code=0,
+        ready_at=7.0,
+        not_before=None,
+        started_at=8.0,
+        finished_at=9.5,
+    )
+    assert codec.encode_task(moved) != codec.encode_task(full_task())
+    backend.store.commit(ChangeBatch(moved_tasks={moved.id: moved}))
+    snap = backend.reopen().load()
+    assert snap.tasks[1] == moved  # progress columns updated, the rest as written before
+    assert snap.tasks[0] == full_batch().tasks["wf-1-t0"]
+
+
 def test_tasks_load_ordered_by_workflow_and_index(store: Store) -> None:
     tasks = [minimal_task(f"b-{i}", "wf-b", i) for i in (2, 0, 1)] + [minimal_task("a-0", "wf-a", 0)]
     store.commit(ChangeBatch(tasks={t.id: t for t in tasks}))

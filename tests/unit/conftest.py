@@ -22,6 +22,7 @@ from corral.controller.core.model import AgentState, AttemptState, Inventory, Re
 from corral.controller.rpc.submission import admit_workflow
 from corral.controller.rpc.wire_spec import spec_to_proto
 from corral.controller.spec import parse_workflow
+from corral.controller.store import codec
 from corral.controller.store.base import ChangeBatch
 from corral.controller.store.memory import MemoryStore
 
@@ -78,10 +79,24 @@ class Sim:
 
     # --- driving --------------------------------------------------------------------------------
 
+    def commit(self, changes: ChangeBatch) -> None:
+        """Commit a step's changes, checking first that every narrow write is safe: a moved task
+        differs from its stored row in progress columns only (so every scenario of the unit tests
+        checks the hot transitions' ``progress=True``)."""
+        stored = self.store._rows["tasks"]
+        for task in changes.moved_tasks.values():
+            before = stored.get(task.id)
+            assert before is not None, f"task {task.name} written narrowly before it was ever stored"
+            row = codec.encode_task(task)
+            for i, column in enumerate(codec.COLUMNS["tasks"]):
+                if column not in codec.PROGRESS_COLUMNS:
+                    assert row[i] == before[i], f"task {task.name}: {column} changed in a progress-only write"
+        self.store.commit(changes)
+
     def _finish_step(self, result: Any) -> Step:
         self.machine.tick(self.now)
         changes = self.machine.take_changes()
-        self.store.commit(changes)
+        self.commit(changes)
         actions = self.machine.take_actions()
         if self.auto_accept:
             for action in actions:
@@ -131,7 +146,7 @@ class Sim:
     def quiet(self) -> Step:
         """Take whatever is pending without ticking (to start a test from a clean slate)."""
         changes = self.machine.take_changes()
-        self.store.commit(changes)
+        self.commit(changes)
         return Step(None, changes, self.machine.take_actions())
 
     # --- building blocks ------------------------------------------------------------------------
@@ -144,10 +159,15 @@ class Sim:
         start: bool = True,
         key: str | None = None,
         standalone: bool = False,
+        namespace: str = "",
         **workflow_fields: Any,
     ) -> tuple[str, Step]:
         spec = parse_workflow({"name": name, "tasks": list(tasks), **workflow_fields})
         admitted = admit_workflow(spec_to_proto(spec), self.new_id, idempotency_key=key, standalone=standalone)
+        if namespace:  # as the rpc edge sets it from the request, before anything is stored
+            admitted.workflow.namespace = namespace
+            for task in admitted.tasks:
+                task.namespace = namespace
         step = self.do(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=start))
         workflow_id, _ = step.result
         return workflow_id, step

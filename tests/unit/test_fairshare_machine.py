@@ -21,10 +21,7 @@ def _running_per_namespace(sim: Sim) -> dict[str, int]:
 
 def _submit_in(sim: Sim, namespace: str, n: int, priority: int) -> str:
     tasks = [task_spec(f"{namespace}{i}", priority=priority) for i in range(n)]
-    workflow_id, _ = sim.submit(tasks, name=namespace, start=False)
-    for i in range(n):
-        sim.task(workflow_id, f"{namespace}{i}").namespace = namespace
-    sim.machine.workflows[workflow_id].namespace = namespace
+    workflow_id, _ = sim.submit(tasks, name=namespace, start=False, namespace=namespace)
     return workflow_id
 
 
@@ -70,10 +67,7 @@ def test_pulled_work_respects_the_namespace_quota(make_sim: Callable[..., Sim]) 
     sim.do(rq.CreateNamespaceRequest("team"))
     sim.do(rq.SetNamespaceQuotaRequest("team", max_running=1))
     tasks = [{"name": f"p{i}", "agent_type": "ext", "payload": {"job": i}} for i in range(2)]
-    workflow_id, _ = sim.submit(tasks, name="pulled", start=False)
-    for i in range(2):
-        sim.task(workflow_id, f"p{i}").namespace = "team"
-    sim.machine.workflows[workflow_id].namespace = "team"
+    workflow_id, _ = sim.submit(tasks, name="pulled", start=False, namespace="team")
     sim.do(ev.StartWorkflow(workflow_id))
     first = sim.do(ev.PullTask("w1", ("ext",))).result
     assert first is not None

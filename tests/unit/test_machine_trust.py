@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from corral.controller.core import events as ev
+from corral.controller.core import requests as rq
 from corral.controller.core.machine import MachineConfig
 from corral.controller.core.model import AgentState, AttemptState, Inventory, Resources, TaskState, WorkflowState
 from corral.controller.errors import ResourceExhausted
@@ -284,9 +285,9 @@ def _scoped_hello(sim: Sim, agent_id: str, namespaces: tuple[str, ...]) -> ev.We
 
 def test_an_agent_scoped_to_namespaces_only_gets_their_tasks(sim: Sim) -> None:
     _scoped_hello(sim, "team-a-agent", ("team-a",))
+    sim.do(rq.CreateNamespaceRequest("team-a"))
     wf_default, _ = sim.submit([task_spec("d")], name="plain", start=False)
-    wf_team, _ = sim.submit([task_spec("t")], name="team", start=False)
-    sim.task(wf_team, "t").namespace = "team-a"
+    wf_team, _ = sim.submit([task_spec("t")], name="team", start=False, namespace="team-a")
     sim.do(ev.StartWorkflow(wf_default))
     step = sim.do(ev.StartWorkflow(wf_team))
     assert sim.task(wf_team, "t").state is T.ASSIGNED
