@@ -23,6 +23,18 @@ from corral.controller.store.sqlite import SqliteStore
 from .test_sim_properties import Case, cases
 
 
+class _Recorder:
+    """A real SQLite store that also keeps every batch committed to it."""
+
+    def __init__(self, directory: str) -> None:
+        self.store = SqliteStore(Path(directory) / "corral.db", synchronous="OFF")
+        self.batches: list[ChangeBatch] = []
+
+    def commit(self, batch: ChangeBatch) -> None:
+        self.batches.append(batch)
+        self.store.commit(batch)
+
+
 def _stored_rows_equal_the_core(simulator: Simulator, store: SqliteStore) -> None:
     stored = {task.id: codec.encode_task(task) for task in store.load().tasks}
     for task in simulator.machine.tasks.values():
@@ -33,16 +45,10 @@ def _stored_rows_equal_the_core(simulator: Simulator, store: SqliteStore) -> Non
 @given(cases())
 def test_every_stored_task_row_equals_the_core_after_a_run(case: Case) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        store = SqliteStore(Path(directory) / "corral.db", synchronous="OFF")
-        batches: list[ChangeBatch] = []
-
-        def commit(batch: ChangeBatch) -> None:
-            batches.append(batch)
-            store.commit(batch)
-
+        recorder = _Recorder(directory)
         # Prefetch on: short tasks are queued on agents, so placements and starts fall in
         # different steps (narrow writes across steps, not only within one).
-        simulator = Simulator(case.fleet, config=MachineConfig(prefetch=2), commit=commit)
+        simulator = Simulator(case.fleet, config=MachineConfig(prefetch=2), commit=recorder.commit)
         spec = parse_workflow({"name": "prop", "tasks": case.tasks})
         for _ in range(2):  # a second run of the same workflow name: learned durations, new tasks
             simulator.run(
@@ -50,21 +56,15 @@ def test_every_stored_task_row_equals_the_core_after_a_run(case: Case) -> None:
                 duration=lambda task: case.durations[task.name],
                 fails=lambda task: (task.name, task.attempts) in case.failures,
             )
-        _stored_rows_equal_the_core(simulator, store)
-        store.close()
-        assert all(not (b.tasks.keys() & b.moved_tasks.keys()) for b in batches)
+        _stored_rows_equal_the_core(simulator, recorder.store)
+        recorder.store.close()
+        assert all(not (b.tasks.keys() & b.moved_tasks.keys()) for b in recorder.batches)
 
 
 def test_the_hot_transitions_write_narrowly_and_a_task_touched_whole_is_written_whole() -> None:
     with tempfile.TemporaryDirectory() as directory:
-        store = SqliteStore(Path(directory) / "corral.db", synchronous="OFF")
-        batches: list[ChangeBatch] = []
-
-        def commit(batch: ChangeBatch) -> None:
-            batches.append(batch)
-            store.commit(batch)
-
-        simulator = Simulator(Fleet(1, 1), commit=commit)
+        recorder = _Recorder(directory)
+        simulator = Simulator(Fleet(1, 1), commit=recorder.commit)
         spec = parse_workflow(
             {
                 "name": "chain",
@@ -77,12 +77,12 @@ def test_the_hot_transitions_write_narrowly_and_a_task_touched_whole_is_written_
         result = simulator.run(spec, duration=lambda task: 1.0)
         assert result.state == "completed"
         names = {task.id: task.name for task in simulator.machine.tasks.values()}
-        whole = [names[t] for b in batches for t in b.tasks]
-        narrow = [names[t] for b in batches for t in b.moved_tasks]
+        whole = [names[t] for b in recorder.batches for t in b.tasks]
+        narrow = [names[t] for b in recorder.batches for t in b.moved_tasks]
         # Written whole once each: the submission (a is placed in that same step). Every later
         # change is progress only: a completed; b ready and placed (one step), then completed.
         # Started writes nothing: the attempt's row says it (restore derives the task's state).
         assert sorted(whole) == ["a", "b"]
         assert sorted(narrow) == ["a", "b", "b"]
-        _stored_rows_equal_the_core(simulator, store)
-        store.close()
+        _stored_rows_equal_the_core(simulator, recorder.store)
+        recorder.store.close()
