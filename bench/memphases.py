@@ -113,24 +113,6 @@ def _chunk_parts(layers: int, width: int, seed: int) -> tuple[bytes, list[bytes]
     return request.spec.SerializeToString(), [task_part(chunk) for chunk in chunks]
 
 
-class _StoredSimulator(Simulator):
-    """The simulator, committing every step's changes to a real store as the runtime does."""
-
-    store: SqliteStore | None = None
-
-    def _step(self, events: list[ev.Event]) -> list[object]:
-        self.steps += 1
-        results = [self.machine.handle(event, self.now) for event in events]
-        self.machine.tick(self.now)
-        changes = self.machine.take_changes()
-        if self.store is not None:
-            self.store.commit(changes)
-        for action in self.machine.take_actions():
-            self._act(action)
-        self._deliver()
-        return results
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memphases", description=__doc__.split("\n")[0])
     parser.add_argument("--layers", type=int, default=200)
@@ -161,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="corral-memphases-") as tmp:
         store = SqliteStore(Path(tmp) / "controller.db", synchronous="OFF")  # the memory, not the fsyncs
         store.load()
-        sim = _StoredSimulator(Fleet(agents=2, slots=1), default_duration_s=0.001)
-        sim.store = store
+        # Every step's changes committed to the store, as the runtime does.
+        sim = Simulator(Fleet(agents=2, slots=1), default_duration_s=0.001, commit=store.commit)
         machine: Machine = sim.machine
         counter = itertools.count(1)
         new_id: Callable[[], str] = lambda: f"x{next(counter):08d}"  # noqa: E731
