@@ -337,10 +337,12 @@ def test_agent_unit_lets_supervisors_outlive_an_agent_restart() -> None:
 
 
 _FAKE_CORRAL = """#!/bin/sh
-n=$(cat "$STATE/count" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$STATE/count.tmp"
-mv "$STATE/count.tmp" "$STATE/count"
+n=$(cat "$STATE/count" 2>/dev/null || echo 0); n=$((n + 1))
 echo "$@" > "$STATE/args"
 read up _ < /proc/uptime; echo "$up" >> "$STATE/starts"
+# The count goes last: the test reads the other files as soon as it sees it.
+echo $n > "$STATE/count.tmp"
+mv "$STATE/count.tmp" "$STATE/count"
 if [ "$n" -eq 1 ]; then
   # A supervisor: detached from the agent, it must survive the agent's crash and restart.
   setsid sleep 120 </dev/null >/dev/null 2>&1 &
