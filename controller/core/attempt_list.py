@@ -1,7 +1,8 @@
 """ListAttempts (issue 11): every attempt of one task, for ``corral attempts WF/TASK``.
 
-A read query: it scans the workflow's tasks' attempts in memory (the machine keeps every attempt
-of a live workflow), so nothing is added to the submit/assign/finish path.
+A read query: it scans the attempts in memory, so nothing is added to the submit/assign/finish
+path. Once some of the workflow's attempts left memory (completed tasks', :mod:`core.settled`), the
+answer says so and the servicer reads the task's attempts from the store instead.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ class ListAttemptsQuery:
 
 @dataclass(frozen=True, slots=True)
 class AttemptsAnswer:
-    """The task, its workflow, and its attempts oldest first (by number)."""
+    """The task, its workflow, and its attempts oldest first (by number). ``in_store``: some of
+    the workflow's attempts are in the store only; read the task's from there."""
 
     workflow: Workflow
     task: Task
     attempts: tuple[Attempt, ...]
+    in_store: bool = False
 
 
 def attempt_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]]:
@@ -54,6 +57,6 @@ def attempt_handlers(machine: Machine) -> dict[type, Callable[[Any, float], Any]
                 raise FailedPrecondition(f"task {clip(event.task)!r} is not a task of workflow {workflow.id}")
         found = [a for a in machine.attempts.values() if a.task_id == task.id]
         found.sort(key=lambda a: (a.number, a.assigned_at))
-        return AttemptsAnswer(workflow, task, tuple(found))
+        return AttemptsAnswer(workflow, task, tuple(found), machine.settled.away(workflow.id))
 
     return {ListAttemptsQuery: list_attempts}

@@ -54,11 +54,12 @@ class DeadlineOps(MachineState):
         parents = {t.id: t.dependencies for t in event.tasks}
         path = critical_path(workflow.task_ids, parents, expected)
         top = max(t.priority for t in event.tasks)
-        ranking = self.ordering.ranking
+        ordering, tasks = self.ordering, self.tasks
         ahead = 0.0
         for entry in self.queue.entries():
             if entry.priority >= top:
-                ranked = ranking.get(entry.task_id)
+                queued = tasks.get(entry.task_id)
+                ranked = ordering.rank_of(queued) if queued is not None else None
                 ahead += ranked.expected_s if ranked is not None else 0.0
         slots = sum(self.agents[agent_id].inventory.slots for agent_id in self.views if agent_id in self.agents)
         verdict = admit(now, min(ends), path, ahead, slots, self.config.at_risk_fraction)

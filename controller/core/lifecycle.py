@@ -145,7 +145,6 @@ def drop_workflows(m: MachineState, workflow_ids: Iterable[str]) -> None:
             m.by_name.pop((workflow_id, task.name), None)
             m.dependents.pop(task_id, None)
             m.unfinished_deps.pop(task_id, None)
-            m.ordering.ranking.pop(task_id, None)
             checkpoint = m.checkpoints.records.pop(task_id, None)
             if checkpoint is not None:
                 m.checkpoints.total_bytes -= len(checkpoint.data)
@@ -155,11 +154,13 @@ def drop_workflows(m: MachineState, workflow_ids: Iterable[str]) -> None:
             m.fallbacks.failed_deps.pop(task_id, None)
             m.sagas.of_task.pop(task_id, None)
         m.counts.pop(workflow_id, None)
+        m.ordering.forget(workflow_id)
         m.workflow_seconds.pop(workflow_id, None)
         m.gangs.pop(workflow_id, None)
         m.parallelism.forget(workflow_id)
         m.run_book.runs.pop(workflow_id, None)
         m.deadline_book.admissions.pop(workflow_id, None)
+        m.settled.forget(workflow_id)
     # One pass over the attempts for the whole batch: attempts have no per-workflow index.
     for attempt_id in [a.id for a in m.attempts.values() if a.workflow_id in dropped]:
         del m.attempts[attempt_id]
@@ -172,7 +173,7 @@ _COMPACT_MIN = 4096
 
 def _tables(m: MachineState) -> list[dict[Any, Any]]:
     # by_name is a NameIndex: its per-workflow dict goes with the workflow's last name, so it never needs this.
-    return [m.tasks, m.attempts, m.dependents, m.unfinished_deps, m.ordering.ranking, m.counts]
+    return [m.tasks, m.attempts, m.dependents, m.unfinished_deps, m.ordering.ranks, m.counts]
 
 
 def _note_sizes(m: MachineState) -> None:
@@ -216,6 +217,8 @@ def readmit(m: MachineState, event: ReadmitWorkflow, now: float) -> bool:
         if attempt.state is AttemptState.RUNNING or attempt.state is AttemptState.ASSIGNED:
             attempt.state = AttemptState.LOST  # cannot be: the workflow ended (defensive, never stored)
         m.attempts[attempt.id] = attempt
+    for task in record.tasks:  # as a restore: completed tasks' attempts stay in the store
+        m.settled.settle(task, m.attempts, m.tasks)
     if record.runs:
         m.run_book.runs[workflow.id] = sorted(record.runs, key=lambda r: r.number)
     m.checkpoints.restore(record.checkpoints)

@@ -4,11 +4,13 @@ Pure like the rest of the core. :class:`~corral.controller.core.state.MachineSta
 ``Ordering`` and calls it at four points: a workflow starts (or is restored) -> :meth:`rank_workflow`;
 a task is queued -> :meth:`score`; an attempt completes -> :meth:`learn`; a tick commits ->
 :meth:`take_changes` (only when a flush is due: learned durations are hints, written every
-``durations_flush_s`` and when a workflow ends rather than with every completion).
+``durations_flush_s`` and when a workflow ends rather than with every completion). A workflow that
+ends or leaves memory -> :meth:`forget`.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -19,10 +21,10 @@ from corral.controller.core.durations import (
     fast_fingerprint,
     fingerprint,
 )
-from corral.controller.core.model import Task, Workflow
+from corral.controller.core.model import Task, TaskState, Workflow
 from corral.controller.core.rank import dag_of, ranks_by_position, structural_by_position
 
-__all__ = ["Ordering", "TaskRank"]
+__all__ = ["Ordering", "TaskRank", "WorkflowRanks"]
 
 _FINGERPRINT_CACHE = 65_536  # payloads whose fingerprint is remembered (tasks hold the bytes anyway)
 
@@ -30,13 +32,49 @@ _FINGERPRINT_CACHE = 65_536  # payloads whose fingerprint is remembered (tasks h
 class TaskRank(NamedTuple):
     """How a task is ordered: upward rank and expected duration (seconds), their source, queue score.
 
-    A named tuple: one is made per task when its workflow starts (cheaper than a frozen dataclass).
+    Made on demand by :meth:`Ordering.rank_of` for the few readers that want one (a status, an
+    admission); the ranks themselves are kept in a :class:`WorkflowRanks`.
     """
 
     rank_s: float
     expected_s: float
     source: DurationSource
     score: float
+
+
+#: DurationSource <-> the small code WorkflowRanks.sources keeps (one byte a task).
+_SOURCES = tuple(DurationSource)
+_CODE = {source: code for code, source in enumerate(_SOURCES)}
+_TERMINAL = frozenset(state for state in TaskState if state.terminal)
+
+
+class WorkflowRanks:
+    """The ranks of one workflow's tasks, by position (``Task.index``): 25 B a task.
+
+    Columns rather than a record per task: a named tuple, its floats and its slot in a dict by task
+    id cost 170-200 B a task, the largest cost added while a 200k-task workflow starts (DECISIONS:
+    Memory, seventh wave). Built whole by :meth:`Ordering.rank_workflow`; tasks added later
+    (spawned ones) lie past its end and are unranked until the workflow is ranked again.
+    """
+
+    __slots__ = ("expected_s", "rank_s", "score", "sources")
+
+    def __init__(self, rank_s: array[float], expected_s: array[float], sources: bytearray, score: array[float]) -> None:
+        self.rank_s = rank_s
+        self.expected_s = expected_s
+        self.sources = sources  # codes: _SOURCES[code]
+        self.score = score
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def at(self, index: int) -> TaskRank:
+        """The rank of the task at ``index`` (within bounds)."""
+        return TaskRank(self.rank_s[index], self.expected_s[index], _SOURCES[self.sources[index]], self.score[index])
+
+    def expected_by_id(self, task_ids: Sequence[str]) -> dict[str, float]:
+        """Expected seconds by task id (``task_ids``: the workflow's, in order), finished tasks too."""
+        return dict(zip(task_ids, self.expected_s, strict=False))  # spawned since: left out
 
 
 #: How soon after a workflow ends the durations it taught are stored (see Ordering.flush_soon).
@@ -48,17 +86,44 @@ class Ordering:
 
     def __init__(self, max_learned: int, flush_every_s: float) -> None:
         self.book = DurationBook(max_learned)
-        self.ranking: dict[str, TaskRank] = {}  # task id -> rank (tasks of started workflows)
+        self.ranks: dict[str, WorkflowRanks] = {}  # workflow id -> its tasks' ranks (started, not ended)
         self.flush_every_s = flush_every_s
         self._fingerprints: dict[tuple[str, bytes], str] = {}  # payload -> fingerprint (bounded)
         self._next_flush = 0.0
         self._soon: float | None = None  # a workflow ended: flush by then (see flush_soon)
         self._flush = False
 
-    def score(self, task_id: str) -> float:
-        """The queue score of a task (0 before its workflow was ranked)."""
-        ranked = self.ranking.get(task_id)
-        return ranked.score if ranked is not None else 0.0
+    def score(self, task: Task) -> float:
+        """The queue score of a task being queued: 0 when unranked (see :meth:`rank_of`).
+
+        On the queue's hot path, so it trusts what holds when a task is queued: it is not finished,
+        and no compensation record is queued while its workflow has ranks (they are dropped when it
+        starts compensating).
+        """
+        ranks = self.ranks.get(task.workflow_id)
+        if ranks is None:
+            return 0.0
+        try:
+            return ranks.score[task.index]
+        except IndexError:  # spawned after the workflow was ranked
+            return 0.0
+
+    def rank_of(self, task: Task) -> TaskRank | None:
+        """How the task is ordered, or None when it is unranked.
+
+        Unranked: its workflow has not started, or ended (or was read back from the store); the task
+        finished (a finished task shows its real times, not the guess that ordered it in the queue);
+        it was spawned after its workflow was ranked; or it is a compensation record (it shares the
+        index of the task it undoes but was never ranked).
+        """
+        ranks = self.ranks.get(task.workflow_id)
+        if ranks is None or task.state in _TERMINAL or task.index >= len(ranks) or task.compensates:
+            return None
+        return ranks.at(task.index)
+
+    def forget(self, workflow_id: str) -> None:
+        """Drop a workflow's ranks: it ended or left memory (nothing of it is queued any more)."""
+        self.ranks.pop(workflow_id, None)
 
     def fingerprint_of(self, task: Task) -> str:
         """The task's payload fingerprint, cached (payloads repeat across runs and tasks)."""
@@ -75,47 +140,57 @@ class Ordering:
             found = self._fingerprints[key] = fingerprint(task.agent_type, task.payload)
         return found
 
-    def rank_workflow(self, workflow: Workflow, tasks: Sequence[Task]) -> None:
+    def rank_workflow(self, workflow: Workflow, tasks: Sequence[Task]) -> WorkflowRanks:
         """Rank every task of a workflow (O(V + E)): expected durations, upward ranks, scores.
+
+        ``tasks``: the workflow's, in the order of ``workflow.task_ids`` (position = ``Task.index``,
+        how readers find a task's rank). Replaces any earlier ranks of the workflow (a retry or
+        rerun ranks it again, with what was learned meanwhile).
 
         Durations come from the estimate, else history (task, then fingerprint). When none is
         known for any task the ranks are structural (:func:`structural_ranks`: tasks below);
         tasks without a duration in a partly known workflow count as the mean of the known ones.
         """
-        # Lists by position, not dicts by task id: a 200k-task workflow starts in one tick, and
-        # its transients come on top of its records (see core/dag.py).
-        seconds_of: list[float] = []
-        sources: list[DurationSource] = []
+        # Arrays by position, not dicts by task id: a 200k-task workflow starts in one tick, and
+        # its transients come on top of its records (see core/dag.py). Sized once and exactly:
+        # appends would leave spare room, and these are kept as long as the workflow runs.
+        seconds_of = array("d", (0.0,)) * len(tasks)
+        sources = bytearray(len(tasks))
+        code = _CODE
         known = 0
         total = 0.0
         book = self.book
         # A fingerprint costs a look at the payload: only worth it when the namespace has some.
         prints = book.knows_fingerprints(workflow.namespace)
-        for task in tasks:
+        for i, task in enumerate(tasks):
             seconds, source = book.expected(task.namespace, workflow.name, task.name, task.estimated_duration_s, "")
             if prints and source is DurationSource.STRUCTURAL:
                 seconds, source = book.expected(
                     task.namespace, workflow.name, task.name, 0.0, self.fingerprint_of(task)
                 )
-            seconds_of.append(seconds)
-            sources.append(source)
+            seconds_of[i] = seconds
+            sources[i] = code[source]
             if source is not DurationSource.STRUCTURAL:
                 known += 1
                 total += seconds
         dag = dag_of(workflow.task_ids, [task.dependencies for task in tasks])
         if known:
             fill = total / known
-            weights = [
-                seconds if source is not DurationSource.STRUCTURAL else fill
-                for seconds, source in zip(seconds_of, sources, strict=True)
-            ]
+            structural = code[DurationSource.STRUCTURAL]
+            weights = array(
+                "d",
+                (
+                    seconds if source != structural else fill
+                    for seconds, source in zip(seconds_of, sources, strict=True)
+                ),
+            )
             rank, score = ranks_by_position(dag, weights)
+            del weights
         else:
             rank, score = structural_by_position(dag)
         del dag
-        ranking = self.ranking
-        for i, task in enumerate(tasks):
-            ranking[task.id] = TaskRank(rank[i], seconds_of[i], sources[i], score[i])
+        ranks = self.ranks[workflow.id] = WorkflowRanks(rank, seconds_of, sources, score)
+        return ranks
 
     def learn(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.controller.core import events as ev
@@ -18,7 +19,7 @@ from corral.controller.core import requests as rq
 from corral.controller.core.access import AuditEntry, Namespace, RevokedCert, TokenRecord, secret_env
 from corral.controller.core.cache import ClearCacheRequest
 from corral.controller.core.fairshare import QuotaRow, quota_rows
-from corral.controller.core.model import Agent, Attempt, Task, TaskState, Workflow
+from corral.controller.core.model import Agent, Task, TaskState, Workflow
 from corral.controller.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from corral.controller.core.machine import Explanation, Machine
 
 __all__ = [
+    "LogsAnswer",
     "agent_id_of",
     "check_secret_refs",
     "request_handlers",
@@ -44,6 +46,18 @@ __all__ = [
 
 _MAX_SHOWN = 5
 _SHOWN = 128
+
+
+@dataclass(frozen=True, slots=True)
+class LogsAnswer:
+    """Whose output a logs read returns: the task, the attempt ("" none yet), and whether that
+    attempt has ended. ``unconfirmed``: an id asked for whose attempt left memory; the store must
+    say it is the task's before its output is read (:mod:`core.settled`)."""
+
+    task: Task
+    attempt_id: str
+    finished: bool
+    unconfirmed: bool = False
 
 
 def resolve(ids: Collection[str], typed: str, what: str, field: str) -> str:
@@ -191,14 +205,19 @@ class _Queries:
             [t.estimated_duration_s for t in tasks],
         )
 
-    def logs(self, event: rq.LogsQuery, now: float) -> tuple[Task, Attempt | None]:
+    def logs(self, event: rq.LogsQuery, now: float) -> LogsAnswer:
         task = visible_task(self.m, event.task, event.caller)
-        attempt = self.m.attempts.get(event.attempt_id or task.current_attempt_id or "")
-        if attempt is None or attempt.task_id != task.id:
-            if event.attempt_id:
-                raise InvalidArgument.field("attempt_id", f"not an attempt of task {task.id}")
-            return task, None
-        return task, attempt
+        wanted = event.attempt_id or task.current_attempt_id or ""
+        attempt = self.m.attempts.get(wanted)
+        if attempt is not None and attempt.task_id == task.id:
+            return LogsAnswer(task, attempt.id, not attempt.state.active)
+        if wanted and self.m.settled.away(task.workflow_id):
+            # Its attempt left memory once committed (core/settled.py): the task's own final one is
+            # known from the task; any other id the store must confirm before its output is read.
+            return LogsAnswer(task, wanted, True, unconfirmed=wanted != task.current_attempt_id)
+        if event.attempt_id:
+            raise InvalidArgument.field("attempt_id", f"not an attempt of task {task.id}")
+        return LogsAnswer(task, "", task.state.terminal)
 
     def events(self, event: rq.EventsQuery, now: float) -> tuple[str, str]:
         workflow = visible_workflow(self.m, event.workflow, event.caller)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from corral.controller.core.model import AttemptState, Task, TaskState, Workflow, WorkflowState
 from corral.controller.core.run_record import Run
 from corral.controller.core.sagas import compensation_of, failed_compensations, retry_compensations
+from corral.controller.core.settled import NAMES_KEPT
 from corral.controller.errors import FailedPrecondition
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ T = TaskState
 W = WorkflowState
 
 ON_FAILURE = ("fail", "compensate", "pause")
-MAX_TASKS_SHOWN = 100  # names of the tasks that ran, per run, in a ListRuns answer
+MAX_TASKS_SHOWN = NAMES_KEPT  # names of the tasks that ran, per run, in a ListRuns answer
 
 _RETRYABLE = frozenset({T.FAILED, T.SKIPPED, T.CANCELLED})
 _RETRY_FROM = frozenset({W.FAILED, W.CANCELLED})
@@ -332,6 +333,12 @@ def _views(machine: Machine, workflow: Workflow) -> list[RunView]:
         name = machine.tasks[attempt.task_id].name
         if len(shown) < MAX_TASKS_SHOWN and name not in shown:
             shown.append(name)
+    for number, tally in machine.settled.runs(workflow.id).items():  # attempts that left memory
+        attempts.setdefault(number, [0, 0])[0] += tally.made
+        shown = names.setdefault(number, [])
+        for name in tally.names:
+            if len(shown) < MAX_TASKS_SHOWN and name not in shown:
+                shown.append(name)
     views = []
     for run in runs:
         state = workflow.state if run.number == workflow.run else WorkflowState(run.state)

@@ -44,6 +44,7 @@ from corral.controller.core.reservations import Reservations
 from corral.controller.core.runs import RunBook
 from corral.controller.core.sagas import Sagas
 from corral.controller.core.scheduling import Plan
+from corral.controller.core.settled import Settled
 from corral.controller.core.transitions import move_attempt, move_task, move_workflow
 from corral.controller.errors import NotFound, clip
 from corral.controller.store.base import ChangeBatch, LogChunk
@@ -151,6 +152,7 @@ class MachineState:
         self.checkpoints = CheckpointBook()  # issue 10: each task's last checkpoint
         self.dynamic = DynamicBook()  # issue 10: spawned children and "X/*" fan-ins (indexes)
         self.run_book = RunBook()  # issue 10: the runs of retried workflows
+        self.settled = Settled()  # issue 12: completed tasks' attempts leave memory once committed
         self.sagas = Sagas()  # issue 10: compensation records
         self.cordons = Cordons()  # issue 10: failure streaks and cordoned agents
         self.fallbacks = Fallbacks()  # issue 10: fallbacks, partial results, approvals (memory only)
@@ -285,6 +287,9 @@ class MachineState:
         self._deleted_agents = set()
         self._logs, self._meta, self._events = [], {}, []
         self.submitted = []
+        # The batch holds the completed attempts' rows, and the runtime commits it before the
+        # next tick: from here they are read from the store (core/settled.py).
+        self.settled.drop_queued(self.attempts, self.tasks)
         return batch
 
     # --- shared transitions ---------------------------------------------------------------------
@@ -348,11 +353,9 @@ class MachineState:
         but progress columns since the task's row was written (see :meth:`touch_progress`).
         """
         old = task.state
-        move_task(task, new)
-        if new in _ENDED:
-            # Its rank only ordered it in the queue: a finished task shows its real times (as a
-            # readmitted workflow's tasks, never ranked). ~120 B a task (DECISIONS: the peak).
-            self.ordering.ranking.pop(task.id, None)
+        move_task(task, new)  # a finished task shows no rank (Ordering.rank_of); its workflow's go when it ends
+        if new is TaskState.COMPLETED:
+            self.settled.queue(task)  # its attempt leaves memory once committed (core/settled.py)
         counts = self.counts[task.workflow_id]
         counts[old] -= 1
         counts[new] += 1
@@ -380,6 +383,10 @@ class MachineState:
             self.ordering.flush_soon(now)  # learned at once; stored within a second
             if self.deadline_book:
                 self.deadline_book.forget(workflow.id, workflow.task_ids)
+        if new.terminal or new is WorkflowState.COMPENSATING:
+            # Its tasks all ended: what it queues from now on are compensation records, which share
+            # the index of the task they undo and must score 0. A retry or rerun ranks it again.
+            self.ordering.forget(workflow.id)
         self.touch_workflow(workflow)
         self.record(workflow, now, _WORKFLOW_KINDS[new], message=message, reason=message)
 
@@ -387,7 +394,7 @@ class MachineState:
         """Put a READY task of a running workflow on the ready queue, ordered by its graph score."""
         if task.rules is not None and task.rules.approval:
             return  # waits for an answer, not for an agent
-        score = self.ordering.score(task.id)
+        score = self.ordering.score(task)
         if self.deadline_book.latest_start:  # deadlines in use: least slack first, at-risk boost
             at = (task.ready_at or 0.0) if now is None else now
             priority, latest, since = self.deadline_book.queue_terms(task, at)
@@ -408,12 +415,11 @@ class MachineState:
     def rank_workflow(self, workflow: Workflow) -> None:
         """Rank a workflow's tasks (when it starts, or is restored): see :class:`Ordering`."""
         tasks = [self.tasks[task_id] for task_id in workflow.task_ids]
-        self.ordering.rank_workflow(workflow, tasks)
+        ranks = self.ordering.rank_workflow(workflow, tasks)
         if self.config.deadline_scheduling and (
             workflow.deadline is not None or any(task.deadline is not None for task in tasks)
         ):
-            ranking = self.ordering.ranking
-            self.deadline_book.plan_workflow(workflow, tasks, {t.id: ranking[t.id].expected_s for t in tasks})
+            self.deadline_book.plan_workflow(workflow, tasks, ranks.expected_by_id(workflow.task_ids))
 
     def learn_duration(
         self, task: Task, seconds: float, now: float, peak_rss_bytes: int = 0, cpu_s: float = 0.0
@@ -528,8 +534,6 @@ class MachineState:
             for view in self.views.values():
                 view.window = view.slots + self.prefetch_for(view.slots)
 
-
-_ENDED = frozenset(state for state in TaskState if state.terminal)  # a set test: no property call
 
 # The event-log kind of a plain transition into each state (callers name the special ones:
 # "retry", "requeued", "lost", "fenced", "poison").

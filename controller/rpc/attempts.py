@@ -6,11 +6,14 @@ lives in :mod:`corral.controller.core.attempt_list`.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from corral.controller.core.attempt_list import AttemptsAnswer, ListAttemptsQuery
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import Attempt
+from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.auth import current_caller
 from corral.v1 import orchestrator_pb2 as pb
@@ -21,16 +24,15 @@ if TYPE_CHECKING:
 __all__ = ["AttemptsServicer", "attempt_info"]
 
 
-def attempt_info(machine: Machine, attempt: Attempt) -> pb.AttemptInfo:
+def attempt_info(attempt: Attempt, agent_names: Mapping[str, str]) -> pb.AttemptInfo:
     """One attempt as the API shows it (the agent's name when it is still known)."""
-    agent = machine.agents.get(attempt.agent_id)
     message = pb.AttemptInfo(
         attempt_id=attempt.id,
         number=attempt.number,
         run=attempt.run,
         state=str(attempt.state),
         agent_id=attempt.agent_id,
-        agent_name=agent.name if agent is not None else "",
+        agent_name=agent_names.get(attempt.agent_id, ""),
         assigned_at=wire.timestamp(attempt.assigned_at),
         started_at=wire.timestamp(attempt.started_at),
         finished_at=wire.timestamp(attempt.finished_at),
@@ -53,14 +55,20 @@ class AttemptsServicer:
         fields.identifier(request.workflow_id, "workflow_id", "workflow id")
         fields.identifier(request.task, "task", "task name or id")
 
-        def render(machine: Machine, answer: AttemptsAnswer, now: float) -> pb.ListAttemptsResponse:
-            return pb.ListAttemptsResponse(
-                workflow_id=answer.workflow.id,
-                task_id=answer.task.id,
-                task_name=answer.task.name,
-                attempts=[attempt_info(machine, a) for a in answer.attempts],
-            )
+        def render(machine: Machine, answer: AttemptsAnswer, now: float) -> tuple[AttemptsAnswer, dict[str, str]]:
+            return answer, {agent.id: agent.name for agent in machine.agents.values()}
 
         query = ListAttemptsQuery(request.workflow_id, request.task, current_caller())
-        response: pb.ListAttemptsResponse = await self.rt.handle(query, render)
-        return response
+        answer, names = await self.rt.handle(query, render)
+        attempts: Sequence[Attempt] = answer.attempts
+        if answer.in_store:  # some attempts left memory (core/settled.py): the store has them all
+            try:
+                attempts = await asyncio.to_thread(self.rt.store.task_attempts, answer.task.id)
+            except OPERATIONAL as exc:
+                raise storage_error(exc) from exc
+        return pb.ListAttemptsResponse(
+            workflow_id=answer.workflow.id,
+            task_id=answer.task.id,
+            task_name=answer.task.name,
+            attempts=[attempt_info(a, names) for a in attempts],
+        )

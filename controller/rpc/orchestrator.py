@@ -14,7 +14,8 @@ from corral.controller.core import requests as rq
 from corral.controller.core.analysis import ExecutionPlan, analyze
 from corral.controller.core.fallbacks import ResolveApproval
 from corral.controller.core.machine import Machine
-from corral.controller.core.model import Attempt, Task, TaskState, Workflow, WorkflowEvent
+from corral.controller.core.model import Task, TaskState, Workflow, WorkflowEvent
+from corral.controller.core.queries import LogsAnswer
 from corral.controller.errors import InvalidArgument
 from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.rpc import fields, wire
@@ -30,6 +31,7 @@ from corral.controller.rpc.staging import Staging
 from corral.controller.rpc.submission import TaskMessages
 from corral.controller.runtime import Runtime
 from corral.controller.spec import Limits
+from corral.controller.store.base import LogChunk
 from corral.v1 import orchestrator_pb2 as pb
 from corral.v1 import orchestrator_pb2_grpc, types_pb2
 
@@ -378,36 +380,30 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         store = self.rt.store
         remote = getattr(store, "remote", False)  # a networked store is read after the tick, in a thread
 
-        def logs(machine: Machine, answer: tuple[Task, Attempt | None], now: float) -> pb.GetTaskLogsResponse:
-            task, attempt = answer
-            if attempt is None:
-                return pb.GetTaskLogsResponse(finished=task.state.terminal)
-            if remote:
-                return pb.GetTaskLogsResponse(attempt_id=attempt.id, finished=not attempt.state.active)
-            # Read in the tick, between commits, so it never races the writer.
-            chunk = store.read_logs(attempt.id, request.stdout_offset, request.stderr_offset)
-            return pb.GetTaskLogsResponse(
-                attempt_id=attempt.id,
-                stdout=chunk.stdout,
-                stderr=chunk.stderr,
-                stdout_offset=request.stdout_offset + len(chunk.stdout),
-                stderr_offset=request.stderr_offset + len(chunk.stderr),
-                finished=not attempt.state.active,
-                truncated=chunk.truncated,
-            )
+        def logs(machine: Machine, found: LogsAnswer, now: float) -> tuple[LogsAnswer, pb.GetTaskLogsResponse]:
+            if not found.attempt_id:
+                return found, pb.GetTaskLogsResponse(finished=found.task.state.terminal)
+            response = pb.GetTaskLogsResponse(attempt_id=found.attempt_id, finished=found.finished)
+            if not remote and not found.unconfirmed:
+                # Read in the tick, between commits, so it never races the writer.
+                _fill_logs(response, request, store.read_logs(found.attempt_id, *_offsets(request)))
+            return found, response
 
         event = rq.LogsQuery(request.task_id, current_caller(), request.attempt_id)
-        response: pb.GetTaskLogsResponse = await self.rt.handle(event, logs)
-        if remote and response.attempt_id:
-            try:  # committed output only; "finished" was decided in the tick, before this read
-                chunk = await asyncio.to_thread(
-                    store.read_logs, response.attempt_id, request.stdout_offset, request.stderr_offset
-                )
-            except OPERATIONAL as exc:
-                raise storage_error(exc) from exc
-            response.stdout, response.stderr, response.truncated = chunk.stdout, chunk.stderr, chunk.truncated
-            response.stdout_offset = request.stdout_offset + len(chunk.stdout)
-            response.stderr_offset = request.stderr_offset + len(chunk.stderr)
+        answer: LogsAnswer
+        response: pb.GetTaskLogsResponse
+        answer, response = await self.rt.handle(event, logs)
+        if not response.attempt_id or not (remote or answer.unconfirmed):
+            return response
+        try:  # committed rows only; "finished" was decided in the tick, before this read
+            if answer.unconfirmed:
+                stored = await asyncio.to_thread(store.task_attempts, answer.task.id)
+                if all(attempt.id != answer.attempt_id for attempt in stored):
+                    raise InvalidArgument.field("attempt_id", f"not an attempt of task {answer.task.id}")
+            chunk = await asyncio.to_thread(store.read_logs, answer.attempt_id, *_offsets(request))
+        except OPERATIONAL as exc:
+            raise storage_error(exc) from exc
+        _fill_logs(response, request, chunk)
         return response
 
     async def ResolveApproval(self, request: pb.ResolveApprovalRequest, context: Any) -> pb.ResolveApprovalResponse:
@@ -422,3 +418,14 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
 
         response: pb.ResolveApprovalResponse = await self.rt.handle(event, render)
         return response
+
+
+def _offsets(request: pb.GetTaskLogsRequest) -> tuple[int, int]:
+    return request.stdout_offset, request.stderr_offset
+
+
+def _fill_logs(response: pb.GetTaskLogsResponse, request: pb.GetTaskLogsRequest, chunk: LogChunk) -> None:
+    """The output read after the request's offsets, and the offsets to ask from next."""
+    response.stdout, response.stderr, response.truncated = chunk.stdout, chunk.stderr, chunk.truncated
+    response.stdout_offset = request.stdout_offset + len(chunk.stdout)
+    response.stderr_offset = request.stderr_offset + len(chunk.stderr)

@@ -276,9 +276,15 @@ def task_status(
         message.preemptions = task.preemptions
         message.last_preemption = task.last_preemption
     attempt = machine.attempts.get(task.current_attempt_id) if task.current_attempt_id else None
-    if attempt is not None and (attempt.peak_rss_bytes or attempt.cpu_s):
-        message.peak_rss_bytes = attempt.peak_rss_bytes
-        message.cpu_s = attempt.cpu_s
+    if attempt is not None:
+        peak_rss, cpu_s = attempt.peak_rss_bytes, attempt.cpu_s
+    elif task.state is TaskState.COMPLETED:
+        peak_rss, cpu_s = machine.settled.usage(task)  # its attempt left memory (core/settled.py)
+    else:
+        peak_rss, cpu_s = 0, 0.0
+    if peak_rss or cpu_s:
+        message.peak_rss_bytes = peak_rss
+        message.cpu_s = cpu_s
     if task.state is TaskState.READY:
         message.plan_reason = machine.plan_reason(task)
     if task.gang:
@@ -289,7 +295,7 @@ def task_status(
         rules_status(machine, task, message)
     if task.cache_source:
         cache_status(task, message)
-    ranked = machine.ordering.ranking.get(task.id)
+    ranked = machine.ordering.rank_of(task)
     if ranked is not None:
         message.rank_s = ranked.rank_s
         message.expected_duration_s = ranked.expected_s

@@ -174,6 +174,12 @@ class Store(Protocol):
         """The stored workflows ``query`` selects, newest first (``created_at`` descending, then id)."""
         ...
 
+    def task_attempts(self, task_id: str) -> list[Attempt]:
+        """Every stored attempt of one task, by number (committed rows; may run off the state loop).
+
+        A live workflow's completed attempts are read here once they left memory (core/settled.py)."""
+        ...
+
     def task_counts(self, workflow_ids: Sequence[str]) -> dict[str, dict[TaskState, int]]:
         """Tasks per state of each given stored workflow (for listings of evicted workflows)."""
         ...

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from corral.controller.core.access import AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint
-from corral.controller.core.model import TaskState, Workflow, WorkflowEvent
+from corral.controller.core.model import Attempt, TaskState, Workflow, WorkflowEvent
 from corral.controller.store import (
     access_codec,
     cache_codec,
@@ -284,6 +284,13 @@ class MemoryStore:
         chosen = [w for w in map(codec.decode_workflow, rows) if _selected(w, query, holder)]
         chosen.sort(key=lambda w: (-w.created_at, w.id))
         return chosen[query.offset : query.offset + query.limit]
+
+    def task_attempts(self, task_id: str) -> list[Attempt]:
+        """Every stored attempt of one task, by number, decoded afresh."""
+        with self._lock:
+            self._check_open()
+            rows = sorted((r for r in self._rows["attempts"].values() if r[1] == task_id), key=lambda r: (r[4], r[0]))
+            return [codec.decode_attempt(r) for r in rows]
 
     def task_counts(self, workflow_ids: Sequence[str]) -> dict[str, dict[TaskState, int]]:
         """Tasks per state of each given workflow (compensation records not counted)."""

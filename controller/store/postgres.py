@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
-from corral.controller.core.model import TaskState, Workflow, WorkflowEvent
+from corral.controller.core.model import Attempt, TaskState, Workflow, WorkflowEvent
 from corral.controller.store import (
     access_codec,
     cache_codec,
@@ -496,6 +496,11 @@ class PostgresStore:
         """Tasks per state of each given stored workflow."""
         with _reachable(), self._pool.connection() as conn:
             return postgres_retention.task_counts(conn, workflow_ids)
+
+    def task_attempts(self, task_id: str) -> list[Attempt]:
+        """Every stored attempt of one task, by number."""
+        with _reachable(), self._pool.connection() as conn:
+            return postgres_retention.task_attempts(conn, task_id)
 
     def close(self) -> None:
         """Close the connections; further calls fail. Closing twice is harmless."""

@@ -73,6 +73,14 @@ def load_workflow_rows(conn: psycopg.Connection[Any], workflow_id: str) -> Workf
         conn.execute("COMMIT")
 
 
+_TASK_ATTEMPTS: Final = f"SELECT {_columns('attempts')} FROM attempts WHERE task_id = %s ORDER BY number, id"
+
+
+def task_attempts(conn: psycopg.Connection[Any], task_id: str) -> list[Attempt]:
+    """One task's attempts, by number (the attempts_by_task index)."""
+    return [codec.decode_attempt(r) for r in conn.cursor(binary=True).execute(_TASK_ATTEMPTS, (task_id,))]
+
+
 def _where(query: Any) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []

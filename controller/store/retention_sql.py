@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from corral.controller.core.checkpoints import Checkpoint
-from corral.controller.core.model import TaskState, Workflow, WorkflowState
+from corral.controller.core.model import Attempt, TaskState, Workflow, WorkflowState
 from corral.controller.store import codec, runs_codec
 from corral.controller.store.base import WorkflowQuery, WorkflowRecord
 from corral.controller.store.sqlite_schema import quote_name
@@ -59,6 +59,14 @@ def load_workflow(conn: sqlite3.Connection, workflow_id: str) -> WorkflowRecord 
         )
     finally:
         conn.execute("COMMIT")
+
+
+_TASK_ATTEMPTS: Final = f"SELECT {_columns('attempts')} FROM attempts WHERE task_id = ? ORDER BY number, id"
+
+
+def task_attempts(conn: sqlite3.Connection, task_id: str) -> list[Attempt]:
+    """One task's attempts, by number (the attempts_by_task index)."""
+    return [codec.decode_attempt(r) for r in conn.execute(_TASK_ATTEMPTS, (task_id,))]
 
 
 def _in(column: str, values: Iterable[str], negate: bool = False) -> tuple[str, list[Any]]:

@@ -24,7 +24,7 @@ import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
-from corral.controller.core.model import TaskState, Workflow, WorkflowEvent
+from corral.controller.core.model import Attempt, TaskState, Workflow, WorkflowEvent
 from corral.controller.store import (
     access_codec,
     cache_codec,
@@ -526,6 +526,11 @@ class SqliteStore:
         """Tasks per state of each given stored workflow."""
         with self._read_lock:
             return retention_sql.task_counts(self._reader, workflow_ids)
+
+    def task_attempts(self, task_id: str) -> list[Attempt]:
+        """Every stored attempt of one task, by number."""
+        with self._read_lock:
+            return retention_sql.task_attempts(self._reader, task_id)
 
     def incremental_vacuum(self, pages: int) -> int:
         """Give up to ``pages`` free pages back to the file system (after retention deleted rows).

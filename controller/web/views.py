@@ -11,6 +11,7 @@ templates.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -26,6 +27,7 @@ from corral.controller.core.machine import Machine
 from corral.controller.core.model import Attempt, Workflow
 from corral.controller.core.requests import WorkflowQuery
 from corral.controller.errors import CorralError
+from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.rpc import identity
 from corral.controller.rpc.auth import current_caller, record_audit
 from corral.controller.rpc.cluster import ClusterService
@@ -169,12 +171,20 @@ def agent_row(a: types_pb2.AgentInfo) -> AgentRow:
     )
 
 
-def _attempt_dicts(machine: Machine, workflow: Workflow, task_id: str) -> list[dict[str, Any]]:
-    # Every attempt of one task: the machine keeps all attempts of live workflows in memory, and
-    # has no index by task, so this is a scan, on a click, never on a refresh.
-    found: list[Attempt] = [a for a in machine.attempts.values() if a.task_id == task_id]
-    found.sort(key=lambda a: (a.number, a.assigned_at))
+def _attempts_in_memory(
+    machine: Machine, workflow: Workflow, task_id: str
+) -> tuple[list[Attempt] | None, dict[str, str]]:
+    """Every attempt of one task, or None once some of its workflow's are in the store only
+    (core/settled.py); and the agents' names. No index by task: a scan, on a click, never on a refresh."""
     names = {a.id: a.name for a in machine.agents.values()}
+    if machine.settled.away(workflow.id):
+        return None, names
+    found = [a for a in machine.attempts.values() if a.task_id == task_id]
+    found.sort(key=lambda a: (a.number, a.assigned_at))
+    return found, names
+
+
+def _attempt_dicts(found: list[Attempt], names: Mapping[str, str]) -> list[dict[str, Any]]:
     return [
         {
             "id": a.id,
@@ -296,13 +306,18 @@ class Calls:
                 text = json.dumps(json.loads(explain.task.result_json), indent=2)[:_MAX_RESULT_SHOWN]
             panel.result = text
 
-        def attempts(machine: Machine, workflow: Workflow, now: float) -> list[dict[str, Any]]:
-            return _attempt_dicts(machine, workflow, explain.task.task_id)
+        def attempts(machine: Machine, workflow: Workflow, now: float) -> tuple[list[Attempt] | None, dict[str, str]]:
+            return _attempts_in_memory(machine, workflow, explain.task.task_id)
 
         async def read_attempts() -> list[dict[str, Any]]:
             query = WorkflowQuery(workflow_id, current_caller())  # as_caller made the principal current
-            found: list[dict[str, Any]] = await self.rt.handle(query, attempts)
-            return found
+            found, names = await self.rt.handle(query, attempts)
+            if found is None:
+                try:
+                    found = await asyncio.to_thread(self.rt.store.task_attempts, explain.task.task_id)
+                except OPERATIONAL as exc:
+                    raise storage_error(exc) from exc
+            return _attempt_dicts(found, names)
 
         panel.attempts = await self.as_caller(request, _O + "GetWorkflowStatus", read_attempts)
         logs = await self.as_caller(

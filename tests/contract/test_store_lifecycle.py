@@ -79,6 +79,22 @@ def test_load_workflow_returns_the_whole_record(store: Store, backend: Backend) 
         assert current.load_workflow("nope") is None
 
 
+def test_task_attempts_reads_one_tasks_attempts_by_number(store: Store, backend: Backend) -> None:
+    made = _workflow("wf-a", tasks=2)
+    retry = Attempt("wf-a-t0-a0", "wf-a-t0", "wf-a", "agent-2", 0, state=AttemptState.FAILED, error="boom")
+    made[2].append(retry)
+    _commit(store, made, _workflow("wf-b"))
+    for reopen in (False, True):
+        current = backend.reopen() if reopen else store
+        found = current.task_attempts("wf-a-t0")
+        assert [(a.id, a.number, a.state, a.agent_id, a.error) for a in found] == [
+            ("wf-a-t0-a0", 0, AttemptState.FAILED, "agent-2", "boom"),
+            ("wf-a-t0-a1", 1, AttemptState.SUCCEEDED, "agent-1", ""),
+        ]
+        assert [a.id for a in current.task_attempts("wf-b-t1")] == ["wf-b-t1-a1"]
+        assert current.task_attempts("nope") == []
+
+
 def test_list_workflows_filters_and_pages_newest_first(store: Store) -> None:
     _commit(
         store,

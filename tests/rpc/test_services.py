@@ -430,6 +430,16 @@ async def test_fake_agent_runs_a_workflow_and_the_cluster_api_sees_it(controller
     status = await status_of(controller, submitted.workflow_id, tasks=True)
     assert status.state == pb.WORKFLOW_STATE_COMPLETED
     assert [t.agent_id for t in status.tasks] == ["agent-1", "agent-1"]
+    # The completed attempts left the controller's memory (core/settled.py): read from the store.
+    listed = await controller.orchestrator.ListAttempts(
+        OR.ListAttemptsRequest(workflow_id=submitted.workflow_id, task="a")
+    )
+    assert [(x.attempt_id, x.agent_name, x.state) for x in listed.attempts] == [(a.attempt_id, "node1", "succeeded")]
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # another task's attempt: the store says no
+        await controller.orchestrator.GetTaskLogs(OR.GetTaskLogsRequest(task_id=a.task_id, attempt_id=b.attempt_id))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "attempt_id" in str(info.value.details())
+    again = await controller.orchestrator.GetTaskLogs(OR.GetTaskLogsRequest(task_id=a.task_id, attempt_id=a.attempt_id))
+    assert again.stdout == b"hello\n" and again.finished
 
     await call.done_writing()
     assert await call.read() is grpc.aio.EOF

@@ -77,6 +77,19 @@ def test_fan_in_inputs_hold_the_children(sim: Sim) -> None:
     assert dict(assignment.inputs) == {"x": b"1", "x/a": b"2", "x/b": b"2"}
 
 
+def test_a_spawned_task_is_unranked_until_its_workflow_is_ranked_again(sim: Sim) -> None:
+    sim.hello("a1", slots=10)
+    wf, _ = sim.submit([task_spec("x", estimated_duration=3.0)])
+    x = sim.attempt_of(wf, "x")
+    sim.started("a1", x)
+    sim.do(_spawn(sim, "a1", x, [_child("c")]))
+    ordering, child = sim.machine.ordering, sim.task(wf, "x/c")
+    assert child.index == 1 and ordering.rank_of(child) is None and ordering.score(child) == 0.0
+    sim.machine.rank_workflow(sim.machine.workflows[wf])  # as a restart would
+    ranked = ordering.rank_of(child)
+    assert ranked is not None and ranked.rank_s == 3.0  # unknown: weighs the mean of the known ones
+
+
 def test_spawning_is_idempotent_across_attempts(sim: Sim) -> None:
     sim.hello("a1")
     wf, _ = sim.submit([task_spec("x", retries=1, retry_backoff=0)])

@@ -108,8 +108,10 @@ def test_a_readmitted_workflow_answers_as_before_and_leaves_again(evicting: Sim)
     assert {sim.machine.tasks[t].name: sim.machine.tasks[t].state for t in again.task_ids} == states_before
     assert sim.machine.remaining(done) == 0
     task_a = sim.task(done, "a")
-    _, attempt = sim.machine.handle(rq.LogsQuery(task_a.id, CALLER), sim.now)
-    assert attempt is not None and attempt.state is AttemptState.SUCCEEDED
+    logs = sim.machine.handle(rq.LogsQuery(task_a.id, CALLER), sim.now)
+    # Its completed attempt stays in the store (core/settled.py): known from the task, ended.
+    assert (logs.attempt_id, logs.finished, logs.unconfirmed) == (task_a.current_attempt_id, True, False)
+    assert task_a.current_attempt_id not in sim.machine.attempts
     sim.machine.validate()
     sim.advance(31)
     assert done not in sim.machine.workflows  # idle again from the readmission

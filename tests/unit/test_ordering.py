@@ -8,8 +8,8 @@ from collections.abc import Callable
 from corral.controller.core import events as ev
 from corral.controller.core.durations import DurationSource
 from corral.controller.core.machine import Machine, MachineConfig
-from corral.controller.core.model import AttemptState
-from corral.controller.core.ordering import END_FLUSH_S
+from corral.controller.core.model import AttemptState, Task
+from corral.controller.core.ordering import END_FLUSH_S, Ordering, TaskRank
 from corral.controller.rpc import wire
 
 from .conftest import Sim, task_spec
@@ -23,6 +23,12 @@ def _run_one(sim: Sim, agent: str, workflow_id: str, name: str, seconds: float) 
     sim.started(agent, attempt_id)
     sim.advance(seconds)
     sim.finished(agent, attempt_id)
+
+
+def _rank(ordering: Ordering, task: Task) -> TaskRank:
+    ranked = ordering.rank_of(task)
+    assert ranked is not None, f"{task.name} is unranked"
+    return ranked
 
 
 def _placed(sim: Sim) -> list[str]:
@@ -39,9 +45,8 @@ def test_critical_path_is_placed_first(sim: Sim) -> None:
         task_spec("tail", "head", estimated_duration=50.0),
     ]
     workflow_id, _ = sim.submit(tasks)
-    ranking = sim.machine.ordering.ranking
-    head = sim.task(workflow_id, "head")
-    assert ranking[head.id].rank_s == 51.0 and ranking[head.id].source is S.ESTIMATE
+    head = _rank(sim.machine.ordering, sim.task(workflow_id, "head"))
+    assert head.rank_s == 51.0 and head.source is S.ESTIMATE
     sim.hello("a1", slots=1)
     assert _placed(sim) == ["head"]
 
@@ -52,10 +57,10 @@ def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None
     tasks = [task_spec("fan"), task_spec("quick", "fan"), task_spec("slow", "fan"), task_spec("join", "quick", "slow")]
     first, _ = sim.submit(tasks, name="nightly")
     for name in ("fan", "quick", "slow", "join"):
-        assert sim.machine.ordering.ranking[sim.task(first, name).id].source is S.STRUCTURAL
+        assert _rank(sim.machine.ordering, sim.task(first, name)).source is S.STRUCTURAL
     # Structural: quick and slow look alike (themselves plus half of join below each).
-    assert sim.machine.ordering.ranking[sim.task(first, "quick").id].rank_s == 1.5
-    assert sim.machine.ordering.ranking[sim.task(first, "fan").id].rank_s == 4.0
+    assert _rank(sim.machine.ordering, sim.task(first, "quick")).rank_s == 1.5
+    assert _rank(sim.machine.ordering, sim.task(first, "fan")).rank_s == 4.0
     _run_one(sim, "a1", first, "fan", 2.0)
     quick, slow = sim.attempt_of(first, "quick"), sim.attempt_of(first, "slow")
     sim.started("a1", quick)
@@ -73,11 +78,9 @@ def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None
     assert stored == {"fan": 2.0, "quick": 1.0, "slow": 10.0, "join": 3.0}
 
     second, _ = sim.submit(tasks, name="nightly", start=False)
-    assert sim.task(second, "fan").id not in sim.machine.ordering.ranking  # ranked when it starts
+    assert sim.machine.ordering.rank_of(sim.task(second, "fan")) is None  # ranked when it starts
     sim.do(ev.StartWorkflow(second))
-    ranked = {
-        name: sim.machine.ordering.ranking[sim.task(second, name).id] for name in ("fan", "quick", "slow", "join")
-    }
+    ranked = {name: _rank(sim.machine.ordering, sim.task(second, name)) for name in ("fan", "quick", "slow", "join")}
     assert {r.source for r in ranked.values()} == {S.LEARNED}
     assert ranked["slow"].expected_s == 10.0
     assert ranked["fan"].rank_s == 2.0 + 10.0 + 3.0
@@ -98,9 +101,9 @@ def test_learned_durations_survive_a_restart_and_rank_restored_workflows(make_si
     machine.restore(sim.store.load(), sim.now)
     x = machine.tasks[machine.by_name[(running, "x")]]
     y = machine.tasks[machine.by_name[(running, "y")]]
-    assert machine.ordering.ranking[x.id].source is S.LEARNED and machine.ordering.ranking[x.id].expected_s == 7.0
-    assert machine.ordering.ranking[x.id].rank_s == 14.0  # y unknown: the mean of the known ones (7)
-    assert machine.ordering.ranking[y.id].source is S.STRUCTURAL
+    assert _rank(machine.ordering, x).source is S.LEARNED and _rank(machine.ordering, x).expected_s == 7.0
+    assert _rank(machine.ordering, x).rank_s == 14.0  # y unknown: the mean of the known ones (7)
+    assert _rank(machine.ordering, y).source is S.STRUCTURAL
     machine.validate()
 
 
@@ -110,7 +113,7 @@ def test_a_new_workflow_borrows_the_fingerprint(sim: Sim) -> None:
     first, _ = sim.submit(tasks, name="archive")
     _run_one(sim, "a1", first, "compress", 40.0)
     other, _ = sim.submit([task_spec("pack", payload={"command": ["gzip", "other.log"]})], name="backup")
-    ranked = sim.machine.ordering.ranking[sim.task(other, "pack").id]
+    ranked = _rank(sim.machine.ordering, sim.task(other, "pack"))
     assert ranked.source is S.FINGERPRINT and ranked.expected_s == 40.0
 
 
@@ -159,7 +162,7 @@ def test_second_run_places_the_learned_critical_path_first(sim: Sim) -> None:
 
     second, _ = sim.submit(tasks, name="recurring")
     assert _placed(sim) == ["long"]
-    assert sim.machine.ordering.ranking[sim.task(second, "long").id].rank_s == 100.0
+    assert _rank(sim.machine.ordering, sim.task(second, "long")).rank_s == 100.0
 
 
 def test_learned_durations_reach_the_store_on_the_flush_timer(make_sim: Callable[..., Sim]) -> None:
@@ -196,3 +199,24 @@ def test_measured_usage_is_learned_and_shown_on_the_next_run(sim: Sim) -> None:
     assert (waiting.expected_peak_rss_bytes, waiting.expected_cpu_s) == (300 << 20, 1.75)
     other, _ = sim.submit([task_spec("train")], name="weekly", start=False)  # another workflow: unknown
     assert wire.task_status(sim.machine, sim.task(other, "train")).expected_peak_rss_bytes == 0
+
+
+def test_ranks_are_per_workflow_kept_for_unfinished_tasks_and_dropped_when_it_ends(sim: Sim) -> None:
+    sim.hello("a1", slots=2)
+    chain, _ = sim.submit([task_spec("a", estimated_duration=4.0), task_spec("b", "a", estimated_duration=2.0)])
+    single, _ = sim.submit([task_spec("x", estimated_duration=1.0)])
+    ordering = sim.machine.ordering
+    assert set(ordering.ranks) == {chain, single}
+    a, b, x = sim.task(chain, "a"), sim.task(chain, "b"), sim.task(single, "x")
+    assert ordering.score(a) > ordering.score(b) > 0.0
+    # The other workflow's task is ranked within its own workflow (the same index as a's).
+    assert x.index == a.index and _rank(ordering, x).rank_s == 1.0
+    _run_one(sim, "a1", chain, "a", 4.0)
+    assert ordering.rank_of(a) is None  # finished: it shows its real times
+    assert _rank(ordering, b) == (2.0, 2.0, S.ESTIMATE, ordering.score(b))  # unfinished: kept
+    _run_one(sim, "a1", single, "x", 1.0)
+    assert sim.machine.workflows[single].state == "completed"
+    assert set(ordering.ranks) == {chain} and ordering.rank_of(x) is None and ordering.score(x) == 0.0
+    assert _rank(ordering, b).rank_s == 2.0  # another workflow's end leaves this one's ranks
+    _run_one(sim, "a1", chain, "b", 2.0)
+    assert not ordering.ranks

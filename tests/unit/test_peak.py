@@ -158,13 +158,15 @@ def test_a_finished_workflows_result_carries_the_executed_critical_path() -> Non
 def test_a_finished_task_drops_its_rank_and_a_retry_ranks_it_again(sim: Sim) -> None:
     sim.hello("a1")
     wf, _ = sim.submit([task_spec("a", estimated_duration=4.0), task_spec("b", "a", estimated_duration=2.0)])
-    ranking = sim.machine.ordering.ranking
+    ordering = sim.machine.ordering
     a, b = sim.task(wf, "a"), sim.task(wf, "b")
-    assert ranking[a.id].rank_s == 6.0 and ranking[b.id].rank_s == 2.0
+    ranked_a, ranked_b = ordering.rank_of(a), ordering.rank_of(b)
+    assert ranked_a is not None and ranked_a.rank_s == 6.0
+    assert ranked_b is not None and ranked_b.rank_s == 2.0
     attempt = sim.attempt_of(wf, "a")
     sim.started("a1", attempt)
     sim.finished("a1", attempt)
-    assert a.state is TaskState.COMPLETED and a.id not in ranking
+    assert a.state is TaskState.COMPLETED and ordering.rank_of(a) is None
     done = wire.task_status(sim.machine, a)
     assert (done.rank_s, done.expected_duration_s, done.duration_source) == (0.0, 0.0, "")  # as after readmission
     waiting = wire.task_status(sim.machine, b)
@@ -172,6 +174,8 @@ def test_a_finished_task_drops_its_rank_and_a_retry_ranks_it_again(sim: Sim) -> 
     attempt = sim.attempt_of(wf, "b")
     sim.started("a1", attempt)
     sim.finished("a1", attempt, AttemptState.FAILED, error="boom", retryable=False)
-    assert sim.machine.workflows[wf].state is WorkflowState.FAILED and not ranking
+    assert sim.machine.workflows[wf].state is WorkflowState.FAILED and not ordering.ranks  # ended: dropped
     sim.do(RetryRequest(wf, Caller()))  # the retried task is ranked again for the queue
-    assert ranking[b.id].rank_s == 2.0 and b.state is not TaskState.COMPLETED
+    ranked_b = ordering.rank_of(b)
+    assert ranked_b is not None and ranked_b.rank_s == 2.0 and b.state is not TaskState.COMPLETED
+    assert ordering.rank_of(a) is None  # still completed: shows its real times

@@ -64,7 +64,7 @@ def test_retry_runs_only_the_failed_and_skipped_tasks_and_keeps_results(sim: Sim
     # Attempt numbers go on across runs; each attempt knows its run.
     t4 = sim.task(wf, "t4")
     assert t4.attempts == 2
-    assert sorted(a.run for a in sim.machine.attempts.values() if a.task_id == t4.id) == [1, 2]
+    assert sorted(a.run for a in sim.store.task_attempts(t4.id)) == [1, 2]
     _, views = sim.machine.handle(ListRunsQuery(wf, ME), sim.now)
     assert [(v.run.number, v.run.kind, v.state, v.attempts, v.failed_attempts) for v in views] == [
         (1, "submit", W.FAILED, 4, 1),

@@ -76,6 +76,9 @@ def test_compensations_run_in_reverse_order_with_the_task_result_then_the_workfl
     assert json.loads(placed[0].task.payload) == {"shell": "echo undo b"}
     comp_a = compensation_of(sim.machine, sim.task(wf, "a"))
     assert comp_a is not None and comp_a.state is T.PENDING
+    # Records share the index of the task they undo but are never ranked: they are queued with score 0.
+    ordering = sim.machine.ordering
+    assert wf not in ordering.ranks and ordering.rank_of(comp_a) is None and ordering.score(comp_a) == 0.0
     _finish(sim, placed[0].task.id)
     assert comp_a.state is T.ASSIGNED
     _finish(sim, comp_a.id)

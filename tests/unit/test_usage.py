@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from corral.controller.core import events as ev
 from corral.controller.core.model import AttemptState, TaskState
+from corral.controller.rpc import wire
 from tests.unit.conftest import Sim, task_spec
 
 MB = 1 << 20
@@ -35,8 +36,11 @@ def test_a_success_stores_the_usage_on_its_attempt_and_logs_it(sim: Sim) -> None
     step = sim.do(
         ev.AttemptFinished("a1", attempt_id, AttemptState.SUCCEEDED, 0, b"1", peak_rss_bytes=52 * MB, cpu_s=1.25)
     )
-    attempt = sim.machine.attempts[attempt_id]
-    assert (attempt.peak_rss_bytes, attempt.cpu_s) == (52 * MB, 1.25)
+    # The attempt left memory with the tick that committed it; its usage stays for status.
+    assert attempt_id not in sim.machine.attempts
+    assert sim.machine.settled.usage(task) == (52 * MB, 1.25)
+    shown = wire.task_status(sim.machine, task)
+    assert (shown.peak_rss_bytes, shown.cpu_s) == (52 * MB, 1.25)
     # Committed with the tick that ended the attempt.
     assert step.changes.attempts[attempt_id].peak_rss_bytes == 52 * MB
     (stored,) = [a for a in sim.store.load().attempts if a.id == attempt_id]
@@ -66,8 +70,9 @@ def test_an_unmeasured_attempt_says_nothing_of_usage(sim: Sim) -> None:
     sim.started("a1", attempt_id)
     sim.finished("a1", attempt_id)
     assert task.state is TaskState.COMPLETED
-    attempt = sim.machine.attempts[attempt_id]
-    assert (attempt.peak_rss_bytes, attempt.cpu_s) == (0, 0.0)
+    (stored,) = sim.store.task_attempts(task.id)
+    assert (stored.id, stored.peak_rss_bytes, stored.cpu_s) == (attempt_id, 0, 0.0)
+    assert sim.machine.settled.usage(task) == (0, 0.0)
     assert sim.store.workflow_events(wf, task_id=task.id)[-1].message == ""
 
 
