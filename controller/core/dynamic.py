@@ -189,8 +189,8 @@ def spawned(machine: AttemptOps, report: AttemptSpawn, now: float) -> bool:
             namespace=workflow.namespace,
             dependencies=tuple(dict.fromkeys(deps)),
             priority=child.record.priority if child.priority_given else spawner.priority,
-            dynamic=Dynamic(spawned_by=spawner.id),
         )
+        record.dynamic = Dynamic(spawned_by=spawner.id)  # a rare field: not replace()'s keyword
         new.append(record)
     count = book.children.get(spawner.id, 0) + len(new)
     if not problem and count > MAX_CHILDREN:
@@ -268,16 +268,18 @@ def expand_or_gather(machine: WorkflowOps, task: Task, now: float) -> None:
     d.expanded = True
     ids = _child_ids(task.id, len(items))
     children = [
-        replace(
-            task,
-            id=ids[i],
-            name=f"{task.name}/{i}",
-            dynamic=Dynamic(spawned_by=task.id, map_item=json.dumps(item, separators=(",", ":")).encode()),
-            # No dependencies of their own (theirs are all complete): they get the map task's
-            # inputs (see map_inputs). Listing them would also grow the dependents list that the
-            # completion of the map's upstream is walking right now.
-            dependencies=(),
-            state=T.PENDING,
+        _with_dynamic(
+            replace(
+                task,
+                id=ids[i],
+                name=f"{task.name}/{i}",
+                # No dependencies of their own (theirs are all complete): they get the map task's
+                # inputs (see map_inputs). Listing them would also grow the dependents list that the
+                # completion of the map's upstream is walking right now.
+                dependencies=(),
+                state=T.PENDING,
+            ),
+            Dynamic(spawned_by=task.id, map_item=json.dumps(item, separators=(",", ":")).encode()),
         )
         for i, item in enumerate(items)
     ]
@@ -309,3 +311,9 @@ def _parent(task: Task) -> str:
 def _child_ids(parent_id: str, count: int) -> list[str]:
     # Derived from the parent's id (random already): deterministic, so the pure core needs no RNG.
     return [f"{parent_id}.{i}" for i in range(count)]
+
+
+def _with_dynamic(record: Task, dynamic: Dynamic) -> Task:
+    """``record`` with its dynamic part set (a rare field, so not a keyword of ``replace()``)."""
+    record.dynamic = dynamic
+    return record

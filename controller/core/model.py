@@ -13,7 +13,7 @@ from dataclasses import replace as dc_replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from corral.controller.core.task_rare import RareFields, TaskRare
+from corral.controller.core.task_rare import NO_LABELS, RARE_DEFAULTS, RareFields, TaskRare
 
 if TYPE_CHECKING:
     from corral.controller.core.dynamic import Dynamic
@@ -205,7 +205,7 @@ class Inventory:
 
 @dataclass(slots=True, init=False)
 class Task(RareFields):
-    """A task of a workflow. Thirteen rarely set fields live in ``_rare`` (:mod:`task_rare`) and
+    """A task of a workflow. Twenty-five rarely set fields live in ``_rare`` (:mod:`task_rare`) and
     read and write like the others; the constructor takes every field, in the order below."""
 
     id: str
@@ -221,7 +221,6 @@ class Task(RareFields):
     max_retries: int = 0
     retry_backoff_s: float = 1.0
     dependencies: tuple[str, ...] = ()  # task ids in the same workflow
-    constraints: Mapping[str, str] = field(default_factory=dict)
     estimated_duration_s: float = 0.0
     namespace: str = "default"  # the namespace of its workflow
     state: TaskState = TaskState.PENDING
@@ -234,40 +233,35 @@ class Task(RareFields):
     exit_code: int | None = None
     created_at: float = 0.0
     ready_at: float | None = None  # when it last entered READY (priority ageing counts from here)
-    not_before: float | None = None  # retry backoff: not placed before this time
     started_at: float | None = None
     finished_at: float | None = None
-    # What happens to a running attempt when its agent goes silent (issue 8): "stop" (fenced and
-    # requeued after fence-after) or "keep" (runs through; requeued only when its agent returns
-    # without it or ``max_disconnect_s`` passes). None limits fall back to the workflow / config.
-    on_disconnect: str = "stop"
-    # Rare (in ``_rare``): max_disconnect_s, max_agent_losses; agent_losses (attempts that died
-    # with their agent's process: poison count), reruns_after_fence (running attempts fenced and run
-    # again), failure_reason (why it FAILED, as a word: "poison", "" otherwise).
-    # Placement preferences (issue 9): label expressions that must hold, a label whose values the
-    # workflow's tasks are spread over ("agent": over agents), labels preferred but not required.
-    constraint_exprs: tuple[LabelExpr, ...] = ()
-    spread: str = ""
-    affinity: Mapping[str, str] = field(default_factory=dict)
-    # Deadlines (issue 9, core/deadlines.py): epoch seconds; relative (rare: deadline_relative,
-    # seconds after submit) until the submit resolves it.
-    deadline: float | None = None
-    # Preemption (issue 9): may be stopped for higher base-priority work, at most max_preemptions
-    # times (rare; None: the controller's ``max_preemptions``); how often it was (rare: preemptions),
-    # and why the last time (rare: last_preemption).
-    preemptible: bool = False
-    gang: str = ""  # placed all at once with the workflow's other tasks of this gang (issue 9)
-    dynamic: Dynamic | None = None  # spawned / map / "X/*" fan-in (issue 10, core/dynamic.py); None: none
-    # Sagas (issue 10, core/sagas.py), rare: compensate (its compensation spec, JSON, b"" none);
-    # compensates (on a compensation's own record, the id of the task it undoes; such records are
-    # not in their workflow's task_ids).
-    # Issue 10 (core/fallbacks.py): fallback payload, allow_failure, min_success, approval; None
-    # for almost every task, so the hot paths test one attribute. Rare: fallback_used (the
-    # fallback payload replaced the primary one, never cached).
-    rules: FallbackRules | None = None
-    # Issue 10 (core/cache.py): its cache policy (None: never cached), and (rare: cache_source)
-    # where the result it completed with came from ("workflow id/task id/attempt id"; "": it ran).
-    cache: TaskCache | None = None
+    # The rare fields (in ``_rare``, see core/task_rare.py), by constructor keyword:
+    # - constraints: label equalities an agent must have.
+    # - not_before: retry backoff, not placed before this time.
+    # - on_disconnect (issue 8): what happens to a running attempt when its agent goes silent:
+    #   "stop" (fenced and requeued after fence-after) or "keep" (runs through; requeued only when
+    #   its agent returns without it or ``max_disconnect_s`` passes). None limits fall back to the
+    #   workflow / config: max_disconnect_s, max_agent_losses.
+    # - agent_losses (attempts that died with their agent's process: poison count),
+    #   reruns_after_fence (running attempts fenced and run again), failure_reason (why it FAILED,
+    #   as a word: "poison", "" otherwise).
+    # - Placement preferences (issue 9): constraint_exprs (label expressions that must hold),
+    #   spread (a label whose values the workflow's tasks are spread over; "agent": over agents),
+    #   affinity (labels preferred but not required).
+    # - Deadlines (issue 9, core/deadlines.py): deadline, epoch seconds; deadline_relative (seconds
+    #   after submit) until the submit resolves it.
+    # - Preemption (issue 9): preemptible (may be stopped for higher base-priority work), at most
+    #   max_preemptions times (None: the controller's ``max_preemptions``); preemptions (how often it
+    #   was) and last_preemption (why the last time).
+    # - gang: placed all at once with the workflow's other tasks of this gang (issue 9).
+    # - dynamic: spawned / map / "X/*" fan-in (issue 10, core/dynamic.py); None: none.
+    # - Sagas (issue 10, core/sagas.py): compensate (its compensation spec, JSON, b"" none);
+    #   compensates (on a compensation's own record, the id of the task it undoes; such records are
+    #   not in their workflow's task_ids).
+    # - rules (issue 10, core/fallbacks.py): fallback payload, allow_failure, min_success, approval;
+    #   fallback_used (the fallback payload replaced the primary one, never cached).
+    # - cache (issue 10, core/cache.py): its cache policy (None: never cached), and cache_source,
+    #   where the result it completed with came from ("workflow id/task id/attempt id"; "": it ran).
     _rare: TaskRare | None = None  # the rare fields, None while all are at their defaults
 
     def __init__(
@@ -339,7 +333,6 @@ class Task(RareFields):
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.dependencies = dependencies
-        self.constraints = {} if constraints is None else constraints
         self.estimated_duration_s = estimated_duration_s
         self.namespace = namespace
         self.state = state
@@ -352,55 +345,69 @@ class Task(RareFields):
         self.exit_code = exit_code
         self.created_at = created_at
         self.ready_at = ready_at
-        self.not_before = not_before
         self.started_at = started_at
         self.finished_at = finished_at
-        self.on_disconnect = on_disconnect
-        self.constraint_exprs = constraint_exprs
-        self.spread = spread
-        self.affinity = {} if affinity is None else affinity
-        self.deadline = deadline
-        self.preemptible = preemptible
-        self.gang = gang
-        self.dynamic = dynamic
-        self.rules = rules
-        self.cache = cache
         self._rare = None if _rare is None else dc_replace(_rare)
+        # One test of them all, not a descriptor call per rare field: most tasks set none.
         if (
-            max_disconnect_s is not None
+            constraints
+            or not_before is not None
+            or on_disconnect != "stop"
+            or max_disconnect_s is not None
             or max_agent_losses is not None
             or agent_losses
             or reruns_after_fence
             or failure_reason
+            or constraint_exprs
+            or spread
+            or affinity
+            or deadline is not None
             or deadline_relative
+            or preemptible
             or max_preemptions is not None
             or preemptions
             or last_preemption
+            or gang
+            or dynamic is not None
             or compensate
             or compensates
+            or rules is not None
             or fallback_used
+            or cache is not None
             or cache_source
         ):
             # One record per task that sets any (a keyword at its default leaves a handed-over value).
             rare = self._rare if self._rare is not None else TaskRare()
             for key, value, default in (
+                ("constraints", constraints or NO_LABELS, NO_LABELS),
+                ("not_before", not_before, None),
+                ("on_disconnect", on_disconnect, "stop"),
                 ("max_disconnect_s", max_disconnect_s, None),
                 ("max_agent_losses", max_agent_losses, None),
                 ("agent_losses", agent_losses, 0),
                 ("reruns_after_fence", reruns_after_fence, 0),
                 ("failure_reason", failure_reason, ""),
+                ("constraint_exprs", constraint_exprs, ()),
+                ("spread", spread, ""),
+                ("affinity", affinity or NO_LABELS, NO_LABELS),
+                ("deadline", deadline, None),
                 ("deadline_relative", deadline_relative, False),
+                ("preemptible", preemptible, False),
                 ("max_preemptions", max_preemptions, None),
                 ("preemptions", preemptions, 0),
                 ("last_preemption", last_preemption, ""),
+                ("gang", gang, ""),
+                ("dynamic", dynamic, None),
                 ("compensate", compensate, b""),
                 ("compensates", compensates, ""),
+                ("rules", rules, None),
                 ("fallback_used", fallback_used, False),
+                ("cache", cache, None),
                 ("cache_source", cache_source, ""),
             ):
                 if value != default:
                     setattr(rare, key, value)
-            self._rare = rare
+            self._rare = None if rare == RARE_DEFAULTS else rare
 
     @property
     def run_payload(self) -> bytes:

@@ -96,7 +96,9 @@ def test_rare_task_fields_cost_one_slot_until_set_and_behave_as_fields() -> None
     plain = Task("t-1", "wf-1", "a", 0, "shell", b"{}")
     assert plain._rare is None and not hasattr(plain, "__dict__")
     assert (plain.preemptions, plain.failure_reason, plain.max_disconnect_s, plain.compensate) == (0, "", None, b"")
-    assert len(Task.__slots__) + 13 == 53  # 40 slots: 39 fields and the record, instead of 52
+    assert len(Task.__slots__) + 25 == 53  # 28 slots: 27 fields and the record, instead of 52
+    assert sys.getsizeof(plain) <= 256  # GC and object headers and 28 slots (with 52 slots: 448 B)
+    assert (plain.gang, plain.constraints, plain.dynamic, plain.on_disconnect) == ("", {}, None, "stop")
     plain.preemptions = 2
     plain.failure_reason = "poison"
     assert plain._rare is not None and (plain.preemptions, plain.failure_reason) == (2, "poison")
@@ -110,3 +112,9 @@ def test_rare_task_fields_cost_one_slot_until_set_and_behave_as_fields() -> None
     built = Task("t-2", "wf-1", "b", 1, "shell", b"{}", compensates="t-1", cache_source="w/t/a", agent_losses=1)
     assert (built.compensates, built.cache_source, built.agent_losses) == ("t-1", "w/t/a", 1)
     assert codec.decode_task(codec.encode_task(built)) == built
+    placed = Task(
+        "t-3", "wf-1", "c", 2, "shell", b"{}", constraints={"zone": "a"}, gang="g", deadline=5.0, on_disconnect="keep"
+    )
+    assert (placed.constraints, placed.gang, placed.deadline, placed.on_disconnect) == ({"zone": "a"}, "g", 5.0, "keep")
+    assert codec.decode_task(codec.encode_task(placed)) == placed
+    assert Task("t-4", "wf-1", "d", 3, "shell", b"{}", constraints={}, affinity={})._rare is None  # empty: no record
