@@ -220,7 +220,7 @@ def add_children(machine: WorkflowOps, parent: Task, children: list[Task], now: 
             waiter = machine.tasks[waiter_id]
             if waiter.state is T.PENDING:
                 waiter.dependencies = (*waiter.dependencies, child.id)
-                machine.dependents.setdefault(child.id, []).append(waiter_id)
+                machine.dependents.add(child.id, waiter_id)
                 machine.unfinished_deps[waiter_id] += 1
                 machine.touch_task(waiter)
     machine.touch_workflow(workflow)
@@ -286,7 +286,8 @@ def expand_or_gather(machine: WorkflowOps, task: Task, now: float) -> None:
     add_children(machine, task, children, now)
     task.dependencies = (*task.dependencies, *ids)
     for child_id in ids:
-        machine.dependents.setdefault(child_id, []).append(task.id)
+        machine.dependents.add(child_id, task.id)
+    machine.dependents.seal()
     machine.unfinished_deps[task.id] = sum(1 for c in ids if machine.tasks[c].state is not T.COMPLETED)
     machine.touch_task(task)
     machine.record(machine.workflows[task.workflow_id], now, "mapped", task, message=f"{len(items)} items")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from corral.controller.core.access import AccessState
 from corral.controller.core.cache import CacheBook
@@ -52,18 +52,41 @@ from corral.controller.store.base import ChangeBatch, LogChunk
 __all__ = ["MachineConfig", "MachineState"]
 
 
-class Dependents(dict[str, list[str]]):
+class Dependents(dict[str, Sequence[str]]):
     """Task id -> the ids of the tasks that depend on it.
 
-    A task nobody depends on has no entry (reading it gives a new empty list, not stored): most
+    A task nobody depends on has no entry (reading it gives an empty tuple, not stored): most
     tasks of wide workflows are leaves, and an empty list each cost ~90 B per task. Add with
-    ``setdefault(task_id, []).append(...)``.
+    :meth:`add`, which appends to a list; :meth:`seal` (after each batch of tracked tasks) turns
+    the lists added to into tuples, which cost 32-48 B less each (no spare capacity, no second
+    block): ~6 MiB for a 200k-task workflow. A later :meth:`add` (a spawned task) reopens one.
     """
 
-    __slots__ = ()
+    __slots__ = ("_open",)
 
-    def __missing__(self, key: str) -> list[str]:
-        return []
+    def __init__(self) -> None:
+        super().__init__()
+        self._open: list[str] = []  # ids whose value is a list since the last seal
+
+    def __missing__(self, key: str) -> Sequence[str]:
+        return ()
+
+    def add(self, task_id: str, dependent_id: str) -> None:
+        """Record that ``dependent_id`` depends on ``task_id``."""
+        found = self.get(task_id)
+        if type(found) is list:
+            found.append(dependent_id)
+            return
+        self[task_id] = [dependent_id] if found is None else [*found, dependent_id]
+        self._open.append(task_id)
+
+    def seal(self) -> None:
+        """Turn the lists added to since the last seal into tuples."""
+        for task_id in self._open:
+            found = self.get(task_id)
+            if type(found) is list:
+                self[task_id] = tuple(found)
+        self._open.clear()
 
 
 class MachineState:
@@ -86,7 +109,7 @@ class MachineState:
         self.agents: dict[str, Agent] = {}
         # derived indexes
         self.by_name = NameIndex()  # (workflow id, task name) -> task id, stored per workflow
-        self.dependents: dict[str, list[str]] = Dependents()
+        self.dependents = Dependents()
         self.unfinished_deps: dict[str, int] = {}
         self.counts: dict[str, Counter[TaskState]] = {}
         self.idempotency: dict[tuple[str, str], str] = {}  # (namespace, key) -> workflow id
@@ -435,7 +458,7 @@ class MachineState:
             self.preempter.enabled = True
         self.by_name[(task.workflow_id, task.name)] = task.id
         for dep in task.dependencies:
-            self.dependents.setdefault(dep, []).append(task.id)
+            self.dependents.add(dep, task.id)
         counts = self.counts.get(task.workflow_id)
         if counts is None:  # not setdefault: that would build a Counter per task
             counts = self.counts[task.workflow_id] = Counter()
@@ -448,6 +471,9 @@ class MachineState:
             track_rules(self, task)
 
     def count_unfinished(self, task_ids: Iterable[str]) -> None:
+        """Count the unfinished dependencies of a batch of tasks just tracked (every batch of
+        :meth:`track_task` ends here), and seal the dependents lists the batch added to."""
+        self.dependents.seal()
         for task_id in task_ids:
             task = self.tasks[task_id]
             if self.fallbacks.enabled:

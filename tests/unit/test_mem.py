@@ -53,8 +53,22 @@ def test_leaf_tasks_have_no_dependents_entry_and_read_as_empty() -> None:
     ids = {machine.tasks[t].name: t for t in next(iter(machine.workflows.values())).task_ids}
     assert sorted(machine.dependents) == [ids["a"]]  # only the task others depend on
     assert sorted(machine.dependents[ids["a"]]) == sorted([ids["b"], ids["c"]])
-    assert machine.dependents[ids["lone"]] == []
+    assert type(machine.dependents[ids["a"]]) is tuple  # sealed after the submission's batch
+    assert machine.dependents[ids["lone"]] == ()
     assert ids["lone"] not in machine.dependents  # a read does not store
+
+
+def test_dependents_reopen_a_sealed_entry_and_seal_it_again() -> None:
+    dependents = Dependents()
+    dependents.add("a", "b")
+    dependents.add("a", "c")
+    assert dependents["a"] == ["b", "c"]
+    dependents.seal()
+    assert dependents["a"] == ("b", "c")
+    dependents.add("a", "d")  # a task spawned later depends on it too
+    assert dependents["a"] == ["b", "c", "d"]
+    dependents.seal()
+    assert dependents["a"] == ("b", "c", "d") and dependents["z"] == ()
 
 
 def test_small_results_are_shared_and_big_ones_kept_as_given() -> None:

@@ -56,4 +56,4 @@ def test_a_dict_subclass_of_the_machine_is_reached_and_keeps_its_class() -> None
         del dependents[f"t-{i}"]
     assert shrink_tables(machine) > 1 << 20
     assert machine.dependents is dependents and sys.getsizeof(dependents) < 1 << 10
-    assert dependents == {"t-99999": ["u-99999"]} and dependents["absent"] == []  # still a Dependents
+    assert dependents == {"t-99999": ["u-99999"]} and dependents["absent"] == ()  # still a Dependents
