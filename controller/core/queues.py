@@ -166,9 +166,14 @@ class ReadyQueue:
         if entry is None:
             return
         self._counts[entry.agent_type] -= 1
+        # A heap with no live item left is emptied at once, not swept later: its stale items
+        # (tuples holding task ids) would otherwise outlive their workflow, each pinning one of
+        # the allocator's 1 MiB arenas after the workflow leaves memory (issue 12's idle RSS).
         if entry.delayed:
             self._delayed_count -= 1
-            if len(self._delayed) > _SWEEP_MIN and len(self._delayed) > 2 * self._delayed_count:
+            if not self._delayed_count:
+                self._delayed.clear()
+            elif len(self._delayed) > _SWEEP_MIN and len(self._delayed) > 2 * self._delayed_count:
                 self._delayed = [item for item in self._delayed if self._live_delayed(item)]
                 heapq.heapify(self._delayed)
         else:
@@ -176,7 +181,9 @@ class ReadyQueue:
             key = (entry.agent_type, entry.partition)
             heap = self._heaps[key]
             live = self._heap_live[key] = self._heap_live[key] - 1
-            if len(heap) > _SWEEP_MIN and len(heap) > 2 * live:
+            if not live:
+                heap.clear()
+            elif len(heap) > _SWEEP_MIN and len(heap) > 2 * live:
                 heap[:] = [item for item in heap if self._live(item)]
                 heapq.heapify(heap)
 
@@ -203,6 +210,8 @@ class ReadyQueue:
             self._entries[entry.task_id] = entry
             self._delayed_count -= 1
             self._enqueue(entry)
+        if not self._delayed_count:
+            delayed.clear()  # only stale items left (see discard)
 
     def next_wakeup(self) -> float | None:
         """The earliest ``not_before`` among tasks still in backoff, or None."""

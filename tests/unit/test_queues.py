@@ -145,6 +145,27 @@ def test_many_discards_while_delayed() -> None:
     assert queue.delayed("t105") == 1105.0
 
 
+def test_a_queue_emptied_of_live_tasks_keeps_no_stale_items() -> None:
+    # Fewer items than the sweep's threshold, so only the empty-heap rule can drop them: stale
+    # items would keep finished tasks' ids (and the allocator arenas around them) alive.
+    queue = ReadyQueue(ageing_per_s=0.0)
+    for i in range(20):
+        queue.push(f"t{i}", "shell", 0, ready_at=float(i))
+        queue.push(f"d{i}", "shell", 0, ready_at=float(i), not_before=1000.0 + i)
+    for i in range(20):
+        queue.discard(f"t{i}")
+    for i in range(10):
+        queue.discard(f"d{i}")
+    assert all(not heap for heap in queue._heaps.values())
+    assert len(queue._delayed) == 20  # ten still live: not cleared
+    assert list(queue.candidates(["shell"], now=1015.0)) == [f"d{i}" for i in range(10, 16)]  # promoted
+    for i in range(10, 20):
+        queue.discard(f"d{i}")
+    assert not queue._delayed and all(not heap for heap in queue._heaps.values()) and len(queue) == 0
+    queue.push("again", "shell", 0, ready_at=0.0)
+    assert list(queue.candidates(["shell"], now=0.0)) == ["again"]
+
+
 @dataclass
 class _Model:
     agent_type: str
