@@ -12,6 +12,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from corral.controller.core.durations import FINGERPRINT, TASK, DurationSource
 from corral.controller.core.machine import MachineConfig
 from corral.controller.core.model import Task, shared_result
@@ -104,6 +106,33 @@ def test_the_daemon_imports_neither_the_web_server_nor_cryptography_at_boot() ->
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("daemon", ["controller", "agent"])
+def test_the_corral_command_starts_a_daemon_without_the_cli_or_rich(daemon: str) -> None:
+    # `corral controller` / `corral agent` (the deployed images' commands) skip the CLI's modules
+    # and keep rich out (~7 MiB); --help shows the daemon's own flags, as through the CLI.
+    probe = (
+        f"import sys; sys.argv = ['corral', {daemon!r}, '--help']\n"
+        "from corral.controller import entry\n"
+        "try:\n    entry.main()\nexcept SystemExit as stop:\n    code = stop.code\n"
+        "loaded = [m for m in ('rich', 'pygments', 'corral.controller.cli.main') if sys.modules.get(m) is not None]\n"
+        "print('RESULT', code, loaded)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert "--help" in out.stdout  # the daemon's usage
+    assert out.stdout.strip().splitlines()[-1] == "RESULT 0 []"
+
+
+def test_other_commands_still_take_the_cli() -> None:
+    probe = (
+        "import sys; sys.argv = ['corral', '--help']\n"
+        "from corral.controller import entry\n"
+        "try:\n    entry.main()\nexcept SystemExit as stop:\n    code = stop.code\n"
+        "print('RESULT', code, 'corral.controller.cli.main' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert "controller" in out.stdout and out.stdout.strip().splitlines()[-1] == "RESULT 0 True"
 
 
 def test_rare_task_fields_cost_one_slot_until_set_and_behave_as_fields() -> None:
