@@ -182,15 +182,17 @@ def spawned(machine: AttemptOps, report: AttemptSpawn, now: float) -> bool:
         if problem:
             break
         names[full] = child.record.id
-        record = replace(
-            child.record,
-            workflow_id=workflow.id,
-            name=full,
-            namespace=workflow.namespace,
-            dependencies=tuple(dict.fromkeys(deps)),
-            priority=child.record.priority if child.priority_given else spawner.priority,
+        record = _with_dynamic(
+            replace(
+                child.record,
+                workflow_id=workflow.id,
+                name=full,
+                namespace=workflow.namespace,
+                dependencies=tuple(dict.fromkeys(deps)),
+                priority=child.record.priority if child.priority_given else spawner.priority,
+            ),
+            Dynamic(spawned_by=spawner.id),
         )
-        record.dynamic = Dynamic(spawned_by=spawner.id)  # a rare field: not replace()'s keyword
         new.append(record)
     count = book.children.get(spawner.id, 0) + len(new)
     if not problem and count > MAX_CHILDREN:

@@ -217,8 +217,7 @@ def readmit(m: MachineState, event: ReadmitWorkflow, now: float) -> bool:
         if attempt.state is AttemptState.RUNNING or attempt.state is AttemptState.ASSIGNED:
             attempt.state = AttemptState.LOST  # cannot be: the workflow ended (defensive, never stored)
         m.attempts[attempt.id] = attempt
-    for task in record.tasks:  # as a restore: completed tasks' attempts stay in the store
-        m.settled.settle(task, m.attempts, m.tasks)
+    m.settled.settle_all(record.tasks, m.attempts, m.tasks)  # as a restore: completed tasks' stay stored
     if record.runs:
         m.run_book.runs[workflow.id] = sorted(record.runs, key=lambda r: r.number)
     m.checkpoints.restore(record.checkpoints)

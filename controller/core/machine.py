@@ -189,8 +189,8 @@ class Machine(ScheduleOps):
                     self.fence_at[attempt.id] = max(adopt_deadline, self.fence_deadline(attempt, now, now))
                 else:
                     self.fence_at[attempt.id] = adopt_deadline
-        for task in snapshot.tasks:  # completed tasks' attempts stay in the store (core/settled.py)
-            self.settled.settle(task, self.attempts, self.tasks)
+        # Completed tasks' attempts stay in the store (core/settled.py).
+        self.settled.settle_all(snapshot.tasks, self.attempts, self.tasks)
         self.ordering.book.restore(snapshot.durations)
         self.checkpoints.restore(snapshot.checkpoints)
         self.run_book.restore(snapshot.runs)

@@ -20,7 +20,7 @@ is answered from memory), and the earlier attempts of a task that needed retries
 from __future__ import annotations
 
 from array import array
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 
 from corral.controller.core.model import Attempt, AttemptState, Task, TaskState
@@ -80,7 +80,13 @@ class Settled:
     def drop_queued(self, attempts: MutableMapping[str, Attempt], tasks: MutableMapping[str, Task]) -> None:
         """Remove the queued tasks' final attempts from ``attempts`` (their rows are taken)."""
         queued, self._queued = self._queued, []
-        for task in queued:
+        self.settle_all(queued, attempts, tasks)
+
+    def settle_all(
+        self, settling: Iterable[Task], attempts: MutableMapping[str, Attempt], tasks: MutableMapping[str, Task]
+    ) -> None:
+        """:meth:`settle` each task (the queued ones, or all those a restore or readmission loaded)."""
+        for task in settling:
             self.settle(task, attempts, tasks)
 
     def settle(self, task: Task, attempts: MutableMapping[str, Attempt], tasks: MutableMapping[str, Task]) -> None:

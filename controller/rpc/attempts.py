@@ -21,7 +21,16 @@ from corral.v1 import orchestrator_pb2 as pb
 if TYPE_CHECKING:
     from corral.controller.runtime import Runtime
 
-__all__ = ["AttemptsServicer", "attempt_info"]
+__all__ = ["AttemptsServicer", "attempt_info", "stored_attempts"]
+
+
+async def stored_attempts(rt: Runtime, task_id: str) -> list[Attempt]:
+    """A task's attempts as the store has them, read off the loop (some left memory once
+    committed, core/settled.py); a lost database is UNAVAILABLE, not INTERNAL."""
+    try:
+        return await asyncio.to_thread(rt.store.task_attempts, task_id)
+    except OPERATIONAL as exc:
+        raise storage_error(exc) from exc
 
 
 def attempt_info(attempt: Attempt, agent_names: Mapping[str, str]) -> pb.AttemptInfo:
@@ -62,10 +71,7 @@ class AttemptsServicer:
         answer, names = await self.rt.handle(query, render)
         attempts: Sequence[Attempt] = answer.attempts
         if answer.in_store:  # some attempts left memory (core/settled.py): the store has them all
-            try:
-                attempts = await asyncio.to_thread(self.rt.store.task_attempts, answer.task.id)
-            except OPERATIONAL as exc:
-                raise storage_error(exc) from exc
+            attempts = await stored_attempts(self.rt, answer.task.id)
         return pb.ListAttemptsResponse(
             workflow_id=answer.workflow.id,
             task_id=answer.task.id,

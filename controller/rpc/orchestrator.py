@@ -20,7 +20,7 @@ from corral.controller.errors import InvalidArgument
 from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.rpc import fields, wire
 from corral.controller.rpc.admission import admit
-from corral.controller.rpc.attempts import AttemptsServicer
+from corral.controller.rpc.attempts import AttemptsServicer, stored_attempts
 from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.chunks import ChunksServicer, check_submit_options
 from corral.controller.rpc.identity import current_principal
@@ -395,11 +395,11 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         answer, response = await self.rt.handle(event, logs)
         if not response.attempt_id or not (remote or answer.unconfirmed):
             return response
+        if answer.unconfirmed and all(
+            a.id != answer.attempt_id for a in await stored_attempts(self.rt, answer.task.id)
+        ):
+            raise InvalidArgument.field("attempt_id", f"not an attempt of task {answer.task.id}")
         try:  # committed rows only; "finished" was decided in the tick, before this read
-            if answer.unconfirmed:
-                stored = await asyncio.to_thread(store.task_attempts, answer.task.id)
-                if all(attempt.id != answer.attempt_id for attempt in stored):
-                    raise InvalidArgument.field("attempt_id", f"not an attempt of task {answer.task.id}")
             chunk = await asyncio.to_thread(store.read_logs, answer.attempt_id, *_offsets(request))
         except OPERATIONAL as exc:
             raise storage_error(exc) from exc

@@ -11,7 +11,6 @@ templates.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -27,8 +26,8 @@ from corral.controller.core.machine import Machine
 from corral.controller.core.model import Attempt, Workflow
 from corral.controller.core.requests import WorkflowQuery
 from corral.controller.errors import CorralError
-from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.rpc import identity
+from corral.controller.rpc.attempts import stored_attempts
 from corral.controller.rpc.auth import current_caller, record_audit
 from corral.controller.rpc.cluster import ClusterService
 from corral.controller.rpc.errors import code_name
@@ -313,10 +312,7 @@ class Calls:
             query = WorkflowQuery(workflow_id, current_caller())  # as_caller made the principal current
             found, names = await self.rt.handle(query, attempts)
             if found is None:
-                try:
-                    found = await asyncio.to_thread(self.rt.store.task_attempts, explain.task.task_id)
-                except OPERATIONAL as exc:
-                    raise storage_error(exc) from exc
+                found = await stored_attempts(self.rt, explain.task.task_id)
             return _attempt_dicts(found, names)
 
         panel.attempts = await self.as_caller(request, _O + "GetWorkflowStatus", read_attempts)
