@@ -378,16 +378,30 @@ PROGRESS_COLUMNS: Final = (
 )
 
 
-_PROGRESS_INDEX: Final = tuple(COLUMNS["tasks"].index(column) for column in PROGRESS_COLUMNS)
-
-
 def encode_task_progress(t: Task) -> Row:
     """A task's :data:`PROGRESS_COLUMNS`, then its id (the parameters of a narrow UPDATE).
 
-    Taken from :func:`encode_task`'s row, so a narrow write stores exactly what a whole one would.
+    Encoded as :func:`encode_task` encodes those columns (a unit test holds the two to the same
+    values), but without the rest of the row: two of these are written per task, and building the
+    whole 50-column row to keep 12 cost three times as much.
     """
-    row = encode_task(t)
-    return (*(row[i] for i in _PROGRESS_INDEX), t.id)
+    result = t.result
+    rare = t._rare
+    return (
+        _enum_value(t.state, TaskState, _TASK_STATES),
+        t.retries_used,
+        t.attempts,
+        t.current_attempt_id,
+        t.agent_id,
+        None if result is None else _blob(result),
+        t.error,
+        t.exit_code,
+        t.ready_at,
+        None if rare is None else rare.not_before,
+        t.started_at,
+        t.finished_at,
+        t.id,
+    )
 
 
 def decode_task(row: Sequence[Any]) -> Task:

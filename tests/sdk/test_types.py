@@ -116,3 +116,23 @@ def test_result_plan_event_agent_and_logs() -> None:
 
     chunk = LogChunk.from_proto(orchestrator_pb2.GetTaskLogsResponse(stdout=b"hi\n", stdout_offset=3))
     assert chunk.to_dict()["stdout"] == "hi\n"
+
+
+def test_a_results_tasks_are_decoded_once_when_first_read_and_kept_in_its_dict() -> None:
+    message = pb.WorkflowResult(
+        workflow_id="w",
+        state=pb.WORKFLOW_STATE_COMPLETED,
+        results_json={"a": b'{"x": 1}'},
+        tasks=[pb.TaskStatus(task_id="t1", name="a", state=pb.TASK_STATE_COMPLETED, result_json=b'{"x": 1}')],
+        critical_path=["a"],
+    )
+    result = WorkflowResult.from_proto(message)
+    assert "tasks" not in vars(result)  # nothing decoded yet: reading results alone is cheap
+    assert result.results == {"a": {"x": 1}}
+    first = result.tasks
+    assert [(t.name, t.state, t.result) for t in first] == [("a", "completed", {"x": 1})]
+    assert result.tasks is first  # kept, not decoded again
+    data = result.to_dict()
+    assert list(data)[:4] == ["workflow_id", "state", "results", "tasks"]
+    assert data["tasks"][0]["task_id"] == "t1" and data["critical_path"] == ["a"]
+    json.dumps(data)

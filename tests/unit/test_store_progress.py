@@ -86,3 +86,38 @@ def test_the_hot_transitions_write_narrowly_and_a_task_touched_whole_is_written_
         assert sorted(narrow) == ["a", "b", "b"]
         _stored_rows_equal_the_core(simulator, recorder.store)
         recorder.store.close()
+
+
+def test_a_progress_row_holds_what_the_whole_row_holds_in_those_columns() -> None:
+    """The narrow encoder builds its 12 columns itself: they must be the whole row's, value for
+    value, whatever the task carries (rare fields, a result, an error, unset times)."""
+    from corral.controller.core.model import Task, TaskState
+
+    where = [codec.COLUMNS["tasks"].index(column) for column in codec.PROGRESS_COLUMNS]
+    tasks = [
+        Task("t1", "w", "plain", 0, "default", b'{"shell": "true"}'),
+        Task(
+            "t2",
+            "w",
+            "done",
+            1,
+            "gpu",
+            b"{}",
+            state=TaskState.COMPLETED,
+            retries_used=2,
+            attempts=3,
+            current_attempt_id="a3",
+            agent_id="agent-1",
+            result=b'{"x": 1}',
+            exit_code=0,
+            created_at=1.5,
+            ready_at=2.5,
+            started_at=3.5,
+            finished_at=4.5,
+        ),
+        Task("t3", "w", "late", 2, "default", b"{}", not_before=99.0, error="boom", exit_code=137, spread="zone"),
+        Task("t4", "w", "failed", 3, "default", b"{}", state=TaskState.FAILED, preemptible=True, result=b""),
+    ]
+    for task in tasks:
+        whole = codec.encode_task(task)
+        assert codec.encode_task_progress(task) == (*(whole[i] for i in where), task.id), task.name
