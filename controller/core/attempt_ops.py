@@ -126,6 +126,8 @@ class AttemptOps(AssignmentLeases):
         if preempting:
             start_preemptors(self, now)
         if not self.queue:
+            if self.granted:  # the work ran out: the next burst starts slow again
+                self.grant(Plan(at=now))
             return
         if not any(view.has_room() for view in self.views.values()):
             # Nothing can be placed; record that cheaply (no queue walk) so explain can say so.
@@ -148,6 +150,8 @@ class AttemptOps(AssignmentLeases):
         )
         result = plan(view, now)
         self.last_plan = result
+        if result.granted or self.granted:
+            self.grant(result)
         if result.stuck or self.reservations:
             after_pass(self, result, now)
         batches: dict[str, list[Assignment]] = {}
@@ -164,6 +168,17 @@ class AttemptOps(AssignmentLeases):
             self.emit(Assign(agent_id, assignments))
         if preempting:
             preempt_pass(self, result, now)
+
+    def grant(self, result: Plan) -> None:
+        """Keep the pass windows ``result`` filled for the next pass's slow start; clear the others."""
+        views = self.views
+        for agent_id in self.granted.difference(result.granted):
+            view = views.get(agent_id)
+            if view is not None:
+                view.grant = 0
+        for agent_id, window in result.granted.items():
+            views[agent_id].grant = window
+        self.granted = set(result.granted)
 
     def running_per_agent(self, workflow_id: str) -> dict[str, int]:
         """Active attempts of ``workflow_id`` per agent id (spread scoring).

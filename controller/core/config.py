@@ -18,7 +18,7 @@ class MachineConfig:
     reconnect_grace_s: float = 5.0  # after a Hello: attempts it did not report may still be finishing
     kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL for cancels and timeouts
     prefetch: int = 1  # attempts queued beyond its slots on an agent whose task times are unknown
-    max_prefetch: int = 256
+    max_prefetch: int = 1024  # a cap only: pipeline_s sizes the window (256 was 77 ms of no-ops)
     # How long the report -> commit -> assign loop may take without an agent running dry: the
     # prefetch grows until the queued work lasts this long at the agent's measured task rate.
     pipeline_s: float = 0.2

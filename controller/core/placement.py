@@ -104,6 +104,9 @@ class AgentView:
     # stolen), kept current by allocate/release so the steal pass costs nothing when it is empty.
     # None for clones used in planning.
     crowded: set[str] | None = None
+    # The pass window the last pass filled (0: it did not fill it). The slow start doubles from
+    # it, so an agent that runs its work as fast as it gets it still opens up (see pass_window).
+    grant: int = 0
 
     @classmethod
     def of(
@@ -174,12 +177,17 @@ class AgentView:
         """The window one scheduling pass may fill: the prefetch opens by doubling (slow start).
 
         A pass may bring the agent to twice its outstanding attempts (at least twice its slots),
-        never past :attr:`window`. An idle agent with a deep window would otherwise get hundreds of
-        attempts in one pass, and their commit and delivery delay the first ones' start (measured:
-        366 attempts took 20 ms before the first of 501 short tasks started). The reports of the
-        first ones open the rest within a few ticks, and a busy agent's window is unaffected.
+        or twice the window the last pass filled (:attr:`grant`), never past :attr:`window`. An
+        idle agent with a deep window would otherwise get hundreds of attempts in one pass, and
+        their commit and delivery delay the first ones' start (measured: 366 attempts took 20 ms
+        before the first of 501 short tasks started). The reports of the first ones open the rest
+        within a few ticks, and a busy agent's window is unaffected.
+
+        The grant keeps the doubling going for an agent that finishes its work before the next
+        pass: its outstanding count stays small, and twice that alone held a no-op agent at 2-4
+        attempts a pass for many ticks, idle between them, while the other agent had 257.
         """
-        return min(self.window, 2 * max(self.slots, self.outstanding))
+        return min(self.window, 2 * max(self.slots, self.outstanding, self.grant))
 
     def clone(self) -> AgentView:
         """An independent copy (``labels`` and resources are immutable and shared)."""
@@ -197,6 +205,7 @@ class AgentView:
             list(self.free_gpu_ids),
             self.namespaces,
             self.held_back,
+            grant=self.grant,
         )
 
 

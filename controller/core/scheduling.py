@@ -101,6 +101,8 @@ class Plan:
     held_workflows: dict[str, str] = field(default_factory=dict)
     # A task that waited past reserve_after_s and did not fit (reservations.py reserves for it).
     stuck: str = ""
+    # Agents whose pass window this pass filled, with that window (AgentView.grant).
+    granted: dict[str, int] = field(default_factory=dict)
 
     def reason_for(self, demand: Demand, ready_at: float | None = None, task_id: str = "") -> str:
         """What this pass did about a waiting task with this demand.
@@ -168,10 +170,12 @@ def plan(view: PlanView, now: float) -> Plan:
     # each placement looks at the agents that could still take work, not the whole cluster.
     by_type: dict[str, list[AgentView]] = {}
     current: dict[str, AgentView] = {}  # every agent as the pass sees it (clones where it allocates)
+    opened: list[AgentView] = []  # the clones, each with its pass window
     for agent in view.agents:
         if agent.has_room():
             clone = agent.clone()
             clone.window = agent.pass_window()
+            opened.append(clone)
             if reserved and agent.id in reserved:  # only its task may use the reserved room
                 held[reserved[agent.id].task_id] = (clone, *hold(clone, reserved[agent.id]))
             current[agent.id] = clone
@@ -267,6 +271,9 @@ def plan(view: PlanView, now: float) -> Plan:
             heapq.heappush(streams, (queue.order_key(following), following, agent_type, stream))
     if rules is not None:
         result.held_tasks, result.held_workflows = rules.held_tasks, rules.held_workflows
+    for clone in opened:
+        if clone.outstanding >= clone.window:
+            result.granted[clone.id] = clone.window
     return result
 
 

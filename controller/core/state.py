@@ -120,6 +120,7 @@ class MachineState:
         self.deadline_book = DeadlineBook(config.at_risk_fraction, config.at_risk_boost)
         self.views: dict[str, AgentView] = {}  # connected or draining agents with a live stream
         self.crowded: set[str] = set()  # agents whose view holds more attempts than slots (may be stale)
+        self.granted: set[str] = set()  # agents whose view holds a grant from the last pass (AgentView.grant)
         self.active: dict[str, set[str]] = {}  # agent or worker id -> active attempt ids
         self.unconfirmed: dict[str, float] = {}  # attempt id -> deadline for its agent to report it
         self.deadlines: dict[str, float] = {}  # attempt id -> controller-side timeout backstop

@@ -82,10 +82,13 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
                 session.close()
         elif isinstance(action, ev.DrainOrder):
             session.send(pb.ControllerMessage(drain=pb.Drain(grace_s=action.grace_s)))
-    for agent_id, ids in acks.items():
-        runtime.sessions[agent_id].send(pb.ControllerMessage(ack=pb.Ack(attempt_ids=ids)))
+    # Assignments before acknowledgements: a stream sends one message at a time, and the next
+    # one leaves only once the loop has seen the last one's write complete, which under load is
+    # after the next tick. The agent waits for its work; its acknowledgements only free memory.
     for agent_id, assignments in assigns.items():
         runtime.sessions[agent_id].send(pb.ControllerMessage(assign=pb.Assign(assignments=assignments)))
+    for agent_id, ids in acks.items():
+        runtime.sessions[agent_id].send(pb.ControllerMessage(ack=pb.Ack(attempt_ids=ids)))
 
 
 class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):

@@ -100,9 +100,10 @@ def test_a_deep_prefetch_window_opens_by_doubling(make_sim: type[Sim]) -> None:
     assert len(first) == 4 and sim.machine.views["a1"].window == 102
     ready = next(t for t in sim.machine.tasks.values() if t.state is T.READY)
     assert not sim.machine.explain(ready.id, sim.now).unschedulable
-    # Each pass may bring it to twice what it holds: 3 held -> 6, then 5 -> 10, then 9 -> 18.
+    # Each pass may bring it to twice what the last pass filled (or what it holds, if more):
+    # 4 granted -> 8, then 8 -> 16, then 16 -> 32.
     held = 4
-    for added in (3, 5, 9):
+    for added in (5, 9, 17):
         done = sim.finished("a1", first.pop(0).attempt_id)
         more = done.assignments("a1")
         assert len(more) == added
@@ -113,6 +114,38 @@ def test_a_deep_prefetch_window_opens_by_doubling(make_sim: type[Sim]) -> None:
     view = sim.machine.views["a1"].clone()
     view.outstanding = view.window // 2
     assert view.pass_window() == view.window
+
+
+def test_an_agent_that_runs_its_work_before_the_next_pass_still_opens_up(make_sim: type[Sim]) -> None:
+    # Its outstanding count falls back to 0 between passes: twice that alone kept it at 2 a pass.
+    sim = make_sim(config=MachineConfig(prefetch=100))
+    sim.hello("a1", slots=1)
+    _, step = sim.submit([task_spec(f"t{i}", estimated_duration=0.01) for i in range(300)])
+    batch = step.assignments("a1")
+    sizes = [len(batch)]
+    for _ in range(4):
+        # The whole batch ends before the next pass: its reports arrive in one tick.
+        for assignment in batch[:-1]:
+            done = ev.AttemptFinished("a1", assignment.attempt_id, AttemptState.SUCCEEDED, 0, b"null", "", True)
+            sim.machine.handle(done, sim.now)
+        batch = sim.finished("a1", batch[-1].attempt_id).assignments("a1")
+        sizes.append(len(batch))
+    assert sizes == [2, 4, 8, 16, 32]
+
+
+def test_the_slow_start_begins_again_once_the_work_ran_out(make_sim: type[Sim]) -> None:
+    sim = make_sim(config=MachineConfig(prefetch=100))
+    sim.hello("a1", slots=1)
+    _, step = sim.submit([task_spec(f"t{i}", estimated_duration=0.01) for i in range(3)])
+    first = step.assignments("a1")
+    assert len(first) == 2 and sim.machine.views["a1"].grant == 2
+    last = sim.finished("a1", first[0].attempt_id).assignments("a1")
+    assert len(last) == 1  # the queue is empty now: nothing filled the window
+    assert sim.machine.views["a1"].grant == 0
+    for assignment in (first[1], last[0]):
+        sim.finished("a1", assignment.attempt_id)
+    _, step = sim.submit([task_spec(f"u{i}", estimated_duration=0.01) for i in range(300)], name="again")
+    assert len(step.assignments("a1")) == 2
 
 
 def test_long_or_unknown_tasks_only_take_free_slots(make_sim: type[Sim]) -> None:
