@@ -76,6 +76,10 @@ _DYNAMIC: tuple[Filter, ...] = tuple(f for f in FILTERS if not f.static)
 _NO_LABELS: Mapping[str, str] = {}
 
 
+# New attempts one scheduling pass may give one agent (see AgentView.pass_window).
+MAX_PASS_ADD = 256
+
+
 @dataclass(slots=True)
 class AgentView:
     """The scheduler's mutable picture of one agent: what it offers and what is committed on it.
@@ -185,9 +189,11 @@ class AgentView:
 
         The grant keeps the doubling going for an agent that finishes its work before the next
         pass: its outstanding count stays small, and twice that alone held a no-op agent at 2-4
-        attempts a pass for many ticks, idle between them, while the other agent had 257.
+        attempts a pass for many ticks, idle between them, while the other agent had 257. And one
+        pass adds at most :data:`MAX_PASS_ADD`, however deep the window: a tick's batch (its
+        commit, its messages, the memory they hold at once) stays bounded.
         """
-        return min(self.window, 2 * max(self.slots, self.outstanding, self.grant))
+        return min(self.window, 2 * max(self.slots, self.outstanding, self.grant), self.outstanding + MAX_PASS_ADD)
 
     def clone(self) -> AgentView:
         """An independent copy (``labels`` and resources are immutable and shared)."""

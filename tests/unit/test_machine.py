@@ -12,7 +12,8 @@ import pytest
 
 from corral.controller.core import events as ev
 from corral.controller.core.machine import MachineConfig
-from corral.controller.core.model import AttemptState, TaskState, WorkflowState
+from corral.controller.core.model import AgentState, AttemptState, Resources, TaskState, WorkflowState
+from corral.controller.core.placement import MAX_PASS_ADD, AgentView
 from corral.controller.errors import FailedPrecondition, NotFound
 from tests.unit.conftest import Sim, task_spec
 
@@ -131,6 +132,15 @@ def test_an_agent_that_runs_its_work_before_the_next_pass_still_opens_up(make_si
         batch = sim.finished("a1", batch[-1].attempt_id).assignments("a1")
         sizes.append(len(batch))
     assert sizes == [2, 4, 8, 16, 32]
+
+
+def test_one_pass_adds_at_most_max_pass_add_attempts_to_an_agent() -> None:
+    view = AgentView("a1", "a1", frozenset({"default"}), {}, AgentState.CONNECTED, Resources(), slots=1)
+    view.window = view.grant = 1024
+    view.outstanding = 10
+    assert view.pass_window() == 10 + MAX_PASS_ADD  # a deep window fills over several passes
+    view.outstanding = 900
+    assert view.pass_window() == 1024
 
 
 def test_the_slow_start_begins_again_once_the_work_ran_out(make_sim: type[Sim]) -> None:

@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from corral.controller.commands import AgentSession
+from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine
+from corral.controller.core.model import Task
+from corral.controller.rpc.gateway import deliver
 from corral.controller.runtime import Runtime
 from corral.controller.store.memory import MemoryStore
 
@@ -44,11 +48,6 @@ async def test_a_ticks_answers_are_read_before_the_next_tick_runs() -> None:
 
 async def test_a_ticks_assignments_go_out_before_its_acknowledgements() -> None:
     # A stream writes one message at a time; whatever is queued second leaves a loop turn later.
-    from corral.controller.commands import AgentSession
-    from corral.controller.core import events as ev
-    from corral.controller.core.model import Task
-    from corral.controller.rpc.gateway import deliver
-
     runtime = Runtime(MemoryStore())
     session = AgentSession("agent-1", epoch=1)
     runtime.sessions["agent-1"] = session
