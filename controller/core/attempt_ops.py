@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from corral.controller.core.access import secret_refs
 from corral.controller.core.assignment_leases import AssignmentLeases
 from corral.controller.core.cache import store_result
@@ -127,7 +129,7 @@ class AttemptOps(AssignmentLeases):
             start_preemptors(self, now)
         if not self.queue:
             if self.granted:  # the work ran out: the next burst starts slow again
-                self.grant(Plan(at=now))
+                self.grant({})
             return
         if not any(view.has_room() for view in self.views.values()):
             # Nothing can be placed; record that cheaply (no queue walk) so explain can say so.
@@ -151,7 +153,7 @@ class AttemptOps(AssignmentLeases):
         result = plan(view, now)
         self.last_plan = result
         if result.granted or self.granted:
-            self.grant(result)
+            self.grant(result.granted)
         if result.stuck or self.reservations:
             after_pass(self, result, now)
         batches: dict[str, list[Assignment]] = {}
@@ -169,16 +171,17 @@ class AttemptOps(AssignmentLeases):
         if preempting:
             preempt_pass(self, result, now)
 
-    def grant(self, result: Plan) -> None:
-        """Keep the pass windows ``result`` filled for the next pass's slow start; clear the others."""
+    def grant(self, granted: Mapping[str, int]) -> None:
+        """Keep the pass windows a pass filled (``Plan.granted``) for the next pass's slow start;
+        clear the other agents' grants."""
         views = self.views
-        for agent_id in self.granted.difference(result.granted):
+        for agent_id in self.granted.difference(granted):
             view = views.get(agent_id)
             if view is not None:
                 view.grant = 0
-        for agent_id, window in result.granted.items():
+        for agent_id, window in granted.items():
             views[agent_id].grant = window
-        self.granted = set(result.granted)
+        self.granted = set(granted)
 
     def running_per_agent(self, workflow_id: str) -> dict[str, int]:
         """Active attempts of ``workflow_id`` per agent id (spread scoring).
