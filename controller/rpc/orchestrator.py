@@ -71,6 +71,21 @@ def _result_into(workflow_id: str, into: types_pb2.WorkflowResult) -> Callable[[
     return render
 
 
+def _ended_into(
+    workflow_id: str, response: pb.ExecuteWorkflowResponse, summary_only: bool
+) -> Callable[[Machine, float], None]:
+    """A waiter's render for ExecuteWorkflow: the ended workflow's summary and result (its first
+    page of tasks unless ``summary_only``), written into ``response``."""
+    limit = 0 if summary_only else Limits.max_result_tasks
+
+    def render(machine: Machine, now: float) -> None:
+        workflow = machine.workflows[workflow_id]
+        response.status.CopyFrom(wire.workflow_status(machine, workflow, False, now))
+        wire.workflow_result(machine, workflow, now, response.result, limit)
+
+    return render
+
+
 def _status(include_tasks: bool = False) -> Callable[[Machine, Workflow, float], types_pb2.WorkflowStatus]:
     def render(machine: Machine, workflow: Workflow, now: float) -> types_pb2.WorkflowStatus:
         return wire.workflow_status(machine, workflow, include_tasks, now)
@@ -198,18 +213,26 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         fields.identifier(request.workflow_id, "workflow_id", "workflow id")
         fields.seconds(request.wait_timeout_s, "wait_timeout_s", Limits.max_timeout_s)
         rt = self.rt
+        # Written by the waiter's render right after the commit of the tick that ends the workflow,
+        # so the answer needs no tick of its own (see ``Runtime.waiter``).
+        rendered = pb.ExecuteWorkflowResponse()
 
         def started(
             machine: Machine, workflow: Workflow, now: float
         ) -> tuple[str, types_pb2.WorkflowStatus, asyncio.Future[bool] | None]:
-            waiter = rt.waiter(workflow.id) if request.wait and not workflow.state.terminal else None
+            waiter = None
+            if request.wait and not workflow.state.terminal:
+                waiter = rt.waiter(workflow.id, _ended_into(workflow.id, rendered, request.summary_only))
             return workflow.id, wire.workflow_status(machine, workflow, False, now), waiter
 
         event = rq.StartRequest(request.workflow_id, current_caller(), request.wait)
         workflow_id, status, waiter = await rt.handle(event, started)
         if not request.wait:
             return pb.ExecuteWorkflowResponse(status=status)
-        await _wait(waiter, request.wait_timeout_s)
+        if await _wait(waiter, request.wait_timeout_s):
+            return rendered
+        if waiter is not None:
+            rt.forget_waiter(workflow_id, waiter)  # the answer leaves without it
         response = pb.ExecuteWorkflowResponse()
         ended = await self._result_if_ended(workflow_id, response.result, summary_only=request.summary_only)
         if ended is not None:

@@ -1,4 +1,4 @@
-"""A waited submission's result is written in the tick that ends the workflow (no tick of its own).
+"""A waited submission's or execution's result is written in the tick that ends the workflow (no tick of its own).
 
 Real runtime, real SQLite file, real gRPC server (the ``controller`` fixture); the task is an
 external one, pulled and completed over the Scheduler API, so the test decides when it ends.
@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 from corral.controller.core.machine import Machine
-from corral.v1 import orchestrator_pb2, scheduler_pb2
+from corral.v1 import orchestrator_pb2, scheduler_pb2, types_pb2
 from tests.rpc.conftest import Controller, shell_task, workflow_spec
 
 OR = orchestrator_pb2
@@ -95,3 +95,43 @@ async def test_a_wait_that_times_out_forgets_its_waiter(controller: Controller) 
     )
     assert ended.result.results_json["only"] == b"2"
     assert not answer.HasField("result"), "the answer already sent was never written to later"
+
+
+async def _executed_and_waiting(controller: Controller, name: str, summary_only: bool) -> tuple[str, Any]:
+    """A stored workflow, then a waited ExecuteWorkflow of it (a future) whose waiter is registered."""
+    submitted = await controller.orchestrator.SubmitWorkflow(OR.SubmitWorkflowRequest(spec=_external(name)))
+    waiting = asyncio.ensure_future(
+        controller.orchestrator.ExecuteWorkflow(
+            OR.ExecuteWorkflowRequest(
+                workflow_id=submitted.workflow_id, wait=True, wait_timeout_s=60, summary_only=summary_only
+            )
+        )
+    )
+    await _registered(controller, 1)
+    return submitted.workflow_id, waiting
+
+
+async def test_a_waited_execute_is_written_in_the_tick_that_ends_the_workflow(controller: Controller) -> None:
+    rt = controller.runtime
+    workflow_id, waiting = await _executed_and_waiting(controller, "e", summary_only=False)
+    # The waiter carries a render: the answer is written after the ending tick's commit, not read
+    # in a tick of its own.
+    assert [w in rt._renders for w in rt.waiters[workflow_id]] == [True]
+    await _complete_the_task(controller, b"41")
+    answer = await asyncio.wait_for(waiting, 30)
+    assert answer.result.results_json["only"] == b"41"
+    assert [t.name for t in answer.result.tasks] == ["only"]
+    assert answer.status.state == types_pb2.WORKFLOW_STATE_COMPLETED
+    assert answer.status.workflow_id == workflow_id and not answer.status.tasks  # the status stays a summary
+    assert not rt.waiters and not rt._renders
+
+
+async def test_a_waited_summary_execute_carries_no_tasks(controller: Controller) -> None:
+    rt = controller.runtime
+    workflow_id, waiting = await _executed_and_waiting(controller, "s", summary_only=True)
+    await _complete_the_task(controller, b"5")
+    answer = await asyncio.wait_for(waiting, 30)
+    assert answer.result.workflow_id == workflow_id and answer.result.duration_s >= 0
+    assert not answer.result.tasks and not answer.result.results_json
+    assert answer.status.workflow_id == workflow_id
+    assert not rt.waiters and not rt._renders
