@@ -283,7 +283,8 @@ class Watcher:
     # -- the normal watch (the agent is alive) ------------------------------------------------------
 
     def watch(self, pid: int, handoff: int) -> bytes:
-        """Wait until the child ``pid`` hands a request back (its bytes) or ends (b"")."""
+        """Wait until the child ``pid`` writes on ``handoff`` and closes it (what it wrote: it
+        handed a request of another workflow on to the next child) or ends (b"")."""
         poller = select.poll()
         poller.register(handoff, select.POLLIN)
         # No events asked: poll reports only the hang-up, when the agent's end is closed.

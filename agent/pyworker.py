@@ -40,6 +40,7 @@ import io
 import json
 import os
 import pickle
+import select
 import shutil
 import struct
 import sys
@@ -277,6 +278,7 @@ def _serve(
     requests: BinaryIO,
     responses: BinaryIO,
     handoff: int,
+    done: int,
     worker: _Worker,
     env: _Env,
     home: str,
@@ -286,8 +288,10 @@ def _serve(
 ) -> None:
     """The child of one workflow: run its tasks until a task of another workflow arrives.
 
-    That request is handed back to the parent through ``handoff`` and the child exits: everything a
-    task changed in this process (modules, their globals, monkeypatches, threads) ends with it.
+    Then this child empties the worker's folder, hands that request straight to the next child
+    (``handoff``: that child's start pipe), tells the template (``done``: one byte, then the end of
+    the pipe) and exits: everything a task changed in this process (modules, their globals,
+    monkeypatches, threads) ends with it. The next child starts without waiting for the template.
     """
     initial_path = list(sys.path)
     frame: bytes | None = first
@@ -300,10 +304,15 @@ def _serve(
         if workflow is None:
             workflow = frame_workflow
         elif frame_workflow != workflow:
+            # Its tasks' leftovers were killed before each answer: nothing of this workflow writes
+            # here any more, and the next one must find the folder empty.
+            _wipe(home)
             _write_all_fd(handoff, frame)
-            # Closed now, not by the exit: the parent reads to the end of this pipe, and the kernel
-            # closes a dying process's files only after tearing down its memory (milliseconds).
+            os.write(done, _SWITCHED)
+            # Closed now, not by the exit: the template reads to the end of this pipe, and the
+            # kernel closes a dying process's files only after tearing down its memory (milliseconds).
             os.close(handoff)
+            os.close(done)
             return
         if not keep and shared.expired():
             # Cut off from the controller: a ``stop`` task may be running elsewhere by now.
@@ -353,45 +362,61 @@ def _write_all_fd(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class _Child:
-    """A forked child waiting for the first request of its workflow on a private pipe."""
+#: What a child writes on its ``done`` pipe when it handed a request of another workflow on.
+_SWITCHED = b"s"
 
-    def __init__(self, pid: int, go: int, handoff: int) -> None:
+
+class _Child:
+    """A forked child, waiting for the first request of its workflow on its start pipe."""
+
+    def __init__(self, pid: int, done: int, successor_go: int) -> None:
         self.pid = pid
-        self.go = go  # the parent writes the first frame here
-        self.handoff = handoff  # the child writes back a frame of another workflow here
+        # Read by the template: _SWITCHED then the pipe's end when the child handed a request of
+        # another workflow on, the end alone when it ended otherwise.
+        self.done = done
+        # The read end of the next child's start pipe; this child holds the write end.
+        self.successor_go = successor_go
 
 
 def _fork_child(
-    requests: BinaryIO,
-    responses: BinaryIO,
-    worker: _Worker,
-    env: _Env,
-    home: str,
-    stdout: Any,
-    stderr: Any,
-    shared: Shared,
+    go: int,
+    template_fds: tuple[int, ...],
+    serve: Callable[[bytes, int, int], None],
+    warm: tuple[_Env, str, Any, Any] | None = None,
 ) -> _Child:
-    go_r, go_w = os.pipe()
-    back_r, back_w = os.pipe()
+    """Fork a child that starts on the first frame it reads from ``go`` (closed here, in the template).
+
+    ``template_fds`` are the template's own pipe ends, which the child closes; ``serve(first,
+    handoff, done)`` runs the child's workflow (:func:`_serve`). With ``warm`` (the arguments of
+    :func:`_rehearse`), a child whose first request is not there within :data:`WARM_AFTER_S` warms
+    up meanwhile.
+    """
+    done_r, done_w = os.pipe()
+    successor_r, successor_w = os.pipe()
     template = os.getpid()
     pid = os.fork()
     if pid != 0:
-        os.close(go_r)
-        os.close(back_w)
-        return _Child(pid, go_w, back_r)
-    os.close(go_w)
-    os.close(back_r)
+        for fd in (go, done_w, successor_w):
+            os.close(fd)
+        return _Child(pid, done_r, successor_r)
+    for fd in (done_r, successor_r, *template_fds):
+        os.close(fd)
     # A subreaper too (not inherited through fork): what a task double-forks comes back here. And it
     # dies with the template, whatever kills that.
     become_subreaper()
     die_with_parent(template)
     code = 0
     try:
-        with os.fdopen(go_r, "rb", buffering=0) as go:
-            first = _read_frame(go)
+        if warm:
+            waiting = select.poll()
+            waiting.register(go, select.POLLIN)
+            if not waiting.poll(WARM_AFTER_S * 1000):  # not at once: the fork's parent side runs now
+                with contextlib.suppress(Exception):
+                    _rehearse(*warm, count=WARM_UPS, switch=False)
+        with os.fdopen(go, "rb", buffering=0) as start:
+            first = _read_frame(start)
         if first is not None:
-            _serve(first, requests, responses, back_w, worker, env, home, stdout, stderr, shared)
+            serve(first, successor_w, done_w)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -419,6 +444,10 @@ def _supervise_setup(config: dict[str, Any], pipes: tuple[int, ...]) -> None:
 
 #: How many tasks the template rehearses before its first fork (see :func:`_rehearse`).
 REHEARSALS = 64
+#: A standby child whose first request has not come this soon warms up (see :func:`_fork_child`).
+WARM_AFTER_S = 0.002
+#: How many no-op tasks that warm-up runs: enough to touch the task path's pages once or twice.
+WARM_UPS = 3
 _REHEARSAL_MODULE = __name__
 
 
@@ -434,22 +463,29 @@ class _Unremembered(dict):  # type: ignore[type-arg]
         return None
 
 
-def _rehearse(env: _Env, home: str, stdout: Any, stderr: Any) -> int:
-    """Run the children's task path in the template, on a no-op and private pipes, before any fork.
+def _rehearse(env: _Env, home: str, stdout: Any, stderr: Any, count: int = REHEARSALS, switch: bool = True) -> int:
+    """Run the children's task path on ``count`` no-ops with private pipes (and, with ``switch``,
+    the path of handing a request of another workflow on, which empties ``home``).
 
-    Python specialises each code object in place as it runs (its first executions rewrite the
-    bytecode), so a path the template never ran is rewritten in every child, page by page, each
-    write a copy-on-write fault: a new child's first task took 1.5 ms more than the next one. Run
-    here, the rewriting happens once and every child inherits it. Nothing a task names runs: the
-    rehearsal has its own worker (its own module rule, allowing only this module, and a cache that
-    keeps nothing), its own shared state and pipes; the environment, the folder and the task
-    module's state end as they started. Returns how many rehearsed tasks answered a success.
+    In the template, before any fork: Python specialises each code object in place as it runs (its
+    first executions rewrite the bytecode), so a path the template never ran is rewritten in every
+    child, page by page, each write a copy-on-write fault: a new child's first task took 1.5 ms more
+    than the next one. Run here, the rewriting happens once and every child inherits it.
+
+    In a standby child, without ``switch`` (the active child's task may use the folder): what is
+    left of those faults (reference counts, caches) is taken while the child waits, not on its
+    workflow's first task (a switch: 2.3 -> 1.0 ms).
+
+    Nothing a task names runs: the rehearsal has its own worker (its own module rule, allowing only
+    this module, and a cache that keeps nothing), its own shared state and pipes; the environment,
+    the folder and the task module's state end as they started; it writes no output. Returns how
+    many rehearsed tasks answered a success.
     """
     frames = io.BytesIO()
     payload = json.dumps({"function": f"{_REHEARSAL_MODULE}:_rehearsal_task", "args": [1]}).encode()
-    for index in range(REHEARSALS + 1):
+    for index in range(count + switch):
         # The last frame is another workflow's: the child's path of handing it back, too.
-        workflow = "rehearsal" if index < REHEARSALS else "rehearsal-next"
+        workflow = "rehearsal" if index < count else "rehearsal-next"
         request: Request = (payload, {"input": b"1"}, {"CORRAL_TASK_ID": "rehearsal"}, workflow, b"r", False, 0.0, 0.0)
         body = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
         frames.write(HEADER.pack(len(body)) + body)
@@ -458,13 +494,15 @@ def _rehearse(env: _Env, home: str, stdout: Any, stderr: Any) -> int:
     worker.functions = _Unremembered()
     answers = io.BytesIO()
     handed_r, handed_w = os.pipe()
+    done_r, done_w = os.pipe()
     try:
         first = _read_frame(frames)
         if first is not None:
-            _serve(first, frames, answers, handed_w, worker, env, home, stdout, stderr, Shared())
-            handed_w = -1  # closed by the child's path once it handed the last frame back
+            _serve(first, frames, answers, handed_w, done_w, worker, env, home, stdout, stderr, Shared())
+            if switch:
+                handed_w = done_w = -1  # closed by the child's path once it handed the last frame on
     finally:
-        for fd in (handed_r, handed_w):
+        for fd in (handed_r, handed_w, done_r, done_w):
             if fd >= 0:
                 os.close(fd)
         env.apply({})
@@ -481,10 +519,11 @@ def main(argv: list[str] | None = None) -> int:
 
     This process never runs a task (before its first fork it rehearses the task path on a no-op of
     its own, :func:`_rehearse`). It is a clean template: each workflow's tasks run in a child
-    forked from it, reading the same pipes; when a task of another workflow arrives, the child hands
-    that request back and exits, the folder is emptied, and the next child takes over. So no state
-    of one workflow reaches another. The next child is forked in advance, as soon as the current one
-    has its first request, so a switch costs a pipe write, not a fork or an interpreter start.
+    forked from it, reading the same pipes; when a task of another workflow arrives, the child
+    empties the folder, hands that request on to the next child and exits. So no state of one
+    workflow reaches another. The next child is forked in advance, as soon as the current one has
+    its first request, and the request goes to it directly: a switch costs two pipe writes, not a
+    fork, an interpreter start, or a wake-up of this process on the way.
     """
     args = sys.argv[1:] if argv is None else argv
     requests = os.fdopen(int(args[0]), "rb", buffering=0)
@@ -503,8 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     home = os.getcwd()
     stdout, stderr = sys.stdout, sys.stderr
 
-    def fork() -> _Child:
-        return _fork_child(requests, responses, worker, env, home, stdout, stderr, shared)
+    def serve(first: bytes, handoff: int, done: int) -> None:
+        # A fresh look at the lease before a workflow's first task (the template's last look may
+        # be a tick, half a second, old).
+        watcher.refresh_lease()
+        _serve(first, requests, responses, handoff, done, worker, env, home, stdout, stderr, shared)
 
     # The modules the operator allowed by name are imported once here, before any task runs, so
     # every child starts with them imported (fresh, untouched by any task) instead of importing
@@ -519,35 +561,38 @@ def main(argv: list[str] | None = None) -> int:
     # generations keeps the children from writing to (and so copying) their pages.
     gc.freeze()
 
-    first = fork()
+    first_go, first_go_w = os.pipe()
+    active = _fork_child(first_go, (first_go_w,), serve, (env, home, stdout, stderr))
     # Tell the pool this worker is up (interpreter started, imports done): it hands out only warm ones.
     ready = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
     _write_all(responses, HEADER.pack(len(ready)) + ready)
+    # The worker's first request is the only one the template reads: the first child has nobody to
+    # hand it on. Every later child gets its first request from the child before it.
     pending = _read_frame(requests)
-    standby = first
-    while pending is not None:
-        active = standby
-        # A fresh look before a new child starts its first task (the tick may be up to 0.5 s old).
-        watcher.refresh_lease()
-        _write_all_fd(active.go, pending)
-        os.close(active.go)
+    if pending is None:  # stopped before any task: the first child reads the end and exits
+        os.close(first_go_w)
+        watcher.exit_status(active.pid)
+        return 0
+    _write_all_fd(first_go_w, pending)
+    os.close(first_go_w)
+    while True:
         watcher.reap_ending()
         # Forked now, beside the new child's first task, not later: on a small host the critical
         # path of a short workflow (controller, agent, this child) runs one process at a time, so
         # the fork takes a core that is idle now, and would slow the controller's handling of the
         # answer if it came after it (measured: one-task workflows back to back, 6.0 -> 5.0 ms).
-        standby = fork()
+        standby = _fork_child(active.successor_go, (active.done,), serve, (env, home, stdout, stderr))
         # Not a blocking read: the watch also fences a task whose lease ran out, and takes over
         # a running task when the agent dies.
-        handed_back = watcher.watch(active.pid, active.handoff)
-        os.close(active.handoff)
-        if not handed_back:
+        switched = watcher.watch(active.pid, active.done)
+        os.close(active.done)
+        if switched != _SWITCHED:
             status = watcher.exit_status(active.pid)
-            # The child ended without handing a request back: the request pipe closed (the agent
+            # The child ended without handing a request on: the request pipe closed (the agent
             # stops this worker), or a task killed its process. Either way this worker is done,
             # and its exit code says how the child ended. os._exit, not a return: the pipes must
             # close with the process, so the agent, which sees them close, finds the status set.
-            os.close(standby.go)  # the standby reads EOF and exits
+            # (The standby reads the end of its start pipe, whose only writer was that child.)
             # Whatever the dead child's tasks left running came back to this subreaper: it goes too.
             kill_descendants()
             code = os.waitstatus_to_exitcode(status)
@@ -555,13 +600,10 @@ def main(argv: list[str] | None = None) -> int:
                 with contextlib.suppress(Exception):
                     stream.flush()
             os._exit(0 if code == 0 else (code if code > 0 else 128 - code))
-        # That child runs nothing more (it killed what its tasks left, and only exits now): its
-        # folder can be emptied, and the next child can start, while it ends.
+        # That child runs nothing more (it emptied the folder and handed the request on to the
+        # standby, which runs it by now): it is reaped once it has exited.
         watcher.ending.add(active.pid)
-        _wipe(home)
-        pending = handed_back
-    os.close(standby.go)
-    return 0
+        active = standby
 
 
 if __name__ == "__main__":

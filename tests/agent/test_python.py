@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import psutil
@@ -51,6 +53,37 @@ async def test_a_workflow_switch_empties_the_folder_and_reaps_the_child_it_leave
 
     # The child that handed wf-B back is reaped while wf-B's child runs: no zombie is left.
     await eventually(reaped, what="the previous workflow's child reaped")
+
+
+async def test_a_workflow_switch_goes_from_child_to_child_without_the_template(
+    make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
+) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    first = python_task("a1", "leave_file", "tmp/left.txt")
+    first.workflow_id = "wf-A"
+    executor.submit([first])
+    child_a = json.loads((await sink.result("a1")).result_json)
+    template = psutil.Process(child_a).ppid()
+    # The next workflow's child is forked beside wf-A's first task.
+    await eventually(lambda: len(psutil.Process(template).children()) >= 2, what="the standby child")
+    os.kill(template, signal.SIGSTOP)
+    try:
+        # The request of another workflow goes from wf-A's child to the standby, folder emptied on
+        # the way: the stopped template is not on that path.
+        second = python_task("b1", "pid")
+        second.workflow_id = "wf-B"
+        executor.submit([second])
+        answer = await sink.result("b1")
+        assert answer.outcome == SUCCEEDED
+        assert json.loads(answer.result_json) not in (child_a, template)
+        assert not list((tmp_path / "pyworkers" / "worker-0" / "tmp").iterdir())
+    finally:
+        os.kill(template, signal.SIGCONT)
+    # Running again, the template learns of the switch and forks the next standby: the next switch works.
+    third = python_task("c1", "pid")
+    third.workflow_id = "wf-C"
+    executor.submit([third])
+    assert (await sink.result("c1")).outcome == SUCCEEDED
 
 
 async def test_exception(make_executor: ExecutorFactory, sink: RecordingSink) -> None:

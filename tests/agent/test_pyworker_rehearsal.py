@@ -21,12 +21,15 @@ import json, os, sys
 from corral import task as corral_task
 from corral.agent import pyworker
 
-home, report_fd = sys.argv[1], int(sys.argv[2])
+home, report_fd, switch = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "switch"
 os.chdir(home)
 before = {"env": dict(os.environ), "path": list(sys.path)}
 env = pyworker._Env()
 stdout, stderr = sys.stdout, sys.stderr
-answered = pyworker._rehearse(env, home, stdout, stderr)
+if switch:
+    answered = pyworker._rehearse(env, home, stdout, stderr)
+else:
+    answered = pyworker._rehearse(env, home, stdout, stderr, count=pyworker.WARM_UPS, switch=False)
 after = {"env": dict(os.environ), "path": list(sys.path)}
 report = {
     "answered": answered,
@@ -41,11 +44,11 @@ os.write(report_fd, json.dumps(report).encode())
 """
 
 
-def _rehearse_in_a_fresh_interpreter(home: Path) -> tuple[dict[str, object], bytes, bytes]:
+def _rehearse_in_a_fresh_interpreter(home: Path, switch: bool = True) -> tuple[dict[str, object], bytes, bytes]:
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _SCRIPT, str(home), str(write_end)],
+            [sys.executable, "-c", _SCRIPT, str(home), str(write_end), "switch" if switch else "warm"],
             capture_output=True,
             pass_fds=(write_end,),
             timeout=60,
@@ -65,3 +68,17 @@ def test_the_rehearsal_runs_the_whole_task_path_and_leaves_nothing_behind(tmp_pa
     assert report["cwd"] == str(tmp_path.resolve())
     assert report["home_entries"] == []  # nothing written in the worker's folder
     assert stdout == b"" and stderr == b""  # nothing the agent would take for a task's output
+
+
+def test_a_standby_childs_warm_up_leaves_the_folder_the_active_child_uses(tmp_path: Path) -> None:
+    # A standby warms up while the active child's task may be writing in the same folder: its
+    # rehearsal must not take the switch path, which empties the folder.
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "in-use.txt").write_text("the active task's file")
+    (tmp_path / "result.json").write_text("{}")
+    report, stdout, stderr = _rehearse_in_a_fresh_interpreter(tmp_path, switch=False)
+    assert report["answered"] == pyworker.WARM_UPS
+    assert report["home_entries"] == ["result.json", "tmp"]
+    assert (tmp_path / "tmp" / "in-use.txt").read_text() == "the active task's file"
+    assert report["same_env"] and report["same_path"] and report["task_inactive"]
+    assert stdout == b"" and stderr == b""
