@@ -248,33 +248,55 @@ def task_status(
 ) -> pb.TaskStatus:
     """A task's status message; with ``into``, built in place as a new element of that repeated field
     (a workflow's result carries every task: building each apart and copying it in held both)."""
-    tasks = machine.tasks
-    message = (pb.TaskStatus if into is None else into.add)(
-        task_id=task.id,
-        name=task.name,
-        state=TASK_STATE_TO_PB[task.state],
-        agent_type=task.agent_type,
-        priority=task.priority,
-        attempts=task.attempts,
-        retries_used=task.retries_used,
-        attempt_id=task.current_attempt_id or "",
-        agent_id=task.agent_id or "",
-        result_json=task.result or b"",
-        error=task.error,
-        waiting_reason=reason,
-        dependencies=[tasks[d].name for d in task.dependencies],
-        workflow_id=task.workflow_id,
-        exit_code=task.exit_code or 0,
-        unschedulable=unschedulable,
-        agent_losses=task.agent_losses,
-        reruns_after_fence=task.reruns_after_fence,
-        failure_reason=task.failure_reason,
-    )
-    if task.preemptible:  # fields set only when used: a result carries every task of the workflow
-        message.preemptible = True
-    if task.preemptions:
-        message.preemptions = task.preemptions
-        message.last_preemption = task.last_preemption
+    # Only the fields that differ from their defaults are passed (the same message: none of these
+    # fields has explicit presence), and the rare ones only when the task has any: a result carries
+    # every task of the workflow, and each field passed costs its lookup and copy.
+    fields: dict[str, Any] = {
+        "task_id": task.id,
+        "name": task.name,
+        "state": TASK_STATE_TO_PB[task.state],
+        "agent_type": task.agent_type,
+        "workflow_id": task.workflow_id,
+    }
+    if task.priority:
+        fields["priority"] = task.priority
+    if task.attempts:
+        fields["attempts"] = task.attempts
+    if task.retries_used:
+        fields["retries_used"] = task.retries_used
+    if task.current_attempt_id:
+        fields["attempt_id"] = task.current_attempt_id
+    if task.agent_id:
+        fields["agent_id"] = task.agent_id
+    if task.result:
+        fields["result_json"] = task.result
+    if task.error:
+        fields["error"] = task.error
+    if reason:
+        fields["waiting_reason"] = reason
+    if task.dependencies:
+        tasks = machine.tasks
+        fields["dependencies"] = [tasks[d].name for d in task.dependencies]
+    if task.exit_code:
+        fields["exit_code"] = task.exit_code
+    if unschedulable:
+        fields["unschedulable"] = True
+    rare = task._rare
+    if rare is not None:
+        if rare.agent_losses:
+            fields["agent_losses"] = rare.agent_losses
+        if rare.reruns_after_fence:
+            fields["reruns_after_fence"] = rare.reruns_after_fence
+        if rare.failure_reason:
+            fields["failure_reason"] = rare.failure_reason
+        if rare.preemptible:  # fields set only when used: a result carries every task of the workflow
+            fields["preemptible"] = True
+        if rare.preemptions:
+            fields["preemptions"] = rare.preemptions
+            fields["last_preemption"] = rare.last_preemption
+        if rare.gang:
+            fields["gang"] = rare.gang
+    message = (pb.TaskStatus if into is None else into.add)(**fields)
     attempt = machine.attempts.get(task.current_attempt_id) if task.current_attempt_id else None
     if attempt is not None:
         peak_rss, cpu_s = attempt.peak_rss_bytes, attempt.cpu_s
@@ -287,14 +309,13 @@ def task_status(
         message.cpu_s = cpu_s
     if task.state is TaskState.READY:
         message.plan_reason = machine.plan_reason(task)
-    if task.gang:
-        message.gang = task.gang
     if machine.sagas.of_task:  # issue 10: its compensation, once one was made
         _compensation(machine, task, message)
-    if task.rules is not None or task.fallback_used:
-        rules_status(machine, task, message)
-    if task.cache_source:
-        cache_status(task, message)
+    if rare is not None:
+        if rare.rules is not None or rare.fallback_used:
+            rules_status(machine, task, message)
+        if rare.cache_source:
+            cache_status(task, message)
     ranked = machine.ordering.rank_of(task)
     if ranked is not None:
         message.rank_s = ranked.rank_s
@@ -305,7 +326,7 @@ def task_status(
         if learned is not None:
             message.expected_peak_rss_bytes = int(learned.peak_rss_bytes)
             message.expected_cpu_s = learned.cpu_s
-    if task.deadline is not None or machine.deadline_book.latest_start:  # a dict test when unused
+    if (rare is not None and rare.deadline is not None) or machine.deadline_book.latest_start:  # dict test
         _task_deadline(machine, task, message, now)
     # Set in place: building Timestamp messages and copying them in costs more (3 per task, and a
     # result carries every task).
