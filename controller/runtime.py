@@ -112,6 +112,8 @@ class Runtime(DegradedMode):
         self.deliver_to_agents = encode_actions
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Set when this controller's term as leader ended (see refuse_all): every request gets it.
+        self._refusal: CorralError | None = None
         self.failure: BaseException | None = None  # kept for callers that check it; the loop never stops
         self.ticks = 0
         self.rebuilds = 0  # times the machine was rebuilt from the store after a rejected command
@@ -152,6 +154,30 @@ class Runtime(DegradedMode):
                 queue.put_nowait(None)
         await asyncio.to_thread(self.store.close)
 
+    def refuse_all(self, error: CorralError) -> None:
+        """Answer every queued request with ``error`` now, and every later one at once.
+
+        For a leader whose term ended: its server stops within a second, and a request still
+        queued then (behind a rebuild from the store, say) would be cancelled, which tells a client
+        nothing; ``error`` (UNAVAILABLE) says to retry, with the next leader.
+        """
+        self._refusal = error
+        queued = [self._inbox.get_nowait() for _ in range(self._inbox.qsize())]
+        queued.extend(self._lazy)
+        self._lazy = []
+        for entry in queued:
+            if entry.future is None:
+                self._inbox.put_nowait(entry)  # internal work (the stop's last flush): kept
+            else:
+                _fail(entry.future, error)
+
+    def _admit(self, entry: Entry) -> None:
+        """Queue a request, unless this controller refuses all (then its future fails at once)."""
+        if self._refusal is not None and entry.future is not None:
+            _fail(entry.future, self._refusal)
+            return
+        self._inbox.put_nowait(entry)
+
     # --- commands -------------------------------------------------------------------------------
 
     async def call(self, command: Callable[[Machine, float], R], *, read: bool = False) -> R:
@@ -160,7 +186,7 @@ class Runtime(DegradedMode):
         ``read``: the command changes nothing stored, so it runs while the store refuses writes.
         """
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(Entry(command, future, read))
+        self._admit(Entry(command, future, read))
         return await future
 
     def post(self, command: Command, *, read: bool = False, agent: str | None = None) -> asyncio.Future[Any]:
@@ -171,7 +197,7 @@ class Runtime(DegradedMode):
         its unacknowledged reports again.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(Entry(command, future, read, agent))
+        self._admit(Entry(command, future, read, agent))
         return future
 
     def post_event(self, event: Any, then: Callable[[Machine, Any, float], Any] | None = None) -> asyncio.Future[Any]:
@@ -182,7 +208,7 @@ class Runtime(DegradedMode):
         register watchers or waiters, so nothing between the answer and its rendering is missed.
         """
         entry, future = self._event_entry(event, then)
-        self._inbox.put_nowait(entry)
+        self._admit(entry)
         return future
 
     def post_lazy(self, event: Any) -> asyncio.Future[Any]:
@@ -446,11 +472,8 @@ class Runtime(DegradedMode):
     # --- recovery helpers -----------------------------------------------------------------------
 
     def _reject(self, future: asyncio.Future[Any] | None) -> None:
-        if future is not None and not future.done():
-            future.set_exception(CommandFailed("the controller could not apply this request; see its log"))
-            # Posted commands (agent reports) have nobody awaiting them: mark the error as seen
-            # so asyncio does not log it again when the future is collected.
-            future.add_done_callback(lambda done: done.exception())
+        if future is not None:
+            _fail(future, CommandFailed("the controller could not apply this request; see its log"))
 
     def _log_once(self, error: BaseException) -> None:
         """Log an unexpected error with its traceback the first time its kind is seen, then count it."""
@@ -579,3 +602,12 @@ class Runtime(DegradedMode):
             if not waiting:
                 del self.waiters[workflow_id]
         self._renders.pop(future, None)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    """Fail a request's future (if still pending) with ``error``."""
+    if not future.done():
+        future.set_exception(error)
+        # Posted commands (agent reports) have nobody awaiting them: mark the error as seen so
+        # asyncio does not log it again when the future is collected.
+        future.add_done_callback(lambda done: done.exception())

@@ -35,6 +35,7 @@ from typing import Any, cast
 from corral.controller.access_boot import bootstrap_admin_token, prune_audit_forever, use_secret_box
 from corral.controller.address_file import write_address
 from corral.controller.core.machine import MachineConfig
+from corral.controller.errors import StorageUnavailable
 from corral.controller.ha.guard import GuardedStore
 from corral.controller.ha.lease import LeaseKeeper, LeaseTimings, connector
 from corral.controller.ha.standby import build_standby_server
@@ -52,6 +53,7 @@ __all__ = ["HaNode", "NodeOptions", "instance_id", "open_postgres_store"]
 
 log = logging.getLogger("corral.controller.ha")
 _POLL_S = 0.05  # how often the term checks its lease between wake-ups (a flag check)
+_REFUSE_BEFORE_STOP_S = 0.2  # at a step-down: calls already received are refused, not cancelled
 
 
 def instance_id() -> str:
@@ -272,6 +274,11 @@ class HaNode:
             self.runtime_failures += 1
             failure = f"term failed: {exc}"
         reason = failure or _why(store, self._stopping)
+        # Every request still queued, or arriving until the server is down, is told to go elsewhere
+        # (UNAVAILABLE) rather than cancelled by the server's stop.
+        runtime.refuse_all(
+            StorageUnavailable(f"this controller is no longer the leader (epoch {epoch} ended: {reason})")
+        )
         # Quiet first: no new write can commit (the gate refuses once the lease is not ours or
         # the store deposed us); health turns NOT_SERVING and every agent stream closes at once,
         # so the agents go looking for the next leader instead of waiting on this one.
@@ -285,6 +292,9 @@ class HaNode:
             with contextlib.suppress(Exception):
                 await http.stop()
         if server is not None:
+            # A call that reached this process but no handler yet would be cancelled by the stop:
+            # one more moment lets it reach its handler, which refuses it (UNAVAILABLE).
+            await asyncio.sleep(_REFUSE_BEFORE_STOP_S)
             await server.stop(1.0)
         await runtime.stop()
         self.runtime = None

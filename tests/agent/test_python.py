@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 
+from corral.agent.executor import Executor
 from corral.v1 import types_pb2
 
 from .conftest import ExecutorFactory, RecordingSink, eventually, python_task
@@ -29,14 +30,20 @@ async def test_the_same_warm_worker_serves_several_tasks(make_executor: Executor
     assert json.loads((await sink.result("p3")).result_json) == 5
 
 
+async def _left_a_file(executor: Executor, sink: RecordingSink) -> int:
+    """Run wf-A's task a1, which leaves tmp/left.txt in the worker's folder; its process id."""
+    first = python_task("a1", "leave_file", "tmp/left.txt")
+    first.workflow_id = "wf-A"
+    executor.submit([first])
+    child: int = json.loads((await sink.result("a1")).result_json)
+    return child
+
+
 async def test_a_workflow_switch_empties_the_folder_and_reaps_the_child_it_leaves(
     make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
 ) -> None:
     executor = await make_executor(slots=1, workers=1)
-    first = python_task("a1", "leave_file", "tmp/left.txt")
-    first.workflow_id = "wf-A"
-    executor.submit([first])
-    child_a = json.loads((await sink.result("a1")).result_json)
+    child_a = await _left_a_file(executor, sink)
     tmp = tmp_path / "pyworkers" / "worker-0" / "tmp"
     assert (tmp / "left.txt").exists()
     second = python_task("b1", "pid")
@@ -59,10 +66,7 @@ async def test_a_workflow_switch_goes_from_child_to_child_without_the_template(
     make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
 ) -> None:
     executor = await make_executor(slots=1, workers=1)
-    first = python_task("a1", "leave_file", "tmp/left.txt")
-    first.workflow_id = "wf-A"
-    executor.submit([first])
-    child_a = json.loads((await sink.result("a1")).result_json)
+    child_a = await _left_a_file(executor, sink)
     template = psutil.Process(child_a).ppid()
     # The next workflow's child is forked beside wf-A's first task.
     await eventually(lambda: len(psutil.Process(template).children()) >= 2, what="the standby child")

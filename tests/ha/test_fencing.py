@@ -67,7 +67,8 @@ def test_a_frozen_leader_is_fenced_and_steps_down(tmp_path: Path, pg_dsn: str) -
         # It stepped down: a standby naming the new leader; the new leader goes on serving.
         stood_by = wait_until(lambda: old.health() == health_pb2.HealthCheckResponse.NOT_SERVING, 3 * TTL, "standby")
         assert stood_by, old.log()
-        assert "stepped down from epoch" in old.log()
+        # Logged once the old term's server and state loop have stopped and the standby is bound.
+        wait_until(lambda: "stepped down from epoch" in old.log(), 3 * TTL, "the step-down in the log")
         with pytest.raises(grpc.RpcError) as refused:
             old.submit(spec("to-the-standby-w3"))
         assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
