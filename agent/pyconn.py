@@ -18,7 +18,8 @@ from pathlib import Path
 from corral.agent.childproc import ChildProcess
 from corral.agent.output import PipeCapture
 from corral.agent.pycgroup import WorkerCgroup
-from corral.agent.pyworker import HEADER, Request, Response
+from corral.agent.pyframes import HEADER
+from corral.agent.pyworker import Request, Response
 
 __all__ = ["PyWorker", "ResponseReader", "WorkerDied"]
 

@@ -34,6 +34,7 @@ import struct
 import time
 from typing import Any
 
+from corral.agent.pyframes import HEADER, write_all_fd
 from corral.agent.usage import clean
 
 __all__ = [
@@ -55,7 +56,6 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
 #: How often the template looks at the lease (and, once the agent is gone, the timeout).
 TICK_S = 0.5
-_HEADER = struct.Struct("<I")
 
 # The child's task state in the shared page (byte 0).
 IDLE, RUNNING, FINISHING, RESPONDING, ABORTED = 0, 1, 2, 3, 4
@@ -380,7 +380,7 @@ class Watcher:
             return
         reply = pickle.dumps((False, b"", "fenced: the agent's lease expired", True, "fenced"))
         with contextlib.suppress(OSError):
-            _write_all_fd(self.responses_fd, _HEADER.pack(len(reply)) + reply)
+            write_all_fd(self.responses_fd, HEADER.pack(len(reply)) + reply)
         kill_descendants()
         os._exit(0)
 
@@ -541,22 +541,16 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _write_all_fd(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _last_frame(buffer: bytearray) -> Any:
     """The last whole frame of ``buffer`` unpickled (None when there is none)."""
     frame: Any = None
     offset = 0
-    while len(buffer) - offset >= _HEADER.size:
-        size = _HEADER.unpack_from(buffer, offset)[0]
-        end = offset + _HEADER.size + size
+    while len(buffer) - offset >= HEADER.size:
+        size = HEADER.unpack_from(buffer, offset)[0]
+        end = offset + HEADER.size + size
         if end > len(buffer):
             break
         with contextlib.suppress(Exception):
-            frame = pickle.loads(bytes(buffer[offset + _HEADER.size : end]))
+            frame = pickle.loads(bytes(buffer[offset + HEADER.size : end]))
         offset = end
     return frame

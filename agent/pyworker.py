@@ -42,7 +42,6 @@ import os
 import pickle
 import select
 import shutil
-import struct
 import sys
 import traceback
 import types
@@ -51,12 +50,12 @@ from typing import Any, BinaryIO
 
 from corral import task as corral_task
 from corral.agent.policy import MAX_RESULT_BYTES, ModuleRule, over_limit
+from corral.agent.pyframes import HEADER, read_frame, write_all, write_all_fd
 from corral.agent.pywatch import Shared, Watcher, become_subreaper, die_with_parent, kill_descendants, kill_leftovers
 from corral.agent.usage import TaskMeter
 
-__all__ = ["HEADER", "Request", "Response", "main"]
+__all__ = ["Request", "Response", "main"]
 
-HEADER = struct.Struct("<I")
 #: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s)
 Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
 #: (ok, result JSON, error, retryable, stop: "" or the reason the worker stopped the task, e.g. "fenced",
@@ -170,30 +169,6 @@ def _last_line(exc: BaseException) -> str:
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
-    """Exactly ``size`` bytes, or None at EOF. ``stream`` is unbuffered: the worker and its children
-    read the same pipe in turn, so nothing may sit in a buffer one of them copied at a fork."""
-    first = stream.read(size)
-    if first is not None and len(first) == size:
-        return first  # the common case: one read
-    data = bytearray(first or b"")
-    if not first:
-        return None
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return bytes(data)
-
-
-def _write_all(stream: BinaryIO, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = stream.write(view)
-        view = view[written or 0 :]
-
-
 def _restore_env(environ: Any, wanted: dict[str, str]) -> None:
     """Make ``os.environ`` exactly ``wanted`` (the slow path: a task changed the environment)."""
     current = dict(environ)
@@ -242,15 +217,6 @@ class _Env:
         self.previous = task_env
         data = self._data()
         self.snapshot = dict(data) if data is not None else None
-
-
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    """One length-prefixed frame (header included), or None at EOF."""
-    header = _read_exact(stream, HEADER.size)
-    if header is None:
-        return None
-    body = _read_exact(stream, HEADER.unpack(header)[0])
-    return None if body is None else header + body
 
 
 def _empty(folder: str) -> bool:
@@ -307,7 +273,7 @@ def _serve(
             # Its tasks' leftovers were killed before each answer: nothing of this workflow writes
             # here any more, and the next one must find the folder empty.
             _wipe(home)
-            _write_all_fd(handoff, frame)
+            write_all_fd(handoff, frame)
             os.write(done, _SWITCHED)
             # Closed now, not by the exit: the template reads to the end of this pipe, and the
             # kernel closes a dying process's files only after tearing down its memory (milliseconds).
@@ -317,7 +283,7 @@ def _serve(
         if not keep and shared.expired():
             # Cut off from the controller: a ``stop`` task may be running elsewhere by now.
             _reply(responses, (False, b"", "fenced: not started, the agent's lease had expired", True, "refused"))
-            frame = _read_frame(requests)
+            frame = read_frame(requests)
             continue
         env.apply(task_env)
         os.chdir(home)
@@ -348,18 +314,12 @@ def _serve(
             return  # the worker is stopping this task (fenced): it answers, this process exits
         _reply(responses, (ok, result, error, retryable, "", rss, cpu, touched))
         shared.idle()
-        frame = _read_frame(requests)
+        frame = read_frame(requests)
 
 
 def _reply(responses: BinaryIO, reply: Response) -> None:
     frame = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-    _write_all(responses, HEADER.pack(len(frame)) + frame)
-
-
-def _write_all_fd(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    write_all(responses, HEADER.pack(len(frame)) + frame)
 
 
 #: What a child writes on its ``done`` pipe when it handed a request of another workflow on.
@@ -382,14 +342,13 @@ def _fork_child(
     go: int,
     template_fds: tuple[int, ...],
     serve: Callable[[bytes, int, int], None],
-    warm: tuple[_Env, str, Any, Any] | None = None,
+    warm_up: Callable[[], object] | None = None,
 ) -> _Child:
     """Fork a child that starts on the first frame it reads from ``go`` (closed here, in the template).
 
     ``template_fds`` are the template's own pipe ends, which the child closes; ``serve(first,
-    handoff, done)`` runs the child's workflow (:func:`_serve`). With ``warm`` (the arguments of
-    :func:`_rehearse`), a child whose first request is not there within :data:`WARM_AFTER_S` warms
-    up meanwhile.
+    handoff, done)`` runs the child's workflow (:func:`_serve`). A child whose first request is not
+    there within :data:`WARM_AFTER_S` runs ``warm_up()`` meanwhile (see :func:`_rehearse`).
     """
     done_r, done_w = os.pipe()
     successor_r, successor_w = os.pipe()
@@ -407,14 +366,14 @@ def _fork_child(
     die_with_parent(template)
     code = 0
     try:
-        if warm:
+        if warm_up is not None:
             waiting = select.poll()
             waiting.register(go, select.POLLIN)
             if not waiting.poll(WARM_AFTER_S * 1000):  # not at once: the fork's parent side runs now
                 with contextlib.suppress(Exception):
-                    _rehearse(*warm, count=WARM_UPS, switch=False)
+                    warm_up()
         with os.fdopen(go, "rb", buffering=0) as start:
-            first = _read_frame(start)
+            first = read_frame(start)
         if first is not None:
             serve(first, successor_w, done_w)
     except BaseException:
@@ -484,7 +443,7 @@ def _rehearse(env: _Env, home: str, stdout: Any, stderr: Any, count: int = REHEA
     frames = io.BytesIO()
     payload = json.dumps({"function": f"{_REHEARSAL_MODULE}:_rehearsal_task", "args": [1]}).encode()
     for index in range(count + switch):
-        # The last frame is another workflow's: the child's path of handing it back, too.
+        # The last frame is another workflow's: the child's path of handing it on, too.
         workflow = "rehearsal" if index < count else "rehearsal-next"
         request: Request = (payload, {"input": b"1"}, {"CORRAL_TASK_ID": "rehearsal"}, workflow, b"r", False, 0.0, 0.0)
         body = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
@@ -496,7 +455,7 @@ def _rehearse(env: _Env, home: str, stdout: Any, stderr: Any, count: int = REHEA
     handed_r, handed_w = os.pipe()
     done_r, done_w = os.pipe()
     try:
-        first = _read_frame(frames)
+        first = read_frame(frames)
         if first is not None:
             _serve(first, frames, answers, handed_w, done_w, worker, env, home, stdout, stderr, Shared())
             if switch:
@@ -509,7 +468,7 @@ def _rehearse(env: _Env, home: str, stdout: Any, stderr: Any, count: int = REHEA
         os.chdir(home)
     answers.seek(0)
     succeeded = 0
-    while (frame := _read_frame(answers)) is not None:
+    while (frame := read_frame(answers)) is not None:
         succeeded += pickle.loads(frame[HEADER.size :])[0] is True
     return succeeded
 
@@ -548,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         watcher.refresh_lease()
         _serve(first, requests, responses, handoff, done, worker, env, home, stdout, stderr, shared)
 
+    def warm_up() -> None:
+        _rehearse(env, home, stdout, stderr, count=WARM_UPS, switch=False)
+
     # The modules the operator allowed by name are imported once here, before any task runs, so
     # every child starts with them imported (fresh, untouched by any task) instead of importing
     # them per workflow. Nothing a workflow names is ever imported in this process.
@@ -562,18 +524,18 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
 
     first_go, first_go_w = os.pipe()
-    active = _fork_child(first_go, (first_go_w,), serve, (env, home, stdout, stderr))
+    active = _fork_child(first_go, (first_go_w,), serve, warm_up)
     # Tell the pool this worker is up (interpreter started, imports done): it hands out only warm ones.
     ready = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
-    _write_all(responses, HEADER.pack(len(ready)) + ready)
+    write_all(responses, HEADER.pack(len(ready)) + ready)
     # The worker's first request is the only one the template reads: the first child has nobody to
     # hand it on. Every later child gets its first request from the child before it.
-    pending = _read_frame(requests)
+    pending = read_frame(requests)
     if pending is None:  # stopped before any task: the first child reads the end and exits
         os.close(first_go_w)
         watcher.exit_status(active.pid)
         return 0
-    _write_all_fd(first_go_w, pending)
+    write_all_fd(first_go_w, pending)
     os.close(first_go_w)
     while True:
         watcher.reap_ending()
@@ -581,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         # path of a short workflow (controller, agent, this child) runs one process at a time, so
         # the fork takes a core that is idle now, and would slow the controller's handling of the
         # answer if it came after it (measured: one-task workflows back to back, 6.0 -> 5.0 ms).
-        standby = _fork_child(active.successor_go, (active.done,), serve, (env, home, stdout, stderr))
+        standby = _fork_child(active.successor_go, (active.done,), serve, warm_up)
         # Not a blocking read: the watch also fences a task whose lease ran out, and takes over
         # a running task when the agent dies.
         switched = watcher.watch(active.pid, active.done)

@@ -5,7 +5,8 @@ StorageUnavailable (UNAVAILABLE), the machine is rebuilt from the store, and fro
 refused at once while reads, heartbeats and agent streams go on; timers and placement wait. The
 loop probes the store with a real write (0.1 s, doubling to 1 s); the first write that succeeds
 ends degraded mode, and agents whose reports were refused are asked to reconnect, so they send
-them again. A mixin of :class:`~corral.controller.runtime.Runtime`, which owns the state it uses.
+them again. A leader whose term ended refuses every request for good (:meth:`DegradedMode.refuse_all`).
+A mixin of :class:`~corral.controller.runtime.Runtime`, which owns the state it uses.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from corral.controller.errors import CorralError, StorageUnavailable
 from corral.controller.recovery import OPERATIONAL, storage_error
 from corral.controller.store.base import ChangeBatch, Store
 
-__all__ = ["DegradedMode"]
+__all__ = ["DegradedMode", "fail_future"]
 
 log = logging.getLogger("corral.controller")
 # The store is probed with a real write this often while degraded: from 0.1 s, doubling to 1 s, so
@@ -55,6 +56,9 @@ class DegradedMode:
     _stale: bool
     _reopen: set[str]
     _reopen_all: bool
+    _inbox: asyncio.Queue[Entry]
+    _lazy: list[Entry]
+    _refusal: CorralError | None
 
     def _init_degraded(self) -> None:
         self.degraded = None  # the error writers get while the store refuses commits
@@ -67,6 +71,8 @@ class DegradedMode:
         self._stale = False  # the rebuild failed too: memory may hold refused changes, serve no reads
         self._reopen = set()  # agents whose writes were refused: reconnect them at resume
         self._reopen_all = False  # a refused write of unknown origin: reconnect every agent
+        # Set when this controller's term as leader ended (see refuse_all): every request gets it.
+        self._refusal = None
 
     # The Runtime's own steps, used here.
     async def _tick(self, batch: Batch) -> None:
@@ -131,6 +137,33 @@ class DegradedMode:
         elif reads:
             await self._degraded_tick(reads, probe=False)
 
+    def refuse_all(self, error: CorralError) -> None:
+        """Answer every queued request with ``error`` now, and every later one at once.
+
+        For a leader whose term ended: its server stops within a second, and a request still
+        queued then (behind a rebuild from the store, say) would be cancelled, which tells a client
+        nothing; ``error`` (UNAVAILABLE) says to retry, with the next leader.
+        """
+        self._refusal = error
+        queued = [self._inbox.get_nowait() for _ in range(self._inbox.qsize())]
+        queued.extend(self._lazy)
+        self._lazy = []
+        for entry in queued:
+            if entry.future is None:
+                self._inbox.put_nowait(entry)  # internal work (the stop's last flush): kept
+            else:
+                fail_future(entry.future, error)
+
+    def _admit(self, entry: Entry, *, lazy: bool = False) -> None:
+        """Queue a request (``lazy``: for the next tick, see ``Runtime.post_lazy``), unless this
+        controller refuses all (then its future fails at once)."""
+        if self._refusal is not None and entry.future is not None:
+            fail_future(entry.future, self._refusal)
+        elif lazy:
+            self._lazy.append(entry)
+        else:
+            self._inbox.put_nowait(entry)
+
     def _refuse(self, entry: Entry) -> None:
         """Answer a write with the storage error; remember whose stream to reopen at resume."""
         assert self.degraded is not None
@@ -138,10 +171,8 @@ class DegradedMode:
             self._reopen_all = True
         elif entry.agent:
             self._reopen.add(entry.agent)
-        future = entry.future
-        if future is not None and not future.done():
-            future.set_exception(self.degraded)
-            future.add_done_callback(lambda done: done.exception())  # posted: nobody may await it
+        if entry.future is not None:
+            fail_future(entry.future, self.degraded)
 
     async def _degraded_tick(self, batch: Batch, *, probe: bool = True) -> None:
         """Probe the store when due; refuse writes; run reads (no timers, no placement)."""
@@ -244,3 +275,12 @@ class DegradedMode:
             if agent.state in _LIVE and (stream is None or stream.closed or stream.epoch != agent.session_epoch):
                 gone = ev.AgentGone(agent.id, agent.session_epoch)
                 self.post_event(gone).add_done_callback(lambda done: done.exception())
+
+
+def fail_future(future: asyncio.Future[Any], error: BaseException) -> None:
+    """Fail a request's future (if still pending) with ``error``."""
+    if not future.done():
+        future.set_exception(error)
+        # Posted commands (agent reports) have nobody awaiting them: mark the error as seen so
+        # asyncio does not log it again when the future is collected.
+        future.add_done_callback(lambda done: done.exception())

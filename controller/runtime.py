@@ -52,7 +52,7 @@ from corral.controller.commands import (
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
 from corral.controller.core.model import WorkflowEvent
-from corral.controller.degraded import DegradedMode
+from corral.controller.degraded import DegradedMode, fail_future
 from corral.controller.errors import CorralError, NotFound
 from corral.controller.recovery import OPERATIONAL, anchored_clock, carry_sessions
 from corral.controller.store.base import Snapshot, Store
@@ -112,8 +112,6 @@ class Runtime(DegradedMode):
         self.deliver_to_agents = encode_actions
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        # Set when this controller's term as leader ended (see refuse_all): every request gets it.
-        self._refusal: CorralError | None = None
         self.failure: BaseException | None = None  # kept for callers that check it; the loop never stops
         self.ticks = 0
         self.rebuilds = 0  # times the machine was rebuilt from the store after a rejected command
@@ -153,30 +151,6 @@ class Runtime(DegradedMode):
             for queue in queues:
                 queue.put_nowait(None)
         await asyncio.to_thread(self.store.close)
-
-    def refuse_all(self, error: CorralError) -> None:
-        """Answer every queued request with ``error`` now, and every later one at once.
-
-        For a leader whose term ended: its server stops within a second, and a request still
-        queued then (behind a rebuild from the store, say) would be cancelled, which tells a client
-        nothing; ``error`` (UNAVAILABLE) says to retry, with the next leader.
-        """
-        self._refusal = error
-        queued = [self._inbox.get_nowait() for _ in range(self._inbox.qsize())]
-        queued.extend(self._lazy)
-        self._lazy = []
-        for entry in queued:
-            if entry.future is None:
-                self._inbox.put_nowait(entry)  # internal work (the stop's last flush): kept
-            else:
-                _fail(entry.future, error)
-
-    def _admit(self, entry: Entry) -> None:
-        """Queue a request, unless this controller refuses all (then its future fails at once)."""
-        if self._refusal is not None and entry.future is not None:
-            _fail(entry.future, self._refusal)
-            return
-        self._inbox.put_nowait(entry)
 
     # --- commands -------------------------------------------------------------------------------
 
@@ -219,7 +193,7 @@ class Runtime(DegradedMode):
         commit of its own, an fsync per RPC. It is still committed like any change, only grouped.
         """
         entry, future = self._event_entry(event, None)
-        self._lazy.append(entry)
+        self._admit(entry, lazy=True)
         return future
 
     @staticmethod
@@ -473,7 +447,7 @@ class Runtime(DegradedMode):
 
     def _reject(self, future: asyncio.Future[Any] | None) -> None:
         if future is not None:
-            _fail(future, CommandFailed("the controller could not apply this request; see its log"))
+            fail_future(future, CommandFailed("the controller could not apply this request; see its log"))
 
     def _log_once(self, error: BaseException) -> None:
         """Log an unexpected error with its traceback the first time its kind is seen, then count it."""
@@ -602,12 +576,3 @@ class Runtime(DegradedMode):
             if not waiting:
                 del self.waiters[workflow_id]
         self._renders.pop(future, None)
-
-
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
-    """Fail a request's future (if still pending) with ``error``."""
-    if not future.done():
-        future.set_exception(error)
-        # Posted commands (agent reports) have nobody awaiting them: mark the error as seen so
-        # asyncio does not log it again when the future is collected.
-        future.add_done_callback(lambda done: done.exception())

@@ -39,6 +39,8 @@ async def test_queued_and_later_requests_are_refused_and_internal_work_still_run
                 await asyncio.wait_for(future, 5)
         later: Any = runtime.post_event(object())
         assert later.done() and later.exception() is refusal  # at once, never queued
+        lazy: Any = runtime.post_lazy(object())
+        assert lazy.done() and lazy.exception() is refusal
         with pytest.raises(StorageUnavailable):
             await runtime.call(command)
         assert ran == []  # nothing refused was applied
