@@ -1,6 +1,6 @@
 """The lifecycle of the attempts on this agent, as a pure state machine: events in, instructions out.
 
-Like dask's ``worker_state_machine``: :class:`AttemptMachine` holds the slots, the FIFO queue and
+Like dask's ``worker_state_machine``: :class:`AttemptMachine` holds the slots, the queue (in the controller's order) and
 the state of every attempt the agent holds, and :meth:`AttemptMachine.handle` turns one event (an
 assignment, a runner's answer, a controller message, a drain) into the instructions the thin shell
 (:mod:`corral.agent.executor`) carries out: start a run, stop one, report something, forget one.
@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.agent.attempt import AttemptResult, StopReason
+from corral.agent.slotqueue import SlotQueue
 from corral.v1 import types_pb2
 
 __all__ = [
@@ -297,7 +297,7 @@ _ACTIVE = (State.STARTING, State.RUNNING, State.STOPPING)
 
 
 class AttemptMachine:
-    """The slots, the FIFO queue and the state of every attempt held by this agent."""
+    """The slots, the queue (the controller's order) and the state of every attempt held by this agent."""
 
     def __init__(self, slots: int, kill_grace_s: float) -> None:
         if slots < 1:
@@ -307,7 +307,8 @@ class AttemptMachine:
         self.kill_grace_s = kill_grace_s
         self.accepting = True
         self._attempts: dict[str, _Attempt] = {}
-        self._queue: deque[_Attempt] = deque()
+        # Waiting for a slot, in the controller's order (agent/slotqueue.py), then arrival.
+        self._queue: SlotQueue[_Attempt] = SlotQueue()
         self._active = 0  # STARTING + RUNNING + STOPPING: the slots in use
 
     # -- queries ------------------------------------------------------------------------------------
@@ -366,7 +367,7 @@ class AttemptMachine:
             # Draining: give it back at once, the controller requeues it elsewhere.
             attempt.state = State.DONE
             return [ReportFinished(attempt_id, AttemptResult.stopped(StopReason.DRAINED, "not started"))]
-        self._queue.append(attempt)
+        self._queue.push(attempt, tuple(assignment.queue_order))
         # Acknowledged at once (the controller takes back assignments it hears nothing of).
         out: list[Instruction] = [ReportAccepted(attempt_id)]
         self._pump(out)
@@ -377,7 +378,7 @@ class AttemptMachine:
         out: list[Instruction] = []
         queue = self._queue
         while queue:
-            attempt = queue.popleft()
+            attempt = queue.pop()
             attempt.state = State.DONE
             out.append(ReportFinished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started")))
         return out
@@ -415,7 +416,7 @@ class AttemptMachine:
     def _pump(self, out: list[Instruction]) -> None:
         queue = self._queue
         while queue and self._active < self.slots:
-            attempt = queue.popleft()
+            attempt = queue.pop()
             attempt.state = State.STARTING
             self._active += 1
             assert attempt.assignment is not None

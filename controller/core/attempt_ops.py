@@ -49,11 +49,19 @@ class AttemptOps(AssignmentLeases):
     """Handlers that create, confirm and end attempts."""
 
     def dispatch(
-        self, task: Task, agent_id: str, gpu_ids: tuple[int, ...], now: float, pulled: bool, principal: str = ""
+        self,
+        task: Task,
+        agent_id: str,
+        gpu_ids: tuple[int, ...],
+        now: float,
+        pulled: bool,
+        principal: str = "",
+        order: tuple[float, ...] = (),
     ) -> Assignment:
         """Create the next attempt of ``task`` on ``agent_id`` (allocation already taken).
 
         An agent's attempt must be acknowledged (Accepted or Started) within the assignment lease.
+        ``order``: the task's ready-queue order, which the agent keeps among the attempts it queues.
         """
         task.attempts += 1
         attempt = Attempt(
@@ -95,7 +103,7 @@ class AttemptOps(AssignmentLeases):
         if task.on_disconnect == "keep":
             keep_for = task.max_disconnect_s if task.max_disconnect_s is not None else self.config.max_disconnect_s
         checkpoint = self.checkpoints.get(task.id) if self.checkpoints else None
-        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets, keep_for, checkpoint)
+        return Assignment(attempt.id, attempt.number, task, inputs, gpu_ids, secrets, keep_for, checkpoint, order)
 
     def fails_for_secrets(self, task: Task, now: float) -> bool:
         """Fail a queued task for good when a secret its env refers to no longer exists."""
@@ -131,6 +139,8 @@ class AttemptOps(AssignmentLeases):
             if self.granted:  # the work ran out: the next burst starts slow again
                 self.grant({})
             return
+        if self.ending:
+            self.ending.advance(now + self.config.lookahead_s, self.views)
         if not any(view.has_room() for view in self.views.values()):
             # Nothing can be placed; record that cheaply (no queue walk) so explain can say so.
             self.last_plan = Plan(at=now, stopped="no agent had room for new work")
@@ -161,10 +171,12 @@ class AttemptOps(AssignmentLeases):
             task = self.tasks[placement.task_id]
             if self.fails_for_secrets(task, now):
                 continue
-            self.queue.discard(task.id)
+            queue = self.queue
+            order = queue.order_key(task.id)[:3] if task.id in queue else ()
+            queue.discard(task.id)
             gpu_ids = self.views[placement.agent_id].allocate(task.resources)
             batches.setdefault(placement.agent_id, []).append(
-                self.dispatch(task, placement.agent_id, gpu_ids, now, pulled=False)
+                self.dispatch(task, placement.agent_id, gpu_ids, now, pulled=False, order=order)
             )
         for agent_id, assignments in batches.items():
             self.emit(Assign(agent_id, assignments))
@@ -318,6 +330,8 @@ class AttemptOps(AssignmentLeases):
         """``at`` is the start time by the agent's clock, when it said (reports arrive batched)."""
         if attempt.state is A.ASSIGNED:
             move_attempt(attempt, A.RUNNING)
+            if not attempt.pulled:
+                self.expect_end(attempt, task, now)
         attempt.started_at = at if at is not None else now
         self.touch_attempt(attempt)
         task.started_at = attempt.started_at
@@ -329,6 +343,16 @@ class AttemptOps(AssignmentLeases):
                 # for it (one write less per task); restore derives the task's state from its
                 # attempt, and the task's next change writes it.
                 del self._moved_tasks[task.id]
+
+    def expect_end(self, attempt: Attempt, task: Task, now: float) -> None:
+        """Count the attempt for lookahead dispatch (core/lookahead.py) when its duration is known:
+        its estimate, else its task's learned one (never a guess from other tasks)."""
+        workflow = self.workflows[task.workflow_id]
+        seconds, _ = self.ordering.book.expected(
+            task.namespace, workflow.name, task.name, task.estimated_duration_s, ""
+        )
+        if seconds > 0 and self.config.lookahead_s > 0:
+            self.ending.started(attempt.id, attempt.agent_id, now + seconds)
 
     def refuse_late(self, reporter: str, attempt_id: str) -> None:
         """A Started or Accepted for an attempt that was taken back from (or never given to) this

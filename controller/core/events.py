@@ -319,6 +319,10 @@ class Assignment:
     secrets: Mapping[str, str] = field(default_factory=dict)  # decrypted values its env refers to
     max_disconnect_s: float = 0.0  # a keep task's effective limit (its own, else the controller's)
     checkpoint: bytes | None = None  # the task's last checkpoint (JSON), for the attempt to resume from
+    # The ready queue's order when placed (band, latest start, -score): an agent starts the attempts
+    # queued on it for a slot in this order (a long task sent ahead of its slot must not hold back
+    # a more critical one that became ready after it). Empty: placed outside the queue.
+    order: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,12 @@ class Machine(ScheduleOps):
         assignment = self.next_assignment_deadline()
         if assignment is not None:
             times.append(assignment)
+        if self.queue and self.ending:
+            # A pass when the next running attempt comes within the lookahead (once each: the
+            # pass counts it, and only a non-empty queue asks, so an idle controller never spins).
+            due = self.ending.next_end()
+            if due is not None:
+                times.append(due - self.config.lookahead_s)
         return min(times) if times else None
 
     # --- boot -----------------------------------------------------------------------------------

@@ -111,6 +111,9 @@ class AgentView:
     # The pass window the last pass filled (0: it did not fill it). The slow start doubles from
     # it, so an agent that runs its work as fast as it gets it still opens up (see pass_window).
     grant: int = 0
+    # Running attempts expected to end within the lookahead time (core/lookahead.py): the agent
+    # may hold as many long tasks queued beyond its slots, so their slots never wait for a round trip.
+    ending: int = 0
 
     @classmethod
     def of(
@@ -152,8 +155,19 @@ class AgentView:
         return self.capacity - self.allocated
 
     def has_room(self) -> bool:
-        """Whether the agent takes new work at all: connected and its window not full."""
-        return self.state is AgentState.CONNECTED and not self.held_back and self.outstanding < self.window
+        """Whether the agent takes new work at all: connected and its window (or, for long tasks,
+        its slots plus the attempts ending soon: :attr:`long_window`) not full."""
+        return (
+            self.state is AgentState.CONNECTED
+            and not self.held_back
+            and (self.outstanding < self.window or self.outstanding < self.slots + self.ending)
+        )
+
+    @property
+    def long_window(self) -> int:
+        """The outstanding attempts a long (not prefetchable) task may join: a free slot, or a slot
+        whose running attempt is expected to end within the lookahead time (``lookahead_s``)."""
+        return self.slots + self.ending
 
     def allocate(self, req: Resources) -> tuple[int, ...]:
         """Commit ``req`` and one outstanding attempt; returns the GPU indexes taken (lowest first)."""
@@ -212,6 +226,7 @@ class AgentView:
             self.namespaces,
             self.held_back,
             grant=self.grant,
+            ending=self.ending,
         )
 
 
@@ -227,7 +242,8 @@ class Demand:
     resources: Resources = field(default_factory=Resources)
     constraints: Mapping[str, str] = field(default_factory=dict)
     # Short tasks may be queued on an agent beyond its slots (prefetch); long or unknown ones only
-    # take a free slot, so they stay in the controller's queue where priorities still apply.
+    # take a free slot or one about to free (AgentView.long_window), so they stay in the
+    # controller's queue, where priorities still apply, until a slot is (nearly) theirs.
     prefetchable: bool = True
     namespace: str = "default"
     constraint_exprs: tuple[LabelExpr, ...] = ()
@@ -237,7 +253,10 @@ class Demand:
 
     def window(self, agent: AgentView) -> int:
         """How many outstanding attempts ``agent`` may hold when this task is added."""
-        return agent.window if self.prefetchable else min(agent.window, agent.slots)
+        # A short task may always go where a long one may (else, once the prefetch window closes
+        # while tasks run long, long tasks sent ahead of their slots would starve short ones).
+        long_window = agent.slots + agent.ending
+        return max(agent.window, long_window) if self.prefetchable else long_window
 
 
 # A hashable key equal for demands that every filter and scorer treats alike.
@@ -379,7 +398,9 @@ def choose(
     best_key: tuple[bool, tuple[float, ...], float, int, str, str] | None = None
     for agent in agents:
         if prefiltered:
-            window = agent.window if prefetchable else min(agent.window, agent.slots)
+            window = agent.slots + agent.ending
+            if prefetchable and agent.window > window:
+                window = agent.window
             if agent.outstanding >= window or not free_ok(demand, agent):
                 continue
         elif not fits_now(demand, agent):

@@ -239,7 +239,8 @@ class WindowFilter:
         if agent.outstanding < window:
             return None
         extra = window - agent.slots
-        detail = f" ({agent.slots} + {extra} prefetch)" if extra > 0 else ""
+        what = "prefetch" if demand.prefetchable else "ending soon"
+        detail = f" ({agent.slots} + {extra} {what})" if extra > 0 else ""
         return f"all {window} slots busy{detail}"
 
     def passes(self, demand: Demand, agent: AgentView) -> bool:

@@ -23,6 +23,7 @@ from corral.controller.core.events import Action, AttemptFinished, Publish, Subm
 from corral.controller.core.fallbacks import Fallbacks, track_rules, unfinished_of
 from corral.controller.core.group_ops import track_groups
 from corral.controller.core.lifecycle import LifecycleBook
+from corral.controller.core.lookahead import EndingSoon
 from corral.controller.core.model import (
     Agent,
     Attempt,
@@ -173,6 +174,7 @@ class MachineState:
         # Submissions applied this tick: their records are rewound if the tick is thrown away.
         self.submitted: list[SubmitWorkflow] = []
         self.preempter = Preempter()  # issue 9: preemptions in progress (memory only)
+        self.ending = EndingSoon()  # running attempts by expected end: lookahead dispatch (memory only)
         self.checkpoints = CheckpointBook()  # issue 10: each task's last checkpoint
         self.dynamic = DynamicBook()  # issue 10: spawned children and "X/*" fan-ins (indexes)
         self.run_book = RunBook()  # issue 10: the runs of retried workflows
@@ -503,6 +505,7 @@ class MachineState:
         owned = self.active.get(attempt.agent_id)
         if owned is not None:
             owned.discard(attempt.id)
+        self.ending.ended(attempt.id, self.views)
         self.unconfirmed.pop(attempt.id, None)
         self.deadlines.pop(attempt.id, None)
         self.assign_order.pop(attempt.id, None)
@@ -527,6 +530,7 @@ class MachineState:
             held_back=agent.id in self.held_back or self.cordons.holds(agent.id),
         )
         view.crowded = self.crowded
+        view.ending = self.ending.of(agent.id)
         if view.outstanding > view.slots:
             self.crowded.add(agent.id)
         else:

@@ -224,6 +224,8 @@ def assignment_to_proto(assignment: ev.Assignment) -> pb.TaskAssignment:
         message.secrets.update(assignment.secrets)
     if assignment.checkpoint is not None:  # issue 10: resume from the task's last checkpoint
         message.checkpoint_json = assignment.checkpoint
+    if assignment.order:
+        message.queue_order.extend(assignment.order)
     return message
 
 

@@ -395,3 +395,40 @@ def test_every_pair_is_in_the_table_or_raises(state: State, kind: type) -> None:
 def test_the_table_names_only_known_states_and_events() -> None:
     for state, kind in TRANSITIONS:
         assert state in State and kind in _SAMPLES
+
+
+# --- the queue keeps the controller's order ------------------------------------------------------
+
+
+def _ordered(attempt_id: str, *order: float) -> types_pb2.TaskAssignment:
+    message = assignment(attempt_id)
+    message.queue_order.extend(order)
+    return message
+
+
+def test_a_free_slot_takes_the_queued_attempt_first_in_the_controllers_order() -> None:
+    m = machine(slots=1)
+    m.handle(Assigned(_ordered("running", -50.0, 0.0, -9.0)))
+    # Sent ahead of the slot in this order; the later ones rank higher (more critical) in the controller.
+    for attempt_id, score in (("long", 1.0), ("short-critical", 5.0), ("other", 2.0)):
+        m.handle(Assigned(_ordered(attempt_id, -50.0, 0.0, -score)))
+    assert m.active_ids() == ["running", "short-critical", "other", "long"]
+    started = []
+    current = "running"
+    for _ in range(3):
+        m.handle(Started(current, 1))
+        out = m.handle(Ended(current, OK))
+        (start,) = [i for i in out if isinstance(i, Start)]
+        started.append(current := start.attempt_id)
+    assert started == ["short-critical", "other", "long"]
+
+
+def test_attempts_without_an_order_start_in_the_order_they_arrived() -> None:
+    m = machine(slots=1)
+    for attempt_id in ("a", "b", "c", "d"):
+        m.handle(Assigned(assignment(attempt_id)))
+    m.handle(Cancel("c", force=False, grace_s=GRACE))  # a queued one released: the rest keep their order
+    assert m.active_ids() == ["a", "b", "d"]
+    m.handle(Started("a", 1))
+    (start,) = [i for i in m.handle(Ended("a", OK)) if isinstance(i, Start)]
+    assert start.attempt_id == "b"

@@ -625,7 +625,7 @@ class AgentInfo(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AgentState, str]] = ..., agent_types: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., allocated: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., running_attempts: _Optional[int] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., version: _Optional[str] = ..., namespaces: _Optional[_Iterable[str]] = ..., cordoned_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cordon_reason: _Optional[str] = ..., cordoned: _Optional[bool] = ..., cordoned_by: _Optional[str] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
-    __slots__ = ("attempt_id", "task_id", "workflow_id", "task_name", "agent_type", "payload_json", "resources", "timeout_s", "inputs_json", "gpu_ids", "attempt_number", "secrets", "namespace", "on_disconnect", "max_disconnect_s", "checkpoint_json")
+    __slots__ = ("attempt_id", "task_id", "workflow_id", "task_name", "agent_type", "payload_json", "resources", "timeout_s", "inputs_json", "gpu_ids", "attempt_number", "secrets", "namespace", "on_disconnect", "max_disconnect_s", "checkpoint_json", "queue_order")
     class InputsJsonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -656,6 +656,7 @@ class TaskAssignment(_message.Message):
     ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     MAX_DISCONNECT_S_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_JSON_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ORDER_FIELD_NUMBER: _ClassVar[int]
     attempt_id: str
     task_id: str
     workflow_id: str
@@ -672,4 +673,5 @@ class TaskAssignment(_message.Message):
     on_disconnect: OnDisconnect
     max_disconnect_s: float
     checkpoint_json: bytes
-    def __init__(self, attempt_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., task_name: _Optional[str] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., timeout_s: _Optional[float] = ..., inputs_json: _Optional[_Mapping[str, bytes]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., attempt_number: _Optional[int] = ..., secrets: _Optional[_Mapping[str, str]] = ..., namespace: _Optional[str] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., checkpoint_json: _Optional[bytes] = ...) -> None: ...
+    queue_order: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, attempt_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., task_name: _Optional[str] = ..., agent_type: _Optional[str] = ..., payload_json: _Optional[bytes] = ..., resources: _Optional[_Union[ResourceRequirements, _Mapping]] = ..., timeout_s: _Optional[float] = ..., inputs_json: _Optional[_Mapping[str, bytes]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., attempt_number: _Optional[int] = ..., secrets: _Optional[_Mapping[str, str]] = ..., namespace: _Optional[str] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., max_disconnect_s: _Optional[float] = ..., checkpoint_json: _Optional[bytes] = ..., queue_order: _Optional[_Iterable[float]] = ...) -> None: ...

@@ -1,0 +1,85 @@
+"""The attempts an agent holds for a slot, in the controller's order.
+
+The controller sends work ahead of free slots: short tasks (prefetch) and long tasks whose slot is
+about to free (lookahead). Each assignment carries the controller's queue order when it was placed
+(``TaskAssignment.queue_order``: priority band, latest start, minus the graph score). Started in
+the order they arrived, a long task sent ahead of its slot held back a more critical short task
+that became ready after it (on the cycles trace: the critical chain waited a second more). So a
+free slot takes the lowest order first, then the earliest received; attempts without an order
+(an older controller) keep the order they arrived in.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["SlotQueue"]
+
+
+class _Queued(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Q = TypeVar("Q", bound=_Queued)
+
+
+class _Entry(Generic[Q]):
+    __slots__ = ("item", "key")
+
+    def __init__(self, key: tuple[tuple[float, ...], int], item: Q) -> None:
+        self.key = key
+        self.item: Q | None = item  # None once removed (dropped when it reaches the top)
+
+    def __lt__(self, other: _Entry[Q]) -> bool:
+        return self.key < other.key
+
+
+class SlotQueue(Generic[Q]):
+    """A priority queue of attempts keyed by ``(order, arrival)``, with removal by identity."""
+
+    def __init__(self) -> None:
+        self._heap: list[_Entry[Q]] = []
+        self._entries: dict[str, _Entry[Q]] = {}  # attempt id -> its live heap entry
+        self._arrivals = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def __iter__(self) -> Iterator[Q]:
+        """The queued attempts in the order they will start."""
+        for entry in sorted(self._entries.values()):
+            if entry.item is not None:
+                yield entry.item
+
+    def push(self, item: Q, order: tuple[float, ...]) -> None:
+        """Queue ``item`` (an attempt id already queued is replaced)."""
+        self.remove(item)
+        entry = _Entry((order, next(self._arrivals)), item)
+        self._entries[item.id] = entry
+        heapq.heappush(self._heap, entry)
+
+    def pop(self) -> Q:
+        """The attempt to start next (IndexError when empty)."""
+        heap = self._heap
+        while heap:
+            item = heapq.heappop(heap).item
+            if item is not None:
+                del self._entries[item.id]
+                return item
+        raise IndexError("pop from an empty slot queue")
+
+    def remove(self, item: Q) -> None:
+        """Drop ``item`` if queued (cancelled, released, killed)."""
+        entry = self._entries.pop(item.id, None)
+        if entry is not None:
+            entry.item = None
+            if len(self._heap) > 2 * len(self._entries) + 64:  # removed entries never pile up
+                self._heap = [e for e in self._heap if e.item is not None]
+                heapq.heapify(self._heap)
