@@ -57,8 +57,13 @@ async def _wait(waiter: asyncio.Future[bool] | None, timeout_s: float) -> bool:
     """
     if waiter is None:
         return False
+    # Awaited directly, without shield and wait_for: each of those puts one more pass of the event
+    # loop between the render and this handler, and the commit's metrics and log lines (scheduled
+    # after the render) ran in that gap, on every waited round trip. A call that times out or goes
+    # away cancels the waiter; the runtime skips a done waiter (and the caller forgets it).
     with contextlib.suppress(TimeoutError):
-        return await asyncio.wait_for(asyncio.shield(waiter), timeout_s or None)
+        async with asyncio.timeout(timeout_s or None):
+            return await waiter
     return False
 
 
