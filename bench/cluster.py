@@ -277,7 +277,9 @@ class BenchCluster:
         out_dir.mkdir(parents=True, exist_ok=True)
         pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = out_dir / f"controller-{pid}.txt"
-        argv = [pyspy, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "--rate", "100"]
+        rate = os.environ.get("CORRAL_BENCH_PYSPY_RATE", "100")
+        extra = os.environ.get("CORRAL_BENCH_PYSPY_ARGS", "").split()  # e.g. "--threads" or "--native"
+        argv = [pyspy, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "--rate", rate, *extra]
         self.profiler = Proc("py-spy", argv, self.env, self.directory / "py-spy.log")
         print(f"py-spy recording the controller into {out}", file=sys.stderr)
 
