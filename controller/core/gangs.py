@@ -84,7 +84,14 @@ def try_gang(
     All or nothing: the list is empty unless every member found an agent; the count says how
     many members fit in the greedy trial (for the waiting reason). ``agents`` are not changed.
     """
-    trial = [a.clone() for a in agents if a.has_room()]
+    trial = []
+    for agent in agents:
+        clone = agent.clone()
+        # Members start together: none waits on an agent for a slot still held by an attempt
+        # expected to end soon (core/lookahead.py), which may overrun its estimate.
+        clone.ending = 0
+        if clone.has_room():
+            trial.append(clone)
     chosen: list[tuple[str, str]] = []
     for task_id in gang.members:
         need = demand(task_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from corral.controller.core import events as ev
 from corral.controller.core.lookahead import EndingSoon
+from corral.controller.core.machine import MachineConfig
 from corral.controller.core.model import AgentState, AttemptState, Resources, TaskState, WorkflowState
 from corral.controller.core.placement import AgentView, Demand
 from corral.controller.core.placement_filters import WindowFilter
@@ -150,3 +151,20 @@ def test_assignments_carry_the_ready_queue_order_the_agent_keeps(sim: Sim) -> No
     orders = [a.order for a in assignments]
     assert all(len(o) == 3 for o in orders)
     assert orders == sorted(orders)  # the agent starts them in this order, whatever their arrival
+
+
+def test_gang_members_never_take_a_slot_that_is_only_ending(make_sim: type[Sim]) -> None:
+    sim = make_sim(config=MachineConfig(prefetch=0))
+    sim.hello("a1", slots=2)
+    _, step = sim.submit([task_spec("running", estimated_duration=1.0)], name="first")
+    (running,) = step.assignments("a1")
+    sim.started("a1", running.attempt_id)
+    sim.advance(0.96)  # "running" is ending: a long task could be sent ahead of its slot
+    members = [task_spec(f"g{i}", estimated_duration=1.0, gang="pair") for i in range(2)]
+    wf, step = sim.submit(members, name="gang")
+    # One slot is free and one is ending: the pair must start together, so neither is placed.
+    assert sim.machine.views["a1"].ending == 1
+    assert step.assignments("a1") == []
+    assert sim.machine.plan_reason(sim.task(wf, "g0")) == "gang pair: waiting until all 2 tasks fit (1 fit now)"
+    step = sim.finished("a1", running.attempt_id)
+    assert sorted(a.task.name for a in step.assignments("a1")) == ["g0", "g1"]
