@@ -108,6 +108,7 @@ def _config(args: ControllerSettings) -> MachineConfig:
         deadline_scheduling=args.deadline_scheduling,
         max_preemptions=args.max_preemptions,
         reserve_after_s=args.reserve_after,
+        lookahead_s=args.lookahead,
         reservation_expiry_factor=args.reservation_expiry_factor,
         cordon_after=args.cordon_after,
         cordon_cooldown_s=args.cordon_cooldown,

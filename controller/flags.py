@@ -169,6 +169,14 @@ def controller(
             help="keep deadlines and report them, but neither judge them at submit nor order the queue by slack",
         ),
     ] = False,
+    lookahead: Annotated[
+        float | None,
+        typer.Option(
+            "--lookahead",
+            help="seconds before a running task's expected end that a longer task may be sent to wait for "
+            "its slot on the agent (0: free slots only) [0.05]",
+        ),
+    ] = None,
     reserve_after: Annotated[
         float | None,
         typer.Option(

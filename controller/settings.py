@@ -32,6 +32,7 @@ _NON_NEGATIVE = (
     "kill_grace",
     "assignment_lease",
     "reserve_after",
+    "lookahead",
     "reservation_expiry_factor",
     "cordon_after",
     "cordon_cooldown",
@@ -73,6 +74,7 @@ class ControllerSettings(LayeredSettings):
     max_agents: int = 10_000
     deadline_scheduling: bool = True
     reserve_after: float = 60.0
+    lookahead: float = 0.05
     cordon_after: int = 5
     cordon_cooldown: float = 300.0
     reservation_expiry_factor: float = 2.0

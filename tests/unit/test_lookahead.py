@@ -8,6 +8,8 @@ machine is validated at teardown.
 
 from __future__ import annotations
 
+import pytest
+
 from corral.controller.core import events as ev
 from corral.controller.core.lookahead import EndingSoon
 from corral.controller.core.machine import MachineConfig
@@ -168,3 +170,27 @@ def test_gang_members_never_take_a_slot_that_is_only_ending(make_sim: type[Sim])
     assert sim.machine.plan_reason(sim.task(wf, "g0")) == "gang pair: waiting until all 2 tasks fit (1 fit now)"
     step = sim.finished("a1", running.attempt_id)
     assert sorted(a.task.name for a in step.assignments("a1")) == ["g0", "g1"]
+
+
+def test_the_controller_flag_sets_the_horizon_and_zero_turns_it_off(make_sim: type[Sim]) -> None:
+    from corral.controller.daemon import _config
+    from corral.controller.flags import parse_args
+
+    assert _config(parse_args([])).lookahead_s == 0.05
+    assert _config(parse_args(["--lookahead", "0.2"])).lookahead_s == 0.2
+    off = _config(parse_args(["--lookahead", "0"]))
+    assert off.lookahead_s == 0.0
+    sim = make_sim(config=off)
+    sim.hello("a1", slots=1)
+    _, step = sim.submit([task_spec("first", estimated_duration=1.0), task_spec("second", estimated_duration=1.0)])
+    (first,) = step.assignments("a1")
+    sim.started("a1", first.attempt_id)
+    assert sim.advance(0.99).assignments("a1") == []  # free slots only
+    assert len(sim.machine.ending) == 0
+
+
+def test_a_negative_horizon_is_refused() -> None:
+    from corral.controller.flags import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--lookahead", "-1"])
