@@ -173,8 +173,8 @@ def controller(
         float | None,
         typer.Option(
             "--lookahead",
-            help="seconds before a running task's expected end that a longer task may be sent to wait for "
-            "its slot on the agent (0: free slots only) [0.05]",
+            help="at most this many seconds before a running task's expected end (twice the measured dispatch "
+            "latency), a longer task may be sent to wait for its slot on the agent (0: free slots only) [0.05]",
         ),
     ] = None,
     reserve_after: Annotated[

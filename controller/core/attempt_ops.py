@@ -84,6 +84,10 @@ class AttemptOps(AssignmentLeases):
             self.unacknowledged[attempt.id] = deadline
             self.ack_queue.append((deadline, attempt.id))
         self.active.setdefault(agent_id, set()).add(attempt.id)
+        if not pulled and self.config.lookahead_s > 0:
+            view = self.views.get(agent_id)
+            if view is not None and view.outstanding <= view.slots:  # a free slot: it starts at once
+                self.ending.placed(attempt.id, now)
         self.assign_seq += 1
         self.assign_order[attempt.id] = self.assign_seq
         self.touch_attempt(attempt)
@@ -140,7 +144,9 @@ class AttemptOps(AssignmentLeases):
                 self.grant({})
             return
         if self.ending:
-            self.ending.advance(now + self.config.lookahead_s, self.views)
+            horizon = self.ending.horizon(self.config.lookahead_s)
+            if horizon > 0:
+                self.ending.advance(now + horizon, self.views)
         if not any(view.has_room() for view in self.views.values()):
             # Nothing can be placed; record that cheaply (no queue walk) so explain can say so.
             self.last_plan = Plan(at=now, stopped="no agent had room for new work")
@@ -330,7 +336,8 @@ class AttemptOps(AssignmentLeases):
         """``at`` is the start time by the agent's clock, when it said (reports arrive batched)."""
         if attempt.state is A.ASSIGNED:
             move_attempt(attempt, A.RUNNING)
-            if not attempt.pulled:
+            if not attempt.pulled and self.config.lookahead_s > 0:
+                self.ending.took(attempt.id, now)
                 self.expect_end(attempt, task, now)
         attempt.started_at = at if at is not None else now
         self.touch_attempt(attempt)
@@ -351,7 +358,7 @@ class AttemptOps(AssignmentLeases):
         seconds, _ = self.ordering.book.expected(
             task.namespace, workflow.name, task.name, task.estimated_duration_s, ""
         )
-        if seconds > 0 and self.config.lookahead_s > 0:
+        if seconds > 0:
             self.ending.started(attempt.id, attempt.agent_id, now + seconds)
 
     def refuse_late(self, reporter: str, attempt_id: str) -> None:

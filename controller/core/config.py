@@ -23,9 +23,9 @@ class MachineConfig:
     # prefetch grows until the queued work lasts this long at the agent's measured task rate.
     pipeline_s: float = 0.2
     prefetch_below_s: float = 0.1  # only tasks expected to run shorter than this are prefetched
-    # A longer task may be sent to an agent this long before one of its running attempts is
-    # expected to end (core/lookahead.py): enough to cover the report -> commit -> assignment
-    # loop, short enough that little else can become ready meanwhile. 0: never (free slots only).
+    # A longer task may be sent to an agent shortly before one of its running attempts is expected
+    # to end (core/lookahead.py): twice the measured dispatch latency ahead, at most this long.
+    # 0: never (free slots only).
     lookahead_s: float = 0.05
     steal_after_s: float = 0.01  # prefetched attempts not started after this long may move to idle agents
     ageing_per_s: float = 0.5  # priority points gained per second of waiting

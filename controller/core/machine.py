@@ -144,8 +144,9 @@ class Machine(ScheduleOps):
             # A pass when the next running attempt comes within the lookahead (once each: the
             # pass counts it, and only a non-empty queue asks, so an idle controller never spins).
             due = self.ending.next_end()
-            if due is not None:
-                times.append(due - self.config.lookahead_s)
+            horizon = self.ending.horizon(self.config.lookahead_s)
+            if due is not None and horizon > 0:
+                times.append(due - horizon)
         return min(times) if times else None
 
     # --- boot -----------------------------------------------------------------------------------

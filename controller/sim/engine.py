@@ -7,11 +7,12 @@ thing that happens (a simulated task ending, or ``machine.next_timer()``). Nothi
 workflow of thousands of tasks replays in milliseconds to a second.
 
 The simulated agents behave like real ones with zero overhead: they say Hello, run what they are
-assigned in arrival order on their slots (attempts beyond their slots wait in their queue, as the
-core's prefetch expects), report Started and Finished in one batch per agent per instant, give back
-prefetched attempts a release-only Cancel asks for (work moved to an idle agent), stop attempts a
-Cancel kills, time out attempts that outlive the task's ``timeout``, and heartbeat so the core never
-declares them lost however far the clock jumps. Changes are discarded: there is no store.
+assigned on their slots (attempts beyond their slots wait in their queue, in the controller's
+order, as the core's prefetch and lookahead expect), report Started and Finished in one batch per
+agent per instant, give back prefetched attempts a release-only Cancel asks for (work moved to an
+idle agent), stop attempts a Cancel kills, time out attempts that outlive the task's ``timeout``,
+and heartbeat so the core never declares them lost however far the clock jumps. Changes are
+discarded: there is no store.
 
 A task runs for ``duration(task)`` if a callback is given, else its ``estimated_duration``, else
 ``default_duration_s``.
@@ -29,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from corral.agent.slotqueue import SlotQueue
 from corral.controller.core import events as ev
 from corral.controller.core.machine import Machine, MachineConfig
 from corral.controller.core.model import AttemptState, Task, TaskState, Workflow
@@ -141,15 +143,20 @@ class _Run:
     end: float = 0.0
     outcome: AttemptState = AttemptState.SUCCEEDED
 
+    @property
+    def id(self) -> str:
+        return self.assignment.attempt_id
+
 
 @dataclass
 class _Agent:
-    """One simulated agent: its slots, its arrival-order queue, and reports not yet delivered."""
+    """One simulated agent: its slots, its queue (the controller's order, as a real agent keeps
+    it: agent/slotqueue.py), and reports not yet delivered."""
 
     name: str
     slots: int
     epoch: int = 0
-    queue: deque[str] = field(default_factory=deque)  # attempt ids not started, in arrival order
+    queue: SlotQueue[_Run] = field(default_factory=SlotQueue)  # attempts not started
     held: dict[str, _Run] = field(default_factory=dict)  # every attempt it holds, queued or running
     free: list[int] = field(default_factory=list)  # free slot numbers (a heap: lowest first)
     outbox: deque[tuple[float, ev.Report]] = field(default_factory=deque)  # (delivery time, report)
@@ -374,8 +381,8 @@ class Simulator:
         if isinstance(action, ev.Assign):
             agent = self._agents[action.agent_id]
             for assignment in action.assignments:
-                agent.held[assignment.attempt_id] = _Run(assignment)
-                agent.queue.append(assignment.attempt_id)
+                run = agent.held[assignment.attempt_id] = _Run(assignment)
+                agent.queue.push(run, assignment.order)
                 # Held (queued or about to start): acknowledged at once, as a real agent does.
                 self._send(agent, ev.AttemptAccepted(agent.name, assignment.attempt_id))
         else:
@@ -387,7 +394,7 @@ class Simulator:
             if held is None:
                 continue
             if held.start is None:
-                agent.queue.remove(attempt_id)
+                agent.queue.remove(held)
                 del agent.held[attempt_id]
                 if action.release_only:
                     self._send(agent, ev.AttemptReleased(agent.name, attempt_id))
@@ -402,8 +409,8 @@ class Simulator:
     def _start_queued(self) -> None:
         for agent in self._agents.values():
             while agent.queue and agent.free:
-                attempt_id = agent.queue.popleft()
-                run = agent.held[attempt_id]
+                run = agent.queue.pop()
+                attempt_id = run.id
                 run.slot = heapq.heappop(agent.free)
                 run.start = self.now
                 task = run.assignment.task

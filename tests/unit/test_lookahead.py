@@ -22,6 +22,15 @@ T = TaskState
 A = AttemptState
 
 
+LATENCY = 0.02  # placed -> Started applied: the horizon is twice that (0.04 s), at most lookahead_s
+
+
+def _start(sim: Sim, agent_id: str, attempt_id: str) -> None:
+    """Its Started applied LATENCY after the placement (one sample of the dispatch latency)."""
+    sim.now += LATENCY
+    sim.started(agent_id, attempt_id)
+
+
 def _view(agent_id: str) -> AgentView:
     return AgentView(agent_id, agent_id, frozenset({"default"}), {}, AgentState.CONNECTED, Resources(), slots=1)
 
@@ -45,6 +54,23 @@ def test_attempts_count_on_their_agent_once_their_expected_end_is_within_the_hor
     assert ending.of("a2") == 0 and views["a2"].ending == 0
     ending.ended("y", views)
     assert ending.by_agent == {} and len(ending) == 0
+
+
+def test_the_horizon_is_twice_the_dispatch_latency_at_most_the_cap() -> None:
+    ending = EndingSoon()
+    assert ending.horizon(0.05) == 0.0  # nothing measured: no lookahead
+    ending.placed("x", 10.0)
+    ending.took("x", 10.01)
+    assert ending.latency_s == pytest.approx(0.01) and ending.horizon(0.05) == pytest.approx(0.02)
+    ending.took("y", 99.0)  # not placed on a free slot: no sample
+    assert ending.latency_s == pytest.approx(0.01)
+    ending.placed("z", 20.0)
+    ending.took("z", 20.11)
+    assert ending.latency_s == pytest.approx(0.8 * 0.01 + 0.2 * 0.11)
+    assert ending.horizon(0.05) == 0.05 and ending.horizon(0.0) == 0.0
+    ending.placed("w", 30.0)
+    ending.ended("w", {})  # ended before it started: forgotten
+    assert ending._placed == {}
 
 
 def test_the_heap_of_attempts_that_ended_early_stays_bounded() -> None:
@@ -76,13 +102,13 @@ def test_a_long_task_is_sent_shortly_before_the_running_one_is_expected_to_end(s
     sim.hello("a1", slots=1)
     wf, step = sim.submit([task_spec(f"t{i}", estimated_duration=1.0) for i in range(3)])
     (first,) = step.assignments("a1")  # long tasks take a free slot only
-    sim.started("a1", first.attempt_id)
-    # Expected to end in 1 s: not within the lookahead (lookahead_s, 0.05 s) yet.
+    _start(sim, "a1", first.attempt_id)
+    # Expected to end in 1 s: not within the lookahead (0.04 s) yet.
     assert sim.advance(0.9).assignments("a1") == []
     waiting = [t for t in sim.machine.tasks.values() if t.state is T.READY]
     assert len(waiting) == 2
-    # 0.04 s before its expected end, one more long task is queued behind it on the agent.
-    (queued,) = sim.advance(0.06).assignments("a1")
+    # 0.03 s before its expected end, one more long task is queued behind it on the agent.
+    (queued,) = sim.advance(0.07).assignments("a1")
     assert sim.machine.views["a1"].outstanding == 2
     last = next(t for t in sim.machine.tasks.values() if t.state is T.READY)
     why = sim.machine.explain(last.id, sim.now)
@@ -102,9 +128,9 @@ def test_the_pass_comes_when_the_lookahead_opens_without_any_other_event(sim: Si
     sim.hello("a1", slots=1)
     _, step = sim.submit([task_spec("first", estimated_duration=1.0), task_spec("second", estimated_duration=1.0)])
     (first,) = step.assignments("a1")
-    sim.started("a1", first.attempt_id)
+    _start(sim, "a1", first.attempt_id)
     wake = sim.machine.next_timer()
-    assert wake is not None and abs(wake - (sim.now + 1.0 - 0.05)) < 1e-9
+    assert wake is not None and abs(wake - (sim.now + 1.0 - 2 * LATENCY)) < 1e-9
     (queued,) = sim.tick(at=wake).assignments("a1")
     assert queued.task.name == "second"
     # Counted: the same attempt asks for no pass again.
@@ -117,7 +143,7 @@ def test_a_task_without_a_known_duration_never_opens_the_lookahead(sim: Sim) -> 
     _, step = sim.submit([task_spec("unknown"), task_spec("long", estimated_duration=1.0, dependencies=[])])
     (running,) = step.assignments("a1")
     assert running.task.name == "unknown"
-    sim.started("a1", running.attempt_id)
+    _start(sim, "a1", running.attempt_id)
     assert sim.advance(3600.0).assignments("a1") == []
     assert sim.machine.views["a1"].ending == 0
 
@@ -126,8 +152,8 @@ def test_a_queued_long_task_moves_to_an_idle_agent_when_the_running_one_overruns
     sim.hello("a1", slots=1)
     wf, step = sim.submit([task_spec("first", estimated_duration=1.0), task_spec("second", estimated_duration=1.0)])
     (first,) = step.assignments("a1")
-    sim.started("a1", first.attempt_id)
-    (queued,) = sim.advance(0.96).assignments("a1")
+    _start(sim, "a1", first.attempt_id)
+    (queued,) = sim.advance(0.97).assignments("a1")
     assert queued.task.name == "second"
     # "first" overruns its estimate; a second agent joins with its slot free.
     sim.now += 1.0
@@ -160,8 +186,8 @@ def test_gang_members_never_take_a_slot_that_is_only_ending(make_sim: type[Sim])
     sim.hello("a1", slots=2)
     _, step = sim.submit([task_spec("running", estimated_duration=1.0)], name="first")
     (running,) = step.assignments("a1")
-    sim.started("a1", running.attempt_id)
-    sim.advance(0.96)  # "running" is ending: a long task could be sent ahead of its slot
+    _start(sim, "a1", running.attempt_id)
+    sim.advance(0.97)  # "running" is ending: a long task could be sent ahead of its slot
     members = [task_spec(f"g{i}", estimated_duration=1.0, gang="pair") for i in range(2)]
     wf, step = sim.submit(members, name="gang")
     # One slot is free and one is ending: the pair must start together, so neither is placed.
@@ -184,9 +210,20 @@ def test_the_controller_flag_sets_the_horizon_and_zero_turns_it_off(make_sim: ty
     sim.hello("a1", slots=1)
     _, step = sim.submit([task_spec("first", estimated_duration=1.0), task_spec("second", estimated_duration=1.0)])
     (first,) = step.assignments("a1")
-    sim.started("a1", first.attempt_id)
+    _start(sim, "a1", first.attempt_id)
     assert sim.advance(0.99).assignments("a1") == []  # free slots only
     assert len(sim.machine.ending) == 0
+
+
+def test_no_measured_latency_means_no_lookahead(sim: Sim) -> None:
+    # Agents that start what they are given at the instant it is placed (the simulator's) leave
+    # nothing to cover: binding a task to a slot early would only cost the order.
+    sim.hello("a1", slots=1)
+    _, step = sim.submit([task_spec("first", estimated_duration=1.0), task_spec("second", estimated_duration=1.0)])
+    (first,) = step.assignments("a1")
+    sim.started("a1", first.attempt_id)
+    assert sim.machine.ending.horizon(0.05) == 0.0
+    assert sim.advance(0.999).assignments("a1") == []
 
 
 def test_a_negative_horizon_is_refused() -> None:
