@@ -85,8 +85,8 @@ def try_gang(
     many members fit in the greedy trial (for the waiting reason). ``agents`` are not changed.
     """
     trial = []
-    for agent in agents:
-        clone = agent.clone()
+    for view in agents:
+        clone = view.clone()
         # Members start together: none waits on an agent for a slot still held by an attempt
         # expected to end soon (core/lookahead.py), which may overrun its estimate.
         clone.ending = 0
