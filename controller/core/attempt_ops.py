@@ -354,10 +354,7 @@ class AttemptOps(AssignmentLeases):
     def expect_end(self, attempt: Attempt, task: Task, now: float) -> None:
         """Count the attempt for lookahead dispatch (core/lookahead.py) when its duration is known:
         its estimate, else its task's learned one (never a guess from other tasks)."""
-        workflow = self.workflows[task.workflow_id]
-        seconds, _ = self.ordering.book.expected(
-            task.namespace, workflow.name, task.name, task.estimated_duration_s, ""
-        )
+        seconds = self.ordering.own_seconds(task, self.workflows[task.workflow_id].name)
         if seconds > 0:
             self.ending.started(attempt.id, attempt.agent_id, now + seconds)
 

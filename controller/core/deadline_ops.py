@@ -47,10 +47,8 @@ class DeadlineOps(MachineState):
         ends = [d for d in (workflow.deadline, *(t.deadline for t in event.tasks)) if d is not None]
         if not ends or workflow.deadline_policy == "best_effort" or not self.config.deadline_scheduling:
             return None
-        book = self.ordering.book
-        expected = {
-            t.id: book.expected(t.namespace, workflow.name, t.name, t.estimated_duration_s, "")[0] for t in event.tasks
-        }
+        own_seconds = self.ordering.own_seconds
+        expected = {t.id: own_seconds(t, workflow.name) for t in event.tasks}
         parents = {t.id: t.dependencies for t in event.tasks}
         path = critical_path(workflow.task_ids, parents, expected)
         top = max(t.priority for t in event.tasks)

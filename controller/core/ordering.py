@@ -125,6 +125,10 @@ class Ordering:
         """Drop a workflow's ranks: it ended or left memory (nothing of it is queued any more)."""
         self.ranks.pop(workflow_id, None)
 
+    def own_seconds(self, task: Task, workflow_name: str) -> float:
+        """The task's own expected duration: its estimate, else what its earlier runs taught (0: neither)."""
+        return self.book.expected(task.namespace, workflow_name, task.name, task.estimated_duration_s, "")[0]
+
     def fingerprint_of(self, task: Task) -> str:
         """The task's payload fingerprint, cached (payloads repeat across runs and tasks)."""
         # Most payloads start with their key: a prefix match, no parse. Not cached, because their

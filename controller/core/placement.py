@@ -160,7 +160,7 @@ class AgentView:
         return (
             self.state is AgentState.CONNECTED
             and not self.held_back
-            and (self.outstanding < self.window or self.outstanding < self.slots + self.ending)
+            and (self.outstanding < self.window or self.outstanding < self.long_window)
         )
 
     @property
@@ -255,7 +255,7 @@ class Demand:
         """How many outstanding attempts ``agent`` may hold when this task is added."""
         # A short task may always go where a long one may (else, once the prefetch window closes
         # while tasks run long, long tasks sent ahead of their slots would starve short ones).
-        long_window = agent.slots + agent.ending
+        long_window = agent.long_window
         return max(agent.window, long_window) if self.prefetchable else long_window
 
 
@@ -398,7 +398,7 @@ def choose(
     best_key: tuple[bool, tuple[float, ...], float, int, str, str] | None = None
     for agent in agents:
         if prefiltered:
-            window = agent.slots + agent.ending
+            window = agent.slots + agent.ending  # Demand.window, inlined: the hot path of every placement
             if prefetchable and agent.window > window:
                 window = agent.window
             if agent.outstanding >= window or not free_ok(demand, agent):

@@ -192,13 +192,12 @@ def stuck_test(state: MachineState, now: float) -> Callable[[str], bool] | None:
 def _ends(state: MachineState, agent_id: str, now: float) -> list[tuple[float, Resources]]:
     """Expected end time and resources of each active attempt on the agent."""
     out: list[tuple[float, Resources]] = []
-    book = state.ordering.book
+    own_seconds = state.ordering.own_seconds
     fallback = state.run_seconds or 60.0
     for attempt_id in state.active.get(agent_id, ()):
         attempt = state.attempts[attempt_id]
         task = state.tasks[attempt.task_id]
-        workflow = state.workflows[task.workflow_id]
-        seconds, _ = book.expected(task.namespace, workflow.name, task.name, task.estimated_duration_s, "")
+        seconds = own_seconds(task, state.workflows[task.workflow_id].name)
         start = attempt.started_at if attempt.started_at is not None else attempt.assigned_at
         out.append((start + (seconds or state.workflow_seconds.get(task.workflow_id) or fallback), attempt.resources))
     return out
