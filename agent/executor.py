@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -210,6 +210,10 @@ class Executor:
         """The controller acknowledged these reports: drop them and their files."""
         for attempt_id in attempt_ids:
             self._apply(Acked(attempt_id))
+
+    def workflows_ended(self, workflow_ids: Collection[str]) -> None:
+        """These workflows ended: their python workers' children go now (:meth:`WorkerPool.workflows_ended`)."""
+        self.registry.workflows_ended(workflow_ids)
 
     def adopt(self, found: Iterable[adopt.Adopted]) -> list[str]:
         """Take over attempts found after a restart: running ones are awaited like any other, finished

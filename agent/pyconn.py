@@ -19,7 +19,7 @@ from corral.agent.childproc import ChildProcess
 from corral.agent.output import PipeCapture
 from corral.agent.pycgroup import WorkerCgroup
 from corral.agent.pyframes import HEADER
-from corral.agent.pyworker import Request, Response
+from corral.agent.pyworker import RETIRE, Request, Response
 
 __all__ = ["PyWorker", "ResponseReader", "WorkerDied"]
 
@@ -27,6 +27,7 @@ _READ = 65536
 # Reads per readiness callback: a task printing without pause must not monopolise the event loop.
 _READS_PER_CALLBACK = 16
 _DRAIN_READS = 32
+_RETIRE_FRAME = pickle.dumps(RETIRE, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class WorkerDied(Exception):
@@ -127,6 +128,14 @@ class PyWorker:
         frame = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
         self._writer.write(HEADER.pack(len(frame)) + frame)
         return waiter
+
+    def retire(self) -> None:
+        """End the child of this idle worker's workflow now (it ended): the next workflow's first
+        task then finds a fresh child, and the switch (emptying the folder, the hand-over) is done
+        while nothing waits for it. No response comes for it."""
+        self.workflow = None
+        if self.alive and self._writer is not None:
+            self._writer.write(HEADER.pack(len(_RETIRE_FRAME)) + _RETIRE_FRAME)
 
     def _readable(self, fd: int) -> None:
         self._read(fd, _READS_PER_CALLBACK)

@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,17 +226,31 @@ class WorkerPool:
         for worker in [w for w in idle if not w.alive]:
             idle.remove(worker)
             self._discard(worker)
-        # A worker already serving this workflow runs the task without a fork; else any idle one
-        # (the longest idle: its workflow is the least likely to come back).
+        # A worker already serving this workflow runs the task without a fork; else a fresh one
+        # (its workflow ended, see workflows_ended), which needs no switch either; else any idle
+        # one (the longest idle: its workflow is the least likely to come back).
+        fresh = None
         for worker in idle:
             if worker.workflow == workflow:
                 idle.remove(worker)
                 return worker
+            if worker.workflow is None and fresh is None:
+                fresh = worker
+        if fresh is not None:
+            idle.remove(fresh)
+            return fresh
         if idle:
             return idle.popleft()
         waiter: asyncio.Future[PyWorker] = asyncio.get_running_loop().create_future()
         self._waiters.append((workflow, waiter))
         return await waiter
+
+    def workflows_ended(self, workflow_ids: Collection[str]) -> None:
+        """These workflows ended (the controller said so): the idle workers serving one of them end
+        its child now, off any task's path (:meth:`PyWorker.retire`)."""
+        for worker in self._idle:
+            if worker.workflow is not None and worker.workflow in workflow_ids:
+                worker.retire()
 
     def _discard(self, worker: PyWorker) -> None:
         """Retire a worker (dead or killed): kill its tree, remove its folder, replace it."""

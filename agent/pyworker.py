@@ -54,7 +54,7 @@ from corral.agent.pyframes import HEADER, read_frame, write_all, write_all_fd
 from corral.agent.pywatch import Shared, Watcher, become_subreaper, die_with_parent, kill_descendants, kill_leftovers
 from corral.agent.usage import TaskMeter
 
-__all__ = ["Request", "Response", "main"]
+__all__ = ["RETIRE", "Request", "Response", "main"]
 
 #: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s)
 Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
@@ -258,6 +258,8 @@ def _serve(
     (``handoff``: that child's start pipe), tells the template (``done``: one byte, then the end of
     the pipe) and exits: everything a task changed in this process (modules, their globals,
     monkeypatches, threads) ends with it. The next child starts without waiting for the template.
+    A :data:`RETIRE` request (the workflow ended) does the same ahead of time, so the next
+    workflow's first task finds a fresh child reading the pipe; a fresh child ignores it.
     """
     initial_path = list(sys.path)
     frame: bytes | None = first
@@ -267,9 +269,12 @@ def _serve(
         payload_json, inputs_raw, task_env, frame_workflow, attempt_id, keep, timeout_s, grace_s = pickle.loads(
             frame[HEADER.size :]
         )
+        if not attempt_id and workflow is None:  # RETIRE to a child that has run nothing yet
+            frame = read_frame(requests)
+            continue
         if workflow is None:
             workflow = frame_workflow
-        elif frame_workflow != workflow:
+        elif frame_workflow != workflow or not attempt_id:  # another workflow's task, or RETIRE
             # Its tasks' leftovers were killed before each answer: nothing of this workflow writes
             # here any more, and the next one must find the folder empty.
             _wipe(home)
@@ -315,6 +320,11 @@ def _serve(
         _reply(responses, (ok, result, error, retryable, "", rss, cpu, touched))
         shared.idle()
         frame = read_frame(requests)
+
+
+#: The request that ends a worker's current child without a task (its workflow ended, see
+#: :func:`_serve`): no attempt id, which every task has. It gets no response.
+RETIRE: Request = (b"", None, {}, "", b"", False, 0.0, 0.0)
 
 
 def _reply(responses: BinaryIO, reply: Response) -> None:

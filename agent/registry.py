@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,11 @@ class RunnerRegistry:
     def register(self, agent_type: str, runner: Runner, *, folders: bool, self_timed: bool) -> None:
         """Add (or replace) the runner of ``agent_type``."""
         self._runners[agent_type] = _Entry(runner, folders, self_timed)
+
+    def workflows_ended(self, workflow_ids: Collection[str]) -> None:
+        """Tell the python pool (if any) that these workflows ended."""
+        if self._pool is not None and workflow_ids:
+            self._pool.workflows_ended(workflow_ids)
 
     def has_folders(self, agent_type: str) -> bool:
         """Whether attempts of this type leave folders to remove (python ones run in their worker's)."""

@@ -405,9 +405,12 @@ class Session:
         if kind == "assign":
             self._executor.submit(message.assign.assignments)
         elif kind == "ack":
-            ids = list(message.ack.attempt_ids)
+            ack = message.ack
+            ids = list(ack.attempt_ids)
             self._outbox.ack(ids)
             self._executor.forget(ids)
+            if ack.ended_workflows:
+                self._executor.workflows_ended(frozenset(ack.ended_workflows))
         elif kind == "cancel":
             cancel = message.cancel
             grace = cancel.grace_s if cancel.grace_s > 0 else self._kill_grace_s

@@ -358,11 +358,16 @@ class DrainOrder:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Finished reports durably applied (or rejected): the agent may forget them."""
+    """Finished reports durably applied (or rejected): the agent may forget them.
+
+    ``ended_workflows``: the workflows those reports ended, so the agent lets go at once of what it
+    keeps per workflow (its python workers' children).
+    """
 
     agent_id: str
     session_epoch: int
     attempt_ids: list[str]
+    ended_workflows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

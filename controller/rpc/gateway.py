@@ -51,6 +51,7 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
     """Send a tick's agent actions, merged into one message per agent and kind."""
     assigns: dict[str, list[Any]] = {}
     acks: dict[str, list[str]] = {}
+    ended: dict[str, list[str]] = {}  # agent id -> workflows its acknowledged reports ended
     interval = 0.0  # the heartbeat interval told in echoes, computed at the first one
     for action in actions:
         session = runtime.sessions.get(getattr(action, "agent_id", ""))
@@ -69,6 +70,8 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
         elif isinstance(action, ev.Ack):
             if session.epoch == action.session_epoch:
                 acks.setdefault(action.agent_id, []).extend(action.attempt_ids)
+                if action.ended_workflows:
+                    ended.setdefault(action.agent_id, []).extend(action.ended_workflows)
         elif isinstance(action, ev.HeartbeatAck):
             # Only an echo renews the agent's supervisors' lease, and only on the stream it came on.
             # It also tells the fleet's current heartbeat interval (issue 13: paced by fleet size).
@@ -84,11 +87,13 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
             session.send(pb.ControllerMessage(drain=pb.Drain(grace_s=action.grace_s)))
     # Assignments before acknowledgements: a stream sends one message at a time, and the next
     # one leaves only once the loop has seen the last one's write complete, which under load is
-    # after the next tick. The agent waits for its work; its acknowledgements only free memory.
+    # after the next tick. The agent waits for its work; its acknowledgements only free memory
+    # (and let go of ended workflows' python children, which no task waits for either).
     for agent_id, assignments in assigns.items():
         runtime.sessions[agent_id].send(pb.ControllerMessage(assign=pb.Assign(assignments=assignments)))
     for agent_id, ids in acks.items():
-        runtime.sessions[agent_id].send(pb.ControllerMessage(ack=pb.Ack(attempt_ids=ids)))
+        ack = pb.Ack(attempt_ids=ids, ended_workflows=ended.get(agent_id, ()))
+        runtime.sessions[agent_id].send(pb.ControllerMessage(ack=ack))
 
 
 class AgentGatewayService(agent_pb2_grpc.AgentGatewayServicer):

@@ -90,6 +90,52 @@ async def test_a_workflow_switch_goes_from_child_to_child_without_the_template(
     assert (await sink.result("c1")).outcome == SUCCEEDED
 
 
+async def test_an_ended_workflows_child_goes_at_once_not_when_the_next_workflow_comes(
+    make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
+) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    child_a = await _left_a_file(executor, sink)
+    tmp = tmp_path / "pyworkers" / "worker-0" / "tmp"
+    template = psutil.Process(child_a).ppid()
+    # Told the workflow ended, the worker ends its child and empties the folder with no task of
+    # another workflow in sight (before, both waited for that task's arrival).
+    executor.workflows_ended({"wf-other"})  # not this worker's: nothing happens
+    executor.workflows_ended({"wf-A"})
+    await eventually(lambda: not psutil.pid_exists(child_a), what="wf-A's child ended and reaped")
+    assert tmp.is_dir() and not list(tmp.iterdir())
+    # The standby took over the pipe: the next workflow's task runs in it at once, no switch.
+    fresh = [c.pid for c in psutil.Process(template).children()]
+    second = python_task("b1", "pid")
+    second.workflow_id = "wf-B"
+    executor.submit([second])
+    answer = await sink.result("b1")
+    assert answer.outcome == SUCCEEDED
+    assert json.loads(answer.result_json) in fresh
+
+
+async def test_retiring_a_child_that_has_run_nothing_leaves_it_serving(
+    make_executor: ExecutorFactory, sink: RecordingSink
+) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    child_a = await _left_a_file(executor, sink)
+    (worker,) = executor.registry._pool._all  # type: ignore[union-attr]
+    worker.retire()
+    await eventually(lambda: not psutil.pid_exists(child_a), what="wf-A's child ended")
+    worker.retire()  # reaches the fresh child, which has no workflow to end: it goes on reading
+    again = python_task("a2", "pid")
+    again.workflow_id = "wf-A"  # the same workflow once more (a rerun): a fresh child runs it
+    executor.submit([again])
+    answer = await sink.result("a2")
+    assert answer.outcome == SUCCEEDED
+    child = json.loads(answer.result_json)
+    assert child != child_a
+    # It is the child that was fresh when the second retire came: that retire did not end it.
+    third = python_task("a3", "pid")
+    third.workflow_id = "wf-A"
+    executor.submit([third])
+    assert json.loads((await sink.result("a3")).result_json) == child
+
+
 async def test_exception(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
     executor = await make_executor(slots=1, workers=1)
     executor.submit([python_task("e1", "boom", "kaput"), python_task("after", "add", 1, 1)])

@@ -91,6 +91,21 @@ def test_fifty_task_dag_runs_across_two_agents(cluster: Cluster) -> None:
     assert all(by_name[name].agent_type == kind for name, kind, _, _ in rows)
 
 
+def test_a_finished_workflows_python_process_ends_with_it(cluster: Cluster) -> None:
+    """Nothing of a workflow outlives it on the agent: its python worker child ends when the
+    controller's acknowledgement says the workflow ended, not when the next workflow comes."""
+    api = cluster.start({"alpha": 1})
+    task = {"name": "who", "agent_type": "python", "payload": {"function": "e2e_tasks:pid"}}
+    final = api.wait_done(api.submit({"name": "one-task", "tasks": [task]}), timeout=30)
+    assert final.state == WorkflowState.COMPLETED, final.error
+    child = json.loads(final.tasks[0].result_json)
+    eventually(lambda: not pids_alive([child]), timeout=10, what="the ended workflow's python child gone")
+    # The next workflow's task runs at once in the child that took over.
+    again = api.wait_done(api.submit({"name": "one-task", "tasks": [task]}), timeout=30)
+    assert again.state == WorkflowState.COMPLETED, again.error
+    assert json.loads(again.tasks[0].result_json) != child
+
+
 def _sleepers(count: int, seconds: float, prefix: str = "t") -> list[dict[str, Any]]:
     return [
         {"name": f"{prefix}{i}", "agent_type": "shell", "payload": {"shell": f"sleep {seconds}; echo {i}"}}

@@ -343,6 +343,22 @@ def test_a_heartbeat_of_a_stale_session_is_refused_and_not_echoed(sim: Sim) -> N
     assert step.result is False and step.actions == []
 
 
+def test_the_ack_of_the_report_that_ends_a_workflow_names_it(sim: Sim) -> None:
+    """The agent lets go of a workflow's python child when told it ended: only then, and once."""
+    epoch = sim.hello("a1", slots=2).result.session_epoch
+    wf, step = sim.submit([task_spec("a"), task_spec("b")])
+    a, b = (x.attempt_id for x in step.assignments("a1"))
+    sim.started("a1", a)
+    sim.started("a1", b)
+    done_a = ev.AttemptFinished("a1", a, A.SUCCEEDED, 0, b"1", session_epoch=epoch)
+    step = sim.do(ev.AgentReports("a1", epoch, (done_a,)))
+    assert step.of(ev.Ack) == [ev.Ack("a1", epoch, [a])]  # b still runs: the workflow goes on
+    failed_b = ev.AttemptFinished("a1", b, A.FAILED, 1, b"", session_epoch=epoch)
+    step = sim.do(ev.AgentReports("a1", epoch, (failed_b,)))
+    assert sim.machine.workflows[wf].state is W.FAILED
+    assert step.of(ev.Ack) == [ev.Ack("a1", epoch, [b], (wf,))]
+
+
 def test_a_report_batch_applies_in_order_and_acks_finished_reports(sim: Sim) -> None:
     epoch = sim.hello("a1", slots=2).result.session_epoch
     wf, step = sim.submit([task_spec("a"), task_spec("b")])
@@ -356,7 +372,7 @@ def test_a_report_batch_applies_in_order_and_acks_finished_reports(sim: Sim) -> 
     )
     step = sim.do(ev.AgentReports("a1", epoch, reports))
     assert step.result is True
-    assert ev.Ack("a1", epoch, [a, b]) in step.actions
+    assert ev.Ack("a1", epoch, [a, b], (wf,)) in step.actions  # the workflow ended with them
     assert sim.task(wf, "a").state is T.COMPLETED
     failed = sim.task(wf, "b")
     assert failed.state is T.FAILED and "over the max_result_bytes=262144 limit" in failed.error

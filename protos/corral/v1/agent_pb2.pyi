@@ -260,10 +260,12 @@ class Drain(_message.Message):
     def __init__(self, grace_s: _Optional[float] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("attempt_ids",)
+    __slots__ = ("attempt_ids", "ended_workflows")
     ATTEMPT_IDS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
     attempt_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, attempt_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    ended_workflows: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, attempt_ids: _Optional[_Iterable[str]] = ..., ended_workflows: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ("states",)

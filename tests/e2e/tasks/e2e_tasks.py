@@ -14,12 +14,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["constant", "ledger_sum", "main", "plus", "slow_value"]
+__all__ = ["constant", "ledger_sum", "main", "pid", "plus", "slow_value"]
 
 
 def constant(value: Any) -> Any:
     """Return ``value`` unchanged: a task whose result is known in advance."""
     return value
+
+
+def pid() -> int:
+    """The id of the process the task ran in (a python worker's per-workflow child)."""
+    return os.getpid()
 
 
 def plus(inputs: Mapping[str, Any], k: int = 0) -> int:
