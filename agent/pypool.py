@@ -101,6 +101,7 @@ class WorkerPool:
         self._background: set[asyncio.Task[None]] = set()
         # Small env-free payloads already checked: payload bytes -> refusal ("" when allowed).
         self._checked: dict[bytes, str] = {}
+        self._functions: dict[str, str] = {}  # payload.function -> refusal ("" when allowed)
         self._closed = False
         self._next_index = 0
         self._cgroup_root = cgroup_root()
@@ -300,11 +301,7 @@ class WorkerPool:
             raise PayloadError(f"payload is not valid JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise PayloadError("payload must be a JSON object")
-        try:
-            self._policy.check_function(payload.get("function"))
-            refusal = ""
-        except PayloadError as exc:
-            refusal = str(exc)
+        refusal = self._function_refusal(payload.get("function"))
         if payload.get("env") is None and len(raw) <= _CACHED_PAYLOAD_BYTES:
             if len(self._checked) >= _CHECKED_CACHE:
                 self._checked.clear()
@@ -313,6 +310,23 @@ class WorkerPool:
             raise PayloadError(refusal)
         extra, _ = payload_env(payload.get("env"), self._policy, assignment.secrets)
         return extra
+
+    def _function_refusal(self, function: Any) -> str:
+        """Why the policy refuses ``payload.function`` ("" when it allows it), by name once: payloads
+        differ (their arguments), the functions they name seldom do."""
+        known = self._functions.get(function) if type(function) is str else None
+        if known is not None:
+            return known
+        try:
+            self._policy.check_function(function)
+            refusal = ""
+        except PayloadError as exc:
+            refusal = str(exc)
+        if type(function) is str and len(function) <= _CACHED_PAYLOAD_BYTES:
+            if len(self._functions) >= _CHECKED_CACHE:
+                self._functions.clear()
+            self._functions[function] = refusal
+        return refusal
 
     async def start_task(self, assignment: types_pb2.TaskAssignment, has_gpus: bool) -> PythonRun | AttemptResult:
         """Hand an attempt to a free worker of its workflow; a result instead when the policy refuses it."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = ["SlotQueue"]
 
@@ -27,23 +27,18 @@ class _Queued(Protocol):
 Q = TypeVar("Q", bound=_Queued)
 
 
-class _Entry(Generic[Q]):
-    __slots__ = ("item", "key")
-
-    def __init__(self, key: tuple[tuple[float, ...], int], item: Q) -> None:
-        self.key = key
-        self.item: Q | None = item  # None once removed (dropped when it reaches the top)
-
-    def __lt__(self, other: _Entry[Q]) -> bool:
-        return self.key < other.key
+# A heap entry: [order, arrival, item]. A list, so the heap compares entries in C (order, then the
+# unique arrival: the item is never compared), and the item can be cleared in place (None once
+# removed, dropped when it reaches the top).
+_ORDER, _ARRIVAL, _ITEM = 0, 1, 2
 
 
 class SlotQueue(Generic[Q]):
     """A priority queue of attempts keyed by ``(order, arrival)``, with removal by identity."""
 
     def __init__(self) -> None:
-        self._heap: list[_Entry[Q]] = []
-        self._entries: dict[str, _Entry[Q]] = {}  # attempt id -> its live heap entry
+        self._heap: list[list[Any]] = []
+        self._entries: dict[str, list[Any]] = {}  # attempt id -> its live heap entry
         self._arrivals = itertools.count()
 
     def __len__(self) -> int:
@@ -54,14 +49,13 @@ class SlotQueue(Generic[Q]):
 
     def __iter__(self) -> Iterator[Q]:
         """The queued attempts in the order they will start."""
-        for entry in sorted(self._entries.values()):
-            if entry.item is not None:
-                yield entry.item
+        for entry in sorted(self._entries.values(), key=lambda e: (e[_ORDER], e[_ARRIVAL])):
+            yield entry[_ITEM]
 
     def push(self, item: Q, order: tuple[float, ...]) -> None:
         """Queue ``item`` (an attempt id already queued is replaced)."""
         self.remove(item)
-        entry = _Entry((order, next(self._arrivals)), item)
+        entry = [order, next(self._arrivals), item]
         self._entries[item.id] = entry
         heapq.heappush(self._heap, entry)
 
@@ -69,7 +63,7 @@ class SlotQueue(Generic[Q]):
         """The attempt to start next (IndexError when empty)."""
         heap = self._heap
         while heap:
-            item = heapq.heappop(heap).item
+            item: Q | None = heapq.heappop(heap)[_ITEM]
             if item is not None:
                 del self._entries[item.id]
                 return item
@@ -79,7 +73,7 @@ class SlotQueue(Generic[Q]):
         """Drop ``item`` if queued (cancelled, released, killed)."""
         entry = self._entries.pop(item.id, None)
         if entry is not None:
-            entry.item = None
+            entry[_ITEM] = None
             if len(self._heap) > 2 * len(self._entries) + 64:  # removed entries never pile up
-                self._heap = [e for e in self._heap if e.item is not None]
+                self._heap = [e for e in self._heap if e[_ITEM] is not None]
                 heapq.heapify(self._heap)
