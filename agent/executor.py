@@ -267,7 +267,16 @@ class Executor:
             self._idle.set()
 
     def _start(self, instruction: Start) -> None:
-        self._tasks[instruction.attempt_id] = asyncio.create_task(self._execute(instruction.assignment))
+        assignment = instruction.assignment
+        # A python attempt goes to an idle worker here, in the callback that freed its slot (most
+        # often the end of the attempt before it on that worker), not a pass of the event loop
+        # later: under load that pass waits behind every stream read and write queued meanwhile.
+        try:
+            early = self.registry.start_now(assignment, self._launch())
+        except Exception:  # the attempt's own task starts it again and reports what fails
+            log.exception("attempt could not start at once", attempt_id=instruction.attempt_id)
+            early = None
+        self._tasks[instruction.attempt_id] = asyncio.create_task(self._execute(assignment, early))
 
     def _stop(self, instruction: Stop) -> None:
         run = self._runs.get(instruction.attempt_id)
@@ -313,14 +322,14 @@ class Executor:
     def _launch(self) -> Launch:
         return Launch(kill_grace_s=self.kill_grace_s, lease_path=self.lease_path)
 
-    async def _execute(self, assignment: types_pb2.TaskAssignment) -> None:
+    async def _execute(self, assignment: types_pb2.TaskAssignment, early: Run | AttemptResult | None = None) -> None:
         attempt_id = assignment.attempt_id
         # This coroutine is the attempt's own asyncio task, with its own context: every line
         # logged while it runs (here, in the runners) carries the attempt's ids.
         bind_contextvars(workflow_id=assignment.workflow_id, task_id=assignment.task_id, attempt_id=attempt_id)
         log.debug("attempt starting", task=assignment.task_name, agent_type=assignment.agent_type)
         try:
-            started = await self.registry.start(assignment, self._launch())
+            started = early if early is not None else await self.registry.start(assignment, self._launch())
         except Exception as exc:
             log.exception("attempt failed to start inside the agent", attempt_id=attempt_id)
             started = AttemptResult.failed(f"agent error: {exc}", retryable=True)

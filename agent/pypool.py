@@ -223,6 +223,15 @@ class WorkerPool:
         self._idle.append(worker)
 
     async def _acquire(self, workflow: str) -> PyWorker:
+        worker = self._idle_now(workflow)
+        if worker is not None:
+            return worker
+        waiter: asyncio.Future[PyWorker] = asyncio.get_running_loop().create_future()
+        self._waiters.append((workflow, waiter))
+        return await waiter
+
+    def _idle_now(self, workflow: str) -> PyWorker | None:
+        """The idle worker the next task of ``workflow`` should go to (taken out), or None."""
         idle = self._idle
         for worker in [w for w in idle if not w.alive]:
             idle.remove(worker)
@@ -242,9 +251,7 @@ class WorkerPool:
             return fresh
         if idle:
             return idle.popleft()
-        waiter: asyncio.Future[PyWorker] = asyncio.get_running_loop().create_future()
-        self._waiters.append((workflow, waiter))
-        return await waiter
+        return None
 
     def workflows_ended(self, workflow_ids: Collection[str]) -> None:
         """These workflows ended (the controller said so): the idle workers serving one of them end
@@ -330,6 +337,29 @@ class WorkerPool:
 
     async def start_task(self, assignment: types_pb2.TaskAssignment, has_gpus: bool) -> PythonRun | AttemptResult:
         """Hand an attempt to a free worker of its workflow; a result instead when the policy refuses it."""
+        env = self._task_env(assignment, has_gpus)
+        if isinstance(env, AttemptResult):
+            return env
+        return self._dispatch(await self._acquire(assignment.workflow_id), assignment, env)
+
+    def start_now(self, assignment: types_pb2.TaskAssignment, has_gpus: bool) -> PythonRun | AttemptResult | None:
+        """:meth:`start_task` without waiting: None (nothing done) when no worker is idle.
+
+        The agent calls it where an attempt ends, so the next queued one reaches the worker that
+        just answered in the same callback, not a pass of the event loop later.
+        """
+        if not self._idle:
+            return None
+        env = self._task_env(assignment, has_gpus)
+        if isinstance(env, AttemptResult):
+            return env
+        worker = self._idle_now(assignment.workflow_id)
+        if worker is None:  # the idle ones were dead
+            return None
+        return self._dispatch(worker, assignment, env)
+
+    def _task_env(self, assignment: types_pb2.TaskAssignment, has_gpus: bool) -> dict[str, str] | AttemptResult:
+        """The attempt's own environment, or the policy's refusal as its result."""
         try:
             env = self._check(assignment)
         except PayloadError as exc:
@@ -344,7 +374,10 @@ class WorkerPool:
                 has_gpus,
             )
         )
-        worker = await self._acquire(assignment.workflow_id)
+        return env
+
+    def _dispatch(self, worker: PyWorker, assignment: types_pb2.TaskAssignment, env: dict[str, str]) -> PythonRun:
+        """Send the attempt to ``worker`` (taken from the idle ones)."""
         worker.workflow = assignment.workflow_id
         if assignment.checkpoint_json:  # resuming: the last checkpoint of an earlier attempt (issue 10)
             checkpoint_in = self._checkpoint_in(worker, assignment, env)

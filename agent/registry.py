@@ -136,6 +136,18 @@ class RunnerRegistry:
             return AttemptResult.failed(f"agent type {agent_type!r} has no runner", retryable=False)
         return await entry.runner(assignment, launch)
 
+    def start_now(self, assignment: types_pb2.TaskAssignment, launch: Launch) -> Run | AttemptResult | None:
+        """A python attempt handed to an idle worker at once (:meth:`WorkerPool.start_now`); None when
+        that cannot be done without waiting, or for any other type: then :meth:`start` it."""
+        pool = self._pool
+        if assignment.agent_type != "python" or pool is None or not pool.size or "python" not in self.offered:
+            return None
+        entry = self._runners.get("python")
+        if entry is None or entry.runner != self._start_python:
+            return None
+        pool.kill_grace_s = launch.kill_grace_s
+        return pool.start_now(assignment, self.shell.has_gpus)
+
     # -- the runners ---------------------------------------------------------------------------------
 
     async def _start_shell(self, assignment: types_pb2.TaskAssignment, launch: Launch) -> Run | AttemptResult:

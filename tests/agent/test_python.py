@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import psutil
 
+from corral.agent.attempt import AttemptResult
 from corral.agent.executor import Executor
 from corral.v1 import types_pb2
 
@@ -134,6 +136,29 @@ async def test_retiring_a_child_that_has_run_nothing_leaves_it_serving(
     third.workflow_id = "wf-A"
     executor.submit([third])
     assert json.loads((await sink.result("a3")).result_json) == child
+
+
+async def test_the_next_queued_attempt_reaches_the_worker_in_the_callback_that_freed_it(
+    make_executor: ExecutorFactory, sink: RecordingSink
+) -> None:
+    """No pass of the event loop between an attempt's end and the next one's request to the
+    worker: under load that pass waits behind every stream read and write queued meanwhile."""
+    executor = await make_executor(slots=1, workers=1)
+    (worker,) = executor.registry._pool._all  # type: ignore[union-attr]
+    sent_at_first_end: list[bool] = []
+    report = sink.finished
+
+    def finished(attempt_id: str, result: AttemptResult) -> None:
+        report(attempt_id, result)
+        if attempt_id == "q1":
+            # Scheduled now, behind nothing the executor queued after this report: the request of
+            # q2 must be on its way before it runs.
+            asyncio.get_running_loop().call_soon(lambda: sent_at_first_end.append(worker._waiter is not None))
+
+    sink.finished = finished  # type: ignore[method-assign]
+    executor.submit([python_task("q1", "add", 1, 2), python_task("q2", "sleep", 0.3)])
+    assert (await sink.result("q2")).outcome == SUCCEEDED
+    assert sent_at_first_end == [True]
 
 
 async def test_exception(make_executor: ExecutorFactory, sink: RecordingSink) -> None:
