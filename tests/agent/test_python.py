@@ -41,13 +41,21 @@ async def _left_a_file(executor: Executor, sink: RecordingSink) -> int:
     return child
 
 
-async def test_a_workflow_switch_empties_the_folder_and_reaps_the_child_it_leaves(
+async def _one_worker_after_wf_a(
     make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
-) -> None:
+) -> tuple[Executor, int, Path]:
+    """An executor with one python worker that ran wf-A's a1: it, a1's process id, the worker's tmp."""
     executor = await make_executor(slots=1, workers=1)
     child_a = await _left_a_file(executor, sink)
     tmp = tmp_path / "pyworkers" / "worker-0" / "tmp"
     assert (tmp / "left.txt").exists()
+    return executor, child_a, tmp
+
+
+async def test_a_workflow_switch_empties_the_folder_and_reaps_the_child_it_leaves(
+    make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
+) -> None:
+    executor, child_a, tmp = await _one_worker_after_wf_a(make_executor, sink, tmp_path)
     second = python_task("b1", "pid")
     second.workflow_id = "wf-B"
     executor.submit([second])
@@ -95,9 +103,7 @@ async def test_a_workflow_switch_goes_from_child_to_child_without_the_template(
 async def test_an_ended_workflows_child_goes_at_once_not_when_the_next_workflow_comes(
     make_executor: ExecutorFactory, sink: RecordingSink, tmp_path: Path
 ) -> None:
-    executor = await make_executor(slots=1, workers=1)
-    child_a = await _left_a_file(executor, sink)
-    tmp = tmp_path / "pyworkers" / "worker-0" / "tmp"
+    executor, child_a, tmp = await _one_worker_after_wf_a(make_executor, sink, tmp_path)
     template = psutil.Process(child_a).ppid()
     # Told the workflow ended, the worker ends its child and empties the folder with no task of
     # another workflow in sight (before, both waited for that task's arrival).
