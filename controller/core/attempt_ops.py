@@ -84,6 +84,8 @@ class AttemptOps(AssignmentLeases):
             self.unacknowledged[attempt.id] = deadline
             self.ack_queue.append((deadline, attempt.id))
         self.active.setdefault(agent_id, set()).add(attempt.id)
+        if task.agent_type == "python" and not pulled:  # its worker keeps a child per workflow
+            self.holders.ran(task.workflow_id, agent_id)
         if not pulled and self.config.lookahead_s > 0:
             view = self.views.get(agent_id)
             if view is not None and view.outstanding <= view.slots:  # a free slot: it starts at once

@@ -360,8 +360,8 @@ class DrainOrder:
 class Ack:
     """Finished reports durably applied (or rejected): the agent may forget them.
 
-    ``ended_workflows``: the workflows those reports ended, so the agent lets go at once of what it
-    keeps per workflow (its python workers' children).
+    ``ended_workflows``: workflows that ended which this agent ran python attempts of, so it lets go
+    at once of what it keeps per workflow (its python workers' children; see core/holders.py).
     """
 
     agent_id: str

@@ -248,21 +248,8 @@ class FleetOps(AttemptOps):
             else:
                 self.released(report, now)
         if finished:
-            self.emit(Ack(agent_id, event.session_epoch, finished, self._ended_by(finished)))
+            self.emit(Ack(agent_id, event.session_epoch, finished))
         return True
-
-    def _ended_by(self, attempt_ids: list[str]) -> tuple[str, ...]:
-        """The workflows that have ended among those of these attempts (each once, in order)."""
-        ended: dict[str, None] = {}
-        attempts, workflows = self.attempts, self.workflows
-        for attempt_id in attempt_ids:
-            attempt = attempts.get(attempt_id)
-            if attempt is None or attempt.workflow_id in ended:
-                continue
-            workflow = workflows.get(attempt.workflow_id)
-            if workflow is not None and workflow.state.terminal:
-                ended[workflow.id] = None
-        return tuple(ended)
 
     def checked_result(self, report: AttemptFinished) -> AttemptFinished:
         """A result over ``max_result_bytes`` fails its attempt for good, with the reason.

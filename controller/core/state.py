@@ -22,6 +22,7 @@ from corral.controller.core.dynamic import DynamicBook
 from corral.controller.core.events import Action, AttemptFinished, Publish, SubmitWorkflow, WorkflowDone
 from corral.controller.core.fallbacks import Fallbacks, track_rules, unfinished_of
 from corral.controller.core.group_ops import track_groups
+from corral.controller.core.holders import WorkflowHolders
 from corral.controller.core.lifecycle import LifecycleBook
 from corral.controller.core.lookahead import EndingSoon
 from corral.controller.core.model import (
@@ -184,6 +185,7 @@ class MachineState:
         self.fallbacks = Fallbacks()  # issue 10: fallbacks, partial results, approvals (memory only)
         self.cache = CacheBook(config.cache_max_entries, config.cache_max_bytes)  # issue 10
         self.lifecycle = LifecycleBook()  # issue 12: eviction and retention (core/lifecycle.py)
+        self.holders = WorkflowHolders()  # agents to tell when a workflow ends (core/holders.py)
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -406,6 +408,7 @@ class MachineState:
         if new.terminal:
             workflow.finished_at = now
             self.emit(WorkflowDone(workflow.id))
+            self._actions.extend(self.holders.ended(workflow.id, self.agents))
             self.ordering.flush_soon(now)  # learned at once; stored within a second
             if self.deadline_book:
                 self.deadline_book.forget(workflow.id, workflow.task_ids)

@@ -12,7 +12,7 @@ from corral.controller.core.machine import MachineConfig
 from corral.controller.core.model import AgentState, AttemptState, TaskState, WorkflowState
 from corral.controller.rpc import wire
 from corral.v1 import types_pb2 as pb
-from tests.unit.conftest import Sim, task_spec
+from tests.unit.conftest import Sim, Step, task_spec
 
 T = TaskState
 W = WorkflowState
@@ -343,20 +343,36 @@ def test_a_heartbeat_of_a_stale_session_is_refused_and_not_echoed(sim: Sim) -> N
     assert step.result is False and step.actions == []
 
 
-def test_the_ack_of_the_report_that_ends_a_workflow_names_it(sim: Sim) -> None:
-    """The agent lets go of a workflow's python child when told it ended: only then, and once."""
-    epoch = sim.hello("a1", slots=2).result.session_epoch
-    wf, step = sim.submit([task_spec("a"), task_spec("b")])
-    a, b = (x.attempt_id for x in step.assignments("a1"))
-    sim.started("a1", a)
-    sim.started("a1", b)
-    done_a = ev.AttemptFinished("a1", a, A.SUCCEEDED, 0, b"1", session_epoch=epoch)
-    step = sim.do(ev.AgentReports("a1", epoch, (done_a,)))
-    assert step.of(ev.Ack) == [ev.Ack("a1", epoch, [a])]  # b still runs: the workflow goes on
-    failed_b = ev.AttemptFinished("a1", b, A.FAILED, 1, b"", session_epoch=epoch)
-    step = sim.do(ev.AgentReports("a1", epoch, (failed_b,)))
+def test_every_agent_that_ran_a_python_attempt_of_a_workflow_is_told_when_it_ends(sim: Sim) -> None:
+    """Their python workers keep a child per workflow: each agent lets go of it when told, once."""
+    epochs = {a: sim.hello(a, types=("python", "shell"), slots=1).result.session_epoch for a in ("a1", "a2", "a3")}
+    python = {"agent_type": "python", "payload": {"function": "m:f"}}
+    wf, step = sim.submit([task_spec("p", **python), task_spec("q", **python), task_spec("s")])
+    placed = {x.task.name: (agent, x.attempt_id) for agent in epochs for x in step.assignments(agent)}
+    assert {agent for agent, _ in placed.values()} == {"a1", "a2", "a3"}
+    for agent, attempt in placed.values():
+        sim.started(agent, attempt)
+    (p_agent, p), (q_agent, q), (s_agent, s_attempt) = placed["p"], placed["q"], placed["s"]
+
+    def report(agent: str, attempt: str, outcome: AttemptState) -> Step:
+        return sim.do(ev.AgentReports(agent, epochs[agent], (ev.AttemptFinished(agent, attempt, outcome, 0, b"1"),)))
+
+    step = report(p_agent, p, A.SUCCEEDED)
+    assert step.of(ev.Ack) == [ev.Ack(p_agent, epochs[p_agent], [p])]  # the workflow goes on
+    step = report(s_agent, s_attempt, A.SUCCEEDED)
+    assert step.of(ev.Ack) == [ev.Ack(s_agent, epochs[s_agent], [s_attempt])]
+    step = report(q_agent, q, A.FAILED)
     assert sim.machine.workflows[wf].state is W.FAILED
-    assert step.of(ev.Ack) == [ev.Ack("a1", epoch, [b], (wf,))]
+    # Both agents that ran its python attempts hear of its end (not the one that ran only a shell task).
+    assert sorted(step.of(ev.Ack), key=lambda a: (a.agent_id, len(a.attempt_ids))) == sorted(
+        [
+            ev.Ack(q_agent, epochs[q_agent], [q]),
+            ev.Ack(p_agent, epochs[p_agent], [], (wf,)),
+            ev.Ack(q_agent, epochs[q_agent], [], (wf,)),
+        ],
+        key=lambda a: (a.agent_id, len(a.attempt_ids)),
+    )
+    assert len(sim.machine.holders) == 0
 
 
 def test_a_report_batch_applies_in_order_and_acks_finished_reports(sim: Sim) -> None:
@@ -372,7 +388,7 @@ def test_a_report_batch_applies_in_order_and_acks_finished_reports(sim: Sim) -> 
     )
     step = sim.do(ev.AgentReports("a1", epoch, reports))
     assert step.result is True
-    assert ev.Ack("a1", epoch, [a, b], (wf,)) in step.actions  # the workflow ended with them
+    assert ev.Ack("a1", epoch, [a, b]) in step.actions
     assert sim.task(wf, "a").state is T.COMPLETED
     failed = sim.task(wf, "b")
     assert failed.state is T.FAILED and "over the max_result_bytes=262144 limit" in failed.error
