@@ -345,8 +345,8 @@ class WorkerPool:
     def start_now(self, assignment: types_pb2.TaskAssignment, has_gpus: bool) -> PythonRun | AttemptResult | None:
         """:meth:`start_task` without waiting: None (nothing done) when no worker is idle.
 
-        The agent calls it where an attempt ends, so the next queued one reaches the worker that
-        just answered in the same callback, not a pass of the event loop later.
+        The executor calls it when it starts an attempt (most often where the one before it on that
+        worker ended), so the request leaves in that callback, not a pass of the event loop later.
         """
         if not self._idle:
             return None

@@ -51,7 +51,7 @@ def deliver(runtime: Runtime, actions: list[ev.Action]) -> None:
     """Send a tick's agent actions, merged into one message per agent and kind."""
     assigns: dict[str, list[Any]] = {}
     acks: dict[str, list[str]] = {}
-    ended: dict[str, list[str]] = {}  # agent id -> workflows its acknowledged reports ended
+    ended: dict[str, list[str]] = {}  # agent id -> ended workflows it ran python attempts of
     interval = 0.0  # the heartbeat interval told in echoes, computed at the first one
     for action in actions:
         session = runtime.sessions.get(getattr(action, "agent_id", ""))
