@@ -71,7 +71,7 @@ def _result_into(workflow_id: str, into: types_pb2.WorkflowResult) -> Callable[[
     """A waiter's render (``Runtime.waiter``): the ended workflow's result, written ``into``."""
 
     def render(machine: Machine, now: float) -> None:
-        wire.workflow_result(machine, machine.workflows[workflow_id], now, into, Limits.max_result_tasks)
+        wire.workflow_result(machine, machine.workflows[workflow_id], now, into, Limits.page_tasks)
 
     return render
 
@@ -81,7 +81,7 @@ def _ended_into(
 ) -> Callable[[Machine, float], None]:
     """A waiter's render for ExecuteWorkflow: the ended workflow's summary and result (its first
     page of tasks unless ``summary_only``), written into ``response``."""
-    limit = 0 if summary_only else Limits.max_result_tasks
+    limit = 0 if summary_only else Limits.page_tasks
 
     def render(machine: Machine, now: float) -> None:
         workflow = machine.workflows[workflow_id]
@@ -199,7 +199,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
     ) -> tuple[types_pb2.WorkflowStatus, types_pb2.WorkflowResult] | None:
         """The summary and result of a workflow that has ended (None while it runs); the result is
         written into ``into`` when given (a response's field: no copy of a big result)."""
-        limit = 0 if summary_only else Limits.max_result_tasks
+        limit = 0 if summary_only else Limits.page_tasks
 
         def result(
             machine: Machine, workflow: Workflow, now: float
@@ -262,7 +262,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
                 "page_size", f"{request.page_size} tasks, outside 0..max_result_tasks={Limits.max_result_tasks}"
             )
         start = _page_offset(request.page_token)
-        size = request.page_size or Limits.max_result_tasks
+        size = request.page_size or Limits.page_tasks
 
         def render(machine: Machine, workflow: Workflow, now: float) -> types_pb2.WorkflowStatus:
             return wire.workflow_status(machine, workflow, request.include_tasks, now, start, size)

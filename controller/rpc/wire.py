@@ -279,7 +279,7 @@ def workflow_status(
         message.schedule_id = schedule_of(workflow)
     if include_tasks:
         ids = workflow.task_ids
-        end = page_end(machine, ids, page_start, Limits.max_result_tasks if page_size is None else page_size)
+        end = page_end(machine, ids, page_start, Limits.page_tasks if page_size is None else page_size)
         tasks = [machine.tasks[t] for t in ids[page_start:end]]
         message.tasks.extend(
             task_status(machine, task, reason, unschedulable, now)
@@ -367,13 +367,14 @@ def workflow_result(
 ) -> pb.WorkflowResult:
     """A finished workflow's result: its tasks' statuses and results, and the executed critical path.
 
-    The tasks are the first page (at most ``limit``, fewer past ``Limits.max_page_bytes``); a
+    The tasks are the first page (at most ``limit``, by default ``Limits.page_tasks``, fewer past
+    ``Limits.max_page_bytes``); a
     workflow with more sets ``next_page_token`` for GetWorkflowStatus to carry on from.
     With ``into`` (e.g. ``response.result``) it is written there in place: a big result is
     tens of MiB, and building it apart then copying it into the response held it twice.
     """
     ids = workflow.task_ids
-    end = page_end(machine, ids, 0, Limits.max_result_tasks if limit is None else limit)
+    end = page_end(machine, ids, 0, Limits.page_tasks if limit is None else limit)
     tasks = [machine.tasks[t] for t in ids[:end]]
     start = workflow.started_at or workflow.created_at
     finish = workflow.finished_at or now

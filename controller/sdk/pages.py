@@ -1,7 +1,8 @@
 """Big workflows' tasks a page at a time (a mixin of :class:`~corral.controller.sdk.client.Client`).
 
-A result or status answer carries at most ``max_result_tasks`` tasks (fewer past
-``max_page_bytes`` of results); the rest is read with GetWorkflowStatus page tokens. ``wait``,
+A result or status answer carries ``page_tasks`` tasks unless the caller asks for a ``page_size``
+of up to ``max_result_tasks`` (fewer past ``max_page_bytes`` of results); the rest is read with
+GetWorkflowStatus page tokens. ``wait``,
 ``execute`` and ``status`` gather every page, so callers see whole workflows as before;
 :meth:`PagesMixin.task_pages` streams them instead.
 """
@@ -27,7 +28,7 @@ class PagesMixin:
         raise NotImplementedError  # Client's
 
     async def _complete(self, result: pb.WorkflowResult) -> None:
-        """Fetch the pages a big workflow's result left out (past max_result_tasks) into it."""
+        """Fetch the pages a big workflow's result left out (past its first page) into it."""
         async for page in self._pages_after(result.workflow_id, result.next_page_token):
             for task in page.tasks:
                 if task.state == pb.TASK_STATE_COMPLETED and task.result_json:
@@ -44,8 +45,9 @@ class PagesMixin:
     async def task_pages(self, workflow_id: str, *, page_size: int = 0) -> AsyncIterator[tuple[TaskStatus, ...]]:
         """A workflow's tasks (statuses with their results), a page at a time, in submission order.
 
-        ``page_size`` 0 is the controller's most (``max_result_tasks``); pages are also cut at
-        ``max_page_bytes`` of results. For workflows too big to hold as one result.
+        ``page_size`` 0 is the controller's default (``page_tasks``, 2,000), at most
+        ``max_result_tasks`` (10,000); pages are also cut at ``max_page_bytes`` of results. For
+        workflows too big to hold as one result.
         """
         first = await self._status_page(workflow_id, page_size, "")
         yield tuple(TaskStatus.from_proto(task) for task in first.tasks)

@@ -1,5 +1,6 @@
-"""Big workflows' results and statuses come in pages (max_result_tasks, max_page_bytes), and the SDK
-gathers them, so no answer grows with the workflow past the message limit."""
+"""Big workflows' results and statuses come in pages (page_tasks unless the caller asks for up to
+max_result_tasks, max_page_bytes), and the SDK gathers them, so no answer grows with the workflow
+past the message limit."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ TASKS = 7
 
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Limits, "max_result_tasks", 3)
+    monkeypatch.setattr(Limits, "page_tasks", 3)
+    monkeypatch.setattr(Limits, "max_result_tasks", 5)
 
 
 def _workflow() -> Workflow:
@@ -69,6 +71,11 @@ async def test_one_answer_holds_one_page(controller: Controller, small_pages: No
     assert answer.result.next_page_token == "3" and len(answer.result.tasks) == 3
     assert sorted(answer.result.results_json) == ["t0", "t1", "t2"]
     assert json.loads(answer.result.results_json["t2"]) == {"i": 2}
+    # A caller may ask for more than the default page, up to max_result_tasks.
+    bigger = await controller.orchestrator.GetWorkflowStatus(
+        opb.GetWorkflowStatusRequest(workflow_id=submission.workflow_id, include_tasks=True, page_size=5)
+    )
+    assert len(bigger.status.tasks) == 5 and bigger.status.next_page_token == "5"
 
 
 async def test_pages_stop_at_the_byte_budget(controller: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
