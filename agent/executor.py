@@ -51,9 +51,11 @@ from corral.agent.lifecycle import (
     Stop,
     TimedOut,
 )
+from corral.agent.lifecycle_events import Stage, StageRefused, Unstaged, Withdraw
 from corral.agent.metrics import FINISHED
 from corral.agent.policy import ExecPolicy, safe_component
-from corral.agent.pypool import PythonRun, WorkerPool
+from corral.agent.pypool import WorkerPool
+from corral.agent.pyrun import PythonRun
 from corral.agent.registry import Launch, RunnerRegistry
 from corral.agent.runas import RunAs
 from corral.agent.runner import ShellContext
@@ -110,7 +112,6 @@ class Executor:
         dir_keep_s: float = ATTEMPT_DIR_KEEP_S,
         declared_types: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        self.machine = AttemptMachine(slots, kill_grace_s)
         self.work_dir = work_dir
         self.policy = policy if policy is not None else ExecPolicy()
         shell = ShellContext(
@@ -122,6 +123,9 @@ class Executor:
             run_as=run_as,
         )
         self.registry = RunnerRegistry(offered=agent_types, shell=shell, pool=pool, declared=declared_types)
+        self.machine = AttemptMachine(slots, kill_grace_s, stage_type=self.registry.stage_type)
+        # Python attempts staged in a running one's worker (lifecycle: STAGED), by attempt id.
+        self._staged: dict[str, PythonRun] = {}
         self.lease_path = work_dir / "lease"
         self._sink = sink
         self._dir_keep_s = dir_keep_s
@@ -136,6 +140,8 @@ class Executor:
         self._checkpoints = CheckpointWatch(sink.checkpoint, spawn=sink.spawn)
         self._do = {
             Start: self._start,
+            Stage: self._stage,
+            Withdraw: self._withdraw,
             Stop: self._stop,
             ReportAccepted: self._report_accepted,
             ReportReleased: self._report_released,
@@ -268,15 +274,43 @@ class Executor:
 
     def _start(self, instruction: Start) -> None:
         assignment = instruction.assignment
-        # A python attempt goes to an idle worker here, in the callback that freed its slot (most
-        # often the end of the attempt before it on that worker), not a pass of the event loop
-        # later: under load that pass waits behind every stream read and write queued meanwhile.
-        try:
-            early = self.registry.start_now(assignment, self._launch())
-        except Exception:  # the attempt's own task starts it again and reports what fails
-            log.exception("attempt could not start at once", attempt_id=instruction.attempt_id)
-            early = None
+        staged = self._staged.pop(instruction.attempt_id, None)
+        early: Run | AttemptResult | None = staged
+        if staged is not None and staged.lost_before_start:
+            staged.release()  # its worker died before it: it starts in another, as if never staged
+            staged = early = None
+        if staged is not None:
+            staged.leader = None  # it runs in its leader's worker already (or is about to)
+        else:
+            # A python attempt goes to an idle worker here, in the callback that freed its slot (most
+            # often the end of the attempt before it on that worker), not a pass of the event loop
+            # later: under load that pass waits behind every stream read and write queued meanwhile.
+            try:
+                early = self.registry.start_now(assignment, self._launch())
+            except Exception:  # the attempt's own task starts it again and reports what fails
+                log.exception("attempt could not start at once", attempt_id=instruction.attempt_id)
+                early = None
         self._tasks[instruction.attempt_id] = asyncio.create_task(self._execute(assignment, early))
+
+    def _stage(self, instruction: Stage) -> None:
+        leader = self._runs.get(instruction.leader_id)
+        run = None
+        if leader is not None:
+            try:
+                run = self.registry.stage(instruction.assignment, leader, self._launch())
+            except Exception:  # it starts when a slot frees, as it would have without staging
+                log.exception("attempt could not be staged", attempt_id=instruction.attempt_id)
+        if isinstance(run, PythonRun):
+            self._staged[instruction.attempt_id] = run
+        else:
+            self._apply(StageRefused(instruction.attempt_id))
+
+    def _withdraw(self, instruction: Withdraw) -> None:
+        run = self._staged.get(instruction.attempt_id)
+        # Failed: it has started (its leader answered) and starts here when that one's end is applied.
+        if run is not None and run.withdraw():
+            del self._staged[instruction.attempt_id]
+            self._apply(Unstaged(instruction.attempt_id))
 
     def _stop(self, instruction: Stop) -> None:
         run = self._runs.get(instruction.attempt_id)

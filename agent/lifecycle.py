@@ -19,6 +19,16 @@ States::
 An attempt killed silently (reassigned elsewhere) ends forgotten instead of DONE: nothing of it is
 reported. Attempts adopted after an agent restart enter RUNNING (their supervisor still runs them)
 or DONE (it finished while the agent was away).
+
+Staging (``stage_type``: python workers): with every slot taken, the queue's head may be STAGED
+behind a RUNNING attempt of its type and workflow (its leader): its worker starts it as soon as it
+has answered the leader, without waiting for the agent. It holds no slot; when the leader ends it
+takes the leader's (STARTING). It is withdrawn (Withdraw, then Unstaged if it had not started)
+before its leader is stopped, when it is cancelled, drained or killed, and when a slot frees with
+nothing queued (a short task staged behind a long one does not wait for it)::
+
+    QUEUED --all slots busy--> STAGED --leader ended--> STARTING
+                                 +--Unstaged--> QUEUED (or released, drained, forgotten)
 """
 
 from __future__ import annotations
@@ -26,9 +36,36 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from corral.agent.attempt import AttemptResult, StopReason
+from corral.agent.lifecycle_events import (
+    Acked,
+    Adopted,
+    Assigned,
+    Cancel,
+    Drain,
+    Ended,
+    Event,
+    Forget,
+    GotOutput,
+    Instruction,
+    KillAll,
+    KillSilently,
+    ReportAccepted,
+    ReportFinished,
+    ReportOutput,
+    ReportReleased,
+    ReportStarted,
+    Stage,
+    StageRefused,
+    Start,
+    Started,
+    StartFailed,
+    Stop,
+    TimedOut,
+    Unstaged,
+    Withdraw,
+)
 from corral.agent.slotqueue import SlotQueue
 from corral.v1 import types_pb2
 
@@ -68,6 +105,7 @@ class State(enum.Enum):
     """Where one attempt is. Forgotten attempts (acknowledged, released, killed) leave the machine."""
 
     QUEUED = "queued"  # held here, waiting for a free slot
+    STAGED = "staged"  # handed to the worker of a running attempt, to start when that one ends
     STARTING = "starting"  # Start issued, the runner has not answered yet
     RUNNING = "running"
     STOPPING = "stopping"  # Stop issued, waiting for the run to end
@@ -82,201 +120,26 @@ class InvalidTransition(RuntimeError):
     """An event that cannot happen to an attempt in its state (a bug in the shell, never bad input)."""
 
 
-# -- events ---------------------------------------------------------------------------------------
-# Events and instructions are plain values, never changed once made. They are not frozen
-# dataclasses only because those cost about 2.5x as much to build, and a task makes about ten.
-
-
-@dataclass(slots=True)
-class Assigned:
-    """The controller assigned an attempt (a known attempt id is ignored)."""
-
-    assignment: types_pb2.TaskAssignment
-
-
-@dataclass(slots=True)
-class Started:
-    """The runner started the attempt: ``pid`` is the process reported in Started."""
-
-    attempt_id: str
-    pid: int
-
-
-@dataclass(slots=True)
-class StartFailed:
-    """The runner could not start the attempt (policy, bad payload, missing command...)."""
-
-    attempt_id: str
-    result: AttemptResult
-
-
-@dataclass(slots=True)
-class GotOutput:
-    """New output of a running attempt, read by the shell."""
-
-    attempt_id: str
-    stdout: bytes
-    stderr: bytes
-    truncated: bool
-
-
-@dataclass(slots=True)
-class Ended:
-    """The run is over (the attempt and every process it started are gone)."""
-
-    attempt_id: str
-    result: AttemptResult
-
-
-@dataclass(slots=True)
-class Cancel:
-    """The controller's Cancel: queued attempts are released; running ones stopped unless ``release_only``."""
-
-    attempt_id: str
-    force: bool
-    grace_s: float
-    release_only: bool = False
-
-
-@dataclass(slots=True)
-class KillSilently:
-    """The attempt was reassigned elsewhere (Welcome.kill_attempt_ids): stop it, report nothing."""
-
-    attempt_id: str
-
-
-@dataclass(slots=True)
-class Acked:
-    """The controller applied the attempt's Finished report: forget it (and its folders)."""
-
-    attempt_id: str
-
-
-@dataclass(slots=True)
-class TimedOut:
-    """The shell's timeout timer fired: the primary one for a runner that does not time its attempts
-    (``force`` False, the kill grace), a backstop past timeout + grace for one that does (``force``)."""
-
-    attempt_id: str
-    force: bool = True
-    grace_s: float = 0.0
-
-
-@dataclass(slots=True)
-class Drain:
-    """Take nothing new; queued attempts go back to the controller (Finished DRAINED, not started)."""
-
-
-@dataclass(slots=True)
-class KillAll:
-    """Stop everything: the drain grace is over (``force`` False) or a second signal came (True)."""
-
-    force: bool
-    grace_s: float
-
-
-@dataclass(slots=True)
-class Adopted:
-    """An attempt found after an agent restart: still running (``pid``) or finished (``result``)."""
-
-    attempt_id: str
-    pid: int | None = None
-    result: AttemptResult | None = None
-
-
-Event = (
-    Assigned
-    | Started
-    | StartFailed
-    | GotOutput
-    | Ended
-    | Cancel
-    | KillSilently
-    | Acked
-    | TimedOut
-    | Drain
-    | KillAll
-    | Adopted
-)
-
-# -- instructions -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Start:
-    """Start the attempt with the runner of its agent type."""
-
-    attempt_id: str
-    assignment: types_pb2.TaskAssignment
-
-
-@dataclass(slots=True)
-class Stop:
-    """Ask the run to stop (idempotent; ``force`` escalates to SIGKILL at once)."""
-
-    attempt_id: str
-    reason: StopReason
-    force: bool
-    grace_s: float
-
-
-@dataclass(slots=True)
-class ReportAccepted:
-    """Tell the controller the assignment is held here."""
-
-    attempt_id: str
-
-
-@dataclass(slots=True)
-class ReportReleased:
-    """Tell the controller a cancelled assignment was given back, never started."""
-
-    attempt_id: str
-
-
-@dataclass(slots=True)
-class ReportStarted:
-    """Tell the controller the attempt started."""
-
-    attempt_id: str
-    pid: int
-
-
-@dataclass(slots=True)
-class ReportOutput:
-    """Stream new output to the controller."""
-
-    attempt_id: str
-    stdout: bytes
-    stderr: bytes
-    truncated: bool
-
-
-@dataclass(slots=True)
-class ReportFinished:
-    """Report how the attempt ended (kept by the outbox until acknowledged)."""
-
-    attempt_id: str
-    result: AttemptResult
-
-
-@dataclass(slots=True)
-class Forget:
-    """The attempt is gone from the machine: remove its folders (task and supervisor control folder)."""
-
-    attempt_id: str
-    agent_type: str  # "" for an adopted attempt (its type was not kept on disk)
-    adopted: bool
-
-
-Instruction = Start | Stop | ReportAccepted | ReportReleased | ReportStarted | ReportOutput | ReportFinished | Forget
-
-
 # -- the machine ---------------------------------------------------------------------------------------
 
 
 class _Attempt:
-    __slots__ = ("adopted", "agent_type", "assignment", "forced", "id", "pending_stop", "silent", "state", "timeout_s")
+    __slots__ = (
+        "adopted",
+        "agent_type",
+        "assignment",
+        "follower",
+        "forced",
+        "id",
+        "leader",
+        "no_follower",
+        "pending_stop",
+        "silent",
+        "state",
+        "timeout_s",
+        "withdrawing",
+        "workflow_id",
+    )
 
     def __init__(self, attempt_id: str, state: State, assignment: types_pb2.TaskAssignment | None) -> None:
         self.id = attempt_id
@@ -289,6 +152,13 @@ class _Attempt:
         self.forced = False  # a forced Stop was issued (another one adds nothing)
         # A stop asked for while STARTING (no run to ask yet): issued as soon as it has started.
         self.pending_stop: Stop | None = None
+        self.workflow_id = assignment.workflow_id if assignment is not None else ""
+        # Staging: the attempt staged behind this one, the one this one is staged behind, whether
+        # this one's worker refused a follower, and whether a Withdraw of this one is under way.
+        self.follower: _Attempt | None = None
+        self.leader: _Attempt | None = None
+        self.no_follower = False
+        self.withdrawing = False
 
 
 _Handler = Callable[["AttemptMachine", _Attempt, Event], list[Instruction]]
@@ -299,7 +169,7 @@ _ACTIVE = (State.STARTING, State.RUNNING, State.STOPPING)
 class AttemptMachine:
     """The slots, the queue (the controller's order) and the state of every attempt held by this agent."""
 
-    def __init__(self, slots: int, kill_grace_s: float) -> None:
+    def __init__(self, slots: int, kill_grace_s: float, stage_type: str = "") -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = slots
@@ -310,6 +180,12 @@ class AttemptMachine:
         # Waiting for a slot, in the controller's order (agent/slotqueue.py), then arrival.
         self._queue: SlotQueue[_Attempt] = SlotQueue()
         self._active = 0  # STARTING + RUNNING + STOPPING: the slots in use
+        #: The agent type whose attempts may be staged behind a running one ("": none).
+        self.stage_type = stage_type
+        # RUNNING attempts of stage_type that may take a follower, by workflow (insertion order:
+        # the oldest first, the likeliest to end first), and the STAGED attempts.
+        self._leaders: dict[str, dict[str, _Attempt]] = {}
+        self._staged: dict[str, _Attempt] = {}
 
     # -- queries ------------------------------------------------------------------------------------
 
@@ -320,8 +196,8 @@ class AttemptMachine:
 
     @property
     def queued_count(self) -> int:
-        """Attempts waiting for a slot."""
-        return len(self._queue)
+        """Attempts waiting for a slot (staged ones included)."""
+        return len(self._queue) + len(self._staged)
 
     def state(self, attempt_id: str) -> State | None:
         """The attempt's state, None once forgotten (or never known)."""
@@ -331,7 +207,7 @@ class AttemptMachine:
     def active_ids(self) -> list[str]:
         """Attempts held and not finished: the active ones (oldest first), then the queue in order."""
         active = [a.id for a in self._attempts.values() if a.state in _ACTIVE]
-        return active + [a.id for a in self._queue]
+        return active + [a.id for a in self._staged.values()] + [a.id for a in self._queue]
 
     # -- the one way in -------------------------------------------------------------------------
 
@@ -381,13 +257,15 @@ class AttemptMachine:
             attempt = queue.pop()
             attempt.state = State.DONE
             out.append(ReportFinished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started")))
+        for attempt in list(self._staged.values()):
+            self._withdraw(attempt, out)  # given back too when it had not started (Unstaged)
         return out
 
     def _kill_all(self, event: Event) -> list[Instruction]:
         assert isinstance(event, KillAll)
         out = self._drain()
         for attempt in list(self._attempts.values()):
-            if attempt.state is State.STARTING:
+            if attempt.state is State.STARTING or attempt.state is State.STAGED:
                 _hold_stop(attempt, StopReason.DRAINED, event.force, event.grace_s)
             elif attempt.state is State.RUNNING or (attempt.state is State.STOPPING and event.force):
                 out.extend(self._stop(attempt, StopReason.DRAINED, event.force, event.grace_s))
@@ -421,15 +299,87 @@ class AttemptMachine:
             self._active += 1
             assert attempt.assignment is not None
             out.append(Start(attempt.id, attempt.assignment))
+        if not self.stage_type or not self.accepting:
+            return
+        if queue:
+            self._stage(out)
+        elif self._staged and self._active < self.slots:
+            # A slot is free and nothing waits for one: a staged attempt runs there rather than
+            # wait for its leader (a short task staged behind a long one).
+            free = self.slots - self._active
+            for attempt in list(self._staged.values()):
+                if free <= 0:
+                    break
+                if not attempt.withdrawing:
+                    self._withdraw(attempt, out)
+                    free -= 1
+
+    def _stage(self, out: list[Instruction]) -> None:
+        """Stage the head of the queue (in order) behind running attempts of its workflow."""
+        queue = self._queue
+        while queue:
+            head = queue.peek()
+            if head.agent_type != self.stage_type:
+                return
+            leaders = self._leaders.get(head.workflow_id)
+            if not leaders:
+                return
+            leader = leaders.pop(next(iter(leaders)))
+            if not leaders:
+                del self._leaders[head.workflow_id]
+            queue.pop()
+            head.state = State.STAGED
+            head.leader, leader.follower = leader, head
+            self._staged[head.id] = head
+            assert head.assignment is not None
+            out.append(Stage(head.id, leader.id, head.assignment))
+
+    def _open_leader(self, attempt: _Attempt) -> None:
+        """Let a running attempt take a follower, if it may."""
+        if (
+            attempt.agent_type == self.stage_type
+            and self.stage_type
+            and attempt.state is State.RUNNING
+            and attempt.follower is None
+            and not (attempt.silent or attempt.no_follower or attempt.forced)
+        ):
+            self._leaders.setdefault(attempt.workflow_id, {})[attempt.id] = attempt
+
+    def _close_leader(self, attempt: _Attempt) -> None:
+        leaders = self._leaders.get(attempt.workflow_id)
+        if leaders is not None and leaders.pop(attempt.id, None) is not None and not leaders:
+            del self._leaders[attempt.workflow_id]
+
+    def _withdraw(self, attempt: _Attempt, out: list[Instruction]) -> None:
+        if not attempt.withdrawing:
+            attempt.withdrawing = True
+            out.append(Withdraw(attempt.id))
+
+    def _detach(self, attempt: _Attempt) -> _Attempt | None:
+        """A staged attempt leaves its leader (withdrawn or refused); the leader, or None."""
+        del self._staged[attempt.id]
+        leader, attempt.leader = attempt.leader, None
+        attempt.withdrawing = False
+        if leader is not None and leader.follower is attempt:
+            leader.follower = None
+        return leader
 
     def _stop(self, attempt: _Attempt, reason: StopReason, force: bool, grace_s: float) -> list[Instruction]:
         attempt.state = State.STOPPING
         attempt.forced = attempt.forced or force
-        return [Stop(attempt.id, reason, force, grace_s)]
+        self._close_leader(attempt)
+        out: list[Instruction] = []
+        if attempt.follower is not None:
+            # First: a follower already started (its leader answered) makes the stop moot.
+            self._withdraw(attempt.follower, out)
+        out.append(Stop(attempt.id, reason, force, grace_s))
+        return out
 
     def _end(self, attempt: _Attempt, result: AttemptResult) -> list[Instruction]:
         """The run is over: report it (or forget it, when killed silently) and fill the slot."""
         self._active -= 1
+        self._close_leader(attempt)
+        follower, attempt.follower = attempt.follower, None
         out: list[Instruction]
         if attempt.silent:
             del self._attempts[attempt.id]
@@ -440,6 +390,14 @@ class AttemptMachine:
                 result = dataclasses.replace(result, error=f"timed out after {attempt.timeout_s:g} s")
             out = [ReportFinished(attempt.id, result)]
         attempt.pending_stop = None
+        if follower is not None:
+            # Started in the leader's worker (or about to: the worker has answered the leader): it
+            # takes the leader's slot.
+            self._detach(follower)
+            follower.state = State.STARTING
+            self._active += 1
+            assert follower.assignment is not None
+            out.append(Start(follower.id, follower.assignment))
         self._pump(out)
         return out
 
@@ -485,6 +443,10 @@ class AttemptMachine:
         if held is not None:
             attempt.pending_stop = None
             out.extend(self._stop(attempt, held.reason, held.force, held.grace_s))
+        elif self.stage_type:
+            self._open_leader(attempt)
+            if self._queue and self.accepting:
+                self._stage(out)
         return out
 
     def _start_failed(self, attempt: _Attempt, event: Event) -> list[Instruction]:
@@ -530,6 +492,55 @@ class AttemptMachine:
     def _acked(self, attempt: _Attempt, event: Event) -> list[Instruction]:
         return self._forget(attempt)
 
+    def _cancel_staged(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        assert isinstance(event, Cancel)
+        if event.release_only:
+            return []  # it may start any moment, so it cannot be given back: it stays
+        _hold_stop(attempt, StopReason.CANCELLED, event.force, event.grace_s)
+        out: list[Instruction] = []
+        self._withdraw(attempt, out)  # released if it had not started, else stopped once started
+        return out
+
+    def _kill_staged(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        attempt.silent = True
+        _hold_stop(attempt, StopReason.KILLED, False, self.kill_grace_s)
+        out: list[Instruction] = []
+        self._withdraw(attempt, out)
+        return out
+
+    def _unstaged(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        """Withdrawn before it started: as a queued attempt would be (queued again, released, drained)."""
+        leader = self._detach(attempt)
+        held, attempt.pending_stop = attempt.pending_stop, None
+        if attempt.silent:
+            del self._attempts[attempt.id]
+            return []
+        if (held is not None and held.reason is StopReason.DRAINED) or (held is None and not self.accepting):
+            attempt.state = State.DONE
+            return [ReportFinished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started"))]
+        if held is not None:
+            del self._attempts[attempt.id]
+            return [ReportReleased(attempt.id)]
+        attempt.state = State.QUEUED
+        assert attempt.assignment is not None
+        self._queue.push(attempt, tuple(attempt.assignment.queue_order))
+        if leader is not None:
+            self._open_leader(leader)
+        out: list[Instruction] = []
+        self._pump(out)
+        return out
+
+    def _stage_refused(self, attempt: _Attempt, event: Event) -> list[Instruction]:
+        leader = self._detach(attempt)
+        if leader is not None:
+            leader.no_follower = True  # its worker takes no follower: try the others
+        attempt.state = State.QUEUED
+        assert attempt.assignment is not None
+        self._queue.push(attempt, tuple(attempt.assignment.queue_order))
+        out: list[Instruction] = []
+        self._pump(out)
+        return out
+
 
 def _hold_stop(attempt: _Attempt, reason: StopReason, force: bool, grace_s: float) -> None:
     """Remember a stop for an attempt still starting; the first reason stays, force only escalates."""
@@ -542,6 +553,7 @@ def _hold_stop(attempt: _Attempt, reason: StopReason, force: bool, grace_s: floa
 
 _M = AttemptMachine
 _Q, _S, _R, _X, _D = State.QUEUED, State.STARTING, State.RUNNING, State.STOPPING, State.DONE
+_G = State.STAGED
 
 #: Every transition of one attempt: (state, event type) -> handler. A pair missing here raises.
 TRANSITIONS: dict[tuple[State, type], _Handler] = {
@@ -549,6 +561,12 @@ TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (_Q, Cancel): _M._release,
     (_Q, KillSilently): _M._drop_queued,
     (_Q, Acked): _M._ignore,  # nothing to acknowledge yet
+    # STAGED: in a running attempt's worker, to start when that one answers
+    (_G, Cancel): _M._cancel_staged,
+    (_G, KillSilently): _M._kill_staged,
+    (_G, Acked): _M._ignore,
+    (_G, Unstaged): _M._unstaged,
+    (_G, StageRefused): _M._stage_refused,
     # STARTING: the runner was asked to start it
     (_S, Started): _M._started,
     (_S, StartFailed): _M._start_failed,

@@ -6,7 +6,9 @@ and the agent's side (:mod:`corral.agent.pyconn`). Standard library only: the wo
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import struct
 from typing import BinaryIO
 
@@ -54,3 +56,25 @@ def write_all_fd(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def take_stage_token(fd: int, boundary: bytes) -> bool:
+    """In the worker: whether a staged request may start. Its token must be taken here (not back
+    by the agent: whoever reads the byte has it) and the agent still be there (the token pipe's
+    write end, the agent's alone, closes when it dies: nothing staged starts without it). Then
+    the request's output boundary goes to both output pipes, ahead of anything the task writes."""
+    if fd < 0 or not boundary:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if any(events & select.POLLHUP for _, events in poller.poll(0)):
+        return False
+    try:
+        if os.read(fd, 1) != b"t":
+            return False
+    except OSError:  # BlockingIOError: the agent took it back
+        return False
+    for out in (1, 2):
+        with contextlib.suppress(OSError):
+            write_all_fd(out, boundary)
+    return True

@@ -37,37 +37,28 @@ from typing import Any
 
 import structlog
 
-from corral.agent.attempt import AttemptResult, StopReason
+from corral.agent.attempt import AttemptResult
 from corral.agent.checkpoints import write_checkpoint_in
 from corral.agent.childproc import spawn
-from corral.agent.output import PipeCapture, Redactor
+from corral.agent.output import Redactor
 from corral.agent.policy import ExecPolicy, PayloadError
 from corral.agent.pycgroup import WorkerCgroup, cgroup_root, new_pool_name, remove_pool, remove_stale
-from corral.agent.pyconn import PyWorker, ResponseReader, WorkerDied
+from corral.agent.pyconn import PyWorker, ResponseReader
 from corral.agent.pyreap import lock_name, remove_stale_workers, settle_orphans, stop_worker
-from corral.agent.pyworker import Request, Response
+from corral.agent.pyrun import PythonRun
 from corral.agent.runas import RunAs, RunAsError, make_task_dir
 from corral.agent.taskenv import base_env, identity_env, payload_env
-from corral.agent.usage import clean
 from corral.v1 import types_pb2
 
 __all__ = ["PythonRun", "WorkerPool"]
 
 log = structlog.get_logger("corral.agent.pypool")
 
-_SUCCEEDED = types_pb2.ATTEMPT_OUTCOME_SUCCEEDED
 _CHECKED_CACHE = 4096
 _CACHED_PAYLOAD_BYTES = 1024
-_NO_OUTPUT = (b"", b"", False)
-
-
-class _Stopping(Exception):
-    """Set on a task's response future by a stop request: finish() waits for the kill, not the pipe."""
 
 
 WORKER_START_TIMEOUT_S = 60.0
-_FENCED = "fenced"
-_REFUSED = "refused"
 
 
 class WorkerPool:
@@ -154,6 +145,10 @@ class WorkerPool:
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        # The stage token (pyconn): both ends stay here, the worker reads too. Non-blocking for both
+        # (one open file description): whoever reads the byte first has it.
+        token_r, token_w = os.pipe()
+        os.set_blocking(token_r, False)
         supervision = {
             "work_dir": str(self._work_dir),
             "lease": str(self._work_dir / "lease"),
@@ -162,6 +157,7 @@ class WorkerPool:
             "response_reader": resp_r,
             "output_readers": [out_r, err_r],
             "lock": lock,
+            "stage_token": token_r,
         }
         identity: dict[str, Any] = {}
         if run_as is not None:
@@ -183,14 +179,14 @@ class WorkerPool:
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=err_w,
-                pass_fds=(req_r, resp_w, resp_r, out_r, err_r, lock),
+                pass_fds=(req_r, resp_w, resp_r, out_r, err_r, lock, token_r),
                 start_new_session=True,
                 cwd=home,
                 env=base_env(home, self._passed_env),
                 **identity,
             )
         except BaseException as exc:
-            for fd in (req_w, resp_r, out_r, err_r, lock):
+            for fd in (req_w, resp_r, out_r, err_r, lock, token_r, token_w):
                 os.close(fd)
             if cgroup is not None:
                 cgroup.remove()
@@ -201,7 +197,8 @@ class WorkerPool:
             for fd in (req_r, resp_w, out_w, err_w):
                 os.close(fd)
         os.close(lock)
-        worker = PyWorker(index, proc, home, out_r, err_r, cgroup)
+        worker = PyWorker(index, proc, home, out_r, err_r, cgroup, token=(token_r, token_w))
+        worker.on_free = self._release
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", buffering=0))
         reader, _ = await loop.connect_read_pipe(lambda: ResponseReader(worker), os.fdopen(resp_r, "rb", buffering=0))
         worker._writer = writer
@@ -212,8 +209,8 @@ class WorkerPool:
         return worker
 
     def _release(self, worker: PyWorker) -> None:
-        if self._closed or not worker.alive:
-            return
+        if self._closed or not worker.alive or worker.busy or worker.owners:
+            return  # a staged task runs there, or a withdrawn one is still to be skipped
         waiters = self._waiters
         while waiters:
             _, waiter = waiters.popleft()
@@ -376,16 +373,39 @@ class WorkerPool:
         )
         return env
 
-    def _dispatch(self, worker: PyWorker, assignment: types_pb2.TaskAssignment, env: dict[str, str]) -> PythonRun:
-        """Send the attempt to ``worker`` (taken from the idle ones)."""
+    def stage(self, assignment: types_pb2.TaskAssignment, leader: PythonRun, has_gpus: bool) -> PythonRun | None:
+        """Stage an attempt in ``leader``'s worker, to start there once the leader has answered
+        (:meth:`PyWorker.stage`); None when it cannot be (another workflow, the worker busy
+        otherwise or gone, a refused payload: it then starts as usual when a slot frees)."""
+        worker = leader._worker
+        if (
+            worker.workflow != assignment.workflow_id
+            or leader._stop is not None
+            or assignment.checkpoint_json  # written into the folder the leader is using
+            or not worker.can_stage(leader._response)
+        ):
+            return None
+        env = self._task_env(assignment, has_gpus)
+        if isinstance(env, AttemptResult):
+            return None
+        boundary = b"\0corral-next:" + os.urandom(12).hex().encode() + b"\0"  # no task prints it by chance
+        run = self._dispatch(worker, assignment, env, boundary)
+        run.leader = leader
+        return run
+
+    def _dispatch(
+        self, worker: PyWorker, assignment: types_pb2.TaskAssignment, env: dict[str, str], boundary: bytes = b""
+    ) -> PythonRun:
+        """Send the attempt to ``worker`` (taken from the idle ones), or stage it there (``boundary``)."""
         worker.workflow = assignment.workflow_id
         if assignment.checkpoint_json:  # resuming: the last checkpoint of an earlier attempt (issue 10)
             checkpoint_in = self._checkpoint_in(worker, assignment, env)
         secrets = dict(assignment.secrets) if len(assignment.secrets) else {}
-        worker.begin(self._cap, secrets)
+        if not boundary:
+            worker.begin(self._cap, secrets)
         inputs = dict(assignment.inputs_json) if assignment.inputs_json else None
         redactor = Redactor(secrets) if secrets else None
-        request: Request = (
+        fields = (
             assignment.payload_json,
             inputs,
             env,
@@ -395,7 +415,10 @@ class WorkerPool:
             assignment.timeout_s,
             self.kill_grace_s,
         )
-        run = PythonRun(self, worker, worker.send(request), redactor)
+        staged = (*fields, boundary)
+        response = worker.stage(staged, boundary, self._cap, secrets) if boundary else worker.send(fields)
+        worker.owners += 1
+        run = PythonRun(self, worker, response, redactor)
         if assignment.checkpoint_json:
             run.checkpoint_in = checkpoint_in
         return run
@@ -447,114 +470,3 @@ class WorkerPool:
         await asyncio.to_thread(self._remove_stale)
         if self._cgroup_root is not None:
             remove_pool(self._cgroup_root, self._pool_name)
-
-
-class PythonRun:
-    """A python attempt running in a warm worker (implements :class:`corral.agent.attempt.Run`)."""
-
-    def __init__(
-        self, pool: WorkerPool, worker: PyWorker, response: asyncio.Future[Response], redactor: Redactor | None = None
-    ) -> None:
-        self._pool = pool
-        self._redactor = redactor
-        self._worker = worker
-        self._response = response
-        self._stop: StopReason | None = None
-        self._stoppers: list[asyncio.Task[None]] = []
-        self._out: PipeCapture | None = None
-        self._err: PipeCapture | None = None
-        self._ended = False
-        # Issue 10: the checkpoint handed to this attempt (a file in the worker's folder), and
-        # whether the task wrote a checkpoint or spawned (None: unknown, the worker did not say).
-        self.checkpoint_in: str | None = None
-        self.touched: bool | None = None
-
-    @property
-    def pid(self) -> int:
-        """The worker's process id."""
-        return self._worker.pid
-
-    @property
-    def home(self) -> str:
-        """The worker's folder, where the attempt's checkpoint and spawn files are (issue 10)."""
-        return str(self._worker.home)
-
-    def take_output(self) -> tuple[bytes, bytes, bool]:
-        """New output of the task (read from the worker's output pipes)."""
-        if self._ended:
-            out, err = self._out, self._err
-        else:
-            out, err = self._worker.captures
-        if out is None and err is None:
-            return _NO_OUTPUT
-        return (
-            out.take() if out is not None else b"",
-            err.take() if err is not None else b"",
-            (out is not None and out.truncated) or (err is not None and err.truncated),
-        )
-
-    def request_stop(self, reason: StopReason, *, force: bool, grace_s: float) -> None:
-        """Kill the worker's process tree (SIGTERM, grace, SIGKILL); it is replaced afterwards."""
-        if (self._response.done() and self._stop is None) or (self._stoppers and not force):
-            return  # it has ended already, or a stop is under way and this one does not escalate
-        if self._stop is None:
-            self._stop = reason
-            # The worker's answer, should it still come, is ignored (the future is done).
-            self._response.set_exception(_Stopping())
-        self._stoppers.append(asyncio.create_task(stop_worker(self._worker, grace_s, force=force)))
-
-    def _end_output(self) -> None:
-        worker = self._worker
-        self._out, self._err = worker.end()
-        self._ended = True
-        for capture in (self._out, self._err):
-            if capture is not None:
-                capture.end()
-
-    async def finish(self) -> AttemptResult:
-        """Wait for the task's response, the worker's death or the end of a stop; build the report."""
-        worker = self._worker
-        try:
-            response: Response | None = await self._response
-        except (WorkerDied, _Stopping):
-            response = None
-        if response is not None and response[4] == _FENCED and self._stop is None:
-            # The worker fenced itself (the agent's lease ran out): it killed the task and exits.
-            self._stop = StopReason.FENCED
-            self._stoppers.append(asyncio.create_task(stop_worker(worker, 0, force=True)))
-        if response is None or self._stop is not None:
-            for stopper in self._stoppers:
-                await stopper
-            if self._stop is None:
-                # Died by itself (os._exit, a crash, the OOM killer): finish off its children.
-                await stop_worker(worker, 0, force=True)
-            code = await worker.proc.wait()
-            worker.drain()
-            self._end_output()
-            tail = self._err.last_line() if self._stop is None and self._err is not None else ""
-            self._pool._discard(worker)
-            if self._stop is not None:
-                return AttemptResult.stopped(self._stop)
-            error = f"python worker died (exit code {code})" + (f": {tail}" if tail else "")
-            return AttemptResult.failed(error, retryable=True, exit_code=code)
-        ok, result, error, retryable, stop = response[:5]
-        self._end_output()
-        self._pool._release(worker)
-        if stop == _REFUSED:
-            # Never started (the lease had expired): the worker stays, the attempt is fenced.
-            return AttemptResult.stopped(StopReason.FENCED, "not started")
-        # The task's usage, measured in the worker (a task could write a frame: bounded here).
-        rss, cpu = clean(response[5], response[6]) if len(response) >= 7 else (0, 0.0)
-        self.touched = bool(response[7]) if len(response) >= 8 else None
-        if ok:
-            return AttemptResult(_SUCCEEDED, result_json=result, peak_rss_bytes=rss, cpu_s=cpu)
-        if self._redactor is not None:
-            error = self._redactor.text(error)
-        return AttemptResult(
-            types_pb2.ATTEMPT_OUTCOME_FAILED,
-            exit_code=1,
-            error=error,
-            retryable=retryable,
-            peak_rss_bytes=rss,
-            cpu_s=cpu,
-        )

@@ -9,9 +9,11 @@ the PATHs (--python-path) go first on ``sys.path``. ``SUP`` is a JSON object for
 supervision (:mod:`corral.agent.pywatch`): ``work_dir``, ``lease``, ``cgroup`` (the folders to join),
 ``response_reader`` and ``output_readers`` (read ends this worker holds), ``lock`` (a held fd).
 
-Request: ``(payload_json, inputs, env, workflow_id, attempt_id, keep, timeout_s, grace_s)`` where
+Request: ``(payload_json, inputs, env, workflow_id, attempt_id, keep, timeout_s, grace_s[, boundary])`` where
 ``inputs`` maps dependency names to result JSON bytes and ``env`` holds the task's own variables
-(CORRAL_*, CUDA_VISIBLE_DEVICES, payload env). Response: ``(ok, result_json, error, retryable,
+(CORRAL_*, CUDA_VISIBLE_DEVICES, payload env); a ``boundary`` marks a *staged* request
+(:mod:`corral.agent.pyconn`), started only if ``SUP``'s ``stage_token`` can be taken, else answered
+``"withdrawn"``. Response: ``(ok, result_json, error, retryable,
 stop, peak_rss_bytes, cpu_s, touched)``; ``touched``: the task wrote a checkpoint or spawned
 (:mod:`corral.task`); ``stop`` is "" unless the worker stopped the task itself
 ("fenced"); the usage is the task's (:class:`corral.agent.usage.TaskMeter`), absent (a 5-tuple)
@@ -50,14 +52,18 @@ from typing import Any, BinaryIO
 
 from corral import task as corral_task
 from corral.agent.policy import MAX_RESULT_BYTES, ModuleRule, over_limit
-from corral.agent.pyframes import HEADER, read_frame, write_all, write_all_fd
+from corral.agent.pyframes import HEADER, read_frame, take_stage_token, write_all, write_all_fd
 from corral.agent.pywatch import Shared, Watcher, become_subreaper, die_with_parent, kill_descendants, kill_leftovers
 from corral.agent.usage import TaskMeter
 
 __all__ = ["RETIRE", "Request", "Response", "main"]
 
-#: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s)
-Request = tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
+#: (payload JSON, inputs, env, workflow id, attempt id, on_disconnect keep, timeout_s, kill grace_s),
+#: then a staged request's output boundary
+Request = (
+    tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float]
+    | tuple[bytes, "dict[str, bytes] | None", "dict[str, str]", str, bytes, bool, float, float, bytes]
+)
 #: (ok, result JSON, error, retryable, stop: "" or the reason the worker stopped the task, e.g. "fenced",
 #: then the task's peak RSS bytes and CPU seconds, then whether it wrote a checkpoint or spawned
 #: (issue 10); a stopped task's answer ends after ``stop``)
@@ -266,9 +272,13 @@ def _serve(
     workflow: str | None = None
     meter = TaskMeter()
     while frame is not None:
-        payload_json, inputs_raw, task_env, frame_workflow, attempt_id, keep, timeout_s, grace_s = pickle.loads(
-            frame[HEADER.size :]
-        )
+        fields = pickle.loads(frame[HEADER.size :])
+        payload_json, inputs_raw, task_env, frame_workflow, attempt_id, keep, timeout_s, grace_s = fields[:8]
+        if len(fields) > 8 and not take_stage_token(_stage_token, fields[8]):
+            # Staged, then withdrawn by the agent (or the agent is gone): it never starts here.
+            _reply(responses, (False, b"", "withdrawn before it started", True, _WITHDRAWN))
+            frame = read_frame(requests)
+            continue
         if not attempt_id and workflow is None:  # RETIRE to a child that has run nothing yet
             frame = read_frame(requests)
             continue
@@ -320,6 +330,11 @@ def _serve(
         _reply(responses, (ok, result, error, retryable, "", rss, cpu, touched))
         shared.idle()
         frame = read_frame(requests)
+
+
+#: The read end of the stage token pipe (:func:`~corral.agent.pyframes.take_stage_token`), or -1.
+_stage_token = -1
+_WITHDRAWN = "withdrawn"  # pyconn.SKIPPED
 
 
 #: The request that ends a worker's current child without a task (its workflow ended, see
@@ -404,7 +419,12 @@ def _supervise_setup(config: dict[str, Any], pipes: tuple[int, ...]) -> None:
     for folder in ((config.get("cgroup") or {}).get("dirs") or {}).values():
         with contextlib.suppress(OSError), open(os.path.join(folder, "cgroup.procs"), "w") as file:
             file.write(str(os.getpid()))
-    held = [config.get("response_reader", -1), config.get("lock", -1), *config.get("output_readers", ())]
+    held = [
+        config.get("response_reader", -1),
+        config.get("lock", -1),
+        config.get("stage_token", -1),
+        *config.get("output_readers", ()),
+    ]
     for fd in (*pipes, *held):
         if isinstance(fd, int) and fd >= 0:
             with contextlib.suppress(OSError):
@@ -499,6 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     responses = os.fdopen(int(args[1]), "wb", buffering=0)
     config = json.loads(args[2])
     _supervise_setup(config, (requests.fileno(), responses.fileno()))
+    global _stage_token
+    _stage_token = int(config.get("stage_token", -1))
+    if _stage_token >= 0:
+        os.set_blocking(_stage_token, False)
     shared = Shared()
     watcher = Watcher(shared, config, requests.fileno(), responses.fileno())
     rule = ModuleRule.from_args(args[3], args[4])

@@ -21,6 +21,7 @@ from typing import Any
 from corral.agent.attempt import AttemptResult, Run
 from corral.agent.policy import PayloadError, PolicyError
 from corral.agent.pypool import WorkerPool
+from corral.agent.pyrun import PythonRun
 from corral.agent.runner import ShellContext, Supervision, start_shell
 from corral.v1 import types_pb2
 
@@ -139,14 +140,34 @@ class RunnerRegistry:
     def start_now(self, assignment: types_pb2.TaskAssignment, launch: Launch) -> Run | AttemptResult | None:
         """A python attempt handed to an idle worker at once (:meth:`WorkerPool.start_now`); None when
         that cannot be done without waiting, or for any other type: then :meth:`start` it."""
-        pool = self._pool
-        if assignment.agent_type != "python" or pool is None or not pool.size or "python" not in self.offered:
-            return None
-        entry = self._runners.get("python")
-        if entry is None or entry.runner != self._start_python:
+        pool = self._warm_pool(assignment)
+        if pool is None:
             return None
         pool.kill_grace_s = launch.kill_grace_s
         return pool.start_now(assignment, self.shell.has_gpus)
+
+    @property
+    def stage_type(self) -> str:
+        """The agent type whose attempts may be staged behind a running one ("python"), or ""."""
+        pool = self._pool
+        entry = self._runners.get("python")
+        usable = pool is not None and pool.size and "python" in self.offered
+        return "python" if usable and entry is not None and entry.runner == self._start_python else ""
+
+    def stage(self, assignment: types_pb2.TaskAssignment, leader: Run, launch: Launch) -> Run | None:
+        """A python attempt staged in the worker running ``leader`` (:meth:`WorkerPool.stage`), to
+        start there once the leader has answered; None when it cannot be staged there."""
+        pool = self._warm_pool(assignment)
+        if pool is None or not isinstance(leader, PythonRun):
+            return None
+        pool.kill_grace_s = launch.kill_grace_s
+        return pool.stage(assignment, leader, self.shell.has_gpus)
+
+    def _warm_pool(self, assignment: types_pb2.TaskAssignment) -> WorkerPool | None:
+        """The warm python pool, when this attempt is a python one that it runs."""
+        if assignment.agent_type != "python" or self.stage_type != "python":
+            return None
+        return self._pool
 
     # -- the runners ---------------------------------------------------------------------------------
 

@@ -69,6 +69,16 @@ class SlotQueue(Generic[Q]):
                 return item
         raise IndexError("pop from an empty slot queue")
 
+    def peek(self) -> Q:
+        """The attempt :meth:`pop` would return, left queued (IndexError when empty)."""
+        heap = self._heap
+        while heap:
+            item: Q | None = heap[0][_ITEM]
+            if item is not None:
+                return item
+            heapq.heappop(heap)
+        raise IndexError("peek into an empty slot queue")
+
     def remove(self, item: Q) -> None:
         """Drop ``item`` if queued (cancelled, released, killed)."""
         entry = self._entries.pop(item.id, None)

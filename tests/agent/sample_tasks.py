@@ -100,3 +100,14 @@ def spawn_and_sleep(pid_file: str) -> None:
 def die(code: int = 3) -> None:
     """Kills the worker process itself."""
     os._exit(code)
+
+
+def say(text: str, seconds: float = 0.0, touch: str = "") -> int:
+    """Prints ``text`` to stdout and stderr, optionally creates the file ``touch``, sleeps; its pid."""
+    print(text)
+    print(text, file=sys.stderr)
+    if touch:
+        with open(touch, "w"):
+            pass
+    time.sleep(seconds)
+    return os.getpid()

@@ -158,10 +158,12 @@ async def test_the_next_queued_attempt_reaches_the_worker_in_the_callback_that_f
         if attempt_id == "q1":
             # Scheduled now, behind nothing the executor queued after this report: the request of
             # q2 must be on its way before it runs.
-            asyncio.get_running_loop().call_soon(lambda: sent_at_first_end.append(worker._waiter is not None))
+            asyncio.get_running_loop().call_soon(lambda: sent_at_first_end.append(worker.busy))
 
     sink.finished = finished  # type: ignore[method-assign]
-    executor.submit([python_task("q1", "add", 1, 2), python_task("q2", "sleep", 0.3)])
+    second = python_task("q2", "sleep", 0.3)
+    second.workflow_id = "wf-2"  # another workflow's: not staged behind q1, started when q1 ends
+    executor.submit([python_task("q1", "add", 1, 2), second])
     assert (await sink.result("q2")).outcome == SUCCEEDED
     assert sent_at_first_end == [True]
 

@@ -35,6 +35,7 @@ from corral.agent.lifecycle import (
     Stop,
     TimedOut,
 )
+from corral.agent.lifecycle_events import Stage, StageRefused, Unstaged, Withdraw
 from corral.v1 import types_pb2
 
 GRACE = 7.0
@@ -55,8 +56,24 @@ def kinds(out: list[Instruction]) -> list[str]:
     return [type(i).__name__ for i in out]
 
 
+def py(attempt_id: str, workflow_id: str = "wf") -> types_pb2.TaskAssignment:
+    return types_pb2.TaskAssignment(attempt_id=attempt_id, agent_type="python", workflow_id=workflow_id)
+
+
+def staging(slots: int = 1) -> AttemptMachine:
+    return AttemptMachine(slots, GRACE, stage_type="python")
+
+
 def in_state(state: State, *, timeout_s: float = 0) -> AttemptMachine:
-    """A machine holding attempt "a" in ``state`` (QUEUED behind a busy "busy" attempt)."""
+    """A machine holding attempt "a" in ``state`` (QUEUED behind a busy "busy" attempt; STAGED
+    behind a running python attempt "lead" of its workflow)."""
+    if state is State.STAGED:
+        m = staging()
+        m.handle(Assigned(py("lead")))
+        m.handle(Started("lead", 1))
+        m.handle(Assigned(py("a")))
+        assert m.state("a") is state
+        return m
     m = machine(slots=1)
     if state is State.QUEUED:
         m.handle(Assigned(assignment("busy")))
@@ -378,6 +395,8 @@ _SAMPLES: dict[type, Callable[[], Event]] = {
     KillSilently: lambda: KillSilently("a"),
     Acked: lambda: Acked("a"),
     TimedOut: lambda: TimedOut("a"),
+    Unstaged: lambda: Unstaged("a"),
+    StageRefused: lambda: StageRefused("a"),
 }
 
 
@@ -432,3 +451,107 @@ def test_attempts_without_an_order_start_in_the_order_they_arrived() -> None:
     m.handle(Started("a", 1))
     (start,) = [i for i in m.handle(Ended("a", OK)) if isinstance(i, Start)]
     assert start.attempt_id == "b"
+
+
+# --- staging: the next python attempt waits in a running one's worker -------------------------------
+
+
+def test_with_every_slot_busy_the_head_is_staged_behind_a_running_attempt_of_its_workflow() -> None:
+    m = staging(slots=1)
+    m.handle(Assigned(py("a")))
+    m.handle(Assigned(py("other", workflow_id="wf2")))  # the head: another workflow, not staged
+    assert m.state("other") is State.QUEUED
+    assert m.handle(Started("a", 1)) == [ReportStarted("a", 1)]
+    m.handle(Cancel("other", force=False, grace_s=0))
+    assert m.handle(Assigned(py("b"))) == [ReportAccepted("b"), Stage("b", "a", py("b"))]
+    assert m.handle(Assigned(py("c"))) == [ReportAccepted("c")]  # one follower per leader
+    assert (m.state("b"), m.state("c"), m.active_count, m.queued_count) == (State.STAGED, State.QUEUED, 1, 2)
+    assert m.active_ids() == ["a", "b", "c"]
+    # "a" ends: "b" takes its slot (it started in the worker already), and "c" is staged behind it.
+    assert m.handle(Ended("a", OK)) == [ReportFinished("a", OK), Start("b", py("b"))]
+    assert m.handle(Started("b", 1)) == [ReportStarted("b", 1), Stage("c", "b", py("c"))]
+    assert m.active_count == 1
+
+
+def test_only_the_stage_type_is_staged() -> None:
+    m = staging(slots=1)
+    m.handle(Assigned(py("a")))
+    m.handle(Started("a", 1))
+    m.handle(Assigned(assignment("shell")))
+    assert m.state("shell") is State.QUEUED
+    plain = machine(slots=1)
+    plain.handle(Assigned(py("a")))
+    plain.handle(Started("a", 1))
+    plain.handle(Assigned(py("b")))
+    assert plain.state("b") is State.QUEUED
+
+
+def test_stopping_a_leader_withdraws_its_follower_first() -> None:
+    m = in_state(State.STAGED)
+    assert m.handle(Cancel("lead", force=False, grace_s=1.0)) == [
+        Withdraw("a"),
+        Stop("lead", StopReason.CANCELLED, False, 1.0),
+    ]
+    # It had not started: it waits for a slot again (the stopping leader takes no follower).
+    assert m.handle(Unstaged("a")) == []
+    assert m.state("a") is State.QUEUED
+    assert m.handle(Ended("lead", AttemptResult.stopped(StopReason.CANCELLED)))[-1] == Start("a", py("a"))
+
+
+def test_a_follower_that_started_before_its_withdrawal_inherits_the_stopped_leaders_slot() -> None:
+    m = in_state(State.STAGED)
+    m.handle(Cancel("lead", force=False, grace_s=1.0))  # the Withdraw fails: the leader had answered
+    out = m.handle(Ended("lead", OK))
+    assert out == [ReportFinished("lead", OK), Start("a", py("a"))]
+    assert m.active_count == 1
+
+
+def test_a_cancelled_staged_attempt_is_released_when_withdrawn_else_stopped_once_started() -> None:
+    m = in_state(State.STAGED)
+    assert m.handle(Cancel("a", force=False, grace_s=2.0)) == [Withdraw("a")]
+    assert m.handle(Unstaged("a")) == [ReportReleased("a")]
+    assert m.state("a") is None
+    m = in_state(State.STAGED)
+    m.handle(Cancel("a", force=False, grace_s=2.0))
+    m.handle(Ended("lead", OK))  # the withdrawal failed: it had started
+    assert m.handle(Started("a", 5)) == [ReportStarted("a", 5), Stop("a", StopReason.CANCELLED, False, 2.0)]
+
+
+def test_a_staged_attempt_killed_silently_goes_without_a_word() -> None:
+    m = in_state(State.STAGED)
+    assert m.handle(KillSilently("a")) == [Withdraw("a")]
+    assert m.handle(Unstaged("a")) == []
+    assert m.state("a") is None
+
+
+def test_a_free_slot_with_nothing_queued_takes_a_staged_attempt_back() -> None:
+    m = staging(slots=2)
+    for attempt_id in ("a", "b"):
+        m.handle(Assigned(py(attempt_id)))
+        m.handle(Started(attempt_id, 1))
+    # Behind the oldest running attempt (the likeliest to end first).
+    assert m.handle(Assigned(py("c"))) == [ReportAccepted("c"), Stage("c", "a", py("c"))]
+    other = "b"
+    # The attempt without a follower ends first: "c" should not wait for its own leader.
+    assert m.handle(Ended(other, OK)) == [ReportFinished(other, OK), Withdraw("c")]
+    assert m.handle(Unstaged("c")) == [Start("c", py("c"))]
+    assert m.active_count == 2
+
+
+def test_a_refused_stage_queues_the_attempt_again_and_that_leader_takes_no_follower() -> None:
+    m = in_state(State.STAGED)
+    assert m.handle(StageRefused("a")) == []
+    assert m.state("a") is State.QUEUED
+    m.handle(Assigned(py("b")))
+    assert m.state("b") is State.QUEUED
+
+
+def test_draining_withdraws_staged_attempts_and_gives_them_back() -> None:
+    m = in_state(State.STAGED)
+    assert m.handle(Drain()) == [Withdraw("a")]
+    assert m.handle(Unstaged("a")) == [ReportFinished("a", AttemptResult.stopped(StopReason.DRAINED, "not started"))]
+    m = in_state(State.STAGED)
+    out = m.handle(KillAll(force=True, grace_s=0))
+    assert out[0] == Withdraw("a") and Stop("lead", StopReason.DRAINED, True, 0) in out
+    m.handle(Ended("lead", OK))  # the withdrawal failed: "a" started, and is stopped at once
+    assert m.handle(Started("a", 3))[-1] == Stop("a", StopReason.DRAINED, True, 0)
