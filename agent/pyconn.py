@@ -187,14 +187,14 @@ class PyWorker:
         """Take a staged request back: True when it had not started (the worker skips it).
 
         False when the worker took its token (it has answered the task before it and runs this
-        one). Its future is cancelled either way when it is withdrawn; the skip's answer is consumed.
+        one). Withdrawn, its future is cancelled, and the worker's skip answer is consumed.
         """
         try:
             taken = os.read(self._token_r, 1) != _TOKEN
         except BlockingIOError:
             taken = True
         except OSError:
-            taken = False  # the pipe is gone with the worker: the byte was never read by it
+            taken = True  # the pipe is closed (the worker let go): never assume it did not start
         if taken:
             return False
         waiter.cancel()

@@ -69,6 +69,12 @@ class PythonRun:
 
     def withdraw(self) -> bool:
         """Take this staged run back from its worker: True when it had not started (drop it then)."""
+        if self._response.done() and not self._response.cancelled():
+            # Its worker is gone already: it had not started only if it never took the token.
+            if self.lost_before_start:
+                self._worker.owners -= 1
+                return True
+            return False
         if self._worker.withdraw(self._response):
             self._worker.owners -= 1
             return True
