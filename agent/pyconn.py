@@ -169,6 +169,9 @@ class PyWorker:
             and waiters[0] is running
             and not running.done()
             and self._after_args is None
+            # The boundary of the last staged request is still to come: one cut at a time.
+            and self._cut[0] is None
+            and self._cut[1] is None
         )
 
     def stage(
@@ -330,8 +333,8 @@ class PyWorker:
         self.drain()
         waiters, self._waiters = self._waiters, deque()
         staged_left = False
-        if self._after_args is not None and self._token_r >= 0:
-            # A staged request: did the worker take its token before it died?
+        if self._token_r >= 0:
+            # A byte still there is a staged request (the last one) the worker never took.
             with contextlib.suppress(OSError):
                 staged_left = os.read(self._token_r, 1) == _TOKEN
         for index, waiter in enumerate(waiters):
