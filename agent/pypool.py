@@ -382,6 +382,9 @@ class WorkerPool:
             worker.workflow != assignment.workflow_id
             or leader._stop is not None
             or assignment.checkpoint_json  # written into the folder the leader is using
+            # A task that runs on through a partition must have started under the agent's eyes:
+            # staged, it could start in a frozen agent's worker after the controller took it back.
+            or assignment.on_disconnect == types_pb2.ON_DISCONNECT_KEEP
             or not worker.can_stage(leader._response)
         ):
             return None
