@@ -61,3 +61,16 @@ async def test_a_leader_stopped_at_its_timeout_gives_its_follower_back_to_run_el
     second = await sink.result("b")
     assert second.outcome == SUCCEEDED and sink.stdout("b") == b"from-b\n"
     assert sink.pids["b"] != sink.pids["a"]  # another worker (the killed one was replaced)
+
+
+async def test_a_task_that_runs_through_partitions_is_never_staged(
+    make_executor: ExecutorFactory, sink: RecordingSink
+) -> None:
+    executor = await make_executor(slots=1, workers=1)
+    keep = python_task("k", "say", "from-k")
+    keep.on_disconnect = types_pb2.ON_DISCONNECT_KEEP
+    executor.submit([python_task("a", "say", "a", 0.5), keep])
+    # The leader's start is where "k" would be staged (in the same step): it waits for the slot.
+    await eventually(lambda: executor.machine.state("a") is State.RUNNING, what="a running")
+    assert executor.machine.state("k") is State.QUEUED
+    assert (await sink.result("k")).outcome == SUCCEEDED
