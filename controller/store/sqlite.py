@@ -88,9 +88,11 @@ _IMMUTABLE: Final = {
 }
 
 
-def _upsert_sql(table: str, columns: Sequence[str]) -> str:
+def _upsert_sql(table: str, columns: Sequence[str], values: Sequence[str] = ()) -> str:
+    """An upsert of ``columns`` (``values``: their SQL, by default a parameter each); on conflict it
+    sets every column of the table but the id and the immutable ones from ``excluded``."""
     names = ", ".join(_quote(c) for c in columns)
-    marks = ", ".join("?" for _ in columns)
+    marks = ", ".join(values or ["?"] * len(columns))
     fixed = _IMMUTABLE.get(table, frozenset())
     updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns[1:] if c not in fixed)
     return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}"
@@ -101,6 +103,31 @@ def _select_sql(table: str, columns: Sequence[str], order: str) -> str:
 
 
 _UPSERT: Final = {table: _upsert_sql(table, cols) for table, cols in codec.COLUMNS.items()}
+
+
+def _literal(value: object) -> str:
+    """A constant of :data:`codec.PLAIN_TASK_DEFAULTS` as SQL text."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bytes):
+        return f"X'{value.hex()}'"
+    if type(value) is int or type(value) is float:
+        return repr(value)
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def _plain_task_upsert() -> str:
+    # The upsert of a task without rare fields: its rare columns are constants in the statement,
+    # not parameters (27 bound instead of 50, ~30% less per row). On conflict it sets every
+    # column, the constants included (``excluded`` holds them), so it is the whole upsert's twin.
+    columns = (*codec.PLAIN_TASK_COLUMNS, *codec.PLAIN_TASK_DEFAULTS)
+    values = ["?"] * len(codec.PLAIN_TASK_COLUMNS) + [_literal(v) for v in codec.PLAIN_TASK_DEFAULTS.values()]
+    return _upsert_sql("tasks", columns, values)
+
+
+_UPSERT_PLAIN_TASK: Final = _plain_task_upsert()
 # A moved task (ChangeBatch.moved_tasks): its progress columns only, a quarter of the row's
 # parameters to bind (8.8 -> ~4 us a row in SQLite, two such writes per task).
 _UPDATE_PROGRESS: Final = (
@@ -303,15 +330,17 @@ class SqliteStore:
         # Rows are encoded as they are written (executemany takes an iterator), so a 20k-task
         # batch never holds all its rows at once; a value that cannot be stored fails inside the
         # transaction, which is then rolled back whole.
+        plain = [t for t in batch.tasks.values() if t._rare is None]
+        rare = [t for t in batch.tasks.values() if t._rare is not None] if len(plain) < len(batch.tasks) else []
         rows: dict[str, Iterable[Sequence[Any]]] = {
             "workflows": map(codec.encode_workflow, batch.workflows.values()),
-            "tasks": map(codec.encode_task, batch.tasks.values()),
+            "tasks": map(codec.encode_task, rare),
             "attempts": map(codec.encode_attempt, batch.attempts.values()),
             "agents": map(codec.encode_agent, batch.agents.values()),
         }
         counts = {
             "workflows": len(batch.workflows),
-            "tasks": len(batch.tasks),
+            "tasks": len(rare),
             "attempts": len(batch.attempts),
             "agents": len(batch.agents),
         }
@@ -331,6 +360,8 @@ class SqliteStore:
                 for table, table_rows in rows.items():
                     if counts[table]:
                         conn.executemany(_UPSERT[table], table_rows)
+                    if table == "tasks" and plain:
+                        conn.executemany(_UPSERT_PLAIN_TASK, map(codec.encode_plain_task, plain))
                 if batch.moved_tasks:
                     conn.executemany(_UPDATE_PROGRESS, map(codec.encode_task_progress, batch.moved_tasks.values()))
                 if logs:

@@ -121,3 +121,55 @@ def test_a_progress_row_holds_what_the_whole_row_holds_in_those_columns() -> Non
     for task in tasks:
         whole = codec.encode_task(task)
         assert codec.encode_task_progress(task) == (*(whole[i] for i in where), task.id), task.name
+
+
+def test_a_plain_row_holds_the_whole_row_with_the_rare_columns_at_their_defaults() -> None:
+    """A task without rare fields is written with the narrow upsert: its 27 columns plus the rare
+    columns' defaults as constants. Together they must be the whole row, value for value."""
+    from corral.controller.core.model import Resources, Task, TaskState
+
+    columns = codec.COLUMNS["tasks"]
+    tasks = [
+        Task("t1", "w", "plain", 0, "python", b'{"function": "m:f"}'),
+        Task(
+            "t2",
+            "w",
+            "done",
+            1,
+            "shell",
+            b'{"shell": "true"}',
+            resources=Resources(cpu_cores=2.0, memory_mb=512),
+            dependencies=("t1",),
+            state=TaskState.COMPLETED,
+            result=b"null",
+            created_at=1.0,
+            ready_at=2.0,
+            started_at=3.0,
+            finished_at=4.0,
+            estimated_duration_s=5.0,
+        ),
+    ]
+    for task in tasks:
+        assert task._rare is None
+        plain = dict(zip(codec.PLAIN_TASK_COLUMNS, codec.encode_plain_task(task), strict=True))
+        whole = dict(zip(columns, codec.encode_task(task), strict=True))
+        assert {**plain, **codec.PLAIN_TASK_DEFAULTS} == whole, task.name
+        assert codec.decode_task(codec.encode_task(task)) == task
+
+
+def test_a_task_back_at_its_defaults_is_stored_with_its_rare_columns_reset() -> None:
+    """The narrow upsert of a task without rare fields also resets a stored row that had some (a
+    rewound task): its rare columns are set from the statement's constants on conflict."""
+    from corral.controller.core.model import Task
+
+    rare = Task("t1", "w", "a", 0, "python", b"{}", spread="zone", preemptions=2, last_preemption="by x", gang="g")
+    plain = Task("t1", "w", "a", 0, "python", b"{}")
+    assert rare._rare is not None and plain._rare is None
+    with tempfile.TemporaryDirectory() as directory:
+        store = SqliteStore(Path(directory) / "corral.db", synchronous="OFF")
+        store.load()
+        store.commit(ChangeBatch(tasks={rare.id: rare}))
+        assert [t.preemptions for t in store.load().tasks] == [2]
+        store.commit(ChangeBatch(tasks={plain.id: plain}))
+        assert store.load().tasks == [plain]
+        store.close()
