@@ -14,6 +14,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 
 from corral.controller.core.machine import MachineConfig
+from corral.controller.core.model import Task, TaskState
 from corral.controller.sim import Fleet, Simulator
 from corral.controller.spec import parse_workflow
 from corral.controller.store import codec
@@ -88,13 +89,9 @@ def test_the_hot_transitions_write_narrowly_and_a_task_touched_whole_is_written_
         recorder.store.close()
 
 
-def test_a_progress_row_holds_what_the_whole_row_holds_in_those_columns() -> None:
-    """The narrow encoder builds its 12 columns itself: they must be the whole row's, value for
-    value, whatever the task carries (rare fields, a result, an error, unset times)."""
-    from corral.controller.core.model import Task, TaskState
-
-    where = [codec.COLUMNS["tasks"].index(column) for column in codec.PROGRESS_COLUMNS]
-    tasks = [
+def _sample_tasks() -> list[Task]:
+    """Tasks with and without rare fields, a result, an error, set and unset times."""
+    return [
         Task("t1", "w", "plain", 0, "default", b'{"shell": "true"}'),
         Task(
             "t2",
@@ -118,6 +115,13 @@ def test_a_progress_row_holds_what_the_whole_row_holds_in_those_columns() -> Non
         Task("t3", "w", "late", 2, "default", b"{}", not_before=99.0, error="boom", exit_code=137, spread="zone"),
         Task("t4", "w", "failed", 3, "default", b"{}", state=TaskState.FAILED, preemptible=True, result=b""),
     ]
+
+
+def test_a_progress_row_holds_what_the_whole_row_holds_in_those_columns() -> None:
+    """The narrow encoder builds its 12 columns itself: they must be the whole row's, value for
+    value, whatever the task carries (rare fields, a result, an error, unset times)."""
+    where = [codec.COLUMNS["tasks"].index(column) for column in codec.PROGRESS_COLUMNS]
+    tasks = _sample_tasks()
     for task in tasks:
         whole = codec.encode_task(task)
         assert codec.encode_task_progress(task) == (*(whole[i] for i in where), task.id), task.name
@@ -125,43 +129,23 @@ def test_a_progress_row_holds_what_the_whole_row_holds_in_those_columns() -> Non
 
 def test_a_plain_row_holds_the_whole_row_with_the_rare_columns_at_their_defaults() -> None:
     """A task without rare fields is written with the narrow upsert: its 27 columns plus the rare
-    columns' defaults as constants. Together they must be the whole row, value for value."""
-    from corral.controller.core.model import Resources, Task, TaskState
-
+    columns' defaults as constants. Together they must be the whole row, value for value; every
+    task, rare fields or not, still encodes and decodes whole."""
     columns = codec.COLUMNS["tasks"]
-    tasks = [
-        Task("t1", "w", "plain", 0, "python", b'{"function": "m:f"}'),
-        Task(
-            "t2",
-            "w",
-            "done",
-            1,
-            "shell",
-            b'{"shell": "true"}',
-            resources=Resources(cpu_cores=2.0, memory_mb=512),
-            dependencies=("t1",),
-            state=TaskState.COMPLETED,
-            result=b"null",
-            created_at=1.0,
-            ready_at=2.0,
-            started_at=3.0,
-            finished_at=4.0,
-            estimated_duration_s=5.0,
-        ),
-    ]
+    tasks = _sample_tasks()
+    plain = [task for task in tasks if task._rare is None]
+    assert len(plain) == 2 and len(tasks) == 4
     for task in tasks:
-        assert task._rare is None
-        plain = dict(zip(codec.PLAIN_TASK_COLUMNS, codec.encode_plain_task(task), strict=True))
+        assert codec.decode_task(codec.encode_task(task)) == task, task.name
+    for task in plain:
+        narrow = dict(zip(codec.PLAIN_TASK_COLUMNS, codec.encode_plain_task(task), strict=True))
         whole = dict(zip(columns, codec.encode_task(task), strict=True))
-        assert {**plain, **codec.PLAIN_TASK_DEFAULTS} == whole, task.name
-        assert codec.decode_task(codec.encode_task(task)) == task
+        assert {**narrow, **codec.PLAIN_TASK_DEFAULTS} == whole, task.name
 
 
 def test_a_task_back_at_its_defaults_is_stored_with_its_rare_columns_reset() -> None:
     """The narrow upsert of a task without rare fields also resets a stored row that had some (a
     rewound task): its rare columns are set from the statement's constants on conflict."""
-    from corral.controller.core.model import Task
-
     rare = Task("t1", "w", "a", 0, "python", b"{}", spread="zone", preemptions=2, last_preemption="by x", gang="g")
     plain = Task("t1", "w", "a", 0, "python", b"{}")
     assert rare._rare is not None and plain._rare is None
