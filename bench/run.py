@@ -33,7 +33,7 @@ from bench import report
 from bench.cluster import use_tls
 from bench.workloads import Result, tls_suffixed
 
-__all__ = ["FIGURES", "TLS_WORKLOADS", "WORKLOADS", "main", "run_order"]
+__all__ = ["FIGURES", "PLAINTEXT_ONLY", "TLS_WORKLOADS", "WORKLOADS", "main", "run_order"]
 
 #: workload name -> module under bench.workloads, in the order they run.
 WORKLOADS: dict[str, str] = {
@@ -64,6 +64,13 @@ TLS_WORKLOADS = ("noop", "roundtrip", "dag")
 
 #: Not in a default run: ``noop_tls`` is the TLS column's noop, under its own name for ``--only``.
 NOT_BY_DEFAULT = ("noop_tls",)
+
+#: Workloads that have no TLS run, and why: ``--with-tls`` runs them plainly only, ``--tls`` refuses them.
+PLAINTEXT_ONLY: dict[str, str] = {
+    "heartbeat": "its simulated agents connect in plaintext (mutual TLS would need a certificate per agent)",
+    "heartbeat_5000": "its simulated agents connect in plaintext (mutual TLS would need a certificate per agent)",
+    "sim": "the simulator runs the core in process, with no network to encrypt",
+}
 
 #: figure -> (workload, unit, target or None, True when higher is better); issue 13's targets.
 #: A figure measured with TLS (``*_tls``) is held to the same target (see bench.report.rows).
@@ -129,7 +136,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--with-tls",
         action="store_true",
         help="run each chosen workload plainly, then at once with TLS (the default for "
-        f"{','.join(TLS_WORKLOADS)} when neither --only nor --store is given)",
+        f"{','.join(TLS_WORKLOADS)} when neither --only nor --store is given; "
+        f"{', '.join(PLAINTEXT_ONLY)} have no TLS run)",
     )
     args = parser.parse_args(argv)
     default = list(PG_WORKLOADS) if args.store == "postgresql" else [w for w in WORKLOADS if w not in NOT_BY_DEFAULT]
@@ -139,6 +147,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown workloads: {', '.join(unknown)} (choose from {', '.join(WORKLOADS)})")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.tls and (plain := [w for w in selected if w in PLAINTEXT_ONLY]):
+        parser.error("; ".join(f"{w} has no TLS run: {PLAINTEXT_ONLY[w]}" for w in plain))
     args.selected = [w for w in WORKLOADS if w in selected]
     args.plan = run_order(
         args.selected, tls_only=args.tls, with_tls=args.with_tls, default=not args.only and args.store == "sqlite"
@@ -157,7 +167,7 @@ def run_order(selected: list[str], *, tls_only: bool, with_tls: bool, default: b
     out: list[tuple[str, bool]] = []
     for name in selected:
         out.append((name, False))
-        if name in twins and name not in NOT_BY_DEFAULT:
+        if name in twins and name not in NOT_BY_DEFAULT and name not in PLAINTEXT_ONLY:
             out.append((name, True))
     return out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.run import FIGURES, TLS_WORKLOADS, WORKLOADS, main, run_order
+from bench.run import FIGURES, TLS_WORKLOADS, WORKLOADS, _parse, main, run_order
 from bench.traces import DEFAULT_DIR, ENV, TRACES, traces_dir
 from bench.workloads import Result, tls_suffixed
 from bench.workloads.tasks_1m import scale
@@ -106,6 +106,20 @@ def test_run_order_puts_each_tls_run_right_after_its_plain_one() -> None:
         ("sleep", False),
         ("sleep", True),
     ]
+
+
+def test_workloads_without_a_tls_run_run_plainly_with_tls_and_are_refused_with_tls_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_order(["heartbeat", "noop", "sim"], tls_only=False, with_tls=True, default=False) == [
+        ("heartbeat", False),
+        ("noop", False),
+        ("noop", True),
+        ("sim", False),
+    ]
+    with pytest.raises(SystemExit):
+        _parse(["--tls", "--only", "noop,heartbeat"])
+    assert "heartbeat has no TLS run: its simulated agents connect in plaintext" in capsys.readouterr().err
 
 
 def test_a_failing_workload_is_reported_and_the_json_line_still_printed(
