@@ -35,14 +35,12 @@ from corral.controller.core.model import (
     WorkflowState,
 )
 from corral.controller.core.task_rare import RARE_DEFAULTS, TaskRare
-from corral.controller.store.base import LogChunk
 from corral.controller.store.cache_codec import decode_task_cache, encode_task_cache
 from corral.controller.store.columns import COLUMNS
 from corral.controller.store.rules_codec import decode_rules, encode_rules
 
 __all__ = [
     "COLUMNS",
-    "MAX_LOG_BYTES_PER_STREAM",
     "PLAIN_TASK_COLUMNS",
     "PLAIN_TASK_DEFAULTS",
     "PROGRESS_COLUMNS",
@@ -61,15 +59,12 @@ __all__ = [
     "encode_task",
     "encode_task_progress",
     "encode_workflow",
-    "fit_log",
-    "merge_log_chunks",
 ]
 
 Row = tuple[Any, ...]
 
 #: Bytes of stdout (and, separately, of stderr) kept per attempt; the rest is dropped and the
 #: attempt's output is marked truncated. Large outputs belong in files, not in the state database.
-MAX_LOG_BYTES_PER_STREAM: Final = 1024 * 1024
 
 _EMPTY_OBJECT: Final = "{}"
 _EMPTY_ARRAY: Final = "[]"
@@ -587,29 +582,3 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         cordon_reason=row[13],
         cordoned_by=row[14],
     )
-
-
-def merge_log_chunks(chunks: Sequence[LogChunk]) -> dict[str, tuple[bytes, bytes, bool]]:
-    """Concatenate the chunks of one batch per attempt, in order: ``{attempt_id: (out, err, cut)}``.
-
-    Done before a store touches its state, so a chunk holding something other than bytes fails the
-    commit while nothing has been written yet.
-    """
-    merged: dict[str, tuple[bytearray, bytearray, list[bool]]] = {}
-    for chunk in chunks:
-        entry = merged.get(chunk.attempt_id)
-        if entry is None:
-            entry = merged[chunk.attempt_id] = (bytearray(), bytearray(), [False])
-        entry[0].extend(_blob(chunk.stdout))
-        entry[1].extend(_blob(chunk.stderr))
-        if chunk.truncated:
-            entry[2][0] = True
-    return {key: (bytes(out), bytes(err), cut[0]) for key, (out, err, cut) in merged.items()}
-
-
-def fit_log(data: bytes, stored: int) -> tuple[bytes, bool]:
-    """The part of ``data`` that fits after ``stored`` bytes of a stream, and whether some was cut."""
-    room = max(0, MAX_LOG_BYTES_PER_STREAM - stored)
-    if len(data) <= room:
-        return data, False
-    return data[:room], True

@@ -25,6 +25,7 @@ from corral.controller.store import (
     durations_codec,
     event_codec,
     live,
+    log_codec,
     runs_codec,
     schedules_codec,
 )
@@ -71,7 +72,7 @@ class _Output:
 class MemoryStore:
     """The :class:`~corral.controller.store.base.Store` in dictionaries. Not durable."""
 
-    MAX_LOG_BYTES_PER_STREAM: Final = codec.MAX_LOG_BYTES_PER_STREAM
+    MAX_LOG_BYTES_PER_STREAM: Final = log_codec.MAX_LOG_BYTES_PER_STREAM
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -156,7 +157,7 @@ class MemoryStore:
             "attempts": [codec.encode_attempt(a) for a in batch.attempts.values()],
             "agents": [codec.encode_agent(a) for a in batch.agents.values()],
         }
-        logs = codec.merge_log_chunks(batch.logs)
+        logs = log_codec.merge_log_chunks(batch.logs)
         meta = {str(k): str(v) for k, v in batch.meta.items()}
         changes = batch.access
         access: dict[str, list[tuple[Any, codec.Row]]] = {
@@ -198,7 +199,7 @@ class MemoryStore:
                 if output is None:
                     output = self._logs[attempt_id] = _Output()
                 for buffer, data in ((output.stdout, out), (output.stderr, err)):
-                    kept, cut = codec.fit_log(data, len(buffer))
+                    kept, cut = log_codec.fit_log(data, len(buffer))
                     buffer.extend(kept)
                     truncated = truncated or cut
                 output.truncated = output.truncated or truncated

@@ -39,6 +39,7 @@ from corral.controller.store import (
     durations_codec,
     event_codec,
     live,
+    log_codec,
     postgres_retention,
     runs_codec,
     schedules_codec,
@@ -95,7 +96,7 @@ class PostgresStore:
     up to ``pool_size`` connections and see committed state only. ``migrations`` exists for tests.
     """
 
-    MAX_LOG_BYTES_PER_STREAM: Final = codec.MAX_LOG_BYTES_PER_STREAM
+    MAX_LOG_BYTES_PER_STREAM: Final = log_codec.MAX_LOG_BYTES_PER_STREAM
     #: Every call is a network round trip: the runtime never calls ``commit`` on the event loop.
     remote: Final = True
 
@@ -182,7 +183,7 @@ class PostgresStore:
         """Write the whole batch in one transaction, or nothing of it."""
         if not batch:
             return
-        logs = codec.merge_log_chunks(batch.logs)
+        logs = log_codec.merge_log_chunks(batch.logs)
         event_rows = self._event_rows(batch.events)
         meta = [(str(k), str(v)) for k, v in batch.meta.items()]
         groups = batch.durations.groups
@@ -353,7 +354,7 @@ class PostgresStore:
                 if not data:
                     continue
                 stored = sizes.get((attempt_id, stream), 0)
-                kept, cut = codec.fit_log(data, stored)
+                kept, cut = log_codec.fit_log(data, stored)
                 truncated = truncated or cut
                 if kept:
                     inserts.append((attempt_id, stream, stored, kept))

@@ -32,6 +32,7 @@ from corral.controller.store import (
     durations_codec,
     event_codec,
     live,
+    log_codec,
     retention_sql,
     runs_codec,
     schedules_codec,
@@ -219,7 +220,7 @@ class SqliteStore:
     see committed state only and never wait behind a running commit.
     """
 
-    MAX_LOG_BYTES_PER_STREAM: Final = codec.MAX_LOG_BYTES_PER_STREAM
+    MAX_LOG_BYTES_PER_STREAM: Final = log_codec.MAX_LOG_BYTES_PER_STREAM
 
     def __init__(
         self,
@@ -344,7 +345,7 @@ class SqliteStore:
             "attempts": len(batch.attempts),
             "agents": len(batch.agents),
         }
-        logs = codec.merge_log_chunks(batch.logs)
+        logs = log_codec.merge_log_chunks(batch.logs)
         event_rows = self._event_rows(batch.events)
         meta = [(str(k), str(v)) for k, v in batch.meta.items()]
         access = batch.access
@@ -513,7 +514,7 @@ class SqliteStore:
                     continue
                 row = conn.execute(_LOG_SIZE, (attempt_id, stream)).fetchone()
                 stored = row[0] if row else 0
-                kept, cut = codec.fit_log(data, stored)
+                kept, cut = log_codec.fit_log(data, stored)
                 truncated = truncated or cut
                 if kept:
                     conn.execute(_LOG_INSERT, (attempt_id, stream, stored, kept))
