@@ -52,6 +52,7 @@ from typing import Any, BinaryIO
 
 from corral import task as corral_task
 from corral.agent.policy import MAX_RESULT_BYTES, ModuleRule, over_limit
+from corral.agent.pyenv import TaskEnv
 from corral.agent.pyframes import HEADER, read_frame, take_stage_token, write_all, write_all_fd
 from corral.agent.pywatch import Shared, Watcher, become_subreaper, die_with_parent, kill_descendants, kill_leftovers
 from corral.agent.usage import TaskMeter
@@ -175,56 +176,6 @@ def _last_line(exc: BaseException) -> str:
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
 
-def _restore_env(environ: Any, wanted: dict[str, str]) -> None:
-    """Make ``os.environ`` exactly ``wanted`` (the slow path: a task changed the environment)."""
-    current = dict(environ)
-    for name in current.keys() - wanted.keys():
-        del environ[name]
-    for name, value in wanted.items():
-        if current.get(name) != value:
-            environ[name] = value
-
-
-class _Env:
-    """Puts each task's environment in place: the worker's clean base plus the task's variables.
-
-    The fast path compares the encoded mapping behind ``os.environ`` with a snapshot taken when the
-    previous task started (one C-level dict comparison) and only sets the new task's variables; a
-    task that changed anything gets the whole environment rebuilt.
-    """
-
-    def __init__(self) -> None:
-        self.environ = os.environ
-        self.base = dict(os.environ)
-        self.previous: dict[str, str] = {}
-        # The base as it is now: a child forked from the template finds the environment unchanged
-        # and takes the fast path for its first task too (~50 us less per workflow switch).
-        data = self._data()
-        self.snapshot: Any = dict(data) if data is not None else None
-
-    def _data(self) -> Any:
-        return getattr(self.environ, "_data", None)
-
-    def apply(self, task_env: dict[str, str]) -> None:
-        environ = self.environ
-        data = self._data()
-        if data is None or self.snapshot is None or data != self.snapshot:
-            _restore_env(environ, self.base | task_env)
-        else:
-            for name in self.previous.keys() - task_env.keys():
-                if name in self.base:
-                    environ[name] = self.base[name]
-                else:
-                    del environ[name]
-            previous = self.previous
-            for name, value in task_env.items():
-                if previous.get(name) != value:
-                    environ[name] = value
-        self.previous = task_env
-        data = self._data()
-        self.snapshot = dict(data) if data is not None else None
-
-
 def _empty(folder: str) -> bool:
     with os.scandir(folder) as entries:
         return next(entries, None) is None
@@ -252,7 +203,7 @@ def _serve(
     handoff: int,
     done: int,
     worker: _Worker,
-    env: _Env,
+    env: TaskEnv,
     home: str,
     stdout: Any,
     stderr: Any,
@@ -452,7 +403,7 @@ class _Unremembered(dict):  # type: ignore[type-arg]
         return None
 
 
-def _rehearse(env: _Env, home: str, stdout: Any, stderr: Any, count: int = REHEARSALS, switch: bool = True) -> int:
+def _rehearse(env: TaskEnv, home: str, stdout: Any, stderr: Any, count: int = REHEARSALS, switch: bool = True) -> int:
     """Run the children's task path on ``count`` no-ops with private pipes (and, with ``switch``,
     the path of handing a request of another workflow on, which empties ``home``).
 
@@ -531,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.insert(index, path)
     worker = _Worker(rule)
     # What every task starts from: the worker's clean environment, folder and import path.
-    env = _Env()
+    env = TaskEnv()
     home = os.getcwd()
     stdout, stderr = sys.stdout, sys.stderr
 

@@ -1,4 +1,4 @@
-"""The python worker's per-task environment (``pyworker._Env``): the clean base plus the task's variables."""
+"""The python worker's per-task environment (``pyenv.TaskEnv``): the clean base plus the task's variables."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ from typing import Any
 
 import pytest
 
-from corral.agent import pyworker
+from corral.agent import pyenv
 
 
 @pytest.fixture
 def rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
     """Every full rebuild of the environment (the slow path), which still happens."""
     calls: list[dict[str, str]] = []
-    real = pyworker._restore_env
+    real = pyenv.restore_env
 
     def counting(environ: Any, wanted: dict[str, str]) -> None:
         calls.append(wanted)
         real(environ, wanted)
 
-    monkeypatch.setattr(pyworker, "_restore_env", counting)
+    monkeypatch.setattr(pyenv, "restore_env", counting)
     return calls
 
 
@@ -37,7 +37,7 @@ def clean(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_first_task_of_a_fresh_worker_sets_only_its_own_variables(
     clean: None, rebuilds: list[dict[str, str]]
 ) -> None:
-    env = pyworker._Env()
+    env = pyenv.TaskEnv()
     env.apply({"CORRAL_TEST_TASK": "t1"})
     assert rebuilds == []  # the environment is the base: nothing to rebuild
     assert os.environ["CORRAL_TEST_TASK"] == "t1" and os.environ["CORRAL_TEST_BASE"] == "base"
@@ -46,7 +46,7 @@ def test_the_first_task_of_a_fresh_worker_sets_only_its_own_variables(
 
 
 def test_a_task_that_changed_the_environment_gets_it_rebuilt(clean: None, rebuilds: list[dict[str, str]]) -> None:
-    env = pyworker._Env()
+    env = pyenv.TaskEnv()
     env.apply({"CORRAL_TEST_TASK": "t1"})
     os.environ["CORRAL_TEST_BASE"] = "changed by the task"
     os.environ["CORRAL_TEST_LEAK"] = "left by the task"

@@ -24,7 +24,7 @@ from corral.agent import pyworker
 home, report_fd, switch = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "switch"
 os.chdir(home)
 before = {"env": dict(os.environ), "path": list(sys.path)}
-env = pyworker._Env()
+env = pyworker.TaskEnv()
 stdout, stderr = sys.stdout, sys.stderr
 if switch:
     answered = pyworker._rehearse(env, home, stdout, stderr)
