@@ -34,7 +34,6 @@ nothing queued (a short task staged behind a long one does not wait for it)::
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Callable
 
 from corral.agent.attempt import AttemptResult, StopReason
@@ -49,6 +48,7 @@ from corral.agent.lifecycle_events import (
     Forget,
     GotOutput,
     Instruction,
+    InvalidTransition,
     KillAll,
     KillSilently,
     ReportAccepted,
@@ -61,6 +61,7 @@ from corral.agent.lifecycle_events import (
     Start,
     Started,
     StartFailed,
+    State,
     Stop,
     TimedOut,
     Unstaged,
@@ -99,25 +100,6 @@ __all__ = [
 ]
 
 _TIMED_OUT = types_pb2.ATTEMPT_OUTCOME_TIMED_OUT
-
-
-class State(enum.Enum):
-    """Where one attempt is. Forgotten attempts (acknowledged, released, killed) leave the machine."""
-
-    QUEUED = "queued"  # held here, waiting for a free slot
-    STAGED = "staged"  # handed to the worker of a running attempt, to start when that one ends
-    STARTING = "starting"  # Start issued, the runner has not answered yet
-    RUNNING = "running"
-    STOPPING = "stopping"  # Stop issued, waiting for the run to end
-    DONE = "done"  # Finished reported, kept until the controller acknowledges it
-
-    # Identity hashing in C: the table is looked up with a State on every event (Enum's own
-    # __hash__ is Python code). Members are singletons, so this is the same equality.
-    __hash__ = object.__hash__
-
-
-class InvalidTransition(RuntimeError):
-    """An event that cannot happen to an attempt in its state (a bug in the shell, never bad input)."""
 
 
 # -- the machine ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ machine and its table.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from corral.agent.attempt import AttemptResult, StopReason
@@ -23,6 +24,7 @@ __all__ = [
     "Forget",
     "GotOutput",
     "Instruction",
+    "InvalidTransition",
     "KillAll",
     "KillSilently",
     "ReportAccepted",
@@ -35,11 +37,31 @@ __all__ = [
     "Start",
     "StartFailed",
     "Started",
+    "State",
     "Stop",
     "TimedOut",
     "Unstaged",
     "Withdraw",
 ]
+
+
+class State(enum.Enum):
+    """Where one attempt is. Forgotten attempts (acknowledged, released, killed) leave the machine."""
+
+    QUEUED = "queued"  # held here, waiting for a free slot
+    STAGED = "staged"  # handed to the worker of a running attempt, to start when that one ends
+    STARTING = "starting"  # Start issued, the runner has not answered yet
+    RUNNING = "running"
+    STOPPING = "stopping"  # Stop issued, waiting for the run to end
+    DONE = "done"  # Finished reported, kept until the controller acknowledges it
+
+    # Identity hashing in C: the table is looked up with a State on every event (Enum's own
+    # __hash__ is Python code). Members are singletons, so this is the same equality.
+    __hash__ = object.__hash__
+
+
+class InvalidTransition(RuntimeError):
+    """An event that cannot happen to an attempt in its state (a bug in the shell, never bad input)."""
 
 
 # -- events ---------------------------------------------------------------------------------------
