@@ -1,4 +1,4 @@
-"""The events and instructions of :mod:`corral.agent.lifecycle`'s machine: plain values.
+"""The states, events and instructions of :mod:`corral.agent.lifecycle`'s machine: plain values.
 
 Events come in (an assignment, a runner's answer, a controller message); instructions go out to
 the thin shell (:mod:`corral.agent.executor`). Apart so the machine's module holds only the
