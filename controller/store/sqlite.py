@@ -1,6 +1,7 @@
 """The durable store: one SQLite file in WAL mode, one writer, one transaction per commit.
 
-Schema and migrations go through sqlite-utils; the hot path (``commit``) uses the raw ``sqlite3``
+Schema and migrations go through sqlite-utils (imported only when a migration runs, so a restart
+on an up-to-date file never loads it); the hot path (``commit``) uses the raw ``sqlite3``
 connection with ``executemany`` upserts, which is an order of magnitude faster than
 ``Table.upsert_all`` for the tens of thousands of rows a large submission produces.
 
@@ -19,8 +20,6 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
-
-import sqlite_utils
 
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
@@ -277,16 +276,19 @@ class SqliteStore:
             )
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
-        db = sqlite_utils.Database(self._conn, recursive_triggers=False, execute_plugins=False)
         # BEGIN IMMEDIATE takes the write lock before reading the version, so two processes
         # opening the same old file cannot both run the same migration.
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             version = _user_version(self._conn)
             self._check_version(version, len(migrations))
-            for migration in migrations[version:]:
-                migration(db)
             if version != len(migrations):
+                # Only now: an up-to-date file (every restart) never loads sqlite-utils.
+                import sqlite_utils
+
+                db = sqlite_utils.Database(self._conn, recursive_triggers=False, execute_plugins=False)
+                for migration in migrations[version:]:
+                    migration(db)
                 self._conn.execute(f"PRAGMA user_version = {len(migrations)}")
             self._conn.execute("COMMIT")
         except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from corral.controller.core.state import Dependents
 from corral.controller.sim import Fleet, Simulator
 from corral.controller.spec import parse_workflow
 from corral.controller.store import codec
+from corral.controller.store.sqlite import MIGRATIONS, SqliteStore
 
 
 def _spec(name: str, count: int, *, chain: bool = False) -> Any:
@@ -122,6 +124,38 @@ def test_the_corral_command_starts_a_daemon_without_the_cli_or_rich(daemon: str)
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert "--help" in out.stdout  # the daemon's usage
     assert out.stdout.strip().splitlines()[-1] == "RESULT 0 []"
+
+
+@pytest.mark.parametrize("daemon", ["controller", "agent"])
+def test_python_dash_m_starts_a_daemon_without_rich(daemon: str) -> None:
+    # `python -m corral.controller` / `python -m corral.agent` (the bench's and the tests' way)
+    # keep rich out as the `corral` command does.
+    probe = (
+        f"import runpy, sys; sys.argv = ['corral.{daemon}', '--help']\n"
+        "try:\n"
+        f"    runpy.run_module('corral.{daemon}', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as stop:\n    code = stop.code\n"
+        "loaded = [m for m in ('rich', 'pygments') if sys.modules.get(m) is not None]\n"
+        "print('RESULT', code, loaded)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert "--help" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "RESULT 0 []"
+
+
+def test_an_up_to_date_sqlite_file_opens_without_sqlite_utils(tmp_path: Path) -> None:
+    # Migrations need sqlite-utils; a file already at the current schema (every restart) does not.
+    db = tmp_path / "state.db"
+    SqliteStore(str(db)).close()
+    probe = (
+        "import sys\n"
+        "from corral.controller.store.sqlite import SqliteStore\n"
+        f"store = SqliteStore({str(db)!r})\n"
+        "print('RESULT', store.schema_version, 'sqlite_utils' in sys.modules)\n"
+        "store.close()"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == f"RESULT {len(MIGRATIONS)} False"
 
 
 def test_other_commands_still_take_the_cli() -> None:
