@@ -234,14 +234,18 @@ class Session:
             hint: str | None = None
             moved = True  # a failure to reach this controller: try the next one
             try:
-                welcomed = await self._serve_one()
-                if welcomed:
-                    delay = BACKOFF_INITIAL_S
-                    failures = 0
-                    hops = 0
-                    last_refusal = None
-                    if not self._closing:
-                        log.warning("controller closed the stream", controller=self.target)
+                try:
+                    welcomed = await self._serve_one()
+                finally:
+                    if self.connected.is_set():
+                        # A stream that was welcomed worked, however it ended: the next failure is
+                        # a first one again (logged as a warning, retried after the initial delay).
+                        delay = BACKOFF_INITIAL_S
+                        failures = 0
+                        hops = 0
+                        last_refusal = None
+                if welcomed and not self._closing:
+                    log.warning("controller closed the stream", controller=self.target)
             except grpc.aio.AioRpcError as exc:
                 failures += 1
                 refusal = self._refusal(exc)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from corral.agent.lease import LeaseFile, boottime
 from corral.agent.session import DEFAULT_FENCE_AFTER_S
@@ -219,6 +220,22 @@ async def test_a_silent_controller_stream_is_replaced(make_agent: AgentFactory, 
     await gateway.connection(1, timeout=3 * 1.0 + 1.0)
     assert time.monotonic() - opened >= 0.5  # not at once: the limit counts from the Welcome
     await asyncio.wait_for(first.agent_closed.wait(), DEADLINE_S)  # the old stream is given up
+
+
+async def test_every_welcomed_stream_that_fails_is_logged_as_a_warning(
+    make_agent: AgentFactory, gateway: FakeGateway
+) -> None:
+    # Failures in a row after the first are logged at debug (a controller down for a while is one
+    # warning); a stream that had its Welcome starts the count again, however it ended.
+    gateway.fence_after_s = 2.0
+    with structlog.testing.capture_logs() as logs:
+        await make_agent()
+        for index in range(3):  # each silent stream ends in a ConnectionError after 1 s
+            await gateway.connection(index, timeout=DEADLINE_S)
+        await gateway.connection(3, timeout=DEADLINE_S)
+    failed = [entry for entry in logs if entry["event"] == "controller stream failed"]
+    assert len(failed) >= 3
+    assert all(entry["log_level"] == "warning" for entry in failed)
 
 
 # -- the lease: renewed only by echoes of this stream's heartbeats ---------------------------------------
