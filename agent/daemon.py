@@ -5,7 +5,8 @@ running attempts get the grace, then are stopped through their supervisors; repo
 and acknowledged) and the agent exits 0. A second signal kills every attempt at once and exits 1.
 A crash (SIGKILL) of the agent leaves the supervisors running: the next agent process re-adopts
 them before it connects (same task pid, no restart), reports what finished meanwhile, and tells
-the controller, with a new ``incarnation`` in its Hello, that it is a new process.
+the controller, with a new ``incarnation`` in its Hello, that it is a new process. SIGUSR2 only
+writes the event loop's tasks and their awaits to standard error (:mod:`corral.agent.taskdump`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from importlib import metadata
 
 import structlog
 
-from corral.agent import adopt
+from corral.agent import adopt, taskdump
 from corral.agent.auth import AgentAuth
 from corral.agent.config import AgentConfig
 from corral.agent.executor import Executor
@@ -185,6 +186,8 @@ class Agent:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.on_signal)
+            # An operator's (and the chaos harness's) view of a stuck agent: see taskdump.py.
+            loop.add_signal_handler(signal.SIGUSR2, self._dump_tasks, loop)
         if config.join_token and config.cert is not None:
             log.warning("--join-token is not used: this agent has a certificate (--cert), which names it")
         self.session.start()
@@ -194,11 +197,16 @@ class Agent:
             return await self._exit
         finally:
             if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
                     loop.remove_signal_handler(sig)
             if http is not None:
                 await http.stop()
             await self._teardown()
+
+    def _dump_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        connected = self.session is not None and self.session.connected.is_set()
+        log.warning("SIGUSR2: writing the asyncio tasks to standard error", connected=connected)
+        taskdump.write_tasks(loop)
 
     async def _start_http(self) -> AgentHttp | None:
         """The ``--http`` port (Prometheus /metrics), when asked for."""

@@ -14,7 +14,7 @@ import pytest
 from corral.agent.cli import build_parser, config_from_args
 from corral.v1 import types_pb2
 
-from .conftest import FakeGateway, eventually, shell_task
+from .conftest import DEADLINE_S, FakeGateway, eventually, shell_task
 
 
 def test_help() -> None:
@@ -106,6 +106,33 @@ async def test_second_signal_kills_everything(gateway: FakeGateway, tmp_path: Pa
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 20) == 1
         await eventually(lambda: not psutil.pid_exists(task_pid), what="the task to be killed")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigusr2_writes_the_asyncio_tasks_and_the_agent_goes_on(gateway: FakeGateway, tmp_path: Path) -> None:
+    proc = await _start(gateway, tmp_path)
+    try:
+        conn = await gateway.connection()
+        assert proc.stderr is not None
+        proc.send_signal(signal.SIGUSR2)
+        # The dump names the session's loops: the stream reader waits there for the controller.
+        dump: list[str] = []
+        while "_read_loop" not in "".join(dump):
+            try:
+                line = await asyncio.wait_for(proc.stderr.readline(), DEADLINE_S)
+            except TimeoutError:
+                raise AssertionError("no _read_loop in the dump:\n" + "".join(dump)) from None
+            assert line, "the agent's stderr ended before its task dump"
+            dump.append(line.decode())
+        text = "".join(dump)
+        assert "SIGUSR2: writing the asyncio tasks" in text and "asyncio task(s)" in text
+        # Still serving: a task runs and reports after the dump.
+        conn.assign(shell_task("after", "echo 7"))
+        finished = (await conn.wait_event("after", "finished")).finished
+        assert finished.outcome == types_pb2.ATTEMPT_OUTCOME_SUCCEEDED and finished.result_json == b"7"
     finally:
         if proc.returncode is None:
             proc.kill()

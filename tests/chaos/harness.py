@@ -328,7 +328,7 @@ class ChaosCluster:
         self.scanner.start()
         self.monitor.start()
         self._restarter.start()
-        self.wait(lambda: set(self.agents) <= self.connected(), 60, "every agent to connect")
+        self.wait_connected(list(self.agents), 60, "every agent to connect")
 
     def close(self) -> None:
         """Stop everything this run started; never raises."""
@@ -414,6 +414,21 @@ class ChaosCluster:
 
     def connected(self) -> set[str]:
         return {a.name for a in self.list_agents() if a.state == types_pb2.AGENT_STATE_CONNECTED}
+
+    def wait_connected(self, names: Sequence[str], timeout: float, what: str) -> None:
+        """Wait until the agents ``names`` are connected. On a timeout the missing ones (still
+        alive) write their asyncio tasks into their logs first (SIGUSR2, agent/taskdump.py): an
+        agent that never comes back is stuck in some await, and its log then says which."""
+        try:
+            self.wait(lambda: set(names) <= self.connected(), timeout, what)
+        except TimeoutError:
+            with contextlib.suppress(grpc.RpcError):
+                missing = [self.agents[name] for name in names if name not in self.connected()]
+                for agent in missing:
+                    if agent.alive():
+                        agent.signal(signal.SIGUSR2)
+                time.sleep(1.0)  # the dumps are written by the agents' event loops
+            raise
 
     @staticmethod
     def wait(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> Any:

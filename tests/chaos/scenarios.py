@@ -221,7 +221,7 @@ def _controller_kill9(
                 # imports before it (1.5-5 s on a loaded 2-core machine) are not the controller's.
                 serving.append(boottime() - cluster.controller.recovery_started())
                 from_spawn.append(boottime() - cluster.controller.started_at)
-                cluster.wait(lambda: set(cluster.agents) <= cluster.connected(), 30, "the agents to come back")
+                cluster.wait_connected(list(cluster.agents), 30, "the agents to come back")
                 agents_back.append(boottime() - cluster.controller.started_at)
             finished = cluster.wait_terminal([workflow_id], timeout=count * max(seconds) / 4 + 60)
             report = check(cluster, row, [workflow_id], finished)
@@ -258,7 +258,7 @@ def agent_restart_x10(directory: Path, timings: Timings) -> Row:
             agent.kill9()
             time.sleep(2.0)  # systemd's RestartSec
             agent.restart()
-            cluster.wait(lambda: "a1" in cluster.connected(), 30, "the agent to reconnect")
+            cluster.wait_connected(["a1"], 30, "the agent to reconnect")
             time.sleep(0.5)
         finished = cluster.wait_terminal([workflow_id], timeout=150)
         report = check(cluster, row, [workflow_id], finished)
