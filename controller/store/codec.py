@@ -63,9 +63,6 @@ __all__ = [
 
 Row = tuple[Any, ...]
 
-#: Bytes of stdout (and, separately, of stderr) kept per attempt; the rest is dropped and the
-#: attempt's output is marked truncated. Large outputs belong in files, not in the state database.
-
 _EMPTY_OBJECT: Final = "{}"
 _EMPTY_ARRAY: Final = "[]"
 

@@ -10,6 +10,8 @@ from corral.controller.store.codec import _blob
 
 __all__ = ["MAX_LOG_BYTES_PER_STREAM", "fit_log", "merge_log_chunks"]
 
+#: Bytes of stdout (and, separately, of stderr) kept per attempt; the rest is dropped and the
+#: attempt's output is marked truncated. Large outputs belong in files, not in the state database.
 MAX_LOG_BYTES_PER_STREAM: Final = 1024 * 1024
 
 
