@@ -11,7 +11,7 @@ ends or leaves memory -> :meth:`forget`.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from corral.controller.core.durations import (
@@ -22,6 +22,7 @@ from corral.controller.core.durations import (
     fingerprint,
 )
 from corral.controller.core.model import Task, TaskState, Workflow
+from corral.controller.core.plan_order import MAX_TASKS, searched_scores
 from corral.controller.core.rank import dag_of, ranks_by_position, structural_by_position
 
 __all__ = ["Ordering", "TaskRank", "WorkflowRanks"]
@@ -144,7 +145,9 @@ class Ordering:
             found = self._fingerprints[key] = fingerprint(task.agent_type, task.payload)
         return found
 
-    def rank_workflow(self, workflow: Workflow, tasks: Sequence[Task]) -> WorkflowRanks:
+    def rank_workflow(
+        self, workflow: Workflow, tasks: Sequence[Task], slots: Callable[[], int] | None = None
+    ) -> WorkflowRanks:
         """Rank every task of a workflow (O(V + E)): expected durations, upward ranks, scores.
 
         ``tasks``: the workflow's, in the order of ``workflow.task_ids`` (position = ``Task.index``,
@@ -154,6 +157,9 @@ class Ordering:
         Durations come from the estimate, else history (task, then fingerprint). When none is
         known for any task the ranks are structural (:func:`structural_ranks`: tasks below);
         tasks without a duration in a partly known workflow count as the mean of the known ones.
+        With durations and ``slots`` (what the fleet can run of it at once, asked only when a
+        search may run) the score may be a searched plan's order instead
+        (:mod:`~corral.controller.core.plan_order`).
         """
         # Arrays by position, not dicts by task id: a 200k-task workflow starts in one tick, and
         # its transients come on top of its records (see core/dag.py). Sized once and exactly:
@@ -189,6 +195,10 @@ class Ordering:
                 ),
             )
             rank, score = ranks_by_position(dag, weights)
+            if slots is not None and len(tasks) <= MAX_TASKS:
+                searched = searched_scores(dag, weights, score, slots())
+                if searched is not None:
+                    score = searched
             del weights
         else:
             rank, score = structural_by_position(dag)

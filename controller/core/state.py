@@ -444,11 +444,23 @@ class MachineState:
     def rank_workflow(self, workflow: Workflow) -> None:
         """Rank a workflow's tasks (when it starts, or is restored): see :class:`Ordering`."""
         tasks = [self.tasks[task_id] for task_id in workflow.task_ids]
-        ranks = self.ordering.rank_workflow(workflow, tasks)
+        ranks = self.ordering.rank_workflow(workflow, tasks, lambda: self.plan_slots(workflow, tasks))
         if self.config.deadline_scheduling and (
             workflow.deadline is not None or any(task.deadline is not None for task in tasks)
         ):
             self.deadline_book.plan_workflow(workflow, tasks, ranks.expected_by_id(workflow.task_ids))
+
+    def plan_slots(self, workflow: Workflow, tasks: Sequence[Task]) -> int:
+        """The attempts of ``workflow`` the fleet can run at once: the slots of the online agents
+        serving its agent types, at most its ``max_parallel`` (the order search plans on it)."""
+        views = self.views
+        if not views:
+            return 0
+        kinds = {task.agent_type for task in tasks}
+        slots = sum(view.slots for view in views.values() if not kinds.isdisjoint(view.agent_types))
+        if workflow.max_parallel:
+            slots = min(slots, workflow.max_parallel)
+        return slots
 
     def learn_duration(
         self, task: Task, seconds: float, now: float, peak_rss_bytes: int = 0, cpu_s: float = 0.0
