@@ -46,6 +46,7 @@ class TaskRank(NamedTuple):
 #: DurationSource <-> the small code WorkflowRanks.sources keeps (one byte a task).
 _SOURCES = tuple(DurationSource)
 _CODE = {source: code for code, source in enumerate(_SOURCES)}
+_LEARNED = _CODE[DurationSource.LEARNED]
 _TERMINAL = frozenset(state for state in TaskState if state.terminal)
 
 
@@ -121,6 +122,17 @@ class Ordering:
         if ranks is None or task.state in _TERMINAL or task.index >= len(ranks) or task.compensates:
             return None
         return ranks.at(task.index)
+
+    def learned_seconds(self, task: Task) -> float:
+        """What earlier runs of the task itself taught of its duration, as its workflow was ranked
+        with it (0.0: nothing, an estimate or only a fingerprint's or the structure's guess)."""
+        ranks = self.ranks.get(task.workflow_id)
+        if ranks is None:
+            return 0.0
+        index = task.index
+        if index < len(ranks.sources) and ranks.sources[index] == _LEARNED:
+            return ranks.expected_s[index]
+        return 0.0
 
     def forget(self, workflow_id: str) -> None:
         """Drop a workflow's ranks: it ended or left memory (nothing of it is queued any more)."""

@@ -221,8 +221,13 @@ class MachineState:
         )
 
     def expected_short(self, task: Task) -> bool:
-        """Whether the task should finish quickly: its estimate, else how its workflow's tasks ran."""
-        expected = task.estimated_duration_s or self.workflow_seconds.get(task.workflow_id)
+        """Whether the task should finish quickly: its estimate, else what its earlier runs taught,
+        else how its workflow's tasks ran so far."""
+        expected = (
+            task.estimated_duration_s
+            or self.ordering.learned_seconds(task)
+            or self.workflow_seconds.get(task.workflow_id)
+        )
         return expected is not None and expected <= self.config.prefetch_below_s
 
     # --- change tracking ------------------------------------------------------------------------

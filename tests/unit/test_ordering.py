@@ -220,3 +220,21 @@ def test_ranks_are_per_workflow_kept_for_unfinished_tasks_and_dropped_when_it_en
     assert _rank(ordering, b).rank_s == 2.0  # another workflow's end leaves this one's ranks
     _run_one(sim, "a1", chain, "b", 2.0)
     assert not ordering.ranks
+
+
+def test_a_learned_duration_decides_whether_a_task_is_short(sim: Sim) -> None:
+    # Short tasks are prefetched, long ones take a free slot (or the lookahead): a task's own
+    # learned duration decides, as its estimate would, not the workflow's average so far.
+    tasks = [task_spec("quick"), task_spec("slow", "quick")]
+    sim.hello("a1", slots=1)
+    first, _ = sim.submit(tasks, name="recurring")
+    for name, seconds in (("quick", 0.01), ("slow", 2.0)):
+        _run_one(sim, "a1", first, name, seconds)
+    assert sim.machine.workflows[first].state == "completed"
+
+    second, _ = sim.submit(tasks, name="recurring")
+    quick, slow = sim.task(second, "quick"), sim.task(second, "slow")
+    assert _rank(sim.machine.ordering, slow).source is S.LEARNED
+    assert sim.machine.expected_short(quick) and not sim.machine.expected_short(slow)
+    _run_one(sim, "a1", second, "quick", 0.01)  # the workflow's tasks ran short so far
+    assert not sim.machine.expected_short(slow)
