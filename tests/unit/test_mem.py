@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from corral.controller.core.dependents import Dependents
 from corral.controller.core.durations import FINGERPRINT, TASK, DurationSource
 from corral.controller.core.machine import MachineConfig
 from corral.controller.core.model import Task, shared_result
-from corral.controller.core.state import Dependents
 from corral.controller.sim import Fleet, Simulator
 from corral.controller.spec import parse_workflow
 from corral.controller.store import codec
