@@ -167,8 +167,9 @@ class HaNode:
                 await asyncio.to_thread(keeper.resign, release=True)
                 if self._stopping:
                     break
-                log.warning("stepped down from epoch %d (%s): standby again", epoch, reason)
                 self.standby = await self._bind_standby(first=False)
+                # Only now: "standby again" is what a caller may rely on once this line is out.
+                log.warning("stepped down from epoch %d (%s): standby again", epoch, reason)
                 if self.runtime_failures:
                     # A term that could not even start (store unreachable, state unreadable): let
                     # another controller try before this one campaigns again (1x, 2x, 4x ttl).
