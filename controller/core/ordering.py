@@ -208,7 +208,7 @@ class Ordering:
             )
             rank, score = ranks_by_position(dag, weights)
             if slots is not None and len(tasks) <= MAX_TASKS:
-                searched = searched_scores(dag, weights, score, slots())
+                searched = searched_scores(dag, weights, rank, score, slots())
                 if searched is not None:
                     score = searched
             del weights

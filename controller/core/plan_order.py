@@ -50,11 +50,15 @@ MIN_GAIN = 0.005  # a searched order replaces the default only when its makespan
 _ROUNDS = 8  # forward-backward rounds per seed at most (the traces converge within 5)
 
 
-def searched_scores(dag: Dag, seconds: Sequence[float], score: Sequence[float], slots: int) -> array[float] | None:
+def searched_scores(
+    dag: Dag, seconds: Sequence[float], rank: Sequence[float], score: Sequence[float], slots: int
+) -> array[float] | None:
     """A better queue score for the workflow than ``score``, or None to keep it.
 
-    ``seconds[i]``: the expected duration of position ``i`` (finite, >= 0); ``score``: the default
-    (higher first); ``slots``: the attempts the fleet can run at once for the workflow.
+    ``seconds[i]``: the expected duration of position ``i`` (finite, >= 0); ``rank`` and ``score``:
+    the upward ranks and default score :func:`~corral.controller.core.rank.ranks_by_position` gave
+    for those durations (the highest rank is the critical path); ``slots``: the attempts the fleet
+    can run at once for the workflow.
     """
     size = dag.size
     if slots <= 0 or size <= slots or size > MAX_TASKS:
@@ -62,10 +66,7 @@ def searched_scores(dag: Dag, seconds: Sequence[float], score: Sequence[float], 
     forward = _Graph(dag.starts, dag.children, dag.parents)
     start = array("d", bytes(8 * size))
     base = forward.schedule(seconds, [-s for s in score], slots, start)
-    total = 0.0
-    for value in seconds:
-        total += value
-    bound = max(_critical_path(dag, seconds), total / slots)
+    bound = max(max(rank, default=0.0), sum(seconds) / slots)
     if base <= bound * (1.0 + NEAR_BOUND):
         return None
     budget = BUDGET_TASKS - size
@@ -167,18 +168,3 @@ class _Graph:
                     if not waiting[child]:
                         push(ready, (keys[child], child))
         return makespan
-
-
-def _critical_path(dag: Dag, seconds: Sequence[float]) -> float:
-    starts, children = dag.starts, dag.children
-    reach = array("d", bytes(8 * dag.size))  # longest path ending at each task
-    longest = 0.0
-    for node in dag.order:
-        end = reach[node] + seconds[node]
-        if end > longest:
-            longest = end
-        for j in range(starts[node], starts[node + 1]):
-            child = children[j]
-            if end > reach[child]:
-                reach[child] = end
-    return longest
