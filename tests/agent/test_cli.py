@@ -117,6 +117,9 @@ async def test_sigusr2_writes_the_asyncio_tasks_and_the_agent_goes_on(gateway: F
     try:
         conn = await gateway.connection()
         assert proc.stderr is not None
+        # The gateway counts a stream once it has written Welcome; the agent's reader starts
+        # after reading it, beside the writer whose first heartbeat proves both are running.
+        await eventually(conn.heartbeats, DEADLINE_S, "the first heartbeat")
         proc.send_signal(signal.SIGUSR2)
         # The dump names the session's loops: the stream reader waits there for the controller.
         dump: list[str] = []
