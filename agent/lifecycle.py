@@ -116,6 +116,7 @@ class _Attempt:
         "leader",
         "no_follower",
         "pending_stop",
+        "release_asked",
         "silent",
         "state",
         "timeout_s",
@@ -141,6 +142,9 @@ class _Attempt:
         self.leader: _Attempt | None = None
         self.no_follower = False
         self.withdrawing = False
+        # The controller asked for it back (a move of queued work) while it was staged: given
+        # back if its withdrawal succeeds, left to run if its worker had started it.
+        self.release_asked = False
 
 
 _Handler = Callable[["AttemptMachine", _Attempt, Event], list[Instruction]]
@@ -376,6 +380,7 @@ class AttemptMachine:
             # Started in the leader's worker (or about to: the worker has answered the leader): it
             # takes the leader's slot.
             self._detach(follower)
+            follower.release_asked = False  # it started before its withdrawal: it stays here
             follower.state = State.STARTING
             self._active += 1
             assert follower.assignment is not None
@@ -477,8 +482,11 @@ class AttemptMachine:
     def _cancel_staged(self, attempt: _Attempt, event: Event) -> list[Instruction]:
         assert isinstance(event, Cancel)
         if event.release_only:
-            return []  # it may start any moment, so it cannot be given back: it stays
-        _hold_stop(attempt, StopReason.CANCELLED, event.force, event.grace_s)
+            # Not started yet: withdrawn, it is given back (Unstaged); started meanwhile, it stays
+            # and runs, and its Started tells the controller so. Never stopped.
+            attempt.release_asked = True
+        else:
+            _hold_stop(attempt, StopReason.CANCELLED, event.force, event.grace_s)
         out: list[Instruction] = []
         self._withdraw(attempt, out)  # released if it had not started, else stopped once started
         return out
@@ -500,7 +508,7 @@ class AttemptMachine:
         if (held is not None and held.reason is StopReason.DRAINED) or (held is None and not self.accepting):
             attempt.state = State.DONE
             return [ReportFinished(attempt.id, AttemptResult.stopped(StopReason.DRAINED, "not started"))]
-        if held is not None:
+        if held is not None or attempt.release_asked:
             del self._attempts[attempt.id]
             return [ReportReleased(attempt.id)]
         attempt.state = State.QUEUED

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from corral.controller.core.machine import Machine
 from corral.controller.core.model import AgentState
@@ -30,6 +31,8 @@ OPERATIONAL = (sqlite3.OperationalError, OSError, MemoryError, StoreUnavailable,
 _SQLITE_FULL = 13  # sqlite3 result code: "database or disk is full"
 _FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _LIVE = (AgentState.CONNECTED, AgentState.DRAINING)
+
+_V = TypeVar("_V")
 
 
 def anchored_clock(
@@ -110,8 +113,8 @@ def carry_sessions(
     return kept
 
 
-def _copy(source: Mapping[str, float] | Mapping[str, int], target: dict[str, float] | dict[str, int], key: str) -> None:
+def _copy(source: Mapping[str, _V], target: dict[str, _V], key: str) -> None:
     if key in source:
-        target[key] = source[key]  # type: ignore[assignment]
+        target[key] = source[key]
     else:
         target.pop(key, None)

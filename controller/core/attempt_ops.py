@@ -43,6 +43,7 @@ __all__ = ["AttemptOps"]
 A = AttemptState
 T = TaskState
 _MAX_PULL_SCAN = 256
+_UNORDERED: tuple[tuple[float, ...], int] = ((), 0)  # an attempt restored without its queue order
 
 
 class AttemptOps(AssignmentLeases):
@@ -91,7 +92,8 @@ class AttemptOps(AssignmentLeases):
             if view is not None and view.outstanding <= view.slots:  # a free slot: it starts at once
                 self.ending.placed(attempt.id, now)
         self.assign_seq += 1
-        self.assign_order[attempt.id] = self.assign_seq
+        # The agent starts the attempts it queues by (order, arrival): kept for the steal pass.
+        self.assign_order[attempt.id] = (order, self.assign_seq)
         self.touch_attempt(attempt)
         task.current_attempt_id = attempt.id
         task.agent_id = agent_id
@@ -255,15 +257,16 @@ class AttemptOps(AssignmentLeases):
             surplus = view.outstanding - view.slots - sum(1 for a in held if a.id in releasing)
             if surplus <= 0:
                 continue
-            # The agent runs its attempts in the order they came: the newest `surplus` ones are
-            # the ones waiting in its queue; of those, move the ones not reported started.
+            # `surplus` attempts wait in its queue. Of those not reported started, the ones it
+            # would start last (its own order: queue order, then arrival) are the likeliest still
+            # to wait there, whatever order they were assigned in: a Started may be on its way.
             order = self.assign_order
-            newest = sorted(
-                (a for a in held if a.id not in releasing),
-                key=lambda a: (a.assigned_at, order.get(a.id, 0)),
+            last = sorted(
+                (a for a in held if a.state is A.ASSIGNED and a.id not in releasing),
+                key=lambda a: order.get(a.id, _UNORDERED),
                 reverse=True,
             )[:surplus]
-            waiting = [a for a in newest if a.state is A.ASSIGNED and now - a.assigned_at >= self.config.steal_after_s]
+            waiting = [a for a in last if now - a.assigned_at >= self.config.steal_after_s]
             taken: list[str] = []
             for attempt in waiting[:free]:
                 demand = self.demand(self.tasks[attempt.task_id])

@@ -110,8 +110,9 @@ class MachineState:
         # Late success (two-phase): replacement attempt id -> the fenced attempt's success report,
         # accepted if the replacement is Released unstarted. Memory only.
         self.withdrawing: dict[str, AttemptFinished] = {}
-        # Dispatch order of active attempts (agents run theirs in that order); memory only.
-        self.assign_order: dict[str, int] = {}
+        # Active attempt -> (the queue order it was sent with, dispatch seq): an agent starts the
+        # attempts it queues in that order (agent/slotqueue.py). Memory only.
+        self.assign_order: dict[str, tuple[tuple[float, ...], int]] = {}
         self.assign_seq = 0
         self.run_seconds: float | None = None  # moving average of recent attempt run times, all agents
         self.window_run_seconds: float | None = None  # the average the agents' windows were sized for

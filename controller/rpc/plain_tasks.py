@@ -30,6 +30,9 @@ _NAME = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))
 _MAX_NAME = Limits.max_name_length
 
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 def _name(text: str) -> bool:
     return 0 < len(text) <= _MAX_NAME and _NAME.fullmatch(text) is not None
 
@@ -43,25 +46,35 @@ class PlainTask(NamedTuple):
     estimated_duration: float = 0.0  # seconds; 0: none given
 
 
-def plain_task(message: pb.TaskSpec, payload: bytes, path: str) -> PlainTask | None:
+def plain_task(message: pb.TaskSpec, payload: bytes, path: str, names: set[str] | None = None) -> PlainTask | None:
     """A plain task, validated as the model would, or None to validate it with the model.
 
     ``payload`` is the message's payload bytes (``b"{}"`` when empty); ``path`` its field path.
     Admission builds its record from this and :func:`plain_template`, with no model in between.
+    ``names``: words already found valid names in this admission (it adds those it checks), so
+    the dependencies that name earlier tasks and the agent type repeated on every task are set
+    lookups, not pattern matches (four matches per task otherwise: most of this path's time).
     """
+    known = _NO_NAMES if names is None else names
     for field, _ in message.ListFields():
         if field.name not in _PLAIN_FIELDS:
             return None
     name = message.name
     agent_type = message.agent_type or "shell"
     dependencies = message.dependencies
-    if not (_name(name) and _name(agent_type)) or len(dependencies) > Limits.max_dependencies:
+    if len(dependencies) > Limits.max_dependencies:
         return None
+    for word in (name, agent_type):
+        if word not in known:
+            if not _name(word):
+                return None
+            if names is not None:
+                names.add(word)
     estimate = message.estimated_duration_s  # the model's rule: finite, 0 to max_timeout_s
     if not (math.isfinite(estimate) and 0.0 <= estimate <= Limits.max_timeout_s):
         return None
     for dependency in dependencies:  # "X/*" (spawned tasks) does not match: the model's path
-        if not _name(dependency):
+        if dependency not in known and not _name(dependency):
             return None
     if MARKER in payload:  # parameters are substituted first, on the model's path
         return None

@@ -283,10 +283,11 @@ def admit_workflow(
     )
     ids = _task_ids(count)
     tasks: list[Task] = []
+    valid_names: set[str] = set()  # words found valid names so far (plain_task's shortcut)
     for index, task_message in enumerate(messages):
         path = f"tasks[{index}]"
         payload = task_message.payload_json or b"{}"
-        plain = plain_task(task_message, payload, path)  # most tasks: no model needed
+        plain = plain_task(task_message, payload, path, valid_names)  # most tasks: no model needed
         if plain is not None:
             if not violations:
                 tasks.append(records.plain_task(plain, ids[index], index, payload))

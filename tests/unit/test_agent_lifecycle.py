@@ -517,6 +517,20 @@ def test_a_cancelled_staged_attempt_is_released_when_withdrawn_else_stopped_once
     assert m.handle(Started("a", 5)) == [ReportStarted("a", 5), Stop("a", StopReason.CANCELLED, False, 2.0)]
 
 
+def test_a_staged_attempt_asked_back_is_released_when_withdrawn_else_left_to_run() -> None:
+    # A move of queued work (release_only): a staged attempt has not started until its worker
+    # answers its leader, so it can still be given back; if it had started, it stays, unstopped.
+    m = in_state(State.STAGED)
+    assert m.handle(Cancel("a", force=False, grace_s=2.0, release_only=True)) == [Withdraw("a")]
+    assert m.handle(Unstaged("a")) == [ReportReleased("a")]
+    assert m.state("a") is None
+    m = in_state(State.STAGED)
+    m.handle(Cancel("a", force=False, grace_s=2.0, release_only=True))
+    m.handle(Ended("lead", OK))  # the withdrawal failed: it had started
+    assert m.handle(Started("a", 5)) == [ReportStarted("a", 5)]
+    assert m.state("a") is State.RUNNING
+
+
 def test_a_staged_attempt_killed_silently_goes_without_a_word() -> None:
     m = in_state(State.STAGED)
     assert m.handle(KillSilently("a")) == [Withdraw("a")]

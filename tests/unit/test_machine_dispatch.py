@@ -179,6 +179,32 @@ def test_prefetched_attempt_moves_to_an_idle_agent(sim: Sim) -> None:
     assert sim.machine.workflows[wf].state is W.COMPLETED
 
 
+def test_the_move_takes_the_attempt_its_agent_would_start_last(make_sim: type[Sim]) -> None:
+    # An agent starts its queued attempts in the controller's queue order, not in the order they
+    # were assigned: here the later, more urgent one started first and the earlier one still waits.
+    sim = make_sim(config=MachineConfig(prefetch=2))
+    sim.hello("a0", slots=1)
+    first, step = sim.submit([task_spec("busy", estimated_duration=0.01)], name="busy")
+    sim.started("a0", step.assignments("a0")[0].attempt_id)
+    sim.now += 0.05
+    _, step = sim.submit([task_spec("later", estimated_duration=0.01, priority=10)], name="low")
+    (waits,) = step.assignments("a0")
+    sim.now += 0.05
+    _, step = sim.submit([task_spec("urgent", estimated_duration=0.01, priority=90)], name="high")
+    (urgent,) = step.assignments("a0")
+    assert urgent.order < waits.order  # so a0 starts "urgent" first when "busy" ends
+    sim.finished("a0", sim.attempt_of(first, "busy"))
+    sim.started("a0", urgent.attempt_id)
+
+    # An idle agent joins: the attempt still waiting on a0 is the one asked back, although it is
+    # not the newest assignment there (that one runs: asking for it would move nothing).
+    sim.now += 0.05
+    (cancel,) = sim.hello("a1", slots=1).of(ev.CancelAttempts)
+    assert cancel.agent_id == "a0" and cancel.attempt_ids == [waits.attempt_id] and cancel.release_only
+    (moved,) = sim.released("a0", waits.attempt_id).assignments("a1")
+    assert moved.task.name == "later"
+
+
 def test_a_move_answered_by_started_leaves_the_attempt_where_it_is(sim: Sim) -> None:
     sim.hello("a0", slots=1)
     wf, _ = sim.submit([task_spec("first", estimated_duration=0.01), task_spec("second", estimated_duration=0.01)])
@@ -202,7 +228,9 @@ def test_started_or_fresh_attempts_are_not_moved(sim: Sim) -> None:
     # Just assigned (the agent may not even have it yet): left where it is.
     step = sim.hello("a1", slots=1)
     assert not step.of(ev.CancelAttempts)
-    # Reported started: it runs, so it is not moved either.
+    # Reported started: they run (an agent may hold more than the slots it declared), so none is
+    # moved either, however long a0 holds more attempts than slots.
+    sim.started("a0", sim.attempt_of(wf, "first"))
     sim.started("a0", sim.attempt_of(wf, "second"))
     sim.now += 0.05
     step = sim.tick()
