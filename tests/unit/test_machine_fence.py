@@ -237,7 +237,28 @@ def test_partitions_fencing_and_re_adoption_never_count_toward_poison(sim: Sim) 
     assert task.agent_losses == 0 and task.attempts == 1
     sim.run_for(cfg.fence_total_s + 1, silent=("a1",))  # fenced
     sim.hello("a1", slots=1, running=(), incarnation="a1-after-fence")
+    assert task.agent_losses == 0 and task.state is T.READY  # nothing placed before its lease is renewed
+    sim.beat("a1")
     assert task.agent_losses == 0 and task.state is T.ASSIGNED
+
+
+def test_an_agent_back_after_the_fence_gets_work_only_once_its_lease_is_renewed(sim: Sim) -> None:
+    # Its supervisors fenced (the lease ran out): anything placed on it before an echo renews the
+    # lease would be refused at start, before it has even reported what they fenced.
+    cfg = sim.machine.config
+    wf, _ = _running(sim)
+    sim.run_for(cfg.fence_total_s + 1, silent=("a1",))
+    assert sim.task(wf, "t").state is T.READY
+    assert not sim.hello("a1", slots=1, incarnation="a1-1").assignments("a1")
+    step = sim.beat("a1")  # its first heartbeat: echoed, then the task goes back to it
+    assert [type(a) for a in step.actions][:2] == [ev.HeartbeatAck, ev.Assign]
+    assert sim.task(wf, "t").state is T.ASSIGNED
+    # Back within the fence (a short partition): nothing lapsed, so no wait for a heartbeat.
+    sim.finished("a1", sim.attempt_of(wf, "t"))
+    sim.run_for(cfg.lease_s + 2, silent=("a1",))
+    sim.hello("a1", slots=1, incarnation="a1-1")
+    wf2, step = sim.submit([task_spec("u")], name="after")
+    assert [a.task.name for a in step.assignments("a1")] == ["u"]
 
 
 def test_a_finished_but_unacked_attempt_of_a_new_incarnation_is_not_a_loss(sim: Sim) -> None:
@@ -267,11 +288,12 @@ def test_late_success_of_a_fenced_attempt_is_accepted_while_its_task_waits(sim: 
     assert task.state is T.READY and task.reruns_after_fence == 1  # no other agent to run it
     # a1 comes back (its session is fresh) and reports the success stuck behind the fault.
     sim.hello("a1", slots=1, finishing=(attempt,), incarnation="a1-1")
+    sim.beat("a1")  # its first heartbeat renews its lease (echoed): only then is work placed on it
     task = sim.task(wf, "t")
     (replacement_id,) = [a for a in sim.machine.active.get("a1", ())]
     step = sim.finished("a1", attempt, result=b'"late"')
     assert step.result is True
-    # The task had been placed again on the same agent at the Hello: withdrawn two-phase.
+    # The task had been placed again on the same agent after its Hello: withdrawn two-phase.
     (cancel,) = step.of(ev.CancelAttempts)
     assert cancel.attempt_ids == [replacement_id] and cancel.release_only
     assert task.state is T.ASSIGNED
