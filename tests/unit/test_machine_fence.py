@@ -257,7 +257,7 @@ def test_an_agent_back_after_the_fence_gets_work_only_once_its_lease_is_renewed(
     sim.finished("a1", sim.attempt_of(wf, "t"))
     sim.run_for(cfg.lease_s + 2, silent=("a1",))
     sim.hello("a1", slots=1, incarnation="a1-1")
-    wf2, step = sim.submit([task_spec("u")], name="after")
+    _, step = sim.submit([task_spec("u")], name="after")
     assert [a.task.name for a in step.assignments("a1")] == ["u"]
 
 
