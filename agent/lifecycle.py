@@ -488,7 +488,7 @@ class AttemptMachine:
         else:
             _hold_stop(attempt, StopReason.CANCELLED, event.force, event.grace_s)
         out: list[Instruction] = []
-        self._withdraw(attempt, out)  # released if it had not started, else stopped once started
+        self._withdraw(attempt, out)  # released if it had not started; else as decided above
         return out
 
     def _kill_staged(self, attempt: _Attempt, event: Event) -> list[Instruction]:

@@ -95,7 +95,8 @@ class FleetOps(AttemptOps):
         # it before an echo renews the lease is refused at start. Its reports of the attempts they
         # fenced would hold it back (hold_until_beat), but work placed between this Hello and those
         # reports was refused (make chaos controller-down-45). Its first heartbeat follows at once.
-        lapsed = agent.last_seen > 0 and now - agent.last_seen >= self.config.fence_after_s
+        fence_after = self.config.fence_after_s
+        lapsed = fence_after > 0 and agent.last_seen > 0 and now - agent.last_seen >= fence_after
         agent.last_seen = now
         # A new process (not a reconnect of the same one): what it no longer holds died with the old.
         restarted = bool(agent.incarnation) and bool(event.incarnation) and event.incarnation != agent.incarnation
@@ -108,7 +109,7 @@ class FleetOps(AttemptOps):
         kill = tuple(sorted(reported - owned))
         # A fresh session may be a working agent again: no hold-back carries over.
         self.held_back.pop(agent.id, None)
-        if lapsed and self.config.fence_after_s > 0:
+        if lapsed:
             self.hold_until_beat(agent.id, now)
         self.views.pop(agent.id, None)  # rebuilt below from what it still holds
         died: list[str] = []

@@ -30,9 +30,6 @@ _NAME = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))
 _MAX_NAME = Limits.max_name_length
 
 
-_NO_NAMES: frozenset[str] = frozenset()
-
-
 def _name(text: str) -> bool:
     return 0 < len(text) <= _MAX_NAME and _NAME.fullmatch(text) is not None
 
@@ -46,16 +43,15 @@ class PlainTask(NamedTuple):
     estimated_duration: float = 0.0  # seconds; 0: none given
 
 
-def plain_task(message: pb.TaskSpec, payload: bytes, path: str, names: set[str] | None = None) -> PlainTask | None:
+def plain_task(message: pb.TaskSpec, payload: bytes, path: str, names: set[str]) -> PlainTask | None:
     """A plain task, validated as the model would, or None to validate it with the model.
 
     ``payload`` is the message's payload bytes (``b"{}"`` when empty); ``path`` its field path.
     Admission builds its record from this and :func:`plain_template`, with no model in between.
-    ``names``: words already found valid names in this admission (it adds those it checks), so
-    the dependencies that name earlier tasks and the agent type repeated on every task are set
-    lookups, not pattern matches (four matches per task otherwise: most of this path's time).
+    ``names``: the words found valid names so far in this admission (it adds those it checks), so
+    the agent type repeated on every task and the dependencies that name earlier tasks are set
+    lookups rather than pattern matches (about 0.9 of 6.5 µs per task).
     """
-    known = _NO_NAMES if names is None else names
     for field, _ in message.ListFields():
         if field.name not in _PLAIN_FIELDS:
             return None
@@ -65,16 +61,15 @@ def plain_task(message: pb.TaskSpec, payload: bytes, path: str, names: set[str] 
     if len(dependencies) > Limits.max_dependencies:
         return None
     for word in (name, agent_type):
-        if word not in known:
+        if word not in names:
             if not _name(word):
                 return None
-            if names is not None:
-                names.add(word)
+            names.add(word)
     estimate = message.estimated_duration_s  # the model's rule: finite, 0 to max_timeout_s
     if not (math.isfinite(estimate) and 0.0 <= estimate <= Limits.max_timeout_s):
         return None
     for dependency in dependencies:  # "X/*" (spawned tasks) does not match: the model's path
-        if dependency not in known and not _name(dependency):
+        if dependency not in names and not _name(dependency):
             return None
     if MARKER in payload:  # parameters are substituted first, on the model's path
         return None
@@ -106,7 +101,7 @@ def plain_template(agent_type: str) -> TaskSpec:
 
 def plain_task_spec(message: pb.TaskSpec, payload: bytes, path: str) -> TaskSpec | None:
     """:func:`plain_task` as the model's spec (what the model would make of it), or None."""
-    plain = plain_task(message, payload, path)
+    plain = plain_task(message, payload, path, set())
     if plain is None:
         return None
     value = decode_json_field(payload, f"{path}.payload", Limits.max_payload_bytes, "max_payload_bytes")

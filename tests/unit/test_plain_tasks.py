@@ -92,7 +92,7 @@ def test_the_fast_path_builds_the_record_the_model_path_builds(
     message = pb.TaskSpec(
         name=name, agent_type=agent_type, payload_json=payload, dependencies=deps, estimated_duration_s=estimate
     )
-    plain = plain_task(message, payload or b"{}", "tasks[0]")
+    plain = plain_task(message, payload or b"{}", "tasks[0]", set())
     if plain is None:
         return
     slow = _slow(message)
@@ -108,7 +108,7 @@ def test_the_fast_path_builds_the_record_the_model_path_builds(
 @given(estimates)
 def test_an_estimate_takes_the_fast_path_exactly_when_the_model_accepts_it(estimate: float) -> None:
     message = pb.TaskSpec(name="t", payload_json=b'{"shell": "true"}', estimated_duration_s=estimate)
-    plain = plain_task(message, message.payload_json, "tasks[0]")
+    plain = plain_task(message, message.payload_json, "tasks[0]", set())
     slow = _slow(message)
     assert (plain is None) == (slow is None), estimate
     if plain is not None and slow is not None:
@@ -126,7 +126,7 @@ def test_plain_tasks_take_the_fast_path() -> None:
     shell = pb.TaskSpec(name="s", payload_json=b'{"shell": "true"}')
     assert plain_task_spec(shell, shell.payload_json, "tasks[0]") is not None
     estimated = pb.TaskSpec(name="e", payload_json=b'{"shell": "true"}', estimated_duration_s=0.25)
-    plain = plain_task(estimated, estimated.payload_json, "tasks[0]")
+    plain = plain_task(estimated, estimated.payload_json, "tasks[0]", set())
     assert plain is not None and plain.estimated_duration == 0.25
     assert _Records("wf-1", None, "default").plain_task(plain, "t-1", 0, b"{}").estimated_duration_s == 0.25
 
