@@ -24,24 +24,23 @@ import time
 import weakref
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from corral.controller.rpc.errors import code_name
 from corral.controller.tracing import WorkflowTracer, from_environment
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
     from corral.controller.core.machine import Machine
     from corral.controller.core.model import WorkflowEvent
     from corral.controller.runtime import Runtime
     from corral.controller.store.base import ChangeBatch
 
-__all__ = ["METRICS", "ControllerMetrics", "LeanHistogram", "RpcMetricsInterceptor", "attach"]
+__all__ = ["METRICS", "ControllerMetrics", "LeanHistogram", "RpcMetricsInterceptor", "attach", "register"]
 
 log = logging.getLogger("corral.controller.metrics")
 # Workflow changes at info, task changes at debug: the committed event log as log lines.
@@ -51,21 +50,6 @@ events_log = logging.getLogger("corral.controller.events")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Records per commit (ChangeBatch.size()): one heartbeat tick to a 20k-task submission.
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000)
-
-# Task event-log kinds (core/state.py and friends) counted under their own metric names, besides
-# corral_task_events_total{kind}: the ones operators alert on.
-_NAMED_COUNTERS = (
-    ("placed", "corral_placements_total", "Tasks placed on an agent (attempts assigned)."),
-    ("preempted", "corral_preemptions_total", "Running attempts preempted for a higher-priority task."),
-    ("retry", "corral_retries_total", "Failed attempts retried (a new attempt of the task follows)."),
-    ("cache_hit", "corral_cache_hits_total", "Tasks completed from the result cache without running."),
-    ("requeued", "corral_requeues_total", "Attempts lost with their agent (or given back) and requeued."),
-)
-_RESOURCES = (
-    ("cpu_cores", "cpu_cores", 1.0),
-    ("memory_bytes", "memory_mb", float(1 << 20)),
-    ("gpus", "gpu_count", 1.0),
-)
 
 
 class LeanHistogram:
@@ -100,8 +84,8 @@ def _float_text(value: float) -> str:
     return repr(float(value))
 
 
-class ControllerMetrics(Collector):
-    """Every controller metric; one per process, registered in ``REGISTRY`` by :func:`attach`.
+class ControllerMetrics:
+    """Every controller metric; one per process, registered in ``REGISTRY`` by :func:`register`.
 
     Counters are cumulative for the process (Prometheus handles restarts through ``rate``); the
     gauges read the runtime last attached (tests may start several controllers in one process).
@@ -176,123 +160,11 @@ class ControllerMetrics(Collector):
         return ()  # unchecked: the families are computed at scrape time
 
     def collect(self) -> Iterable[Metric]:
-        yield from self._counters()
-        yield from self._histograms()
-        yield self._streams()
+        """The families, computed now (prometheus-client's collector protocol)."""
+        from corral.controller.metrics_families import families  # see register()
+
         runtime = self._runtime() if self._runtime is not None else None
-        if runtime is not None:
-            yield from _machine_gauges(runtime.machine)
-            up = GaugeMetricFamily("corral_store_degraded", "1 while the store refuses writes (degraded mode).")
-            up.add_metric([], 1.0 if runtime.degraded is not None else 0.0)
-            yield up
-
-    def _counters(self) -> Iterator[Metric]:
-        for kind, name, doc in _NAMED_COUNTERS:
-            family = CounterMetricFamily(name.removesuffix("_total"), doc)
-            family.add_metric([], float(self.events.get(kind, 0)))
-            yield family
-        fires = CounterMetricFamily("corral_schedule_fires", "Workflows started by a cron schedule or at a set time.")
-        fires.add_metric([], float(self.workflow_events.get("fired", 0)))
-        yield fires
-        workflows = CounterMetricFamily(
-            "corral_workflow_events", "Workflow event-log entries committed, by kind.", labels=["kind"]
-        )
-        for kind, n in sorted(self.workflow_events.items()):
-            workflows.add_metric([kind], float(n))
-        yield workflows
-        every = CounterMetricFamily(
-            "corral_task_events", "Event-log entries committed, by kind (placed, completed, ...).", labels=["kind"]
-        )
-        for kind, n in sorted(self.events.items()):
-            every.add_metric([kind], float(n))
-        yield every
-        opened = CounterMetricFamily("corral_rpc_streams_opened", "Streaming calls started.", labels=["method"])
-        for method, n in sorted(self.streams_opened.items()):
-            opened.add_metric([method], float(n))
-        yield opened
-
-    def _histograms(self) -> Iterator[Metric]:
-        for name, doc, histogram in (
-            ("corral_commit_duration_seconds", "Time to commit one tick's changes to the store.", self.commit_seconds),
-            ("corral_commit_batch_records", "Records committed per tick (group commit size).", self.commit_records),
-            (
-                "corral_schedule_latency_seconds",
-                "Time from a task becoming ready to its placement on an agent.",
-                self.schedule_latency,
-            ),
-        ):
-            family = HistogramMetricFamily(name, doc)
-            family.add_metric([], histogram.buckets(), histogram.sum)
-            yield family
-        rpc = HistogramMetricFamily(
-            "corral_rpc_duration_seconds", "Unary gRPC calls served, by method and code.", labels=["method", "code"]
-        )
-        for (method, code), histogram in sorted(self.rpc.items()):
-            rpc.add_metric([method, code], histogram.buckets(), histogram.sum)
-        yield rpc
-
-    def _streams(self) -> Metric:
-        family = GaugeMetricFamily(
-            "corral_rpc_streams", "Open streaming calls (agent streams, watches), by method.", labels=["method"]
-        )
-        for method, n in sorted(self.streams.items()):
-            family.add_metric([method], float(n))
-        return family
-
-
-def _machine_gauges(machine: Machine) -> Iterator[Metric]:
-    """Gauges read from the machine at scrape time (on the event loop, between ticks)."""
-    by_state: Counter[str] = Counter()
-    for counts in machine.counts.values():
-        for task_state, n in counts.items():
-            if n:
-                by_state[task_state.value] += n
-    tasks = GaugeMetricFamily("corral_tasks", "Tasks the controller holds, by state.", labels=["state"])
-    for name, n in sorted(by_state.items()):
-        tasks.add_metric([name], float(n))
-    yield tasks
-    workflows_by_state = Counter(workflow.state.value for workflow in machine.workflows.values())
-    workflows = GaugeMetricFamily("corral_workflows", "Workflows the controller holds, by state.", labels=["state"])
-    for name, n in sorted(workflows_by_state.items()):
-        workflows.add_metric([name], float(n))
-    yield workflows
-    queue = GaugeMetricFamily(
-        "corral_queue_depth", "Ready tasks waiting in the controller's queue, by agent type.", labels=["agent_type"]
-    )
-    for agent_type in sorted(machine.queue.agent_types()):
-        queue.add_metric([agent_type], float(machine.queue.ready_count(agent_type)))
-    yield queue
-    yield from _agent_gauges(machine)
-
-
-def _agent_gauges(machine: Machine) -> Iterator[Metric]:
-    agents_by_state = Counter(agent.state.value for agent in machine.agents.values())
-    agents = GaugeMetricFamily("corral_agents", "Agents the controller knows, by state.", labels=["state"])
-    for state, n in sorted(agents_by_state.items()):
-        agents.add_metric([state], float(n))
-    yield agents
-    capacity = GaugeMetricFamily(
-        "corral_agent_capacity",
-        "What an online agent offers, by resource (slots, cpu_cores, memory_bytes, gpus).",
-        labels=["agent", "resource"],
-    )
-    allocated = GaugeMetricFamily(
-        "corral_agent_allocated",
-        "What is allocated on an online agent to its active attempts, by resource.",
-        labels=["agent", "resource"],
-    )
-    for agent_id in sorted(machine.views):
-        view = machine.views[agent_id]
-        capacity.add_metric([agent_id, "slots"], float(view.slots))
-        allocated.add_metric([agent_id, "slots"], float(min(view.outstanding, view.slots)))
-        for label, field, scale in _RESOURCES:
-            capacity.add_metric([agent_id, label], float(getattr(view.capacity, field)) * scale)
-            allocated.add_metric([agent_id, label], float(getattr(view.allocated, field)) * scale)
-    yield capacity
-    yield allocated
-    cordoned = GaugeMetricFamily("corral_agents_cordoned", "Agents getting no new work (cordoned).")
-    cordoned.add_metric([], float(len(machine.cordons.until)))
-    yield cordoned
+        yield from families(self, runtime)
 
 
 def _log_event(level: int, event: WorkflowEvent) -> None:
@@ -386,15 +258,26 @@ METRICS = ControllerMetrics()
 _registered = False
 
 
-def attach(runtime: Runtime) -> ControllerMetrics:
-    """Register the controller's metrics in ``REGISTRY`` (once per process) and feed them from ``runtime``.
+def register() -> None:
+    """Register :data:`METRICS` in prometheus-client's ``REGISTRY`` (once per process).
 
-    Also turns on OpenTelemetry spans when the environment configures an OTLP endpoint.
+    Called by the HTTP server, the only place that renders them: prometheus-client (with the
+    wsgiref, http and email modules it imports) is ~4 MiB of a controller's RSS, which a controller
+    without ``--http`` never needs (docs/DECISIONS.md, "Fifteenth wave").
     """
     global _registered
     if not _registered:
-        REGISTRY.register(METRICS)
+        from prometheus_client import REGISTRY
+
+        REGISTRY.register(METRICS)  # a collector by protocol (collect, describe)
         _registered = True
+
+
+def attach(runtime: Runtime) -> ControllerMetrics:
+    """Feed :data:`METRICS` from ``runtime`` (gauges read from it, its commits counted).
+
+    Also turns on OpenTelemetry spans when the environment configures an OTLP endpoint.
+    """
     METRICS.attach(runtime)
     if METRICS.tracer is None:
         METRICS.tracer = from_environment()

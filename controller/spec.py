@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     ConfigDict,
     Discriminator,
@@ -536,6 +535,8 @@ def parse_workflow(data: Any) -> WorkflowSpec:
 
 def parse_workflow_text(text: str, source: str = "<workflow>") -> WorkflowSpec:
     """Parse YAML (a superset of JSON) text and validate it as a workflow."""
+    import yaml  # only for workflow files (the CLI, the simulator): a daemon never parses one
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from corral.controller.core.deadlines import parse_deadline
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 __all__ = [
     "LATE_AFTER_S",
@@ -153,6 +154,8 @@ def check_cron(expr: str) -> None:
         raise ValueError(
             f"{expr[:64]!r} has {len(fields)} fields: give 5 (minute hour day month weekday) or 6 with seconds first"
         )
+    from croniter import croniter  # see _iterator
+
     try:
         croniter(expr, 0.0, second_at_beginning=True).get_next(float)
     except Exception as exc:  # croniter raises several types (CroniterBadCronError, ValueError, ...)
@@ -160,6 +163,10 @@ def check_cron(expr: str) -> None:
 
 
 def _iterator(schedule: Schedule, start: float, *, backwards: bool = False) -> croniter:
+    # Imported on first use: croniter and dateutil are ~2 MiB of a controller's RSS that one
+    # without cron schedules never needs (docs/DECISIONS.md, "Fifteenth wave").
+    from croniter import croniter
+
     zone = check_timezone(schedule.timezone)
     at = datetime.fromtimestamp(start, zone)
     return croniter(schedule.cron, at, is_prev=backwards, second_at_beginning=True)

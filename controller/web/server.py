@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from corral.controller import metrics
 from corral.controller.rpc.tls import listen_host
 from corral.controller.runtime import Runtime
 
@@ -48,6 +49,7 @@ class HttpServer:
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)
+        metrics.register()  # the controller's own metrics, kept out of REGISTRY until served
         for install in installers:
             install(self.app, context)
         self._runner: web.AppRunner | None = None

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import typer
-import yaml
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -135,8 +134,13 @@ def read_file(path: Path) -> dict[str, Any]:
         if path.suffix.lower() == ".toml":
             data: Any = tomllib.loads(raw.decode("utf-8"))
         else:
-            data = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            import yaml  # only for a YAML file: ~1 MiB a daemon started without one never needs
+
+            try:
+                data = yaml.safe_load(raw.decode("utf-8"))
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {path}: not valid {_kind(path)}: {exc}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path}: not valid {_kind(path)}: {exc}") from None
     if data is None:
         return {}

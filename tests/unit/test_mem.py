@@ -2,7 +2,7 @@
 
 Leaf tasks keep no dependents list; small results are one object per value; a workflow bigger
 than the learned-duration book feeds only its fingerprint's average; the daemon's imports leave
-out the web server and cryptography until a flag asks for them.
+out the web server, cryptography, metrics rendering, cron and YAML until something asks for them.
 """
 
 from __future__ import annotations
@@ -101,11 +101,11 @@ def test_a_workflow_bigger_than_the_book_learns_only_its_fingerprint() -> None:
 
 
 def test_the_daemon_imports_neither_the_web_server_nor_cryptography_at_boot() -> None:
-    # Each costs ~10 MiB of RSS; a controller without --http, TLS or a secret key never uses them.
-    probe = (
-        "import sys, corral.controller.daemon; "
-        "print(sorted(m for m in ('aiohttp', 'cryptography') if m in sys.modules))"
-    )
+    # aiohttp and cryptography cost ~10 MiB of RSS each, prometheus-client ~2, croniter and yaml
+    # ~1: a controller without --http, TLS, a secret key, a cron schedule or a YAML config never
+    # uses them.
+    lazy = ("aiohttp", "cryptography", "prometheus_client", "croniter", "yaml")
+    probe = f"import sys, corral.controller.daemon; print(sorted(m for m in {lazy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
 
