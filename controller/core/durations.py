@@ -58,9 +58,13 @@ class DurationSource(StrEnum):
 
 @dataclass(slots=True)
 class LearnedDuration:
-    """One learned duration: the EWMA in seconds, how many runs fed it, when it last changed."""
+    """One learned duration: the EWMA in seconds, how many runs fed it, when it last changed.
 
-    key: DurationKey
+    ``name`` is the task's name, or the fingerprint; its group (:data:`GroupKey`) is where the
+    entry is kept (:class:`DurationBook`, :class:`DurationChanges`, the store's rows).
+    """
+
+    name: str
     seconds: float
     samples: int
     updated_at: float
@@ -137,6 +141,12 @@ class DurationBook:
 
     ``alpha`` is the EWMA weight of a new run time: 0.3 follows a real change within a few runs
     without letting one outlier (a cold cache, a slow host) move the estimate most of the way.
+
+    Recency is kept per group (a workflow's tasks, a namespace's fingerprints), not per entry:
+    a workflow's durations are read and learned together, every run, so they age together.
+    Eviction takes the least recently used group's oldest learned entries first. An entry is
+    then its name and its numbers (~100 bytes), not also a key tuple and a node of an ordered
+    dict (~250 bytes; docs/DECISIONS.md, "Fifteenth wave").
     """
 
     def __init__(self, max_entries: int = 100_000, alpha: float = 0.3) -> None:
@@ -146,35 +156,44 @@ class DurationBook:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.max_entries = max_entries
         self.alpha = alpha
-        self._entries: OrderedDict[DurationKey, LearnedDuration] = OrderedDict()
-        self._members: dict[GroupKey, dict[str, LearnedDuration]] = {}
+        # Least recently used group first; each group's entries by name, oldest learned first.
+        self._groups: OrderedDict[GroupKey, dict[str, LearnedDuration]] = OrderedDict()
+        self._size = 0  # entries in all groups
         self._dirty: set[GroupKey] = set()  # groups changed since the last take_changes
         self._prints: dict[str, int] = {}  # namespace -> fingerprint entries held
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._size
 
     def get(self, key: DurationKey) -> LearnedDuration | None:
-        """The entry under ``key`` (marked as recently used), or None."""
-        entry = self._entries.get(key)
+        """The entry under ``key`` (its group marked as recently used), or None."""
+        group = key[:3]
+        members = self._groups.get(group)
+        entry = members.get(key[3]) if members is not None else None
         if entry is not None:
-            self._entries.move_to_end(key)
+            self._groups.move_to_end(group)
         return entry
+
+    def groups(self) -> list[GroupKey]:
+        """The groups held, least recently used first."""
+        return list(self._groups)
 
     def knows_fingerprints(self, namespace: str) -> bool:
         """Whether any fingerprint of ``namespace`` was learned (else computing one is wasted)."""
         return self._prints.get(namespace, 0) > 0
 
-    def restore(self, entries: list[LearnedDuration]) -> None:
-        """Load stored entries (oldest ``updated_at`` first becomes least recently used)."""
-        for entry in sorted(entries, key=lambda e: e.updated_at):
-            key = entry.key
-            if key not in self._entries:
-                self._added(key, entry)
+    def restore(self, entries: list[tuple[GroupKey, LearnedDuration]]) -> None:
+        """Load stored entries (a group's last ``updated_at`` orders its recency; oldest first)."""
+        groups = self._groups
+        for group, entry in sorted(entries, key=lambda pair: pair[1].updated_at):
+            members = groups.get(group)
+            if members is None:
+                members = groups[group] = {}
             else:
-                self._members[key[:3]][key[3]] = entry
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
+                groups.move_to_end(group)
+            if entry.name not in members:
+                self._counted(group, 1)
+            members[entry.name] = entry
         self._evict()
 
     def expected(
@@ -202,7 +221,8 @@ class DurationBook:
         By task name only: usage is shown for waiting and running tasks, and a fingerprint would
         cost a payload look per task on every status read. Not marked as recently used (a read).
         """
-        entry = self._entries.get((TASK, namespace, workflow, task))
+        members = self._groups.get((TASK, namespace, workflow))
+        entry = members.get(task) if members is not None else None
         if entry is None or not (entry.peak_rss_bytes or entry.cpu_s):
             return None
         return entry
@@ -225,15 +245,19 @@ class DurationBook:
         rss = float(peak_rss_bytes) if peak_rss_bytes > 0 else 0.0
         cpu = cpu_s if 0 < cpu_s < math.inf else 0.0
         # Runs once per completed task: kept to a few dict operations (no helper calls).
-        entries, dirty, alpha = self._entries, self._dirty, self.alpha
+        groups, dirty, alpha = self._groups, self._dirty, self.alpha
         for group, name in (((TASK, namespace, workflow), task), ((FINGERPRINT, namespace, ""), print_)):
             if not name:
                 continue
-            key = (*group, name)
-            entry = entries.get(key)
+            members = groups.get(group)
+            if members is None:
+                members = groups[group] = {}
+            else:
+                groups.move_to_end(group)
+            entry = members.get(name)
             if entry is None:
-                entry = entries[key] = LearnedDuration(key, seconds, 1, now, rss, cpu)
-                self._added(key, entry)
+                members[name] = LearnedDuration(name, seconds, 1, now, rss, cpu)
+                self._counted(group, 1)
             else:
                 entry.seconds += alpha * (seconds - entry.seconds)
                 entry.samples += 1
@@ -245,35 +269,31 @@ class DurationBook:
                     )
                 if cpu:
                     entry.cpu_s = cpu if not entry.cpu_s else entry.cpu_s + alpha * (cpu - entry.cpu_s)
-                entries.move_to_end(key)
             dirty.add(group)
-        if len(entries) > self.max_entries:
+        if self._size > self.max_entries:
             self._evict()
 
     def take_changes(self) -> DurationChanges:
         """The groups learned into or evicted from since the last call, with their entries now."""
-        members = self._members
-        changes = DurationChanges({group: tuple(members.get(group, {}).values()) for group in self._dirty})
+        groups = self._groups
+        changes = DurationChanges({group: tuple(groups.get(group, {}).values()) for group in self._dirty})
         self._dirty = set()
         return changes
 
-    def _added(self, key: DurationKey, entry: LearnedDuration) -> None:
-        group = key[:3]
-        members = self._members.get(group)
-        if members is None:
-            members = self._members[group] = {}
-        members[key[3]] = entry
-        if key[0] == FINGERPRINT:
-            self._prints[key[1]] = self._prints.get(key[1], 0) + 1
+    def _counted(self, group: GroupKey, entries: int) -> None:
+        self._size += entries
+        if group[0] == FINGERPRINT:
+            self._prints[group[1]] = self._prints.get(group[1], 0) + entries
 
     def _evict(self) -> None:
-        while len(self._entries) > self.max_entries:
-            key, _ = self._entries.popitem(last=False)
-            group = key[:3]
-            members = self._members[group]
-            del members[key[3]]
-            if not members:
-                del self._members[group]
-            if key[0] == FINGERPRINT:
-                self._prints[key[1]] -= 1
+        groups = self._groups
+        while self._size > self.max_entries:
+            group, members = next(iter(groups.items()))
             self._dirty.add(group)
+            # The least recently used group's oldest learned entries go first (a workflow of
+            # more tasks than the book learns none: Ordering.learn); the group when emptied.
+            for name in list(members)[: self._size - self.max_entries]:
+                del members[name]
+                self._counted(group, -1)
+            if not members:
+                del groups[group]

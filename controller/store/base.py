@@ -14,7 +14,7 @@ from typing import Protocol
 from corral.controller.core.access import AccessChanges, AccessSnapshot, AuditEntry
 from corral.controller.core.cache import CacheChanges, CacheEntry
 from corral.controller.core.checkpoints import Checkpoint, CheckpointChanges
-from corral.controller.core.durations import DurationChanges, LearnedDuration
+from corral.controller.core.durations import DurationChanges, GroupKey, LearnedDuration
 from corral.controller.core.model import Agent, Attempt, Task, TaskState, Workflow, WorkflowEvent, WorkflowState
 from corral.controller.core.run_record import Run
 from corral.controller.core.schedules import Fire, Schedule, ScheduleChanges
@@ -121,7 +121,8 @@ class Snapshot:
     meta: dict[str, str] = field(default_factory=dict)
     access: AccessSnapshot = field(default_factory=AccessSnapshot)
     last_event_seq: int = 0  # the highest event-log seq stored (new events continue after it)
-    durations: list[LearnedDuration] = field(default_factory=list)  # learned durations (issue 9)
+    # Learned durations (issue 9), each with its group, least recently updated first.
+    durations: list[tuple[GroupKey, LearnedDuration]] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)  # task checkpoints (issue 10)
     runs: list[Run] = field(default_factory=list)  # issue 10: runs of retried workflows
     cache_entries: list[CacheEntry] = field(default_factory=list)  # issue 10

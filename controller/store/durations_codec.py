@@ -12,12 +12,12 @@ fails the commit instead of poisoning the next boot's ranks.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from corral.controller.core.durations import FINGERPRINT, TASK, GroupKey, LearnedDuration
 
-__all__ = ["DURATION_COLUMNS", "decode_group", "encode_group", "encode_group_key"]
+__all__ = ["DURATION_COLUMNS", "decode_all", "decode_group", "encode_group", "encode_group_key"]
 
 DURATION_COLUMNS: Final = ("kind", "namespace", "workflow", "data", "updated_at")
 _KINDS: Final = frozenset({TASK, FINGERPRINT})
@@ -43,7 +43,7 @@ def encode_group(group: GroupKey, entries: Sequence[LearnedDuration]) -> Row:
     key = encode_group_key(group)
     # Tuples encode as JSON lists.
     data: list[tuple[str, float, int, float, float, float]] = [
-        (entry.key[3], entry.seconds, entry.samples, entry.updated_at, entry.peak_rss_bytes, entry.cpu_s)
+        (entry.name, entry.seconds, entry.samples, entry.updated_at, entry.peak_rss_bytes, entry.cpu_s)
         for entry in entries
     ]
     if not data:
@@ -61,13 +61,17 @@ def encode_group(group: GroupKey, entries: Sequence[LearnedDuration]) -> Row:
     return (*key, text, float(max(row[3] for row in data)))
 
 
-def decode_group(row: Sequence[Any]) -> list[LearnedDuration]:
-    """The entries of one row."""
+def decode_group(row: Sequence[Any]) -> list[tuple[GroupKey, LearnedDuration]]:
+    """The entries of one row, each with its group."""
     kind, namespace, workflow, data, _ = row
+    group = (kind, namespace, workflow)
     # Rows written before usage was learned hold 4 fields per entry: their usage is 0 (unknown).
     return [
-        LearnedDuration(
-            (kind, namespace, workflow, name), float(seconds), int(samples), float(updated_at), *map(float, usage[:2])
-        )
+        (group, LearnedDuration(name, float(seconds), int(samples), float(updated_at), *map(float, usage[:2])))
         for name, seconds, samples, updated_at, *usage in json.loads(data)
     ]
+
+
+def decode_all(rows: Iterable[Sequence[Any]]) -> list[tuple[GroupKey, LearnedDuration]]:
+    """Every entry of ``rows`` with its group, least recently updated first (as the book restores them)."""
+    return sorted((pair for row in rows for pair in decode_group(row)), key=lambda pair: pair[1].updated_at)

@@ -129,9 +129,7 @@ class MemoryStore:
                 revoked_certs=[access_codec.decode_revoked(r) for r in access["revoked_certs"]],
             ),
             last_event_seq=last_event_seq,
-            durations=sorted(
-                (d for r in duration_rows for d in durations_codec.decode_group(r)), key=lambda d: d.updated_at
-            ),
+            durations=durations_codec.decode_all(duration_rows),
             checkpoints=checkpoints,
             runs=[runs_codec.decode_run(r) for r in run_rows],
             cache_entries=[cache_codec.decode_entry(r) for r in cache_rows],

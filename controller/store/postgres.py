@@ -398,10 +398,7 @@ class PostgresStore:
                     meta={k: v for k, v in cur.execute(sql.SELECT_META)},
                     access=self._load_access(cur),
                     last_event_seq=self._last_event_seq_stored(conn),
-                    durations=sorted(
-                        (d for r in cur.execute(sql.SELECT_DURATIONS) for d in durations_codec.decode_group(r)),
-                        key=lambda d: d.updated_at,
-                    ),
+                    durations=durations_codec.decode_all(cur.execute(sql.SELECT_DURATIONS)),
                     checkpoints=[Checkpoint(*row) for row in cur.execute(sql.SELECT_CHECKPOINTS)],
                     runs=[runs_codec.decode_run(r) for r in cur.execute(select["runs"])],
                     cache_entries=[cache_codec.decode_entry(r) for r in cur.execute(sql.SELECT_CACHE)],

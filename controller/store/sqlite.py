@@ -311,10 +311,7 @@ class SqliteStore:
                     meta=dict(conn.execute("SELECT key, value FROM meta")),
                     access=self._load_access(conn),
                     last_event_seq=self._last_event_seq_stored(conn),
-                    durations=sorted(
-                        (d for r in conn.execute(_SELECT_DURATIONS) for d in durations_codec.decode_group(r)),
-                        key=lambda d: d.updated_at,
-                    ),
+                    durations=durations_codec.decode_all(conn.execute(_SELECT_DURATIONS)),
                     checkpoints=[Checkpoint(*row) for row in conn.execute(_SELECT_CHECKPOINTS)],
                     runs=[runs_codec.decode_run(r) for r in conn.execute(select["runs"])],
                     cache_entries=[cache_codec.decode_entry(r) for r in conn.execute(_SELECT_CACHE)],

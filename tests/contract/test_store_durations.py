@@ -8,35 +8,43 @@ from pathlib import Path
 
 import pytest
 
-from corral.controller.core.durations import DurationBook, DurationChanges, LearnedDuration
+from corral.controller.core.durations import DurationBook, DurationChanges, GroupKey, LearnedDuration
 from corral.controller.store.base import ChangeBatch
 from corral.controller.store.sqlite import MIGRATIONS, SqliteStore
 from corral.controller.store.sqlite_schema import Migration
 
 from .conftest import Backend
 
+_Pair = tuple[GroupKey, LearnedDuration]
 
-def _changes(*entries: LearnedDuration, deleted: tuple[tuple[str, str, str], ...] = ()) -> ChangeBatch:
-    groups: dict[tuple[str, str, str], tuple[LearnedDuration, ...]] = {group: () for group in deleted}
-    for entry in entries:
-        groups[entry.key[:3]] = (*groups.get(entry.key[:3], ()), entry)
+
+def _entry(key: tuple[str, str, str, str], *numbers: float) -> _Pair:
+    """An entry under its group, as ``Snapshot.durations`` holds them."""
+    seconds, samples, updated_at, *usage = numbers
+    return key[:3], LearnedDuration(key[3], seconds, int(samples), updated_at, *usage)
+
+
+def _changes(*entries: _Pair, deleted: tuple[GroupKey, ...] = ()) -> ChangeBatch:
+    groups: dict[GroupKey, tuple[LearnedDuration, ...]] = {group: () for group in deleted}
+    for group, entry in entries:
+        groups[group] = (*groups.get(group, ()), entry)
     return ChangeBatch(durations=DurationChanges(groups))
 
 
 def test_durations_round_trip_oldest_first_and_survive_reopen(backend: Backend) -> None:
-    late = LearnedDuration(("task", "team-a", "nightly ETL", "extract"), 12.5, 3, 1700000300.0)
-    early = LearnedDuration(("fingerprint", "team-a", "", "python:etl.jobs:extract"), 0.25, 1, 1700000100.0)
+    late = _entry(("task", "team-a", "nightly ETL", "extract"), 12.5, 3, 1700000300.0)
+    early = _entry(("fingerprint", "team-a", "", "python:etl.jobs:extract"), 0.25, 1, 1700000100.0)
     backend.store.commit(_changes(late, early))
     assert backend.store.load().durations == [early, late]  # least recently updated first
     assert backend.reopen().load().durations == [early, late]
 
 
 def test_durations_groups_are_replaced_whole_and_deleted(backend: Backend) -> None:
-    a1 = LearnedDuration(("task", "default", "wf", "a"), 1.0, 1, 5.0)
-    b = LearnedDuration(("task", "default", "wf", "b"), 2.0, 1, 10.0)
-    other = LearnedDuration(("task", "default", "other", "x"), 3.0, 1, 1.0)
+    a1 = _entry(("task", "default", "wf", "a"), 1.0, 1, 5.0)
+    b = _entry(("task", "default", "wf", "b"), 2.0, 1, 10.0)
+    other = _entry(("task", "default", "other", "x"), 3.0, 1, 1.0)
     backend.store.commit(_changes(a1, b, other))
-    a2 = LearnedDuration(("task", "default", "wf", "a"), 4.0, 2, 20.0)
+    a2 = _entry(("task", "default", "wf", "a"), 4.0, 2, 20.0)
     backend.store.commit(_changes(a2))  # the group now holds a alone (b was evicted)
     assert backend.reopen().load().durations == [other, a2]
     backend.store.commit(_changes(deleted=(("task", "default", "wf"),)))
@@ -48,15 +56,15 @@ def test_durations_groups_are_replaced_whole_and_deleted(backend: Backend) -> No
 @pytest.mark.parametrize(
     "bad",
     [
-        LearnedDuration(("task", "default", "wf", "a"), math.nan, 1, 1.0),
-        LearnedDuration(("task", "default", "wf", "a"), -1.0, 1, 1.0),
-        LearnedDuration(("task", "default", "wf", "a"), 1.0, 0, 1.0),
-        LearnedDuration(("guess", "default", "wf", "a"), 1.0, 1, 1.0),
-        LearnedDuration(("task", "default", "wf", "a"), 1.0, 1, math.inf),
+        _entry(("task", "default", "wf", "a"), math.nan, 1, 1.0),
+        _entry(("task", "default", "wf", "a"), -1.0, 1, 1.0),
+        _entry(("task", "default", "wf", "a"), 1.0, 0, 1.0),
+        _entry(("guess", "default", "wf", "a"), 1.0, 1, 1.0),
+        _entry(("task", "default", "wf", "a"), 1.0, 1, math.inf),
     ],
 )
-def test_bad_duration_changes_nothing(backend: Backend, bad: LearnedDuration) -> None:
-    good = LearnedDuration(("task", "default", "wf", "ok"), 1.0, 1, 1.0)
+def test_bad_duration_changes_nothing(backend: Backend, bad: _Pair) -> None:
+    good = _entry(("task", "default", "wf", "ok"), 1.0, 1, 1.0)
     backend.store.commit(_changes(good))
     batch = _changes(bad)
     batch.meta["also"] = "this"
@@ -82,17 +90,17 @@ def test_book_changes_round_trip_through_the_store(backend: Backend) -> None:
 
 
 def test_learned_usage_round_trips_and_rows_without_it_read_as_unknown(backend: Backend, tmp_path: Path) -> None:
-    used = LearnedDuration(("task", "default", "wf", "a"), 1.0, 2, 5.0, 150.0 * (1 << 20), 3.0)
+    used = _entry(("task", "default", "wf", "a"), 1.0, 2, 5.0, 150.0 * (1 << 20), 3.0)
     backend.store.commit(_changes(used))
     assert backend.reopen().load().durations == [used]
     # A row written before usage was learned (4 fields per entry) reads with usage 0.
     from corral.controller.store import durations_codec
 
     old = ("task", "default", "wf", '[["b",2.0,1,6.0]]', 6.0)
-    (entry,) = durations_codec.decode_group(old)
+    ((_, entry),) = durations_codec.decode_group(old)
     assert (entry.seconds, entry.peak_rss_bytes, entry.cpu_s) == (2.0, 0.0, 0.0)
     with pytest.raises(ValueError):
-        backend.store.commit(_changes(LearnedDuration(("task", "default", "wf", "c"), 1.0, 1, 1.0, -1.0, 0.0)))
+        backend.store.commit(_changes(_entry(("task", "default", "wf", "c"), 1.0, 1, 1.0, -1.0, 0.0)))
 
 
 def test_sqlite_migration_6_adds_an_empty_durations_table(tmp_path: Path) -> None:

@@ -26,13 +26,13 @@ async def test_a_stopping_controller_stores_what_it_learned_since_the_last_flush
     await runtime.call(learn)
     store = SqliteStore(db)
     try:
-        assert [d for d in store.load().durations if d.key[0] == "task"] == []  # not in the learning tick
+        assert [d for g, d in store.load().durations if g[0] == "task"] == []  # not in the learning tick
     finally:
         store.close()
     await runtime.stop()
     store = SqliteStore(db)
     try:
-        stored = {d.key: d.seconds for d in store.load().durations if d.key[0] == "task"}
+        stored = {(*g, d.name): d.seconds for g, d in store.load().durations if g[0] == "task"}
     finally:
         store.close()
     assert stored == {("task", "default", "nightly", "train"): 12.0}

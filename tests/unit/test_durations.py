@@ -71,21 +71,29 @@ def test_bad_samples_and_settings_are_refused() -> None:
 
 
 def _names(changes: DurationChanges) -> dict[tuple[str, str, str], set[str]]:
-    return {group: {entry.key[3] for entry in entries} for group, entries in changes.groups.items()}
+    return {group: {entry.name for entry in entries} for group, entries in changes.groups.items()}
 
 
-def test_least_recently_used_is_evicted_and_its_group_rewritten() -> None:
-    book = DurationBook(max_entries=2)
+def test_the_least_recently_used_group_loses_its_oldest_entries_and_is_rewritten() -> None:
+    book = DurationBook(max_entries=3)
     book.learn("ns", "wf", "a", "", 1.0, now=1.0)
     book.learn("ns", "wf", "b", "", 2.0, now=2.0)
-    assert _names(book.take_changes()) == {("task", "ns", "wf"): {"a", "b"}}
-    book.expected("ns", "wf", "a", 0.0, "")  # reading is use: b is now the oldest
     book.learn("ns", "other", "c", "", 3.0, now=3.0)
-    assert book.expected("ns", "wf", "b", 0.0, "")[1] is DurationSource.STRUCTURAL
-    assert book.expected("ns", "wf", "a", 0.0, "")[1] is DurationSource.LEARNED
-    # Both groups changed: wf lost b (rewritten with a alone), other gained c.
-    assert _names(book.take_changes()) == {("task", "ns", "wf"): {"a"}, ("task", "ns", "other"): {"c"}}
+    assert _names(book.take_changes()) == {("task", "ns", "wf"): {"a", "b"}, ("task", "ns", "other"): {"c"}}
+    book.expected("ns", "wf", "a", 0.0, "")  # reading is use: the group "other" is now the oldest
+    book.learn("ns", "third", "d", "", 4.0, now=4.0)
+    assert book.expected("ns", "other", "c", 0.0, "")[1] is DurationSource.STRUCTURAL
+    assert book.expected("ns", "wf", "b", 0.0, "")[1] is DurationSource.LEARNED
+    # "other" emptied (sent empty: its row is deleted), "third" gained d.
+    assert book.take_changes().groups == {
+        ("task", "ns", "other"): (),
+        ("task", "ns", "third"): (LearnedDuration("d", 4.0, 1, 4.0),),
+    }
+    book.learn("ns", "third", "e", "", 5.0, now=5.0)  # over again: wf (least recently used) loses a
+    assert book.expected("ns", "wf", "a", 0.0, "")[1] is DurationSource.STRUCTURAL
+    assert _names(book.take_changes()) == {("task", "ns", "wf"): {"b"}, ("task", "ns", "third"): {"d", "e"}}
     assert not book.take_changes()  # taken once
+    assert len(book) == 3
 
 
 def test_a_group_emptied_by_eviction_is_sent_empty_for_deletion() -> None:
@@ -110,9 +118,9 @@ def test_restore_orders_by_update_time_and_caps() -> None:
     book = DurationBook(max_entries=2)
     book.restore(
         [
-            LearnedDuration(("task", "ns", "wf", "new"), 3.0, 1, 30.0),
-            LearnedDuration(("task", "ns", "wf", "old"), 1.0, 1, 10.0),
-            LearnedDuration(("task", "ns", "wf", "mid"), 2.0, 1, 20.0),
+            (("task", "ns", "wf"), LearnedDuration("new", 3.0, 1, 30.0)),
+            (("task", "ns", "wf"), LearnedDuration("old", 1.0, 1, 10.0)),
+            (("task", "ns", "wf"), LearnedDuration("mid", 2.0, 1, 20.0)),
         ]
     )
     assert len(book) == 2
@@ -152,9 +160,9 @@ def test_knows_fingerprints_per_namespace_through_learning_eviction_and_restore(
     assert not book.knows_fingerprints("ns")
     book.learn("ns", "wf", "a", "python:m:f", 1.0, now=1.0)  # a task entry and a fingerprint entry
     assert book.knows_fingerprints("ns") and not book.knows_fingerprints("other")
-    book.learn("ns", "wf", "b", "", 1.0, now=2.0)  # evicts the task entry a
-    book.learn("ns", "wf", "c", "", 1.0, now=3.0)  # evicts the fingerprint
+    book.learn("ns", "wf", "b", "", 1.0, now=2.0)  # the fingerprint's group is now the oldest: evicted
+    book.learn("ns", "wf", "c", "", 1.0, now=3.0)  # then the task entry a
     assert not book.knows_fingerprints("ns")
     fresh = DurationBook()
-    fresh.restore([LearnedDuration(("fingerprint", "ns", "", "shell:gzip"), 2.0, 1, 1.0)])
+    fresh.restore([(("fingerprint", "ns", ""), LearnedDuration("shell:gzip", 2.0, 1, 1.0))])
     assert fresh.knows_fingerprints("ns")

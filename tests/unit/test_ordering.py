@@ -72,9 +72,9 @@ def test_second_run_uses_learned_durations(make_sim: Callable[..., Sim]) -> None
     _run_one(sim, "a1", first, "join", 3.0)
     assert sim.machine.workflows[first].state == "completed"
     # Learned at once (below); stored within END_FLUSH_S of the workflow's end, not in its tick.
-    assert not [d for d in sim.store.load().durations if d.key[0] == "task"]
+    assert not [d for g, d in sim.store.load().durations if g[0] == "task"]
     sim.advance(END_FLUSH_S)
-    stored = {d.key[3]: d.seconds for d in sim.store.load().durations if d.key[0] == "task"}
+    stored = {d.name: d.seconds for g, d in sim.store.load().durations if g[0] == "task"}
     assert stored == {"fan": 2.0, "quick": 1.0, "slow": 10.0, "join": 3.0}
 
     second, _ = sim.submit(tasks, name="nightly", start=False)
@@ -174,7 +174,7 @@ def test_learned_durations_reach_the_store_on_the_flush_timer(make_sim: Callable
     assert sim.machine.workflows[workflow_id].state == "running"
     assert sim.store.load().durations == []  # learned, not yet written
     sim.advance(60.0)
-    stored = {d.key: d.seconds for d in sim.store.load().durations}
+    stored = {(*g, d.name): d.seconds for g, d in sim.store.load().durations}
     assert stored == {
         ("task", "default", "long-running", "first"): 5.0,
         ("fingerprint", "default", "", "shell:echo"): 5.0,
