@@ -15,6 +15,7 @@ from corral.controller.rpc.cluster import ClusterService
 from corral.controller.rpc.errors import ErrorInterceptor
 from corral.controller.rpc.gateway import AgentGatewayService
 from corral.controller.rpc.orchestrator import OrchestratorService
+from corral.controller.rpc.request_box import boxed
 from corral.controller.rpc.scheduler import SchedulerService
 from corral.controller.rpc.schedules import add_schedules
 from corral.controller.rpc.server_timing import ServerTimingInterceptor
@@ -118,6 +119,25 @@ class GenericOnly:
         """Left out on purpose (see the class docstring): the generic handler serves these."""
 
 
+def _boxed_submissions(orchestrator: OrchestratorService) -> grpc.GenericRpcHandler:
+    """SubmitWorkflow and AppendTasks with their requests in a :class:`RequestBox`, so the
+    handler can free a big request's memory once admitted (see :mod:`~corral.controller.rpc.request_box`)."""
+    handlers = {
+        "SubmitWorkflow": grpc.unary_unary_rpc_method_handler(
+            orchestrator.SubmitWorkflow,
+            request_deserializer=boxed(orchestrator_pb2.SubmitWorkflowRequest),
+            response_serializer=orchestrator_pb2.SubmitWorkflowResponse.SerializeToString,
+        ),
+        "AppendTasks": grpc.unary_unary_rpc_method_handler(
+            orchestrator.AppendTasks,
+            request_deserializer=boxed(orchestrator_pb2.AppendTasksRequest),
+            response_serializer=orchestrator_pb2.AppendTasksResponse.SerializeToString,
+        ),
+    }
+    service = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+    return grpc.method_handlers_generic_handler(service, handlers)
+
+
 async def bind_ports(
     server: grpc.aio.Server,
     health_servicer: health.aio.HealthServicer,
@@ -175,7 +195,9 @@ async def build_server(
     interceptors.insert(0, ServerTimingInterceptor())  # outermost: its clock starts at the request's arrival
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     services = GenericOnly(server)
-    orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(runtime), services)
+    orchestrator = OrchestratorService(runtime)
+    server.add_generic_rpc_handlers((_boxed_submissions(orchestrator),))  # first: it wins for its two methods
+    orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(orchestrator, services)
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(runtime), services)
     agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayService(runtime), services)
     agent_pb2_grpc.add_ClusterServicer_to_server(ClusterService(runtime), services)

@@ -14,7 +14,7 @@ the dict-based walks used, so every float computed over them comes out bit-ident
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["Dag", "DagCycleError"]
 
@@ -35,17 +35,28 @@ class Dag:
 
     __slots__ = ("children", "order", "parents", "size", "starts")
 
-    def __init__(self, ids: Sequence[str], dependencies: Sequence[Sequence[str]], *, strict: bool = False) -> None:
+    def __init__(
+        self,
+        ids: Sequence[str],
+        dependencies: Sequence[Sequence[str]],
+        *,
+        strict: bool = False,
+        position: Callable[[str], int | None] | None = None,
+    ) -> None:
         """``dependencies[i]``: the ids task ``ids[i]`` depends on; ids outside ``ids`` are ignored,
         or with ``strict`` refused (``ValueError``, as are ids named twice).
 
+        ``position`` maps an id to its index in ``ids`` (None: not among them) when the caller
+        knows it already; else a dict is built here (~60 bytes per task for the walk's length).
         Raises :class:`DagCycleError` when the graph has a cycle.
         """
         size = len(ids)
-        position = {task_id: i for i, task_id in enumerate(ids)}
-        if strict and len(position) != size:
-            raise ValueError("task names are not unique")
-        get = position.get
+        if position is None or strict:
+            positions = {task_id: i for i, task_id in enumerate(ids)}
+            if strict and len(positions) != size:
+                raise ValueError("task names are not unique")
+            position = positions.get
+        get = position
         parents = array("i", bytes(4 * size))
         starts = array("i", bytes(4 * (size + 1)))
         edges = array("i")  # parent positions, grouped by child in order
@@ -60,7 +71,7 @@ class Dag:
                 elif strict:
                     raise ValueError(f"task {ids[i]!r} depends on unknown task {dep!r}")
             parents[i] = count
-        del position
+        del position, get
         for i in range(size):
             starts[i + 1] += starts[i]
         fill = array("i", starts)

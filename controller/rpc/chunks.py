@@ -21,6 +21,7 @@ from corral.controller.rpc import fields
 from corral.controller.rpc.auth import current_caller, record_audit
 from corral.controller.rpc.errors import code_name
 from corral.controller.rpc.identity import Principal, current_principal
+from corral.controller.rpc.request_box import RequestBox, unbox
 from corral.controller.rpc.scope import require_namespace
 from corral.controller.rpc.staging import Staging, Upload
 from corral.controller.rpc.submission import TaskMessages
@@ -50,20 +51,21 @@ class ChunksServicer:
 
         async def _submit(
             self,
-            request: pb.SubmitWorkflowRequest,
+            box: RequestBox[pb.SubmitWorkflowRequest],
             tasks: TaskMessages | None = None,
             *,
             into: pb.SubmitWorkflowResponse,
-        ) -> asyncio.Future[bool] | None: ...
+        ) -> tuple[asyncio.Future[bool] | None, float | None]: ...
 
         async def _wait_result(
-            self,
-            request: pb.SubmitWorkflowRequest,
-            response: pb.SubmitWorkflowResponse,
-            waiter: asyncio.Future[bool] | None,
+            self, wait_timeout_s: float, response: pb.SubmitWorkflowResponse, waiter: asyncio.Future[bool] | None
         ) -> None: ...
 
-    async def AppendTasks(self, request: pb.AppendTasksRequest, context: Any) -> pb.AppendTasksResponse:
+    async def AppendTasks(
+        self, boxed_request: RequestBox[pb.AppendTasksRequest] | pb.AppendTasksRequest, context: Any
+    ) -> pb.AppendTasksResponse:
+        request = unbox(boxed_request)  # dropped below, once its tasks are staged (request_box.py)
+        del boxed_request
         upload_id = fields.identifier(request.upload_id, "upload_id", "upload id")
         principal = current_principal()
         index, chunks, count = request.index, request.chunks, len(request.tasks)
@@ -102,7 +104,7 @@ class ChunksServicer:
         task_count = upload.tasks
         try:
             response = pb.SubmitWorkflowResponse()
-            waiter = await self._submit(submit, StagedTasks(encoded_tasks, task_count), into=response)
+            waiter, _ = await self._submit(RequestBox(submit), StagedTasks(encoded_tasks, task_count), into=response)
         except BaseException as exc:  # cancelled too: the upload must not stay "sealing"
             reason = str(exc)[:_MAX_REASON] if isinstance(exc, CorralError) else "its last chunk failed"
             if not isinstance(exc, Exception):
@@ -114,8 +116,8 @@ class ChunksServicer:
         wait_timeout_s = submit.wait_timeout_s if submit.wait else None
         self.staging.sealed(upload, response.workflow_id, self.rt.clock(), wait_timeout_s)
         self._audit_end(principal, upload.upload_id, submit.spec.namespace, None, response.workflow_id)
-        if submit.wait:
-            await self._wait_result(submit, response, waiter)
+        if wait_timeout_s is not None:
+            await self._wait_result(wait_timeout_s, response, waiter)
         return pb.AppendTasksResponse(
             upload_id=upload.upload_id, received=upload.chunks, task_count=task_count, submitted=response
         )
@@ -132,8 +134,7 @@ class ChunksServicer:
             return None if workflow.state.terminal else rt.waiter(workflow.id)
 
         found = await rt.handle(rq.WorkflowQuery(upload.workflow_id, current_caller()), waiter)
-        waiting = pb.SubmitWorkflowRequest(start=True, wait=True, wait_timeout_s=upload.wait_timeout_s)
-        await self._wait_result(waiting, response, found)
+        await self._wait_result(upload.wait_timeout_s, response, found)
         return response
 
     def _sweep(self) -> None:

@@ -25,6 +25,7 @@ from corral.controller.rpc.auth import current_caller
 from corral.controller.rpc.chunks import ChunksServicer, check_submit_options
 from corral.controller.rpc.identity import current_principal
 from corral.controller.rpc.listing import list_merged
+from corral.controller.rpc.request_box import RequestBox
 from corral.controller.rpc.runs import RunsServicer
 from corral.controller.rpc.scope import require_namespace
 from corral.controller.rpc.staging import Staging
@@ -114,19 +115,29 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         # right after submitting is common (and costly for 100k-task workflows).
         self._plans: dict[str, ExecutionPlan] = {}
 
-    async def SubmitWorkflow(self, request: pb.SubmitWorkflowRequest, context: Any) -> pb.SubmitWorkflowResponse:
+    async def SubmitWorkflow(
+        self, request: RequestBox[pb.SubmitWorkflowRequest] | pb.SubmitWorkflowRequest, context: Any
+    ) -> pb.SubmitWorkflowResponse:
         response = pb.SubmitWorkflowResponse()
-        waiter = await self._submit(request, into=response)
-        if request.wait:
-            await self._wait_result(request, response, waiter)
+        box = request if isinstance(request, RequestBox) else RequestBox(request)
+        del request  # from here the box alone: _submit drops the message after its admission
+        waiter, wait_timeout_s = await self._submit(box, into=response)
+        if wait_timeout_s is not None:
+            await self._wait_result(wait_timeout_s, response, waiter)
         return response
 
     async def _submit(
-        self, request: pb.SubmitWorkflowRequest, tasks: TaskMessages | None = None, *, into: pb.SubmitWorkflowResponse
-    ) -> asyncio.Future[bool] | None:
-        """Admit, store and (with start) start a workflow; the answer is written ``into`` and, with
-        wait, the end's waiter returned (it writes the result there when the workflow ends).
+        self,
+        box: RequestBox[pb.SubmitWorkflowRequest],
+        tasks: TaskMessages | None = None,
+        *,
+        into: pb.SubmitWorkflowResponse,
+    ) -> tuple[asyncio.Future[bool] | None, float | None]:
+        """Admit, store and (with start) start a workflow; the answer is written ``into``. Returns,
+        with wait, the end's waiter (it writes the result there when the workflow ends) and the
+        request's wait_timeout_s (else None for both).
         ``tasks`` stands for ``request.spec.tasks`` (a chunked upload's, see :func:`admit_workflow`)."""
+        request = box.take()
         check_submit_options(request)
         rt = self.rt
         admission = functools.partial(
@@ -143,16 +154,21 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         # so no agent looks lost while a big workflow is being checked. Small ones stay inline.
         big = len(request.spec.tasks if tasks is None else tasks) > _ADMIT_INLINE_TASKS
         admitted = await asyncio.to_thread(admission) if big else admission()
+        start, wait, no_cache = request.start, request.wait, request.no_cache
+        wait_timeout_s = request.wait_timeout_s if wait else None
+        # The decoded request (its tasks: ~7 MiB for 20,000) is no longer needed: it goes now,
+        # before the core's submit and the commit, the controller's highest point (request_box.py).
+        del admission, request
         if big:
             # Now, before the core takes the records: the admission's transients (a chunked
             # upload's decoded chunks too) were freed in the thread's own malloc arena, which the
             # loop thread never reuses. Left there until after the submit, they added ~40 MiB to
             # a 200k-task submission's peak (issue 12; bench.memphases --chunked).
             await heaptrim.HEAP.trim()
-        admitted.workflow.no_cache = request.no_cache
+        admitted.workflow.no_cache = no_cache
         plan = admitted.plan
         require_namespace(current_principal(), admitted.workflow.namespace)
-        event = rq.SubmitRequest(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=request.start))
+        event = rq.SubmitRequest(ev.SubmitWorkflow(admitted.workflow, admitted.tasks, start=start))
         del admitted  # the records now belong to the event (and soon the machine)
 
         def waiting(
@@ -162,7 +178,7 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
             # The waiter is registered in the same tick, so the end cannot slip by unseen.
             waiter = (
                 rt.waiter(workflow.id, _result_into(workflow.id, into.result))
-                if request.wait and not workflow.state.terminal
+                if wait and not workflow.state.terminal
                 else None
             )
             admission = machine.deadline_book.admissions.pop(workflow.id, "")
@@ -179,16 +195,14 @@ class OrchestratorService(RunsServicer, AttemptsServicer, ChunksServicer, orches
         into.deduplicated = deduplicated
         into.deadline_verdict = verdict
         into.deadline_message = verdict_message
-        return waiter
+        return waiter, wait_timeout_s
 
     async def _wait_result(
-        self,
-        request: pb.SubmitWorkflowRequest,
-        response: pb.SubmitWorkflowResponse,
-        waiter: asyncio.Future[bool] | None,
+        self, wait_timeout_s: float, response: pb.SubmitWorkflowResponse, waiter: asyncio.Future[bool] | None
     ) -> None:
-        """With wait: the workflow's end (at most wait_timeout_s), its result written into ``response``."""
-        if await _wait(waiter, request.wait_timeout_s):
+        """With wait: the workflow's end (at most ``wait_timeout_s``; 0: no bound), its result
+        written into ``response``."""
+        if await _wait(waiter, wait_timeout_s):
             return  # written in the tick that ended it
         if waiter is not None:
             self.rt.forget_waiter(response.workflow_id, waiter)  # the answer leaves without it

@@ -153,6 +153,11 @@ def test_a_finished_workflows_result_carries_the_executed_critical_path() -> Non
     assert tuple(wire.executed_critical_path(machine, workflow)) == expected
     result = wire.workflow_result(machine, workflow, sim.now)
     assert tuple(result.critical_path) == expected
+    # Positions come from each record's index; a record whose index is not its place (as a
+    # compensation record shares its task's) is found through a dict instead, with the same path.
+    first, last = (machine.tasks[workflow.task_ids[i]] for i in (0, -1))
+    first.index, last.index = last.index, first.index
+    assert tuple(wire.executed_critical_path(machine, workflow)) == expected
 
 
 def test_a_finished_task_drops_its_rank_and_a_retry_ranks_it_again(sim: Sim) -> None:
