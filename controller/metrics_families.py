@@ -110,15 +110,9 @@ def _machine_gauges(machine: Machine) -> Iterator[Metric]:
         for task_state, n in counts.items():
             if n:
                 by_state[task_state.value] += n
-    tasks = GaugeMetricFamily("corral_tasks", "Tasks the controller holds, by state.", labels=["state"])
-    for name, n in sorted(by_state.items()):
-        tasks.add_metric([name], float(n))
-    yield tasks
-    workflows_by_state = Counter(workflow.state.value for workflow in machine.workflows.values())
-    workflows = GaugeMetricFamily("corral_workflows", "Workflows the controller holds, by state.", labels=["state"])
-    for name, n in sorted(workflows_by_state.items()):
-        workflows.add_metric([name], float(n))
-    yield workflows
+    yield _by_state("corral_tasks", "Tasks the controller holds, by state.", by_state)
+    workflows = Counter(workflow.state.value for workflow in machine.workflows.values())
+    yield _by_state("corral_workflows", "Workflows the controller holds, by state.", workflows)
     queue = GaugeMetricFamily(
         "corral_queue_depth", "Ready tasks waiting in the controller's queue, by agent type.", labels=["agent_type"]
     )
@@ -128,12 +122,16 @@ def _machine_gauges(machine: Machine) -> Iterator[Metric]:
     yield from _agent_gauges(machine)
 
 
+def _by_state(name: str, documentation: str, counts: Counter[str]) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=["state"])
+    for state, n in sorted(counts.items()):
+        family.add_metric([state], float(n))
+    return family
+
+
 def _agent_gauges(machine: Machine) -> Iterator[Metric]:
-    agents_by_state = Counter(agent.state.value for agent in machine.agents.values())
-    agents = GaugeMetricFamily("corral_agents", "Agents the controller knows, by state.", labels=["state"])
-    for state, n in sorted(agents_by_state.items()):
-        agents.add_metric([state], float(n))
-    yield agents
+    agents = Counter(agent.state.value for agent in machine.agents.values())
+    yield _by_state("corral_agents", "Agents the controller knows, by state.", agents)
     capacity = GaugeMetricFamily(
         "corral_agent_capacity",
         "What an online agent offers, by resource (slots, cpu_cores, memory_bytes, gpus).",
