@@ -288,6 +288,12 @@ class Session:
                     delay = max(delay, REFUSED_BACKOFF_S)
                 level = log.warning if failures == 1 else log.debug
                 level("controller stream failed", controller=self.target, error=str(exc))
+            except Exception as exc:
+                # Anything else (grpc.aio raising another type on a stream that broke under it, a
+                # bug in handling one message) ends this stream, never the session: an agent whose
+                # session task died stayed up, connected to nothing (seen once in `make chaos`).
+                failures += 1
+                log.exception("controller stream failed", controller=self.target, error=f"{type(exc).__name__}: {exc}")
             finally:
                 self.connected.clear()
             if self._closing:

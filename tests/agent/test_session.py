@@ -238,6 +238,35 @@ async def test_every_welcomed_stream_that_fails_is_logged_as_a_warning(
     assert all(entry["log_level"] == "warning" for entry in failed)
 
 
+async def test_an_unexpected_error_on_a_stream_ends_the_stream_not_the_session(
+    make_agent: AgentFactory, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen once in `make chaos`: after its controller's kill -9 an agent logged nothing and never
+    # came back; its task dump showed no session task at all. An error of a type the session did
+    # not name ended the session's loop, silently.
+    agent, task = await make_agent()
+    first = await gateway.connection(0)
+    session = agent.session
+    assert session is not None
+    real = session._dispatch
+    raised: list[str] = []
+
+    def dispatch(message: agent_pb2.ControllerMessage) -> None:
+        if not raised:
+            raised.append(message.WhichOneof("kind") or "")
+            raise RuntimeError("a message the session could not handle")
+        real(message)
+
+    monkeypatch.setattr(session, "_dispatch", dispatch)
+    with structlog.testing.capture_logs() as logs:
+        first.ack("nothing")
+        await gateway.connection(1, timeout=DEADLINE_S)  # a new stream
+    assert raised == ["ack"] and not task.done()
+    failed = [entry for entry in logs if entry["event"] == "controller stream failed"]
+    assert failed and "RuntimeError: a message the session could not handle" in failed[0]["error"]
+    await asyncio.wait_for(first.agent_closed.wait(), DEADLINE_S)  # the broken stream is given up
+
+
 # -- the lease: renewed only by echoes of this stream's heartbeats ---------------------------------------
 
 
