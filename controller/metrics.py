@@ -262,7 +262,7 @@ def register() -> None:
     """Register :data:`METRICS` in prometheus-client's ``REGISTRY`` (once per process).
 
     Called by the HTTP server, the only place that renders them: prometheus-client (with the
-    wsgiref, http and email modules it imports) is ~4 MiB of a controller's RSS, which a controller
+    wsgiref, http and email modules it imports) is ~2 MiB of a controller's RSS, which a controller
     without ``--http`` never needs (docs/DECISIONS.md, "Fifteenth wave").
     """
     global _registered

@@ -56,14 +56,13 @@ class Dag:
             if strict and len(positions) != size:
                 raise ValueError("task names are not unique")
             position = positions.get
-        get = position
         parents = array("i", bytes(4 * size))
         starts = array("i", bytes(4 * (size + 1)))
         edges = array("i")  # parent positions, grouped by child in order
         for i in range(size):
             count = 0
             for dep in dependencies[i]:
-                p = get(dep)
+                p = position(dep)
                 if p is not None:
                     edges.append(p)
                     starts[p + 1] += 1
@@ -71,7 +70,7 @@ class Dag:
                 elif strict:
                     raise ValueError(f"task {ids[i]!r} depends on unknown task {dep!r}")
             parents[i] = count
-        del position, get
+        del position
         for i in range(size):
             starts[i + 1] += starts[i]
         fill = array("i", starts)

@@ -18,6 +18,7 @@ commit with the tick that learned them; the store's table is as bounded as the b
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -174,10 +175,6 @@ class DurationBook:
             self._groups.move_to_end(group)
         return entry
 
-    def groups(self) -> list[GroupKey]:
-        """The groups held, least recently used first."""
-        return list(self._groups)
-
     def knows_fingerprints(self, namespace: str) -> bool:
         """Whether any fingerprint of ``namespace`` was learned (else computing one is wasted)."""
         return self._prints.get(namespace, 0) > 0
@@ -292,7 +289,9 @@ class DurationBook:
             self._dirty.add(group)
             # The least recently used group's oldest learned entries go first (a workflow of
             # more tasks than the book learns none: Ordering.learn); the group when emptied.
-            for name in list(members)[: self._size - self.max_entries]:
+            # islice: a full book evicts one entry per new one; a copy of the group's names each
+            # time was a scan of up to the whole book per completed task.
+            for name in list(itertools.islice(members, self._size - self.max_entries)):
                 del members[name]
                 self._counted(group, -1)
             if not members:

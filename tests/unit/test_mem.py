@@ -90,12 +90,12 @@ def test_a_workflow_bigger_than_the_book_learns_only_its_fingerprint() -> None:
     sim = Simulator(Fleet(agents=2, slots=2), config=MachineConfig(max_learned_durations=5), default_duration_s=0.5)
     assert sim.run(_spec("big", 8)).state == "completed"
     book = sim.machine.ordering.book
-    kinds = {group[0] for group in book.groups()}
+    kinds = {group[0] for group in book._groups}
     assert kinds == {FINGERPRINT}
     assert book.expected("default", "big", "t0", 0.0, "python:mod:work")[1] is DurationSource.FINGERPRINT
     # A workflow that fits learns per task, as before.
     assert sim.run(_spec("small", 3, chain=True)).state == "completed"
-    learned = {(*key, name) for key in book.groups() if key[0] == TASK for name in book._groups[key]}
+    learned = {(*key, name) for key, names in book._groups.items() if key[0] == TASK for name in names}
     assert learned == {(TASK, "default", "small", f"t{i}") for i in range(3)}
     assert book.expected("default", "small", "t1", 0.0, "")[1] is DurationSource.LEARNED
 
